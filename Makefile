@@ -1,0 +1,38 @@
+# keyrelay. `make run` starts it on the embedded default; `make test` runs
+# every test against real servers it starts itself.
+GO       ?= go
+BIN      := $(CURDIR)/bin
+FUZZTIME ?= 10s
+
+.PHONY: all build run test unit e2e fuzz bench tools vet clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/keyrelay ./cmd/keyrelay
+
+# Pinned nats-server (version from go.mod), built once into the ignored bin/.
+$(BIN)/nats-server: go.mod go.sum
+	$(GO) build -o $@ github.com/nats-io/nats-server/v2
+
+tools: $(BIN)/nats-server
+
+run: build
+	$(BIN)/keyrelay serve $(if $(CONFIG),--config $(CONFIG))
+
+vet:
+	$(GO) vet ./...
+
+test: tools build vet
+	$(GO) test -count=1 -timeout 12m ./...
+	$(MAKE) fuzz
+
+fuzz:
+	$(GO) test ./events -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME)
+	$(GO) test ./events -run='^$$' -fuzz='^FuzzOpen$$' -fuzztime=$(FUZZTIME)
+
+bench: tools build
+	$(GO) run ./bench/pipeline
+
+clean:
+	rm -rf $(BIN) data

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keyrelay/keyrelay/client"
+	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/app"
+)
+
+func confirmationsCmd(g *globals) *cobra.Command {
+	var follow, asJSON bool
+	var team string
+	var from uint64
+	cmd := &cobra.Command{
+		Use:   "confirmations",
+		Short: "Show confirmations (all retained, or --follow for new ones as they arrive)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, log, err := g.load()
+			if err != nil {
+				return err
+			}
+			conn, err := app.Connect(c, "keyrelay-confirmations", false, log)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			filter := ""
+			if team != "" {
+				if err := events.ValidateID("team", team); err != nil {
+					return err
+				}
+				filter = events.ConfirmationsPrefix + "." + team + ".>"
+			}
+			ctx := cmd.Context()
+			start := from
+			if !follow && start == 0 {
+				start = 1
+			}
+			var last uint64
+			if !follow {
+				s, err := conn.JS.Stream(ctx, client.ConfirmationsStream)
+				if err != nil {
+					return err
+				}
+				info, err := s.Info(ctx)
+				if err != nil {
+					return err
+				}
+				if info.State.Msgs == 0 {
+					fmt.Fprintln(os.Stderr, "no confirmations")
+					return nil
+				}
+				last = info.State.LastSeq
+			}
+			enc := json.NewEncoder(os.Stdout)
+			done := fmt.Errorf("done")
+			err = client.FollowConfirmations(ctx, conn.JS, start, filter, func(seq uint64, cf *events.Confirmation) error {
+				if asJSON {
+					_ = enc.Encode(cf)
+				} else {
+					fmt.Printf("%s %-10s %-22s team=%s key=%s event=%s gen=%d provider=%s ref=%s version=%s attempts=%d%s\n",
+						cf.Time.Format(time.RFC3339), cf.Status, cf.EventType, cf.TeamID, cf.KeyID, cf.EventID, cf.Generation,
+						cf.Provider, cf.SecretRef, cf.ProviderVersion, cf.Attempts, reasonSuffix(cf))
+				}
+				if !follow && seq >= last {
+					return done
+				}
+				return nil
+			})
+			if err == done {
+				return nil
+			}
+			return err
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "wait for new confirmations")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON lines")
+	cmd.Flags().StringVar(&team, "team", "", "only this team")
+	cmd.Flags().Uint64Var(&from, "from-seq", 0, "start at this confirmations-stream sequence")
+	return cmd
+}
+
+func reasonSuffix(c *events.Confirmation) string {
+	s := ""
+	if c.Duplicate {
+		s += " duplicate"
+	}
+	if c.Reason != "" {
+		s += fmt.Sprintf(" reason=%q", c.Reason)
+	}
+	return s
+}

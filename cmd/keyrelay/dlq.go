@@ -1,0 +1,107 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keyrelay/keyrelay/internal/app"
+	"github.com/keyrelay/keyrelay/worker"
+)
+
+func dlqCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "dlq", Short: "Inspect and retry dead-lettered events"}
+	var asJSON bool
+	var limit int
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List dead letters with their reason and attempts",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, log, err := g.load()
+			if err != nil {
+				return err
+			}
+			conn, err := app.Connect(c, "keyrelay-dlq", false, log)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			dls, err := worker.ListDeadLetters(cmd.Context(), conn.JS, limit)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(os.Stdout).Encode(dls)
+			}
+			if len(dls) == 0 {
+				fmt.Println("the DLQ is empty")
+				return nil
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SEQ\tFAILED AT\tSTATUS\tATTEMPTS\tEVENT\tSUBJECT\tREASON")
+			for _, d := range dls {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\n", d.Seq, d.FailedAt.Format(time.RFC3339), d.Status, d.Attempts, d.EventID, d.Subject, d.Reason)
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	list.Flags().IntVar(&limit, "limit", 0, "show at most this many (0: all)")
+	var all bool
+	retry := &cobra.Command{
+		Use:   "retry [SEQ...]",
+		Short: "Send dead letters back through the pipeline once the cause is fixed",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, log, err := g.load()
+			if err != nil {
+				return err
+			}
+			conn, err := app.Connect(c, "keyrelay-dlq", false, log)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			var seqs []uint64
+			if all {
+				dls, err := worker.ListDeadLetters(cmd.Context(), conn.JS, 0)
+				if err != nil {
+					return err
+				}
+				for _, d := range dls {
+					seqs = append(seqs, d.Seq)
+				}
+			}
+			for _, a := range args {
+				s, err := strconv.ParseUint(a, 10, 64)
+				if err != nil {
+					return fmt.Errorf("%q is not a DLQ sequence", a)
+				}
+				seqs = append(seqs, s)
+			}
+			if len(seqs) == 0 {
+				return fmt.Errorf("name the entries to retry (see `keyrelay dlq list`) or pass --all")
+			}
+			failed := 0
+			for _, s := range seqs {
+				if err := worker.RetryDeadLetter(cmd.Context(), conn.JS, s); err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					failed++
+					continue
+				}
+				fmt.Printf("retried %d\n", s)
+			}
+			if failed > 0 {
+				return fmt.Errorf("%d of %d entries not retried", failed, len(seqs))
+			}
+			return nil
+		},
+	}
+	retry.Flags().BoolVar(&all, "all", false, "retry every entry")
+	cmd.AddCommand(list, retry)
+	return cmd
+}

@@ -1,0 +1,232 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/testenv"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// keyrelayBinary builds the current tree's keyrelay once per test binary.
+func keyrelayBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "keyrelay-e2e-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "keyrelay")
+		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/keyrelay")
+		cmd.Dir = testenv.RepoRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("build keyrelay: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// env is one end-to-end environment: a nats-server, a config, a keyring
+// and a shared local-provider directory.
+type env struct {
+	t        *testing.T
+	nats     *testenv.NATS
+	dir      string
+	keyring  *events.Keyring
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	storeDir string
+	keyFile  string
+	config   string
+}
+
+type envOptions struct {
+	extraYAML  string
+	worker     string
+	dupWindow  time.Duration
+	backendYML string
+}
+
+func newEnv(t *testing.T, o envOptions) *env {
+	t.Helper()
+	e := &env{t: t, nats: testenv.StartNATS(t), dir: t.TempDir()}
+	e.storeDir = filepath.Join(e.dir, "secrets")
+	krPath := filepath.Join(e.dir, "keyring.json")
+	if err := events.GenerateKeyringFile(krPath, "e2e1"); err != nil {
+		t.Fatal(err)
+	}
+	kr, err := events.LoadKeyring(krPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.keyring = kr
+	if o.dupWindow == 0 {
+		o.dupWindow = 2 * time.Minute
+	}
+	if o.worker == "" {
+		o.worker = `
+    concurrency: 16
+    ack_wait: 6s
+    claim_lease: 4s
+    call_timeout: 2s
+    retry_initial: 20ms
+    retry_max: 500ms
+    max_deliver: 6
+    shutdown_grace: 3s`
+	}
+	backend := o.backendYML
+	if backend == "" {
+		backend = fmt.Sprintf(`
+    local:
+      path: %s`, e.storeDir)
+	}
+	e.config = filepath.Join(e.dir, "config.yaml")
+	cfg := fmt.Sprintf(`
+model_list: []
+general_settings:
+  key_management_system: local
+  key_management_settings:
+    store_virtual_keys: true
+    prefix_for_stored_virtual_keys: "litellm/"
+keyrelay:
+  nats:
+    url: %s
+  streams:
+    duplicate_window: %s
+  worker:%s
+  sealing:
+    keyring_file: %s
+  log:
+    level: info
+  providers:%s
+%s`, e.nats.URL, o.dupWindow, o.worker, krPath, backend, o.extraYAML)
+	if err := os.WriteFile(e.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(e.nats.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	e.nc = nc
+	e.js, _ = jetstream.New(nc)
+	return e
+}
+
+// proc is one `keyrelay serve` process.
+type proc struct {
+	name    string
+	cmd     *exec.Cmd
+	opsPort int
+	logPath string
+	exited  chan struct{}
+}
+
+func (e *env) startWorker(name string) *proc {
+	e.t.Helper()
+	p := &proc{name: name, opsPort: testenv.FreePort(e.t), logPath: filepath.Join(e.dir, name+"-"+strconv.FormatInt(time.Now().UnixNano(), 10)+".log")}
+	logf, err := os.Create(p.logPath)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	p.cmd = exec.Command(keyrelayBinary(e.t), "serve", "--config", e.config, "--http", "127.0.0.1:"+strconv.Itoa(p.opsPort))
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	if err := p.cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	p.exited = make(chan struct{})
+	go func() { _ = p.cmd.Wait(); logf.Close(); close(p.exited) }()
+	e.t.Cleanup(func() { p.stop(syscall.SIGTERM) })
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", p.opsPort))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return p
+			}
+		}
+		select {
+		case <-p.exited:
+			b, _ := os.ReadFile(p.logPath)
+			e.t.Fatalf("%s exited before ready:\n%s", name, b)
+		default:
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(p.logPath)
+			e.t.Fatalf("%s not ready after 30s:\n%s", name, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (p *proc) stop(sig syscall.Signal) {
+	if p.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(sig)
+	select {
+	case <-p.exited:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+// confirmations reads every confirmation in the stream.
+func (e *env) confirmations(ctx context.Context) []*events.Confirmation {
+	e.t.Helper()
+	return readConfirmations(ctx, e.t, e.js)
+}
+
+// waitQuiet waits until the shared consumer has nothing pending or
+// unacknowledged and the confirmation count is at least want.
+func (e *env) waitQuiet(ctx context.Context, want int, timeout time.Duration) {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		cons, err := e.js.Consumer(ctx, "KEYRELAY_EVENTS", "keyrelay-workers")
+		if err == nil {
+			info, err := cons.Info(ctx)
+			s, serr := e.js.Stream(ctx, "KEYRELAY_CONFIRMATIONS")
+			if err == nil && serr == nil {
+				sinfo, _ := s.Info(ctx)
+				if info.NumPending == 0 && info.NumAckPending == 0 && sinfo != nil && int(sinfo.State.Msgs) >= want {
+					return
+				}
+				if time.Now().After(deadline) {
+					e.t.Fatalf("not quiet after %v: pending=%d ack_pending=%d redelivered=%d confirmations=%d want=%d",
+						timeout, info.NumPending, info.NumAckPending, info.NumRedelivered, sinfo.State.Msgs, want)
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

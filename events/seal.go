@@ -1,0 +1,338 @@
+package events
+
+import (
+	"bytes"
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"sync"
+)
+
+// Sealing algorithms.
+const (
+	// AlgA256GCM is AES-256-GCM with a 96-bit random nonce and a key from the
+	// keyring named by kid.
+	AlgA256GCM = "A256GCM"
+	// AlgPlaintext carries the value unencrypted (base64 in ct). Refused
+	// unless the opener allows plaintext: development only.
+	AlgPlaintext = "plaintext"
+)
+
+// MaxValueBytes bounds a secret value (AWS Secrets Manager's limit is 64 KiB;
+// virtual keys are tiny).
+const MaxValueBytes = 16 << 10
+
+// SealedValue is the envelope a secret value travels in.
+type SealedValue struct {
+	// Alg is AlgA256GCM (or AlgPlaintext in development).
+	Alg string `json:"alg"`
+	// KID names the keyring key that sealed the value.
+	KID string `json:"kid,omitempty"`
+	// Nonce is the 12-byte GCM nonce, base64 (standard, padded).
+	Nonce []byte `json:"nonce,omitempty"`
+	// Ciphertext is the GCM output (ciphertext || 16-byte tag), base64.
+	Ciphertext []byte `json:"ct"`
+}
+
+// String never prints the contents, so a SealedValue in a log line or an
+// error says only what it is.
+func (s *SealedValue) String() string {
+	if s == nil {
+		return "<nil sealed value>"
+	}
+	return fmt.Sprintf("sealed(%s,kid=%s,%dB)", s.Alg, s.KID, len(s.Ciphertext))
+}
+
+func (s *SealedValue) validate(field string) error {
+	switch s.Alg {
+	case AlgA256GCM:
+		if err := ValidateID(field+".kid", s.KID); err != nil {
+			return err
+		}
+		if len(s.Nonce) != 12 {
+			return invalid(field+".nonce", "must be 12 bytes, got %d", len(s.Nonce))
+		}
+		if len(s.Ciphertext) < 16 {
+			return invalid(field+".ct", "is shorter than the GCM tag")
+		}
+		if len(s.Ciphertext) > MaxValueBytes+16 {
+			return invalid(field+".ct", "is %d bytes, larger than %d", len(s.Ciphertext), MaxValueBytes+16)
+		}
+	case AlgPlaintext:
+		if s.KID != "" {
+			return invalid(field+".kid", "must be absent for %s", AlgPlaintext)
+		}
+		if len(s.Nonce) != 0 {
+			return invalid(field+".nonce", "must be absent for %s", AlgPlaintext)
+		}
+		if len(s.Ciphertext) > MaxValueBytes {
+			return invalid(field+".ct", "is %d bytes, larger than %d", len(s.Ciphertext), MaxValueBytes)
+		}
+	case "":
+		return invalid(field+".alg", "is required")
+	default:
+		return invalid(field+".alg", "is not a supported algorithm (%s or %s)", AlgA256GCM, AlgPlaintext)
+	}
+	return nil
+}
+
+// Binding is the event identity a sealed value is bound to.
+type Binding struct {
+	TeamID     string
+	KeyID      string
+	Generation uint64
+}
+
+// BindingOf returns the binding of ev.
+func BindingOf(ev *Event) Binding {
+	return Binding{TeamID: ev.TeamID, KeyID: ev.KeyID, Generation: ev.Generation}
+}
+
+// AAD is the associated data authenticated with the value:
+//
+//	"keyrelay-seal-v1" 0x00 alg 0x00 kid 0x00 team_id 0x00 key_id 0x00 generation(decimal)
+//
+// Ids cannot contain NUL, so the encoding is unambiguous.
+func (b Binding) AAD(alg, kid string) []byte {
+	out := make([]byte, 0, 64)
+	out = append(out, "keyrelay-seal-v1"...)
+	for _, s := range []string{alg, kid, b.TeamID, b.KeyID, strconv.FormatUint(b.Generation, 10)} {
+		out = append(out, 0)
+		out = append(out, s...)
+	}
+	return out
+}
+
+// validate checks that b can be encoded unambiguously: the team id (and the
+// key id, when set) must be valid ids, so none contains the NUL separator.
+func (b Binding) validate() error {
+	if err := ValidateID("team_id", b.TeamID); err != nil {
+		return fmt.Errorf("binding: %w", err)
+	}
+	if b.KeyID != "" {
+		if err := ValidateID("key_id", b.KeyID); err != nil {
+			return fmt.Errorf("binding: %w", err)
+		}
+	}
+	return nil
+}
+
+// Sealer seals values for new events.
+type Sealer interface {
+	Seal(ctx context.Context, plaintext []byte, b Binding) (*SealedValue, error)
+}
+
+// Opener opens sealed values.
+type Opener interface {
+	Open(ctx context.Context, sv *SealedValue, b Binding) ([]byte, error)
+}
+
+// Errors from opening sealed values. They never contain the value.
+var (
+	ErrPlaintextRefused = errors.New("plaintext value refused: sealing is required (allow_plaintext_values is off)")
+	ErrUnknownKeyID     = errors.New("sealing key not in keyring")
+	ErrOpenFailed       = errors.New("sealed value failed authentication (wrong key, tampered, or bound to another event)")
+)
+
+// Keyring holds AES-256 sealing keys. New values are sealed with the active
+// key; every key stays available to open retained history. It is safe for
+// concurrent use.
+type Keyring struct {
+	mu             sync.RWMutex
+	active         string
+	aeads          map[string]cipher.AEAD
+	allowPlaintext bool
+}
+
+// KeyringFile is the on-disk keyring format:
+//
+//	{"active": "k2", "keys": {"k1": "<base64 32 bytes>", "k2": "<base64 32 bytes>"}}
+type KeyringFile struct {
+	Active string            `json:"active"`
+	Keys   map[string]string `json:"keys"`
+}
+
+// NewKeyring builds a keyring from raw keys. active must be one of keys.
+func NewKeyring(active string, keys map[string][]byte) (*Keyring, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("keyring: no keys")
+	}
+	kr := &Keyring{active: active, aeads: make(map[string]cipher.AEAD, len(keys))}
+	for kid, k := range keys {
+		if err := ValidateID("keyring kid", kid); err != nil {
+			return nil, fmt.Errorf("keyring: %w", err)
+		}
+		if len(k) != 32 {
+			return nil, fmt.Errorf("keyring: key %q is %d bytes, want 32", kid, len(k))
+		}
+		block, err := aes.NewCipher(k)
+		if err != nil {
+			return nil, fmt.Errorf("keyring: key %q: %w", kid, err)
+		}
+		aead, err := cipher.NewGCM(block)
+		if err != nil {
+			return nil, fmt.Errorf("keyring: key %q: %w", kid, err)
+		}
+		kr.aeads[kid] = aead
+	}
+	if _, ok := kr.aeads[active]; !ok {
+		return nil, fmt.Errorf("keyring: active key %q is not in the keyring", active)
+	}
+	return kr, nil
+}
+
+// ParseKeyring decodes the KeyringFile format.
+func ParseKeyring(b []byte) (*Keyring, error) {
+	var f KeyringFile
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("keyring: malformed JSON or unknown field")
+	}
+	keys := make(map[string][]byte, len(f.Keys))
+	for kid, enc := range f.Keys {
+		k, err := base64.StdEncoding.DecodeString(enc)
+		if err != nil {
+			return nil, fmt.Errorf("keyring: key %q is not base64", kid)
+		}
+		keys[kid] = k
+	}
+	return NewKeyring(f.Active, keys)
+}
+
+// LoadKeyring reads a keyring file.
+func LoadKeyring(path string) (*Keyring, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("keyring: %w", err)
+	}
+	return ParseKeyring(b)
+}
+
+// GenerateKeyringFile creates a keyring file with one fresh key, readable by
+// its owner only. It fails if the file exists.
+func GenerateKeyringFile(path, kid string) error {
+	f, err := NewKeyringFile(kid)
+	if err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(f, "", "  ")
+	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("keyring: %w", err)
+	}
+	if _, err := fh.Write(append(b, '\n')); err != nil {
+		fh.Close()
+		return fmt.Errorf("keyring: %w", err)
+	}
+	return fh.Close()
+}
+
+// NewKeyringFile returns a keyring with one fresh random key.
+func NewKeyringFile(kid string) (*KeyringFile, error) {
+	if err := ValidateID("kid", kid); err != nil {
+		return nil, err
+	}
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return nil, err
+	}
+	return &KeyringFile{Active: kid, Keys: map[string]string{kid: base64.StdEncoding.EncodeToString(k)}}, nil
+}
+
+// AllowPlaintext makes Open accept AlgPlaintext values. Development only.
+func (kr *Keyring) AllowPlaintext(allow bool) {
+	kr.mu.Lock()
+	kr.allowPlaintext = allow
+	kr.mu.Unlock()
+}
+
+// Active returns the id of the key new values are sealed with.
+func (kr *Keyring) Active() string {
+	kr.mu.RLock()
+	defer kr.mu.RUnlock()
+	return kr.active
+}
+
+// KeyIDs lists the keyring's key ids, sorted.
+func (kr *Keyring) KeyIDs() []string {
+	kr.mu.RLock()
+	defer kr.mu.RUnlock()
+	ids := make([]string, 0, len(kr.aeads))
+	for id := range kr.aeads {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// Seal encrypts plaintext with the active key, bound to b.
+func (kr *Keyring) Seal(_ context.Context, plaintext []byte, b Binding) (*SealedValue, error) {
+	nonce := make([]byte, 12)
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, fmt.Errorf("seal: %w", err)
+	}
+	return kr.sealWithNonce(plaintext, b, nonce)
+}
+
+func (kr *Keyring) sealWithNonce(plaintext []byte, b Binding, nonce []byte) (*SealedValue, error) {
+	if len(plaintext) > MaxValueBytes {
+		return nil, fmt.Errorf("seal: value is %d bytes, larger than %d", len(plaintext), MaxValueBytes)
+	}
+	if len(nonce) != 12 {
+		return nil, fmt.Errorf("seal: nonce is %d bytes, want 12", len(nonce))
+	}
+	if err := b.validate(); err != nil {
+		return nil, fmt.Errorf("seal: %w", err)
+	}
+	kr.mu.RLock()
+	kid, aead := kr.active, kr.aeads[kr.active]
+	kr.mu.RUnlock()
+	ct := aead.Seal(nil, nonce, plaintext, b.AAD(AlgA256GCM, kid))
+	return &SealedValue{Alg: AlgA256GCM, KID: kid, Nonce: nonce, Ciphertext: ct}, nil
+}
+
+// Open decrypts sv and checks that it is bound to b.
+func (kr *Keyring) Open(_ context.Context, sv *SealedValue, b Binding) ([]byte, error) {
+	if sv == nil {
+		return nil, errors.New("open: no sealed value")
+	}
+	if err := sv.validate("value"); err != nil {
+		return nil, fmt.Errorf("open: %w", err)
+	}
+	if err := b.validate(); err != nil {
+		return nil, fmt.Errorf("open: %w", err)
+	}
+	kr.mu.RLock()
+	allow := kr.allowPlaintext
+	aead, ok := kr.aeads[sv.KID]
+	kr.mu.RUnlock()
+	if sv.Alg == AlgPlaintext {
+		if !allow {
+			return nil, ErrPlaintextRefused
+		}
+		return append([]byte(nil), sv.Ciphertext...), nil
+	}
+	if !ok {
+		return nil, fmt.Errorf("open: kid %q: %w", sv.KID, ErrUnknownKeyID)
+	}
+	pt, err := aead.Open(nil, sv.Nonce, sv.Ciphertext, b.AAD(sv.Alg, sv.KID))
+	if err != nil {
+		return nil, ErrOpenFailed
+	}
+	return pt, nil
+}
+
+// PlaintextValue wraps a value without encryption. Only a keyring that
+// allows plaintext will open it.
+func PlaintextValue(v []byte) *SealedValue {
+	return &SealedValue{Alg: AlgPlaintext, Ciphertext: append([]byte{}, v...)}
+}

@@ -1,0 +1,269 @@
+// Package app wires keyrelay's parts into the `serve` process: NATS
+// (embedded or external), the JetStream topology, the keyring, the
+// provider registry, the workers and the operations HTTP listener.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/natsconn"
+	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/providers/local"
+	"github.com/keyrelay/keyrelay/settings"
+	"github.com/keyrelay/keyrelay/worker"
+)
+
+// Registry returns a registry with every provider this build has.
+func Registry() *providers.Registry {
+	r := providers.NewRegistry()
+	local.Register(r)
+	return r
+}
+
+// Topology maps the configuration to the JetStream topology.
+func Topology(c *settings.Config) worker.TopologyConfig {
+	k := c.Keyrelay
+	return worker.TopologyConfig{
+		Replicas: k.Streams.Replicas, DuplicateWindow: k.Streams.DuplicateWindow,
+		EventsMaxAge: k.Streams.EventsMaxAge, EventsMaxBytes: k.Streams.EventsMaxBytes,
+		ConfirmationsMaxAge: k.Streams.ConfirmationsMaxAge, DLQMaxAge: k.Streams.DLQMaxAge,
+		AckWait: k.Worker.AckWait, MaxDeliver: k.Worker.MaxDeliver, MaxAckPending: k.Worker.MaxAckPending,
+	}
+}
+
+// Conn is a NATS connection, with the embedded server when one was started.
+type Conn struct {
+	NC       *nats.Conn
+	JS       jetstream.JetStream
+	URL      string
+	embedded *natsconn.Embedded
+}
+
+// Close drains the connection and stops the embedded server.
+func (c *Conn) Close() {
+	if c.NC != nil {
+		_ = c.NC.Drain()
+		for i := 0; i < 100 && !c.NC.IsClosed(); i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if c.embedded != nil {
+		c.embedded.Shutdown()
+	}
+}
+
+// Connect connects to the configured NATS, starting the embedded server
+// when no URL is configured and startEmbedded is true.
+func Connect(c *settings.Config, name string, startEmbedded bool, log *zap.Logger) (*Conn, error) {
+	url := c.Keyrelay.NATS.URL
+	out := &Conn{}
+	if url == "" {
+		e := c.Keyrelay.NATS.Embedded
+		if !startEmbedded {
+			url = fmt.Sprintf("nats://%s:%d", orDefault(e.Host, "127.0.0.1"), e.Port)
+		} else {
+			srv, err := natsconn.StartEmbedded(e)
+			if err != nil {
+				return nil, err
+			}
+			out.embedded = srv
+			url = srv.ClientURL()
+			log.Info("embedded JetStream server started", zap.String("url", url), zap.String("store_dir", e.StoreDir))
+		}
+	}
+	nc, err := natsconn.Connect(url, c.Keyrelay.NATS, name,
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", zap.Error(err))
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", zap.String("url", nc.ConnectedUrlRedacted())) }))
+	if err != nil {
+		if out.embedded != nil {
+			out.embedded.Shutdown()
+		}
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	out.NC, out.JS, out.URL = nc, js, url
+	return out, nil
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+// LoadKeyring opens the configured keyring; when create is true and the
+// file does not exist, it generates one (the embedded default).
+func LoadKeyring(c *settings.Config, create bool, log *zap.Logger) (*events.Keyring, error) {
+	path := c.Keyrelay.Sealing.KeyringFile
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) && create {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, err
+		}
+		if err := events.GenerateKeyringFile(path, "k1"); err != nil {
+			return nil, err
+		}
+		log.Info("generated a new sealing keyring", zap.String("path", path))
+	}
+	kr, err := events.LoadKeyring(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("keyring file is readable by group or others; chmod 600 it", zap.String("path", path))
+	}
+	kr.AllowPlaintext(c.Keyrelay.Sealing.AllowPlaintext)
+	if c.Keyrelay.Sealing.AllowPlaintext {
+		log.Warn("allow_plaintext_values is on: unsealed values are accepted (development only)")
+	}
+	return kr, nil
+}
+
+// ServeOptions adjust Serve.
+type ServeOptions struct {
+	// Registry overrides the default provider registry (tests inject faults).
+	Registry *providers.Registry
+	// OnReady is called once the worker consumes and the ops listener is up.
+	OnReady func(opsAddr string)
+}
+
+// Serve runs keyrelay until ctx ends.
+func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOptions) error {
+	conn, err := Connect(c, "keyrelay-serve", true, log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	kr, err := LoadKeyring(c, c.Keyrelay.NATS.URL == "", log)
+	if err != nil {
+		return err
+	}
+	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := worker.EnsureTopology(setupCtx, conn.JS, Topology(c)); err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := worker.NewMetrics(reg)
+	registry := o.Registry
+	if registry == nil {
+		registry = Registry()
+	}
+	registry.Wrap(metrics.InstrumentProvider)
+	defer registry.Close()
+
+	enabled := c.Keyrelay.Worker.Enabled == nil || *c.Keyrelay.Worker.Enabled
+	var w *worker.Worker
+	if enabled {
+		w, err = worker.New(setupCtx, worker.ConfigFrom(c.Keyrelay.Worker), worker.Deps{
+			JS: conn.JS, Settings: c, Registry: registry, Opener: kr, Logger: log, Metrics: metrics})
+		if err != nil {
+			return err
+		}
+	}
+
+	// Readiness: connected, topology present, team settings loaded.
+	var topologyOK atomic.Bool
+	go func() {
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			_, err := conn.JS.Consumer(cctx, worker.EventsStream, worker.ConsumerName)
+			cancel()
+			topologyOK.Store(err == nil)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	ready := func() (bool, string) {
+		switch {
+		case conn.NC.Status() != nats.CONNECTED:
+			return false, "nats: " + conn.NC.Status().String()
+		case !topologyOK.Load():
+			return false, "jetstream: streams or consumer missing"
+		case w != nil && !w.Ready():
+			return false, "worker: team settings not loaded"
+		}
+		return true, "ok"
+	}
+
+	opsAddr := ""
+	if a := c.Keyrelay.HTTP.Addr; a != "" && a != "off" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+			ok, why := ready()
+			if !ok {
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}
+			_, _ = w.Write([]byte(why + "\n"))
+		})
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			return fmt.Errorf("http: listen %s: %w", a, err)
+		}
+		opsAddr = ln.Addr().String()
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}()
+		log.Info("operations listener", zap.String("addr", opsAddr))
+	}
+
+	if w == nil {
+		if o.OnReady != nil {
+			o.OnReady(opsAddr)
+		}
+		<-ctx.Done()
+		return nil
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- w.Run(ctx) }()
+	if o.OnReady != nil {
+		go func() {
+			for !w.Ready() {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+			o.OnReady(opsAddr)
+		}()
+	}
+	return <-errc
+}

@@ -1,0 +1,166 @@
+package providers
+
+import (
+	"context"
+	"time"
+)
+
+// Provider is one secret-manager backend.
+type Provider interface {
+	// Put writes value as the new current version of the secret, creating it
+	// (or restoring a soft-deleted one) when needed.
+	Put(ctx context.Context, req PutRequest) (PutResult, error)
+	// Get reads a secret; version "" means the current version.
+	Get(ctx context.Context, name, version string) (*Secret, error)
+	// Delete removes the secret: soft-deleted where the backend supports it,
+	// unless req.Force. Deleting a missing secret returns ErrNotFound.
+	Delete(ctx context.Context, req DeleteRequest) error
+	// Capabilities says what the backend supports.
+	Capabilities() Capabilities
+}
+
+// Versioner is implemented by providers that can list a secret's versions.
+type Versioner interface {
+	Versions(ctx context.Context, name string) ([]VersionInfo, error)
+}
+
+// TagUpdater is implemented by providers that can change a secret's tags
+// without writing a new version (alias renames, metadata updates).
+type TagUpdater interface {
+	UpdateTags(ctx context.Context, req TagRequest) error
+}
+
+// Closer is implemented by providers holding resources (connections,
+// file handles, token renewers).
+type Closer interface {
+	Close() error
+}
+
+// Owner identifies the virtual key a secret belongs to. Providers store it
+// as tags next to ManagedByTag.
+type Owner struct {
+	TeamID string
+	KeyID  string
+}
+
+// Tag names keyrelay writes on every secret.
+const (
+	ManagedByTag   = "managed-by"
+	ManagedByValue = "keyrelay"
+	TeamTag        = "keyrelay-team"
+	KeyTag         = "keyrelay-key"
+	EventTag       = "keyrelay-event"
+)
+
+// PutRequest is one write.
+type PutRequest struct {
+	// Name is the provider-neutral secret name (prefix applied); providers
+	// map it to their own naming rules deterministically.
+	Name string
+	// Value is the plaintext secret. Providers must not log or echo it.
+	Value []byte
+	// IdempotencyKey (the event id) makes retries and redeliveries safe:
+	// if the current version was written with the same key, Put returns it.
+	IdempotencyKey string
+	// Owner is recorded as tags and checked before overwrites.
+	Owner Owner
+	// Description is stored where the backend supports it.
+	Description string
+	// Tags are extra non-secret tags.
+	Tags map[string]string
+	// Adopt allows overwriting a secret keyrelay does not own.
+	Adopt bool
+}
+
+// PutResult describes a completed write.
+type PutResult struct {
+	// Version is the provider's id for the version now current.
+	Version string
+	// Created is true when the secret did not exist before (or was
+	// restored from soft delete).
+	Created bool
+	// Duplicate is true when the IdempotencyKey matched the current version
+	// and nothing was written.
+	Duplicate bool
+}
+
+// DeleteRequest is one delete.
+type DeleteRequest struct {
+	Name  string
+	Owner Owner
+	// Force skips the recovery window / soft delete where the backend has one.
+	Force bool
+	// Adopt allows deleting a secret keyrelay does not own.
+	Adopt bool
+}
+
+// TagRequest replaces the non-ownership tags of a secret.
+type TagRequest struct {
+	Name        string
+	Owner       Owner
+	Description string
+	Tags        map[string]string
+	Adopt       bool
+}
+
+// Secret is a value read back.
+type Secret struct {
+	Name      string
+	Version   string
+	Value     []byte
+	Tags      map[string]string
+	UpdatedAt time.Time
+}
+
+// VersionInfo describes one version of a secret.
+type VersionInfo struct {
+	Version        string
+	IdempotencyKey string
+	CreatedAt      time.Time
+	// Current is true for the version Get returns by default.
+	Current bool
+	// Destroyed is true once the version's value is gone.
+	Destroyed bool
+}
+
+// Capabilities declares what a backend supports; the conformance suite skips
+// what a backend does not declare.
+type Capabilities struct {
+	// Versions: old versions stay readable by Get(name, version).
+	Versions bool
+	// SoftDelete: Delete is recoverable and Put restores a deleted secret.
+	SoftDelete bool
+	// Tags: ownership tags are stored and returned by Get.
+	Tags bool
+}
+
+// IsOwnedBy reports whether tags mark the secret as keyrelay's and, when o is
+// not zero, as belonging to o.
+func IsOwnedBy(tags map[string]string, o Owner) bool {
+	if tags[ManagedByTag] != ManagedByValue {
+		return false
+	}
+	if o.TeamID != "" && tags[TeamTag] != o.TeamID {
+		return false
+	}
+	if o.KeyID != "" && tags[KeyTag] != o.KeyID {
+		return false
+	}
+	return true
+}
+
+// OwnerTags returns the tags keyrelay writes for o merged over extra.
+func OwnerTags(o Owner, extra map[string]string) map[string]string {
+	t := make(map[string]string, len(extra)+3)
+	for k, v := range extra {
+		t[k] = v
+	}
+	t[ManagedByTag] = ManagedByValue
+	if o.TeamID != "" {
+		t[TeamTag] = o.TeamID
+	}
+	if o.KeyID != "" {
+		t[KeyTag] = o.KeyID
+	}
+	return t
+}

@@ -1,0 +1,131 @@
+package providers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"sync"
+
+	"go.uber.org/zap"
+)
+
+// Config is what a factory receives to build one provider instance.
+type Config struct {
+	// Options are the merged global and per-team provider options.
+	Options map[string]string
+	// Getenv reads environment variables (LiteLLM's HCP_VAULT_ADDR and so
+	// on). Defaults to os.Getenv.
+	Getenv func(string) string
+	Logger *zap.Logger
+}
+
+// Factory builds a provider.
+type Factory func(ctx context.Context, cfg Config) (Provider, error)
+
+// Registry maps key_management_system names to factories and caches one
+// instance per name and option set. It is safe for concurrent use.
+type Registry struct {
+	mu        sync.Mutex
+	factories map[string]Factory
+	instances map[string]Provider
+	wrap      func(name string, p Provider) Provider
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry {
+	return &Registry{factories: map[string]Factory{}, instances: map[string]Provider{}}
+}
+
+// Register adds a factory under name, replacing any previous one.
+func (r *Registry) Register(name string, f Factory) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.factories[name] = f
+}
+
+// Wrap installs a decorator applied to every instance the registry builds
+// (metrics, fault injection in tests). Set it before the first Open.
+func (r *Registry) Wrap(w func(name string, p Provider) Provider) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.wrap = w
+}
+
+// Names lists the registered names, sorted.
+func (r *Registry) Names() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.factories))
+	for n := range r.factories {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ErrUnknownProvider is returned by Open for a name nobody registered.
+var ErrUnknownProvider = fmt.Errorf("unknown key_management_system")
+
+// Open returns the provider for name and cfg.Options, building it on first
+// use. Instances are shared by every caller with the same options.
+func (r *Registry) Open(ctx context.Context, name string, cfg Config) (Provider, error) {
+	id := name + "#" + optionsHash(cfg.Options)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p, ok := r.instances[id]; ok {
+		return p, nil
+	}
+	f, ok := r.factories[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q (registered: %v)", ErrUnknownProvider, name, r.namesLocked())
+	}
+	p, err := f(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("provider %s: %w", name, err)
+	}
+	if r.wrap != nil {
+		p = r.wrap(name, p)
+	}
+	r.instances[id] = p
+	return p, nil
+}
+
+func (r *Registry) namesLocked() []string {
+	out := make([]string, 0, len(r.factories))
+	for n := range r.factories {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Close closes every instance that holds resources.
+func (r *Registry) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var first error
+	for id, p := range r.instances {
+		if c, ok := p.(Closer); ok {
+			if err := c.Close(); err != nil && first == nil {
+				first = err
+			}
+		}
+		delete(r.instances, id)
+	}
+	return first
+}
+
+func optionsHash(opts map[string]string) string {
+	keys := make([]string, 0, len(opts))
+	for k := range opts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	h := sha256.New()
+	for _, k := range keys {
+		fmt.Fprintf(h, "%d:%s%d:%s", len(k), k, len(opts[k]), opts[k])
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}

@@ -1,0 +1,356 @@
+package settings
+
+import (
+	"os"
+	"time"
+
+	"github.com/keyrelay/keyrelay/events"
+)
+
+// Config is everything keyrelay reads from a LiteLLM config.yaml: LiteLLM's
+// own general_settings (unchanged, so a LiteLLM user changes nothing) plus
+// keyrelay's section. Build one with Load, Parse or Default; a Config built
+// by hand gets no defaults and should be checked with Validate.
+type Config struct {
+	// KeyManagementSystem is general_settings.key_management_system, a
+	// LiteLLM name such as "hashicorp_vault". Default: "local" (keyrelay's
+	// embedded encrypted store).
+	KeyManagementSystem string
+	// KeyManagement is general_settings.key_management_settings.
+	KeyManagement KeyManagementSettings
+	// Keyrelay is the top-level "keyrelay:" section.
+	Keyrelay KeyrelayConfig
+	// Getenv reads environment variables. Providers use it for LiteLLM's
+	// variables (HCP_VAULT_ADDR, AZURE_KEY_VAULT_URI, ...; see LiteLLMEnv)
+	// exactly as LiteLLM does, so nothing has to move into the file. It is
+	// the getenv given to Load or Parse (os.Getenv when that was nil); a nil
+	// Getenv reads the process environment. Use Env to call it.
+	Getenv func(string) string
+}
+
+// Env returns the environment variable name as Config.Getenv sees it.
+func (c *Config) Env(name string) string {
+	if c == nil || c.Getenv == nil {
+		return os.Getenv(name)
+	}
+	return c.Getenv(name)
+}
+
+// KeyManagementSettings mirrors LiteLLM's key_management_settings. Every
+// field LiteLLM defines is accepted; the ones keyrelay does not use are kept
+// so that a LiteLLM file parses without warnings.
+type KeyManagementSettings struct {
+	// StoreVirtualKeys: write virtual keys to the secret manager.
+	// LiteLLM's default is false; keyrelay exists to store them (a relay
+	// that stores nothing has no purpose), so an absent value means true.
+	// An explicit false is honoured: key events are confirmed as skipped.
+	StoreVirtualKeys bool `yaml:"store_virtual_keys"`
+	// PrefixForStoredVirtualKeys is the {prefix} of the naming template.
+	// Default: "litellm/" (LiteLLM's). An explicit "" means no prefix.
+	PrefixForStoredVirtualKeys string `yaml:"prefix_for_stored_virtual_keys"`
+	// AccessMode is read_only, write_only or read_and_write. keyrelay
+	// enforces it on writes as well as reads: read_only rejects every write
+	// (the confirmation says so), write_only disables lookups. Default when
+	// unset: read_and_write. Note that LiteLLM's own default is read_only,
+	// which in LiteLLM only gates reads; keyrelay cannot use that default
+	// without refusing every write, and Parse warns when a file sets
+	// read_only explicitly together with store_virtual_keys.
+	AccessMode string `yaml:"access_mode"`
+	// HostedKeys lists the names read from the secret manager (lookups).
+	HostedKeys []string `yaml:"hosted_keys"`
+	// PrimarySecretName is one JSON secret holding many keys (lookups).
+	PrimarySecretName string `yaml:"primary_secret_name"`
+	// Description is written with every stored secret.
+	Description string `yaml:"description"`
+	// Tags are written with every stored secret.
+	Tags map[string]string `yaml:"tags"`
+
+	// CustomSecretManager is LiteLLM's Python class path for
+	// key_management_system "custom". keyrelay cannot load Python classes;
+	// the field is accepted so the file parses, and is otherwise unused.
+	CustomSecretManager string `yaml:"custom_secret_manager"`
+
+	// AWS Secrets Manager settings, as LiteLLM names them. Resolve passes
+	// the non-empty ones to the aws_secret_manager provider as Options under
+	// the same names (aws_region_name, aws_role_name, ...; replica_regions
+	// comma-separated), below keyrelay.providers and team options.
+	AWSRegionName       string   `yaml:"aws_region_name"`
+	AWSRoleName         string   `yaml:"aws_role_name"`
+	AWSSessionName      string   `yaml:"aws_session_name"`
+	AWSExternalID       string   `yaml:"aws_external_id"`
+	AWSProfileName      string   `yaml:"aws_profile_name"`
+	AWSWebIdentityToken string   `yaml:"aws_web_identity_token"`
+	AWSSTSEndpoint      string   `yaml:"aws_sts_endpoint"`
+	ReplicaRegions      []string `yaml:"replica_regions"`
+}
+
+// KeyrelayConfig is keyrelay's own section. Every field has a default,
+// documented on the field and exported as a Default* constant.
+type KeyrelayConfig struct {
+	NATS    NATSConfig    `yaml:"nats"`
+	Streams StreamsConfig `yaml:"streams"`
+	Worker  WorkerConfig  `yaml:"worker"`
+	Sealing SealingConfig `yaml:"sealing"`
+	HTTP    HTTPConfig    `yaml:"http"`
+	Naming  NamingConfig  `yaml:"naming"`
+	Log     LogConfig     `yaml:"log"`
+	// Providers holds global options per backend name, e.g.
+	// providers: {local: {path: ./data/secrets}, hashicorp_vault: {mount: secret}}.
+	// Team settings override them key by key. Default: none (each provider
+	// has its own defaults and reads LiteLLM's environment variables).
+	Providers map[string]map[string]string `yaml:"providers"`
+}
+
+// NATSConfig says where JetStream is. At most one authentication method
+// (creds_file, nkey_file, user/password, token) may be set.
+type NATSConfig struct {
+	// URL of an external NATS server or cluster (comma-separated). Empty
+	// means run the embedded server. Default: "" (embedded).
+	URL string `yaml:"url"`
+	// CredsFile is a NATS .creds file (JWT + nkey seed).
+	CredsFile string `yaml:"creds_file"`
+	// NKeyFile is an nkey seed file.
+	NKeyFile string `yaml:"nkey_file"`
+	// User and Password for user/password auth; Token for token auth.
+	User     string `yaml:"user"`
+	Password string `yaml:"password"`
+	Token    string `yaml:"token"`
+	// TLS: CA bundle, client certificate and key (cert and key together).
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// Embedded configures the in-process server used when URL is empty.
+	Embedded EmbeddedConfig `yaml:"embedded"`
+}
+
+// EmbeddedConfig configures the in-process nats-server.
+type EmbeddedConfig struct {
+	// Host to listen on. Default: 127.0.0.1.
+	Host string `yaml:"host"`
+	// Port to listen on, 1..65535. Default: 14222 (never 4222, which a
+	// system NATS may already hold).
+	Port int `yaml:"port"`
+	// StoreDir for JetStream files. Default: ./data/nats.
+	StoreDir string `yaml:"store_dir"`
+}
+
+// StreamsConfig shapes the JetStream streams keyrelay creates.
+type StreamsConfig struct {
+	// Replicas for every stream and bucket, 1..5: 1 on one server, 3 in a
+	// cluster. Default: 1.
+	Replicas int `yaml:"replicas"`
+	// DuplicateWindow is the events stream's dedupe window. Default: 10m.
+	DuplicateWindow time.Duration `yaml:"duplicate_window"`
+	// EventsMaxAge bounds event retention (the replay horizon); 0 keeps
+	// events until EventsMaxBytes is reached. Default: 720h (30 days).
+	EventsMaxAge time.Duration `yaml:"events_max_age"`
+	// EventsMaxBytes bounds the events stream; -1 means no size limit.
+	// Default: 1073741824 (1 GiB).
+	EventsMaxBytes int64 `yaml:"events_max_bytes"`
+	// ConfirmationsMaxAge bounds confirmation retention; 0 keeps them.
+	// Default: 720h.
+	ConfirmationsMaxAge time.Duration `yaml:"confirmations_max_age"`
+	// DLQMaxAge bounds dead-letter retention; 0 keeps them. Default: 0.
+	DLQMaxAge time.Duration `yaml:"dlq_max_age"`
+}
+
+// WorkerConfig tunes consumption and retries.
+type WorkerConfig struct {
+	// Enabled runs workers in `keyrelay serve`. Default: true. Read it with
+	// IsEnabled.
+	Enabled *bool `yaml:"enabled"`
+	// Concurrency is how many events one process handles at once. Default: 32.
+	Concurrency int `yaml:"concurrency"`
+	// AckWait is how long JetStream waits for an ack before redelivering;
+	// heartbeats (InProgress) extend it during slow calls. Default: 60s.
+	AckWait time.Duration `yaml:"ack_wait"`
+	// MaxDeliver bounds deliveries of one event before it goes to the DLQ.
+	// Default: 8.
+	MaxDeliver int `yaml:"max_deliver"`
+	// MaxAckPending bounds unacknowledged events across all workers; at
+	// least Concurrency. Default: 1024.
+	MaxAckPending int `yaml:"max_ack_pending"`
+	// CallTimeout bounds one provider call. Default: 15s.
+	CallTimeout time.Duration `yaml:"call_timeout"`
+	// RetryInitial, RetryMax and RetryMultiplier shape the exponential
+	// backoff (with jitter) between attempts, in process and across
+	// deliveries. Defaults: 100ms, 30s, 2. RetryMax must be at least
+	// RetryInitial and RetryMultiplier at least 1.
+	RetryInitial    time.Duration `yaml:"retry_initial"`
+	RetryMax        time.Duration `yaml:"retry_max"`
+	RetryMultiplier float64       `yaml:"retry_multiplier"`
+	// InProcessAttempts is how many times one delivery tries the provider
+	// before handing the event back with NakWithDelay. Default: 3.
+	InProcessAttempts int `yaml:"in_process_attempts"`
+	// ClaimLease is how long a worker holds a key while writing it; it must
+	// be shorter than AckWait. Default: 30s.
+	ClaimLease time.Duration `yaml:"claim_lease"`
+	// ShutdownGrace is how long shutdown waits for in-flight events before
+	// handing them back unacknowledged. Default: 20s.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// AdoptUnowned lets writes overwrite secrets keyrelay did not create.
+	// Default: false.
+	AdoptUnowned bool `yaml:"adopt_unowned"`
+}
+
+// IsEnabled reports whether workers run (nil Enabled means the default, true).
+func (w WorkerConfig) IsEnabled() bool { return w.Enabled == nil || *w.Enabled }
+
+// SealingConfig says how event values are sealed and opened.
+type SealingConfig struct {
+	// KeyringFile is the local AES-256 keyring. Default: ./data/keyring.json
+	// (created on first start with the embedded default).
+	KeyringFile string `yaml:"keyring_file"`
+	// AllowPlaintext accepts unsealed values. Development only. Default: false.
+	AllowPlaintext bool `yaml:"allow_plaintext_values"`
+}
+
+// HTTPConfig is the operations listener (/metrics, /healthz, /readyz).
+type HTTPConfig struct {
+	// Addr (host:port) to listen on; "" or "off" disables it.
+	// Default: 127.0.0.1:9464.
+	Addr string `yaml:"addr"`
+}
+
+// Enabled reports whether the operations listener runs.
+func (h HTTPConfig) Enabled() bool { return h.Addr != "" && h.Addr != HTTPOff }
+
+// NamingConfig builds secret names.
+type NamingConfig struct {
+	// Template for secret names. Placeholders: {prefix}, {team_id},
+	// {key_id}, {alias}; it must contain {key_id} or {alias}. Default:
+	// "{prefix}{team_id}/{key_id}", stable under renames. LiteLLM's naming
+	// is "{prefix}{alias}" (LiteLLMNameTemplate); with it, alias-less keys
+	// fall back to their key id instead of being skipped as in LiteLLM.
+	Template string `yaml:"template"`
+}
+
+// LogConfig configures zap.
+type LogConfig struct {
+	// Level: debug, info, warn, error. Default: info.
+	Level string `yaml:"level"`
+	// Format: json or console. Default: json.
+	Format string `yaml:"format"`
+}
+
+// MaxReplicas is the largest streams.replicas JetStream accepts.
+const MaxReplicas = 5
+
+// HTTPOff as keyrelay.http.addr disables the operations listener.
+const HTTPOff = "off"
+
+// LiteLLMNameTemplate names secrets the way LiteLLM does: by alias.
+const LiteLLMNameTemplate = "{prefix}{alias}"
+
+// Defaults. Each is the value of the field named in its comment when the
+// file does not set it.
+const (
+	// general_settings
+	DefaultKeyManagementSystem = "local"                   // key_management_system
+	DefaultStoreVirtualKeys    = true                      // key_management_settings.store_virtual_keys
+	DefaultPrefix              = "litellm/"                // key_management_settings.prefix_for_stored_virtual_keys
+	DefaultAccessMode          = events.AccessReadAndWrite // key_management_settings.access_mode
+
+	// keyrelay.nats
+	DefaultNATSURL          = ""            // nats.url: embedded server
+	DefaultEmbeddedHost     = "127.0.0.1"   // nats.embedded.host
+	DefaultEmbeddedPort     = 14222         // nats.embedded.port
+	DefaultEmbeddedStoreDir = "./data/nats" // nats.embedded.store_dir
+
+	// keyrelay.streams
+	DefaultReplicas            = 1                // streams.replicas
+	DefaultDuplicateWindow     = 10 * time.Minute // streams.duplicate_window
+	DefaultEventsMaxAge        = 720 * time.Hour  // streams.events_max_age
+	DefaultEventsMaxBytes      = int64(1 << 30)   // streams.events_max_bytes
+	DefaultConfirmationsMaxAge = 720 * time.Hour  // streams.confirmations_max_age
+	DefaultDLQMaxAge           = time.Duration(0) // streams.dlq_max_age: keep
+
+	// keyrelay.worker
+	DefaultWorkerEnabled     = true                   // worker.enabled
+	DefaultConcurrency       = 32                     // worker.concurrency
+	DefaultAckWait           = 60 * time.Second       // worker.ack_wait
+	DefaultMaxDeliver        = 8                      // worker.max_deliver
+	DefaultMaxAckPending     = 1024                   // worker.max_ack_pending
+	DefaultCallTimeout       = 15 * time.Second       // worker.call_timeout
+	DefaultRetryInitial      = 100 * time.Millisecond // worker.retry_initial
+	DefaultRetryMax          = 30 * time.Second       // worker.retry_max
+	DefaultRetryMultiplier   = 2.0                    // worker.retry_multiplier
+	DefaultInProcessAttempts = 3                      // worker.in_process_attempts
+	DefaultClaimLease        = 30 * time.Second       // worker.claim_lease
+	DefaultShutdownGrace     = 20 * time.Second       // worker.shutdown_grace
+	DefaultAdoptUnowned      = false                  // worker.adopt_unowned
+
+	// keyrelay.sealing
+	DefaultKeyringFile    = "./data/keyring.json" // sealing.keyring_file
+	DefaultAllowPlaintext = false                 // sealing.allow_plaintext_values
+
+	// keyrelay.http, keyrelay.naming, keyrelay.log
+	DefaultHTTPAddr     = "127.0.0.1:9464"             // http.addr
+	DefaultNameTemplate = "{prefix}{team_id}/{key_id}" // naming.template
+	DefaultLogLevel     = "info"                       // log.level
+	DefaultLogFormat    = "json"                       // log.format
+)
+
+// Default returns the built-in configuration used when no file is given
+// (`make run`): the local provider, an embedded NATS server, every default
+// above, and the process environment. It always passes Validate.
+func Default() *Config {
+	c := &Config{Getenv: os.Getenv}
+	c.setDefaults()
+	return c
+}
+
+// setDefaults sets every field to its default. Parse calls it before
+// decoding the file over the result, so a key the file sets, even to a zero
+// value, keeps what the file says (and is then validated), while an absent
+// key keeps its default; that is how an absent store_virtual_keys differs
+// from an explicit false.
+func (c *Config) setDefaults() {
+	c.KeyManagementSystem = DefaultKeyManagementSystem
+	c.KeyManagement = KeyManagementSettings{
+		StoreVirtualKeys:           DefaultStoreVirtualKeys,
+		PrefixForStoredVirtualKeys: DefaultPrefix,
+		AccessMode:                 DefaultAccessMode,
+	}
+	enabled := DefaultWorkerEnabled
+	c.Keyrelay = KeyrelayConfig{
+		NATS: NATSConfig{
+			URL: DefaultNATSURL,
+			Embedded: EmbeddedConfig{
+				Host:     DefaultEmbeddedHost,
+				Port:     DefaultEmbeddedPort,
+				StoreDir: DefaultEmbeddedStoreDir,
+			},
+		},
+		Streams: StreamsConfig{
+			Replicas:            DefaultReplicas,
+			DuplicateWindow:     DefaultDuplicateWindow,
+			EventsMaxAge:        DefaultEventsMaxAge,
+			EventsMaxBytes:      DefaultEventsMaxBytes,
+			ConfirmationsMaxAge: DefaultConfirmationsMaxAge,
+			DLQMaxAge:           DefaultDLQMaxAge,
+		},
+		Worker: WorkerConfig{
+			Enabled:           &enabled,
+			Concurrency:       DefaultConcurrency,
+			AckWait:           DefaultAckWait,
+			MaxDeliver:        DefaultMaxDeliver,
+			MaxAckPending:     DefaultMaxAckPending,
+			CallTimeout:       DefaultCallTimeout,
+			RetryInitial:      DefaultRetryInitial,
+			RetryMax:          DefaultRetryMax,
+			RetryMultiplier:   DefaultRetryMultiplier,
+			InProcessAttempts: DefaultInProcessAttempts,
+			ClaimLease:        DefaultClaimLease,
+			ShutdownGrace:     DefaultShutdownGrace,
+			AdoptUnowned:      DefaultAdoptUnowned,
+		},
+		Sealing: SealingConfig{
+			KeyringFile:    DefaultKeyringFile,
+			AllowPlaintext: DefaultAllowPlaintext,
+		},
+		HTTP:   HTTPConfig{Addr: DefaultHTTPAddr},
+		Naming: NamingConfig{Template: DefaultNameTemplate},
+		Log:    LogConfig{Level: DefaultLogLevel, Format: DefaultLogFormat},
+	}
+}

@@ -1,0 +1,182 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyrelay/keyrelay/events"
+)
+
+// Headers on dead letters.
+const (
+	HdrReason    = "Keyrelay-Reason"
+	HdrStatus    = "Keyrelay-Status"
+	HdrAttempts  = "Keyrelay-Attempts"
+	HdrStreamSeq = "Keyrelay-Stream-Seq"
+	HdrSubject   = "Keyrelay-Subject"
+	HdrEventID   = "Keyrelay-Event-Id"
+	HdrFailedAt  = "Keyrelay-Failed-At"
+	HdrRedacted  = "Keyrelay-Redacted"
+)
+
+// DeadLetter is one entry of the DLQ stream.
+type DeadLetter struct {
+	// Seq is the entry's sequence in the DLQ stream (the handle for retry).
+	Seq uint64 `json:"seq"`
+	// Subject and StreamSeq locate the original event.
+	Subject   string        `json:"subject"`
+	StreamSeq uint64        `json:"stream_seq"`
+	EventID   string        `json:"event_id,omitempty"`
+	Status    events.Status `json:"status"`
+	Reason    string        `json:"reason"`
+	Attempts  uint64        `json:"attempts"`
+	FailedAt  time.Time     `json:"failed_at"`
+	// Redacted is true when the stored copy had a plaintext value removed.
+	Redacted bool `json:"redacted,omitempty"`
+	// Data is the original event, still sealed (not shown by `dlq list`).
+	Data []byte `json:"-"`
+}
+
+type deadLetterIn struct {
+	subject   string
+	streamSeq uint64
+	eventID   string
+	team, key string
+	status    events.Status
+	reason    string
+	attempts  uint64
+	data      []byte
+	redacted  bool
+}
+
+func publishDeadLetter(ctx context.Context, js jetstream.JetStream, d deadLetterIn) error {
+	team, key := d.team, d.key
+	if events.ValidateID("team_id", team) != nil {
+		team = ""
+	}
+	if events.ValidateID("key_id", key) != nil {
+		key = ""
+	}
+	m := &nats.Msg{Subject: events.DLQSubject(team, key), Data: d.data, Header: nats.Header{}}
+	seq := strconv.FormatUint(d.streamSeq, 10)
+	// One dead letter per failed delivery chain of a stream message.
+	m.Header.Set(jetstream.MsgIDHeader, "dlq-"+seq+"-"+strconv.FormatUint(d.attempts, 10))
+	m.Header.Set(HdrReason, d.reason)
+	m.Header.Set(HdrStatus, string(d.status))
+	m.Header.Set(HdrAttempts, strconv.FormatUint(d.attempts, 10))
+	m.Header.Set(HdrStreamSeq, seq)
+	m.Header.Set(HdrSubject, d.subject)
+	m.Header.Set(HdrFailedAt, time.Now().UTC().Format(time.RFC3339Nano))
+	if d.eventID != "" && events.ValidateID("id", d.eventID) == nil {
+		m.Header.Set(HdrEventID, d.eventID)
+	}
+	if d.redacted {
+		m.Header.Set(HdrRedacted, "true")
+	}
+	if _, err := js.PublishMsg(ctx, m, jetstream.WithExpectStream(DLQStream)); err != nil {
+		return fmt.Errorf("publish dead letter: %w", err)
+	}
+	return nil
+}
+
+func deadLetterFrom(m *jetstream.RawStreamMsg) DeadLetter {
+	h := m.Header
+	d := DeadLetter{Seq: m.Sequence, Subject: h.Get(HdrSubject), EventID: h.Get(HdrEventID),
+		Status: events.Status(h.Get(HdrStatus)), Reason: h.Get(HdrReason), Data: m.Data,
+		Redacted: h.Get(HdrRedacted) == "true"}
+	d.StreamSeq, _ = strconv.ParseUint(h.Get(HdrStreamSeq), 10, 64)
+	d.Attempts, _ = strconv.ParseUint(h.Get(HdrAttempts), 10, 64)
+	d.FailedAt, _ = time.Parse(time.RFC3339Nano, h.Get(HdrFailedAt))
+	return d
+}
+
+// ListDeadLetters returns up to limit dead letters (0: all), oldest first.
+func ListDeadLetters(ctx context.Context, js jetstream.JetStream, limit int) ([]DeadLetter, error) {
+	s, err := js.Stream(ctx, DLQStream)
+	if err != nil {
+		return nil, fmt.Errorf("dlq: %w", err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("dlq: %w", err)
+	}
+	var out []DeadLetter
+	if info.State.Msgs == 0 {
+		return out, nil
+	}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		if limit > 0 && len(out) >= limit {
+			break
+		}
+		m, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return out, fmt.Errorf("dlq: read %d: %w", seq, err)
+		}
+		out = append(out, deadLetterFrom(m))
+	}
+	return out, nil
+}
+
+// RetryDeadLetter sends one dead letter back through the pipeline: it
+// removes the event's failed or rejected confirmation (so the event ends
+// with exactly one confirmation, its new outcome), republishes the original
+// event to its original subject with a fresh Nats-Msg-Id, and deletes the
+// dead letter. A redacted entry cannot be retried.
+func RetryDeadLetter(ctx context.Context, js jetstream.JetStream, seq uint64) error {
+	s, err := js.Stream(ctx, DLQStream)
+	if err != nil {
+		return fmt.Errorf("dlq: %w", err)
+	}
+	m, err := s.GetMsg(ctx, seq)
+	if err != nil {
+		return fmt.Errorf("dlq: entry %d: %w", seq, err)
+	}
+	d := deadLetterFrom(m)
+	if d.Redacted {
+		return fmt.Errorf("dlq: entry %d had its plaintext value removed; publish the event again, sealed", seq)
+	}
+	if d.Subject == "" {
+		return fmt.Errorf("dlq: entry %d has no original subject", seq)
+	}
+	ev, derr := events.Decode(d.Data)
+	if derr == nil {
+		cs, err := js.Stream(ctx, ConfirmationsStream)
+		if err != nil {
+			return fmt.Errorf("dlq: %w", err)
+		}
+		subj := events.ConfirmationSubject(ev.TeamID, ev.KeyID, ev.ID)
+		last, err := cs.GetLastMsgForSubject(ctx, subj)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		case err != nil:
+			return fmt.Errorf("dlq: read confirmation: %w", err)
+		default:
+			var c events.Confirmation
+			if json.Unmarshal(last.Data, &c) == nil && c.Status != events.StatusFailed && c.Status != events.StatusRejected {
+				return fmt.Errorf("dlq: event %s is already confirmed %s; not retrying", ev.ID, c.Status)
+			}
+			if err := cs.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
+				return fmt.Errorf("dlq: clear confirmation: %w", err)
+			}
+		}
+	}
+	out := &nats.Msg{Subject: d.Subject, Data: d.Data, Header: nats.Header{}}
+	out.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s-retry-%d", d.EventID, seq))
+	if _, err := js.PublishMsg(ctx, out, jetstream.WithExpectStream(EventsStream)); err != nil {
+		return fmt.Errorf("dlq: republish: %w", err)
+	}
+	if err := s.DeleteMsg(ctx, seq); err != nil {
+		return fmt.Errorf("dlq: remove entry %d: %w", seq, err)
+	}
+	return nil
+}

@@ -1,0 +1,138 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyrelay/keyrelay/events"
+)
+
+// LedgerEntry is the ledger's record of one key. It never holds a plaintext
+// value: Sealed is the value exactly as it travelled in the event, so a
+// backend can be rebuilt from the ledger alone.
+type LedgerEntry struct {
+	// Generation is the highest generation applied to the key.
+	Generation uint64 `json:"generation"`
+	// EventID, EventType and Status describe the event that set Generation
+	// and its outcome (stored, rotated or deleted).
+	EventID   string        `json:"event_id"`
+	EventType events.Type   `json:"event_type"`
+	Status    events.Status `json:"status"`
+	StreamSeq uint64        `json:"stream_seq"`
+	// Provider, SecretRef and ProviderVersion say where the value lives.
+	Provider        string `json:"provider,omitempty"`
+	SecretRef       string `json:"secret_ref,omitempty"`
+	ProviderVersion string `json:"provider_version,omitempty"`
+	// MetaGeneration and MetaEventID identify the newest key.updated
+	// applied; Alias and Metadata come from the newest event of either kind.
+	MetaGeneration uint64            `json:"meta_generation,omitempty"`
+	MetaEventID    string            `json:"meta_event_id,omitempty"`
+	Alias          string            `json:"alias,omitempty"`
+	Metadata       map[string]string `json:"metadata,omitempty"`
+	// Sealed is the latest value, sealed and bound to SealedBinding's
+	// generation (the generation of the event that carried it).
+	Sealed    *events.SealedValue `json:"sealed,omitempty"`
+	SealedGen uint64              `json:"sealed_generation,omitempty"`
+	UpdatedAt time.Time           `json:"updated_at"`
+	// Claim is set while a worker writes the key.
+	Claim *Claim `json:"claim,omitempty"`
+}
+
+// Claim marks a key as being written by one event; other workers wait until
+// it is released or its lease expires.
+type Claim struct {
+	EventID    string    `json:"event_id"`
+	Generation uint64    `json:"generation"`
+	Worker     string    `json:"worker"`
+	Until      time.Time `json:"until"`
+}
+
+// Active reports whether the claim still holds at now.
+func (c *Claim) Active(now time.Time) bool { return c != nil && now.Before(c.Until) }
+
+// Ledger stores LedgerEntry values in a KV bucket, keyed "<team>.<key>",
+// updated only by compare-and-set on the KV revision.
+type Ledger struct {
+	kv jetstream.KeyValue
+}
+
+// NewLedger wraps the ledger bucket.
+func NewLedger(kv jetstream.KeyValue) *Ledger { return &Ledger{kv: kv} }
+
+// LedgerKey is the KV key of one virtual key.
+func LedgerKey(team, key string) string { return kvToken(team) + "." + kvToken(key) }
+
+// Get returns the entry and its revision; a missing key returns (nil, 0, nil).
+func (l *Ledger) Get(ctx context.Context, team, key string) (*LedgerEntry, uint64, error) {
+	e, err := l.kv.Get(ctx, LedgerKey(team, key))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		return nil, 0, nil
+	case err != nil:
+		return nil, 0, fmt.Errorf("ledger get: %w", err)
+	}
+	var le LedgerEntry
+	if err := json.Unmarshal(e.Value(), &le); err != nil {
+		return nil, 0, fmt.Errorf("ledger entry %s is corrupt: %w", LedgerKey(team, key), err)
+	}
+	return &le, e.Revision(), nil
+}
+
+// ErrLedgerConflict means another worker changed the entry since it was read.
+var ErrLedgerConflict = errors.New("ledger entry changed concurrently")
+
+// Put writes entry if the key is still at rev (0: must not exist) and
+// returns the new revision.
+func (l *Ledger) Put(ctx context.Context, team, key string, entry *LedgerEntry, rev uint64) (uint64, error) {
+	b, err := json.Marshal(entry)
+	if err != nil {
+		return 0, err
+	}
+	var nrev uint64
+	if rev == 0 {
+		nrev, err = l.kv.Create(ctx, LedgerKey(team, key), b)
+	} else {
+		nrev, err = l.kv.Update(ctx, LedgerKey(team, key), b, rev)
+	}
+	if isCASConflict(err) {
+		return 0, ErrLedgerConflict
+	}
+	if err != nil {
+		return 0, fmt.Errorf("ledger put: %w", err)
+	}
+	return nrev, nil
+}
+
+// All calls fn for every ledger entry (for tools and tests).
+func (l *Ledger) All(ctx context.Context, fn func(key string, e *LedgerEntry) error) error {
+	lister, err := l.kv.ListKeys(ctx)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil
+		}
+		return err
+	}
+	defer lister.Stop()
+	for k := range lister.Keys() {
+		e, err := l.kv.Get(ctx, k)
+		if err != nil {
+			if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+				continue
+			}
+			return err
+		}
+		var le LedgerEntry
+		if err := json.Unmarshal(e.Value(), &le); err != nil {
+			return fmt.Errorf("ledger entry %s is corrupt: %w", k, err)
+		}
+		if err := fn(k, &le); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,149 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/keyrelay/keyrelay/providers"
+)
+
+// Metrics are the worker's Prometheus metrics. Labels never carry ids,
+// names or values: only types, outcomes, providers and operations.
+type Metrics struct {
+	Events          *prometheus.CounterVec
+	EventDuration   *prometheus.HistogramVec
+	ProviderCalls   *prometheus.CounterVec
+	ProviderLatency *prometheus.HistogramVec
+	Retries         *prometheus.CounterVec
+	DeadLetters     *prometheus.CounterVec
+	Pending         prometheus.Gauge
+	AckPending      prometheus.Gauge
+	InFlight        prometheus.Gauge
+}
+
+// NewMetrics registers the worker metrics on reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyrelay_events_total", Help: "Events handled, by event type and outcome (confirmation status, or nak).",
+		}, []string{"type", "outcome"}),
+		EventDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "keyrelay_event_duration_seconds", Help: "Time from delivery to ack of one event, by type.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"type"}),
+		ProviderCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyrelay_provider_calls_total", Help: "Provider calls by provider, operation and status (ok, not_found, retryable, throttled, permanent).",
+		}, []string{"provider", "op", "status"}),
+		ProviderLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "keyrelay_provider_call_duration_seconds", Help: "Provider call latency by provider and operation.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
+		}, []string{"provider", "op"}),
+		Retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyrelay_retries_total", Help: "Retries: in_process (backoff within one delivery) and redelivery (NakWithDelay).",
+		}, []string{"kind"}),
+		DeadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyrelay_dlq_entries_total", Help: "Events sent to the DLQ, by status (failed, rejected).",
+		}, []string{"status"}),
+		Pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "keyrelay_consumer_pending", Help: "Events in the stream not yet delivered to the shared consumer.",
+		}),
+		AckPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "keyrelay_consumer_ack_pending", Help: "Events delivered and not yet acknowledged.",
+		}),
+		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "keyrelay_events_in_flight", Help: "Events this process is handling now.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Events, m.EventDuration, m.ProviderCalls, m.ProviderLatency, m.Retries,
+			m.DeadLetters, m.Pending, m.AckPending, m.InFlight)
+	}
+	return m
+}
+
+// InstrumentProvider wraps p so every call is counted and timed.
+func (m *Metrics) InstrumentProvider(name string, p providers.Provider) providers.Provider {
+	return &instrumented{Provider: p, name: name, m: m}
+}
+
+type instrumented struct {
+	providers.Provider
+	name string
+	m    *Metrics
+}
+
+func (i *instrumented) observe(op string, start time.Time, err error) {
+	i.m.ProviderLatency.WithLabelValues(i.name, op).Observe(time.Since(start).Seconds())
+	status := "ok"
+	switch {
+	case err == nil:
+	case errors.Is(err, providers.ErrNotFound):
+		status = "not_found"
+	default:
+		var pe *providers.Error
+		if errors.As(err, &pe) {
+			status = pe.Kind.String()
+		} else if providers.IsRetryable(err) {
+			status = "retryable"
+		} else {
+			status = "permanent"
+		}
+	}
+	i.m.ProviderCalls.WithLabelValues(i.name, op, status).Inc()
+}
+
+func (i *instrumented) Put(ctx context.Context, req providers.PutRequest) (providers.PutResult, error) {
+	start := time.Now()
+	r, err := i.Provider.Put(ctx, req)
+	i.observe("put", start, err)
+	return r, err
+}
+
+func (i *instrumented) Get(ctx context.Context, name, version string) (*providers.Secret, error) {
+	start := time.Now()
+	s, err := i.Provider.Get(ctx, name, version)
+	i.observe("get", start, err)
+	return s, err
+}
+
+func (i *instrumented) Delete(ctx context.Context, req providers.DeleteRequest) error {
+	start := time.Now()
+	err := i.Provider.Delete(ctx, req)
+	i.observe("delete", start, err)
+	return err
+}
+
+// UpdateTags passes through to the wrapped provider when it can.
+func (i *instrumented) UpdateTags(ctx context.Context, req providers.TagRequest) error {
+	tu, ok := i.Provider.(providers.TagUpdater)
+	if !ok {
+		return providers.NewError(i.name, "update_tags", req.Name, providers.Permanent, errors.ErrUnsupported)
+	}
+	start := time.Now()
+	err := tu.UpdateTags(ctx, req)
+	i.observe("update_tags", start, err)
+	return err
+}
+
+// Versions passes through to the wrapped provider when it can.
+func (i *instrumented) Versions(ctx context.Context, name string) ([]providers.VersionInfo, error) {
+	v, ok := i.Provider.(providers.Versioner)
+	if !ok {
+		return nil, providers.NewError(i.name, "versions", name, providers.Permanent, errors.ErrUnsupported)
+	}
+	return v.Versions(ctx, name)
+}
+
+// Unwrap returns the wrapped provider.
+func (i *instrumented) Unwrap() providers.Provider { return i.Provider }
+
+// Close passes through.
+func (i *instrumented) Close() error {
+	if c, ok := i.Provider.(providers.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}

@@ -1,0 +1,253 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/keyrelay/keyrelay/events"
+)
+
+// TeamState is what the teams bucket holds for one team.
+type TeamState struct {
+	Team string `json:"team"`
+	// Settings are the team's overrides; nil when none (or deleted).
+	Settings *events.TeamSettings `json:"settings,omitempty"`
+	// Generation and EventID identify the settings event applied.
+	Generation uint64 `json:"generation,omitempty"`
+	EventID    string `json:"event_id,omitempty"`
+	// AppliedSeq is the highest events-stream sequence of this team's
+	// settings subject that has been considered (applied, superseded or
+	// rejected). A key event is handled only once AppliedSeq has reached the
+	// sequence of the team's last settings message.
+	AppliedSeq uint64    `json:"applied_seq"`
+	UpdatedAt  time.Time `json:"updated_at"`
+}
+
+// ApplyResult says what Teams.Apply did with a settings event.
+type ApplyResult int
+
+// Apply results.
+const (
+	// Applied: the event's settings are now the team's settings.
+	Applied ApplyResult = iota
+	// AlreadyApplied: this very event had been applied (by another worker's
+	// catch-up or an earlier delivery).
+	AlreadyApplied
+	// Superseded: a newer settings event had been applied.
+	Superseded
+	// Invalid: the message was not a valid settings event; the sequence is
+	// recorded as considered so it never blocks key events.
+	Invalid
+)
+
+// Teams keeps every team's settings: the KV bucket is the durable copy,
+// a watch keeps an in-memory copy in every worker, and Current makes sure a
+// key event never runs on settings older than the team's last settings
+// message on the events stream.
+type Teams struct {
+	kv     jetstream.KeyValue
+	stream jetstream.Stream
+	log    *zap.Logger
+
+	mu    sync.RWMutex
+	state map[string]TeamState
+	ready atomic.Bool
+	// CatchUps counts key events that found the watch behind and applied
+	// the team's latest settings message themselves.
+	CatchUps atomic.Int64
+}
+
+// NewTeams builds a team-settings store over the teams bucket and the
+// events stream.
+func NewTeams(kv jetstream.KeyValue, stream jetstream.Stream, log *zap.Logger) *Teams {
+	return &Teams{kv: kv, stream: stream, log: log, state: map[string]TeamState{}}
+}
+
+// Start watches the bucket until ctx ends. It returns once the current
+// state is loaded; Ready is true from then on.
+func (t *Teams) Start(ctx context.Context) error {
+	w, err := t.kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", TeamsBucket, err)
+	}
+	initial := make(chan struct{})
+	go func() {
+		defer w.Stop()
+		loaded := false
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil {
+					if !loaded {
+						loaded = true
+						t.ready.Store(true)
+						close(initial)
+					}
+					continue
+				}
+				t.observe(e)
+			}
+		}
+	}()
+	select {
+	case <-initial:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (t *Teams) observe(e jetstream.KeyValueEntry) {
+	if e.Operation() != jetstream.KeyValuePut {
+		return
+	}
+	var st TeamState
+	if err := json.Unmarshal(e.Value(), &st); err != nil {
+		t.log.Warn("ignoring corrupt team settings entry", zap.String("key", e.Key()), zap.Error(err))
+		return
+	}
+	t.remember(st)
+}
+
+func (t *Teams) remember(st TeamState) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if cur, ok := t.state[st.Team]; ok && cur.AppliedSeq > st.AppliedSeq {
+		return
+	}
+	t.state[st.Team] = st
+}
+
+// Ready reports whether the initial state has been loaded.
+func (t *Teams) Ready() bool { return t.ready.Load() }
+
+// Cached returns the in-memory state of team.
+func (t *Teams) Cached(team string) TeamState {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	st, ok := t.state[team]
+	if !ok {
+		st.Team = team
+	}
+	return st
+}
+
+// Current returns the settings to use for a key event of team: the state
+// after the team's last settings message on the events stream. When the
+// watch has not caught up, it applies that message itself.
+func (t *Teams) Current(ctx context.Context, team string) (TeamState, error) {
+	msg, err := t.stream.GetLastMsgForSubject(ctx, events.SettingsSubject(team))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return t.Cached(team), nil
+	}
+	if err != nil {
+		return TeamState{}, fmt.Errorf("team settings: last settings message of %s: %w", team, err)
+	}
+	if st := t.Cached(team); st.AppliedSeq >= msg.Sequence {
+		return st, nil
+	}
+	// Behind: maybe only the watch is, so read the bucket first.
+	st, _, err := t.load(ctx, team)
+	if err != nil {
+		return TeamState{}, err
+	}
+	if st.AppliedSeq >= msg.Sequence {
+		t.remember(st)
+		return st, nil
+	}
+	t.CatchUps.Add(1)
+	ev, derr := events.Decode(msg.Data)
+	if derr != nil || !ev.Type.IsSettings() || ev.TeamID != team {
+		ev = nil
+	}
+	st, _, err = t.Apply(ctx, team, ev, msg.Sequence)
+	return st, err
+}
+
+func (t *Teams) load(ctx context.Context, team string) (TeamState, uint64, error) {
+	e, err := t.kv.Get(ctx, kvToken(team))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		return TeamState{Team: team}, 0, nil
+	case err != nil:
+		return TeamState{}, 0, fmt.Errorf("team settings get: %w", err)
+	}
+	var st TeamState
+	if err := json.Unmarshal(e.Value(), &st); err != nil {
+		return TeamState{}, 0, fmt.Errorf("team settings entry for %s is corrupt: %w", team, err)
+	}
+	return st, e.Revision(), nil
+}
+
+// Apply records the settings event ev found at stream sequence seq (ev nil:
+// the message there was invalid). Generations decide between settings
+// events; the stream sequence is used when an event has none.
+func (t *Teams) Apply(ctx context.Context, team string, ev *events.Event, seq uint64) (TeamState, ApplyResult, error) {
+	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return TeamState{}, 0, err
+		}
+		cur, rev, err := t.load(ctx, team)
+		if err != nil {
+			return TeamState{}, 0, err
+		}
+		if cur.AppliedSeq >= seq {
+			t.remember(cur)
+			if ev != nil && cur.EventID == ev.ID {
+				return cur, AlreadyApplied, nil
+			}
+			return cur, Superseded, nil
+		}
+		next := cur
+		next.Team, next.AppliedSeq, next.UpdatedAt = team, seq, time.Now().UTC()
+		res := Invalid
+		if ev != nil {
+			res = Superseded
+			gen := ev.Generation
+			if gen == 0 {
+				gen = seq
+			}
+			if gen > cur.Generation {
+				res = Applied
+				next.Generation, next.EventID, next.Settings = gen, ev.ID, nil
+				if ev.Type == events.TeamSettingsUpdated {
+					d, err := ev.SettingsData()
+					if err != nil {
+						return TeamState{}, 0, err
+					}
+					s := d.Settings
+					next.Settings = &s
+				}
+			} else if cur.EventID == ev.ID {
+				res = AlreadyApplied
+			}
+		}
+		b, _ := json.Marshal(next)
+		if rev == 0 {
+			_, err = t.kv.Create(ctx, kvToken(team), b)
+		} else {
+			_, err = t.kv.Update(ctx, kvToken(team), b, rev)
+		}
+		if isCASConflict(err) && attempt < 50 {
+			continue
+		}
+		if err != nil {
+			return TeamState{}, 0, fmt.Errorf("team settings put: %w", err)
+		}
+		t.remember(next)
+		return next, res, nil
+	}
+}

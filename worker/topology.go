@@ -1,0 +1,157 @@
+package worker
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyrelay/keyrelay/events"
+)
+
+// Names of the JetStream resources keyrelay owns.
+const (
+	EventsStream        = "KEYRELAY_EVENTS"
+	ConfirmationsStream = "KEYRELAY_CONFIRMATIONS"
+	DLQStream           = "KEYRELAY_DLQ"
+	LedgerBucket        = "KEYRELAY_LEDGER"
+	TeamsBucket         = "KEYRELAY_TEAMS"
+	// ConsumerName is the durable pull consumer every worker shares.
+	ConsumerName = "keyrelay-workers"
+)
+
+// TopologyConfig sizes the streams, buckets and consumer.
+type TopologyConfig struct {
+	// Replicas for every stream and bucket (1 on one server, 3 in a cluster).
+	Replicas int
+	// DuplicateWindow of the events and confirmations streams.
+	DuplicateWindow time.Duration
+	// EventsMaxAge and EventsMaxBytes bound event retention (0 / -1: none).
+	EventsMaxAge   time.Duration
+	EventsMaxBytes int64
+	// ConfirmationsMaxAge bounds confirmation retention.
+	ConfirmationsMaxAge time.Duration
+	// DLQMaxAge bounds dead-letter retention (0: keep).
+	DLQMaxAge time.Duration
+	// AckWait, MaxDeliver and MaxAckPending configure the shared consumer.
+	// The consumer's server-side MaxDeliver is MaxDeliver+2 so that a worker
+	// crashing during the last attempt still leaves a delivery in which the
+	// event is dead-lettered rather than silently dropped.
+	AckWait       time.Duration
+	MaxDeliver    int
+	MaxAckPending int
+}
+
+// EnsureTopology creates or updates every stream, bucket and the consumer.
+// It is idempotent and safe to run from several processes at once.
+func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfig) error {
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	dup := c.DuplicateWindow
+	if c.EventsMaxAge > 0 && dup > c.EventsMaxAge {
+		dup = c.EventsMaxAge
+	}
+	maxBytes := c.EventsMaxBytes
+	if maxBytes == 0 {
+		maxBytes = -1
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        EventsStream,
+		Description: "keyrelay key and team-settings events, retained for replay",
+		Subjects:    []string{events.EventsPrefix + ".>", events.SettingsPrefix + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+		Duplicates:  dup,
+		MaxAge:      c.EventsMaxAge,
+		MaxBytes:    maxBytes,
+		MaxMsgSize:  events.MaxEventBytes + 4096,
+		AllowDirect: true,
+	}); err != nil {
+		return fmt.Errorf("ensure stream %s: %w", EventsStream, err)
+	}
+	cdup := c.DuplicateWindow
+	if c.ConfirmationsMaxAge > 0 && cdup > c.ConfirmationsMaxAge {
+		cdup = c.ConfirmationsMaxAge
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        ConfirmationsStream,
+		Description: "keyrelay confirmations: at most one per event id (one subject per event, DiscardNewPerSubject)",
+		Subjects:    []string{events.ConfirmationsPrefix + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+		Duplicates:  cdup,
+		MaxAge:      c.ConfirmationsMaxAge,
+		// One message per subject and refuse the second: the server itself
+		// guarantees one confirmation per event id, whatever the timing.
+		MaxMsgsPerSubject:    1,
+		Discard:              jetstream.DiscardNew,
+		DiscardNewPerSubject: true,
+		AllowDirect:          true,
+	}); err != nil {
+		return fmt.Errorf("ensure stream %s: %w", ConfirmationsStream, err)
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        DLQStream,
+		Description: "keyrelay dead letters: the original (sealed) event, attempts and a sanitized reason",
+		Subjects:    []string{events.DLQPrefix + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+		Duplicates:  2 * time.Minute,
+		MaxAge:      c.DLQMaxAge,
+		AllowDirect: true,
+	}); err != nil {
+		return fmt.Errorf("ensure stream %s: %w", DLQStream, err)
+	}
+	for _, b := range []jetstream.KeyValueConfig{
+		{Bucket: LedgerBucket, Description: "keyrelay ledger: per key, the highest applied generation, claim, provider version and sealed value", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
+		{Bucket: TeamsBucket, Description: "keyrelay team settings: per team, the applied settings and the events-stream sequence applied", History: 5, Storage: jetstream.FileStorage, Replicas: c.Replicas},
+	} {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, b); err != nil {
+			return fmt.Errorf("ensure bucket %s: %w", b.Bucket, err)
+		}
+	}
+	md := c.MaxDeliver
+	if md <= 0 {
+		md = 8
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, EventsStream, jetstream.ConsumerConfig{
+		Durable:        ConsumerName,
+		Description:    "keyrelay workers (shared by every process)",
+		FilterSubjects: []string{events.EventsPrefix + ".>", events.SettingsPrefix + ".>"},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        c.AckWait,
+		MaxDeliver:     md + 2,
+		MaxAckPending:  c.MaxAckPending,
+	}); err != nil {
+		return fmt.Errorf("ensure consumer %s: %w", ConsumerName, err)
+	}
+	return nil
+}
+
+var plainKVKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// kvToken maps a validated id to a KV key token. Ids made of letters,
+// digits, '_' and '-' are used as they are; any other id (it may hold
+// '@', '+', '=' or ':', which KV keys do not allow) becomes "=" followed by
+// its unpadded base64url form. A plain token never contains '=', so the
+// mapping is injective.
+func kvToken(id string) string {
+	if plainKVKey.MatchString(id) {
+		return id
+	}
+	return "=" + base64.RawURLEncoding.EncodeToString([]byte(id))
+}
+
+// isCASConflict reports whether err is a KV compare-and-set conflict.
+func isCASConflict(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists)
+}

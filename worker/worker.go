@@ -1,0 +1,297 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/settings"
+)
+
+// Defaults for Config fields left zero.
+const (
+	ConcurrencyDefault       = 32
+	AckWaitDefault           = 60 * time.Second
+	MaxDeliverDefault        = 8
+	CallTimeoutDefault       = 15 * time.Second
+	RetryInitialDefault      = 100 * time.Millisecond
+	RetryMaxDefault          = 30 * time.Second
+	RetryMultiplierDefault   = 2.0
+	InProcessAttemptsDefault = 3
+	ClaimLeaseDefault        = 30 * time.Second
+	ShutdownGraceDefault     = 20 * time.Second
+)
+
+// Config tunes one worker process.
+type Config struct {
+	// ID names this worker in claims and logs. Default: hostname-pid-random.
+	ID string
+	// Concurrency is how many events are handled at once. Default: 32.
+	Concurrency int
+	// AckWait must match the consumer's; heartbeats go every AckWait/3.
+	// Default: 60s.
+	AckWait time.Duration
+	// MaxDeliver is the delivery at which a still-failing event goes to the
+	// DLQ. Default: 8.
+	MaxDeliver int
+	// CallTimeout bounds one provider call. Default: 15s.
+	CallTimeout time.Duration
+	// RetryInitial, RetryMax, RetryMultiplier: backoff between attempts and
+	// deliveries. Defaults: 100ms, 30s, 2.
+	RetryInitial    time.Duration
+	RetryMax        time.Duration
+	RetryMultiplier float64
+	// InProcessAttempts per delivery before NakWithDelay. Default: 3.
+	InProcessAttempts int
+	// ClaimLease bounds how long a key stays claimed by one writer; must be
+	// shorter than AckWait. Default: 30s.
+	ClaimLease time.Duration
+	// ShutdownGrace is how long Run waits for in-flight events after its
+	// context ends, before interrupting them (they are nak'd, never acked).
+	// Default: 20s.
+	ShutdownGrace time.Duration
+	// AdoptUnowned allows overwriting secrets keyrelay did not create.
+	AdoptUnowned bool
+}
+
+func (c *Config) setDefaults() {
+	if c.ID == "" {
+		host, _ := os.Hostname()
+		c.ID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = ConcurrencyDefault
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = AckWaitDefault
+	}
+	if c.MaxDeliver <= 0 {
+		c.MaxDeliver = MaxDeliverDefault
+	}
+	if c.CallTimeout <= 0 {
+		c.CallTimeout = CallTimeoutDefault
+	}
+	if c.RetryInitial <= 0 {
+		c.RetryInitial = RetryInitialDefault
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = RetryMaxDefault
+	}
+	if c.RetryMultiplier < 1 {
+		c.RetryMultiplier = RetryMultiplierDefault
+	}
+	if c.InProcessAttempts <= 0 {
+		c.InProcessAttempts = InProcessAttemptsDefault
+	}
+	if c.ClaimLease <= 0 {
+		c.ClaimLease = ClaimLeaseDefault
+	}
+	if c.ShutdownGrace <= 0 {
+		c.ShutdownGrace = ShutdownGraceDefault
+	}
+}
+
+// Validate names the first bad field.
+func (c *Config) Validate() error {
+	if c.ClaimLease >= c.AckWait {
+		return fmt.Errorf("worker: ClaimLease (%v) must be shorter than AckWait (%v)", c.ClaimLease, c.AckWait)
+	}
+	if c.CallTimeout >= c.ClaimLease {
+		return fmt.Errorf("worker: CallTimeout (%v) must be shorter than ClaimLease (%v)", c.CallTimeout, c.ClaimLease)
+	}
+	return nil
+}
+
+// ConfigFrom maps keyrelay's settings section to a worker Config.
+func ConfigFrom(w settings.WorkerConfig) Config {
+	return Config{Concurrency: w.Concurrency, AckWait: w.AckWait, MaxDeliver: w.MaxDeliver, CallTimeout: w.CallTimeout,
+		RetryInitial: w.RetryInitial, RetryMax: w.RetryMax, RetryMultiplier: w.RetryMultiplier,
+		InProcessAttempts: w.InProcessAttempts, ClaimLease: w.ClaimLease, ShutdownGrace: w.ShutdownGrace,
+		AdoptUnowned: w.AdoptUnowned}
+}
+
+// Deps are what a worker talks to.
+type Deps struct {
+	JS       jetstream.JetStream
+	Settings *settings.Config
+	Registry *providers.Registry
+	// Opener opens sealed values (the keyring, or a KMS-backed opener).
+	Opener  events.Opener
+	Logger  *zap.Logger
+	Metrics *Metrics
+	// Getenv is passed to provider factories. Default: os.Getenv.
+	Getenv func(string) string
+}
+
+// Worker consumes the events stream through the shared durable consumer.
+type Worker struct {
+	cfg      Config
+	d        Deps
+	log      *zap.Logger
+	m        *Metrics
+	retry    retryPolicy
+	stream   jetstream.Stream
+	consumer jetstream.Consumer
+	ledger   *Ledger
+	teams    *Teams
+	locks    *keyLocks
+
+	running atomic.Bool
+	handled atomic.Int64
+}
+
+// New connects a worker to the existing topology (see EnsureTopology).
+func New(ctx context.Context, cfg Config, d Deps) (*Worker, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.Logger == nil {
+		d.Logger = zap.NewNop()
+	}
+	if d.Metrics == nil {
+		d.Metrics = NewMetrics(nil)
+	}
+	if d.Getenv == nil {
+		d.Getenv = os.Getenv
+	}
+	if d.JS == nil || d.Settings == nil || d.Registry == nil || d.Opener == nil {
+		return nil, errors.New("worker: JS, Settings, Registry and Opener are required")
+	}
+	stream, err := d.JS.Stream(ctx, EventsStream)
+	if err != nil {
+		return nil, fmt.Errorf("worker: stream %s: %w", EventsStream, err)
+	}
+	cons, err := stream.Consumer(ctx, ConsumerName)
+	if err != nil {
+		return nil, fmt.Errorf("worker: consumer %s: %w", ConsumerName, err)
+	}
+	lkv, err := d.JS.KeyValue(ctx, LedgerBucket)
+	if err != nil {
+		return nil, fmt.Errorf("worker: bucket %s: %w", LedgerBucket, err)
+	}
+	tkv, err := d.JS.KeyValue(ctx, TeamsBucket)
+	if err != nil {
+		return nil, fmt.Errorf("worker: bucket %s: %w", TeamsBucket, err)
+	}
+	log := d.Logger.With(zap.String("worker", cfg.ID))
+	w := &Worker{cfg: cfg, d: d, log: log, m: d.Metrics, stream: stream, consumer: cons,
+		ledger: NewLedger(lkv), teams: NewTeams(tkv, stream, log), locks: newKeyLocks(),
+		retry: retryPolicy{initial: cfg.RetryInitial, max: cfg.RetryMax, multiplier: cfg.RetryMultiplier, attempts: cfg.InProcessAttempts}}
+	return w, nil
+}
+
+// Teams exposes the team settings store (for readiness and tools).
+func (w *Worker) Teams() *Teams { return w.teams }
+
+// Ledger exposes the ledger (for tools and tests).
+func (w *Worker) Ledger() *Ledger { return w.ledger }
+
+// Ready reports whether the worker is consuming with team settings loaded.
+func (w *Worker) Ready() bool { return w.running.Load() && w.teams.Ready() }
+
+// Handled is the number of events this worker has finished (acked, nak'd
+// or terminated).
+func (w *Worker) Handled() int64 { return w.handled.Load() }
+
+// Run loads team settings, then consumes until ctx ends. On shutdown it
+// stops fetching, hands back buffered events at once, waits up to
+// ShutdownGrace for in-flight ones and interrupts the rest, which are nak'd:
+// an unfinished write is never acknowledged.
+func (w *Worker) Run(ctx context.Context) error {
+	// Handlers get their own context so in-flight work can finish after ctx
+	// ends.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	if err := w.teams.Start(workCtx); err != nil {
+		return fmt.Errorf("worker: load team settings: %w", err)
+	}
+	it, err := w.consumer.Messages(jetstream.PullMaxMessages(w.cfg.Concurrency))
+	if err != nil {
+		return fmt.Errorf("worker: consume: %w", err)
+	}
+	w.running.Store(true)
+	defer w.running.Store(false)
+	w.log.Info("worker consuming", zap.Int("concurrency", w.cfg.Concurrency), zap.Duration("ack_wait", w.cfg.AckWait))
+
+	go w.pollConsumer(ctx)
+	stopped := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			it.Drain()
+		case <-stopped:
+		}
+	}()
+
+	sem := make(chan struct{}, w.cfg.Concurrency)
+	var wg sync.WaitGroup
+	var runErr error
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				runErr = fmt.Errorf("worker: next: %w", err)
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			// Shutting down: hand buffered events back for other workers.
+			_ = msg.Nak()
+			continue
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			w.process(workCtx, msg)
+		}()
+	}
+	close(stopped)
+	it.Stop()
+
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(w.cfg.ShutdownGrace):
+		w.log.Warn("shutdown grace elapsed; interrupting in-flight events (they will be redelivered)")
+		cancelWork()
+		<-done
+	}
+	w.log.Info("worker stopped", zap.Int64("handled", w.handled.Load()))
+	return runErr
+}
+
+func (w *Worker) pollConsumer(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		if info, err := w.consumer.Info(cctx); err == nil {
+			w.m.Pending.Set(float64(info.NumPending))
+			w.m.AckPending.Set(float64(info.NumAckPending))
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// provider opens the backend named by the resolved settings.
+func (w *Worker) provider(ctx context.Context, r settings.Resolved) (providers.Provider, error) {
+	return w.d.Registry.Open(ctx, r.Backend, providers.Config{Options: r.Options, Getenv: w.d.Getenv, Logger: w.log})
+}
