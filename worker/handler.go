@@ -30,7 +30,7 @@ type verdict struct {
 
 // process handles one delivery end to end. It never panics and always
 // acks, naks or terminates the message.
-func (w *Worker) process(ctx context.Context, msg jetstream.Msg) {
+func (w *Worker) process(ctx context.Context, msg jetstream.Msg, receivedAt time.Time) {
 	start := time.Now()
 	w.m.InFlight.Inc()
 	defer w.m.InFlight.Dec()
@@ -43,7 +43,7 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	stopBeat := w.heartbeat(msg)
-	v, typ := w.safeHandle(ctx, msg, md)
+	v, typ := w.safeHandle(ctx, msg, md, receivedAt)
 	stopBeat()
 	outcome := w.finish(ctx, msg, md, v)
 	w.m.Events.WithLabelValues(typeLabel(typ), outcome).Inc()
@@ -76,7 +76,7 @@ func (w *Worker) heartbeat(msg jetstream.Msg) func() {
 	return func() { close(stop) }
 }
 
-func (w *Worker) safeHandle(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata) (v verdict, typ events.Type) {
+func (w *Worker) safeHandle(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, receivedAt time.Time) (v verdict, typ events.Type) {
 	defer func() {
 		if r := recover(); r != nil {
 			// A panic's value could quote data; log only that it happened.
@@ -85,7 +85,7 @@ func (w *Worker) safeHandle(ctx context.Context, msg jetstream.Msg, md *jetstrea
 			v = verdict{retry: true, err: errors.New("handler panic")}
 		}
 	}()
-	return w.handle(ctx, msg, md)
+	return w.handle(ctx, msg, md, receivedAt)
 }
 
 // finish publishes the confirmation (and dead letter), then acks, naks or
@@ -208,7 +208,7 @@ func redactValue(b []byte) []byte {
 }
 
 // handle decides what to do with one delivery.
-func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata) (verdict, events.Type) {
+func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, receivedAt time.Time) (verdict, events.Type) {
 	ev, err := events.Decode(msg.Data())
 	if err != nil {
 		return w.rejected(msg, md, lenientConf(msg), sanitize(err), false), ""
@@ -224,7 +224,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 	if ev.Type.IsSettings() {
 		return w.handleSettings(ctx, msg, md, ev, gen), ev.Type
 	}
-	return w.handleKey(ctx, msg, md, ev, gen), ev.Type
+	return w.handleKey(ctx, msg, md, ev, gen, receivedAt), ev.Type
 }
 
 // lenientConf extracts what it can from an invalid event, so its rejection
@@ -282,7 +282,7 @@ type keyWork struct {
 	deadline time.Time
 }
 
-func (w *Worker) handleKey(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, ev *events.Event, gen uint64) verdict {
+func (w *Worker) handleKey(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, ev *events.Event, gen uint64, receivedAt time.Time) verdict {
 	conf := confFor(ev, gen)
 	kw := &keyWork{ev: ev, gen: gen}
 	switch ev.Type {
@@ -305,7 +305,7 @@ func (w *Worker) handleKey(ctx context.Context, msg jetstream.Msg, md *jetstream
 		kw.upd = upd
 	}
 
-	team, err := w.teams.Current(ctx, ev.TeamID)
+	team, err := w.teams.Current(ctx, ev.TeamID, receivedAt)
 	if err != nil {
 		return verdict{retry: true, err: err, conf: conf}
 	}
@@ -334,14 +334,23 @@ func (w *Worker) handleKey(ctx context.Context, msg jetstream.Msg, md *jetstream
 
 // claim takes the key in the ledger for this event, or decides the event
 // is a duplicate or superseded. done is true when v is final.
+//
+// The first attempt uses the cached entry (or assumes a new key); every
+// decision taken from it is safe: generations only grow, so a stale entry
+// can only make an event look newer than it is, and the compare-and-set
+// then fails and the entry is read afresh.
 func (w *Worker) claim(ctx context.Context, kw *keyWork, conf *events.Confirmation) (v verdict, done bool) {
+	lkey := LedgerKey(kw.ev.TeamID, kw.ev.KeyID)
+	var e *LedgerEntry
+	var rev uint64
+	fresh := false
+	if c, ok := w.entries.Get(lkey); ok {
+		ce := c.entry
+		e, rev = &ce, c.rev
+	}
 	wait := 10 * time.Millisecond
 	for {
 		if err := ctx.Err(); err != nil {
-			return verdict{retry: true, err: err, conf: conf}, true
-		}
-		e, rev, err := w.ledger.Get(ctx, kw.ev.TeamID, kw.ev.KeyID)
-		if err != nil {
 			return verdict{retry: true, err: err, conf: conf}, true
 		}
 		now := time.Now()
@@ -357,14 +366,21 @@ func (w *Worker) claim(ctx context.Context, kw *keyWork, conf *events.Confirmati
 				return verdict{conf: conf}, true
 			}
 			if e.Claim.Active(now) && e.Claim.EventID != kw.ev.ID {
-				// Another worker is writing this key: wait for it.
-				t := time.NewTimer(wait)
-				select {
-				case <-ctx.Done():
-					t.Stop()
-				case <-t.C:
+				if fresh {
+					// Another worker is writing this key: wait for it.
+					t := time.NewTimer(wait)
+					select {
+					case <-ctx.Done():
+						t.Stop()
+					case <-t.C:
+					}
+					wait = min(wait*2, 500*time.Millisecond)
 				}
-				wait = min(wait*2, 500*time.Millisecond)
+				var err error
+				if e, rev, err = w.ledger.Get(ctx, kw.ev.TeamID, kw.ev.KeyID); err != nil {
+					return verdict{retry: true, err: err, conf: conf}, true
+				}
+				fresh = true
 				continue
 			}
 		}
@@ -376,12 +392,19 @@ func (w *Worker) claim(ctx context.Context, kw *keyWork, conf *events.Confirmati
 		next.Claim = &Claim{EventID: kw.ev.ID, Generation: kw.gen, Worker: w.cfg.ID, Until: until}
 		nrev, err := w.ledger.Put(ctx, kw.ev.TeamID, kw.ev.KeyID, &next, rev)
 		if errors.Is(err, ErrLedgerConflict) {
+			w.entries.Remove(lkey)
+			if e, rev, err = w.ledger.Get(ctx, kw.ev.TeamID, kw.ev.KeyID); err != nil {
+				return verdict{retry: true, err: err, conf: conf}, true
+			}
+			fresh = true
 			continue
 		}
 		if err != nil {
+			w.entries.Remove(lkey)
 			return verdict{retry: true, err: err, conf: conf}, true
 		}
 		kw.entry, kw.rev = &next, nrev
+		w.entries.Add(lkey, cachedEntry{entry: next, rev: nrev})
 		// Stop writing well before the lease ends, so no other worker can
 		// take the key over while this one still writes.
 		kw.deadline = until.Add(-w.cfg.ClaimLease / 10)
@@ -414,9 +437,14 @@ func (w *Worker) release(kw *keyWork) {
 	defer cancel()
 	next := *kw.entry
 	next.Claim = nil
-	if _, err := w.ledger.Put(ctx, kw.ev.TeamID, kw.ev.KeyID, &next, kw.rev); err != nil {
+	lkey := LedgerKey(kw.ev.TeamID, kw.ev.KeyID)
+	nrev, err := w.ledger.Put(ctx, kw.ev.TeamID, kw.ev.KeyID, &next, kw.rev)
+	if err != nil {
+		w.entries.Remove(lkey)
 		w.log.Debug("claim not released; it will expire", zap.Error(err))
+		return
 	}
+	w.entries.Add(lkey, cachedEntry{entry: next, rev: nrev})
 }
 
 // call runs one provider operation with in-process retries, bounded by the
@@ -553,11 +581,15 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if _, err := w.ledger.Put(cctx, ev.TeamID, ev.KeyID, &next, kw.rev); err != nil {
+	lkey := LedgerKey(ev.TeamID, ev.KeyID)
+	nrev, err := w.ledger.Put(cctx, ev.TeamID, ev.KeyID, &next, kw.rev)
+	if err != nil {
 		// The write is done and idempotent: a redelivery repeats it as a
 		// duplicate and commits then.
+		w.entries.Remove(lkey)
 		return verdict{retry: true, err: fmt.Errorf("ledger commit: %w", err)}
 	}
+	w.entries.Add(lkey, cachedEntry{entry: next, rev: nrev})
 	kw.entry = nil // committed: nothing to release
 	return verdict{conf: conf}
 }

@@ -59,6 +59,9 @@ type Teams struct {
 
 	mu    sync.RWMutex
 	state map[string]TeamState
+
+	lmu     sync.Mutex
+	lookups map[string]*teamLookups
 	ready atomic.Bool
 	// CatchUps counts key events that found the watch behind and applied
 	// the team's latest settings message themselves.
@@ -68,7 +71,7 @@ type Teams struct {
 // NewTeams builds a team-settings store over the teams bucket and the
 // events stream.
 func NewTeams(kv jetstream.KeyValue, stream jetstream.Stream, log *zap.Logger) *Teams {
-	return &Teams{kv: kv, stream: stream, log: log, state: map[string]TeamState{}}
+	return &Teams{kv: kv, stream: stream, log: log, state: map[string]TeamState{}, lookups: map[string]*teamLookups{}}
 }
 
 // Start watches the bucket until ctx ends. It returns once the current
@@ -145,18 +148,24 @@ func (t *Teams) Cached(team string) TeamState {
 	return st
 }
 
-// Current returns the settings to use for a key event of team: the state
-// after the team's last settings message on the events stream. When the
-// watch has not caught up, it applies that message itself.
-func (t *Teams) Current(ctx context.Context, team string) (TeamState, error) {
-	msg, err := t.stream.GetLastMsgForSubject(ctx, events.SettingsSubject(team))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return t.Cached(team), nil
-	}
+// Current returns the settings to use for a key event of team that this
+// process received at receivedAt: the state after the team's last settings
+// message on the events stream. When the watch has not caught up, it
+// applies that message itself.
+//
+// Finding the last settings message costs a round trip, so concurrent key
+// events of one team share lookups: a lookup sent after an event was
+// received sees every message stored before that event (the event was
+// stored before it was delivered), so its answer is valid for the event.
+func (t *Teams) Current(ctx context.Context, team string, receivedAt time.Time) (TeamState, error) {
+	seq, data, err := t.lastSettings(ctx, team, receivedAt)
 	if err != nil {
 		return TeamState{}, fmt.Errorf("team settings: last settings message of %s: %w", team, err)
 	}
-	if st := t.Cached(team); st.AppliedSeq >= msg.Sequence {
+	if seq == 0 {
+		return t.Cached(team), nil
+	}
+	if st := t.Cached(team); st.AppliedSeq >= seq {
 		return st, nil
 	}
 	// Behind: maybe only the watch is, so read the bucket first.
@@ -164,17 +173,90 @@ func (t *Teams) Current(ctx context.Context, team string) (TeamState, error) {
 	if err != nil {
 		return TeamState{}, err
 	}
-	if st.AppliedSeq >= msg.Sequence {
+	if st.AppliedSeq >= seq {
 		t.remember(st)
 		return st, nil
 	}
 	t.CatchUps.Add(1)
-	ev, derr := events.Decode(msg.Data)
+	ev, derr := events.Decode(data)
 	if derr != nil || !ev.Type.IsSettings() || ev.TeamID != team {
 		ev = nil
 	}
-	st, _, err = t.Apply(ctx, team, ev, msg.Sequence)
+	st, _, err = t.Apply(ctx, team, ev, seq)
 	return st, err
+}
+
+// teamLookups tracks the in-flight and the latest completed lookup of one
+// team's last settings message.
+type teamLookups struct {
+	inflight, last *lookup
+}
+
+type lookup struct {
+	start time.Time
+	done  chan struct{}
+	seq   uint64 // 0: the team has no settings message
+	data  []byte
+	err   error
+}
+
+// lastSettings returns the sequence and data of the team's last settings
+// message, from a lookup that started after receivedAt.
+func (t *Teams) lastSettings(ctx context.Context, team string, receivedAt time.Time) (uint64, []byte, error) {
+	for {
+		t.lmu.Lock()
+		tl := t.lookups[team]
+		if tl == nil {
+			tl = &teamLookups{}
+			t.lookups[team] = tl
+		}
+		if l := tl.last; l != nil && l.start.After(receivedAt) {
+			t.lmu.Unlock()
+			return l.seq, l.data, nil
+		}
+		if l := tl.inflight; l != nil && l.start.After(receivedAt) {
+			t.lmu.Unlock()
+			select {
+			case <-l.done:
+			case <-ctx.Done():
+				return 0, nil, ctx.Err()
+			}
+			if l.err != nil {
+				return 0, nil, l.err
+			}
+			return l.seq, l.data, nil
+		}
+		if l := tl.inflight; l != nil {
+			// An older lookup is running; wait for it and start ours after.
+			t.lmu.Unlock()
+			select {
+			case <-l.done:
+			case <-ctx.Done():
+				return 0, nil, ctx.Err()
+			}
+			continue
+		}
+		l := &lookup{start: time.Now(), done: make(chan struct{})}
+		tl.inflight = l
+		t.lmu.Unlock()
+
+		msg, err := t.stream.GetLastMsgForSubject(ctx, events.SettingsSubject(team))
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		case err != nil:
+			l.err = err
+		default:
+			l.seq, l.data = msg.Sequence, msg.Data
+		}
+		t.lmu.Lock()
+		tl.inflight = nil
+		if l.err == nil {
+			tl.last = l
+		}
+		t.lmu.Unlock()
+		close(l.done)
+		return l.seq, l.data, l.err
+	}
 }
 
 func (t *Teams) load(ctx context.Context, team string) (TeamState, uint64, error) {

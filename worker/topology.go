@@ -125,7 +125,10 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 	if _, err := js.CreateOrUpdateConsumer(ctx, EventsStream, jetstream.ConsumerConfig{
 		Durable:        ConsumerName,
 		Description:    "keyrelay workers (shared by every process)",
-		FilterSubjects: []string{events.EventsPrefix + ".>", events.SettingsPrefix + ".>"},
+		// No filter: the stream holds exactly what workers consume. A
+		// multi-subject filter makes the server intersect its subject tree
+		// on every delivery, which dominated its CPU with thousands of keys
+		// (measured: 58% of server CPU, 14x lower throughput).
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        c.AckWait,

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
@@ -30,7 +31,14 @@ const (
 	InProcessAttemptsDefault = 3
 	ClaimLeaseDefault        = 30 * time.Second
 	ShutdownGraceDefault     = 20 * time.Second
+	// LedgerCacheSizeDefault bounds the in-process ledger entry cache.
+	LedgerCacheSizeDefault = 65536
 )
+
+type cachedEntry struct {
+	entry LedgerEntry
+	rev   uint64
+}
 
 // Config tunes one worker process.
 type Config struct {
@@ -145,6 +153,10 @@ type Worker struct {
 	ledger   *Ledger
 	teams    *Teams
 	locks    *keyLocks
+	// entries caches the ledger entries this process last read or wrote,
+	// with their KV revision, so a claim usually needs no read: a stale
+	// entry only costs a failed compare-and-set and a fresh read.
+	entries *lru.Cache[string, cachedEntry]
 
 	running atomic.Bool
 	handled atomic.Int64
@@ -184,9 +196,13 @@ func New(ctx context.Context, cfg Config, d Deps) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker: bucket %s: %w", TeamsBucket, err)
 	}
+	entries, err := lru.New[string, cachedEntry](LedgerCacheSizeDefault)
+	if err != nil {
+		return nil, err
+	}
 	log := d.Logger.With(zap.String("worker", cfg.ID))
 	w := &Worker{cfg: cfg, d: d, log: log, m: d.Metrics, stream: stream, consumer: cons,
-		ledger: NewLedger(lkv), teams: NewTeams(tkv, stream, log), locks: newKeyLocks(),
+		ledger: NewLedger(lkv), entries: entries, teams: NewTeams(tkv, stream, log), locks: newKeyLocks(),
 		retry: retryPolicy{initial: cfg.RetryInitial, max: cfg.RetryMax, multiplier: cfg.RetryMultiplier, attempts: cfg.InProcessAttempts}}
 	return w, nil
 }
@@ -239,6 +255,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	var runErr error
 	for {
 		msg, err := it.Next()
+		receivedAt := time.Now()
 		if err != nil {
 			if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				runErr = fmt.Errorf("worker: next: %w", err)
@@ -254,7 +271,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			w.process(workCtx, msg)
+			w.process(workCtx, msg, receivedAt)
 		}()
 	}
 	close(stopped)

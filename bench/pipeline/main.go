@@ -1,0 +1,497 @@
+// Command pipeline benchmarks keyrelay's whole pipeline (publish → worker →
+// local provider in its zero-latency in-memory mode → confirmation) against
+// a raw JetStream baseline doing the same message work (publish, durable
+// pull consume, ack, publish a reply and wait for its PubAck), both on the
+// same nats-server process in the same run. It prints events/s for both,
+// their ratio, and publish→confirmation latency p50/p99 at a fixed offered
+// rate.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyrelay/keyrelay/client"
+	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/providers/local"
+	"github.com/keyrelay/keyrelay/settings"
+	"github.com/keyrelay/keyrelay/worker"
+)
+
+func main() {
+	n := flag.Int("events", 20000, "events per throughput run")
+	keys := flag.Int("keys", 1000, "distinct keys")
+	conc := flag.Int("concurrency", 64, "handlers in flight (keyrelay worker and baseline alike)")
+	rate := flag.Int("rate", 1000, "offered rate for the latency run, events/s")
+	dur := flag.Duration("latency-duration", 10*time.Second, "length of the latency run")
+	runs := flag.Int("runs", 3, "throughput runs of each kind (the median is reported)")
+	serverBin := flag.String("nats-server", "bin/nats-server", "nats-server binary")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the keyrelay runs to this file")
+	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		_ = pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	if err := run(*n, *keys, *conc, *rate, *dur, *runs, *serverBin); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		pprof.StopCPUProfile()
+		os.Exit(1)
+	}
+}
+
+func run(n, keys, conc, rate int, dur time.Duration, runs int, serverBin string) error {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "keyrelay-bench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	port := freePort()
+	args := []string{"-js", "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-sd", filepath.Join(dir, "js")}
+	if extra := os.Getenv("KEYRELAY_BENCH_SERVER_ARGS"); extra != "" {
+		args = append(args, strings.Fields(extra)...)
+	}
+	srv := exec.Command(serverBin, args...)
+	if err := srv.Start(); err != nil {
+		return fmt.Errorf("start %s (run `make tools`): %w", serverBin, err)
+	}
+	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	var nc *nats.Conn
+	for i := 0; i < 100; i++ {
+		if nc, err = nats.Connect(url); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	version := nc.ConnectedServerVersion()
+
+	fmt.Printf("keyrelay pipeline benchmark: nats-server %s (separate process, file storage), %d events over %d keys, concurrency %d, GOMAXPROCS=%s\n",
+		version, n, keys, conc, os.Getenv("GOMAXPROCS"))
+
+	kr, _ := events.NewKeyring("bench", map[string][]byte{"bench": make([]byte, 32)})
+	pipe, err := newPipeline(ctx, js, kr, conc)
+	if err != nil {
+		return err
+	}
+	defer pipe.stop()
+
+	var base, full []float64
+	for r := 0; r < runs; r++ {
+		b, err := baseline(ctx, js, n, conc, r)
+		if err != nil {
+			return err
+		}
+		f, err := pipe.throughput(ctx, n, keys, r)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("  run %d: baseline %8.0f events/s   keyrelay %8.0f events/s\n", r+1, b, f)
+		base, full = append(base, b), append(full, f)
+	}
+	mb, mf := median(base), median(full)
+	fmt.Printf("throughput (median of %d): raw JetStream baseline %.0f events/s, keyrelay pipeline %.0f events/s, ratio %.2f\n", runs, mb, mf, mf/mb)
+
+	bl, err := baselineLatency(ctx, js, rate, dur, conc)
+	if err != nil {
+		return err
+	}
+	pl, err := pipe.latency(ctx, rate, dur, keys)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("latency at %d events/s offered for %v: baseline publish→reply p50 %v p99 %v; keyrelay publish→confirmation p50 %v p99 %v (%d events)\n",
+		rate, dur, pct(bl, 50), pct(bl, 99), pct(pl, 50), pct(pl, 99), len(pl))
+	return nil
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
+
+func pct(d []time.Duration, p int) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	i := (len(s)*p + 99) / 100
+	if i > 0 {
+		i--
+	}
+	return s[i].Round(10 * time.Microsecond)
+}
+
+// baseline does the same message work as the pipeline with nothing else:
+// a limits stream with file storage, a durable pull consumer with explicit
+// acks, and per message a reply published to a second stream (PubAck
+// awaited) before the ack.
+func baseline(ctx context.Context, js jetstream.JetStream, n, conc, run int) (float64, error) {
+	name := fmt.Sprintf("RAW%d", run)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{"raw" + strconv.Itoa(run) + ".>"}, Storage: jetstream.FileStorage, Duplicates: time.Minute}); err != nil {
+		return 0, err
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name + "_REPLY", Subjects: []string{"rawreply" + strconv.Itoa(run) + ".>"}, Storage: jetstream.FileStorage}); err != nil {
+		return 0, err
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, name, jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1024, AckWait: time.Minute})
+	if err != nil {
+		return 0, err
+	}
+	payload := make([]byte, 420) // about the size of a sealed key event
+	var done atomic.Int64
+	finished := make(chan struct{})
+	sem := make(chan struct{}, conc)
+	it, err := cons.Messages(jetstream.PullMaxMessages(conc))
+	if err != nil {
+		return 0, err
+	}
+	defer it.Stop()
+	go func() {
+		for {
+			m, err := it.Next()
+			if err != nil {
+				return
+			}
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem }()
+				r := &nats.Msg{Subject: "rawreply" + strconv.Itoa(run) + ".x", Data: payload[:200], Header: nats.Header{}}
+				r.Header.Set(jetstream.MsgIDHeader, m.Subject()+m.Headers().Get(jetstream.MsgIDHeader))
+				if _, err := js.PublishMsg(ctx, r); err != nil {
+					_ = m.Nak()
+					return
+				}
+				_ = m.Ack()
+				if done.Add(1) == int64(n) {
+					close(finished)
+				}
+			}()
+		}
+	}()
+	start := time.Now()
+	if err := publishAsync(js, n, func(i int) *nats.Msg {
+		m := &nats.Msg{Subject: fmt.Sprintf("raw%d.t.k%d.key.created", run, i%1000), Data: payload, Header: nats.Header{}}
+		m.Header.Set(jetstream.MsgIDHeader, "raw-"+strconv.Itoa(i))
+		return m
+	}); err != nil {
+		return 0, err
+	}
+	<-finished
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+func publishAsync(js jetstream.JetStream, n int, mk func(i int) *nats.Msg) error {
+	futs := make([]jetstream.PubAckFuture, 0, 1024)
+	for i := 0; i < n; i++ {
+		f, err := js.PublishMsgAsync(mk(i))
+		if err != nil {
+			return err
+		}
+		futs = append(futs, f)
+		if len(futs) == cap(futs) {
+			if err := wait(futs); err != nil {
+				return err
+			}
+			futs = futs[:0]
+		}
+	}
+	return wait(futs)
+}
+
+func wait(futs []jetstream.PubAckFuture) error {
+	for _, f := range futs {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return err
+		}
+	}
+	return nil
+}
+
+func baselineLatency(ctx context.Context, js jetstream.JetStream, rate int, dur time.Duration, conc int) ([]time.Duration, error) {
+	const name = "RAWLAT"
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{"rawlat.>"}, Storage: jetstream.FileStorage}); err != nil {
+		return nil, err
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name + "_REPLY", Subjects: []string{"rawlatreply.>"}, Storage: jetstream.FileStorage}); err != nil {
+		return nil, err
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, name, jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1024})
+	if err != nil {
+		return nil, err
+	}
+	var mu sync.Mutex
+	sent := map[string]time.Time{}
+	var lat []time.Duration
+	it, err := cons.Messages(jetstream.PullMaxMessages(conc))
+	if err != nil {
+		return nil, err
+	}
+	defer it.Stop()
+	sem := make(chan struct{}, conc)
+	go func() {
+		for {
+			m, err := it.Next()
+			if err != nil {
+				return
+			}
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem }()
+				id := m.Headers().Get(jetstream.MsgIDHeader)
+				if _, err := js.Publish(ctx, "rawlatreply.x", m.Data()[:200]); err != nil {
+					return
+				}
+				_ = m.Ack()
+				mu.Lock()
+				lat = append(lat, time.Since(sent[id]))
+				mu.Unlock()
+			}()
+		}
+	}()
+	payload := make([]byte, 420)
+	total := int(float64(rate) * dur.Seconds())
+	err = paced(rate, total, func(i int) error {
+		id := "l" + strconv.Itoa(i)
+		m := &nats.Msg{Subject: "rawlat.t.k.key.created", Data: payload, Header: nats.Header{}}
+		m.Header.Set(jetstream.MsgIDHeader, id)
+		mu.Lock()
+		sent[id] = time.Now()
+		mu.Unlock()
+		_, err := js.PublishMsgAsync(m)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		k := len(lat)
+		mu.Unlock()
+		if k >= total || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return append([]time.Duration(nil), lat...), nil
+}
+
+// paced calls fn total times at rate per second, on schedule (no
+// coordinated omission: a late tick is sent at once, not skipped).
+func paced(rate, total int, fn func(i int) error) error {
+	interval := time.Second / time.Duration(rate)
+	start := time.Now()
+	for i := 0; i < total; i++ {
+		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+			time.Sleep(d)
+		}
+		if err := fn(i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pipeline is a keyrelay worker with an in-memory local provider.
+type pipeline struct {
+	js     jetstream.JetStream
+	kr     *events.Keyring
+	cancel context.CancelFunc
+	done   chan error
+	pub    *client.Publisher
+	team   int
+}
+
+func newPipeline(ctx context.Context, js jetstream.JetStream, kr *events.Keyring, conc int) (*pipeline, error) {
+	topo := worker.TopologyConfig{Replicas: 1, DuplicateWindow: 2 * time.Minute, AckWait: 30 * time.Second, MaxDeliver: 5, MaxAckPending: 4 * conc}
+	if err := worker.EnsureTopology(ctx, js, topo); err != nil {
+		return nil, err
+	}
+	store, err := local.New(local.Config{})
+	if err != nil {
+		return nil, err
+	}
+	reg := providers.NewRegistry()
+	reg.Register("local", func(context.Context, providers.Config) (providers.Provider, error) { return store, nil })
+	cfg := settings.Default()
+	w, err := worker.New(ctx, worker.Config{Concurrency: conc, AckWait: topo.AckWait, ClaimLease: 20 * time.Second, CallTimeout: 10 * time.Second},
+		worker.Deps{JS: js, Settings: cfg, Registry: reg, Opener: kr})
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	p := &pipeline{js: js, kr: kr, cancel: cancel, done: make(chan error, 1), pub: client.NewPublisher(js)}
+	go func() { p.done <- w.Run(rctx) }()
+	for !w.Ready() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return p, nil
+}
+
+func (p *pipeline) stop() { p.cancel(); <-p.done }
+
+func (p *pipeline) confirmedCount(ctx context.Context) (uint64, error) {
+	s, err := p.js.Stream(ctx, worker.ConfirmationsStream)
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Msgs, nil
+}
+
+// mkEvents builds sealed events before timing starts: sealing is the
+// gateway's cost, not keyrelay's.
+func (p *pipeline) mkEvents(ctx context.Context, n, keys int, team string, genBase uint64) ([]*events.Event, error) {
+	evs := make([]*events.Event, n)
+	for i := 0; i < n; i++ {
+		gen := genBase + uint64(i/keys) + 1
+		typ := events.KeyRotated
+		if gen == 1 {
+			typ = events.KeyCreated
+		}
+		ev, err := events.NewKeyEvent(ctx, p.kr, typ, team, "key-"+strconv.Itoa(i%keys), gen, []byte("sk-bench-value-0123456789abcdef"), events.KeyData{})
+		if err != nil {
+			return nil, err
+		}
+		evs[i] = ev
+	}
+	return evs, nil
+}
+
+func (p *pipeline) throughput(ctx context.Context, n, keys, run int) (float64, error) {
+	evs, err := p.mkEvents(ctx, n, keys, "bench-"+strconv.Itoa(run), 0)
+	if err != nil {
+		return 0, err
+	}
+	before, err := p.confirmedCount(ctx)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	futs := make([]jetstream.PubAckFuture, 0, 1024)
+	for _, ev := range evs {
+		f, err := p.pub.PublishAsync(ev)
+		if err != nil {
+			return 0, err
+		}
+		futs = append(futs, f)
+		if len(futs) == cap(futs) {
+			if err := wait(futs); err != nil {
+				return 0, err
+			}
+			futs = futs[:0]
+		}
+	}
+	if err := wait(futs); err != nil {
+		return 0, err
+	}
+	for {
+		c, err := p.confirmedCount(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if c >= before+uint64(n) {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+func (p *pipeline) latency(ctx context.Context, rate int, dur time.Duration, keys int) ([]time.Duration, error) {
+	total := int(float64(rate) * dur.Seconds())
+	evs, err := p.mkEvents(ctx, total, keys, "bench-lat", 0)
+	if err != nil {
+		return nil, err
+	}
+	var mu sync.Mutex
+	sent := make(map[string]time.Time, total)
+	lat := make([]time.Duration, 0, total)
+	sub, err := p.js.Conn().Subscribe(events.ConfirmationsPrefix+".bench-lat.>", func(m *nats.Msg) {
+		now := time.Now()
+		// Subject: keyrelay.confirmations.<team>.<key>.<event_id>
+		id := m.Subject[len(events.ConfirmationsPrefix)+len(".bench-lat."):]
+		for i := 0; i < len(id); i++ {
+			if id[i] == '.' {
+				id = id[i+1:]
+				break
+			}
+		}
+		mu.Lock()
+		if t, ok := sent[id]; ok {
+			lat = append(lat, now.Sub(t))
+		}
+		mu.Unlock()
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Unsubscribe()
+	err = paced(rate, total, func(i int) error {
+		mu.Lock()
+		sent[evs[i].ID] = time.Now()
+		mu.Unlock()
+		_, err := p.pub.PublishAsync(evs[i])
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		k := len(lat)
+		mu.Unlock()
+		if k >= total || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return append([]time.Duration(nil), lat...), nil
+}
+
+func freePort() int {
+	l, err := netListen()
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().(*netTCPAddr).Port
+}
