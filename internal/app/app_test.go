@@ -1,0 +1,108 @@
+package app_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/keyrelay/keyrelay/client"
+	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/app"
+	"github.com/keyrelay/keyrelay/internal/testenv"
+	"github.com/keyrelay/keyrelay/settings"
+)
+
+// TestServeEmbeddedDefault runs what `make run` runs: the embedded
+// JetStream server, a generated keyring and the file-backed local provider,
+// then publishes an event as a gateway would and reads its confirmation,
+// the readiness endpoint and the metrics.
+func TestServeEmbeddedDefault(t *testing.T) {
+	dir := t.TempDir()
+	c := settings.Default()
+	c.Keyrelay.NATS.Embedded.Port = testenv.FreePort(t)
+	c.Keyrelay.NATS.Embedded.StoreDir = filepath.Join(dir, "nats")
+	c.Keyrelay.Sealing.KeyringFile = filepath.Join(dir, "keyring.json")
+	c.Keyrelay.HTTP.Addr = "127.0.0.1:0"
+	c.Keyrelay.Providers = map[string]map[string]string{"local": {"path": filepath.Join(dir, "secrets")}}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	runCtx, stop := context.WithCancel(ctx)
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- app.Serve(runCtx, c, zap.NewNop(), app.ServeOptions{OnReady: func(ops string) { ready <- ops }})
+	}()
+	var ops string
+	select {
+	case ops = <-ready:
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+	case <-ctx.Done():
+		t.Fatal("not ready")
+	}
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + ops + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/readyz"); code != 200 {
+		t.Fatalf("/readyz %d %s", code, body)
+	}
+
+	kr, err := events.LoadKeyring(c.Keyrelay.Sealing.KeyringFile)
+	if err != nil {
+		t.Fatalf("keyring not generated: %v", err)
+	}
+	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", c.Keyrelay.NATS.Embedded.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ev, err := events.NewKeyEvent(ctx, kr, events.KeyCreated, "team-a", "key-1", 1, []byte("sk-embedded"), events.KeyData{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *events.Confirmation, 1)
+	fctx, fcancel := context.WithCancel(ctx)
+	go func() {
+		_ = client.FollowConfirmations(fctx, js, 1, "", func(_ uint64, c *events.Confirmation) error {
+			got <- c
+			return nil
+		})
+	}()
+	if _, err := client.NewPublisher(js).Publish(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case cf := <-got:
+		if cf.EventID != ev.ID || cf.Status != events.StatusStored || cf.Provider != "local" {
+			t.Fatalf("confirmation %+v", cf)
+		}
+	case <-ctx.Done():
+		t.Fatal("no confirmation")
+	}
+	fcancel()
+	if _, body := get("/metrics"); !strings.Contains(body, `keyrelay_events_total{outcome="stored",type="key.created"} 1`) ||
+		!strings.Contains(body, `keyrelay_provider_calls_total{op="put",provider="local",status="ok"} 1`) {
+		t.Fatalf("metrics lack the event:\n%s", body)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("serve returned %v", err)
+	}
+}
