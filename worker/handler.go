@@ -26,6 +26,12 @@ type verdict struct {
 	retry     bool
 	retryHint time.Duration
 	err       error
+	// commit, when set, records the write in the ledger. It runs
+	// concurrently with the confirmation's publication; the message is
+	// acked only when both succeeded. A confirmation published before a
+	// failed commit is still true (the provider holds the value), and the
+	// redelivery finds the write done (same idempotency key) and commits.
+	commit func(context.Context) error
 }
 
 // process handles one delivery end to end. It never panics and always
@@ -122,12 +128,24 @@ func (w *Worker) finish(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 		}
 		w.m.DeadLetters.WithLabelValues(string(v.dead.status)).Inc()
 	}
+	var commitErr chan error
+	if v.commit != nil {
+		commitErr = make(chan error, 1)
+		go func() { commitErr <- v.commit(pubCtx) }()
+	}
 	if v.conf != nil {
 		v.conf.SpecVersion = events.SpecVersion
 		v.conf.Attempts = md.NumDelivered
 		v.conf.StreamSeq = md.Sequence.Stream
 		v.conf.Time = time.Now().UTC()
 		err := publishConfirmation(pubCtx, w.d.JS, v.conf)
+		if commitErr != nil {
+			if cerr := <-commitErr; cerr != nil {
+				w.log.Warn("ledger commit failed; event will be redelivered", zap.Error(cerr))
+				_ = msg.NakWithDelay(w.retry.redeliveryDelay(1, 0))
+				return "nak"
+			}
+		}
 		if err != nil && !errors.Is(err, errAlreadyConfirmed) {
 			w.log.Warn("confirmation not published; event will be redelivered", zap.Error(err))
 			_ = msg.NakWithDelay(w.retry.redeliveryDelay(1, 0))
@@ -579,19 +597,19 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 	}
 	conf.Provider = kw.res.Backend
 
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	lkey := LedgerKey(ev.TeamID, ev.KeyID)
-	nrev, err := w.ledger.Put(cctx, ev.TeamID, ev.KeyID, &next, kw.rev)
-	if err != nil {
-		// The write is done and idempotent: a redelivery repeats it as a
-		// duplicate and commits then.
-		w.entries.Remove(lkey)
-		return verdict{retry: true, err: fmt.Errorf("ledger commit: %w", err)}
-	}
-	w.entries.Add(lkey, cachedEntry{entry: next, rev: nrev})
-	kw.entry = nil // committed: nothing to release
-	return verdict{conf: conf}
+	lkey, rev := LedgerKey(ev.TeamID, ev.KeyID), kw.rev
+	kw.entry = nil // the commit replaces the claim: nothing to release
+	return verdict{conf: conf, commit: func(ctx context.Context) error {
+		nrev, err := w.ledger.Put(ctx, ev.TeamID, ev.KeyID, &next, rev)
+		if err != nil {
+			// The write is done and idempotent: a redelivery repeats it as
+			// a duplicate and commits then.
+			w.entries.Remove(lkey)
+			return fmt.Errorf("ledger commit: %w", err)
+		}
+		w.entries.Add(lkey, cachedEntry{entry: next, rev: nrev})
+		return nil
+	}}
 }
 
 // writeFailed turns a provider error into a verdict: retry for retryable

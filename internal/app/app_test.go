@@ -97,9 +97,17 @@ func TestServeEmbeddedDefault(t *testing.T) {
 		t.Fatal("no confirmation")
 	}
 	fcancel()
-	if _, body := get("/metrics"); !strings.Contains(body, `keyrelay_events_total{outcome="stored",type="key.created"} 1`) ||
-		!strings.Contains(body, `keyrelay_provider_calls_total{op="put",provider="local",status="ok"} 1`) {
-		t.Fatalf("metrics lack the event:\n%s", body)
+	// The event is counted once it is acked, just after its confirmation.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		_, body := get("/metrics")
+		if strings.Contains(body, `keyrelay_events_total{outcome="stored",type="key.created"} 1`) &&
+			strings.Contains(body, `keyrelay_provider_calls_total{op="put",provider="local",status="ok"} 1`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics lack the event:\n%s", body)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	stop()
 	if err := <-done; err != nil {
