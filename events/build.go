@@ -63,6 +63,10 @@ func (ev *Event) Encode() ([]byte, error) {
 
 // KeyData decodes the payload of key.created and key.rotated.
 func (ev *Event) KeyData() (*KeyData, error) {
+	if d, ok := recall[*KeyData](ev); ok {
+		c := *d
+		return &c, nil
+	}
 	var d KeyData
 	if err := strictUnmarshal("data", ev.Data, &d); err != nil {
 		return nil, err
@@ -72,6 +76,10 @@ func (ev *Event) KeyData() (*KeyData, error) {
 
 // UpdateData decodes the payload of key.updated (empty data is allowed).
 func (ev *Event) UpdateData() (*UpdateData, error) {
+	if d, ok := recall[*UpdateData](ev); ok {
+		c := *d
+		return &c, nil
+	}
 	var d UpdateData
 	if len(ev.Data) == 0 || string(ev.Data) == "null" {
 		return &d, nil
@@ -84,9 +92,28 @@ func (ev *Event) UpdateData() (*UpdateData, error) {
 
 // SettingsData decodes the payload of team.settings.updated.
 func (ev *Event) SettingsData() (*SettingsData, error) {
+	if d, ok := recall[*SettingsData](ev); ok {
+		c := *d
+		return &c, nil
+	}
 	var d SettingsData
 	if err := strictUnmarshal("data", ev.Data, &d); err != nil {
 		return nil, err
 	}
 	return &d, nil
+}
+
+// remember caches a payload decoded from the current Data.
+func (ev *Event) remember(d any) {
+	ev.decoded, ev.decodedFrom = d, ev.Data
+}
+
+// recall returns the cached payload if Data has not been replaced since.
+func recall[T any](ev *Event) (T, bool) {
+	var zero T
+	if ev.decoded == nil || len(ev.Data) == 0 || len(ev.decodedFrom) != len(ev.Data) || &ev.decodedFrom[0] != &ev.Data[0] {
+		return zero, false
+	}
+	d, ok := ev.decoded.(T)
+	return d, ok
 }

@@ -67,6 +67,11 @@ type Event struct {
 	KeyAlias string `json:"key_alias,omitempty"`
 	// Data holds the type-specific payload.
 	Data json.RawMessage `json:"data,omitempty"`
+
+	// decoded caches the payload Validate decoded from Data, so handlers
+	// do not parse it twice. It is dropped whenever Data changes.
+	decoded any
+	decodedFrom []byte
 }
 
 // KeyData is the payload of key.created and key.rotated.

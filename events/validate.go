@@ -101,8 +101,11 @@ func validateText(field, s string, max int) error {
 		return invalid(field, "is not valid UTF-8")
 	}
 	for i, r := range s {
-		if r < 0x20 || r == 0x7f || r == 0x2028 || r == 0x2029 {
+		if r < 0x20 || r == 0x7f {
 			return invalid(field, "contains control character %U at byte %d", r, i)
+		}
+		if r == 0x2028 || r == 0x2029 {
+			return invalid(field, "contains line or paragraph separator %U at byte %d", r, i)
 		}
 	}
 	return nil
@@ -121,17 +124,19 @@ func Decode(b []byte) (*Event, error) {
 	if !utf8.Valid(b) {
 		return nil, invalid("", "is not valid UTF-8")
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	var raw json.RawMessage
-	if err := dec.Decode(&raw); err != nil {
-		return nil, &ValidationError{Reason: "malformed JSON: " + sanitizeJSONError(err)}
-	}
-	if _, err := dec.Token(); err != io.EOF {
+	raw := bytes.TrimSpace(b)
+	if !json.Valid(raw) {
+		// Slow path, for a precise error only.
+		dec := json.NewDecoder(bytes.NewReader(b))
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, &ValidationError{Reason: "malformed JSON: " + sanitizeJSONError(err)}
+		}
 		return nil, invalid("", "trailing data after the event object")
 	}
-	members, err := objectMembers("", raw)
-	if err != nil {
-		return nil, err
+	members, ok := scanMembers(raw)
+	if !ok {
+		return nil, invalid("", "must be a JSON object")
 	}
 	shape := envelopeShape
 	for _, m := range members {
@@ -270,7 +275,11 @@ func (ev *Event) validateData() error {
 		if ev.Type == KeyCreated && d.GracePeriodSeconds != 0 {
 			return invalid("data.grace_period_seconds", "is only valid for key.rotated")
 		}
-		return validateMetadata("data.metadata", d.Metadata)
+		if err := validateMetadata("data.metadata", d.Metadata); err != nil {
+			return err
+		}
+		ev.remember(&d)
+		return nil
 	case KeyUpdated:
 		if empty {
 			return nil
@@ -285,7 +294,11 @@ func (ev *Event) validateData() error {
 		if err := validateText("data.previous_alias", d.PreviousAlias, MaxAliasLen); err != nil {
 			return err
 		}
-		return validateMetadata("data.metadata", d.Metadata)
+		if err := validateMetadata("data.metadata", d.Metadata); err != nil {
+			return err
+		}
+		ev.remember(&d)
+		return nil
 	case KeyDeleted, TeamSettingsDeleted:
 		if empty {
 			return nil
@@ -302,7 +315,11 @@ func (ev *Event) validateData() error {
 		if err := strictUnmarshal("data", data, &d); err != nil {
 			return err
 		}
-		return d.Settings.Validate("data.settings")
+		if err := d.Settings.Validate("data.settings"); err != nil {
+			return err
+		}
+		ev.remember(&d)
+		return nil
 	}
 	return nil
 }
@@ -477,37 +494,14 @@ func joinField(path, name string) string {
 
 // objectMembers splits the JSON object raw into its members, in order.
 func objectMembers(path string, raw []byte) ([]jsonMember, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	tok, err := dec.Token()
-	if err != nil {
+	if !json.Valid(raw) {
 		return nil, invalid(path, "is not valid JSON")
 	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
+	members, ok := scanMembers(raw)
+	if !ok {
 		return nil, invalid(path, "must be a JSON object")
 	}
-	var out []jsonMember
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, invalid(path, "is not valid JSON")
-		}
-		name, ok := tok.(string)
-		if !ok {
-			return nil, invalid(path, "is not valid JSON")
-		}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, invalid(path, "is not valid JSON")
-		}
-		out = append(out, jsonMember{name: name, raw: v})
-	}
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
-		return nil, invalid(path, "is not valid JSON")
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, invalid(path, "is not valid JSON")
-	}
-	return out, nil
+	return members, nil
 }
 
 func checkObject(path string, raw []byte, shape *objectShape) error {

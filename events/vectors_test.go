@@ -345,11 +345,8 @@ func writeVectorFile(t testing.TB, path, raw string) {
 	writeFile(t, path, []byte(raw+"\n"))
 }
 
-// TestGenerateEventVectors rewrites testdata/events (-update).
-func TestGenerateEventVectors(t *testing.T) {
-	if !*update {
-		t.Skip("run with -update to rewrite " + testdataEvents)
-	}
+// generateEventVectors rewrites testdata/events (-update).
+func generateEventVectors(t *testing.T) {
 	for _, dir := range []string{"valid", "invalid"} {
 		old, _ := filepath.Glob(filepath.Join(testdataEvents, dir, "*.json"))
 		for _, f := range old {

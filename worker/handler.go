@@ -270,7 +270,7 @@ func lenientConf(msg jetstream.Msg) *events.Confirmation {
 
 func (w *Worker) handleSettings(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, ev *events.Event, gen uint64) verdict {
 	conf := confFor(ev, gen)
-	st, res, err := w.teams.Apply(ctx, ev.TeamID, ev, md.Sequence.Stream)
+	st, res, err := w.teams.ApplyThrough(ctx, ev.TeamID, ev, md.Sequence.Stream)
 	if err != nil {
 		return verdict{retry: true, err: err, conf: conf}
 	}

@@ -182,8 +182,42 @@ func (t *Teams) Current(ctx context.Context, team string, receivedAt time.Time) 
 	if derr != nil || !ev.Type.IsSettings() || ev.TeamID != team {
 		ev = nil
 	}
-	st, _, err = t.Apply(ctx, team, ev, seq)
+	st, _, err = t.ApplyThrough(ctx, team, ev, seq)
 	return st, err
+}
+
+// ApplyThrough applies, in stream order, every settings message of team the
+// bucket has not considered yet up to seq, then ev found at seq (nil: the
+// message there was invalid). AppliedSeq therefore always means "every
+// settings message up to here was considered", whichever worker or key
+// event got there first.
+func (t *Teams) ApplyThrough(ctx context.Context, team string, ev *events.Event, seq uint64) (TeamState, ApplyResult, error) {
+	cur, _, err := t.load(ctx, team)
+	if err != nil {
+		return TeamState{}, 0, err
+	}
+	subj := events.SettingsSubject(team)
+	for from := cur.AppliedSeq + 1; from < seq; {
+		m, err := t.stream.GetMsg(ctx, from, jetstream.WithGetMsgSubject(subj))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return TeamState{}, 0, fmt.Errorf("team settings: read settings of %s from %d: %w", team, from, err)
+		}
+		if m.Sequence >= seq {
+			break
+		}
+		pev, derr := events.Decode(m.Data)
+		if derr != nil || !pev.Type.IsSettings() || pev.TeamID != team {
+			pev = nil
+		}
+		if _, _, err := t.Apply(ctx, team, pev, m.Sequence); err != nil {
+			return TeamState{}, 0, err
+		}
+		from = m.Sequence + 1
+	}
+	return t.Apply(ctx, team, ev, seq)
 }
 
 // teamLookups tracks the in-flight and the latest completed lookup of one
@@ -291,10 +325,15 @@ func (t *Teams) Apply(ctx context.Context, team string, ev *events.Event, seq ui
 			if ev != nil && cur.EventID == ev.ID {
 				return cur, AlreadyApplied, nil
 			}
-			return cur, Superseded, nil
+			if ev == nil || ev.Generation == 0 || ev.Generation <= cur.Generation {
+				return cur, Superseded, nil
+			}
+			// Considered already, but its generation is higher than the
+			// applied one (a later message carried older settings): apply
+			// it, keeping the sequence already reached.
 		}
 		next := cur
-		next.Team, next.AppliedSeq, next.UpdatedAt = team, seq, time.Now().UTC()
+		next.Team, next.AppliedSeq, next.UpdatedAt = team, max(cur.AppliedSeq, seq), time.Now().UTC()
 		res := Invalid
 		if ev != nil {
 			res = Superseded

@@ -23,7 +23,9 @@ func TestCreateRotateDeleteConfirmed(t *testing.T) {
 	b.startWorker(nil)
 	c1 := b.keyEvent(events.KeyCreated, "team-a", "key-1", 1, "sk-one")
 	r2 := b.keyEvent(events.KeyRotated, "team-a", "key-1", 2, "sk-two")
-	b.publish(c1, r2)
+	b.publish(c1) // one at a time: handled together, generation 1 may be superseded
+	b.confirmations(1, 20*time.Second)
+	b.publish(r2)
 	cs := byEventID(b.confirmations(2, 20*time.Second))
 	if cs[c1.ID].Status != events.StatusStored || cs[r2.ID].Status != events.StatusRotated {
 		t.Fatalf("statuses: %s, %s", cs[c1.ID].Status, cs[r2.ID].Status)
@@ -321,7 +323,9 @@ func TestAliasTemplateRenameMovesSecret(t *testing.T) {
 	u2 := &events.Event{SpecVersion: events.SpecVersion, ID: "upd-2", Type: events.KeyUpdated, Time: time.Now().UTC(),
 		TeamID: "team-a", KeyID: "key-1", Generation: 2, KeyAlias: "second"}
 	noAlias := b.keyEvent(events.KeyCreated, "team-a", "key-2", 1, "sk-2")
-	b.publish(c1, u2, noAlias)
+	b.publish(c1, noAlias)
+	b.confirmations(2, 20*time.Second)
+	b.publish(u2)
 	cs := byEventID(b.confirmations(3, 20*time.Second))
 	if cs[u2.ID].Status != events.StatusStored || cs[u2.ID].SecretRef != "litellm/second" {
 		t.Fatalf("rename: %+v", cs[u2.ID])
@@ -393,3 +397,34 @@ func TestSentinelNeverLeaks(t *testing.T) {
 }
 
 func b64(s string) string { return base64Std([]byte(s)) }
+
+// TestSettingsOrderedByGeneration: a settings event published later with an
+// older generation never replaces newer settings, whichever worker (or key
+// event catching up) sees which message first.
+func TestSettingsOrderedByGeneration(t *testing.T) {
+	for round := 0; round < 3; round++ {
+		t.Run(fmt.Sprint(round), func(t *testing.T) {
+			b := setup(t, setupOptions{backends: []string{"backend_b"}})
+			for i := 0; i < 3; i++ {
+				b.startWorker(nil)
+			}
+			var evs []*events.Event
+			var keys []*events.Event
+			for tm := 0; tm < 10; tm++ {
+				team := fmt.Sprintf("team-%d", tm)
+				newer := b.settingsEvent(team, 10, &events.TeamSettings{Backend: "backend_b"})
+				older := b.settingsEvent(team, 5, &events.TeamSettings{Backend: "local"})
+				k := b.keyEvent(events.KeyCreated, team, "key-1", 1, "sk")
+				evs = append(evs, newer, older, k)
+				keys = append(keys, k)
+			}
+			b.publish(evs...)
+			cs := byEventID(b.confirmations(len(evs), 30*time.Second))
+			for _, k := range keys {
+				if c := cs[k.ID]; c.Provider != "backend_b" || c.Status != events.StatusStored {
+					t.Errorf("%s: %+v; want stored in backend_b (generation 10 settings)", k.TeamID, c)
+				}
+			}
+		})
+	}
+}

@@ -103,9 +103,11 @@ func run(n, keys, conc, rate int, dur time.Duration, runs int, serverBin string)
 
 	var base, full []float64
 	for r := 0; r < runs; r++ {
-		b, err := baseline(ctx, js, n, conc, r)
-		if err != nil {
-			return err
+		var b float64
+		if os.Getenv("KEYRELAY_BENCH_ONLY") != "keyrelay" {
+			if b, err = baseline(ctx, js, n, conc, r); err != nil {
+				return err
+			}
 		}
 		f, err := pipe.throughput(ctx, n, keys, r)
 		if err != nil {
@@ -376,8 +378,9 @@ func (p *pipeline) confirmedCount(ctx context.Context) (uint64, error) {
 
 // mkEvents builds sealed events before timing starts: sealing is the
 // gateway's cost, not keyrelay's.
-func (p *pipeline) mkEvents(ctx context.Context, n, keys int, team string, genBase uint64) ([]*events.Event, error) {
+func (p *pipeline) mkEvents(ctx context.Context, n, keys int, team string, genBase uint64) ([]*nats.Msg, []*events.Event, error) {
 	evs := make([]*events.Event, n)
+	msgs := make([]*nats.Msg, n)
 	for i := 0; i < n; i++ {
 		gen := genBase + uint64(i/keys) + 1
 		typ := events.KeyRotated
@@ -386,15 +389,20 @@ func (p *pipeline) mkEvents(ctx context.Context, n, keys int, team string, genBa
 		}
 		ev, err := events.NewKeyEvent(ctx, p.kr, typ, team, "key-"+strconv.Itoa(i%keys), gen, []byte("sk-bench-value-0123456789abcdef"), events.KeyData{})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+		b, err := ev.Encode()
+		if err != nil {
+			return nil, nil, err
 		}
 		evs[i] = ev
+		msgs[i] = &nats.Msg{Subject: ev.Subject(), Data: b, Header: nats.Header{jetstream.MsgIDHeader: []string{ev.ID}}}
 	}
-	return evs, nil
+	return msgs, evs, nil
 }
 
 func (p *pipeline) throughput(ctx context.Context, n, keys, run int) (float64, error) {
-	evs, err := p.mkEvents(ctx, n, keys, "bench-"+strconv.Itoa(run), 0)
+	msgs, _, err := p.mkEvents(ctx, n, keys, "bench-"+strconv.Itoa(run), 0)
 	if err != nil {
 		return 0, err
 	}
@@ -404,8 +412,8 @@ func (p *pipeline) throughput(ctx context.Context, n, keys, run int) (float64, e
 	}
 	start := time.Now()
 	futs := make([]jetstream.PubAckFuture, 0, 1024)
-	for _, ev := range evs {
-		f, err := p.pub.PublishAsync(ev)
+	for _, m := range msgs {
+		f, err := p.js.PublishMsgAsync(m)
 		if err != nil {
 			return 0, err
 		}
@@ -435,7 +443,7 @@ func (p *pipeline) throughput(ctx context.Context, n, keys, run int) (float64, e
 
 func (p *pipeline) latency(ctx context.Context, rate int, dur time.Duration, keys int) ([]time.Duration, error) {
 	total := int(float64(rate) * dur.Seconds())
-	evs, err := p.mkEvents(ctx, total, keys, "bench-lat", 0)
+	msgs, evs, err := p.mkEvents(ctx, total, keys, "bench-lat", 0)
 	if err != nil {
 		return nil, err
 	}
@@ -466,7 +474,7 @@ func (p *pipeline) latency(ctx context.Context, rate int, dur time.Duration, key
 		mu.Lock()
 		sent[evs[i].ID] = time.Now()
 		mu.Unlock()
-		_, err := p.pub.PublishAsync(evs[i])
+		_, err := p.js.PublishMsgAsync(msgs[i])
 		return err
 	})
 	if err != nil {

@@ -50,13 +50,23 @@ type Config struct {
 	NoFsync bool
 }
 
-// ConfigFromOptions builds a Config from a provider options map: "path",
+// DefaultPath is where the registered provider keeps secrets when its
+// options name no "path": the embedded default of `make run` must survive a
+// restart. Option path ":memory:" selects the in-memory mode explicitly.
+const DefaultPath = "./data/secrets"
+
+// ConfigFromOptions builds a Config from a provider options map: "path"
+// (default DefaultPath),
 // "key_file" and "fsync" (a strconv.ParseBool value, default true). Other
 // keys are ignored: the map merges global and per-team options, which may
 // carry settings meant for other providers. The result is validated.
 func ConfigFromOptions(opts map[string]string) (Config, error) {
+	path, ok := opts[OptionPath]
+	if !ok {
+		path = DefaultPath
+	}
 	c := Config{
-		Path:    strings.TrimSpace(opts[OptionPath]),
+		Path:    strings.TrimSpace(path),
 		KeyFile: strings.TrimSpace(opts[OptionKeyFile]),
 	}
 	if s, ok := opts[OptionFsync]; ok && strings.TrimSpace(s) != "" {

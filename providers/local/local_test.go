@@ -366,6 +366,32 @@ func TestKeyFileErrors(t *testing.T) {
 	}
 }
 
+func TestStaleTempFilesRemoved(t *testing.T) {
+	dir := t.TempDir()
+	newFile(t, dir)
+	stale := filepath.Join(dir, secretsDir, ".abc.json.123.tmp")
+	fresh := filepath.Join(dir, secretsDir, ".def.json.456.tmp")
+	for _, f := range []string{stale, fresh} {
+		if err := os.WriteFile(f, []byte("{}"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-2 * staleTempAge)
+	if err := os.Chtimes(stale, old, old); err != nil {
+		t.Fatal(err)
+	}
+	p := newFile(t, dir)
+	if _, err := os.Stat(stale); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("stale temp file kept: %v", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("fresh temp file (a write in progress elsewhere) removed: %v", err)
+	}
+	if names, err := p.Names(context.Background()); err != nil || len(names) != 0 {
+		t.Errorf("Names: %v, %v", names, err)
+	}
+}
+
 func TestKeyFileCreatedAndReused(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "nested", "store")
@@ -400,7 +426,8 @@ func TestConfigFromOptions(t *testing.T) {
 		want    Config
 		wantErr string
 	}{
-		"empty":      {opts: nil, want: Config{}},
+		"empty":      {opts: nil, want: Config{Path: DefaultPath}},
+		"memory":     {opts: map[string]string{"path": MemoryPath}, want: Config{Path: MemoryPath}},
 		"path":       {opts: map[string]string{"path": "./data/secrets", "key_file": "/k", "hashicorp_vault_mount": "x"}, want: Config{Path: "./data/secrets", KeyFile: "/k"}},
 		"fsync-off":  {opts: map[string]string{"path": "/d", "fsync": "false"}, want: Config{Path: "/d", NoFsync: true}},
 		"fsync-on":   {opts: map[string]string{"path": "/d", "fsync": "1"}, want: Config{Path: "/d"}},

@@ -149,7 +149,29 @@ func newFileStore(dir string, fsync bool) (*fileStore, error) {
 			return nil, err
 		}
 	}
+	s.removeStaleTemps()
 	return s, nil
+}
+
+// staleTempAge is how old a temp file must be before New removes it: far
+// older than any write in progress in another process.
+const staleTempAge = time.Hour
+
+// removeStaleTemps removes temp files left by writers that crashed
+// between creating and renaming them. Failures are ignored: the files are
+// harmless, only clutter.
+func (s *fileStore) removeStaleTemps() {
+	entries, err := os.ReadDir(s.secrets)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if n := e.Name(); strings.HasPrefix(n, ".") && strings.HasSuffix(n, ".tmp") {
+			if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > staleTempAge {
+				os.Remove(filepath.Join(s.secrets, n))
+			}
+		}
+	}
 }
 
 func fileID(name string) string {

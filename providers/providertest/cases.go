@@ -92,18 +92,28 @@ func testPutGet(e *env) {
 		}
 	})
 	e.run("NoAliasing", func(e *env) {
+		// Neither the caller's buffers nor the returned ones are shared
+		// with what the provider stores.
 		name := e.name("alias")
 		v := e.value("alias")
 		in := bytes.Clone(v)
-		e.write(name, in)
+		tags := map[string]string{"env": "test"}
+		e.mustPut(providers.PutRequest{Name: name, Value: in, IdempotencyKey: e.key("a"), Owner: ownerA, Tags: tags})
 		for i := range in {
 			in[i] = 'X'
 		}
+		tags["env"] = "changed"
 		s := e.wantValue(name, "", v)
 		for i := range s.Value {
 			s.Value[i] = 'Y'
 		}
-		e.wantValue(name, "", v)
+		if s.Tags != nil {
+			s.Tags["env"] = "changed-too"
+		}
+		s = e.wantValue(name, "", v)
+		if e.caps().Tags && s.Tags["env"] != "test" {
+			e.t.Errorf("stored tags changed with the caller's map: env=%q", s.Tags["env"])
+		}
 	})
 }
 
@@ -510,35 +520,43 @@ func testConcurrency(e *env) {
 		}
 	})
 	e.run("SameNameWithRetries", func(e *env) {
+		// Each writer puts several versions in a row, retrying retryable
+		// errors with the same idempotency key: every put lands exactly once.
+		const rounds = 4
 		name := e.name("contended-retry")
-		values := make([][]byte, n)
-		versions := make([]string, n)
+		values := make([][]byte, n*rounds)
+		versions := make([]string, n*rounds)
 		var wg sync.WaitGroup
 		start := make(chan struct{})
-		for i := range values {
-			values[i] = e.value(fmt.Sprintf("retrier-%d", i))
+		for w := 0; w < n; w++ {
+			for r := 0; r < rounds; r++ {
+				values[w*rounds+r] = e.value(fmt.Sprintf("retrier-%d-%d", w, r))
+			}
 			wg.Add(1)
-			go func(i int, k string) {
+			go func(w int) {
 				defer wg.Done()
 				<-start
-				for attempt := 1; ; attempt++ {
-					res, err := e.put(providers.PutRequest{Name: name, Value: values[i], IdempotencyKey: k, Owner: ownerA})
-					if err == nil {
-						versions[i] = res.Version
-						return
-					}
-					if !providers.IsRetryable(err) || attempt == 100 {
-						e.t.Errorf("writer %d, attempt %d: %v", i, attempt, err)
-						return
-					}
-					select {
-					case <-time.After(time.Duration(rand.IntN(20)+1) * time.Millisecond):
-					case <-e.ctx.Done():
-						e.t.Errorf("writer %d: %v", i, e.ctx.Err())
-						return
+				for r := 0; r < rounds; r++ {
+					i, k := w*rounds+r, e.key(fmt.Sprint(w, "-", r))
+					for attempt := 1; ; attempt++ {
+						res, err := e.put(providers.PutRequest{Name: name, Value: values[i], IdempotencyKey: k, Owner: ownerA})
+						if err == nil {
+							versions[i] = res.Version
+							break
+						}
+						if !providers.IsRetryable(err) || attempt == 100 {
+							e.t.Errorf("writer %d, put %d, attempt %d: %v", w, r, attempt, err)
+							return
+						}
+						select {
+						case <-time.After(time.Duration(rand.IntN(20)+1) * time.Millisecond):
+						case <-e.ctx.Done():
+							e.t.Errorf("writer %d: %v", w, e.ctx.Err())
+							return
+						}
 					}
 				}
-			}(i, e.key(fmt.Sprint(i)))
+			}(w)
 		}
 		close(start)
 		wg.Wait()
@@ -548,12 +566,12 @@ func testConcurrency(e *env) {
 		seen := map[string]int{}
 		for i, v := range versions {
 			if j, dup := seen[v]; dup {
-				e.t.Errorf("writers %d and %d both got version %q", j, i, v)
+				e.t.Errorf("puts %d and %d both got version %q", j, i, v)
 			}
 			seen[v] = i
 		}
-		e.wantVersionCount(name, n)
-		if e.caps().Versions && (e.features().MaxVersions == 0 || n <= e.features().MaxVersions) {
+		e.wantVersionCount(name, len(versions))
+		if e.caps().Versions && (e.features().MaxVersions == 0 || len(versions) <= e.features().MaxVersions) {
 			for i, v := range versions {
 				e.wantValue(name, v, values[i])
 			}

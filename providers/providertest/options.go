@@ -33,7 +33,9 @@ type Options struct {
 	// DefaultTimeout (60s).
 	Timeout time.Duration
 	// Parallel runs the top-level subtests in parallel; newProvider must
-	// then be safe for concurrent use. Default: sequential.
+	// then be safe for concurrent use, and Run returns before the subtests
+	// run, so the caller must release shared resources with t.Cleanup, not
+	// defer. Default: sequential.
 	Parallel bool
 	// CreateUnmanaged, when set, writes a secret directly to the backend
 	// without keyrelay's ownership tags (as another tool would). It enables
