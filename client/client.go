@@ -16,6 +16,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -67,8 +68,10 @@ func (p *Publisher) PublishAsync(ev *events.Event) (jetstream.PubAckFuture, erro
 
 // FollowConfirmations calls fn for every confirmation from the given
 // stream sequence (0: only new ones) until ctx ends or fn returns an error.
-// It uses an ordered consumer: nothing is left behind on the server.
-func FollowConfirmations(ctx context.Context, js jetstream.JetStream, fromSeq uint64, filter string, fn func(seq uint64, c *events.Confirmation) error) error {
+// pending is how many matching confirmations the stream held after this one
+// when it was delivered (0: caught up). It uses an ordered consumer:
+// nothing is left behind on the server.
+func FollowConfirmations(ctx context.Context, js jetstream.JetStream, fromSeq uint64, filter string, fn func(seq, pending uint64, c *events.Confirmation) error) error {
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy}
 	if fromSeq > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, fromSeq
@@ -99,12 +102,58 @@ func FollowConfirmations(ctx context.Context, js jetstream.JetStream, fromSeq ui
 		if err := json.Unmarshal(m.Data(), &c); err != nil {
 			continue
 		}
-		var seq uint64
+		var seq, pending uint64
 		if md != nil {
-			seq = md.Sequence.Stream
+			seq, pending = md.Sequence.Stream, md.NumPending
 		}
-		if err := fn(seq, &c); err != nil {
+		if err := fn(seq, pending, &c); err != nil {
 			return err
 		}
 	}
+}
+
+// ListConfirmations calls fn for every retained confirmation matching
+// filter (empty: all), oldest first, and returns once it has seen them all.
+func ListConfirmations(ctx context.Context, js jetstream.JetStream, filter string, fn func(seq uint64, c *events.Confirmation) error) error {
+	cfg := jetstream.OrderedConsumerConfig{}
+	if filter != "" {
+		cfg.FilterSubjects = []string{filter}
+	}
+	cons, err := js.OrderedConsumer(ctx, ConfirmationsStream, cfg)
+	if err != nil {
+		return fmt.Errorf("list confirmations: %w", err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("list confirmations: %w", err)
+	}
+	remaining := info.NumPending
+	for remaining > 0 {
+		batch, err := cons.Fetch(int(min(remaining, 256)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return fmt.Errorf("list confirmations: %w", err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			md, err := m.Metadata()
+			if err != nil {
+				return err
+			}
+			var c events.Confirmation
+			if json.Unmarshal(m.Data(), &c) == nil {
+				if err := fn(md.Sequence.Stream, &c); err != nil {
+					return err
+				}
+			}
+			remaining = md.NumPending
+		}
+		if err := batch.Error(); err != nil {
+			return fmt.Errorf("list confirmations: %w", err)
+		}
+		if n == 0 {
+			return nil
+		}
+	}
+	return nil
 }

@@ -17,7 +17,7 @@ const (
 	// StatusSkipped: nothing to do by configuration (store_virtual_keys off).
 	StatusSkipped Status = "skipped"
 	// StatusSuperseded: a newer generation of the key was already applied,
-	// or this event was already applied (Duplicate is then true).
+	// so this older event was not written.
 	StatusSuperseded Status = "superseded"
 	// StatusRejected: the event is invalid or not allowed (read_only).
 	StatusRejected Status = "rejected"
@@ -35,7 +35,9 @@ type Confirmation struct {
 	KeyID       string `json:"key_id,omitempty"`
 	Generation  uint64 `json:"generation,omitempty"`
 	Status      Status `json:"status"`
-	// Duplicate is true when the event had already been applied.
+	// Duplicate is true when the event had already been applied: the
+	// confirmation repeats the original outcome (a confirmation that had
+	// already been published is never published twice).
 	Duplicate bool `json:"duplicate,omitempty"`
 	// Provider is the key_management_system name that was written.
 	Provider string `json:"provider,omitempty"`

@@ -291,3 +291,15 @@ func checkSecretName(name string) error {
 	}
 	return nil
 }
+
+// ResolveBackend is Resolve with the backend forced to backend: the settings
+// to reach a secret written to a backend the team has since left (deletes
+// and renames follow the secret, not the team's current choice).
+func (c *Config) ResolveBackend(team *events.TeamSettings, backend string) Resolved {
+	var t events.TeamSettings
+	if team != nil {
+		t = *team
+	}
+	t.Backend = backend
+	return c.Resolve(&t)
+}

@@ -66,8 +66,10 @@ func publishDeadLetter(ctx context.Context, js jetstream.JetStream, d deadLetter
 	}
 	m := &nats.Msg{Subject: events.DLQSubject(team, key), Data: d.data, Header: nats.Header{}}
 	seq := strconv.FormatUint(d.streamSeq, 10)
-	// One dead letter per failed delivery chain of a stream message.
-	m.Header.Set(jetstream.MsgIDHeader, "dlq-"+seq+"-"+strconv.FormatUint(d.attempts, 10))
+	// One dead letter per stream message: a crash between storing it and
+	// terminating the message must not store a second one on redelivery.
+	// (A `dlq retry` republishes the event as a new stream message.)
+	m.Header.Set(jetstream.MsgIDHeader, "dlq-"+seq)
 	m.Header.Set(HdrReason, d.reason)
 	m.Header.Set(HdrStatus, string(d.status))
 	m.Header.Set(HdrAttempts, strconv.FormatUint(d.attempts, 10))

@@ -141,8 +141,12 @@ func (w *Worker) finish(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 		err := publishConfirmation(pubCtx, w.d.JS, v.conf)
 		if commitErr != nil {
 			if cerr := <-commitErr; cerr != nil {
-				w.log.Warn("ledger commit failed; event will be redelivered", zap.Error(cerr))
-				_ = msg.NakWithDelay(w.retry.redeliveryDelay(1, 0))
+				// The provider holds the value; the redelivery finds the write
+				// done (same idempotency key) and commits. Back off like any
+				// retry so a persistent fault does not spin.
+				w.m.Retries.WithLabelValues("redelivery").Inc()
+				w.log.Warn("ledger commit failed; event will be redelivered", zap.Uint64("delivery", md.NumDelivered), zap.Error(cerr))
+				_ = msg.NakWithDelay(w.retry.redeliveryDelay(md.NumDelivered, 0))
 				return "nak"
 			}
 		}
@@ -292,6 +296,7 @@ type keyWork struct {
 	ev       *events.Event
 	gen      uint64
 	res      settings.Resolved
+	team     *events.TeamSettings
 	value    []byte
 	keyData  *events.KeyData
 	upd      *events.UpdateData
@@ -327,6 +332,7 @@ func (w *Worker) handleKey(ctx context.Context, msg jetstream.Msg, md *jetstream
 	if err != nil {
 		return verdict{retry: true, err: err, conf: conf}
 	}
+	kw.team = team.Settings
 	kw.res = w.d.Settings.Resolve(team.Settings)
 	conf.Provider = kw.res.Backend
 	if !kw.res.StoreVirtualKeys {
@@ -487,7 +493,7 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 	ev, e := kw.ev, kw.entry
 	p, err := w.provider(ctx, kw.res)
 	if err != nil {
-		return w.failed(msg, md, conf, "provider: "+sanitize(err))
+		return w.providerFailed(msg, md, conf, err)
 	}
 	owner := providers.Owner{TeamID: ev.TeamID, KeyID: ev.KeyID}
 	next := *e
@@ -580,6 +586,17 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 				return w.rejected(msg, md, conf, "secret name: "+sanitize(err), false)
 			}
 		}
+		backend := kw.res.Backend
+		if e.Provider != "" && e.Provider != backend && e.Status != events.StatusDeleted {
+			// The team moved to another backend since the secret was
+			// written: delete it where it is.
+			backend = e.Provider
+			old, err := w.provider(ctx, w.d.Settings.ResolveBackend(kw.team, backend))
+			if err != nil {
+				return w.providerFailed(msg, md, conf, err)
+			}
+			p = old
+		}
 		err := w.call(ctx, kw, func(ctx context.Context) error {
 			err := p.Delete(ctx, providers.DeleteRequest{Name: name, Owner: owner, Adopt: w.cfg.AdoptUnowned})
 			if errors.Is(err, providers.ErrNotFound) {
@@ -591,11 +608,18 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 			return v
 		}
 		next.Generation, next.EventID, next.EventType, next.Status = kw.gen, ev.ID, ev.Type, events.StatusDeleted
-		next.StreamSeq, next.Provider, next.SecretRef, next.ProviderVersion = md.Sequence.Stream, kw.res.Backend, name, ""
+		next.StreamSeq, next.Provider, next.SecretRef, next.ProviderVersion = md.Sequence.Stream, backend, name, ""
 		next.Sealed, next.SealedGen = nil, 0
-		conf.Status, conf.SecretRef = events.StatusDeleted, name
+		conf.Status, conf.SecretRef, conf.Provider = events.StatusDeleted, name, backend
+		return w.commitVerdict(kw, next, conf)
 	}
 	conf.Provider = kw.res.Backend
+	return w.commitVerdict(kw, next, conf)
+}
+
+// commitVerdict confirms the write and commits next to the ledger.
+func (w *Worker) commitVerdict(kw *keyWork, next LedgerEntry, conf *events.Confirmation) verdict {
+	ev := kw.ev
 
 	lkey, rev := LedgerKey(ev.TeamID, ev.KeyID), kw.rev
 	kw.entry = nil // the commit replaces the claim: nothing to release
@@ -610,6 +634,16 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 		w.entries.Add(lkey, cachedEntry{entry: next, rev: nrev})
 		return nil
 	}}
+}
+
+// providerFailed handles a provider that could not be opened: retried
+// when the cause is transient (a backend not reachable yet), dead-lettered
+// when it is configuration.
+func (w *Worker) providerFailed(msg jetstream.Msg, md *jetstream.MsgMetadata, conf *events.Confirmation, err error) verdict {
+	if providers.IsRetryable(err) {
+		return verdict{retry: true, err: fmt.Errorf("provider: %w", err), retryHint: providers.RetryAfter(err), conf: conf}
+	}
+	return w.failed(msg, md, conf, "provider: "+sanitize(err))
 }
 
 // writeFailed turns a provider error into a verdict: retry for retryable

@@ -64,9 +64,32 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-// InstrumentProvider wraps p so every call is counted and timed.
+// InstrumentProvider wraps p so every call is counted and timed. The
+// wrapper implements Versioner and TagUpdater exactly when p does, so
+// callers discovering capabilities by type assertion see the truth.
 func (m *Metrics) InstrumentProvider(name string, p providers.Provider) providers.Provider {
-	return &instrumented{Provider: p, name: name, m: m}
+	base := &instrumented{Provider: p, name: name, m: m}
+	_, tags := p.(providers.TagUpdater)
+	_, vers := p.(providers.Versioner)
+	switch {
+	case tags && vers:
+		return &struct {
+			*instrumented
+			withTags
+			withVersions
+		}{base, withTags{base}, withVersions{base}}
+	case tags:
+		return &struct {
+			*instrumented
+			withTags
+		}{base, withTags{base}}
+	case vers:
+		return &struct {
+			*instrumented
+			withVersions
+		}{base, withVersions{base}}
+	}
+	return base
 }
 
 type instrumented struct {
@@ -116,27 +139,6 @@ func (i *instrumented) Delete(ctx context.Context, req providers.DeleteRequest) 
 	return err
 }
 
-// UpdateTags passes through to the wrapped provider when it can.
-func (i *instrumented) UpdateTags(ctx context.Context, req providers.TagRequest) error {
-	tu, ok := i.Provider.(providers.TagUpdater)
-	if !ok {
-		return providers.NewError(i.name, "update_tags", req.Name, providers.Permanent, errors.ErrUnsupported)
-	}
-	start := time.Now()
-	err := tu.UpdateTags(ctx, req)
-	i.observe("update_tags", start, err)
-	return err
-}
-
-// Versions passes through to the wrapped provider when it can.
-func (i *instrumented) Versions(ctx context.Context, name string) ([]providers.VersionInfo, error) {
-	v, ok := i.Provider.(providers.Versioner)
-	if !ok {
-		return nil, providers.NewError(i.name, "versions", name, providers.Permanent, errors.ErrUnsupported)
-	}
-	return v.Versions(ctx, name)
-}
-
 // Unwrap returns the wrapped provider.
 func (i *instrumented) Unwrap() providers.Provider { return i.Provider }
 
@@ -146,4 +148,22 @@ func (i *instrumented) Close() error {
 		return c.Close()
 	}
 	return nil
+}
+
+type withTags struct{ i *instrumented }
+
+func (w withTags) UpdateTags(ctx context.Context, req providers.TagRequest) error {
+	start := time.Now()
+	err := w.i.Provider.(providers.TagUpdater).UpdateTags(ctx, req)
+	w.i.observe("update_tags", start, err)
+	return err
+}
+
+type withVersions struct{ i *instrumented }
+
+func (w withVersions) Versions(ctx context.Context, name string) ([]providers.VersionInfo, error) {
+	start := time.Now()
+	v, err := w.i.Provider.(providers.Versioner).Versions(ctx, name)
+	w.i.observe("versions", start, err)
+	return v, err
 }

@@ -428,3 +428,23 @@ func TestSettingsOrderedByGeneration(t *testing.T) {
 		})
 	}
 }
+
+// TestDeleteFollowsTheSecret: after a team moves to another backend, a
+// delete removes the secret from the backend that holds it.
+func TestDeleteFollowsTheSecret(t *testing.T) {
+	b := setup(t, setupOptions{backends: []string{"backend_b"}})
+	b.startWorker(nil)
+	c1 := b.keyEvent(events.KeyCreated, "team-a", "key-1", 1, "sk-1")
+	b.publish(c1)
+	b.confirmations(1, 20*time.Second)
+	b.publish(b.settingsEvent("team-a", 1, &events.TeamSettings{Backend: "backend_b"}))
+	d2 := b.keyEvent(events.KeyDeleted, "team-a", "key-1", 2, "")
+	b.publish(d2)
+	cs := byEventID(b.confirmations(3, 20*time.Second))
+	if c := cs[d2.ID]; c.Status != events.StatusDeleted || c.Provider != "local" {
+		t.Fatalf("delete: %+v", c)
+	}
+	if _, err := b.stores["local"].Get(b.ctx, name("team-a", "key-1"), ""); err == nil {
+		t.Fatal("the secret is still in the backend the team left")
+	}
+}

@@ -38,29 +38,8 @@ func confirmationsCmd(g *globals) *cobra.Command {
 				filter = events.ConfirmationsPrefix + "." + team + ".>"
 			}
 			ctx := cmd.Context()
-			start := from
-			if !follow && start == 0 {
-				start = 1
-			}
-			var last uint64
-			if !follow {
-				s, err := conn.JS.Stream(ctx, client.ConfirmationsStream)
-				if err != nil {
-					return err
-				}
-				info, err := s.Info(ctx)
-				if err != nil {
-					return err
-				}
-				if info.State.Msgs == 0 {
-					fmt.Fprintln(os.Stderr, "no confirmations")
-					return nil
-				}
-				last = info.State.LastSeq
-			}
 			enc := json.NewEncoder(os.Stdout)
-			done := fmt.Errorf("done")
-			err = client.FollowConfirmations(ctx, conn.JS, start, filter, func(seq uint64, cf *events.Confirmation) error {
+			show := func(cf *events.Confirmation) {
 				if asJSON {
 					_ = enc.Encode(cf)
 				} else {
@@ -68,15 +47,17 @@ func confirmationsCmd(g *globals) *cobra.Command {
 						cf.Time.Format(time.RFC3339), cf.Status, cf.EventType, cf.TeamID, cf.KeyID, cf.EventID, cf.Generation,
 						cf.Provider, cf.SecretRef, cf.ProviderVersion, cf.Attempts, reasonSuffix(cf))
 				}
-				if !follow && seq >= last {
-					return done
-				}
+			}
+			if !follow {
+				return client.ListConfirmations(ctx, conn.JS, filter, func(_ uint64, cf *events.Confirmation) error {
+					show(cf)
+					return nil
+				})
+			}
+			return client.FollowConfirmations(ctx, conn.JS, from, filter, func(_, _ uint64, cf *events.Confirmation) error {
+				show(cf)
 				return nil
 			})
-			if err == done {
-				return nil
-			}
-			return err
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "wait for new confirmations")

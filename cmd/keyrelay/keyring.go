@@ -69,7 +69,7 @@ func keyringCmd(_ *globals) *cobra.Command {
 			if err := os.Rename(tmp, path); err != nil {
 				return err
 			}
-			fmt.Printf("added key %s (active: %s); restart or reload keyrelay processes to use it\n", kid, f.Active)
+			fmt.Printf("added key %s (active: %s); restart keyrelay processes and publishers to use it (the keyring is read at start)\n", kid, f.Active)
 			return nil
 		},
 	}

@@ -86,6 +86,9 @@ func (g *globals) load() (*settings.Config, *zap.Logger, error) {
 	set(&n.KeyFile, g.tlsKey)
 	set(&c.Keyrelay.Sealing.KeyringFile, g.keyring)
 	set(&c.Keyrelay.Log.Level, g.logLevel)
+	if err := c.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("configuration (after flags): %w", err)
+	}
 	log, err := newLogger(c.Keyrelay.Log)
 	if err != nil {
 		return nil, nil, err

@@ -80,7 +80,7 @@ func TestServeEmbeddedDefault(t *testing.T) {
 	got := make(chan *events.Confirmation, 1)
 	fctx, fcancel := context.WithCancel(ctx)
 	go func() {
-		_ = client.FollowConfirmations(fctx, js, 1, "", func(_ uint64, c *events.Confirmation) error {
+		_ = client.FollowConfirmations(fctx, js, 1, "", func(_, _ uint64, c *events.Confirmation) error {
 			got <- c
 			return nil
 		})

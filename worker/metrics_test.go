@@ -1,0 +1,37 @@
+package worker
+
+import (
+	"context"
+	"testing"
+
+	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/providers/local"
+)
+
+// bare implements only the core interface.
+type bare struct{ providers.Provider }
+
+func TestInstrumentProviderKeepsCapabilities(t *testing.T) {
+	store, err := local.New(local.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMetrics(nil)
+	full := m.InstrumentProvider("local", store)
+	if _, ok := full.(providers.TagUpdater); !ok {
+		t.Error("wrapper of a TagUpdater lost UpdateTags")
+	}
+	if _, ok := full.(providers.Versioner); !ok {
+		t.Error("wrapper of a Versioner lost Versions")
+	}
+	if _, err := full.Put(context.Background(), providers.PutRequest{Name: "a", Value: []byte("v"), IdempotencyKey: "e1"}); err != nil {
+		t.Fatal(err)
+	}
+	plain := m.InstrumentProvider("bare", bare{store})
+	if _, ok := plain.(providers.TagUpdater); ok {
+		t.Error("wrapper claims UpdateTags its provider lacks")
+	}
+	if _, ok := plain.(providers.Versioner); ok {
+		t.Error("wrapper claims Versions its provider lacks")
+	}
+}
