@@ -70,7 +70,7 @@ type Event struct {
 
 	// decoded caches the payload Validate decoded from Data, so handlers
 	// do not parse it twice. It is dropped whenever Data changes.
-	decoded any
+	decoded     any
 	decodedFrom []byte
 }
 

@@ -62,7 +62,7 @@ type Teams struct {
 
 	lmu     sync.Mutex
 	lookups map[string]*teamLookups
-	ready atomic.Bool
+	ready   atomic.Bool
 	// CatchUps counts key events that found the watch behind and applied
 	// the team's latest settings message themselves.
 	CatchUps atomic.Int64

@@ -26,8 +26,8 @@ type publishFlags struct {
 	grace                       time.Duration
 	// settings
 	backend, prefix, accessMode, template, description string
-	store                                               string
-	options, tags                                       []string
+	store                                              string
+	options, tags                                      []string
 }
 
 func publishCmd(g *globals) *cobra.Command {
