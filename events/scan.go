@@ -1,7 +1,10 @@
 package events
 
 import (
+	"encoding/base64"
 	"encoding/json"
+	"strconv"
+	"time"
 	"unicode/utf8"
 )
 
@@ -130,4 +133,111 @@ func valueEnd(b []byte, i int) int {
 		}
 		return j
 	}
+}
+
+// unquote returns the string a JSON string literal denotes, without
+// reflection when it has no escapes.
+func unquote(raw []byte) (string, bool) {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return "", false
+	}
+	inner := raw[1 : len(raw)-1]
+	for _, c := range inner {
+		if c == '\\' || c < 0x20 {
+			var s string
+			if json.Unmarshal(raw, &s) != nil {
+				return "", false
+			}
+			return s, true
+		}
+	}
+	return string(inner), true
+}
+
+// decodeEnvelope fills ev from members that checkMembers has accepted
+// (names known, kinds right), without reflection.
+func decodeEnvelope(members []jsonMember, ev *Event) error {
+	for _, m := range members {
+		var ok bool
+		switch m.name {
+		case "spec_version":
+			ev.SpecVersion, ok = unquote(m.raw)
+		case "id":
+			ev.ID, ok = unquote(m.raw)
+		case "type":
+			var s string
+			s, ok = unquote(m.raw)
+			ev.Type = Type(s)
+		case "time":
+			var s string
+			if s, ok = unquote(m.raw); ok {
+				t, err := time.Parse(time.RFC3339Nano, s)
+				ev.Time, ok = t, err == nil
+			}
+		case "team_id":
+			ev.TeamID, ok = unquote(m.raw)
+		case "key_id":
+			ev.KeyID, ok = unquote(m.raw)
+		case "generation":
+			g, err := strconv.ParseUint(string(m.raw), 10, 64)
+			ev.Generation, ok = g, err == nil
+		case "key_alias":
+			ev.KeyAlias, ok = unquote(m.raw)
+		case "data":
+			ev.Data, ok = m.raw, true
+		}
+		if !ok {
+			return invalid(m.name, "cannot be decoded")
+		}
+	}
+	return nil
+}
+
+// decodeKeyData fills d from the members of a key.created/key.rotated
+// payload that checkMembers has accepted.
+func decodeKeyData(members []jsonMember, d *KeyData) error {
+	for _, m := range members {
+		switch m.name {
+		case "value":
+			vm, ok := scanMembers(m.raw)
+			if !ok {
+				return invalid("data.value", "must be a JSON object")
+			}
+			sv := &SealedValue{}
+			for _, f := range vm {
+				switch f.name {
+				case "alg":
+					sv.Alg, ok = unquote(f.raw)
+				case "kid":
+					sv.KID, ok = unquote(f.raw)
+				case "nonce", "ct":
+					var s string
+					if s, ok = unquote(f.raw); ok {
+						b, err := base64.StdEncoding.DecodeString(s)
+						ok = err == nil
+						if f.name == "nonce" {
+							sv.Nonce = b
+						} else {
+							sv.Ciphertext = b
+						}
+					}
+				}
+				if !ok {
+					return invalid("data.value."+f.name, "cannot be decoded")
+				}
+			}
+			d.Value = sv
+		case "metadata":
+			if err := json.Unmarshal(m.raw, &d.Metadata); err != nil {
+				return invalid("data.metadata", "cannot be decoded")
+			}
+		case "grace_period_seconds":
+			g, err := strconv.ParseInt(string(m.raw), 10, 64)
+			if err != nil {
+				return invalid("data.grace_period_seconds", "cannot be decoded")
+			}
+			d.GracePeriodSeconds = g
+		}
+	}
+	return nil
 }

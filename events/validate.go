@@ -152,10 +152,8 @@ func Decode(b []byte) (*Event, error) {
 		return nil, err
 	}
 	var ev Event
-	sdec := json.NewDecoder(bytes.NewReader(raw))
-	sdec.DisallowUnknownFields()
-	if err := sdec.Decode(&ev); err != nil {
-		return nil, &ValidationError{Reason: "malformed JSON: " + sanitizeJSONError(err)}
+	if err := decodeEnvelope(members, &ev); err != nil {
+		return nil, err
 	}
 	if err := ev.Validate(); err != nil {
 		return nil, err
@@ -256,11 +254,15 @@ func (ev *Event) validateData() error {
 		if ev.Type == KeyRotated {
 			shape = keyRotatedDataShape
 		}
-		if err := checkObject("data", data, shape); err != nil {
+		members, err := objectMembers("data", data)
+		if err != nil {
+			return err
+		}
+		if err := checkMembers("data", members, shape); err != nil {
 			return err
 		}
 		var d KeyData
-		if err := strictUnmarshal("data", data, &d); err != nil {
+		if err := decodeKeyData(members, &d); err != nil {
 			return err
 		}
 		if d.Value == nil {
@@ -594,19 +596,19 @@ func checkValue(field string, raw json.RawMessage, f fieldShape) error {
 			return invalid(field, "must be a 64-bit integer, without fraction or exponent")
 		}
 	case jTime:
-		var s string
-		if raw[0] != '"' || json.Unmarshal(raw, &s) != nil || !isRFC3339(s) {
+		s, ok := unquote(raw)
+		if !ok || !isRFC3339(s) {
 			return invalid(field, "must be an RFC 3339 date-time such as 2025-01-02T15:04:05Z")
 		}
 	case jBase64:
-		var s string
-		if raw[0] != '"' || json.Unmarshal(raw, &s) != nil || !isCanonicalBase64(s) {
+		s, ok := unquote(raw)
+		if !ok || !isCanonicalBase64(s) {
 			return invalid(field, "must be standard base64 with padding (RFC 4648 section 4)")
 		}
 	case jStringMap:
-		members, err := objectMembers(field, raw)
-		if err != nil {
-			return err
+		members, ok := scanMembers(raw)
+		if !ok {
+			return invalid(field, "must be a JSON object")
 		}
 		seen := make(map[string]bool, len(members))
 		for _, m := range members {
@@ -620,7 +622,12 @@ func checkValue(field string, raw json.RawMessage, f fieldShape) error {
 		}
 	case jObject:
 		if f.obj != nil {
-			return checkObject(field, raw, f.obj)
+			// raw is part of a document already found valid.
+			members, ok := scanMembers(raw)
+			if !ok {
+				return invalid(field, "must be a JSON object")
+			}
+			return checkMembers(field, members, f.obj)
 		}
 		if raw[0] != '{' {
 			return invalid(field, "must be a JSON object")

@@ -49,14 +49,15 @@ func publishConfirmation(ctx context.Context, js jetstream.JetStream, conf *even
 	// except after `dlq retry` has cleared the failed confirmation.
 	m.Header.Set(jetstream.MsgIDHeader, subj[len(events.ConfirmationsPrefix)+1:]+"@"+strconv.FormatUint(conf.StreamSeq, 10))
 	m.Header.Set("Keyrelay-Status", string(conf.Status))
-	pa, err := js.PublishMsg(ctx, m, jetstream.WithExpectStream(ConfirmationsStream))
+	m.Header.Set(hdrExpectedStream, ConfirmationsStream)
+	pa, err := jsPublish(ctx, js.Conn(), m)
 	if err != nil {
 		if isPerSubjectLimit(err) {
 			return errAlreadyConfirmed
 		}
 		return fmt.Errorf("publish confirmation: %w", err)
 	}
-	if pa.Duplicate {
+	if pa.duplicate {
 		return errAlreadyConfirmed
 	}
 	return nil
@@ -68,6 +69,10 @@ func isPerSubjectLimit(err error) bool {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		return strings.Contains(strings.ToLower(apiErr.Description), "maximum messages per subject")
+	}
+	var pe *pubAckError
+	if errors.As(err, &pe) {
+		return strings.Contains(strings.ToLower(pe.Description), "maximum messages per subject")
 	}
 	return strings.Contains(strings.ToLower(err.Error()), "maximum messages per subject")
 }

@@ -63,23 +63,29 @@ func typeLabel(t events.Type) string {
 	return "invalid"
 }
 
-// heartbeat tells the server the message is still being worked on, every
-// AckWait/3, until stopped.
+// heartbeat registers msg with the worker's heartbeat loop, which tells
+// the server every AckWait/3 that it is still being worked on, until the
+// returned function is called.
 func (w *Worker) heartbeat(msg jetstream.Msg) func() {
-	stop := make(chan struct{})
-	go func() {
-		t := time.NewTicker(w.cfg.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				_ = msg.InProgress()
-			}
+	w.inflight.Store(msg, struct{}{})
+	return func() { w.inflight.Delete(msg) }
+}
+
+// heartbeats runs until ctx ends: one ticker for every in-flight message.
+func (w *Worker) heartbeats(ctx context.Context) {
+	t := time.NewTicker(w.cfg.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			w.inflight.Range(func(k, _ any) bool {
+				_ = k.(jetstream.Msg).InProgress()
+				return true
+			})
 		}
-	}()
-	return func() { close(stop) }
+	}
 }
 
 func (w *Worker) safeHandle(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, receivedAt time.Time) (v verdict, typ events.Type) {

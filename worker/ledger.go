@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyrelay/keyrelay/events"
@@ -59,10 +61,18 @@ func (c *Claim) Active(now time.Time) bool { return c != nil && now.Before(c.Unt
 // updated only by compare-and-set on the KV revision.
 type Ledger struct {
 	kv jetstream.KeyValue
+	nc *nats.Conn
 }
 
-// NewLedger wraps the ledger bucket.
-func NewLedger(kv jetstream.KeyValue) *Ledger { return &Ledger{kv: kv} }
+// NewLedger wraps the ledger bucket. Writes go through nc when it is set
+// (see jsPublish), otherwise through the KV API.
+func NewLedger(kv jetstream.KeyValue, nc ...*nats.Conn) *Ledger {
+	l := &Ledger{kv: kv}
+	if len(nc) > 0 {
+		l.nc = nc[0]
+	}
+	return l
+}
 
 // LedgerKey is the KV key of one virtual key.
 func LedgerKey(team, key string) string { return kvToken(team) + "." + kvToken(key) }
@@ -94,9 +104,21 @@ func (l *Ledger) Put(ctx context.Context, team, key string, entry *LedgerEntry, 
 		return 0, err
 	}
 	var nrev uint64
-	if rev == 0 {
+	switch {
+	case l.nc != nil:
+		// The KV put protocol: publish to $KV.<bucket>.<key>, expecting the
+		// key's last revision (0: no entry yet).
+		m := &nats.Msg{Subject: "$KV." + LedgerBucket + "." + LedgerKey(team, key), Data: b, Header: nats.Header{}}
+		m.Header.Set(hdrExpectedLastSubjSeq, strconv.FormatUint(rev, 10))
+		var pa pubAck
+		pa, err = jsPublish(ctx, l.nc, m)
+		if isWrongLastSequence(err) {
+			return 0, ErrLedgerConflict
+		}
+		nrev = pa.seq
+	case rev == 0:
 		nrev, err = l.kv.Create(ctx, LedgerKey(team, key), b)
-	} else {
+	default:
 		nrev, err = l.kv.Update(ctx, LedgerKey(team, key), b, rev)
 	}
 	if isCASConflict(err) {

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -140,15 +139,18 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 	return nil
 }
 
-var plainKVKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-
 // kvToken maps a validated id to a KV key token. Ids made of letters,
 // digits, '_' and '-' are used as they are; any other id (it may hold
 // '@', '+', '=' or ':', which KV keys do not allow) becomes "=" followed by
 // its unpadded base64url form. A plain token never contains '=', so the
 // mapping is injective.
 func kvToken(id string) string {
-	if plainKVKey.MatchString(id) {
+	plain := id != ""
+	for i := 0; i < len(id) && plain; i++ {
+		c := id[i]
+		plain = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+	}
+	if plain {
 		return id
 	}
 	return "=" + base64.RawURLEncoding.EncodeToString([]byte(id))

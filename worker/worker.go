@@ -158,8 +158,9 @@ type Worker struct {
 	// entry only costs a failed compare-and-set and a fresh read.
 	entries *lru.Cache[string, cachedEntry]
 
-	running atomic.Bool
-	handled atomic.Int64
+	running  atomic.Bool
+	handled  atomic.Int64
+	inflight sync.Map // jetstream.Msg -> struct{}: messages being handled
 }
 
 // New connects a worker to the existing topology (see EnsureTopology).
@@ -202,7 +203,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Worker, error) {
 	}
 	log := d.Logger.With(zap.String("worker", cfg.ID))
 	w := &Worker{cfg: cfg, d: d, log: log, m: d.Metrics, stream: stream, consumer: cons,
-		ledger: NewLedger(lkv), entries: entries, teams: NewTeams(tkv, stream, log), locks: newKeyLocks(),
+		ledger: NewLedger(lkv, d.JS.Conn()), entries: entries, teams: NewTeams(tkv, stream, log), locks: newKeyLocks(),
 		retry: retryPolicy{initial: cfg.RetryInitial, max: cfg.RetryMax, multiplier: cfg.RetryMultiplier, attempts: cfg.InProcessAttempts}}
 	return w, nil
 }
@@ -241,6 +242,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info("worker consuming", zap.Int("concurrency", w.cfg.Concurrency), zap.Duration("ack_wait", w.cfg.AckWait))
 
 	go w.pollConsumer(ctx)
+	go w.heartbeats(workCtx)
 	stopped := make(chan struct{})
 	go func() {
 		select {
