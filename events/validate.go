@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -155,7 +154,7 @@ func Decode(b []byte) (*Event, error) {
 	if err := decodeEnvelope(members, &ev); err != nil {
 		return nil, err
 	}
-	if err := ev.Validate(); err != nil {
+	if err := ev.validate(true); err != nil {
 		return nil, err
 	}
 	return &ev, nil
@@ -181,7 +180,11 @@ func sanitizeJSONError(err error) string {
 }
 
 // Validate checks the envelope and the type-specific payload.
-func (ev *Event) Validate() error {
+func (ev *Event) Validate() error { return ev.validate(false) }
+
+// validate is Validate; trusted says Data is part of a document Decode has
+// already found to be valid JSON.
+func (ev *Event) validate(trusted bool) error {
 	if ev.SpecVersion == "" {
 		return invalid("spec_version", "is required")
 	}
@@ -213,7 +216,7 @@ func (ev *Event) Validate() error {
 	if err := validateText("key_alias", ev.KeyAlias, MaxAliasLen); err != nil {
 		return err
 	}
-	return ev.validateData()
+	return ev.validateData(trusted)
 }
 
 func clip(s string) string {
@@ -242,7 +245,7 @@ func isEmptyData(raw json.RawMessage) bool {
 	return len(t) == 0 || string(t) == "null"
 }
 
-func (ev *Event) validateData() error {
+func (ev *Event) validateData(trusted bool) error {
 	empty := isEmptyData(ev.Data)
 	data := bytes.TrimSpace(ev.Data)
 	switch ev.Type {
@@ -254,9 +257,17 @@ func (ev *Event) validateData() error {
 		if ev.Type == KeyRotated {
 			shape = keyRotatedDataShape
 		}
-		members, err := objectMembers("data", data)
-		if err != nil {
-			return err
+		var members []jsonMember
+		if trusted {
+			var ok bool
+			if members, ok = scanMembers(data); !ok {
+				return invalid("data", "must be a JSON object")
+			}
+		} else {
+			var err error
+			if members, err = objectMembers("data", data); err != nil {
+				return err
+			}
 		}
 		if err := checkMembers("data", members, shape); err != nil {
 			return err
@@ -659,13 +670,56 @@ func isIntLiteral(raw []byte, signed bool) bool {
 	return err == nil
 }
 
-// rfc3339 is the layout the schemas accept: upper-case T and Z, at most
-// nine fraction digits (Go keeps nanoseconds), no leap second, offsets
+// isRFC3339 accepts the layout the schemas accept: upper-case T and Z, at
+// most nine fraction digits (Go keeps nanoseconds), no leap second, offsets
 // within ±23:59. time.Parse then rejects impossible dates.
-var rfc3339 = regexp.MustCompile(`^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`)
-
 func isRFC3339(s string) bool {
-	if !rfc3339.MatchString(s) {
+	// 2006-01-02T15:04:05[.fffffffff](Z|±hh:mm)
+	if len(s) < 20 {
+		return false
+	}
+	digits := func(i, n int) (int, bool) {
+		v := 0
+		for j := i; j < i+n; j++ {
+			if s[j] < '0' || s[j] > '9' {
+				return 0, false
+			}
+			v = v*10 + int(s[j]-'0')
+		}
+		return v, true
+	}
+	if s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' {
+		return false
+	}
+	_, okY := digits(0, 4)
+	mo, okM := digits(5, 2)
+	d, okD := digits(8, 2)
+	h, okH := digits(11, 2)
+	mi, okMi := digits(14, 2)
+	se, okS := digits(17, 2)
+	if !(okY && okM && okD && okH && okMi && okS) || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 59 {
+		return false
+	}
+	i := 19
+	if s[i] == '.' {
+		j := i + 1
+		for j < len(s) && s[j] >= '0' && s[j] <= '9' {
+			j++
+		}
+		if n := j - i - 1; n < 1 || n > 9 {
+			return false
+		}
+		i = j
+	}
+	switch rest := s[i:]; {
+	case rest == "Z":
+	case len(rest) == 6 && (rest[0] == '+' || rest[0] == '-') && rest[3] == ':':
+		oh, ok1 := digits(i+1, 2)
+		om, ok2 := digits(i+4, 2)
+		if !ok1 || !ok2 || oh > 23 || om > 59 {
+			return false
+		}
+	default:
 		return false
 	}
 	_, err := time.Parse(time.RFC3339Nano, s)

@@ -252,12 +252,30 @@ func ValidateTemplate(template string) error {
 // itself looks like a placeholder is never expanded. template must have
 // passed ValidateTemplate.
 func renderTemplate(template, prefix, teamID, keyID, alias string) string {
-	return strings.NewReplacer(
-		PlaceholderPrefix, prefix,
-		PlaceholderTeamID, teamID,
-		PlaceholderKeyID, keyID,
-		PlaceholderAlias, alias,
-	).Replace(template)
+	var b strings.Builder
+	b.Grow(len(template) + len(prefix) + len(teamID) + len(keyID) + len(alias))
+	for rest := template; rest != ""; {
+		open := strings.IndexByte(rest, '{')
+		if open < 0 {
+			b.WriteString(rest)
+			break
+		}
+		b.WriteString(rest[:open])
+		end := strings.IndexByte(rest[open:], '}')
+		ph := rest[open : open+end+1]
+		switch ph {
+		case PlaceholderPrefix:
+			b.WriteString(prefix)
+		case PlaceholderTeamID:
+			b.WriteString(teamID)
+		case PlaceholderKeyID:
+			b.WriteString(keyID)
+		case PlaceholderAlias:
+			b.WriteString(alias)
+		}
+		rest = rest[open+end+1:]
+	}
+	return b.String()
 }
 
 func checkSecretName(name string) error {

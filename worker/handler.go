@@ -334,28 +334,44 @@ func (w *Worker) handleKey(ctx context.Context, msg jetstream.Msg, md *jetstream
 		kw.upd = upd
 	}
 
-	team, err := w.teams.Current(ctx, ev.TeamID, receivedAt)
-	if err != nil {
-		return verdict{retry: true, err: err, conf: conf}
+	// The team's settings and the ledger claim are independent: look the
+	// settings up while claiming, to save a round trip of latency.
+	type teamResult struct {
+		st  TeamState
+		err error
 	}
-	kw.team = team.Settings
-	kw.res = w.d.Settings.Resolve(team.Settings)
-	conf.Provider = kw.res.Backend
-	if !kw.res.StoreVirtualKeys {
-		conf.Status, conf.Reason = events.StatusSkipped, "store_virtual_keys is false for this team"
-		return verdict{conf: conf}
-	}
-	if !kw.res.CanWrite() {
-		return w.rejected(msg, md, conf, fmt.Sprintf("access_mode %s forbids writes", kw.res.AccessMode), false)
-	}
+	tc := make(chan teamResult, 1)
+	go func() {
+		st, err := w.teams.Current(ctx, ev.TeamID, receivedAt)
+		tc <- teamResult{st, err}
+	}()
 
 	unlock := w.locks.lock(LedgerKey(ev.TeamID, ev.KeyID))
 	defer unlock()
 
-	if v, done := w.claim(ctx, kw, conf); done {
+	v, done := w.claim(ctx, kw, conf)
+	tr := <-tc
+	if done {
 		return v
 	}
-	v := w.apply(ctx, msg, md, kw, conf)
+	if tr.err != nil {
+		w.release(kw)
+		return verdict{retry: true, err: tr.err, conf: conf}
+	}
+	kw.team = tr.st.Settings
+	kw.res = w.d.Settings.Resolve(tr.st.Settings)
+	conf.Provider = kw.res.Backend
+	if !kw.res.StoreVirtualKeys {
+		w.release(kw)
+		conf.Status, conf.Reason = events.StatusSkipped, "store_virtual_keys is false for this team"
+		return verdict{conf: conf}
+	}
+	if !kw.res.CanWrite() {
+		w.release(kw)
+		return w.rejected(msg, md, conf, fmt.Sprintf("access_mode %s forbids writes", kw.res.AccessMode), false)
+	}
+
+	v = w.apply(ctx, msg, md, kw, conf)
 	if v.conf == nil || v.retry || v.dead != nil {
 		w.release(kw)
 	}

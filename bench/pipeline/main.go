@@ -27,6 +27,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/client"
 	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/app"
 	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/providers/local"
 	"github.com/keyrelay/keyrelay/settings"
@@ -52,6 +53,9 @@ func main() {
 		_ = pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
+	// The worker runs in this process: give it the runtime settings
+	// `keyrelay serve` runs with.
+	app.TuneRuntime()
 	if err := run(*n, *keys, *conc, *rate, *dur, *runs, *serverBin); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		pprof.StopCPUProfile()

@@ -153,6 +153,7 @@ type ServeOptions struct {
 
 // Serve runs keyrelay until ctx ends.
 func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOptions) error {
+	TuneRuntime()
 	conn, err := Connect(c, "keyrelay-serve", true, log)
 	if err != nil {
 		return err
