@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	gojson "github.com/goccy/go-json"
 	"strconv"
 	"time"
 
@@ -99,7 +100,7 @@ var ErrLedgerConflict = errors.New("ledger entry changed concurrently")
 // Put writes entry if the key is still at rev (0: must not exist) and
 // returns the new revision.
 func (l *Ledger) Put(ctx context.Context, team, key string, entry *LedgerEntry, rev uint64) (uint64, error) {
-	b, err := json.Marshal(entry)
+	b, err := gojson.Marshal(entry) // see publishConfirmation
 	if err != nil {
 		return 0, err
 	}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strconv"
@@ -95,8 +96,8 @@ func run(n, keys, conc, rate int, dur time.Duration, runs int, serverBin string)
 	js, _ := jetstream.New(nc)
 	version := nc.ConnectedServerVersion()
 
-	fmt.Printf("keyrelay pipeline benchmark: nats-server %s (separate process, file storage), %d events over %d keys, concurrency %d, GOMAXPROCS=%s\n",
-		version, n, keys, conc, os.Getenv("GOMAXPROCS"))
+	fmt.Printf("keyrelay pipeline benchmark: nats-server %s (separate process, file storage), %d events over %d keys, concurrency %d, %d CPUs\n",
+		version, n, keys, conc, runtime.NumCPU())
 
 	kr, _ := events.NewKeyring("bench", map[string][]byte{"bench": make([]byte, 32)})
 	pipe, err := newPipeline(ctx, js, kr, conc)
@@ -105,7 +106,7 @@ func run(n, keys, conc, rate int, dur time.Duration, runs int, serverBin string)
 	}
 	defer pipe.stop()
 
-	var base, full []float64
+	var base, full, ratios []float64
 	for r := 0; r < runs; r++ {
 		var b float64
 		if os.Getenv("KEYRELAY_BENCH_ONLY") != "keyrelay" {
@@ -117,11 +118,11 @@ func run(n, keys, conc, rate int, dur time.Duration, runs int, serverBin string)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("  run %d: baseline %8.0f events/s   keyrelay %8.0f events/s\n", r+1, b, f)
-		base, full = append(base, b), append(full, f)
+		fmt.Printf("  run %d: baseline %8.0f events/s   keyrelay %8.0f events/s   ratio %.2f\n", r+1, b, f, f/b)
+		base, full, ratios = append(base, b), append(full, f), append(ratios, f/b)
 	}
 	mb, mf := median(base), median(full)
-	fmt.Printf("throughput (median of %d): raw JetStream baseline %.0f events/s, keyrelay pipeline %.0f events/s, ratio %.2f\n", runs, mb, mf, mf/mb)
+	fmt.Printf("throughput (median of %d runs): raw JetStream baseline %.0f events/s, keyrelay pipeline %.0f events/s, median ratio %.2f\n", runs, mb, mf, median(ratios))
 
 	bl, err := baselineLatency(ctx, js, rate, dur, conc)
 	if err != nil {
