@@ -48,6 +48,7 @@ type bundle struct {
 	ctx     context.Context
 	js      jetstream.JetStream
 	nc      *nats.Conn
+	srv     *testenv.NATS
 	kr      *events.Keyring
 	cfg     *settings.Config
 	reg     *providers.Registry
@@ -74,7 +75,7 @@ func setup(t *testing.T, o setupOptions) *bundle {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	srv := testenv.StartNATS(t)
-	nc, err := nats.Connect(srv.URL)
+	nc, err := nats.Connect(srv.URL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +102,7 @@ func setup(t *testing.T, o setupOptions) *bundle {
 	logs := &syncBuffer{}
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), zapcore.DebugLevel))
 	promReg := prometheus.NewRegistry()
-	b := &bundle{t: t, ctx: ctx, js: js, nc: nc, kr: kr, cfg: cfg, reg: providers.NewRegistry(), stores: map[string]*local.Provider{},
+	b := &bundle{t: t, ctx: ctx, js: js, nc: nc, srv: srv, kr: kr, cfg: cfg, reg: providers.NewRegistry(), stores: map[string]*local.Provider{},
 		logs: logs, log: log, promReg: promReg, metrics: worker.NewMetrics(promReg), pub: client.NewPublisher(js), topo: topo}
 	for _, name := range append([]string{"local"}, o.backends...) {
 		store, err := local.New(local.Config{})

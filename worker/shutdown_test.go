@@ -42,3 +42,33 @@ func TestShutdownNeverAcksUnfinishedWrite(t *testing.T) {
 		t.Fatalf("%d versions", len(vs))
 	}
 }
+
+// TestWorkerSurvivesServerRestart: the JetStream server restarts under a
+// running worker; the worker resumes consuming by itself and handles the
+// events published afterwards.
+func TestWorkerSurvivesServerRestart(t *testing.T) {
+	b := setup(t, setupOptions{})
+	b.startWorker(nil)
+	first := b.keyEvent(events.KeyCreated, "team-a", "key-1", 1, "sk-1")
+	b.publish(first)
+	b.confirmations(1, 20*time.Second)
+	b.srv.Restart()
+	waitFor(t, func() bool { return b.nc.IsConnected() })
+	second := b.keyEvent(events.KeyRotated, "team-a", "key-1", 2, "sk-2")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := b.pub.Publish(b.ctx, second); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("publish after restart: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cs := byEventID(b.confirmations(2, 45*time.Second))
+	if cs[second.ID].Status != events.StatusRotated {
+		t.Fatalf("after restart: %+v", cs[second.ID])
+	}
+	if got := b.value("local", name("team-a", "key-1")); got != "sk-2" {
+		t.Fatalf("value %q", got)
+	}
+}

@@ -244,11 +244,18 @@ func (w *Worker) Run(ctx context.Context) error {
 	go w.pollConsumer(ctx)
 	go w.heartbeats(workCtx)
 	stopped := make(chan struct{})
+	swap := make(chan jetstream.MessagesContext, 1)
 	go func() {
-		select {
-		case <-ctx.Done():
-			it.Drain()
-		case <-stopped:
+		cur := it
+		for {
+			select {
+			case <-ctx.Done():
+				cur.Drain()
+				return
+			case cur = <-swap:
+			case <-stopped:
+				return
+			}
 		}
 	}()
 
@@ -259,10 +266,29 @@ func (w *Worker) Run(ctx context.Context) error {
 		msg, err := it.Next()
 		receivedAt := time.Now()
 		if err != nil {
-			if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				runErr = fmt.Errorf("worker: next: %w", err)
+			if ctx.Err() != nil {
+				break // our own Drain: shutting down
 			}
-			break
+			if w.d.JS.Conn().IsClosed() {
+				runErr = fmt.Errorf("worker: nats connection closed: %w", err)
+				break
+			}
+			// Missed heartbeats, a consumer recreated by an operator, a
+			// leader change: none of these may stop a worker for good.
+			w.log.Warn("consumer iterator error; resuming", zap.Error(err))
+			select {
+			case <-ctx.Done():
+			case <-time.After(250 * time.Millisecond):
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) && ctx.Err() == nil {
+				it.Stop()
+				if it, err = w.consumer.Messages(jetstream.PullMaxMessages(w.cfg.Concurrency)); err != nil {
+					runErr = fmt.Errorf("worker: consume: %w", err)
+					break
+				}
+				swap <- it
+			}
+			continue
 		}
 		if ctx.Err() != nil {
 			// Shutting down: hand buffered events back for other workers.

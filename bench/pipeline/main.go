@@ -211,7 +211,11 @@ func baseline(ctx context.Context, js jetstream.JetStream, n, conc, run int) (fl
 	}); err != nil {
 		return 0, err
 	}
-	<-finished
+	select {
+	case <-finished:
+	case <-time.After(3 * time.Minute):
+		return 0, fmt.Errorf("baseline: only %d of %d messages handled after 3 minutes", done.Load(), n)
+	}
 	return float64(n) / time.Since(start).Seconds(), nil
 }
 
@@ -433,6 +437,7 @@ func (p *pipeline) throughput(ctx context.Context, n, keys, run int) (float64, e
 	if err := wait(futs); err != nil {
 		return 0, err
 	}
+	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		c, err := p.confirmedCount(ctx)
 		if err != nil {
@@ -440,6 +445,9 @@ func (p *pipeline) throughput(ctx context.Context, n, keys, run int) (float64, e
 		}
 		if c >= before+uint64(n) {
 			break
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("only %d of %d events confirmed after 3 minutes", c-before, n)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
