@@ -13,9 +13,41 @@ all: build
 build:
 	$(GO) build -o $(BIN)/keyrelay ./cmd/keyrelay
 
-# Pinned nats-server (version from go.mod), built once into the ignored bin/.
-$(BIN)/nats-server: go.mod go.sum
-	$(GO) build -o $@ github.com/nats-io/nats-server/v2
+# Test servers, built from their Go modules at pinned versions. Each is
+# built once into a cache outside the work tree (so a fresh clone on the
+# same machine, as CI uses, reuses it) and linked into the ignored bin/.
+TOOLS_CACHE       ?= $(HOME)/.cache/keyrelay-tools
+NATS_SERVER_VER   := $(shell $(GO) list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2)
+VAULT_VER         := v1.21.0
+LOCAL_KMS_VER     := v0.0.0-20260228092603-2a5e92d09ab6
+
+$(TOOLS_CACHE)/nats-server-$(NATS_SERVER_VER):
+	@mkdir -p $(TOOLS_CACHE)
+	$(GO) build -o $@.tmp github.com/nats-io/nats-server/v2 && mv $@.tmp $@
+
+$(BIN)/nats-server: $(TOOLS_CACHE)/nats-server-$(NATS_SERVER_VER)
+	@mkdir -p $(BIN)
+	ln -sf $< $@
+
+# HashiCorp Vault: its own module in tools/vault (Vault's dependency graph
+# stays out of go.mod). The first build takes 15-20 minutes on 2 cores.
+$(TOOLS_CACHE)/vault-$(VAULT_VER):
+	@mkdir -p $(TOOLS_CACHE)
+	cd tools/vault && $(GO) build -mod=mod -ldflags="-s -w" -o $@.tmp . && mv $@.tmp $@
+
+$(BIN)/vault: $(TOOLS_CACHE)/vault-$(VAULT_VER)
+	@mkdir -p $(BIN)
+	ln -sf $< $@
+
+# local-kms: AWS KMS's API over a local store.
+$(TOOLS_CACHE)/local-kms-$(LOCAL_KMS_VER):
+	@mkdir -p $(TOOLS_CACHE)/gobin-local-kms
+	GOBIN=$(TOOLS_CACHE)/gobin-local-kms $(GO) install github.com/nsmithuk/local-kms@$(LOCAL_KMS_VER)
+	mv $(TOOLS_CACHE)/gobin-local-kms/local-kms $@
+
+$(BIN)/local-kms: $(TOOLS_CACHE)/local-kms-$(LOCAL_KMS_VER)
+	@mkdir -p $(BIN)
+	ln -sf $< $@
 
 tools: $(BIN)/nats-server
 
