@@ -304,19 +304,7 @@ func baselineLatency(ctx context.Context, js jetstream.JetStream, rate int, dur 
 	if err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		mu.Lock()
-		k := len(lat)
-		mu.Unlock()
-		if k >= total || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	return append([]time.Duration(nil), lat...), nil
+	return collect(&mu, &lat, total), nil
 }
 
 // paced calls fn total times at rate per second, on schedule (no
@@ -493,19 +481,7 @@ func (p *pipeline) latency(ctx context.Context, rate int, dur time.Duration, key
 	if err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		mu.Lock()
-		k := len(lat)
-		mu.Unlock()
-		if k >= total || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	return append([]time.Duration(nil), lat...), nil
+	return collect(&mu, &lat, total), nil
 }
 
 func freePort() int {
@@ -515,4 +491,21 @@ func freePort() int {
 	}
 	defer l.Close()
 	return l.Addr().(*netTCPAddr).Port
+}
+
+// collect waits up to 30 s for total samples and returns a copy of them.
+func collect(mu *sync.Mutex, lat *[]time.Duration, total int) []time.Duration {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		k := len(*lat)
+		mu.Unlock()
+		if k >= total || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return append([]time.Duration(nil), (*lat)...)
 }
