@@ -372,3 +372,22 @@ func (t *Teams) Apply(ctx context.Context, team string, ev *events.Event, seq ui
 		return next, res, nil
 	}
 }
+
+func (w *Worker) handleSettings(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, ev *events.Event, gen uint64) verdict {
+	conf := confFor(ev, gen)
+	st, res, err := w.teams.ApplyThrough(ctx, ev.TeamID, ev, md.Sequence.Stream)
+	if err != nil {
+		return verdict{retry: true, err: err, conf: conf}
+	}
+	switch res {
+	case Applied, AlreadyApplied:
+		conf.Status = events.StatusStored
+		if ev.Type == events.TeamSettingsDeleted {
+			conf.Status = events.StatusDeleted
+		}
+	default:
+		conf.Status = events.StatusSuperseded
+		conf.Reason = fmt.Sprintf("team settings generation %d already applied", st.Generation)
+	}
+	return verdict{conf: conf}
+}
