@@ -63,6 +63,8 @@ type env struct {
 }
 
 type envOptions struct {
+	// system is general_settings.key_management_system. Default: local.
+	system     string
 	extraYAML  string
 	worker     string
 	dupWindow  time.Duration
@@ -102,11 +104,14 @@ func newEnv(t *testing.T, o envOptions) *env {
     local:
       path: %s`, e.storeDir)
 	}
+	if o.system == "" {
+		o.system = "local"
+	}
 	e.config = filepath.Join(e.dir, "config.yaml")
 	cfg := fmt.Sprintf(`
 model_list: []
 general_settings:
-  key_management_system: local
+  key_management_system: %s
   key_management_settings:
     store_virtual_keys: true
     prefix_for_stored_virtual_keys: "litellm/"
@@ -121,7 +126,7 @@ keyrelay:
   log:
     level: info
   providers:%s
-%s`, e.nats.URL, o.dupWindow, o.worker, krPath, backend, o.extraYAML)
+%s`, o.system, e.nats.URL, o.dupWindow, o.worker, krPath, backend, o.extraYAML)
 	if err := os.WriteFile(e.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
