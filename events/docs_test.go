@@ -103,6 +103,23 @@ func TestDocsExamples(t *testing.T) {
 				if compact1.String() != compact2.String() {
 					t.Errorf("the sealed_value example is not data.value of the first key.created example")
 				}
+			case ex.name == docKMSSealedValue:
+				if err := ValidateSchema(SchemaSealedValue, ex.json); err != nil {
+					t.Errorf("schema: %v", err)
+				}
+				var sv SealedValue
+				if err := json.Unmarshal(ex.json, &sv); err != nil {
+					t.Fatal(err)
+				}
+				if err := sv.validate("value"); err != nil {
+					t.Error(err)
+				}
+				var compact1, compact2 bytes.Buffer
+				_ = json.Compact(&compact1, ex.json)
+				_ = json.Compact(&compact2, kmsDocValue(t))
+				if compact1.String() != compact2.String() {
+					t.Errorf("the %s example is not the sealed value of the kms-basic seal vector (regenerate with -update)", docKMSSealedValue)
+				}
 			case ex.name == SchemaKeyring:
 				if err := ValidateSchema(SchemaKeyring, ex.json); err != nil {
 					t.Errorf("schema: %v", err)
@@ -131,7 +148,7 @@ func TestDocsExamples(t *testing.T) {
 			t.Errorf("no example for %s", typ)
 		}
 	}
-	for _, name := range []string{SchemaConfirmation, SchemaSealedValue, SchemaKeyring} {
+	for _, name := range []string{SchemaConfirmation, SchemaSealedValue, SchemaKeyring, docKMSSealedValue} {
 		if count[name] == 0 {
 			t.Errorf("no %s example", name)
 		}
@@ -230,7 +247,8 @@ func docAAD(examples []docExample, name string) (string, error) {
 // The document names every status, subject prefix and limit it describes.
 func TestDocsMentions(t *testing.T) {
 	doc := string(readFile(t, docsPath))
-	want := []string{EventsPrefix, SettingsPrefix, ConfirmationsPrefix, DLQPrefix, AlgA256GCM, AlgPlaintext,
+	want := []string{EventsPrefix, SettingsPrefix, ConfirmationsPrefix, DLQPrefix, AlgA256GCM, AlgPlaintext, AlgA256GCMKMS,
+		KMSContextAlg, KMSContextTeamID, "kms_vectors", "kms_negative_vectors", "edk",
 		"keyrelay-seal-v1", "Nats-Msg-Id", "allow_plaintext_values", "-update", "seal_vectors.json",
 		fmt.Sprint(MaxEventBytes), fmt.Sprint(MaxValueBytes), fmt.Sprint(MaxIDLen), fmt.Sprint(MaxAliasLen), fmt.Sprint(MaxMetadataEntries)}
 	for _, s := range []Status{StatusStored, StatusRotated, StatusDeleted, StatusSkipped, StatusSuperseded, StatusRejected, StatusFailed} {
@@ -300,6 +318,12 @@ func generateDocs(t *testing.T) {
 		}
 	}
 	examples = parseDocExamples(t, doc)
+	for i := len(examples) - 1; i >= 0; i-- {
+		if ex := examples[i]; ex.name == docKMSSealedValue {
+			doc = append(doc[:ex.start:ex.start], append(kmsDocValue(t), doc[ex.end:]...)...)
+		}
+	}
+	examples = parseDocExamples(t, doc)
 	doc = aadMarker.ReplaceAllFunc(doc, func(m []byte) []byte {
 		name := string(aadMarker.FindSubmatch(m)[1])
 		h, err := docAAD(examples, name)
@@ -336,5 +360,22 @@ func firstValue(t testing.TB, examples []docExample, typ Type) []byte {
 		}
 	}
 	t.Fatalf("no %s example", typ)
+	return nil
+}
+
+// docKMSSealedValue marks the A256GCM-KMS example of docs/events.md: the
+// sealed value of the kms-basic seal vector.
+const docKMSSealedValue = "sealed_value_kms"
+
+// kmsDocValue returns the kms-basic seal vector's sealed value, indented
+// as the document shows it.
+func kmsDocValue(t testing.TB) []byte {
+	t.Helper()
+	for _, v := range loadSealVectors(t).KMSVectors {
+		if v.Name == "kms-basic" {
+			return indentJSON(t, mustJSON(t, &v.Sealed))
+		}
+	}
+	t.Fatal("no kms-basic seal vector")
 	return nil
 }

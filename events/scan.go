@@ -210,14 +210,17 @@ func decodeKeyData(members []jsonMember, d *KeyData) error {
 					sv.Alg, ok = unquote(f.raw)
 				case "kid":
 					sv.KID, ok = unquote(f.raw)
-				case "nonce", "ct":
+				case "nonce", "ct", "edk":
 					var s string
 					if s, ok = unquote(f.raw); ok {
 						b, err := base64.StdEncoding.DecodeString(s)
 						ok = err == nil
-						if f.name == "nonce" {
+						switch f.name {
+						case "nonce":
 							sv.Nonce = b
-						} else {
+						case "edk":
+							sv.EDK = b
+						default:
 							sv.Ciphertext = b
 						}
 					}

@@ -24,7 +24,22 @@ const (
 	// AlgPlaintext carries the value unencrypted (base64 in ct). Refused
 	// unless the opener allows plaintext: development only.
 	AlgPlaintext = "plaintext"
+	// AlgA256GCMKMS is AES-256-GCM with a 96-bit random nonce under a data
+	// key that AWS KMS generated (GenerateDataKey, AES_256) under the KMS
+	// key whose ARN is kid. edk carries the data key as KMS encrypted it
+	// (its CiphertextBlob), under the encryption context
+	// Binding.KMSEncryptionContext. The local keyring does not open it;
+	// providers/aws/kms does.
+	AlgA256GCMKMS = "A256GCM-KMS"
 )
+
+// MaxEDKBytes bounds the wrapped data key of an A256GCM-KMS value (the
+// largest CiphertextBlob AWS KMS accepts).
+const MaxEDKBytes = 6144
+
+// MaxKMSKeyIDLen bounds the kid of an A256GCM-KMS value (the longest KeyId
+// AWS KMS accepts).
+const MaxKMSKeyIDLen = 2048
 
 // MaxValueBytes bounds a secret value (AWS Secrets Manager's limit is 64 KiB;
 // virtual keys are tiny).
@@ -32,10 +47,14 @@ const MaxValueBytes = 16 << 10
 
 // SealedValue is the envelope a secret value travels in.
 type SealedValue struct {
-	// Alg is AlgA256GCM (or AlgPlaintext in development).
+	// Alg is AlgA256GCM, AlgA256GCMKMS (or AlgPlaintext in development).
 	Alg string `json:"alg"`
-	// KID names the keyring key that sealed the value.
+	// KID names the keyring key that sealed the value (AlgA256GCM) or the
+	// ARN of the KMS key that wrapped its data key (AlgA256GCMKMS).
 	KID string `json:"kid,omitempty"`
+	// EDK is the encrypted (wrapped) data key of an AlgA256GCMKMS value:
+	// the KMS CiphertextBlob, base64. Absent for the other algorithms.
+	EDK []byte `json:"edk,omitempty"`
 	// Nonce is the 12-byte GCM nonce, base64 (standard, padded).
 	Nonce []byte `json:"nonce,omitempty"`
 	// Ciphertext is the GCM output (ciphertext || 16-byte tag), base64.
@@ -53,9 +72,24 @@ func (s *SealedValue) String() string {
 
 func (s *SealedValue) validate(field string) error {
 	switch s.Alg {
-	case AlgA256GCM:
-		if err := ValidateID(field+".kid", s.KID); err != nil {
-			return err
+	case AlgA256GCM, AlgA256GCMKMS:
+		if s.Alg == AlgA256GCM {
+			if err := ValidateID(field+".kid", s.KID); err != nil {
+				return err
+			}
+			if len(s.EDK) != 0 {
+				return invalid(field+".edk", "must be absent for %s", AlgA256GCM)
+			}
+		} else {
+			if err := validateKMSKeyID(field+".kid", s.KID); err != nil {
+				return err
+			}
+			if len(s.EDK) == 0 {
+				return invalid(field+".edk", "is required for %s", AlgA256GCMKMS)
+			}
+			if len(s.EDK) > MaxEDKBytes {
+				return invalid(field+".edk", "is %d bytes, larger than %d", len(s.EDK), MaxEDKBytes)
+			}
 		}
 		if len(s.Nonce) != 12 {
 			return invalid(field+".nonce", "must be 12 bytes, got %d", len(s.Nonce))
@@ -73,13 +107,41 @@ func (s *SealedValue) validate(field string) error {
 		if len(s.Nonce) != 0 {
 			return invalid(field+".nonce", "must be absent for %s", AlgPlaintext)
 		}
+		if len(s.EDK) != 0 {
+			return invalid(field+".edk", "must be absent for %s", AlgPlaintext)
+		}
 		if len(s.Ciphertext) > MaxValueBytes {
 			return invalid(field+".ct", "is %d bytes, larger than %d", len(s.Ciphertext), MaxValueBytes)
 		}
 	case "":
 		return invalid(field+".alg", "is required")
 	default:
-		return invalid(field+".alg", "is not a supported algorithm (%s or %s)", AlgA256GCM, AlgPlaintext)
+		return invalid(field+".alg", "is not a supported algorithm (%s, %s or %s)", AlgA256GCM, AlgA256GCMKMS, AlgPlaintext)
+	}
+	return nil
+}
+
+// validateKMSKeyID checks the kid of an AlgA256GCMKMS value: a KMS key ARN
+// (or key id, alias name or alias ARN), 1 to MaxKMSKeyIDLen characters from
+// letters, digits and ":/_-", starting with a letter or digit. It cannot
+// contain NUL, so the AAD stays unambiguous.
+func validateKMSKeyID(field, id string) error {
+	switch {
+	case id == "":
+		return invalid(field, "is required")
+	case len(id) > MaxKMSKeyIDLen:
+		return invalid(field, "is %d bytes, longer than %d", len(id), MaxKMSKeyIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c < 0x80 && isAlnum(rune(c)):
+		case i == 0:
+			return invalid(field, "must start with a letter or digit")
+		case c == ':' || c == '/' || c == '_' || c == '-':
+		default:
+			return invalid(field, "contains a character other than letters, digits and :/_- at byte %d", i)
+		}
 	}
 	return nil
 }
@@ -140,6 +202,11 @@ var (
 	ErrPlaintextRefused = errors.New("plaintext value refused: sealing is required (allow_plaintext_values is off)")
 	ErrUnknownKeyID     = errors.New("sealing key not in keyring")
 	ErrOpenFailed       = errors.New("sealed value failed authentication (wrong key, tampered, or bound to another event)")
+	// ErrUnsupportedAlg: the value is well-formed but sealed with an
+	// algorithm this opener does not handle (an A256GCM-KMS value given to
+	// the local keyring, for example). Configure the matching opener, or
+	// combine openers with Multi.
+	ErrUnsupportedAlg = errors.New("sealed value's algorithm is not handled by this opener")
 )
 
 // Keyring holds AES-256 sealing keys. New values are sealed with the active
@@ -311,6 +378,9 @@ func (kr *Keyring) Open(_ context.Context, sv *SealedValue, b Binding) ([]byte, 
 	if err := b.validate(); err != nil {
 		return nil, fmt.Errorf("open: %w", err)
 	}
+	if !kr.OpensAlg(sv.Alg) {
+		return nil, fmt.Errorf("open: %s values are opened by their KMS opener, not the local keyring: %w", sv.Alg, ErrUnsupportedAlg)
+	}
 	kr.mu.RLock()
 	allow := kr.allowPlaintext
 	aead, ok := kr.aeads[sv.KID]
@@ -329,6 +399,12 @@ func (kr *Keyring) Open(_ context.Context, sv *SealedValue, b Binding) ([]byte, 
 		return nil, ErrOpenFailed
 	}
 	return pt, nil
+}
+
+// OpensAlg reports whether the keyring opens values sealed with alg:
+// AlgA256GCM, and AlgPlaintext (refused unless AllowPlaintext).
+func (kr *Keyring) OpensAlg(alg string) bool {
+	return alg == AlgA256GCM || alg == AlgPlaintext
 }
 
 // PlaintextValue wraps a value without encryption. Only a keyring that

@@ -51,6 +51,9 @@ type sealVectorFile struct {
 	Comment  []string     `json:"comment"`
 	Vectors  []sealVector `json:"vectors"`
 	Negative []negVector  `json:"negative_vectors"`
+	// A256GCM-KMS vectors (see sealkms_test.go).
+	KMSVectors  []kmsSealVector `json:"kms_vectors"`
+	KMSNegative []kmsNegVector  `json:"kms_negative_vectors"`
 }
 
 func vectorKey(kid string) []byte {
@@ -148,7 +151,7 @@ func TestSealVectors(t *testing.T) {
 	}
 
 	kinds := map[string]error{"open_failed": ErrOpenFailed, "unknown_kid": ErrUnknownKeyID,
-		"plaintext_refused": ErrPlaintextRefused, "invalid": ErrInvalid}
+		"plaintext_refused": ErrPlaintextRefused, "invalid": ErrInvalid, "unsupported_alg": ErrUnsupportedAlg}
 	names := map[string]bool{}
 	for _, v := range f.Negative {
 		names[v.Name] = true
@@ -171,7 +174,7 @@ func TestSealVectors(t *testing.T) {
 		})
 	}
 	for _, n := range []string{"tampered-ct", "tampered-tag", "tampered-nonce", "wrong-generation", "wrong-team",
-		"wrong-key-id", "wrong-kid", "unknown-kid", "wrong-key-for-kid", "plaintext-refused"} {
+		"wrong-key-id", "wrong-kid", "unknown-kid", "wrong-key-for-kid", "plaintext-refused", "kms-value-to-keyring"} {
 		if !names[n] {
 			t.Errorf("negative vector %q missing", n)
 		}
@@ -207,6 +210,8 @@ func generateSealVectors(t *testing.T) {
 		"Positive vectors: AES-256-GCM(key, nonce, plaintext, aad) must equal sealed.ct (ciphertext || 16-byte tag), and opening must return the plaintext.",
 		"aad = \"keyrelay-seal-v1\" 0x00 alg 0x00 kid 0x00 team_id 0x00 key_id 0x00 decimal(generation).",
 		"Negative vectors: opening sealed with keyring under binding must fail with error.",
+		"kms_vectors (alg A256GCM-KMS): data_key is the plaintext data key that KMS Decrypt returns for edk under encryption_context (edk is opaque test bytes, not a real CiphertextBlob); AES-256-GCM(data_key, nonce, plaintext, aad) must equal sealed.ct, with the same aad as above.",
+		"kms_negative_vectors: opening sealed with data_key (for the data key identified by kid and edk) under binding must fail with error.",
 		"Regenerate: go test ./events -run TestGenerate -update",
 	}}
 	for i, c := range cases {
@@ -279,6 +284,11 @@ func generateSealVectors(t *testing.T) {
 		{Name: "unknown-alg", Description: "alg A128GCM is not supported", Keyring: ring("vec-k1"), Binding: bb,
 			Sealed: alter(func(s *SealedValue) { s.Alg = "A128GCM" }), Error: "invalid"},
 	}
+	f.KMSVectors, f.KMSNegative = generateKMSSealVectors(t)
+	kb := f.KMSVectors[0]
+	f.Negative = append(f.Negative, negVector{Name: "kms-value-to-keyring",
+		Description: "an A256GCM-KMS value is not the local keyring's to open", Keyring: ring("vec-k1"),
+		Binding: kb.Binding, Sealed: kb.Sealed, Error: "unsupported_alg"})
 	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		t.Fatal(err)

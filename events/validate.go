@@ -451,6 +451,7 @@ var (
 	sealedValueShape = &objectShape{fields: map[string]fieldShape{
 		"alg":   {kind: jString},
 		"kid":   {kind: jString},
+		"edk":   {kind: jBase64},
 		"nonce": {kind: jBase64},
 		"ct":    {kind: jBase64},
 	}, required: []string{"ct"}}

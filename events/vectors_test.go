@@ -68,6 +68,17 @@ func TestValidEventVectors(t *testing.T) {
 				if !errors.Is(err, ErrPlaintextRefused) {
 					t.Errorf("Open of a plaintext value = %v, want ErrPlaintextRefused", err)
 				}
+			case AlgA256GCMKMS:
+				// KMS-sealed vectors use the data key of the kms-basic seal
+				// vector.
+				if !errors.Is(err, ErrUnsupportedAlg) {
+					t.Errorf("Keyring.Open of a KMS value = %v, want ErrUnsupportedAlg", err)
+				}
+				if _, err := kmsVectorKey(t, d.Value.KID, kmsEventVectorLabel).Open(d.Value, BindingOf(ev)); err != nil {
+					t.Errorf("Open with the kms-basic data key: %v", err)
+				}
+			default:
+				t.Errorf("alg %s not covered", d.Value.Alg)
 			}
 		})
 	}
@@ -161,7 +172,9 @@ func validSpecs() []validSpec {
 		{"key.created-offset-time-unicode-alias", `{"spec_version":"1.0","id":"evt:2025@q2+x=1","type":"key.created","time":"2025-06-30T23:59:59.123456789+02:00","team_id":"t:acme@corp","key_id":"k_x-y+z=1","generation":1735787045123456,"key_alias":"Prod – Müller 🔑","data":{"value":VALUE,"metadata":{"größe":"ü"}}}`, exampleKID2, "sk-ü-秘密"},
 		{"key.created-max-length-ids", `{"spec_version":"1.0","id":"` + long + `","type":"key.created","time":"2025-01-02T03:04:05Z","team_id":"` + long + `","key_id":"` + long + `","data":{"value":VALUE}}`, exampleKID2, "sk-long-ids"},
 		{"key.created-empty-value", strings.Replace(createdBase, `"key_id":"key-1"`, `"key_id":"key-empty"`, 1), exampleKID2, ""},
+		{"key.created-kms", strings.Replace(createdBase, `"id":"3f1c9a52-8d4e-4b7a-9f00-2a6c1e5b7d10"`, `"id":"evt-kms-0001"`, 1), kmsVectorKID1, "sk-example-kms-1"},
 		{"key.rotated", rotatedBase, exampleKID2, "sk-example-rotated-2"},
+		{"key.rotated-kms", strings.Replace(rotatedBase, `"id":"evt-rot-0002"`, `"id":"evt-kms-0002"`, 1), kmsVectorKID1, "sk-example-kms-2"},
 		{"key.rotated-default-grace", `{"spec_version":"1.0","id":"evt-rot-0005","type":"key.rotated","time":"2025-03-04T05:06:07Z","team_id":"team-a","key_id":"key-2","generation":9,"data":{"value":VALUE,"metadata":{}}}`, exampleKID1, "sk-old-kid"},
 		{"key.updated", updatedBase, "", ""},
 		{"key.updated-no-data", `{"spec_version":"1.0","id":"evt-upd-0004","type":"key.updated","time":"2025-03-05T00:00:00Z","team_id":"team-a","key_id":"key-1","key_alias":"renamed"}`, "", ""},
@@ -316,6 +329,39 @@ func invalidSpecs(t testing.TB, created string) []invalidSpec {
 	}
 }
 
+// kmsEventVectorLabel names the data key of KMS-sealed event vectors: the
+// one of the kms-basic seal vector.
+const kmsEventVectorLabel = "dk-1"
+
+// kmsInvalidSpecs are the invalid vectors of A256GCM-KMS values.
+func kmsInvalidSpecs(t testing.TB, created, kmsCreated string) []invalidSpec {
+	k := func(old, new string) string { return rep(t, kmsCreated, old, new) }
+	var ev struct {
+		Data struct {
+			Value struct {
+				KID string `json:"kid"`
+				EDK string `json:"edk"`
+			} `json:"value"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(kmsCreated), &ev); err != nil {
+		t.Fatal(err)
+	}
+	edk, kid := `"edk":"`+ev.Data.Value.EDK+`"`, `"kid":"`+ev.Data.Value.KID+`"`
+	const sameAsGo = ""
+	return []invalidSpec{
+		{"kms-edk-missing", k(edk+",", ``), "data.value.edk", sameAsGo},
+		{"kms-edk-empty", k(edk, `"edk":""`), "data.value.edk", sameAsGo},
+		{"kms-edk-not-base64", k(edk, `"edk":"not base64!"`), "data.value.edk", sameAsGo},
+		{"kms-edk-too-long", k(edk, `"edk":"`+strings.Repeat("A", 8196)+`"`), "data.value.edk", sameAsGo},
+		{"kms-kid-missing", k(kid+",", ``), "data.value.kid", sameAsGo},
+		{"kms-kid-space", k(kid, `"kid":"alias/my key"`), "data.value.kid", sameAsGo},
+		{"kms-kid-dot", k(kid, `"kid":"alias/my.key"`), "data.value.kid", sameAsGo},
+		{"edk-on-keyring-value", rep(t, created, `"alg":"A256GCM",`, `"alg":"A256GCM","edk":"AAAA",`), "data.value.edk", sameAsGo},
+		{"edk-on-plaintext-value", rep(t, createdBase, "VALUE", `{"alg":"plaintext","edk":"AAAA","ct":"c2stZGV2LW9ubHk="}`), "data.value.edk", sameAsGo},
+	}
+}
+
 func sealInto(t testing.TB, raw, kid, pt, name string) string {
 	t.Helper()
 	var id struct {
@@ -327,8 +373,14 @@ func sealInto(t testing.TB, raw, kid, pt, name string) string {
 		t.Fatalf("%s: %v", name, err)
 	}
 	sum := sha256.Sum256([]byte("nonce for " + name))
-	sv, err := singleKeyring(t, kid, exampleKeys()[kid]).sealWithNonce([]byte(pt),
-		Binding{TeamID: id.TeamID, KeyID: id.KeyID, Generation: id.Generation}, sum[:12])
+	b := Binding{TeamID: id.TeamID, KeyID: id.KeyID, Generation: id.Generation}
+	var sv *SealedValue
+	var err error
+	if strings.HasPrefix(kid, "arn:") {
+		sv, err = kmsVectorKey(t, kid, kmsEventVectorLabel).sealWithNonce([]byte(pt), b, sum[:12])
+	} else {
+		sv, err = singleKeyring(t, kid, exampleKeys()[kid]).sealWithNonce([]byte(pt), b, sum[:12])
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,14 +405,17 @@ func generateEventVectors(t *testing.T) {
 			os.Remove(f)
 		}
 	}
-	var created string
+	var created, kmsCreated string
 	for _, v := range validSpecs() {
 		raw := v.raw
 		if strings.Contains(raw, "VALUE") {
 			raw = sealInto(t, raw, v.kid, v.pt, v.name)
 		}
-		if v.name == "key.created" {
+		switch v.name {
+		case "key.created":
 			created = raw
+		case "key.created-kms":
+			kmsCreated = raw
 		}
 		if _, err := Decode([]byte(raw)); err != nil {
 			t.Fatalf("valid vector %s: %v", v.name, err)
@@ -368,7 +423,7 @@ func generateEventVectors(t *testing.T) {
 		writeVectorFile(t, filepath.Join(testdataEvents, "valid", v.name+".json"), raw)
 	}
 	seen := map[string]bool{}
-	for _, v := range invalidSpecs(t, created) {
+	for _, v := range append(invalidSpecs(t, created), kmsInvalidSpecs(t, created, kmsCreated)...) {
 		if seen[v.name] {
 			t.Fatalf("duplicate invalid vector %s", v.name)
 		}

@@ -203,6 +203,14 @@ type SealingConfig struct {
 	KeyringFile string `yaml:"keyring_file"`
 	// AllowPlaintext accepts unsealed values. Development only. Default: false.
 	AllowPlaintext bool `yaml:"allow_plaintext_values"`
+	// KMS configures AWS KMS-wrapped data keys (alg A256GCM-KMS), used
+	// alongside the keyring: values sealed either way open. Keys: key_id
+	// (a key ARN or alias; publishers seal with it when set), allowed_key_arns,
+	// data_key_ttl, data_key_max_uses, seal_cache_size, open_cache_ttl,
+	// open_cache_size, call_timeout, and the AWS connection keys
+	// (aws_region_name, endpoint, ca_bundle, aws_* credentials and roles);
+	// see providers/aws/kms. Default: none (keyring only).
+	KMS map[string]string `yaml:"kms"`
 }
 
 // HTTPConfig is the operations listener (/metrics, /healthz, /readyz).

@@ -39,6 +39,10 @@ func (w *Worker) handleKey(ctx context.Context, msg jetstream.Msg, md *jetstream
 		}
 		value, err := w.d.Opener.Open(ctx, kd.Value, events.BindingOf(ev))
 		if err != nil {
+			if providers.IsRetryable(err) {
+				// A KMS outage or throttling: the value is fine, try later.
+				return verdict{retry: true, err: fmt.Errorf("open value: %w", err), retryHint: providers.RetryAfter(err), conf: conf}
+			}
 			return w.rejected(msg, md, conf, "cannot open value: "+sanitize(err), errors.Is(err, events.ErrPlaintextRefused))
 		}
 		kw.keyData, kw.value = kd, value
@@ -291,6 +295,9 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 				// Alias naming: move the secret to its new name.
 				value, err := w.d.Opener.Open(ctx, e.Sealed, events.Binding{TeamID: ev.TeamID, KeyID: ev.KeyID, Generation: e.SealedGen})
 				if err != nil {
+					if providers.IsRetryable(err) {
+						return verdict{retry: true, err: fmt.Errorf("open stored value: %w", err), retryHint: providers.RetryAfter(err), conf: conf}
+					}
 					return w.failed(msg, md, conf, "cannot open the stored sealed value to move it: "+sanitize(err))
 				}
 				var res providers.PutResult

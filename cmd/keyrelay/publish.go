@@ -139,7 +139,7 @@ func publishKey(cmd *cobra.Command, g *globals, f *publishFlags, typ events.Type
 	generated := false
 	switch typ {
 	case events.KeyCreated, events.KeyRotated:
-		kr, err := app.LoadKeyring(c, false, log)
+		sealing, err := app.LoadSealing(cmd.Context(), c, false, log)
 		if err != nil {
 			return fmt.Errorf("%w (start `keyrelay serve` once to create the embedded keyring, or pass --keyring)", err)
 		}
@@ -148,7 +148,7 @@ func publishKey(cmd *cobra.Command, g *globals, f *publishFlags, typ events.Type
 			return err
 		}
 		generated = gen
-		sv, err := kr.Seal(cmd.Context(), value, events.BindingOf(ev))
+		sv, err := sealing.Sealer.Seal(cmd.Context(), value, events.BindingOf(ev))
 		if err != nil {
 			return err
 		}

@@ -159,7 +159,7 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 		return err
 	}
 	defer conn.Close()
-	kr, err := LoadKeyring(c, c.Keyrelay.NATS.URL == "", log)
+	sealing, err := LoadSealing(ctx, c, c.Keyrelay.NATS.URL == "", log)
 	if err != nil {
 		return err
 	}
@@ -183,7 +183,7 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 	var w *worker.Worker
 	if enabled {
 		w, err = worker.New(setupCtx, worker.ConfigFrom(c.Keyrelay.Worker), worker.Deps{
-			JS: conn.JS, Settings: c, Registry: registry, Opener: kr, Logger: log, Metrics: metrics})
+			JS: conn.JS, Settings: c, Registry: registry, Opener: sealing.Opener, Logger: log, Metrics: metrics})
 		if err != nil {
 			return err
 		}

@@ -114,3 +114,74 @@ func TestServeEmbeddedDefault(t *testing.T) {
 		t.Fatalf("serve returned %v", err)
 	}
 }
+
+// TestServeOpensKMSSealedValues: with keyrelay.sealing.kms set, publishers
+// seal with a KMS-wrapped data key (against a real local-kms) and the
+// worker opens those values as well as keyring-sealed ones.
+func TestServeOpensKMSSealedValues(t *testing.T) {
+	dir := t.TempDir()
+	lk := testenv.StartLocalKMS(t)
+	keyID := lk.CreateKey(t, "alias/keyrelay-test")
+	c := settings.Default()
+	c.Keyrelay.NATS.Embedded.Port = testenv.FreePort(t)
+	c.Keyrelay.NATS.Embedded.StoreDir = filepath.Join(dir, "nats")
+	c.Keyrelay.Sealing.KeyringFile = filepath.Join(dir, "keyring.json")
+	c.Keyrelay.HTTP.Addr = "off"
+	c.Keyrelay.Providers = map[string]map[string]string{"local": {"path": ":memory:"}}
+	c.Keyrelay.Sealing.KMS = map[string]string{"key_id": keyID}
+	for k, v := range lk.Options() {
+		c.Keyrelay.Sealing.KMS[k] = v
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	runCtx, stop := context.WithCancel(ctx)
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- app.Serve(runCtx, c, zap.NewNop(), app.ServeOptions{OnReady: func(ops string) { ready <- ops }})
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+	}
+	// A publisher configured the same way seals with KMS.
+	sealing, err := app.LoadSealing(ctx, c, false, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := events.NewKeyEvent(ctx, sealing.Sealer, events.KeyCreated, "team-a", "key-1", 1, []byte("sk-kms"), events.KeyData{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kd, _ := ev.KeyData(); kd.Value.Alg != events.AlgA256GCMKMS {
+		t.Fatalf("sealed with %s, want %s", kd.Value.Alg, events.AlgA256GCMKMS)
+	}
+	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", c.Keyrelay.NATS.Embedded.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	got := make(chan *events.Confirmation, 1)
+	go func() {
+		_ = client.FollowConfirmations(ctx, js, 1, "", func(_, _ uint64, c *events.Confirmation) error {
+			got <- c
+			return nil
+		})
+	}()
+	if _, err := client.NewPublisher(js).Publish(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case cf := <-got:
+		if cf.Status != events.StatusStored {
+			t.Fatalf("confirmation %+v", cf)
+		}
+	case <-ctx.Done():
+		t.Fatal("no confirmation")
+	}
+	stop()
+	<-done
+}

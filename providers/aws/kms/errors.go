@@ -1,0 +1,242 @@
+package kms
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+
+	smithy "github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/keyrelay/keyrelay/providers"
+)
+
+// Provider is the name errors carry: LiteLLM's key_management_system name.
+const Provider = "aws_kms"
+
+// Errors callers branch on with errors.Is, besides the providers sentinels
+// (ErrAccessDenied, ErrInvalid, ErrThrottled, ErrUnavailable) and, from
+// Sealer.Open, events.ErrOpenFailed / events.ErrUnknownKeyID /
+// events.ErrUnsupportedAlg.
+var (
+	// ErrInvalidCiphertext: KMS refused to decrypt the ciphertext (or the
+	// wrapped data key): tampered, encrypted under another key, or under
+	// another encryption context. KMS's InvalidCiphertextException and
+	// IncorrectKeyException. Permanent.
+	ErrInvalidCiphertext = errors.New("KMS cannot decrypt this ciphertext (tampered, another key or another encryption context)")
+	// ErrKeyUnusable: the KMS key does not exist, is disabled, pending
+	// deletion or import, or not a symmetric encryption key. Permanent
+	// until someone fixes the key.
+	ErrKeyUnusable = errors.New("KMS key not found, disabled, or not usable for this operation")
+	// ErrMalformedValue: an aws_kms value or environment variable is not
+	// base64 (as Python's base64.b64decode reads it). Permanent.
+	ErrMalformedValue = errors.New("not a base64 KMS ciphertext")
+	// ErrNoKey: Seal was called on a Sealer configured without a KMS key.
+	ErrNoKey = errors.New("no KMS key configured for sealing (key_id)")
+)
+
+// callError is the sanitized cause inside a *providers.Error: the KMS error
+// code, the HTTP status and, for a few codes whose messages are known to
+// name only keys and principals, KMS's message. It never holds request
+// parameters, request ids, ciphertexts or key material.
+type callError struct {
+	code   string
+	status int
+	msg    string
+	causes []error
+}
+
+func (e *callError) Error() string   { return e.msg }
+func (e *callError) Unwrap() []error { return e.causes }
+
+// Code returns the KMS error code (such as "InvalidCiphertextException")
+// carried by an error from this package, or "".
+func Code(err error) string {
+	var ce *callError
+	if errors.As(err, &ce) {
+		return ce.code
+	}
+	return ""
+}
+
+// HTTPStatus returns the HTTP status of the KMS response behind err, or 0.
+func HTTPStatus(err error) int {
+	var ce *callError
+	if errors.As(err, &ce) {
+		return ce.status
+	}
+	return 0
+}
+
+// Error codes by class. Codes not listed fall back on the HTTP status:
+// 429 throttled, 5xx retryable, other 4xx permanent.
+var (
+	throttleCodes = codes("ThrottlingException", "Throttling", "ThrottledException", "LimitExceededException",
+		"TooManyRequestsException", "RequestLimitExceeded", "RequestThrottled", "RequestThrottledException",
+		"SlowDown", "PriorRequestNotComplete", "EC2ThrottledException", "ProvisionedThroughputExceededException")
+	transientCodes = codes("KMSInternalException", "DependencyTimeoutException", "KeyUnavailableException",
+		"InternalFailure", "InternalFailureException", "InternalError", "InternalServerError", "ServiceUnavailable",
+		"ServiceUnavailableException", "RequestTimeout", "RequestTimeoutException", "ExpiredTokenException",
+		"ExpiredToken", "RequestExpired", "IDPCommunicationError", "XksProxyUriUnreachableException",
+		"XksProxyInvalidResponseException", "CustomKeyStoreInvalidStateException")
+	ciphertextCodes = codes("InvalidCiphertextException", "IncorrectKeyException")
+	accessCodes     = codes("AccessDeniedException", "AccessDenied", "UnrecognizedClientException",
+		"InvalidSignatureException", "IncompleteSignature", "MissingAuthenticationToken", "InvalidClientTokenId",
+		"NotAuthorized", "NotAuthorizedException", "SignatureDoesNotMatch", "KMSInvalidSignatureException")
+	keyCodes = codes("NotFoundException", "DisabledException", "KMSInvalidStateException", "InvalidKeyUsageException",
+		"InvalidArnException", "UnsupportedOperationException", "XksKeyNotFoundException", "XksKeyInvalidConfigurationException")
+	// Codes whose messages name keys, regions and principals but never a
+	// request parameter: their message is kept (sanitized) for operators.
+	keepMessage = codes("AccessDeniedException", "AccessDenied", "NotFoundException", "DisabledException",
+		"KMSInvalidStateException", "InvalidKeyUsageException", "KeyUnavailableException", "UnsupportedOperationException")
+)
+
+func codes(cs ...string) map[string]bool {
+	m := make(map[string]bool, len(cs))
+	for _, c := range cs {
+		m[c] = true
+	}
+	return m
+}
+
+// wrapErr classifies and sanitizes an SDK error of op (GenerateDataKey,
+// Decrypt) on the KMS key name. extra sentinels are added to the chain for
+// the given codes class (Sealer.Open adds events.ErrOpenFailed to invalid
+// ciphertexts).
+func wrapErr(op, name string, err error, onCiphertext ...error) error {
+	if err == nil {
+		return nil
+	}
+	kind, ce := classify(err)
+	if ciphertextCodes[ce.code] {
+		ce.causes = append(ce.causes, onCiphertext...)
+	}
+	return providers.NewError(Provider, op, name, kind, ce)
+}
+
+func classify(err error) (providers.Kind, *callError) {
+	ce := &callError{}
+	switch {
+	case errors.Is(err, context.Canceled):
+		ce.msg, ce.causes = "canceled", []error{context.Canceled}
+		return providers.Retryable, ce
+	case errors.Is(err, context.DeadlineExceeded):
+		ce.msg, ce.causes = "timed out", []error{context.DeadlineExceeded, providers.ErrUnavailable}
+		return providers.Retryable, ce
+	}
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) && re.Response != nil {
+		ce.status = re.Response.StatusCode
+	}
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		ce.code = ae.ErrorCode()
+		ce.msg = ce.code
+		if ce.status != 0 {
+			ce.msg += fmt.Sprintf(" (HTTP %d)", ce.status)
+		}
+		if keepMessage[ce.code] {
+			if m := sanitizeMessage(ae.ErrorMessage()); m != "" {
+				ce.msg += ": " + m
+			}
+		}
+		switch {
+		case throttleCodes[ce.code]:
+			ce.causes = []error{providers.ErrThrottled}
+			return providers.Throttled, ce
+		case transientCodes[ce.code]:
+			ce.causes = []error{providers.ErrUnavailable}
+			return providers.Retryable, ce
+		case ciphertextCodes[ce.code]:
+			ce.causes = []error{ErrInvalidCiphertext, providers.ErrInvalid}
+			return providers.Permanent, ce
+		case accessCodes[ce.code]:
+			ce.causes = []error{providers.ErrAccessDenied}
+			return providers.Permanent, ce
+		case keyCodes[ce.code]:
+			ce.causes = []error{ErrKeyUnusable, providers.ErrInvalid}
+			return providers.Permanent, ce
+		}
+		return byStatus(ce)
+	}
+	if ce.status != 0 {
+		ce.msg = fmt.Sprintf("HTTP %d", ce.status)
+		return byStatus(ce)
+	}
+	var se *smithyhttp.RequestSendError
+	var ne net.Error
+	if errors.As(err, &se) || errors.As(err, &ne) {
+		ce.msg, ce.causes = "network error", []error{providers.ErrUnavailable}
+		if ne != nil {
+			ce.msg += ": " + sanitizeMessage(ne.Error())
+		}
+		return providers.Retryable, ce
+	}
+	// Anything else (credentials that cannot be loaded, a request the SDK
+	// refused to build) needs a person. Its text comes from the SDK, not
+	// from KMS; keep only its first line, sanitized.
+	ce.msg, ce.causes = "request failed: "+sanitizeMessage(firstLine(err.Error())), []error{providers.ErrInvalid}
+	return providers.Permanent, ce
+}
+
+func byStatus(ce *callError) (providers.Kind, *callError) {
+	switch {
+	case ce.status == 429:
+		ce.causes = []error{providers.ErrThrottled}
+		return providers.Throttled, ce
+	case ce.status >= 500:
+		ce.causes = []error{providers.ErrUnavailable}
+		return providers.Retryable, ce
+	}
+	ce.causes = []error{providers.ErrInvalid}
+	return providers.Permanent, ce
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// sanitizeMessage keeps a message only if it is printable ASCII, replaces
+// every run of 20 or more base64 characters (a ciphertext, a key, a token)
+// by "[redacted]" and bounds the length.
+func sanitizeMessage(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return "[message withheld: not printable]"
+		}
+	}
+	var b strings.Builder
+	run := 0
+	flush := func(end int) {
+		if run >= 20 {
+			b.WriteString("[redacted]")
+		} else {
+			b.WriteString(s[end-run : end])
+		}
+		run = 0
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if isAlnumByte(c) || c == '+' || c == '/' || c == '=' {
+			run++
+			continue
+		}
+		flush(i)
+		b.WriteByte(c)
+	}
+	flush(len(s))
+	out := b.String()
+	if len(out) > 240 {
+		out = out[:240] + "..."
+	}
+	return out
+}
+
+func isAlnumByte(c byte) bool {
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+}
