@@ -49,7 +49,7 @@ $(BIN)/local-kms: $(TOOLS_CACHE)/local-kms-$(LOCAL_KMS_VER)
 	@mkdir -p $(BIN)
 	ln -sf $< $@
 
-tools: $(BIN)/nats-server
+tools: $(BIN)/nats-server $(BIN)/local-kms
 
 run: build
 	$(BIN)/keyrelay serve $(if $(CONFIG),--config $(CONFIG))

@@ -159,6 +159,9 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 		return err
 	}
 	defer conn.Close()
+	if err := DecryptLiteLLMEnv(ctx, c, log); err != nil {
+		return err
+	}
 	sealing, err := LoadSealing(ctx, c, c.Keyrelay.NATS.URL == "", log)
 	if err != nil {
 		return err
@@ -183,7 +186,7 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 	var w *worker.Worker
 	if enabled {
 		w, err = worker.New(setupCtx, worker.ConfigFrom(c.Keyrelay.Worker), worker.Deps{
-			JS: conn.JS, Settings: c, Registry: registry, Opener: sealing.Opener, Logger: log, Metrics: metrics})
+			JS: conn.JS, Settings: c, Registry: registry, Opener: sealing.Opener, Logger: log, Metrics: metrics, Getenv: c.Env})
 		if err != nil {
 			return err
 		}

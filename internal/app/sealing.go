@@ -62,3 +62,34 @@ type noSealer struct{}
 func (noSealer) Seal(context.Context, []byte, events.Binding) (*events.SealedValue, error) {
 	return nil, errors.New("seal: no keyring and no keyrelay.sealing.kms.key_id: this process can only open values")
 }
+
+// DecryptLiteLLMEnv does what LiteLLM does at start when USE_AWS_KMS is
+// "True": it decrypts LITELLM_SECRET_AWS_KMS_* variables and aws_kms/
+// values with AWS KMS, and makes the results visible through c.Getenv, so
+// providers reading LiteLLM's variables (HCP_VAULT_TOKEN, ...) see the
+// plaintext. The process environment itself is not changed.
+func DecryptLiteLLMEnv(ctx context.Context, c *settings.Config, log *zap.Logger) error {
+	if !kms.EnvEnabled(os.Getenv) {
+		return nil
+	}
+	client, err := kms.NewClient(ctx, c.Keyrelay.Sealing.KMS, c.Env)
+	if err != nil {
+		return fmt.Errorf("USE_AWS_KMS: %w", err)
+	}
+	dec, err := kms.NewDecrypter(client, "").DecryptEnv(ctx, os.Environ())
+	if err != nil {
+		return fmt.Errorf("USE_AWS_KMS: %w", err)
+	}
+	base := c.Getenv
+	if base == nil {
+		base = os.Getenv
+	}
+	c.Getenv = func(name string) string {
+		if v, ok := dec[name]; ok {
+			return v
+		}
+		return base(name)
+	}
+	log.Info("decrypted LiteLLM's KMS-encrypted environment variables", zap.Int("count", len(dec)))
+	return nil
+}
