@@ -2,6 +2,8 @@ package app_test
 
 import (
 	"context"
+	"encoding/base64"
+
 	"fmt"
 	"io"
 	"net/http"
@@ -9,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	awskms "github.com/aws/aws-sdk-go-v2/service/kms"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -184,4 +188,30 @@ func TestServeOpensKMSSealedValues(t *testing.T) {
 	}
 	stop()
 	<-done
+}
+
+// TestDecryptLiteLLMEnv: with USE_AWS_KMS=True, LITELLM_SECRET_AWS_KMS_*
+// variables are decrypted (real local-kms) and providers see the plaintext
+// under the unprefixed name, as in LiteLLM.
+func TestDecryptLiteLLMEnv(t *testing.T) {
+	lk := testenv.StartLocalKMS(t)
+	keyID := lk.CreateKey(t, "alias/litellm-env")
+	ctx := context.Background()
+	out, err := lk.Client().Encrypt(ctx, &awskms.EncryptInput{KeyId: &keyID, Plaintext: []byte("hvs.vault-token")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("USE_AWS_KMS", "True")
+	t.Setenv("LITELLM_SECRET_AWS_KMS_HCP_VAULT_TOKEN", base64.StdEncoding.EncodeToString(out.CiphertextBlob))
+	c := settings.Default()
+	c.Keyrelay.Sealing.KMS = lk.Options()
+	if err := app.DecryptLiteLLMEnv(ctx, c, zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Env("HCP_VAULT_TOKEN"); got != "hvs.vault-token" {
+		t.Fatalf("HCP_VAULT_TOKEN = %q", got)
+	}
+	if got := c.Env("PATH"); got == "" {
+		t.Fatal("other variables are no longer visible")
+	}
 }
