@@ -24,6 +24,7 @@ import (
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/internal/natsconn"
 	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/providers/aws/secretsmanager"
 	"github.com/keyrelay/keyrelay/providers/local"
 	"github.com/keyrelay/keyrelay/settings"
 	"github.com/keyrelay/keyrelay/worker"
@@ -33,6 +34,7 @@ import (
 func Registry() *providers.Registry {
 	r := providers.NewRegistry()
 	local.Register(r)
+	secretsmanager.Register(r)
 	return r
 }
 

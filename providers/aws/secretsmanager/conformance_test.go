@@ -1,0 +1,49 @@
+package secretsmanager_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	sm "github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+
+	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/providers/aws/secretsmanager"
+	"github.com/keyrelay/keyrelay/providers/aws/secretsmanager/kumofront"
+	"github.com/keyrelay/keyrelay/providers/providertest"
+)
+
+// open builds a provider on front through Factory, as the registry does.
+func open(t testing.TB, front *kumofront.Server, extra map[string]string) *secretsmanager.Provider {
+	t.Helper()
+	opts := front.Options()
+	for k, v := range extra {
+		opts[k] = v
+	}
+	p, err := secretsmanager.Factory(context.Background(), providers.Config{Options: opts, Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.(providers.Closer).Close() })
+	return p.(*secretsmanager.Provider)
+}
+
+func TestConformance(t *testing.T) {
+	front := kumofront.Start(t)
+	providertest.Run(t, func(t *testing.T) providers.Provider { return open(t, front, nil) }, providertest.Options{
+		Features: providertest.Features{
+			BinaryValues: true,
+			// Names AWS cannot hold are mapped (SecretID); 1024 is the
+			// longest keyrelay renders.
+			MaxNameLength: secretsmanager.MaxNameLength,
+			// The front, like AWS, serializes writes to a secret, and Put
+			// resolves create races itself.
+			SerializedWrites: true,
+		},
+		CreateUnmanaged: func(ctx context.Context, _ providers.Provider, name string, value []byte) error {
+			_, err := front.Client().CreateSecret(ctx, &sm.CreateSecretInput{
+				Name: aws.String(secretsmanager.SecretID(name)), SecretString: aws.String(string(value))})
+			return err
+		},
+	})
+}

@@ -1,0 +1,70 @@
+// Package secretsmanager stores keyrelay's virtual keys in AWS Secrets
+// Manager, through the official SDK (aws-sdk-go-v2). It registers as
+// LiteLLM's key_management_system "aws_secret_manager" (Register) and reads
+// LiteLLM's aws_* key_management_settings unchanged (see package awsconfig
+// for region, endpoint, CA bundle and credentials) plus the options of
+// Config: recovery_window_days, kms_key_id, replica_regions, write_tps,
+// read_tps, control_tps and timeout.
+//
+// The provider depends on API, an interface listing the eleven SDK calls it
+// makes: CreateSecret, DescribeSecret, GetSecretValue, PutSecretValue,
+// UpdateSecret, UpdateSecretVersionStage, DeleteSecret, RestoreSecret,
+// TagResource, UntagResource and ListSecretVersionIds.
+//
+// # Compatibility with LiteLLM
+//
+// Values are the raw SecretString, as LiteLLM's aws_secret_manager_v2
+// writes and reads them (bytes that are not valid UTF-8 go to
+// SecretBinary). Names are used as they are whenever AWS accepts them, so
+// a secret LiteLLM wrote under prefix+name is the secret keyrelay reads and
+// writes; other names are mapped (SecretID). ReadPrimarySecret reads
+// LiteLLM's primary_secret_name layout, one JSON object of many keys.
+//
+// # Guarantees
+//
+//   - One event, one version. The ClientRequestToken of every write is a
+//     UUIDv5 of the idempotency key (the event id) in a fixed namespace
+//     (ClientRequestToken), and AWS uses it as the VersionId. A Put whose
+//     token is already AWSCURRENT is a Duplicate and changes nothing; a
+//     retry after a lost response, from any process, lands on the same
+//     VersionId and AWS does not create a second version.
+//   - Rotation keeps the old value: PutSecretValue moves it to AWSPREVIOUS;
+//     every version stays readable by Get(name, VersionId) while AWS keeps
+//     it (AWS prunes unlabelled versions beyond 100, never younger than a
+//     day).
+//   - Soft delete: Delete schedules deletion with a recovery window
+//     (recovery_window_days, 30 by default) unless the request forces it;
+//     a Put on a name scheduled for deletion restores the secret first
+//     (RestoreSecret) instead of failing, LiteLLM #10823.
+//   - Ownership: a secret is tagged managed-by=keyrelay, keyrelay-team and
+//     keyrelay-key. Put, Delete and UpdateTags refuse (ErrNotOwned) a
+//     secret whose tags name another key, or no keyrelay owner at all,
+//     unless the request sets Adopt. AWS has no conditional writes: a tag
+//     changed between the check and the write is not detected.
+//   - Quotas: calls take a token from client-side limiters sized to AWS's
+//     published per-region quotas (PutSecretValue, UpdateSecret and
+//     UpdateSecretVersionStage 50/s; GetSecretValue and DescribeSecret
+//     10,000/s; CreateSecret, DeleteSecret, RestoreSecret, tagging and
+//     ListSecretVersionIds 50/s each), shared by every provider instance
+//     with the same region, endpoint and role account. A call whose
+//     deadline would pass while waiting fails at once as Throttled, with
+//     the wait as RetryAfter.
+//   - Errors are *providers.Error values wrapping an *APIError: the AWS
+//     operation, error code, HTTP status and a sanitized message, never a
+//     value, a credential, an access key id or a request id. Throttling
+//     (ThrottlingException and the SDK's other throttle codes, HTTP 429)
+//     is Throttled with the service's hint (X-Amz-Retry-After,
+//     Retry-After) or DefaultThrottleRetryAfter; 5xx, network failures,
+//     timeouts and expired credentials are Retryable; validation, access
+//     denied, KMS failures and other 4xx are Permanent;
+//     ResourceNotFoundException is ErrNotFound. The SDK itself makes at
+//     most max_attempts (3) attempts per request, with no client-side retry
+//     quota: keyrelay's worker retries the event.
+//
+// # Testing
+//
+// The tests run the shared conformance suite and the provider's own tests
+// against kumo, an in-process AWS emulator, behind package kumofront, a
+// thin handler that adds what kumo lacks (see its documentation). They do
+// not run against AWS itself.
+package secretsmanager
