@@ -49,7 +49,7 @@ $(BIN)/local-kms: $(TOOLS_CACHE)/local-kms-$(LOCAL_KMS_VER)
 	@mkdir -p $(BIN)
 	ln -sf $< $@
 
-tools: $(BIN)/nats-server $(BIN)/local-kms
+tools: $(BIN)/nats-server $(BIN)/local-kms $(BIN)/vault
 
 run: build
 	$(BIN)/keyrelay serve $(if $(CONFIG),--config $(CONFIG))
@@ -70,6 +70,7 @@ fuzz:
 
 bench: tools build
 	$(GO) run ./bench/pipeline -runs 5
+	$(GO) run ./bench/vault -runs 3
 
 clean:
 	rm -rf $(BIN) data

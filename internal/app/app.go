@@ -26,6 +26,7 @@ import (
 	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/providers/aws/secretsmanager"
 	"github.com/keyrelay/keyrelay/providers/local"
+	"github.com/keyrelay/keyrelay/providers/vault"
 	"github.com/keyrelay/keyrelay/settings"
 	"github.com/keyrelay/keyrelay/worker"
 )
@@ -35,6 +36,7 @@ func Registry() *providers.Registry {
 	r := providers.NewRegistry()
 	local.Register(r)
 	secretsmanager.Register(r)
+	vault.Register(r)
 	return r
 }
 

@@ -1,0 +1,437 @@
+// Command vault benchmarks keyrelay's writes into HashiCorp Vault: events/s
+// through the whole pipeline (publish → worker → Vault KV v2 provider →
+// ledger → confirmation) against direct vault/api KV v2 writes (one PUT of
+// <mount>/data/<path> per write) at the same concurrency, in the same run,
+// against the same Vault dev server. It prints both rates and their ratio.
+//
+// It starts a nats-server (bin/nats-server) and a Vault dev server
+// (bin/vault, `make bin/vault`) on free loopback ports.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/app"
+	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/providers/vault"
+	"github.com/keyrelay/keyrelay/settings"
+	"github.com/keyrelay/keyrelay/worker"
+)
+
+func main() {
+	n := flag.Int("events", 5000, "events (and direct writes) per run")
+	keys := flag.Int("keys", 500, "distinct keys (secrets)")
+	conc := flag.Int("concurrency", 32, "writes in flight (keyrelay worker handlers and direct writers alike)")
+	runs := flag.Int("runs", 3, "runs of each kind (the median is reported)")
+	natsBin := flag.String("nats-server", "bin/nats-server", "nats-server binary")
+	vaultBin := flag.String("vault", "bin/vault", "vault binary (make bin/vault)")
+	flag.Parse()
+	app.TuneRuntime()
+	if err := run(*n, *keys, *conc, *runs, *natsBin, *vaultBin); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(n, keys, conc, runs int, natsBin, vaultBin string) error {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "keyrelay-bench-vault")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	vaultAddr, stopVault, err := startVault(vaultBin, dir)
+	if err != nil {
+		return err
+	}
+	defer stopVault()
+	js, stopNATS, err := startNATS(natsBin, dir)
+	if err != nil {
+		return err
+	}
+	defer stopNATS()
+
+	direct, err := newDirect(vaultAddr, conc)
+	if err != nil {
+		return err
+	}
+	version := "?"
+	if h, err := direct.client.Sys().HealthWithContext(ctx); err == nil {
+		version = h.Version
+	}
+	fmt.Printf("keyrelay Vault benchmark: Vault %s dev server (in-memory storage, separate process), nats-server %s (file storage), "+
+		"%d writes over %d keys per run, concurrency %d, %d CPUs\n",
+		version, js.Conn().ConnectedServerVersion(), n, keys, conc, runtime.NumCPU())
+
+	kr, _ := events.NewKeyring("bench", map[string][]byte{"bench": make([]byte, 32)})
+	pipe, err := newPipeline(ctx, js, kr, conc, vaultAddr)
+	if err != nil {
+		return err
+	}
+	defer pipe.stop()
+
+	var base, prov, full, ratios []float64
+	for r := 0; r < runs; r++ {
+		b, err := direct.throughput(ctx, n, keys, r)
+		if err != nil {
+			return err
+		}
+		pp, err := providerOnly(ctx, pipe.provider, n, keys, conc, r)
+		if err != nil {
+			return err
+		}
+		w0 := pipe.writes.Load()
+		f, err := pipe.throughput(ctx, n, keys, r)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("  run %d: direct vault/api KV v2 puts %6.0f writes/s   provider Put alone %6.0f writes/s   keyrelay %6.0f events/s (%d versions for %d events)   ratio %.2f\n",
+			r+1, b, pp, f, pipe.writes.Load()-w0, n, f/b)
+		base, prov, full, ratios = append(base, b), append(prov, pp), append(full, f), append(ratios, f/b)
+	}
+	st := pipe.provider.AuthStats()
+	fmt.Printf("throughput (median of %d runs): direct vault/api %.0f writes/s, keyrelay pipeline %.0f events/s, median ratio %.2f\n",
+		runs, median(base), median(full), median(ratios))
+	fmt.Printf("  for reference: the vault provider's Put alone (no NATS) %.0f writes/s; per event keyrelay makes 3 Vault requests for a rotation "+
+		"(read, check-and-set write, custom_metadata patch), 5 for a create; token logins %d, renewals %d\n",
+		median(prov), st.Logins, st.Renewals)
+	return nil
+}
+
+// providerOnly measures the provider's Put without the pipeline: n writes
+// over keys secrets, conc at a time, each with its own idempotency key.
+func providerOnly(ctx context.Context, p *vault.Provider, n, keys, conc, run int) (float64, error) {
+	var done atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	gens := (n + keys - 1) / keys
+	// Writer w owns the keys k ≡ w (mod conc), so writes to one secret
+	// never race (as the worker's claims guarantee), and writes each of its
+	// keys gens times.
+	start := time.Now()
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for g := 0; g < gens; g++ {
+				for k := w; k < keys; k += conc {
+					name := fmt.Sprintf("bench-provider-%d/key-%d", run, k)
+					_, err := p.Put(ctx, providers.PutRequest{Name: name, Value: []byte(fmt.Sprintf("sk-bench-value-0123456789abcdef-%d-%d", k, g)),
+						IdempotencyKey: fmt.Sprintf("ev-%d-%d-%d", run, k, g), Owner: providers.Owner{TeamID: "bench", KeyID: strconv.Itoa(k)}})
+					if err != nil {
+						once.Do(func() { firstErr = err })
+						return
+					}
+					done.Add(1)
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return 0, fmt.Errorf("provider Put: %w", firstErr)
+	}
+	return float64(done.Load()) / time.Since(start).Seconds(), nil
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
+
+func freePort() int {
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		// Vault's dev cluster listener takes the next port.
+		if l2, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+1)); err == nil {
+			l2.Close()
+			return p
+		}
+	}
+}
+
+// startVault starts `vault server -dev` with a clean environment.
+func startVault(bin, dir string) (addr string, stop func(), err error) {
+	port := freePort()
+	addr = fmt.Sprintf("http://127.0.0.1:%d", port)
+	home := filepath.Join(dir, "vault-home")
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return "", nil, err
+	}
+	logf, err := os.Create(filepath.Join(dir, "vault.log"))
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(bin, "server", "-dev", "-dev-root-token-id=root", "-dev-no-store-token",
+		fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port))
+	cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "TMPDIR=" + dir}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return "", nil, fmt.Errorf("start %s (run `make bin/vault`): %w", bin, err)
+	}
+	stop = func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait(); logf.Close() }
+	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12}}}
+	for i := 0; i < 300; i++ {
+		resp, err := hc.Get(addr + "/v1/sys/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return addr, stop, nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+	b, _ := os.ReadFile(filepath.Join(dir, "vault.log"))
+	return "", nil, fmt.Errorf("vault did not become healthy:\n%s", b)
+}
+
+func startNATS(bin, dir string) (jetstream.JetStream, func(), error) {
+	port := freePort()
+	srv := exec.Command(bin, "-js", "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-sd", filepath.Join(dir, "js"))
+	if err := srv.Start(); err != nil {
+		return nil, nil, fmt.Errorf("start %s (run `make tools`): %w", bin, err)
+	}
+	var nc *nats.Conn
+	var err error
+	for i := 0; i < 100; i++ {
+		if nc, err = nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", port)); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		_ = srv.Process.Kill()
+		return nil, nil, err
+	}
+	js, _ := jetstream.New(nc)
+	return js, func() { nc.Close(); _ = srv.Process.Kill(); _ = srv.Wait() }, nil
+}
+
+// direct writes straight to KV v2 with vault/api: what a client that does
+// no checks, no ownership and no idempotency would do.
+type direct struct {
+	client *api.Client
+	conc   int
+}
+
+func newDirect(addr string, conc int) (*direct, error) {
+	tr := &http.Transport{MaxIdleConns: 512, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second}
+	c, err := api.NewClient(&api.Config{Address: addr, HttpClient: &http.Client{Transport: tr}, MaxRetries: 0, Timeout: 30 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	c.ClearNamespace()
+	c.SetToken("root")
+	return &direct{client: c, conc: conc}, nil
+}
+
+func (d *direct) throughput(ctx context.Context, n, keys, run int) (float64, error) {
+	var next atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < d.conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				path := fmt.Sprintf("secret/data/bench-direct-%d/key-%d", run, i%keys)
+				_, err := d.client.Logical().WriteWithContext(ctx, path, map[string]any{"data": map[string]any{"key": "sk-bench-value-0123456789abcdef-" + strconv.Itoa(i)}})
+				if err != nil {
+					once.Do(func() { firstErr = err })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return 0, fmt.Errorf("direct write: %w", firstErr)
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// pipeline is a keyrelay worker in this process writing to Vault.
+type pipeline struct {
+	js       jetstream.JetStream
+	kr       *events.Keyring
+	provider *vault.Provider
+	writes   atomic.Int64
+	cancel   context.CancelFunc
+	done     chan error
+}
+
+func newPipeline(ctx context.Context, js jetstream.JetStream, kr *events.Keyring, conc int, vaultAddr string) (*pipeline, error) {
+	topo := worker.TopologyConfig{Replicas: 1, DuplicateWindow: 2 * time.Minute, AckWait: 30 * time.Second, MaxDeliver: 5, MaxAckPending: 4 * conc}
+	if err := worker.EnsureTopology(ctx, js, topo); err != nil {
+		return nil, err
+	}
+	opts := map[string]string{vault.OptionAddr: vaultAddr, vault.OptionToken: "root"}
+	p := &pipeline{js: js, kr: kr, done: make(chan error, 1)}
+	reg := providers.NewRegistry()
+	reg.Register(vault.Name, func(ctx context.Context, cfg providers.Config) (providers.Provider, error) {
+		prov, err := vault.Factory(ctx, cfg)
+		if err == nil {
+			p.provider = prov.(*vault.Provider)
+		}
+		return prov, err
+	})
+	reg.Wrap(func(_ string, prov providers.Provider) providers.Provider { return counting{prov, &p.writes} })
+	cfg := settings.Default()
+	cfg.KeyManagementSystem = vault.Name
+	cfg.Keyrelay.Providers = map[string]map[string]string{vault.Name: opts}
+	w, err := worker.New(ctx, worker.Config{Concurrency: conc, AckWait: topo.AckWait, ClaimLease: 20 * time.Second, CallTimeout: 10 * time.Second},
+		worker.Deps{JS: js, Settings: cfg, Registry: reg, Opener: kr, Getenv: func(string) string { return "" }})
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	p.cancel = cancel
+	go func() { p.done <- w.Run(rctx) }()
+	for !w.Ready() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Open the provider once (and log in) before timing.
+	prov, err := reg.Open(ctx, vault.Name, providers.Config{Options: opts, Getenv: func(string) string { return "" }})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := prov.Get(ctx, "bench-warmup", ""); err != nil && !isNotFound(err) {
+		return nil, err
+	}
+	return p, nil
+}
+
+func isNotFound(err error) bool { return errors.Is(err, providers.ErrNotFound) }
+
+// counting counts the Puts that wrote a version.
+type counting struct {
+	providers.Provider
+	writes *atomic.Int64
+}
+
+func (c counting) Put(ctx context.Context, req providers.PutRequest) (providers.PutResult, error) {
+	res, err := c.Provider.Put(ctx, req)
+	if err == nil && !res.Duplicate {
+		c.writes.Add(1)
+	}
+	return res, err
+}
+
+func (p *pipeline) stop() { p.cancel(); <-p.done }
+
+func (p *pipeline) confirmed(ctx context.Context) (uint64, error) {
+	s, err := p.js.Stream(ctx, worker.ConfirmationsStream)
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Msgs, nil
+}
+
+// throughput publishes n events (n/keys generations of each key, sealed
+// before timing starts) and waits for n confirmations.
+func (p *pipeline) throughput(ctx context.Context, n, keys, run int) (float64, error) {
+	team := "bench-" + strconv.Itoa(run)
+	msgs := make([]*nats.Msg, n)
+	for i := 0; i < n; i++ {
+		gen := uint64(i/keys) + 1
+		typ := events.KeyRotated
+		if gen == 1 {
+			typ = events.KeyCreated
+		}
+		ev, err := events.NewKeyEvent(ctx, p.kr, typ, team, "key-"+strconv.Itoa(i%keys), gen, []byte("sk-bench-value-0123456789abcdef-"+strconv.Itoa(i)), events.KeyData{})
+		if err != nil {
+			return 0, err
+		}
+		b, err := ev.Encode()
+		if err != nil {
+			return 0, err
+		}
+		msgs[i] = &nats.Msg{Subject: ev.Subject(), Data: b, Header: nats.Header{jetstream.MsgIDHeader: []string{ev.ID}}}
+	}
+	before, err := p.confirmed(ctx)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	futs := make([]jetstream.PubAckFuture, 0, 1024)
+	flush := func() error {
+		for _, f := range futs {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				return err
+			}
+		}
+		futs = futs[:0]
+		return nil
+	}
+	for _, m := range msgs {
+		f, err := p.js.PublishMsgAsync(m)
+		if err != nil {
+			return 0, err
+		}
+		if futs = append(futs, f); len(futs) == cap(futs) {
+			if err := flush(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return 0, err
+	}
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		c, err := p.confirmed(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if c >= before+uint64(n) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("only %d of %d events confirmed after 5 minutes", c-before, n)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}

@@ -1,0 +1,124 @@
+// Package vault is keyrelay's HashiCorp Vault provider: it stores virtual
+// keys in a KV version 2 secrets engine, where LiteLLM reads them. It
+// registers as the key_management_system "hashicorp_vault" (Register) and
+// is built with github.com/hashicorp/vault/api.
+//
+// # Where secrets go
+//
+// A secret named N (keyrelay's rendered name, prefix included) is stored at
+//
+//	<addr>/v1/[<namespace>/]<mount>/data/[<path_prefix>/]N
+//
+// with the data {"key": "<value>"}, exactly as LiteLLM writes and reads it
+// (the field name is option "data", default "key"). The namespace is sent
+// as path segments, never as a header, as LiteLLM does; logins carry the
+// login namespace in X-Vault-Namespace. Values must be valid UTF-8. LiteLLM
+// also puts a description into the data; keyrelay keeps it in
+// custom_metadata, so the data holds only the value (LiteLLM reads only
+// "key", and keyrelay reads secrets LiteLLM wrote with or without one).
+// Before its first write the provider checks once that the mount is KV
+// version 2 (sys/internal/ui/mounts), so a KV version 1 mount is refused
+// instead of receiving stray "data/..." and "metadata/..." secrets.
+//
+// # Configuration
+//
+// Options (keyrelay.providers.hashicorp_vault, overridden per team) fall
+// back to LiteLLM's environment variables, then to the defaults:
+//
+//	addr                HCP_VAULT_ADDR                          http://127.0.0.1:8200
+//	token               HCP_VAULT_TOKEN
+//	namespace           HCP_VAULT_SECRET_NAMESPACE, HCP_VAULT_NAMESPACE   (secrets; a team's "namespace")
+//	login_namespace     HCP_VAULT_LOGIN_NAMESPACE, HCP_VAULT_NAMESPACE    (AppRole/cert login)
+//	mount               HCP_VAULT_MOUNT_NAME                    secret
+//	path_prefix         HCP_VAULT_PATH_PREFIX                   none
+//	data                (LiteLLM's team option)                 key
+//	auth_method         token | approle | cert                  LiteLLM's order: approle, cert, token
+//	approle_role_id     HCP_VAULT_APPROLE_ROLE_ID
+//	approle_secret_id   HCP_VAULT_APPROLE_SECRET_ID
+//	approle_mount_path  HCP_VAULT_APPROLE_MOUNT_PATH            approle
+//	client_cert         HCP_VAULT_CLIENT_CERT                   (PEM file)
+//	client_key          HCP_VAULT_CLIENT_KEY                    (PEM file)
+//	cert_role           HCP_VAULT_CERT_ROLE                     none (Vault picks the matching role)
+//	cert_mount_path                                             cert
+//	ca_cert             PEM bundle trusted for Vault's certificate   system pool
+//	tls_server_name, tls_skip_verify                            none, false
+//	delete_mode         soft | destroy | metadata               soft
+//	max_versions        max_versions of secrets keyrelay creates    0 (the mount's)
+//	event_history       versions whose event id is kept (1-32)  10
+//	timeout             per HTTP request                        30s
+//	max_retries         the Vault client's own retries          0 (the worker retries)
+//	rate_limit, rate_burst  requests/s to Vault, burst          0 (no limit), ceil(rate)
+//
+// Teams should override only namespace, mount, path_prefix and data
+// (TeamOptions, LiteLLM's team overrides): options arrive merged, and a
+// team-chosen addr would be sent the global credentials.
+//
+// LiteLLM's settings field names (vault_addr, vault_token, vault_namespace,
+// vault_mount_name, vault_path_prefix, vault_cert_role) are accepted as
+// aliases. Nothing is taken from VAULT_* variables: VAULT_ADDR, VAULT_TOKEN,
+// VAULT_NAMESPACE and VAULT_HEADERS are ignored. Config.Validate names the
+// bad field; errors never contain a credential.
+//
+// # Authentication
+//
+// Token, AppRole (auth/<approle_mount_path>/login) or TLS certificate
+// (auth/<cert_mount_path>/login, over an https address with client_cert and
+// client_key presented on every connection). The token is cached for its
+// lease: after two thirds of it the provider renews the token in the
+// background (auth/token/renew-self) while calls continue, and logs in again
+// when renewal fails or the token approaches its max TTL; a call blocks only
+// when the token is about to expire. A static token with a TTL is renewed
+// the same way (it cannot be re-obtained). A 403 on a login-based token that
+// Vault no longer accepts (checked with lookup-self) triggers one new login
+// and one repeat of the request. Close revokes a token obtained by login.
+//
+// # Guarantees
+//
+//   - Writes use check-and-set: cas=0 creates, the current version updates.
+//     A concurrent writer makes Put fail with ErrConflict, classified
+//     retryable; nothing is overwritten blindly. The KV version written is
+//     PutResult.Version ("1", "2", ...).
+//   - Idempotency: custom_metadata records the event id (IdempotencyKey)
+//     of each of the newest event_history versions under
+//     "keyrelay-event-<version>" (custom_metadata belongs to the secret, not
+//     to a version). A Put whose IdempotencyKey is recorded for the current
+//     version returns it as a Duplicate and writes nothing. If a write
+//     landed but recording its event id did not (a crash, a lost
+//     response), the retry finds the current version unrecorded, owned by
+//     the same key and holding the same value, records it and returns a
+//     Duplicate.
+//   - Ownership: custom_metadata holds managed-by: keyrelay, keyrelay-team
+//     and keyrelay-key. Put, Delete and UpdateTags refuse a secret owned by
+//     another key or not keyrelay's (ErrNotOwned) unless the request sets
+//     Adopt. A new secret's metadata, with its owner, is written before its
+//     first version, so a crash in between never leaves an unowned secret.
+//     Extra tags and the description ("keyrelay-description") live there
+//     too, within Vault's limits (64 keys; names up to 128 bytes, values up
+//     to 512, printable).
+//   - Delete is soft by default (the current version is marked deleted, as
+//     LiteLLM's delete does); delete_mode "destroy" destroys every version's
+//     data, "metadata" removes the secret entirely, and DeleteRequest.Force
+//     always removes it entirely. A Put after a delete restores the secret
+//     with a new version (Created) and undeletes the version the soft delete
+//     hid. Older versions stay readable by Get(name, version) after a
+//     rotation, up to the mount's max_versions (10 by default).
+//   - Names: ".." anywhere, "." segments, empty segments (leading, trailing
+//     or double "/"), control characters and invalid UTF-8 are refused with
+//     ErrInvalid, in names, namespaces, mounts and path prefixes; otherwise
+//     names map to paths unchanged.
+//   - Errors are *providers.Error values. 429 is Throttled with the
+//     Retry-After hint; 5xx (but 501), 412, network errors and timeouts are
+//     retryable ErrUnavailable; a check-and-set mismatch is retryable
+//     ErrConflict; 403 is permanent ErrAccessDenied, 404 ErrNotFound, other
+//     4xx permanent ErrInvalid; an untrusted server certificate is permanent.
+//     Messages keep the status and Vault's error text, never the request
+//     URL, query, headers, a token, a secret id or a value.
+//
+// # Vault policy
+//
+// The token needs, on <mount>/data/<prefix>/*: create, read, update,
+// delete; on <mount>/metadata/<prefix>/*: create, read, update, patch,
+// delete; on <mount>/undelete/<prefix>/* and (delete_mode destroy)
+// <mount>/destroy/<prefix>/*: update; and the default policy's
+// auth/token/lookup-self, renew-self and revoke-self.
+package vault
