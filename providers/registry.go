@@ -29,13 +29,14 @@ type Factory func(ctx context.Context, cfg Config) (Provider, error)
 type Registry struct {
 	mu        sync.Mutex
 	factories map[string]Factory
+	teamOpts  map[string]map[string]bool
 	instances map[string]Provider
 	wrap      func(name string, p Provider) Provider
 }
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
-	return &Registry{factories: map[string]Factory{}, instances: map[string]Provider{}}
+	return &Registry{factories: map[string]Factory{}, teamOpts: map[string]map[string]bool{}, instances: map[string]Provider{}}
 }
 
 // Register adds a factory under name, replacing any previous one.
@@ -43,6 +44,32 @@ func (r *Registry) Register(name string, f Factory) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.factories[name] = f
+}
+
+// AllowTeamOptions declares which options of provider name a team's
+// settings may set. Every other team option is ignored, so a team can never
+// point the operator's credentials at a server of its choosing (an "addr"
+// or "endpoint" of its own) or at another part of the file system. By
+// default a team may set none.
+func (r *Registry) AllowTeamOptions(name string, keys ...string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.teamOpts[name]
+	if m == nil {
+		m = map[string]bool{}
+		r.teamOpts[name] = m
+	}
+	for _, k := range keys {
+		m[k] = true
+	}
+}
+
+// TeamOptionAllowed reports whether a team may set option key of provider
+// name.
+func (r *Registry) TeamOptionAllowed(name, key string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.teamOpts[name][key]
 }
 
 // Wrap installs a decorator applied to every instance the registry builds

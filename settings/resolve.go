@@ -3,6 +3,7 @@ package settings
 import (
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"unicode/utf8"
 
@@ -28,6 +29,28 @@ type Resolved struct {
 	// Options are the provider options for Backend. They may hold
 	// credentials taken from the configuration file: never log them.
 	Options map[string]string
+	// GlobalOptions and TeamOptions are the two layers Options merges: the
+	// configuration's (LiteLLM's aws_* settings, keyrelay.providers) and
+	// the team's. ProviderOptions merges them with a filter on the team's.
+	GlobalOptions map[string]string
+	TeamOptions   map[string]string
+}
+
+// ProviderOptions returns GlobalOptions overridden by the team options that
+// allowed accepts, and the sorted names of the team options it refused.
+func (r Resolved) ProviderOptions(allowed func(key string) bool) (map[string]string, []string) {
+	out := make(map[string]string, len(r.GlobalOptions)+len(r.TeamOptions))
+	merge(out, r.GlobalOptions)
+	var refused []string
+	for k, v := range r.TeamOptions {
+		if allowed != nil && allowed(k) {
+			out[k] = v
+		} else {
+			refused = append(refused, k)
+		}
+	}
+	sort.Strings(refused)
+	return out, refused
 }
 
 // Resolve returns the settings that apply to team's keys. A nil team means
@@ -94,9 +117,13 @@ func (c *Config) Resolve(team *events.TeamSettings) Resolved {
 		merge(r.Options, km.awsOptions())
 	}
 	merge(r.Options, c.Keyrelay.Providers[r.Backend])
+	r.GlobalOptions = map[string]string{}
+	merge(r.GlobalOptions, r.Options)
+	r.TeamOptions = map[string]string{}
 	if team != nil {
 		merge(r.Tags, team.Tags)
 		merge(r.Options, team.Options)
+		merge(r.TeamOptions, team.Options)
 	}
 	return r
 }

@@ -97,6 +97,8 @@ func TestResolve(t *testing.T) {
 			want.Options = copyMap(global.Options)
 			tc.want(&want)
 			got := c.Resolve(tc.team)
+			// The two option layers are checked by TestProviderOptions.
+			got.GlobalOptions, got.TeamOptions = nil, nil
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("Resolve =\n %+v\nwant\n %+v", got, want)
 			}
@@ -266,4 +268,39 @@ func FuzzSecretName(f *testing.F) {
 			t.Errorf("SecretName(%q, %q, %q, %q, %q) = %q", template, prefix, team, key, alias, name)
 		}
 	})
+}
+
+func TestProviderOptions(t *testing.T) {
+	c := Default()
+	c.KeyManagementSystem = "hashicorp_vault"
+	c.Keyrelay.Providers = map[string]map[string]string{"hashicorp_vault": {"addr": "https://vault.internal", "mount": "secret"}}
+	team := &events.TeamSettings{Options: map[string]string{"addr": "https://attacker.example", "mount": "team-kv", "namespace": "team-a"}}
+	r := c.Resolve(team)
+	for name, tc := range map[string]struct {
+		allowed     func(string) bool
+		want        map[string]string
+		wantRefused []string
+	}{
+		"mount and namespace allowed": {
+			allowed:     func(k string) bool { return k == "mount" || k == "namespace" },
+			want:        map[string]string{"addr": "https://vault.internal", "mount": "team-kv", "namespace": "team-a"},
+			wantRefused: []string{"addr"},
+		},
+		"nothing allowed": {
+			allowed:     func(string) bool { return false },
+			want:        map[string]string{"addr": "https://vault.internal", "mount": "secret"},
+			wantRefused: []string{"addr", "mount", "namespace"},
+		},
+		"nil filter refuses all": {
+			want:        map[string]string{"addr": "https://vault.internal", "mount": "secret"},
+			wantRefused: []string{"addr", "mount", "namespace"},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, refused := r.ProviderOptions(tc.allowed)
+			if !reflect.DeepEqual(got, tc.want) || !reflect.DeepEqual(refused, tc.wantRefused) {
+				t.Fatalf("got %v refused %v; want %v refused %v", got, refused, tc.want, tc.wantRefused)
+			}
+		})
+	}
 }

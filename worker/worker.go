@@ -338,5 +338,9 @@ func (w *Worker) pollConsumer(ctx context.Context) {
 
 // provider opens the backend named by the resolved settings.
 func (w *Worker) provider(ctx context.Context, r settings.Resolved) (providers.Provider, error) {
-	return w.d.Registry.Open(ctx, r.Backend, providers.Config{Options: r.Options, Getenv: w.d.Getenv, Logger: w.log})
+	opts, refused := r.ProviderOptions(func(key string) bool { return w.d.Registry.TeamOptionAllowed(r.Backend, key) })
+	if len(refused) > 0 {
+		w.log.Warn("team provider options ignored: a team may not set them", zap.String("backend", r.Backend), zap.Strings("options", refused))
+	}
+	return w.d.Registry.Open(ctx, r.Backend, providers.Config{Options: opts, Getenv: w.d.Getenv, Logger: w.log})
 }

@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -446,5 +447,32 @@ func TestDeleteFollowsTheSecret(t *testing.T) {
 	}
 	if _, err := b.stores["local"].Get(b.ctx, name("team-a", "key-1"), ""); err == nil {
 		t.Fatal("the secret is still in the backend the team left")
+	}
+}
+
+// TestTeamCannotRedirectProvider: provider options a provider does not
+// allow teams to set (an address, a path) are ignored and reported.
+func TestTeamCannotRedirectProvider(t *testing.T) {
+	var seen []map[string]string
+	b := setup(t, setupOptions{})
+	b.reg.Register("local", func(_ context.Context, cfg providers.Config) (providers.Provider, error) {
+		seen = append(seen, cfg.Options)
+		return b.stores["local"], nil
+	})
+	b.reg.AllowTeamOptions("local", "fsync")
+	b.startWorker(nil)
+	b.publish(b.settingsEvent("team-a", 1, &events.TeamSettings{Options: map[string]string{"path": "/tmp/elsewhere", "fsync": "false"}}))
+	b.publish(b.keyEvent(events.KeyCreated, "team-a", "key-1", 1, "sk"))
+	cs := b.confirmations(2, 20*time.Second)
+	for _, c := range cs {
+		if c.KeyID != "" && c.Status != events.StatusStored {
+			t.Fatalf("%+v", c)
+		}
+	}
+	if len(seen) != 1 || seen[0]["path"] != "" || seen[0]["fsync"] != "false" {
+		t.Fatalf("provider opened with %v; want fsync from the team and no path", seen)
+	}
+	if !strings.Contains(b.logs.String(), `"options":["path"]`) {
+		t.Fatal("the refused option was not reported")
 	}
 }

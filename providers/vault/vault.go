@@ -26,7 +26,10 @@ import (
 const Name = "hashicorp_vault"
 
 // Register adds the Vault provider to r under Name.
-func Register(r *providers.Registry) { r.Register(Name, Factory) }
+func Register(r *providers.Registry) {
+	r.Register(Name, Factory)
+	r.AllowTeamOptions(Name, TeamOptions...)
+}
 
 // Factory builds a Vault provider from cfg.Options and LiteLLM's environment
 // variables read through cfg.Getenv (os.Getenv when nil; see

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"unicode/utf8"
 
+	"github.com/keyrelay/keyrelay/providers/aws/awsconfig"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	sm "github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager/types"
@@ -34,7 +36,19 @@ const (
 const maxPutAttempts = 3
 
 // Register adds the provider to r under Name.
-func Register(r *providers.Registry) { r.Register(Name, Factory) }
+func Register(r *providers.Registry) {
+	r.Register(Name, Factory)
+	r.AllowTeamOptions(Name, TeamOptions...)
+}
+
+// TeamOptions are the options a team's settings may set: where and how its
+// secrets are kept (region, the role to assume, encryption key, recovery
+// window, replicas), never endpoints or credentials.
+var TeamOptions = []string{
+	awsconfig.OptionRegion, awsconfig.OptionAWSRegionName, awsconfig.OptionAWSRoleName,
+	awsconfig.OptionAWSSessionName, awsconfig.OptionAWSExternalID,
+	OptionKMSKeyID, OptionRecoveryWindowDays, OptionReplicaRegions,
+}
 
 // Factory builds a provider from cfg.Options and cfg.Getenv (see
 // ConfigFromOptions). It makes no network call; a bad configuration is a
