@@ -29,46 +29,10 @@ const (
 	LocalKMSAccountID = "111122223333"
 )
 
-var localKMSMu sync.Mutex
-
-// LocalKMSBinary returns bin/local-kms, running `make bin/local-kms` (which
-// installs the pinned version from the module proxy into a cache outside
-// the tree and links it) when it is missing. Installs are serialized
-// across the test binaries of one `go test ./...` run by a lock file.
-func LocalKMSBinary(t testing.TB) string {
-	t.Helper()
-	bin := filepath.Join(RepoRoot(), "bin", "local-kms")
-	if _, err := os.Stat(bin); err == nil {
-		return bin
-	}
-	localKMSMu.Lock()
-	defer localKMSMu.Unlock()
-	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	lock, err := os.OpenFile(bin+".lock", os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if _, err := os.Stat(bin); err == nil {
-		return bin
-	}
-	t.Logf("installing local-kms %s (make bin/local-kms)", LocalKMSVersion)
-	// The Makefile's target is $(CURDIR)/bin/local-kms: name it absolutely.
-	cmd := exec.Command("make", "-C", RepoRoot(), bin)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("make %s: %v\n%s", bin, err, out)
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("make did not produce %s: %v", bin, err)
-	}
-	return bin
-}
+// LocalKMSBinary returns bin/local-kms, installing the pinned version
+// with make (from the module proxy into a cache outside the tree) when it
+// is missing.
+func LocalKMSBinary(t testing.TB) string { return MakeTool(t, "local-kms") }
 
 // LocalKMS is a running local-kms process: AWS KMS's JSON API on
 // 127.0.0.1, with real AES-GCM symmetric keys, aliases,

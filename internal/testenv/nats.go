@@ -26,9 +26,32 @@ func RepoRoot() string {
 var buildMu sync.Mutex
 
 // Binary returns the path of a tool in bin/, building it with `go build`
-// from pkg when it is missing. Builds are serialized across the test
-// binaries of one `go test ./...` run by a lock file.
+// from pkg when it is missing.
 func Binary(t testing.TB, name, pkg string) string {
+	t.Helper()
+	return ensureTool(t, name, func(bin string) *exec.Cmd {
+		t.Logf("building %s from %s", name, pkg)
+		cmd := exec.Command("go", "build", "-o", bin+".tmp", pkg)
+		cmd.Dir = RepoRoot()
+		return cmd
+	}, true)
+}
+
+// MakeTool returns bin/<name>, running `make <repo>/bin/<name>` when it is
+// missing (the Makefile builds test servers into a cache outside the tree
+// and links them; its targets are absolute paths).
+func MakeTool(t testing.TB, name string) string {
+	t.Helper()
+	return ensureTool(t, name, func(bin string) *exec.Cmd {
+		t.Logf("building %s with make (the first build of Vault takes 15-20 minutes)", name)
+		return exec.Command("make", "-C", RepoRoot(), bin)
+	}, false)
+}
+
+// ensureTool returns bin/<name>, running build when it is missing. Builds
+// are serialized across the test binaries of one `go test ./...` run by a
+// lock file. With rename, build writes <bin>.tmp, moved into place after.
+func ensureTool(t testing.TB, name string, build func(bin string) *exec.Cmd, rename bool) string {
 	t.Helper()
 	bin := filepath.Join(RepoRoot(), "bin", name)
 	if _, err := os.Stat(bin); err == nil {
@@ -51,14 +74,16 @@ func Binary(t testing.TB, name, pkg string) string {
 	if _, err := os.Stat(bin); err == nil {
 		return bin
 	}
-	t.Logf("building %s from %s", name, pkg)
-	cmd := exec.Command("go", "build", "-o", bin+".tmp", pkg)
-	cmd.Dir = RepoRoot()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build %s: %v\n%s", pkg, err, out)
+	if out, err := build(bin).CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", name, err, out)
 	}
-	if err := os.Rename(bin+".tmp", bin); err != nil {
-		t.Fatal(err)
+	if rename {
+		if err := os.Rename(bin+".tmp", bin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("building %s did not produce %s: %v", name, bin, err)
 	}
 	return bin
 }

@@ -33,46 +33,9 @@ const VaultVersion = "v1.21.0"
 // VaultRootToken is the dev server's root token.
 const VaultRootToken = "root"
 
-var vaultBuildMu sync.Mutex
-
-// VaultBinary returns bin/vault, building it with `make -C <repo> bin/vault`
-// when it is missing (15-20 minutes on a cold module cache). Builds are
-// serialized across test binaries by a lock file, as Binary does.
-func VaultBinary(t testing.TB) string {
-	t.Helper()
-	root := RepoRoot()
-	bin := filepath.Join(root, "bin", "vault")
-	if _, err := os.Stat(bin); err == nil {
-		return bin
-	}
-	vaultBuildMu.Lock()
-	defer vaultBuildMu.Unlock()
-	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	lock, err := os.OpenFile(bin+".lock", os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if _, err := os.Stat(bin); err == nil {
-		return bin
-	}
-	t.Logf("building Vault %s with `make -C %s bin/vault` (15-20 minutes the first time)", VaultVersion, root)
-	// The Makefile names its targets with absolute paths ($(CURDIR)/bin/...).
-	cmd := exec.Command("make", "-C", root, bin)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("make bin/vault: %v\n%s", err, out)
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("make bin/vault did not produce %s: %v", bin, err)
-	}
-	return bin
-}
+// VaultBinary returns bin/vault, building it with make when it is missing
+// (15-20 minutes on a cold module cache; see tools/vault).
+func VaultBinary(t testing.TB) string { return MakeTool(t, "vault") }
 
 // Vault is a running `vault server -dev` process.
 type Vault struct {
