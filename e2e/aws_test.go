@@ -2,24 +2,15 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	sm "github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/keyrelay/keyrelay/client"
-	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/internal/app"
 	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/providers/aws/secretsmanager"
@@ -78,188 +69,32 @@ func TestPipelineAWSSecretsManager(t *testing.T) {
       control_tps: "1000"`, front.URL)})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	sc := scenario{keys: keys, teams: 5, fresh: fresh, dupWindow: dupWindow, seed: 5, teamPrefix: prefix + "-"}
 
-	w := []*proc{e.startWorker("w1"), e.startWorker("w2"), e.startWorker("w3")}
-
-	pub := client.NewPublisher(e.js)
-	rng := rand.New(rand.NewPCG(5, 6))
-	publishAll := func(evs []*events.Event) {
-		futs := make([]jetstream.PubAckFuture, 0, len(evs))
-		for _, ev := range evs {
-			f, err := pub.PublishAsync(ev)
-			if err != nil {
-				t.Fatal(err)
-			}
-			futs = append(futs, f)
-		}
-		for _, f := range futs {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				t.Fatalf("publish: %v", err)
-			case <-ctx.Done():
-				t.Fatal(ctx.Err())
-			}
-		}
-	}
-	teamOf := func(k int) string { return fmt.Sprintf("%s-team-%d", prefix, k%5) }
-	keyOf := func(k int) string { return fmt.Sprintf("key-%03d", k) }
-	mk := func(k int, gen uint64) *events.Event {
-		typ := events.KeyRotated
-		if gen == 1 {
-			typ = events.KeyCreated
-		}
-		ev, err := events.NewKeyEvent(ctx, e.keyring, typ, teamOf(k), keyOf(k), gen, []byte(value(teamOf(k), keyOf(k), gen)), events.KeyData{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ev
-	}
-
-	all := map[string]*events.Event{} // every distinct event id
-	var phase1 []*events.Event
-	raw := map[string][]byte{}
-	for g := uint64(1); g <= fresh; g++ {
-		for _, k := range rng.Perm(keys) {
-			ev := mk(k, g)
-			phase1 = append(phase1, ev)
-			all[ev.ID] = ev
-			raw[ev.ID], _ = json.Marshal(ev)
-		}
-	}
-	start := time.Now()
-	killed := make(chan struct{})
-	go func() {
-		defer close(killed)
-		for {
-			s, err := e.js.Stream(ctx, "KEYRELAY_CONFIRMATIONS")
-			if err == nil {
-				if info, err := s.Info(ctx); err == nil && info.State.Msgs >= keys*fresh/3 {
-					break
-				}
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		w[1].stop(syscall.SIGKILL)
-		t.Logf("SIGKILLed w2 at %v", time.Since(start).Round(time.Millisecond))
-		time.Sleep(500 * time.Millisecond)
-		w[1] = e.startWorker("w2-restarted")
-	}()
-	publishAll(phase1)
-
-	// Exact duplicates after the dedupe window: stored again by the server.
-	time.Sleep(dupWindow + 500*time.Millisecond)
-	for i := 0; i < keys; i++ {
-		orig := phase1[rng.IntN(len(phase1))]
-		m := &nats.Msg{Subject: orig.Subject(), Data: raw[orig.ID], Header: nats.Header{}}
-		m.Header.Set(jetstream.MsgIDHeader, orig.ID)
-		if _, err := e.js.PublishMsg(ctx, m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Older generations under new ids.
-	var phase2 []*events.Event
-	for i := 0; i < keys; i++ {
-		ev := mk(rng.IntN(keys), uint64(1+rng.IntN(fresh-1)))
-		phase2 = append(phase2, ev)
-		all[ev.ID] = ev
-	}
-	publishAll(phase2)
-
-	<-killed
-	e.waitQuiet(ctx, len(all), 4*time.Minute)
-	elapsed := time.Since(start)
-
-	confByID := map[string]*events.Confirmation{}
-	for _, c := range e.confirmations(ctx) {
-		if confByID[c.EventID] != nil {
-			t.Errorf("event %s has two confirmations", c.EventID)
-		}
-		confByID[c.EventID] = c
-	}
-	statuses := map[events.Status]int{}
-	for id := range all {
-		c := confByID[id]
-		if c == nil {
-			t.Errorf("event %s has no confirmation", id)
-			continue
-		}
-		statuses[c.Status]++
-		if c.Status == events.StatusFailed || c.Status == events.StatusRejected {
-			t.Errorf("event %s: %s (%s)", id, c.Status, c.Reason)
-		}
-	}
+	out := sc.run(ctx, t, e)
 
 	p, err := secretsmanager.Factory(ctx, providers.Config{Options: front.Options(), Getenv: func(string) string { return "" }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sdk := front.Client()
-	eventsOf := map[string][]*events.Event{}
-	for _, ev := range all {
-		eventsOf[ev.TeamID+"/"+ev.KeyID] = append(eventsOf[ev.TeamID+"/"+ev.KeyID], ev)
+	store := p.(*secretsmanager.Provider)
+	// AWS's VersionId is the ClientRequestToken derived from the event id.
+	tokenOwner := map[string]string{}
+	for id := range out.events {
+		tokenOwner[secretsmanager.ClientRequestToken(id)] = id
 	}
-	versionsTotal, writtenThenSuperseded := 0, 0
-	for k := 0; k < keys; k++ {
-		team, key := teamOf(k), keyOf(k)
-		name := "litellm/" + team + "/" + key
-		cur, err := p.Get(ctx, name, "")
-		if err != nil {
-			t.Errorf("%s: %v", name, err)
-			continue
+	r := sc.check(ctx, t, out, backendCheck{store: store, eventOf: func(_ string, v providers.VersionInfo) string {
+		if id, ok := tokenOwner[v.Version]; ok {
+			return id
 		}
-		if string(cur.Value) != value(team, key, fresh) {
-			t.Errorf("%s: AWSCURRENT holds %q, want generation %d", name, cur.Value, fresh)
-		}
-		if !providers.IsOwnedBy(cur.Tags, providers.Owner{TeamID: team, KeyID: key}) {
-			t.Errorf("%s: tags %v", name, cur.Tags)
-		}
-		byToken := map[string]*events.Event{}
-		for _, ev := range eventsOf[team+"/"+key] {
-			byToken[secretsmanager.ClientRequestToken(ev.ID)] = ev
-		}
-		out, err := sdk.ListSecretVersionIds(ctx, &sm.ListSecretVersionIdsInput{SecretId: aws.String(name), IncludeDeprecated: aws.Bool(true)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		versionsTotal += len(out.Versions)
-		have := map[string]bool{}
-		for _, v := range out.Versions {
-			id := aws.ToString(v.VersionId)
-			have[id] = true
-			ev := byToken[id]
-			if ev == nil {
-				t.Errorf("%s: version %s is no event's token: a write without the event's ClientRequestToken", name, id)
-				continue
-			}
-			if c := confByID[ev.ID]; c != nil && c.Status == events.StatusSuperseded {
-				// A worker killed after the write and before the ledger
-				// commit, its key then taken over by a newer generation.
-				writtenThenSuperseded++
-			}
-		}
-		for _, ev := range eventsOf[team+"/"+key] {
-			c := confByID[ev.ID]
-			if c == nil || (c.Status != events.StatusStored && c.Status != events.StatusRotated) {
-				continue
-			}
-			if !have[c.ProviderVersion] {
-				t.Errorf("%s: %s confirmed version %q, which AWS does not have", name, ev.ID, c.ProviderVersion)
-				continue
-			}
-			s, err := p.Get(ctx, name, c.ProviderVersion)
-			if err != nil || string(s.Value) != value(team, key, ev.Generation) {
-				t.Errorf("%s: version %s of generation %d: %v %v", name, c.ProviderVersion, ev.Generation, s, err)
-			}
-		}
-	}
-	t.Logf("%d events (%d distinct) in %v, statuses %v, %d AWS versions for %d keys (%d written then superseded by a kill), %d faults injected, %d AWS requests",
-		len(phase1)+keys+len(phase2), len(all), elapsed.Round(time.Millisecond), statuses, versionsTotal, keys, writtenThenSuperseded,
-		front.Fired(), len(front.Requests()))
+		return "not-an-event-token:" + v.Version
+	}})
+	sc.report(t, secretsmanager.Name, out, r)
+	t.Logf("%d faults injected, %d AWS requests", front.Fired(), len(front.Requests()))
 	if front.Fired() == 0 {
 		t.Error("no fault was injected")
+	}
+	if r.unrecorded != 0 {
+		t.Errorf("%d AWS versions outside any event's token", r.unrecorded)
 	}
 }
