@@ -60,7 +60,7 @@ vet:
 # Unit and integration tests with the race detector, then the end-to-end
 # proof (verbose: it prints its counts), then short fuzz runs.
 test: tools build vet
-	$(GO) test -race -count=1 -timeout 12m $$($(GO) list ./... | grep -v /e2e$$)
+	$(GO) test -race -count=1 -timeout 12m -tags conjursdk $$($(GO) list ./... | grep -v /e2e$$)
 	$(GO) test -count=1 -timeout 12m -v ./e2e
 	$(MAKE) fuzz
 

@@ -25,6 +25,7 @@ import (
 	"github.com/keyrelay/keyrelay/internal/natsconn"
 	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/providers/aws/secretsmanager"
+	"github.com/keyrelay/keyrelay/providers/cyberark/conjur"
 	"github.com/keyrelay/keyrelay/providers/local"
 	"github.com/keyrelay/keyrelay/providers/vault"
 	"github.com/keyrelay/keyrelay/settings"
@@ -37,6 +38,7 @@ func Registry() *providers.Registry {
 	local.Register(r)
 	secretsmanager.Register(r)
 	vault.Register(r)
+	conjur.Register(r)
 	return r
 }
 

@@ -1,0 +1,65 @@
+// Package conjur is keyrelay's CyberArk Conjur provider, registered as
+// LiteLLM's key_management_system "cyberark".
+//
+// # Layout in Conjur
+//
+// Every secret is a Conjur variable declared in one policy branch (option
+// "policy_branch", default DefaultPolicyBranch; a team may set its own). The
+// variable's id inside the branch is the keyrelay name (prefix + name, as
+// LiteLLM names its variables), so its full id is "<branch>/<name>" and a
+// LiteLLM reading it uses that full id. keyrelay never writes the root
+// policy (where LiteLLM itself declares the variables it writes) unless
+// policy_branch is "root" and the operator also sets allow_root_policy,
+// which a team cannot. The branch must exist
+// and the configured role needs update privilege on it (to declare and
+// delete variables) and update/execute on its variables; the provider does
+// not create branches.
+//
+// # Writes
+//
+// Put loads a policy (PATCH, "update" mode) that declares the variable with
+// annotations carrying keyrelay's ownership tags (managed-by,
+// keyrelay-team, keyrelay-key), the extra tags, the description and the
+// idempotency key (keyrelay-event) of the version being written
+// (keyrelay-event-version), then adds the value. The provider version is
+// Conjur's secret version number. A Put whose IdempotencyKey equals the
+// annotation of the current version is a Duplicate. Writes to one name are
+// serialized inside a provider instance; Conjur has no compare-and-set, so
+// two keyrelay processes writing the same name at once may interleave.
+//
+// Delete loads "- !delete record: !variable <id>" into the branch. Conjur
+// then drops the variable and all its versions: there is no soft delete.
+// Where the policy forbids it (403) the error is a permanent
+// ErrAccessDenied saying that the variable was left in place.
+//
+// # Ids
+//
+// Names are restricted to letters, digits and "/_.-@+=", must not start
+// with '-', '/' or '.', and must not contain empty, "." or ".." segments;
+// anything else (newlines, ':', '!', '#', quotes, spaces, YAML syntax) is
+// rejected with ErrInvalid. Ids and annotations are additionally written as
+// quoted YAML scalars, and ids are URL-encoded in request paths.
+//
+// # Values
+//
+// Conjur stores text; empty values are rejected with ErrInvalid, as Conjur
+// does. Conjur keeps the last 20 versions of a variable.
+//
+// # Transport
+//
+// Requests are built the way github.com/cyberark/conjur-api-go v0.15.7
+// builds them (see wire.go) rather than through the SDK, whose packages do
+// not compile in this module until its dependencies are added to go.sum.
+// sdk_compat_test.go (build tag conjursdk) drives the test fake with the
+// SDK itself. Tokens are refreshed at 85% of their life, as the SDK does,
+// and a 401 re-authenticates once before it is reported as access denied.
+//
+// # Configuration
+//
+// CYBERARK_API_BASE, CYBERARK_ACCOUNT, CYBERARK_USERNAME and
+// CYBERARK_API_KEY as LiteLLM reads them; CYBERARK_SSL_VERIFY;
+// CYBERARK_CLIENT_CERT and CYBERARK_CLIENT_KEY (client certificate files
+// for mutual TLS); CYBERARK_CA_BUNDLE or option ca_bundle (PEM CAs). Options
+// api_base, account, ssl_verify, timeout and allow_root_policy are the
+// operator's; policy_branch is the only team option.
+package conjur

@@ -1,0 +1,86 @@
+//go:build conjursdk
+
+// This test drives conjurfake with the official SDK,
+// github.com/cyberark/conjur-api-go, to show that the fake speaks the wire
+// protocol the SDK speaks. It needs the SDK's dependencies in go.sum
+// (github.com/sirupsen/logrus and others), which the module does not have
+// yet: run it with -tags conjursdk after
+// `go get github.com/cyberark/conjur-api-go@v0.15.7 && go mod tidy`.
+
+package conjur_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/cyberark/conjur-api-go/conjurapi"
+	"github.com/cyberark/conjur-api-go/conjurapi/authn"
+	"github.com/cyberark/conjur-api-go/conjurapi/response"
+
+	"github.com/keyrelay/keyrelay/providers"
+)
+
+func TestFakeWithOfficialSDK(t *testing.T) {
+	srv := newFake(t)
+	sdk, err := conjurapi.NewClientFromKey(conjurapi.Config{
+		ApplianceURL: srv.URL, Account: account, SSLCert: string(srv.CACertPEM()),
+		CredentialStorage: conjurapi.CredentialStorageNone, Environment: conjurapi.EnvironmentSH,
+	}, authn.LoginPair{Login: login, APIKey: apiKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sdk.LoadPolicy(conjurapi.PolicyModePatch, "keyrelay", strings.NewReader("- !variable\n  id: \"sdk/var\"\n  annotations:\n    \"a\": \"b\"\n")); err != nil {
+		t.Fatalf("LoadPolicy: %v", err)
+	}
+	for _, v := range []string{"one", "two"} {
+		if err := sdk.AddSecret("keyrelay/sdk/var", v); err != nil {
+			t.Fatalf("AddSecret: %v", err)
+		}
+	}
+	if b, err := sdk.RetrieveSecret("keyrelay/sdk/var"); err != nil || string(b) != "two" {
+		t.Fatalf("RetrieveSecret: %q %v", b, err)
+	}
+	if b, err := sdk.RetrieveSecretWithVersion("keyrelay/sdk/var", 1); err != nil || string(b) != "one" {
+		t.Fatalf("RetrieveSecretWithVersion: %q %v", b, err)
+	}
+	res, err := sdk.Resource(account + ":variable:keyrelay/sdk/var")
+	if err != nil || len(res["secrets"].([]interface{})) != 2 {
+		t.Fatalf("Resource: %v %v", res, err)
+	}
+	_, err = sdk.RetrieveSecret("keyrelay/sdk/missing")
+	var ce *response.ConjurError
+	if !errors.As(err, &ce) || ce.Code != 404 || ce.Details == nil || ce.Details.Code != "not_found" {
+		t.Fatalf("missing variable: %#v", err)
+	}
+	_, err = sdk.LoadPolicy(conjurapi.PolicyModePatch, "other", strings.NewReader("- !variable x\n"))
+	if !errors.As(err, &ce) || ce.Code != 404 {
+		t.Fatalf("missing branch: %#v", err)
+	}
+	srv.AddBranch("other")
+	_, err = sdk.LoadPolicy(conjurapi.PolicyModePatch, "other", strings.NewReader("- !variable x\n"))
+	if !errors.As(err, &ce) || ce.Code != 403 {
+		t.Fatalf("forbidden branch: %#v", err)
+	}
+	// The SDK re-authenticates when told to after the server expired its token.
+	srv.ExpireTokens()
+	if _, err := sdk.RetrieveSecret("keyrelay/sdk/var"); !errors.As(err, &ce) || ce.Code != 401 {
+		t.Fatalf("expired token: %v", err)
+	}
+	if err := sdk.ForceRefreshToken(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sdk.RetrieveSecret("keyrelay/sdk/var"); err != nil {
+		t.Fatal(err)
+	}
+	// And keyrelay's provider reads what the SDK wrote.
+	p := newProvider(t, config(srv))
+	s, err := p.Get(context.Background(), "sdk/var", "1")
+	if err != nil || string(s.Value) != "one" {
+		t.Fatalf("provider Get: %v", err)
+	}
+	if _, err := p.Put(context.Background(), providers.PutRequest{Name: "sdk/var", Value: []byte("x"), Owner: ownerA}); !errors.Is(err, providers.ErrNotOwned) {
+		t.Fatalf("provider Put over an unmanaged variable: %v", err)
+	}
+}
