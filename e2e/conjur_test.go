@@ -1,0 +1,52 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/keyrelay/keyrelay/providers/cyberark/conjur"
+	"github.com/keyrelay/keyrelay/providers/cyberark/conjur/conjurfake"
+)
+
+// TestPipelineConjur runs the end-to-end scenario (short load) with CyberArk
+// Conjur as the backend: the wire-faithful v5 fake over HTTPS in this test
+// process, three `keyrelay serve` processes configured through LiteLLM's
+// CYBERARK_* variables and a CA bundle. Every event is confirmed once,
+// every key holds its newest value, and no event wrote two versions.
+func TestPipelineConjur(t *testing.T) {
+	const account, login, apiKey = "keyrelay", "host/keyrelay", "e2e-api-key"
+	srv := conjurfake.New(account)
+	t.Cleanup(srv.Close)
+	srv.AddBranch("keyrelay")
+	srv.AddUser(login, apiKey, "keyrelay")
+	ca := filepath.Join(t.TempDir(), "conjur-ca.pem")
+	if err := os.WriteFile(ca, srv.CACertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(conjur.EnvAPIBase, srv.URL)
+	t.Setenv(conjur.EnvAccount, account)
+	t.Setenv(conjur.EnvUsername, login)
+	t.Setenv(conjur.EnvAPIKey, apiKey)
+	t.Setenv(conjur.EnvCABundle, ca)
+
+	sc := scenario{keys: 60, teams: 3, fresh: 5, dupWindow: 2 * time.Second, seed: 7}
+	e := newEnv(t, envOptions{system: conjur.Name, dupWindow: sc.dupWindow, backendYML: `
+    cyberark:
+      policy_branch: keyrelay`})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	out := sc.run(ctx, t, e)
+
+	store, err := conjur.New(ctx, conjur.Config{APIBase: srv.URL, Account: account, Username: login, APIKey: apiKey,
+		CAPEM: srv.CACertPEM(), SSLVerify: true, PolicyBranch: "keyrelay"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	r := sc.check(ctx, t, out, backendCheck{store: store})
+	sc.report(t, conjur.Name, out, r)
+}
