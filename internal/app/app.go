@@ -25,6 +25,7 @@ import (
 	"github.com/keyrelay/keyrelay/internal/natsconn"
 	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/providers/aws/secretsmanager"
+	"github.com/keyrelay/keyrelay/providers/azure/keyvault"
 	"github.com/keyrelay/keyrelay/providers/cyberark/conjur"
 	"github.com/keyrelay/keyrelay/providers/local"
 	"github.com/keyrelay/keyrelay/providers/vault"
@@ -39,6 +40,7 @@ func Registry() *providers.Registry {
 	secretsmanager.Register(r)
 	vault.Register(r)
 	conjur.Register(r)
+	keyvault.Register(r)
 	return r
 }
 

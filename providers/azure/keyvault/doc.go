@@ -1,0 +1,68 @@
+// Package keyvault is keyrelay's Azure Key Vault provider, registered as
+// "azure_key_vault" (LiteLLM's key_management_system name). It writes
+// LiteLLM virtual keys as Key Vault secrets through the official azsecrets
+// client.
+//
+// # Configuration
+//
+// Options (see Config and ConfigFromOptions): vault_url (else LiteLLM's
+// $AZURE_KEY_VAULT_URI), tenant_id, client_id, client_secret (else
+// $AZURE_TENANT_ID, $AZURE_CLIENT_ID, $AZURE_CLIENT_SECRET), authority_host
+// for sovereign clouds (with disable_instance_discovery for authorities
+// Microsoft's discovery does not know), ca_bundle for private endpoints and proxies,
+// disable_challenge_resource_verification for a vault behind a custom
+// domain, content_type, purge_on_force, creates_per_10s, max_retries,
+// timeout and recover_timeout. With a client secret the provider uses
+// azidentity's client-secret credential; otherwise azidentity's default
+// chain (environment, workload identity, managed identity, Azure CLI).
+//
+// A team may set only content_type (TeamOptions): the vault URL, authority
+// host and CA bundle decide where the operator's bearer token goes, so a
+// team can never choose them.
+//
+// # Names
+//
+// Key Vault names are 1..127 characters of [0-9a-zA-Z-], compared
+// case-insensitively. KVName maps keyrelay names onto them without
+// collisions: lower-case names that already fit (and hold no "--") are
+// kept; all others are sanitized, cut, and suffixed with "--" and 64 bits
+// of SHA-256 of the original name. Values are stored as the raw secret
+// string, as LiteLLM reads them; they must be non-empty valid UTF-8 of at
+// most 25 KiB.
+//
+// # Writes
+//
+// Put reads the current version first: a secret keyrelay does not own for
+// req.Owner is refused with providers.ErrNotOwned unless Adopt; a current
+// version whose keyrelay-event tag equals the IdempotencyKey makes the Put
+// a Duplicate (nothing written). A name that is deleted but recoverable
+// (Key Vault answers 409 Conflict to a write) is recovered after the same
+// ownership check, the provider polls until it is readable, and then
+// writes. Every write carries the tags managed-by, keyrelay-team,
+// keyrelay-key, keyrelay-event, keyrelay-description and keyrelay-name
+// (when the name fits 256 characters), and the configured content type;
+// the Key Vault version id is the provider version. Writers of one name in
+// one process are serialized; across processes Key Vault has no
+// compare-and-swap, so two writers with different events both write.
+//
+// Delete soft-deletes; with Force it then purges (retrying while Key
+// Vault still finishes the delete), unless purge_on_force=false.
+//
+// # Errors and throttling
+//
+// Errors are *providers.Error: 401/403 and failed authentication are
+// permanent ErrAccessDenied, 404 ErrNotFound, 409 retryable ErrConflict,
+// 429 Throttled ErrThrottled with Retry-After, 5xx and network errors
+// retryable ErrUnavailable. Messages hold the status and Key Vault's error
+// code only, never the SDK's text (request URL, body), a token or a value.
+// SDK retries are off by default (max_retries) so keyrelay's own retry
+// policy sees the hint. A client-side limiter allows creates_per_10s
+// (default 300) writes per 10 seconds per vault, shared in the process.
+//
+// # Tests
+//
+// No Key Vault emulator exists offline: the provider is tested against
+// kvfake, an HTTPS fake of the REST API with the bearer challenge and a
+// minimal Entra ID token endpoint, through the official azsecrets client
+// and, for client-secret credentials, azidentity.
+package keyvault
