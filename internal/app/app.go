@@ -27,6 +27,7 @@ import (
 	"github.com/keyrelay/keyrelay/providers/aws/secretsmanager"
 	"github.com/keyrelay/keyrelay/providers/azure/keyvault"
 	"github.com/keyrelay/keyrelay/providers/cyberark/conjur"
+	gsm "github.com/keyrelay/keyrelay/providers/google/secretmanager"
 	"github.com/keyrelay/keyrelay/providers/local"
 	"github.com/keyrelay/keyrelay/providers/vault"
 	"github.com/keyrelay/keyrelay/settings"
@@ -41,6 +42,7 @@ func Registry() *providers.Registry {
 	vault.Register(r)
 	conjur.Register(r)
 	keyvault.Register(r)
+	gsm.Register(r)
 	return r
 }
 

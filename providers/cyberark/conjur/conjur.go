@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 
 	"go.uber.org/zap"
@@ -79,7 +78,7 @@ func New(_ context.Context, cfg Config, log *zap.Logger) (*Provider, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, providers.NewError(Name, "open", "", providers.Permanent, fmt.Errorf("%w: %w", providers.ErrInvalid, err))
 	}
-	hc, err := newHTTPClient(cfg)
+	c, err := newClient(cfg)
 	if err != nil {
 		return nil, providers.NewError(Name, "open", "", providers.Permanent, fmt.Errorf("%w: %w", providers.ErrInvalid, err))
 	}
@@ -87,9 +86,8 @@ func New(_ context.Context, cfg Config, log *zap.Logger) (*Provider, error) {
 		log = zap.NewNop()
 	}
 	return &Provider{
-		cfg: cfg,
-		c: &client{base: strings.TrimRight(cfg.APIBase, "/"), account: cfg.Account, login: cfg.Username,
-			apiKey: cfg.APIKey, http: hc},
+		cfg:   cfg,
+		c:     c,
 		log:   log,
 		locks: map[string]*nameLock{},
 	}, nil
@@ -114,7 +112,7 @@ func (p *Provider) VariableID(name string) (string, error) {
 
 // Close releases idle connections.
 func (p *Provider) Close() error {
-	p.c.http.CloseIdleConnections()
+	p.c.close()
 	return nil
 }
 

@@ -47,12 +47,24 @@
 //
 // # Transport
 //
-// Requests are built the way github.com/cyberark/conjur-api-go v0.15.7
-// builds them (see wire.go) rather than through the SDK, whose packages do
-// not compile in this module until its dependencies are added to go.sum.
-// sdk_compat_test.go (build tag conjursdk) drives the test fake with the
-// SDK itself. Tokens are refreshed at 85% of their life, as the SDK does,
-// and a 401 re-authenticates once before it is reported as access denied.
+// The provider uses the official SDK, github.com/cyberark/conjur-api-go
+// (conjurapi.NewClientFromKey with a conjurapi.Config): the SDK builds
+// every request (ResourceRequest, LoadPolicyRequest in PolicyModePatch,
+// AddSecretRequest, RetrieveSecretRequest / RetrieveSecretWithVersionRequest,
+// AuthenticateRequest), parses and ages access tokens (authn.NewToken;
+// refresh at 85% of their life) and reads every response
+// (response.DataResponse and friends). The SDK's *response.ConjurError is
+// classified by its HTTP status and Conjur's error code only; its message,
+// which may echo the response body, is never copied into keyrelay's errors.
+// sdk.go keeps only what the SDK lacks: the SDK's calls take no context and
+// its Client refreshes tokens without a lock, so each SDK-built request is
+// sent with the caller's context and an access token held under a mutex;
+// a 401 re-authenticates once before it is reported as access denied; and
+// TLS (CA bundle added to the system roots, ssl_verify, a client
+// certificate with API-key authentication) is set on a clone of the SDK's
+// transport, which the SDK's own SSLCert and client-certificate options do
+// not express. sdk_compat_test.go (build tag conjursdk) drives the test
+// fake with the SDK's high-level calls as well.
 //
 // # Configuration
 //

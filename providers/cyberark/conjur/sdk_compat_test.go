@@ -1,11 +1,10 @@
 //go:build conjursdk
 
-// This test drives conjurfake with the official SDK,
-// github.com/cyberark/conjur-api-go, to show that the fake speaks the wire
-// protocol the SDK speaks. It needs the SDK's dependencies in go.sum
-// (github.com/sirupsen/logrus and others), which the module does not have
-// yet: run it with -tags conjursdk after
-// `go get github.com/cyberark/conjur-api-go@v0.15.7 && go mod tidy`.
+// This test drives conjurfake with the official SDK's high-level calls,
+// github.com/cyberark/conjur-api-go (LoadPolicy, AddSecret, RetrieveSecret,
+// Resource, ForceRefreshToken), to show that the fake speaks the wire
+// protocol the SDK speaks; the provider itself sends requests the SDK
+// builds (see sdk.go). Run it with -tags conjursdk.
 
 package conjur_test
 
