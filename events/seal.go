@@ -47,13 +47,15 @@ const MaxValueBytes = 16 << 10
 
 // SealedValue is the envelope a secret value travels in.
 type SealedValue struct {
-	// Alg is AlgA256GCM, AlgA256GCMKMS (or AlgPlaintext in development).
+	// Alg is AlgA256GCM, AlgA256GCMKMS, AlgA256GCMGCPKMS (or AlgPlaintext
+	// in development).
 	Alg string `json:"alg"`
 	// KID names the keyring key that sealed the value (AlgA256GCM) or the
 	// ARN of the KMS key that wrapped its data key (AlgA256GCMKMS).
 	KID string `json:"kid,omitempty"`
-	// EDK is the encrypted (wrapped) data key of an AlgA256GCMKMS value:
-	// the KMS CiphertextBlob, base64. Absent for the other algorithms.
+	// EDK is the encrypted (wrapped) data key of an AlgA256GCMKMS value
+	// (the KMS CiphertextBlob) or an AlgA256GCMGCPKMS value (the Cloud KMS
+	// ciphertext), base64. Absent for the other algorithms.
 	EDK []byte `json:"edk,omitempty"`
 	// Nonce is the 12-byte GCM nonce, base64 (standard, padded).
 	Nonce []byte `json:"nonce,omitempty"`
@@ -72,7 +74,7 @@ func (s *SealedValue) String() string {
 
 func (s *SealedValue) validate(field string) error {
 	switch s.Alg {
-	case AlgA256GCM, AlgA256GCMKMS:
+	case AlgA256GCM, AlgA256GCMKMS, AlgA256GCMGCPKMS:
 		if s.Alg == AlgA256GCM {
 			if err := ValidateID(field+".kid", s.KID); err != nil {
 				return err
@@ -85,7 +87,7 @@ func (s *SealedValue) validate(field string) error {
 				return err
 			}
 			if len(s.EDK) == 0 {
-				return invalid(field+".edk", "is required for %s", AlgA256GCMKMS)
+				return invalid(field+".edk", "is required for %s", s.Alg)
 			}
 			if len(s.EDK) > MaxEDKBytes {
 				return invalid(field+".edk", "is %d bytes, larger than %d", len(s.EDK), MaxEDKBytes)
@@ -116,7 +118,7 @@ func (s *SealedValue) validate(field string) error {
 	case "":
 		return invalid(field+".alg", "is required")
 	default:
-		return invalid(field+".alg", "is not a supported algorithm (%s, %s or %s)", AlgA256GCM, AlgA256GCMKMS, AlgPlaintext)
+		return invalid(field+".alg", "is not a supported algorithm (%s, %s, %s or %s)", AlgA256GCM, AlgA256GCMKMS, AlgA256GCMGCPKMS, AlgPlaintext)
 	}
 	return nil
 }

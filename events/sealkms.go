@@ -45,6 +45,7 @@ func (b Binding) KMSEncryptionContext() map[string]string {
 // never the key bytes, so the caller can wipe the plaintext key as soon as
 // NewDataKey returns. It is safe for concurrent use.
 type DataKey struct {
+	alg  string
 	kid  string
 	edk  []byte
 	aead cipher.AEAD
@@ -54,6 +55,10 @@ type DataKey struct {
 // edk, the same key as KMS encrypted it under the KMS key whose ARN is kid.
 // It keeps neither key nor edk: wipe key (clear(key)) after the call.
 func NewDataKey(kid string, key, edk []byte) (*DataKey, error) {
+	return newDataKey(AlgA256GCMKMS, kid, key, edk)
+}
+
+func newDataKey(alg, kid string, key, edk []byte) (*DataKey, error) {
 	if err := validateKMSKeyID("kid", kid); err != nil {
 		return nil, fmt.Errorf("data key: %w", err)
 	}
@@ -71,8 +76,12 @@ func NewDataKey(kid string, key, edk []byte) (*DataKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data key: %w", err)
 	}
-	return &DataKey{kid: kid, edk: bytes.Clone(edk), aead: aead}, nil
+	return &DataKey{alg: alg, kid: kid, edk: bytes.Clone(edk), aead: aead}, nil
 }
+
+// Alg returns the algorithm of the values the data key seals:
+// AlgA256GCMKMS (NewDataKey) or AlgA256GCMGCPKMS (NewGCPKMSDataKey).
+func (k *DataKey) Alg() string { return k.alg }
 
 // KID returns the ARN of the KMS key that wrapped the data key.
 func (k *DataKey) KID() string { return k.kid }
@@ -99,12 +108,13 @@ func (k *DataKey) sealWithNonce(plaintext []byte, b Binding, nonce []byte) (*Sea
 	if err := b.validate(); err != nil {
 		return nil, fmt.Errorf("seal: %w", err)
 	}
-	ct := k.aead.Seal(nil, nonce, plaintext, b.AAD(AlgA256GCMKMS, k.kid))
-	return &SealedValue{Alg: AlgA256GCMKMS, KID: k.kid, EDK: bytes.Clone(k.edk), Nonce: nonce, Ciphertext: ct}, nil
+	ct := k.aead.Seal(nil, nonce, plaintext, b.AAD(k.alg, k.kid))
+	return &SealedValue{Alg: k.alg, KID: k.kid, EDK: bytes.Clone(k.edk), Nonce: nonce, Ciphertext: ct}, nil
 }
 
-// Open decrypts sv, which must be an A256GCM-KMS value wrapped as this data
-// key (same kid and edk), and checks that it is bound to b.
+// Open decrypts sv, which must be a value of the data key's algorithm
+// (A256GCM-KMS, or A256GCM-GCPKMS for NewGCPKMSDataKey) wrapped as this
+// data key (same kid and edk), and checks that it is bound to b.
 func (k *DataKey) Open(sv *SealedValue, b Binding) ([]byte, error) {
 	if sv == nil {
 		return nil, errors.New("open: no sealed value")
@@ -115,8 +125,8 @@ func (k *DataKey) Open(sv *SealedValue, b Binding) ([]byte, error) {
 	if err := b.validate(); err != nil {
 		return nil, fmt.Errorf("open: %w", err)
 	}
-	if sv.Alg != AlgA256GCMKMS {
-		return nil, fmt.Errorf("open: a KMS data key does not open %s values: %w", sv.Alg, ErrUnsupportedAlg)
+	if sv.Alg != k.alg {
+		return nil, fmt.Errorf("open: a %s data key does not open %s values: %w", k.alg, sv.Alg, ErrUnsupportedAlg)
 	}
 	if sv.KID != k.kid || !bytes.Equal(sv.EDK, k.edk) {
 		return nil, fmt.Errorf("open: the value's wrapped data key is not this data key: %w", ErrOpenFailed)
