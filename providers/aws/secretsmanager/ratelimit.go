@@ -3,9 +3,7 @@ package secretsmanager
 import (
 	"context"
 	"fmt"
-	"math"
 	"sync"
-	"time"
 
 	"golang.org/x/time/rate"
 
@@ -50,9 +48,7 @@ func limitersFor(k limiterKey) *limiters {
 	if l, ok := sharedLimiters[k]; ok {
 		return l
 	}
-	mk := func(tps float64) *rate.Limiter {
-		return rate.NewLimiter(rate.Limit(tps), max(1, int(math.Ceil(tps))))
-	}
+	mk := providers.NewLimiter
 	l := &limiters{}
 	for b := range numBuckets {
 		switch b {
@@ -68,32 +64,20 @@ func limitersFor(k limiterKey) *limiters {
 	return l
 }
 
-// wait takes a token from bucket b. When the context's deadline comes
-// before the token, it fails at once with a Throttled error whose
-// RetryAfter is the wait: the caller can come back then instead of
-// holding a worker.
+// wait takes a token from bucket b (see providers.WaitTokens): a token
+// the call's deadline cannot wait for fails at once as Throttled with the
+// wait as RetryAfter.
 func (p *Provider) wait(ctx context.Context, op, name string, b bucket) error {
-	r := p.lim[b].Reserve()
-	d := r.Delay()
-	if d == 0 {
+	d, err := providers.WaitTokens(ctx, p.lim[b])
+	switch {
+	case err == nil:
 		return nil
-	}
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
-		r.Cancel()
-		e := providers.NewError(Name, op, name, providers.Throttled,
-			fmt.Errorf("%w: client-side rate limit (%s) needs %v, more than the call has left", providers.ErrThrottled, b, d.Round(time.Millisecond)))
+	case d > 0:
+		e := providers.NewError(Name, op, name, providers.Throttled, fmt.Errorf("%s quota: %w", b, err))
 		e.RetryAfter = d
 		return e
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		r.Cancel()
-		return ctxErr(op, name, ctx.Err())
-	}
+	return ctxErr(op, name, err)
 }
 
 func (b bucket) String() string {

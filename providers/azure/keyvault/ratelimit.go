@@ -6,7 +6,6 @@ import (
 	"math"
 	"strings"
 	"sync"
-	"time"
 
 	"golang.org/x/time/rate"
 
@@ -38,29 +37,18 @@ func createLimiter(vault string, per10 float64) *rate.Limiter {
 	return l
 }
 
-// wait takes a write token. When the context's deadline comes before the
-// token, it fails at once with a Throttled error whose RetryAfter is the
-// wait.
+// wait takes a write token (see providers.WaitTokens): a token the
+// call's deadline cannot wait for fails at once as Throttled with the wait
+// as RetryAfter.
 func (p *Provider) wait(ctx context.Context, op, name string) error {
-	r := p.lim.Reserve()
-	d := r.Delay()
-	if d == 0 {
+	d, err := providers.WaitTokens(ctx, p.lim)
+	switch {
+	case err == nil:
 		return nil
-	}
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
-		r.Cancel()
-		e := newErr(op, name, providers.Throttled,
-			fmt.Errorf("%w: client-side limit of %g writes per 10s needs %v", providers.ErrThrottled, p.cfg.CreatesPer10s, d.Round(time.Millisecond)))
+	case d > 0:
+		e := newErr(op, name, providers.Throttled, fmt.Errorf("limit of %g writes per 10s: %w", p.cfg.CreatesPer10s, err))
 		e.RetryAfter = d
 		return e
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		r.Cancel()
-		return ctxErr(op, name, ctx.Err())
-	}
+	return ctxErr(op, name, err)
 }

@@ -3,7 +3,6 @@ package secretmanager
 import (
 	"context"
 	"fmt"
-	"math"
 	"sync"
 	"time"
 
@@ -52,7 +51,7 @@ func limitersFor(k limiterKey) *limiters {
 	}
 	perSec := k.perMinute / 60
 	l := &limiters{
-		project: rate.NewLimiter(rate.Limit(perSec), max(1, int(math.Ceil(perSec)))),
+		project: providers.NewLimiter(perSec),
 		perSec:  k.perSec,
 		secrets: map[string]*secretLimiter{},
 	}
@@ -75,44 +74,23 @@ func (l *limiters) secret(id string) *rate.Limiter {
 			}
 		}
 	}
-	s := &secretLimiter{lim: rate.NewLimiter(rate.Limit(l.perSec), max(1, int(math.Ceil(l.perSec)))), used: now}
+	s := &secretLimiter{lim: providers.NewLimiter(l.perSec), used: now}
 	l.secrets[id] = s
 	return s.lim
 }
 
-// wait takes one token from each limiter. When the context's deadline
-// comes before the tokens, it fails at once with a Throttled error whose
-// RetryAfter is the wait.
+// wait takes one token from each limiter (see providers.WaitTokens):
+// tokens the call's deadline cannot wait for fail at once as Throttled
+// with the wait as RetryAfter.
 func wait(ctx context.Context, op, name string, lims ...*rate.Limiter) error {
-	rs := make([]*rate.Reservation, 0, len(lims))
-	var d time.Duration
-	for _, l := range lims {
-		r := l.Reserve()
-		rs = append(rs, r)
-		d = max(d, r.Delay())
-	}
-	cancel := func() {
-		for _, r := range rs {
-			r.Cancel()
-		}
-	}
-	if d == 0 {
+	d, err := providers.WaitTokens(ctx, lims...)
+	switch {
+	case err == nil:
 		return nil
-	}
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
-		cancel()
-		e := providers.NewError(Name, op, name, providers.Throttled,
-			fmt.Errorf("%w: client-side write limit needs %v, more than the call has left", providers.ErrThrottled, d.Round(time.Millisecond)))
+	case d > 0:
+		e := providers.NewError(Name, op, name, providers.Throttled, fmt.Errorf("client-side write limit: %w", err))
 		e.RetryAfter = d
 		return e
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		cancel()
-		return ctxErr(op, name, ctx.Err())
-	}
+	return ctxErr(op, name, err)
 }
