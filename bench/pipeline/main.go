@@ -12,8 +12,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"sort"
@@ -22,6 +20,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/keyrelay/keyrelay/bench/benchkit"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -71,29 +71,16 @@ func run(n, keys, conc, rate int, dur time.Duration, runs int, serverBin string)
 		return err
 	}
 	defer os.RemoveAll(dir)
-	port := freePort()
-	args := []string{"-js", "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-sd", filepath.Join(dir, "js")}
-	if extra := os.Getenv("KEYRELAY_BENCH_SERVER_ARGS"); extra != "" {
-		args = append(args, strings.Fields(extra)...)
+	var extra []string
+	if e := os.Getenv("KEYRELAY_BENCH_SERVER_ARGS"); e != "" {
+		extra = strings.Fields(e)
 	}
-	srv := exec.Command(serverBin, args...)
-	if err := srv.Start(); err != nil {
-		return fmt.Errorf("start %s (run `make tools`): %w", serverBin, err)
-	}
-	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
-	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	var nc *nats.Conn
-	for i := 0; i < 100; i++ {
-		if nc, err = nats.Connect(url); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	js, stopNATS, err := benchkit.StartNATS(serverBin, dir, extra...)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	defer stopNATS()
+	nc := js.Conn()
 	version := nc.ConnectedServerVersion()
 
 	fmt.Printf("keyrelay pipeline benchmark: nats-server %s (separate process, file storage), %d events over %d keys, concurrency %d, %d CPUs\n",
@@ -121,8 +108,8 @@ func run(n, keys, conc, rate int, dur time.Duration, runs int, serverBin string)
 		fmt.Printf("  run %d: baseline %8.0f events/s   keyrelay %8.0f events/s   ratio %.2f\n", r+1, b, f, f/b)
 		base, full, ratios = append(base, b), append(full, f), append(ratios, f/b)
 	}
-	mb, mf := median(base), median(full)
-	fmt.Printf("throughput (median of %d runs): raw JetStream baseline %.0f events/s, keyrelay pipeline %.0f events/s, median ratio %.2f\n", runs, mb, mf, median(ratios))
+	mb, mf := benchkit.Median(base), benchkit.Median(full)
+	fmt.Printf("throughput (median of %d runs): raw JetStream baseline %.0f events/s, keyrelay pipeline %.0f events/s, median ratio %.2f\n", runs, mb, mf, benchkit.Median(ratios))
 
 	bl, err := baselineLatency(ctx, js, rate, dur, conc)
 	if err != nil {
@@ -135,12 +122,6 @@ func run(n, keys, conc, rate int, dur time.Duration, runs int, serverBin string)
 	fmt.Printf("latency at %d events/s offered for %v: baseline publish→reply p50 %v p99 %v; keyrelay publish→confirmation p50 %v p99 %v (%d events)\n",
 		rate, dur, pct(bl, 50), pct(bl, 99), pct(pl, 50), pct(pl, 99), len(pl))
 	return nil
-}
-
-func median(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	return s[len(s)/2]
 }
 
 func pct(d []time.Duration, p int) time.Duration {
@@ -361,90 +342,21 @@ func newPipeline(ctx context.Context, js jetstream.JetStream, kr *events.Keyring
 
 func (p *pipeline) stop() { p.cancel(); <-p.done }
 
-func (p *pipeline) confirmedCount(ctx context.Context) (uint64, error) {
-	s, err := p.js.Stream(ctx, worker.ConfirmationsStream)
-	if err != nil {
-		return 0, err
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return info.State.Msgs, nil
-}
-
-// mkEvents builds sealed events before timing starts: sealing is the
-// gateway's cost, not keyrelay's.
-func (p *pipeline) mkEvents(ctx context.Context, n, keys int, team string, genBase uint64) ([]*nats.Msg, []*events.Event, error) {
-	evs := make([]*events.Event, n)
-	msgs := make([]*nats.Msg, n)
-	for i := 0; i < n; i++ {
-		gen := genBase + uint64(i/keys) + 1
-		typ := events.KeyRotated
-		if gen == 1 {
-			typ = events.KeyCreated
-		}
-		ev, err := events.NewKeyEvent(ctx, p.kr, typ, team, "key-"+strconv.Itoa(i%keys), gen, []byte("sk-bench-value-0123456789abcdef"), events.KeyData{})
-		if err != nil {
-			return nil, nil, err
-		}
-		b, err := ev.Encode()
-		if err != nil {
-			return nil, nil, err
-		}
-		evs[i] = ev
-		msgs[i] = &nats.Msg{Subject: ev.Subject(), Data: b, Header: nats.Header{jetstream.MsgIDHeader: []string{ev.ID}}}
-	}
-	return msgs, evs, nil
+func (p *pipeline) mkEvents(ctx context.Context, n, keys int, team string) ([]*nats.Msg, []*events.Event, error) {
+	return benchkit.SealedEvents(ctx, p.kr, n, keys, team, func(int) string { return "sk-bench-value-0123456789abcdef" })
 }
 
 func (p *pipeline) throughput(ctx context.Context, n, keys, run int) (float64, error) {
-	msgs, _, err := p.mkEvents(ctx, n, keys, "bench-"+strconv.Itoa(run), 0)
+	msgs, _, err := p.mkEvents(ctx, n, keys, "bench-"+strconv.Itoa(run))
 	if err != nil {
 		return 0, err
 	}
-	before, err := p.confirmedCount(ctx)
-	if err != nil {
-		return 0, err
-	}
-	start := time.Now()
-	futs := make([]jetstream.PubAckFuture, 0, 1024)
-	for _, m := range msgs {
-		f, err := p.js.PublishMsgAsync(m)
-		if err != nil {
-			return 0, err
-		}
-		futs = append(futs, f)
-		if len(futs) == cap(futs) {
-			if err := wait(futs); err != nil {
-				return 0, err
-			}
-			futs = futs[:0]
-		}
-	}
-	if err := wait(futs); err != nil {
-		return 0, err
-	}
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		c, err := p.confirmedCount(ctx)
-		if err != nil {
-			return 0, err
-		}
-		if c >= before+uint64(n) {
-			break
-		}
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("only %d of %d events confirmed after 3 minutes", c-before, n)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	return float64(n) / time.Since(start).Seconds(), nil
+	return benchkit.Throughput(ctx, p.js, msgs)
 }
 
 func (p *pipeline) latency(ctx context.Context, rate int, dur time.Duration, keys int) ([]time.Duration, error) {
 	total := int(float64(rate) * dur.Seconds())
-	msgs, evs, err := p.mkEvents(ctx, total, keys, "bench-lat", 0)
+	msgs, evs, err := p.mkEvents(ctx, total, keys, "bench-lat")
 	if err != nil {
 		return nil, err
 	}
@@ -482,15 +394,6 @@ func (p *pipeline) latency(ctx context.Context, rate int, dur time.Duration, key
 		return nil, err
 	}
 	return collect(&mu, &lat, total), nil
-}
-
-func freePort() int {
-	l, err := netListen()
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().(*netTCPAddr).Port
 }
 
 // collect waits up to 30 s for total samples and returns a copy of them.

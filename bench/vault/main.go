@@ -14,21 +14,20 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/keyrelay/keyrelay/bench/benchkit"
+
 	"github.com/hashicorp/vault/api"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyrelay/keyrelay/events"
@@ -67,7 +66,7 @@ func run(n, keys, conc, runs int, natsBin, vaultBin string) error {
 		return err
 	}
 	defer stopVault()
-	js, stopNATS, err := startNATS(natsBin, dir)
+	js, stopNATS, err := benchkit.StartNATS(natsBin, dir)
 	if err != nil {
 		return err
 	}
@@ -113,10 +112,10 @@ func run(n, keys, conc, runs int, natsBin, vaultBin string) error {
 	}
 	st := pipe.provider.AuthStats()
 	fmt.Printf("throughput (median of %d runs): direct vault/api %.0f writes/s, keyrelay pipeline %.0f events/s, median ratio %.2f\n",
-		runs, median(base), median(full), median(ratios))
+		runs, benchkit.Median(base), benchkit.Median(full), benchkit.Median(ratios))
 	fmt.Printf("  for reference: the vault provider's Put alone (no NATS) %.0f writes/s; per event keyrelay makes 3 Vault requests for a rotation "+
 		"(read, check-and-set write, custom_metadata patch), 5 for a create; token logins %d, renewals %d\n",
-		median(prov), st.Logins, st.Renewals)
+		benchkit.Median(prov), st.Logins, st.Renewals)
 	return nil
 }
 
@@ -157,31 +156,9 @@ func providerOnly(ctx context.Context, p *vault.Provider, n, keys, conc, run int
 	return float64(done.Load()) / time.Since(start).Seconds(), nil
 }
 
-func median(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	return s[len(s)/2]
-}
-
-func freePort() int {
-	for {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			panic(err)
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		// Vault's dev cluster listener takes the next port.
-		if l2, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+1)); err == nil {
-			l2.Close()
-			return p
-		}
-	}
-}
-
 // startVault starts `vault server -dev` with a clean environment.
 func startVault(bin, dir string) (addr string, stop func(), err error) {
-	port := freePort()
+	port := benchkit.FreePort(true)
 	addr = fmt.Sprintf("http://127.0.0.1:%d", port)
 	home := filepath.Join(dir, "vault-home")
 	if err := os.MkdirAll(home, 0o700); err != nil {
@@ -213,28 +190,6 @@ func startVault(bin, dir string) (addr string, stop func(), err error) {
 	stop()
 	b, _ := os.ReadFile(filepath.Join(dir, "vault.log"))
 	return "", nil, fmt.Errorf("vault did not become healthy:\n%s", b)
-}
-
-func startNATS(bin, dir string) (jetstream.JetStream, func(), error) {
-	port := freePort()
-	srv := exec.Command(bin, "-js", "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-sd", filepath.Join(dir, "js"))
-	if err := srv.Start(); err != nil {
-		return nil, nil, fmt.Errorf("start %s (run `make tools`): %w", bin, err)
-	}
-	var nc *nats.Conn
-	var err error
-	for i := 0; i < 100; i++ {
-		if nc, err = nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", port)); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
-		_ = srv.Process.Kill()
-		return nil, nil, err
-	}
-	js, _ := jetstream.New(nc)
-	return js, func() { nc.Close(); _ = srv.Process.Kill(); _ = srv.Wait() }, nil
 }
 
 // direct writes straight to KV v2 with vault/api: what a client that does
@@ -355,83 +310,13 @@ func (c counting) Put(ctx context.Context, req providers.PutRequest) (providers.
 
 func (p *pipeline) stop() { p.cancel(); <-p.done }
 
-func (p *pipeline) confirmed(ctx context.Context) (uint64, error) {
-	s, err := p.js.Stream(ctx, worker.ConfirmationsStream)
-	if err != nil {
-		return 0, err
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return info.State.Msgs, nil
-}
-
 // throughput publishes n events (n/keys generations of each key, sealed
 // before timing starts) and waits for n confirmations.
 func (p *pipeline) throughput(ctx context.Context, n, keys, run int) (float64, error) {
-	team := "bench-" + strconv.Itoa(run)
-	msgs := make([]*nats.Msg, n)
-	for i := 0; i < n; i++ {
-		gen := uint64(i/keys) + 1
-		typ := events.KeyRotated
-		if gen == 1 {
-			typ = events.KeyCreated
-		}
-		ev, err := events.NewKeyEvent(ctx, p.kr, typ, team, "key-"+strconv.Itoa(i%keys), gen, []byte("sk-bench-value-0123456789abcdef-"+strconv.Itoa(i)), events.KeyData{})
-		if err != nil {
-			return 0, err
-		}
-		b, err := ev.Encode()
-		if err != nil {
-			return 0, err
-		}
-		msgs[i] = &nats.Msg{Subject: ev.Subject(), Data: b, Header: nats.Header{jetstream.MsgIDHeader: []string{ev.ID}}}
-	}
-	before, err := p.confirmed(ctx)
+	msgs, _, err := benchkit.SealedEvents(ctx, p.kr, n, keys, "bench-"+strconv.Itoa(run),
+		func(i int) string { return "sk-bench-value-0123456789abcdef-" + strconv.Itoa(i) })
 	if err != nil {
 		return 0, err
 	}
-	start := time.Now()
-	futs := make([]jetstream.PubAckFuture, 0, 1024)
-	flush := func() error {
-		for _, f := range futs {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				return err
-			}
-		}
-		futs = futs[:0]
-		return nil
-	}
-	for _, m := range msgs {
-		f, err := p.js.PublishMsgAsync(m)
-		if err != nil {
-			return 0, err
-		}
-		if futs = append(futs, f); len(futs) == cap(futs) {
-			if err := flush(); err != nil {
-				return 0, err
-			}
-		}
-	}
-	if err := flush(); err != nil {
-		return 0, err
-	}
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		c, err := p.confirmed(ctx)
-		if err != nil {
-			return 0, err
-		}
-		if c >= before+uint64(n) {
-			break
-		}
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("only %d of %d events confirmed after 5 minutes", c-before, n)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	return float64(n) / time.Since(start).Seconds(), nil
+	return benchkit.Throughput(ctx, p.js, msgs)
 }

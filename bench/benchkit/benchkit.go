@@ -1,0 +1,166 @@
+// Package benchkit holds what keyrelay's benchmark commands share: a
+// nats-server process, sealed events built before timing starts, and the
+// publish-then-await-confirmations measurement.
+package benchkit
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/worker"
+)
+
+// Median of v (v is not modified).
+func Median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
+
+// FreePort returns a free loopback port; with pair, port+1 is free too
+// (Vault's dev cluster listener takes it).
+func FreePort(pair bool) int {
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !pair {
+			return p
+		}
+		if l2, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+1)); err == nil {
+			l2.Close()
+			return p
+		}
+	}
+}
+
+// StartNATS starts a JetStream nats-server process with its store under
+// dir, plus extra arguments, and connects to it.
+func StartNATS(bin, dir string, extra ...string) (jetstream.JetStream, func(), error) {
+	port := FreePort(false)
+	args := append([]string{"-js", "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-sd", filepath.Join(dir, "js")}, extra...)
+	srv := exec.Command(bin, args...)
+	if err := srv.Start(); err != nil {
+		return nil, nil, fmt.Errorf("start %s (run `make tools`): %w", bin, err)
+	}
+	var nc *nats.Conn
+	var err error
+	for i := 0; i < 100; i++ {
+		if nc, err = nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", port)); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		_ = srv.Process.Kill()
+		return nil, nil, err
+	}
+	js, _ := jetstream.New(nc)
+	return js, func() { nc.Close(); _ = srv.Process.Kill(); _ = srv.Wait() }, nil
+}
+
+// SealedEvents builds n key events over keys keys of team (generation
+// i/keys+1, so each key is created then rotated), sealed and encoded before
+// timing starts: sealing is the gateway's cost, not keyrelay's.
+func SealedEvents(ctx context.Context, s events.Sealer, n, keys int, team string, value func(i int) string) ([]*nats.Msg, []*events.Event, error) {
+	msgs, evs := make([]*nats.Msg, n), make([]*events.Event, n)
+	for i := 0; i < n; i++ {
+		gen := uint64(i/keys) + 1
+		typ := events.KeyRotated
+		if gen == 1 {
+			typ = events.KeyCreated
+		}
+		ev, err := events.NewKeyEvent(ctx, s, typ, team, "key-"+strconv.Itoa(i%keys), gen, []byte(value(i)), events.KeyData{})
+		if err != nil {
+			return nil, nil, err
+		}
+		b, err := ev.Encode()
+		if err != nil {
+			return nil, nil, err
+		}
+		evs[i] = ev
+		msgs[i] = &nats.Msg{Subject: ev.Subject(), Data: b, Header: nats.Header{jetstream.MsgIDHeader: []string{ev.ID}}}
+	}
+	return msgs, evs, nil
+}
+
+// PublishAsync publishes msgs, waiting for PubAcks in batches of 1024.
+func PublishAsync(js jetstream.JetStream, msgs []*nats.Msg) error {
+	futs := make([]jetstream.PubAckFuture, 0, 1024)
+	flush := func() error {
+		for _, f := range futs {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				return err
+			}
+		}
+		futs = futs[:0]
+		return nil
+	}
+	for _, m := range msgs {
+		f, err := js.PublishMsgAsync(m)
+		if err != nil {
+			return err
+		}
+		if futs = append(futs, f); len(futs) == cap(futs) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
+// Confirmed is the number of confirmations stored.
+func Confirmed(ctx context.Context, js jetstream.JetStream) (uint64, error) {
+	s, err := js.Stream(ctx, worker.ConfirmationsStream)
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Msgs, nil
+}
+
+// Throughput publishes msgs and returns events per second from the first
+// publish to the last of their confirmations (3 minutes at most).
+func Throughput(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg) (float64, error) {
+	before, err := Confirmed(ctx, js)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	if err := PublishAsync(js, msgs); err != nil {
+		return 0, err
+	}
+	deadline := start.Add(3 * time.Minute)
+	for {
+		c, err := Confirmed(ctx, js)
+		if err != nil {
+			return 0, err
+		}
+		if c >= before+uint64(len(msgs)) {
+			return float64(len(msgs)) / time.Since(start).Seconds(), nil
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("only %d of %d events confirmed after 3 minutes", c-before, len(msgs))
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
