@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -134,13 +133,7 @@ func (k *LocalKMS) Stop() {
 	if k.cmd == nil || k.cmd.Process == nil {
 		return
 	}
-	_ = k.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-k.exited:
-	case <-time.After(5 * time.Second):
-		_ = k.cmd.Process.Kill()
-		<-k.exited
-	}
+	terminate(k.cmd, k.exited)
 	k.cmd = nil
 }
 

@@ -157,13 +157,7 @@ func (n *NATS) Stop() {
 	if n.cmd == nil || n.cmd.Process == nil {
 		return
 	}
-	_ = n.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-n.exited:
-	case <-time.After(5 * time.Second):
-		_ = n.cmd.Process.Kill()
-		<-n.exited
-	}
+	terminate(n.cmd, n.exited)
 	n.cmd = nil
 }
 
@@ -185,4 +179,16 @@ func waitTCP(t testing.TB, addr string, timeout time.Duration) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("%s did not start listening within %v", addr, timeout)
+}
+
+// terminate stops a process this package started: SIGTERM, then SIGKILL
+// after 5 s. exited is closed by the goroutine that waits for it.
+func terminate(cmd *exec.Cmd, exited <-chan struct{}) {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		_ = cmd.Process.Kill()
+		<-exited
+	}
 }

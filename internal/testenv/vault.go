@@ -215,13 +215,7 @@ func (v *Vault) Stop() {
 	if v.cmd == nil || v.cmd.Process == nil {
 		return
 	}
-	_ = v.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-v.exited:
-	case <-time.After(5 * time.Second):
-		_ = v.cmd.Process.Kill()
-		<-v.exited
-	}
+	terminate(v.cmd, v.exited)
 	v.cmd = nil
 }
 
