@@ -211,6 +211,14 @@ type SealingConfig struct {
 	// (aws_region_name, endpoint, ca_bundle, aws_* credentials and roles);
 	// see providers/aws/kms. Default: none (keyring only).
 	KMS map[string]string `yaml:"kms"`
+	// GCPKMS configures Google Cloud KMS-wrapped data keys (alg
+	// A256GCM-GCPKMS), like KMS for AWS. Keys: key_name (a CryptoKey or
+	// CryptoKeyVersion resource; publishers seal with it when set),
+	// allowed_key_names, data_key_ttl, data_key_max_uses, seal_cache_size,
+	// open_cache_ttl, open_cache_size, call_timeout, endpoint, insecure,
+	// ca_bundle, credentials_file; see providers/google/kms. Set key_id in
+	// KMS or key_name here, not both. Default: none.
+	GCPKMS map[string]string `yaml:"gcp_kms"`
 }
 
 // HTTPConfig is the operations listener (/metrics, /healthz, /readyz).

@@ -22,6 +22,7 @@ import (
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/internal/app"
 	"github.com/keyrelay/keyrelay/internal/testenv"
+	"github.com/keyrelay/keyrelay/providers/google/kms/kmsfake"
 	"github.com/keyrelay/keyrelay/settings"
 )
 
@@ -213,5 +214,52 @@ func TestDecryptLiteLLMEnv(t *testing.T) {
 	}
 	if got := c.Env("PATH"); got == "" {
 		t.Fatal("other variables are no longer visible")
+	}
+}
+
+// TestSealingWithGoogleCloudKMS: with keyrelay.sealing.gcp_kms set,
+// publishers seal with a Cloud KMS-wrapped data key (against the gRPC
+// fake) and the same process's opener opens those values and keyring ones.
+func TestSealingWithGoogleCloudKMS(t *testing.T) {
+	srv, err := kmsfake.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	key, err := srv.CreateKey("projects/p/locations/global/keyRings/r/cryptoKeys/keyrelay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := settings.Default()
+	c.Keyrelay.Sealing.KeyringFile = filepath.Join(t.TempDir(), "keyring.json")
+	c.Keyrelay.Sealing.GCPKMS = map[string]string{"key_name": key, "endpoint": srv.Addr(), "insecure": "true"}
+	ctx := context.Background()
+	s, err := app.LoadSealing(ctx, c, true, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := events.Binding{TeamID: "team-a", KeyID: "key-1", Generation: 1}
+	sv, err := s.Sealer.Seal(ctx, []byte("sk-gcp"), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sv.Alg != events.AlgA256GCMGCPKMS {
+		t.Fatalf("sealed with %s", sv.Alg)
+	}
+	pt, err := s.Opener.Open(ctx, sv, b)
+	if err != nil || string(pt) != "sk-gcp" {
+		t.Fatalf("open: %q %v", pt, err)
+	}
+	kr, err := app.LoadKeyring(c, false, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	local, _ := kr.Seal(ctx, []byte("sk-local"), b)
+	if pt, err := s.Opener.Open(ctx, local, b); err != nil || string(pt) != "sk-local" {
+		t.Fatalf("keyring value: %q %v", pt, err)
+	}
+	c.Keyrelay.Sealing.KMS = map[string]string{"key_id": "alias/x"}
+	if _, err := app.LoadSealing(ctx, c, false, zap.NewNop()); err == nil {
+		t.Fatal("both KMS sealing keys accepted")
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/providers/aws/kms"
+	gcpkms "github.com/keyrelay/keyrelay/providers/google/kms"
 	"github.com/keyrelay/keyrelay/settings"
 )
 
@@ -24,14 +25,14 @@ type Sealing struct {
 }
 
 // LoadSealing builds the process's Sealing from keyrelay.sealing. The
-// keyring file is required unless KMS is configured; with createKeyring it
+// keyring file is required unless a KMS is configured; with createKeyring it
 // is generated when missing (the embedded default).
 func LoadSealing(ctx context.Context, c *settings.Config, createKeyring bool, log *zap.Logger) (*Sealing, error) {
 	sc := c.Keyrelay.Sealing
 	var openers events.Multi
 	var sealer events.Sealer
 	_, statErr := os.Stat(sc.KeyringFile)
-	if len(sc.KMS) == 0 || statErr == nil || createKeyring {
+	if (len(sc.KMS) == 0 && len(sc.GCPKMS) == 0) || statErr == nil || createKeyring {
 		kr, err := LoadKeyring(c, createKeyring, log)
 		if err != nil {
 			return nil, err
@@ -50,6 +51,20 @@ func LoadSealing(ctx context.Context, c *settings.Config, createKeyring bool, lo
 			sealer = ks
 		}
 		log.Info("KMS-wrapped data keys enabled", zap.Bool("seals_with_kms", ks.KeyID() != ""))
+	}
+	if len(sc.GCPKMS) > 0 {
+		gs, err := gcpkms.New(ctx, sc.GCPKMS, c.Env)
+		if err != nil {
+			return nil, fmt.Errorf("sealing.gcp_kms: %w", err)
+		}
+		openers = append(openers, gs)
+		if gs.KeyName() != "" {
+			if sc.KMS["key_id"] != "" {
+				return nil, errors.New("sealing: set kms.key_id or gcp_kms.key_name, not both")
+			}
+			sealer = gs
+		}
+		log.Info("Cloud KMS-wrapped data keys enabled", zap.Bool("seals_with_gcp_kms", gs.KeyName() != ""))
 	}
 	if sealer == nil {
 		sealer = noSealer{}

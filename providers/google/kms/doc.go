@@ -1,0 +1,66 @@
+// Package kms is keyrelay's Google Cloud KMS integration (LiteLLM's
+// key_management_system "google_kms"). It mirrors providers/aws/kms and
+// does two things:
+//
+//   - Decrypter decrypts values the way LiteLLM reads them through Cloud
+//     KMS: the secret's environment variable holds the base64 ciphertext,
+//     decrypted with the CryptoKey named by GOOGLE_KMS_RESOURCE_NAME.
+//   - Sealer seals event values with data keys wrapped by Cloud KMS
+//     (events.AlgA256GCMGCPKMS), as an alternative to the local keyring
+//     and to AWS KMS. Cloud KMS has no GenerateDataKey: the Sealer draws 32
+//     random bytes, wraps them with Encrypt and unwraps them with Decrypt,
+//     with the event's team as additional authenticated data
+//     (events.Binding.GCPKMSAdditionalData, the counterpart of the AWS
+//     encryption context). See docs/events.md, "Cloud KMS-wrapped data
+//     keys", for the wire format.
+//
+// Both take a narrow API (Encrypt, Decrypt) that
+// *kms.KeyManagementClient from cloud.google.com/go/kms/apiv1 implements;
+// NewClient builds one from the options "endpoint", "insecure",
+// "ca_bundle" and "credentials_file" (else Application Default
+// Credentials). Tests run the official client over real gRPC against
+// kmsfake, a wire-faithful fake of the service.
+//
+// # Guarantees
+//
+//   - A sealed value opens only for the event it was sealed for: the
+//     AES-GCM associated data binds team, key id and generation, and Cloud
+//     KMS unwraps the data key only with the additional data of the
+//     event's team.
+//   - Plaintext data keys live only in memory and are wiped as soon as the
+//     AES-GCM cipher is built; caches hold the cipher. Data keys are never
+//     logged or put in errors.
+//   - Every request carries CRC32C checksums of its plaintext, ciphertext
+//     and additional data, and every response's checksums (and
+//     verified_* flags) are checked, as Google recommends; a failed check
+//     is a retryable ErrChecksum.
+//   - A data key seals at most DataKeyMaxUses values (default 1000) during
+//     at most DataKeyTTL (default 5m), and only values of one team; an
+//     unwrapped key is reused for at most OpenCacheTTL (default 5m). Both
+//     caches are bounded LRUs; concurrent misses share one call.
+//   - Every failure is a *providers.Error classified for the retry policy
+//     by gRPC code: INVALID_ARGUMENT on Decrypt (tampered, another key or
+//     other additional data) is permanent ErrInvalidCiphertext (plus
+//     events.ErrOpenFailed from Open); NOT_FOUND and FAILED_PRECONDITION
+//     are permanent ErrKeyUnusable; PERMISSION_DENIED and UNAUTHENTICATED
+//     permanent providers.ErrAccessDenied; RESOURCE_EXHAUSTED is
+//     providers.Throttled; UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL,
+//     ABORTED and UNKNOWN are retryable. Messages carry the operation, the
+//     key name and the gRPC code, never a ciphertext, a data key or a
+//     value.
+//   - Sealer.Open refuses other algorithms with events.ErrUnsupportedAlg,
+//     and keys outside AllowedKeyNames with events.ErrUnknownKeyID,
+//     without calling Cloud KMS.
+//
+// # LiteLLM compatibility
+//
+// Decrypter mirrors LiteLLM's get_secret for google_kms
+// (litellm/secret_managers/google_kms.py loads the client and
+// GOOGLE_KMS_RESOURCE_NAME; get_secret decrypts): the variable must be
+// set, its value must pass LiteLLM's _is_base64 (canonical standard
+// base64, b64encode(b64decode(s)) == s), Decrypt gets name =
+// GOOGLE_KMS_RESOURCE_NAME and the ciphertext without additional data,
+// and the plaintext is decoded as UTF-8 and returned unstripped. keyrelay
+// additionally sends ciphertext_crc32c and checks the response's
+// plaintext_crc32c.
+package kms
