@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/keyrelay/keyrelay/providers/internal/datakeys"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awskms "github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
@@ -31,8 +33,8 @@ type Sealer struct {
 
 	// sealKeys: per encryption context (per team), the data key new values
 	// are sealed with. openKeys: unwrapped data keys by (kid, context, edk).
-	sealKeys *keyCache[string]
-	openKeys *keyCache[[sha256.Size]byte]
+	sealKeys *datakeys.Cache[string]
+	openKeys *datakeys.Cache[[sha256.Size]byte]
 
 	generateCalls, decryptCalls, sealHits, openHits atomic.Uint64
 }
@@ -69,8 +71,8 @@ func newSealer(api API, cfg Config, now func() time.Time) *Sealer {
 			s.allowed[arn] = true
 		}
 	}
-	s.sealKeys = newKeyCache[string](cfg.SealCacheSize, cfg.DataKeyTTL, cfg.DataKeyMaxUses, cfg.CallTimeout, now)
-	s.openKeys = newKeyCache[[sha256.Size]byte](cfg.OpenCacheSize, cfg.OpenCacheTTL, 0, cfg.CallTimeout, now)
+	s.sealKeys = datakeys.New[string](cfg.SealCacheSize, cfg.DataKeyTTL, cfg.DataKeyMaxUses, cfg.CallTimeout, now)
+	s.openKeys = datakeys.New[[sha256.Size]byte](cfg.OpenCacheSize, cfg.OpenCacheTTL, 0, cfg.CallTimeout, now)
 	return s
 }
 
@@ -104,8 +106,8 @@ func (s *Sealer) Stats() Stats {
 // KMS key: the next Seal generates a new one and the next Open unwraps
 // again.
 func (s *Sealer) Purge() {
-	s.sealKeys.purge()
-	s.openKeys.purge()
+	s.sealKeys.Purge()
+	s.openKeys.Purge()
 }
 
 // OpensAlg reports whether Open handles alg: events.AlgA256GCMKMS only.
@@ -128,7 +130,7 @@ func (s *Sealer) Seal(ctx context.Context, plaintext []byte, b events.Binding) (
 		return nil, fmt.Errorf("seal: %w", err)
 	}
 	ec := b.KMSEncryptionContext()
-	dk, hit, err := s.sealKeys.get(ctx, canonicalContext(ec), func(ctx context.Context) (*events.DataKey, error) {
+	dk, hit, err := s.sealKeys.Get(ctx, canonicalContext(ec), func(ctx context.Context) (*events.DataKey, error) {
 		return s.generate(ctx, ec)
 	})
 	if err != nil {
@@ -159,7 +161,7 @@ func (s *Sealer) generate(ctx context.Context, ec map[string]string) (*events.Da
 			&callError{msg: "KMS returned an unusable data key: " + err.Error(), causes: []error{providers.ErrInvalid}})
 	}
 	// This process can open what it seals without asking KMS.
-	s.openKeys.put(openKey(kid, ec, out.CiphertextBlob), dk)
+	s.openKeys.Put(openKey(kid, ec, out.CiphertextBlob), dk)
 	return dk, nil
 }
 
@@ -192,7 +194,7 @@ func (s *Sealer) Open(ctx context.Context, sv *events.SealedValue, b events.Bind
 	}
 	ec := b.KMSEncryptionContext()
 	kid, edk := sv.KID, bytes.Clone(sv.EDK)
-	dk, hit, err := s.openKeys.get(ctx, openKey(kid, ec, edk), func(ctx context.Context) (*events.DataKey, error) {
+	dk, hit, err := s.openKeys.Get(ctx, openKey(kid, ec, edk), func(ctx context.Context) (*events.DataKey, error) {
 		return s.unwrap(ctx, kid, edk, ec)
 	})
 	if err != nil {

@@ -392,7 +392,7 @@ func TestDataKeyCaching(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if n := opener.openKeys.len(); n != 2 {
+		if n := opener.openKeys.Len(); n != 2 {
 			t.Errorf("open cache holds %d keys, want 2", n)
 		}
 		_, _ = opener.Open(bg, svs[0], b("team-0", 1)) // evicted: asks again

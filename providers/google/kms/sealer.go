@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/keyrelay/keyrelay/providers/internal/datakeys"
+
 	"cloud.google.com/go/kms/apiv1/kmspb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -38,8 +40,8 @@ type Sealer struct {
 
 	// sealKeys: per team (additional data), the data key new values are
 	// sealed with. openKeys: unwrapped data keys by (kid, aad, edk).
-	sealKeys *keyCache[string]
-	openKeys *keyCache[[sha256.Size]byte]
+	sealKeys *datakeys.Cache[string]
+	openKeys *datakeys.Cache[[sha256.Size]byte]
 
 	encryptCalls, decryptCalls, sealHits, openHits atomic.Uint64
 }
@@ -72,8 +74,8 @@ func newSealer(api API, cfg Config, now func() time.Time) *Sealer {
 			s.allowed[n] = true
 		}
 	}
-	s.sealKeys = newKeyCache[string](cfg.SealCacheSize, cfg.DataKeyTTL, cfg.DataKeyMaxUses, cfg.CallTimeout, now)
-	s.openKeys = newKeyCache[[sha256.Size]byte](cfg.OpenCacheSize, cfg.OpenCacheTTL, 0, cfg.CallTimeout, now)
+	s.sealKeys = datakeys.New[string](cfg.SealCacheSize, cfg.DataKeyTTL, cfg.DataKeyMaxUses, cfg.CallTimeout, now)
+	s.openKeys = datakeys.New[[sha256.Size]byte](cfg.OpenCacheSize, cfg.OpenCacheTTL, 0, cfg.CallTimeout, now)
 	return s
 }
 
@@ -108,8 +110,8 @@ func (s *Sealer) Stats() Stats {
 
 // Purge drops every cached data key.
 func (s *Sealer) Purge() {
-	s.sealKeys.purge()
-	s.openKeys.purge()
+	s.sealKeys.Purge()
+	s.openKeys.Purge()
 }
 
 // OpensAlg reports whether Open handles alg: events.AlgA256GCMGCPKMS only.
@@ -132,7 +134,7 @@ func (s *Sealer) Seal(ctx context.Context, plaintext []byte, b events.Binding) (
 		return nil, fmt.Errorf("seal: %w", err)
 	}
 	aad := b.GCPKMSAdditionalData()
-	dk, hit, err := s.sealKeys.get(ctx, string(aad), func(ctx context.Context) (*events.DataKey, error) {
+	dk, hit, err := s.sealKeys.Get(ctx, string(aad), func(ctx context.Context) (*events.DataKey, error) {
 		return s.wrap(ctx, aad)
 	})
 	if err != nil {
@@ -176,7 +178,7 @@ func (s *Sealer) wrap(ctx context.Context, aad []byte) (*events.DataKey, error) 
 		return nil, permanent("Encrypt", s.cfg.KeyName, "Cloud KMS returned an unusable ciphertext: "+err.Error(), providers.ErrInvalid)
 	}
 	// This process can open what it seals without asking Cloud KMS.
-	s.openKeys.put(openKey(kid, aad, resp.GetCiphertext()), dk)
+	s.openKeys.Put(openKey(kid, aad, resp.GetCiphertext()), dk)
 	return dk, nil
 }
 
@@ -212,7 +214,7 @@ func (s *Sealer) Open(ctx context.Context, sv *events.SealedValue, b events.Bind
 	}
 	aad := b.GCPKMSAdditionalData()
 	kid, edk := sv.KID, bytes.Clone(sv.EDK)
-	dk, hit, err := s.openKeys.get(ctx, openKey(kid, aad, edk), func(ctx context.Context) (*events.DataKey, error) {
+	dk, hit, err := s.openKeys.Get(ctx, openKey(kid, aad, edk), func(ctx context.Context) (*events.DataKey, error) {
 		return s.unwrap(ctx, kid, edk, aad)
 	})
 	if err != nil {
