@@ -145,18 +145,21 @@ type proc struct {
 	name    string
 	cmd     *exec.Cmd
 	opsPort int
-	logPath string
-	exited  chan struct{}
+	// lookupPort is the lookup API listener (GET /v1/secrets/{name}).
+	lookupPort int
+	logPath    string
+	exited     chan struct{}
 }
 
 func (e *env) startWorker(name string) *proc {
 	e.t.Helper()
-	p := &proc{name: name, opsPort: testenv.FreePort(e.t), logPath: filepath.Join(e.dir, name+"-"+strconv.FormatInt(time.Now().UnixNano(), 10)+".log")}
+	p := &proc{name: name, opsPort: testenv.FreePort(e.t), lookupPort: testenv.FreePort(e.t), logPath: filepath.Join(e.dir, name+"-"+strconv.FormatInt(time.Now().UnixNano(), 10)+".log")}
 	logf, err := os.Create(p.logPath)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	p.cmd = exec.Command(keyrelayBinary(e.t), "serve", "--config", e.config, "--http", "127.0.0.1:"+strconv.Itoa(p.opsPort))
+	p.cmd = exec.Command(keyrelayBinary(e.t), "serve", "--config", e.config, "--http", "127.0.0.1:"+strconv.Itoa(p.opsPort),
+		"--lookup-addr", "127.0.0.1:"+strconv.Itoa(p.lookupPort))
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	if err := p.cmd.Start(); err != nil {
 		e.t.Fatal(err)

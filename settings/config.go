@@ -94,6 +94,8 @@ type KeyrelayConfig struct {
 	HTTP    HTTPConfig    `yaml:"http"`
 	Naming  NamingConfig  `yaml:"naming"`
 	Log     LogConfig     `yaml:"log"`
+	// Lookup is the read-through cache and lookup API.
+	Lookup LookupConfig `yaml:"lookup"`
 	// Providers holds global options per backend name, e.g.
 	// providers: {local: {path: ./data/secrets}, hashicorp_vault: {mount: secret}}.
 	// Team settings override them key by key. Default: none (each provider
@@ -368,5 +370,6 @@ func (c *Config) setDefaults() {
 		HTTP:   HTTPConfig{Addr: DefaultHTTPAddr},
 		Naming: NamingConfig{Template: DefaultNameTemplate},
 		Log:    LogConfig{Level: DefaultLogLevel, Format: DefaultLogFormat},
+		Lookup: defaultLookup(),
 	}
 }

@@ -174,6 +174,7 @@ func (v *validator) nats(n *NATSConfig) {
 
 func (v *validator) misc(c *Config) {
 	k := &c.Keyrelay
+	v.lookup(&k.Lookup)
 	if k.Sealing.KeyringFile == "" {
 		v.add(kr+"sealing.keyring_file", "is required")
 	}

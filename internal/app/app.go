@@ -157,8 +157,10 @@ func LoadKeyring(c *settings.Config, create bool, log *zap.Logger) (*events.Keyr
 type ServeOptions struct {
 	// Registry overrides the default provider registry (tests inject faults).
 	Registry *providers.Registry
-	// OnReady is called once the worker consumes and the ops listener is up.
+	// OnReady is called once the worker consumes and the listeners are up.
 	OnReady func(opsAddr string)
+	// OnLookup is called with the lookup listener's address once it is up.
+	OnLookup func(addr string)
 }
 
 // Serve runs keyrelay until ctx ends.
@@ -199,6 +201,21 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 			JS: conn.JS, Settings: c, Registry: registry, Opener: sealing.Opener, Logger: log, Metrics: metrics, Getenv: c.Env})
 		if err != nil {
 			return err
+		}
+	}
+
+	var lk *lookupRuntime
+	if l := c.Keyrelay.Lookup; l.HTTPEnabled() || l.NATSEnabled() {
+		var teams *worker.Teams
+		if w != nil {
+			teams = w.Teams()
+		}
+		if lk, err = startLookup(ctx, c, conn, registry, reg, teams, log); err != nil {
+			return err
+		}
+		defer lk.stop()
+		if o.OnLookup != nil {
+			o.OnLookup(lk.addr)
 		}
 	}
 

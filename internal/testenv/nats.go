@@ -130,6 +130,25 @@ func StartNATS(t testing.TB) *NATS {
 	return n
 }
 
+// StartNATSConfig starts a JetStream-enabled nats-server like StartNATS,
+// with extra configuration-file text (accounts, users, permissions)
+// appended to the listen and store settings.
+func StartNATSConfig(t testing.TB, extra string) *NATS {
+	t.Helper()
+	port := FreePort(t)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "nats.conf")
+	text := fmt.Sprintf("listen: \"127.0.0.1:%d\"\njetstream { store_dir: %q }\n%s\n", port, filepath.Join(dir, "js"), extra)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := &NATS{Port: port, DataDir: dir, URL: "nats://127.0.0.1:" + strconv.Itoa(port), bin: NATSServerBinary(t), t: t,
+		args: []string{"-c", conf}}
+	n.start()
+	t.Cleanup(n.Stop)
+	return n
+}
+
 func (n *NATS) start() {
 	n.t.Helper()
 	n.mu.Lock()

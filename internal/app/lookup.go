@@ -1,0 +1,98 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/keyrelay/keyrelay/lookup"
+	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/settings"
+	"github.com/keyrelay/keyrelay/worker"
+)
+
+// lookupRuntime is the running lookup service of one Serve.
+type lookupRuntime struct {
+	addr string
+	stop func()
+}
+
+// startLookup runs the read-through cache with its HTTP listener and NATS
+// service, and follows confirmations to keep it current. teams may be nil
+// (no worker in this process): it then watches team settings itself.
+func startLookup(ctx context.Context, c *settings.Config, conn *Conn, registry *providers.Registry, reg prometheus.Registerer, teams *worker.Teams, log *zap.Logger) (*lookupRuntime, error) {
+	l := c.Keyrelay.Lookup
+	log = log.Named("lookup")
+	kv, err := conn.JS.KeyValue(ctx, worker.LedgerBucket)
+	if err != nil {
+		return nil, fmt.Errorf("lookup: bucket %s: %w", worker.LedgerBucket, err)
+	}
+	if teams == nil {
+		tkv, err := conn.JS.KeyValue(ctx, worker.TeamsBucket)
+		if err != nil {
+			return nil, fmt.Errorf("lookup: bucket %s: %w", worker.TeamsBucket, err)
+		}
+		stream, err := conn.JS.Stream(ctx, worker.EventsStream)
+		if err != nil {
+			return nil, fmt.Errorf("lookup: stream %s: %w", worker.EventsStream, err)
+		}
+		teams = worker.NewTeams(tkv, stream, log)
+		if err := teams.Start(ctx); err != nil {
+			return nil, fmt.Errorf("lookup: team settings: %w", err)
+		}
+	}
+	auth, err := lookup.NewAuth(l.Clients)
+	if err != nil {
+		return nil, err
+	}
+	if auth.Len() == 0 {
+		log.Warn("no lookup clients are configured (keyrelay.lookup.clients): every HTTP lookup is refused")
+	}
+	backend := &lookup.Backend{Config: c, Registry: registry, Ledger: worker.NewLedger(kv), Teams: teams, Logger: log}
+	svc, err := lookup.New(lookup.ConfigFrom(l), backend, lookup.NewMetrics(reg), log)
+	if err != nil {
+		return nil, err
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	go svc.Follow(fctx, conn.JS)
+	srv := lookup.NewServer(svc, auth, log)
+	rt := &lookupRuntime{}
+	var stops []func()
+	stops = append(stops, cancel, svc.Close)
+	if l.NATSEnabled() {
+		ms, err := srv.ServeNATS(conn.NC, lookup.NATSOptions{RequireToken: l.NATSRequireToken, Timeout: 2 * l.BackendTimeout})
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("lookup: nats service: %w", err)
+		}
+		stops = append(stops, func() { _ = ms.Stop() })
+		log.Info("lookup service on NATS", zap.String("subjects", lookup.TeamSubject+".<team>, "+lookup.GlobalSubject))
+	}
+	if l.HTTPEnabled() {
+		ln, err := net.Listen("tcp", l.Addr)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("lookup: listen %s: %w", l.Addr, err)
+		}
+		rt.addr = ln.Addr().String()
+		hs := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10, ErrorLog: zap.NewStdLog(log)}
+		go func() { _ = hs.Serve(ln) }()
+		stops = append(stops, func() {
+			sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+			defer c()
+			_ = hs.Shutdown(sctx)
+		})
+		log.Info("lookup listener", zap.String("addr", rt.addr))
+	}
+	rt.stop = func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	return rt, nil
+}

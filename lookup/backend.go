@@ -1,0 +1,273 @@
+package lookup
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path"
+	"slices"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/providers/aws/kms"
+	"github.com/keyrelay/keyrelay/providers/aws/secretsmanager"
+	gcpkms "github.com/keyrelay/keyrelay/providers/google/kms"
+	"github.com/keyrelay/keyrelay/settings"
+	"github.com/keyrelay/keyrelay/worker"
+)
+
+// Ledger is the ledger read the team scope needs (worker.Ledger).
+type Ledger interface {
+	Get(ctx context.Context, team, key string) (*worker.LedgerEntry, uint64, error)
+}
+
+// TeamSettings returns a team's current settings (worker.Teams).
+type TeamSettings interface {
+	Cached(team string) worker.TeamState
+}
+
+// Decrypter decrypts one KMS ciphertext (providers/aws/kms and
+// providers/google/kms Decrypters).
+type Decrypter interface {
+	Decrypt(ctx context.Context, value string) ([]byte, error)
+}
+
+// Backend is the Loader over keyrelay's real sources: the ledger and the
+// team's provider for team names, LiteLLM's get_secret rules for global
+// names.
+type Backend struct {
+	Config   *settings.Config
+	Registry *providers.Registry
+	Ledger   Ledger
+	Teams    TeamSettings
+	Logger   *zap.Logger
+	// AWSKMS and GoogleKMS decrypt aws_kms/ values and google_kms
+	// environment values. When nil they are built on first use from
+	// keyrelay.providers.aws_kms (or keyrelay.sealing.kms) and
+	// keyrelay.providers.google_kms (or keyrelay.sealing.gcp_kms).
+	AWSKMS    Decrypter
+	GoogleKMS Decrypter
+
+	mu sync.Mutex
+}
+
+// Load implements Loader.
+func (b *Backend) Load(ctx context.Context, s Scope, name string) (*Secret, error) {
+	if s.Global {
+		return b.loadGlobal(ctx, name)
+	}
+	return b.loadTeam(ctx, s.Team, name)
+}
+
+// loadTeam reads key id name of team: the ledger says whether the team has
+// it and where it lives.
+func (b *Backend) loadTeam(ctx context.Context, team, key string) (*Secret, error) {
+	le, _, err := b.Ledger.Get(ctx, team, key)
+	if err != nil {
+		return nil, unavailable(err, "ledger: %v", err)
+	}
+	if le == nil || le.Status == events.StatusDeleted || le.SecretRef == "" || le.Provider == "" {
+		return nil, notFound("team has no secret %q", key)
+	}
+	var ts *events.TeamSettings
+	if b.Teams != nil {
+		ts = b.Teams.Cached(team).Settings
+	}
+	r := b.Config.ResolveBackend(ts, le.Provider)
+	if !r.CanRead() {
+		return nil, forbidden("access_mode is %s: lookups are disabled", r.AccessMode)
+	}
+	p, err := b.open(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	sec, err := p.Get(ctx, le.SecretRef, "")
+	if err != nil {
+		return nil, providerErr(err, key)
+	}
+	if p.Capabilities().Tags && sec.Tags != nil && !providers.IsOwnedBy(sec.Tags, providers.Owner{TeamID: team, KeyID: key}) {
+		return nil, notFound("team has no secret %q (the secret at its name belongs to someone else)", key)
+	}
+	return &Secret{Name: key, Value: sec.Value, Version: sec.Version, Source: le.Provider, Generation: le.Generation, UpdatedAt: sec.UpdatedAt}, nil
+}
+
+// loadGlobal is LiteLLM's get_secret for the gateway's own names.
+func (b *Backend) loadGlobal(ctx context.Context, name string) (*Secret, error) {
+	c := b.Config
+	r := c.Resolve(nil)
+	if !r.CanRead() {
+		return nil, forbidden("access_mode is %s: lookups are disabled", r.AccessMode)
+	}
+	km := c.KeyManagement
+	hosted := len(km.HostedKeys) == 0 || slices.Contains(km.HostedKeys, name)
+	if !hosted {
+		return b.fromEnv(ctx, name, "not in hosted_keys")
+	}
+	switch r.Backend {
+	case kms.Provider: // LiteLLM's aws_kms: the value is in the environment, encrypted
+		return b.fromEnv(ctx, name, "")
+	case gcpkms.Provider:
+		v, ok := b.lookupEnv(name)
+		if !ok {
+			return nil, notFound("%s is not set in the environment", name)
+		}
+		dec, err := b.googleKMS(ctx)
+		if err != nil {
+			return nil, err
+		}
+		pt, err := dec.Decrypt(ctx, v)
+		if err != nil {
+			return nil, providerErr(err, name)
+		}
+		return &Secret{Name: name, Value: pt, Source: gcpkms.Provider}, nil
+	}
+	p, err := b.open(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	var sec *providers.Secret
+	if primary := km.PrimarySecretName; primary != "" {
+		ps, err := p.Get(ctx, primary, "")
+		if err != nil {
+			return nil, providerErr(err, primary)
+		}
+		m, err := secretsmanager.ParsePrimarySecret(ps.Value)
+		clear(ps.Value)
+		if err != nil {
+			return nil, unavailable(err, "primary_secret_name %s: %v", primary, err)
+		}
+		v, ok := m[name]
+		if !ok {
+			return nil, notFound("no %q in primary_secret_name %s", name, primary)
+		}
+		sec = &providers.Secret{Name: name, Value: []byte(v), Version: ps.Version, UpdatedAt: ps.UpdatedAt}
+	} else {
+		sec, err = p.Get(ctx, name, "")
+		if err != nil {
+			return nil, providerErr(err, name)
+		}
+	}
+	out := &Secret{Name: name, Value: sec.Value, Version: sec.Version, Source: r.Backend, UpdatedAt: sec.UpdatedAt}
+	if kms.IsKMSValue(string(sec.Value)) {
+		if out.Value, err = b.decryptAWS(ctx, string(sec.Value), name); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// fromEnv reads name from the environment (as Config.Getenv sees it,
+// after LiteLLM's KMS decryption of the environment), only for names the
+// operator listed in keyrelay.lookup.environment.
+func (b *Backend) fromEnv(ctx context.Context, name, why string) (*Secret, error) {
+	allowed := false
+	for _, pat := range b.Config.Keyrelay.Lookup.Environment {
+		if ok, _ := path.Match(pat, name); ok {
+			allowed = true
+			break
+		}
+	}
+	if !allowed {
+		if why != "" {
+			return nil, notFound("%s is %s and not in keyrelay.lookup.environment", name, why)
+		}
+		return nil, notFound("%s is not in keyrelay.lookup.environment", name)
+	}
+	v, ok := b.lookupEnv(name)
+	if !ok {
+		return nil, notFound("%s is not set in the environment", name)
+	}
+	out := &Secret{Name: name, Value: []byte(v), Source: "environment"}
+	if kms.IsKMSValue(v) {
+		pt, err := b.decryptAWS(ctx, v, name)
+		if err != nil {
+			return nil, err
+		}
+		out.Value, out.Source = pt, kms.Provider
+	}
+	return out, nil
+}
+
+func (b *Backend) lookupEnv(name string) (string, bool) {
+	if g := b.Config.Getenv; g != nil {
+		v := g(name)
+		return v, v != ""
+	}
+	return os.LookupEnv(name)
+}
+
+func (b *Backend) open(ctx context.Context, r settings.Resolved) (providers.Provider, error) {
+	opts, _ := r.ProviderOptions(func(key string) bool { return b.Registry.TeamOptionAllowed(r.Backend, key) })
+	p, err := b.Registry.Open(ctx, r.Backend, providers.Config{Options: opts, Getenv: b.Config.Env, Logger: b.Logger})
+	if err != nil {
+		return nil, unavailable(err, "backend %s: %v", r.Backend, err)
+	}
+	return p, nil
+}
+
+func (b *Backend) decryptAWS(ctx context.Context, v, name string) ([]byte, error) {
+	dec, err := b.awsKMS(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pt, err := dec.Decrypt(ctx, v)
+	if err != nil {
+		return nil, providerErr(err, name)
+	}
+	return pt, nil
+}
+
+func (b *Backend) awsKMS(ctx context.Context) (Decrypter, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.AWSKMS != nil {
+		return b.AWSKMS, nil
+	}
+	opts := b.Config.Keyrelay.Providers[kms.Provider]
+	if opts == nil {
+		opts = b.Config.Keyrelay.Sealing.KMS
+	}
+	client, err := kms.NewClient(ctx, opts, b.Config.Env)
+	if err != nil {
+		return nil, unavailable(err, "aws_kms: %v", err)
+	}
+	b.AWSKMS = kms.NewDecrypter(client, "")
+	return b.AWSKMS, nil
+}
+
+func (b *Backend) googleKMS(ctx context.Context) (Decrypter, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.GoogleKMS != nil {
+		return b.GoogleKMS, nil
+	}
+	opts := b.Config.Keyrelay.Providers[gcpkms.Provider]
+	if opts == nil {
+		opts = b.Config.Keyrelay.Sealing.GCPKMS
+	}
+	d, err := gcpkms.NewDecrypterFromOptions(ctx, opts, b.Config.Env)
+	if err != nil {
+		return nil, unavailable(err, "google_kms: %v", err)
+	}
+	b.GoogleKMS = d
+	return d, nil
+}
+
+// providerErr maps a provider error: not found and permission errors are
+// answers (cached briefly), everything else a backend failure.
+func providerErr(err error, name string) error {
+	switch {
+	case errors.Is(err, providers.ErrNotFound):
+		return notFound("%s was not found in the secret manager", name)
+	case errors.Is(err, providers.ErrAccessDenied):
+		// keyrelay's own credentials lack access: a backend failure for
+		// the caller (stale values may still be served), not its fault.
+		return unavailable(err, "the secret manager denied keyrelay access to %s: %v", name, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return unavailable(err, "backend did not answer in time")
+	}
+	return unavailable(err, "%v", err)
+}

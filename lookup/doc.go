@@ -1,0 +1,33 @@
+// Package lookup is keyrelay's read-through cache and lookup API: the
+// gateway asks for a secret by name, over HTTP (GET /v1/secrets/{name}) or
+// NATS request-reply (service "keyrelay-lookup"), and gets it from memory,
+// going to the team's secret manager only on a miss.
+//
+// Scopes. A credential reads one scope: one team, whose names are the key
+// ids keyrelay stored for it (the ledger says whether a key exists, where
+// it lives and at which generation), or the gateway's global scope, whose
+// names follow LiteLLM's get_secret: hosted_keys decides which names go to
+// the secret manager and which come from the environment (only names
+// listed in keyrelay.lookup.environment), primary_secret_name reads many
+// names from one JSON secret, and aws_kms/ and Google KMS ciphertexts are
+// decrypted before they are cached.
+//
+// Cache. Entries live in an otter cache bounded in entries and bytes at
+// once (each entry weighs max(its bytes, max_bytes/max_entries), and the
+// total weight is capped at max_bytes). Each value is fresh for its TTL
+// with jitter and then servable, marked stale, for stale_if_error while
+// the backend fails. Concurrent misses and refreshes of one name share one
+// backend call (otter's loader), and a load that an invalidation overtakes
+// is discarded. Not-found and forbidden answers are cached for
+// negative_ttl.
+//
+// Invalidation. Every instance follows the confirmations stream: stored and
+// rotated confirmations replace a cached key (it is dropped and reloaded),
+// deleted ones drop it, and team settings changes drop the team's entries.
+// While the stream cannot be followed (NATS disconnected), cached values
+// are revalidated against the backend before they are served, and the
+// cache is emptied when the connection returns.
+//
+// Values are held only in the cache entry, as the JSON fragment they are
+// served in; they never go to logs, metrics or errors.
+package lookup

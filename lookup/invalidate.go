@@ -1,0 +1,168 @@
+package lookup
+
+import (
+	"context"
+
+	gojson "github.com/goccy/go-json"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/keyrelay/keyrelay/client"
+	"github.com/keyrelay/keyrelay/events"
+)
+
+// Apply applies one confirmation to the cache: stored and rotated replace
+// the key's entry (dropped, then reloaded in the background if it was
+// cached and positive), deleted drops it, and a team settings change drops
+// every entry of the team (its backend or options may have changed). The
+// global entry under the secret's provider-side name is treated the same
+// way, for gateways that read virtual keys by name.
+func (s *Service) Apply(c *events.Confirmation) {
+	if c.Duplicate {
+		return
+	}
+	switch {
+	case c.EventType.IsSettings():
+		switch c.Status {
+		case events.StatusStored, events.StatusDeleted:
+		default:
+			return
+		}
+		s.m.invalidated.WithLabelValues("settings").Inc()
+		prefix := Scope{Team: c.TeamID}.cacheKey("")
+		for k := range s.cache.Keys() {
+			if strings.HasPrefix(k, prefix) {
+				s.cache.Invalidate(k)
+			}
+		}
+		return
+	case c.Status == events.StatusStored, c.Status == events.StatusRotated, c.Status == events.StatusDeleted:
+	default:
+		return
+	}
+	if c.TeamID == "" || c.KeyID == "" {
+		return
+	}
+	s.m.invalidated.WithLabelValues(string(c.Status)).Inc()
+	sc := Scope{Team: c.TeamID}
+	s.replace(sc, c.KeyID, c.Generation, c.Status == events.StatusDeleted)
+	if c.SecretRef != "" {
+		s.replace(Scope{Global: true}, strings.TrimPrefix(c.SecretRef, "/"), 0, c.Status == events.StatusDeleted)
+	}
+}
+
+func (s *Service) replace(sc Scope, name string, gen uint64, deleted bool) {
+	key := sc.cacheKey(name)
+	old, ok := s.cache.GetIfPresent(key)
+	if ok && !deleted && gen > 0 && old.err == nil && old.generation >= gen {
+		return // the cache already holds this generation or a newer one
+	}
+	s.cache.Invalidate(key)
+	if !ok || deleted || old.err != nil {
+		return
+	}
+	// The entry was in use: load the new value now so the next lookup is a
+	// hit. Bounded: when too many reloads run, the next lookup loads.
+	select {
+	case s.rewarm <- struct{}{}:
+		go func() {
+			defer func() { <-s.rewarm }()
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.BackendTimeout)
+			defer cancel()
+			_, _ = s.cache.Get(ctx, key, s.loaderFor(sc, name))
+		}()
+	default:
+	}
+}
+
+// setStreamUp records whether confirmations are being followed. Coming
+// back up empties the cache: confirmations published while this instance
+// could not see them may have replaced values it holds.
+func (s *Service) setStreamUp(up bool) {
+	if s.streamUp.Swap(up) == up {
+		return
+	}
+	if up {
+		s.cache.InvalidateAll()
+		s.m.streamUp.Set(1)
+	} else {
+		s.m.streamUp.Set(0)
+	}
+}
+
+// Follow applies every new confirmation to the cache until ctx ends,
+// following the confirmations stream with an ordered consumer (each
+// instance sees every confirmation). While the connection is down, or the
+// consumer must be recreated, hits are revalidated against the backend.
+func (s *Service) Follow(ctx context.Context, js jetstream.JetStream) {
+	nc := js.Conn()
+	status := nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case st := <-status:
+				// Back up: the ordered consumer resumes where it was, and
+				// the cache starts empty.
+				s.setStreamUp(st == nats.CONNECTED)
+			}
+		}
+	}()
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 100*time.Millisecond, 5*time.Second, 0
+	var last uint64
+	for ctx.Err() == nil {
+		err := s.follow(ctx, js, &last)
+		if ctx.Err() != nil {
+			return
+		}
+		s.setStreamUp(false)
+		s.log.Warn("lookup: following confirmations failed; cached values are revalidated until it recovers", zap.Error(err))
+		select {
+		case <-ctx.Done():
+		case <-time.After(b.NextBackOff()):
+		}
+	}
+}
+
+// follow runs one ordered consumer from after *last (or from the stream's
+// end when nothing was seen yet: the cache is empty then, so older
+// confirmations change nothing).
+func (s *Service) follow(ctx context.Context, js jetstream.JetStream, last *uint64) error {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy}
+	if *last > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, *last+1
+	}
+	cons, err := js.OrderedConsumer(ctx, client.ConfirmationsStream, cfg)
+	if err != nil {
+		return err
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return err
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	s.setStreamUp(true)
+	for {
+		m, err := it.Next()
+		if err != nil {
+			return err
+		}
+		if md, err := m.Metadata(); err == nil {
+			*last = md.Sequence.Stream
+		}
+		var c events.Confirmation
+		if err := gojson.Unmarshal(m.Data(), &c); err != nil {
+			continue
+		}
+		s.Apply(&c)
+	}
+}

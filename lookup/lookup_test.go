@@ -1,0 +1,325 @@
+package lookup_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/lookup"
+)
+
+func TestHitMissAndAnswer(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	c := f.write(events.KeyCreated, "team-a", "k1", "sk-value-one")
+	if c.Status != events.StatusStored {
+		t.Fatalf("confirmation %+v", c)
+	}
+	code, body := f.get(tokenA, "/v1/secrets/k1")
+	if code != 200 {
+		t.Fatalf("status %d %v", code, body)
+	}
+	if body["value"] != "sk-value-one" || body["version"] != c.ProviderVersion || body["team_id"] != "team-a" || body["stale"] != false {
+		t.Fatalf("body %v (confirmation %+v)", body, c)
+	}
+	if _, ok := body["age_seconds"].(float64); !ok {
+		t.Fatalf("no age_seconds in %v", body)
+	}
+	for range 5 {
+		if code, _ := f.get(tokenA, "/v1/secrets/k1"); code != 200 {
+			t.Fatalf("status %d", code)
+		}
+	}
+	if got := f.gate.gets.Load(); got != 1 {
+		t.Fatalf("backend reads = %d, want 1 (one miss, five hits)", got)
+	}
+	if hits, misses := f.counter("keyrelay_lookup_requests_total", map[string]string{"outcome": "hit"}),
+		f.counter("keyrelay_lookup_requests_total", map[string]string{"outcome": "miss"}); hits != 5 || misses != 1 {
+		t.Fatalf("hits %v misses %v", hits, misses)
+	}
+	if got := f.counter("keyrelay_lookup_backend_loads_total", map[string]string{"result": "ok"}); got != 1 {
+		t.Fatalf("backend loads ok = %v", got)
+	}
+	// HEAD answers like GET without a body; other methods are refused.
+	resp, err := http.Post(f.http.URL+"/v1/secrets/k1", "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Fatalf("POST: %d", resp.StatusCode)
+	}
+}
+
+func TestConcurrentMissesShareOneBackendCall(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	f.write(events.KeyCreated, "team-a", "hot", "sk-hot")
+	f.gate.delay.Store(int64(300 * time.Millisecond))
+	const n = 1000
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	errs := make(chan error, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			body, err := f.svc.Lookup(context.Background(), lookup.HTTP, lookup.Scope{Team: "team-a"}, "hot", nil)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if !strings.Contains(string(body), `"value":"sk-hot"`) {
+				errs <- fmt.Errorf("body %q", body)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if got := f.gate.gets.Load(); got != 1 {
+		t.Fatalf("%d concurrent misses made %d backend calls, want 1", n, got)
+	}
+	t.Logf("%d concurrent misses -> %d backend call", n, f.gate.gets.Load())
+}
+
+func TestNegativeEntries(t *testing.T) {
+	f := newFixture(t, fixtureOptions{cache: lookup.Config{NegativeTTL: 300 * time.Millisecond}})
+	f.write(events.KeyCreated, "team-a", "present", "sk-present")
+	ledgerBefore := f.counter("keyrelay_lookup_backend_loads_total", nil)
+	for range 3 {
+		code, body := f.get(tokenA, "/v1/secrets/absent")
+		if code != 404 || body["error"] != "not_found" || body["reason"] == "" {
+			t.Fatalf("status %d %v", code, body)
+		}
+	}
+	if got := f.counter("keyrelay_lookup_backend_loads_total", map[string]string{"result": "not_found"}) - 0; got != 1 {
+		t.Fatalf("not-found loads = %v after 3 lookups, want 1 (then negative hits)", got)
+	}
+	if got := f.counter("keyrelay_lookup_requests_total", map[string]string{"outcome": "negative_hit"}); got != 2 {
+		t.Fatalf("negative hits = %v", got)
+	}
+	time.Sleep(400 * time.Millisecond)
+	f.get(tokenA, "/v1/secrets/absent")
+	if got := f.counter("keyrelay_lookup_backend_loads_total", nil) - ledgerBefore; got != 2 {
+		t.Fatalf("loads after the negative TTL = %v, want 2", got)
+	}
+	// A confirmation for the key drops the negative entry at once.
+	f.get(tokenA, "/v1/secrets/later")
+	f.write(events.KeyCreated, "team-a", "later", "sk-later")
+	waitFor(t, 5*time.Second, "stored confirmation applied", func() bool {
+		code, body := f.get(tokenA, "/v1/secrets/later")
+		return code == 200 && body["value"] == "sk-later"
+	})
+}
+
+func TestStaleIfError(t *testing.T) {
+	f := newFixture(t, fixtureOptions{cache: lookup.Config{TTL: 200 * time.Millisecond, TTLJitter: 0.01, StaleIfError: time.Hour}})
+	f.write(events.KeyCreated, "team-a", "k", "sk-stale-ok")
+	if code, body := f.get(tokenA, "/v1/secrets/k"); code != 200 || body["stale"] != false {
+		t.Fatalf("%d %v", code, body)
+	}
+	f.gate.fail.Store(true)
+	time.Sleep(250 * time.Millisecond)
+	code, body := f.get(tokenA, "/v1/secrets/k")
+	if code != 200 || body["value"] != "sk-stale-ok" || body["stale"] != true || !strings.Contains(body["stale_reason"].(string), "unavailable") {
+		t.Fatalf("with the backend down: %d %v", code, body)
+	}
+	if got := f.counter("keyrelay_lookup_requests_total", map[string]string{"outcome": "stale"}); got != 1 {
+		t.Fatalf("stale answers = %v", got)
+	}
+	// No value to fall back on: 503 with a reason.
+	f.gate.fail.Store(false)
+	f.write(events.KeyCreated, "team-a", "other", "sk-other")
+	f.gate.fail.Store(true)
+	code, body = f.get(tokenA, "/v1/secrets/other")
+	if code != 503 || body["error"] != "unavailable" || !strings.Contains(body["reason"].(string), "connection refused") {
+		t.Fatalf("uncached with the backend down: %d %v", code, body)
+	}
+	// Backend back: fresh again.
+	f.gate.fail.Store(false)
+	code, body = f.get(tokenA, "/v1/secrets/k")
+	if code != 200 || body["stale"] != false {
+		t.Fatalf("after recovery: %d %v", code, body)
+	}
+}
+
+func TestStaleWindowIsBounded(t *testing.T) {
+	f := newFixture(t, fixtureOptions{cache: lookup.Config{TTL: 100 * time.Millisecond, TTLJitter: 0.01, StaleIfError: 200 * time.Millisecond}})
+	f.write(events.KeyCreated, "team-a", "k", "sk-bounded")
+	f.get(tokenA, "/v1/secrets/k")
+	f.gate.fail.Store(true)
+	time.Sleep(150 * time.Millisecond)
+	if code, body := f.get(tokenA, "/v1/secrets/k"); code != 200 || body["stale"] != true {
+		t.Fatalf("inside the window: %d %v", code, body)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if code, body := f.get(tokenA, "/v1/secrets/k"); code != 503 {
+		t.Fatalf("past the window: %d %v", code, body)
+	}
+}
+
+func TestConfirmationsReplaceAndDrop(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	f.write(events.KeyCreated, "team-a", "rot", "sk-gen-1")
+	if _, body := f.get(tokenA, "/v1/secrets/rot"); body["value"] != "sk-gen-1" {
+		t.Fatalf("%v", body)
+	}
+	for i := 2; i <= 4; i++ {
+		want := fmt.Sprintf("sk-gen-%d", i)
+		f.write(events.KeyRotated, "team-a", "rot", want)
+		waitFor(t, 5*time.Second, "rotation visible", func() bool {
+			_, body := f.get(tokenA, "/v1/secrets/rot")
+			return body["value"] == want
+		})
+	}
+	f.write(events.KeyDeleted, "team-a", "rot", "")
+	waitFor(t, 5*time.Second, "delete visible", func() bool {
+		code, _ := f.get(tokenA, "/v1/secrets/rot")
+		return code == 404
+	})
+	if got := f.counter("keyrelay_lookup_invalidations_total", map[string]string{"status": "rotated"}); got < 3 {
+		t.Fatalf("rotated invalidations = %v", got)
+	}
+}
+
+func TestTeamIsolationHTTP(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	f.write(events.KeyCreated, "team-b", "b-key", "sk-team-b")
+	f.write(events.KeyCreated, "team-a", "a-key", "sk-team-a")
+	cases := []struct {
+		name, token, path string
+		code              int
+		errCode           string
+	}{
+		{"own key", tokenB, "/v1/secrets/b-key", 200, ""},
+		{"other team's key id", tokenA, "/v1/secrets/b-key", 404, "not_found"},
+		{"other team by parameter", tokenA, "/v1/secrets/b-key?team=team-b", 403, "forbidden"},
+		{"own team by parameter", tokenA, "/v1/secrets/a-key?team=team-a", 200, ""},
+		{"global token on team", tokenGlobal, "/v1/secrets/b-key?team=team-b", 403, "forbidden"},
+		{"global token, team key name", tokenGlobal, "/v1/secrets/b-key", 404, "not_found"},
+		{"no token", "", "/v1/secrets/a-key", 401, "unauthorized"},
+		{"wrong token", "token-team-a-0123456788", "/v1/secrets/a-key", 401, "unauthorized"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := f.get(tc.token, tc.path)
+			if code != tc.code || (tc.errCode != "" && body["error"] != tc.errCode) {
+				t.Fatalf("%d %v, want %d %s", code, body, tc.code, tc.errCode)
+			}
+			if tc.code != 200 && strings.Contains(fmt.Sprint(body), "sk-team") {
+				t.Fatalf("refusal carries a value: %v", body)
+			}
+		})
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	f := newFixture(t, fixtureOptions{noWorker: true})
+	long := strings.Repeat("a", 10<<10)
+	cases := []struct {
+		name, token, path, reason string
+	}{
+		{"dot-dot team", tokenA, "/v1/secrets/..", `".."`},
+		{"dot-dot inside", tokenA, "/v1/secrets/a..b", `".."`},
+		{"dot-dot segment", tokenGlobal, "/v1/secrets/litellm/../etc", `".." path segment`},
+		{"encoded dot-dot", tokenGlobal, "/v1/secrets/litellm/%2e%2e/x", `".." path segment`},
+		{"control character", tokenA, "/v1/secrets/a%01b", "control character"},
+		{"NUL", tokenGlobal, "/v1/secrets/a%00b", "control character"},
+		{"10 KB name", tokenA, "/v1/secrets/" + long, "longer than 512"},
+		{"10 KB global name", tokenGlobal, "/v1/secrets/" + long, "longer than 512"},
+		{"slash in a key id", tokenA, "/v1/secrets/a/b", "path separator"},
+		{"empty", tokenA, "/v1/secrets/", "empty"},
+		{"empty segment", tokenGlobal, "/v1/secrets/a//b", "empty path segment"},
+		{"non-ASCII", tokenGlobal, "/v1/secrets/caf%C3%A9", "non-ASCII"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := rawGet(t, f.http.Listener.Addr().String(), tc.path, tc.token)
+			if code != 400 || body["error"] != "bad_request" || !strings.Contains(fmt.Sprint(body["reason"]), tc.reason) {
+				t.Fatalf("%s: %d %v, want 400 mentioning %s", tc.path[:min(len(tc.path), 60)], code, body, tc.reason)
+			}
+		})
+	}
+	// A malformed escape is refused by net/http itself, before keyrelay.
+	conn, err := net.Dial("tcp", f.http.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "GET /v1/secrets/a%%zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	conn.Close()
+	if err != nil || resp.StatusCode != 400 {
+		t.Fatalf("bad escape: %v %v", resp, err)
+	}
+	if f.gate.gets.Load() != 0 {
+		t.Fatal("bad input reached the backend")
+	}
+}
+
+// rawGet sends a request line exactly as given (no client-side cleaning).
+func rawGet(t *testing.T, addr, path, token string) (int, map[string]any) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nConnection: close\r\n\r\n", path, token)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	if err := jsonUnmarshal(b, &m); err != nil {
+		t.Fatalf("%d %q", resp.StatusCode, b)
+	}
+	return resp.StatusCode, m
+}
+
+func TestCacheBounds(t *testing.T) {
+	cases := []struct {
+		name                 string
+		maxEntries, maxBytes int
+		valueSize, names     int
+		wantMax              int
+	}{
+		{"entries bound", 20, 64 << 20, 16, 200, 20},
+		{"bytes bound", 10000, 64 << 10, 8 << 10, 50, 8},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, fixtureOptions{noWorker: true, cache: lookup.Config{MaxEntries: tc.maxEntries, MaxBytes: tc.maxBytes}})
+			val := strings.Repeat("v", tc.valueSize)
+			for i := range tc.names {
+				name := fmt.Sprintf("global/n%d", i)
+				if _, err := f.store.Put(f.ctx, putReq(name, val)); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := f.svc.Lookup(f.ctx, lookup.HTTP, lookup.Scope{Global: true}, name, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitFor(t, 5*time.Second, "eviction", func() bool { return f.svc.Len() <= tc.wantMax })
+			if w := f.gauge("keyrelay_lookup_cache_weight_bytes"); w > float64(tc.maxBytes) {
+				t.Fatalf("weight %v over max_bytes %d", w, tc.maxBytes)
+			}
+			if ev := f.counter("keyrelay_lookup_cache_evictions_total", map[string]string{"cause": "size"}); ev == 0 {
+				t.Fatal("no size evictions counted")
+			}
+			t.Logf("%d names loaded, %d cached (bound %d)", tc.names, f.svc.Len(), tc.wantMax)
+		})
+	}
+}

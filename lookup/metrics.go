@@ -1,0 +1,102 @@
+package lookup
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Transport says how a lookup arrived (a metrics label).
+type Transport int
+
+// Transports.
+const (
+	HTTP Transport = iota
+	NATS
+	numTransports
+)
+
+func (t Transport) String() string {
+	if t == NATS {
+		return "nats"
+	}
+	return "http"
+}
+
+type outcome int
+
+const (
+	outcomeHit outcome = iota
+	outcomeMiss
+	outcomeRefreshed
+	outcomeStale
+	outcomeNegative
+	outcomeError
+	numOutcomes
+)
+
+var outcomeNames = [numOutcomes]string{"hit", "miss", "refreshed", "stale", "negative_hit", "error"}
+
+// Metrics are the lookup service's Prometheus metrics. They never carry a
+// name or a value, only counts.
+type Metrics struct {
+	outcomes     [numTransports][numOutcomes]prometheus.Counter
+	rejected     *prometheus.CounterVec
+	loads        *prometheus.CounterVec
+	evictSize    prometheus.Counter
+	evictExpired prometheus.Counter
+	invalidated  *prometheus.CounterVec
+	streamUp     prometheus.Gauge
+	reg          prometheus.Registerer
+}
+
+// NewMetrics registers the metrics with reg (nil: unregistered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	req := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keyrelay_lookup_requests_total",
+		Help: "Lookups answered, by transport and cache outcome (hit, miss, refreshed, stale, negative_hit, error)."},
+		[]string{"transport", "outcome"})
+	m := &Metrics{
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keyrelay_lookup_rejected_total",
+			Help: "Lookups refused before the cache, by transport and reason (bad_request, unauthorized, forbidden)."},
+			[]string{"transport", "reason"}),
+		loads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keyrelay_lookup_backend_loads_total",
+			Help: "Backend reads made by the cache, by result (ok, not_found, forbidden, error)."}, []string{"result"}),
+		evictSize: prometheus.NewCounter(prometheus.CounterOpts{Name: "keyrelay_lookup_cache_evictions_total",
+			Help: "Entries evicted to stay within max_entries and max_bytes.", ConstLabels: prometheus.Labels{"cause": "size"}}),
+		evictExpired: prometheus.NewCounter(prometheus.CounterOpts{Name: "keyrelay_lookup_cache_evictions_total",
+			Help: "Entries evicted to stay within max_entries and max_bytes.", ConstLabels: prometheus.Labels{"cause": "expired"}}),
+		invalidated: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keyrelay_lookup_invalidations_total",
+			Help: "Confirmations applied to the cache, by status."}, []string{"status"}),
+		streamUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "keyrelay_lookup_invalidation_stream_up",
+			Help: "1 while the confirmations stream is followed; 0 means cached values are revalidated before use."}),
+		reg: reg,
+	}
+	for t := Transport(0); t < numTransports; t++ {
+		for o := outcome(0); o < numOutcomes; o++ {
+			m.outcomes[t][o] = req.WithLabelValues(t.String(), outcomeNames[o])
+		}
+	}
+	if reg != nil {
+		reg.MustRegister(req, m.rejected, m.loads, m.invalidated, m.streamUp)
+		// The two eviction counters are one family told apart by a const label.
+		reg.MustRegister(m.evictSize, m.evictExpired)
+	}
+	return m
+}
+
+// bind adds the gauges that read the cache itself.
+func (m *Metrics) bind(s *Service) {
+	m.streamUp.Set(1)
+	if m.reg == nil {
+		return
+	}
+	_ = m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keyrelay_lookup_cache_entries",
+		Help: "Entries in the lookup cache (approximate)."}, func() float64 { return float64(s.cache.EstimatedSize()) }))
+	_ = m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keyrelay_lookup_cache_weight_bytes",
+		Help: "Weight of the lookup cache: an upper bound of the bytes its entries hold (at most max_bytes)."},
+		func() float64 { return float64(s.cache.WeightedSize()) }))
+}
+
+func (m *Metrics) outcome(t Transport, o outcome) { m.outcomes[t][o].Inc() }
+
+func (m *Metrics) reject(t Transport, e *Error) { m.rejected.WithLabelValues(t.String(), e.Code).Inc() }
+
+func (m *Metrics) load(result string) { m.loads.WithLabelValues(result).Inc() }

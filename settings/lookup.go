@@ -1,0 +1,164 @@
+package settings
+
+import (
+	"encoding/hex"
+	"net"
+	"path"
+	"strconv"
+	"time"
+)
+
+// LookupConfig is the read-through cache and lookup API (keyrelay.lookup):
+// HTTP GET /v1/secrets/{name} on its own listener and the NATS service
+// "keyrelay-lookup". See docs/lookup.md.
+type LookupConfig struct {
+	// Addr (host:port) of the lookup HTTP listener; "off" disables HTTP.
+	// Default: 127.0.0.1:9470.
+	Addr string `yaml:"addr"`
+	// NATS serves the same lookups over NATS request-reply (subjects
+	// keyrelay.lookup.v1.team.<team> and keyrelay.lookup.v1.global).
+	// Default: true.
+	NATS *bool `yaml:"nats"`
+	// NATSRequireToken makes NATS requests carry an Authorization header
+	// checked like HTTP's. Without it, NATS subject permissions are the
+	// access control. Default: false.
+	NATSRequireToken bool `yaml:"nats_require_token"`
+	// TTL is how long a value is served from memory without asking the
+	// backend; each entry gets TTL ± TTLJitter (a fraction) so entries
+	// loaded together do not expire together. Defaults: 5m and 0.1.
+	TTL       time.Duration `yaml:"ttl"`
+	TTLJitter float64       `yaml:"ttl_jitter"`
+	// NegativeTTL is how long "not found" is remembered. Default: 5s.
+	NegativeTTL time.Duration `yaml:"negative_ttl"`
+	// StaleIfError is how long past its TTL a value may still be served,
+	// marked stale, while the backend fails. 0 disables. Default: 5m.
+	StaleIfError time.Duration `yaml:"stale_if_error"`
+	// MaxEntries and MaxBytes bound the cache; both hold at once.
+	// Defaults: 100000 and 67108864 (64 MiB).
+	MaxEntries int `yaml:"max_entries"`
+	MaxBytes   int `yaml:"max_bytes"`
+	// BackendTimeout bounds one backend read on a miss. Default: 5s.
+	BackendTimeout time.Duration `yaml:"backend_timeout"`
+	// Environment lists the names (path.Match patterns) the global scope
+	// may read from keyrelay's environment: LiteLLM reads names that are
+	// not in hosted_keys from os.environ, but serving keyrelay's own
+	// environment over the network needs an explicit list. Default: none.
+	Environment []string `yaml:"environment"`
+	// Clients maps a client name to its credentials. Each has a bearer
+	// token (Token, usually os.environ/NAME, or TokenSHA256, the hex
+	// SHA-256 of the token) and a scope: one team (Team) or the gateway's
+	// global scope (Global). Default: none (every request is refused).
+	Clients map[string]LookupClient `yaml:"clients"`
+}
+
+// LookupClient is one lookup credential.
+type LookupClient struct {
+	// Team is the only team whose secrets the token reads.
+	Team string `yaml:"team"`
+	// Global: the token reads the global (gateway) scope instead.
+	Global bool `yaml:"global"`
+	// Token is the bearer token; TokenSHA256 its hex SHA-256. Set one.
+	Token       string `yaml:"token"`
+	TokenSHA256 string `yaml:"token_sha256"`
+}
+
+// Lookup defaults.
+const (
+	DefaultLookupAddr           = "127.0.0.1:9470" // lookup.addr
+	DefaultLookupNATS           = true             // lookup.nats
+	DefaultLookupTTL            = 5 * time.Minute  // lookup.ttl
+	DefaultLookupTTLJitter      = 0.1              // lookup.ttl_jitter
+	DefaultLookupNegativeTTL    = 5 * time.Second  // lookup.negative_ttl
+	DefaultLookupStaleIfError   = 5 * time.Minute  // lookup.stale_if_error
+	DefaultLookupMaxEntries     = 100_000          // lookup.max_entries
+	DefaultLookupMaxBytes       = 64 << 20         // lookup.max_bytes
+	DefaultLookupBackendTimeout = 5 * time.Second  // lookup.backend_timeout
+	LookupOff                   = HTTPOff          // lookup.addr value that disables HTTP
+)
+
+// HTTPEnabled reports whether the lookup HTTP listener runs.
+func (l LookupConfig) HTTPEnabled() bool { return l.Addr != "" && l.Addr != LookupOff }
+
+// NATSEnabled reports whether the NATS lookup service runs.
+func (l LookupConfig) NATSEnabled() bool { return l.NATS == nil || *l.NATS }
+
+func defaultLookup() LookupConfig {
+	n := DefaultLookupNATS
+	return LookupConfig{
+		Addr:           DefaultLookupAddr,
+		NATS:           &n,
+		TTL:            DefaultLookupTTL,
+		TTLJitter:      DefaultLookupTTLJitter,
+		NegativeTTL:    DefaultLookupNegativeTTL,
+		StaleIfError:   DefaultLookupStaleIfError,
+		MaxEntries:     DefaultLookupMaxEntries,
+		MaxBytes:       DefaultLookupMaxBytes,
+		BackendTimeout: DefaultLookupBackendTimeout,
+	}
+}
+
+func (v *validator) lookup(l *LookupConfig) {
+	p := kr + "lookup."
+	if l.HTTPEnabled() {
+		_, port, err := net.SplitHostPort(l.Addr)
+		if err != nil {
+			v.add(p+"addr", "%q is not host:port (or %q to disable)", clip(l.Addr), LookupOff)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			v.add(p+"addr", "port %q is not 0 to 65535", clip(port))
+		}
+	}
+	if l.TTL <= 0 {
+		v.add(p+"ttl", "must be positive")
+	}
+	if l.TTLJitter < 0 || l.TTLJitter >= 1 {
+		v.add(p+"ttl_jitter", "must be at least 0 and below 1")
+	}
+	if l.NegativeTTL < 0 {
+		v.add(p+"negative_ttl", "must not be negative")
+	}
+	if l.StaleIfError < 0 {
+		v.add(p+"stale_if_error", "must not be negative")
+	}
+	if l.MaxEntries < 1 {
+		v.add(p+"max_entries", "must be at least 1")
+	}
+	if l.MaxBytes < 1024 {
+		v.add(p+"max_bytes", "must be at least 1024")
+	}
+	if l.BackendTimeout <= 0 {
+		v.add(p+"backend_timeout", "must be positive")
+	}
+	for i, pat := range l.Environment {
+		if _, err := path.Match(pat, ""); err != nil || pat == "" {
+			v.add(p+"environment["+strconv.Itoa(i)+"]", "is not a valid name pattern")
+		}
+	}
+	for name, cl := range l.Clients {
+		cp := join(p+"clients", name)
+		if err := checkName(name); err != "" {
+			v.add(cp, "client name %s", err)
+		}
+		switch {
+		case cl.Global && cl.Team != "":
+			v.add(cp, "set team or global, not both")
+		case !cl.Global && cl.Team == "":
+			v.add(cp, "needs a team or global: true")
+		case cl.Team != "":
+			if err := checkID("team", cl.Team); err != nil {
+				v.add(cp+".team", "%s", err)
+			}
+		}
+		switch {
+		case cl.Token != "" && cl.TokenSHA256 != "":
+			v.add(cp, "set token or token_sha256, not both")
+		case cl.Token == "" && cl.TokenSHA256 == "":
+			v.add(cp, "needs token or token_sha256")
+		case cl.Token != "" && len(cl.Token) < 16:
+			v.add(cp+".token", "is shorter than 16 bytes")
+		case cl.TokenSHA256 != "":
+			if b, err := hex.DecodeString(cl.TokenSHA256); err != nil || len(b) != 32 {
+				v.add(cp+".token_sha256", "is not 64 hex digits")
+			}
+		}
+	}
+}
