@@ -335,3 +335,8 @@ func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 func putReq(name, value string) providers.PutRequest {
 	return providers.PutRequest{Name: name, Value: []byte(value), IdempotencyKey: "put-" + name + "-" + fmt.Sprint(len(value))}
 }
+
+func toJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}

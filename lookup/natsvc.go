@@ -2,7 +2,6 @@ package lookup
 
 import (
 	"context"
-	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -160,5 +159,3 @@ func requestName(data []byte) (string, *Error) {
 	return strings.TrimSpace(string(data)), nil
 }
 
-// ErrNoResponders is returned by clients when no lookup service listens.
-var ErrNoResponders = errors.New("no keyrelay lookup service is listening")
