@@ -6,6 +6,7 @@ import (
 	"os"
 	"path"
 	"slices"
+	"strings"
 	"sync"
 
 	"go.uber.org/zap"
@@ -62,21 +63,37 @@ func (b *Backend) Load(ctx context.Context, s Scope, name string) (*Secret, erro
 	return b.loadTeam(ctx, s.Team, name)
 }
 
-// loadTeam reads key id name of team: the ledger says whether the team has
-// it and where it lives.
+// loadTeam reads key id key of team. The ledger says where the key lives
+// and at which generation; the provider is the truth about its value. The
+// ledger can lag the confirmation by a moment (the worker commits it while
+// publishing the confirmation), so a key the ledger does not know yet, or
+// still shows as deleted, is looked for under its configured name, and
+// served only when the secret's ownership tags say it is this team's key
+// (or, for a backend without tags, when the name itself holds the team).
 func (b *Backend) loadTeam(ctx context.Context, team, key string) (*Secret, error) {
 	le, _, err := b.Ledger.Get(ctx, team, key)
 	if err != nil {
 		return nil, unavailable(err, "ledger: %v", err)
 	}
-	if le == nil || le.Status == events.StatusDeleted || le.SecretRef == "" || le.Provider == "" {
-		return nil, notFound("team has no secret %q", key)
-	}
 	var ts *events.TeamSettings
 	if b.Teams != nil {
 		ts = b.Teams.Cached(team).Settings
 	}
-	r := b.Config.ResolveBackend(ts, le.Provider)
+	var r settings.Resolved
+	var ref string
+	var gen uint64
+	known := le != nil && le.SecretRef != "" && le.Provider != ""
+	if known {
+		r, ref = b.Config.ResolveBackend(ts, le.Provider), le.SecretRef
+		if le.Status != events.StatusDeleted {
+			gen = le.Generation
+		}
+	} else {
+		r = b.Config.Resolve(ts)
+		if ref, err = r.SecretName(team, key, ""); err != nil {
+			return nil, notFound("team has no secret %q", key)
+		}
+	}
 	if !r.CanRead() {
 		return nil, forbidden("access_mode is %s: lookups are disabled", r.AccessMode)
 	}
@@ -84,14 +101,21 @@ func (b *Backend) loadTeam(ctx context.Context, team, key string) (*Secret, erro
 	if err != nil {
 		return nil, err
 	}
-	sec, err := p.Get(ctx, le.SecretRef, "")
+	if !known && !p.Capabilities().Tags && !strings.Contains(r.NameTemplate, settings.PlaceholderTeamID) {
+		return nil, notFound("team has no secret %q", key)
+	}
+	sec, err := p.Get(ctx, ref, "")
 	if err != nil {
+		if errors.Is(err, providers.ErrNotFound) {
+			return nil, notFound("team has no secret %q", key)
+		}
 		return nil, providerErr(err, key)
 	}
-	if p.Capabilities().Tags && sec.Tags != nil && !providers.IsOwnedBy(sec.Tags, providers.Owner{TeamID: team, KeyID: key}) {
-		return nil, notFound("team has no secret %q (the secret at its name belongs to someone else)", key)
+	if p.Capabilities().Tags && !providers.IsOwnedBy(sec.Tags, providers.Owner{TeamID: team, KeyID: key}) {
+		clear(sec.Value)
+		return nil, notFound("team has no secret %q (the secret under its name is not this key's)", key)
 	}
-	return &Secret{Name: key, Value: sec.Value, Version: sec.Version, Source: le.Provider, Generation: le.Generation, UpdatedAt: sec.UpdatedAt}, nil
+	return &Secret{Name: key, Value: sec.Value, Version: sec.Version, Source: r.Backend, Generation: gen, UpdatedAt: sec.UpdatedAt}, nil
 }
 
 // loadGlobal is LiteLLM's get_secret for the gateway's own names.
