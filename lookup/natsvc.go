@@ -158,4 +158,3 @@ func requestName(data []byte) (string, *Error) {
 	}
 	return strings.TrimSpace(string(data)), nil
 }
-

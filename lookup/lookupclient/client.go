@@ -48,7 +48,9 @@ type Error struct {
 	Reason string `json:"reason"`
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("keyrelay lookup: %d %s: %s", e.Status, e.Code, e.Reason) }
+func (e *Error) Error() string {
+	return fmt.Sprintf("keyrelay lookup: %d %s: %s", e.Status, e.Code, e.Reason)
+}
 
 // Is matches the sentinels by status.
 func (e *Error) Is(target error) bool {
