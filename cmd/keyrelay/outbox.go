@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/keyrelay/keyrelay/internal/app"
+	"github.com/keyrelay/keyrelay/outbox"
+)
+
+func outboxCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "outbox", Short: "PostgreSQL transactional outbox: migrate the table, relay rows to JetStream"}
+	cfg := outbox.Config{}
+	addDB := func(c *cobra.Command) {
+		c.Flags().StringVar(&cfg.DSN, "dsn", os.Getenv("KEYRELAY_OUTBOX_DSN"), "PostgreSQL connection string (env KEYRELAY_OUTBOX_DSN)")
+		c.Flags().StringVar(&cfg.Schema, "schema", outbox.DefaultSchema, "schema holding keyrelay_outbox")
+	}
+
+	migrate := &cobra.Command{
+		Use:   "migrate",
+		Short: "Create or upgrade the outbox schema (idempotent, safe to run concurrently)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
+			defer cancel()
+			conn, err := connectPG(ctx, cfg.DSN)
+			if err != nil {
+				return err
+			}
+			defer conn.Close(context.Background())
+			applied, err := outbox.Migrate(ctx, conn, cfg.Schema)
+			if err != nil {
+				return err
+			}
+			if len(applied) == 0 {
+				fmt.Printf("outbox schema %s is up to date\n", cfg.Schema)
+			} else {
+				fmt.Printf("outbox schema %s: applied migrations %v\n", cfg.Schema, applied)
+			}
+			return nil
+		},
+	}
+	addDB(migrate)
+
+	var listen string
+	relay := &cobra.Command{
+		Use:   "relay",
+		Short: "Publish committed outbox rows to JetStream (run several for availability)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, log, err := g.load()
+			if err != nil {
+				return err
+			}
+			defer log.Sync() //nolint:errcheck
+			if cfg.DSN == "" {
+				return errors.New("outbox relay: --dsn or KEYRELAY_OUTBOX_DSN is required")
+			}
+			conn, err := app.Connect(c, "keyrelay-outbox-relay", false, log)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			r, err := outbox.NewRelay(cfg, conn.JS, log, reg)
+			if err != nil {
+				return err
+			}
+			if listen != "" && listen != "off" {
+				ln, err := net.Listen("tcp", listen)
+				if err != nil {
+					return fmt.Errorf("listen %s: %w", listen, err)
+				}
+				srv := &http.Server{Handler: opsMux(reg, r.Ready), ReadHeaderTimeout: 5 * time.Second}
+				go func() { _ = srv.Serve(ln) }()
+				defer func() {
+					sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					_ = srv.Shutdown(sctx)
+				}()
+				log.Info("operations listener", zap.String("addr", ln.Addr().String()))
+			}
+			return r.Run(cmd.Context())
+		},
+	}
+	addDB(relay)
+	f := relay.Flags()
+	f.IntVar(&cfg.BatchSize, "batch", outbox.DefaultBatchSize, "rows read, published and marked per round")
+	f.DurationVar(&cfg.PollInterval, "poll", outbox.DefaultPollInterval, "polling interval when no LISTEN/NOTIFY wake-up arrives")
+	f.DurationVar(&cfg.Retention, "retention", outbox.DefaultRetention, "how long sent rows are kept")
+	f.DurationVar(&cfg.PruneInterval, "prune-interval", outbox.DefaultPruneInterval, "how often sent rows past the retention are deleted")
+	f.DurationVar(&cfg.PublishTimeout, "publish-timeout", outbox.DefaultPublishTimeout, "wait for a PubAck at most this long")
+	f.DurationVar(&cfg.MaxBackoff, "max-backoff", outbox.DefaultMaxBackoff, "longest retry delay after NATS or PostgreSQL errors")
+	f.DurationVar(&cfg.StandbyAfter, "standby-after", outbox.DefaultStandbyAfter, "hand partitions to other relays when NATS has been unreachable this long")
+	f.StringVar(&cfg.Stream, "stream", outbox.DefaultStream, "JetStream stream the events must land in")
+	f.StringVar(&listen, "listen", "127.0.0.1:9465", "operations listener for /metrics, /healthz and /readyz (\"off\" to disable)")
+
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Count outbox rows by state and list failed rows with their reason",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			conn, err := connectPG(ctx, cfg.DSN)
+			if err != nil {
+				return err
+			}
+			defer conn.Close(context.Background())
+			st, err := outbox.ReadStatus(ctx, conn, cfg.Schema, 50)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("pending %d (oldest %v)  sent %d  failed %d\n", st.Pending, st.OldestPending.Round(time.Millisecond), st.Sent, st.Failed)
+			for _, fr := range st.FailedRows {
+				fmt.Printf("failed seq=%d event_id=%s team=%s key=%s attempts=%d reason=%s\n", fr.Seq, fr.EventID, fr.TeamID, fr.KeyID, fr.Attempts, fr.Reason)
+			}
+			return nil
+		},
+	}
+	addDB(status)
+
+	cmd.AddCommand(migrate, relay, status)
+	return cmd
+}
+
+func connectPG(ctx context.Context, dsn string) (*pgx.Conn, error) {
+	cc, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, errors.New("cannot parse the PostgreSQL DSN") // the error can quote the password
+	}
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, fmt.Errorf("connect to postgres: %w", err)
+	}
+	return conn, nil
+}
+
+func opsMux(reg *prometheus.Registry, ready func() error) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := ready(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(err.Error() + "\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
