@@ -71,6 +71,8 @@ fuzz:
 bench: tools build
 	$(GO) run ./bench/pipeline -runs 5
 	$(GO) run ./bench/vault -runs 3
+	$(GO) run ./bench/lookup -runs 3
+	$(GO) run ./bench/outbox -runs 5
 
 clean:
 	rm -rf $(BIN) data

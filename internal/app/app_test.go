@@ -22,6 +22,7 @@ import (
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/internal/app"
 	"github.com/keyrelay/keyrelay/internal/testenv"
+	"github.com/keyrelay/keyrelay/lookup/lookupclient"
 	"github.com/keyrelay/keyrelay/providers/google/kms/kmsfake"
 	"github.com/keyrelay/keyrelay/settings"
 )
@@ -37,15 +38,19 @@ func TestServeEmbeddedDefault(t *testing.T) {
 	c.Keyrelay.NATS.Embedded.StoreDir = filepath.Join(dir, "nats")
 	c.Keyrelay.Sealing.KeyringFile = filepath.Join(dir, "keyring.json")
 	c.Keyrelay.HTTP.Addr = "127.0.0.1:0"
+	c.Keyrelay.Lookup.Addr = "127.0.0.1:0"
+	c.Keyrelay.Lookup.Clients = map[string]settings.LookupClient{"team-a": {Team: "team-a", Token: "serve-test-token-team-a"}}
 	c.Keyrelay.Providers = map[string]map[string]string{"local": {"path": filepath.Join(dir, "secrets")}}
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	runCtx, stop := context.WithCancel(ctx)
 	ready := make(chan string, 1)
+	lookupAddr := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- app.Serve(runCtx, c, zap.NewNop(), app.ServeOptions{OnReady: func(ops string) { ready <- ops }})
+		done <- app.Serve(runCtx, c, zap.NewNop(), app.ServeOptions{OnReady: func(ops string) { ready <- ops },
+			OnLookup: func(addr string) { lookupAddr <- addr }})
 	}()
 	var ops string
 	select {
@@ -102,6 +107,11 @@ func TestServeEmbeddedDefault(t *testing.T) {
 		t.Fatal("no confirmation")
 	}
 	fcancel()
+	// The lookup listener serves the stored value to the team's token.
+	lc := &lookupclient.HTTP{BaseURL: "http://" + <-lookupAddr, Token: "serve-test-token-team-a"}
+	if s, err := lc.Get(ctx, "key-1"); err != nil || s.Value != "sk-embedded" {
+		t.Fatalf("lookup: %+v %v", s, err)
+	}
 	// The event is counted once it is acked, just after its confirmation.
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		_, body := get("/metrics")
@@ -132,6 +142,7 @@ func TestServeOpensKMSSealedValues(t *testing.T) {
 	c.Keyrelay.NATS.Embedded.StoreDir = filepath.Join(dir, "nats")
 	c.Keyrelay.Sealing.KeyringFile = filepath.Join(dir, "keyring.json")
 	c.Keyrelay.HTTP.Addr = "off"
+	c.Keyrelay.Lookup.Addr = "off"
 	c.Keyrelay.Providers = map[string]map[string]string{"local": {"path": ":memory:"}}
 	c.Keyrelay.Sealing.KMS = map[string]string{"key_id": keyID}
 	for k, v := range lk.Options() {
