@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -88,7 +89,7 @@ func run(conc int, dur time.Duration, latN, runs int, serverBin string) error {
 	}
 	constant := bytes.Repeat([]byte("x"), len(answer))
 	fmt.Printf("lookup benchmark: %d-byte answers, concurrency %d, %v per run, %d runs; GOMAXPROCS=%d\n",
-		len(answer), conc, dur, runs, numCPU())
+		len(answer), conc, dur, runs, runtime.GOMAXPROCS(0))
 
 	// HTTP.
 	krAddr, closeKR, err := serve(srv)
@@ -319,5 +320,3 @@ func fmtRuns(v []float64) string {
 	}
 	return s
 }
-
-func numCPU() int { return runtimeGOMAXPROCS() }
