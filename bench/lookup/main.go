@@ -123,27 +123,25 @@ func run(conc int, dur time.Duration, latN, runs int, serverBin string) error {
 			return nil
 		}
 	}
-	httpClient := func() *http.Client {
-		return &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc * 2, DisableCompression: true}}
+	// target returns one request of a fresh keep-alive client, against the
+	// bare handler or keyrelay's, and the client's cleanup.
+	target := func(bare bool) (func() error, func()) {
+		addr := krAddr
+		if bare {
+			addr = bareAddr
+		}
+		c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc * 2, DisableCompression: true}}
+		do := httpReq(addr)
+		return func() error { return do(c) }, c.CloseIdleConnections
 	}
 	if err := compare("HTTP", runs, func(bare bool) (float64, error) {
-		addr := krAddr
-		if bare {
-			addr = bareAddr
-		}
-		c := httpClient()
-		defer c.CloseIdleConnections()
-		do := httpReq(addr)
-		return throughput(conc, dur, func() error { return do(c) })
+		do, done := target(bare)
+		defer done()
+		return throughput(conc, dur, do)
 	}, func(bare bool) ([]time.Duration, error) {
-		addr := krAddr
-		if bare {
-			addr = bareAddr
-		}
-		c := httpClient()
-		defer c.CloseIdleConnections()
-		do := httpReq(addr)
-		return latency(latN, func() error { return do(c) })
+		do, done := target(bare)
+		defer done()
+		return latency(latN, do)
 	}); err != nil {
 		return err
 	}
