@@ -66,7 +66,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	scope, err := authorize(cred, r.URL.Query().Get("team"))
+	team := ""
+	if r.URL.RawQuery != "" {
+		team = r.URL.Query().Get("team")
+	}
+	scope, err := authorize(cred, team)
 	if err != nil {
 		s.svc.m.reject(HTTP, err)
 		writeError(w, err)
