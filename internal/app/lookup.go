@@ -80,7 +80,7 @@ func startLookup(ctx context.Context, c *settings.Config, conn *Conn, registry *
 			return nil, fmt.Errorf("lookup: listen %s: %w", l.Addr, err)
 		}
 		rt.addr = ln.Addr().String()
-		hs := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10, ErrorLog: zap.NewStdLog(log)}
+		hs := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10, ErrorLog: zap.NewStdLog(log)}
 		go func() { _ = hs.Serve(ln) }()
 		stops = append(stops, func() {
 			sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
