@@ -7,8 +7,10 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"time"
@@ -163,4 +165,20 @@ func Throughput(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg) (
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// StartCPUProfile writes a CPU profile to path until the returned stop is
+// called; with path empty it does nothing. It exits the program when the
+// file cannot be created.
+func StartCPUProfile(path string) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	_ = pprof.StartCPUProfile(f)
+	return func() { pprof.StopCPUProfile(); _ = f.Close() }
 }

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -45,21 +44,14 @@ func main() {
 	serverBin := flag.String("nats-server", "bin/nats-server", "nats-server binary")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the keyrelay runs to this file")
 	flag.Parse()
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		_ = pprof.StartCPUProfile(f)
-		defer pprof.StopCPUProfile()
-	}
+	stopProfile := benchkit.StartCPUProfile(*cpuprofile)
+	defer stopProfile()
 	// The worker runs in this process: give it the runtime settings
 	// `keyrelay serve` runs with.
 	app.TuneRuntime()
 	if err := run(*n, *keys, *conc, *rate, *dur, *runs, *serverBin); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
-		pprof.StopCPUProfile()
+		stopProfile()
 		os.Exit(1)
 	}
 }
