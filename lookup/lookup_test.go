@@ -114,8 +114,19 @@ func TestNegativeEntries(t *testing.T) {
 	if got := f.counter("keyrelay_lookup_backend_loads_total", nil) - ledgerBefore; got != 2 {
 		t.Fatalf("loads after the negative TTL = %v, want 2", got)
 	}
-	// A confirmation for the key drops the negative entry at once.
-	f.get(tokenA, "/v1/secrets/later")
+}
+
+// TestConfirmationDropsNegativeEntry: a key created after a 404 was cached
+// is served as soon as its confirmation is applied, long before the
+// negative entry would expire.
+func TestConfirmationDropsNegativeEntry(t *testing.T) {
+	f := newFixture(t, fixtureOptions{cache: lookup.Config{NegativeTTL: time.Hour}})
+	if code, _ := f.get(tokenA, "/v1/secrets/later"); code != 404 {
+		t.Fatalf("before: %d", code)
+	}
+	if code, _ := f.get(tokenA, "/v1/secrets/later"); code != 404 {
+		t.Fatalf("before, cached: %d", code)
+	}
 	f.write(events.KeyCreated, "team-a", "later", "sk-later")
 	waitFor(t, 5*time.Second, "stored confirmation applied", func() bool {
 		code, body := f.get(tokenA, "/v1/secrets/later")
@@ -155,7 +166,7 @@ func TestStaleIfError(t *testing.T) {
 }
 
 func TestStaleWindowIsBounded(t *testing.T) {
-	f := newFixture(t, fixtureOptions{cache: lookup.Config{TTL: 100 * time.Millisecond, TTLJitter: 0.01, StaleIfError: 200 * time.Millisecond}})
+	f := newFixture(t, fixtureOptions{cache: lookup.Config{TTL: 100 * time.Millisecond, TTLJitter: 0.01, StaleIfError: time.Second}})
 	f.write(events.KeyCreated, "team-a", "k", "sk-bounded")
 	f.get(tokenA, "/v1/secrets/k")
 	f.gate.fail.Store(true)
@@ -163,7 +174,7 @@ func TestStaleWindowIsBounded(t *testing.T) {
 	if code, body := f.get(tokenA, "/v1/secrets/k"); code != 200 || body["stale"] != true {
 		t.Fatalf("inside the window: %d %v", code, body)
 	}
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(time.Second)
 	if code, body := f.get(tokenA, "/v1/secrets/k"); code != 503 {
 		t.Fatalf("past the window: %d %v", code, body)
 	}
