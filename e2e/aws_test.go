@@ -90,6 +90,7 @@ func TestPipelineAWSSecretsManager(t *testing.T) {
 		return "not-an-event-token:" + v.Version
 	}})
 	sc.report(t, secretsmanager.Name, out, r)
+	sc.checkLookups(ctx, t, out)
 	t.Logf("%d faults injected, %d AWS requests", front.Fired(), len(front.Requests()))
 	if front.Fired() == 0 {
 		t.Error("no fault was injected")

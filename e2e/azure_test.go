@@ -52,4 +52,5 @@ func TestPipelineAzureKeyVault(t *testing.T) {
 	}
 	r := sc.check(ctx, t, out, backendCheck{store: p.(*keyvault.Provider)})
 	sc.report(t, keyvault.Name, out, r)
+	sc.checkLookups(ctx, t, out)
 }

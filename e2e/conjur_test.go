@@ -49,4 +49,5 @@ func TestPipelineConjur(t *testing.T) {
 	defer store.Close()
 	r := sc.check(ctx, t, out, backendCheck{store: store})
 	sc.report(t, conjur.Name, out, r)
+	sc.checkLookups(ctx, t, out)
 }

@@ -40,4 +40,5 @@ func TestPipelineGoogleSecretManager(t *testing.T) {
 	defer store.Close()
 	r := sc.check(ctx, t, out, backendCheck{store: store})
 	sc.report(t, gsm.Name, out, r)
+	sc.checkLookups(ctx, t, out)
 }

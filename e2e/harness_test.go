@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -60,6 +61,8 @@ type env struct {
 	storeDir string
 	keyFile  string
 	config   string
+	// configText is the configuration as newEnv wrote it.
+	configText string
 }
 
 type envOptions struct {
@@ -127,6 +130,7 @@ keyrelay:
     level: info
   providers:%s
 %s`, o.system, e.nats.URL, o.dupWindow, o.worker, krPath, backend, o.extraYAML)
+	e.configText = cfg
 	if err := os.WriteFile(e.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -149,6 +153,26 @@ type proc struct {
 	lookupPort int
 	logPath    string
 	exited     chan struct{}
+}
+
+// lookupToken is the e2e lookup token of team.
+func lookupToken(team string) string { return "e2e-lookup-token-" + team }
+
+// setLookupTeams gives each team a lookup client (token lookupToken(team))
+// in the configuration of the processes started from now on.
+func (e *env) setLookupTeams(teams []string) {
+	e.t.Helper()
+	if strings.Contains(e.configText, "\n  lookup:") {
+		e.t.Fatal("the test's extraYAML already has a lookup section")
+	}
+	var b strings.Builder
+	b.WriteString(e.configText + "\n  lookup:\n    clients:\n")
+	for _, team := range teams {
+		fmt.Fprintf(&b, "      %s: {team: %s, token: %s}\n", team, team, lookupToken(team))
+	}
+	if err := os.WriteFile(e.config, []byte(b.String()), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 func (e *env) startWorker(name string) *proc {

@@ -33,6 +33,7 @@ func TestPipelineThreeWorkersKill(t *testing.T) {
 	defer store.Close()
 	r := sc.check(ctx, t, out, backendCheck{store: store})
 	sc.report(t, local.Name, out, r)
+	sc.checkLookups(ctx, t, out)
 	if r.unrecorded != 0 {
 		t.Errorf("%d local versions without their event id", r.unrecorded)
 	}

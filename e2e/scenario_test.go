@@ -3,8 +3,10 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/client"
 	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/lookup/lookupclient"
 	"github.com/keyrelay/keyrelay/providers"
 )
 
@@ -55,6 +58,8 @@ type outcome struct {
 	notOnce   int                        // ids without exactly one confirmation
 	missing   int
 	confCount int
+	// reader is a serve process that stayed up: lookups are read from it.
+	reader *proc
 }
 
 // run plays the scenario against e and checks what every backend must
@@ -62,10 +67,16 @@ type outcome struct {
 // stale events mostly superseded.
 func (sc scenario) run(ctx context.Context, t *testing.T, e *env) *outcome {
 	t.Helper()
+	out := &outcome{events: map[string]*events.Event{}, eventsOf: map[string][]*events.Event{}}
+	teams := make([]string, sc.teams)
+	for i := range teams {
+		teams[i] = sc.teamOf(i)
+	}
+	e.setLookupTeams(teams)
 	w := []*proc{e.startWorker("w1"), e.startWorker("w2"), e.startWorker("w3")}
+	out.reader = w[0]
 	pub := client.NewPublisher(e.js)
 	rng := rand.New(rand.NewPCG(sc.seed, sc.seed+1))
-	out := &outcome{events: map[string]*events.Event{}, eventsOf: map[string][]*events.Event{}}
 	mk := func(k int, gen uint64) *events.Event {
 		typ := events.KeyRotated
 		if gen == 1 {
@@ -295,4 +306,40 @@ func (sc scenario) report(t *testing.T, backend string, out *outcome, r backendR
 		r.writtenThenSuperseded, r.unrecorded, out.elapsed.Round(time.Millisecond), float64(out.total)/out.elapsed.Seconds(), out.statuses)
 	fmt.Printf("e2e %s: published=%d distinct_ids=%d confirmations=%d wrong_value=%d extra_versions=%d ids_not_exactly_once=%d missing=%d statuses=%v\n",
 		backend, out.total, len(out.events), len(out.confs), r.wrong, r.extra, out.notOnce, out.missing, out.statuses)
+}
+
+// checkLookups reads every key back through the lookup API of a serve
+// process, with its team's token, and expects the newest value: the same
+// answer the backend check found, now through the cache path (ledger,
+// the team's provider, ownership tags).
+func (sc scenario) checkLookups(ctx context.Context, t *testing.T, out *outcome) {
+	t.Helper()
+	base := "http://127.0.0.1:" + strconv.Itoa(out.reader.lookupPort)
+	wrong, failed := 0, 0
+	for k := 0; k < sc.keys; k++ {
+		team, key := sc.teamOf(k), sc.keyOf(k)
+		c := &lookupclient.HTTP{BaseURL: base, Token: lookupToken(team)}
+		s, err := c.Get(ctx, key)
+		switch {
+		case err != nil:
+			failed++
+			if failed <= 3 {
+				t.Errorf("lookup %s/%s: %v", team, key, err)
+			}
+		case s.Value != value(team, key, sc.fresh):
+			wrong++
+			if wrong <= 3 {
+				t.Errorf("lookup %s/%s: not the newest value (version %s)", team, key, s.Version)
+			}
+		}
+	}
+	// Another team's token never reads the key.
+	if sc.teams > 1 {
+		c := &lookupclient.HTTP{BaseURL: base, Token: lookupToken(sc.teamOf(1))}
+		if _, err := c.Get(ctx, sc.keyOf(0)); !errors.Is(err, lookupclient.ErrNotFound) {
+			t.Errorf("team %s read team %s's key: %v", sc.teamOf(1), sc.teamOf(0), err)
+		}
+	}
+	t.Logf("LOOKUPS keys=%d newest_value=%d wrong_value=%d failed=%d", sc.keys, sc.keys-wrong-failed, wrong, failed)
+	fmt.Printf("e2e lookups: keys=%d newest_value=%d wrong_value=%d failed=%d\n", sc.keys, sc.keys-wrong-failed, wrong, failed)
 }

@@ -61,6 +61,7 @@ func TestPipelineVault(t *testing.T) {
 	defer store.Close()
 	r := sc.check(ctx, t, out, backendCheck{store: store})
 	sc.report(t, vault.Name, out, r)
+	sc.checkLookups(ctx, t, out)
 	// Every version holds a distinct value: no event, nor a stale copy of
 	// one under a new id, was written twice (also for unrecorded versions).
 	for k := 0; k < keys; k++ {
