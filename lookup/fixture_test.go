@@ -42,10 +42,20 @@ type gate struct {
 	gets  atomic.Int64
 	delay atomic.Int64
 	fail  atomic.Bool
+	// inflight and maxInflight count concurrent reads.
+	inflight, maxInflight atomic.Int64
 }
 
 func (g *gate) Get(ctx context.Context, name, version string) (*providers.Secret, error) {
 	g.gets.Add(1)
+	n := g.inflight.Add(1)
+	defer g.inflight.Add(-1)
+	for {
+		m := g.maxInflight.Load()
+		if n <= m || g.maxInflight.CompareAndSwap(m, n) {
+			break
+		}
+	}
 	if d := time.Duration(g.delay.Load()); d > 0 {
 		select {
 		case <-time.After(d):

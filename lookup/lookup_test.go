@@ -334,3 +334,41 @@ func TestCacheBounds(t *testing.T) {
 		})
 	}
 }
+
+// TestLoadsAreBounded: misses of many distinct names never have more than
+// max_concurrent_loads backend reads in flight; the others wait their turn.
+func TestLoadsAreBounded(t *testing.T) {
+	f := newFixture(t, fixtureOptions{noWorker: true, cache: lookup.Config{MaxLoads: 3}})
+	const names = 30
+	for i := range names {
+		if _, err := f.store.Put(f.ctx, putReq(fmt.Sprintf("bounded/n%d", i), "v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.gate.delay.Store(int64(20 * time.Millisecond))
+	var wg sync.WaitGroup
+	for i := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := f.svc.Lookup(f.ctx, lookup.HTTP, lookup.Scope{Global: true}, fmt.Sprintf("bounded/n%d", i), nil); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if got, most := f.gate.gets.Load(), f.gate.maxInflight.Load(); got != names || most > 3 || most < 2 {
+		t.Fatalf("%d reads, at most %d at once; want %d reads, at most 3 at once", got, most, names)
+	}
+	// A miss that cannot get a slot before its deadline answers 503.
+	f.gate.delay.Store(int64(time.Second))
+	for i := range 3 {
+		go func() { _, _ = f.svc.Lookup(f.ctx, lookup.HTTP, lookup.Scope{Global: true}, fmt.Sprintf("bounded/slow%d", i), nil) }()
+	}
+	time.Sleep(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(f.ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, err := f.svc.Lookup(ctx, lookup.HTTP, lookup.Scope{Global: true}, "bounded/n0-other", nil); err == nil || err.Status != 503 || !strings.Contains(err.Reason, "max_concurrent_loads") {
+		t.Fatalf("no slot: %v", err)
+	}
+}

@@ -90,6 +90,8 @@ func (m *Metrics) bind(s *Service) {
 	}
 	_ = m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keyrelay_lookup_cache_entries",
 		Help: "Entries in the lookup cache (approximate)."}, func() float64 { return float64(s.cache.EstimatedSize()) }))
+	_ = m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keyrelay_lookup_loads_in_flight",
+		Help: "Backend reads in flight (at most max_concurrent_loads)."}, func() float64 { return float64(len(s.loads)) }))
 	_ = m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keyrelay_lookup_cache_weight_bytes",
 		Help: "Weight of the lookup cache: an upper bound of the bytes its entries hold (at most max_bytes)."},
 		func() float64 { return float64(s.cache.WeightedSize()) }))

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"math/rand/v2"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -34,12 +33,14 @@ type Config struct {
 	MaxBytes   int
 	// BackendTimeout bounds one load.
 	BackendTimeout time.Duration
+	// MaxLoads bounds the loads in flight; more wait for a slot.
+	MaxLoads int
 }
 
 // ConfigFrom takes the cache settings of keyrelay.lookup.
 func ConfigFrom(l settings.LookupConfig) Config {
 	c := Config{TTL: l.TTL, TTLJitter: l.TTLJitter, NegativeTTL: l.NegativeTTL, StaleIfError: l.StaleIfError,
-		MaxEntries: l.MaxEntries, MaxBytes: l.MaxBytes, BackendTimeout: l.BackendTimeout}
+		MaxEntries: l.MaxEntries, MaxBytes: l.MaxBytes, BackendTimeout: l.BackendTimeout, MaxLoads: l.MaxConcurrentLoads}
 	if l.StaleIfError == 0 {
 		c.StaleIfError = -1
 	}
@@ -69,6 +70,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.BackendTimeout <= 0 {
 		c.BackendTimeout = settings.DefaultLookupBackendTimeout
+	}
+	if c.MaxLoads <= 0 {
+		c.MaxLoads = settings.DefaultLookupMaxLoads
 	}
 }
 
@@ -127,7 +131,8 @@ type Service struct {
 	// false every hit is revalidated first.
 	streamUp atomic.Bool
 	rewarm   chan struct{}
-	bufs     sync.Pool
+	// loads holds a slot per backend read in flight (Config.MaxLoads).
+	loads chan struct{}
 }
 
 // New builds a Service. m and log may be nil.
@@ -142,7 +147,7 @@ func New(cfg Config, loader Loader, m *Metrics, log *zap.Logger) (*Service, erro
 	if log == nil {
 		log = zap.NewNop()
 	}
-	s := &Service{cfg: cfg, loader: loader, m: m, log: log, rewarm: make(chan struct{}, 16)}
+	s := &Service{cfg: cfg, loader: loader, m: m, log: log, rewarm: make(chan struct{}, 16), loads: make(chan struct{}, cfg.MaxLoads)}
 	// Every entry weighs at least MaxBytes/MaxEntries, so a total weight
 	// of MaxBytes also caps the count at MaxEntries.
 	s.floor = uint32(max(1, cfg.MaxBytes/cfg.MaxEntries))
@@ -271,6 +276,13 @@ func (f loadFunc) Reload(ctx context.Context, _ string, _ *entry) (*entry, error
 // load calls the Loader and builds the entry. Not-found and forbidden
 // become negative entries; other errors are returned (nothing cached).
 func (s *Service) load(ctx context.Context, sc Scope, name string) (*entry, error) {
+	select {
+	case s.loads <- struct{}{}:
+		defer func() { <-s.loads }()
+	case <-ctx.Done():
+		s.m.load("error")
+		return nil, unavailable(ctx.Err(), "too many backend reads in flight (max_concurrent_loads %d); gave up waiting", s.cfg.MaxLoads)
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.BackendTimeout)
 	defer cancel()
 	sec, err := s.loader.Load(ctx, sc, name)

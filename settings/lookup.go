@@ -39,6 +39,10 @@ type LookupConfig struct {
 	MaxBytes   int `yaml:"max_bytes"`
 	// BackendTimeout bounds one backend read on a miss. Default: 5s.
 	BackendTimeout time.Duration `yaml:"backend_timeout"`
+	// MaxConcurrentLoads bounds the backend reads in flight (misses of
+	// distinct names, refreshes); further misses wait, up to their
+	// request's deadline. Default: 64.
+	MaxConcurrentLoads int `yaml:"max_concurrent_loads"`
 	// Environment lists the names (path.Match patterns) the global scope
 	// may read from keyrelay's environment: LiteLLM reads names that are
 	// not in hosted_keys from os.environ, but serving keyrelay's own
@@ -73,6 +77,7 @@ const (
 	DefaultLookupMaxEntries     = 100_000          // lookup.max_entries
 	DefaultLookupMaxBytes       = 64 << 20         // lookup.max_bytes
 	DefaultLookupBackendTimeout = 5 * time.Second  // lookup.backend_timeout
+	DefaultLookupMaxLoads       = 64               // lookup.max_concurrent_loads
 	LookupOff                   = HTTPOff          // lookup.addr value that disables HTTP
 )
 
@@ -85,15 +90,16 @@ func (l LookupConfig) NATSEnabled() bool { return l.NATS == nil || *l.NATS }
 func defaultLookup() LookupConfig {
 	n := DefaultLookupNATS
 	return LookupConfig{
-		Addr:           DefaultLookupAddr,
-		NATS:           &n,
-		TTL:            DefaultLookupTTL,
-		TTLJitter:      DefaultLookupTTLJitter,
-		NegativeTTL:    DefaultLookupNegativeTTL,
-		StaleIfError:   DefaultLookupStaleIfError,
-		MaxEntries:     DefaultLookupMaxEntries,
-		MaxBytes:       DefaultLookupMaxBytes,
-		BackendTimeout: DefaultLookupBackendTimeout,
+		Addr:               DefaultLookupAddr,
+		NATS:               &n,
+		TTL:                DefaultLookupTTL,
+		TTLJitter:          DefaultLookupTTLJitter,
+		NegativeTTL:        DefaultLookupNegativeTTL,
+		StaleIfError:       DefaultLookupStaleIfError,
+		MaxEntries:         DefaultLookupMaxEntries,
+		MaxBytes:           DefaultLookupMaxBytes,
+		BackendTimeout:     DefaultLookupBackendTimeout,
+		MaxConcurrentLoads: DefaultLookupMaxLoads,
 	}
 }
 
@@ -127,6 +133,9 @@ func (v *validator) lookup(l *LookupConfig) {
 	}
 	if l.BackendTimeout <= 0 {
 		v.add(p+"backend_timeout", "must be positive")
+	}
+	if l.MaxConcurrentLoads < 1 {
+		v.add(p+"max_concurrent_loads", "must be at least 1")
 	}
 	for i, pat := range l.Environment {
 		if _, err := path.Match(pat, ""); err != nil || pat == "" {
