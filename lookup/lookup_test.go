@@ -363,7 +363,9 @@ func TestLoadsAreBounded(t *testing.T) {
 	// A miss that cannot get a slot before its deadline answers 503.
 	f.gate.delay.Store(int64(time.Second))
 	for i := range 3 {
-		go func() { _, _ = f.svc.Lookup(f.ctx, lookup.HTTP, lookup.Scope{Global: true}, fmt.Sprintf("bounded/slow%d", i), nil) }()
+		go func() {
+			_, _ = f.svc.Lookup(f.ctx, lookup.HTTP, lookup.Scope{Global: true}, fmt.Sprintf("bounded/slow%d", i), nil)
+		}()
 	}
 	time.Sleep(100 * time.Millisecond)
 	ctx, cancel := context.WithTimeout(f.ctx, 100*time.Millisecond)
