@@ -66,3 +66,14 @@ func asError(err error) *Error {
 	}
 	return unavailable(err, "backend: %v", err)
 }
+
+// body is e as the JSON both transports answer with:
+// {"error": code, "reason": text}.
+func (e *Error) body() []byte {
+	b := make([]byte, 0, 64+len(e.Reason))
+	b = append(b, `{"error":`...)
+	b = appendJSONString(b, e.Code)
+	b = append(b, `,"reason":`...)
+	b = appendJSONString(b, e.Reason)
+	return append(b, "}\n"...)
+}

@@ -131,13 +131,7 @@ func unescapePath(s string) (string, error) {
 
 // writeError writes e as JSON: {"error": code, "reason": ...}.
 func writeError(w http.ResponseWriter, e *Error) {
-	b := make([]byte, 0, 64+len(e.Reason))
-	b = append(b, `{"error":`...)
-	b = appendJSONString(b, e.Code)
-	b = append(b, `,"reason":`...)
-	b = appendJSONString(b, e.Reason)
-	b = append(b, "}\n"...)
 	w.Header()["Content-Type"] = jsonType
 	w.WriteHeader(e.Status)
-	_, _ = w.Write(b)
+	_, _ = w.Write(e.body())
 }

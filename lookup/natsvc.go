@@ -73,7 +73,7 @@ type natsHandler struct {
 func (h *natsHandler) team(req micro.Request) {
 	team := req.Subject()[len(TeamSubject)+1:]
 	if err := events.ValidateID("team", team); err != nil {
-		h.fail(req, badRequest("subject: %v", err))
+		h.reject(req, badRequest("subject: %v", err))
 		return
 	}
 	h.serve(req, Scope{Team: team})
@@ -88,11 +88,11 @@ func (h *natsHandler) serve(req micro.Request, scope Scope) {
 	if tok := BearerToken(req.Headers().Get("Authorization")); tok != "" || h.o.RequireToken {
 		cred, _, err := h.s.auth.Authenticate(tok)
 		if err != nil {
-			h.fail(req, err)
+			h.reject(req, err)
 			return
 		}
 		if cred != scope {
-			h.fail(req, forbidden("the token is not valid for %s", scope))
+			h.reject(req, forbidden("the token is not valid for %s", scope))
 			return
 		}
 	}
@@ -101,7 +101,7 @@ func (h *natsHandler) serve(req micro.Request, scope Scope) {
 		name, err = CheckName(scope, name)
 	}
 	if err != nil {
-		h.fail(req, err)
+		h.reject(req, err)
 		return
 	}
 	bp := bodyPool.Get().(*[]byte)
@@ -128,18 +128,15 @@ func (h *natsHandler) reply(req micro.Request, bp *[]byte, body []byte, err *Err
 	bodyPool.Put(bp)
 }
 
+// reject answers a request refused before the cache (counted as such).
+func (h *natsHandler) reject(req micro.Request, e *Error) {
+	h.s.svc.m.reject(NATS, e)
+	h.fail(req, e)
+}
+
+// fail answers with e as a micro error: the HTTP status as its code.
 func (h *natsHandler) fail(req micro.Request, e *Error) {
-	switch e.Status {
-	case ErrBadRequest.Status, ErrUnauthorized.Status, ErrForbidden.Status:
-		h.s.svc.m.reject(NATS, e)
-	}
-	b := make([]byte, 0, 64+len(e.Reason))
-	b = append(b, `{"error":`...)
-	b = appendJSONString(b, e.Code)
-	b = append(b, `,"reason":`...)
-	b = appendJSONString(b, e.Reason)
-	b = append(b, '}')
-	_ = req.Error(strconv.Itoa(e.Status), e.Reason, b)
+	_ = req.Error(strconv.Itoa(e.Status), e.Reason, e.body())
 }
 
 // requestName reads {"name": ...} or a bare name.
