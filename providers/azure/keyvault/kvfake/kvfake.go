@@ -2,8 +2,18 @@
 // REST API, faithful enough on the wire to drive the official azsecrets
 // client: the bearer challenge, api-version, Key Vault's JSON error shape,
 // versions with ids, soft delete with recover and purge (409 Conflict when
-// a deleted-but-recoverable name is written), case-insensitive names and
-// injected faults such as 429 with Retry-After.
+// a deleted-but-recoverable name is written), disabled versions (a read
+// answers 403 Forbidden with inner error SecretDisabled; the versions list
+// still shows their tags), case-insensitive names and injected faults such
+// as 429 with Retry-After.
+//
+// A minimal Entra ID token endpoint runs on the same listener. The vault
+// accepts only tokens it issued (or the static Server.Token) and checks
+// them as Key Vault does: an expired token, a token not valid yet (the
+// vault's clock, see AdvanceClock) and a revoked one (RevokeTokens) get
+// the 401 bearer challenge. The token endpoint can fail on demand
+// (InjectTokenFault): with an HTTP status, or with a dropped connection
+// and no HTTP response, as an unreachable Entra ID looks to a client.
 //
 // No Key Vault emulator exists offline; keyrelay's azure_key_vault provider
 // is tested against this fake (see the repository README).
@@ -37,7 +47,24 @@ const (
 	MaxValueLength = 25 * 1024
 	// MaxTags is Key Vault's limit on tags per secret.
 	MaxTags = 15
+	// DefaultTokenLifetime is the expires_in of issued tokens.
+	DefaultTokenLifetime = 3599 * time.Second
 )
+
+// TokenFault is an injected failure of the identity endpoints (metadata
+// and token): the next Times requests get Status with an Entra ID error
+// body (Error, default "temporarily_unavailable"), or, with Drop, a closed
+// connection and no HTTP response at all.
+type TokenFault struct {
+	Status int
+	Error  string
+	Drop   bool
+	Times  int
+}
+
+type tokenInfo struct {
+	notBefore, expires time.Time
+}
 
 var nameRE = regexp.MustCompile(`^[0-9a-zA-Z-]{1,127}$`)
 
@@ -99,6 +126,9 @@ type Server struct {
 	// credentials the fake token endpoint accepts.
 	ClientID     string
 	ClientSecret string
+	// TokenLifetime is how long issued tokens are valid (expires_in).
+	// Default: DefaultTokenLifetime.
+	TokenLifetime time.Duration
 
 	srv        *httptest.Server
 	mu         sync.Mutex
@@ -106,6 +136,10 @@ type Server struct {
 	deleted    map[string]*deletedSecret
 	readyAt    map[string]time.Time
 	faults     []*Fault
+	tokFaults  []*TokenFault
+	issued     map[string]tokenInfo
+	revoked    map[string]bool
+	clock      time.Duration
 	challenged int
 	tokens     int
 	requests   int
@@ -120,6 +154,8 @@ func New() *Server {
 		secrets:  map[string]*secret{},
 		deleted:  map[string]*deletedSecret{},
 		readyAt:  map[string]time.Time{},
+		issued:   map[string]tokenInfo{},
+		revoked:  map[string]bool{},
 	}
 	s.srv = httptest.NewTLSServer(http.HandlerFunc(s.serve))
 	s.URL = s.srv.URL
@@ -161,6 +197,75 @@ func (s *Server) ClearFaults() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.faults = nil
+}
+
+// InjectTokenFault queues a failure of the identity endpoints.
+func (s *Server) InjectTokenFault(f TokenFault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f.Times <= 0 {
+		f.Times = 1
+	}
+	if f.Status == 0 {
+		f.Status = http.StatusServiceUnavailable
+	}
+	if f.Error == "" {
+		f.Error = "temporarily_unavailable"
+	}
+	s.tokFaults = append(s.tokFaults, &f)
+}
+
+// RevokeTokens makes the vault reject every token issued so far, and the
+// static Token, as it rejects a token after a credential reset or a
+// signing-key rollover: the next request with one gets the 401 bearer
+// challenge. Tokens issued afterwards are accepted. It returns how many
+// tokens it revoked.
+func (s *Server) RevokeTokens() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.issued)
+	for t := range s.issued {
+		s.revoked[t] = true
+	}
+	s.issued = map[string]tokenInfo{}
+	if s.Token != "" && !s.revoked[s.Token] {
+		s.revoked[s.Token] = true
+		n++
+	}
+	return n
+}
+
+// AdvanceClock moves the fake's clock (token issue and validation) by d,
+// as a skew between the client's clock and Entra ID's and Key Vault's
+// does: advanced past TokenLifetime, tokens a client still holds are
+// expired for the vault.
+func (s *Server) AdvanceClock(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.clock += d
+}
+
+func (s *Server) now() time.Time { return time.Now().Add(s.clock) }
+
+// checkToken returns "" for a token the vault accepts, else the message
+// of the 401 challenge, as Key Vault words it.
+func (s *Server) checkToken(tok string) string {
+	if s.revoked[tok] {
+		return "AKV10022: Invalid audience or token."
+	}
+	if s.Token != "" && tok == s.Token {
+		return ""
+	}
+	ti, ok := s.issued[tok]
+	switch {
+	case !ok:
+		return "AKV10022: Invalid audience or token."
+	case s.now().Before(ti.notBefore):
+		return "Token not yet valid."
+	case !s.now().Before(ti.expires):
+		return "[TokenExpired] Error validating token: 'S2S12086'."
+	}
+	return ""
 }
 
 // Challenged returns how many requests got the 401 bearer challenge.
@@ -224,6 +329,16 @@ func writeErr(w http.ResponseWriter, status int, code, msg string) {
 	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
 }
 
+// writeInnerErr writes Key Vault's error with an inner error code, as for
+// a disabled secret: {"error":{"code":"Forbidden","message":...,
+// "innererror":{"code":"SecretDisabled"}}}.
+func writeInnerErr(w http.ResponseWriter, status int, code, inner, msg string) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"code": code, "message": msg,
+		"innererror": map[string]string{"code": inner}}})
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
@@ -248,8 +363,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok, ok := strings.CutPrefix(auth, "Bearer ")
-	if !ok || tok == "" || (s.Token != "" && tok != s.Token) {
+	if !ok || tok == "" {
 		s.challenge(w, "AKV10022: Invalid audience or token.")
+		return
+	}
+	if msg := s.checkToken(tok); msg != "" {
+		s.challenge(w, msg)
 		return
 	}
 	s.requests++
@@ -482,7 +601,7 @@ func (s *Server) get(w http.ResponseWriter, base, name, ver string) {
 		return
 	}
 	if !v.enabled {
-		writeErr(w, http.StatusForbidden, "Forbidden", "Operation get is not allowed on a disabled secret.")
+		writeInnerErr(w, http.StatusForbidden, "Forbidden", "SecretDisabled", "Operation get is not allowed on a disabled secret.")
 		return
 	}
 	writeJSON(w, http.StatusOK, s.bundle(base, sec, v, true))
@@ -616,8 +735,28 @@ func (s *Server) recover(w http.ResponseWriter, base, name string) {
 func (s *Server) identity(w http.ResponseWriter, r *http.Request) bool {
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
 	base := "https://" + r.Host
+	isMeta := len(parts) == 4 && parts[1] == "v2.0" && parts[2] == ".well-known" && parts[3] == "openid-configuration" && r.Method == http.MethodGet
+	isToken := len(parts) == 4 && parts[1] == "oauth2" && parts[2] == "v2.0" && parts[3] == "token" && r.Method == http.MethodPost
+	if (isMeta || isToken) && len(s.tokFaults) > 0 {
+		f := s.tokFaults[0]
+		if f.Times--; f.Times <= 0 {
+			s.tokFaults = s.tokFaults[1:]
+		}
+		if f.Drop {
+			if hj, ok := w.(http.Hijacker); ok {
+				if conn, _, err := hj.Hijack(); err == nil {
+					_ = conn.Close()
+					return true
+				}
+			}
+			panic(http.ErrAbortHandler)
+		}
+		writeJSON(w, f.Status, map[string]any{"error": f.Error,
+			"error_description": "AADSTS90033: A transient error has occurred. Please try again.", "error_codes": []int{90033}})
+		return true
+	}
 	switch {
-	case len(parts) == 4 && parts[1] == "v2.0" && parts[2] == ".well-known" && parts[3] == "openid-configuration" && r.Method == http.MethodGet:
+	case isMeta:
 		t := parts[0]
 		writeJSON(w, http.StatusOK, map[string]any{
 			"token_endpoint":                        base + "/" + t + "/oauth2/v2.0/token",
@@ -629,7 +768,7 @@ func (s *Server) identity(w http.ResponseWriter, r *http.Request) bool {
 			"token_endpoint_auth_methods_supported": []string{"client_secret_post", "private_key_jwt", "client_secret_basic"},
 		})
 		return true
-	case len(parts) == 4 && parts[1] == "oauth2" && parts[2] == "v2.0" && parts[3] == "token" && r.Method == http.MethodPost:
+	case isToken:
 		if err := r.ParseForm(); err != nil {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request"})
 			return true
@@ -644,12 +783,16 @@ func (s *Server) identity(w http.ResponseWriter, r *http.Request) bool {
 				"error_description": "AADSTS7000215: Invalid client secret provided.", "error_codes": []int{7000215}})
 			return true
 		}
-		tok := s.Token
-		if tok == "" {
-			tok = "kvfake-access-token"
+		life := s.TokenLifetime
+		if life <= 0 {
+			life = DefaultTokenLifetime
 		}
+		tok := "kvfake-" + newVersionID()
+		now := s.now()
+		s.issued[tok] = tokenInfo{notBefore: now, expires: now.Add(life)}
 		s.tokens++
-		writeJSON(w, http.StatusOK, map[string]any{"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": tok})
+		secs := int(life / time.Second)
+		writeJSON(w, http.StatusOK, map[string]any{"token_type": "Bearer", "expires_in": secs, "ext_expires_in": secs, "access_token": tok})
 		return true
 	}
 	return false

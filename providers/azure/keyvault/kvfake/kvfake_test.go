@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keyrelay/keyrelay/providers/azure/keyvault/kvfake"
 )
@@ -44,6 +46,7 @@ func code(t *testing.T, b []byte) string {
 
 func TestWire(t *testing.T) {
 	s := kvfake.New()
+	s.Token = "tok"
 	defer s.Close()
 	const av = "?api-version=7.6"
 
@@ -123,6 +126,7 @@ func TestWire(t *testing.T) {
 
 func TestVersionPaging(t *testing.T) {
 	s := kvfake.New()
+	s.Token = "tok"
 	defer s.Close()
 	for i := 0; i < kvfake.PageSize+3; i++ {
 		do(t, s, "PUT", "/secrets/p?api-version=7.6", `{"value":"v"}`, true)
@@ -142,5 +146,149 @@ func TestVersionPaging(t *testing.T) {
 	_ = json.Unmarshal(b, &page)
 	if len(page.Value) != 3 || page.NextLink != nil {
 		t.Fatalf("second page: %d items, next %v", len(page.Value), page.NextLink)
+	}
+}
+
+// token asks the fake's token endpoint for a client-credentials token.
+func token(t *testing.T, s *kvfake.Server) (int, string) {
+	t.Helper()
+	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {"c"}, "client_secret": {"s"}, "scope": {"https://vault.azure.net/.default"}}
+	res, err := s.Client().PostForm(s.URL+"/"+kvfake.DefaultTenant+"/oauth2/v2.0/token", form)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer res.Body.Close()
+	var tr struct {
+		AccessToken string `json:"access_token"`
+		ExpiresIn   int    `json:"expires_in"`
+		Error       string `json:"error"`
+	}
+	_ = json.NewDecoder(res.Body).Decode(&tr)
+	if res.StatusCode == 200 && tr.ExpiresIn != int(kvfake.DefaultTokenLifetime/time.Second) {
+		t.Errorf("expires_in %d", tr.ExpiresIn)
+	}
+	if tr.Error != "" {
+		return res.StatusCode, tr.Error
+	}
+	return res.StatusCode, tr.AccessToken
+}
+
+func bearer(t *testing.T, s *kvfake.Server, tok string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", s.URL+"/secrets/a?api-version=7.6", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	res, err := s.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode == 401 {
+		if res.Header.Get("WWW-Authenticate") == "" {
+			t.Error("401 without the bearer challenge")
+		}
+		var e kvErr
+		_ = json.Unmarshal(b, &e)
+		return 401, e.Error.Message
+	}
+	return res.StatusCode, ""
+}
+
+// TestTokens: the vault accepts only tokens it issued, until they expire
+// (by its clock) or are revoked; the token endpoint fails on demand.
+func TestTokens(t *testing.T) {
+	s := kvfake.New()
+	defer s.Close()
+	if st, msg := bearer(t, s, "made-up"); st != 401 || !strings.Contains(msg, "AKV10022") {
+		t.Fatalf("unknown token: %d %q", st, msg)
+	}
+	st, tok := token(t, s)
+	if st != 200 || tok == "" {
+		t.Fatalf("token: %d %q", st, tok)
+	}
+	if st, _ := bearer(t, s, tok); st != 404 {
+		t.Fatalf("issued token: %d, want 404 (authorized, no secret)", st)
+	}
+	s.AdvanceClock(kvfake.DefaultTokenLifetime)
+	if st, msg := bearer(t, s, tok); st != 401 || !strings.Contains(msg, "TokenExpired") {
+		t.Fatalf("expired token: %d %q", st, msg)
+	}
+	_, tok2 := token(t, s)
+	if st, _ := bearer(t, s, tok2); st != 404 {
+		t.Fatalf("fresh token: %d", st)
+	}
+	s.AdvanceClock(-time.Hour) // the vault's clock behind the issuer's
+	if st, msg := bearer(t, s, tok2); st != 401 || !strings.Contains(msg, "not yet valid") {
+		t.Fatalf("token from the future: %d %q", st, msg)
+	}
+	s.AdvanceClock(time.Hour)
+	if n := s.RevokeTokens(); n != 2 {
+		t.Errorf("revoked %d tokens, want 2", n)
+	}
+	if st, msg := bearer(t, s, tok2); st != 401 || !strings.Contains(msg, "AKV10022") {
+		t.Fatalf("revoked token: %d %q", st, msg)
+	}
+	_, tok3 := token(t, s)
+	if st, _ := bearer(t, s, tok3); st != 404 {
+		t.Fatalf("token after revocation: %d", st)
+	}
+
+	s.InjectTokenFault(kvfake.TokenFault{Drop: true})
+	if st, msg := token(t, s); st != 0 || msg == "" {
+		t.Fatalf("dropped token request answered: %d %q", st, msg)
+	}
+	s.InjectTokenFault(kvfake.TokenFault{Status: 503})
+	if st, msg := token(t, s); st != 503 || msg != "temporarily_unavailable" {
+		t.Fatalf("token fault: %d %q", st, msg)
+	}
+	if st, _ := token(t, s); st != 200 {
+		t.Fatalf("after the faults: %d", st)
+	}
+
+	// A static Token is accepted until revoked.
+	s.Token = "static"
+	if st, _ := bearer(t, s, "static"); st != 404 {
+		t.Fatalf("static token: %d", st)
+	}
+	s.RevokeTokens()
+	if st, _ := bearer(t, s, "static"); st != 401 {
+		t.Fatalf("revoked static token: %d", st)
+	}
+}
+
+// TestDisabledVersion: reading a disabled version is 403 Forbidden with
+// inner error SecretDisabled; its tags stay readable in the versions list,
+// and a new version, an update and a delete are allowed.
+func TestDisabledVersion(t *testing.T) {
+	s := kvfake.New()
+	s.Token = "tok"
+	defer s.Close()
+	const av = "?api-version=7.6"
+	do(t, s, "PUT", "/secrets/d"+av, `{"value":"v1","tags":{"owner":"me"},"attributes":{"enabled":false}}`, true)
+	res, b := do(t, s, "GET", "/secrets/d"+av, "", true)
+	var e struct {
+		Error struct {
+			Code       string
+			Message    string
+			InnerError struct{ Code string } `json:"innererror"`
+		} `json:"error"`
+	}
+	_ = json.Unmarshal(b, &e)
+	if res.StatusCode != 403 || e.Error.Code != "Forbidden" || e.Error.InnerError.Code != "SecretDisabled" || !strings.Contains(e.Error.Message, "disabled") {
+		t.Fatalf("get disabled: %d %s", res.StatusCode, b)
+	}
+	res, b = do(t, s, "GET", "/secrets/d/versions"+av, "", true)
+	if res.StatusCode != 200 || !strings.Contains(string(b), `"owner":"me"`) || !strings.Contains(string(b), `"enabled":false`) || strings.Contains(string(b), `"v1"`) {
+		t.Fatalf("versions of a disabled secret: %d %s", res.StatusCode, b)
+	}
+	if res, b = do(t, s, "PUT", "/secrets/d"+av, `{"value":"v2"}`, true); res.StatusCode != 200 {
+		t.Fatalf("new version over a disabled one: %d %s", res.StatusCode, b)
+	}
+	if res, b = do(t, s, "GET", "/secrets/d"+av, "", true); res.StatusCode != 200 || !strings.Contains(string(b), `"v2"`) {
+		t.Fatalf("get after the new version: %d %s", res.StatusCode, b)
+	}
+	do(t, s, "PUT", "/secrets/d"+av, `{"value":"v3","attributes":{"enabled":false}}`, true)
+	if res, b = do(t, s, "DELETE", "/secrets/d"+av, "", true); res.StatusCode != 200 {
+		t.Fatalf("delete of a disabled secret: %d %s", res.StatusCode, b)
 	}
 }
