@@ -48,12 +48,39 @@
 // Delete soft-deletes; with Force it then purges (retrying while Key
 // Vault still finishes the delete), unless purge_on_force=false.
 //
+// # Disabled versions
+//
+// Key Vault refuses to read a disabled version (403 Forbidden, inner error
+// SecretDisabled); Get reports it as ErrSecretDisabled (with
+// providers.ErrAccessDenied, permanent). Put, Delete, UpdateTags and
+// Versions read a disabled current version's tags from the list of
+// versions instead (the current version is the newest one) and check
+// ownership there: a rotation writes its new, enabled version, a delete
+// deletes, a tag update patches the disabled version's tags. A replay of
+// the event that wrote the disabled version stays a Duplicate and does not
+// re-enable it.
+//
+// # Tokens
+//
+// The SDK's bearer policy answers a 401 by asking its credential again,
+// but azidentity's credentials answer from their own cache, so a token the
+// vault stopped accepting (revoked, or expired by the vault's clock) would
+// be sent until it expires locally. On a 401 the provider therefore builds
+// a new client with a new credential (an empty token cache) and retries
+// the call once; only a 401 after that is classified. Calls failing at the
+// same time share one refresh; refreshes are limited to 5 at once and one
+// per 5 seconds after that, so a vault that rejects every fresh token does
+// not turn each event into a token request.
+//
 // # Errors and throttling
 //
-// Errors are *providers.Error: 401/403 and failed authentication are
-// permanent ErrAccessDenied, 404 ErrNotFound, 409 retryable ErrConflict,
-// 429 Throttled ErrThrottled with Retry-After, 5xx and network errors
-// retryable ErrUnavailable. Messages hold the status and Key Vault's error
+// Errors are *providers.Error: 401 (after one token refresh), 403 and
+// rejected client credentials are permanent ErrAccessDenied, 404
+// ErrNotFound, 409 retryable ErrConflict, 429 Throttled ErrThrottled with
+// Retry-After, 5xx and network errors retryable ErrUnavailable. A token
+// endpoint that cannot be reached (no HTTP response) or answers 5xx, 408
+// or 429 is retryable ErrUnavailable: a blip at Entra ID does not
+// dead-letter events. Messages hold the status and Key Vault's error
 // code only, never the SDK's text (request URL, body), a token or a value.
 // SDK retries are off by default (max_retries) so keyrelay's own retry
 // policy sees the hint. A client-side limiter allows creates_per_10s

@@ -24,13 +24,19 @@ import (
 // the HTTP status and Key Vault's error code, never the SDK's own text
 // (which quotes the request URL and response body), a token or value.
 //
-//	401, 403, failed authentication  -> Permanent, ErrAccessDenied
+//	401, 403, rejected credentials   -> Permanent, ErrAccessDenied
+//	403 SecretDisabled               -> Permanent, ErrSecretDisabled and ErrAccessDenied
 //	404                              -> Permanent, ErrNotFound
 //	409                              -> Retryable, ErrConflict
 //	429                              -> Throttled, ErrThrottled, RetryAfter
 //	400 and other 4xx                -> Permanent, ErrInvalid
 //	5xx, network, timeouts           -> Retryable, ErrUnavailable
+//	token endpoint 5xx, 408, 429 or
+//	  unreachable (no HTTP response) -> Retryable, ErrUnavailable
 //	TLS certificate errors           -> Permanent, ErrUnavailable
+//
+// A 401 reaches classify only after the provider retried the call once
+// with a new token (see vaultClient).
 func classify(op, name string, err error, value []byte) *providers.Error {
 	if err == nil {
 		return nil
@@ -54,6 +60,8 @@ func classify(op, name string, err error, value []byte) *providers.Error {
 		}
 		var e *providers.Error
 		switch {
+		case isDisabled(err):
+			e = newErr(op, name, providers.Permanent, fmt.Errorf("%w: %w: HTTP 403 Forbidden SecretDisabled (an operator disabled it; enable it, or write a new version)", ErrSecretDisabled, providers.ErrAccessDenied))
 		case st == http.StatusUnauthorized || st == http.StatusForbidden:
 			e = newErr(op, name, providers.Permanent, fmt.Errorf("%w: %s", providers.ErrAccessDenied, msg))
 		case st == http.StatusNotFound:
@@ -74,12 +82,23 @@ func classify(op, name string, err error, value []byte) *providers.Error {
 	}
 	var afe *azidentity.AuthenticationFailedError
 	if errors.As(err, &afe) {
-		msg := "authentication failed"
-		if afe.RawResponse != nil {
-			msg += fmt.Sprintf(" (token endpoint HTTP %d)", afe.RawResponse.StatusCode)
-			if afe.RawResponse.StatusCode >= 500 || afe.RawResponse.StatusCode == http.StatusTooManyRequests {
-				return newErr(op, name, providers.Retryable, fmt.Errorf("%w: credential: %s", providers.ErrUnavailable, msg))
+		if afe.RawResponse == nil {
+			// No HTTP response from the token endpoint: azidentity keeps
+			// only the text of the transport error (DNS, refused or reset
+			// connection, timeout). A certificate the system does not
+			// trust is configuration; anything else is an outage.
+			text := afe.Error()
+			if strings.Contains(text, "x509:") || strings.Contains(text, "tls:") {
+				return newErr(op, name, providers.Permanent, fmt.Errorf("%w: credential: TLS: the token endpoint's certificate is not trusted (set %q?)", providers.ErrUnavailable, OptionCABundle))
 			}
+			return newErr(op, name, providers.Retryable, fmt.Errorf("%w: credential: token endpoint unreachable: %s", providers.ErrUnavailable, clip(sanitize(text, value), 200)))
+		}
+		st := afe.RawResponse.StatusCode
+		msg := fmt.Sprintf("authentication failed (token endpoint HTTP %d)", st)
+		if st >= 500 || st == http.StatusTooManyRequests || st == http.StatusRequestTimeout {
+			e := newErr(op, name, providers.Retryable, fmt.Errorf("%w: credential: %s", providers.ErrUnavailable, msg))
+			e.RetryAfter = retryAfter(afe.RawResponse.Header)
+			return e
 		}
 		return newErr(op, name, providers.Permanent, fmt.Errorf("%w: credential: %s", providers.ErrAccessDenied, msg))
 	}
@@ -197,3 +216,10 @@ func statusOf(err error) int {
 	}
 	return 0
 }
+
+// ErrSecretDisabled marks a read of a secret whose current version (or the
+// version asked for) is disabled: Key Vault answers 403 Forbidden with the
+// inner error code SecretDisabled. It comes with providers.ErrAccessDenied
+// and is permanent. Put, Delete, UpdateTags and Versions do not fail on a
+// disabled current version: they read its tags from the list of versions.
+var ErrSecretDisabled = errors.New("the secret's version is disabled")

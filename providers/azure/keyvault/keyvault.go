@@ -68,7 +68,7 @@ func WithCredential(cred azcore.TokenCredential) Option {
 // concurrent use.
 type Provider struct {
 	cfg    Config
-	client *azsecrets.Client
+	client *vaultClient
 	log    *zap.Logger
 	lim    *rate.Limiter
 	stripe [64]chan struct{}
@@ -107,22 +107,32 @@ func New(_ context.Context, cfg Config, log *zap.Logger, opts ...Option) (*Provi
 	} else {
 		co.Retry = policy.RetryOptions{MaxRetries: int32(cfg.MaxRetries)}
 	}
-	cred := o.cred
-	if cred == nil {
+	newCred := func() (azcore.TokenCredential, error) {
+		if o.cred != nil {
+			return o.cred, nil
+		}
 		if cfg.ClientSecret != "" {
-			cred, err = azidentity.NewClientSecretCredential(cfg.TenantID, cfg.ClientID, cfg.ClientSecret,
+			return azidentity.NewClientSecretCredential(cfg.TenantID, cfg.ClientID, cfg.ClientSecret,
 				&azidentity.ClientSecretCredentialOptions{ClientOptions: co, DisableInstanceDiscovery: cfg.DisableInstanceDiscovery})
-		} else {
-			cred, err = azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{ClientOptions: co, TenantID: cfg.TenantID, DisableInstanceDiscovery: cfg.DisableInstanceDiscovery})
 		}
-		if err != nil {
-			return nil, newErr("open", "", providers.Permanent, fmt.Errorf("%w: credential: %s", providers.ErrAccessDenied, clip(sanitize(err.Error(), nil), 300)))
-		}
+		return azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{ClientOptions: co, TenantID: cfg.TenantID, DisableInstanceDiscovery: cfg.DisableInstanceDiscovery})
 	}
-	client, err := azsecrets.NewClient(cfg.VaultURL, cred, &azsecrets.ClientOptions{
-		ClientOptions:                        co,
-		DisableChallengeResourceVerification: cfg.DisableChallengeResourceVerification,
-	})
+	if _, err := newCred(); err != nil {
+		return nil, newErr("open", "", providers.Permanent, fmt.Errorf("%w: credential: %s", providers.ErrAccessDenied, clip(sanitize(err.Error(), nil), 300)))
+	}
+	// Each client gets a credential of its own, so a client built after a
+	// 401 starts with an empty token cache (see vaultClient).
+	build := func() (*azsecrets.Client, error) {
+		cred, err := newCred()
+		if err != nil {
+			return nil, err
+		}
+		return azsecrets.NewClient(cfg.VaultURL, cred, &azsecrets.ClientOptions{
+			ClientOptions:                        co,
+			DisableChallengeResourceVerification: cfg.DisableChallengeResourceVerification,
+		})
+	}
+	client, err := newVaultClient(build, log)
 	if err != nil {
 		return nil, newErr("open", "", providers.Permanent, fmt.Errorf("%w: %s", providers.ErrInvalid, clip(sanitize(err.Error(), nil), 300)))
 	}
@@ -222,14 +232,21 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 	defer unlock()
 
 	created := false
-	cur, err := p.client.GetSecret(ctx, kvn, "", nil)
+	cur, err := p.currentOf(ctx, kvn)
 	switch {
 	case err == nil:
-		if !req.Adopt && !providers.IsOwnedBy(tagMap(cur.Tags), req.Owner) {
+		if !req.Adopt && !cur.ownedBy(req.Owner) {
 			return providers.PutResult{}, errNotOwned(op, req.Name)
 		}
-		if req.IdempotencyKey != "" && tagOf(cur.Tags, EventTag) == req.IdempotencyKey && cur.ID != nil {
-			return providers.PutResult{Version: cur.ID.Version(), Duplicate: true}, nil
+		// A replay of the event that wrote the current version is a
+		// duplicate, also when an operator disabled that version since:
+		// the replay does not undo the operator's change.
+		if req.IdempotencyKey != "" && tagOf(cur.tags, EventTag) == req.IdempotencyKey && cur.version != "" {
+			return providers.PutResult{Version: cur.version, Duplicate: true}, nil
+		}
+		if cur.disabled {
+			p.log.Info("key vault: the current version is disabled; writing a new, enabled version",
+				zap.String("provider", Name), zap.String("secret", kvn), zap.String("disabled_version", cur.version))
 		}
 	case statusOf(err) == http.StatusNotFound:
 		created = true
@@ -249,7 +266,7 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 		res, err := p.client.SetSecret(ctx, kvn, azsecrets.SetSecretParameters{
 			Value: &v, ContentType: &ct, Tags: tags,
 			SecretAttributes: &azsecrets.SecretAttributes{Enabled: &enabled},
-		}, nil)
+		})
 		if err == nil {
 			if res.ID == nil {
 				return providers.PutResult{}, newErr(op, req.Name, providers.Retryable, fmt.Errorf("%w: response without a secret id", providers.ErrUnavailable))
@@ -278,7 +295,7 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 // checking ownership, and waits until it is readable. It reports whether
 // there was a deleted secret.
 func (p *Provider) recoverDeleted(ctx context.Context, op, name, kvn string, o providers.Owner, adopt bool) (bool, error) {
-	d, err := p.client.GetDeletedSecret(ctx, kvn, nil)
+	d, err := p.client.GetDeletedSecret(ctx, kvn)
 	if statusOf(err) == http.StatusNotFound {
 		return false, nil
 	}
@@ -290,7 +307,7 @@ func (p *Provider) recoverDeleted(ctx context.Context, op, name, kvn string, o p
 	}
 	deadline := time.Now().Add(p.cfg.RecoverTimeout)
 	for delay := 50 * time.Millisecond; ; delay = min(2*delay, time.Second) {
-		_, err = p.client.RecoverDeletedSecret(ctx, kvn, nil)
+		_, err = p.client.RecoverDeletedSecret(ctx, kvn)
 		if err == nil || statusOf(err) == http.StatusNotFound {
 			// 404: someone else recovered (or purged) it meanwhile.
 			break
@@ -311,8 +328,8 @@ func (p *Provider) recoverDeleted(ctx context.Context, op, name, kvn string, o p
 func (p *Provider) waitReadable(ctx context.Context, op, name, kvn string) error {
 	deadline := time.Now().Add(p.cfg.RecoverTimeout)
 	for delay := 25 * time.Millisecond; ; delay = min(2*delay, time.Second) {
-		_, err := p.client.GetSecret(ctx, kvn, "", nil)
-		if err == nil {
+		_, err := p.client.GetSecret(ctx, kvn, "")
+		if err == nil || isDisabled(err) {
 			return nil
 		}
 		if statusOf(err) != http.StatusNotFound {
@@ -349,7 +366,7 @@ func (p *Provider) Get(ctx context.Context, name, version string) (*providers.Se
 	if version != "" && !versionOK(version) {
 		return nil, errInvalid(op, name, "malformed version id")
 	}
-	res, err := p.client.GetSecret(ctx, kvn, version, nil)
+	res, err := p.client.GetSecret(ctx, kvn, version)
 	if err != nil {
 		return nil, classify(op, name, err, nil)
 	}
@@ -382,14 +399,14 @@ func (p *Provider) Delete(ctx context.Context, req providers.DeleteRequest) erro
 		return err
 	}
 	defer unlock()
-	cur, err := p.client.GetSecret(ctx, kvn, "", nil)
+	cur, err := p.currentOf(ctx, kvn)
 	if err != nil {
 		return classify(op, req.Name, err, nil)
 	}
-	if !req.Adopt && !providers.IsOwnedBy(tagMap(cur.Tags), req.Owner) {
+	if !req.Adopt && !cur.ownedBy(req.Owner) {
 		return errNotOwned(op, req.Name)
 	}
-	if _, err := p.client.DeleteSecret(ctx, kvn, nil); err != nil {
+	if _, err := p.client.DeleteSecret(ctx, kvn); err != nil {
 		return classify(op, req.Name, err, nil)
 	}
 	if !req.Force || p.cfg.NoPurgeOnForce {
@@ -399,7 +416,7 @@ func (p *Provider) Delete(ctx context.Context, req providers.DeleteRequest) erro
 	// 409 "currently being deleted").
 	deadline := time.Now().Add(p.cfg.RecoverTimeout)
 	for delay := 25 * time.Millisecond; ; delay = min(2*delay, time.Second) {
-		_, err := p.client.PurgeDeletedSecret(ctx, kvn, nil)
+		_, err := p.client.PurgeDeletedSecret(ctx, kvn)
 		if err == nil {
 			return nil
 		}
@@ -421,32 +438,22 @@ func (p *Provider) Versions(ctx context.Context, name string) ([]providers.Versi
 		return nil, err
 	}
 	defer cancel()
-	cur, err := p.client.GetSecret(ctx, kvn, "", nil)
+	cur, err := p.currentOf(ctx, kvn)
 	if err != nil {
 		return nil, classify(op, name, err, nil)
 	}
-	current := ""
-	if cur.ID != nil {
-		current = cur.ID.Version()
+	props, err := p.client.ListVersions(ctx, kvn)
+	if err != nil {
+		return nil, classify(op, name, err, nil)
 	}
-	var out []providers.VersionInfo
-	pager := p.client.NewListSecretPropertiesVersionsPager(kvn, nil)
-	for pager.More() {
-		page, err := pager.NextPage(ctx)
-		if err != nil {
-			return nil, classify(op, name, err, nil)
+	out := make([]providers.VersionInfo, 0, len(props))
+	for _, sp := range props {
+		vi := providers.VersionInfo{Version: sp.ID.Version(), IdempotencyKey: tagOf(sp.Tags, EventTag)}
+		vi.Current = vi.Version == cur.version
+		if a := sp.Attributes; a != nil && a.Created != nil {
+			vi.CreatedAt = *a.Created
 		}
-		for _, sp := range page.Value {
-			if sp == nil || sp.ID == nil {
-				continue
-			}
-			vi := providers.VersionInfo{Version: sp.ID.Version(), IdempotencyKey: tagOf(sp.Tags, EventTag)}
-			vi.Current = vi.Version == current
-			if a := sp.Attributes; a != nil && a.Created != nil {
-				vi.CreatedAt = *a.Created
-			}
-			out = append(out, vi)
-		}
+		out = append(out, vi)
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
 	return out, nil
@@ -467,15 +474,15 @@ func (p *Provider) UpdateTags(ctx context.Context, req providers.TagRequest) err
 		return err
 	}
 	defer unlock()
-	cur, err := p.client.GetSecret(ctx, kvn, "", nil)
+	cur, err := p.currentOf(ctx, kvn)
 	if err != nil {
 		return classify(op, req.Name, err, nil)
 	}
-	if !req.Adopt && !providers.IsOwnedBy(tagMap(cur.Tags), req.Owner) {
+	if !req.Adopt && !cur.ownedBy(req.Owner) {
 		return errNotOwned(op, req.Name)
 	}
 	owner := req.Owner
-	old := tagMap(cur.Tags)
+	old := tagMap(cur.tags)
 	if owner.TeamID == "" && owner.KeyID == "" && providers.IsOwnedBy(old, providers.Owner{}) {
 		owner = providers.Owner{TeamID: old[providers.TeamTag], KeyID: old[providers.KeyTag]}
 	}
@@ -483,11 +490,7 @@ func (p *Provider) UpdateTags(ctx context.Context, req providers.TagRequest) err
 	if err != nil {
 		return err
 	}
-	version := ""
-	if cur.ID != nil {
-		version = cur.ID.Version()
-	}
-	if _, err := p.client.UpdateSecretProperties(ctx, kvn, version, azsecrets.UpdateSecretPropertiesParameters{Tags: tags}, nil); err != nil {
+	if _, err := p.client.UpdateSecretProperties(ctx, kvn, cur.version, azsecrets.UpdateSecretPropertiesParameters{Tags: tags}); err != nil {
 		return classify(op, req.Name, err, nil)
 	}
 	return nil

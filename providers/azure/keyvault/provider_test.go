@@ -222,7 +222,8 @@ func TestErrorClassification(t *testing.T) {
 		{503, "ServiceUnavailable", providers.ErrUnavailable, providers.Retryable},
 	} {
 		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {
-			f.srv.Inject(kvfake.Fault{Method: http.MethodGet, Status: tc.status, Code: tc.code})
+			// A 401 is retried once with a new token: it must persist.
+			f.srv.Inject(kvfake.Fault{Method: http.MethodGet, Status: tc.status, Code: tc.code, Times: 2})
 			defer f.srv.ClearFaults()
 			_, err := p.Get(context.Background(), "c", "")
 			wantKind(t, err, tc.want, tc.kind)

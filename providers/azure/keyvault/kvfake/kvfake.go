@@ -215,6 +215,13 @@ func (s *Server) InjectTokenFault(f TokenFault) {
 	s.tokFaults = append(s.tokFaults, &f)
 }
 
+// ClearTokenFaults drops every queued token endpoint fault.
+func (s *Server) ClearTokenFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tokFaults = nil
+}
+
 // RevokeTokens makes the vault reject every token issued so far, and the
 // static Token, as it rejects a token after a credential reset or a
 // signing-key rollover: the next request with one gets the 401 bearer
