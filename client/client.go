@@ -15,9 +15,11 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -112,48 +114,187 @@ func FollowConfirmations(ctx context.Context, js jetstream.JetStream, fromSeq ui
 	}
 }
 
-// ListConfirmations calls fn for every retained confirmation matching
-// filter (empty: all), oldest first, and returns once it has seen them all.
+// Listing limits. The listing restarts its ordered consumer after the
+// last confirmation shown when it sees a transient error (no responders
+// during an election, a timeout, a lost consumer); it gives up after
+// ListRetriesDefault restarts in a row without progress.
+const (
+	// ListRetriesDefault is how many restarts in a row without a new
+	// confirmation shown the listing tolerates before it fails.
+	ListRetriesDefault = 8
+	// ListIdleDefault is how long the listing waits for the next
+	// confirmation while the server says more are pending before it
+	// restarts its consumer.
+	ListIdleDefault = 10 * time.Second
+)
+
+// ListConfirmations calls fn for every confirmation matching filter
+// (empty: all) that the stream held when the listing started, oldest
+// first, each exactly once, and returns once it has shown them all.
+//
+// It reads with an ordered consumer (an ephemeral, replica-1 consumer in
+// memory that nats.go re-creates after a lost heartbeat or a gap): on a
+// cluster the stream's leader may change or its node die during the
+// listing. Transient errors (no responders, timeouts, a lost consumer)
+// restart the listing after the last confirmation shown, with backoff;
+// ListRetriesDefault restarts in a row without progress make it fail. A
+// missing stream, a closed connection, fn's error and ctx's end are
+// returned at once.
 func ListConfirmations(ctx context.Context, js jetstream.JetStream, filter string, fn func(seq uint64, c *events.Confirmation) error) error {
-	cfg := jetstream.OrderedConsumerConfig{}
-	if filter != "" {
-		cfg.FilterSubjects = []string{filter}
-	}
-	cons, err := js.OrderedConsumer(ctx, ConfirmationsStream, cfg)
-	if err != nil {
-		return fmt.Errorf("list confirmations: %w", err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("list confirmations: %w", err)
-	}
-	remaining := info.NumPending
-	for remaining > 0 {
-		batch, err := cons.Fetch(int(min(remaining, 256)), jetstream.FetchMaxWait(5*time.Second))
+	l := &lister{js: js, filter: filter, fn: fn, idle: ListIdleDefault}
+	var info *jetstream.StreamInfo
+	err := l.retry(ctx, func() (bool, error) {
+		s, err := js.Stream(ctx, ConfirmationsStream)
 		if err != nil {
-			return fmt.Errorf("list confirmations: %w", err)
+			return false, err
 		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			md, err := m.Metadata()
-			if err != nil {
-				return err
-			}
-			var c events.Confirmation
-			if json.Unmarshal(m.Data(), &c) == nil {
-				if err := fn(md.Sequence.Stream, &c); err != nil {
-					return err
-				}
-			}
-			remaining = md.NumPending
-		}
-		if err := batch.Error(); err != nil {
-			return fmt.Errorf("list confirmations: %w", err)
-		}
-		if n == 0 {
-			return nil
-		}
+		info = s.CachedInfo()
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("list confirmations: %w", err)
+	}
+	if info.State.Msgs == 0 {
+		return nil
+	}
+	l.last = info.State.LastSeq
+	if err := l.retry(ctx, func() (bool, error) { return l.listFrom(ctx) }); err != nil {
+		return fmt.Errorf("list confirmations (after stream sequence %d): %w", l.shown, err)
 	}
 	return nil
+}
+
+// lister is one listing: the stream sequence it ends at and the last one
+// it has shown.
+type lister struct {
+	js     jetstream.JetStream
+	filter string
+	fn     func(seq uint64, c *events.Confirmation) error
+	idle   time.Duration
+	// last is the stream's last sequence when the listing started: later
+	// confirmations are not listed.
+	last uint64
+	// shown is the stream sequence of the last confirmation passed to fn.
+	shown uint64
+}
+
+// errFn marks fn's error: returned as it is, never retried.
+type errFn struct{ err error }
+
+func (e *errFn) Error() string { return e.err.Error() }
+func (e *errFn) Unwrap() error { return e.err }
+
+// retry runs attempt until it reports progress-and-done or a permanent
+// error, restarting it with capped exponential backoff after transient
+// errors; the count of restarts resets whenever attempt made progress.
+func (l *lister) retry(ctx context.Context, attempt func() (done bool, err error)) error {
+	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(250*time.Millisecond), backoff.WithMaxInterval(5*time.Second),
+		backoff.WithMaxElapsedTime(0))
+	failures := 0
+	for {
+		before := l.shown
+		done, err := attempt()
+		if done && err == nil {
+			return nil
+		}
+		var fe *errFn
+		if errors.As(err, &fe) {
+			return fe.err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !transient(err) {
+			return err
+		}
+		if l.shown != before {
+			failures = 0
+			b.Reset()
+		}
+		failures++
+		if failures > ListRetriesDefault {
+			return fmt.Errorf("%d attempts in a row without progress: %w", failures, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(b.NextBackOff()):
+		}
+	}
+}
+
+// transient reports whether err may go away by itself: anything but a
+// missing stream, a closed connection or a bad request.
+func transient(err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, nats.ErrConnectionClosed),
+		errors.Is(err, jetstream.ErrInvalidOption), errors.Is(err, nats.ErrBadSubject):
+		return false
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.Code >= 400 && apiErr.Code < 500 && apiErr.Code != 408 {
+		return false
+	}
+	return true
+}
+
+// listFrom lists from the confirmation after l.shown with a new ordered
+// consumer until l.last. It returns done when the listing is complete.
+func (l *lister) listFrom(ctx context.Context) (bool, error) {
+	cfg := jetstream.OrderedConsumerConfig{MaxResetAttempts: 3}
+	if l.shown > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, l.shown+1
+	}
+	if l.filter != "" {
+		cfg.FilterSubjects = []string{l.filter}
+	}
+	cons, err := l.js.OrderedConsumer(ctx, ConfirmationsStream, cfg)
+	if err != nil {
+		return false, err
+	}
+	// Heartbeats every 2 s: a consumer lost with its node is noticed (and
+	// re-created) after about 4 s rather than nats.go's default 30 s.
+	it, err := cons.Messages(jetstream.PullMaxMessages(512), jetstream.PullExpiry(10*time.Second), jetstream.PullHeartbeat(2*time.Second))
+	if err != nil {
+		return false, err
+	}
+	defer it.Stop()
+	// The consumer's creation answer counts what matched between its start
+	// and the stream's end then: nothing means nothing is left to list.
+	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 && info.Delivered.Consumer == 0 {
+		return true, nil
+	}
+	for {
+		nctx, cancel := context.WithTimeout(ctx, l.idle)
+		m, err := it.Next(jetstream.NextContext(nctx))
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return false, ctx.Err()
+			}
+			return false, err
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return false, err
+		}
+		seq := md.Sequence.Stream
+		if seq > l.last {
+			return true, nil
+		}
+		if seq > l.shown {
+			var c events.Confirmation
+			if json.Unmarshal(m.Data(), &c) == nil {
+				if err := l.fn(seq, &c); err != nil {
+					return false, &errFn{err}
+				}
+			}
+			l.shown = seq
+		}
+		if seq == l.last || md.NumPending == 0 {
+			return true, nil
+		}
+	}
 }
