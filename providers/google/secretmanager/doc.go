@@ -27,7 +27,11 @@
 // metadata of their own), kept for the newest MaxEventAnnotations
 // versions. A Put whose key matches the latest version's writes nothing
 // (Duplicate). Metadata updates use the secret's etag and re-read on
-// conflict; DeleteSecret sends the etag too.
+// conflict; DeleteSecret sends the etag too. A Put that changes tags makes
+// two UpdateSecret calls (tags before the version, the event id after it);
+// the second is built from the secret the first one returned, with its new
+// etag, so it neither conflicts with the first on Google nor, on a server
+// that does not check etags, undoes its tags.
 //
 // # Version hygiene
 //

@@ -254,3 +254,42 @@ func TestFactoryRejectsBadConfig(t *testing.T) {
 		t.Fatalf("Factory without a project: %v", err)
 	}
 }
+
+// TestTagChangingPut: a Put that changes an existing secret's tags builds
+// each UpdateSecret from the latest secret (the previous UpdateSecret's
+// answer, with its new etag), as Google requires: two UpdateSecret calls,
+// no etag mismatch and no re-read, and both the new tags and the event id
+// are kept.
+func TestTagChangingPut(t *testing.T) {
+	fake := smfake.Start(t)
+	p := open(t, fake, nil)
+	ctx := context.Background()
+	put(t, p, "tags", "v1", "e1")
+	updates, gets := fake.Calls("UpdateSecret"), fake.Calls("GetSecret")
+	_, err := p.Put(ctx, providers.PutRequest{Name: "tags", Value: []byte("v2"), IdempotencyKey: "e2", Owner: owner,
+		Tags: map[string]string{"env": "prod"}, Description: "rotated"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := fake.Calls("UpdateSecret") - updates; n != 2 {
+		t.Errorf("%d UpdateSecret calls for one tag-changing Put, want 2 (tags, then the event id)", n)
+	}
+	if n := fake.Errors("UpdateSecret", codes.FailedPrecondition); n != 0 {
+		t.Errorf("%d UpdateSecret calls failed on a stale etag", n)
+	}
+	if n := fake.Calls("GetSecret") - gets; n != 1 {
+		t.Errorf("%d GetSecret calls, want 1 (no re-read after a conflict)", n)
+	}
+	s, err := p.Get(ctx, "tags", "")
+	if err != nil || s.Tags["env"] != "prod" || string(s.Value) != "v2" {
+		t.Fatalf("after the Put: %+v, %v", s, err)
+	}
+	vs, err := p.Versions(ctx, "tags")
+	if err != nil || len(vs) != 2 || vs[0].IdempotencyKey != "e2" || vs[1].IdempotencyKey != "e1" {
+		t.Fatalf("versions: %+v, %v", vs, err)
+	}
+	// A replay is a duplicate: the event id was recorded.
+	if r := put(t, p, "tags", "v2", "e2"); !r.Duplicate {
+		t.Fatalf("replay: %+v", r)
+	}
+}

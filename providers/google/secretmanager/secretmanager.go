@@ -266,8 +266,9 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 
 	if !created {
 		// Tags and description first, under the etag: a failure here
-		// leaves nothing written.
-		err := p.updateMeta(ctx, op, req.Name, sec, func(s *secretmanagerpb.Secret) (bool, error) {
+		// leaves nothing written. The event id is recorded below from
+		// the secret this update returns (its new etag and annotations).
+		sec, err = p.updateMeta(ctx, op, req.Name, sec, func(s *secretmanagerpb.Secret) (bool, error) {
 			ann := maps.Clone(s.GetAnnotations())
 			if ann == nil {
 				ann = map[string]string{}
@@ -313,7 +314,7 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 	// write another version); it only loses deduplication of a
 	// redelivery of this event.
 	if req.IdempotencyKey != "" {
-		err = p.updateMeta(ctx, op, req.Name, sec, func(s *secretmanagerpb.Secret) (bool, error) {
+		_, err = p.updateMeta(ctx, op, req.Name, sec, func(s *secretmanagerpb.Secret) (bool, error) {
 			ann := maps.Clone(s.GetAnnotations())
 			if ann == nil {
 				ann = map[string]string{}
@@ -342,7 +343,7 @@ func (p *Provider) adoptUnrecorded(ctx context.Context, op string, req providers
 	if !bytes.Equal(acc.GetPayload().GetData(), req.Value) {
 		return false, nil
 	}
-	err = p.updateMeta(ctx, op, req.Name, sec, func(s *secretmanagerpb.Secret) (bool, error) {
+	_, err = p.updateMeta(ctx, op, req.Name, sec, func(s *secretmanagerpb.Secret) (bool, error) {
 		ann := maps.Clone(s.GetAnnotations())
 		if ann == nil {
 			ann = map[string]string{}
@@ -363,38 +364,53 @@ func (p *Provider) adoptUnrecorded(ctx context.Context, op string, req providers
 
 // updateMeta applies change to the secret's labels and annotations with
 // UpdateSecret under the secret's etag, re-reading and re-applying after
-// an etag conflict.
-func (p *Provider) updateMeta(ctx context.Context, op, name string, sec *secretmanagerpb.Secret, change func(*secretmanagerpb.Secret) (bool, error)) error {
+// an etag conflict (Google answers a stale etag with FAILED_PRECONDITION).
+// It returns the secret as it now is: UpdateSecret's answer, with the new
+// etag, or sec when change had nothing to do. A caller that updates again
+// must build on what updateMeta returned, never on the copy it read
+// before: that copy's etag is stale, and on a server that does not check
+// etags its annotations would undo this update.
+func (p *Provider) updateMeta(ctx context.Context, op, name string, sec *secretmanagerpb.Secret, change func(*secretmanagerpb.Secret) (bool, error)) (*secretmanagerpb.Secret, error) {
 	for attempt := 0; ; attempt++ {
 		s := &secretmanagerpb.Secret{Name: sec.GetName(), Etag: sec.GetEtag(), Labels: sec.GetLabels(), Annotations: sec.GetAnnotations()}
 		ok, err := change(s)
 		if err != nil || !ok {
-			return err
+			return sec, err
 		}
 		if err := wait(ctx, op, name, p.lim.project); err != nil {
-			return err
+			return sec, err
 		}
-		_, err = p.client.UpdateSecret(ctx, &secretmanagerpb.UpdateSecretRequest{
+		updated, err := p.client.UpdateSecret(ctx, &secretmanagerpb.UpdateSecretRequest{
 			Secret:     s,
 			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"labels", "annotations"}},
 		})
 		if err == nil {
-			return nil
+			if updated.GetName() == "" || updated.GetEtag() == "" {
+				// An answer without the resource: read it, so the next
+				// update has the current etag.
+				if fresh, gerr := p.client.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: sec.GetName()}); gerr == nil {
+					return fresh, nil
+				}
+				return s, nil
+			}
+			return updated, nil
 		}
 		if codeOf(err) != codes.FailedPrecondition || attempt >= maxMetaRetries {
-			return classify(ctx, op, name, "UpdateSecret", err)
+			return sec, classify(ctx, op, name, "UpdateSecret", err)
 		}
 		// Etag mismatch: a concurrent writer changed the secret.
 		t := time.NewTimer(time.Duration(rand.Int64N(int64(10*time.Millisecond) << min(attempt, 4))))
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return ctxErr(op, name, ctx.Err())
+			return sec, ctxErr(op, name, ctx.Err())
 		case <-t.C:
 		}
-		if sec, err = p.client.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: sec.GetName()}); err != nil {
-			return classify(ctx, op, name, "GetSecret", err)
+		fresh, err := p.client.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: sec.GetName()})
+		if err != nil {
+			return sec, classify(ctx, op, name, "GetSecret", err)
 		}
+		sec = fresh
 	}
 }
 
@@ -581,7 +597,7 @@ func (p *Provider) UpdateTags(ctx context.Context, req providers.TagRequest) err
 	if err != nil {
 		return classify(ctx, op, req.Name, "GetSecret", err)
 	}
-	return p.updateMeta(ctx, op, req.Name, sec, func(s *secretmanagerpb.Secret) (bool, error) {
+	_, err = p.updateMeta(ctx, op, req.Name, sec, func(s *secretmanagerpb.Secret) (bool, error) {
 		cur := tagsOf(s.GetAnnotations())
 		if !req.Adopt && !providers.IsOwnedBy(cur, req.Owner) {
 			return false, newErr(op, req.Name, providers.Permanent, providers.ErrNotOwned, "secret is not owned by this key")
@@ -605,6 +621,7 @@ func (p *Provider) UpdateTags(ctx context.Context, req providers.TagRequest) err
 		s.Annotations, s.Labels = ann, labelsFor(tags)
 		return true, nil
 	})
+	return err
 }
 
 var (

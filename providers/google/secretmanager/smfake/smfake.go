@@ -8,7 +8,9 @@
 //
 // Documented semantics covered: CreateSecret (ALREADY_EXISTS), GetSecret,
 // UpdateSecret (labels and annotations by update mask, etag checked:
-// FAILED_PRECONDITION on mismatch), DeleteSecret (etag checked),
+// FAILED_PRECONDITION on mismatch; every update, a no-op too, gives the
+// secret a new etag, returned in the answer; adding a version does not
+// change the secret's etag), DeleteSecret (etag checked),
 // AddSecretVersion (versions numbered 1, 2, ...; data_crc32c verified when
 // set: INVALID_ARGUMENT on mismatch), AccessSecretVersion and
 // GetSecretVersion (by number or the "latest" alias: the most recently
@@ -85,6 +87,7 @@ type Server struct {
 	secrets map[string]*secret // by full name projects/P/secrets/S
 	faults  map[string]*fault  // by method name, e.g. "AddSecretVersion"
 	calls   map[string]int
+	errs    map[string]map[codes.Code]int
 	now     func() time.Time
 	etagSeq int
 
@@ -95,7 +98,8 @@ type Server struct {
 
 // New returns a fake that is not listening; see Serve.
 func New() *Server {
-	return &Server{secrets: map[string]*secret{}, faults: map[string]*fault{}, calls: map[string]int{}, now: time.Now}
+	return &Server{secrets: map[string]*secret{}, faults: map[string]*fault{}, calls: map[string]int{},
+		errs: map[string]map[codes.Code]int{}, now: time.Now}
 }
 
 // Start serves a new fake on a free port of 127.0.0.1 until the test ends.
@@ -116,7 +120,7 @@ func (s *Server) Serve() error {
 		return err
 	}
 	s.addr = ln.Addr().String()
-	s.gs = grpc.NewServer()
+	s.gs = grpc.NewServer(grpc.UnaryInterceptor(s.countErrors))
 	secretmanagerpb.RegisterSecretManagerServiceServer(s.gs, s)
 	go s.gs.Serve(ln) //nolint:errcheck // ends with Stop
 	return nil
@@ -154,6 +158,30 @@ func (s *Server) Calls(method string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.calls[method]
+}
+
+// Errors returns how many calls of method the fake answered with code
+// (injected faults included).
+func (s *Server) Errors(method string, code codes.Code) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.errs[method][code]
+}
+
+// countErrors is a unary interceptor that counts error answers by method
+// and code.
+func (s *Server) countErrors(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	resp, err := h(ctx, req)
+	if err != nil {
+		m := info.FullMethod[strings.LastIndexByte(info.FullMethod, '/')+1:]
+		s.mu.Lock()
+		if s.errs[m] == nil {
+			s.errs[m] = map[codes.Code]int{}
+		}
+		s.errs[m][status.Code(err)]++
+		s.mu.Unlock()
+	}
+	return resp, err
 }
 
 // Data returns the stored bytes of a version (for tests), nil when absent.
@@ -607,12 +635,12 @@ func StartTLS(t testing.TB) *Server {
 	}
 	s.addr = ln.Addr().String()
 	s.gs = grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})),
-		grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			md, _ := metadata.FromIncomingContext(ctx)
 			if a := md.Get("authorization"); len(a) == 0 || !strings.HasPrefix(a[0], "Bearer ") {
 				return nil, status.Error(codes.Unauthenticated, "Request is missing required authentication credential.")
 			}
-			return h(ctx, req)
+			return s.countErrors(ctx, req, info, h)
 		}))
 	secretmanagerpb.RegisterSecretManagerServiceServer(s.gs, s)
 	go s.gs.Serve(ln) //nolint:errcheck // ends with Stop

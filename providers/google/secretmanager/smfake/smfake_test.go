@@ -169,3 +169,42 @@ func TestFaultInjection(t *testing.T) {
 		t.Fatalf("calls: %d", f.Calls("GetSecret"))
 	}
 }
+
+// TestEtagRules: as Google documents for Secret Manager etags, every
+// UpdateSecret (a no-op too) gives the secret a new etag, returned in the
+// answer; adding a version leaves the secret's etag alone; a stale etag is
+// FAILED_PRECONDITION, and the fake counts such answers.
+func TestEtagRules(t *testing.T) {
+	f := smfake.Start(t)
+	c := client(t, f)
+	ctx := context.Background()
+	name := parent + "/secrets/etags"
+	sec, err := c.CreateSecret(ctx, &secretmanagerpb.CreateSecretRequest{Parent: parent, SecretId: "etags", Secret: &secretmanagerpb.Secret{Replication: auto}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AddSecretVersion(ctx, &secretmanagerpb.AddSecretVersionRequest{Parent: name, Payload: &secretmanagerpb.SecretPayload{Data: []byte("v")}}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := c.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: name})
+	if got.GetEtag() != sec.GetEtag() {
+		t.Fatalf("AddSecretVersion changed the secret's etag")
+	}
+	mask := &fieldmaskpb.FieldMask{Paths: []string{"annotations"}}
+	up, err := c.UpdateSecret(ctx, &secretmanagerpb.UpdateSecretRequest{Secret: &secretmanagerpb.Secret{Name: name, Etag: sec.GetEtag()}, UpdateMask: mask})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = c.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: name})
+	if up.GetEtag() == sec.GetEtag() || up.GetEtag() != got.GetEtag() {
+		t.Fatalf("no-op update: etag %s -> %s (stored %s)", sec.GetEtag(), up.GetEtag(), got.GetEtag())
+	}
+	_, err = c.UpdateSecret(ctx, &secretmanagerpb.UpdateSecretRequest{Secret: &secretmanagerpb.Secret{Name: name, Etag: sec.GetEtag()}, UpdateMask: mask})
+	wantCode(t, "update with the etag read before the last update", err, codes.FailedPrecondition)
+	if _, err := c.UpdateSecret(ctx, &secretmanagerpb.UpdateSecretRequest{Secret: &secretmanagerpb.Secret{Name: name, Etag: up.GetEtag()}, UpdateMask: mask}); err != nil {
+		t.Fatalf("update with the returned etag: %v", err)
+	}
+	if n := f.Errors("UpdateSecret", codes.FailedPrecondition); n != 1 {
+		t.Fatalf("Errors(UpdateSecret, FailedPrecondition) = %d, want 1", n)
+	}
+}
