@@ -30,11 +30,16 @@ const (
 type Confirmation struct {
 	SpecVersion string `json:"spec_version"`
 	EventID     string `json:"event_id"`
-	EventType   Type   `json:"event_type,omitempty"`
-	TeamID      string `json:"team_id,omitempty"`
-	KeyID       string `json:"key_id,omitempty"`
-	Generation  uint64 `json:"generation,omitempty"`
-	Status      Status `json:"status"`
+	// ClaimedEventID is set only on the rejection of a message that failed
+	// validation: the id the message claimed, when it reads as an id. Such
+	// a rejection is never filed under an event id (its event_id is ""), so
+	// an invalid message cannot take a valid event's confirmation.
+	ClaimedEventID string `json:"claimed_event_id,omitempty"`
+	EventType      Type   `json:"event_type,omitempty"`
+	TeamID         string `json:"team_id,omitempty"`
+	KeyID          string `json:"key_id,omitempty"`
+	Generation     uint64 `json:"generation,omitempty"`
+	Status         Status `json:"status"`
 	// Duplicate is true when the event had already been applied: the
 	// confirmation repeats the original outcome (a confirmation that had
 	// already been published is never published twice).

@@ -152,8 +152,20 @@ type StreamsConfig struct {
 	// ConfirmationsMaxAge bounds confirmation retention; 0 keeps them.
 	// Default: 720h.
 	ConfirmationsMaxAge time.Duration `yaml:"confirmations_max_age"`
-	// DLQMaxAge bounds dead-letter retention; 0 keeps them. Default: 0.
+	// ConfirmationsMaxBytes and ConfirmationsMaxMsgs bound the
+	// confirmations stream; when full, the oldest confirmations are
+	// discarded (counted in keyrelay_stream_discarded_messages). -1: no
+	// limit. Defaults: 1073741824 (1 GiB) and 10000000.
+	ConfirmationsMaxBytes int64 `yaml:"confirmations_max_bytes"`
+	ConfirmationsMaxMsgs  int64 `yaml:"confirmations_max_msgs"`
+	// DLQMaxAge bounds dead-letter retention; 0 keeps them (up to the size
+	// limits below). Default: 0.
 	DLQMaxAge time.Duration `yaml:"dlq_max_age"`
+	// DLQMaxBytes and DLQMaxMsgs bound the DLQ; when full, the oldest dead
+	// letters are discarded and counted. -1: no limit. Defaults: 268435456
+	// (256 MiB) and 100000.
+	DLQMaxBytes int64 `yaml:"dlq_max_bytes"`
+	DLQMaxMsgs  int64 `yaml:"dlq_max_msgs"`
 }
 
 // WorkerConfig tunes consumption and retries.
@@ -166,11 +178,24 @@ type WorkerConfig struct {
 	// AckWait is how long JetStream waits for an ack before redelivering;
 	// heartbeats (InProgress) extend it during slow calls. Default: 60s.
 	AckWait time.Duration `yaml:"ack_wait"`
-	// MaxDeliver bounds deliveries of one event before it goes to the DLQ.
-	// Default: 8.
+	// MaxDeliver is a safety net against crash loops: an event delivered
+	// this many times without an outcome is dead-lettered whatever the
+	// cause. Provider failures are bounded by RetryFor, not by deliveries,
+	// and NATS trouble or a key claimed by another worker never counts.
+	// Default: 10000.
 	MaxDeliver int `yaml:"max_deliver"`
-	// MaxAckPending bounds unacknowledged events across all workers; at
-	// least Concurrency. Default: 1024.
+	// RetryFor is how long an event's provider failures are retried,
+	// counted from its first provider failure, before it is dead-lettered
+	// as failed. Provider incidents last minutes to hours. Default: 6h.
+	RetryFor time.Duration `yaml:"retry_for"`
+	// InfraWait is how long one delivery waits in place for NATS (the
+	// ledger, team settings, the confirmation or DLQ publish) to answer
+	// before handing the event back; this never spends the retry budget.
+	// Default: 30s.
+	InfraWait time.Duration `yaml:"infra_wait"`
+	// MaxAckPending bounds unacknowledged events across all workers,
+	// including events waiting out a retry delay (a backend that is down
+	// holds its events here); at least Concurrency. Default: 65536.
 	MaxAckPending int `yaml:"max_ack_pending"`
 	// CallTimeout bounds one provider call. Default: 15s.
 	CallTimeout time.Duration `yaml:"call_timeout"`
@@ -276,19 +301,25 @@ const (
 	DefaultEmbeddedStoreDir = "./data/nats" // nats.embedded.store_dir
 
 	// keyrelay.streams
-	DefaultReplicas            = 1                // streams.replicas
-	DefaultDuplicateWindow     = 10 * time.Minute // streams.duplicate_window
-	DefaultEventsMaxAge        = 720 * time.Hour  // streams.events_max_age
-	DefaultEventsMaxBytes      = int64(1 << 30)   // streams.events_max_bytes
-	DefaultConfirmationsMaxAge = 720 * time.Hour  // streams.confirmations_max_age
-	DefaultDLQMaxAge           = time.Duration(0) // streams.dlq_max_age: keep
+	DefaultReplicas              = 1                // streams.replicas
+	DefaultDuplicateWindow       = 10 * time.Minute // streams.duplicate_window
+	DefaultEventsMaxAge          = 720 * time.Hour  // streams.events_max_age
+	DefaultEventsMaxBytes        = int64(1 << 30)   // streams.events_max_bytes
+	DefaultConfirmationsMaxAge   = 720 * time.Hour  // streams.confirmations_max_age
+	DefaultDLQMaxAge             = time.Duration(0) // streams.dlq_max_age: keep
+	DefaultConfirmationsMaxBytes = int64(1 << 30)   // streams.confirmations_max_bytes
+	DefaultConfirmationsMaxMsgs  = int64(10000000)  // streams.confirmations_max_msgs
+	DefaultDLQMaxBytes           = int64(256 << 20) // streams.dlq_max_bytes
+	DefaultDLQMaxMsgs            = int64(100000)    // streams.dlq_max_msgs
 
 	// keyrelay.worker
 	DefaultWorkerEnabled     = true                   // worker.enabled
 	DefaultConcurrency       = 32                     // worker.concurrency
 	DefaultAckWait           = 60 * time.Second       // worker.ack_wait
-	DefaultMaxDeliver        = 8                      // worker.max_deliver
-	DefaultMaxAckPending     = 1024                   // worker.max_ack_pending
+	DefaultMaxDeliver        = 10000                  // worker.max_deliver
+	DefaultRetryFor          = 6 * time.Hour          // worker.retry_for
+	DefaultInfraWait         = 30 * time.Second       // worker.infra_wait
+	DefaultMaxAckPending     = 65536                  // worker.max_ack_pending
 	DefaultCallTimeout       = 15 * time.Second       // worker.call_timeout
 	DefaultRetryInitial      = 100 * time.Millisecond // worker.retry_initial
 	DefaultRetryMax          = 30 * time.Second       // worker.retry_max
@@ -341,18 +372,24 @@ func (c *Config) setDefaults() {
 			},
 		},
 		Streams: StreamsConfig{
-			Replicas:            DefaultReplicas,
-			DuplicateWindow:     DefaultDuplicateWindow,
-			EventsMaxAge:        DefaultEventsMaxAge,
-			EventsMaxBytes:      DefaultEventsMaxBytes,
-			ConfirmationsMaxAge: DefaultConfirmationsMaxAge,
-			DLQMaxAge:           DefaultDLQMaxAge,
+			Replicas:              DefaultReplicas,
+			DuplicateWindow:       DefaultDuplicateWindow,
+			EventsMaxAge:          DefaultEventsMaxAge,
+			EventsMaxBytes:        DefaultEventsMaxBytes,
+			ConfirmationsMaxAge:   DefaultConfirmationsMaxAge,
+			DLQMaxAge:             DefaultDLQMaxAge,
+			ConfirmationsMaxBytes: DefaultConfirmationsMaxBytes,
+			ConfirmationsMaxMsgs:  DefaultConfirmationsMaxMsgs,
+			DLQMaxBytes:           DefaultDLQMaxBytes,
+			DLQMaxMsgs:            DefaultDLQMaxMsgs,
 		},
 		Worker: WorkerConfig{
 			Enabled:           &enabled,
 			Concurrency:       DefaultConcurrency,
 			AckWait:           DefaultAckWait,
 			MaxDeliver:        DefaultMaxDeliver,
+			RetryFor:          DefaultRetryFor,
+			InfraWait:         DefaultInfraWait,
 			MaxAckPending:     DefaultMaxAckPending,
 			CallTimeout:       DefaultCallTimeout,
 			RetryInitial:      DefaultRetryInitial,

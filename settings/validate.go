@@ -79,6 +79,15 @@ func (v *validator) streams(s *StreamsConfig) {
 	if s.DLQMaxAge < 0 {
 		v.add(p+"dlq_max_age", "must not be negative (0 keeps dead letters)")
 	}
+	for _, l := range []struct {
+		name string
+		n    int64
+	}{{"confirmations_max_bytes", s.ConfirmationsMaxBytes}, {"confirmations_max_msgs", s.ConfirmationsMaxMsgs},
+		{"dlq_max_bytes", s.DLQMaxBytes}, {"dlq_max_msgs", s.DLQMaxMsgs}} {
+		if l.n == 0 || l.n < -1 {
+			v.add(p+l.name, "is %d; must be positive, or -1 for no limit", l.n)
+		}
+	}
 	if s.EventsMaxAge > 0 && s.DuplicateWindow > s.EventsMaxAge {
 		v.add(p+"duplicate_window", "must not be longer than %sevents_max_age", p)
 	}
@@ -106,6 +115,8 @@ func (v *validator) worker(w *WorkerConfig) {
 	positiveDur("retry_max", w.RetryMax, w.RetryMax > 0)
 	positiveDur("claim_lease", w.ClaimLease, w.ClaimLease > 0)
 	positiveDur("shutdown_grace", w.ShutdownGrace, w.ShutdownGrace > 0)
+	positiveDur("retry_for", w.RetryFor, w.RetryFor > 0)
+	positiveDur("infra_wait", w.InfraWait, w.InfraWait > 0)
 	if w.Concurrency > 0 && w.MaxAckPending > 0 && w.MaxAckPending < w.Concurrency {
 		v.add(p+"max_ack_pending", "is %d; must be at least %sconcurrency (%d), or workers sit idle", w.MaxAckPending, p, w.Concurrency)
 	}

@@ -24,6 +24,8 @@ const (
 	HdrEventID   = "Keyrelay-Event-Id"
 	HdrFailedAt  = "Keyrelay-Failed-At"
 	HdrRedacted  = "Keyrelay-Redacted"
+	// HdrClaimedEventID is the id an invalid message claimed (never trusted).
+	HdrClaimedEventID = "Keyrelay-Claimed-Event-Id"
 )
 
 // DeadLetter is one entry of the DLQ stream.
@@ -34,13 +36,17 @@ type DeadLetter struct {
 	Subject   string        `json:"subject"`
 	StreamSeq uint64        `json:"stream_seq"`
 	EventID   string        `json:"event_id,omitempty"`
-	Status    events.Status `json:"status"`
+	// ClaimedEventID is the id an invalid message claimed (not trusted).
+	ClaimedEventID string        `json:"claimed_event_id,omitempty"`
+	Status         events.Status `json:"status"`
 	Reason    string        `json:"reason"`
 	Attempts  uint64        `json:"attempts"`
 	FailedAt  time.Time     `json:"failed_at"`
-	// Redacted is true when the stored copy had a plaintext value removed.
+	// Redacted is true when the stored copy is a summary of the original
+	// (see redactedCopy): its bytes could not be proven sealed.
 	Redacted bool `json:"redacted,omitempty"`
-	// Data is the original event, still sealed (not shown by `dlq list`).
+	// Data is the original event, still sealed, or the redacted summary
+	// (not shown by `dlq list`).
 	Data []byte `json:"-"`
 }
 
@@ -48,6 +54,7 @@ type deadLetterIn struct {
 	subject   string
 	streamSeq uint64
 	eventID   string
+	claimedID string
 	team, key string
 	status    events.Status
 	reason    string
@@ -79,6 +86,9 @@ func publishDeadLetter(ctx context.Context, js jetstream.JetStream, d deadLetter
 	if d.eventID != "" && events.ValidateID("id", d.eventID) == nil {
 		m.Header.Set(HdrEventID, d.eventID)
 	}
+	if d.claimedID != "" && events.ValidateID("id", d.claimedID) == nil {
+		m.Header.Set(HdrClaimedEventID, d.claimedID)
+	}
 	if d.redacted {
 		m.Header.Set(HdrRedacted, "true")
 	}
@@ -90,7 +100,7 @@ func publishDeadLetter(ctx context.Context, js jetstream.JetStream, d deadLetter
 
 func deadLetterFrom(m *jetstream.RawStreamMsg) DeadLetter {
 	h := m.Header
-	d := DeadLetter{Seq: m.Sequence, Subject: h.Get(HdrSubject), EventID: h.Get(HdrEventID),
+	d := DeadLetter{Seq: m.Sequence, Subject: h.Get(HdrSubject), EventID: h.Get(HdrEventID), ClaimedEventID: h.Get(HdrClaimedEventID),
 		Status: events.Status(h.Get(HdrStatus)), Reason: h.Get(HdrReason), Data: m.Data,
 		Redacted: h.Get(HdrRedacted) == "true"}
 	d.StreamSeq, _ = strconv.ParseUint(h.Get(HdrStreamSeq), 10, 64)
@@ -145,7 +155,7 @@ func RetryDeadLetter(ctx context.Context, js jetstream.JetStream, seq uint64) er
 	}
 	d := deadLetterFrom(m)
 	if d.Redacted {
-		return fmt.Errorf("dlq: entry %d had its plaintext value removed; publish the event again, sealed", seq)
+		return fmt.Errorf("dlq: entry %d is a redacted summary (the message was invalid or carried a plaintext value); publish the event again, valid and sealed", seq)
 	}
 	if d.Subject == "" {
 		return fmt.Errorf("dlq: entry %d has no original subject", seq)

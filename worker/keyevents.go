@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -26,6 +27,29 @@ type keyWork struct {
 	entry    *LedgerEntry
 	rev      uint64
 	deadline time.Time
+	guard    *backendGuard
+	// prior is the ledger's record of this key's last provider failures.
+	prior *RetryRecord
+}
+
+// Bounds on waiting in place, holding a slot.
+const (
+	// keyLockWait: for another event of the same key in this process.
+	keyLockWait = 200 * time.Millisecond
+	// claimWaitInPlace: for another worker's claim (a write usually takes
+	// milliseconds); beyond it the event is handed back until the claim
+	// is released or expires.
+	claimWaitInPlace = 100 * time.Millisecond
+	// backendSlotWait: for a slot of the event's backend.
+	backendSlotWait = 100 * time.Millisecond
+)
+
+// busyDelay is how long an event waits, handed back, for a busy key or
+// backend: growing with its deliveries, 50ms to 5s, with jitter.
+func busyDelay(n uint64) time.Duration {
+	d := 50 * time.Millisecond << min(n, 7)
+	d = min(d, 5*time.Second)
+	return d/2 + time.Duration(rand.Int64N(int64(d)))
 }
 
 func (w *Worker) handleKey(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, ev *events.Event, gen uint64, receivedAt time.Time) verdict {
@@ -41,7 +65,8 @@ func (w *Worker) handleKey(ctx context.Context, msg jetstream.Msg, md *jetstream
 		if err != nil {
 			if providers.IsRetryable(err) {
 				// A KMS outage or throttling: the value is fine, try later.
-				return verdict{retry: true, err: fmt.Errorf("open value: %w", err), retryHint: providers.RetryAfter(err), conf: conf}
+				return verdict{retry: true, err: fmt.Errorf("open value: %w", err), retryHint: providers.RetryAfter(err), conf: conf,
+					budget: w.noteFailure(md, ev.ID, nil)}
 			}
 			return w.rejected(msg, md, conf, "cannot open value: "+sanitize(err), errors.Is(err, events.ErrPlaintextRefused))
 		}
@@ -63,38 +88,56 @@ func (w *Worker) handleKey(ctx context.Context, msg jetstream.Msg, md *jetstream
 	}
 	tc := make(chan teamResult, 1)
 	go func() {
-		st, err := w.teams.Current(ctx, ev.TeamID, receivedAt)
+		var st TeamState
+		err := w.infraDo(ctx, func(ctx context.Context) (err error) {
+			st, err = w.teams.Current(ctx, ev.TeamID, receivedAt)
+			return err
+		})
 		tc <- teamResult{st, err}
 	}()
 
-	unlock := w.locks.lock(LedgerKey(ev.TeamID, ev.KeyID))
+	unlock, ok := w.locks.lock(ctx, LedgerKey(ev.TeamID, ev.KeyID), keyLockWait)
+	if !ok {
+		<-tc
+		return waitVerdict(conf, busyDelay(md.NumDelivered), errors.New("another event of this key is being written in this process"))
+	}
 	defer unlock()
 
-	v, done := w.claim(ctx, kw, conf)
+	v, done := w.claim(ctx, md, kw, conf)
 	tr := <-tc
 	if done {
 		return v
 	}
 	if tr.err != nil {
-		w.release(kw)
-		return verdict{retry: true, err: tr.err, conf: conf}
+		w.release(kw, nil)
+		return waitVerdict(conf, 0, tr.err)
 	}
 	kw.team = tr.st.Settings
 	kw.res = w.d.Settings.Resolve(tr.st.Settings)
 	conf.Provider = kw.res.Backend
 	if !kw.res.StoreVirtualKeys {
-		w.release(kw)
+		w.release(kw, nil)
 		conf.Status, conf.Reason = events.StatusSkipped, "store_virtual_keys is false for this team"
 		return verdict{conf: conf}
 	}
 	if !kw.res.CanWrite() {
-		w.release(kw)
+		w.release(kw, nil)
 		return w.rejected(msg, md, conf, fmt.Sprintf("access_mode %s forbids writes", kw.res.AccessMode), false)
 	}
 
+	kw.guard = w.guard(kw.res)
+	releaseSlot, err := kw.guard.acquire(ctx, backendSlotWait)
+	if err != nil {
+		w.release(kw, nil)
+		return waitVerdict(conf, busyDelay(md.NumDelivered), fmt.Errorf("backend %s: %w", kw.res.Backend, err))
+	}
 	v = w.apply(ctx, msg, md, kw, conf)
-	if v.conf == nil || v.retry || v.dead != nil {
-		w.release(kw)
+	releaseSlot()
+	if v.retry && !errors.Is(v.err, context.Canceled) {
+		v.budget = w.noteFailure(md, ev.ID, kw.prior)
+	}
+	if v.conf == nil || v.retry || v.wait || v.dead != nil {
+		w.release(kw, v.budget)
 	}
 	return v
 }
@@ -106,7 +149,11 @@ func (w *Worker) handleKey(ctx context.Context, msg jetstream.Msg, md *jetstream
 // decision taken from it is safe: generations only grow, so a stale entry
 // can only make an event look newer than it is, and the compare-and-set
 // then fails and the entry is read afresh.
-func (w *Worker) claim(ctx context.Context, kw *keyWork, conf *events.Confirmation) (v verdict, done bool) {
+//
+// Waiting for another worker's claim happens in place only briefly; then
+// the event is handed back until the claim is released or its lease runs
+// out, so a dead worker's claims never hold this worker's slots.
+func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWork, conf *events.Confirmation) (v verdict, done bool) {
 	lkey := LedgerKey(kw.ev.TeamID, kw.ev.KeyID)
 	var e *LedgerEntry
 	var rev uint64
@@ -115,10 +162,16 @@ func (w *Worker) claim(ctx context.Context, kw *keyWork, conf *events.Confirmati
 		ce := c.entry
 		e, rev = &ce, c.rev
 	}
-	wait := 10 * time.Millisecond
+	wait, waited := 10*time.Millisecond, time.Duration(0)
+	get := func() (err error) {
+		return w.infraDo(ctx, func(ctx context.Context) error {
+			e, rev, err = w.ledger.Get(ctx, kw.ev.TeamID, kw.ev.KeyID)
+			return err
+		})
+	}
 	for {
 		if err := ctx.Err(); err != nil {
-			return verdict{retry: true, err: err, conf: conf}, true
+			return waitVerdict(conf, 0, err), true
 		}
 		now := time.Now()
 		if e != nil {
@@ -127,25 +180,32 @@ func (w *Worker) claim(ctx context.Context, kw *keyWork, conf *events.Confirmati
 				conf.Duplicate = true
 				return verdict{conf: conf}, true
 			}
-			if kw.gen <= e.Generation || (kw.ev.Type == events.KeyUpdated && kw.gen <= e.MetaGeneration) {
+			if applied := appliedGeneration(e, kw.ev.Type); kw.gen <= applied {
 				conf.Status = events.StatusSuperseded
-				conf.Reason = fmt.Sprintf("generation %d is not newer than the applied generation %d", kw.gen, max(e.Generation, e.MetaGeneration))
+				conf.Reason = fmt.Sprintf("generation %d is not newer than the applied generation %d", kw.gen, applied)
 				return verdict{conf: conf}, true
 			}
 			if e.Claim.Active(now) && e.Claim.EventID != kw.ev.ID {
 				if fresh {
-					// Another worker is writing this key: wait for it.
+					if waited >= claimWaitInPlace {
+						// Another worker holds the key, perhaps a dead one:
+						// come back when its claim is due to end, sooner
+						// if it is alive and releases it.
+						d := min(busyDelay(md.NumDelivered), time.Until(e.Claim.Until)+10*time.Millisecond)
+						return waitVerdict(conf, max(d, 10*time.Millisecond), fmt.Errorf("key claimed by worker %s until %s",
+							e.Claim.Worker, e.Claim.Until.Format(time.RFC3339Nano))), true
+					}
 					t := time.NewTimer(wait)
 					select {
 					case <-ctx.Done():
 						t.Stop()
 					case <-t.C:
 					}
-					wait = min(wait*2, 500*time.Millisecond)
+					waited += wait
+					wait = min(wait*2, 50*time.Millisecond)
 				}
-				var err error
-				if e, rev, err = w.ledger.Get(ctx, kw.ev.TeamID, kw.ev.KeyID); err != nil {
-					return verdict{retry: true, err: err, conf: conf}, true
+				if err := get(); err != nil {
+					return waitVerdict(conf, 0, err), true
 				}
 				fresh = true
 				continue
@@ -157,26 +217,45 @@ func (w *Worker) claim(ctx context.Context, kw *keyWork, conf *events.Confirmati
 		}
 		until := now.Add(w.cfg.ClaimLease)
 		next.Claim = &Claim{EventID: kw.ev.ID, Generation: kw.gen, Worker: w.cfg.ID, Until: until}
-		nrev, err := w.ledger.Put(ctx, kw.ev.TeamID, kw.ev.KeyID, &next, rev)
+		var nrev uint64
+		err := w.infraDo(ctx, func(ctx context.Context) (err error) {
+			nrev, err = w.ledger.Put(ctx, kw.ev.TeamID, kw.ev.KeyID, &next, rev)
+			return err
+		})
 		if errors.Is(err, ErrLedgerConflict) {
 			w.entries.Remove(lkey)
-			if e, rev, err = w.ledger.Get(ctx, kw.ev.TeamID, kw.ev.KeyID); err != nil {
-				return verdict{retry: true, err: err, conf: conf}, true
+			if err := get(); err != nil {
+				return waitVerdict(conf, 0, err), true
 			}
 			fresh = true
 			continue
 		}
 		if err != nil {
 			w.entries.Remove(lkey)
-			return verdict{retry: true, err: err, conf: conf}, true
+			return waitVerdict(conf, 0, err), true
 		}
 		kw.entry, kw.rev = &next, nrev
+		kw.prior = next.Retry
 		w.entries.Add(lkey, cachedEntry{entry: next, rev: nrev})
 		// Stop writing well before the lease ends, so no other worker can
 		// take the key over while this one still writes.
 		kw.deadline = until.Add(-w.cfg.ClaimLease / 10)
 		return verdict{}, false
 	}
+}
+
+// appliedGeneration is the generation an event of type t must exceed to be
+// applied. A key's state has two parts, each taking the newest generation
+// that set it: its value (set by key.created, key.rotated and key.deleted)
+// and its description (alias and metadata, set by every key event). A
+// value event is applied when it is newer than the value; a key.updated
+// when it is newer than the description, which is at least as new as the
+// value.
+func appliedGeneration(e *LedgerEntry, t events.Type) uint64 {
+	if t == events.KeyUpdated {
+		return max(e.Generation, e.MetaGeneration)
+	}
+	return e.Generation
 }
 
 // duplicateOf reports whether ev is the event the ledger already applied,
@@ -196,7 +275,10 @@ func duplicateOf(e *LedgerEntry, ev *events.Event, gen uint64) (*events.Confirma
 
 // release drops this event's claim so the next event for the key need not
 // wait for the lease to run out.
-func (w *Worker) release(kw *keyWork) {
+//
+// failure, when set, is the event's provider-failure record: it is kept in
+// the entry so the next delivery, on any worker, continues the budget.
+func (w *Worker) release(kw *keyWork, failure *RetryRecord) {
 	if kw.entry == nil || kw.rev == 0 {
 		return
 	}
@@ -204,6 +286,9 @@ func (w *Worker) release(kw *keyWork) {
 	defer cancel()
 	next := *kw.entry
 	next.Claim = nil
+	if failure != nil {
+		next.Retry = failure
+	}
 	lkey := LedgerKey(kw.ev.TeamID, kw.ev.KeyID)
 	nrev, err := w.ledger.Put(ctx, kw.ev.TeamID, kw.ev.KeyID, &next, kw.rev)
 	if err != nil {
@@ -224,7 +309,10 @@ func (w *Worker) call(ctx context.Context, kw *keyWork, fn func(context.Context)
 		}
 		cctx, cancel := context.WithTimeout(ctx, min(d, w.cfg.CallTimeout))
 		defer cancel()
-		return fn(cctx)
+		if kw.guard == nil {
+			return fn(cctx)
+		}
+		return kw.guard.call(func() error { return fn(cctx) })
 	}, func(err error, wait time.Duration) {
 		w.m.Retries.WithLabelValues("in_process").Inc()
 		w.log.Debug("provider call failed; retrying", zap.String("event_id", kw.ev.ID), zap.Duration("wait", wait), zap.String("reason", sanitize(err)))
@@ -240,15 +328,16 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 	}
 	owner := providers.Owner{TeamID: ev.TeamID, KeyID: ev.KeyID}
 	next := *e
-	next.Claim = nil
+	next.Claim, next.Retry = nil, nil
 	next.UpdatedAt = time.Now().UTC()
 
 	alias, metadata := ev.KeyAlias, map[string]string(nil)
 	switch ev.Type {
 	case events.KeyCreated, events.KeyRotated:
 		metadata = kw.keyData.Metadata
-		if e.MetaGeneration > kw.gen {
-			// A newer key.updated already set alias and metadata.
+		if e.MetaGeneration >= kw.gen {
+			// A key.updated at least as new already set the description
+			// (alias and metadata): keep it.
 			alias, metadata = e.Alias, e.Metadata
 		}
 		name, err := kw.res.SecretName(ev.TeamID, ev.KeyID, alias)
@@ -277,6 +366,10 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 		next.StreamSeq, next.Provider, next.SecretRef, next.ProviderVersion = md.Sequence.Stream, kw.res.Backend, name, res.Version
 		next.Sealed, next.SealedGen = kw.keyData.Value, ev.Generation
 		next.Alias, next.Metadata = alias, metadata
+		if kw.gen > e.MetaGeneration {
+			// This event set the description too.
+			next.MetaGeneration, next.MetaEventID = kw.gen, ev.ID
+		}
 		conf.Status, conf.SecretRef, conf.ProviderVersion = status, name, res.Version
 
 	case events.KeyUpdated:
@@ -337,11 +430,12 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 			// The team moved to another backend since the secret was
 			// written: delete it where it is.
 			backend = e.Provider
-			old, err := w.provider(ctx, w.d.Settings.ResolveBackend(kw.team, backend))
+			oldRes := w.d.Settings.ResolveBackend(kw.team, backend)
+			old, err := w.provider(ctx, oldRes)
 			if err != nil {
 				return w.providerFailed(msg, md, conf, err)
 			}
-			p = old
+			p, kw.guard = old, w.guard(oldRes)
 		}
 		err := w.call(ctx, kw, func(ctx context.Context) error {
 			err := p.Delete(ctx, providers.DeleteRequest{Name: name, Owner: owner, Adopt: w.cfg.AdoptUnowned})
@@ -371,6 +465,12 @@ func (w *Worker) commitVerdict(kw *keyWork, next LedgerEntry, conf *events.Confi
 	kw.entry = nil // the commit replaces the claim: nothing to release
 	return verdict{conf: conf, commit: func(ctx context.Context) error {
 		nrev, err := w.ledger.Put(ctx, ev.TeamID, ev.KeyID, &next, rev)
+		if errors.Is(err, ErrLedgerConflict) {
+			// An earlier attempt of this commit may have landed with its
+			// reply lost: the redelivery sees it as a duplicate.
+			w.entries.Remove(lkey)
+			return fmt.Errorf("ledger commit: %w", err)
+		}
 		if err != nil {
 			// The write is done and idempotent: a redelivery repeats it as
 			// a duplicate and commits then.

@@ -44,6 +44,20 @@ type LedgerEntry struct {
 	UpdatedAt time.Time           `json:"updated_at"`
 	// Claim is set while a worker writes the key.
 	Claim *Claim `json:"claim,omitempty"`
+	// Retry records the provider failures of the event last handed back
+	// for this key, so whichever worker gets its next delivery continues
+	// its retry budget. A commit clears it.
+	Retry *RetryRecord `json:"retry,omitempty"`
+}
+
+// RetryRecord counts one event's provider failures: the retry budget
+// (worker.retry_for) runs from FirstFailure. Failures of keyrelay's own
+// infrastructure are never recorded here.
+type RetryRecord struct {
+	EventID      string    `json:"event_id"`
+	StreamSeq    uint64    `json:"stream_seq"`
+	FirstFailure time.Time `json:"first_failure"`
+	Failures     int       `json:"failures"`
 }
 
 // Claim marks a key as being written by one event; other workers wait until

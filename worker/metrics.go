@@ -22,6 +22,19 @@ type Metrics struct {
 	Pending         prometheus.Gauge
 	AckPending      prometheus.Gauge
 	InFlight        prometheus.Gauge
+	// BreakerOpen is 1 while a backend's circuit breaker is open or
+	// half-open, by provider.
+	BreakerOpen *prometheus.GaugeVec
+	// Contradictions counts confirmations refused because the event id
+	// already had a confirmation saying something else.
+	Contradictions prometheus.Counter
+	// StreamMsgs, StreamBytes and StreamDiscarded describe keyrelay's
+	// streams: messages and bytes held, and messages dropped from the
+	// head by age or size limits (first sequence - 1).
+	StreamMsgs      *prometheus.GaugeVec
+	StreamBytes     *prometheus.GaugeVec
+	StreamLimit     *prometheus.GaugeVec
+	StreamDiscarded *prometheus.GaugeVec
 }
 
 // NewMetrics registers the worker metrics on reg (nil: not registered).
@@ -42,7 +55,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
 		}, []string{"provider", "op"}),
 		Retries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "keyrelay_retries_total", Help: "Retries: in_process (backoff within one delivery) and redelivery (NakWithDelay).",
+			Name: "keyrelay_retries_total", Help: "Retries: in_process (backoff within one delivery), redelivery (NakWithDelay after a provider failure, spends the event's retry budget) and wait (handed back because NATS, the key's claim or the backend's slots were busy; spends nothing).",
 		}, []string{"kind"}),
 		DeadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyrelay_dlq_entries_total", Help: "Events sent to the DLQ, by status (failed, rejected).",
@@ -57,9 +70,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "keyrelay_events_in_flight", Help: "Events this process is handling now.",
 		}),
 	}
+	m.BreakerOpen = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "keyrelay_backend_breaker_open", Help: "1 while a backend's circuit breaker is open or half-open (its events are handed back without a call).",
+	}, []string{"provider"})
+	m.Contradictions = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "keyrelay_confirmation_contradictions_total", Help: "Confirmations refused because the event id already had a confirmation with another outcome (a reused event id).",
+	})
+	m.StreamMsgs = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "keyrelay_stream_messages", Help: "Messages held by a keyrelay stream."}, []string{"stream"})
+	m.StreamBytes = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "keyrelay_stream_bytes", Help: "Bytes held by a keyrelay stream."}, []string{"stream"})
+	m.StreamLimit = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "keyrelay_stream_limit", Help: "A keyrelay stream's configured limits (-1: none), by kind (bytes, msgs)."}, []string{"stream", "kind"})
+	m.StreamDiscarded = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "keyrelay_stream_discarded_messages", Help: "Messages a keyrelay stream dropped from its head by its age or size limits (its first sequence - 1); alert when it grows for the DLQ.",
+	}, []string{"stream"})
 	if reg != nil {
 		reg.MustRegister(m.Events, m.EventDuration, m.ProviderCalls, m.ProviderLatency, m.Retries,
-			m.DeadLetters, m.Pending, m.AckPending, m.InFlight)
+			m.DeadLetters, m.Pending, m.AckPending, m.InFlight, m.BreakerOpen, m.Contradictions,
+			m.StreamMsgs, m.StreamBytes, m.StreamLimit, m.StreamDiscarded)
 	}
 	return m
 }

@@ -2,10 +2,10 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,16 +20,29 @@ type verdict struct {
 	conf *events.Confirmation
 	// dead, when set, sends the message to the DLQ and terminates it.
 	dead *deadLetterIn
-	// retry hands the message back with NakWithDelay.
-	retry     bool
+	// retry hands the message back with NakWithDelay after a provider
+	// failure: it spends the event's retry budget (worker.retry_for).
+	retry bool
+	// wait hands the message back after retryHint without spending the
+	// budget: the failure was not the event's (NATS or the ledger
+	// unavailable, the key claimed by another worker, the backend's slots
+	// busy).
+	wait      bool
 	retryHint time.Duration
 	err       error
+	// budget is the event's provider-failure record (retry only).
+	budget *RetryRecord
 	// commit, when set, records the write in the ledger. It runs
 	// concurrently with the confirmation's publication; the message is
 	// acked only when both succeeded. A confirmation published before a
 	// failed commit is still true (the provider holds the value), and the
 	// redelivery finds the write done (same idempotency key) and commits.
 	commit func(context.Context) error
+}
+
+// waitVerdict hands an event back after d without spending its budget.
+func waitVerdict(conf *events.Confirmation, d time.Duration, err error) verdict {
+	return verdict{wait: true, retryHint: d, err: err, conf: conf}
 }
 
 // process handles one delivery end to end. It never panics and always
@@ -101,31 +114,57 @@ func (w *Worker) safeHandle(ctx context.Context, msg jetstream.Msg, md *jetstrea
 // finish publishes the confirmation (and dead letter), then acks, naks or
 // terminates. It returns the outcome label for metrics.
 func (w *Worker) finish(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, v verdict) string {
-	pubCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	pubCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.InfraWait+10*time.Second)
 	defer cancel()
-	if !v.retry && v.dead == nil && v.conf == nil {
+	if !v.retry && !v.wait && v.dead == nil && v.conf == nil {
 		_ = msg.Nak()
 		return "nak"
 	}
+	n := md.NumDelivered
+	if (v.retry || v.wait) && v.dead == nil && n >= uint64(w.cfg.MaxDeliver) && !errors.Is(v.err, context.Canceled) {
+		// The safety net against crash loops, whatever the cause.
+		v = w.failed(msg, md, v.conf, fmt.Sprintf("delivered %d times without an outcome (worker.max_deliver): %s", n, sanitize(v.err)))
+	}
+	if v.wait && v.dead == nil {
+		delay := v.retryHint
+		if delay <= 0 {
+			delay = w.retry.redeliveryDelay(n, 0)
+		}
+		if errors.Is(v.err, context.Canceled) {
+			delay = 0
+		}
+		w.m.Retries.WithLabelValues("wait").Inc()
+		w.log.Debug("event handed back without spending its retry budget", zap.Uint64("stream_seq", md.Sequence.Stream),
+			zap.Uint64("delivery", n), zap.Duration("delay", delay), zap.String("reason", sanitize(v.err)))
+		_ = msg.NakWithDelay(delay)
+		return "wait"
+	}
 	if v.retry && v.dead == nil {
-		n := md.NumDelivered
-		if n >= uint64(w.cfg.MaxDeliver) && v.err != nil && !errors.Is(v.err, context.Canceled) {
-			// Out of deliveries: dead-letter it.
-			v = w.failed(msg, md, v.conf, fmt.Sprintf("retries exhausted after %d deliveries: %s", n, sanitize(v.err)))
+		if errors.Is(v.err, context.Canceled) {
+			// Shutting down: hand it straight back, nothing was spent.
+			_ = msg.NakWithDelay(0)
+			return "nak"
+		}
+		b := v.budget
+		if b == nil {
+			b = w.noteFailure(md, "", nil)
+		}
+		if spent := time.Since(b.FirstFailure); spent >= w.cfg.RetryFor {
+			v = w.failed(msg, md, v.conf, fmt.Sprintf("provider failing for %s over %d failed deliveries (worker.retry_for %s): %s",
+				spent.Round(time.Second), b.Failures, w.cfg.RetryFor, sanitize(v.err)))
 		} else {
-			delay := w.retry.redeliveryDelay(n, v.retryHint)
-			if errors.Is(v.err, context.Canceled) {
-				delay = 0
-			}
+			delay := w.retry.redeliveryDelay(uint64(b.Failures), v.retryHint)
 			w.m.Retries.WithLabelValues("redelivery").Inc()
 			w.log.Info("event handed back for redelivery", zap.Uint64("stream_seq", md.Sequence.Stream),
-				zap.Uint64("delivery", n), zap.Duration("delay", delay), zap.String("reason", sanitize(v.err)))
+				zap.Uint64("delivery", n), zap.Int("provider_failures", b.Failures), zap.Duration("delay", delay),
+				zap.String("reason", sanitize(v.err)))
 			_ = msg.NakWithDelay(delay)
 			return "nak"
 		}
 	}
 	if v.dead != nil {
-		if err := publishDeadLetter(pubCtx, w.d.JS, *v.dead); err != nil {
+		err := w.infraDo(pubCtx, func(ctx context.Context) error { return publishDeadLetter(ctx, w.d.JS, *v.dead) })
+		if err != nil {
 			w.log.Warn("dead letter not stored; event will be redelivered", zap.Error(err))
 			_ = msg.NakWithDelay(w.retry.redeliveryDelay(1, 0))
 			return "nak"
@@ -135,29 +174,29 @@ func (w *Worker) finish(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 	var commitErr chan error
 	if v.commit != nil {
 		commitErr = make(chan error, 1)
-		go func() { commitErr <- v.commit(pubCtx) }()
+		go func() { commitErr <- w.infraDo(pubCtx, v.commit) }()
 	}
 	if v.conf != nil {
 		v.conf.SpecVersion = events.SpecVersion
 		v.conf.Attempts = md.NumDelivered
 		v.conf.StreamSeq = md.Sequence.Stream
 		v.conf.Time = time.Now().UTC()
-		err := publishConfirmation(pubCtx, w.d.JS, v.conf)
+		err := w.infraDo(pubCtx, func(ctx context.Context) error { return w.confirm(ctx, v.conf) })
 		if commitErr != nil {
 			if cerr := <-commitErr; cerr != nil {
 				// The provider holds the value; the redelivery finds the write
-				// done (same idempotency key) and commits. Back off like any
-				// retry so a persistent fault does not spin.
-				w.m.Retries.WithLabelValues("redelivery").Inc()
+				// done (same idempotency key) and commits. Not the event's
+				// failure: its budget is untouched.
+				w.m.Retries.WithLabelValues("wait").Inc()
 				w.log.Warn("ledger commit failed; event will be redelivered", zap.Uint64("delivery", md.NumDelivered), zap.Error(cerr))
-				_ = msg.NakWithDelay(w.retry.redeliveryDelay(md.NumDelivered, 0))
-				return "nak"
+				_ = msg.NakWithDelay(w.retry.redeliveryDelay(min(md.NumDelivered, 8), 0))
+				return "wait"
 			}
 		}
 		if err != nil && !errors.Is(err, errAlreadyConfirmed) {
 			w.log.Warn("confirmation not published; event will be redelivered", zap.Error(err))
-			_ = msg.NakWithDelay(w.retry.redeliveryDelay(1, 0))
-			return "nak"
+			_ = msg.NakWithDelay(w.retry.redeliveryDelay(min(md.NumDelivered, 8), 0))
+			return "wait"
 		}
 		logf := w.log.Debug
 		if v.conf.Status == events.StatusFailed || v.conf.Status == events.StatusRejected {
@@ -167,12 +206,32 @@ func (w *Worker) finish(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 			zap.String("team", v.conf.TeamID), zap.String("key", v.conf.KeyID), zap.Uint64("stream_seq", md.Sequence.Stream),
 			zap.String("reason", v.conf.Reason), zap.Bool("already_confirmed", errors.Is(err, errAlreadyConfirmed)))
 	}
+	w.failures.Remove(md.Sequence.Stream)
 	if v.dead != nil {
 		_ = msg.TermWithReason(v.dead.reason)
 		return string(v.dead.status)
 	}
 	_ = msg.Ack()
 	return string(v.conf.Status)
+}
+
+// noteFailure records one more provider failure of the event at md and
+// returns its record. prior is the record the ledger held for the key, if
+// any; it continues the count when it is this event's.
+func (w *Worker) noteFailure(md *jetstream.MsgMetadata, eventID string, prior *RetryRecord) *RetryRecord {
+	seq := md.Sequence.Stream
+	var r RetryRecord
+	switch mem, ok := w.failures.Get(seq); {
+	case prior != nil && prior.StreamSeq == seq && (!ok || prior.Failures >= mem.Failures):
+		r = *prior
+	case ok:
+		r = mem
+	default:
+		r = RetryRecord{EventID: eventID, StreamSeq: seq, FirstFailure: time.Now().UTC()}
+	}
+	r.Failures++
+	w.failures.Add(seq, r)
+	return &r
 }
 
 // sanitize renders an error for logs, DLQ entries and confirmations. Errors
@@ -193,7 +252,8 @@ func confFor(ev *events.Event, gen uint64) *events.Confirmation {
 	return &events.Confirmation{EventID: ev.ID, EventType: ev.Type, TeamID: ev.TeamID, KeyID: ev.KeyID, Generation: gen}
 }
 
-// rejected builds the verdict for an event that can never succeed as sent.
+// rejected builds the verdict for a validated event that can never
+// succeed as sent. redact removes a plaintext value from the DLQ copy.
 func (w *Worker) rejected(msg jetstream.Msg, md *jetstream.MsgMetadata, conf *events.Confirmation, reason string, redact bool) verdict {
 	return w.dead(msg, md, conf, events.StatusRejected, reason, redact)
 }
@@ -208,40 +268,62 @@ func (w *Worker) dead(msg jetstream.Msg, md *jetstream.MsgMetadata, conf *events
 		conf = &events.Confirmation{}
 	}
 	conf.Status, conf.Reason = status, reason
-	data := msg.Data()
-	if redact {
-		data = redactValue(data)
-	}
-	return verdict{conf: conf, dead: &deadLetterIn{subject: msg.Subject(), streamSeq: md.Sequence.Stream,
+	d := &deadLetterIn{subject: msg.Subject(), streamSeq: md.Sequence.Stream,
 		eventID: conf.EventID, team: conf.TeamID, key: conf.KeyID, status: status, reason: reason,
-		attempts: md.NumDelivered, data: data, redacted: redact}}
+		attempts: md.NumDelivered, data: msg.Data()}
+	if redact {
+		d.data, d.redacted = redactedCopy(msg, reason), true
+	}
+	return verdict{conf: conf, dead: d}
 }
 
-// redactValue removes data.value from an event that carried a plaintext
-// value, so the DLQ never stores it.
-func redactValue(b []byte) []byte {
-	var m map[string]json.RawMessage
-	if json.Unmarshal(b, &m) != nil {
-		return []byte(`{"redacted":"undecodable event with a plaintext value"}`)
+// invalid builds the verdict for a message that failed validation. Nothing
+// read from it is trusted: its rejection is filed under the subject's team
+// and key (when they are valid ids) and its stream sequence, never under
+// the event id it claims, and its DLQ copy is a redacted summary.
+func (w *Worker) invalid(msg jetstream.Msg, md *jetstream.MsgMetadata, claimed string, reason string) verdict {
+	team, key := subjectIDs(msg.Subject())
+	conf := &events.Confirmation{TeamID: team, KeyID: key, Status: events.StatusRejected, Reason: reason}
+	if events.ValidateID("id", claimed) == nil {
+		conf.ClaimedEventID = claimed
 	}
-	var d map[string]json.RawMessage
-	if json.Unmarshal(m["data"], &d) == nil {
-		d["value"] = json.RawMessage(`{"alg":"redacted"}`)
-		m["data"], _ = json.Marshal(d)
+	return verdict{conf: conf, dead: &deadLetterIn{subject: msg.Subject(), streamSeq: md.Sequence.Stream,
+		team: team, key: key, claimedID: conf.ClaimedEventID, status: events.StatusRejected, reason: reason,
+		attempts: md.NumDelivered, data: redactedCopy(msg, reason), redacted: true}}
+}
+
+// subjectIDs returns the team and key tokens of an events-stream subject
+// when they are valid ids ("" otherwise).
+func subjectIDs(subject string) (team, key string) {
+	var rest string
+	switch {
+	case strings.HasPrefix(subject, events.EventsPrefix+"."):
+		rest = subject[len(events.EventsPrefix)+1:]
+	case strings.HasPrefix(subject, events.SettingsPrefix+"."):
+		rest = subject[len(events.SettingsPrefix)+1:]
+	default:
+		return "", ""
 	}
-	out, _ := json.Marshal(m)
-	return out
+	toks := strings.SplitN(rest, ".", 3)
+	if events.ValidateID("team_id", toks[0]) == nil {
+		team = toks[0]
+	}
+	if team != "" && len(toks) > 1 && strings.HasPrefix(subject, events.EventsPrefix+".") && events.ValidateID("key_id", toks[1]) == nil {
+		key = toks[1]
+	}
+	return team, key
 }
 
 // handle decides what to do with one delivery.
 func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, receivedAt time.Time) (verdict, events.Type) {
 	ev, err := events.Decode(msg.Data())
 	if err != nil {
-		return w.rejected(msg, md, lenientConf(msg), sanitize(err), false), ""
+		return w.invalid(msg, md, claimedID(msg.Data()), sanitize(err)), ""
 	}
 	if ev.Subject() != msg.Subject() {
-		return w.rejected(msg, md, confFor(ev, ev.Generation),
-			fmt.Sprintf("subject %q does not match the event's team, key and type (want %q)", msg.Subject(), ev.Subject()), false), ev.Type
+		// The document is valid but was published where it does not
+		// belong: it may be another team's id, so it is not trusted either.
+		return w.invalid(msg, md, ev.ID, fmt.Sprintf("subject does not match the event's team, key and type (want %q)", ev.Subject())), ev.Type
 	}
 	gen := ev.Generation
 	if gen == 0 {
@@ -251,27 +333,4 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 		return w.handleSettings(ctx, msg, md, ev, gen), ev.Type
 	}
 	return w.handleKey(ctx, msg, md, ev, gen, receivedAt), ev.Type
-}
-
-// lenientConf extracts what it can from an invalid event, so its rejection
-// is confirmed under its id when the id itself is valid.
-func lenientConf(msg jetstream.Msg) *events.Confirmation {
-	var loose struct {
-		ID     string `json:"id"`
-		Type   string `json:"type"`
-		TeamID string `json:"team_id"`
-		KeyID  string `json:"key_id"`
-	}
-	_ = json.Unmarshal(msg.Data(), &loose)
-	c := &events.Confirmation{}
-	if events.ValidateID("id", loose.ID) == nil && events.ValidateID("team_id", loose.TeamID) == nil {
-		c.EventID, c.TeamID = loose.ID, loose.TeamID
-		if events.ValidateID("key_id", loose.KeyID) == nil {
-			c.KeyID = loose.KeyID
-		}
-		if events.Type(loose.Type).Known() {
-			c.EventType = events.Type(loose.Type)
-		}
-	}
-	return c
 }

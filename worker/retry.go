@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"time"
@@ -34,7 +35,7 @@ func (p retryPolicy) do(ctx context.Context, deadline time.Time, fn func(context
 	var err error
 	for attempt := 1; ; attempt++ {
 		err = fn(ctx)
-		if err == nil || !providers.IsRetryable(err) || attempt >= p.attempts {
+		if err == nil || !providers.IsRetryable(err) || attempt >= p.attempts || errors.Is(err, errBreakerOpen) {
 			return err
 		}
 		wait := b.NextBackOff()

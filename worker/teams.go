@@ -375,9 +375,15 @@ func (t *Teams) Apply(ctx context.Context, team string, ev *events.Event, seq ui
 
 func (w *Worker) handleSettings(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, ev *events.Event, gen uint64) verdict {
 	conf := confFor(ev, gen)
-	st, res, err := w.teams.ApplyThrough(ctx, ev.TeamID, ev, md.Sequence.Stream)
+	var st TeamState
+	var res ApplyResult
+	err := w.infraDo(ctx, func(ctx context.Context) (err error) {
+		st, res, err = w.teams.ApplyThrough(ctx, ev.TeamID, ev, md.Sequence.Stream)
+		return err
+	})
 	if err != nil {
-		return verdict{retry: true, err: err, conf: conf}
+		// The teams bucket or the stream: NATS trouble, not the event's.
+		return waitVerdict(conf, 0, err)
 	}
 	switch res {
 	case Applied, AlreadyApplied:

@@ -34,8 +34,14 @@ type TopologyConfig struct {
 	EventsMaxBytes int64
 	// ConfirmationsMaxAge bounds confirmation retention.
 	ConfirmationsMaxAge time.Duration
+	// ConfirmationsMaxBytes and ConfirmationsMaxMsgs bound the
+	// confirmations stream (0 or -1: no limit); the oldest are discarded.
+	ConfirmationsMaxBytes, ConfirmationsMaxMsgs int64
 	// DLQMaxAge bounds dead-letter retention (0: keep).
 	DLQMaxAge time.Duration
+	// DLQMaxBytes and DLQMaxMsgs bound the DLQ (0 or -1: no limit); the
+	// oldest dead letters are discarded.
+	DLQMaxBytes, DLQMaxMsgs int64
 	// AckWait, MaxDeliver and MaxAckPending configure the shared consumer.
 	// The consumer's server-side MaxDeliver is MaxDeliver+2 so that a worker
 	// crashing during the last attempt still leaves a delivery in which the
@@ -80,19 +86,24 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        ConfirmationsStream,
-		Description: "keyrelay confirmations: at most one per event id (one subject per event, DiscardNewPerSubject)",
+		Description: "keyrelay confirmations: at most one per event id (one subject per event, published only if the subject is empty)",
 		Subjects:    []string{events.ConfirmationsPrefix + ".>"},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    c.Replicas,
 		Duplicates:  cdup,
 		MaxAge:      c.ConfirmationsMaxAge,
-		// One message per subject and refuse the second: the server itself
-		// guarantees one confirmation per event id, whatever the timing.
-		MaxMsgsPerSubject:    1,
-		Discard:              jetstream.DiscardNew,
-		DiscardNewPerSubject: true,
-		AllowDirect:          true,
+		// One message per subject, and every confirmation is published
+		// with Nats-Expected-Last-Subject-Sequence: 0, so the server itself
+		// refuses a second confirmation for an event id, whatever the
+		// timing. The stream is bounded in bytes and messages; when full it
+		// drops its oldest confirmations rather than refusing new ones (a
+		// full stream must never stop the pipeline).
+		MaxMsgsPerSubject: 1,
+		MaxBytes:          limit(c.ConfirmationsMaxBytes),
+		MaxMsgs:           limit(c.ConfirmationsMaxMsgs),
+		Discard:           jetstream.DiscardOld,
+		AllowDirect:       true,
 	}); err != nil {
 		return fmt.Errorf("ensure stream %s: %w", ConfirmationsStream, err)
 	}
@@ -105,6 +116,12 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 		Replicas:    c.Replicas,
 		Duplicates:  2 * time.Minute,
 		MaxAge:      c.DLQMaxAge,
+		// Bounded: an entry is at most one valid sealed event, or a small
+		// redacted summary of an invalid message; the oldest go first.
+		MaxBytes:    limit(c.DLQMaxBytes),
+		MaxMsgs:     limit(c.DLQMaxMsgs),
+		MaxMsgSize:  events.MaxEventBytes + 16384,
+		Discard:     jetstream.DiscardOld,
 		AllowDirect: true,
 	}); err != nil {
 		return fmt.Errorf("ensure stream %s: %w", DLQStream, err)
@@ -119,7 +136,7 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 	}
 	md := c.MaxDeliver
 	if md <= 0 {
-		md = 8
+		md = MaxDeliverDefault
 	}
 	if _, err := js.CreateOrUpdateConsumer(ctx, EventsStream, jetstream.ConsumerConfig{
 		Durable:     ConsumerName,
@@ -137,6 +154,14 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 		return fmt.Errorf("ensure consumer %s: %w", ConsumerName, err)
 	}
 	return nil
+}
+
+// limit maps a configured bound to JetStream's (0 and -1: none).
+func limit(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }
 
 // kvToken maps a validated id to a KV key token. Ids made of letters,

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
@@ -23,7 +24,9 @@ import (
 const (
 	ConcurrencyDefault       = 32
 	AckWaitDefault           = 60 * time.Second
-	MaxDeliverDefault        = 8
+	MaxDeliverDefault        = 10000
+	RetryForDefault          = 6 * time.Hour
+	InfraWaitDefault         = 30 * time.Second
 	CallTimeoutDefault       = 15 * time.Second
 	RetryInitialDefault      = 100 * time.Millisecond
 	RetryMaxDefault          = 30 * time.Second
@@ -49,9 +52,30 @@ type Config struct {
 	// AckWait must match the consumer's; heartbeats go every AckWait/3.
 	// Default: 60s.
 	AckWait time.Duration
-	// MaxDeliver is the delivery at which a still-failing event goes to the
-	// DLQ. Default: 8.
+	// MaxDeliver is a safety net against crash loops: the delivery at which
+	// an event that still has no outcome goes to the DLQ, whatever the
+	// cause. Default: 10000.
 	MaxDeliver int
+	// RetryFor is how long provider failures of one event are retried,
+	// counted from its first provider failure, before it is dead-lettered.
+	// NATS trouble and waiting for another worker's claim never count.
+	// Default: 6h.
+	RetryFor time.Duration
+	// InfraWait is how long one delivery retries a NATS operation (ledger,
+	// team settings, confirmation, DLQ) in place before handing the event
+	// back, without spending its retry budget. Default: 30s.
+	InfraWait time.Duration
+	// BackendSlots bounds the events one process writes to one backend at
+	// once, so a slow or failing backend cannot take every slot. Default:
+	// half of Concurrency (at least 1).
+	BackendSlots int
+	// BreakerFailures is how many consecutive retryable failures open a
+	// backend's circuit breaker; while it is open, events for that backend
+	// are handed back at once without a call. Default: 5.
+	BreakerFailures int
+	// BreakerOpen is how long a breaker stays open before one probe call is
+	// let through. Default: 2s.
+	BreakerOpen time.Duration
 	// CallTimeout bounds one provider call. Default: 15s.
 	CallTimeout time.Duration
 	// RetryInitial, RetryMax, RetryMultiplier: backoff between attempts and
@@ -107,6 +131,21 @@ func (c *Config) setDefaults() {
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = ShutdownGraceDefault
 	}
+	if c.RetryFor <= 0 {
+		c.RetryFor = RetryForDefault
+	}
+	if c.InfraWait <= 0 {
+		c.InfraWait = InfraWaitDefault
+	}
+	if c.BackendSlots <= 0 {
+		c.BackendSlots = max(1, c.Concurrency/2)
+	}
+	if c.BreakerFailures <= 0 {
+		c.BreakerFailures = 5
+	}
+	if c.BreakerOpen <= 0 {
+		c.BreakerOpen = 2 * time.Second
+	}
 }
 
 // Validate names the first bad field.
@@ -125,7 +164,7 @@ func ConfigFrom(w settings.WorkerConfig) Config {
 	return Config{Concurrency: w.Concurrency, AckWait: w.AckWait, MaxDeliver: w.MaxDeliver, CallTimeout: w.CallTimeout,
 		RetryInitial: w.RetryInitial, RetryMax: w.RetryMax, RetryMultiplier: w.RetryMultiplier,
 		InProcessAttempts: w.InProcessAttempts, ClaimLease: w.ClaimLease, ShutdownGrace: w.ShutdownGrace,
-		AdoptUnowned: w.AdoptUnowned}
+		AdoptUnowned: w.AdoptUnowned, RetryFor: w.RetryFor, InfraWait: w.InfraWait}
 }
 
 // Deps are what a worker talks to.
@@ -157,6 +196,11 @@ type Worker struct {
 	// with their KV revision, so a claim usually needs no read: a stale
 	// entry only costs a failed compare-and-set and a fresh read.
 	entries *lru.Cache[string, cachedEntry]
+	// failures remembers, per stream sequence, the provider failures of
+	// events this process handed back (the ledger keeps the same record
+	// for claimed keys, so another worker continues the count).
+	failures *lru.Cache[uint64, RetryRecord]
+	backends *backendGuards
 
 	running  atomic.Bool
 	handled  atomic.Int64
@@ -201,9 +245,14 @@ func New(ctx context.Context, cfg Config, d Deps) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
+	failures, err := lru.New[uint64, RetryRecord](LedgerCacheSizeDefault)
+	if err != nil {
+		return nil, err
+	}
 	log := d.Logger.With(zap.String("worker", cfg.ID))
 	w := &Worker{cfg: cfg, d: d, log: log, m: d.Metrics, stream: stream, consumer: cons,
-		ledger: NewLedger(lkv, d.JS.Conn()), entries: entries, teams: NewTeams(tkv, stream, log), locks: newKeyLocks(),
+		ledger: NewLedger(lkv, d.JS.Conn()), entries: entries, failures: failures,
+		backends: newBackendGuards(cfg.BackendSlots, cfg.BreakerFailures, cfg.BreakerOpen, d.Metrics), teams: NewTeams(tkv, stream, log), locks: newKeyLocks(),
 		retry: retryPolicy{initial: cfg.RetryInitial, max: cfg.RetryMax, multiplier: cfg.RetryMultiplier, attempts: cfg.InProcessAttempts}}
 	return w, nil
 }
@@ -295,6 +344,11 @@ func (w *Worker) Run(ctx context.Context) error {
 			_ = msg.Nak()
 			continue
 		}
+		// NATS is gone: the event could be neither confirmed nor acked, and
+		// it is redelivered after AckWait anyway. Pause until it is back.
+		for w.d.JS.Conn().Status() == nats.RECONNECTING && ctx.Err() == nil {
+			time.Sleep(50 * time.Millisecond)
+		}
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
@@ -327,6 +381,7 @@ func (w *Worker) pollConsumer(ctx context.Context) {
 			w.m.Pending.Set(float64(info.NumPending))
 			w.m.AckPending.Set(float64(info.NumAckPending))
 		}
+		w.pollStreams(cctx)
 		cancel()
 		select {
 		case <-ctx.Done():
@@ -343,4 +398,32 @@ func (w *Worker) provider(ctx context.Context, r settings.Resolved) (providers.P
 		w.log.Warn("team provider options ignored: a team may not set them", zap.String("backend", r.Backend), zap.Strings("options", refused))
 	}
 	return w.d.Registry.Open(ctx, r.Backend, providers.Config{Options: opts, Getenv: w.d.Getenv, Logger: w.log})
+}
+
+// guard returns the bulkhead and circuit breaker of the backend named by
+// the resolved settings.
+func (w *Worker) guard(r settings.Resolved) *backendGuard {
+	opts, _ := r.ProviderOptions(func(key string) bool { return w.d.Registry.TeamOptionAllowed(r.Backend, key) })
+	return w.backends.get(r.Backend, opts)
+}
+
+// pollStreams exports the size, limits and discards of keyrelay's streams.
+func (w *Worker) pollStreams(ctx context.Context) {
+	for _, name := range []string{EventsStream, ConfirmationsStream, DLQStream} {
+		s, err := w.d.JS.Stream(ctx, name)
+		if err != nil {
+			continue
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			continue
+		}
+		w.m.StreamMsgs.WithLabelValues(name).Set(float64(info.State.Msgs))
+		w.m.StreamBytes.WithLabelValues(name).Set(float64(info.State.Bytes))
+		w.m.StreamLimit.WithLabelValues(name, "bytes").Set(float64(info.Config.MaxBytes))
+		w.m.StreamLimit.WithLabelValues(name, "msgs").Set(float64(info.Config.MaxMsgs))
+		if info.State.FirstSeq > 0 {
+			w.m.StreamDiscarded.WithLabelValues(name).Set(float64(info.State.FirstSeq - 1))
+		}
+	}
 }

@@ -53,6 +53,8 @@ func Topology(c *settings.Config) worker.TopologyConfig {
 		Replicas: k.Streams.Replicas, DuplicateWindow: k.Streams.DuplicateWindow,
 		EventsMaxAge: k.Streams.EventsMaxAge, EventsMaxBytes: k.Streams.EventsMaxBytes,
 		ConfirmationsMaxAge: k.Streams.ConfirmationsMaxAge, DLQMaxAge: k.Streams.DLQMaxAge,
+		ConfirmationsMaxBytes: k.Streams.ConfirmationsMaxBytes, ConfirmationsMaxMsgs: k.Streams.ConfirmationsMaxMsgs,
+		DLQMaxBytes: k.Streams.DLQMaxBytes, DLQMaxMsgs: k.Streams.DLQMaxMsgs,
 		AckWait: k.Worker.AckWait, MaxDeliver: k.Worker.MaxDeliver, MaxAckPending: k.Worker.MaxAckPending,
 	}
 }

@@ -1,0 +1,65 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// isInfraTransient reports whether err is keyrelay's own infrastructure
+// (NATS, a stream, the ledger or teams bucket) unavailable for now: no
+// responders during a leader election, a request timeout, a connection
+// being re-established, or JetStream answering 503. Such failures are not
+// the event's: they are waited out and never spend its retry budget.
+func isInfraTransient(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, ErrLedgerConflict) || errors.Is(err, errAlreadyConfirmed) {
+		return false
+	}
+	switch {
+	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining),
+		errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrConnectionReconnecting),
+		errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, jetstream.ErrJetStreamNotEnabled):
+		return true
+	}
+	var api *jetstream.APIError
+	if errors.As(err, &api) && api.Code >= 500 {
+		return true
+	}
+	var pe *pubAckError
+	return errors.As(err, &pe) && pe.Code >= 500
+}
+
+// infraDo runs a NATS operation, retrying it in place with backoff while it
+// fails for infrastructure reasons, for up to InfraWait. Other errors are
+// returned at once. The caller hands the event back (without spending its
+// budget) if NATS is still unavailable after that.
+func (w *Worker) infraDo(ctx context.Context, fn func(context.Context) error) error {
+	deadline := time.Now().Add(w.cfg.InfraWait)
+	wait := 50 * time.Millisecond
+	for {
+		err := fn(ctx)
+		if err == nil || !isInfraTransient(err) || ctx.Err() != nil {
+			return err
+		}
+		d := wait/2 + rand.N(wait)
+		if time.Now().Add(d).After(deadline) {
+			return err
+		}
+		w.m.Retries.WithLabelValues("infra").Inc()
+		w.log.Debug("NATS unavailable; waiting in place", zap.Duration("wait", d), zap.Error(err))
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		wait = min(wait*2, 2*time.Second)
+	}
+}
