@@ -41,11 +41,16 @@
 //   - Every failure is a *providers.Error classified for the retry policy
 //     by gRPC code: INVALID_ARGUMENT on Decrypt (tampered, another key or
 //     other additional data) is permanent ErrInvalidCiphertext (plus
-//     events.ErrOpenFailed from Open); NOT_FOUND and FAILED_PRECONDITION
+//     events.ErrOpenFailed from Open), and so is an INTERNAL or UNKNOWN
+//     Decrypt answer whose message says the decryption or its
+//     authentication failed (Cloud KMS's "Decryption failed: ..." or Go's
+//     "cipher: message authentication failed", as emulators send it); a
+//     value that fails AES-GCM authentication under its unwrapped data key
+//     is a permanent events.ErrOpenFailed; NOT_FOUND and FAILED_PRECONDITION
 //     are permanent ErrKeyUnusable; PERMISSION_DENIED and UNAUTHENTICATED
 //     permanent providers.ErrAccessDenied; RESOURCE_EXHAUSTED is
-//     providers.Throttled; UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL,
-//     ABORTED and UNKNOWN are retryable. Messages carry the operation, the
+//     providers.Throttled; UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED and any
+//     other INTERNAL or UNKNOWN are retryable. Messages carry the operation, the
 //     key name and the gRPC code, never a ciphertext, a data key or a
 //     value.
 //   - Sealer.Open refuses other algorithms with events.ErrUnsupportedAlg,

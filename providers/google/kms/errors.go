@@ -20,8 +20,10 @@ const Provider = "google_kms"
 // events.ErrUnsupportedAlg.
 var (
 	// ErrInvalidCiphertext: Cloud KMS refused to decrypt (INVALID_ARGUMENT
-	// on Decrypt): the ciphertext is tampered, belongs to another key, or
-	// the additional authenticated data differs. Permanent.
+	// on Decrypt, or INTERNAL/UNKNOWN whose message says the decryption
+	// or its authentication failed): the ciphertext is tampered, belongs
+	// to another key, or the additional authenticated data differs.
+	// Permanent.
 	ErrInvalidCiphertext = errors.New("Cloud KMS cannot decrypt this ciphertext (tampered, another key or other additional data)")
 	// ErrKeyUnusable: the key does not exist (NOT_FOUND) or its version is
 	// disabled or destroyed (FAILED_PRECONDITION). Permanent until someone
@@ -102,6 +104,16 @@ func classify(op string, err error) (providers.Kind, *callError) {
 			ce.msg += ": " + m
 		}
 	}
+	if op == "Decrypt" && (st.Code() == codes.Internal || st.Code() == codes.Unknown) && authFailure(st.Message()) {
+		// Cloud KMS answers a ciphertext that does not authenticate with
+		// INVALID_ARGUMENT; servers that answer INTERNAL or UNKNOWN with
+		// the same cause (emulators pass Go's "cipher: message
+		// authentication failed" through) are refusing the ciphertext
+		// too, and retrying cannot change the answer.
+		ce.msg += ": decryption failed (the ciphertext does not authenticate)"
+		ce.causes = []error{ErrInvalidCiphertext, providers.ErrInvalid}
+		return providers.Permanent, ce
+	}
 	switch st.Code() {
 	case codes.ResourceExhausted:
 		ce.causes = []error{providers.ErrThrottled}
@@ -127,6 +139,21 @@ func classify(op string, err error) (providers.Kind, *callError) {
 	}
 	ce.causes = []error{providers.ErrInvalid}
 	return providers.Permanent, ce
+}
+
+// authFailure reports whether a Decrypt error message says the ciphertext
+// failed to decrypt or authenticate: Cloud KMS's own wordings ("Decryption
+// failed: the ciphertext is invalid.", "Decryption failed: verify that
+// 'name' refers to the correct CryptoKey.") and Go's AES-GCM error
+// ("cipher: message authentication failed").
+func authFailure(msg string) bool {
+	m := strings.ToLower(msg)
+	for _, s := range []string{"decryption failed", "message authentication failed", "ciphertext is invalid", "invalid ciphertext"} {
+		if strings.Contains(m, s) {
+			return true
+		}
+	}
+	return false
 }
 
 func firstLine(s string) string {

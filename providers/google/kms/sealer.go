@@ -223,7 +223,16 @@ func (s *Sealer) Open(ctx context.Context, sv *events.SealedValue, b events.Bind
 	if hit {
 		s.openHits.Add(1)
 	}
-	return dk.Open(sv, b)
+	pt, err := dk.Open(sv, b)
+	if errors.Is(err, events.ErrOpenFailed) {
+		// The data key is the one Cloud KMS unwrapped (or this process
+		// wrapped) for this key and team: a value that fails AES-GCM
+		// authentication under it is tampered or bound to another
+		// event, and stays so however often it is tried.
+		return nil, permanent("Open", kid, "the sealed value failed AES-GCM authentication (tampered, or bound to another key or generation)",
+			events.ErrOpenFailed, providers.ErrInvalid)
+	}
+	return pt, err
 }
 
 func (s *Sealer) unwrap(ctx context.Context, kid string, edk, aad []byte) (*events.DataKey, error) {

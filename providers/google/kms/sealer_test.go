@@ -395,3 +395,78 @@ func TestMulti(t *testing.T) {
 		t.Error("OpensAlg")
 	}
 }
+
+// TestDecryptAuthenticationFailures: a Decrypt that fails because the
+// ciphertext does not authenticate (tampered, another key, other
+// additional data) is permanent, also when the server answers INTERNAL or
+// UNKNOWN instead of Cloud KMS's INVALID_ARGUMENT (as independent
+// emulators do, with the AES-GCM error as the message); a plain INTERNAL
+// stays retryable. A local AES-GCM open failure (the data key is right,
+// the sealed value is not) is a permanent *providers.Error.
+func TestDecryptAuthenticationFailures(t *testing.T) {
+	e := startFake(t)
+	s := e.sealer(t, nil)
+	sv, err := s.Seal(bg, []byte(sentinel), bindA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := base64.StdEncoding.EncodeToString(e.encrypt(t, testKey, []byte(sentinel)))
+	for name, tc := range map[string]struct {
+		code      codes.Code
+		msg       string
+		permanent bool
+	}{
+		"INTERNAL, Go's GCM error":          {codes.Internal, "decryption failed: cipher: message authentication failed", true},
+		"INTERNAL, Cloud KMS's wording":     {codes.Internal, "Decryption failed: the ciphertext is invalid.", true},
+		"INTERNAL, wrong key":               {codes.Internal, "Decryption failed: verify that 'name' refers to the correct CryptoKey.", true},
+		"UNKNOWN, GCM error":                {codes.Unknown, "cipher: message authentication failed", true},
+		"INVALID_ARGUMENT":                  {codes.InvalidArgument, "Decryption failed: the ciphertext is invalid.", true},
+		"INTERNAL, a server fault":          {codes.Internal, "Internal error.", false},
+		"INTERNAL, an IAM check that fails": {codes.Internal, "IAM check failed: connection refused", false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			fresh := e.sealer(t, map[string]string{OptionKeyName: ""})
+			e.fake.FailNext("Decrypt", tc.code, tc.msg, 1)
+			_, err := fresh.Open(bg, sv, bindA)
+			var pe *providers.Error
+			if !errors.As(err, &pe) || (pe.Kind == providers.Permanent) != tc.permanent || providers.IsRetryable(err) == tc.permanent {
+				t.Fatalf("Open: %v (kind %v), want permanent=%v", err, pe, tc.permanent)
+			}
+			if tc.permanent && (!errors.Is(err, ErrInvalidCiphertext) || !errors.Is(err, events.ErrOpenFailed)) {
+				t.Errorf("Open: %v, want ErrInvalidCiphertext and events.ErrOpenFailed", err)
+			}
+			if Code(err) != tc.code {
+				t.Errorf("Code = %v, want %v", Code(err), tc.code)
+			}
+			// LiteLLM's decrypt path classifies the same way.
+			e.fake.FailNext("Decrypt", tc.code, tc.msg, 1)
+			_, err = NewDecrypter(e.client, testKey).Decrypt(bg, b64)
+			if providers.IsRetryable(err) == tc.permanent || (tc.permanent && !errors.Is(err, ErrInvalidCiphertext)) {
+				t.Errorf("Decrypter: %v, want permanent=%v", err, tc.permanent)
+			}
+			if strings.Contains(err.Error(), sentinel) {
+				t.Errorf("error leaks the value: %v", err)
+			}
+		})
+	}
+
+	// The data key is cached (this sealer sealed it): a tampered value
+	// fails AES-GCM locally, without a Decrypt call, permanently.
+	before := e.fake.Calls("Decrypt")
+	bad := *sv
+	bad.Ciphertext = append([]byte{}, sv.Ciphertext...)
+	bad.Ciphertext[len(bad.Ciphertext)-1] ^= 1
+	_, err = s.Open(bg, &bad, bindA)
+	var pe *providers.Error
+	if !errors.As(err, &pe) || pe.Kind != providers.Permanent || !errors.Is(err, events.ErrOpenFailed) || providers.IsRetryable(err) {
+		t.Fatalf("local AES-GCM failure: %v, want a permanent *providers.Error with events.ErrOpenFailed", err)
+	}
+	if n := e.fake.Calls("Decrypt") - before; n != 0 {
+		t.Errorf("%d Decrypt calls for a cached data key", n)
+	}
+	// Bound to another key id of the same team: the same, locally.
+	_, err = s.Open(bg, sv, bindA2)
+	if !errors.As(err, &pe) || pe.Kind != providers.Permanent || !errors.Is(err, events.ErrOpenFailed) {
+		t.Fatalf("value bound to another key: %v", err)
+	}
+}
