@@ -52,10 +52,23 @@ func NewAuth(clients map[string]settings.LookupClient) (*Auth, error) {
 }
 
 // Len is the number of configured credentials.
-func (a *Auth) Len() int { return len(a.creds) }
+func (a *Auth) Len() int {
+	if a == nil {
+		return 0
+	}
+	return len(a.creds)
+}
 
-// Authenticate returns the scope and client name of token.
+// NoClientsReason is the reason of the 401 every token-checked lookup gets
+// while keyrelay.lookup.clients is empty.
+const NoClientsReason = "no lookup clients are configured (keyrelay.lookup.clients is empty): every lookup is refused"
+
+// Authenticate returns the scope and client name of token. With no
+// credentials configured every token, and the lack of one, is refused.
 func (a *Auth) Authenticate(token string) (Scope, string, *Error) {
+	if a == nil || len(a.creds) == 0 {
+		return Scope{}, "", unauthorized(NoClientsReason)
+	}
 	if token == "" {
 		return Scope{}, "", unauthorized("no credentials: send Authorization: Bearer <token>")
 	}

@@ -12,6 +12,14 @@
 // names from one JSON secret, and aws_kms/ and Google KMS ciphertexts are
 // decrypted before they are cached.
 //
+// Access. Every HTTP lookup, and by default every NATS lookup, needs the
+// bearer token of a configured client (keyrelay.lookup.clients) whose scope
+// is the one asked for; with no client configured every lookup is refused
+// with 401. Only when the operator sets keyrelay.lookup.nats_auth:
+// permissions (NATSOptions.PermissionsOnly) does a NATS request without a
+// token get an answer, in the scope of its subject: NATS subject
+// permissions are then the only access control.
+//
 // Cache. Entries live in an otter cache bounded in entries and bytes at
 // once (each entry weighs max(its bytes, max_bytes/max_entries), and the
 // total weight is capped at max_bytes). Each value is fresh for its TTL

@@ -106,6 +106,11 @@ type fixtureOptions struct {
 	natsConf string
 	// noWorker leaves events unhandled.
 	noWorker bool
+	// noClients configures no lookup client (keyrelay.lookup.clients
+	// empty); otherwise team-a, team-b and a global client are configured.
+	noClients bool
+	// natsOpts are the NATS service's options.
+	natsOpts lookup.NATSOptions
 }
 
 func newFixture(t *testing.T, o fixtureOptions) *fixture {
@@ -186,15 +191,19 @@ func newFixture(t *testing.T, o fixtureOptions) *fixture {
 	fctx, fcancel := context.WithCancel(ctx)
 	t.Cleanup(fcancel)
 	go f.svc.Follow(fctx, f.js)
-	auth, err := lookup.NewAuth(map[string]settings.LookupClient{
-		"a": {Team: "team-a", Token: tokenA}, "b": {Team: "team-b", Token: tokenB}, "gw": {Global: true, Token: tokenGlobal}})
+	clients := map[string]settings.LookupClient{
+		"a": {Team: "team-a", Token: tokenA}, "b": {Team: "team-b", Token: tokenB}, "gw": {Global: true, Token: tokenGlobal}}
+	if o.noClients {
+		clients = nil
+	}
+	auth, err := lookup.NewAuth(clients)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.server = lookup.NewServer(f.svc, auth, f.log)
 	f.http = httptest.NewServer(f.server)
 	t.Cleanup(f.http.Close)
-	ms, err := f.server.ServeNATS(nc, lookup.NATSOptions{})
+	ms, err := f.server.ServeNATS(nc, o.natsOpts)
 	if err != nil {
 		t.Fatal(err)
 	}

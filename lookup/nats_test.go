@@ -9,11 +9,13 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/lookup"
 	"github.com/keyrelay/keyrelay/lookup/lookupclient"
 )
 
 // natsAuth gives each team a NATS user that may only publish lookups on
-// its own subject: NATS permissions are the access control.
+// its own subject: with nats_auth: permissions, NATS permissions are the
+// access control.
 const natsAuth = `
 authorization {
   users = [
@@ -23,8 +25,11 @@ authorization {
   ]
 }`
 
-func TestNATSLookupAndIsolation(t *testing.T) {
-	f := newFixture(t, fixtureOptions{natsConf: natsAuth})
+// TestNATSPermissionsOnly is the explicit opt-in (nats_auth:
+// permissions): requests without a token are answered in their subject's
+// scope, and NATS permissions keep teams apart.
+func TestNATSPermissionsOnly(t *testing.T) {
+	f := newFixture(t, fixtureOptions{natsConf: natsAuth, natsOpts: lookup.NATSOptions{PermissionsOnly: true}})
 	f.write(events.KeyCreated, "team-a", "a-key", "sk-nats-a")
 	f.write(events.KeyCreated, "team-b", "b-key", "sk-nats-b")
 

@@ -26,14 +26,20 @@ const (
 
 // TeamSubjectFor is the request subject of team's lookups. Grant a team's
 // NATS user publish permission on its own subject only (and subscribe on
-// its inboxes): that is the access control when requests carry no token.
+// its inboxes); with NATSOptions.PermissionsOnly that is the only access
+// control.
 func TeamSubjectFor(team string) string { return TeamSubject + "." + team }
 
 // NATSOptions configure the NATS service.
 type NATSOptions struct {
-	// RequireToken: every request must carry an Authorization header
-	// ("Bearer <token>") valid for the subject's scope.
-	RequireToken bool
+	// PermissionsOnly answers a request without an Authorization header
+	// in the scope of its subject: NATS subject permissions are then the
+	// only access control (keyrelay.lookup.nats_auth: permissions). A token,
+	// when sent, is still checked. Default false: every request must carry
+	// "Authorization: Bearer <token>" of a configured client whose scope is
+	// the subject's, exactly as over HTTP, and with no client configured
+	// every request is refused.
+	PermissionsOnly bool
 	// Timeout bounds one request's loads. Default: 10s.
 	Timeout time.Duration
 }
@@ -85,7 +91,7 @@ func (h *natsHandler) global(req micro.Request) { h.serve(req, Scope{Global: tru
 // the backend must be asked, so one slow load never holds up the
 // subscription's other requests.
 func (h *natsHandler) serve(req micro.Request, scope Scope) {
-	if tok := BearerToken(req.Headers().Get("Authorization")); tok != "" || h.o.RequireToken {
+	if tok := BearerToken(req.Headers().Get("Authorization")); tok != "" || !h.o.PermissionsOnly {
 		cred, _, err := h.s.auth.Authenticate(tok)
 		if err != nil {
 			h.reject(req, err)

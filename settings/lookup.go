@@ -19,10 +19,22 @@ type LookupConfig struct {
 	// keyrelay.lookup.v1.team.<team> and keyrelay.lookup.v1.global).
 	// Default: true.
 	NATS *bool `yaml:"nats"`
-	// NATSRequireToken makes NATS requests carry an Authorization header
-	// checked like HTTP's. Without it, NATS subject permissions are the
-	// access control. Default: false.
-	NATSRequireToken bool `yaml:"nats_require_token"`
+	// NATSAuth is the access control of NATS lookups:
+	//   - "token" (the default): every request carries an Authorization
+	//     header ("Bearer <token>") with the token of a keyrelay.lookup.clients
+	//     entry whose scope is the subject's, checked as over HTTP. With no
+	//     clients configured every request is refused.
+	//   - "permissions": a request without a token is answered in the scope
+	//     of its subject, so NATS subject permissions are the only access
+	//     control (serve warns about it at start-up). A token, when sent, is
+	//     still checked.
+	// Default: "token".
+	NATSAuth string `yaml:"nats_auth"`
+	// NATSRequireToken is deprecated: tokens are required unless NATSAuth
+	// is "permissions". true is accepted (it is the default behaviour, and
+	// contradicts nats_auth: permissions); false no longer turns tokens off
+	// (serve warns: set nats_auth: permissions for that). Default: unset.
+	NATSRequireToken *bool `yaml:"nats_require_token"`
 	// TTL is how long a value is served from memory without asking the
 	// backend; each entry gets TTL ± TTLJitter (a fraction) so entries
 	// loaded together do not expire together. Defaults: 5m and 0.1.
@@ -51,7 +63,8 @@ type LookupConfig struct {
 	// Clients maps a client name to its credentials. Each has a bearer
 	// token (Token, usually os.environ/NAME, or TokenSHA256, the hex
 	// SHA-256 of the token) and a scope: one team (Team) or the gateway's
-	// global scope (Global). Default: none (every request is refused).
+	// global scope (Global). Default: none: every HTTP lookup is refused,
+	// and so is every NATS lookup unless NATSAuth is "permissions".
 	Clients map[string]LookupClient `yaml:"clients"`
 }
 
@@ -79,7 +92,35 @@ const (
 	DefaultLookupBackendTimeout = 5 * time.Second  // lookup.backend_timeout
 	DefaultLookupMaxLoads       = 64               // lookup.max_concurrent_loads
 	LookupOff                   = HTTPOff          // lookup.addr value that disables HTTP
+	DefaultLookupNATSAuth       = LookupNATSAuthToken
 )
+
+// Values of lookup.nats_auth.
+const (
+	// LookupNATSAuthToken: NATS lookups need a client token, as HTTP ones do.
+	LookupNATSAuthToken = "token"
+	// LookupNATSAuthPermissions: NATS subject permissions are the only
+	// access control of NATS lookups.
+	LookupNATSAuthPermissions = "permissions"
+)
+
+// NATSPermissionsOnly reports whether NATS lookups without a token are
+// answered (nats_auth: permissions).
+func (l LookupConfig) NATSPermissionsOnly() bool { return l.NATSAuth == LookupNATSAuthPermissions }
+
+// NATSRequireTokenWarning is what serve says at start-up about the
+// deprecated nats_require_token, or "" when it is not set.
+func (l LookupConfig) NATSRequireTokenWarning() string {
+	switch {
+	case l.NATSRequireToken == nil:
+		return ""
+	case *l.NATSRequireToken:
+		return "keyrelay.lookup.nats_require_token is deprecated: NATS lookups need a token by default (nats_auth: token); drop the setting"
+	default:
+		return "keyrelay.lookup.nats_require_token: false is deprecated and no longer turns tokens off: NATS lookups still need a token; " +
+			"to make NATS subject permissions the only access control, set keyrelay.lookup.nats_auth: permissions"
+	}
+}
 
 // HTTPEnabled reports whether the lookup HTTP listener runs.
 func (l LookupConfig) HTTPEnabled() bool { return l.Addr != "" && l.Addr != LookupOff }
@@ -92,6 +133,7 @@ func defaultLookup() LookupConfig {
 	return LookupConfig{
 		Addr:               DefaultLookupAddr,
 		NATS:               &n,
+		NATSAuth:           DefaultLookupNATSAuth,
 		TTL:                DefaultLookupTTL,
 		TTLJitter:          DefaultLookupTTLJitter,
 		NegativeTTL:        DefaultLookupNegativeTTL,
@@ -112,6 +154,14 @@ func (v *validator) lookup(l *LookupConfig) {
 		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 			v.add(p+"addr", "port %q is not 0 to 65535", clip(port))
 		}
+	}
+	switch l.NATSAuth {
+	case LookupNATSAuthToken, LookupNATSAuthPermissions:
+	default:
+		v.add(p+"nats_auth", "%q is not %q or %q", clip(l.NATSAuth), LookupNATSAuthToken, LookupNATSAuthPermissions)
+	}
+	if l.NATSRequireToken != nil && *l.NATSRequireToken && l.NATSPermissionsOnly() {
+		v.add(p+"nats_require_token", "true contradicts nats_auth: %s (nats_require_token is deprecated; drop it)", LookupNATSAuthPermissions)
 	}
 	if l.TTL <= 0 {
 		v.add(p+"ttl", "must be positive")

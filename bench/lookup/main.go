@@ -5,8 +5,9 @@
 //   - HTTP: keyrelay's handler (bearer token check, name validation, cache
 //     hit, JSON answer) against a bare net/http handler returning a
 //     constant body of the same size;
-//   - NATS: keyrelay's micro service against a bare NATS responder
-//     returning the same constant, on the same nats-server.
+//   - NATS: keyrelay's micro service (bearer token check in the request's
+//     header, as by default) against a bare NATS responder returning the
+//     same constant, on the same nats-server.
 //
 // For each it prints requests/s at a given concurrency (median of runs),
 // the ratio keyrelay/bare, and p50/p99 latency of a single client's
@@ -166,7 +167,10 @@ func run(conc int, dur time.Duration, latN, runs int, serverBin string) error {
 	payload := []byte(`{"name":"` + secretName + `"}`)
 	natsReq := func(subject string) func() error {
 		return func() error {
-			m, err := cnc.Request(subject, payload, 5*time.Second)
+			req := nats.NewMsg(subject)
+			req.Data = payload
+			req.Header.Set("Authorization", "Bearer "+token)
+			m, err := cnc.RequestMsg(req, 5*time.Second)
 			if err != nil {
 				return err
 			}

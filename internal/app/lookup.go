@@ -50,8 +50,8 @@ func startLookup(ctx context.Context, c *settings.Config, conn *Conn, registry *
 	if err != nil {
 		return nil, err
 	}
-	if auth.Len() == 0 {
-		log.Warn("no lookup clients are configured (keyrelay.lookup.clients): every HTTP lookup is refused")
+	for _, w := range lookupAccessWarnings(l, auth.Len()) {
+		log.Warn(w)
 	}
 	backend := &lookup.Backend{Config: c, Registry: registry, Ledger: worker.NewLedger(kv), Teams: teams, Logger: log}
 	svc, err := lookup.New(lookup.ConfigFrom(l), backend, lookup.NewMetrics(reg), log)
@@ -65,13 +65,14 @@ func startLookup(ctx context.Context, c *settings.Config, conn *Conn, registry *
 	var stops []func()
 	stops = append(stops, cancel, svc.Close)
 	if l.NATSEnabled() {
-		ms, err := srv.ServeNATS(conn.NC, lookup.NATSOptions{RequireToken: l.NATSRequireToken, Timeout: 2 * l.BackendTimeout})
+		ms, err := srv.ServeNATS(conn.NC, lookup.NATSOptions{PermissionsOnly: l.NATSPermissionsOnly(), Timeout: 2 * l.BackendTimeout})
 		if err != nil {
 			cancel()
 			return nil, fmt.Errorf("lookup: nats service: %w", err)
 		}
 		stops = append(stops, func() { _ = ms.Stop() })
-		log.Info("lookup service on NATS", zap.String("subjects", lookup.TeamSubject+".<team>, "+lookup.GlobalSubject))
+		log.Info("lookup service on NATS", zap.String("subjects", lookup.TeamSubject+".<team>, "+lookup.GlobalSubject),
+			zap.String("nats_auth", l.NATSAuth))
 	}
 	if l.HTTPEnabled() {
 		ln, err := net.Listen("tcp", l.Addr)
@@ -95,4 +96,29 @@ func startLookup(ctx context.Context, c *settings.Config, conn *Conn, registry *
 		}
 	}
 	return rt, nil
+}
+
+// lookupAccessWarnings is what start-up says about who may read secrets:
+// nothing when clients are configured and NATS lookups need their tokens.
+func lookupAccessWarnings(l settings.LookupConfig, clients int) []string {
+	var ws []string
+	if w := l.NATSRequireTokenWarning(); w != "" {
+		ws = append(ws, w)
+	}
+	permissions := l.NATSEnabled() && l.NATSPermissionsOnly()
+	if permissions {
+		ws = append(ws, "SECURITY: keyrelay.lookup.nats_auth is permissions: NATS lookups WITHOUT A TOKEN ARE ANSWERED. "+
+			"Whoever may publish on "+lookup.TeamSubject+".<team> reads that team's secrets, and on "+lookup.GlobalSubject+
+			" the global ones: NATS subject permissions are the ONLY access control. Grant each team's NATS user publish on its own subject only, "+
+			"or set nats_auth: token")
+	}
+	if clients == 0 && (l.HTTPEnabled() || l.NATSEnabled()) {
+		if permissions {
+			ws = append(ws, "no lookup clients are configured (keyrelay.lookup.clients): every lookup that needs a token is refused "+
+				"(all HTTP lookups, NATS lookups that carry one); NATS lookups without a token are answered under NATS permissions alone")
+		} else {
+			ws = append(ws, "no lookup clients are configured (keyrelay.lookup.clients): every lookup is refused, over HTTP and NATS")
+		}
+	}
+	return ws
 }

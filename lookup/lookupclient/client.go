@@ -151,8 +151,10 @@ type NATS struct {
 	Conn *nats.Conn
 	// Team selects the team subject; empty means the global scope.
 	Team string
-	// Token, when set, is sent as an Authorization header (required when
-	// the service runs with nats_require_token).
+	// Token is sent as an "Authorization: Bearer" header. The service
+	// requires it (the token of a keyrelay.lookup.clients entry whose scope
+	// is the subject's) unless it runs with nats_auth: permissions; then a
+	// request without one is answered under NATS permissions alone.
 	Token string
 	// Timeout when ctx has no deadline. Default: 10s.
 	Timeout time.Duration
