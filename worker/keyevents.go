@@ -45,9 +45,10 @@ const (
 )
 
 // busyDelay is how long an event waits, handed back, for a busy key or
-// backend: growing with its deliveries, 50ms to 5s, with jitter.
+// backend: growing with its deliveries (n, 1-based), 250ms to 5s, with
+// ±50% jitter.
 func busyDelay(n uint64) time.Duration {
-	d := 50 * time.Millisecond << min(n, 7)
+	d := 250 * time.Millisecond << min(max(n, 1)-1, 5)
 	d = min(d, 5*time.Second)
 	return d/2 + time.Duration(rand.Int64N(int64(d)))
 }
@@ -187,7 +188,10 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 			}
 			if e.Claim.Active(now) && e.Claim.EventID != kw.ev.ID {
 				if fresh {
-					if waited >= claimWaitInPlace {
+					// Only a first delivery waits in place (a live writer
+					// usually releases within milliseconds); a redelivered
+					// one found the key busy before.
+					if waited >= claimWaitInPlace || md.NumDelivered > 1 {
 						// Another worker holds the key, perhaps a dead one:
 						// come back when its claim is due to end, sooner
 						// if it is alive and releases it.

@@ -53,11 +53,16 @@ type setupOptions struct {
 	backends []string
 	mutate   func(*settings.Config)
 	topo     func(*worker.TopologyConfig)
+	// timeout bounds the whole test. Default: 3m.
+	timeout time.Duration
 }
 
 func setup(t *testing.T, o setupOptions) *bundle {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	if o.timeout == 0 {
+		o.timeout = 3 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	t.Cleanup(cancel)
 	srv := testenv.StartNATS(t)
 	nc, err := nats.Connect(srv.URL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
@@ -69,7 +74,7 @@ func setup(t *testing.T, o setupOptions) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	topo := worker.TopologyConfig{Replicas: 1, DuplicateWindow: time.Minute, AckWait: 5 * time.Second, MaxDeliver: 4, MaxAckPending: 256}
+	topo := worker.TopologyConfig{Replicas: 1, DuplicateWindow: time.Minute, AckWait: 5 * time.Second, MaxDeliver: 1000, MaxAckPending: 256}
 	if o.topo != nil {
 		o.topo(&topo)
 	}
