@@ -3,10 +3,12 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/keyrelay/keyrelay/internal/app"
+	"github.com/keyrelay/keyrelay/lookup"
 	"github.com/keyrelay/keyrelay/settings"
 )
 
@@ -42,29 +44,14 @@ func serveCmd(g *globals) *cobra.Command {
 				c.Keyrelay.Worker.Enabled = &f
 			}
 			embedded := c.Keyrelay.NATS.URL == ""
-			lookupAt := "off"
+			lookupAddr := ""
 			return app.Serve(cmd.Context(), c, log, app.ServeOptions{OnLookup: func(addr string) {
-				if addr != "" {
-					lookupAt = "http://" + addr + "/v1/secrets/{name}"
-				}
+				lookupAddr = addr
 			}, OnReady: func(ops string) {
 				if !embedded {
 					return
 				}
-				e := c.Keyrelay.NATS.Embedded
-				fmt.Fprintf(os.Stderr, `
-keyrelay is running on its embedded default.
-  JetStream:    nats://%s:%d (data in %s)
-  provider:     %s
-  operations:   http://%s/metrics  /healthz  /readyz
-  lookups:      %s (clients in keyrelay.lookup.clients)
-Try it from another shell:
-  ./bin/keyrelay confirmations --follow &
-  ./bin/keyrelay publish create --team team-a --key key-1 --alias demo
-  ./bin/keyrelay publish rotate --team team-a --key key-1
-  ./bin/keyrelay publish delete --team team-a --key key-1
-  ./bin/keyrelay dlq list
-`, hostOr(e.Host), e.Port, e.StoreDir, c.KeyManagementSystem, ops, lookupAt)
+				fmt.Fprint(os.Stderr, readyMessage(c, g.configPath, ops, lookupAddr))
 			}})
 		},
 	}
@@ -74,6 +61,86 @@ Try it from another shell:
 	cmd.Flags().BoolVar(&noLookup, "no-lookup", false, "run without the lookup service (HTTP and NATS)")
 	cmd.Flags().BoolVar(&noWorker, "no-worker", false, "run without workers (serve JetStream and operations only)")
 	return cmd
+}
+
+// readyMessage is what serve prints once it runs on its embedded
+// JetStream server: where everything is, and commands to try it with,
+// carrying --config when serve was given one.
+func readyMessage(c *settings.Config, configPath, ops, lookupAddr string) string {
+	var b strings.Builder
+	if configPath == "" {
+		b.WriteString("\nkeyrelay is running on its embedded default.\n")
+	} else {
+		fmt.Fprintf(&b, "\nkeyrelay is running with config %s, on its embedded JetStream server.\n", configPath)
+	}
+	e := c.Keyrelay.NATS.Embedded
+	fmt.Fprintf(&b, "  JetStream:    nats://%s:%d (data in %s)\n", hostOr(e.Host), e.Port, e.StoreDir)
+	fmt.Fprintf(&b, "  provider:     %s\n", c.KeyManagementSystem)
+	fmt.Fprintf(&b, "  operations:   http://%s/metrics  /healthz  /readyz\n", ops)
+	fmt.Fprintf(&b, "  lookups:      %s\n", lookupSummary(c.Keyrelay.Lookup, lookupAddr))
+	cli := "./bin/keyrelay"
+	if configPath != "" {
+		cli += " --config " + shellQuote(configPath)
+	}
+	b.WriteString("Try it from another shell:\n")
+	for _, cmd := range []string{
+		"confirmations --follow &",
+		"publish create --team team-a --key key-1 --alias demo",
+		"publish rotate --team team-a --key key-1",
+		"publish delete --team team-a --key key-1",
+		"dlq list",
+	} {
+		fmt.Fprintf(&b, "  %s %s\n", cli, cmd)
+	}
+	if l := c.Keyrelay.Lookup; len(l.Clients) > 0 && (lookupAddr != "" || l.NATSEnabled()) {
+		get := "lookup get key-1"
+		if lookupAddr == "" {
+			get = "lookup get --nats --team team-a key-1"
+		}
+		fmt.Fprintf(&b, "  KEYRELAY_TOKEN=<a client's token> %s %s\n", cli, get)
+	}
+	return b.String()
+}
+
+// lookupSummary says where lookups are served and who may read.
+func lookupSummary(l settings.LookupConfig, httpAddr string) string {
+	var at []string
+	if httpAddr != "" {
+		at = append(at, "http://"+httpAddr+"/v1/secrets/{name}")
+	}
+	if l.NATSEnabled() {
+		at = append(at, "NATS "+lookup.SubjectPrefix+".*")
+	}
+	if len(at) == 0 {
+		return "off"
+	}
+	var access string
+	switch n := len(l.Clients); {
+	case n == 0 && l.NATSEnabled() && l.NATSPermissionsOnly():
+		access = "no clients in keyrelay.lookup.clients: HTTP lookups are refused; NATS lookups without a token are ANSWERED (nats_auth: permissions)"
+	case n == 0:
+		access = "refused: no clients in keyrelay.lookup.clients"
+	case l.NATSEnabled() && l.NATSPermissionsOnly():
+		access = fmt.Sprintf("%d client(s) in keyrelay.lookup.clients; NATS lookups without a token are ANSWERED (nats_auth: permissions)", n)
+	default:
+		access = fmt.Sprintf("%d client(s) in keyrelay.lookup.clients; every lookup needs a client's token", n)
+	}
+	return strings.Join(at, " and ") + " (" + access + ")"
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	safe := s != ""
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_-./:@%+=,", r)) {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func hostOr(h string) string {
