@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -81,8 +82,15 @@ func (c *Conn) Close() {
 }
 
 // Connect connects to the configured NATS, starting the embedded server
-// when no URL is configured and startEmbedded is true.
+// when no URL is configured and startEmbedded is true. nats.url may list
+// several servers separated by commas (the seeds of a cluster): the
+// connection is made to the first that answers and moves to another
+// server of the cluster when its server goes away.
 func Connect(c *settings.Config, name string, startEmbedded bool, log *zap.Logger) (*Conn, error) {
+	return connect(c, name, startEmbedded, log)
+}
+
+func connect(c *settings.Config, name string, startEmbedded bool, log *zap.Logger, extra ...nats.Option) (*Conn, error) {
 	url := c.Keyrelay.NATS.URL
 	out := &Conn{}
 	if url == "" {
@@ -99,13 +107,16 @@ func Connect(c *settings.Config, name string, startEmbedded bool, log *zap.Logge
 			log.Info("embedded JetStream server started", zap.String("url", url), zap.String("store_dir", e.StoreDir))
 		}
 	}
-	nc, err := natsconn.Connect(url, c.Keyrelay.NATS, name,
+	opts := append([]nats.Option{
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("nats disconnected", zap.Error(err))
 			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", zap.String("url", nc.ConnectedUrlRedacted())) }))
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", zap.String("url", nc.ConnectedUrlRedacted())) }),
+		nats.ConnectHandler(func(nc *nats.Conn) { log.Info("nats connected", zap.String("url", nc.ConnectedUrlRedacted())) }),
+	}, extra...)
+	nc, err := natsconn.Connect(url, c.Keyrelay.NATS, name, opts...)
 	if err != nil {
 		if out.embedded != nil {
 			out.embedded.Shutdown()
@@ -159,20 +170,35 @@ func LoadKeyring(c *settings.Config, create bool, log *zap.Logger) (*events.Keyr
 type ServeOptions struct {
 	// Registry overrides the default provider registry (tests inject faults).
 	Registry *providers.Registry
-	// OnReady is called once the worker consumes and the listeners are up.
+	// OnListen is called with the operations listener's address as soon as
+	// it is up (before NATS is reached; "" when it is off).
+	OnListen func(opsAddr string)
+	// OnReady is called once the worker consumes, the listeners are up and
+	// /readyz answers 200.
 	OnReady func(opsAddr string)
 	// OnLookup is called with the lookup listener's address once it is up.
 	OnLookup func(addr string)
 }
 
 // Serve runs keyrelay until ctx ends.
+//
+// Start-up: configuration problems that no retry can fix (an unknown
+// key_management_system, a bad keyring, a taken port) end Serve with an
+// error. The operations listener comes up first; NATS, the JetStream
+// topology, the worker and the lookup service are then started with
+// retries (StartRetryInitial up to StartRetryMax between attempts) until
+// they succeed or ctx ends, while /readyz answers 503 with what start-up is
+// waiting for. A NATS URL may list several servers (comma-separated); the
+// connection is made to whichever answers and follows the cluster after.
 func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOptions) error {
 	TuneRuntime()
-	conn, err := Connect(c, "keyrelay-serve", true, log)
-	if err != nil {
+	registry := o.Registry
+	if registry == nil {
+		registry = Registry()
+	}
+	if err := CheckBackend(c, registry); err != nil {
 		return err
 	}
-	defer conn.Close()
 	if err := DecryptLiteLLMEnv(ctx, c, log); err != nil {
 		return err
 	}
@@ -180,75 +206,20 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 	if err != nil {
 		return err
 	}
-	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := worker.EnsureTopology(setupCtx, conn.JS, Topology(c)); err != nil {
-		return err
-	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := worker.NewMetrics(reg)
-	registry := o.Registry
-	if registry == nil {
-		registry = Registry()
-	}
 	registry.Wrap(metrics.InstrumentProvider)
 	defer registry.Close()
 
-	enabled := c.Keyrelay.Worker.Enabled == nil || *c.Keyrelay.Worker.Enabled
-	var w *worker.Worker
-	if enabled {
-		w, err = worker.New(setupCtx, worker.ConfigFrom(c.Keyrelay.Worker), worker.Deps{
-			JS: conn.JS, Settings: c, Registry: registry, Opener: sealing.Opener, Logger: log, Metrics: metrics, Getenv: c.Env})
-		if err != nil {
-			return err
-		}
-	}
-
-	var lk *lookupRuntime
-	if l := c.Keyrelay.Lookup; l.HTTPEnabled() || l.NATSEnabled() {
-		var teams *worker.Teams
-		if w != nil {
-			teams = w.Teams()
-		}
-		if lk, err = startLookup(ctx, c, conn, registry, reg, teams, log); err != nil {
-			return err
-		}
-		defer lk.stop()
-		if o.OnLookup != nil {
-			o.OnLookup(lk.addr)
-		}
-	}
-
-	// Readiness: connected, topology present, team settings loaded.
-	var topologyOK atomic.Bool
-	go func() {
-		t := time.NewTicker(5 * time.Second)
-		defer t.Stop()
-		for {
-			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-			_, err := conn.JS.Consumer(cctx, worker.EventsStream, worker.ConsumerName)
-			cancel()
-			topologyOK.Store(err == nil)
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	ready := func() (bool, string) {
-		switch {
-		case conn.NC.Status() != nats.CONNECTED:
-			return false, "nats: " + conn.NC.Status().String()
-		case !topologyOK.Load():
-			return false, "jetstream: streams or consumer missing"
-		case w != nil && !w.Ready():
-			return false, "worker: team settings not loaded"
-		}
-		return true, "ok"
-	}
+	rd := &readiness{phase: "starting: connecting to NATS"}
+	health := newBackendHealth(c, registry, log)
+	health.announce()
+	rd.backends = health
+	hctx, stopHealth := context.WithCancel(ctx)
+	defer stopHealth()
+	go health.run(hctx)
 
 	opsAddr := ""
 	if a := c.Keyrelay.HTTP.Addr; a != "" && a != "off" {
@@ -256,7 +227,8 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-			ok, why := ready()
+			ok, why := rd.report()
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			if !ok {
 				w.WriteHeader(http.StatusServiceUnavailable)
 			}
@@ -276,27 +248,128 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 		}()
 		log.Info("operations listener", zap.String("addr", opsAddr))
 	}
-
-	if w == nil {
-		if o.OnReady != nil {
-			o.OnReady(opsAddr)
-		}
-		<-ctx.Done()
-		return nil
+	if o.OnListen != nil {
+		o.OnListen(opsAddr)
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- w.Run(ctx) }()
+
+	// A connection that is retried in the background: nats.Connect returns
+	// at once even when no seed answers.
+	conn, err := connect(c, "keyrelay-serve", true, log, nats.RetryOnFailedConnect(true))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := retryStart(ctx, "jetstream topology", rd, log, func(actx context.Context) error {
+		if err := waitConnected(actx, conn.NC); err != nil {
+			return err
+		}
+		return worker.EnsureTopology(actx, conn.JS, Topology(c))
+	}); err != nil {
+		return startEnded(ctx, err)
+	}
+	if err := retryStart(ctx, "team settings for the backend health checks", rd, log, func(actx context.Context) error {
+		return health.watchTeams(hctx, conn.JS)
+	}); err != nil {
+		return startEnded(ctx, err)
+	}
+
+	enabled := c.Keyrelay.Worker.Enabled == nil || *c.Keyrelay.Worker.Enabled
+	var w *worker.Worker
+	if enabled {
+		if err := retryStart(ctx, "worker", rd, log, func(actx context.Context) error {
+			var err error
+			w, err = worker.New(actx, worker.ConfigFrom(c.Keyrelay.Worker), worker.Deps{
+				JS: conn.JS, Settings: c, Registry: registry, Opener: sealing.Opener, Logger: log, Metrics: metrics, Getenv: c.Env})
+			return err
+		}); err != nil {
+			return startEnded(ctx, err)
+		}
+	}
+
+	var lk *lookupRuntime
+	if l := c.Keyrelay.Lookup; l.HTTPEnabled() || l.NATSEnabled() {
+		var teams *worker.Teams
+		if w != nil {
+			teams = w.Teams()
+		}
+		if err := retryStart(ctx, "lookup service", rd, log, func(actx context.Context) error {
+			var err error
+			// The lookup service lives as long as Serve: its context is
+			// ctx, the attempt's deadline bounds only waiting for NATS.
+			if err := waitConnected(actx, conn.NC); err != nil {
+				return err
+			}
+			lk, err = startLookup(ctx, c, conn, registry, reg, teams, log)
+			var oe *net.OpError
+			if errors.As(err, &oe) && oe.Op == "listen" {
+				return backoff.Permanent(err) // a taken port: retrying cannot help
+			}
+			return err
+		}); err != nil {
+			return startEnded(ctx, err)
+		}
+		defer lk.stop()
+		if o.OnLookup != nil {
+			o.OnLookup(lk.addr)
+		}
+	}
+
+	// Readiness once started: connected, topology present, team settings
+	// loaded, the global backend reachable.
+	var topologyOK atomic.Bool
+	topologyOK.Store(true)
+	go func() {
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			topologyOK.Store(topologyPresent(ctx, conn.JS))
+		}
+	}()
+	rd.started(func() (bool, string) {
+		switch {
+		case conn.NC.Status() != nats.CONNECTED:
+			return false, "nats: " + conn.NC.Status().String()
+		case !topologyOK.Load():
+			return false, "jetstream: streams or consumer missing"
+		case w != nil && !w.Ready():
+			return false, "worker: team settings not loaded"
+		}
+		return true, "ok"
+	})
+	log.Info("started", zap.String("nats", conn.NC.ConnectedUrlRedacted()))
+
 	if o.OnReady != nil {
 		go func() {
-			for !w.Ready() {
+			for {
+				if ok, _ := rd.report(); ok {
+					o.OnReady(opsAddr)
+					return
+				}
 				select {
 				case <-ctx.Done():
 					return
 				case <-time.After(20 * time.Millisecond):
 				}
 			}
-			o.OnReady(opsAddr)
 		}()
 	}
-	return <-errc
+	if w == nil {
+		<-ctx.Done()
+		return nil
+	}
+	return w.Run(ctx)
+}
+
+// startEnded is what Serve returns when start-up stopped: nil when ctx
+// ended (the process was asked to stop), the error otherwise.
+func startEnded(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
