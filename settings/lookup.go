@@ -116,6 +116,8 @@ func (l LookupConfig) NATSRequireTokenWarning() string {
 		return ""
 	case *l.NATSRequireToken:
 		return "keyrelay.lookup.nats_require_token is deprecated: NATS lookups need a token by default (nats_auth: token); drop the setting"
+	case l.NATSPermissionsOnly():
+		return "keyrelay.lookup.nats_require_token is deprecated and ignored: nats_auth: permissions decides; drop the setting"
 	default:
 		return "keyrelay.lookup.nats_require_token: false is deprecated and no longer turns tokens off: NATS lookups still need a token; " +
 			"to make NATS subject permissions the only access control, set keyrelay.lookup.nats_auth: permissions"

@@ -22,7 +22,7 @@ func TestLookupNATSAuth(t *testing.T) {
 		"permissions":                      {lookup: "    nats_auth: permissions\n", permissionsOnly: true},
 		"require_token true":               {lookup: "    nats_require_token: true\n", warning: "deprecated"},
 		"require_token false keeps tokens": {lookup: "    nats_require_token: false\n", warning: "nats_auth: permissions"},
-		"require_token false, permissions": {lookup: "    nats_require_token: false\n    nats_auth: permissions\n", permissionsOnly: true, warning: "deprecated"},
+		"require_token false, permissions": {lookup: "    nats_require_token: false\n    nats_auth: permissions\n", permissionsOnly: true, warning: "nats_auth: permissions decides"},
 		"unknown mode":                     {lookup: "    nats_auth: none\n", err: "keyrelay.lookup.nats_auth"},
 		"empty mode":                       {lookup: "    nats_auth: \"\"\n", err: "keyrelay.lookup.nats_auth"},
 		"contradiction":                    {lookup: "    nats_require_token: true\n    nats_auth: permissions\n", err: "keyrelay.lookup.nats_require_token"},
