@@ -67,6 +67,7 @@ test: tools build vet
 fuzz:
 	$(GO) test ./events -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME)
 	$(GO) test ./events -run='^$$' -fuzz='^FuzzOpen$$' -fuzztime=$(FUZZTIME)
+	$(GO) test ./worker -run='^$$' -fuzz='^FuzzRedactedCopy$$' -fuzztime=$(FUZZTIME)
 
 bench: tools build
 	$(GO) run ./bench/pipeline -runs 5

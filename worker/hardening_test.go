@@ -350,11 +350,11 @@ func TestProviderOutageOfMinutes(t *testing.T) {
 	b := setup(t, setupOptions{
 		backends: []string{"backend_b"},
 		wrap:     map[string]func(providers.Provider) providers.Provider{"local": func(p providers.Provider) providers.Provider { down.Provider = p; return down }},
-		topo:     func(c *worker.TopologyConfig) { c.MaxDeliver = 8; c.MaxAckPending = 4096 },
+		topo:     func(c *worker.TopologyConfig) { c.MaxAckPending = 4096 },
 		timeout:  6 * time.Minute,
 	})
 	for i := 0; i < 2; i++ {
-		b.startWorker(func(c *worker.Config) { c.MaxDeliver = 8; c.RetryMax = 3 * time.Second; c.Concurrency = 16 })
+		b.startWorker(func(c *worker.Config) { c.RetryMax = 3 * time.Second; c.Concurrency = 16 })
 	}
 	b.publish(b.settingsEvent("team-up", 1, &events.TeamSettings{Backend: "backend_b"}))
 	const outageFor = 2 * time.Minute
@@ -406,9 +406,9 @@ func TestProviderOutageOfMinutes(t *testing.T) {
 // event is confirmed once and stored.
 func TestLedgerOutageDeadLettersNothing(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOptions{topo: func(c *worker.TopologyConfig) { c.MaxDeliver = 8; c.MaxAckPending = 4096 }, timeout: 4 * time.Minute})
+	b := setup(t, setupOptions{topo: func(c *worker.TopologyConfig) { c.MaxAckPending = 4096 }, timeout: 4 * time.Minute})
 	for i := 0; i < 2; i++ {
-		b.startWorker(func(c *worker.Config) { c.MaxDeliver = 8; c.InfraWait = 5 * time.Second })
+		b.startWorker(func(c *worker.Config) { c.InfraWait = 5 * time.Second })
 	}
 	var evs []*events.Event
 	for i := 0; i < 300; i++ {
