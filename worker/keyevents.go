@@ -251,10 +251,11 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 // appliedGeneration is the generation an event of type t must exceed to be
 // applied. A key's state has two parts, each taking the newest generation
 // that set it: its value (set by key.created, key.rotated and key.deleted)
-// and its description (alias and metadata, set by every key event). A
-// value event is applied when it is newer than the value; a key.updated
-// when it is newer than the description, which is at least as new as the
-// value.
+// and its description (alias and metadata, set by every key event with
+// what it carries). A value event is applied when it is newer than the
+// value, and then sets the description only if it is newer than that too;
+// a key.updated is applied when it is newer than the description, which is
+// at least as new as the value.
 func appliedGeneration(e *LedgerEntry, t events.Type) uint64 {
 	if t == events.KeyUpdated {
 		return max(e.Generation, e.MetaGeneration)
@@ -454,6 +455,10 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 		next.Generation, next.EventID, next.EventType, next.Status = kw.gen, ev.ID, ev.Type, events.StatusDeleted
 		next.StreamSeq, next.Provider, next.SecretRef, next.ProviderVersion = md.Sequence.Stream, backend, name, ""
 		next.Sealed, next.SealedGen = nil, 0
+		if kw.gen > e.MetaGeneration {
+			// A deletion sets the description too (what it carries).
+			next.MetaGeneration, next.MetaEventID, next.Alias, next.Metadata = kw.gen, ev.ID, ev.KeyAlias, nil
+		}
 		conf.Status, conf.SecretRef, conf.Provider = events.StatusDeleted, name, backend
 		return w.commitVerdict(kw, next, conf)
 	}
