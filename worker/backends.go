@@ -75,7 +75,9 @@ func (g *backendGuards) get(provider string, opts map[string]string) *backendGua
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= g.failures },
 		// Only retryable failures say the backend is down; a permanent
 		// error (access denied, not owned) is an answer.
-		IsSuccessful: func(err error) bool { return err == nil || !providers.IsRetryable(err) || errors.Is(err, context.Canceled) },
+		IsSuccessful: func(err error) bool {
+			return err == nil || !providers.IsRetryable(err) || errors.Is(err, context.Canceled)
+		},
 		OnStateChange: func(_ string, _, to gobreaker.State) {
 			v := 0.0
 			if to != gobreaker.StateClosed {

@@ -33,15 +33,15 @@ type DeadLetter struct {
 	// Seq is the entry's sequence in the DLQ stream (the handle for retry).
 	Seq uint64 `json:"seq"`
 	// Subject and StreamSeq locate the original event.
-	Subject   string        `json:"subject"`
-	StreamSeq uint64        `json:"stream_seq"`
-	EventID   string        `json:"event_id,omitempty"`
+	Subject   string `json:"subject"`
+	StreamSeq uint64 `json:"stream_seq"`
+	EventID   string `json:"event_id,omitempty"`
 	// ClaimedEventID is the id an invalid message claimed (not trusted).
 	ClaimedEventID string        `json:"claimed_event_id,omitempty"`
 	Status         events.Status `json:"status"`
-	Reason    string        `json:"reason"`
-	Attempts  uint64        `json:"attempts"`
-	FailedAt  time.Time     `json:"failed_at"`
+	Reason         string        `json:"reason"`
+	Attempts       uint64        `json:"attempts"`
+	FailedAt       time.Time     `json:"failed_at"`
 	// Redacted is true when the stored copy is a summary of the original
 	// (see redactedCopy): its bytes could not be proven sealed.
 	Redacted bool `json:"redacted,omitempty"`

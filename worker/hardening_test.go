@@ -53,13 +53,13 @@ func TestDLQRedactsWhatIsNotProvenSealed(t *testing.T) {
 	pv := base64.StdEncoding.EncodeToString([]byte(sentinel))
 	head := `{"spec_version":"1.0","id":"evt-%d","type":"key.created","time":"2025-01-02T03:04:05Z","team_id":"team-a","key_id":"key-%d","generation":1,`
 	bodies := []string{
-		`"data":{"value":"` + sentinel + `"}}`,                                                           // a string value
-		`"data":{"value":{"alg":"plaintext","ct":"` + sentinel + `"}}}`,                                  // non-base64 ct
-		`"data":{"value":{"alg":"plaintext","ct":"` + pv + `"},"extra":1}}`,                              // extra member
+		`"data":{"value":"` + sentinel + `"}}`,                                                                  // a string value
+		`"data":{"value":{"alg":"plaintext","ct":"` + sentinel + `"}}}`,                                         // non-base64 ct
+		`"data":{"value":{"alg":"plaintext","ct":"` + pv + `"},"extra":1}}`,                                     // extra member
 		`"data":{"value":{"alg":"plaintext","ct":"` + pv + `"},"value":{"alg":"plaintext","ct":"` + pv + `"}}}`, // duplicated member
-		`"data":{"value":{"alg":"plaintext","ct":"` + pv,                                                 // truncated JSON
-		`"data":{"value":{"alg":"plaintext","ct":"` + pv + `"}},"unknown":"` + sentinel + `"}`,          // unknown member
-		`"data":{"value":{"alg":"A256GCM","kid":"t1","nonce":"` + pv + `","ct":"` + pv + `"}}}`,          // bad nonce
+		`"data":{"value":{"alg":"plaintext","ct":"` + pv,                                                        // truncated JSON
+		`"data":{"value":{"alg":"plaintext","ct":"` + pv + `"}},"unknown":"` + sentinel + `"}`,                  // unknown member
+		`"data":{"value":{"alg":"A256GCM","kid":"t1","nonce":"` + pv + `","ct":"` + pv + `"}}}`,                 // bad nonce
 	}
 	for i, body := range bodies {
 		subj := fmt.Sprintf("keyrelay.events.team-a.key-%d.key.created", i)
