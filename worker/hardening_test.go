@@ -350,11 +350,12 @@ func TestProviderOutageOfMinutes(t *testing.T) {
 	b := setup(t, setupOptions{
 		backends: []string{"backend_b"},
 		wrap:     map[string]func(providers.Provider) providers.Provider{"local": func(p providers.Provider) providers.Provider { down.Provider = p; return down }},
-		topo:     func(c *worker.TopologyConfig) { c.MaxAckPending = 4096 },
-		timeout:  6 * time.Minute,
+		// The package defaults for deliveries (0 selects them).
+		topo:    func(c *worker.TopologyConfig) { c.MaxDeliver, c.MaxAckPending = 0, 4096 },
+		timeout: 6 * time.Minute,
 	})
 	for i := 0; i < 2; i++ {
-		b.startWorker(func(c *worker.Config) { c.RetryMax = 3 * time.Second; c.Concurrency = 16 })
+		b.startWorker(func(c *worker.Config) { c.RetryMax, c.Concurrency, c.MaxDeliver = 3*time.Second, 16, 0 })
 	}
 	b.publish(b.settingsEvent("team-up", 1, &events.TeamSettings{Backend: "backend_b"}))
 	const outageFor = 2 * time.Minute
@@ -406,9 +407,9 @@ func TestProviderOutageOfMinutes(t *testing.T) {
 // event is confirmed once and stored.
 func TestLedgerOutageDeadLettersNothing(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOptions{topo: func(c *worker.TopologyConfig) { c.MaxAckPending = 4096 }, timeout: 4 * time.Minute})
+	b := setup(t, setupOptions{topo: func(c *worker.TopologyConfig) { c.MaxDeliver, c.MaxAckPending = 0, 4096 }, timeout: 4 * time.Minute})
 	for i := 0; i < 2; i++ {
-		b.startWorker(func(c *worker.Config) { c.InfraWait = 5 * time.Second })
+		b.startWorker(func(c *worker.Config) { c.InfraWait, c.MaxDeliver = 5*time.Second, 0 })
 	}
 	var evs []*events.Event
 	for i := 0; i < 300; i++ {

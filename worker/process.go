@@ -121,8 +121,10 @@ func (w *Worker) finish(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 		return "nak"
 	}
 	n := md.NumDelivered
-	if (v.retry || v.wait) && v.dead == nil && n >= uint64(w.cfg.MaxDeliver) && !errors.Is(v.err, context.Canceled) {
-		// The safety net against crash loops, whatever the cause.
+	if v.retry && v.dead == nil && n >= uint64(w.cfg.MaxDeliver) && !errors.Is(v.err, context.Canceled) {
+		// The safety net against failure loops that outrun the time
+		// budget. Waits (NATS, claims, busy backends) never count: they
+		// always end, and the consumer itself never stops redelivering.
 		v = w.failed(msg, md, v.conf, fmt.Sprintf("delivered %d times without an outcome (worker.max_deliver): %s", n, sanitize(v.err)))
 	}
 	if v.wait && v.dead == nil {

@@ -42,10 +42,11 @@ type TopologyConfig struct {
 	// DLQMaxBytes and DLQMaxMsgs bound the DLQ (0 or -1: no limit); the
 	// oldest dead letters are discarded.
 	DLQMaxBytes, DLQMaxMsgs int64
-	// AckWait, MaxDeliver and MaxAckPending configure the shared consumer.
-	// The consumer's server-side MaxDeliver is MaxDeliver+2 so that a worker
-	// crashing during the last attempt still leaves a delivery in which the
-	// event is dead-lettered rather than silently dropped.
+	// AckWait and MaxAckPending configure the shared consumer. Its
+	// server-side MaxDeliver is unlimited: the server never stops
+	// redelivering an event on its own (that would drop it silently); the
+	// workers dead-letter an event when its retry budget (worker.retry_for)
+	// or MaxDeliver runs out. MaxDeliver is kept here for compatibility.
 	AckWait       time.Duration
 	MaxDeliver    int
 	MaxAckPending int
@@ -134,10 +135,6 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 			return fmt.Errorf("ensure bucket %s: %w", b.Bucket, err)
 		}
 	}
-	md := c.MaxDeliver
-	if md <= 0 {
-		md = MaxDeliverDefault
-	}
 	if _, err := js.CreateOrUpdateConsumer(ctx, EventsStream, jetstream.ConsumerConfig{
 		Durable:     ConsumerName,
 		Description: "keyrelay workers (shared by every process)",
@@ -148,7 +145,7 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       c.AckWait,
-		MaxDeliver:    md + 2,
+		MaxDeliver:    -1,
 		MaxAckPending: c.MaxAckPending,
 	}); err != nil {
 		return fmt.Errorf("ensure consumer %s: %w", ConsumerName, err)
