@@ -34,6 +34,7 @@ type bundle struct {
 	js      jetstream.JetStream
 	nc      *nats.Conn
 	srv     *testenv.NATS
+	cluster *testenv.Cluster
 	kr      *events.Keyring
 	cfg     *settings.Config
 	reg     *providers.Registry
@@ -55,6 +56,9 @@ type setupOptions struct {
 	topo     func(*worker.TopologyConfig)
 	// timeout bounds the whole test. Default: 3m.
 	timeout time.Duration
+	// cluster runs the test on a 3-node cluster, every stream and bucket
+	// at replicas 3 (b.cluster), instead of one server (b.srv).
+	cluster bool
 }
 
 func setup(t *testing.T, o setupOptions) *bundle {
@@ -64,8 +68,18 @@ func setup(t *testing.T, o setupOptions) *bundle {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	t.Cleanup(cancel)
-	srv := testenv.StartNATS(t)
-	nc, err := nats.Connect(srv.URL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	var srv *testenv.NATS
+	var cluster *testenv.Cluster
+	var nc *nats.Conn
+	var err error
+	replicas := 1
+	if o.cluster {
+		cluster, replicas = testenv.StartCluster(t, 3), 3
+		nc, err = cluster.Connect()
+	} else {
+		srv = testenv.StartNATS(t)
+		nc, err = nats.Connect(srv.URL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +88,7 @@ func setup(t *testing.T, o setupOptions) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	topo := worker.TopologyConfig{Replicas: 1, DuplicateWindow: time.Minute, AckWait: 5 * time.Second, MaxDeliver: 1000, MaxAckPending: 256}
+	topo := worker.TopologyConfig{Replicas: replicas, DuplicateWindow: time.Minute, AckWait: 5 * time.Second, MaxDeliver: 1000, MaxAckPending: 256}
 	if o.topo != nil {
 		o.topo(&topo)
 	}
@@ -92,7 +106,7 @@ func setup(t *testing.T, o setupOptions) *bundle {
 	logs := &syncBuffer{}
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), zapcore.DebugLevel))
 	promReg := prometheus.NewRegistry()
-	b := &bundle{t: t, ctx: ctx, js: js, nc: nc, srv: srv, kr: kr, cfg: cfg, reg: providers.NewRegistry(), stores: map[string]*local.Provider{},
+	b := &bundle{t: t, ctx: ctx, js: js, nc: nc, srv: srv, cluster: cluster, kr: kr, cfg: cfg, reg: providers.NewRegistry(), stores: map[string]*local.Provider{},
 		logs: logs, log: log, promReg: promReg, metrics: worker.NewMetrics(promReg), pub: client.NewPublisher(js), topo: topo}
 	for _, name := range append([]string{"local"}, o.backends...) {
 		store, err := local.New(local.Config{})
