@@ -153,13 +153,13 @@ func (d *decoder) document(data []byte, c *Config) error {
 		if errors.Is(err, io.EOF) {
 			return nil // empty file: defaults
 		}
-		return fmt.Errorf("invalid YAML: %w", err)
+		return syntaxError(data, err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
 		return fmt.Errorf("line %d: a second YAML document; LiteLLM reads one document per file and so does keyrelay", extra.Line)
 	} else if !errors.Is(err, io.EOF) {
-		return fmt.Errorf("invalid YAML: %w", err)
+		return syntaxError(data, err)
 	}
 	root := resolveAlias(&doc)
 	if root.Kind == yaml.DocumentNode {
