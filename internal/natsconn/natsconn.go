@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -54,7 +56,9 @@ func Options(c settings.NATSConfig, name string) ([]nats.Option, error) {
 	return opts, nil
 }
 
-// Connect dials url with the configured options.
+// Connect dials url with the configured options. url may list several
+// servers separated by commas (a cluster's seeds): nats.go tries each
+// until one answers, and reconnects to any server of the cluster after.
 func Connect(url string, c settings.NATSConfig, name string, extra ...nats.Option) (*nats.Conn, error) {
 	opts, err := Options(c, name)
 	if err != nil {
@@ -62,9 +66,24 @@ func Connect(url string, c settings.NATSConfig, name string, extra ...nats.Optio
 	}
 	nc, err := nats.Connect(url, append(opts, extra...)...)
 	if err != nil {
-		return nil, fmt.Errorf("nats: connect %s: %w", url, err)
+		return nil, fmt.Errorf("nats: connect %s: %w", Redact(url), err)
 	}
 	return nc, nil
+}
+
+// Redact returns a comma-separated URL list with any user information
+// (user:password@ or token@) replaced, for logs and errors.
+func Redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		if u, err := neturl.Parse(p); err == nil && u.User != nil {
+			u.User = neturl.User("redacted")
+			p = u.String()
+		}
+		parts[i] = p
+	}
+	return strings.Join(parts, ",")
 }
 
 // Embedded is the in-process JetStream server.
