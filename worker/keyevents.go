@@ -134,7 +134,17 @@ func (w *Worker) handleKey(ctx context.Context, msg jetstream.Msg, md *jetstream
 	}
 	v = w.apply(ctx, msg, md, kw, conf)
 	releaseSlot()
-	if v.retry && !errors.Is(v.err, context.Canceled) {
+	switch {
+	case v.retry && errors.Is(v.err, errBreakerOpen):
+		// No call was made: the backend's breaker is open. The event waits
+		// (it is not one more failure of its own), unless the failures it
+		// did have began longer ago than its budget allows.
+		if b := w.failureRecord(md, kw.prior); b != nil && time.Since(b.FirstFailure) >= w.cfg.RetryFor {
+			v.budget = b
+		} else {
+			v = waitVerdict(conf, w.cfg.BreakerOpen/2+time.Duration(rand.Int64N(int64(w.cfg.BreakerOpen))), v.err)
+		}
+	case v.retry && !errors.Is(v.err, context.Canceled):
 		v.budget = w.noteFailure(md, ev.ID, kw.prior)
 	}
 	if v.conf == nil || v.retry || v.wait || v.dead != nil {

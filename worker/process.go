@@ -217,6 +217,21 @@ func (w *Worker) finish(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 	return string(v.conf.Status)
 }
 
+// failureRecord returns the event's provider-failure record without
+// adding to it (nil when it has none).
+func (w *Worker) failureRecord(md *jetstream.MsgMetadata, prior *RetryRecord) *RetryRecord {
+	seq := md.Sequence.Stream
+	mem, ok := w.failures.Get(seq)
+	switch {
+	case prior != nil && prior.StreamSeq == seq && (!ok || prior.Failures >= mem.Failures):
+		r := *prior
+		return &r
+	case ok:
+		return &mem
+	}
+	return nil
+}
+
 // noteFailure records one more provider failure of the event at md and
 // returns its record. prior is the record the ledger held for the key, if
 // any; it continues the count when it is this event's.

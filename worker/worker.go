@@ -71,7 +71,8 @@ type Config struct {
 	BackendSlots int
 	// BreakerFailures is how many consecutive retryable failures open a
 	// backend's circuit breaker; while it is open, events for that backend
-	// are handed back at once without a call. Default: 5.
+	// are handed back at once without a call (a wait: no call, no failure
+	// of theirs). Default: 8.
 	BreakerFailures int
 	// BreakerOpen is how long a breaker stays open before one probe call is
 	// let through. Default: 2s.
@@ -141,7 +142,7 @@ func (c *Config) setDefaults() {
 		c.BackendSlots = max(1, c.Concurrency/2)
 	}
 	if c.BreakerFailures <= 0 {
-		c.BreakerFailures = 5
+		c.BreakerFailures = 8
 	}
 	if c.BreakerOpen <= 0 {
 		c.BreakerOpen = 2 * time.Second
