@@ -456,3 +456,46 @@ func TestLedgerOutageDeadLettersNothing(t *testing.T) {
 		t.Fatalf("%d confirmations for %d events", n, len(evs))
 	}
 }
+
+// TestStreamsAreBounded (issue 10, point 8): the DLQ and the confirmations
+// stream keep within their configured limits and drop their oldest
+// messages (never refusing new ones, which would stop the pipeline); what
+// they drop is counted; a malformed message costs a small summary, not its
+// size.
+func TestStreamsAreBounded(t *testing.T) {
+	b := setup(t, setupOptions{topo: func(c *worker.TopologyConfig) {
+		c.DLQMaxMsgs, c.ConfirmationsMaxMsgs = 5, 12
+	}})
+	b.startWorker(nil)
+	big := strings.Repeat("A", 60000)
+	for i := 0; i < 20; i++ {
+		b.publishRaw(fmt.Sprintf("keyrelay.events.team-a.key-%d.key.created", i), []byte(`{"id":"bad-`+fmt.Sprint(i)+`","data":"`+big+`"`))
+	}
+	// Valid events after the flood are still confirmed.
+	var good []*events.Event
+	for i := 0; i < 3; i++ {
+		good = append(good, b.keyEvent(events.KeyCreated, "team-a", fmt.Sprintf("good-%d", i), 1, "sk"))
+	}
+	b.publish(good...)
+	for id, c := range b.waitConfirmed(good, 30*time.Second) {
+		if c.Status != events.StatusStored {
+			t.Errorf("%s: %s", id, c.Status)
+		}
+	}
+	dl := b.rawMessages(worker.DLQStream)
+	if len(dl) > 5 {
+		t.Fatalf("DLQ holds %d entries, limit 5", len(dl))
+	}
+	for _, m := range dl {
+		if len(m.Data) > 2048 {
+			t.Errorf("a malformed message cost %d bytes in the DLQ", len(m.Data))
+		}
+	}
+	if n := len(b.rawMessages(worker.ConfirmationsStream)); n > 12 {
+		t.Fatalf("confirmations stream holds %d, limit 12", n)
+	}
+	waitFor(t, func() bool {
+		return testutil.ToFloat64(b.metrics.StreamDiscarded.WithLabelValues(worker.DLQStream)) == 15 &&
+			testutil.ToFloat64(b.metrics.StreamDiscarded.WithLabelValues(worker.ConfirmationsStream)) == 11
+	})
+}
