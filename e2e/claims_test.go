@@ -37,7 +37,7 @@ func TestKilledWorkerClaimsDoNotStall(t *testing.T) {
 	defer cancel()
 	w1, w2 := e.startWorker("w1"), e.startWorker("w2")
 	_ = w1
-	const keys, gens = 1000, 8
+	const keys, gens = 1000, 16
 	rng := rand.New(rand.NewPCG(7, 8))
 	var all []*events.Event
 	newest := map[string]string{}
