@@ -134,6 +134,20 @@ func (t *Teams) remember(st TeamState) {
 	t.state[st.Team] = st
 }
 
+// All returns the settings of every team that has some, as last seen by
+// the watch.
+func (t *Teams) All() map[string]*events.TeamSettings {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	out := make(map[string]*events.TeamSettings, len(t.state))
+	for team, st := range t.state {
+		if st.Settings != nil {
+			out[team] = st.Settings
+		}
+	}
+	return out
+}
+
 // Ready reports whether the initial state has been loaded.
 func (t *Teams) Ready() bool { return t.ready.Load() }
 

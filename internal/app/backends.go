@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -136,12 +135,12 @@ type backendHealth struct {
 
 	mu     sync.Mutex
 	states []backendState
-	teams  map[string]*events.TeamSettings
+	teams  *worker.Teams // nil until watchTeams has loaded them
 	logged map[string]bool
 }
 
 func newBackendHealth(c *settings.Config, registry *providers.Registry, log *zap.Logger) *backendHealth {
-	return &backendHealth{c: c, registry: registry, log: log, teams: map[string]*events.TeamSettings{}, logged: map[string]bool{},
+	return &backendHealth{c: c, registry: registry, log: log, logged: map[string]bool{},
 		states: []backendState{{backend: c.KeyManagementSystem, global: true, status: BackendUnchecked}}}
 }
 
@@ -170,43 +169,21 @@ func (h *backendHealth) run(ctx context.Context) {
 	}
 }
 
-// watchTeams follows the team settings bucket so that the backends teams
-// choose are probed too. It returns once the watch is set up.
+// watchTeams follows the team settings bucket (with the workers' own
+// watch, worker.Teams) so that the backends teams choose are probed too. It
+// returns once the current settings are loaded.
 func (h *backendHealth) watchTeams(ctx context.Context, js jetstream.JetStream) error {
 	kv, err := js.KeyValue(ctx, worker.TeamsBucket)
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", worker.TeamsBucket, err)
 	}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch %s: %w", worker.TeamsBucket, err)
+	t := worker.NewTeams(kv, nil, h.log)
+	if err := t.Start(ctx); err != nil {
+		return err
 	}
-	go func() {
-		defer w.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e == nil {
-					continue
-				}
-				var st worker.TeamState
-				if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &st) == nil {
-					h.mu.Lock()
-					if st.Settings == nil {
-						delete(h.teams, st.Team)
-					} else {
-						h.teams[st.Team] = st.Settings
-					}
-					h.mu.Unlock()
-				}
-			}
-		}
-	}()
+	h.mu.Lock()
+	h.teams = t
+	h.mu.Unlock()
 	return nil
 }
 
@@ -228,11 +205,12 @@ func (h *backendHealth) targetKey(backend string, opts map[string]string) string
 // then those of the teams, each with the teams using it.
 func (h *backendHealth) targets() []*backendTarget {
 	h.mu.Lock()
-	teams := make(map[string]*events.TeamSettings, len(h.teams))
-	for t, s := range h.teams {
-		teams[t] = s
-	}
+	src := h.teams
 	h.mu.Unlock()
+	var teams map[string]*events.TeamSettings
+	if src != nil {
+		teams = src.All()
+	}
 	g := h.c.Resolve(nil)
 	out := []*backendTarget{{key: h.targetKey(g.Backend, g.Options), backend: g.Backend, opts: g.Options, global: true}}
 	byKey := map[string]*backendTarget{out[0].key: out[0]}
