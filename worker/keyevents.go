@@ -81,6 +81,12 @@ func (w *Worker) handleKey(ctx context.Context, msg jetstream.Msg, md *jetstream
 		kw.upd = upd
 	}
 
+	unlock, ok := w.locks.lock(ctx, LedgerKey(ev.TeamID, ev.KeyID), keyLockWait)
+	if !ok {
+		return waitVerdict(conf, busyDelay(md.NumDelivered), errors.New("another event of this key is being written in this process"))
+	}
+	defer unlock()
+
 	// The team's settings and the ledger claim are independent: look the
 	// settings up while claiming, to save a round trip of latency.
 	type teamResult struct {
@@ -88,27 +94,23 @@ func (w *Worker) handleKey(ctx context.Context, msg jetstream.Msg, md *jetstream
 		err error
 	}
 	tc := make(chan teamResult, 1)
+	tctx, cancelTeams := context.WithCancel(ctx)
+	defer cancelTeams()
 	go func() {
 		var st TeamState
-		err := w.infraDo(ctx, func(ctx context.Context) (err error) {
+		err := w.infraDo(tctx, func(ctx context.Context) (err error) {
 			st, err = w.teams.Current(ctx, ev.TeamID, receivedAt)
 			return err
 		})
 		tc <- teamResult{st, err}
 	}()
 
-	unlock, ok := w.locks.lock(ctx, LedgerKey(ev.TeamID, ev.KeyID), keyLockWait)
-	if !ok {
-		<-tc
-		return waitVerdict(conf, busyDelay(md.NumDelivered), errors.New("another event of this key is being written in this process"))
-	}
-	defer unlock()
-
 	v, done := w.claim(ctx, md, kw, conf)
-	tr := <-tc
 	if done {
+		// Duplicate, superseded or handed back: the settings are not needed.
 		return v
 	}
+	tr := <-tc
 	if tr.err != nil {
 		w.release(kw, nil)
 		return waitVerdict(conf, 0, tr.err)

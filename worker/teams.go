@@ -288,7 +288,11 @@ func (t *Teams) lastSettings(ctx context.Context, team string, receivedAt time.T
 		tl.inflight = l
 		t.lmu.Unlock()
 
-		msg, err := t.stream.GetLastMsgForSubject(ctx, events.SettingsSubject(team))
+		// Other events share this lookup: it must not end with this
+		// caller's cancellation.
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), defaultRequestTimeout)
+		msg, err := t.stream.GetLastMsgForSubject(lctx, events.SettingsSubject(team))
+		cancel()
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
 		case err != nil:
