@@ -30,6 +30,35 @@ type TagUpdater interface {
 	UpdateTags(ctx context.Context, req TagRequest) error
 }
 
+// Lister is implemented by providers that can enumerate the secrets
+// keyrelay owns; drift reports use it to find orphans (owned secrets with
+// no ledger entry). Listing costs the backend's read quota: implementations
+// page through the backend's list API and honour ctx.
+type Lister interface {
+	// List calls fn for every live (not soft-deleted) secret whose tags
+	// mark it managed by keyrelay and, when req.TeamID is set, owned by that
+	// team, and whose name starts with req.Prefix (provider-neutral). An
+	// error from fn stops the listing and is returned.
+	List(ctx context.Context, req ListRequest, fn func(Listed) error) error
+}
+
+// ListRequest narrows a listing.
+type ListRequest struct {
+	// Prefix is a provider-neutral name prefix ("" for all).
+	Prefix string
+	// TeamID keeps only the secrets owned by this team ("" for all).
+	TeamID string
+}
+
+// Listed is one secret found by List.
+type Listed struct {
+	// Name is the provider-neutral name keyrelay wrote it under (the
+	// PutRequest.Name), as Get and Delete take it.
+	Name string
+	// Owner is read from the secret's ownership tags.
+	Owner Owner
+}
+
 // Closer is implemented by providers holding resources (connections,
 // file handles, token renewers).
 type Closer interface {
