@@ -48,6 +48,7 @@ var (
 	_ providers.Versioner  = (*Provider)(nil)
 	_ providers.TagUpdater = (*Provider)(nil)
 	_ providers.Closer     = (*Provider)(nil)
+	_ providers.Lister     = (*Provider)(nil)
 )
 
 // New opens (creating when needed) the store cfg describes. Errors are
@@ -395,6 +396,39 @@ func (p *Provider) Names(ctx context.Context) ([]string, error) {
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// List implements providers.Lister: the live secrets whose tags mark them
+// keyrelay's (and req.TeamID's, when set) with names starting with
+// req.Prefix, in name order. It reads every record (in file mode, every file
+// in the directory, so it sees other processes' writes) before calling fn;
+// there is no paging and no quota. A file it cannot parse fails the listing
+// with ErrCorrupt. An error from fn stops the listing and is returned as is.
+func (p *Provider) List(ctx context.Context, req providers.ListRequest, fn func(providers.Listed) error) error {
+	const op = "list"
+	if p.closed.Load() {
+		return newErr(op, "", providers.Permanent, ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return errCtx(op, "", err)
+	}
+	recs, err := p.store.list()
+	if err != nil {
+		return p.storeErr(op, "", err)
+	}
+	sort.Slice(recs, func(i, j int) bool { return recs[i].Name < recs[j].Name })
+	for _, r := range recs {
+		if r.Deleted || !providers.ListOwned(req, r.Name, r.Tags) {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return errCtx(op, "", err)
+		}
+		if err := fn(providers.ListedFromTags(r.Name, r.Tags)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Close implements providers.Closer. Later calls fail with ErrClosed; the

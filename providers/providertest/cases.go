@@ -30,6 +30,7 @@ var cases = []testCase{
 	{"Names", testNames},
 	{"ErrorHygiene", testErrorHygiene},
 	{"Context", testContext},
+	{"List", testList},
 }
 
 func testPutGet(e *env) {
@@ -735,5 +736,111 @@ func testContext(e *env) {
 		wantCancelled("Delete", e.delCtx(cancelled, providers.DeleteRequest{Name: name, Owner: ownerA}))
 		wantCancelled("forced Delete", e.delCtx(cancelled, providers.DeleteRequest{Name: name, Owner: ownerA, Force: true}))
 		e.wantValue(name, "", v)
+	})
+}
+
+func testList(e *env) {
+	l, ok := providers.AsLister(e.provider())
+	e.skipUnless(ok, "providers.Lister")
+	// Names are built under this subtest's base, so that listings by prefix
+	// see nothing of other tests sharing the backend.
+	base := e.sh.base
+	want := map[string]providers.Owner{}
+	put := func(name string, o providers.Owner) {
+		e.t.Helper()
+		e.mustPut(providers.PutRequest{Name: e.exactName(name), Value: e.value("list"), IdempotencyKey: e.key("l"), Owner: o})
+		want[name] = o
+	}
+	nA := 2*e.features().ListPageSize + 1
+	for i := 0; i < nA; i++ {
+		owner := ownerA
+		if i%2 == 1 {
+			owner = ownerA2
+		}
+		put(fmt.Sprintf("%steam-a/key-%02d", base, i), owner)
+	}
+	put(base+"team-b/key-0", ownerB)
+	put(base+"team-b/key-1", ownerB)
+	put(base+"other/deep/key", ownerB)
+	if create := e.sh.opts.CreateUnmanaged; create != nil {
+		name := e.exactName(base + "team-a/foreign")
+		if err := create(e.ctx, e.provider(), name, e.value("foreign")); err != nil {
+			e.t.Fatalf("CreateUnmanaged: %v", err)
+		}
+	}
+	subset := func(keep func(name string, o providers.Owner) bool) map[string]providers.Owner {
+		m := map[string]providers.Owner{}
+		for n, o := range want {
+			if keep(n, o) {
+				m[n] = o
+			}
+		}
+		return m
+	}
+	check := func(e *env, req providers.ListRequest, want map[string]providers.Owner) {
+		e.t.Helper()
+		got := e.list(l, req)
+		for n, o := range want {
+			g, ok := got[n]
+			switch {
+			case !ok:
+				e.t.Errorf("List %+v: %q missing", req, n)
+			case g != o:
+				e.t.Errorf("List %+v: %q owner %+v, want %+v", req, n, g, o)
+			}
+		}
+		for n := range got {
+			if _, ok := want[n]; !ok {
+				e.t.Errorf("List %+v: unexpected %q", req, n)
+			}
+		}
+	}
+	e.run("All", func(e *env) {
+		check(e, providers.ListRequest{Prefix: base}, want)
+	})
+	e.run("Team", func(e *env) {
+		check(e, providers.ListRequest{Prefix: base, TeamID: ownerA.TeamID},
+			subset(func(_ string, o providers.Owner) bool { return o.TeamID == ownerA.TeamID }))
+		check(e, providers.ListRequest{Prefix: base, TeamID: ownerB.TeamID},
+			subset(func(_ string, o providers.Owner) bool { return o.TeamID == ownerB.TeamID }))
+		check(e, providers.ListRequest{Prefix: base, TeamID: "team-none"}, nil)
+	})
+	e.run("Prefix", func(e *env) {
+		for _, p := range []string{base + "team-b/", base + "team-a/key-0", base + "other/", base + "nothing/"} {
+			check(e, providers.ListRequest{Prefix: p},
+				subset(func(n string, _ providers.Owner) bool { return strings.HasPrefix(n, p) }))
+		}
+		check(e, providers.ListRequest{Prefix: base + "team-b/", TeamID: ownerA.TeamID}, nil)
+	})
+	e.run("StopEarly", func(e *env) {
+		stop := errors.New("stop listing")
+		calls := 0
+		err := l.List(e.ctx, providers.ListRequest{Prefix: base}, func(providers.Listed) error {
+			calls++
+			return stop
+		})
+		if !errors.Is(err, stop) {
+			e.t.Errorf("List with fn failing: error %v, want it to wrap fn's error", err)
+		}
+		if calls != 1 {
+			e.t.Errorf("List with fn failing: fn called %d times, want 1", calls)
+		}
+	})
+	e.run("CancelledContext", func(e *env) {
+		ctx, cancel := context.WithCancel(e.ctx)
+		cancel()
+		err := l.List(ctx, providers.ListRequest{Prefix: base}, func(providers.Listed) error { return nil })
+		e.check("List", err)
+		if !errors.Is(err, context.Canceled) {
+			e.t.Errorf("List with a cancelled context: error %v, want context.Canceled", err)
+		}
+	})
+	e.run("Deleted", func(e *env) {
+		soft, forced := base+"team-b/key-0", base+"team-a/key-00"
+		e.mustDel(providers.DeleteRequest{Name: soft, Owner: want[soft]})
+		e.mustDel(providers.DeleteRequest{Name: forced, Owner: want[forced], Force: true})
+		delete(want, soft)
+		delete(want, forced)
+		check(e, providers.ListRequest{Prefix: base}, want)
 	})
 }

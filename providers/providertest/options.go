@@ -19,6 +19,8 @@ const (
 	// DefaultConcurrency is the number of concurrent writers when
 	// Features.Concurrency is zero.
 	DefaultConcurrency = 16
+	// DefaultListPageSize is Features.ListPageSize when zero.
+	DefaultListPageSize = 2
 )
 
 // Options configures Run.
@@ -74,6 +76,11 @@ type Features struct {
 	// name itself, so concurrent Puts never fail, not even with a retryable
 	// ErrConflict.
 	SerializedWrites bool
+	// ListPageSize is the page size the provider under test lists with (set
+	// it small in the provider's configuration); the List test writes more
+	// than two pages of one team's secrets so that paging is exercised.
+	// Default: DefaultListPageSize.
+	ListPageSize int
 }
 
 func (o Options) withDefaults() Options {
@@ -88,6 +95,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Features.Concurrency <= 0 {
 		o.Features.Concurrency = DefaultConcurrency
+	}
+	if o.Features.ListPageSize <= 0 {
+		o.Features.ListPageSize = DefaultListPageSize
 	}
 	return o
 }

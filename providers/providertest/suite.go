@@ -50,6 +50,13 @@ import (
 //   - ErrorHygiene: no error ever contains a value the suite wrote (checked
 //     on every call, and with a planted "SENTINEL-c0ffee" value through an
 //     ownership error, a not-found and a cancelled call).
+//   - List (when the provider is a providers.Lister, found with
+//     providers.AsLister): List returns exactly the live secrets keyrelay
+//     owns (not one written by CreateUnmanaged), each once, under the name
+//     Put took and with its owner; ListRequest.TeamID and Prefix narrow it;
+//     soft- and force-deleted secrets disappear; more than two pages
+//     (Features.ListPageSize) of one team's secrets are all listed; an error
+//     from fn stops the listing and is returned; a cancelled context fails.
 //   - Context: a call with an already cancelled context fails with an error
 //     matching context.Canceled and writes or deletes nothing.
 //
@@ -349,6 +356,25 @@ func (e *env) wantVersionCount(name string, n int) []providers.VersionInfo {
 		e.t.Errorf("Versions %q: %d versions marked current, want 1: %+v", name, cur, vs)
 	}
 	return vs
+}
+
+// list collects what List returns for req, failing the test on an error or
+// on a name listed twice.
+func (e *env) list(l providers.Lister, req providers.ListRequest) map[string]providers.Owner {
+	e.t.Helper()
+	got := map[string]providers.Owner{}
+	err := l.List(e.ctx, req, func(it providers.Listed) error {
+		if _, dup := got[it.Name]; dup {
+			e.t.Errorf("List %+v: %q listed twice", req, it.Name)
+		}
+		got[it.Name] = it.Owner
+		return nil
+	})
+	e.check("List", err)
+	if err != nil {
+		e.t.Fatalf("List %+v: %v", req, err)
+	}
+	return got
 }
 
 func (e *env) tagUpdater() (providers.TagUpdater, bool) {
