@@ -7,6 +7,7 @@ import (
 	"fmt"
 	gojson "github.com/goccy/go-json"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -91,6 +92,22 @@ func NewLedger(kv jetstream.KeyValue, nc ...*nats.Conn) *Ledger {
 
 // LedgerKey is the KV key of one virtual key.
 func LedgerKey(team, key string) string { return kvToken(team) + "." + kvToken(key) }
+
+// ParseLedgerKey is the inverse of LedgerKey: the team and key ids of a
+// ledger KV key.
+func ParseLedgerKey(k string) (team, key string, err error) {
+	t, kk, ok := strings.Cut(k, ".")
+	if !ok || strings.Contains(kk, ".") {
+		return "", "", fmt.Errorf("ledger key %q is not <team>.<key>", k)
+	}
+	if team, err = fromKVToken(t); err != nil {
+		return "", "", fmt.Errorf("ledger key %q: %w", k, err)
+	}
+	if key, err = fromKVToken(kk); err != nil {
+		return "", "", fmt.Errorf("ledger key %q: %w", k, err)
+	}
+	return team, key, nil
+}
 
 // Get returns the entry and its revision; a missing key returns (nil, 0, nil).
 func (l *Ledger) Get(ctx context.Context, team, key string) (*LedgerEntry, uint64, error) {

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -176,6 +177,21 @@ func kvToken(id string) string {
 		return id
 	}
 	return "=" + base64.RawURLEncoding.EncodeToString([]byte(id))
+}
+
+// fromKVToken is the inverse of kvToken.
+func fromKVToken(tok string) (string, error) {
+	if !strings.HasPrefix(tok, "=") {
+		if tok == "" {
+			return "", errors.New("empty token")
+		}
+		return tok, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(tok[1:])
+	if err != nil {
+		return "", fmt.Errorf("bad encoded id: %w", err)
+	}
+	return string(b), nil
 }
 
 // isCASConflict reports whether err is a KV compare-and-set conflict.

@@ -1,0 +1,442 @@
+package recovery
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+
+	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/settings"
+	"github.com/keyrelay/keyrelay/worker"
+)
+
+// Status classifies one key (or one listed secret).
+type Status string
+
+// Drift statuses.
+const (
+	StatusOK          Status = "ok"
+	StatusMissing     Status = "missing"
+	StatusStale       Status = "stale"
+	StatusResurrected Status = "resurrected"
+	StatusUnowned     Status = "unowned"
+	StatusOrphan      Status = "orphan"
+	// StatusError: the secret could not be read (the reason says why); the
+	// key's state is unknown.
+	StatusError Status = "error"
+)
+
+// Statuses lists every status in report order.
+var Statuses = []Status{StatusOK, StatusMissing, StatusStale, StatusResurrected, StatusUnowned, StatusOrphan, StatusError}
+
+// Drifted reports whether s is drift (not ok and not an error).
+func (s Status) Drifted() bool { return s != StatusOK && s != StatusError }
+
+// Row is one key's (or one orphan secret's) finding. It never holds a value.
+type Row struct {
+	Team      string `json:"team"`
+	Key       string `json:"key"`
+	Backend   string `json:"backend"`
+	SecretRef string `json:"secret_ref"`
+	Status    Status `json:"status"`
+	// Generation and LedgerStatus are the ledger's (absent for orphans).
+	Generation   uint64        `json:"generation,omitempty"`
+	LedgerStatus events.Status `json:"ledger_status,omitempty"`
+	// Detail explains anything but ok: which owner a name holds, the
+	// provider's error.
+	Detail string `json:"detail,omitempty"`
+}
+
+// Report is the result of Drift.
+type Report struct {
+	Rows []Row `json:"rows"`
+	// Summary counts rows per team, backend and status.
+	Summary []SummaryRow `json:"summary"`
+	// Listed names the (team, backend) pairs whose backend could be listed
+	// for orphans; orphans of the others are not known.
+	Unlisted []string `json:"unlisted,omitempty"`
+}
+
+// SummaryRow counts one team's rows on one backend.
+type SummaryRow struct {
+	Team    string         `json:"team"`
+	Backend string         `json:"backend"`
+	Counts  map[Status]int `json:"counts"`
+}
+
+// Drifted counts the rows that are drift.
+func (r *Report) Drifted() int {
+	n := 0
+	for _, row := range r.Rows {
+		if row.Status.Drifted() {
+			n++
+		}
+	}
+	return n
+}
+
+// Errors counts the rows that could not be read.
+func (r *Report) Errors() int {
+	n := 0
+	for _, row := range r.Rows {
+		if row.Status == StatusError {
+			n++
+		}
+	}
+	return n
+}
+
+// Config scopes and paces a drift report.
+type Config struct {
+	// Teams limits the report to these teams; empty with All for every team.
+	Teams []string
+	All   bool
+	// Backend limits the report to keys the ledger places on this backend.
+	Backend string
+	// Concurrency bounds reads in flight. Default: 8.
+	Concurrency int
+	// Rate bounds reads per second per backend on top of the providers'
+	// own limits (0: only theirs).
+	Rate float64
+	// Attempts per read for retryable errors (throttling, 5xx), with
+	// backoff. Default: 4.
+	Attempts int
+}
+
+// Deps are what a drift report reads.
+type Deps struct {
+	Ledger   *worker.Ledger
+	Settings *settings.Config
+	Registry *providers.Registry
+	// Opener opens the ledger's sealed values (to digest them).
+	Opener events.Opener
+	// TeamSettings returns a team's settings (nil: none), for the
+	// backend options of its secrets.
+	TeamSettings func(team string) *events.TeamSettings
+	Logger       *zap.Logger
+}
+
+// Drift builds the report. It fails only when the ledger cannot be read;
+// a secret that cannot be read is a row with StatusError.
+func Drift(ctx context.Context, d Deps, c Config) (*Report, error) {
+	if !c.All && len(c.Teams) == 0 {
+		return nil, errors.New("drift: name teams (--team) or --all")
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 8
+	}
+	if c.Attempts <= 0 {
+		c.Attempts = 4
+	}
+	if d.Logger == nil {
+		d.Logger = zap.NewNop()
+	}
+	if d.TeamSettings == nil {
+		d.TeamSettings = func(string) *events.TeamSettings { return nil }
+	}
+	inScope := func(team string) bool { return c.All || slices.Contains(c.Teams, team) }
+
+	type item struct {
+		team, key string
+		e         *worker.LedgerEntry
+	}
+	var items []item
+	if err := d.Ledger.All(ctx, func(k string, e *worker.LedgerEntry) error {
+		team, key, err := worker.ParseLedgerKey(k)
+		if err != nil {
+			return err
+		}
+		if !inScope(team) || e.Generation == 0 || e.Provider == "" {
+			return nil // out of scope, or never applied (a claim only)
+		}
+		if c.Backend != "" && e.Provider != c.Backend {
+			return nil
+		}
+		items = append(items, item{team, key, e})
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("drift: read the ledger: %w", err)
+	}
+
+	s := &session{d: d, c: c, limiters: map[string]*rate.Limiter{}, providers: map[string]providers.Provider{}}
+	rows := make([]Row, len(items))
+	sem := make(chan struct{}, c.Concurrency)
+	var wg sync.WaitGroup
+	for i, it := range items {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			rows[i] = s.check(ctx, it.team, it.key, it.e)
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	// Orphans: per team and backend in scope, the owned secrets the ledger
+	// does not point at.
+	rep := &Report{Rows: rows}
+	known := map[string]map[string]string{} // team -> key -> secret ref the ledger uses (live keys)
+	pairs := map[[2]string]bool{}
+	for _, it := range items {
+		if known[it.team] == nil {
+			known[it.team] = map[string]string{}
+		}
+		if it.e.Status != events.StatusDeleted {
+			known[it.team][it.key] = it.e.SecretRef
+		} else if _, ok := known[it.team][it.key]; !ok {
+			known[it.team][it.key] = ""
+		}
+		pairs[[2]string{it.team, it.e.Provider}] = true
+	}
+	for _, team := range c.Teams {
+		// Named teams are listed even when the ledger has nothing of them.
+		r := d.Settings.Resolve(d.TeamSettings(team))
+		if c.Backend == "" || c.Backend == r.Backend {
+			pairs[[2]string{team, r.Backend}] = true
+		}
+	}
+	for _, pair := range sortedPairs(pairs) {
+		team, backend := pair[0], pair[1]
+		p, err := s.provider(ctx, team, backend)
+		if err != nil {
+			rep.Rows = append(rep.Rows, Row{Team: team, Backend: backend, Status: StatusError, Detail: "list: " + err.Error()})
+			continue
+		}
+		l, ok := asLister(p)
+		if !ok {
+			rep.Unlisted = append(rep.Unlisted, team+"/"+backend)
+			continue
+		}
+		err = l.List(ctx, providers.ListRequest{TeamID: team}, func(ls providers.Listed) error {
+			if ls.Owner.TeamID != team {
+				return nil
+			}
+			ref, ok := known[team][ls.Owner.KeyID]
+			switch {
+			case !ok:
+				rep.Rows = append(rep.Rows, Row{Team: team, Key: ls.Owner.KeyID, Backend: backend, SecretRef: ls.Name, Status: StatusOrphan,
+					Detail: "owned by keyrelay for this key, which has no ledger entry"})
+			case ref != ls.Name && ref != "":
+				rep.Rows = append(rep.Rows, Row{Team: team, Key: ls.Owner.KeyID, Backend: backend, SecretRef: ls.Name, Status: StatusOrphan,
+					Detail: "owned by this key, which the ledger places under " + ref})
+			}
+			return nil
+		})
+		if err != nil {
+			rep.Rows = append(rep.Rows, Row{Team: team, Backend: backend, Status: StatusError, Detail: "list: " + sanitize(err)})
+		}
+	}
+	sort.SliceStable(rep.Rows, func(i, j int) bool {
+		a, b := rep.Rows[i], rep.Rows[j]
+		if a.Team != b.Team {
+			return a.Team < b.Team
+		}
+		if a.Backend != b.Backend {
+			return a.Backend < b.Backend
+		}
+		if a.Key != b.Key {
+			return a.Key < b.Key
+		}
+		return a.SecretRef < b.SecretRef
+	})
+	rep.Summary = summarize(rep.Rows)
+	return rep, nil
+}
+
+func sortedPairs(m map[[2]string]bool) [][2]string {
+	out := slices.Collect(maps.Keys(m))
+	sort.Slice(out, func(i, j int) bool {
+		if out[i][0] != out[j][0] {
+			return out[i][0] < out[j][0]
+		}
+		return out[i][1] < out[j][1]
+	})
+	return out
+}
+
+func summarize(rows []Row) []SummaryRow {
+	idx := map[[2]string]*SummaryRow{}
+	var out []*SummaryRow
+	for _, r := range rows {
+		k := [2]string{r.Team, r.Backend}
+		s := idx[k]
+		if s == nil {
+			s = &SummaryRow{Team: r.Team, Backend: r.Backend, Counts: map[Status]int{}}
+			idx[k] = s
+			out = append(out, s)
+		}
+		s.Counts[r.Status]++
+	}
+	res := make([]SummaryRow, len(out))
+	for i, s := range out {
+		res[i] = *s
+	}
+	return res
+}
+
+// session caches providers and limiters for one report.
+type session struct {
+	d         Deps
+	c         Config
+	mu        sync.Mutex
+	limiters  map[string]*rate.Limiter
+	providers map[string]providers.Provider
+}
+
+// provider opens backend with the options team's secrets were written with
+// (the worker's rule: the global and allowed team options).
+func (s *session) provider(ctx context.Context, team, backend string) (providers.Provider, error) {
+	r := s.d.Settings.ResolveBackend(s.d.TeamSettings(team), backend)
+	opts, _ := r.ProviderOptions(func(key string) bool { return s.d.Registry.TeamOptionAllowed(r.Backend, key) })
+	return s.d.Registry.Open(ctx, r.Backend, providers.Config{Options: opts, Getenv: s.d.Settings.Env, Logger: s.d.Logger})
+}
+
+func (s *session) limiter(backend string) *rate.Limiter {
+	if s.c.Rate <= 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.limiters[backend]
+	if l == nil {
+		l = providers.NewLimiter(s.c.Rate)
+		s.limiters[backend] = l
+	}
+	return l
+}
+
+// get reads name, waiting for the rate limit and retrying retryable errors.
+func (s *session) get(ctx context.Context, p providers.Provider, backend, name string) (*providers.Secret, error) {
+	b := backoff.WithContext(backoff.WithMaxRetries(backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(5*time.Second)), uint64(s.c.Attempts-1)), ctx)
+	var sec *providers.Secret
+	err := backoff.Retry(func() error {
+		if l := s.limiter(backend); l != nil {
+			if err := l.Wait(ctx); err != nil {
+				return backoff.Permanent(err)
+			}
+		}
+		var err error
+		sec, err = p.Get(ctx, name, "")
+		if err == nil || errors.Is(err, providers.ErrNotFound) || !providers.IsRetryable(err) {
+			return backoff.Permanent(err)
+		}
+		if hint := providers.RetryAfter(err); hint > 0 {
+			t := time.NewTimer(hint)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return backoff.Permanent(ctx.Err())
+			case <-t.C:
+			}
+		}
+		return err
+	}, b)
+	return sec, err
+}
+
+// check classifies one ledger entry.
+func (s *session) check(ctx context.Context, team, key string, e *worker.LedgerEntry) Row {
+	row := Row{Team: team, Key: key, Backend: e.Provider, SecretRef: e.SecretRef, Generation: e.Generation, LedgerStatus: e.Status}
+	fail := func(what string, err error) Row {
+		row.Status, row.Detail = StatusError, what+": "+sanitize(err)
+		return row
+	}
+	p, err := s.provider(ctx, team, e.Provider)
+	if err != nil {
+		return fail("open the backend", err)
+	}
+	sec, err := s.get(ctx, p, e.Provider, e.SecretRef)
+	notFound := errors.Is(err, providers.ErrNotFound)
+	if err != nil && !notFound {
+		return fail("read", err)
+	}
+	owned := true
+	if !notFound && p.Capabilities().Tags {
+		owned = providers.IsOwnedBy(sec.Tags, providers.Owner{TeamID: team, KeyID: key})
+	}
+	switch {
+	case e.Status == events.StatusDeleted && notFound:
+		row.Status = StatusOK
+	case e.Status == events.StatusDeleted && owned:
+		row.Status, row.Detail = StatusResurrected, "deleted in the ledger, present in the backend"
+	case notFound:
+		row.Status, row.Detail = StatusMissing, "no secret under this name"
+	case !owned:
+		row.Status, row.Detail = StatusUnowned, ownerOf(sec.Tags)
+	case e.Sealed == nil:
+		row.Status, row.Detail = StatusError, "the ledger holds no sealed value for this key"
+	default:
+		want, err := s.digest(ctx, team, key, e)
+		if err != nil {
+			return fail("open the ledger's sealed value", err)
+		}
+		got := sha256.Sum256(sec.Value)
+		clear(sec.Value)
+		if subtle.ConstantTimeCompare(want[:], got[:]) == 1 {
+			row.Status = StatusOK
+		} else {
+			row.Status, row.Detail = StatusStale, "the value differs from the ledger's newest (SHA-256 digests compared)"
+		}
+	}
+	return row
+}
+
+// digest opens the ledger's sealed value and returns its SHA-256.
+func (s *session) digest(ctx context.Context, team, key string, e *worker.LedgerEntry) ([32]byte, error) {
+	v, err := s.d.Opener.Open(ctx, e.Sealed, events.Binding{TeamID: team, KeyID: key, Generation: e.SealedGen})
+	if err != nil {
+		return [32]byte{}, err
+	}
+	defer clear(v)
+	return sha256.Sum256(v), nil
+}
+
+// ownerOf describes who a secret belongs to, from its tags.
+func ownerOf(tags map[string]string) string {
+	if tags[providers.ManagedByTag] != providers.ManagedByValue {
+		return "a secret keyrelay does not own (no managed-by: keyrelay tag)"
+	}
+	return fmt.Sprintf("owned by keyrelay for team %q key %q", tags[providers.TeamTag], tags[providers.KeyTag])
+}
+
+// sanitize bounds an error for a row. Provider errors never carry values.
+func sanitize(err error) string {
+	s := err.Error()
+	if len(s) > 300 {
+		s = s[:300] + "..."
+	}
+	return strings.ToValidUTF8(s, "?")
+}
+
+// asLister finds the Lister of p, looking through wrappers that expose the
+// provider they wrap.
+func asLister(p providers.Provider) (providers.Lister, bool) {
+	for range 4 {
+		if l, ok := p.(providers.Lister); ok {
+			return l, true
+		}
+		u, ok := p.(interface{ Unwrap() providers.Provider })
+		if !ok {
+			return nil, false
+		}
+		p = u.Unwrap()
+	}
+	return nil, false
+}
