@@ -16,8 +16,9 @@ import (
 )
 
 // kvAPI is the part of the Vault client the provider uses: the logical
-// read, write, JSON merge patch and delete calls (*api.Logical).
+// read, write, JSON merge patch, delete and list calls (*api.Logical).
 type kvAPI interface {
+	ListWithContext(ctx context.Context, path string) (*api.Secret, error)
 	ReadRawWithDataWithContext(ctx context.Context, path string, data map[string][]string) (*api.Response, error)
 	WriteWithContext(ctx context.Context, path string, data map[string]any) (*api.Secret, error)
 	JSONMergePatch(ctx context.Context, path string, data map[string]any) (*api.Secret, error)
@@ -121,6 +122,30 @@ func (p *Provider) patch(ctx context.Context, op, name, path string, body map[st
 		return p.kv.JSONMergePatch(ctx, path, body)
 	})
 	return status, err
+}
+
+// list LISTs path; a missing folder is an empty one.
+func (p *Provider) list(ctx context.Context, op, path string) ([]string, error) {
+	sec, status, err := p.do(ctx, op, "", func(ctx context.Context) (*api.Secret, error) {
+		return p.kv.ListWithContext(ctx, path)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if status == 404 || sec == nil || sec.Data == nil {
+		return nil, nil
+	}
+	raw, ok := sec.Data["keys"].([]any)
+	if !ok {
+		return nil, newErr(op, "", providers.Retryable, fmt.Errorf("%w: %w: LIST %s: no keys", providers.ErrUnavailable, errMalformed, path))
+	}
+	keys := make([]string, 0, len(raw))
+	for _, k := range raw {
+		if s, ok := k.(string); ok && s != "" {
+			keys = append(keys, s)
+		}
+	}
+	return keys, nil
 }
 
 func (p *Provider) remove(ctx context.Context, op, name, path string) (int, error) {

@@ -45,3 +45,7 @@ func (k KVFunc) JSONMergePatch(ctx context.Context, path string, data map[string
 func (k KVFunc) DeleteWithContext(ctx context.Context, path string) (*api.Secret, error) {
 	return k.Inner.DeleteWithContext(ctx, path)
 }
+
+func (k KVFunc) ListWithContext(ctx context.Context, path string) (*api.Secret, error) {
+	return k.Inner.ListWithContext(ctx, path)
+}
