@@ -193,7 +193,9 @@ func Drift(ctx context.Context, d Deps, c Config) (*Report, error) {
 	rep := &Report{Rows: rows}
 	known := map[string]map[string]string{} // team -> key -> secret ref the ledger uses (live keys)
 	pairs := map[[2]string]bool{}
+	checked := map[[3]string]bool{} // team, backend, name: classified above
 	for _, it := range items {
+		checked[[3]string{it.team, it.e.Provider, it.e.SecretRef}] = true
 		if known[it.team] == nil {
 			known[it.team] = map[string]string{}
 		}
@@ -224,8 +226,8 @@ func Drift(ctx context.Context, d Deps, c Config) (*Report, error) {
 			continue
 		}
 		err = l.List(ctx, providers.ListRequest{TeamID: team}, func(ls providers.Listed) error {
-			if ls.Owner.TeamID != team {
-				return nil
+			if ls.Owner.TeamID != team || checked[[3]string{team, backend, ls.Name}] {
+				return nil // another team's, or a name a ledger entry was checked under
 			}
 			ref, ok := known[team][ls.Owner.KeyID]
 			switch {

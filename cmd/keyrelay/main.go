@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -50,11 +51,15 @@ func main() {
 	pf.StringVar(&g.keyring, "keyring", "", "sealing keyring file (overrides keyrelay.sealing.keyring_file)")
 	pf.StringVar(&g.logLevel, "log-level", "", "debug, info, warn or error (overrides keyrelay.log.level)")
 
-	root.AddCommand(serveCmd(g), publishCmd(g), confirmationsCmd(g), dlqCmd(g), keyringCmd(g), ledgerCmd(g), outboxCmd(g), lookupCmd(g))
+	root.AddCommand(serveCmd(g), publishCmd(g), confirmationsCmd(g), dlqCmd(g), keyringCmd(g), ledgerCmd(g), outboxCmd(g), lookupCmd(g), driftCmd(g))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "keyrelay:", err)
+		var ee *exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
 		os.Exit(1)
 	}
 }

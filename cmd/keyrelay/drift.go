@@ -1,0 +1,155 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/app"
+	"github.com/keyrelay/keyrelay/recovery"
+	"github.com/keyrelay/keyrelay/worker"
+)
+
+// exitError ends the command with a given exit status.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+// DriftExitCode is the exit status of `keyrelay drift` when drift was found.
+const DriftExitCode = 3
+
+func driftCmd(g *globals) *cobra.Command {
+	var cfg recovery.Config
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "drift",
+		Short: "Compare every key's secret in its backend with the ledger (read-only; exit 3 when drift is found)",
+		Long: `drift reads, for every ledger entry in scope, the secret from the backend the
+ledger says holds it and classifies it: ok, missing, stale (the value differs
+from the ledger's newest; digests are compared, values never shown),
+resurrected (deleted in the ledger but present), unowned (the name holds a
+secret keyrelay does not own, or another key's) and, for backends that can
+list, orphan (a keyrelay-owned secret of the team with no ledger entry).
+
+Exit status: 0 clean, 3 drift found, 1 on errors (a secret that could not be
+read, or no connection).`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			for _, t := range cfg.Teams {
+				if err := events.ValidateID("team_id", t); err != nil {
+					return err
+				}
+			}
+			if cfg.All == (len(cfg.Teams) > 0) {
+				return fmt.Errorf("name teams with --team, or --all (not both)")
+			}
+			c, log, err := g.load()
+			if err != nil {
+				return err
+			}
+			conn, err := app.Connect(c, "keyrelay-drift", false, log)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			sealing, err := app.LoadSealing(ctx, c, false, log)
+			if err != nil {
+				return err
+			}
+			lkv, err := conn.JS.KeyValue(ctx, worker.LedgerBucket)
+			if err != nil {
+				return fmt.Errorf("ledger: %w", err)
+			}
+			tkv, err := conn.JS.KeyValue(ctx, worker.TeamsBucket)
+			if err != nil {
+				return fmt.Errorf("team settings: %w", err)
+			}
+			teams := worker.NewTeams(tkv, nil, log)
+			if err := teams.Start(ctx); err != nil {
+				return fmt.Errorf("team settings: %w", err)
+			}
+			registry := app.Registry()
+			defer registry.Close()
+			rep, err := recovery.Drift(ctx, recovery.Deps{Ledger: worker.NewLedger(lkv), Settings: c, Registry: registry,
+				Opener: sealing.Opener, TeamSettings: func(t string) *events.TeamSettings { return teams.Cached(t).Settings }, Logger: log}, cfg)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(rep); err != nil {
+					return err
+				}
+			} else {
+				printDrift(out, rep)
+			}
+			switch {
+			case rep.Errors() > 0:
+				return &exitError{code: 1, msg: fmt.Sprintf("drift: %d secrets could not be read", rep.Errors())}
+			case rep.Drifted() > 0:
+				return &exitError{code: DriftExitCode, msg: fmt.Sprintf("drift: %d found", rep.Drifted())}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&cfg.Teams, "team", nil, "team id (repeatable)")
+	f.BoolVar(&cfg.All, "all", false, "every team in the ledger")
+	f.StringVar(&cfg.Backend, "backend", "", "only keys the ledger places on this backend (a key_management_system name)")
+	f.IntVar(&cfg.Concurrency, "concurrency", 8, "reads in flight")
+	f.Float64Var(&cfg.Rate, "rate", 0, "reads per second per backend, on top of the providers' own quota limits (0: only theirs)")
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON (every row, ok ones included)")
+	return cmd
+}
+
+// printDrift writes the summary per team and backend, then every row that
+// is not ok.
+func printDrift(w io.Writer, rep *recovery.Report) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	head := []string{"TEAM", "BACKEND"}
+	for _, s := range recovery.Statuses {
+		head = append(head, strings.ToUpper(string(s)))
+	}
+	fmt.Fprintln(tw, strings.Join(head, "\t"))
+	for _, s := range rep.Summary {
+		cells := []string{s.Team, s.Backend}
+		for _, st := range recovery.Statuses {
+			cells = append(cells, fmt.Sprint(s.Counts[st]))
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
+	}
+	_ = tw.Flush()
+	if len(rep.Unlisted) > 0 {
+		fmt.Fprintf(w, "\norphans not searched (the backend cannot list): %s\n", strings.Join(rep.Unlisted, ", "))
+	}
+	n := 0
+	for _, r := range rep.Rows {
+		if r.Status != recovery.StatusOK {
+			n++
+		}
+	}
+	if n == 0 {
+		fmt.Fprintln(w, "\nno drift")
+		return
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STATUS\tTEAM\tKEY\tBACKEND\tSECRET\tGENERATION\tDETAIL")
+	for _, r := range rep.Rows {
+		if r.Status == recovery.StatusOK {
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Status, r.Team, r.Key, r.Backend, r.SecretRef, r.Generation, r.Detail)
+	}
+	_ = tw.Flush()
+}

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/testenv"
+	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/providers/local"
+	"github.com/keyrelay/keyrelay/recovery"
+	"github.com/keyrelay/keyrelay/worker"
+)
+
+// TestDriftCommand runs `keyrelay --config X drift` against a real
+// nats-server and a file-backed local store: exit 0 and "no drift" when the
+// backend matches the ledger, exit 3 with the row when a value was changed
+// by hand, --json for machines, and usage errors for a bad scope.
+func TestDriftCommand(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv := testenv.StartNATS(t)
+	nc, err := nats.Connect(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if err := worker.EnsureTopology(ctx, js, worker.TopologyConfig{DuplicateWindow: time.Minute, AckWait: 5 * time.Second, MaxAckPending: 64}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	krPath, storeDir := filepath.Join(dir, "keyring.json"), filepath.Join(dir, "secrets")
+	if err := events.GenerateKeyringFile(krPath, "k1"); err != nil {
+		t.Fatal(err)
+	}
+	kr, err := events.LoadKeyring(krPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The state a worker leaves: the value in the backend, the ledger entry
+	// with the sealed value.
+	store, err := local.New(local.Config{Path: storeDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	lkv, _ := js.KeyValue(ctx, worker.LedgerBucket)
+	ledger := worker.NewLedger(lkv)
+	owner := providers.Owner{TeamID: "team-a", KeyID: "key-1"}
+	const name = "litellm/team-a/key-1"
+	if _, err := store.Put(ctx, providers.PutRequest{Name: name, Value: []byte("sk-cli-drift"), IdempotencyKey: "e1", Owner: owner}); err != nil {
+		t.Fatal(err)
+	}
+	sv, err := kr.Seal(ctx, []byte("sk-cli-drift"), events.Binding{TeamID: "team-a", KeyID: "key-1", Generation: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ledger.Put(ctx, "team-a", "key-1", &worker.LedgerEntry{Generation: 1, EventID: "e1", EventType: events.KeyCreated,
+		Status: events.StatusStored, Provider: "local", SecretRef: name, Sealed: sv, SealedGen: 1}, 0); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "keyrelay.yaml")
+	yaml := "general_settings:\n  key_management_system: local\nkeyrelay:\n  nats:\n    url: " + srv.URL +
+		"\n  sealing:\n    keyring_file: " + krPath + "\n  log:\n    level: error\n  providers:\n    local:\n      path: " + storeDir + "\n"
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) (string, error) {
+		cmd := driftCmd(&globals{configPath: cfg})
+		cmd.SilenceUsage, cmd.SilenceErrors = true, true
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		cmd.SetArgs(args)
+		err := cmd.ExecuteContext(ctx)
+		return out.String(), err
+	}
+	out, err := run("--all")
+	if err != nil || !strings.Contains(out, "no drift") {
+		t.Fatalf("clean: %v\n%s", err, out)
+	}
+	if _, err := store.Put(ctx, providers.PutRequest{Name: name, Value: []byte("sk-edited-by-hand"), IdempotencyKey: "hand", Owner: owner}); err != nil {
+		t.Fatal(err)
+	}
+	out, err = run("--team", "team-a")
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != DriftExitCode || !strings.Contains(out, "stale") || !strings.Contains(out, name) {
+		t.Fatalf("after a hand edit: %v\n%s", err, out)
+	}
+	if strings.Contains(out, "sk-edited-by-hand") || strings.Contains(out, "sk-cli-drift") {
+		t.Fatal("a value was printed")
+	}
+	out, err = run("--all", "--json")
+	var rep recovery.Report
+	if !errors.As(err, &ee) || json.Unmarshal([]byte(out), &rep) != nil || len(rep.Rows) != 1 || rep.Rows[0].Status != recovery.StatusStale {
+		t.Fatalf("--json: %v\n%s", err, out)
+	}
+	for _, args := range [][]string{{}, {"--all", "--team", "team-a"}, {"--team", "bad.team"}} {
+		if _, err := run(args...); err == nil || errors.As(err, &ee) {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
+}
