@@ -20,6 +20,7 @@ type API interface {
 	RestoreSecret(ctx context.Context, in *sm.RestoreSecretInput, optFns ...func(*sm.Options)) (*sm.RestoreSecretOutput, error)
 	TagResource(ctx context.Context, in *sm.TagResourceInput, optFns ...func(*sm.Options)) (*sm.TagResourceOutput, error)
 	UntagResource(ctx context.Context, in *sm.UntagResourceInput, optFns ...func(*sm.Options)) (*sm.UntagResourceOutput, error)
+	ListSecrets(ctx context.Context, in *sm.ListSecretsInput, optFns ...func(*sm.Options)) (*sm.ListSecretsOutput, error)
 	ListSecretVersionIds(ctx context.Context, in *sm.ListSecretVersionIdsInput, optFns ...func(*sm.Options)) (*sm.ListSecretVersionIdsOutput, error)
 }
 

@@ -20,6 +20,7 @@ const (
 	OptionReadTPS            = "read_tps"
 	OptionControlTPS         = "control_tps"
 	OptionTimeout            = "timeout"
+	OptionListPageSize       = "list_page_size"
 )
 
 // Defaults and limits.
@@ -46,6 +47,11 @@ const (
 	// DefaultTimeout bounds one provider call (a Put may make several AWS
 	// requests) when the caller's context has no deadline.
 	DefaultTimeout = 30 * time.Second
+
+	// MaxListPageSize is ListSecrets' MaxResults limit (100), and
+	// DefaultListPageSize the page size List asks for.
+	MaxListPageSize     = 100
+	DefaultListPageSize = MaxListPageSize
 
 	// MaxNameLength is the longest keyrelay name accepted, in bytes; names
 	// AWS cannot hold as they are (longer than 512 bytes, or with
@@ -93,6 +99,10 @@ type Config struct {
 	// Timeout bounds one provider call when the context has no deadline.
 	// Option "timeout" (a Go duration). Default: DefaultTimeout (30s).
 	Timeout time.Duration
+	// ListPageSize is the MaxResults of each ListSecrets call List makes,
+	// 1..MaxListPageSize. Option "list_page_size". Default:
+	// DefaultListPageSize (100, AWS's maximum).
+	ListPageSize int
 }
 
 // ConfigFromOptions builds a Config from a provider options map (LiteLLM's
@@ -133,6 +143,13 @@ func ConfigFromOptions(opts map[string]string, getenv func(string) string) (Conf
 			*f.dst = x
 		}
 	}
+	if v := strings.TrimSpace(opts[OptionListPageSize]); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return Config{}, fmt.Errorf("secretsmanager: Config.ListPageSize (option %q) is not an integer", OptionListPageSize)
+		}
+		c.ListPageSize = n
+	}
 	if v := strings.TrimSpace(opts[OptionTimeout]); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
@@ -169,6 +186,9 @@ func (c Config) Validate() error {
 		if f.v < 0 || math.IsNaN(f.v) || math.IsInf(f.v, 0) {
 			return bad(f.field, f.opt, "must be a positive number of requests per second")
 		}
+	}
+	if n := c.ListPageSize; n < 0 || n > MaxListPageSize {
+		return bad("ListPageSize", OptionListPageSize, "must be between 1 and %d", MaxListPageSize)
 	}
 	if c.Timeout < 0 {
 		return bad("Timeout", OptionTimeout, "must not be negative")
@@ -215,6 +235,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
+	}
+	if c.ListPageSize == 0 {
+		c.ListPageSize = DefaultListPageSize
 	}
 	return c
 }

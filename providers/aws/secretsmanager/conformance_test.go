@@ -30,8 +30,11 @@ func open(t testing.TB, front *kumofront.Server, extra map[string]string) *secre
 
 func TestConformance(t *testing.T) {
 	front := kumofront.Start(t)
-	providertest.Run(t, func(t *testing.T) providers.Provider { return open(t, front, nil) }, providertest.Options{
+	// Small ListSecrets pages, so that the List case pages.
+	listOpts := map[string]string{secretsmanager.OptionListPageSize: "2"}
+	providertest.Run(t, func(t *testing.T) providers.Provider { return open(t, front, listOpts) }, providertest.Options{
 		Features: providertest.Features{
+			ListPageSize: 2,
 			BinaryValues: true,
 			// Names AWS cannot hold are mapped (SecretID); 1024 is the
 			// longest keyrelay renders.

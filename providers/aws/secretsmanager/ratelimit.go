@@ -20,7 +20,7 @@ const (
 	bucketDelete                // DeleteSecret
 	bucketRestore               // RestoreSecret
 	bucketTag                   // TagResource, UntagResource
-	bucketList                  // ListSecretVersionIds
+	bucketList                  // ListSecretVersionIds, ListSecrets
 	numBuckets
 )
 

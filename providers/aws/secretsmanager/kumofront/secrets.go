@@ -233,6 +233,8 @@ func (s *Server) handle(w http.ResponseWriter, ctx context.Context, action strin
 		out, err = s.untagResource(body)
 	case "ListSecretVersionIds":
 		out, err = s.listSecretVersionIds(body)
+	case "ListSecrets":
+		out, err = s.listSecrets(body)
 	case "UpdateSecretVersionStage":
 		out, err = s.updateSecretVersionStage(body)
 	default:
