@@ -23,6 +23,7 @@ const (
 	OptionProjectWritesPerMinute = "project_writes_per_minute"
 	OptionSecretWritesPerSecond  = "secret_writes_per_second"
 	OptionTimeout                = "timeout"
+	OptionListPageSize           = "list_page_size"
 
 	// EnvProject is LiteLLM's project setting, used when the options name
 	// no project.
@@ -52,6 +53,8 @@ const (
 	// DefaultTimeout bounds one provider call when the caller's context
 	// has no deadline.
 	DefaultTimeout = 30 * time.Second
+	// MaxListPageSize is ListSecrets' largest page_size.
+	MaxListPageSize = 25000
 	// MaxValueSize is Secret Manager's limit on a version's data.
 	MaxValueSize = 64 * 1024
 	// MaxNameLength is the longest keyrelay name accepted, in bytes;
@@ -103,6 +106,10 @@ type Config struct {
 	// Timeout bounds one call when the context has no deadline. Option
 	// "timeout". Default 30s.
 	Timeout time.Duration
+	// ListPageSize is the page_size of each ListSecrets call List makes,
+	// 0..MaxListPageSize; 0 lets the server choose (25,000 by the API
+	// reference). Option "list_page_size". Default 0.
+	ListPageSize int
 	// Now is the clock used for version hygiene. Default time.Now.
 	Now func() time.Time
 }
@@ -169,6 +176,13 @@ func ConfigFromOptions(opts map[string]string, getenv func(string) string) (Conf
 			*f.dst = x
 		}
 	}
+	if v := get(OptionListPageSize); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return Config{}, fmt.Errorf("secretmanager: Config.ListPageSize (option %q) is not an integer", OptionListPageSize)
+		}
+		c.ListPageSize = n
+	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
@@ -185,6 +199,9 @@ func (c Config) Validate() error {
 	}
 	if !projectOK(c.Project) {
 		return bad("Project", OptionProject, "is not a valid project id")
+	}
+	if c.ListPageSize < 0 || c.ListPageSize > MaxListPageSize {
+		return bad("ListPageSize", OptionListPageSize, "must be between 0 and %d", MaxListPageSize)
 	}
 	if c.Insecure && c.Endpoint == "" {
 		return bad("Insecure", OptionInsecure, "needs an explicit endpoint (plaintext gRPC is for local emulators only)")

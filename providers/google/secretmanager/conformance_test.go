@@ -37,8 +37,11 @@ func open(t testing.TB, fake *smfake.Server, extra map[string]string) *secretman
 
 func TestConformance(t *testing.T) {
 	fake := smfake.Start(t)
-	providertest.Run(t, func(t *testing.T) providers.Provider { return open(t, fake, nil) }, providertest.Options{
+	// Small ListSecrets pages, so that the List case pages.
+	listOpts := map[string]string{secretmanager.OptionListPageSize: "2"}
+	providertest.Run(t, func(t *testing.T) providers.Provider { return open(t, fake, listOpts) }, providertest.Options{
 		Features: providertest.Features{
+			ListPageSize:  2,
 			BinaryValues:  true,
 			MaxNameLength: secretmanager.MaxNameLength,
 		},

@@ -18,6 +18,10 @@ import (
 const (
 	AnnotationTags        = "keyrelay-tags"
 	AnnotationDescription = "keyrelay-description"
+	// AnnotationName holds the keyrelay name the secret was written under
+	// (secret ids cannot hold every name: see SecretID), so that List can
+	// return it. Put writes it on every create and update.
+	AnnotationName = "keyrelay-name"
 	// AnnotationEventPrefix + the version number names the annotation
 	// holding the idempotency key that wrote that version.
 	AnnotationEventPrefix = "keyrelay-event-"

@@ -210,7 +210,7 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 		if err := wait(ctx, op, req.Name, p.lim.project); err != nil {
 			return providers.PutResult{}, err
 		}
-		ann := map[string]string{AnnotationTags: encodeTags(tags)}
+		ann := map[string]string{AnnotationTags: encodeTags(tags), AnnotationName: req.Name}
 		if req.Description != "" {
 			ann[AnnotationDescription] = req.Description
 		}
@@ -277,6 +277,7 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 				return false, newErr(op, req.Name, providers.Permanent, providers.ErrNotOwned, "secret changed owner during the write")
 			}
 			ann[AnnotationTags] = encodeTags(tags)
+			ann[AnnotationName] = req.Name
 			if req.Description != "" {
 				ann[AnnotationDescription] = req.Description
 			}

@@ -2,7 +2,10 @@ package smfake_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"hash/crc32"
+	"slices"
 	"testing"
 	"time"
 
@@ -206,5 +209,63 @@ func TestEtagRules(t *testing.T) {
 	}
 	if n := f.Errors("UpdateSecret", codes.FailedPrecondition); n != 1 {
 		t.Fatalf("Errors(UpdateSecret, FailedPrecondition) = %d, want 1", n)
+	}
+}
+
+func TestListSecretsPagesAndFilters(t *testing.T) {
+	s := smfake.Start(t)
+	cl := client(t, s)
+	ctx := context.Background()
+	for i, team := range []string{"a", "b", "a", "a", ""} {
+		sec := &secretmanagerpb.Secret{Replication: &secretmanagerpb.Replication{Replication: &secretmanagerpb.Replication_Automatic_{Automatic: &secretmanagerpb.Replication_Automatic{}}}}
+		if team != "" {
+			sec.Labels = map[string]string{"managed-by": "keyrelay", "keyrelay-team": "team-" + team}
+		}
+		if _, err := cl.CreateSecret(ctx, &secretmanagerpb.CreateSecretRequest{Parent: "projects/p", SecretId: fmt.Sprintf("s%d", i), Secret: sec}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := map[string]struct {
+		filter    string
+		want      []string
+		wantCalls int
+	}{
+		"all":      {"", []string{"s0", "s1", "s2", "s3", "s4"}, 3},
+		"managed":  {"labels.managed-by=keyrelay", []string{"s0", "s1", "s2", "s3"}, 2},
+		"team":     {`labels.managed-by=keyrelay AND labels.keyrelay-team="team-a"`, []string{"s0", "s2", "s3"}, 2},
+		"presence": {"labels.keyrelay-team:*", []string{"s0", "s1", "s2", "s3"}, 2},
+		"name":     {"name:s4", []string{"s4"}, 1},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			before := s.Calls("ListSecrets")
+			it := cl.ListSecrets(ctx, &secretmanagerpb.ListSecretsRequest{Parent: "projects/p", PageSize: 2, Filter: tc.filter})
+			var got []string
+			for {
+				sec, err := it.Next()
+				if errors.Is(err, iterator.Done) {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, sec.GetName()[len("projects/p/secrets/"):])
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+			if n := s.Calls("ListSecrets") - before; n != tc.wantCalls {
+				t.Errorf("%d ListSecrets calls, want %d", n, tc.wantCalls)
+			}
+		})
+	}
+	for _, req := range []*secretmanagerpb.ListSecretsRequest{
+		{Parent: "projects/p", PageSize: 25001},
+		{Parent: "projects/p", Filter: "create_time>2020"},
+		{Parent: "projects/p", PageToken: "bogus"},
+	} {
+		if _, err := cl.ListSecrets(ctx, req).Next(); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("ListSecrets %v: %v, want InvalidArgument", req, err)
+		}
 	}
 }
