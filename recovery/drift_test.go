@@ -108,10 +108,14 @@ func (p *pipeline) event(t *testing.T, typ events.Type, team, key string, gen ui
 	return ev
 }
 
+func (p *pipeline) deps() recovery.Deps {
+	return recovery.Deps{Ledger: p.ledger, Settings: p.cfg, Registry: p.reg, Opener: p.kr,
+		TeamSettings: func(team string) *events.TeamSettings { return p.teams.Cached(team).Settings }}
+}
+
 func (p *pipeline) drift(t *testing.T, c recovery.Config) *recovery.Report {
 	t.Helper()
-	rep, err := recovery.Drift(p.ctx, recovery.Deps{Ledger: p.ledger, Settings: p.cfg, Registry: p.reg, Opener: p.kr,
-		TeamSettings: func(team string) *events.TeamSettings { return p.teams.Cached(team).Settings }}, c)
+	rep, err := recovery.Drift(p.ctx, p.deps(), c)
 	if err != nil {
 		t.Fatal(err)
 	}

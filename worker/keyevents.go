@@ -365,7 +365,7 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 		err = w.call(ctx, kw, func(ctx context.Context) error {
 			var err error
 			res, err = p.Put(ctx, providers.PutRequest{Name: name, Value: kw.value, IdempotencyKey: ev.ID, Owner: owner,
-				Description: kw.res.Description, Tags: secretTags(kw.res.Tags, metadata, alias), Adopt: w.cfg.AdoptUnowned})
+				Description: kw.res.Description, Tags: SecretTags(kw.res.Tags, metadata, alias), Adopt: w.cfg.AdoptUnowned})
 			return err
 		})
 		if v, bad := w.writeFailed(msg, md, conf, err); bad {
@@ -414,7 +414,7 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 				err = w.call(ctx, kw, func(ctx context.Context) error {
 					var err error
 					res, err = p.Put(ctx, providers.PutRequest{Name: name, Value: value, IdempotencyKey: ev.ID, Owner: owner,
-						Description: kw.res.Description, Tags: secretTags(kw.res.Tags, metadata, alias), Adopt: w.cfg.AdoptUnowned})
+						Description: kw.res.Description, Tags: SecretTags(kw.res.Tags, metadata, alias), Adopt: w.cfg.AdoptUnowned})
 					return err
 				})
 				clear(value)
@@ -426,7 +426,7 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 			} else if tu, ok := p.(providers.TagUpdater); ok {
 				err := w.call(ctx, kw, func(ctx context.Context) error {
 					return tu.UpdateTags(ctx, providers.TagRequest{Name: name, Owner: owner, Description: kw.res.Description,
-						Tags: secretTags(kw.res.Tags, metadata, alias), Adopt: w.cfg.AdoptUnowned})
+						Tags: SecretTags(kw.res.Tags, metadata, alias), Adopt: w.cfg.AdoptUnowned})
 				})
 				if v, bad := w.writeFailed(msg, md, conf, err); bad {
 					return v
@@ -538,8 +538,9 @@ func (w *Worker) deleteOld(ctx context.Context, kw *keyWork, p providers.Provide
 	}
 }
 
-// secretTags merges team tags, event metadata and the alias.
-func secretTags(team, metadata map[string]string, alias string) map[string]string {
+// SecretTags merges team tags, event metadata and the alias into the
+// non-ownership tags a secret is written with.
+func SecretTags(team, metadata map[string]string, alias string) map[string]string {
 	t := make(map[string]string, len(team)+len(metadata)+1)
 	for k, v := range team {
 		t[k] = v
