@@ -40,7 +40,7 @@ func TestRestoreFixesDriftAndIsIdempotent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	put("key-29", owner("key-29"), "sk-resurrected")  // resurrected
+	put("key-29", owner("key-29"), "sk-resurrected")   // resurrected
 	put("key-28", owner("someone-else"), "sk-foreign") // unowned
 	put("ghost", owner("ghost"), "sk-orphan")          // orphan
 

@@ -106,6 +106,34 @@ func TestDriftCommand(t *testing.T) {
 	if !errors.As(err, &ee) || json.Unmarshal([]byte(out), &rep) != nil || len(rep.Rows) != 1 || rep.Rows[0].Status != recovery.StatusStale {
 		t.Fatalf("--json: %v\n%s", err, out)
 	}
+	// restore --dry-run plans and writes nothing; restore fixes; drift is clean.
+	restore := func(args ...string) (string, error) {
+		cmd := restoreCmd(&globals{configPath: cfg})
+		cmd.SilenceUsage, cmd.SilenceErrors = true, true
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetArgs(args)
+		err := cmd.ExecuteContext(ctx)
+		return out.String(), err
+	}
+	if out, err := restore("--all", "--dry-run"); err != nil || !strings.Contains(out, "1 keys would be restored") {
+		t.Fatalf("restore --dry-run: %v\n%s", err, out)
+	}
+	if _, err := run("--all"); !errors.As(err, &ee) || ee.code != DriftExitCode {
+		t.Fatalf("the dry run wrote: %v", err)
+	}
+	if out, err := restore("--all"); err != nil || !strings.Contains(out, "written 1, deleted 0, skipped 0, failed 0") {
+		t.Fatalf("restore: %v\n%s", err, out)
+	}
+	if out, err := run("--all"); err != nil || !strings.Contains(out, "no drift") {
+		t.Fatalf("after the restore: %v\n%s", err, out)
+	}
+	if sec, err := store.Get(ctx, name, ""); err != nil || string(sec.Value) != "sk-cli-drift" {
+		t.Fatalf("restored value: %v", err)
+	}
+	if out, err := restore("--all"); err != nil || !strings.Contains(out, "nothing to restore") {
+		t.Fatalf("second restore: %v\n%s", err, out)
+	}
 	for _, args := range [][]string{{}, {"--all", "--team", "team-a"}, {"--team", "bad.team"}} {
 		if _, err := run(args...); err == nil || errors.As(err, &ee) {
 			t.Errorf("%v: %v, want a usage error", args, err)

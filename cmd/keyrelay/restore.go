@@ -1,0 +1,122 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/app"
+	"github.com/keyrelay/keyrelay/recovery"
+	"github.com/keyrelay/keyrelay/worker"
+)
+
+func restoreCmd(g *globals) *cobra.Command {
+	var cfg recovery.RestoreConfig
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "restore",
+		Short: "Return every key in scope to its newest ledger state in its backend (only what drift finds wrong)",
+		Long: `restore runs the drift report, then fixes its rows from the ledger: a missing
+or stale value is written again (the ledger's sealed value, opened here), a
+resurrected secret is deleted. Unowned names are left alone unless --adopt.
+Orphans are reported, not deleted.
+
+Live workers may run meanwhile: each key is claimed in the ledger before its
+write, and a key a worker moved to a newer generation since the report is
+skipped. Writes carry the ledger's event id as the idempotency key, so a
+restore run again (or killed and run again) writes no extra version.
+
+Exit status: 0 when everything was fixed or nothing was wrong, 1 when a row
+failed.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			for _, t := range cfg.Teams {
+				if err := events.ValidateID("team_id", t); err != nil {
+					return err
+				}
+			}
+			if cfg.All == (len(cfg.Teams) > 0) {
+				return fmt.Errorf("name teams with --team, or --all (not both)")
+			}
+			c, log, err := g.load()
+			if err != nil {
+				return err
+			}
+			conn, err := app.Connect(c, "keyrelay-restore", false, log)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			sealing, err := app.LoadSealing(ctx, c, false, log)
+			if err != nil {
+				return err
+			}
+			lkv, err := conn.JS.KeyValue(ctx, worker.LedgerBucket)
+			if err != nil {
+				return fmt.Errorf("ledger: %w", err)
+			}
+			tkv, err := conn.JS.KeyValue(ctx, worker.TeamsBucket)
+			if err != nil {
+				return fmt.Errorf("team settings: %w", err)
+			}
+			teams := worker.NewTeams(tkv, nil, log)
+			if err := teams.Start(ctx); err != nil {
+				return fmt.Errorf("team settings: %w", err)
+			}
+			registry := app.Registry()
+			defer registry.Close()
+			cfg.Lease, cfg.CallTimeout = c.Keyrelay.Worker.ClaimLease, c.Keyrelay.Worker.CallTimeout
+			rep, err := recovery.Restore(ctx, recovery.Deps{Ledger: worker.NewLedger(lkv), Settings: c, Registry: registry,
+				Opener: sealing.Opener, TeamSettings: func(t string) *events.TeamSettings { return teams.Cached(t).Settings }, Logger: log}, cfg)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(rep); err != nil {
+					return err
+				}
+			} else {
+				printRestore(out, rep, cfg.DryRun)
+			}
+			if rep.Failed > 0 {
+				return &exitError{code: 1, msg: fmt.Sprintf("restore: %d keys failed", rep.Failed)}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&cfg.Teams, "team", nil, "team id (repeatable)")
+	f.BoolVar(&cfg.All, "all", false, "every team in the ledger")
+	f.StringVar(&cfg.Backend, "backend", "", "only keys the ledger places on this backend")
+	f.BoolVar(&cfg.DryRun, "dry-run", false, "print the plan (the drift rows it would fix) and write nothing")
+	f.BoolVar(&cfg.Adopt, "adopt", false, "also overwrite unowned secrets under keys' names")
+	f.IntVar(&cfg.Concurrency, "concurrency", 8, "keys restored at once")
+	f.Float64Var(&cfg.Rate, "rate", 0, "reads and writes per second per backend, on top of the providers' own quota limits (0: only theirs)")
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	return cmd
+}
+
+func printRestore(w io.Writer, rep *recovery.RestoreReport, dry bool) {
+	if len(rep.Rows) == 0 {
+		fmt.Fprintln(w, "nothing to restore")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ACTION\tWAS\tTEAM\tKEY\tBACKEND\tSECRET\tGENERATION\tWHY")
+	for _, r := range rep.Rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Action, r.Status, r.Team, r.Key, r.Backend, r.SecretRef, r.Generation, r.Why)
+	}
+	_ = tw.Flush()
+	if dry {
+		fmt.Fprintf(w, "\ndry run: %d keys would be restored\n", len(rep.Rows))
+		return
+	}
+	fmt.Fprintf(w, "\nwritten %d, deleted %d, skipped %d, failed %d\n", rep.Written, rep.Deleted, rep.Skipped, rep.Failed)
+}
