@@ -47,6 +47,7 @@ func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	srv := kvfake.New()
 	srv.Token = testToken
+	srv.ListPageSize = 2 // Get Secrets pages of 2, so that List pages
 	t.Cleanup(srv.Close)
 	ca, err := srv.WriteCABundle(t.TempDir())
 	if err != nil {
@@ -95,7 +96,7 @@ func TestConformance(t *testing.T) {
 	f := newFixture(t)
 	raw := f.raw(t)
 	providertest.Run(t, func(t *testing.T) providers.Provider { return f.provider(t) }, providertest.Options{
-		Features: providertest.Features{MaxNameLength: 500},
+		Features: providertest.Features{MaxNameLength: 500, ListPageSize: 2},
 		CreateUnmanaged: func(ctx context.Context, _ providers.Provider, name string, value []byte) error {
 			v := string(value)
 			_, err := raw.SetSecret(ctx, keyvault.KVName(name), azsecrets.SetSecretParameters{Value: &v}, nil)
@@ -115,7 +116,7 @@ func TestConformanceAsyncDeletes(t *testing.T) {
 	f.srv.RecoverDelay = 60 * time.Millisecond
 	raw := f.raw(t)
 	providertest.Run(t, func(t *testing.T) providers.Provider { return f.provider(t) }, providertest.Options{
-		Features: providertest.Features{MaxNameLength: 500},
+		Features: providertest.Features{MaxNameLength: 500, ListPageSize: 2},
 		CreateUnmanaged: func(ctx context.Context, _ providers.Provider, name string, value []byte) error {
 			v := string(value)
 			_, err := raw.SetSecret(ctx, keyvault.KVName(name), azsecrets.SetSecretParameters{Value: &v}, nil)

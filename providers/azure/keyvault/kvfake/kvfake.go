@@ -121,6 +121,9 @@ type Server struct {
 	// DeleteDelay is how long a deleted secret cannot be purged or
 	// recovered (409 "currently being deleted").
 	DeleteDelay time.Duration
+	// ListPageSize is how many secrets a page of Get Secrets holds when
+	// the request has no maxresults. Default (0): PageSize, Key Vault's 25.
+	ListPageSize int
 
 	// ClientID and ClientSecret, when set, are the only client
 	// credentials the fake token endpoint accepts.
@@ -405,6 +408,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
 	base := "https://" + r.Host
 	switch {
+	case len(parts) == 1 && parts[0] == "secrets" && r.Method == http.MethodGet:
+		s.listSecrets(w, r, base)
 	case len(parts) >= 2 && parts[0] == "secrets":
 		name := parts[1]
 		if !nameRE.MatchString(name) {

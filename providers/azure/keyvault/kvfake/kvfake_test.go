@@ -292,3 +292,62 @@ func TestDisabledVersion(t *testing.T) {
 		t.Fatalf("delete of a disabled secret: %d %s", res.StatusCode, b)
 	}
 }
+
+func TestListSecrets(t *testing.T) {
+	s := kvfake.New()
+	s.Token = "tok"
+	t.Cleanup(s.Close)
+	const av = "?api-version=7.6"
+	for _, n := range []string{"c", "a", "e", "b", "d"} {
+		if res, b := do(t, s, "PUT", "/secrets/"+n+av, `{"value":"v","tags":{"k":"`+n+`"}}`, true); res.StatusCode != 200 {
+			t.Fatalf("set %s: %d %s", n, res.StatusCode, b)
+		}
+	}
+	if res, b := do(t, s, "DELETE", "/secrets/d"+av, "", true); res.StatusCode != 200 {
+		t.Fatalf("delete: %d %s", res.StatusCode, b)
+	}
+	var got []string
+	pages := 0
+	path := "/secrets" + av + "&maxresults=2"
+	for path != "" {
+		res, b := do(t, s, "GET", path, "", true)
+		if res.StatusCode != 200 {
+			t.Fatalf("list %s: %d %s", path, res.StatusCode, b)
+		}
+		var page struct {
+			Value []struct {
+				ID    string            `json:"id"`
+				Value *string           `json:"value"`
+				Tags  map[string]string `json:"tags"`
+			} `json:"value"`
+			NextLink *string `json:"nextLink"`
+		}
+		if err := json.Unmarshal(b, &page); err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		if len(page.Value) > 2 {
+			t.Errorf("page of %d, maxresults 2", len(page.Value))
+		}
+		for _, it := range page.Value {
+			if it.Value != nil {
+				t.Errorf("%s: list returned a value", it.ID)
+			}
+			got = append(got, it.ID[strings.LastIndexByte(it.ID, '/')+1:]+"="+it.Tags["k"])
+		}
+		path = ""
+		if page.NextLink != nil {
+			u, err := url.Parse(*page.NextLink)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path = u.RequestURI()
+		}
+	}
+	if want := "a=a b=b c=c e=e"; strings.Join(got, " ") != want || pages != 2 {
+		t.Errorf("listed %q in %d pages, want %q in 2", got, pages, want)
+	}
+	if res, b := do(t, s, "GET", "/secrets"+av+"&maxresults=26", "", true); res.StatusCode != 400 || code(t, b) != "BadParameter" {
+		t.Errorf("maxresults 26: %d %s", res.StatusCode, b)
+	}
+}
