@@ -15,4 +15,13 @@
 //     unless the request sets Adopt.
 //   - Errors are *Error values classified retryable or permanent, and never
 //     contain a secret value or a credential.
+//
+// # Listing
+//
+// Providers that can enumerate their secrets implement Lister (local,
+// vault, aws_secret_manager, google secret manager, azure key vault; not
+// conjur). List returns only live secrets whose tags mark them keyrelay's,
+// under the name Put took, paging through the backend's list API. Find it
+// with AsLister, which looks through wrappers that have an
+// Unwrap() Provider method.
 package providers
