@@ -38,6 +38,15 @@ type RestoreConfig struct {
 	Lease time.Duration
 	// CallTimeout bounds one provider call. Default: 15s.
 	CallTimeout time.Duration
+	// Progress, when set, is called after each key (never concurrently).
+	Progress func(Progress)
+}
+
+// Progress counts a restore's keys so far.
+type Progress struct {
+	Done, Total                       int
+	Written, Deleted, Skipped, Failed int
+	Elapsed                           time.Duration
 }
 
 // RestoreRow is what the restore did with one drift row.
@@ -106,29 +115,42 @@ func Restore(ctx context.Context, d Deps, c RestoreConfig) (*RestoreReport, erro
 	out := make([]RestoreRow, len(plan))
 	sem := make(chan struct{}, s.c.Concurrency)
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	start := time.Now()
+	prog := Progress{Total: len(plan)}
 	for i, row := range plan {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			out[i] = r.fix(ctx, row)
+			mu.Lock()
+			defer mu.Unlock()
+			prog.Done++
+			count(&prog, out[i].Action)
+			if c.Progress != nil {
+				prog.Elapsed = time.Since(start)
+				c.Progress(prog)
+			}
 		}()
 	}
 	wg.Wait()
 	rep.Rows = out
-	for _, x := range out {
-		switch x.Action {
-		case ActionWritten:
-			rep.Written++
-		case ActionDeleted:
-			rep.Deleted++
-		case ActionSkipped:
-			rep.Skipped++
-		default:
-			rep.Failed++
-		}
-	}
+	rep.Written, rep.Deleted, rep.Skipped, rep.Failed = prog.Written, prog.Deleted, prog.Skipped, prog.Failed
 	return rep, ctx.Err()
+}
+
+func count(p *Progress, action string) {
+	switch action {
+	case ActionWritten:
+		p.Written++
+	case ActionDeleted:
+		p.Deleted++
+	case ActionSkipped:
+		p.Skipped++
+	default:
+		p.Failed++
+	}
 }
 
 type restorer struct {

@@ -107,11 +107,13 @@ func TestDriftCommand(t *testing.T) {
 		t.Fatalf("--json: %v\n%s", err, out)
 	}
 	// restore --dry-run plans and writes nothing; restore fixes; drift is clean.
+	var progress bytes.Buffer
 	restore := func(args ...string) (string, error) {
 		cmd := restoreCmd(&globals{configPath: cfg})
 		cmd.SilenceUsage, cmd.SilenceErrors = true, true
 		var out bytes.Buffer
 		cmd.SetOut(&out)
+		cmd.SetErr(&progress)
 		cmd.SetArgs(args)
 		err := cmd.ExecuteContext(ctx)
 		return out.String(), err
@@ -127,6 +129,12 @@ func TestDriftCommand(t *testing.T) {
 	}
 	if out, err := run("--all"); err != nil || !strings.Contains(out, "no drift") {
 		t.Fatalf("after the restore: %v\n%s", err, out)
+	}
+	// Not a terminal: progress as JSON lines, the last one complete.
+	lines := strings.Split(strings.TrimSpace(progress.String()), "\n")
+	var last map[string]any
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil || last["done"] != 1.0 || last["total"] != 1.0 || last["written"] != 1.0 {
+		t.Fatalf("progress: %q (%v)", progress.String(), err)
 	}
 	if sec, err := store.Get(ctx, name, ""); err != nil || string(sec.Value) != "sk-cli-drift" {
 		t.Fatalf("restored value: %v", err)

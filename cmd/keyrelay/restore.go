@@ -4,7 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"text/tabwriter"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
 
 	"github.com/spf13/cobra"
 
@@ -70,6 +75,9 @@ failed.`,
 			registry := app.Registry()
 			defer registry.Close()
 			cfg.Lease, cfg.CallTimeout = c.Keyrelay.Worker.ClaimLease, c.Keyrelay.Worker.CallTimeout
+			if !cfg.DryRun {
+				cfg.Progress = progressReporter(cmd.ErrOrStderr())
+			}
 			rep, err := recovery.Restore(ctx, recovery.Deps{Ledger: worker.NewLedger(lkv), Settings: c, Registry: registry,
 				Opener: sealing.Opener, TeamSettings: func(t string) *events.TeamSettings { return teams.Cached(t).Settings }, Logger: log}, cfg)
 			if err != nil {
@@ -119,4 +127,37 @@ func printRestore(w io.Writer, rep *recovery.RestoreReport, dry bool) {
 		return
 	}
 	fmt.Fprintf(w, "\nwritten %d, deleted %d, skipped %d, failed %d\n", rep.Written, rep.Deleted, rep.Skipped, rep.Failed)
+}
+
+// progressReporter shows a restore's progress on w: a progress bar with
+// counts, rate and ETA when w is a terminal, one JSON line a second (and
+// the last) otherwise.
+func progressReporter(w io.Writer) func(recovery.Progress) {
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		var bar *progressbar.ProgressBar
+		return func(p recovery.Progress) {
+			if bar == nil {
+				bar = progressbar.NewOptions(p.Total, progressbar.OptionSetWriter(w), progressbar.OptionSetDescription("restoring"),
+					progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("keys"),
+					progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish())
+			}
+			_ = bar.Set(p.Done)
+			bar.Describe(fmt.Sprintf("restoring (written %d, deleted %d, skipped %d, failed %d)", p.Written, p.Deleted, p.Skipped, p.Failed))
+		}
+	}
+	enc := json.NewEncoder(w)
+	var last time.Time
+	return func(p recovery.Progress) {
+		if p.Done != p.Total && time.Since(last) < time.Second {
+			return
+		}
+		last = time.Now()
+		rate := float64(p.Done) / max(p.Elapsed.Seconds(), 0.001)
+		eta := 0.0
+		if rate > 0 {
+			eta = float64(p.Total-p.Done) / rate
+		}
+		_ = enc.Encode(map[string]any{"progress": "restore", "done": p.Done, "total": p.Total, "written": p.Written, "deleted": p.Deleted,
+			"skipped": p.Skipped, "failed": p.Failed, "keys_per_second": rate, "eta_seconds": eta})
+	}
 }
