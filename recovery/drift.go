@@ -220,7 +220,7 @@ func Drift(ctx context.Context, d Deps, c Config) (*Report, error) {
 			rep.Rows = append(rep.Rows, Row{Team: team, Backend: backend, Status: StatusError, Detail: "list: " + err.Error()})
 			continue
 		}
-		l, ok := asLister(p)
+		l, ok := providers.AsLister(p)
 		if !ok {
 			rep.Unlisted = append(rep.Unlisted, team+"/"+backend)
 			continue
@@ -425,20 +425,4 @@ func sanitize(err error) string {
 		s = s[:300] + "..."
 	}
 	return strings.ToValidUTF8(s, "?")
-}
-
-// asLister finds the Lister of p, looking through wrappers that expose the
-// provider they wrap.
-func asLister(p providers.Provider) (providers.Lister, bool) {
-	for range 4 {
-		if l, ok := p.(providers.Lister); ok {
-			return l, true
-		}
-		u, ok := p.(interface{ Unwrap() providers.Provider })
-		if !ok {
-			return nil, false
-		}
-		p = u.Unwrap()
-	}
-	return nil, false
 }
