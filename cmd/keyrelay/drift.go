@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/internal/app"
 	"github.com/keyrelay/keyrelay/recovery"
+	"github.com/keyrelay/keyrelay/settings"
 	"github.com/keyrelay/keyrelay/worker"
 )
 
@@ -51,35 +53,12 @@ read, or no connection).`,
 			if cfg.All == (len(cfg.Teams) > 0) {
 				return fmt.Errorf("name teams with --team, or --all (not both)")
 			}
-			c, log, err := g.load()
+			d, _, done, err := recoveryDeps(ctx, g, "keyrelay-drift")
 			if err != nil {
 				return err
 			}
-			conn, err := app.Connect(c, "keyrelay-drift", false, log)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			sealing, err := app.LoadSealing(ctx, c, false, log)
-			if err != nil {
-				return err
-			}
-			lkv, err := conn.JS.KeyValue(ctx, worker.LedgerBucket)
-			if err != nil {
-				return fmt.Errorf("ledger: %w", err)
-			}
-			tkv, err := conn.JS.KeyValue(ctx, worker.TeamsBucket)
-			if err != nil {
-				return fmt.Errorf("team settings: %w", err)
-			}
-			teams := worker.NewTeams(tkv, nil, log)
-			if err := teams.Start(ctx); err != nil {
-				return fmt.Errorf("team settings: %w", err)
-			}
-			registry := app.Registry()
-			defer registry.Close()
-			rep, err := recovery.Drift(ctx, recovery.Deps{Ledger: worker.NewLedger(lkv), Settings: c, Registry: registry,
-				Opener: sealing.Opener, TeamSettings: func(t string) *events.TeamSettings { return teams.Cached(t).Settings }, Logger: log}, cfg)
+			defer done()
+			rep, err := recovery.Drift(ctx, d, cfg)
 			if err != nil {
 				return err
 			}
@@ -152,4 +131,42 @@ func printDrift(w io.Writer, rep *recovery.Report) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Status, r.Team, r.Key, r.Backend, r.SecretRef, r.Generation, r.Detail)
 	}
 	_ = tw.Flush()
+}
+
+// recoveryDeps connects to NATS and loads what drift and restore read: the
+// ledger, the team settings, the providers and the openers of sealed
+// values. done releases them.
+func recoveryDeps(ctx context.Context, g *globals, name string) (recovery.Deps, *settings.Config, func(), error) {
+	c, log, err := g.load()
+	if err != nil {
+		return recovery.Deps{}, nil, nil, err
+	}
+	conn, err := app.Connect(c, name, false, log)
+	if err != nil {
+		return recovery.Deps{}, nil, nil, err
+	}
+	fail := func(err error) (recovery.Deps, *settings.Config, func(), error) {
+		conn.Close()
+		return recovery.Deps{}, nil, nil, err
+	}
+	sealing, err := app.LoadSealing(ctx, c, false, log)
+	if err != nil {
+		return fail(err)
+	}
+	lkv, err := conn.JS.KeyValue(ctx, worker.LedgerBucket)
+	if err != nil {
+		return fail(fmt.Errorf("ledger: %w", err))
+	}
+	tkv, err := conn.JS.KeyValue(ctx, worker.TeamsBucket)
+	if err != nil {
+		return fail(fmt.Errorf("team settings: %w", err))
+	}
+	teams := worker.NewTeams(tkv, nil, log)
+	if err := teams.Start(ctx); err != nil {
+		return fail(fmt.Errorf("team settings: %w", err))
+	}
+	registry := app.Registry()
+	d := recovery.Deps{Ledger: worker.NewLedger(lkv), Settings: c, Registry: registry, Opener: sealing.Opener,
+		TeamSettings: func(t string) *events.TeamSettings { return teams.Cached(t).Settings }, Logger: log}
+	return d, c, func() { registry.Close(); conn.Close() }, nil
 }

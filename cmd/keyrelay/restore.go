@@ -14,9 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keyrelay/keyrelay/events"
-	"github.com/keyrelay/keyrelay/internal/app"
 	"github.com/keyrelay/keyrelay/recovery"
-	"github.com/keyrelay/keyrelay/worker"
 )
 
 func restoreCmd(g *globals) *cobra.Command {
@@ -47,39 +45,16 @@ failed.`,
 			if cfg.All == (len(cfg.Teams) > 0) {
 				return fmt.Errorf("name teams with --team, or --all (not both)")
 			}
-			c, log, err := g.load()
+			d, c, done, err := recoveryDeps(ctx, g, "keyrelay-restore")
 			if err != nil {
 				return err
 			}
-			conn, err := app.Connect(c, "keyrelay-restore", false, log)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			sealing, err := app.LoadSealing(ctx, c, false, log)
-			if err != nil {
-				return err
-			}
-			lkv, err := conn.JS.KeyValue(ctx, worker.LedgerBucket)
-			if err != nil {
-				return fmt.Errorf("ledger: %w", err)
-			}
-			tkv, err := conn.JS.KeyValue(ctx, worker.TeamsBucket)
-			if err != nil {
-				return fmt.Errorf("team settings: %w", err)
-			}
-			teams := worker.NewTeams(tkv, nil, log)
-			if err := teams.Start(ctx); err != nil {
-				return fmt.Errorf("team settings: %w", err)
-			}
-			registry := app.Registry()
-			defer registry.Close()
+			defer done()
 			cfg.Lease, cfg.CallTimeout = c.Keyrelay.Worker.ClaimLease, c.Keyrelay.Worker.CallTimeout
 			if !cfg.DryRun {
 				cfg.Progress = progressReporter(cmd.ErrOrStderr())
 			}
-			rep, err := recovery.Restore(ctx, recovery.Deps{Ledger: worker.NewLedger(lkv), Settings: c, Registry: registry,
-				Opener: sealing.Opener, TeamSettings: func(t string) *events.TeamSettings { return teams.Cached(t).Settings }, Logger: log}, cfg)
+			rep, err := recovery.Restore(ctx, d, cfg)
 			if err != nil {
 				return err
 			}
