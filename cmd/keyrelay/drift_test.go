@@ -142,6 +142,22 @@ func TestDriftCommand(t *testing.T) {
 	if out, err := restore("--all"); err != nil || !strings.Contains(out, "nothing to restore") {
 		t.Fatalf("second restore: %v\n%s", err, out)
 	}
+	// --to: a copy into another store (another local directory here).
+	rehearsal := filepath.Join(dir, "rehearsal")
+	if out, err := restore("--all", "--to", "local", "--option", "path="+rehearsal); err != nil || !strings.Contains(out, "written 1,") {
+		t.Fatalf("restore --to: %v\n%s", err, out)
+	}
+	copyStore, err := local.New(local.Config{Path: rehearsal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer copyStore.Close()
+	if sec, err := copyStore.Get(ctx, name, ""); err != nil || string(sec.Value) != "sk-cli-drift" {
+		t.Fatalf("copied value: %v", err)
+	}
+	if out, err := restore("--all", "--to", "local", "--option", "path="+rehearsal); err != nil || !strings.Contains(out, "written 0,") {
+		t.Fatalf("second restore --to: %v\n%s", err, out)
+	}
 	for _, args := range [][]string{{}, {"--all", "--team", "team-a"}, {"--team", "bad.team"}} {
 		if _, err := run(args...); err == nil || errors.As(err, &ee) {
 			t.Errorf("%v: %v, want a usage error", args, err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -20,6 +21,8 @@ import (
 func restoreCmd(g *globals) *cobra.Command {
 	var cfg recovery.RestoreConfig
 	var asJSON bool
+	var to string
+	var options []string
 	cmd := &cobra.Command{
 		Use:   "restore",
 		Short: "Return every key in scope to its newest ledger state in its backend (only what drift finds wrong)",
@@ -32,6 +35,11 @@ Live workers may run meanwhile: each key is claimed in the ledger before its
 write, and a key a worker moved to a newer generation since the report is
 skipped. Writes carry the ledger's event id as the idempotency key, so a
 restore run again (or killed and run again) writes no extra version.
+
+With --to BACKEND (and --option key=value for its provider options), the
+newest value of every live key in scope is copied from the ledger into that
+backend instead, under the name its settings give; keys already there are
+skipped, so a second copy writes nothing. The ledger is not changed.
 
 Exit status: 0 when everything was fixed or nothing was wrong, 1 when a row
 failed.`,
@@ -54,7 +62,21 @@ failed.`,
 			if !cfg.DryRun {
 				cfg.Progress = progressReporter(cmd.ErrOrStderr())
 			}
-			rep, err := recovery.Restore(ctx, d, cfg)
+			var rep *recovery.RestoreReport
+			if to != "" {
+				opts := map[string]string{}
+				for _, o := range options {
+					k, v, ok := strings.Cut(o, "=")
+					if !ok || k == "" {
+						return fmt.Errorf("--option %q: want key=value", o)
+					}
+					opts[k] = v
+				}
+				rep, err = recovery.Copy(ctx, d, recovery.CopyConfig{Config: cfg.Config, To: to, Options: opts, DryRun: cfg.DryRun,
+					Adopt: cfg.Adopt, Progress: cfg.Progress})
+			} else {
+				rep, err = recovery.Restore(ctx, d, cfg)
+			}
 			if err != nil {
 				return err
 			}
@@ -83,6 +105,8 @@ failed.`,
 	f.IntVar(&cfg.Concurrency, "concurrency", 8, "keys restored at once")
 	f.Float64Var(&cfg.Rate, "rate", 0, "reads and writes per second per backend, on top of the providers' own quota limits (0: only theirs)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	f.StringVar(&to, "to", "", "copy the keys in scope into this other backend instead (a rehearsal or a move; the ledger is not changed)")
+	f.StringArrayVar(&options, "option", nil, "with --to: a provider option of the target, key=value (repeatable)")
 	return cmd
 }
 
