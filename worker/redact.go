@@ -57,30 +57,28 @@ var (
 // claimed reads the members an invalid message claims, keeping each only
 // when it is well-formed.
 func claimed(data []byte) ClaimedFields {
-	var loose struct {
-		ID         any `json:"id"`
-		Type       any `json:"type"`
-		TeamID     any `json:"team_id"`
-		KeyID      any `json:"key_id"`
-		Generation any `json:"generation"`
-	}
+	// A map, not a struct: encoding/json matches struct fields without
+	// regard to case, and only the exact member names count.
+	var top map[string]json.RawMessage
 	var c ClaimedFields
-	if json.Unmarshal(data, &loose) != nil {
+	if json.Unmarshal(data, &top) != nil {
 		return c
 	}
-	str := func(v any, field string) string {
-		s, ok := v.(string)
-		if !ok || events.ValidateID(field, s) != nil {
+	str := func(member string) string {
+		var s string
+		if json.Unmarshal(top[member], &s) != nil || events.ValidateID(member, s) != nil {
 			return ""
 		}
 		return s
 	}
-	c.ID, c.TeamID, c.KeyID = str(loose.ID, "id"), str(loose.TeamID, "team_id"), str(loose.KeyID, "key_id")
-	if t, ok := loose.Type.(string); ok && events.Type(t).Known() {
+	c.ID, c.TeamID, c.KeyID = str("id"), str("team_id"), str("key_id")
+	var t string
+	if json.Unmarshal(top["type"], &t) == nil && events.Type(t).Known() {
 		c.Type = t
 	}
-	if f, ok := loose.Generation.(float64); ok && f >= 0 && f < 1<<53 && f == float64(uint64(f)) {
-		c.Generation = uint64(f)
+	var g uint64
+	if json.Unmarshal(top["generation"], &g) == nil {
+		c.Generation = g
 	}
 	return c
 }
