@@ -23,6 +23,9 @@ import (
 	"github.com/keyrelay/keyrelay/worker"
 )
 
+// ExitDrift is the exit status of `keyrelay drift` when drift was found.
+const ExitDrift = 3
+
 // Status classifies one key (or one listed secret).
 type Status string
 

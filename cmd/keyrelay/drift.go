@@ -26,7 +26,7 @@ type exitError struct {
 func (e *exitError) Error() string { return e.msg }
 
 // DriftExitCode is the exit status of `keyrelay drift` when drift was found.
-const DriftExitCode = 3
+const DriftExitCode = recovery.ExitDrift
 
 func driftCmd(g *globals) *cobra.Command {
 	var cfg recovery.Config
