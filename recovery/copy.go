@@ -46,6 +46,7 @@ func Copy(ctx context.Context, d Deps, c CopyConfig) (*RestoreReport, error) {
 	if !c.All && len(c.Teams) == 0 {
 		return nil, errors.New("copy: name teams (--team) or --all")
 	}
+	d = d.withDefaults()
 	if c.Concurrency <= 0 {
 		c.Concurrency = 8
 	}

@@ -132,6 +132,17 @@ type Deps struct {
 	Logger       *zap.Logger
 }
 
+// withDefaults fills the optional fields.
+func (d Deps) withDefaults() Deps {
+	if d.Logger == nil {
+		d.Logger = zap.NewNop()
+	}
+	if d.TeamSettings == nil {
+		d.TeamSettings = func(string) *events.TeamSettings { return nil }
+	}
+	return d
+}
+
 // Drift builds the report. It fails only when the ledger cannot be read;
 // a secret that cannot be read is a row with StatusError.
 func Drift(ctx context.Context, d Deps, c Config) (*Report, error) {
@@ -144,12 +155,7 @@ func Drift(ctx context.Context, d Deps, c Config) (*Report, error) {
 	if c.Attempts <= 0 {
 		c.Attempts = 4
 	}
-	if d.Logger == nil {
-		d.Logger = zap.NewNop()
-	}
-	if d.TeamSettings == nil {
-		d.TeamSettings = func(string) *events.TeamSettings { return nil }
-	}
+	d = d.withDefaults()
 	inScope := func(team string) bool { return c.All || slices.Contains(c.Teams, team) }
 
 	type item struct {

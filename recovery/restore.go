@@ -92,6 +92,7 @@ func Restore(ctx context.Context, d Deps, c RestoreConfig) (*RestoreReport, erro
 	if c.CallTimeout <= 0 || c.CallTimeout >= c.Lease {
 		c.CallTimeout = min(15*time.Second, c.Lease/2)
 	}
+	d = d.withDefaults()
 	drift, err := Drift(ctx, d, c.Config)
 	if err != nil {
 		return nil, err

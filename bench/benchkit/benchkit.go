@@ -5,14 +5,17 @@ package benchkit
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
 	"sort"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -181,4 +184,41 @@ func StartCPUProfile(path string) (stop func()) {
 	}
 	_ = pprof.StartCPUProfile(f)
 	return func() { pprof.StopCPUProfile(); _ = f.Close() }
+}
+
+// StartVault starts `vault server -dev` (root token "root") with a clean
+// environment on a free loopback port.
+func StartVault(bin, dir string) (addr string, stop func(), err error) {
+	port := FreePort(true)
+	addr = fmt.Sprintf("http://127.0.0.1:%d", port)
+	home := filepath.Join(dir, "vault-home")
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return "", nil, err
+	}
+	logf, err := os.Create(filepath.Join(dir, "vault.log"))
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(bin, "server", "-dev", "-dev-root-token-id=root", "-dev-no-store-token",
+		fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port))
+	cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "TMPDIR=" + dir}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return "", nil, fmt.Errorf("start %s (run `make bin/vault`): %w", bin, err)
+	}
+	stop = func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait(); logf.Close() }
+	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12}}}
+	for i := 0; i < 300; i++ {
+		resp, err := hc.Get(addr + "/v1/sys/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return addr, stop, nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+	b, _ := os.ReadFile(filepath.Join(dir, "vault.log"))
+	return "", nil, fmt.Errorf("vault did not become healthy:\n%s", b)
 }

@@ -10,19 +10,15 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/keyrelay/keyrelay/bench/benchkit"
@@ -61,7 +57,7 @@ func run(n, keys, conc, runs int, natsBin, vaultBin string) error {
 	}
 	defer os.RemoveAll(dir)
 
-	vaultAddr, stopVault, err := startVault(vaultBin, dir)
+	vaultAddr, stopVault, err := benchkit.StartVault(vaultBin, dir)
 	if err != nil {
 		return err
 	}
@@ -154,42 +150,6 @@ func providerOnly(ctx context.Context, p *vault.Provider, n, keys, conc, run int
 		return 0, fmt.Errorf("provider Put: %w", firstErr)
 	}
 	return float64(done.Load()) / time.Since(start).Seconds(), nil
-}
-
-// startVault starts `vault server -dev` with a clean environment.
-func startVault(bin, dir string) (addr string, stop func(), err error) {
-	port := benchkit.FreePort(true)
-	addr = fmt.Sprintf("http://127.0.0.1:%d", port)
-	home := filepath.Join(dir, "vault-home")
-	if err := os.MkdirAll(home, 0o700); err != nil {
-		return "", nil, err
-	}
-	logf, err := os.Create(filepath.Join(dir, "vault.log"))
-	if err != nil {
-		return "", nil, err
-	}
-	cmd := exec.Command(bin, "server", "-dev", "-dev-root-token-id=root", "-dev-no-store-token",
-		fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port))
-	cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "TMPDIR=" + dir}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return "", nil, fmt.Errorf("start %s (run `make bin/vault`): %w", bin, err)
-	}
-	stop = func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait(); logf.Close() }
-	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12}}}
-	for i := 0; i < 300; i++ {
-		resp, err := hc.Get(addr + "/v1/sys/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return addr, stop, nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	stop()
-	b, _ := os.ReadFile(filepath.Join(dir, "vault.log"))
-	return "", nil, fmt.Errorf("vault did not become healthy:\n%s", b)
 }
 
 // direct writes straight to KV v2 with vault/api: what a client that does
