@@ -162,31 +162,33 @@ func (l *Ledger) Put(ctx context.Context, team, key string, entry *LedgerEntry, 
 	return nrev, nil
 }
 
-// All calls fn for every ledger entry (for tools and tests).
+// All calls fn for every ledger entry (for tools and tests). It reads the
+// bucket with one watch (every key's latest value, streamed), not one
+// request per key.
 func (l *Ledger) All(ctx context.Context, fn func(key string, e *LedgerEntry) error) error {
-	lister, err := l.kv.ListKeys(ctx)
+	w, err := l.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return nil
-		}
 		return err
 	}
-	defer lister.Stop()
-	for k := range lister.Keys() {
-		e, err := l.kv.Get(ctx, k)
-		if err != nil {
-			if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-				continue
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case kve, ok := <-w.Updates():
+			if !ok {
+				return errors.New("ledger: watch ended")
 			}
-			return err
-		}
-		var le LedgerEntry
-		if err := json.Unmarshal(e.Value(), &le); err != nil {
-			return fmt.Errorf("ledger entry %s is corrupt: %w", k, err)
-		}
-		if err := fn(k, &le); err != nil {
-			return err
+			if kve == nil {
+				return nil // every current entry has been seen
+			}
+			var le LedgerEntry
+			if err := json.Unmarshal(kve.Value(), &le); err != nil {
+				return fmt.Errorf("ledger entry %s is corrupt: %w", kve.Key(), err)
+			}
+			if err := fn(kve.Key(), &le); err != nil {
+				return err
+			}
 		}
 	}
-	return nil
 }
