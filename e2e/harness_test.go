@@ -127,9 +127,9 @@ keyrelay:
   sealing:
     keyring_file: %s
   log:
-    level: info
+    level: %s
   providers:%s
-%s`, o.system, e.nats.URL, o.dupWindow, o.worker, krPath, backend, o.extraYAML)
+%s`, o.system, e.nats.URL, o.dupWindow, o.worker, krPath, logLevel(), backend, o.extraYAML)
 	e.configText = cfg
 	if err := os.WriteFile(e.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -190,7 +190,13 @@ func (e *env) startWorker(name string) *proc {
 	}
 	p.exited = make(chan struct{})
 	go func() { _ = p.cmd.Wait(); logf.Close(); close(p.exited) }()
-	e.t.Cleanup(func() { p.stop(syscall.SIGTERM) })
+	e.t.Cleanup(func() {
+		p.stop(syscall.SIGTERM)
+		if e.t.Failed() && os.Getenv("KEYRELAY_E2E_KEEP_LOGS") != "" {
+			b, _ := os.ReadFile(p.logPath)
+			_ = os.WriteFile(filepath.Join(os.Getenv("KEYRELAY_E2E_KEEP_LOGS"), filepath.Base(p.logPath)), b, 0o600)
+		}
+	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", p.opsPort))
@@ -261,4 +267,12 @@ func (e *env) waitQuiet(ctx context.Context, want int, timeout time.Duration) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// logLevel of the serve processes: KEYRELAY_E2E_LOG_LEVEL, default info.
+func logLevel() string {
+	if l := os.Getenv("KEYRELAY_E2E_LOG_LEVEL"); l != "" {
+		return l
+	}
+	return "info"
 }

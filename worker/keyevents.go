@@ -198,7 +198,7 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 				conf.Reason = fmt.Sprintf("generation %d is not newer than the applied generation %d", kw.gen, applied)
 				return verdict{conf: conf}, true
 			}
-			if e.Claim.Active(now) && e.Claim.EventID != kw.ev.ID {
+			if e.Claim.Active(now) && !ownClaim(e.Claim, kw.ev.ID, md.Sequence.Stream) {
 				if fresh {
 					// Only a first delivery waits in place (a live writer
 					// usually releases within milliseconds); a redelivered
@@ -232,7 +232,7 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 			next = *e
 		}
 		until := now.Add(w.cfg.ClaimLease)
-		next.Claim = &Claim{EventID: kw.ev.ID, Generation: kw.gen, Worker: w.cfg.ID, Until: until}
+		next.Claim = &Claim{EventID: kw.ev.ID, StreamSeq: md.Sequence.Stream, Generation: kw.gen, Worker: w.cfg.ID, Until: until}
 		var nrev uint64
 		err := w.infraDo(ctx, func(ctx context.Context) (err error) {
 			nrev, err = w.ledger.Put(ctx, kw.ev.TeamID, kw.ev.KeyID, &next, rev)
@@ -258,6 +258,15 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 		kw.deadline = until.Add(-w.cfg.ClaimLease / 10)
 		return verdict{}, false
 	}
+}
+
+// ownClaim reports whether c was taken for this very stream message (a
+// redelivery after a crash continues its own claim). A copy of the same
+// event published again is another message: it waits for the claim, so
+// two copies never write at once (the second finds the first applied).
+// Claims written before StreamSeq existed match by event id.
+func ownClaim(c *Claim, eventID string, streamSeq uint64) bool {
+	return c.EventID == eventID && (c.StreamSeq == 0 || c.StreamSeq == streamSeq)
 }
 
 // appliedGeneration is the generation an event of type t must exceed to be

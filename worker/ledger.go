@@ -64,7 +64,11 @@ type RetryRecord struct {
 // Claim marks a key as being written by one event; other workers wait until
 // it is released or its lease expires.
 type Claim struct {
-	EventID    string    `json:"event_id"`
+	EventID string `json:"event_id"`
+	// StreamSeq is the stream message being written: a copy of the same
+	// event published again (another message) waits like any other event,
+	// only a redelivery of this very message may take the claim over.
+	StreamSeq  uint64    `json:"stream_seq,omitempty"`
 	Generation uint64    `json:"generation"`
 	Worker     string    `json:"worker"`
 	Until      time.Time `json:"until"`
