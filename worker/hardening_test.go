@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -498,4 +499,76 @@ func TestStreamsAreBounded(t *testing.T) {
 		return testutil.ToFloat64(b.metrics.StreamDiscarded.WithLabelValues(worker.DLQStream)) == 15 &&
 			testutil.ToFloat64(b.metrics.StreamDiscarded.WithLabelValues(worker.ConfirmationsStream)) == 11
 	})
+}
+
+// slowPut delays every Put, so two copies of an event overlap, and counts
+// Puts of one event that ran at the same time: a provider whose
+// idempotency check is not atomic with its write (Azure, Google) would
+// write two versions then.
+type slowPut struct {
+	providers.Provider
+	inflight *sync.Map
+	overlaps *atomic.Int64
+}
+
+func (s slowPut) Put(ctx context.Context, r providers.PutRequest) (providers.PutResult, error) {
+	if _, busy := s.inflight.LoadOrStore(r.IdempotencyKey, true); busy {
+		s.overlaps.Add(1)
+	} else {
+		defer s.inflight.Delete(r.IdempotencyKey)
+	}
+	select {
+	case <-time.After(300 * time.Millisecond):
+	case <-ctx.Done():
+		return providers.PutResult{}, ctx.Err()
+	}
+	return s.Provider.Put(ctx, r)
+}
+
+// TestCopiesOfAnEventNeverWriteTwice: an event and a copy of it published
+// again as another stream message (after the dedupe window, or by a replay)
+// handled at the same time by two workers write one version: the copy
+// waits for the first's claim, then finds it applied.
+func TestCopiesOfAnEventNeverWriteTwice(t *testing.T) {
+	var overlaps atomic.Int64
+	b := setup(t, setupOptions{wrap: map[string]func(providers.Provider) providers.Provider{
+		"local": func(p providers.Provider) providers.Provider { return slowPut{p, &sync.Map{}, &overlaps} }}})
+	b.startWorker(nil)
+	b.startWorker(nil)
+	var evs []*events.Event
+	for i := 0; i < 20; i++ {
+		evs = append(evs, b.keyEvent(events.KeyCreated, "team-a", fmt.Sprintf("key-%02d", i), 1, "sk-copy"))
+	}
+	for _, ev := range evs {
+		raw, _ := ev.Encode()
+		for copyN := 0; copyN < 2; copyN++ {
+			m := &nats.Msg{Subject: ev.Subject(), Data: raw, Header: nats.Header{}}
+			m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s-copy-%d", ev.ID, copyN))
+			if _, err := b.js.PublishMsg(b.ctx, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	b.waitConfirmed(evs, 60*time.Second)
+	// Both copies handled: the stream is drained and acknowledged.
+	waitFor(t, func() bool {
+		c, err := b.js.Consumer(b.ctx, worker.EventsStream, worker.ConsumerName)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(b.ctx)
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	})
+	for _, ev := range evs {
+		vs, err := b.stores["local"].Versions(b.ctx, name("team-a", ev.KeyID))
+		if err != nil || len(vs) != 1 {
+			t.Errorf("%s: %d versions (%v), want 1", ev.KeyID, len(vs), err)
+		}
+	}
+	if n := len(b.rawMessages(worker.ConfirmationsStream)); n != len(evs) {
+		t.Errorf("%d confirmations for %d events", n, len(evs))
+	}
+	if n := overlaps.Load(); n != 0 {
+		t.Errorf("%d Puts of an event ran while another Put of the same event was in flight", n)
+	}
 }
