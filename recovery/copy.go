@@ -6,7 +6,6 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
 
 	"golang.org/x/time/rate"
@@ -50,33 +49,10 @@ func Copy(ctx context.Context, d Deps, c CopyConfig) (*RestoreReport, error) {
 	if c.Concurrency <= 0 {
 		c.Concurrency = 8
 	}
-	type item struct {
-		team, key string
-		e         *worker.LedgerEntry
-	}
-	var items []item
-	if err := d.Ledger.All(ctx, func(k string, e *worker.LedgerEntry) error {
-		team, key, err := worker.ParseLedgerKey(k)
-		if err != nil {
-			return err
-		}
-		if (!c.All && !contains(c.Teams, team)) || e.Generation == 0 || e.Status == events.StatusDeleted || e.Sealed == nil {
-			return nil
-		}
-		if c.Backend != "" && e.Provider != c.Backend {
-			return nil
-		}
-		items = append(items, item{team, key, e})
-		return nil
-	}); err != nil {
+	items, err := scan(ctx, d, c.Config, func(e *worker.LedgerEntry) bool { return e.Status != events.StatusDeleted && e.Sealed != nil })
+	if err != nil {
 		return nil, fmt.Errorf("copy: read the ledger: %w", err)
 	}
-	sort.Slice(items, func(i, j int) bool {
-		if items[i].team != items[j].team {
-			return items[i].team < items[j].team
-		}
-		return items[i].key < items[j].key
-	})
 	s := &session{d: d, c: c.Config, limiters: map[string]*rate.Limiter{}, providers: map[string]providers.Provider{}}
 	out := make([]RestoreRow, len(items))
 	sem := make(chan struct{}, c.Concurrency)
@@ -111,15 +87,6 @@ func Copy(ctx context.Context, d Deps, c CopyConfig) (*RestoreReport, error) {
 		}
 	}
 	return rep, ctx.Err()
-}
-
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // target opens the copy's target backend for team.

@@ -132,6 +132,36 @@ type Deps struct {
 	Logger       *zap.Logger
 }
 
+// item is one ledger entry in scope.
+type item struct {
+	team, key string
+	e         *worker.LedgerEntry
+}
+
+// scan returns the ledger entries in c's scope (teams, backend) that were
+// applied at least once (not a claim only) and pass keep, by team and key.
+func scan(ctx context.Context, d Deps, c Config, keep func(*worker.LedgerEntry) bool) ([]item, error) {
+	var items []item
+	err := d.Ledger.All(ctx, func(k string, e *worker.LedgerEntry) error {
+		team, key, err := worker.ParseLedgerKey(k)
+		if err != nil {
+			return err
+		}
+		if (!c.All && !slices.Contains(c.Teams, team)) || e.Generation == 0 || (c.Backend != "" && e.Provider != c.Backend) || !keep(e) {
+			return nil
+		}
+		items = append(items, item{team, key, e})
+		return nil
+	})
+	sort.Slice(items, func(i, j int) bool {
+		if items[i].team != items[j].team {
+			return items[i].team < items[j].team
+		}
+		return items[i].key < items[j].key
+	})
+	return items, err
+}
+
 // withDefaults fills the optional fields.
 func (d Deps) withDefaults() Deps {
 	if d.Logger == nil {
@@ -156,27 +186,8 @@ func Drift(ctx context.Context, d Deps, c Config) (*Report, error) {
 		c.Attempts = 4
 	}
 	d = d.withDefaults()
-	inScope := func(team string) bool { return c.All || slices.Contains(c.Teams, team) }
-
-	type item struct {
-		team, key string
-		e         *worker.LedgerEntry
-	}
-	var items []item
-	if err := d.Ledger.All(ctx, func(k string, e *worker.LedgerEntry) error {
-		team, key, err := worker.ParseLedgerKey(k)
-		if err != nil {
-			return err
-		}
-		if !inScope(team) || e.Generation == 0 || e.Provider == "" {
-			return nil // out of scope, or never applied (a claim only)
-		}
-		if c.Backend != "" && e.Provider != c.Backend {
-			return nil
-		}
-		items = append(items, item{team, key, e})
-		return nil
-	}); err != nil {
+	items, err := scan(ctx, d, c, func(e *worker.LedgerEntry) bool { return e.Provider != "" })
+	if err != nil {
 		return nil, fmt.Errorf("drift: read the ledger: %w", err)
 	}
 

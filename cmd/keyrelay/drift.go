@@ -45,13 +45,8 @@ Exit status: 0 clean, 3 drift found, 1 on errors (a secret that could not be
 read, or no connection).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			for _, t := range cfg.Teams {
-				if err := events.ValidateID("team_id", t); err != nil {
-					return err
-				}
-			}
-			if cfg.All == (len(cfg.Teams) > 0) {
-				return fmt.Errorf("name teams with --team, or --all (not both)")
+			if err := checkScope(cfg.Teams, cfg.All); err != nil {
+				return err
 			}
 			d, _, done, err := recoveryDeps(ctx, g, "keyrelay-drift")
 			if err != nil {
@@ -169,4 +164,17 @@ func recoveryDeps(ctx context.Context, g *globals, name string) (recovery.Deps, 
 	d := recovery.Deps{Ledger: worker.NewLedger(lkv), Settings: c, Registry: registry, Opener: sealing.Opener,
 		TeamSettings: func(t string) *events.TeamSettings { return teams.Cached(t).Settings }, Logger: log}
 	return d, c, func() { registry.Close(); conn.Close() }, nil
+}
+
+// checkScope validates the --team / --all scope of drift and restore.
+func checkScope(teams []string, all bool) error {
+	for _, t := range teams {
+		if err := events.ValidateID("team_id", t); err != nil {
+			return err
+		}
+	}
+	if all == (len(teams) > 0) {
+		return fmt.Errorf("name teams with --team, or --all (not both)")
+	}
+	return nil
 }

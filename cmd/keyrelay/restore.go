@@ -14,7 +14,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/recovery"
 )
 
@@ -45,13 +44,8 @@ Exit status: 0 when everything was fixed or nothing was wrong, 1 when a row
 failed.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			for _, t := range cfg.Teams {
-				if err := events.ValidateID("team_id", t); err != nil {
-					return err
-				}
-			}
-			if cfg.All == (len(cfg.Teams) > 0) {
-				return fmt.Errorf("name teams with --team, or --all (not both)")
+			if err := checkScope(cfg.Teams, cfg.All); err != nil {
+				return err
 			}
 			d, c, done, err := recoveryDeps(ctx, g, "keyrelay-restore")
 			if err != nil {
