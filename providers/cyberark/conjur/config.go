@@ -31,6 +31,7 @@ const (
 	OptionSSLVerify    = "ssl_verify"
 	OptionPolicyBranch = "policy_branch"
 	OptionTimeout      = "timeout"
+	OptionListPageSize = "list_page_size"
 	// OptionAllowRootPolicy ("true") permits policy_branch "root". It is
 	// the operator's, not a team option, so a team cannot point keyrelay
 	// at the root policy.
@@ -49,6 +50,15 @@ const (
 	MaxNameLength = 512
 	// MaxVersions is how many versions Conjur keeps per variable.
 	MaxVersions = 20
+	// DefaultListPageSize is how many resources List asks for per request
+	// when no list_page_size is configured. Conjur has no maximum unless
+	// the appliance sets api_resource_list_limit_max
+	// (CONJUR_API_RESOURCE_LIST_LIMIT_MAX); keep list_page_size at or
+	// below it.
+	DefaultListPageSize = 100
+	// MinListPageSize is the smallest list_page_size: consecutive pages
+	// overlap by one resource (see Provider.List).
+	MinListPageSize = 2
 )
 
 // Config configures a cyberark provider.
@@ -86,9 +96,14 @@ type Config struct {
 	// "allow_root_policy"), where LiteLLM itself declares the variables it
 	// writes. Default false.
 	AllowRootPolicy bool
-	// Timeout bounds one provider call when the context has no deadline
-	// (option "timeout"). Default DefaultTimeout.
+	// Timeout bounds one provider call (for List: one page) when the
+	// context has no deadline (option "timeout"). Default DefaultTimeout.
 	Timeout time.Duration
+	// ListPageSize is the limit of each resources request List makes, at
+	// least MinListPageSize and at most the appliance's
+	// api_resource_list_limit_max when it has one (option
+	// "list_page_size"). Default DefaultListPageSize.
+	ListPageSize int
 }
 
 // ConfigFromOptions builds a Config from provider options and the
@@ -138,6 +153,13 @@ func ConfigFromOptions(opts map[string]string, getenv func(string) string) (Conf
 		}
 		c.Timeout = d
 	}
+	if v := strings.TrimSpace(opts[OptionListPageSize]); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return Config{}, fmt.Errorf("conjur: Config.ListPageSize (option %q) is not an integer", OptionListPageSize)
+		}
+		c.ListPageSize = n
+	}
 	c = c.withDefaults()
 	if err := c.Validate(); err != nil {
 		return Config{}, err
@@ -152,6 +174,9 @@ func (c Config) withDefaults() Config {
 	if c.Timeout <= 0 {
 		c.Timeout = DefaultTimeout
 	}
+	if c.ListPageSize == 0 {
+		c.ListPageSize = DefaultListPageSize
+	}
 	return c
 }
 
@@ -160,8 +185,8 @@ var (
 	accountRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 )
 
-// Validate checks the config and names the bad field. Zero Timeout and
-// PolicyBranch are valid (they take their defaults).
+// Validate checks the config and names the bad field. Zero Timeout,
+// PolicyBranch and ListPageSize are valid (they take their defaults).
 func (c Config) Validate() error {
 	switch {
 	case c.APIBase == "":
@@ -180,6 +205,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("conjur: Config.ClientCertFile (%s) and Config.ClientKeyFile (%s) must be set together", EnvClientCert, EnvClientKey)
 	case c.Timeout < 0:
 		return fmt.Errorf("conjur: Config.Timeout (option %q) must not be negative", OptionTimeout)
+	case c.ListPageSize != 0 && c.ListPageSize < MinListPageSize:
+		return fmt.Errorf("conjur: Config.ListPageSize (option %q) must be at least %d", OptionListPageSize, MinListPageSize)
 	case c.PolicyBranch != "" && !branchRE.MatchString(c.PolicyBranch):
 		return fmt.Errorf("conjur: Config.PolicyBranch (option %q) must be slash-separated segments of A-Z a-z 0-9 _ . - (no leading '.' or '-')", OptionPolicyBranch)
 	case c.PolicyBranch == "root" && !c.AllowRootPolicy:

@@ -49,14 +49,21 @@ func newProviderErr(cfg conjur.Config) (*conjur.Provider, error) {
 	return conjur.New(context.Background(), cfg, nil)
 }
 
+// listPageSize is small, so that the List case (which writes more than
+// two pages of one team's secrets) makes List page.
+const listPageSize = 3
+
 func TestConformance(t *testing.T) {
 	srv := newFake(t)
 	providertest.Run(t, func(t *testing.T) providers.Provider {
-		return newProvider(t, config(srv))
+		cfg := config(srv)
+		cfg.ListPageSize = listPageSize
+		return newProvider(t, cfg)
 	}, providertest.Options{
 		Features: providertest.Features{
 			MaxVersions:      conjur.MaxVersions,
 			SerializedWrites: true,
+			ListPageSize:     listPageSize,
 		},
 		CreateUnmanaged: func(_ context.Context, p providers.Provider, name string, value []byte) error {
 			cp := p.(*conjur.Provider)

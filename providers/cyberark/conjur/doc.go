@@ -32,6 +32,17 @@
 // Where the policy forbids it (403) the error is a permanent
 // ErrAccessDenied saying that the variable was left in place.
 //
+// # Listing
+//
+// List (providers.Lister) pages through Conjur's resources API
+// (GET /resources/{account}?kind=variable&search=keyrelay&limit=&offset=)
+// list_page_size variables at a time and reports the variables declared by
+// the provider's policy branch that carry keyrelay's ownership annotations,
+// under the names Put took. Pages overlap by one variable, so that
+// variables deleted or declared during a listing do not make it skip
+// another; an appliance that sets api_resource_list_limit_max rejects a
+// larger list_page_size (ErrInvalid, permanent).
+//
 // # Ids
 //
 // Names are restricted to letters, digits and "/_.-@+=", must not start
@@ -49,7 +60,8 @@
 //
 // The provider uses the official SDK, github.com/cyberark/conjur-api-go
 // (conjurapi.NewClientFromKey with a conjurapi.Config): the SDK builds
-// every request (ResourceRequest, LoadPolicyRequest in PolicyModePatch,
+// every request (ResourceRequest, ResourcesRequest, LoadPolicyRequest in
+// PolicyModePatch,
 // AddSecretRequest, RetrieveSecretRequest / RetrieveSecretWithVersionRequest,
 // AuthenticateRequest), parses and ages access tokens (authn.NewToken;
 // refresh at 85% of their life) and reads every response
@@ -72,6 +84,7 @@
 // CYBERARK_API_KEY as LiteLLM reads them; CYBERARK_SSL_VERIFY;
 // CYBERARK_CLIENT_CERT and CYBERARK_CLIENT_KEY (client certificate files
 // for mutual TLS); CYBERARK_CA_BUNDLE or option ca_bundle (PEM CAs). Options
-// api_base, account, ssl_verify, timeout and allow_root_policy are the
-// operator's; policy_branch is the only team option.
+// api_base, account, ssl_verify, timeout, list_page_size and
+// allow_root_policy are the operator's; policy_branch is the only team
+// option.
 package conjur

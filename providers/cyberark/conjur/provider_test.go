@@ -291,8 +291,12 @@ func TestConfigFromOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.APIBase != "https://conjur.example" || c.SSLVerify || c.PolicyBranch != "keyrelay/team-a" || c.Timeout != conjur.DefaultTimeout {
+	if c.APIBase != "https://conjur.example" || c.SSLVerify || c.PolicyBranch != "keyrelay/team-a" || c.Timeout != conjur.DefaultTimeout ||
+		c.ListPageSize != conjur.DefaultListPageSize {
 		t.Errorf("config %+v", c)
+	}
+	if c, err := conjur.ConfigFromOptions(map[string]string{conjur.OptionListPageSize: "25"}, getenv); err != nil || c.ListPageSize != 25 {
+		t.Errorf("list_page_size 25: %+v %v", c, err)
 	}
 	env[conjur.EnvAPIKey], env[conjur.EnvClientCert] = "", "/etc/keyrelay/client.pem"
 	if _, err := conjur.ConfigFromOptions(nil, getenv); err == nil || !strings.Contains(err.Error(), "ClientKeyFile") {
@@ -323,6 +327,9 @@ func TestConfigFromOptions(t *testing.T) {
 		{opts: map[string]string{conjur.OptionSSLVerify: "maybe"}, field: "SSLVerify"},
 		{opts: map[string]string{conjur.OptionTimeout: "soon"}, field: "Timeout"},
 		{opts: map[string]string{conjur.OptionAPIBase: "ftp://x"}, field: "APIBase"},
+		{opts: map[string]string{conjur.OptionListPageSize: "many"}, field: "ListPageSize"},
+		{opts: map[string]string{conjur.OptionListPageSize: "1"}, field: "ListPageSize"},
+		{opts: map[string]string{conjur.OptionListPageSize: "-5"}, field: "ListPageSize"},
 	} {
 		e := map[string]string{}
 		for k, v := range env {
@@ -349,7 +356,7 @@ func TestRegister(t *testing.T) {
 	if !r.TeamOptionAllowed(conjur.Name, conjur.OptionPolicyBranch) {
 		t.Error("policy_branch is not a team option")
 	}
-	for _, o := range []string{conjur.OptionAPIBase, conjur.OptionAccount, conjur.OptionCABundle, conjur.OptionSSLVerify, conjur.OptionAllowRootPolicy, "api_key", "username"} {
+	for _, o := range []string{conjur.OptionAPIBase, conjur.OptionAccount, conjur.OptionCABundle, conjur.OptionSSLVerify, conjur.OptionAllowRootPolicy, conjur.OptionListPageSize, "api_key", "username"} {
 		if r.TeamOptionAllowed(conjur.Name, o) {
 			t.Errorf("team may set %q", o)
 		}

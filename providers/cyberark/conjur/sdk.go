@@ -249,8 +249,16 @@ func isToken(s string) bool {
 	return true
 }
 
-// resource is the part of the SDK's Resource response keyrelay reads.
+// resource is the part of a Conjur resource's JSON keyrelay reads (as
+// Client.Resource and Client.Resources return it, one per resource). The
+// SDK's typed conjurapi.Resource is not used: it declares annotations as a
+// map, while Conjur sends a list of {name, value, policy}.
 type resource struct {
+	// ID is the full id, "<account>:variable:<id>".
+	ID string `json:"id"`
+	// Policy is the full id of the policy that declared the resource,
+	// "<account>:policy:<branch>".
+	Policy      string `json:"policy"`
 	Annotations []struct {
 		Name  string `json:"name"`
 		Value string `json:"value"`
@@ -296,6 +304,28 @@ func (c *client) resource(ctx context.Context, id string) (*resource, error) {
 		return nil, &apiError{Status: http.StatusBadGateway, Code: "malformed_resource"}
 	}
 	return &r, nil
+}
+
+// resources reads one page of the variables visible to the role, as
+// Client.Resources does: GET /resources/{account}?kind=variable&search=
+// &limit=&offset=. Conjur orders a page request (one with a limit) by
+// resource id.
+func (c *client) resources(ctx context.Context, search string, limit, offset int) ([]resource, error) {
+	resp, err := c.do(ctx, func() (*http.Request, error) {
+		return c.sdk.ResourcesRequest(&conjurapi.ResourceFilter{Kind: "variable", Search: search, Limit: limit, Offset: offset})
+	})
+	if err != nil {
+		return nil, err
+	}
+	b, err := response.DataResponse(resp)
+	if err != nil {
+		return nil, sdkErr(err)
+	}
+	var rs []resource
+	if err := json.Unmarshal(b, &rs); err != nil {
+		return nil, &apiError{Status: http.StatusBadGateway, Code: "malformed_resources"}
+	}
+	return rs, nil
 }
 
 // addSecret adds a version, as Client.AddSecret does.

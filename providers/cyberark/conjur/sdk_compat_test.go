@@ -2,7 +2,7 @@
 
 // This test drives conjurfake with the official SDK's high-level calls,
 // github.com/cyberark/conjur-api-go (LoadPolicy, AddSecret, RetrieveSecret,
-// Resource, ForceRefreshToken), to show that the fake speaks the wire
+// Resource, Resources, ResourcesCount, ForceRefreshToken), to show that the fake speaks the wire
 // protocol the SDK speaks; the provider itself sends requests the SDK
 // builds (see sdk.go). Run it with -tags conjursdk.
 
@@ -19,6 +19,7 @@ import (
 	"github.com/cyberark/conjur-api-go/conjurapi/response"
 
 	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/providers/cyberark/conjur/conjurfake"
 )
 
 func TestFakeWithOfficialSDK(t *testing.T) {
@@ -81,5 +82,58 @@ func TestFakeWithOfficialSDK(t *testing.T) {
 	}
 	if _, err := p.Put(context.Background(), providers.PutRequest{Name: "sdk/var", Value: []byte("x"), Owner: ownerA}); !errors.Is(err, providers.ErrNotOwned) {
 		t.Fatalf("provider Put over an unmanaged variable: %v", err)
+	}
+}
+
+func TestFakeListingWithOfficialSDK(t *testing.T) {
+	srv := newFake(t)
+	sdk, err := conjurapi.NewClientFromKey(conjurapi.Config{
+		ApplianceURL: srv.URL, Account: account, SSLCert: string(srv.CACertPEM()),
+		CredentialStorage: conjurapi.CredentialStorageNone, Environment: conjurapi.EnvironmentSH,
+	}, authn.LoginPair{Login: login, APIKey: apiKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newProvider(t, config(srv))
+	for _, n := range []string{"l/a", "l/b", "l/c"} {
+		put(t, p, n, "v")
+	}
+	srv.SetVariable("keyrelay/team-b", "keyrelay/team-b/unmanaged", map[string]string{"owner-tool": "terraform"}, []byte("v"))
+
+	res, err := sdk.Resources(&conjurapi.ResourceFilter{Kind: "variable", Search: providers.ManagedByValue, Limit: 2, Offset: 1})
+	if err != nil || len(res) != 2 || res[0]["id"] != account+":variable:keyrelay/l/b" || res[1]["id"] != account+":variable:keyrelay/l/c" {
+		t.Fatalf("Resources page: %v %v", res, err)
+	}
+	ann, _ := res[0]["annotations"].([]interface{})
+	found := false
+	for _, a := range ann {
+		m, _ := a.(map[string]interface{})
+		found = found || m["name"] == providers.ManagedByTag && m["value"] == providers.ManagedByValue && m["policy"] == account+":policy:keyrelay"
+	}
+	if !found {
+		t.Errorf("annotations %v lack {name: managed-by, value: keyrelay, policy}", res[0]["annotations"])
+	}
+	ids, err := sdk.ResourceIDs(&conjurapi.ResourceFilter{Kind: "variable"})
+	if err != nil || len(ids) != 4 {
+		t.Fatalf("ResourceIDs: %v %v", ids, err)
+	}
+	// The search matches the word "keyrelay" in ids too (the branch), so
+	// the unmanaged variable counts: List filters by annotations itself.
+	n, err := sdk.ResourcesCount(&conjurapi.ResourceFilter{Kind: "variable", Search: providers.ManagedByValue})
+	if err != nil || n.Count != 4 {
+		t.Fatalf("ResourcesCount: %+v %v", n, err)
+	}
+	_, err = sdk.Resources(&conjurapi.ResourceFilter{Kind: "variable", Limit: conjurfake.DefaultListLimitMax + 1})
+	var ce *response.ConjurError
+	if !errors.As(err, &ce) || ce.Code != 422 {
+		t.Fatalf("Resources above the maximum: %#v", err)
+	}
+	_, err = sdk.Resources(&conjurapi.ResourceFilter{Kind: "variable", Role: account + ":user:admin"})
+	if !errors.As(err, &ce) || ce.Code != 403 {
+		t.Fatalf("Resources acting as a role not held: %#v", err)
+	}
+	srv.ExpireTokens()
+	if _, err := sdk.Resources(&conjurapi.ResourceFilter{Kind: "variable"}); !errors.As(err, &ce) || ce.Code != 401 {
+		t.Fatalf("Resources with an expired token: %v", err)
 	}
 }

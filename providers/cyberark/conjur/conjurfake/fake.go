@@ -3,8 +3,10 @@
 // github.com/cyberark/conjur-api-go: API-key authentication returning a
 // signed access token, policy loads (POST append, PATCH update, PUT replace)
 // of a YAML subset (!variable with annotations, !delete of a variable) into
-// existing branches, secret writes and versioned reads, resource reads, and
-// Conjur's 401/403/404/422 responses with its JSON error bodies.
+// existing branches, secret writes and versioned reads, resource reads,
+// resource listings (kind, search, limit, offset, count, acting_as; see
+// list.go), and Conjur's 401/403/404/422 responses with its JSON error
+// bodies.
 //
 // Conjur itself (Rails and Postgres) cannot run offline, so the provider's
 // tests run against this fake. It is test support, not a Conjur server.
@@ -54,6 +56,10 @@ type Server struct {
 	vars     map[string]*variable
 	authns   int
 	fail     map[string]*failure // path prefix -> injected failures
+	before   func(*http.Request)
+	started  time.Time
+	// listMax is api_resource_list_limit_max (see SetListLimitMax).
+	listMax int
 }
 
 type user struct {
@@ -71,6 +77,7 @@ type token struct {
 type variable struct {
 	id          string
 	policy      string
+	created     time.Time
 	annotations map[string]string
 	versions    []secretVersion
 }
@@ -90,7 +97,7 @@ func New(account string) *Server { return start(account, nil) }
 func NewMTLS(account string, clientCAs *x509.CertPool) *Server { return start(account, clientCAs) }
 
 func start(account string, clientCAs *x509.CertPool) *Server {
-	s := &Server{Account: account, TokenTTL: 8 * time.Minute,
+	s := &Server{Account: account, TokenTTL: 8 * time.Minute, listMax: DefaultListLimitMax, started: time.Now().UTC(),
 		users: map[string]*user{}, tokens: map[string]token{}, branches: map[string]bool{"root": true},
 		vars: map[string]*variable{}, fail: map[string]*failure{}}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.handle))
@@ -152,6 +159,36 @@ func (s *Server) FailNext(pathPrefix string, status, n int) {
 	s.fail[pathPrefix] = &failure{status: status, n: n}
 }
 
+// SetListLimitMax sets the appliance's api_resource_list_limit_max
+// (CONJUR_API_RESOURCE_LIST_LIMIT_MAX): a resource listing (not a count)
+// asking for more is rejected with 422, and one without a limit gets this
+// many. 0 means no maximum, Conjur's own default; New sets
+// DefaultListLimitMax, as on an appliance configured with one, so that
+// clients are tested against a maximum.
+func (s *Server) SetListLimitMax(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.listMax = n
+}
+
+// BeforeRequest makes f run at the start of every request, before the
+// server handles it (and outside its lock, so f may call the Server's
+// methods): tests use it to change the data between two pages of a
+// listing. nil removes it.
+func (s *Server) BeforeRequest(f func(*http.Request)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.before = f
+}
+
+// DeleteVariable removes variable id (full id, without account) and its
+// versions, bypassing authorization (as another tool would).
+func (s *Server) DeleteVariable(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.vars, id)
+}
+
 // SetVariable declares variable id (full id, without account) in branch,
 // with annotations, and adds value as a new version, bypassing
 // authorization (as another tool would).
@@ -160,7 +197,7 @@ func (s *Server) SetVariable(branch, id string, annotations map[string]string, v
 	defer s.mu.Unlock()
 	v := s.vars[id]
 	if v == nil {
-		v = &variable{id: id, policy: branch, annotations: map[string]string{}}
+		v = &variable{id: id, policy: branch, created: time.Now().UTC(), annotations: map[string]string{}}
 		s.vars[id] = v
 	}
 	for k, a := range annotations {
@@ -211,6 +248,12 @@ func writeErr(w http.ResponseWriter, status int, code, msg string) {
 
 func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
+	before := s.before
+	s.mu.Unlock()
+	if before != nil {
+		before(r)
+	}
+	s.mu.Lock()
 	defer s.mu.Unlock()
 	for p, f := range s.fail {
 		if strings.HasPrefix(r.URL.Path, p) {
@@ -226,6 +269,15 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	segs := strings.Split(strings.TrimPrefix(r.URL.EscapedPath(), "/"), "/")
+	if segs[0] == "resources" && (len(segs) == 2 || len(segs) == 3 || len(segs) == 4 && segs[3] == "") {
+		// GET /resources/{account} and /resources/{account}/{kind}, with or
+		// without a trailing slash (the SDK sends "/resources/{account}/").
+		if segs[len(segs)-1] == "" {
+			segs = segs[:len(segs)-1]
+		}
+		s.listResources(w, r, segs)
+		return
+	}
 	if len(segs) < 3 {
 		writeErr(w, 404, "not_found", "no route")
 		return
@@ -401,38 +453,88 @@ func (s *Server) getResource(w http.ResponseWriter, login, id string) {
 	if v == nil {
 		return
 	}
-	type ann struct {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(s.variableJSON(v))
+}
+
+// The JSON of a resource, as Conjur's Resource#as_json writes it.
+type (
+	annJSON struct {
 		Name   string `json:"name"`
 		Value  string `json:"value"`
 		Policy string `json:"policy"`
 	}
-	type sec struct {
+	permJSON struct {
+		Privilege string `json:"privilege"`
+		Role      string `json:"role"`
+		Policy    string `json:"policy"`
+	}
+	secretJSON struct {
 		Version   int     `json:"version"`
 		ExpiresAt *string `json:"expires_at"`
 	}
-	out := struct {
-		CreatedAt   string `json:"created_at"`
-		ID          string `json:"id"`
-		Owner       string `json:"owner"`
-		Policy      string `json:"policy"`
-		Permissions []any  `json:"permissions"`
-		Annotations []ann  `json:"annotations"`
-		Secrets     []sec  `json:"secrets"`
-	}{ID: s.fullID(id), Owner: s.Account + ":policy:" + v.policy, Policy: s.Account + ":policy:" + v.policy,
-		Permissions: []any{}, Annotations: []ann{}, Secrets: []sec{}}
+	resourceJSON struct {
+		CreatedAt      string        `json:"created_at"`
+		ID             string        `json:"id"`
+		Owner          string        `json:"owner"`
+		Policy         string        `json:"policy,omitempty"`
+		Permissions    []permJSON    `json:"permissions"`
+		Annotations    []annJSON     `json:"annotations"`
+		Secrets        *[]secretJSON `json:"secrets,omitempty"`
+		PolicyVersions *[]any        `json:"policy_versions,omitempty"`
+	}
+)
+
+func (s *Server) policyID(branch string) string { return s.Account + ":policy:" + branch }
+
+// roleID is the full role id of login ("host/x" is acct:host:x, "bob" is
+// acct:user:bob).
+func (s *Server) roleID(login string) string {
+	if kind, id, ok := strings.Cut(login, "/"); ok {
+		return s.Account + ":" + kind + ":" + id
+	}
+	return s.Account + ":user:" + login
+}
+
+// permissions lists the grants on resources of branch: read, execute and
+// update for every role given the branch (roles given "root" own
+// everything instead, as Conjur's admin does, and are not listed).
+func (s *Server) permissions(branch string) []permJSON {
+	logins := make([]string, 0, len(s.users))
+	for l, u := range s.users {
+		for _, b := range u.branches {
+			if b != "root" && (b == branch || strings.HasPrefix(branch, b+"/")) {
+				logins = append(logins, l)
+				break
+			}
+		}
+	}
+	sort.Strings(logins)
+	out := []permJSON{}
+	for _, l := range logins {
+		for _, p := range []string{"execute", "read", "update"} {
+			out = append(out, permJSON{Privilege: p, Role: s.roleID(l), Policy: s.policyID(branch)})
+		}
+	}
+	return out
+}
+
+func (s *Server) variableJSON(v *variable) resourceJSON {
+	secrets := []secretJSON{}
+	out := resourceJSON{CreatedAt: v.created.Format(timeFormat), ID: s.fullID(v.id), Owner: s.policyID(v.policy),
+		Policy: s.policyID(v.policy), Permissions: s.permissions(v.policy), Annotations: []annJSON{}, Secrets: &secrets}
 	keys := make([]string, 0, len(v.annotations))
 	for k := range v.annotations {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		out.Annotations = append(out.Annotations, ann{k, v.annotations[k], out.Policy})
+		out.Annotations = append(out.Annotations, annJSON{k, v.annotations[k], out.Policy})
 	}
 	for _, x := range v.versions {
-		out.Secrets = append(out.Secrets, sec{Version: x.n})
+		secrets = append(secrets, secretJSON{Version: x.n})
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(out)
+	return out
 }
 
 type stmt struct {
@@ -545,7 +647,7 @@ func (s *Server) loadPolicy(w http.ResponseWriter, r *http.Request, login, branc
 		keep[id] = true
 		v := s.vars[id]
 		if v == nil {
-			v = &variable{id: id, policy: branch, annotations: map[string]string{}}
+			v = &variable{id: id, policy: branch, created: time.Now().UTC(), annotations: map[string]string{}}
 			s.vars[id] = v
 		}
 		for k, a := range st.annotations {
