@@ -27,12 +27,16 @@ const sentinel = "sk-DRIFT-SENTINEL-91c2"
 // pipeline is a real nats-server, the topology, one worker and an
 // in-memory local store registered as the "local" backend.
 type pipeline struct {
-	ctx    context.Context
-	js     jetstream.JetStream
-	kr     *events.Keyring
-	cfg    *settings.Config
-	reg    *providers.Registry
-	store  *local.Provider
+	ctx   context.Context
+	js    jetstream.JetStream
+	kr    *events.Keyring
+	cfg   *settings.Config
+	reg   *providers.Registry
+	store *local.Provider
+	// store2 is a second in-memory store registered as "hashicorp_vault",
+	// the target of migration tests.
+	store2 *local.Provider
+	js2    jetstream.KeyValue
 	ledger *worker.Ledger
 	teams  *worker.Teams
 }
@@ -62,6 +66,11 @@ func newPipeline(t *testing.T) *pipeline {
 	}
 	reg := providers.NewRegistry()
 	reg.Register("local", func(context.Context, providers.Config) (providers.Provider, error) { return store, nil })
+	store2, err := local.New(local.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.Register(moveTarget, func(context.Context, providers.Config) (providers.Provider, error) { return store2, nil })
 	cfg := settings.Default()
 	w, err := worker.New(ctx, worker.Config{Concurrency: 8, AckWait: topo.AckWait, CallTimeout: time.Second, ClaimLease: 3 * time.Second},
 		worker.Deps{JS: js, Settings: cfg, Registry: reg, Opener: kr})
@@ -73,7 +82,8 @@ func newPipeline(t *testing.T) *pipeline {
 	go func() { _ = w.Run(wctx); close(done) }()
 	t.Cleanup(func() { stop(); <-done })
 	lkv, _ := js.KeyValue(ctx, worker.LedgerBucket)
-	return &pipeline{ctx: ctx, js: js, kr: kr, cfg: cfg, reg: reg, store: store, ledger: worker.NewLedger(lkv), teams: w.Teams()}
+	rkv, _ := js.KeyValue(ctx, worker.RecoveryBucket)
+	return &pipeline{ctx: ctx, js: js, kr: kr, cfg: cfg, reg: reg, store: store, store2: store2, js2: rkv, ledger: worker.NewLedger(lkv), teams: w.Teams()}
 }
 
 func (p *pipeline) publish(t *testing.T, evs ...*events.Event) {

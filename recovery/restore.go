@@ -112,7 +112,7 @@ func Restore(ctx context.Context, d Deps, c RestoreConfig) (*RestoreReport, erro
 	}
 	s := &session{d: d, c: c.Config, limiters: map[string]*rate.Limiter{}, providers: map[string]providers.Provider{}}
 	host, _ := os.Hostname()
-	r := &restorer{s: s, c: c, id: fmt.Sprintf("restore-%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])}
+	r := &restorer{s: s, c: c, cl: &claimer{ledger: d.Ledger, lease: c.Lease, id: fmt.Sprintf("restore-%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])}}
 	out := make([]RestoreRow, len(plan))
 	sem := make(chan struct{}, s.c.Concurrency)
 	var wg sync.WaitGroup
@@ -157,72 +157,33 @@ func count(p *Progress, action string) {
 type restorer struct {
 	s  *session
 	c  RestoreConfig
-	id string
+	cl *claimer
 }
 
 // fix claims the key, writes or deletes, and releases the claim.
 func (r *restorer) fix(ctx context.Context, row Row) RestoreRow {
 	res := RestoreRow{Row: row}
-	skip := func(why string) RestoreRow { res.Action, res.Why = ActionSkipped, why; return res }
-	failed := func(what string, err error) RestoreRow {
-		res.Action, res.Why = ActionFailed, what+": "+sanitize(err)
+	check := func(e *worker.LedgerEntry) string {
+		if e.Generation != row.Generation || e.Provider != row.Backend || e.SecretRef != row.SecretRef {
+			return "a newer generation was applied since the drift report; the workers own it"
+		}
+		return ""
+	}
+	act, why, err := r.cl.run(ctx, row.Team, row.Key, check, func(ctx context.Context, e *worker.LedgerEntry, deadline time.Time) (*worker.LedgerEntry, string, error) {
+		version, act, err := r.apply(ctx, row, e, deadline)
+		if err != nil || act != ActionWritten || version == "" {
+			return nil, act, err
+		}
+		next := *e
+		next.ProviderVersion = version
+		return &next, act, nil
+	})
+	if err != nil {
+		res.Action, res.Why = ActionFailed, why+": "+sanitize(err)
 		return res
 	}
-	l := r.s.d.Ledger
-	var e *worker.LedgerEntry
-	var rev uint64
-	for attempt := 0; ; attempt++ {
-		var err error
-		if e, rev, err = l.Get(ctx, row.Team, row.Key); err != nil {
-			return failed("read the ledger", err)
-		}
-		switch {
-		case e == nil:
-			return skip("the ledger entry is gone")
-		case e.Generation != row.Generation || e.Provider != row.Backend || e.SecretRef != row.SecretRef:
-			return skip("a newer generation was applied since the drift report; the workers own it")
-		}
-		now := time.Now()
-		if e.Claim.Active(now) {
-			if attempt >= 3 {
-				return skip("claimed by " + e.Claim.Worker)
-			}
-			wait := min(time.Until(e.Claim.Until)+10*time.Millisecond, r.c.Lease)
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return failed("claim", ctx.Err())
-			case <-t.C:
-			}
-			continue
-		}
-		claimed := *e
-		until := now.Add(r.c.Lease)
-		claimed.Claim = &worker.Claim{EventID: "restore:" + e.EventID, Generation: e.Generation, Worker: r.id, Until: until}
-		nrev, err := l.Put(ctx, row.Team, row.Key, &claimed, rev)
-		if errors.Is(err, worker.ErrLedgerConflict) {
-			continue
-		}
-		if err != nil {
-			return failed("claim", err)
-		}
-		version, act, ferr := r.apply(ctx, row, e, until.Add(-r.c.Lease/10))
-		released := claimed
-		released.Claim = nil
-		if act == ActionWritten && version != "" {
-			released.ProviderVersion = version
-		}
-		if _, err := l.Put(context.WithoutCancel(ctx), row.Team, row.Key, &released, nrev); err != nil && ferr == nil {
-			// The lease ran out and a worker took the key: it decides now.
-			return failed("release the claim (the write was done)", err)
-		}
-		if ferr != nil {
-			return failed(act, ferr)
-		}
-		res.Action = act
-		return res
-	}
+	res.Action, res.Why = act, why
+	return res
 }
 
 // apply writes the ledger's value, or deletes the secret, before deadline.

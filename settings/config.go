@@ -96,6 +96,8 @@ type KeyrelayConfig struct {
 	Log     LogConfig     `yaml:"log"`
 	// Lookup is the read-through cache and lookup API.
 	Lookup LookupConfig `yaml:"lookup"`
+	// Migration moves a team's keys when its backend changes.
+	Migration MigrationConfig `yaml:"migration"`
 	// Providers holds global options per backend name, e.g.
 	// providers: {local: {path: ./data/secrets}, hashicorp_vault: {mount: secret}}.
 	// Team settings override them key by key. Default: none (each provider
@@ -220,6 +222,26 @@ type WorkerConfig struct {
 	AdoptUnowned bool `yaml:"adopt_unowned"`
 }
 
+// MigrationConfig says how a team's keys move when its settings move it to
+// another backend (`keyrelay migrate`, docs/recovery.md).
+type MigrationConfig struct {
+	// Grace is how long the copies left on the old backend stay after a
+	// move, for rollback and for readers that still look there; then
+	// `keyrelay serve` deletes them. Default: 24h.
+	Grace time.Duration `yaml:"grace"`
+	// OnSettingsChange starts the move by itself when a team-settings event
+	// changes a team's backend: `keyrelay serve` copies every key to the
+	// new backend, verifies it there and points the ledger at it. Default:
+	// false, because a move writes every key of the team once more; an
+	// operator usually picks the moment with `keyrelay migrate`.
+	OnSettingsChange bool `yaml:"on_settings_change"`
+	// SweepEvery is how often `keyrelay serve` looks for requested moves
+	// and for copies whose grace period is over. Default: 1m.
+	SweepEvery time.Duration `yaml:"sweep_every"`
+	// Concurrency bounds the keys moved at once by one process. Default: 8.
+	Concurrency int `yaml:"concurrency"`
+}
+
 // IsEnabled reports whether workers run (nil Enabled means the default, true).
 func (w WorkerConfig) IsEnabled() bool { return w.Enabled == nil || *w.Enabled }
 
@@ -329,6 +351,12 @@ const (
 	DefaultShutdownGrace     = 20 * time.Second       // worker.shutdown_grace
 	DefaultAdoptUnowned      = false                  // worker.adopt_unowned
 
+	// keyrelay.migration
+	DefaultMigrationGrace       = 24 * time.Hour // migration.grace
+	DefaultMigrateOnSettings    = false          // migration.on_settings_change
+	DefaultMigrationSweepEvery  = time.Minute    // migration.sweep_every
+	DefaultMigrationConcurrency = 8              // migration.concurrency
+
 	// keyrelay.sealing
 	DefaultKeyringFile    = "./data/keyring.json" // sealing.keyring_file
 	DefaultAllowPlaintext = false                 // sealing.allow_plaintext_values
@@ -408,5 +436,11 @@ func (c *Config) setDefaults() {
 		Naming: NamingConfig{Template: DefaultNameTemplate},
 		Log:    LogConfig{Level: DefaultLogLevel, Format: DefaultLogFormat},
 		Lookup: defaultLookup(),
+		Migration: MigrationConfig{
+			Grace:            DefaultMigrationGrace,
+			OnSettingsChange: DefaultMigrateOnSettings,
+			SweepEvery:       DefaultMigrationSweepEvery,
+			Concurrency:      DefaultMigrationConcurrency,
+		},
 	}
 }

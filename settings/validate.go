@@ -21,6 +21,7 @@ func (c *Config) Validate() error {
 	v.general(c)
 	v.streams(&c.Keyrelay.Streams)
 	v.worker(&c.Keyrelay.Worker)
+	v.migration(&c.Keyrelay.Migration)
 	v.nats(&c.Keyrelay.NATS)
 	v.misc(c)
 	return errors.Join(v.errs...)
@@ -311,4 +312,17 @@ func checkNATSURL(u string) string {
 		return "has an entry without a host"
 	}
 	return ""
+}
+
+func (v *validator) migration(m *MigrationConfig) {
+	const p = "keyrelay.migration."
+	if m.Grace < 0 {
+		v.add(p+"grace", "is %s; must not be negative (0 deletes the old copies at the next sweep)", m.Grace)
+	}
+	if m.SweepEvery <= 0 {
+		v.add(p+"sweep_every", "is %s; must be positive", m.SweepEvery)
+	}
+	if m.Concurrency <= 0 {
+		v.add(p+"concurrency", "is %d; must be positive", m.Concurrency)
+	}
 }

@@ -384,12 +384,19 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 		if ev.Type == events.KeyRotated {
 			status = events.StatusRotated
 		}
-		if e.SecretRef != "" && e.SecretRef != name && e.Status != events.StatusDeleted {
+		moved := e.Provider != "" && e.Provider != kw.res.Backend && e.Status != events.StatusDeleted
+		if !moved && e.SecretRef != "" && e.SecretRef != name && e.Status != events.StatusDeleted {
 			// The name moved (alias naming and a newer alias): remove the old one.
 			w.deleteOld(ctx, kw, p, e.SecretRef, owner)
 		}
 		next.Generation, next.EventID, next.EventType, next.Status = kw.gen, ev.ID, ev.Type, status
 		next.StreamSeq, next.Provider, next.SecretRef, next.ProviderVersion = md.Sequence.Stream, kw.res.Backend, name, res.Version
+		if moved {
+			// The team moved to another backend: the copy left on the old
+			// one is deleted after the migration's grace period.
+			next.AddSource(e.Provider, e.SecretRef, next.UpdatedAt)
+		}
+		next.dropCurrentSource()
 		next.Sealed, next.SealedGen = kw.keyData.Value, ev.Generation
 		next.Alias, next.Metadata = alias, metadata
 		if kw.gen > e.MetaGeneration {
@@ -410,7 +417,10 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 			if err != nil {
 				return w.rejected(msg, md, conf, "secret name: "+sanitize(err), false)
 			}
-			if name != e.SecretRef {
+			// moved: the team's backend changed since the value was
+			// written; the update writes it to the new backend.
+			moved := e.Provider != "" && e.Provider != kw.res.Backend
+			if name != e.SecretRef || moved {
 				// Alias naming: move the secret to its new name.
 				value, err := w.d.Opener.Open(ctx, e.Sealed, events.Binding{TeamID: ev.TeamID, KeyID: ev.KeyID, Generation: e.SealedGen})
 				if err != nil {
@@ -430,8 +440,13 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 				if v, bad := w.writeFailed(msg, md, conf, err); bad {
 					return v
 				}
-				w.deleteOld(ctx, kw, p, e.SecretRef, owner)
-				next.SecretRef, next.ProviderVersion = name, res.Version
+				if moved {
+					next.AddSource(e.Provider, e.SecretRef, next.UpdatedAt)
+				} else {
+					w.deleteOld(ctx, kw, p, e.SecretRef, owner)
+				}
+				next.Provider, next.SecretRef, next.ProviderVersion = kw.res.Backend, name, res.Version
+				next.dropCurrentSource()
 			} else if tu, ok := p.(providers.TagUpdater); ok {
 				err := w.call(ctx, kw, func(ctx context.Context) error {
 					return tu.UpdateTags(ctx, providers.TagRequest{Name: name, Owner: owner, Description: kw.res.Description,
@@ -476,6 +491,7 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 		next.Generation, next.EventID, next.EventType, next.Status = kw.gen, ev.ID, ev.Type, events.StatusDeleted
 		next.StreamSeq, next.Provider, next.SecretRef, next.ProviderVersion = md.Sequence.Stream, backend, name, ""
 		next.Sealed, next.SealedGen = nil, 0
+		next.dropCurrentSource()
 		if kw.gen > e.MetaGeneration {
 			// A deletion sets the description too (what it carries).
 			next.MetaGeneration, next.MetaEventID, next.Alias, next.Metadata = kw.gen, ev.ID, ev.KeyAlias, nil

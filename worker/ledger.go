@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	gojson "github.com/goccy/go-json"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -49,6 +50,47 @@ type LedgerEntry struct {
 	// for this key, so whichever worker gets its next delivery continues
 	// its retry budget. A commit clears it.
 	Retry *RetryRecord `json:"retry,omitempty"`
+	// Sources are copies of the key left on backends the team moved away
+	// from (by `keyrelay migrate`, or by a write after the team's backend
+	// changed). They are deleted once the migration's grace period is over
+	// (recovery.Cleanup); the ledger keeps them until then so nothing is
+	// forgotten in a backend.
+	Sources []SourceCopy `json:"sources,omitempty"`
+}
+
+// SourceCopy is one copy of a key on a backend it moved away from.
+type SourceCopy struct {
+	Backend   string    `json:"backend"`
+	SecretRef string    `json:"secret_ref"`
+	Since     time.Time `json:"since"`
+}
+
+// AddSource records that the key's copy at (backend, ref) was left behind,
+// unless it is already recorded or is where the entry now points.
+func (e *LedgerEntry) AddSource(backend, ref string, now time.Time) {
+	if backend == "" || ref == "" || (backend == e.Provider && ref == e.SecretRef) {
+		return
+	}
+	for _, s := range e.Sources {
+		if s.Backend == backend && s.SecretRef == ref {
+			return
+		}
+	}
+	e.Sources = append(slices.Clone(e.Sources), SourceCopy{Backend: backend, SecretRef: ref, Since: now})
+}
+
+// dropCurrentSource forgets a recorded copy that is where the entry now
+// points (the team moved back): it is the live secret, never to delete.
+func (e *LedgerEntry) dropCurrentSource() {
+	if len(e.Sources) == 0 {
+		return
+	}
+	e.Sources = slices.DeleteFunc(slices.Clone(e.Sources), func(s SourceCopy) bool {
+		return s.Backend == e.Provider && s.SecretRef == e.SecretRef
+	})
+	if len(e.Sources) == 0 {
+		e.Sources = nil
+	}
 }
 
 // RetryRecord counts one event's provider failures: the retry budget

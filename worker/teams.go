@@ -395,6 +395,7 @@ func (w *Worker) handleSettings(ctx context.Context, msg jetstream.Msg, md *jets
 	conf := confFor(ev, gen)
 	var st TeamState
 	var res ApplyResult
+	from := w.d.Settings.Resolve(w.teams.Cached(ev.TeamID).Settings).Backend
 	err := w.infraDo(ctx, func(ctx context.Context) (err error) {
 		st, res, err = w.teams.ApplyThrough(ctx, ev.TeamID, ev, md.Sequence.Stream)
 		return err
@@ -402,6 +403,12 @@ func (w *Worker) handleSettings(ctx context.Context, msg jetstream.Msg, md *jets
 	if err != nil {
 		// The teams bucket or the stream: NATS trouble, not the event's.
 		return waitVerdict(conf, 0, err)
+	}
+	if to := w.d.Settings.Resolve(st.Settings).Backend; res == Applied && to != from && w.d.OnBackendChange != nil {
+		if err := w.d.OnBackendChange(ctx, ev.TeamID, from, to); err != nil {
+			w.log.Error("the team moved to another backend but its keys' move could not be requested; run keyrelay migrate",
+				zap.String("team", ev.TeamID), zap.String("from", from), zap.String("to", to), zap.Error(err))
+		}
 	}
 	switch res {
 	case Applied, AlreadyApplied:

@@ -20,6 +20,9 @@ const (
 	DLQStream           = "KEYRELAY_DLQ"
 	LedgerBucket        = "KEYRELAY_LEDGER"
 	TeamsBucket         = "KEYRELAY_TEAMS"
+	// RecoveryBucket holds recovery's durable state: migration records and
+	// restore checkpoints (package recovery).
+	RecoveryBucket = "KEYRELAY_RECOVERY"
 	// ConsumerName is the durable pull consumer every worker shares.
 	ConsumerName = "keyrelay-workers"
 )
@@ -131,6 +134,7 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 	for _, b := range []jetstream.KeyValueConfig{
 		{Bucket: LedgerBucket, Description: "keyrelay ledger: per key, the highest applied generation, claim, provider version and sealed value", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: TeamsBucket, Description: "keyrelay team settings: per team, the applied settings and the events-stream sequence applied", History: 5, Storage: jetstream.FileStorage, Replicas: c.Replicas},
+		{Bucket: RecoveryBucket, Description: "keyrelay recovery: team migrations and restore checkpoints", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 	} {
 		if _, err := js.CreateOrUpdateKeyValue(ctx, b); err != nil {
 			return fmt.Errorf("ensure bucket %s: %w", b.Bucket, err)

@@ -179,6 +179,11 @@ type Deps struct {
 	Metrics *Metrics
 	// Getenv is passed to provider factories. Default: os.Getenv.
 	Getenv func(string) string
+	// OnBackendChange, when set, is called after a team-settings event
+	// moved a team to another backend (keyrelay.migration.on_settings_change
+	// requests the move of its keys). An error is logged; the settings
+	// change stands and `keyrelay migrate` can move the keys.
+	OnBackendChange func(ctx context.Context, team, from, to string) error
 }
 
 // Worker consumes the events stream through the shared durable consumer.

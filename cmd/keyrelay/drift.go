@@ -8,6 +8,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/keyrelay/keyrelay/events"
@@ -132,17 +133,34 @@ func printDrift(w io.Writer, rep *recovery.Report) {
 // ledger, the team settings, the providers and the openers of sealed
 // values. done releases them.
 func recoveryDeps(ctx context.Context, g *globals, name string) (recovery.Deps, *settings.Config, func(), error) {
-	c, log, err := g.load()
+	env, err := openRecovery(ctx, g, name)
 	if err != nil {
 		return recovery.Deps{}, nil, nil, err
+	}
+	return env.d, env.c, env.close, nil
+}
+
+// recoveryEnv is what the recovery commands work with.
+type recoveryEnv struct {
+	d     recovery.Deps
+	c     *settings.Config
+	js    jetstream.JetStream
+	teams *worker.Teams
+	close func()
+}
+
+func openRecovery(ctx context.Context, g *globals, name string) (*recoveryEnv, error) {
+	c, log, err := g.load()
+	if err != nil {
+		return nil, err
 	}
 	conn, err := app.Connect(c, name, false, log)
 	if err != nil {
-		return recovery.Deps{}, nil, nil, err
+		return nil, err
 	}
-	fail := func(err error) (recovery.Deps, *settings.Config, func(), error) {
+	fail := func(err error) (*recoveryEnv, error) {
 		conn.Close()
-		return recovery.Deps{}, nil, nil, err
+		return nil, err
 	}
 	sealing, err := app.LoadSealing(ctx, c, false, log)
 	if err != nil {
@@ -163,7 +181,7 @@ func recoveryDeps(ctx context.Context, g *globals, name string) (recovery.Deps, 
 	registry := app.Registry()
 	d := recovery.Deps{Ledger: worker.NewLedger(lkv), Settings: c, Registry: registry, Opener: sealing.Opener,
 		TeamSettings: func(t string) *events.TeamSettings { return teams.Cached(t).Settings }, Logger: log}
-	return d, c, func() { registry.Close(); conn.Close() }, nil
+	return &recoveryEnv{d: d, c: c, js: conn.JS, teams: teams, close: func() { registry.Close(); conn.Close() }}, nil
 }
 
 // checkScope validates the --team / --all scope of drift and restore.

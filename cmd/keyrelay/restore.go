@@ -22,6 +22,8 @@ func restoreCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	var to string
 	var options []string
+	var fromSeq uint64
+	var since, until string
 	cmd := &cobra.Command{
 		Use:   "restore",
 		Short: "Return every key in scope to its newest ledger state in its backend (only what drift finds wrong)",
@@ -40,6 +42,14 @@ newest value of every live key in scope is copied from the ledger into that
 backend instead, under the name its settings give; keys already there are
 skipped, so a second copy writes nothing. The ledger is not changed.
 
+With --until T (and optionally --since T or --from-seq N), the state as of T
+is rebuilt from the events stream instead (key and team-settings events in
+stream order, by the workers' rules) and written into the --to backend: live
+keys at their value as of T under the names the team's settings of T give,
+keys deleted as of T removed. T is RFC 3339 or a duration ago ("90m").
+Events the stream's retention dropped cannot be replayed: the report says
+which range is gone and marks the rebuild incomplete.
+
 Exit status: 0 when everything was fixed or nothing was wrong, 1 when a row
 failed.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -47,25 +57,40 @@ failed.`,
 			if err := checkScope(cfg.Teams, cfg.All); err != nil {
 				return err
 			}
-			d, c, done, err := recoveryDeps(ctx, g, "keyrelay-restore")
+			env, err := openRecovery(ctx, g, "keyrelay-restore")
 			if err != nil {
 				return err
 			}
-			defer done()
+			defer env.close()
+			d, c := env.d, env.c
 			cfg.Lease, cfg.CallTimeout = c.Keyrelay.Worker.ClaimLease, c.Keyrelay.Worker.CallTimeout
 			if !cfg.DryRun {
 				cfg.Progress = progressReporter(cmd.ErrOrStderr())
 			}
 			var rep *recovery.RestoreReport
-			if to != "" {
-				opts := map[string]string{}
-				for _, o := range options {
-					k, v, ok := strings.Cut(o, "=")
-					if !ok || k == "" {
-						return fmt.Errorf("--option %q: want key=value", o)
-					}
-					opts[k] = v
+			opts := map[string]string{}
+			for _, o := range options {
+				k, v, ok := strings.Cut(o, "=")
+				if !ok || k == "" {
+					return fmt.Errorf("--option %q: want key=value", o)
 				}
+				opts[k] = v
+			}
+			if until != "" || since != "" || fromSeq > 0 {
+				pc := recovery.PointInTimeConfig{Config: cfg.Config, FromSeq: fromSeq, To: to, Options: opts, DryRun: cfg.DryRun, Adopt: cfg.Adopt, Progress: cfg.Progress}
+				if pc.Until, err = parseMoment("--until", until); err != nil {
+					return err
+				}
+				if pc.Since, err = parseMoment("--since", since); err != nil {
+					return err
+				}
+				prep, err := recovery.PointInTime(ctx, d, env.js, pc)
+				if err != nil {
+					return err
+				}
+				return printPointInTime(cmd.OutOrStdout(), prep, asJSON, cfg.DryRun)
+			}
+			if to != "" {
 				rep, err = recovery.Copy(ctx, d, recovery.CopyConfig{Config: cfg.Config, To: to, Options: opts, DryRun: cfg.DryRun,
 					Adopt: cfg.Adopt, Progress: cfg.Progress})
 			} else {
@@ -101,6 +126,9 @@ failed.`,
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.StringVar(&to, "to", "", "copy the keys in scope into this other backend instead (a rehearsal or a move; the ledger is not changed)")
 	f.StringArrayVar(&options, "option", nil, "with --to: a provider option of the target, key=value (repeatable)")
+	f.StringVar(&until, "until", "", "rebuild the state as of this moment from the events stream into --to (RFC 3339, or a duration ago: 90m)")
+	f.StringVar(&since, "since", "", "with --until: replay only the events stored since this moment (the changes since a backup)")
+	f.Uint64Var(&fromSeq, "from-seq", 0, "with --until: replay from this events-stream sequence")
 	return cmd
 }
 
@@ -153,4 +181,47 @@ func progressReporter(w io.Writer) func(recovery.Progress) {
 		_ = enc.Encode(map[string]any{"progress": "restore", "done": p.Done, "total": p.Total, "written": p.Written, "deleted": p.Deleted,
 			"skipped": p.Skipped, "failed": p.Failed, "keys_per_second": rate, "eta_seconds": eta})
 	}
+}
+
+// parseMoment reads an RFC 3339 time or a duration ago ("" is zero).
+func parseMoment(flag, v string) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+		return time.Now().Add(-d), nil
+	}
+	return time.Time{}, fmt.Errorf("%s %q: want an RFC 3339 time (2026-12-04T15:00:00Z) or a duration ago (90m)", flag, v)
+}
+
+func printPointInTime(w io.Writer, rep *recovery.PointInTimeReport, asJSON, dry bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(w, "replayed events-stream sequences %d..%d (%s .. %s): %d events, %d invalid messages skipped\n",
+			rep.FirstSeq, rep.LastSeq, rep.FirstTime.Format(time.RFC3339), rep.LastTime.Format(time.RFC3339), rep.Events, rep.Invalid)
+		for _, warn := range rep.Warnings {
+			fmt.Fprintln(w, "WARNING:", warn)
+		}
+		printRows(w, rep.Rows)
+		fmt.Fprintf(w, "\nwritten %d, deleted %d, skipped %d, failed %d", rep.Written, rep.Deleted, rep.Skipped, rep.Failed)
+		if dry {
+			fmt.Fprint(w, " (dry run: nothing written)")
+		}
+		if rep.Incomplete {
+			fmt.Fprint(w, "; INCOMPLETE: see the warnings")
+		}
+		fmt.Fprintln(w)
+	}
+	if rep.Failed > 0 {
+		return &exitError{code: 1, msg: fmt.Sprintf("restore: %d keys failed", rep.Failed)}
+	}
+	return nil
 }

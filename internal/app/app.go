@@ -31,6 +31,7 @@ import (
 	gsm "github.com/keyrelay/keyrelay/providers/google/secretmanager"
 	"github.com/keyrelay/keyrelay/providers/local"
 	"github.com/keyrelay/keyrelay/providers/vault"
+	"github.com/keyrelay/keyrelay/recovery"
 	"github.com/keyrelay/keyrelay/settings"
 	"github.com/keyrelay/keyrelay/worker"
 )
@@ -276,14 +277,33 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 	enabled := c.Keyrelay.Worker.Enabled == nil || *c.Keyrelay.Worker.Enabled
 	var w *worker.Worker
 	if enabled {
+		var migrations *recovery.Migrations
 		if err := retryStart(ctx, "worker", rd, log, func(actx context.Context) error {
-			var err error
-			w, err = worker.New(actx, worker.ConfigFrom(c.Keyrelay.Worker), worker.Deps{
-				JS: conn.JS, Settings: c, Registry: registry, Opener: sealing.Opener, Logger: log, Metrics: metrics, Getenv: c.Env})
+			rkv, err := conn.JS.KeyValue(actx, worker.RecoveryBucket)
+			if err != nil {
+				return fmt.Errorf("bucket %s: %w", worker.RecoveryBucket, err)
+			}
+			migrations = &recovery.Migrations{KV: rkv}
+			deps := worker.Deps{JS: conn.JS, Settings: c, Registry: registry, Opener: sealing.Opener, Logger: log, Metrics: metrics, Getenv: c.Env}
+			if c.Keyrelay.Migration.OnSettingsChange {
+				deps.OnBackendChange = func(ctx context.Context, team, from, to string) error {
+					log.Info("team moved to another backend: its keys' move is requested", zap.String("team", team), zap.String("from", from), zap.String("to", to))
+					return migrations.Request(ctx, team, to)
+				}
+			}
+			w, err = worker.New(actx, worker.ConfigFrom(c.Keyrelay.Worker), deps)
 			return err
 		}); err != nil {
 			return startEnded(ctx, err)
 		}
+		// The migration sweeper: requested moves, and old copies whose
+		// grace period is over.
+		mc := c.Keyrelay.Migration
+		sw := recovery.NewSweeper(recovery.Deps{Ledger: w.Ledger(), Settings: c, Registry: registry, Opener: sealing.Opener,
+			TeamSettings: func(team string) *events.TeamSettings { return w.Teams().Cached(team).Settings }, Logger: log},
+			migrations.KV, recovery.SweeperConfig{Every: mc.SweepEvery, Grace: mc.Grace, Concurrency: mc.Concurrency,
+				ClaimLease: c.Keyrelay.Worker.ClaimLease})
+		go func() { _ = sw.Run(ctx) }()
 	}
 
 	var lk *lookupRuntime

@@ -1,0 +1,84 @@
+package recovery
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/keyrelay/keyrelay/worker"
+)
+
+// claimer takes keys' ledger claims the way a worker does, so live workers
+// wait while recovery writes a key and recovery never writes over a
+// generation a worker applied meanwhile.
+type claimer struct {
+	ledger *worker.Ledger
+	// id names the holder in the claim (shown to workers that wait).
+	id string
+	// lease bounds how long one key is held.
+	lease time.Duration
+}
+
+// work is what runs under a key's claim: it gets the fresh entry and the
+// deadline its provider calls must end by, and returns the entry to commit
+// on release (nil: release unchanged), the action done and its error.
+type work func(ctx context.Context, e *worker.LedgerEntry, deadline time.Time) (next *worker.LedgerEntry, action string, err error)
+
+// errReleaseLost: the claim could not be released (the lease ran out and a
+// worker took the key); the worker decides the key now.
+var errReleaseLost = errors.New("release the claim (the work was done)")
+
+// run claims team/key, checks the fresh entry with check (a non-empty
+// reason skips the key), runs w and releases the claim, committing what w
+// returns. A claim held by someone else is waited out, up to three leases.
+func (c *claimer) run(ctx context.Context, team, key string, check func(*worker.LedgerEntry) string, w work) (action, why string, err error) {
+	for attempt := 0; ; attempt++ {
+		e, rev, err := c.ledger.Get(ctx, team, key)
+		if err != nil {
+			return "", "read the ledger", err
+		}
+		if e == nil {
+			return ActionSkipped, "the ledger entry is gone", nil
+		}
+		if why := check(e); why != "" {
+			return ActionSkipped, why, nil
+		}
+		now := time.Now()
+		if e.Claim.Active(now) {
+			if attempt >= 3 {
+				return ActionSkipped, "claimed by " + e.Claim.Worker, nil
+			}
+			t := time.NewTimer(min(time.Until(e.Claim.Until)+10*time.Millisecond, c.lease))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return "", "claim", ctx.Err()
+			case <-t.C:
+			}
+			continue
+		}
+		claimed := *e
+		until := now.Add(c.lease)
+		claimed.Claim = &worker.Claim{EventID: "recovery:" + e.EventID, Generation: e.Generation, Worker: c.id, Until: until}
+		nrev, err := c.ledger.Put(ctx, team, key, &claimed, rev)
+		if errors.Is(err, worker.ErrLedgerConflict) {
+			continue
+		}
+		if err != nil {
+			return "", "claim", err
+		}
+		next, act, werr := w(ctx, &claimed, until.Add(-c.lease/10))
+		if next == nil {
+			next = &claimed
+		}
+		released := *next
+		released.Claim = nil
+		if _, err := c.ledger.Put(context.WithoutCancel(ctx), team, key, &released, nrev); err != nil && werr == nil {
+			return "", errReleaseLost.Error(), err
+		}
+		if werr != nil {
+			return "", act, werr
+		}
+		return act, "", nil
+	}
+}

@@ -1,0 +1,432 @@
+package recovery
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"golang.org/x/time/rate"
+
+	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/worker"
+)
+
+// Migration outcomes of one key (besides the restore actions).
+const (
+	// ActionMoved: written to the new backend, verified there, the ledger
+	// pointed at it.
+	ActionMoved = "moved"
+	// ActionVerified: the key was already in the new backend at its newest
+	// value (a worker wrote it after the settings change).
+	ActionVerified = "verified"
+)
+
+// ErrNotMoved is returned by Migrate when the team's settings do not place
+// it on the target backend yet: keys moved before the settings change
+// would be written back to the old backend by the next rotation.
+var ErrNotMoved = errors.New("the team's settings do not place it on the target backend")
+
+// MigrateConfig moves one team's keys to the backend its settings name.
+type MigrateConfig struct {
+	// Team to move.
+	Team string
+	// To is the target backend; the team's settings must resolve to it.
+	To string
+	// DeleteSource deletes the copies on the old backends as soon as every
+	// key is verified in the new one, instead of after Grace.
+	DeleteSource bool
+	// Grace is how long the old copies stay (recorded for the sweeper of
+	// `keyrelay serve`). Default: settings keyrelay.migration.grace.
+	Grace time.Duration
+	// DryRun lists what would move.
+	DryRun bool
+	// Adopt lets the move overwrite unowned secrets in the target.
+	Adopt bool
+	// Concurrency bounds keys moved at once. Default: 8.
+	Concurrency int
+	// Rate bounds reads and writes per second per backend (0: only the
+	// providers' own limits).
+	Rate float64
+	// Lease and CallTimeout: as RestoreConfig.
+	Lease, CallTimeout time.Duration
+	// Progress, when set, is called after each key (never concurrently).
+	Progress func(Progress)
+	// Now is the clock (tests). Default: time.Now.
+	Now func() time.Time
+}
+
+// MigrateReport is the result of Migrate.
+type MigrateReport struct {
+	Team string       `json:"team"`
+	To   string       `json:"to"`
+	Rows []RestoreRow `json:"rows"`
+	// Counts by action.
+	Moved, Verified, Skipped, Failed int
+	// SourcesDeleted counts old copies deleted (with DeleteSource).
+	SourcesDeleted int `json:"sources_deleted"`
+	// DeleteAfter is when `keyrelay serve` deletes the old copies (zero
+	// when they were deleted at once or there were none).
+	DeleteAfter time.Time `json:"delete_after,omitzero"`
+}
+
+// Migrate moves every live key of c.Team to c.To: it writes the ledger's
+// newest value there (idempotent by the ledger's event id), reads it back
+// and compares digests, then points the ledger at the new secret and
+// records the old copy as a source to delete after the grace period. Each
+// key is claimed like a worker claims it, so a rotation published during
+// the move waits and then lands in the new backend (the team's settings
+// already name it); a key a worker moved meanwhile is only verified.
+// Keys that fail stay where they are, in use; run Migrate again.
+func Migrate(ctx context.Context, d Deps, c MigrateConfig) (*MigrateReport, error) {
+	if err := events.ValidateID("team_id", c.Team); err != nil {
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	if c.To == "" {
+		return nil, errors.New("migrate: name the target backend")
+	}
+	d = d.withDefaults()
+	if got := d.Settings.Resolve(d.TeamSettings(c.Team)).Backend; got != c.To {
+		return nil, fmt.Errorf("migrate: %w: team %q is on %q; publish a team.settings.updated event with backend %q first (or pass --set-backend)",
+			ErrNotMoved, c.Team, got, c.To)
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 8
+	}
+	if c.Lease <= 0 {
+		c.Lease = 30 * time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Grace <= 0 && !c.DeleteSource {
+		c.Grace = d.Settings.Keyrelay.Migration.Grace
+	}
+	cfg := Config{Teams: []string{c.Team}, Concurrency: c.Concurrency, Rate: c.Rate, Attempts: 4}
+	items, err := scan(ctx, d, cfg, func(e *worker.LedgerEntry) bool { return e.Status != events.StatusDeleted })
+	if err != nil {
+		return nil, fmt.Errorf("migrate: read the ledger: %w", err)
+	}
+	s := &session{d: d, c: cfg, limiters: map[string]*rate.Limiter{}, providers: map[string]providers.Provider{}}
+	host, _ := os.Hostname()
+	m := &mover{s: s, c: c, cl: &claimer{ledger: d.Ledger, lease: c.Lease, id: fmt.Sprintf("migrate-%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])}}
+	rep := &MigrateReport{Team: c.Team, To: c.To, Rows: make([]RestoreRow, len(items))}
+	sem := make(chan struct{}, c.Concurrency)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	start := time.Now()
+	prog := Progress{Total: len(items)}
+	for i, it := range items {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			row := m.move(ctx, it.key, it.e)
+			mu.Lock()
+			defer mu.Unlock()
+			rep.Rows[i] = row
+			prog.Done++
+			switch row.Action {
+			case ActionMoved:
+				rep.Moved++
+				prog.Written++
+			case ActionVerified, ActionSkipped, "planned":
+				if row.Action == ActionVerified {
+					rep.Verified++
+				} else {
+					rep.Skipped++
+				}
+				prog.Skipped++
+			default:
+				rep.Failed++
+				prog.Failed++
+			}
+			if c.Progress != nil {
+				prog.Elapsed = time.Since(start)
+				c.Progress(prog)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil || c.DryRun {
+		return rep, err
+	}
+	if c.DeleteSource {
+		cr, err := Cleanup(ctx, d, CleanupConfig{Team: c.Team, Force: true, Concurrency: c.Concurrency, Rate: c.Rate, Lease: c.Lease, Now: c.Now})
+		if err != nil {
+			return rep, err
+		}
+		rep.SourcesDeleted = cr.Deleted
+		rep.Failed += cr.Failed
+		rep.Rows = append(rep.Rows, cr.Rows...)
+		return rep, nil
+	}
+	if rep.Moved > 0 {
+		rep.DeleteAfter = c.Now().Add(c.Grace).UTC()
+	}
+	return rep, nil
+}
+
+type mover struct {
+	s  *session
+	c  MigrateConfig
+	cl *claimer
+}
+
+// move brings one key to the target backend.
+func (m *mover) move(ctx context.Context, key string, scanned *worker.LedgerEntry) RestoreRow {
+	team := m.c.Team
+	row := RestoreRow{Row: Row{Team: team, Key: key, Backend: m.c.To, Generation: scanned.Generation, LedgerStatus: scanned.Status}}
+	fail := func(what string, err error) RestoreRow {
+		row.Action, row.Why = ActionFailed, what+": "+sanitize(err)
+		return row
+	}
+	res := m.s.d.Settings.ResolveBackend(m.s.d.TeamSettings(team), m.c.To)
+	p, err := m.s.provider(ctx, team, m.c.To)
+	if err != nil {
+		return fail("open the target", err)
+	}
+	name, err := res.SecretName(team, key, scanned.Alias)
+	if err != nil {
+		return fail("secret name", err)
+	}
+	row.SecretRef = name
+	if scanned.Provider == m.c.To && scanned.SecretRef == name {
+		// A worker wrote it there after the settings change: verify only.
+		if ok, err := m.verify(ctx, p, team, key, name, scanned); err == nil && ok {
+			row.Action = ActionVerified
+			return row
+		}
+	}
+	if m.c.DryRun {
+		row.Action, row.Why = "planned", "from "+scanned.Provider+" "+scanned.SecretRef
+		return row
+	}
+	check := func(e *worker.LedgerEntry) string {
+		if e.Status == events.StatusDeleted {
+			return "deleted since the scan"
+		}
+		if e.Sealed == nil {
+			return "the ledger holds no sealed value for this key"
+		}
+		return ""
+	}
+	act, why, err := m.cl.run(ctx, team, key, check, func(ctx context.Context, e *worker.LedgerEntry, deadline time.Time) (*worker.LedgerEntry, string, error) {
+		ctx, cancel := context.WithDeadline(ctx, deadline)
+		defer cancel()
+		name, err := res.SecretName(team, key, e.Alias)
+		if err != nil {
+			return nil, "secret name", err
+		}
+		row.SecretRef, row.Generation = name, e.Generation
+		if e.Provider == m.c.To && e.SecretRef == name {
+			if ok, err := m.verify(ctx, p, team, key, name, e); err == nil && ok {
+				return nil, ActionVerified, nil
+			}
+		}
+		value, err := m.s.d.Opener.Open(ctx, e.Sealed, events.Binding{TeamID: team, KeyID: key, Generation: e.SealedGen})
+		if err != nil {
+			return nil, "open the ledger's sealed value", err
+		}
+		defer clear(value)
+		if l := m.s.limiter(m.c.To); l != nil {
+			if err := l.Wait(ctx); err != nil {
+				return nil, "rate limit", err
+			}
+		}
+		pr, err := p.Put(ctx, providers.PutRequest{Name: name, Value: value, IdempotencyKey: e.EventID, Owner: providers.Owner{TeamID: team, KeyID: key},
+			Description: res.Description, Tags: worker.SecretTags(res.Tags, e.Metadata, e.Alias), Adopt: m.c.Adopt})
+		if err != nil {
+			return nil, "write", err
+		}
+		if ok, err := m.verify(ctx, p, team, key, name, e); err != nil {
+			return nil, "verify", err
+		} else if !ok {
+			return nil, "verify", errors.New("the target does not hold the value just written")
+		}
+		next := *e
+		from, fromRef := e.Provider, e.SecretRef
+		next.Provider, next.SecretRef, next.ProviderVersion = m.c.To, name, pr.Version
+		next.UpdatedAt = m.c.Now().UTC()
+		next.AddSource(from, fromRef, next.UpdatedAt)
+		return &next, ActionMoved, nil
+	})
+	if err != nil {
+		return fail(why, err)
+	}
+	row.Action, row.Why = act, why
+	return row
+}
+
+// verify reports whether name in p holds e's value, owned by the key.
+func (m *mover) verify(ctx context.Context, p providers.Provider, team, key, name string, e *worker.LedgerEntry) (bool, error) {
+	sec, err := m.s.get(ctx, p, m.c.To, name)
+	if err != nil {
+		return false, err
+	}
+	defer clear(sec.Value)
+	if p.Capabilities().Tags && !providers.IsOwnedBy(sec.Tags, providers.Owner{TeamID: team, KeyID: key}) {
+		return false, nil
+	}
+	want, err := m.s.digest(ctx, team, key, e)
+	if err != nil {
+		return false, err
+	}
+	got := sha256.Sum256(sec.Value)
+	return subtle.ConstantTimeCompare(want[:], got[:]) == 1, nil
+}
+
+// CleanupConfig scopes the deletion of copies left on old backends.
+type CleanupConfig struct {
+	Team string
+	// Grace: only copies older than this are deleted.
+	Grace time.Duration
+	// Force deletes every recorded copy whatever its age.
+	Force bool
+	// Concurrency, Rate, Lease: as MigrateConfig.
+	Concurrency int
+	Rate        float64
+	Lease       time.Duration
+	Now         func() time.Time
+}
+
+// CleanupReport is the result of Cleanup.
+type CleanupReport struct {
+	Rows []RestoreRow
+	// Deleted counts old copies deleted; Pending those still in their
+	// grace period, with the earliest time one is due.
+	Deleted, Pending, Failed int
+	NextDue                  time.Time
+}
+
+// Cleanup deletes the copies a move left on old backends (the ledger's
+// Sources) once their grace period is over. Each key is claimed while its
+// copies are deleted, a copy where the key now lives is never deleted, and
+// a secret that another owner took over in the meantime is left alone.
+func Cleanup(ctx context.Context, d Deps, c CleanupConfig) (*CleanupReport, error) {
+	d = d.withDefaults()
+	if c.Concurrency <= 0 {
+		c.Concurrency = 8
+	}
+	if c.Lease <= 0 {
+		c.Lease = 30 * time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	cfg := Config{Teams: []string{c.Team}, Concurrency: c.Concurrency, Rate: c.Rate, Attempts: 4}
+	items, err := scan(ctx, d, cfg, func(e *worker.LedgerEntry) bool { return len(e.Sources) > 0 })
+	if err != nil {
+		return nil, fmt.Errorf("cleanup: read the ledger: %w", err)
+	}
+	s := &session{d: d, c: cfg, limiters: map[string]*rate.Limiter{}, providers: map[string]providers.Provider{}}
+	host, _ := os.Hostname()
+	cl := &claimer{ledger: d.Ledger, lease: c.Lease, id: fmt.Sprintf("cleanup-%s-%d", host, os.Getpid())}
+	rep := &CleanupReport{}
+	var mu sync.Mutex
+	sem := make(chan struct{}, c.Concurrency)
+	var wg sync.WaitGroup
+	due := func(src worker.SourceCopy, now time.Time) bool { return c.Force || !now.Before(src.Since.Add(c.Grace)) }
+	for _, it := range items {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			var rows []RestoreRow
+			check := func(e *worker.LedgerEntry) string {
+				now := c.Now()
+				for _, src := range e.Sources {
+					if due(src, now) {
+						return ""
+					}
+				}
+				return "in its grace period"
+			}
+			_, why, err := cl.run(ctx, c.Team, it.key, check, func(ctx context.Context, e *worker.LedgerEntry, deadline time.Time) (*worker.LedgerEntry, string, error) {
+				ctx, cancel := context.WithDeadline(ctx, deadline)
+				defer cancel()
+				now := c.Now()
+				next := *e
+				next.Sources = nil
+				for _, src := range e.Sources {
+					row := RestoreRow{Row: Row{Team: c.Team, Key: it.key, Backend: src.Backend, SecretRef: src.SecretRef, Generation: e.Generation, LedgerStatus: e.Status}}
+					switch {
+					case src.Backend == e.Provider && src.SecretRef == e.SecretRef:
+						continue // where the key lives now: forget, never delete
+					case !due(src, now):
+						next.Sources = append(next.Sources, src)
+						continue
+					}
+					err := s.deleteSource(ctx, c.Team, it.key, src)
+					switch {
+					case err == nil:
+						row.Action, row.Why = ActionDeleted, "old copy after the move"
+					case errors.Is(err, providers.ErrNotOwned):
+						row.Action, row.Why = ActionSkipped, "the old name now holds a secret keyrelay does not own for this key; left alone"
+					default:
+						row.Action, row.Why = ActionFailed, "delete the old copy: "+sanitize(err)
+						next.Sources = append(next.Sources, src)
+					}
+					rows = append(rows, row)
+				}
+				return &next, "", nil
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				rows = append(rows, RestoreRow{Row: Row{Team: c.Team, Key: it.key}, Action: ActionFailed, Why: why + ": " + sanitize(err)})
+			}
+			for _, r := range rows {
+				switch r.Action {
+				case ActionDeleted:
+					rep.Deleted++
+				case ActionFailed:
+					rep.Failed++
+				}
+			}
+			rep.Rows = append(rep.Rows, rows...)
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return rep, err
+	}
+	// What is still waiting (this run's skips, and failures to retry).
+	left, err := scan(ctx, d, cfg, func(e *worker.LedgerEntry) bool { return len(e.Sources) > 0 })
+	if err != nil {
+		return rep, fmt.Errorf("cleanup: read the ledger: %w", err)
+	}
+	for _, it := range left {
+		for _, src := range it.e.Sources {
+			rep.Pending++
+			if at := src.Since.Add(c.Grace); rep.NextDue.IsZero() || at.Before(rep.NextDue) {
+				rep.NextDue = at
+			}
+		}
+	}
+	return rep, nil
+}
+
+// deleteSource deletes one old copy, checking it is still the key's.
+func (s *session) deleteSource(ctx context.Context, team, key string, src worker.SourceCopy) error {
+	p, err := s.provider(ctx, team, src.Backend)
+	if err != nil {
+		return err
+	}
+	if l := s.limiter(src.Backend); l != nil {
+		if err := l.Wait(ctx); err != nil {
+			return err
+		}
+	}
+	err = p.Delete(ctx, providers.DeleteRequest{Name: src.SecretRef, Owner: providers.Owner{TeamID: team, KeyID: key}})
+	if errors.Is(err, providers.ErrNotFound) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,457 @@
+package recovery
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
+
+	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/worker"
+)
+
+// PointInTimeConfig rebuilds the state of the keys as of a moment from the
+// events stream into a target backend.
+type PointInTimeConfig struct {
+	// Config scopes (Teams or All) and paces the writes. Backend is not
+	// used: the stream says nothing of where keys lived.
+	Config
+	// FromSeq or Since start the replay at a stream sequence or time (the
+	// changes since a backup); default: the stream's first message.
+	FromSeq uint64
+	Since   time.Time
+	// Until ends the replay: events stored after it are not applied.
+	// Default: the stream's last message when the replay starts.
+	Until time.Time
+	// To is the target backend and Options its provider options (as
+	// CopyConfig). A point-in-time state is never written over the
+	// backends in use, which hold newer values.
+	To      string
+	Options map[string]string
+	// DryRun, Adopt and Progress: as CopyConfig.
+	DryRun   bool
+	Adopt    bool
+	Progress func(Progress)
+}
+
+// PointInTimeReport is the result of PointInTime.
+type PointInTimeReport struct {
+	// FirstSeq..LastSeq is the range of stream messages replayed, stored
+	// between FirstTime and LastTime.
+	FirstSeq  uint64    `json:"first_seq"`
+	LastSeq   uint64    `json:"last_seq"`
+	FirstTime time.Time `json:"first_time,omitzero"`
+	LastTime  time.Time `json:"last_time,omitzero"`
+	// Events counts the events applied or superseded; Invalid the messages
+	// skipped because they failed validation (as the workers reject them).
+	Events  int `json:"events"`
+	Invalid int `json:"invalid"`
+	// Incomplete is true when the stream's retention dropped events the
+	// replay needed; Warnings say what cannot be rebuilt.
+	Incomplete bool     `json:"incomplete"`
+	Warnings   []string `json:"warnings,omitempty"`
+	// Rows: one per key in the rebuilt state (written, deleted, skipped
+	// when the target already matched, failed), never a value.
+	Rows                              []RestoreRow `json:"rows"`
+	Written, Deleted, Skipped, Failed int
+}
+
+// pitKey is one key's state as the replay rebuilds it, by the workers'
+// rules: the value part (created, rotated, deleted) by generation, the
+// description part (alias, metadata) by its own generation.
+type pitKey struct {
+	gen, metaGen uint64
+	status       events.Status
+	eventID      string
+	sealed       *events.SealedValue
+	sealedGen    uint64
+	alias        string
+	metadata     map[string]string
+	// noValue: only key.updated events were seen (the value's events were
+	// dropped by retention or came before FromSeq/Since).
+	noValue bool
+}
+
+type pitTeam struct {
+	gen      uint64
+	settings *events.TeamSettings
+}
+
+// PointInTime replays KEYRELAY_EVENTS (key and settings events, in stream
+// order, by the workers' generation rules) from FromSeq/Since to Until,
+// and writes the resulting state of every key in scope into the target:
+// live keys with their value as of Until, under the name the team's
+// settings as of Until give; keys deleted as of Until removed from the
+// target when keyrelay owns them there. Writes are idempotent by event id
+// and skipped when the target already holds the value, so a replay run
+// again writes nothing.
+//
+// The stream keeps events for keyrelay.streams.events_max_age (and
+// events_max_bytes): when the replay needs events retention dropped, the
+// report is marked Incomplete and says what cannot be rebuilt.
+func PointInTime(ctx context.Context, d Deps, js jetstream.JetStream, c PointInTimeConfig) (*PointInTimeReport, error) {
+	if c.To == "" {
+		return nil, errors.New("point in time: name the target backend (--to): a past state is never written over the backends in use")
+	}
+	if !c.All && len(c.Teams) == 0 {
+		return nil, errors.New("point in time: name teams (--team) or --all")
+	}
+	if c.FromSeq > 0 && !c.Since.IsZero() {
+		return nil, errors.New("point in time: --from-seq and --since exclude each other")
+	}
+	d = d.withDefaults()
+	if c.Concurrency <= 0 {
+		c.Concurrency = 8
+	}
+	if c.Attempts <= 0 {
+		c.Attempts = 4
+	}
+	stream, err := js.Stream(ctx, worker.EventsStream)
+	if err != nil {
+		return nil, fmt.Errorf("point in time: events stream: %w", err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("point in time: events stream: %w", err)
+	}
+	st := info.State
+	rep := &PointInTimeReport{}
+	if st.Msgs == 0 {
+		return nil, errors.New("point in time: the events stream is empty (lost, or every event aged out): nothing can be rebuilt from it; restore from the ledger instead")
+	}
+	if !c.Until.IsZero() && c.Until.Before(st.FirstTime) {
+		return nil, fmt.Errorf("point in time: the oldest event kept is from %s (sequence %d), after --until %s: retention dropped everything before it",
+			st.FirstTime.UTC().Format(time.RFC3339), st.FirstSeq, c.Until.UTC().Format(time.RFC3339))
+	}
+	// What retention dropped.
+	switch {
+	case c.FromSeq > 0 && c.FromSeq < st.FirstSeq:
+		rep.Incomplete = true
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("events %d..%d are gone from the stream (retention): changes in them are not replayed", c.FromSeq, st.FirstSeq-1))
+	case !c.Since.IsZero() && c.Since.Before(st.FirstTime) && st.FirstSeq > 1:
+		rep.Incomplete = true
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("events before %s (sequences below %d) are gone from the stream (retention): changes in them are not replayed",
+			st.FirstTime.UTC().Format(time.RFC3339), st.FirstSeq))
+	case c.FromSeq == 0 && c.Since.IsZero() && st.FirstSeq > 1:
+		rep.Incomplete = true
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("events 1..%d are gone from the stream (retention, oldest kept from %s): a key or team setting whose last change before --until was among them is rebuilt without it (keys missing or at an older state; settings at their defaults); restore from the ledger, or from a backup of the backend, for those",
+			st.FirstSeq-1, st.FirstTime.UTC().Format(time.RFC3339)))
+	}
+
+	keys, teams, err := replay(ctx, stream, st, c, rep)
+	if err != nil {
+		return nil, err
+	}
+	if rep.Invalid > 0 {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d messages failed validation and were skipped, as the workers reject them", rep.Invalid))
+	}
+
+	type job struct {
+		team, key string
+		k         *pitKey
+	}
+	var jobs []job
+	for lk, k := range keys {
+		team, key, _ := worker.ParseLedgerKey(lk)
+		if k.noValue {
+			rep.Incomplete = true
+			rep.Rows = append(rep.Rows, RestoreRow{Row: Row{Team: team, Key: key, Backend: c.To, Generation: k.metaGen},
+				Action: ActionSkipped, Why: "only key.updated events are in the replayed range: its value cannot be rebuilt"})
+			continue
+		}
+		jobs = append(jobs, job{team, key, k})
+	}
+	sort.Slice(jobs, func(i, j int) bool {
+		if jobs[i].team != jobs[j].team {
+			return jobs[i].team < jobs[j].team
+		}
+		return jobs[i].key < jobs[j].key
+	})
+	s := &session{d: d, c: c.Config, limiters: map[string]*rate.Limiter{}, providers: map[string]providers.Provider{}}
+	out := make([]RestoreRow, len(jobs))
+	sem := make(chan struct{}, c.Concurrency)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	start := time.Now()
+	prog := Progress{Total: len(jobs)}
+	for i, j := range jobs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			var ts *events.TeamSettings
+			if t := teams[j.team]; t != nil {
+				ts = t.settings
+			}
+			out[i] = s.pitOne(ctx, c, ts, j.team, j.key, j.k)
+			mu.Lock()
+			defer mu.Unlock()
+			prog.Done++
+			count(&prog, out[i].Action)
+			if c.Progress != nil {
+				prog.Elapsed = time.Since(start)
+				c.Progress(prog)
+			}
+		}()
+	}
+	wg.Wait()
+	rep.Rows = append(rep.Rows, out...)
+	for _, r := range rep.Rows {
+		switch r.Action {
+		case ActionWritten:
+			rep.Written++
+		case ActionDeleted:
+			rep.Deleted++
+		case ActionSkipped, "planned":
+			rep.Skipped++
+		default:
+			rep.Failed++
+		}
+	}
+	return rep, ctx.Err()
+}
+
+// replay reads the stream range and folds it into key and team states.
+func replay(ctx context.Context, stream jetstream.Stream, st jetstream.StreamState, c PointInTimeConfig, rep *PointInTimeReport) (map[string]*pitKey, map[string]*pitTeam, error) {
+	occ := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	switch {
+	case c.FromSeq > 0:
+		occ.DeliverPolicy, occ.OptStartSeq = jetstream.DeliverByStartSequencePolicy, c.FromSeq
+	case !c.Since.IsZero():
+		occ.DeliverPolicy, occ.OptStartTime = jetstream.DeliverByStartTimePolicy, &c.Since
+	}
+	if !c.All {
+		for _, t := range c.Teams {
+			occ.FilterSubjects = append(occ.FilterSubjects, events.EventsPrefix+"."+t+".>", events.SettingsSubject(t))
+		}
+	}
+	cons, err := stream.OrderedConsumer(ctx, occ)
+	if err != nil {
+		return nil, nil, fmt.Errorf("point in time: read the events stream: %w", err)
+	}
+	keys := map[string]*pitKey{}
+	teams := map[string]*pitTeam{}
+	last := st.LastSeq
+	if c.FromSeq > last {
+		return keys, teams, nil
+	}
+	for {
+		// Pending messages tell when the range is read: stop at the last
+		// sequence the stream had when the replay started, or at Until.
+		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return nil, nil, fmt.Errorf("point in time: read the events stream: %w", err)
+		}
+		n := 0
+		done := false
+		for msg := range batch.Messages() {
+			n++
+			md, err := msg.Metadata()
+			if err != nil {
+				continue
+			}
+			if md.Sequence.Stream > last || (!c.Until.IsZero() && md.Timestamp.After(c.Until)) {
+				done = true
+				break
+			}
+			if rep.FirstSeq == 0 {
+				rep.FirstSeq, rep.FirstTime = md.Sequence.Stream, md.Timestamp.UTC()
+			}
+			rep.LastSeq, rep.LastTime = md.Sequence.Stream, md.Timestamp.UTC()
+			fold(msg, md, keys, teams, rep)
+			if md.Sequence.Stream == last || md.NumPending == 0 {
+				done = true
+				break
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return nil, nil, fmt.Errorf("point in time: read the events stream: %w", err)
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
+		if done || n == 0 {
+			// n == 0: nothing more in the range matches the filter.
+			return keys, teams, nil
+		}
+	}
+}
+
+// fold applies one stream message to the states, by the workers' rules. A
+// message that fails validation is counted and skipped.
+func fold(msg jetstream.Msg, md *jetstream.MsgMetadata, keys map[string]*pitKey, teams map[string]*pitTeam, rep *PointInTimeReport) {
+	ev, err := events.Decode(msg.Data())
+	if err != nil || ev.Subject() != msg.Subject() {
+		rep.Invalid++
+		return
+	}
+	gen := ev.Generation
+	if gen == 0 {
+		gen = md.Sequence.Stream
+	}
+	rep.Events++
+	if ev.Type.IsSettings() {
+		t := teams[ev.TeamID]
+		if t == nil {
+			t = &pitTeam{}
+			teams[ev.TeamID] = t
+		}
+		if gen <= t.gen {
+			return
+		}
+		if ev.Type == events.TeamSettingsDeleted {
+			t.gen, t.settings = gen, nil
+			return
+		}
+		sd, err := ev.SettingsData()
+		if err != nil {
+			rep.Invalid++
+			rep.Events--
+			return
+		}
+		ts := sd.Settings
+		t.gen, t.settings = gen, &ts
+		return
+	}
+	lk := worker.LedgerKey(ev.TeamID, ev.KeyID)
+	k := keys[lk]
+	if k == nil {
+		k = &pitKey{noValue: true}
+		keys[lk] = k
+	}
+	switch ev.Type {
+	case events.KeyCreated, events.KeyRotated:
+		kd, err := ev.KeyData()
+		if err != nil {
+			rep.Invalid++
+			rep.Events--
+			return
+		}
+		if gen > k.gen {
+			k.gen, k.eventID, k.sealed, k.sealedGen, k.noValue = gen, ev.ID, kd.Value, ev.Generation, false
+			k.status = events.StatusStored
+			if ev.Type == events.KeyRotated {
+				k.status = events.StatusRotated
+			}
+		}
+		if gen > k.metaGen {
+			k.metaGen, k.alias, k.metadata = gen, ev.KeyAlias, kd.Metadata
+		}
+	case events.KeyUpdated:
+		upd, err := ev.UpdateData()
+		if err != nil {
+			rep.Invalid++
+			rep.Events--
+			return
+		}
+		if gen > k.metaGen {
+			k.metaGen, k.alias = gen, ev.KeyAlias
+			if upd.Metadata != nil {
+				k.metadata = upd.Metadata
+			}
+		}
+	case events.KeyDeleted:
+		if gen > k.gen {
+			k.gen, k.eventID, k.sealed, k.sealedGen, k.noValue = gen, ev.ID, nil, 0, false
+			k.status = events.StatusDeleted
+		}
+		if gen > k.metaGen {
+			k.metaGen, k.alias, k.metadata = gen, ev.KeyAlias, nil
+		}
+	}
+}
+
+// pitOne brings one key of the rebuilt state into the target.
+func (s *session) pitOne(ctx context.Context, c PointInTimeConfig, ts *events.TeamSettings, team, key string, k *pitKey) RestoreRow {
+	row := RestoreRow{Row: Row{Team: team, Key: key, Backend: c.To, Generation: k.gen, LedgerStatus: k.status}}
+	failed := func(what string, err error) RestoreRow {
+		row.Action, row.Why = ActionFailed, what+": "+sanitize(err)
+		return row
+	}
+	res := s.d.Settings.ResolveBackend(ts, c.To)
+	opts, _ := res.ProviderOptions(func(key string) bool { return s.d.Registry.TeamOptionAllowed(res.Backend, key) })
+	for k, v := range c.Options {
+		opts[k] = v
+	}
+	p, err := s.d.Registry.Open(ctx, res.Backend, providers.Config{Options: opts, Getenv: s.d.Settings.Env, Logger: s.d.Logger})
+	if err != nil {
+		return failed("open the target", err)
+	}
+	name, err := res.SecretName(team, key, k.alias)
+	if err != nil {
+		return failed("secret name", err)
+	}
+	row.SecretRef = name
+	owner := providers.Owner{TeamID: team, KeyID: key}
+	cur, err := s.get(ctx, p, c.To, name)
+	found := err == nil
+	if err != nil && !errors.Is(err, providers.ErrNotFound) {
+		return failed("read the target", err)
+	}
+	owned := !found || !p.Capabilities().Tags || providers.IsOwnedBy(cur.Tags, owner)
+	if found {
+		defer clear(cur.Value)
+	}
+	if k.status == events.StatusDeleted {
+		switch {
+		case !found:
+			row.Status, row.Action, row.Why = StatusOK, ActionSkipped, "deleted as of --until; absent in the target"
+			return row
+		case !owned && !c.Adopt:
+			row.Status, row.Action, row.Why = StatusUnowned, ActionSkipped, ownerOf(cur.Tags)+"; --adopt to delete"
+			return row
+		}
+		row.Status = StatusResurrected
+		if c.DryRun {
+			row.Action = "planned"
+			return row
+		}
+		if err := p.Delete(ctx, providers.DeleteRequest{Name: name, Owner: owner, Adopt: c.Adopt}); err != nil && !errors.Is(err, providers.ErrNotFound) {
+			return failed("delete", err)
+		}
+		row.Action = ActionDeleted
+		return row
+	}
+	value, err := s.d.Opener.Open(ctx, k.sealed, events.Binding{TeamID: team, KeyID: key, Generation: k.sealedGen})
+	if err != nil {
+		return failed("open the event's sealed value", err)
+	}
+	defer clear(value)
+	switch {
+	case !found:
+		row.Status = StatusMissing
+	case !owned && !c.Adopt:
+		row.Status, row.Action, row.Why = StatusUnowned, ActionSkipped, ownerOf(cur.Tags)+"; --adopt to overwrite"
+		return row
+	default:
+		want, got := sha256.Sum256(value), sha256.Sum256(cur.Value)
+		if subtle.ConstantTimeCompare(want[:], got[:]) == 1 {
+			row.Status, row.Action, row.Why = StatusOK, ActionSkipped, "the target already holds this value"
+			return row
+		}
+		row.Status = StatusStale
+	}
+	if c.DryRun {
+		row.Action = "planned"
+		return row
+	}
+	if l := s.limiter(c.To); l != nil {
+		if err := l.Wait(ctx); err != nil {
+			return failed("rate limit", err)
+		}
+	}
+	if _, err := p.Put(ctx, providers.PutRequest{Name: name, Value: value, IdempotencyKey: k.eventID, Owner: owner,
+		Description: res.Description, Tags: worker.SecretTags(res.Tags, k.metadata, k.alias), Adopt: c.Adopt}); err != nil {
+		return failed("write", err)
+	}
+	row.Action = ActionWritten
+	return row
+}

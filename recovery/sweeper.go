@@ -1,0 +1,303 @@
+package recovery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/keyrelay/keyrelay/events"
+)
+
+// Migration states.
+const (
+	// MigrationRequested: the team's backend changed and
+	// keyrelay.migration.on_settings_change asked for its keys to move;
+	// a `keyrelay serve` sweeper runs the move.
+	MigrationRequested = "requested"
+	// MigrationRunning: a sweeper is moving the keys (under a lease).
+	MigrationRunning = "running"
+	// MigrationMoved: every key was moved; the old copies are deleted at
+	// DeleteAfter.
+	MigrationMoved = "moved"
+)
+
+// MigrationRecord is one team's move, kept in the recovery bucket under
+// "migration.<team>" so that it survives restarts and any serve process
+// can finish it.
+type MigrationRecord struct {
+	Team        string    `json:"team"`
+	To          string    `json:"to"`
+	State       string    `json:"state"`
+	RequestedAt time.Time `json:"requested_at,omitzero"`
+	MovedAt     time.Time `json:"moved_at,omitzero"`
+	// DeleteAfter is when the old copies are deleted.
+	DeleteAfter time.Time `json:"delete_after,omitzero"`
+	// Holder and LeaseUntil: the sweeper working on it.
+	Holder     string    `json:"holder,omitempty"`
+	LeaseUntil time.Time `json:"lease_until,omitzero"`
+	// Moved and Failed count the keys of the last run; LastError says why
+	// the last run stopped (never a value).
+	Moved     int    `json:"moved"`
+	Failed    int    `json:"failed"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+// MigrationKey is the recovery-bucket key of team's migration record.
+func MigrationKey(team string) string { return "migration." + team }
+
+// Migrations reads and writes migration records in the recovery bucket.
+type Migrations struct{ KV jetstream.KeyValue }
+
+// Get returns team's record and its revision (nil, 0 when none).
+func (m Migrations) Get(ctx context.Context, team string) (*MigrationRecord, uint64, error) {
+	e, err := m.KV.Get(ctx, MigrationKey(team))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	var r MigrationRecord
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return nil, 0, fmt.Errorf("migration record %s: %w", e.Key(), err)
+	}
+	return &r, e.Revision(), nil
+}
+
+// Put stores r at revision rev (0: only if absent).
+func (m Migrations) Put(ctx context.Context, r *MigrationRecord, rev uint64) (uint64, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return 0, err
+	}
+	if rev == 0 {
+		return m.KV.Create(ctx, MigrationKey(r.Team), b)
+	}
+	return m.KV.Update(ctx, MigrationKey(r.Team), b, rev)
+}
+
+// Record stores r whatever is there.
+func (m Migrations) Record(ctx context.Context, r *MigrationRecord) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = m.KV.Put(ctx, MigrationKey(r.Team), b)
+	return err
+}
+
+// Request asks the sweepers to move team to backend to, unless a move to
+// it is already requested, running or done.
+func (m Migrations) Request(ctx context.Context, team, to string) error {
+	if err := events.ValidateID("team_id", team); err != nil {
+		return err
+	}
+	for {
+		r, rev, err := m.Get(ctx, team)
+		if err != nil {
+			return err
+		}
+		if r != nil && r.To == to {
+			return nil
+		}
+		_, err = m.Put(ctx, &MigrationRecord{Team: team, To: to, State: MigrationRequested, RequestedAt: time.Now().UTC()}, rev)
+		if err == nil || !isConflict(err) {
+			return err
+		}
+	}
+}
+
+// Teams lists the teams with a record.
+func (m Migrations) Teams(ctx context.Context) ([]string, error) {
+	lister, err := m.KV.ListKeysFiltered(ctx, "migration.>")
+	if err != nil {
+		return nil, err
+	}
+	var teams []string
+	for k := range lister.Keys() {
+		teams = append(teams, strings.TrimPrefix(k, "migration."))
+	}
+	return teams, nil
+}
+
+func isConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence)
+}
+
+// SweeperConfig paces the sweeper.
+type SweeperConfig struct {
+	// Every is the pause between sweeps. Default: 1m.
+	Every time.Duration
+	// Grace for the old copies. Default: the settings' migration grace.
+	Grace time.Duration
+	// Lease is how long a sweeper holds a record it works on; it renews
+	// it while it works. Default: 2m.
+	Lease time.Duration
+	// Concurrency for moves and cleanups. Default: 8.
+	Concurrency int
+	// ClaimLease bounds one key's claim. Default: 30s.
+	ClaimLease time.Duration
+}
+
+// Sweeper runs in `keyrelay serve`: it moves the teams whose move was
+// requested (keyrelay.migration.on_settings_change) and deletes old copies
+// once their grace period is over. Several processes may run one: a record
+// is worked on under a lease taken by compare-and-set.
+type Sweeper struct {
+	d   Deps
+	m   Migrations
+	c   SweeperConfig
+	id  string
+	log *zap.Logger
+}
+
+// NewSweeper returns a sweeper over the recovery bucket kv.
+func NewSweeper(d Deps, kv jetstream.KeyValue, c SweeperConfig) *Sweeper {
+	d = d.withDefaults()
+	if c.Every <= 0 {
+		c.Every = time.Minute
+	}
+	if c.Grace <= 0 {
+		c.Grace = d.Settings.Keyrelay.Migration.Grace
+	}
+	if c.Lease <= 0 {
+		c.Lease = 2 * time.Minute
+	}
+	host, _ := os.Hostname()
+	return &Sweeper{d: d, m: Migrations{KV: kv}, c: c, id: fmt.Sprintf("sweeper-%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8]), log: d.Logger.Named("migration")}
+}
+
+// Run sweeps until ctx ends.
+func (s *Sweeper) Run(ctx context.Context) error {
+	t := time.NewTicker(s.c.Every)
+	defer t.Stop()
+	for {
+		if err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("migration sweep failed; trying again at the next sweep", zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Sweep works once through every record that is due.
+func (s *Sweeper) Sweep(ctx context.Context) error {
+	teams, err := s.m.Teams(ctx)
+	if err != nil {
+		return fmt.Errorf("list migrations: %w", err)
+	}
+	var errs []error
+	for _, team := range teams {
+		if err := s.sweepTeam(ctx, team); err != nil {
+			errs = append(errs, fmt.Errorf("team %s: %w", team, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Sweeper) sweepTeam(ctx context.Context, team string) error {
+	r, rev, err := s.m.Get(ctx, team)
+	if err != nil || r == nil {
+		return err
+	}
+	now := time.Now()
+	switch {
+	case r.State == MigrationRunning && now.Before(r.LeaseUntil):
+		return nil // someone works on it
+	case r.State == MigrationMoved && now.Before(r.DeleteAfter):
+		return nil
+	}
+	move := r.State != MigrationMoved
+	held := *r
+	held.Holder, held.LeaseUntil = s.id, now.Add(s.c.Lease)
+	if move {
+		held.State = MigrationRunning
+	}
+	rev, err = s.m.Put(ctx, &held, rev)
+	if isConflict(err) {
+		return nil // another sweeper took it
+	}
+	if err != nil {
+		return err
+	}
+	// Renew the lease while working.
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	renewed := make(chan uint64, 1)
+	go func() {
+		cur := rev
+		defer func() { renewed <- cur }()
+		t := time.NewTicker(s.c.Lease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C:
+				held.LeaseUntil = time.Now().Add(s.c.Lease)
+				n, err := s.m.Put(wctx, &held, cur)
+				if err != nil {
+					if wctx.Err() == nil {
+						s.log.Warn("migration lease lost", zap.String("team", team), zap.Error(err))
+						cancel()
+					}
+					return
+				}
+				cur = n
+			}
+		}
+	}()
+	next := held
+	next.Holder, next.LeaseUntil = "", time.Time{}
+	if move {
+		s.log.Info("moving the team's keys", zap.String("team", team), zap.String("to", r.To))
+		rep, err := Migrate(wctx, s.d, MigrateConfig{Team: team, To: r.To, Grace: s.c.Grace, Concurrency: s.c.Concurrency, Lease: s.c.ClaimLease})
+		if err != nil {
+			next.State, next.LastError = MigrationRequested, sanitize(err)
+			if errors.Is(err, ErrNotMoved) {
+				// The settings moved elsewhere again; a newer request replaces this one.
+				next.LastError = "the team's settings no longer name " + r.To
+			}
+		} else {
+			next.Moved, next.Failed, next.LastError = rep.Moved, rep.Failed, ""
+			next.State, next.MovedAt, next.DeleteAfter = MigrationMoved, time.Now().UTC(), time.Now().Add(s.c.Grace).UTC()
+			if rep.Failed > 0 {
+				next.State, next.LastError = MigrationRequested, fmt.Sprintf("%d keys failed; retried at the next sweep", rep.Failed)
+			}
+			s.log.Info("team's keys moved", zap.String("team", team), zap.String("to", r.To), zap.Int("moved", rep.Moved),
+				zap.Int("verified", rep.Verified), zap.Int("failed", rep.Failed), zap.Time("delete_old_copies_after", next.DeleteAfter))
+		}
+	} else {
+		rep, err := Cleanup(wctx, s.d, CleanupConfig{Team: team, Grace: s.c.Grace, Concurrency: s.c.Concurrency, Lease: s.c.ClaimLease})
+		switch {
+		case err != nil:
+			next.LastError = sanitize(err)
+		case rep.Pending == 0:
+			s.log.Info("old copies deleted; migration finished", zap.String("team", team), zap.Int("deleted", rep.Deleted))
+			cancel()
+			cur := <-renewed
+			return s.m.KV.Delete(ctx, MigrationKey(team), jetstream.LastRevision(cur))
+		default:
+			next.LastError = fmt.Sprintf("%d old copies left (%d failed)", rep.Pending, rep.Failed)
+			if !rep.NextDue.IsZero() && rep.NextDue.After(time.Now()) {
+				next.DeleteAfter = rep.NextDue
+			}
+		}
+	}
+	cancel()
+	cur := <-renewed
+	_, err = s.m.Put(ctx, &next, cur)
+	return err
+}
