@@ -149,7 +149,7 @@ func (s *session) copyOne(ctx context.Context, c CopyConfig, team, key string, e
 			return failed("rate limit", err)
 		}
 	}
-	if _, err := p.Put(ctx, providers.PutRequest{Name: name, Value: value, IdempotencyKey: e.EventID, Owner: owner,
+	if _, err := s.put(ctx, p, c.To, providers.PutRequest{Name: name, Value: value, IdempotencyKey: e.EventID, Owner: owner,
 		Description: desc, Tags: worker.SecretTags(res.Tags, e.Metadata, e.Alias), Adopt: c.Adopt}); err != nil {
 		return failed("write", err)
 	}

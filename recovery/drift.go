@@ -446,3 +446,30 @@ func sanitize(err error) string {
 	}
 	return strings.ToValidUTF8(s, "?")
 }
+
+// put writes req. When the backend answers that this event already wrote
+// its current version (Duplicate) but the current value is not req's (a
+// hand edit that kept keyrelay's tags, the event id among them), it writes
+// again under a recovery-specific idempotency key, so that a restore
+// really restores; a run repeated after that finds the key ok.
+func (s *session) put(ctx context.Context, p providers.Provider, backend string, req providers.PutRequest) (providers.PutResult, error) {
+	pr, err := p.Put(ctx, req)
+	if err != nil || !pr.Duplicate {
+		return pr, err
+	}
+	cur, err := s.get(ctx, p, backend, req.Name)
+	if err != nil {
+		return pr, nil // cannot tell: trust the backend's record
+	}
+	want, got := sha256.Sum256(req.Value), sha256.Sum256(cur.Value)
+	clear(cur.Value)
+	if subtle.ConstantTimeCompare(want[:], got[:]) == 1 {
+		return pr, nil
+	}
+	req.IdempotencyKey = "recovery:" + req.IdempotencyKey
+	pr, err = p.Put(ctx, req)
+	if err == nil && pr.Duplicate {
+		return pr, errors.New("the backend reports the value already written by this event, but holds another value under the name")
+	}
+	return pr, err
+}

@@ -68,7 +68,10 @@ type MigrateReport struct {
 	To   string       `json:"to"`
 	Rows []RestoreRow `json:"rows"`
 	// Counts by action.
-	Moved, Verified, Skipped, Failed int
+	Moved    int `json:"moved"`
+	Verified int `json:"verified"`
+	Skipped  int `json:"skipped"`
+	Failed   int `json:"failed"`
 	// SourcesDeleted counts old copies deleted (with DeleteSource).
 	SourcesDeleted int `json:"sources_deleted"`
 	// DeleteAfter is when `keyrelay serve` deletes the old copies (zero
@@ -240,7 +243,7 @@ func (m *mover) move(ctx context.Context, key string, scanned *worker.LedgerEntr
 				return nil, "rate limit", err
 			}
 		}
-		pr, err := p.Put(ctx, providers.PutRequest{Name: name, Value: value, IdempotencyKey: e.EventID, Owner: providers.Owner{TeamID: team, KeyID: key},
+		pr, err := m.s.put(ctx, p, m.c.To, providers.PutRequest{Name: name, Value: value, IdempotencyKey: e.EventID, Owner: providers.Owner{TeamID: team, KeyID: key},
 			Description: res.Description, Tags: worker.SecretTags(res.Tags, e.Metadata, e.Alias), Adopt: m.c.Adopt})
 		if err != nil {
 			return nil, "write", err

@@ -60,8 +60,11 @@ type PointInTimeReport struct {
 	Warnings   []string `json:"warnings,omitempty"`
 	// Rows: one per key in the rebuilt state (written, deleted, skipped
 	// when the target already matched, failed), never a value.
-	Rows                              []RestoreRow `json:"rows"`
-	Written, Deleted, Skipped, Failed int
+	Rows    []RestoreRow `json:"rows"`
+	Written int          `json:"written"`
+	Deleted int          `json:"deleted"`
+	Skipped int          `json:"skipped"`
+	Failed  int          `json:"failed"`
 }
 
 // pitKey is one key's state as the replay rebuilds it, by the workers'
@@ -448,7 +451,7 @@ func (s *session) pitOne(ctx context.Context, c PointInTimeConfig, ts *events.Te
 			return failed("rate limit", err)
 		}
 	}
-	if _, err := p.Put(ctx, providers.PutRequest{Name: name, Value: value, IdempotencyKey: k.eventID, Owner: owner,
+	if _, err := s.put(ctx, p, c.To, providers.PutRequest{Name: name, Value: value, IdempotencyKey: k.eventID, Owner: owner,
 		Description: res.Description, Tags: worker.SecretTags(res.Tags, k.metadata, k.alias), Adopt: c.Adopt}); err != nil {
 		return failed("write", err)
 	}

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
+	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
 	"github.com/keyrelay/keyrelay/events"
@@ -40,6 +42,15 @@ type RestoreConfig struct {
 	CallTimeout time.Duration
 	// Progress, when set, is called after each key (never concurrently).
 	Progress func(Progress)
+	// Checkpoints, when set, keeps the run's plan and progress in
+	// JetStream so that a run killed partway can be resumed.
+	Checkpoints *Checkpoints
+	// Resume continues the unfinished run with this id ("latest": the most
+	// recent one with the same scope) instead of building a new plan.
+	Resume string
+	// OnStart, when set, is told the run's id, its planned rows and how
+	// many of them a resumed run had done.
+	OnStart func(id string, total, done int)
 }
 
 // Progress counts a restore's keys so far.
@@ -62,7 +73,10 @@ type RestoreReport struct {
 	Drift *Report      `json:"drift"`
 	Rows  []RestoreRow `json:"rows"`
 	// Counts by action.
-	Written, Deleted, Skipped, Failed int
+	Written int `json:"written"`
+	Deleted int `json:"deleted"`
+	Skipped int `json:"skipped"`
+	Failed  int `json:"failed"`
 }
 
 // Fixable reports whether a restore acts on a row of status s.
@@ -93,25 +107,82 @@ func Restore(ctx context.Context, d Deps, c RestoreConfig) (*RestoreReport, erro
 		c.CallTimeout = min(15*time.Second, c.Lease/2)
 	}
 	d = d.withDefaults()
-	drift, err := Drift(ctx, d, c.Config)
-	if err != nil {
-		return nil, err
+	if c.Concurrency <= 0 {
+		c.Concurrency = 8
 	}
-	rep := &RestoreReport{Drift: drift}
+	if c.Attempts <= 0 {
+		c.Attempts = 4
+	}
+	rep := &RestoreReport{}
 	var plan []Row
-	for _, r := range drift.Rows {
-		if r.Key != "" && fixable(r.Status, c.Adopt) {
-			plan = append(plan, r)
+	var cp *Checkpoint
+	host, _ := os.Hostname()
+	if c.Resume != "" {
+		if c.Checkpoints == nil {
+			return nil, errors.New("restore: --resume needs the recovery bucket")
+		}
+		id := c.Resume
+		if id == "latest" {
+			var err error
+			if id, err = c.Checkpoints.Latest(ctx, c); err != nil {
+				return nil, fmt.Errorf("restore: %w", err)
+			}
+		}
+		if !validRunID(id) {
+			return nil, fmt.Errorf("restore: %q is not a restore run id", id)
+		}
+		var err error
+		if cp, plan, err = c.Checkpoints.Load(ctx, id); err != nil {
+			return nil, fmt.Errorf("restore: %w", err)
+		}
+		if cp.Finished {
+			return nil, fmt.Errorf("restore: run %s finished at %s; nothing to resume", id, cp.Updated.Format(time.RFC3339))
+		}
+		if age := time.Since(cp.Updated); cp.Holder != "" && age < 3*checkpointEvery {
+			return nil, fmt.Errorf("restore: run %s was saved by %s %s ago: it may still be running", id, cp.Holder, age.Round(time.Millisecond))
+		}
+		c.Teams, c.All, c.Backend, c.Adopt = cp.Teams, cp.All, cp.Backend, cp.Adopt
+	} else {
+		drift, err := Drift(ctx, d, c.Config)
+		if err != nil {
+			return nil, err
+		}
+		rep.Drift = drift
+		for _, r := range drift.Rows {
+			switch {
+			case r.Key != "" && fixable(r.Status, c.Adopt):
+				plan = append(plan, r)
+			case r.Status == StatusUnowned:
+				// Reported, never touched without --adopt.
+				rep.Rows = append(rep.Rows, RestoreRow{Row: r, Action: ActionSkipped, Why: r.Detail + "; --adopt to overwrite"})
+			}
+		}
+		if c.DryRun {
+			for _, r := range plan {
+				rep.Rows = append(rep.Rows, RestoreRow{Row: r, Action: "planned"})
+			}
+			return rep, nil
+		}
+		unowned := len(rep.Rows)
+		defer func() { rep.Skipped += unowned }()
+		if c.Checkpoints != nil && len(plan) > 0 {
+			cp = &Checkpoint{ID: time.Now().UTC().Format("20060102T150405") + "-" + uuid.NewString()[:8], Teams: c.Teams, All: c.All,
+				Backend: c.Backend, Adopt: c.Adopt, Started: time.Now().UTC(), Total: len(plan), Done: make([]byte, (len(plan)+7)/8)}
+			if err := c.Checkpoints.savePlan(ctx, cp.ID, plan); err != nil {
+				return nil, fmt.Errorf("restore: save the plan: %w", err)
+			}
 		}
 	}
-	if c.DryRun {
-		for _, r := range plan {
-			rep.Rows = append(rep.Rows, RestoreRow{Row: r, Action: "planned"})
+	if cp != nil {
+		cp.Holder = fmt.Sprintf("%s-%d", host, os.Getpid())
+		if err := c.Checkpoints.save(ctx, cp); err != nil {
+			return nil, fmt.Errorf("restore: save the checkpoint: %w", err)
 		}
-		return rep, nil
+		if c.OnStart != nil {
+			c.OnStart(cp.ID, cp.Total, cp.Count())
+		}
 	}
 	s := &session{d: d, c: c.Config, limiters: map[string]*rate.Limiter{}, providers: map[string]providers.Provider{}}
-	host, _ := os.Hostname()
 	r := &restorer{s: s, c: c, cl: &claimer{ledger: d.Ledger, lease: c.Lease, id: fmt.Sprintf("restore-%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])}}
 	out := make([]RestoreRow, len(plan))
 	sem := make(chan struct{}, s.c.Concurrency)
@@ -119,7 +190,20 @@ func Restore(ctx context.Context, d Deps, c RestoreConfig) (*RestoreReport, erro
 	var mu sync.Mutex
 	start := time.Now()
 	prog := Progress{Total: len(plan)}
+	stopSaving := func() {}
+	if cp != nil {
+		prog.Done = cp.Count()
+		stopSaving = r.saveEvery(ctx, cp, &mu)
+	}
+	var before *Checkpoint // the rows done before a resume (cp changes as rows finish)
+	if cp != nil {
+		before = &Checkpoint{Total: cp.Total, Done: slices.Clone(cp.Done)}
+	}
 	for i, row := range plan {
+		if before != nil && before.isDone(i) {
+			out[i] = RestoreRow{Row: row, Action: ActionSkipped, Why: "done before the resume"}
+			continue
+		}
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
@@ -127,6 +211,9 @@ func Restore(ctx context.Context, d Deps, c RestoreConfig) (*RestoreReport, erro
 			out[i] = r.fix(ctx, row)
 			mu.Lock()
 			defer mu.Unlock()
+			if cp != nil && out[i].Action != ActionFailed {
+				cp.setDone(i)
+			}
 			prog.Done++
 			count(&prog, out[i].Action)
 			if c.Progress != nil {
@@ -136,9 +223,51 @@ func Restore(ctx context.Context, d Deps, c RestoreConfig) (*RestoreReport, erro
 		}()
 	}
 	wg.Wait()
-	rep.Rows = out
+	stopSaving()
+	rep.Rows = append(rep.Rows, out...)
 	rep.Written, rep.Deleted, rep.Skipped, rep.Failed = prog.Written, prog.Deleted, prog.Skipped, prog.Failed
+	if cp != nil {
+		if ctx.Err() == nil && rep.Failed == 0 {
+			// Finished: nothing to resume.
+			if err := c.Checkpoints.Delete(ctx, cp.ID); err != nil {
+				d.Logger.Warn("finished restore's checkpoint not deleted", zap.String("run", cp.ID), zap.Error(err))
+			}
+		} else if err := c.Checkpoints.save(context.WithoutCancel(ctx), cp); err != nil && ctx.Err() == nil {
+			return rep, fmt.Errorf("restore: save the checkpoint: %w", err)
+		}
+	}
 	return rep, ctx.Err()
+}
+
+// checkpointEvery is how often a run saves its checkpoint.
+const checkpointEvery = time.Second
+
+// saveEvery saves cp (under mu) every checkpointEvery until stopped.
+func (r *restorer) saveEvery(ctx context.Context, cp *Checkpoint, mu *sync.Mutex) (stop func()) {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(checkpointEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			mu.Lock()
+			snap := *cp
+			snap.Done = slices.Clone(cp.Done)
+			mu.Unlock()
+			if err := r.c.Checkpoints.save(ctx, &snap); err != nil {
+				r.s.d.Logger.Warn("restore checkpoint not saved; a resume redoes more (idempotently)", zap.Error(err))
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
 }
 
 func count(p *Progress, action string) {
@@ -216,7 +345,7 @@ func (r *restorer) apply(ctx context.Context, row Row, e *worker.LedgerEntry, de
 	}
 	defer clear(value)
 	res := r.s.d.Settings.ResolveBackend(r.s.d.TeamSettings(row.Team), row.Backend)
-	pr, err := p.Put(ctx, providers.PutRequest{Name: e.SecretRef, Value: value, IdempotencyKey: e.EventID, Owner: owner,
+	pr, err := r.s.put(ctx, p, row.Backend, providers.PutRequest{Name: e.SecretRef, Value: value, IdempotencyKey: e.EventID, Owner: owner,
 		Description: res.Description, Tags: worker.SecretTags(res.Tags, e.Metadata, e.Alias), Adopt: r.c.Adopt})
 	if err != nil {
 		return "", "write", err

@@ -1,13 +1,18 @@
 package recovery_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/recovery"
+	"github.com/keyrelay/keyrelay/worker"
 )
 
 // TestRestoreFixesDriftAndIsIdempotent: hand edits (changed, deleted,
@@ -45,8 +50,17 @@ func TestRestoreFixesDriftAndIsIdempotent(t *testing.T) {
 	put("ghost", owner("ghost"), "sk-orphan")          // orphan
 
 	plan, err := recovery.Restore(ctx, p.deps(), recovery.RestoreConfig{Config: recovery.Config{Teams: []string{"team-r"}}, DryRun: true})
-	if err != nil || len(plan.Rows) != 21 || plan.Written+plan.Deleted != 0 {
-		t.Fatalf("dry run: %d rows, %v", len(plan.Rows), err)
+	planned := 0
+	for _, r := range plan.Rows {
+		switch {
+		case r.Action == "planned":
+			planned++
+		case r.Action != recovery.ActionSkipped || r.Status != recovery.StatusUnowned:
+			t.Errorf("dry run row %+v", r)
+		}
+	}
+	if err != nil || planned != 21 || len(plan.Rows) != 22 || plan.Written+plan.Deleted != 0 {
+		t.Fatalf("dry run: %d rows, %d planned, %v", len(plan.Rows), planned, err)
 	}
 
 	// Live rotations of keys being restored, published while it runs.
@@ -118,5 +132,81 @@ func TestRestoreFixesDriftAndIsIdempotent(t *testing.T) {
 	}
 	if v := versions(); v != before {
 		t.Fatalf("the second restore added %d versions", v-before)
+	}
+}
+
+// TestRestoreResumesFromItsCheckpoint: a restore stopped partway keeps its
+// plan and progress in JetStream; --resume continues with the rows not
+// done, without a new drift scan, and no key gets a second version from
+// the same event.
+func TestRestoreResumesFromItsCheckpoint(t *testing.T) {
+	p := newPipeline(t)
+	const n = 60
+	var evs []*events.Event
+	for i := range n {
+		evs = append(evs, p.event(t, events.KeyCreated, "team-r", fmt.Sprintf("key-%02d", i), 1, fmt.Sprintf("%s-%02d", sentinel, i)))
+	}
+	p.publish(t, evs...)
+	for i := range n {
+		k := fmt.Sprintf("key-%02d", i)
+		if err := p.store.Delete(p.ctx, providers.DeleteRequest{Name: secretName("team-r", k), Owner: providers.Owner{TeamID: "team-r", KeyID: k}, Force: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os, err := p.js.ObjectStore(p.ctx, worker.RecoveryObjects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cps := &recovery.Checkpoints{KV: p.js2, OS: os}
+	if _, err := recovery.Restore(p.ctx, p.deps(), recovery.RestoreConfig{Config: recovery.Config{All: true}, Checkpoints: cps, Resume: "latest"}); !errors.Is(err, recovery.ErrNoCheckpoint) {
+		t.Fatalf("resume with nothing to resume: %v", err)
+	}
+	// Stop the first run after 20 keys.
+	ctx, cancel := context.WithCancel(p.ctx)
+	var runID string
+	first, err := recovery.Restore(ctx, p.deps(), recovery.RestoreConfig{Config: recovery.Config{Teams: []string{"team-r"}, Concurrency: 2}, Checkpoints: cps,
+		OnStart: func(id string, total, done int) { runID = id },
+		Progress: func(pr recovery.Progress) {
+			if pr.Done == 20 {
+				cancel()
+			}
+		}})
+	if !errors.Is(err, context.Canceled) || first.Written < 20 || first.Written >= n || runID == "" {
+		t.Fatalf("first run: written %d, run %q, %v", first.Written, runID, err)
+	}
+	// A resume right away is refused: the run may still be alive.
+	if _, err := recovery.Restore(p.ctx, p.deps(), recovery.RestoreConfig{Checkpoints: cps, Resume: runID}); err == nil || !strings.Contains(err.Error(), "may still be running") {
+		t.Fatalf("resume of a fresh checkpoint: %v", err)
+	}
+	time.Sleep(3200 * time.Millisecond) // the checkpoint ages past three save periods
+	var resumedDone, resumedTotal int
+	rep, err := recovery.Restore(p.ctx, p.deps(), recovery.RestoreConfig{Checkpoints: cps, Resume: "latest",
+		OnStart: func(id string, total, done int) { resumedDone, resumedTotal = done, total }})
+	if err != nil || rep.Failed != 0 {
+		t.Fatalf("resume: %v %+v", err, rep)
+	}
+	if resumedTotal != n || resumedDone < 20 || rep.Written+resumedDone < n || rep.Written > n-resumedDone {
+		t.Fatalf("resume: %d of %d done before, %d written now", resumedDone, resumedTotal, rep.Written)
+	}
+	for i := range n {
+		name := secretName("team-r", fmt.Sprintf("key-%02d", i))
+		vs, err := p.store.Versions(p.ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, v := range vs {
+			if v.IdempotencyKey != "" && seen[v.IdempotencyKey] {
+				t.Errorf("%s: two versions from event %s", name, v.IdempotencyKey)
+			}
+			seen[v.IdempotencyKey] = true
+		}
+		if value(t, p, p.store, name) != fmt.Sprintf("%s-%02d", sentinel, i) {
+			t.Errorf("%s not restored", name)
+		}
+	}
+	// Finished: the checkpoint is gone.
+	if _, err := recovery.Restore(p.ctx, p.deps(), recovery.RestoreConfig{Checkpoints: cps, Resume: runID}); !errors.Is(err, recovery.ErrNoCheckpoint) {
+		t.Fatalf("resume of a finished run: %v", err)
 	}
 }

@@ -23,6 +23,10 @@ const (
 	// RecoveryBucket holds recovery's durable state: migration records and
 	// restore checkpoints (package recovery).
 	RecoveryBucket = "KEYRELAY_RECOVERY"
+	// RecoveryObjects holds restore plans (drift rows, never values), for
+	// `keyrelay restore --resume`; they expire after RecoveryPlanMaxAge.
+	RecoveryObjects    = "KEYRELAY_RECOVERY_PLANS"
+	RecoveryPlanMaxAge = 30 * 24 * time.Hour
 	// ConsumerName is the durable pull consumer every worker shares.
 	ConsumerName = "keyrelay-workers"
 )
@@ -139,6 +143,11 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 		if _, err := js.CreateOrUpdateKeyValue(ctx, b); err != nil {
 			return fmt.Errorf("ensure bucket %s: %w", b.Bucket, err)
 		}
+	}
+	if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: RecoveryObjects,
+		Description: "keyrelay restore plans (drift rows, no values) for restore --resume", TTL: RecoveryPlanMaxAge,
+		Storage: jetstream.FileStorage, Replicas: c.Replicas}); err != nil {
+		return fmt.Errorf("ensure object store %s: %w", RecoveryObjects, err)
 	}
 	if _, err := js.CreateOrUpdateConsumer(ctx, EventsStream, jetstream.ConsumerConfig{
 		Durable:     ConsumerName,

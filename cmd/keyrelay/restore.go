@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keyrelay/keyrelay/recovery"
+	"github.com/keyrelay/keyrelay/worker"
 )
 
 func restoreCmd(g *globals) *cobra.Command {
@@ -54,8 +56,10 @@ Exit status: 0 when everything was fixed or nothing was wrong, 1 when a row
 failed.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			if err := checkScope(cfg.Teams, cfg.All); err != nil {
-				return err
+			if cfg.Resume == "" {
+				if err := checkScope(cfg.Teams, cfg.All); err != nil {
+					return err
+				}
 			}
 			env, err := openRecovery(ctx, g, "keyrelay-restore")
 			if err != nil {
@@ -89,6 +93,28 @@ failed.`,
 					return err
 				}
 				return printPointInTime(cmd.OutOrStdout(), prep, asJSON, cfg.DryRun)
+			}
+			if to != "" && cfg.Resume != "" {
+				return errors.New("--resume continues a restore from the ledger; a copy (--to) run again skips what is done by itself")
+			}
+			if to == "" && !cfg.DryRun {
+				rkv, err := env.js.KeyValue(ctx, worker.RecoveryBucket)
+				if err != nil {
+					return fmt.Errorf("bucket %s: %w", worker.RecoveryBucket, err)
+				}
+				ros, err := env.js.ObjectStore(ctx, worker.RecoveryObjects)
+				if err != nil {
+					return fmt.Errorf("object store %s: %w", worker.RecoveryObjects, err)
+				}
+				cfg.Checkpoints = &recovery.Checkpoints{KV: rkv, OS: ros}
+				stderr := cmd.ErrOrStderr()
+				cfg.OnStart = func(id string, total, done int) {
+					if done > 0 {
+						fmt.Fprintf(stderr, "resuming restore %s: %d of %d keys were done\n", id, done, total)
+					} else {
+						fmt.Fprintf(stderr, "restore %s: %d keys to fix (if it stops, continue with: keyrelay restore --resume %s)\n", id, total, id)
+					}
+				}
 			}
 			if to != "" {
 				rep, err = recovery.Copy(ctx, d, recovery.CopyConfig{Config: cfg.Config, To: to, Options: opts, DryRun: cfg.DryRun,
@@ -126,6 +152,8 @@ failed.`,
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.StringVar(&to, "to", "", "copy the keys in scope into this other backend instead (a rehearsal or a move; the ledger is not changed)")
 	f.StringArrayVar(&options, "option", nil, "with --to: a provider option of the target, key=value (repeatable)")
+	f.StringVar(&cfg.Resume, "resume", "", "continue an unfinished restore from its checkpoint in JetStream: its run id, or without a value the latest with the same scope")
+	f.Lookup("resume").NoOptDefVal = "latest"
 	f.StringVar(&until, "until", "", "rebuild the state as of this moment from the events stream into --to (RFC 3339, or a duration ago: 90m)")
 	f.StringVar(&since, "since", "", "with --until: replay only the events stored since this moment (the changes since a backup)")
 	f.Uint64Var(&fromSeq, "from-seq", 0, "with --until: replay from this events-stream sequence")
