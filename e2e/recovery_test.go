@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -27,7 +29,8 @@ import (
 // TestVaultLossDriftRestore (issue 11): 2,000 keys written through the
 // pipeline to Vault; Vault is replaced by a new, empty dev server at the
 // same address. `keyrelay drift` reports 2,000 missing; a `keyrelay
-// restore` is SIGKILLed partway and run again while 200 rotations are
+// restore` is SIGKILLed partway and resumed (--resume, from its
+// checkpoint in JetStream) while 200 rotations are
 // published live. Afterwards every key holds its newest generation,
 // `drift` exits 0, a third restore has nothing to do, and no key has two
 // versions written by the same event.
@@ -125,12 +128,37 @@ func TestVaultLossDriftRestore(t *testing.T) {
 	}
 
 	// A restore killed partway.
+	// It is killed a second after it saved its plan (the drift scan
+	// before that reads every key at the same --rate).
 	killed := exec.Command(bin, "--config", e.config, "restore", "--all", "--rate", "400")
 	killed.Env = os.Environ()
+	errPipe, err := killed.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := killed.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second)
+	planned := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(errPipe)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "keys to fix") {
+				planned <- sc.Text()
+			}
+		}
+		close(planned)
+	}()
+	select {
+	case line, ok := <-planned:
+		if !ok {
+			t.Fatal("the restore ended before it planned")
+		}
+		t.Logf("killed run: %s", line)
+	case <-time.After(time.Minute):
+		t.Fatal("the restore planned nothing within a minute")
+	}
+	time.Sleep(time.Second)
 	_ = killed.Process.Signal(syscall.SIGKILL)
 	_ = killed.Wait()
 	_, code = cli("drift", "--all")
@@ -144,11 +172,30 @@ func TestVaultLossDriftRestore(t *testing.T) {
 	}
 	done := make(chan struct{})
 	go func() { defer close(done); publish(rotations) }()
+	// The killed run saved its checkpoint up to a second before it died;
+	// a resume waits until it is older than three save periods.
+	time.Sleep(3 * time.Second)
 	start := time.Now()
-	out, code = cli("restore", "--all", "--concurrency", "16")
+	resume := exec.CommandContext(ctx, bin, "--config", e.config, "restore", "--resume", "--concurrency", "16")
+	resume.Env = os.Environ()
+	var stderr strings.Builder
+	resume.Stderr = &stderr
+	outb, err := resume.Output()
+	out, code = string(outb), 0
+	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+		code = ee.ExitCode()
+	}
 	<-done
 	if code != 0 {
-		t.Fatalf("restore: exit %d\n%s", code, tail(out, 3000))
+		t.Fatalf("restore --resume: exit %d\n%s\n%s", code, tail(out, 3000), tail(stderr.String(), 2000))
+	}
+	if !strings.Contains(stderr.String(), "resuming restore ") {
+		t.Fatalf("restore --resume did not resume the killed run:\n%s", tail(stderr.String(), 2000))
+	}
+	for _, l := range strings.Split(stderr.String(), "\n") {
+		if strings.Contains(l, "resuming restore ") {
+			t.Log(l)
+		}
 	}
 	t.Logf("restore after the kill: %s (%v)", lastLine(out), time.Since(start).Round(10*time.Millisecond))
 	e.waitQuiet(ctx, keys+rotated, 2*time.Minute)
