@@ -10,6 +10,10 @@ func AsLister(p Provider) (Lister, bool) {
 		if l, ok := p.(Lister); ok {
 			return l, true
 		}
+		if w, ok := p.(ListerWrapper); ok {
+			// A wrapper that observes listing (metrics) hands out its own.
+			return w.AsLister()
+		}
 		u, ok := p.(interface{ Unwrap() Provider })
 		if !ok {
 			return nil, false
@@ -35,4 +39,10 @@ func ListOwned(req ListRequest, name string, tags map[string]string) bool {
 // ListedFromTags builds the Listed entry for name from its ownership tags.
 func ListedFromTags(name string, tags map[string]string) Listed {
 	return Listed{Name: name, Owner: Owner{TeamID: tags[TeamTag], KeyID: tags[KeyTag]}}
+}
+
+// ListerWrapper is implemented by provider wrappers (metrics) that cannot
+// know statically whether what they wrap can list: AsLister asks them.
+type ListerWrapper interface {
+	AsLister() (Lister, bool)
 }

@@ -168,6 +168,28 @@ func (i *instrumented) Delete(ctx context.Context, req providers.DeleteRequest) 
 // Unwrap returns the wrapped provider.
 func (i *instrumented) Unwrap() providers.Provider { return i.Provider }
 
+// AsLister returns a Lister that counts listing as op "list", when the
+// wrapped provider can list (providers.AsLister asks it).
+func (i *instrumented) AsLister() (providers.Lister, bool) {
+	l, ok := providers.AsLister(i.Provider)
+	if !ok {
+		return nil, false
+	}
+	return instrumentedLister{i: i, l: l}, true
+}
+
+type instrumentedLister struct {
+	i *instrumented
+	l providers.Lister
+}
+
+func (w instrumentedLister) List(ctx context.Context, req providers.ListRequest, fn func(providers.Listed) error) error {
+	start := time.Now()
+	err := w.l.List(ctx, req, fn)
+	w.i.observe("list", start, err)
+	return err
+}
+
 // Close passes through.
 func (i *instrumented) Close() error {
 	if c, ok := i.Provider.(providers.Closer); ok {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/providers/local"
 )
@@ -33,5 +35,19 @@ func TestInstrumentProviderKeepsCapabilities(t *testing.T) {
 	}
 	if _, ok := plain.(providers.Versioner); ok {
 		t.Error("wrapper claims Versions its provider lacks")
+	}
+	// Listing: found through the wrapper, and counted.
+	l, ok := providers.AsLister(full)
+	if !ok {
+		t.Fatal("wrapper of a Lister lost List")
+	}
+	if err := l.List(context.Background(), providers.ListRequest{}, func(providers.Listed) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(m.ProviderCalls.WithLabelValues("local", "list", "ok")); got != 1 {
+		t.Errorf("list calls counted: %v, want 1", got)
+	}
+	if _, ok := providers.AsLister(plain); ok {
+		t.Error("wrapper claims List its provider lacks")
 	}
 }
