@@ -59,7 +59,7 @@ func (s *Server) ServeNATS(nc *nats.Conn, o NATSOptions) (micro.Service, error) 
 		return nil, err
 	}
 	g := svc.AddGroup(SubjectPrefix)
-	h := &natsHandler{s: s, o: o}
+	h := &natsHandler{s: s, o: o, nc: nc}
 	if err := g.AddEndpoint("team", micro.HandlerFunc(h.team), micro.WithEndpointSubject("team.*")); err != nil {
 		_ = svc.Stop()
 		return nil, err
@@ -72,8 +72,9 @@ func (s *Server) ServeNATS(nc *nats.Conn, o NATSOptions) (micro.Service, error) 
 }
 
 type natsHandler struct {
-	s *Server
-	o NATSOptions
+	s  *Server
+	o  NATSOptions
+	nc *nats.Conn
 }
 
 func (h *natsHandler) team(req micro.Request) {
@@ -115,12 +116,33 @@ func (h *natsHandler) serve(req micro.Request, scope Scope) {
 		h.reply(req, bp, body, err)
 		return
 	}
+	reply := req.Reply()
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), h.o.Timeout)
 		defer cancel()
 		body, err := h.s.svc.Lookup(ctx, NATS, scope, name, (*bp)[:0])
-		h.reply(req, bp, body, err)
+		h.replyAsync(reply, bp, body, err)
 	}()
+}
+
+// replyAsync answers from the lookup's own goroutine. It publishes to the
+// reply subject itself, in the micro error format: the micro.Request must
+// not be touched once its handler returned (micro reads its error state
+// for the endpoint's stats then; the race detector caught it). Errors
+// answered here are therefore not in the endpoint's error stats; the
+// lookup metrics count them.
+func (h *natsHandler) replyAsync(reply string, bp *[]byte, body []byte, err *Error) {
+	m := &nats.Msg{Subject: reply, Data: body}
+	if err != nil {
+		m.Data = err.body()
+		m.Header = nats.Header{micro.ErrorHeader: {err.Reason}, micro.ErrorCodeHeader: {strconv.Itoa(err.Status)}}
+	}
+	if reply != "" {
+		_ = h.nc.PublishMsg(m)
+	}
+	clear(body)
+	*bp = body[:0]
+	bodyPool.Put(bp)
 }
 
 func (h *natsHandler) reply(req micro.Request, bp *[]byte, body []byte, err *Error) {
