@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -47,17 +46,7 @@ func TestPipelineAWSSecretsManager(t *testing.T) {
 
 	// The workers inherit LiteLLM's variables, as a LiteLLM deployment
 	// would pass them; nothing of the machine's AWS setup leaks in.
-	for _, k := range []string{"AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ENDPOINT_URL", "AWS_REGION",
-		"AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN", "AWS_ROLE_NAME", "AWS_PROFILE_NAME", "AWS_WEB_IDENTITY_TOKEN"} {
-		t.Setenv(k, "")
-		os.Unsetenv(k)
-	}
-	t.Setenv("AWS_REGION_NAME", kumofront.Region)
-	t.Setenv("AWS_ACCESS_KEY_ID", kumofront.AccessKeyID)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", kumofront.SecretAccessKey)
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	t.Setenv("AWS_CONFIG_FILE", os.DevNull)
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
+	useAWSEnv(t)
 
 	// kumo's store lives as long as this test binary: a fresh prefix.
 	prefix := "e2e-" + uuid.NewString()[:8]

@@ -24,7 +24,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	sm "github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -160,20 +159,8 @@ func runHandEdit(ctx context.Context, t *testing.T, b handEditBackend) {
 	}
 	pub := client.NewPublisher(e.js)
 	publish := func(evs []*events.Event) {
-		futs := make([]jetstream.PubAckFuture, 0, len(evs))
-		for _, ev := range evs {
-			f, err := pub.PublishAsync(ev)
-			if err != nil {
-				t.Fatal(err)
-			}
-			futs = append(futs, f)
-		}
-		for _, f := range futs {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				t.Fatalf("publish: %v", err)
-			}
+		if err := publishAll(ctx, pub, evs); err != nil {
+			t.Fatal(err)
 		}
 	}
 	publish(created)
@@ -551,11 +538,7 @@ func hasRow(out string, cells ...string) bool {
 
 func handEditVault(ctx context.Context, t *testing.T) handEditBackend {
 	v := testenv.StartVault(t, testenv.VaultOptions{})
-	for _, k := range []string{"VAULT_ADDR", "VAULT_TOKEN", "VAULT_NAMESPACE", "HCP_VAULT_NAMESPACE", vault.EnvAppRoleRoleID, vault.EnvAppRoleSecretID} {
-		t.Setenv(k, "")
-	}
-	t.Setenv(vault.EnvAddr, v.Addr)
-	t.Setenv(vault.EnvToken, v.Token)
+	useVaultEnv(t, v)
 	store, err := vault.New(ctx, vault.Config{Addr: v.Addr, Token: v.Token}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -581,17 +564,7 @@ func handEditVault(ctx context.Context, t *testing.T) handEditBackend {
 
 func handEditAWS(ctx context.Context, t *testing.T) handEditBackend {
 	front := kumofront.Start(t)
-	for _, k := range []string{"AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ENDPOINT_URL", "AWS_REGION",
-		"AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN", "AWS_ROLE_NAME", "AWS_PROFILE_NAME", "AWS_WEB_IDENTITY_TOKEN"} {
-		t.Setenv(k, "")
-		os.Unsetenv(k)
-	}
-	t.Setenv("AWS_REGION_NAME", kumofront.Region)
-	t.Setenv("AWS_ACCESS_KEY_ID", kumofront.AccessKeyID)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", kumofront.SecretAccessKey)
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	t.Setenv("AWS_CONFIG_FILE", os.DevNull)
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
+	useAWSEnv(t)
 	p, err := secretsmanager.Factory(ctx, providers.Config{Options: front.Options(), Getenv: func(string) string { return "" }})
 	if err != nil {
 		t.Fatal(err)

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyrelay/keyrelay/client"
 	"github.com/keyrelay/keyrelay/events"
@@ -78,21 +77,8 @@ func TestMigrateVaultToAWS(t *testing.T) {
 	}
 	pub := client.NewPublisher(e.js)
 	publish := func(evs []*events.Event) {
-		futs := make([]jetstream.PubAckFuture, 0, len(evs))
-		for _, ev := range evs {
-			f, err := pub.PublishAsync(ev)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			futs = append(futs, f)
-		}
-		for _, f := range futs {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				t.Errorf("publish: %v", err)
-			}
+		if err := publishAll(ctx, pub, evs); err != nil {
+			t.Error(err)
 		}
 	}
 	var created []*events.Event

@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/keyrelay/keyrelay/client"
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/internal/app"
@@ -42,11 +40,7 @@ func TestVaultLossDriftRestore(t *testing.T) {
 	v := testenv.StartVault(t, testenv.VaultOptions{})
 	u, _ := url.Parse(v.Addr)
 	port, _ := strconv.Atoi(u.Port())
-	for _, k := range []string{"VAULT_ADDR", "VAULT_TOKEN", "VAULT_NAMESPACE", "HCP_VAULT_NAMESPACE", vault.EnvAppRoleRoleID, vault.EnvAppRoleSecretID} {
-		t.Setenv(k, "")
-	}
-	t.Setenv(vault.EnvAddr, v.Addr)
-	t.Setenv(vault.EnvToken, v.Token)
+	useVaultEnv(t, v)
 	e := newEnv(t, envOptions{system: vault.Name})
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
@@ -54,20 +48,8 @@ func TestVaultLossDriftRestore(t *testing.T) {
 	e.startWorker("w2")
 	pub := client.NewPublisher(e.js)
 	publish := func(evs []*events.Event) {
-		futs := make([]jetstream.PubAckFuture, 0, len(evs))
-		for _, ev := range evs {
-			f, err := pub.PublishAsync(ev)
-			if err != nil {
-				t.Fatal(err)
-			}
-			futs = append(futs, f)
-		}
-		for _, f := range futs {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				t.Fatalf("publish: %v", err)
-			}
+		if err := publishAll(ctx, pub, evs); err != nil {
+			t.Fatal(err)
 		}
 	}
 	team := func(k int) string { return fmt.Sprintf("team-%d", k%4) }

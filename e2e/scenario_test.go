@@ -92,22 +92,8 @@ func (sc scenario) run(ctx context.Context, t *testing.T, e *env) *outcome {
 		return ev
 	}
 	publishAll := func(evs []*events.Event) {
-		futs := make([]jetstream.PubAckFuture, 0, len(evs))
-		for _, ev := range evs {
-			f, err := pub.PublishAsync(ev)
-			if err != nil {
-				t.Fatal(err)
-			}
-			futs = append(futs, f)
-		}
-		for _, f := range futs {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				t.Fatalf("publish: %v", err)
-			case <-ctx.Done():
-				t.Fatal(ctx.Err())
-			}
+		if err := publishAll(ctx, pub, evs); err != nil {
+			t.Fatal(err)
 		}
 		out.total += len(evs)
 	}

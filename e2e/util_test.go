@@ -3,12 +3,18 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/keyrelay/keyrelay/client"
 	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/testenv"
+	"github.com/keyrelay/keyrelay/providers/aws/secretsmanager/kumofront"
+	"github.com/keyrelay/keyrelay/providers/vault"
 )
 
 func readConfirmations(ctx context.Context, t *testing.T, js jetstream.JetStream) []*events.Confirmation {
@@ -49,4 +55,56 @@ func readConfirmations(ctx context.Context, t *testing.T, js jetstream.JetStream
 		}
 	}
 	return out
+}
+
+// publishAll publishes evs asynchronously and waits for every ack. It
+// returns the first error, so that it can run in a goroutine of its own.
+func publishAll(ctx context.Context, pub *client.Publisher, evs []*events.Event) error {
+	futs := make([]jetstream.PubAckFuture, 0, len(evs))
+	for _, ev := range evs {
+		f, err := pub.PublishAsync(ev)
+		if err != nil {
+			return err
+		}
+		futs = append(futs, f)
+	}
+	for _, f := range futs {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("publish: %w", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// useVaultEnv points LiteLLM's Vault variables (the workers inherit them)
+// at v with its root token, and clears every other way to authenticate.
+func useVaultEnv(t *testing.T, v *testenv.Vault) {
+	t.Helper()
+	for _, k := range []string{"VAULT_ADDR", "VAULT_TOKEN", "VAULT_NAMESPACE", "HCP_VAULT_NAMESPACE", vault.EnvAppRoleRoleID, vault.EnvAppRoleSecretID} {
+		t.Setenv(k, "")
+	}
+	t.Setenv(vault.EnvAddr, v.Addr)
+	t.Setenv(vault.EnvToken, v.Token)
+}
+
+// useAWSEnv sets LiteLLM's AWS variables for kumofront, as a LiteLLM
+// deployment passes them to the workers; nothing of the machine's AWS
+// setup leaks in.
+func useAWSEnv(t *testing.T) {
+	t.Helper()
+	for _, k := range []string{"AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ENDPOINT_URL", "AWS_REGION",
+		"AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN", "AWS_ROLE_NAME", "AWS_PROFILE_NAME", "AWS_WEB_IDENTITY_TOKEN"} {
+		t.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+	t.Setenv("AWS_REGION_NAME", kumofront.Region)
+	t.Setenv("AWS_ACCESS_KEY_ID", kumofront.AccessKeyID)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", kumofront.SecretAccessKey)
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	t.Setenv("AWS_CONFIG_FILE", os.DevNull)
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
 }

@@ -2,16 +2,10 @@ package recovery
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
-	"sync"
-
-	"golang.org/x/time/rate"
 
 	"github.com/keyrelay/keyrelay/events"
-	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/worker"
 )
 
@@ -53,106 +47,20 @@ func Copy(ctx context.Context, d Deps, c CopyConfig) (*RestoreReport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("copy: read the ledger: %w", err)
 	}
-	s := &session{d: d, c: c.Config, limiters: map[string]*rate.Limiter{}, providers: map[string]providers.Provider{}}
-	out := make([]RestoreRow, len(items))
-	sem := make(chan struct{}, c.Concurrency)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	prog := Progress{Total: len(items)}
-	for i, it := range items {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			out[i] = s.copyOne(ctx, c, it.team, it.key, it.e)
-			mu.Lock()
-			defer mu.Unlock()
-			prog.Done++
-			count(&prog, out[i].Action)
-			if c.Progress != nil {
-				c.Progress(prog)
-			}
-		}()
-	}
-	wg.Wait()
+	s := newSession(d, c.Config)
+	tr := newTracker(len(items), c.Progress)
+	out := parallel(len(items), c.Concurrency, nil, func(i int) RestoreRow {
+		it := items[i]
+		return s.toTarget(ctx, target{to: c.To, options: c.Options, dryRun: c.DryRun, adopt: c.Adopt}, s.d.TeamSettings(it.team), it.team, it.key, keyStateOf(it.e))
+	}, func(_ int, r RestoreRow) { tr.add(r.Action) })
 	rep := &RestoreReport{Rows: out}
-	for _, r := range out {
-		switch r.Action {
-		case ActionWritten:
-			rep.Written++
-		case ActionSkipped, "planned":
-			rep.Skipped++
-		default:
-			rep.Failed++
-		}
-	}
+	t := tally(out)
+	rep.Written, rep.Skipped, rep.Failed = t.Written, t.Skipped, t.Failed
 	return rep, ctx.Err()
 }
 
-// target opens the copy's target backend for team.
-func (s *session) target(ctx context.Context, c CopyConfig, team string) (providers.Provider, string, func(string, string, string) (string, error), error) {
-	r := s.d.Settings.ResolveBackend(s.d.TeamSettings(team), c.To)
-	opts, _ := r.ProviderOptions(func(key string) bool { return s.d.Registry.TeamOptionAllowed(r.Backend, key) })
-	for k, v := range c.Options {
-		opts[k] = v
-	}
-	p, err := s.d.Registry.Open(ctx, r.Backend, providers.Config{Options: opts, Getenv: s.d.Settings.Env, Logger: s.d.Logger})
-	return p, r.Description, r.SecretName, err
-}
-
-func (s *session) copyOne(ctx context.Context, c CopyConfig, team, key string, e *worker.LedgerEntry) RestoreRow {
-	row := RestoreRow{Row: Row{Team: team, Key: key, Backend: c.To, Generation: e.Generation, LedgerStatus: e.Status}}
-	failed := func(what string, err error) RestoreRow {
-		row.Action, row.Why = ActionFailed, what+": "+sanitize(err)
-		return row
-	}
-	p, desc, nameOf, err := s.target(ctx, c, team)
-	if err != nil {
-		return failed("open the target", err)
-	}
-	name, err := nameOf(team, key, e.Alias)
-	if err != nil {
-		return failed("secret name", err)
-	}
-	row.SecretRef = name
-	value, err := s.d.Opener.Open(ctx, e.Sealed, events.Binding{TeamID: team, KeyID: key, Generation: e.SealedGen})
-	if err != nil {
-		return failed("open the ledger's sealed value", err)
-	}
-	defer clear(value)
-	owner := providers.Owner{TeamID: team, KeyID: key}
-	cur, err := s.get(ctx, p, c.To, name)
-	switch {
-	case errors.Is(err, providers.ErrNotFound):
-		row.Status = StatusMissing
-	case err != nil:
-		return failed("read the target", err)
-	case p.Capabilities().Tags && !providers.IsOwnedBy(cur.Tags, owner) && !c.Adopt:
-		row.Status, row.Action, row.Why = StatusUnowned, ActionSkipped, ownerOf(cur.Tags)+"; --adopt to overwrite"
-		return row
-	default:
-		want, got := sha256.Sum256(value), sha256.Sum256(cur.Value)
-		clear(cur.Value)
-		if subtle.ConstantTimeCompare(want[:], got[:]) == 1 {
-			row.Status, row.Action, row.Why = StatusOK, ActionSkipped, "the target already holds the newest value"
-			return row
-		}
-		row.Status = StatusStale
-	}
-	if c.DryRun {
-		row.Action = "planned"
-		return row
-	}
-	res := s.d.Settings.ResolveBackend(s.d.TeamSettings(team), c.To)
-	if l := s.limiter(c.To); l != nil {
-		if err := l.Wait(ctx); err != nil {
-			return failed("rate limit", err)
-		}
-	}
-	if _, err := s.put(ctx, p, c.To, providers.PutRequest{Name: name, Value: value, IdempotencyKey: e.EventID, Owner: owner,
-		Description: desc, Tags: worker.SecretTags(res.Tags, e.Metadata, e.Alias), Adopt: c.Adopt}); err != nil {
-		return failed("write", err)
-	}
-	row.Action = ActionWritten
-	return row
+// keyStateOf is the state Copy writes of a ledger entry.
+func keyStateOf(e *worker.LedgerEntry) *keyState {
+	return &keyState{gen: e.Generation, metaGen: e.MetaGeneration, status: e.Status, eventID: e.EventID, sealed: e.Sealed,
+		sealedGen: e.SealedGen, alias: e.Alias, metadata: e.Metadata}
 }

@@ -191,19 +191,8 @@ func Drift(ctx context.Context, d Deps, c Config) (*Report, error) {
 		return nil, fmt.Errorf("drift: read the ledger: %w", err)
 	}
 
-	s := &session{d: d, c: c, limiters: map[string]*rate.Limiter{}, providers: map[string]providers.Provider{}}
-	rows := make([]Row, len(items))
-	sem := make(chan struct{}, c.Concurrency)
-	var wg sync.WaitGroup
-	for i, it := range items {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			rows[i] = s.check(ctx, it.team, it.key, it.e)
-		}()
-	}
-	wg.Wait()
+	s := newSession(d, c)
+	rows := parallel(len(items), c.Concurrency, nil, func(i int) Row { return s.check(ctx, items[i].team, items[i].key, items[i].e) }, nil)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -312,21 +301,35 @@ func summarize(rows []Row) []SummaryRow {
 	return res
 }
 
-// session caches providers and limiters for one report.
+// session holds one run's deps, pacing and per-backend limiters.
 type session struct {
-	d         Deps
-	c         Config
-	mu        sync.Mutex
-	limiters  map[string]*rate.Limiter
-	providers map[string]providers.Provider
+	d        Deps
+	c        Config
+	mu       sync.Mutex
+	limiters map[string]*rate.Limiter
+}
+
+func newSession(d Deps, c Config) *session {
+	return &session{d: d, c: c, limiters: map[string]*rate.Limiter{}}
 }
 
 // provider opens backend with the options team's secrets were written with
 // (the worker's rule: the global and allowed team options).
 func (s *session) provider(ctx context.Context, team, backend string) (providers.Provider, error) {
-	r := s.d.Settings.ResolveBackend(s.d.TeamSettings(team), backend)
+	p, _, err := s.open(ctx, s.d.TeamSettings(team), backend, nil)
+	return p, err
+}
+
+// open opens backend with the options a team with settings ts writes
+// with, then overrides (a copy's --option).
+func (s *session) open(ctx context.Context, ts *events.TeamSettings, backend string, overrides map[string]string) (providers.Provider, settings.Resolved, error) {
+	r := s.d.Settings.ResolveBackend(ts, backend)
 	opts, _ := r.ProviderOptions(func(key string) bool { return s.d.Registry.TeamOptionAllowed(r.Backend, key) })
-	return s.d.Registry.Open(ctx, r.Backend, providers.Config{Options: opts, Getenv: s.d.Settings.Env, Logger: s.d.Logger})
+	for k, v := range overrides {
+		opts[k] = v
+	}
+	p, err := s.d.Registry.Open(ctx, r.Backend, providers.Config{Options: opts, Getenv: s.d.Settings.Env, Logger: s.d.Logger})
+	return p, r, err
 }
 
 func (s *session) limiter(backend string) *rate.Limiter {

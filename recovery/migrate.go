@@ -7,11 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
-	"golang.org/x/time/rate"
 
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/providers"
@@ -116,47 +114,25 @@ func Migrate(ctx context.Context, d Deps, c MigrateConfig) (*MigrateReport, erro
 	if err != nil {
 		return nil, fmt.Errorf("migrate: read the ledger: %w", err)
 	}
-	s := &session{d: d, c: cfg, limiters: map[string]*rate.Limiter{}, providers: map[string]providers.Provider{}}
+	s := newSession(d, cfg)
 	host, _ := os.Hostname()
 	m := &mover{s: s, c: c, cl: &claimer{ledger: d.Ledger, lease: c.Lease, id: fmt.Sprintf("migrate-%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])}}
-	rep := &MigrateReport{Team: c.Team, To: c.To, Rows: make([]RestoreRow, len(items))}
-	sem := make(chan struct{}, c.Concurrency)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	start := time.Now()
-	prog := Progress{Total: len(items)}
-	for i, it := range items {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			row := m.move(ctx, it.key, it.e)
-			mu.Lock()
-			defer mu.Unlock()
-			rep.Rows[i] = row
-			prog.Done++
-			switch row.Action {
+	rep := &MigrateReport{Team: c.Team, To: c.To}
+	tr := newTracker(len(items), c.Progress)
+	rep.Rows = parallel(len(items), c.Concurrency, nil, func(i int) RestoreRow { return m.move(ctx, items[i].key, items[i].e) },
+		func(_ int, r RestoreRow) {
+			tr.add(r.Action)
+			switch r.Action {
 			case ActionMoved:
 				rep.Moved++
-				prog.Written++
-			case ActionVerified, ActionSkipped, "planned":
-				if row.Action == ActionVerified {
-					rep.Verified++
-				} else {
-					rep.Skipped++
-				}
-				prog.Skipped++
+			case ActionVerified:
+				rep.Verified++
+			case ActionSkipped, ActionPlanned:
+				rep.Skipped++
 			default:
 				rep.Failed++
-				prog.Failed++
 			}
-			if c.Progress != nil {
-				prog.Elapsed = time.Since(start)
-				c.Progress(prog)
-			}
-		}()
-	}
-	wg.Wait()
+		})
 	if err := ctx.Err(); err != nil || c.DryRun {
 		return rep, err
 	}
@@ -208,7 +184,7 @@ func (m *mover) move(ctx context.Context, key string, scanned *worker.LedgerEntr
 		}
 	}
 	if m.c.DryRun {
-		row.Action, row.Why = "planned", "from "+scanned.Provider+" "+scanned.SecretRef
+		row.Action, row.Why = ActionPlanned, "from "+scanned.Provider+" "+scanned.SecretRef
 		return row
 	}
 	check := func(e *worker.LedgerEntry) string {
@@ -328,75 +304,22 @@ func Cleanup(ctx context.Context, d Deps, c CleanupConfig) (*CleanupReport, erro
 	if err != nil {
 		return nil, fmt.Errorf("cleanup: read the ledger: %w", err)
 	}
-	s := &session{d: d, c: cfg, limiters: map[string]*rate.Limiter{}, providers: map[string]providers.Provider{}}
+	s := newSession(d, cfg)
 	host, _ := os.Hostname()
 	cl := &claimer{ledger: d.Ledger, lease: c.Lease, id: fmt.Sprintf("cleanup-%s-%d", host, os.Getpid())}
 	rep := &CleanupReport{}
-	var mu sync.Mutex
-	sem := make(chan struct{}, c.Concurrency)
-	var wg sync.WaitGroup
-	due := func(src worker.SourceCopy, now time.Time) bool { return c.Force || !now.Before(src.Since.Add(c.Grace)) }
-	for _, it := range items {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			var rows []RestoreRow
-			check := func(e *worker.LedgerEntry) string {
-				now := c.Now()
-				for _, src := range e.Sources {
-					if due(src, now) {
-						return ""
-					}
-				}
-				return "in its grace period"
+	cu := &cleaner{s: s, c: c, cl: cl}
+	for _, rows := range parallel(len(items), c.Concurrency, nil, func(i int) []RestoreRow { return cu.clean(ctx, items[i].key) }, nil) {
+		for _, r := range rows {
+			switch r.Action {
+			case ActionDeleted:
+				rep.Deleted++
+			case ActionFailed:
+				rep.Failed++
 			}
-			_, why, err := cl.run(ctx, c.Team, it.key, check, func(ctx context.Context, e *worker.LedgerEntry, deadline time.Time) (*worker.LedgerEntry, string, error) {
-				ctx, cancel := context.WithDeadline(ctx, deadline)
-				defer cancel()
-				now := c.Now()
-				next := *e
-				next.Sources = nil
-				for _, src := range e.Sources {
-					row := RestoreRow{Row: Row{Team: c.Team, Key: it.key, Backend: src.Backend, SecretRef: src.SecretRef, Generation: e.Generation, LedgerStatus: e.Status}}
-					switch {
-					case src.Backend == e.Provider && src.SecretRef == e.SecretRef:
-						continue // where the key lives now: forget, never delete
-					case !due(src, now):
-						next.Sources = append(next.Sources, src)
-						continue
-					}
-					err := s.deleteSource(ctx, c.Team, it.key, src)
-					switch {
-					case err == nil:
-						row.Action, row.Why = ActionDeleted, "old copy after the move"
-					case errors.Is(err, providers.ErrNotOwned):
-						row.Action, row.Why = ActionSkipped, "the old name now holds a secret keyrelay does not own for this key; left alone"
-					default:
-						row.Action, row.Why = ActionFailed, "delete the old copy: "+sanitize(err)
-						next.Sources = append(next.Sources, src)
-					}
-					rows = append(rows, row)
-				}
-				return &next, "", nil
-			})
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				rows = append(rows, RestoreRow{Row: Row{Team: c.Team, Key: it.key}, Action: ActionFailed, Why: why + ": " + sanitize(err)})
-			}
-			for _, r := range rows {
-				switch r.Action {
-				case ActionDeleted:
-					rep.Deleted++
-				case ActionFailed:
-					rep.Failed++
-				}
-			}
-			rep.Rows = append(rep.Rows, rows...)
-		}()
+		}
+		rep.Rows = append(rep.Rows, rows...)
 	}
-	wg.Wait()
 	if err := ctx.Err(); err != nil {
 		return rep, err
 	}
@@ -432,4 +355,62 @@ func (s *session) deleteSource(ctx context.Context, team, key string, src worker
 		return nil
 	}
 	return err
+}
+
+type cleaner struct {
+	s  *session
+	c  CleanupConfig
+	cl *claimer
+}
+
+func (cu *cleaner) due(src worker.SourceCopy, now time.Time) bool {
+	return cu.c.Force || !now.Before(src.Since.Add(cu.c.Grace))
+}
+
+// clean deletes key's old copies that are due, under its claim.
+func (cu *cleaner) clean(ctx context.Context, key string) []RestoreRow {
+	team := cu.c.Team
+	var rows []RestoreRow
+	check := func(e *worker.LedgerEntry) string {
+		now := cu.c.Now()
+		for _, src := range e.Sources {
+			if cu.due(src, now) {
+				return ""
+			}
+		}
+		return "in its grace period"
+	}
+	_, why, err := cu.cl.run(ctx, team, key, check, func(ctx context.Context, e *worker.LedgerEntry, deadline time.Time) (*worker.LedgerEntry, string, error) {
+		ctx, cancel := context.WithDeadline(ctx, deadline)
+		defer cancel()
+		now := cu.c.Now()
+		next := *e
+		next.Sources = nil
+		for _, src := range e.Sources {
+			row := RestoreRow{Row: Row{Team: team, Key: key, Backend: src.Backend, SecretRef: src.SecretRef, Generation: e.Generation, LedgerStatus: e.Status}}
+			switch {
+			case src.Backend == e.Provider && src.SecretRef == e.SecretRef:
+				continue // where the key lives now: forget, never delete
+			case !cu.due(src, now):
+				next.Sources = append(next.Sources, src)
+				continue
+			}
+			err := cu.s.deleteSource(ctx, team, key, src)
+			switch {
+			case err == nil:
+				row.Action, row.Why = ActionDeleted, "old copy after the move"
+			case errors.Is(err, providers.ErrNotOwned):
+				row.Action, row.Why = ActionSkipped, "the old name now holds a secret keyrelay does not own for this key; left alone"
+			default:
+				row.Action, row.Why = ActionFailed, "delete the old copy: "+sanitize(err)
+				next.Sources = append(next.Sources, src)
+			}
+			rows = append(rows, row)
+		}
+		return &next, "", nil
+	})
+	if err != nil {
+		rows = append(rows, RestoreRow{Row: Row{Team: team, Key: key}, Action: ActionFailed, Why: why + ": " + sanitize(err)})
+	}
+	return rows
 }

@@ -7,11 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/time/rate"
 
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/providers"
@@ -67,10 +65,11 @@ type PointInTimeReport struct {
 	Failed  int          `json:"failed"`
 }
 
-// pitKey is one key's state as the replay rebuilds it, by the workers'
-// rules: the value part (created, rotated, deleted) by generation, the
-// description part (alias, metadata) by its own generation.
-type pitKey struct {
+// keyState is one key's state to write into a target: as the replay
+// rebuilds it, by the workers' rules (the value part, created, rotated or
+// deleted, by generation; the description part, alias and metadata, by
+// its own generation), or as the ledger holds it (Copy).
+type keyState struct {
 	gen, metaGen uint64
 	status       events.Status
 	eventID      string
@@ -159,7 +158,7 @@ func PointInTime(ctx context.Context, d Deps, js jetstream.JetStream, c PointInT
 
 	type job struct {
 		team, key string
-		k         *pitKey
+		k         *keyState
 	}
 	var jobs []job
 	for lk, k := range keys {
@@ -178,52 +177,24 @@ func PointInTime(ctx context.Context, d Deps, js jetstream.JetStream, c PointInT
 		}
 		return jobs[i].key < jobs[j].key
 	})
-	s := &session{d: d, c: c.Config, limiters: map[string]*rate.Limiter{}, providers: map[string]providers.Provider{}}
-	out := make([]RestoreRow, len(jobs))
-	sem := make(chan struct{}, c.Concurrency)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	start := time.Now()
-	prog := Progress{Total: len(jobs)}
-	for i, j := range jobs {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			var ts *events.TeamSettings
-			if t := teams[j.team]; t != nil {
-				ts = t.settings
-			}
-			out[i] = s.pitOne(ctx, c, ts, j.team, j.key, j.k)
-			mu.Lock()
-			defer mu.Unlock()
-			prog.Done++
-			count(&prog, out[i].Action)
-			if c.Progress != nil {
-				prog.Elapsed = time.Since(start)
-				c.Progress(prog)
-			}
-		}()
-	}
-	wg.Wait()
-	rep.Rows = append(rep.Rows, out...)
-	for _, r := range rep.Rows {
-		switch r.Action {
-		case ActionWritten:
-			rep.Written++
-		case ActionDeleted:
-			rep.Deleted++
-		case ActionSkipped, "planned":
-			rep.Skipped++
-		default:
-			rep.Failed++
+	s := newSession(d, c.Config)
+	tr := newTracker(len(jobs), c.Progress)
+	out := parallel(len(jobs), c.Concurrency, nil, func(i int) RestoreRow {
+		j := jobs[i]
+		var ts *events.TeamSettings
+		if t := teams[j.team]; t != nil {
+			ts = t.settings
 		}
-	}
+		return s.toTarget(ctx, target{to: c.To, options: c.Options, dryRun: c.DryRun, adopt: c.Adopt}, ts, j.team, j.key, j.k)
+	}, func(_ int, r RestoreRow) { tr.add(r.Action) })
+	rep.Rows = append(rep.Rows, out...)
+	t := tally(rep.Rows)
+	rep.Written, rep.Deleted, rep.Skipped, rep.Failed = t.Written, t.Deleted, t.Skipped, t.Failed
 	return rep, ctx.Err()
 }
 
 // replay reads the stream range and folds it into key and team states.
-func replay(ctx context.Context, stream jetstream.Stream, st jetstream.StreamState, c PointInTimeConfig, rep *PointInTimeReport) (map[string]*pitKey, map[string]*pitTeam, error) {
+func replay(ctx context.Context, stream jetstream.Stream, st jetstream.StreamState, c PointInTimeConfig, rep *PointInTimeReport) (map[string]*keyState, map[string]*pitTeam, error) {
 	occ := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
 	switch {
 	case c.FromSeq > 0:
@@ -240,7 +211,7 @@ func replay(ctx context.Context, stream jetstream.Stream, st jetstream.StreamSta
 	if err != nil {
 		return nil, nil, fmt.Errorf("point in time: read the events stream: %w", err)
 	}
-	keys := map[string]*pitKey{}
+	keys := map[string]*keyState{}
 	teams := map[string]*pitTeam{}
 	last := st.LastSeq
 	if c.FromSeq > last {
@@ -290,7 +261,7 @@ func replay(ctx context.Context, stream jetstream.Stream, st jetstream.StreamSta
 
 // fold applies one stream message to the states, by the workers' rules. A
 // message that fails validation is counted and skipped.
-func fold(msg jetstream.Msg, md *jetstream.MsgMetadata, keys map[string]*pitKey, teams map[string]*pitTeam, rep *PointInTimeReport) {
+func fold(msg jetstream.Msg, md *jetstream.MsgMetadata, keys map[string]*keyState, teams map[string]*pitTeam, rep *PointInTimeReport) {
 	ev, err := events.Decode(msg.Data())
 	if err != nil || ev.Subject() != msg.Subject() {
 		rep.Invalid++
@@ -327,7 +298,7 @@ func fold(msg jetstream.Msg, md *jetstream.MsgMetadata, keys map[string]*pitKey,
 	lk := worker.LedgerKey(ev.TeamID, ev.KeyID)
 	k := keys[lk]
 	if k == nil {
-		k = &pitKey{noValue: true}
+		k = &keyState{noValue: true}
 		keys[lk] = k
 	}
 	switch ev.Type {
@@ -372,19 +343,24 @@ func fold(msg jetstream.Msg, md *jetstream.MsgMetadata, keys map[string]*pitKey,
 	}
 }
 
-// pitOne brings one key of the rebuilt state into the target.
-func (s *session) pitOne(ctx context.Context, c PointInTimeConfig, ts *events.TeamSettings, team, key string, k *pitKey) RestoreRow {
-	row := RestoreRow{Row: Row{Team: team, Key: key, Backend: c.To, Generation: k.gen, LedgerStatus: k.status}}
+// target is where Copy and PointInTime write.
+type target struct {
+	to            string
+	options       map[string]string
+	dryRun, adopt bool
+}
+
+// toTarget brings one key's state into the target: a live key's value is
+// written unless the target holds it already, a deleted key's secret is
+// removed where keyrelay owns it; names and tags follow ts, the team's
+// settings (current for Copy, as of --until for PointInTime).
+func (s *session) toTarget(ctx context.Context, c target, ts *events.TeamSettings, team, key string, k *keyState) RestoreRow {
+	row := RestoreRow{Row: Row{Team: team, Key: key, Backend: c.to, Generation: k.gen, LedgerStatus: k.status}}
 	failed := func(what string, err error) RestoreRow {
 		row.Action, row.Why = ActionFailed, what+": "+sanitize(err)
 		return row
 	}
-	res := s.d.Settings.ResolveBackend(ts, c.To)
-	opts, _ := res.ProviderOptions(func(key string) bool { return s.d.Registry.TeamOptionAllowed(res.Backend, key) })
-	for k, v := range c.Options {
-		opts[k] = v
-	}
-	p, err := s.d.Registry.Open(ctx, res.Backend, providers.Config{Options: opts, Getenv: s.d.Settings.Env, Logger: s.d.Logger})
+	p, res, err := s.open(ctx, ts, c.to, c.options)
 	if err != nil {
 		return failed("open the target", err)
 	}
@@ -394,7 +370,7 @@ func (s *session) pitOne(ctx context.Context, c PointInTimeConfig, ts *events.Te
 	}
 	row.SecretRef = name
 	owner := providers.Owner{TeamID: team, KeyID: key}
-	cur, err := s.get(ctx, p, c.To, name)
+	cur, err := s.get(ctx, p, c.to, name)
 	found := err == nil
 	if err != nil && !errors.Is(err, providers.ErrNotFound) {
 		return failed("read the target", err)
@@ -406,18 +382,18 @@ func (s *session) pitOne(ctx context.Context, c PointInTimeConfig, ts *events.Te
 	if k.status == events.StatusDeleted {
 		switch {
 		case !found:
-			row.Status, row.Action, row.Why = StatusOK, ActionSkipped, "deleted as of --until; absent in the target"
+			row.Status, row.Action, row.Why = StatusOK, ActionSkipped, "deleted; absent in the target"
 			return row
-		case !owned && !c.Adopt:
+		case !owned && !c.adopt:
 			row.Status, row.Action, row.Why = StatusUnowned, ActionSkipped, ownerOf(cur.Tags)+"; --adopt to delete"
 			return row
 		}
 		row.Status = StatusResurrected
-		if c.DryRun {
-			row.Action = "planned"
+		if c.dryRun {
+			row.Action = ActionPlanned
 			return row
 		}
-		if err := p.Delete(ctx, providers.DeleteRequest{Name: name, Owner: owner, Adopt: c.Adopt}); err != nil && !errors.Is(err, providers.ErrNotFound) {
+		if err := p.Delete(ctx, providers.DeleteRequest{Name: name, Owner: owner, Adopt: c.adopt}); err != nil && !errors.Is(err, providers.ErrNotFound) {
 			return failed("delete", err)
 		}
 		row.Action = ActionDeleted
@@ -431,7 +407,7 @@ func (s *session) pitOne(ctx context.Context, c PointInTimeConfig, ts *events.Te
 	switch {
 	case !found:
 		row.Status = StatusMissing
-	case !owned && !c.Adopt:
+	case !owned && !c.adopt:
 		row.Status, row.Action, row.Why = StatusUnowned, ActionSkipped, ownerOf(cur.Tags)+"; --adopt to overwrite"
 		return row
 	default:
@@ -442,17 +418,17 @@ func (s *session) pitOne(ctx context.Context, c PointInTimeConfig, ts *events.Te
 		}
 		row.Status = StatusStale
 	}
-	if c.DryRun {
-		row.Action = "planned"
+	if c.dryRun {
+		row.Action = ActionPlanned
 		return row
 	}
-	if l := s.limiter(c.To); l != nil {
+	if l := s.limiter(c.to); l != nil {
 		if err := l.Wait(ctx); err != nil {
 			return failed("rate limit", err)
 		}
 	}
-	if _, err := s.put(ctx, p, c.To, providers.PutRequest{Name: name, Value: value, IdempotencyKey: k.eventID, Owner: owner,
-		Description: res.Description, Tags: worker.SecretTags(res.Tags, k.metadata, k.alias), Adopt: c.Adopt}); err != nil {
+	if _, err := s.put(ctx, p, c.to, providers.PutRequest{Name: name, Value: value, IdempotencyKey: k.eventID, Owner: owner,
+		Description: res.Description, Tags: worker.SecretTags(res.Tags, k.metadata, k.alias), Adopt: c.adopt}); err != nil {
 		return failed("write", err)
 	}
 	row.Action = ActionWritten

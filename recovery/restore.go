@@ -11,7 +11,6 @@ import (
 
 	"github.com/google/uuid"
 	"go.uber.org/zap"
-	"golang.org/x/time/rate"
 
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/providers"
@@ -20,6 +19,8 @@ import (
 
 // Restore outcomes of one row.
 const (
+	// ActionPlanned: a dry run would act on the row.
+	ActionPlanned = "planned"
 	ActionWritten = "written"
 	ActionDeleted = "deleted"
 	ActionSkipped = "skipped"
@@ -159,7 +160,7 @@ func Restore(ctx context.Context, d Deps, c RestoreConfig) (*RestoreReport, erro
 		}
 		if c.DryRun {
 			for _, r := range plan {
-				rep.Rows = append(rep.Rows, RestoreRow{Row: r, Action: "planned"})
+				rep.Rows = append(rep.Rows, RestoreRow{Row: r, Action: ActionPlanned})
 			}
 			return rep, nil
 		}
@@ -182,50 +183,36 @@ func Restore(ctx context.Context, d Deps, c RestoreConfig) (*RestoreReport, erro
 			c.OnStart(cp.ID, cp.Total, cp.Count())
 		}
 	}
-	s := &session{d: d, c: c.Config, limiters: map[string]*rate.Limiter{}, providers: map[string]providers.Provider{}}
+	s := newSession(d, c.Config)
 	r := &restorer{s: s, c: c, cl: &claimer{ledger: d.Ledger, lease: c.Lease, id: fmt.Sprintf("restore-%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])}}
+	// The rows to do: all, or those a resumed run had not done.
 	out := make([]RestoreRow, len(plan))
-	sem := make(chan struct{}, s.c.Concurrency)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	start := time.Now()
-	prog := Progress{Total: len(plan)}
-	stopSaving := func() {}
-	if cp != nil {
-		prog.Done = cp.Count()
-		stopSaving = r.saveEvery(ctx, cp, &mu)
-	}
-	var before *Checkpoint // the rows done before a resume (cp changes as rows finish)
-	if cp != nil {
-		before = &Checkpoint{Total: cp.Total, Done: slices.Clone(cp.Done)}
-	}
+	var todo []int
 	for i, row := range plan {
-		if before != nil && before.isDone(i) {
+		if cp != nil && cp.isDone(i) {
 			out[i] = RestoreRow{Row: row, Action: ActionSkipped, Why: "done before the resume"}
 			continue
 		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			out[i] = r.fix(ctx, row)
-			mu.Lock()
-			defer mu.Unlock()
-			if cp != nil && out[i].Action != ActionFailed {
-				cp.setDone(i)
-			}
-			prog.Done++
-			count(&prog, out[i].Action)
-			if c.Progress != nil {
-				prog.Elapsed = time.Since(start)
-				c.Progress(prog)
-			}
-		}()
+		todo = append(todo, i)
 	}
-	wg.Wait()
+	tr := newTracker(len(plan), c.Progress)
+	tr.p.Done = len(plan) - len(todo)
+	var mu sync.Mutex // guards cp while rows finish and the saver copies it
+	stopSaving := func() {}
+	if cp != nil {
+		stopSaving = r.saveEvery(ctx, cp, &mu)
+	}
+	parallel(len(todo), c.Concurrency, &mu, func(k int) RestoreRow { return r.fix(ctx, plan[todo[k]]) }, func(k int, row RestoreRow) {
+		i := todo[k]
+		out[i] = row
+		if cp != nil && row.Action != ActionFailed {
+			cp.setDone(i)
+		}
+		tr.add(row.Action)
+	})
 	stopSaving()
 	rep.Rows = append(rep.Rows, out...)
-	rep.Written, rep.Deleted, rep.Skipped, rep.Failed = prog.Written, prog.Deleted, prog.Skipped, prog.Failed
+	rep.Written, rep.Deleted, rep.Skipped, rep.Failed = tr.p.Written, tr.p.Deleted, tr.p.Skipped, tr.p.Failed
 	if cp != nil {
 		if ctx.Err() == nil && rep.Failed == 0 {
 			// Finished: nothing to resume.
@@ -268,19 +255,6 @@ func (r *restorer) saveEvery(ctx context.Context, cp *Checkpoint, mu *sync.Mutex
 		}
 	}()
 	return func() { close(done); <-stopped }
-}
-
-func count(p *Progress, action string) {
-	switch action {
-	case ActionWritten:
-		p.Written++
-	case ActionDeleted:
-		p.Deleted++
-	case ActionSkipped:
-		p.Skipped++
-	default:
-		p.Failed++
-	}
 }
 
 type restorer struct {

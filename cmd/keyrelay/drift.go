@@ -49,20 +49,18 @@ read, or no connection).`,
 			if err := checkScope(cfg.Teams, cfg.All); err != nil {
 				return err
 			}
-			d, _, done, err := recoveryDeps(ctx, g, "keyrelay-drift")
+			env, err := openRecovery(ctx, g, "keyrelay-drift")
 			if err != nil {
 				return err
 			}
-			defer done()
-			rep, err := recovery.Drift(ctx, d, cfg)
+			defer env.close()
+			rep, err := recovery.Drift(ctx, env.d, cfg)
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(rep); err != nil {
+				if err := printJSON(out, rep); err != nil {
 					return err
 				}
 			} else {
@@ -129,18 +127,9 @@ func printDrift(w io.Writer, rep *recovery.Report) {
 	_ = tw.Flush()
 }
 
-// recoveryDeps connects to NATS and loads what drift and restore read: the
+// recoveryEnv is what the recovery commands work with: the connection, the
 // ledger, the team settings, the providers and the openers of sealed
-// values. done releases them.
-func recoveryDeps(ctx context.Context, g *globals, name string) (recovery.Deps, *settings.Config, func(), error) {
-	env, err := openRecovery(ctx, g, name)
-	if err != nil {
-		return recovery.Deps{}, nil, nil, err
-	}
-	return env.d, env.c, env.close, nil
-}
-
-// recoveryEnv is what the recovery commands work with.
+// values. close releases them.
 type recoveryEnv struct {
 	d     recovery.Deps
 	c     *settings.Config
@@ -149,6 +138,7 @@ type recoveryEnv struct {
 	close func()
 }
 
+// openRecovery connects to NATS and loads the recovery commands' deps.
 func openRecovery(ctx context.Context, g *globals, name string) (*recoveryEnv, error) {
 	c, log, err := g.load()
 	if err != nil {
@@ -195,4 +185,11 @@ func checkScope(teams []string, all bool) error {
 		return fmt.Errorf("name teams with --team, or --all (not both)")
 	}
 	return nil
+}
+
+// printJSON writes a report as indented JSON.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

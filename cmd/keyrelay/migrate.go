@@ -79,7 +79,7 @@ key failed.`,
 					return err
 				}
 				if asJSON {
-					return json.NewEncoder(out).Encode(rep)
+					return printJSON(out, rep)
 				}
 				printRows(out, rep.Rows)
 				fmt.Fprintf(out, "\nold copies deleted %d, pending %d, failed %d\n", rep.Deleted, rep.Pending, rep.Failed)
@@ -120,9 +120,7 @@ key failed.`,
 				}
 			}
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(rep); err != nil {
+				if err := printJSON(out, rep); err != nil {
 					return err
 				}
 			} else {

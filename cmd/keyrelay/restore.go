@@ -127,9 +127,7 @@ failed.`,
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(rep); err != nil {
+				if err := printJSON(out, rep); err != nil {
 					return err
 				}
 			} else {
@@ -227,9 +225,7 @@ func parseMoment(flag, v string) (time.Time, error) {
 
 func printPointInTime(w io.Writer, rep *recovery.PointInTimeReport, asJSON, dry bool) error {
 	if asJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+		if err := printJSON(w, rep); err != nil {
 			return err
 		}
 	} else {
