@@ -83,7 +83,7 @@ func TestKilledWorkerClaimsDoNotStall(t *testing.T) {
 	}
 	held := map[string]bool{}
 	marker := "-" + strconv.Itoa(pid) + "-"
-	if err := worker.NewLedger(kv).All(ctx, func(_ string, le *worker.LedgerEntry) error {
+	if err := worker.NewLedger(kv).All(ctx, func(_ string, le *worker.LedgerEntry, _ uint64) error {
 		if le.Claim.Active(killed) && strings.Contains(le.Claim.Worker, marker) {
 			held[le.Claim.EventID] = true
 		}

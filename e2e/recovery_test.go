@@ -109,9 +109,10 @@ func TestVaultLossDriftRestore(t *testing.T) {
 		t.Fatalf("%d missing, want %d", missing, keys)
 	}
 
-	// A restore killed partway.
-	// It is killed a second after it saved its plan (the drift scan
-	// before that reads every key at the same --rate).
+	// A restore killed partway: once its progress shows keys written, and
+	// more than one checkpoint period later (it saves every second), so
+	// that the resume has something to skip; at --rate 400 it would need
+	// 5 s for the 2,000 keys.
 	killed := exec.Command(bin, "--config", e.config, "restore", "--all", "--rate", "400")
 	killed.Env = os.Environ()
 	errPipe, err := killed.StderrPipe()
@@ -124,9 +125,15 @@ func TestVaultLossDriftRestore(t *testing.T) {
 	planned := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(errPipe)
+		var plan string
 		for sc.Scan() {
 			if strings.Contains(sc.Text(), "keys to fix") {
-				planned <- sc.Text()
+				plan = sc.Text()
+			}
+			var p struct{ Written int }
+			if plan != "" && json.Unmarshal(sc.Bytes(), &p) == nil && p.Written >= 200 {
+				planned <- plan
+				plan = ""
 			}
 		}
 		close(planned)
@@ -140,7 +147,7 @@ func TestVaultLossDriftRestore(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("the restore planned nothing within a minute")
 	}
-	time.Sleep(time.Second)
+	time.Sleep(1500 * time.Millisecond)
 	_ = killed.Process.Signal(syscall.SIGKILL)
 	_ = killed.Wait()
 	_, code = cli("drift", "--all")

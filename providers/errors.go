@@ -17,6 +17,12 @@ var (
 	ErrInvalid      = errors.New("invalid request")
 	ErrThrottled    = errors.New("throttled")
 	ErrUnavailable  = errors.New("backend unavailable")
+	// ErrUnnamed: a listing of every name (ListRequest.Every) met a secret
+	// whose keyrelay name cannot be told from the backend's name (a name
+	// the backend had to map, stored by someone else without keyrelay's
+	// name tag), so it cannot show which names are free. Callers read the
+	// names they need instead.
+	ErrUnnamed = errors.New("a listed secret's name cannot be told")
 )
 
 // Kind classifies an error for the retry policy.

@@ -30,7 +30,7 @@ const maxUnwrap = 32
 // ListOwned reports whether a secret with these tags is one List should
 // return for req, given its provider-neutral name.
 func ListOwned(req ListRequest, name string, tags map[string]string) bool {
-	if !IsOwnedBy(tags, Owner{TeamID: req.TeamID}) {
+	if !req.Every && !IsOwnedBy(tags, Owner{TeamID: req.TeamID}) {
 		return false
 	}
 	return len(name) >= len(req.Prefix) && name[:len(req.Prefix)] == req.Prefix

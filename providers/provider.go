@@ -48,6 +48,15 @@ type ListRequest struct {
 	Prefix string
 	// TeamID keeps only the secrets owned by this team ("" for all).
 	TeamID string
+	// Every lists every secret under Prefix whoever owns it (TeamID and the
+	// managed-by tag are ignored): what a caller needs to learn which names
+	// are taken, such as a drift scan telling missing secrets without
+	// reading each one. Owner is filled only where the listing shows tags
+	// for free, and a backend whose listing cannot tell a soft-deleted
+	// secret from a live one without reading it (Vault KV v2) may include
+	// soft-deleted names: a name not listed does not exist, a name listed
+	// may still read as not found.
+	Every bool
 }
 
 // Listed is one secret found by List.

@@ -32,10 +32,19 @@ var errReleaseLost = errors.New("release the claim (the work was done)")
 // reason skips the key), runs w and releases the claim, committing what w
 // returns. A claim held by someone else is waited out, up to three leases.
 func (c *claimer) run(ctx context.Context, team, key string, check func(*worker.LedgerEntry) string, w work) (action, why string, err error) {
+	return c.runAt(ctx, team, key, nil, 0, check, w)
+}
+
+// runAt is run starting from entry seen, read at revision seenRev (by a
+// scan), so that the first claim needs no read: if the key changed since,
+// the claim conflicts and runAt reads it afresh, as run does.
+func (c *claimer) runAt(ctx context.Context, team, key string, seen *worker.LedgerEntry, seenRev uint64, check func(*worker.LedgerEntry) string, w work) (action, why string, err error) {
 	for attempt := 0; ; attempt++ {
-		e, rev, err := c.ledger.Get(ctx, team, key)
-		if err != nil {
-			return "", "read the ledger", err
+		e, rev := seen, seenRev
+		if seen == nil || seenRev == 0 || attempt > 0 {
+			if e, rev, err = c.ledger.Get(ctx, team, key); err != nil {
+				return "", "read the ledger", err
+			}
 		}
 		if e == nil {
 			return ActionSkipped, "the ledger entry is gone", nil

@@ -61,6 +61,12 @@ type Row struct {
 	// Detail explains anything but ok: which owner a name holds, the
 	// provider's error.
 	Detail string `json:"detail,omitempty"`
+
+	// entry and rev are the ledger entry the row was classified from and
+	// its revision (not in reports or saved plans): a restore claims the
+	// key at that revision instead of reading it again.
+	entry *worker.LedgerEntry
+	rev   uint64
 }
 
 // Report is the result of Drift.
@@ -117,6 +123,11 @@ type Config struct {
 	// Attempts per read for retryable errors (throttling, 5xx), with
 	// backoff. Default: 4.
 	Attempts int
+
+	// noOrphans skips the orphan listing (a restore, which never acts on
+	// orphans, does not pay for it: on Vault it reads every secret's
+	// metadata in the mount).
+	noOrphans bool
 }
 
 // Deps are what a drift report reads.
@@ -132,17 +143,19 @@ type Deps struct {
 	Logger       *zap.Logger
 }
 
-// item is one ledger entry in scope.
+// item is one ledger entry in scope, with the ledger revision it was read
+// at.
 type item struct {
 	team, key string
 	e         *worker.LedgerEntry
+	rev       uint64
 }
 
 // scan returns the ledger entries in c's scope (teams, backend) that were
 // applied at least once (not a claim only) and pass keep, by team and key.
 func scan(ctx context.Context, d Deps, c Config, keep func(*worker.LedgerEntry) bool) ([]item, error) {
 	var items []item
-	err := d.Ledger.All(ctx, func(k string, e *worker.LedgerEntry) error {
+	err := d.Ledger.All(ctx, func(k string, e *worker.LedgerEntry, rev uint64) error {
 		team, key, err := worker.ParseLedgerKey(k)
 		if err != nil {
 			return err
@@ -150,7 +163,7 @@ func scan(ctx context.Context, d Deps, c Config, keep func(*worker.LedgerEntry) 
 		if (!c.All && !slices.Contains(c.Teams, team)) || e.Generation == 0 || (c.Backend != "" && e.Provider != c.Backend) || !keep(e) {
 			return nil
 		}
-		items = append(items, item{team, key, e})
+		items = append(items, item{team, key, e, rev})
 		return nil
 	})
 	sort.Slice(items, func(i, j int) bool {
@@ -192,7 +205,12 @@ func Drift(ctx context.Context, d Deps, c Config) (*Report, error) {
 	}
 
 	s := newSession(d, c)
-	rows := parallel(len(items), c.Concurrency, nil, func(i int) Row { return s.check(ctx, items[i].team, items[i].key, items[i].e) }, nil)
+	absent := s.absent(ctx, items)
+	rows := parallel(len(items), c.Concurrency, nil, func(i int) Row {
+		row := s.check(ctx, items[i], absent[i])
+		row.entry, row.rev = items[i].e, items[i].rev
+		return row
+	}, nil)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -216,11 +234,17 @@ func Drift(ctx context.Context, d Deps, c Config) (*Report, error) {
 		pairs[[2]string{it.team, it.e.Provider}] = true
 	}
 	for _, team := range c.Teams {
+		if c.noOrphans {
+			break
+		}
 		// Named teams are listed even when the ledger has nothing of them.
 		r := d.Settings.Resolve(d.TeamSettings(team))
 		if c.Backend == "" || c.Backend == r.Backend {
 			pairs[[2]string{team, r.Backend}] = true
 		}
+	}
+	if c.noOrphans {
+		clear(pairs)
 	}
 	for _, pair := range sortedPairs(pairs) {
 		team, backend := pair[0], pair[1]
@@ -376,8 +400,67 @@ func (s *session) get(ctx context.Context, p providers.Provider, backend, name s
 	return sec, err
 }
 
-// check classifies one ledger entry.
-func (s *session) check(ctx context.Context, team, key string, e *worker.LedgerEntry) Row {
+// listFolderMin is the fewest keys of one team in one backend folder for
+// which a drift scan lists the folder's names (one request per folder on
+// Vault, a page per hundred names elsewhere) to tell the missing ones
+// without reading each.
+const listFolderMin = 16
+
+// absent lists, per team, backend and folder holding at least
+// listFolderMin of the items, every name the backend has there
+// (ListRequest.Every), and returns the items whose secret is not among
+// them: those are missing without a read. Folders that cannot be listed
+// (no Lister, an error) are left to a read per key.
+func (s *session) absent(ctx context.Context, items []item) []bool {
+	out := make([]bool, len(items))
+	groups := map[[3]string][]int{} // team, backend, folder -> items
+	for i, it := range items {
+		dir := it.e.SecretRef[:strings.LastIndexByte(it.e.SecretRef, '/')+1]
+		if dir != "" {
+			k := [3]string{it.team, it.e.Provider, dir}
+			groups[k] = append(groups[k], i)
+		}
+	}
+	var folders [][3]string
+	for k, idx := range groups {
+		if len(idx) >= listFolderMin {
+			folders = append(folders, k)
+		}
+	}
+	parallel(len(folders), s.c.Concurrency, nil, func(f int) struct{} {
+		team, backend, dir := folders[f][0], folders[f][1], folders[f][2]
+		p, err := s.provider(ctx, team, backend)
+		if err != nil {
+			return struct{}{}
+		}
+		l, ok := providers.AsLister(p)
+		if !ok {
+			return struct{}{}
+		}
+		if lim := s.limiter(backend); lim != nil && lim.Wait(ctx) != nil {
+			return struct{}{}
+		}
+		names := map[string]bool{}
+		err = l.List(ctx, providers.ListRequest{Prefix: dir, Every: true}, func(ls providers.Listed) error {
+			names[ls.Name] = true
+			return nil
+		})
+		if err != nil {
+			s.d.Logger.Debug("drift: folder not listed; reading each key", zap.String("team", team), zap.String("backend", backend), zap.Error(err))
+			return struct{}{}
+		}
+		for _, i := range groups[folders[f]] {
+			out[i] = !names[items[i].e.SecretRef] // distinct folders: no two goroutines share an i
+		}
+		return struct{}{}
+	}, nil)
+	return out
+}
+
+// check classifies one ledger entry; absent says a listing already showed
+// that its backend has no secret under the name.
+func (s *session) check(ctx context.Context, it item, absent bool) Row {
+	team, key, e := it.team, it.key, it.e
 	row := Row{Team: team, Key: key, Backend: e.Provider, SecretRef: e.SecretRef, Generation: e.Generation, LedgerStatus: e.Status}
 	fail := func(what string, err error) Row {
 		row.Status, row.Detail = StatusError, what+": "+sanitize(err)
@@ -387,7 +470,12 @@ func (s *session) check(ctx context.Context, team, key string, e *worker.LedgerE
 	if err != nil {
 		return fail("open the backend", err)
 	}
-	sec, err := s.get(ctx, p, e.Provider, e.SecretRef)
+	var sec *providers.Secret
+	if absent {
+		err = providers.ErrNotFound
+	} else {
+		sec, err = s.get(ctx, p, e.Provider, e.SecretRef)
+	}
 	notFound := errors.Is(err, providers.ErrNotFound)
 	if err != nil && !notFound {
 		return fail("read", err)

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -221,5 +223,64 @@ func TestDriftFindsHandEdits(t *testing.T) {
 	}
 	if r := p.drift(t, recovery.Config{All: true, Backend: "hashicorp_vault"}); len(r.Rows) != 0 {
 		t.Errorf("--backend hashicorp_vault: %+v", r.Rows)
+	}
+}
+
+// countingGets counts the reads made through it; List reaches the store
+// beneath through Unwrap.
+type countingGets struct {
+	providers.Provider
+	gets atomic.Int64
+}
+
+func (c *countingGets) Get(ctx context.Context, name, version string) (*providers.Secret, error) {
+	c.gets.Add(1)
+	return c.Provider.Get(ctx, name, version)
+}
+
+func (c *countingGets) Unwrap() providers.Provider { return c.Provider }
+
+// TestDriftTellsMissingKeysFromAListing: a team folder holding many keys
+// is listed once (every name, whoever owns it); the keys it does not show
+// are missing without a read, the others are read and classified as
+// always, a foreign secret under a key's name included.
+func TestDriftTellsMissingKeysFromAListing(t *testing.T) {
+	p := newPipeline(t)
+	const n = 30
+	var evs []*events.Event
+	for i := 0; i < n; i++ {
+		evs = append(evs, p.event(t, events.KeyCreated, "team-l", fmt.Sprintf("key-%02d", i), 1, sentinel))
+	}
+	p.publish(t, evs...)
+	for i := 0; i < 20; i++ {
+		k := fmt.Sprintf("key-%02d", i)
+		if err := p.store.Delete(p.ctx, providers.DeleteRequest{Name: secretName("team-l", k), Owner: providers.Owner{TeamID: "team-l", KeyID: k}, Force: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A foreign secret under a deleted key's name: listed, so read.
+	if _, err := p.store.Put(p.ctx, providers.PutRequest{Name: secretName("team-l", "key-00"), Value: []byte(sentinel), IdempotencyKey: "foreign",
+		Owner: providers.Owner{TeamID: "someone-else", KeyID: "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	counted := &countingGets{Provider: p.store}
+	reg := providers.NewRegistry()
+	reg.Register("local", func(context.Context, providers.Config) (providers.Provider, error) { return counted, nil })
+	d := p.deps()
+	d.Registry = reg
+	rep, err := recovery.Drift(p.ctx, d, recovery.Config{Teams: []string{"team-l"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[recovery.Status]int{}
+	for _, r := range rep.Rows {
+		got[r.Status]++
+	}
+	want := map[recovery.Status]int{recovery.StatusMissing: 19, recovery.StatusUnowned: 1, recovery.StatusOK: 10}
+	if !maps.Equal(got, want) {
+		t.Errorf("statuses %v, want %v", got, want)
+	}
+	if g := counted.gets.Load(); g != 11 {
+		t.Errorf("%d reads, want 11: the 10 listed keys and the foreign secret, none for the 19 missing", g)
 	}
 }

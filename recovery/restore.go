@@ -144,7 +144,9 @@ func Restore(ctx context.Context, d Deps, c RestoreConfig) (*RestoreReport, erro
 		}
 		c.Teams, c.All, c.Backend, c.Adopt = cp.Teams, cp.All, cp.Backend, cp.Adopt
 	} else {
-		drift, err := Drift(ctx, d, c.Config)
+		dc := c.Config
+		dc.noOrphans = true // never acted on
+		drift, err := Drift(ctx, d, dc)
 		if err != nil {
 			return nil, err
 		}
@@ -272,7 +274,7 @@ func (r *restorer) fix(ctx context.Context, row Row) RestoreRow {
 		}
 		return ""
 	}
-	act, why, err := r.cl.run(ctx, row.Team, row.Key, check, func(ctx context.Context, e *worker.LedgerEntry, deadline time.Time) (*worker.LedgerEntry, string, error) {
+	act, why, err := r.cl.runAt(ctx, row.Team, row.Key, row.entry, row.rev, check, func(ctx context.Context, e *worker.LedgerEntry, deadline time.Time) (*worker.LedgerEntry, string, error) {
 		version, act, err := r.apply(ctx, row, e, deadline)
 		if err != nil || act != ActionWritten || version == "" {
 			return nil, act, err

@@ -208,10 +208,11 @@ func (l *Ledger) Put(ctx context.Context, team, key string, entry *LedgerEntry, 
 	return nrev, nil
 }
 
-// All calls fn for every ledger entry (for tools and tests). It reads the
-// bucket with one watch (every key's latest value, streamed), not one
-// request per key.
-func (l *Ledger) All(ctx context.Context, fn func(key string, e *LedgerEntry) error) error {
+// All calls fn for every ledger entry with its revision (for tools and
+// tests; a caller can Put at that revision without reading the entry
+// again). It reads the bucket with one watch (every key's latest value,
+// streamed), not one request per key.
+func (l *Ledger) All(ctx context.Context, fn func(key string, e *LedgerEntry, rev uint64) error) error {
 	w, err := l.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		return err
@@ -232,7 +233,7 @@ func (l *Ledger) All(ctx context.Context, fn func(key string, e *LedgerEntry) er
 			if err := json.Unmarshal(kve.Value(), &le); err != nil {
 				return fmt.Errorf("ledger entry %s is corrupt: %w", kve.Key(), err)
 			}
-			if err := fn(kve.Key(), &le); err != nil {
+			if err := fn(kve.Key(), &le, kve.Revision()); err != nil {
 				return err
 			}
 		}

@@ -1,9 +1,12 @@
 // Command restore benchmarks `keyrelay restore` into HashiCorp Vault: the
 // whole restore of keys that the ledger holds and Vault lost (the drift
-// scan, a ledger claim and release per key, the Vault provider's Put),
-// against the Vault provider's own Put rate at the same concurrency, in the
-// same run, against the same Vault dev server. It prints both rates and
-// their ratio.
+// scan, which finds them missing from one listing of the team's folder,
+// then per key a ledger claim at the revision the scan read, the Vault
+// provider's Put and the claim's release, with the resume checkpoint kept
+// as the CLI keeps it), against the Vault provider's own Put rate at the
+// same concurrency, measured in the same run against the same Vault dev
+// server, half before and half after the restore. It prints both rates
+// and their ratio.
 //
 // It starts a nats-server (bin/nats-server) and a Vault dev server
 // (bin/vault, `make bin/vault`) on free loopback ports.
@@ -15,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -38,10 +42,18 @@ func main() {
 	runs := flag.Int("runs", 1, "runs of each kind (the median is reported)")
 	natsBin := flag.String("nats-server", "bin/nats-server", "nats-server binary")
 	vaultBin := flag.String("vault", "bin/vault", "vault binary (make bin/vault)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the benchmark process here")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
 	app.TuneRuntime()
 	if err := run(*keys, *conc, *runs, *natsBin, *vaultBin); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
@@ -71,6 +83,16 @@ func run(keys, conc, runs int, natsBin, vaultBin string) error {
 		return err
 	}
 	ledger := worker.NewLedger(lkv, js.Conn())
+	// The resume checkpoint, as `keyrelay restore` keeps it.
+	rkv, err := js.KeyValue(ctx, worker.RecoveryBucket)
+	if err != nil {
+		return err
+	}
+	ros, err := js.ObjectStore(ctx, worker.RecoveryObjects)
+	if err != nil {
+		return err
+	}
+	cps := &recovery.Checkpoints{KV: rkv, OS: ros}
 	kr, _ := events.NewKeyring("bench", map[string][]byte{"bench": make([]byte, 32)})
 	opts := map[string]string{vault.OptionAddr: vaultAddr, vault.OptionToken: "root"}
 	prov, err := vault.Factory(ctx, providers.Config{Options: opts, Getenv: func(string) string { return "" }})
@@ -88,7 +110,11 @@ func run(keys, conc, runs int, natsBin, vaultBin string) error {
 
 	var base, rest, ratios []float64
 	for r := 0; r < runs; r++ {
-		b, err := providerPuts(ctx, p, keys, conc, r)
+		// The baseline brackets the restore, half before and half after
+		// it: Vault's write rate falls as it holds more secrets, so a
+		// baseline measured only before (or after) the restore would flatter
+		// (or handicap) it.
+		before, err := providerPuts(ctx, p, keys/2, conc, fmt.Sprintf("%d-before", r))
 		if err != nil {
 			return err
 		}
@@ -105,7 +131,7 @@ func run(keys, conc, runs int, natsBin, vaultBin string) error {
 		driftTook := time.Since(ds)
 		start := time.Now()
 		rep, err := recovery.Restore(ctx, recovery.Deps{Ledger: ledger, Settings: cfg, Registry: reg, Opener: kr},
-			recovery.RestoreConfig{Config: recovery.Config{Teams: []string{team}, Concurrency: conc}, Lease: 30 * time.Second})
+			recovery.RestoreConfig{Config: recovery.Config{Teams: []string{team}, Concurrency: conc}, Lease: 30 * time.Second, Checkpoints: cps})
 		if err != nil {
 			return err
 		}
@@ -113,9 +139,15 @@ func run(keys, conc, runs int, natsBin, vaultBin string) error {
 		if rep.Written != keys || rep.Failed != 0 {
 			return fmt.Errorf("restore wrote %d of %d keys, %d failed", rep.Written, keys, rep.Failed)
 		}
+		after, err := providerPuts(ctx, p, keys-keys/2, conc, fmt.Sprintf("%d-after", r))
+		if err != nil {
+			return err
+		}
+		b := float64(keys) / (float64(keys/2)/before + float64(keys-keys/2)/after)
 		f := float64(rep.Written) / el.Seconds()
-		fmt.Printf("  run %d: vault provider Put %6.0f writes/s   keyrelay restore %6.0f keys/s (drift scan included, %v; the scan alone %v)   ratio %.2f\n",
-			r+1, b, f, el.Round(10*time.Millisecond), driftTook.Round(10*time.Millisecond), f/b)
+		fmt.Printf("  run %d: vault provider Put %6.0f writes/s (%.0f before, %.0f after)   keyrelay restore %6.0f keys/s (%v, its drift scan included; "+
+			"a full drift report with the orphan listing %v)   ratio %.2f\n",
+			r+1, b, before, after, f, el.Round(10*time.Millisecond), driftTook.Round(10*time.Millisecond), f/b)
 		base, rest, ratios = append(base, b), append(rest, f), append(ratios, f/b)
 	}
 	fmt.Printf("throughput (median of %d runs): vault provider Put %.0f writes/s, keyrelay restore %.0f keys/s, median ratio %.2f\n",
@@ -124,8 +156,8 @@ func run(keys, conc, runs int, natsBin, vaultBin string) error {
 }
 
 // providerPuts is the baseline: keys first writes (creates) through the
-// Vault provider, conc at a time.
-func providerPuts(ctx context.Context, p *vault.Provider, keys, conc, run int) (float64, error) {
+// Vault provider, conc at a time, under bench-base-<run>/.
+func providerPuts(ctx context.Context, p *vault.Provider, keys, conc int, run string) (float64, error) {
 	var done atomic.Int64
 	var firstErr error
 	var once sync.Once
@@ -136,7 +168,7 @@ func providerPuts(ctx context.Context, p *vault.Provider, keys, conc, run int) (
 		go func(w int) {
 			defer wg.Done()
 			for k := w; k < keys; k += conc {
-				_, err := p.Put(ctx, providers.PutRequest{Name: fmt.Sprintf("bench-base-%d/key-%d", run, k),
+				_, err := p.Put(ctx, providers.PutRequest{Name: fmt.Sprintf("bench-base-%s/key-%d", run, k),
 					Value: []byte(fmt.Sprintf("sk-bench-value-0123456789abcdef-%d", k)), IdempotencyKey: uuid.NewString(),
 					Owner: providers.Owner{TeamID: "bench", KeyID: strconv.Itoa(k)}})
 				if err != nil {

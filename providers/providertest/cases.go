@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -811,6 +812,51 @@ func testList(e *env) {
 				subset(func(n string, _ providers.Owner) bool { return strings.HasPrefix(n, p) }))
 		}
 		check(e, providers.ListRequest{Prefix: base + "team-b/", TeamID: ownerA.TeamID}, nil)
+	})
+	e.run("Every", func(e *env) {
+		// Every name under the prefix, whoever owns it (the foreign secret
+		// too); owners are not promised.
+		// A backend that maps names may answer ErrUnnamed instead, when
+		// the foreign secret (written without keyrelay's name tag) could
+		// be under the prefix.
+		names := func(req providers.ListRequest) (map[string]bool, bool) {
+			got := map[string]bool{}
+			err := l.List(e.ctx, req, func(ls providers.Listed) error {
+				got[ls.Name] = true
+				return nil
+			})
+			if errors.Is(err, providers.ErrUnnamed) && e.sh.opts.CreateUnmanaged != nil &&
+				strings.HasPrefix(e.exactName(base+"team-a/foreign"), req.Prefix) {
+				e.t.Logf("List %+v: %v (the foreign secret)", req, err)
+				return nil, false
+			}
+			e.check("List", err)
+			if err != nil {
+				e.t.Errorf("List %+v: %v", req, err)
+			}
+			return got, err == nil
+		}
+		every := maps.Clone(want)
+		if e.sh.opts.CreateUnmanaged != nil {
+			every[e.exactName(base+"team-a/foreign")] = providers.Owner{}
+		}
+		for _, p := range []string{base, base + "team-a/", base + "team-b/", base + "nothing/"} {
+			req := providers.ListRequest{Prefix: p, Every: true, TeamID: "team-none"}
+			got, ok := names(req)
+			if !ok {
+				continue
+			}
+			for n := range every {
+				if strings.HasPrefix(n, p) && !got[n] {
+					e.t.Errorf("List %+v: %q missing", req, n)
+				}
+			}
+			for n := range got {
+				if _, ok := every[n]; !ok || !strings.HasPrefix(n, p) {
+					e.t.Errorf("List %+v: unexpected %q", req, n)
+				}
+			}
+		}
 	})
 	e.run("StopEarly", func(e *env) {
 		stop := errors.New("stop listing")

@@ -24,6 +24,10 @@ var _ providers.Lister = (*Provider)(nil)
 // capability on <mount>/metadata/*. Names are visited in Vault's order
 // (sorted within each folder); a secret deleted during the walk is
 // skipped, one created during it may or may not be listed.
+//
+// With req.Every, List reads no metadata: it answers every name the
+// folder LISTs return (one request per folder, owners left empty),
+// including secrets whose current version is soft-deleted.
 func (p *Provider) List(ctx context.Context, req providers.ListRequest, fn func(providers.Listed) error) error {
 	const op = "list"
 	if p.closed.Load() {
@@ -60,6 +64,12 @@ func (p *Provider) listDir(ctx context.Context, op, dir string, req providers.Li
 			continue
 		}
 		if !strings.HasPrefix(name, req.Prefix) || checkPath(name) != nil {
+			continue
+		}
+		if req.Every {
+			if err := fn(providers.Listed{Name: name}); err != nil {
+				return err
+			}
 			continue
 		}
 		m, err := p.readMetadata(ctx, op, name, p.cfg.pathsFor(name))

@@ -2,6 +2,7 @@ package secretsmanager
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"strings"
 
@@ -32,7 +33,8 @@ var mappedName = regexp.MustCompile(`@[0-9a-f]{32}$`)
 // keyrelay had to map (characters outside AWS's set, or longer than 512
 // bytes) cannot be recovered from its AWS name: such secrets, recognisable
 // by SecretID's "@<32 hex digits>" suffix, are skipped, and so is any
-// secret actually named so.
+// secret actually named so. With req.Every the tag filters are left out
+// and such a secret ends the listing with providers.ErrUnnamed.
 func (p *Provider) List(ctx context.Context, req providers.ListRequest, fn func(providers.Listed) error) error {
 	const op = "list"
 	if p.closed.Load() {
@@ -56,6 +58,9 @@ func (p *Provider) List(ctx context.Context, req providers.ListRequest, fn func(
 		{Key: types.FilterNameStringTypeTagKey, Values: []string{providers.ManagedByTag}},
 		{Key: types.FilterNameStringTypeTagValue, Values: values},
 	}
+	if req.Every {
+		filters = nil // whoever owns them
+	}
 	if req.Prefix != "" {
 		filters = append(filters, types.Filter{Key: types.FilterNameStringTypeName, Values: []string{req.Prefix}})
 	}
@@ -67,6 +72,9 @@ func (p *Provider) List(ctx context.Context, req providers.ListRequest, fn func(
 		}
 		for _, s := range out.SecretList {
 			name := aws.ToString(s.Name)
+			if req.Every && s.DeletedDate == nil && mappedName.MatchString(name) {
+				return newErr(op, "", providers.Permanent, fmt.Errorf("%w: %q is a mapped AWS name", providers.ErrUnnamed, name))
+			}
 			if s.DeletedDate != nil || mappedName.MatchString(name) {
 				continue
 			}

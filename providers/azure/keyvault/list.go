@@ -3,7 +3,9 @@ package keyvault
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 
@@ -25,7 +27,8 @@ var _ providers.Lister = (*Provider)(nil)
 // List returns the name Put recorded in the keyrelay-name tag (NameTag),
 // and for a secret without it the Key Vault name when KVName keeps that
 // name as it is. Secrets written under names longer than 256 bytes (no
-// NameTag) with a mapped Key Vault name are skipped.
+// NameTag) with a mapped Key Vault name are skipped; with req.Every such a
+// secret ends the listing with providers.ErrUnnamed.
 func (p *Provider) List(ctx context.Context, req providers.ListRequest, fn func(providers.Listed) error) error {
 	const op = "list"
 	if err := ctx.Err(); err != nil {
@@ -75,6 +78,9 @@ func (p *Provider) listWith(ctx context.Context, op string, c *azsecrets.Client,
 			tags := tagMap(sp.Tags)
 			name, ok := tags[NameTag]
 			if !ok {
+				if req.Every && strings.Contains(kvn, "--") && mayBeUnder(kvn, req.Prefix) {
+					return callbackErr{newErr(op, "", providers.Permanent, fmt.Errorf("%w: %q is a mapped Key Vault name without the %s tag", providers.ErrUnnamed, kvn, NameTag))}
+				}
 				name = kvn
 			}
 			if KVName(name) != kvn || seen[name] || !providers.ListOwned(req, name, tags) {
@@ -87,4 +93,33 @@ func (p *Provider) listWith(ctx context.Context, op string, c *azsecrets.Client,
 		}
 	}
 	return nil
+}
+
+// mayBeUnder reports whether the mapped Key Vault name kvn may be KVName of
+// a name starting with prefix: whether kvn's mapped part starts with the
+// mapping of prefix (trailing dashes dropped, cut to the length KVName
+// keeps), which every such name's does.
+func mayBeUnder(kvn, prefix string) bool {
+	var b strings.Builder
+	dash := false
+	for i := 0; i < len(prefix); i++ {
+		switch c := prefix[i]; {
+		case c >= 'a' && c <= 'z' || c >= '0' && c <= '9':
+			b.WriteByte(c)
+			dash = false
+		case c >= 'A' && c <= 'Z':
+			b.WriteByte(c + 'a' - 'A')
+			dash = false
+		default:
+			if !dash {
+				b.WriteByte('-')
+				dash = true
+			}
+		}
+	}
+	p := strings.TrimLeft(b.String(), "-")
+	if keep := MaxKVNameLength - 2 - nameHashLen; len(p) > keep {
+		p = p[:keep]
+	}
+	return strings.HasPrefix(kvn, strings.TrimRight(p, "-"))
 }

@@ -3,6 +3,7 @@ package secretmanager
 import (
 	"context"
 	"errors"
+	"regexp"
 	"strings"
 
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
@@ -12,6 +13,9 @@ import (
 )
 
 var _ providers.Lister = (*Provider)(nil)
+
+// hashedID matches the secret ids SecretID makes for names it cannot keep.
+var hashedID = regexp.MustCompile(`--[0-9a-f]{32}$`)
 
 // List implements providers.Lister with ListSecrets on the project,
 // Config.ListPageSize secrets a page (0: the server's default), following
@@ -24,6 +28,9 @@ var _ providers.Lister = (*Provider)(nil)
 // AnnotationName are listed under their secret id when the id is a name
 // SecretID keeps as it is, and skipped otherwise, until their next Put
 // records it. Secret Manager has no soft delete: a deleted secret is gone.
+// With req.Every the label filter is left out, and a secret without the
+// annotation whose id has SecretID's hashed form ends the listing with
+// providers.ErrUnnamed (its keyrelay name cannot be told).
 // Each page is one request against the project's read quota (keyrelay does
 // not limit reads client-side); the caller's ctx bounds the listing, and
 // each page call has the client library's default deadline.
@@ -36,7 +43,9 @@ func (p *Provider) List(ctx context.Context, req providers.ListRequest, fn func(
 		return ctxErr(op, "", err)
 	}
 	filter := "labels." + LabelKey(providers.ManagedByTag) + "=" + LabelValue(providers.ManagedByValue)
-	if req.TeamID != "" {
+	if req.Every {
+		filter = "" // whoever owns them
+	} else if req.TeamID != "" {
 		filter += " AND labels." + LabelKey(providers.TeamTag) + "=" + LabelValue(req.TeamID)
 	}
 	it := p.client.ListSecrets(ctx, &secretmanagerpb.ListSecretsRequest{Parent: p.parent, PageSize: int32(p.cfg.ListPageSize), Filter: filter})
@@ -52,6 +61,9 @@ func (p *Provider) List(ctx context.Context, req providers.ListRequest, fn func(
 		name, ok := ann[AnnotationName]
 		if !ok {
 			id := sec.GetName()[strings.LastIndexByte(sec.GetName(), '/')+1:]
+			if req.Every && hashedID.MatchString(id) && mayBeUnder(id, req.Prefix) {
+				return newErr(op, "", providers.Permanent, providers.ErrUnnamed, "secret id %q is a mapped name without the %s annotation", id, AnnotationName)
+			}
 			if !secretIDOK(id) {
 				continue
 			}
@@ -68,4 +80,20 @@ func (p *Provider) List(ctx context.Context, req providers.ListRequest, fn func(
 			return err
 		}
 	}
+}
+
+// mayBeUnder reports whether the hashed secret id may be SecretID of a name
+// starting with prefix: whether it starts with prefix mapped as SecretID
+// maps names (cut to the length SecretID keeps), as every such id does.
+func mayBeUnder(id, prefix string) bool {
+	b := []byte(prefix)
+	for i, c := range b {
+		if !idByte(c) {
+			b[i] = '_'
+		}
+	}
+	if keep := MaxSecretIDLength - 2 - nameHashLen; len(b) > keep {
+		b = b[:keep]
+	}
+	return strings.HasPrefix(id, string(b))
 }
