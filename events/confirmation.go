@@ -39,7 +39,9 @@ type Confirmation struct {
 	TeamID         string `json:"team_id,omitempty"`
 	KeyID          string `json:"key_id,omitempty"`
 	Generation     uint64 `json:"generation,omitempty"`
-	Status         Status `json:"status"`
+	// JobID is the event's job_id: a bulk job counts its confirmations by it.
+	JobID  string `json:"job_id,omitempty"`
+	Status Status `json:"status"`
 	// Duplicate is true when the event had already been applied: the
 	// confirmation repeats the original outcome (a confirmation that had
 	// already been published is never published twice).

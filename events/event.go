@@ -65,6 +65,10 @@ type Event struct {
 	// KeyAlias is the key's human alias, if any. Informational unless the
 	// naming template uses it.
 	KeyAlias string `json:"key_alias,omitempty"`
+	// JobID (key.* events only) names the bulk job the event belongs to
+	// (`keyrelay rotate`, or any publisher running one): an id, copied
+	// into the event's confirmation so the job's progress can be counted.
+	JobID string `json:"job_id,omitempty"`
 	// Data holds the type-specific payload.
 	Data json.RawMessage `json:"data,omitempty"`
 

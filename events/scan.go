@@ -183,6 +183,10 @@ func decodeEnvelope(members []jsonMember, ev *Event) error {
 			ev.Generation, ok = g, err == nil
 		case "key_alias":
 			ev.KeyAlias, ok = unquote(m.raw)
+		case "job_id":
+			if ev.JobID, ok = unquote(m.raw); ok && ev.JobID == "" {
+				return invalid("job_id", "must not be empty (leave it out)")
+			}
 		case "data":
 			ev.Data, ok = m.raw, true
 		}

@@ -216,6 +216,14 @@ func (ev *Event) validate(trusted bool) error {
 	if err := validateText("key_alias", ev.KeyAlias, MaxAliasLen); err != nil {
 		return err
 	}
+	if ev.JobID != "" {
+		if !ev.Type.IsKey() {
+			return invalid("job_id", "must be absent for %s", ev.Type)
+		}
+		if err := ValidateID("job_id", ev.JobID); err != nil {
+			return err
+		}
+	}
 	return ev.validateData(trusted)
 }
 
@@ -442,10 +450,12 @@ var (
 		"key_id":       {kind: jString},
 		"generation":   {kind: jUint},
 		"key_alias":    {kind: jString},
+		"job_id":       {kind: jString},
 		"data":         {kind: jObject},
 	}
 	envelopeShape         = &objectShape{fields: envelopeFields}
-	settingsEnvelopeShape = &objectShape{fields: with(envelopeFields, "key_id",
+	settingsEnvelopeShape = &objectShape{fields: with(with(envelopeFields, "key_id",
+		fieldShape{forbidden: "must be absent for team.settings.* events"}), "job_id",
 		fieldShape{forbidden: "must be absent for team.settings.* events"})}
 
 	sealedValueShape = &objectShape{fields: map[string]fieldShape{

@@ -266,7 +266,7 @@ func sanitize(err error) string {
 }
 
 func confFor(ev *events.Event, gen uint64) *events.Confirmation {
-	return &events.Confirmation{EventID: ev.ID, EventType: ev.Type, TeamID: ev.TeamID, KeyID: ev.KeyID, Generation: gen}
+	return &events.Confirmation{EventID: ev.ID, EventType: ev.Type, TeamID: ev.TeamID, KeyID: ev.KeyID, Generation: gen, JobID: ev.JobID}
 }
 
 // rejected builds the verdict for a validated event that can never

@@ -135,7 +135,9 @@ type recoveryEnv struct {
 	c     *settings.Config
 	js    jetstream.JetStream
 	teams *worker.Teams
-	close func()
+	// sealer seals new values (keyrelay rotate).
+	sealer events.Sealer
+	close  func()
 }
 
 // openRecovery connects to NATS and loads the recovery commands' deps.
@@ -171,7 +173,7 @@ func openRecovery(ctx context.Context, g *globals, name string) (*recoveryEnv, e
 	registry := app.Registry()
 	d := recovery.Deps{Ledger: worker.NewLedger(lkv), Settings: c, Registry: registry, Opener: sealing.Opener,
 		TeamSettings: func(t string) *events.TeamSettings { return teams.Cached(t).Settings }, Logger: log}
-	return &recoveryEnv{d: d, c: c, js: conn.JS, teams: teams, close: func() { registry.Close(); conn.Close() }}, nil
+	return &recoveryEnv{d: d, c: c, js: conn.JS, teams: teams, sealer: sealing.Sealer, close: func() { registry.Close(); conn.Close() }}, nil
 }
 
 // checkScope validates the --team / --all scope of drift and restore.

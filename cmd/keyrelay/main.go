@@ -51,7 +51,7 @@ func main() {
 	pf.StringVar(&g.keyring, "keyring", "", "sealing keyring file (overrides keyrelay.sealing.keyring_file)")
 	pf.StringVar(&g.logLevel, "log-level", "", "debug, info, warn or error (overrides keyrelay.log.level)")
 
-	root.AddCommand(serveCmd(g), publishCmd(g), confirmationsCmd(g), dlqCmd(g), keyringCmd(g), ledgerCmd(g), outboxCmd(g), lookupCmd(g), driftCmd(g), restoreCmd(g), migrateCmd(g))
+	root.AddCommand(serveCmd(g), publishCmd(g), confirmationsCmd(g), dlqCmd(g), keyringCmd(g), ledgerCmd(g), outboxCmd(g), lookupCmd(g), driftCmd(g), restoreCmd(g), migrateCmd(g), rotateCmd(g), jobsCmd(g))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := root.ExecuteContext(ctx); err != nil {

@@ -1,0 +1,209 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+
+	"github.com/keyrelay/keyrelay/client"
+	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/worker"
+)
+
+// Spec is a new job: what to select and how to publish.
+type Spec struct {
+	// ID of the job; empty: a fresh one (NewID).
+	ID        string
+	Selection Selection
+	Format    KeyFormat
+	// Rate caps events published per second (0: no cap).
+	Rate float64
+	// Grace is carried by every event as grace_period_seconds.
+	Grace time.Duration
+}
+
+// Deps are what a job reads and publishes with.
+type Deps struct {
+	JS     jetstream.JetStream
+	Ledger *worker.Ledger
+	Store  *Store
+	// Sealer seals the generated values (the gateway's keyring or KMS).
+	Sealer events.Sealer
+	Logger *zap.Logger
+}
+
+// Plan selects the keys of spec and creates the job (not yet published):
+// the record and its plan are saved before any event is published.
+func Plan(ctx context.Context, d Deps, spec Spec) (*Job, []Target, error) {
+	if err := spec.Format.Validate(); err != nil {
+		return nil, nil, err
+	}
+	if spec.Rate < 0 || spec.Grace < 0 {
+		return nil, nil, errors.New("jobs: rate and grace must not be negative")
+	}
+	now := time.Now().UTC()
+	plan, err := Select(ctx, d.Ledger, spec.Selection, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i := range plan {
+		plan[i].EventID = uuid.NewString()
+	}
+	id := spec.ID
+	if id == "" {
+		id = NewID(now)
+	}
+	j := &Job{ID: id, Selection: spec.Selection, Format: spec.Format.withDefaults(), Rate: spec.Rate, GraceSeconds: int64(spec.Grace / time.Second),
+		Total: len(plan), State: StateRunning, Created: now, Updated: now}
+	return j, plan, nil
+}
+
+// Progress counts a job's publishing so far.
+type Progress struct {
+	Published, Total int
+	Elapsed          time.Duration
+}
+
+// saveEvery is how often a running job saves its cursor (and sees a
+// cancel).
+const saveEvery = time.Second
+
+// ErrCancelled: the job was cancelled while it ran.
+var ErrCancelled = errors.New("job cancelled")
+
+// Run publishes job id's events from its cursor: for each key a fresh
+// value, sealed, in a key.rotated event with the plan's event id and
+// generation and the job's id. It saves the cursor every second, stops
+// when the job is cancelled, and marks the job published at the end. A
+// job another process saved less than three seconds ago is refused (it may
+// still be running).
+func Run(ctx context.Context, d Deps, id string, progress func(Progress)) (*Job, error) {
+	if d.Logger == nil {
+		d.Logger = zap.NewNop()
+	}
+	j, rev, err := d.Store.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if j.State != StateRunning {
+		return j, fmt.Errorf("job %s is %s: nothing to publish", id, j.State)
+	}
+	host, _ := os.Hostname()
+	me := fmt.Sprintf("%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])
+	if age := time.Since(j.Updated); j.Holder != "" && age < 3*saveEvery {
+		return j, fmt.Errorf("job %s was saved by %s %v ago: it may still be running", id, j.Holder, age.Round(time.Millisecond))
+	}
+	plan, err := d.Store.Plan(ctx, id)
+	if err != nil {
+		return j, err
+	}
+	if len(plan) != j.Total || j.Cursor > len(plan) {
+		return j, fmt.Errorf("job %s: the plan holds %d keys, the record %d (cursor %d)", id, len(plan), j.Total, j.Cursor)
+	}
+	j.Holder, j.Updated = me, time.Now().UTC()
+	if rev, err = d.Store.put(ctx, j, rev); err != nil {
+		return j, fmt.Errorf("jobs: take job %s: %w", id, err)
+	}
+	// save stores the cursor; it reports a cancel or another holder.
+	save := func(ctx context.Context, final State) error {
+		for {
+			j.Updated = time.Now().UTC()
+			cur := *j
+			if final != "" {
+				cur.State, cur.Holder = final, ""
+			}
+			nrev, err := d.Store.put(ctx, &cur, rev)
+			if err == nil {
+				rev, *j = nrev, cur
+				return nil
+			}
+			if !isConflict(err) {
+				return err
+			}
+			now, nrev2, gerr := d.Store.Get(ctx, id)
+			if gerr != nil {
+				return gerr
+			}
+			switch {
+			case now.State == StateCancelled:
+				j.State = StateCancelled
+				return ErrCancelled
+			case now.Holder != me:
+				return fmt.Errorf("job %s was taken over by %s", id, now.Holder)
+			}
+			rev = nrev2
+		}
+	}
+	// stop saves the cursor of a run that ends early and lets go of the
+	// job, so that a resume need not wait.
+	stop := func() {
+		j.Holder = ""
+		if err := save(context.WithoutCancel(ctx), ""); err != nil && !errors.Is(err, ErrCancelled) {
+			d.Logger.Warn("job cursor not saved; a resume publishes more again (idempotently)", zap.String("job", id), zap.Error(err))
+		}
+	}
+	lim := rate.NewLimiter(rate.Inf, 1)
+	if j.Rate > 0 {
+		lim = rate.NewLimiter(rate.Limit(j.Rate), 1)
+	}
+	pub := client.NewPublisher(d.JS)
+	start, lastSave := time.Now(), time.Now()
+	for j.Cursor < len(plan) {
+		if err := lim.Wait(ctx); err != nil {
+			stop()
+			return j, err
+		}
+		if err := publishOne(ctx, d, pub, j, plan[j.Cursor]); err != nil {
+			stop()
+			return j, err
+		}
+		j.Cursor++
+		if progress != nil {
+			progress(Progress{Published: j.Cursor, Total: j.Total, Elapsed: time.Since(start)})
+		}
+		if time.Since(lastSave) >= saveEvery {
+			if err := save(ctx, ""); err != nil {
+				if !errors.Is(err, ErrCancelled) {
+					stop()
+				}
+				return j, err
+			}
+			lastSave = time.Now()
+		}
+	}
+	if err := save(context.WithoutCancel(ctx), StatePublished); err != nil {
+		return j, err
+	}
+	return j, nil
+}
+
+// publishOne publishes t's event with a fresh value.
+func publishOne(ctx context.Context, d Deps, pub *client.Publisher, j *Job, t Target) error {
+	value, err := j.Format.NewKey()
+	if err != nil {
+		return err
+	}
+	defer clear(value)
+	ev := &events.Event{SpecVersion: events.SpecVersion, ID: t.EventID, Type: events.KeyRotated, Time: time.Now().UTC(),
+		TeamID: t.Team, KeyID: t.Key, Generation: t.Generation, JobID: j.ID}
+	sv, err := d.Sealer.Seal(ctx, value, events.BindingOf(ev))
+	if err != nil {
+		return fmt.Errorf("jobs: seal the value of %s/%s: %w", t.Team, t.Key, err)
+	}
+	ev.Data, err = json.Marshal(events.KeyData{Value: sv, GracePeriodSeconds: j.GraceSeconds})
+	if err != nil {
+		return err
+	}
+	if _, err := pub.Publish(ctx, ev); err != nil {
+		return fmt.Errorf("jobs: publish %s/%s: %w", t.Team, t.Key, err)
+	}
+	return nil
+}

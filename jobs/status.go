@@ -1,0 +1,113 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/worker"
+)
+
+// Failure is one key the job could not rotate: the confirmation's reason,
+// never a value.
+type Failure struct {
+	Team   string        `json:"team"`
+	Key    string        `json:"key"`
+	Status events.Status `json:"status"`
+	Reason string        `json:"reason,omitempty"`
+}
+
+// Status is a job's progress, counted from the confirmations of its plan's
+// events.
+type Status struct {
+	Job Job `json:"job"`
+	// Rotated: confirmed rotated (or stored). Superseded: a newer event of
+	// the key was applied first (the key was rotated anyway, by someone
+	// else). Failed: rejected, failed or skipped, with Failures.
+	Rotated    int `json:"rotated"`
+	Superseded int `json:"superseded"`
+	Failed     int `json:"failed"`
+	// Remaining: not confirmed yet (published or not).
+	Remaining int       `json:"remaining"`
+	Failures  []Failure `json:"failures,omitempty"`
+	// Rate is confirmations per second between the first and the last
+	// one; ETA is Remaining at that rate (0 when unknown or done).
+	Rate float64       `json:"rate"`
+	ETA  time.Duration `json:"eta"`
+}
+
+// Done reports whether every event of the job is confirmed (or the job was
+// cancelled and everything it published is).
+func (s *Status) Done() bool {
+	if s.Job.State == StateCancelled {
+		return s.Rotated+s.Superseded+s.Failed >= s.Job.Cursor
+	}
+	return s.Remaining == 0
+}
+
+// GetStatus counts job id's confirmations: one direct read of the
+// confirmations stream per planned event (its subject holds at most one).
+func GetStatus(ctx context.Context, js jetstream.JetStream, store *Store, id string) (*Status, error) {
+	j, _, err := store.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := store.Plan(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	stream, err := js.Stream(ctx, worker.ConfirmationsStream)
+	if err != nil {
+		return nil, err
+	}
+	st := &Status{Job: *j}
+	var first, last time.Time
+	for _, t := range plan {
+		m, err := stream.GetLastMsgForSubject(ctx, events.ConfirmationSubject(t.Team, t.Key, t.EventID))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			st.Remaining++
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		var c events.Confirmation
+		if err := json.Unmarshal(m.Data, &c); err != nil || c.EventID != t.EventID {
+			st.Remaining++ // not this event's: keep counting it as open
+			continue
+		}
+		switch c.Status {
+		case events.StatusRotated, events.StatusStored:
+			st.Rotated++
+		case events.StatusSuperseded:
+			st.Superseded++
+		default:
+			st.Failed++
+			st.Failures = append(st.Failures, Failure{Team: t.Team, Key: t.Key, Status: c.Status, Reason: c.Reason})
+		}
+		if first.IsZero() || c.Time.Before(first) {
+			first = c.Time
+		}
+		if c.Time.After(last) {
+			last = c.Time
+		}
+	}
+	sort.Slice(st.Failures, func(a, b int) bool {
+		if st.Failures[a].Team != st.Failures[b].Team {
+			return st.Failures[a].Team < st.Failures[b].Team
+		}
+		return st.Failures[a].Key < st.Failures[b].Key
+	})
+	if n := st.Rotated + st.Superseded + st.Failed; n > 1 && last.After(first) {
+		st.Rate = float64(n-1) / last.Sub(first).Seconds()
+		if st.Remaining > 0 && j.State != StateCancelled {
+			st.ETA = time.Duration(float64(st.Remaining) / st.Rate * float64(time.Second))
+		}
+	}
+	return st, nil
+}

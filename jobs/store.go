@@ -1,0 +1,203 @@
+package jobs
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyrelay/keyrelay/events"
+)
+
+// Names of the JetStream resources jobs keep their state in.
+const (
+	// Bucket holds one record per job (job.<id>): selection, cursor, state.
+	Bucket = "KEYRELAY_JOBS"
+	// Plans holds each job's plan (keys, event ids, generations; never a
+	// value), named by job id. Plans expire after PlanMaxAge.
+	Plans      = "KEYRELAY_JOB_PLANS"
+	PlanMaxAge = 90 * 24 * time.Hour
+)
+
+// State of a job.
+type State string
+
+// Job states.
+const (
+	// StateRunning: created, or being published (or interrupted: a
+	// running job whose holder stopped saving can be resumed).
+	StateRunning State = "running"
+	// StatePublished: every event of the plan was published; status
+	// counts their confirmations.
+	StatePublished State = "published"
+	// StateCancelled: stopped by `keyrelay jobs cancel`; events already
+	// published are still applied.
+	StateCancelled State = "cancelled"
+)
+
+// Job is a job's durable record. It never holds a value.
+type Job struct {
+	ID        string    `json:"id"`
+	Selection Selection `json:"selection"`
+	Format    KeyFormat `json:"format"`
+	// Rate caps events published per second (0: as fast as possible).
+	Rate float64 `json:"rate,omitempty"`
+	// GraceSeconds is carried by every event (grace_period_seconds).
+	GraceSeconds int64 `json:"grace_seconds,omitempty"`
+	Total        int   `json:"total"`
+	// Cursor: the plan's first Cursor events were published (acknowledged
+	// by the stream).
+	Cursor  int       `json:"cursor"`
+	State   State     `json:"state"`
+	Created time.Time `json:"created"`
+	Updated time.Time `json:"updated"`
+	// Holder names the process publishing it ("" when none).
+	Holder string `json:"holder,omitempty"`
+}
+
+// NewID returns a fresh job id (a valid event id and bucket key).
+func NewID(now time.Time) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return "job-" + now.UTC().Format("20060102T150405") + "-" + hex.EncodeToString(b)
+}
+
+// ErrNotFound: no job with that id.
+var ErrNotFound = errors.New("no such job")
+
+// Store keeps jobs in JetStream.
+type Store struct {
+	KV jetstream.KeyValue
+	OS jetstream.ObjectStore
+}
+
+// EnsureStore creates (or opens) the bucket and the object store.
+func EnsureStore(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: Bucket, History: 1,
+		Description: "keyrelay bulk jobs: selection, cursor and state (no values)", Storage: jetstream.FileStorage, Replicas: max(replicas, 1)})
+	if err != nil {
+		return nil, fmt.Errorf("jobs: bucket %s: %w", Bucket, err)
+	}
+	os, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: Plans, TTL: PlanMaxAge,
+		Description: "keyrelay bulk job plans: keys, event ids and generations (no values)", Storage: jetstream.FileStorage, Replicas: max(replicas, 1)})
+	if err != nil {
+		return nil, fmt.Errorf("jobs: object store %s: %w", Plans, err)
+	}
+	return &Store{KV: kv, OS: os}, nil
+}
+
+func recordKey(id string) string { return "job." + id }
+
+// Create saves a new job and its plan (the plan first: a record always has
+// its plan).
+func (s *Store) Create(ctx context.Context, j *Job, plan []Target) error {
+	if err := events.ValidateID("job id", j.ID); err != nil {
+		return err
+	}
+	b, err := json.Marshal(plan)
+	if err != nil {
+		return err
+	}
+	if _, err := s.OS.Put(ctx, jetstream.ObjectMeta{Name: j.ID}, bytes.NewReader(b)); err != nil {
+		return fmt.Errorf("jobs: save the plan: %w", err)
+	}
+	rec, _ := json.Marshal(j)
+	if _, err := s.KV.Create(ctx, recordKey(j.ID), rec); err != nil {
+		return fmt.Errorf("jobs: save job %s: %w", j.ID, err)
+	}
+	return nil
+}
+
+// Get returns a job's record and its revision.
+func (s *Store) Get(ctx context.Context, id string) (*Job, uint64, error) {
+	if err := events.ValidateID("job id", id); err != nil {
+		return nil, 0, err
+	}
+	e, err := s.KV.Get(ctx, recordKey(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil, 0, fmt.Errorf("job %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("jobs: read job %s: %w", id, err)
+	}
+	var j Job
+	if err := json.Unmarshal(e.Value(), &j); err != nil {
+		return nil, 0, fmt.Errorf("jobs: job %s is corrupt: %w", id, err)
+	}
+	return &j, e.Revision(), nil
+}
+
+// Plan returns a job's plan.
+func (s *Store) Plan(ctx context.Context, id string) ([]Target, error) {
+	b, err := s.OS.GetBytes(ctx, id)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, fmt.Errorf("job %s: the plan is gone (plans are kept %v): %w", id, PlanMaxAge, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("jobs: read the plan of %s: %w", id, err)
+	}
+	var plan []Target
+	if err := json.Unmarshal(b, &plan); err != nil {
+		return nil, fmt.Errorf("jobs: the plan of %s is corrupt: %w", id, err)
+	}
+	return plan, nil
+}
+
+// put saves j at revision rev and returns the new revision.
+func (s *Store) put(ctx context.Context, j *Job, rev uint64) (uint64, error) {
+	b, _ := json.Marshal(j)
+	return s.KV.Update(ctx, recordKey(j.ID), b, rev)
+}
+
+// List returns every job, newest first.
+func (s *Store) List(ctx context.Context) ([]Job, error) {
+	lister, err := s.KV.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Job
+	for k := range lister.Keys() {
+		e, err := s.KV.Get(ctx, k)
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		var j Job
+		if json.Unmarshal(e.Value(), &j) == nil {
+			out = append(out, j)
+		}
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Created.After(out[b].Created) })
+	return out, nil
+}
+
+// Cancel marks a job cancelled; its publisher stops at its next save (at
+// most a second later). Events already published are still applied.
+func (s *Store) Cancel(ctx context.Context, id string) (*Job, error) {
+	for {
+		j, rev, err := s.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if j.State != StateRunning {
+			return j, fmt.Errorf("job %s is %s: nothing to cancel", id, j.State)
+		}
+		j.State, j.Updated = StateCancelled, time.Now().UTC()
+		if _, err := s.put(ctx, j, rev); err == nil {
+			return j, nil
+		} else if !isConflict(err) {
+			return nil, err
+		}
+	}
+}
+
+func isConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence)
+}
