@@ -75,6 +75,7 @@ bench: tools build
 	$(GO) run ./bench/lookup -runs 3
 	$(GO) run ./bench/outbox -runs 5
 	$(GO) run ./bench/restore -keys 20000 -runs 3
+	$(GO) run ./bench/latency -runs 3
 
 clean:
 	rm -rf $(BIN) data

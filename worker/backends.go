@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -29,11 +30,20 @@ var errBreakerOpen = errors.New("circuit breaker open: the backend failed repeat
 // bulkhead bounds the slots one backend may hold, and a circuit breaker
 // stops calling a backend that keeps failing, so a backend outage costs
 // the other backends nothing.
+//
+// The bulkhead is work-conserving: beyond its share (slots) a backend may
+// borrow the process's other slots (up to total) while it answers fast:
+// its calls' moving average under borrowBelow and no call of it in flight
+// for longer than that. One healthy backend can so use every slot (a 50 ms
+// backend at concurrency 64 is not held to 32 calls in flight), while a
+// backend that slows down or hangs falls back to its share within one
+// borrowBelow, leaving the rest to the others.
 type backendGuards struct {
-	slots    int
-	failures uint32
-	open     time.Duration
-	m        *Metrics
+	slots, total int
+	borrowBelow  time.Duration
+	failures     uint32
+	open         time.Duration
+	m            *Metrics
 
 	mu     sync.Mutex
 	guards map[string]*backendGuard
@@ -42,11 +52,21 @@ type backendGuards struct {
 type backendGuard struct {
 	provider string
 	sem      chan struct{}
-	cb       *gobreaker.CircuitBreaker[struct{}]
+	// extra holds the slots borrowed beyond the share (nil: none to borrow).
+	extra       chan struct{}
+	borrowBelow time.Duration
+	// avg is the calls' exponentially weighted moving average duration
+	// (ns); slowNow counts calls in flight for longer than borrowBelow.
+	avg     atomic.Int64
+	slowNow atomic.Int64
+	cb      *gobreaker.CircuitBreaker[struct{}]
 }
 
-func newBackendGuards(slots, failures int, open time.Duration, m *Metrics) *backendGuards {
-	return &backendGuards{slots: slots, failures: uint32(failures), open: open, m: m, guards: map[string]*backendGuard{}}
+// newBackendGuards makes guards giving each backend slots of the
+// process's total, and more while it answers within borrowBelow (0: never
+// borrow).
+func newBackendGuards(slots, total int, borrowBelow time.Duration, failures int, open time.Duration, m *Metrics) *backendGuards {
+	return &backendGuards{slots: slots, total: total, borrowBelow: borrowBelow, failures: uint32(failures), open: open, m: m, guards: map[string]*backendGuard{}}
 }
 
 // guardKey names one backend instance: the provider and its options (a
@@ -67,7 +87,10 @@ func (g *backendGuards) get(provider string, opts map[string]string) *backendGua
 	if bg, ok := g.guards[key]; ok {
 		return bg
 	}
-	bg := &backendGuard{provider: provider, sem: make(chan struct{}, g.slots)}
+	bg := &backendGuard{provider: provider, sem: make(chan struct{}, g.slots), borrowBelow: g.borrowBelow}
+	if g.total > g.slots && g.borrowBelow > 0 {
+		bg.extra = make(chan struct{}, g.total-g.slots)
+	}
 	bg.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        provider,
 		MaxRequests: 1,
@@ -90,19 +113,39 @@ func (g *backendGuards) get(provider string, opts map[string]string) *backendGua
 	return bg
 }
 
-// acquire takes one of the backend's slots, waiting at most wait; it
-// returns errBackendBusy when none freed up.
+// fast reports whether the backend may borrow slots beyond its share: its
+// calls average under borrowBelow and none is in flight for longer.
+func (bg *backendGuard) fast() bool {
+	return bg.extra != nil && bg.slowNow.Load() == 0 && time.Duration(bg.avg.Load()) < bg.borrowBelow
+}
+
+// acquire takes one of the backend's slots (its share, or a borrowed one
+// while it is fast), waiting at most wait; it returns errBackendBusy when
+// none freed up.
 func (bg *backendGuard) acquire(ctx context.Context, wait time.Duration) (release func(), err error) {
+	share := func() { <-bg.sem }
+	borrowed := func() { <-bg.extra }
 	select {
 	case bg.sem <- struct{}{}:
-		return func() { <-bg.sem }, nil
+		return share, nil
 	default:
+	}
+	var extra chan struct{}
+	if bg.fast() {
+		extra = bg.extra
+		select {
+		case extra <- struct{}{}:
+			return borrowed, nil
+		default:
+		}
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case bg.sem <- struct{}{}:
-		return func() { <-bg.sem }, nil
+		return share, nil
+	case extra <- struct{}{}: // nil (never) when not fast
+		return borrowed, nil
 	case <-t.C:
 		return nil, errBackendBusy
 	case <-ctx.Done():
@@ -110,8 +153,29 @@ func (bg *backendGuard) acquire(ctx context.Context, wait time.Duration) (releas
 	}
 }
 
-// call runs fn through the backend's circuit breaker.
+// call runs fn through the backend's circuit breaker, timing it for the
+// borrowing rule.
 func (bg *backendGuard) call(fn func() error) error {
+	if bg.extra != nil {
+		start := time.Now()
+		slow := time.AfterFunc(bg.borrowBelow, func() { bg.slowNow.Add(1) })
+		defer func() {
+			if !slow.Stop() {
+				bg.slowNow.Add(-1)
+			}
+			d := int64(time.Since(start))
+			for {
+				old := bg.avg.Load()
+				next := d
+				if old != 0 {
+					next = old + (d-old)/8
+				}
+				if bg.avg.CompareAndSwap(old, next) {
+					return
+				}
+			}
+		}()
+	}
 	_, err := bg.cb.Execute(func() (struct{}, error) { return struct{}{}, fn() })
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 		return providers.NewError(bg.provider, "call", "", providers.Retryable, fmt.Errorf("%w", errBreakerOpen))

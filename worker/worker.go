@@ -67,8 +67,14 @@ type Config struct {
 	InfraWait time.Duration
 	// BackendSlots bounds the events one process writes to one backend at
 	// once, so a slow or failing backend cannot take every slot. Default:
-	// half of Concurrency (at least 1).
+	// half of Concurrency (at least 1). A backend answering within
+	// BackendBorrowBelow may borrow the other slots on top (see
+	// backendGuards).
 	BackendSlots int
+	// BackendBorrowBelow is how fast a backend's calls must be (moving
+	// average, and none in flight longer) for it to use more than
+	// BackendSlots. Default: 250ms; negative: never borrow.
+	BackendBorrowBelow time.Duration
 	// BreakerFailures is how many consecutive retryable failures open a
 	// backend's circuit breaker; while it is open, events for that backend
 	// are handed back at once without a call (a wait: no call, no failure
@@ -140,6 +146,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.BackendSlots <= 0 {
 		c.BackendSlots = max(1, c.Concurrency/2)
+	}
+	switch {
+	case c.BackendBorrowBelow == 0:
+		c.BackendBorrowBelow = 250 * time.Millisecond
+	case c.BackendBorrowBelow < 0:
+		c.BackendBorrowBelow = 0
 	}
 	if c.BreakerFailures <= 0 {
 		c.BreakerFailures = 8
@@ -258,7 +270,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Worker, error) {
 	log := d.Logger.With(zap.String("worker", cfg.ID))
 	w := &Worker{cfg: cfg, d: d, log: log, m: d.Metrics, stream: stream, consumer: cons,
 		ledger: NewLedger(lkv, d.JS.Conn()), entries: entries, failures: failures,
-		backends: newBackendGuards(cfg.BackendSlots, cfg.BreakerFailures, cfg.BreakerOpen, d.Metrics), teams: NewTeams(tkv, stream, log), locks: newKeyLocks(),
+		backends: newBackendGuards(cfg.BackendSlots, cfg.Concurrency, cfg.BackendBorrowBelow, cfg.BreakerFailures, cfg.BreakerOpen, d.Metrics), teams: NewTeams(tkv, stream, log), locks: newKeyLocks(),
 		retry: retryPolicy{initial: cfg.RetryInitial, max: cfg.RetryMax, multiplier: cfg.RetryMultiplier, attempts: cfg.InProcessAttempts}}
 	return w, nil
 }

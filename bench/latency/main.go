@@ -1,0 +1,143 @@
+// Command latency measures the pipeline against a slow backend: a provider
+// that takes a fixed latency per call (the in-memory local store behind a
+// sleep), 5,000 events over distinct keys, and reports the confirmed rate
+// against the most the worker's concurrency allows at that latency
+// (concurrency / latency). A worker that holds its slots only while a
+// provider call is in flight reaches close to it; one that serializes
+// anything per call, or waits on its own infrastructure, does not.
+//
+// It starts a nats-server (bin/nats-server) on a free loopback port.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/keyrelay/keyrelay/bench/benchkit"
+	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/app"
+	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/providers/local"
+	"github.com/keyrelay/keyrelay/settings"
+	"github.com/keyrelay/keyrelay/worker"
+)
+
+func main() {
+	n := flag.Int("events", 5000, "events per run, each on its own key")
+	conc := flag.Int("concurrency", 64, "worker concurrency")
+	lat := flag.Duration("latency", 50*time.Millisecond, "provider latency per call")
+	runs := flag.Int("runs", 3, "runs (the median is reported)")
+	serverBin := flag.String("nats-server", "bin/nats-server", "nats-server binary")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file")
+	flag.Parse()
+	stopProfile := benchkit.StartCPUProfile(*cpuprofile)
+	defer stopProfile()
+	app.TuneRuntime()
+	if err := run(*n, *conc, *lat, *runs, *serverBin); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		stopProfile()
+		os.Exit(1)
+	}
+}
+
+// slow delays every call that reaches the backend by lat.
+type slow struct {
+	providers.Provider
+	lat time.Duration
+}
+
+func (s *slow) wait(ctx context.Context) error {
+	t := time.NewTimer(s.lat)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func (s *slow) Put(ctx context.Context, req providers.PutRequest) (providers.PutResult, error) {
+	if err := s.wait(ctx); err != nil {
+		return providers.PutResult{}, err
+	}
+	return s.Provider.Put(ctx, req)
+}
+
+func (s *slow) Get(ctx context.Context, name, version string) (*providers.Secret, error) {
+	if err := s.wait(ctx); err != nil {
+		return nil, err
+	}
+	return s.Provider.Get(ctx, name, version)
+}
+
+func (s *slow) Delete(ctx context.Context, req providers.DeleteRequest) error {
+	if err := s.wait(ctx); err != nil {
+		return err
+	}
+	return s.Provider.Delete(ctx, req)
+}
+
+func (s *slow) Unwrap() providers.Provider { return s.Provider }
+
+func run(n, conc int, lat time.Duration, runs int, serverBin string) error {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "keyrelay-bench-latency")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	js, stop, err := benchkit.StartNATS(serverBin, dir)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	topo := worker.TopologyConfig{Replicas: 1, DuplicateWindow: 2 * time.Minute, AckWait: 30 * time.Second, MaxAckPending: 4 * conc}
+	if err := worker.EnsureTopology(ctx, js, topo); err != nil {
+		return err
+	}
+	store, err := local.New(local.Config{})
+	if err != nil {
+		return err
+	}
+	p := &slow{Provider: store, lat: lat}
+	reg := providers.NewRegistry()
+	reg.Register("local", func(context.Context, providers.Config) (providers.Provider, error) { return p, nil })
+	kr, _ := events.NewKeyring("bench", map[string][]byte{"bench": make([]byte, 32)})
+	w, err := worker.New(ctx, worker.Config{Concurrency: conc, AckWait: topo.AckWait, ClaimLease: 20 * time.Second, CallTimeout: 10 * time.Second},
+		worker.Deps{JS: js, Settings: settings.Default(), Registry: reg, Opener: kr})
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(wctx) }()
+	defer func() { cancel(); <-done }()
+	for !w.Ready() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	ceiling := float64(conc) / lat.Seconds()
+	fmt.Printf("keyrelay against a slow backend: %v per provider call, concurrency %d, %d events on distinct keys per run, nats-server %s, %d CPUs\n",
+		lat, conc, n, js.Conn().ConnectedServerVersion(), runtime.NumCPU())
+	var rates, ratios []float64
+	for r := 0; r < runs; r++ {
+		msgs, _, err := benchkit.SealedEvents(ctx, kr, n, n, "bench-"+strconv.Itoa(r), func(int) string { return "sk-bench-value-0123456789abcdef" })
+		if err != nil {
+			return err
+		}
+		f, err := benchkit.Throughput(ctx, js, msgs)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("  run %d: %6.0f events/s   concurrency/latency %6.0f events/s   ratio %.2f\n", r+1, f, ceiling, f/ceiling)
+		rates, ratios = append(rates, f), append(ratios, f/ceiling)
+	}
+	fmt.Printf("throughput (median of %d runs): %.0f events/s against concurrency/latency %.0f, median ratio %.2f (target >= 0.9)\n",
+		runs, benchkit.Median(rates), ceiling, benchkit.Median(ratios))
+	return nil
+}

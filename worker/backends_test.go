@@ -1,0 +1,77 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+// TestBulkheadBorrowsWhileFast: a backend holds its share of the slots,
+// borrows the rest of the process's slots while its calls are fast, and
+// falls back to its share as soon as one call is in flight for longer than
+// the borrowing bound; it borrows again once its calls are fast again.
+func TestBulkheadBorrowsWhileFast(t *testing.T) {
+	const share, total, below = 2, 6, 50 * time.Millisecond
+	g := newBackendGuards(share, total, below, 8, time.Second, NewMetrics(nil))
+	bg := g.get("local", nil)
+	ctx := context.Background()
+	take := func(n int) (releases []func(), err error) {
+		for i := 0; i < n; i++ {
+			r, err := bg.acquire(ctx, 5*time.Millisecond)
+			if err != nil {
+				return releases, err
+			}
+			releases = append(releases, r)
+		}
+		return releases, nil
+	}
+	releaseAll := func(rs []func()) {
+		for _, r := range rs {
+			r()
+		}
+	}
+
+	// Fast (no call yet): every slot of the process.
+	rs, err := take(total)
+	if err != nil {
+		t.Fatalf("fast backend: %d slots, then %v; want %d", len(rs), err, total)
+	}
+	if _, err := bg.acquire(ctx, 5*time.Millisecond); !errors.Is(err, errBackendBusy) {
+		t.Fatalf("slot %d: %v, want errBackendBusy", total+1, err)
+	}
+	releaseAll(rs)
+
+	// A call in flight for longer than the bound: back to the share.
+	stuck := make(chan struct{})
+	go func() { _ = bg.call(func() error { <-stuck; return nil }) }()
+	time.Sleep(2 * below)
+	rs, err = take(total)
+	if len(rs) != share || !errors.Is(err, errBackendBusy) {
+		t.Fatalf("with a slow call in flight: %d slots (%v), want the share %d", len(rs), err, share)
+	}
+	releaseAll(rs)
+	close(stuck)
+
+	// Its average is now slow too: still the share, until fast calls
+	// bring the average under the bound again.
+	time.Sleep(10 * time.Millisecond)
+	if bg.fast() {
+		t.Fatal("fast right after a slow call")
+	}
+	for i := 0; i < 40 && !bg.fast(); i++ {
+		_ = bg.call(func() error { return nil })
+	}
+	rs, err = take(total)
+	if err != nil {
+		t.Fatalf("fast again: %d slots, then %v; want %d", len(rs), err, total)
+	}
+	releaseAll(rs)
+
+	// Borrowing off: the share only.
+	g0 := newBackendGuards(share, total, 0, 8, time.Second, NewMetrics(nil))
+	rs, err = func() ([]func(), error) { bg = g0.get("local", nil); return take(total) }()
+	if len(rs) != share || !errors.Is(err, errBackendBusy) {
+		t.Fatalf("borrowing off: %d slots (%v), want %d", len(rs), err, share)
+	}
+}
