@@ -220,6 +220,15 @@ type WorkerConfig struct {
 	// AdoptUnowned lets writes overwrite secrets keyrelay did not create.
 	// Default: false.
 	AdoptUnowned bool `yaml:"adopt_unowned"`
+	// BackendSlots bounds the events one process writes to one backend at
+	// once (its share), so a slow or failing backend cannot take the slots
+	// of the others; 0: half of Concurrency. Default: 0.
+	BackendSlots int `yaml:"backend_slots"`
+	// BackendBorrowBelow: a backend whose calls average under this, with
+	// none in flight longer, borrows the other slots on top of its share
+	// (all but an eighth, kept for the others); 0: never borrow.
+	// Default: 250ms.
+	BackendBorrowBelow time.Duration `yaml:"backend_borrow_below"`
 }
 
 // MigrationConfig says how a team's keys move when its settings move it to
@@ -335,21 +344,22 @@ const (
 	DefaultDLQMaxMsgs            = int64(100000)    // streams.dlq_max_msgs
 
 	// keyrelay.worker
-	DefaultWorkerEnabled     = true                   // worker.enabled
-	DefaultConcurrency       = 32                     // worker.concurrency
-	DefaultAckWait           = 60 * time.Second       // worker.ack_wait
-	DefaultMaxDeliver        = 10000                  // worker.max_deliver
-	DefaultRetryFor          = 6 * time.Hour          // worker.retry_for
-	DefaultInfraWait         = 30 * time.Second       // worker.infra_wait
-	DefaultMaxAckPending     = 65536                  // worker.max_ack_pending
-	DefaultCallTimeout       = 15 * time.Second       // worker.call_timeout
-	DefaultRetryInitial      = 100 * time.Millisecond // worker.retry_initial
-	DefaultRetryMax          = 30 * time.Second       // worker.retry_max
-	DefaultRetryMultiplier   = 2.0                    // worker.retry_multiplier
-	DefaultInProcessAttempts = 3                      // worker.in_process_attempts
-	DefaultClaimLease        = 30 * time.Second       // worker.claim_lease
-	DefaultShutdownGrace     = 20 * time.Second       // worker.shutdown_grace
-	DefaultAdoptUnowned      = false                  // worker.adopt_unowned
+	DefaultWorkerEnabled      = true                   // worker.enabled
+	DefaultConcurrency        = 32                     // worker.concurrency
+	DefaultAckWait            = 60 * time.Second       // worker.ack_wait
+	DefaultMaxDeliver         = 10000                  // worker.max_deliver
+	DefaultRetryFor           = 6 * time.Hour          // worker.retry_for
+	DefaultInfraWait          = 30 * time.Second       // worker.infra_wait
+	DefaultMaxAckPending      = 65536                  // worker.max_ack_pending
+	DefaultCallTimeout        = 15 * time.Second       // worker.call_timeout
+	DefaultRetryInitial       = 100 * time.Millisecond // worker.retry_initial
+	DefaultRetryMax           = 30 * time.Second       // worker.retry_max
+	DefaultRetryMultiplier    = 2.0                    // worker.retry_multiplier
+	DefaultInProcessAttempts  = 3                      // worker.in_process_attempts
+	DefaultBackendBorrowBelow = 250 * time.Millisecond // worker.backend_borrow_below
+	DefaultClaimLease         = 30 * time.Second       // worker.claim_lease
+	DefaultShutdownGrace      = 20 * time.Second       // worker.shutdown_grace
+	DefaultAdoptUnowned       = false                  // worker.adopt_unowned
 
 	// keyrelay.migration
 	DefaultMigrationGrace       = 24 * time.Hour // migration.grace
@@ -412,21 +422,22 @@ func (c *Config) setDefaults() {
 			DLQMaxMsgs:            DefaultDLQMaxMsgs,
 		},
 		Worker: WorkerConfig{
-			Enabled:           &enabled,
-			Concurrency:       DefaultConcurrency,
-			AckWait:           DefaultAckWait,
-			MaxDeliver:        DefaultMaxDeliver,
-			RetryFor:          DefaultRetryFor,
-			InfraWait:         DefaultInfraWait,
-			MaxAckPending:     DefaultMaxAckPending,
-			CallTimeout:       DefaultCallTimeout,
-			RetryInitial:      DefaultRetryInitial,
-			RetryMax:          DefaultRetryMax,
-			RetryMultiplier:   DefaultRetryMultiplier,
-			InProcessAttempts: DefaultInProcessAttempts,
-			ClaimLease:        DefaultClaimLease,
-			ShutdownGrace:     DefaultShutdownGrace,
-			AdoptUnowned:      DefaultAdoptUnowned,
+			Enabled:            &enabled,
+			Concurrency:        DefaultConcurrency,
+			AckWait:            DefaultAckWait,
+			MaxDeliver:         DefaultMaxDeliver,
+			RetryFor:           DefaultRetryFor,
+			InfraWait:          DefaultInfraWait,
+			MaxAckPending:      DefaultMaxAckPending,
+			CallTimeout:        DefaultCallTimeout,
+			RetryInitial:       DefaultRetryInitial,
+			RetryMax:           DefaultRetryMax,
+			RetryMultiplier:    DefaultRetryMultiplier,
+			InProcessAttempts:  DefaultInProcessAttempts,
+			BackendBorrowBelow: DefaultBackendBorrowBelow,
+			ClaimLease:         DefaultClaimLease,
+			ShutdownGrace:      DefaultShutdownGrace,
+			AdoptUnowned:       DefaultAdoptUnowned,
 		},
 		Sealing: SealingConfig{
 			KeyringFile:    DefaultKeyringFile,

@@ -134,6 +134,8 @@ func TestDefaults(t *testing.T) {
 				"worker.claim_lease":              {w.ClaimLease, 30 * time.Second},
 				"worker.shutdown_grace":           {w.ShutdownGrace, 20 * time.Second},
 				"worker.adopt_unowned":            {w.AdoptUnowned, false},
+				"worker.backend_slots":            {w.BackendSlots, 0},
+				"worker.backend_borrow_below":     {w.BackendBorrowBelow, 250 * time.Millisecond},
 				"sealing.keyring_file":            {k.Sealing.KeyringFile, "./data/keyring.json"},
 				"sealing.allow_plaintext_values":  {k.Sealing.AllowPlaintext, false},
 				"http.addr":                       {k.HTTP.Addr, "127.0.0.1:9464"},

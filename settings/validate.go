@@ -105,6 +105,12 @@ func (v *validator) worker(w *WorkerConfig) {
 	positiveInt("max_deliver", w.MaxDeliver)
 	positiveInt("max_ack_pending", w.MaxAckPending)
 	positiveInt("in_process_attempts", w.InProcessAttempts)
+	if w.BackendSlots < 0 || (w.Concurrency > 0 && w.BackendSlots > w.Concurrency) {
+		v.add(p+"backend_slots", "is %d; must be between 0 (half of concurrency) and concurrency (%d)", w.BackendSlots, w.Concurrency)
+	}
+	if w.BackendBorrowBelow < 0 {
+		v.add(p+"backend_borrow_below", "is %s; must not be negative (0: never borrow)", w.BackendBorrowBelow)
+	}
 	positiveDur := func(name string, d interface{ String() string }, ok bool) {
 		if !ok {
 			v.add(p+name, "is %s; must be positive", d)

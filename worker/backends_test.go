@@ -5,7 +5,15 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/keyrelay/keyrelay/settings"
 )
+
+func settingsWorker(borrow time.Duration) settings.WorkerConfig {
+	w := settings.Default().Keyrelay.Worker
+	w.BackendBorrowBelow = borrow
+	return w
+}
 
 // TestBulkheadBorrowsWhileFast: a backend holds its share of the slots,
 // borrows the rest of the process's slots while its calls are fast, and
@@ -74,5 +82,15 @@ func TestBulkheadBorrowsWhileFast(t *testing.T) {
 	rs, err = func() ([]func(), error) { bg = g0.get("local", nil); return take(total) }()
 	if len(rs) != share || !errors.Is(err, errBackendBusy) {
 		t.Fatalf("borrowing off: %d slots (%v), want %d", len(rs), err, share)
+	}
+}
+
+// TestBorrowSetting: the setting's 0 means never borrow, its default the
+// worker's 250ms.
+func TestBorrowSetting(t *testing.T) {
+	for in, want := range map[time.Duration]time.Duration{0: -1, 250 * time.Millisecond: 250 * time.Millisecond, time.Second: time.Second} {
+		if got := ConfigFrom(settingsWorker(in)).BackendBorrowBelow; got != want {
+			t.Errorf("backend_borrow_below %v: Config %v, want %v", in, got, want)
+		}
 	}
 }

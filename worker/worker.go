@@ -177,7 +177,16 @@ func ConfigFrom(w settings.WorkerConfig) Config {
 	return Config{Concurrency: w.Concurrency, AckWait: w.AckWait, MaxDeliver: w.MaxDeliver, CallTimeout: w.CallTimeout,
 		RetryInitial: w.RetryInitial, RetryMax: w.RetryMax, RetryMultiplier: w.RetryMultiplier,
 		InProcessAttempts: w.InProcessAttempts, ClaimLease: w.ClaimLease, ShutdownGrace: w.ShutdownGrace,
-		AdoptUnowned: w.AdoptUnowned, RetryFor: w.RetryFor, InfraWait: w.InfraWait}
+		AdoptUnowned: w.AdoptUnowned, RetryFor: w.RetryFor, InfraWait: w.InfraWait,
+		BackendSlots: w.BackendSlots, BackendBorrowBelow: borrowBelow(w.BackendBorrowBelow)}
+}
+
+// borrowBelow maps the setting (0: never) to Config's (negative: never).
+func borrowBelow(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // Deps are what a worker talks to.
