@@ -1,0 +1,65 @@
+package worker_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/worker"
+)
+
+// TestCopyWaitsForADeadClaimOfItsGeneration: a worker died after writing
+// event E (generation 2) to the backend and before committing it, leaving
+// its claim. A copy of E under a new id (same generation, same value)
+// arrives first: it does not write the value again as a second version but
+// waits; E's redelivery applies it and the copy is then superseded.
+func TestCopyWaitsForADeadClaimOfItsGeneration(t *testing.T) {
+	b := setup(t, setupOptions{})
+	b.startWorker(nil)
+	const team, key = "team-d", "key-d"
+	b.publish(b.keyEvent(events.KeyCreated, team, key, 1, "sk-gen-1"))
+	b.confirmations(1, 30*time.Second)
+
+	// What the dead worker left: E's value written and recorded in the
+	// backend, the ledger still at generation 1 with E's expired claim.
+	e := b.keyEvent(events.KeyRotated, team, key, 2, "sk-gen-2")
+	store := b.stores["local"]
+	name := "litellm/" + team + "/" + key
+	if _, err := store.Put(b.ctx, providers.PutRequest{Name: name, Value: []byte("sk-gen-2"), IdempotencyKey: e.ID,
+		Owner: providers.Owner{TeamID: team, KeyID: key}}); err != nil {
+		t.Fatal(err)
+	}
+	kv, _ := b.js.KeyValue(b.ctx, worker.LedgerBucket)
+	ledger := worker.NewLedger(kv)
+	le, rev, err := ledger.Get(b.ctx, team, key)
+	if err != nil || le == nil {
+		t.Fatalf("ledger: %+v %v", le, err)
+	}
+	le.Claim = &worker.Claim{EventID: e.ID, Generation: 2, Worker: "dead", Until: time.Now().Add(-time.Millisecond)}
+	if _, err := ledger.Put(b.ctx, team, key, le, rev); err != nil {
+		t.Fatal(err)
+	}
+
+	cp := *e
+	cp.ID = uuid.NewString()
+	b.publish(&cp)
+	time.Sleep(time.Second)
+	if got := b.confirmations(1, time.Second); len(got) != 1 {
+		t.Fatalf("the copy was decided while the original's claim stood: %d confirmations", len(got))
+	}
+	b.publish(e)
+	confs := byEventID(b.confirmations(3, 30*time.Second))
+	if c := confs[e.ID]; c == nil || c.Status != events.StatusRotated {
+		t.Errorf("the original: %+v, want rotated", c)
+	}
+	if c := confs[cp.ID]; c == nil || c.Status != events.StatusSuperseded {
+		t.Errorf("the copy: %+v, want superseded", c)
+	}
+	vs, err := store.Versions(b.ctx, name)
+	if err != nil || len(vs) != 2 {
+		t.Errorf("%d versions (%v), want 2: the value was written once", len(vs), err)
+	}
+}
