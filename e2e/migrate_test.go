@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -88,22 +86,7 @@ func TestMigrateVaultToAWS(t *testing.T) {
 	publish(created)
 	e.waitQuiet(ctx, keys, 3*time.Minute)
 
-	bin := keyrelayBinary(t)
-	cli := func(args ...string) (string, string, int) {
-		cmd := exec.CommandContext(ctx, bin, append([]string{"--config", e.config}, args...)...)
-		cmd.Env = os.Environ()
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return string(out), stderr.String(), ee.ExitCode()
-		}
-		if err != nil {
-			t.Fatalf("%v: %v", args, err)
-		}
-		return string(out), stderr.String(), 0
-	}
+	cli := cliRunner(ctx, t, e)
 	if out, stderr, code := cli("migrate", "--team", team, "--to", secretsmanager.Name); code == 0 || !strings.Contains(stderr, "--set-backend") {
 		t.Fatalf("migrate before the settings move: exit %d, want a refusal naming --set-backend\n%s\n%s", code, out, stderr)
 	}

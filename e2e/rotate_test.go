@@ -3,10 +3,8 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -43,22 +41,7 @@ func TestRotateJobCLI(t *testing.T) {
 	}
 	e.waitQuiet(ctx, keys, time.Minute)
 
-	bin := keyrelayBinary(t)
-	cli := func(args ...string) (string, string, int) {
-		cmd := exec.CommandContext(ctx, bin, append([]string{"--config", e.config}, args...)...)
-		cmd.Env = os.Environ()
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return string(out), stderr.String(), ee.ExitCode()
-		}
-		if err != nil {
-			t.Fatalf("%v: %v", args, err)
-		}
-		return string(out), stderr.String(), 0
-	}
+	cli := cliRunner(ctx, t, e)
 	out, _, code := cli("rotate", "--team", "team-r", "--dry-run")
 	if code != 0 || !strings.Contains(out, fmt.Sprintf("%d keys would be rotated", keys)) {
 		t.Fatalf("dry run: exit %d\n%s", code, tail(out, 1000))

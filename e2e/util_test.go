@@ -3,8 +3,11 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,4 +110,26 @@ func useAWSEnv(t *testing.T) {
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 	t.Setenv("AWS_CONFIG_FILE", os.DevNull)
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
+}
+
+// cliRunner runs the keyrelay binary against e's config and returns its
+// stdout, stderr and exit status; it fails the test only when the binary
+// cannot run at all.
+func cliRunner(ctx context.Context, t *testing.T, e *env) func(args ...string) (string, string, int) {
+	bin := keyrelayBinary(t)
+	return func(args ...string) (string, string, int) {
+		cmd := exec.CommandContext(ctx, bin, append([]string{"--config", e.config}, args...)...)
+		cmd.Env = os.Environ()
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return string(out), stderr.String(), ee.ExitCode()
+		}
+		if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		return string(out), stderr.String(), 0
+	}
 }

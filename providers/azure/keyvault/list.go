@@ -100,24 +100,7 @@ func (p *Provider) listWith(ctx context.Context, op string, c *azsecrets.Client,
 // mapping of prefix (trailing dashes dropped, cut to the length KVName
 // keeps), which every such name's does.
 func mayBeUnder(kvn, prefix string) bool {
-	var b strings.Builder
-	dash := false
-	for i := 0; i < len(prefix); i++ {
-		switch c := prefix[i]; {
-		case c >= 'a' && c <= 'z' || c >= '0' && c <= '9':
-			b.WriteByte(c)
-			dash = false
-		case c >= 'A' && c <= 'Z':
-			b.WriteByte(c + 'a' - 'A')
-			dash = false
-		default:
-			if !dash {
-				b.WriteByte('-')
-				dash = true
-			}
-		}
-	}
-	p := strings.TrimLeft(b.String(), "-")
+	p := strings.TrimLeft(mapChars(prefix), "-")
 	if keep := MaxKVNameLength - 2 - nameHashLen; len(p) > keep {
 		p = p[:keep]
 	}

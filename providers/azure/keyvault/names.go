@@ -39,25 +39,7 @@ func KVName(name string) string {
 	if kvNameAsIs(name) {
 		return name
 	}
-	var b strings.Builder
-	dash := false
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c >= 'a' && c <= 'z' || c >= '0' && c <= '9':
-			b.WriteByte(c)
-			dash = false
-		case c >= 'A' && c <= 'Z':
-			b.WriteByte(c + 'a' - 'A')
-			dash = false
-		default:
-			if !dash {
-				b.WriteByte('-')
-				dash = true
-			}
-		}
-	}
-	s := strings.Trim(b.String(), "-")
+	s := strings.Trim(mapChars(name), "-")
 	if keep := MaxKVNameLength - 2 - nameHashLen; len(s) > keep {
 		s = strings.TrimRight(s[:keep], "-")
 	}
@@ -94,4 +76,28 @@ func versionOK(v string) bool {
 		}
 	}
 	return true
+}
+
+// mapChars lowers letters, keeps digits and turns every run of other bytes
+// into one dash: the character mapping of KVName, before trimming and the
+// hash.
+func mapChars(name string) string {
+	var b strings.Builder
+	dash := false
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case c >= 'a' && c <= 'z' || c >= '0' && c <= '9':
+			b.WriteByte(c)
+			dash = false
+		case c >= 'A' && c <= 'Z':
+			b.WriteByte(c + 'a' - 'A')
+			dash = false
+		default:
+			if !dash {
+				b.WriteByte('-')
+				dash = true
+			}
+		}
+	}
+	return b.String()
 }
