@@ -19,6 +19,10 @@ type Config struct {
 	// on). Defaults to os.Getenv.
 	Getenv func(string) string
 	Logger *zap.Logger
+	// Quotas, when set, shares the backend's request quotas with the
+	// other keyrelay processes (see Quotas). Registry.Open fills it from
+	// SetQuotas when nil; nil means per-process limits only.
+	Quotas Quotas
 }
 
 // Factory builds a provider.
@@ -32,6 +36,7 @@ type Registry struct {
 	teamOpts  map[string]map[string]bool
 	instances map[string]Provider
 	wrap      func(name string, p Provider) Provider
+	quotas    Quotas
 }
 
 // NewRegistry returns an empty registry.
@@ -80,6 +85,14 @@ func (r *Registry) Wrap(w func(name string, p Provider) Provider) {
 	r.wrap = w
 }
 
+// SetQuotas installs the cluster-wide quotas every instance the registry
+// builds from now on uses (Config.Quotas, unless the caller set its own).
+func (r *Registry) SetQuotas(q Quotas) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.quotas = q
+}
+
 // Names lists the registered names, sorted.
 func (r *Registry) Names() []string {
 	r.mu.Lock()
@@ -107,6 +120,9 @@ func (r *Registry) Open(ctx context.Context, name string, cfg Config) (Provider,
 	f, ok := r.factories[name]
 	if !ok {
 		return nil, fmt.Errorf("%w %q (registered: %v)", ErrUnknownProvider, name, r.namesLocked())
+	}
+	if cfg.Quotas == nil {
+		cfg.Quotas = r.quotas
 	}
 	p, err := f(ctx, cfg)
 	if err != nil {
