@@ -32,6 +32,7 @@ var cases = []testCase{
 	{"ErrorHygiene", testErrorHygiene},
 	{"Context", testContext},
 	{"List", testList},
+	{"Retire", testRetire},
 }
 
 func testPutGet(e *env) {
@@ -676,6 +677,12 @@ func testErrorHygiene(e *env) {
 		_, err := e.put(providers.PutRequest{Name: name, Value: []byte(SentinelValue + "-2"), IdempotencyKey: e.key("s2"), Owner: ownerB})
 		add("Put by another owner", err)
 		add("Delete by another owner", e.del(providers.DeleteRequest{Name: name, Owner: ownerB}))
+	}
+	if _, ok := e.retirer(); ok {
+		if e.caps().Tags {
+			add("Retire by another owner", e.retire(providers.RetireRequest{Name: name, Version: e.mustGet(name, "").Version, Owner: ownerB}))
+		}
+		add("Retire of the current version", e.retire(providers.RetireRequest{Name: name, Version: e.mustGet(name, "").Version, Owner: ownerA}))
 	}
 	_, err := e.get(name+"-missing", "")
 	add("Get missing", err)

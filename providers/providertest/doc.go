@@ -27,7 +27,10 @@
 // declare in providers.Capabilities or Features are skipped, never failed.
 // Optional interfaces (providers.Versioner, providers.TagUpdater) are
 // discovered by type assertion; a method that returns an error wrapping
-// errors.ErrUnsupported counts as not implemented.
+// errors.ErrUnsupported counts as not implemented. providers.Lister and
+// providers.Retirer are found with providers.AsLister and
+// providers.AsRetirer, through wrappers; the List and Retire tests are
+// skipped, with the reason, for a provider without them.
 //
 // # Fault injection
 //

@@ -44,6 +44,12 @@ type Options struct {
 	// the tests that keyrelay refuses to overwrite or delete such a secret
 	// unless the request sets Adopt.
 	CreateUnmanaged func(ctx context.Context, p providers.Provider, name string, value []byte) error
+	// Retired, when set, reports whether version of name is retired as the
+	// backend shows it, read directly from the backend (for AWS Secrets
+	// Manager: the version no longer carries AWSPREVIOUS). The Retire test
+	// checks it besides reading the version, and instead of reading it
+	// with Features.RetireKeepsValue, which requires it.
+	Retired func(ctx context.Context, p providers.Provider, name, version string) (bool, error)
 }
 
 // Features declares backend properties that providers.Capabilities does not
@@ -81,6 +87,14 @@ type Features struct {
 	// than two pages of one team's secrets so that paging is exercised.
 	// Default: DefaultListPageSize.
 	ListPageSize int
+	// RetireKeepsValue: a version retired with providers.Retirer may stay
+	// readable by Get(name, version) (AWS Secrets Manager, where Retire
+	// only takes the AWSPREVIOUS label off the version and AWS deletes the
+	// unlabelled version itself later). The Retire test then tells a
+	// retired version with Options.Retired instead of expecting
+	// ErrNotFound from Get. When false, Get of a retired version must fail
+	// with ErrNotFound.
+	RetireKeepsValue bool
 }
 
 func (o Options) withDefaults() Options {

@@ -49,7 +49,8 @@ import (
 //     Features.MaxNameLength work and do not collide.
 //   - ErrorHygiene: no error ever contains a value the suite wrote (checked
 //     on every call, and with a planted "SENTINEL-c0ffee" value through an
-//     ownership error, a not-found and a cancelled call).
+//     ownership error, a not-found, a cancelled call and, for a
+//     providers.Retirer, a refused Retire).
 //   - List (when the provider is a providers.Lister, found with
 //     providers.AsLister): List returns exactly the live secrets keyrelay
 //     owns (not one written by CreateUnmanaged), each once, under the name
@@ -57,6 +58,17 @@ import (
 //     soft- and force-deleted secrets disappear; more than two pages
 //     (Features.ListPageSize) of one team's secrets are all listed; an error
 //     from fn stops the listing and is returned; a cancelled context fails.
+//   - Retire (when the provider is a providers.Retirer, found with
+//     providers.AsRetirer; skipped otherwise): after two writes, retiring
+//     the first version makes Get of it fail with a permanent ErrNotFound
+//     (with Features.RetireKeepsValue, Options.Retired reports it retired
+//     instead) while the second stays current and readable; retiring it
+//     again succeeds; retiring the current (or only) version fails with a
+//     permanent ErrConflict and changes nothing; a version the backend does
+//     not have is gone already (success, or ErrInvalid for an id that
+//     cannot name one); a missing or deleted secret is ErrNotFound; with
+//     Capabilities.Tags another owner is refused (ErrNotOwned) unless
+//     Adopt; a cancelled context retires nothing.
 //   - Context: a call with an already cancelled context fails with an error
 //     matching context.Canceled and writes or deletes nothing.
 //
