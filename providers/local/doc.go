@@ -34,6 +34,8 @@
 //   - Delete is soft (versions kept, secret hidden) unless Force; a Put on a
 //     soft-deleted secret restores it with a new version. Versions are
 //     never pruned: the file grows with each write.
+//   - Retire (providers.Retirer) drops an earlier version's ciphertext and
+//     keeps its metadata (listed Destroyed); Get of it is then ErrNotFound.
 //   - Errors are *providers.Error values and never contain a value. Invalid
 //     requests, ownership, not-found, corrupt files (ErrCorrupt) and a wrong
 //     key (ErrWrongKey) are permanent; permission errors and read-only file

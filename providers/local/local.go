@@ -49,6 +49,7 @@ var (
 	_ providers.TagUpdater = (*Provider)(nil)
 	_ providers.Closer     = (*Provider)(nil)
 	_ providers.Lister     = (*Provider)(nil)
+	_ providers.Retirer    = (*Provider)(nil)
 )
 
 // New opens (creating when needed) the store cfg describes. Errors are
@@ -250,7 +251,7 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 }
 
 // Get implements providers.Provider. A soft-deleted secret is not found,
-// whatever the version asked for.
+// whatever the version asked for, and neither is a retired version.
 func (p *Provider) Get(ctx context.Context, name, ver string) (*providers.Secret, error) {
 	const op = "get"
 	if err := p.begin(ctx, op, name); err != nil {
@@ -270,6 +271,9 @@ func (p *Provider) Get(ctx context.Context, name, ver string) (*providers.Secret
 	if ver != "" {
 		if v = rec.find(ver); v == nil {
 			return nil, newErr(op, name, providers.Permanent, fmt.Errorf("%w: no version %q", providers.ErrNotFound, ver))
+		}
+		if v.retired() {
+			return nil, newErr(op, name, providers.Permanent, fmt.Errorf("%w: version %s was retired", providers.ErrNotFound, ver))
 		}
 	}
 	value, err := p.seal.open(name, v)

@@ -42,7 +42,12 @@ type version struct {
 	CreatedAt      time.Time `json:"created_at"`
 	Nonce          []byte    `json:"nonce"`
 	Ciphertext     []byte    `json:"ciphertext"`
+	// RetiredAt is when Retire dropped the version's value (Nonce and
+	// Ciphertext are then empty); nil for a live version.
+	RetiredAt *time.Time `json:"retired_at,omitempty"`
 }
+
+func (v *version) retired() bool { return v.RetiredAt != nil }
 
 func (r *record) clone() *record {
 	if r == nil {
@@ -85,6 +90,15 @@ func (r *record) check(name string) error {
 		if v.Version != strconv.Itoa(i+1) {
 			return fmt.Errorf("%w: version %d is numbered %q", ErrCorrupt, i+1, v.Version)
 		}
+		if v.retired() {
+			if i == len(r.Versions)-1 {
+				return fmt.Errorf("%w: the current version %s is retired", ErrCorrupt, v.Version)
+			}
+			if len(v.Nonce) != 0 || len(v.Ciphertext) != 0 {
+				return fmt.Errorf("%w: retired version %s still holds a ciphertext", ErrCorrupt, v.Version)
+			}
+			continue
+		}
 		if len(v.Nonce) != nonceSize || len(v.Ciphertext) < tagSize {
 			return fmt.Errorf("%w: version %s: bad nonce or ciphertext length", ErrCorrupt, v.Version)
 		}
@@ -100,6 +114,7 @@ func (r *record) versionInfos() []providers.VersionInfo {
 			IdempotencyKey: v.IdempotencyKey,
 			CreatedAt:      v.CreatedAt,
 			Current:        i == len(r.Versions)-1,
+			Destroyed:      v.retired(),
 		}
 	}
 	return out
