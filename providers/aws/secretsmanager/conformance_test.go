@@ -42,6 +42,12 @@ func TestConformance(t *testing.T) {
 			// The front, like AWS, serializes writes to a secret, and Put
 			// resolves create races itself.
 			SerializedWrites: true,
+			// Retire takes AWSPREVIOUS off the version; AWS deletes
+			// unlabelled versions itself, later.
+			RetireKeepsValue: true,
+		},
+		Retired: func(ctx context.Context, _ providers.Provider, name, version string) (bool, error) {
+			return retiredOnAWS(ctx, front, name, version)
 		},
 		CreateUnmanaged: func(ctx context.Context, _ providers.Provider, name string, value []byte) error {
 			_, err := front.Client().CreateSecret(ctx, &sm.CreateSecretInput{
@@ -49,4 +55,19 @@ func TestConformance(t *testing.T) {
 			return err
 		},
 	})
+}
+
+// retiredOnAWS reports, as any AWS tool sees it, whether version of name
+// holds neither AWSCURRENT nor AWSPREVIOUS.
+func retiredOnAWS(ctx context.Context, front *kumofront.Server, name, version string) (bool, error) {
+	d, err := front.Client().DescribeSecret(ctx, &sm.DescribeSecretInput{SecretId: aws.String(secretsmanager.SecretID(name))})
+	if err != nil {
+		return false, err
+	}
+	for _, st := range d.VersionIdsToStages[version] {
+		if st == secretsmanager.StageCurrent || st == secretsmanager.StagePrevious {
+			return false, nil
+		}
+	}
+	return true, nil
 }

@@ -31,7 +31,9 @@
 //   - Rotation keeps the old value: PutSecretValue moves it to AWSPREVIOUS;
 //     every version stays readable by Get(name, VersionId) while AWS keeps
 //     it (AWS prunes unlabelled versions beyond 100, never younger than a
-//     day).
+//     day). Retire (providers.Retirer) takes AWSPREVIOUS off an earlier
+//     version, leaving it deprecated for AWS to delete; until then it stays
+//     readable by VersionId.
 //   - Soft delete: Delete schedules deletion with a recovery window
 //     (recovery_window_days, 30 by default) unless the request forces it;
 //     a Put on a name scheduled for deletion restores the secret first

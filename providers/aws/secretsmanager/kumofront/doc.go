@@ -23,12 +23,17 @@
 //     reads and writes with InvalidRequestException, cannot be created
 //     again, and comes back with RestoreSecret.
 //   - TagResource, UntagResource, ListSecretVersionIds and
-//     UpdateSecretVersionStage, which kumo does not implement.
+//     UpdateSecretVersionStage, which kumo does not implement. A label is
+//     moved only with RemoveFromVersionId naming the version that holds it
+//     (InvalidParameterException otherwise), removed only from the version
+//     holding it (InvalidParameterException otherwise), and AWSCURRENT
+//     cannot be removed, only moved.
 //   - Validation of names (1..512 of A-Z a-z 0-9 /_+=.@-), tags (at most
 //     50, keys up to 128 and values up to 256 characters of letters,
 //     digits, spaces and _.:/=+-@, no "aws:" prefix), descriptions (2048),
-//     values (65536 bytes) and tokens (32..64 characters), with
-//     ValidationException or InvalidParameterException as AWS answers.
+//     values (65536 bytes), tokens and version ids (32..64 characters)
+//     and staging labels (256), with ValidationException or
+//     InvalidParameterException as AWS answers.
 //
 // Other requests (STS, other services) go to kumo unchanged.
 //

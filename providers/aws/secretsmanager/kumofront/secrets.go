@@ -685,6 +685,9 @@ func (s *Server) updateSecretVersionStage(body []byte) (any, *apiError) {
 	if in.VersionStage == "" {
 		return nil, errf(400, "InvalidParameterException", "You must provide a value for the VersionStage parameter.")
 	}
+	if err := checkStageParams(in.VersionStage, in.RemoveFromVersionId, in.MoveToVersionId); err != nil {
+		return nil, err
+	}
 	cur := e.labels[in.VersionStage]
 	switch {
 	case in.MoveToVersionId != "":
@@ -708,4 +711,19 @@ func (s *Server) updateSecretVersionStage(body []byte) (any, *apiError) {
 		return nil, errf(400, "InvalidParameterException", "You must specify MoveToVersionId or RemoveFromVersionId.")
 	}
 	return map[string]any{"ARN": e.arn, "Name": e.name}, nil
+}
+
+// checkStageParams applies UpdateSecretVersionStage's length constraints:
+// VersionStage 1..256 characters, RemoveFromVersionId and MoveToVersionId
+// (when given) 32..64.
+func checkStageParams(stage, removeFrom, moveTo string) *apiError {
+	if utf8.RuneCountInString(stage) > 256 {
+		return errf(400, "ValidationException", "1 validation error detected: Value at 'versionStage' failed to satisfy constraint: Member must have length less than or equal to 256")
+	}
+	for _, f := range []struct{ field, v string }{{"removeFromVersionId", removeFrom}, {"moveToVersionId", moveTo}} {
+		if f.v != "" && (len(f.v) < 32 || len(f.v) > 64) {
+			return errf(400, "ValidationException", "1 validation error detected: Value at '%s' failed to satisfy constraint: Member must have length between 32 and 64", f.field)
+		}
+	}
+	return nil
 }
