@@ -38,6 +38,8 @@
 // After each write, versions superseded more than SupersededGrace ago are
 // disabled and, DestroyGrace later, destroyed, so that frequent rotations
 // don't pile up billed versions. SupersededGrace 0 keeps every version.
+// Retire (providers.Retirer) disables an earlier version, then destroys
+// it, at once; Get of it is then ErrNotFound.
 //
 // # Errors and limits
 //

@@ -17,10 +17,11 @@
 // created version; FAILED_PRECONDITION when that version is disabled or
 // destroyed), ListSecretVersions (newest first, filter "state:ENABLED"
 // style is ignored), DisableSecretVersion, EnableSecretVersion and
-// DestroySecretVersion (etag checked; a destroyed version cannot change
-// state again), NOT_FOUND for missing secrets and versions, and
-// RESOURCE_EXHAUSTED (or any code) through fault injection, with a
-// google.rpc.RetryInfo detail when a delay is given.
+// DestroySecretVersion (etag checked; a destroyed version is final:
+// enabling, disabling or destroying it again is FAILED_PRECONDITION),
+// NOT_FOUND for missing secrets and versions, and RESOURCE_EXHAUSTED (or
+// any code) through fault injection, with a google.rpc.RetryInfo detail
+// when a delay is given.
 package smfake
 
 import (
@@ -568,11 +569,8 @@ func (s *Server) setState(method, name, etag string, to secretmanagerpb.SecretVe
 	if etag != "" && etag != v.pb.Etag {
 		return nil, status.Errorf(codes.FailedPrecondition, "The etag provided in the request does not match the current etag of the secret version [%s].", v.pb.Name)
 	}
-	if v.pb.State == secretmanagerpb.SecretVersion_DESTROYED {
-		if to == secretmanagerpb.SecretVersion_DESTROYED {
-			return proto.Clone(v.pb).(*secretmanagerpb.SecretVersion), nil
-		}
-		return nil, status.Errorf(codes.FailedPrecondition, "Secret Version [%s] is in DESTROYED state.", v.pb.Name)
+	if err := destroyedIsFinal(v); err != nil {
+		return nil, err
 	}
 	v.pb.State = to
 	v.pb.Etag = s.newEtag()
@@ -581,6 +579,16 @@ func (s *Server) setState(method, name, etag string, to secretmanagerpb.SecretVe
 		v.pb.DestroyTime = timestamppb.New(s.now())
 	}
 	return proto.Clone(v.pb).(*secretmanagerpb.SecretVersion), nil
+}
+
+// destroyedIsFinal refuses any state change of a destroyed version, as
+// Secret Manager does: it can be neither enabled, disabled nor destroyed
+// again (FAILED_PRECONDITION, a state error, not an etag mismatch).
+func destroyedIsFinal(v *version) error {
+	if v.pb.State != secretmanagerpb.SecretVersion_DESTROYED {
+		return nil
+	}
+	return status.Errorf(codes.FailedPrecondition, "Secret Version [%s] is in DESTROYED state.", v.pb.Name)
 }
 
 // DisableSecretVersion implements the RPC.

@@ -1,0 +1,108 @@
+package secretmanager
+
+import (
+	"context"
+	"strconv"
+
+	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
+	"google.golang.org/grpc/codes"
+
+	"github.com/keyrelay/keyrelay/providers"
+)
+
+var _ providers.Retirer = (*Provider)(nil)
+
+// Retire implements providers.Retirer: it disables version req.Version,
+// then destroys it (DisableSecretVersion, DestroySecretVersion), each
+// under the version's etag. A version already disabled is destroyed; one
+// already destroyed, or one Secret Manager does not have, is done already.
+// On a secret with delayed destruction (version_destroy_ttl), Google keeps
+// the version disabled until the delay passes and destroys it then.
+//
+// The current version is the latest one (the "latest" alias), read from
+// Secret Manager on every call: retiring it is refused with a permanent
+// ErrConflict. A version that is not the latest can never become it
+// again, so a write racing with Retire cannot make it retire the current
+// version. Ownership is checked as for Put (ErrNotOwned unless
+// req.Adopt); a missing secret is ErrNotFound. A state change losing an
+// etag race re-reads the version and tries again.
+func (p *Provider) Retire(ctx context.Context, req providers.RetireRequest) error {
+	const op = "retire"
+	ctx, cancel, err := p.begin(ctx, op, req.Name)
+	defer cancel()
+	if err != nil {
+		return err
+	}
+	n, perr := strconv.ParseInt(req.Version, 10, 64)
+	if perr != nil || n <= 0 {
+		return newErr(op, req.Name, providers.Permanent, providers.ErrInvalid, "version must be a positive integer")
+	}
+	full := p.SecretName(req.Name)
+	sec, err := p.client.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: full})
+	if err != nil {
+		return classify(ctx, op, req.Name, "GetSecret", err)
+	}
+	if !req.Adopt && !providers.IsOwnedBy(tagsOf(sec.GetAnnotations()), req.Owner) {
+		return newErr(op, req.Name, providers.Permanent, providers.ErrNotOwned, "secret is not owned by this key")
+	}
+	latest, err := p.client.GetSecretVersion(ctx, &secretmanagerpb.GetSecretVersionRequest{Name: full + "/versions/latest"})
+	switch {
+	case codeOf(err) == codes.NotFound && ctx.Err() == nil:
+		return nil // no version at all: nothing to retire
+	case err != nil:
+		return classify(ctx, op, req.Name, "GetSecretVersion", err)
+	}
+	ln, _ := versionNumber(latest.GetName())
+	switch {
+	case n == ln:
+		return newErr(op, req.Name, providers.Permanent, providers.ErrConflict, "version %d is the latest (current) version", n)
+	case n > ln:
+		return nil // never written
+	}
+	name := full + "/versions/" + strconv.FormatInt(n, 10)
+	v, err := p.client.GetSecretVersion(ctx, &secretmanagerpb.GetSecretVersionRequest{Name: name})
+	for attempt := 0; ; attempt++ {
+		if codeOf(err) == codes.NotFound && ctx.Err() == nil {
+			return nil
+		}
+		if err != nil {
+			return classify(ctx, op, req.Name, "GetSecretVersion", err)
+		}
+		rpc := ""
+		switch v.GetState() {
+		case secretmanagerpb.SecretVersion_DESTROYED:
+			return nil
+		case secretmanagerpb.SecretVersion_DISABLED:
+			rpc = "DestroySecretVersion"
+			if err = wait(ctx, op, req.Name, p.lim.project); err != nil {
+				return err
+			}
+			_, err = p.client.DestroySecretVersion(ctx, &secretmanagerpb.DestroySecretVersionRequest{Name: name, Etag: v.GetEtag()})
+			if err == nil {
+				return nil
+			}
+		default:
+			rpc = "DisableSecretVersion"
+			if err = wait(ctx, op, req.Name, p.lim.project); err != nil {
+				return err
+			}
+			var disabled *secretmanagerpb.SecretVersion
+			disabled, err = p.client.DisableSecretVersion(ctx, &secretmanagerpb.DisableSecretVersionRequest{Name: name, Etag: v.GetEtag()})
+			if err == nil && disabled.GetState() == secretmanagerpb.SecretVersion_DISABLED && disabled.GetEtag() != "" {
+				v = disabled
+				continue
+			}
+		}
+		switch {
+		case err == nil:
+			// An answer without the version: read it.
+		case codeOf(err) == codes.NotFound && ctx.Err() == nil:
+			return nil
+		case codeOf(err) != codes.FailedPrecondition || ctx.Err() != nil || attempt >= maxMetaRetries:
+			return classify(ctx, op, req.Name, rpc, err)
+		}
+		// An etag race, or a state changed meanwhile (destroyed by
+		// someone else): look at the version again.
+		v, err = p.client.GetSecretVersion(ctx, &secretmanagerpb.GetSecretVersionRequest{Name: name})
+	}
+}
