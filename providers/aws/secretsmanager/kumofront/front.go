@@ -48,6 +48,8 @@ type Server struct {
 	fmu      sync.Mutex // guards faults, requests
 	faults   []*Fault
 	requests []Request
+
+	quota quotaState // see EnforceQuotas
 }
 
 // Request records one Secrets Manager request the front received.
@@ -247,6 +249,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := ids.SecretId
 	if id == "" {
 		id = ids.Name
+	}
+	if s.throttle(w, action, id, r.Header.Get("Authorization")) {
+		return
 	}
 	f := s.record(action, id, r.Header.Get("Authorization"))
 	if f != nil && f.Delay > 0 {

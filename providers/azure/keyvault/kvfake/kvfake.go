@@ -147,6 +147,7 @@ type Server struct {
 	tokens     int
 	requests   int
 	apiVersion string
+	quota      quotaState // see EnforceQuotas
 }
 
 // New starts a fake vault on a TLS listener on 127.0.0.1. Close it when done.
@@ -388,6 +389,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.apiVersion = av
+	if s.throttle(w, r) {
+		return
+	}
 	for i, f := range s.faults {
 		if (f.Method == "" || f.Method == r.Method) && strings.HasPrefix(r.URL.Path, f.PathPrefix) {
 			f.Times--
