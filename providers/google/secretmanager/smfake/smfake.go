@@ -92,6 +92,8 @@ type Server struct {
 	now     func() time.Time
 	etagSeq int
 
+	quota quotaState // see EnforceQuotas
+
 	addr   string
 	caFile string
 	gs     *grpc.Server
@@ -172,7 +174,11 @@ func (s *Server) Errors(method string, code codes.Code) int {
 // countErrors is a unary interceptor that counts error answers by method
 // and code.
 func (s *Server) countErrors(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	resp, err := h(ctx, req)
+	var resp any
+	err := s.throttle(info.FullMethod, req)
+	if err == nil {
+		resp, err = h(ctx, req)
+	}
 	if err != nil {
 		m := info.FullMethod[strings.LastIndexByte(info.FullMethod, '/')+1:]
 		s.mu.Lock()
