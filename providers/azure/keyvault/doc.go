@@ -60,6 +60,11 @@
 // the event that wrote the disabled version stays a Duplicate and does not
 // re-enable it.
 //
+// Retire (providers.Retirer) disables an earlier version. Get of a disabled
+// version that is not the current one reports it retired: ErrNotFound,
+// with ErrSecretDisabled (an operator's disabling of an old version reads
+// the same way).
+//
 // # Tokens
 //
 // The SDK's bearer policy answers a 401 by asking its credential again,

@@ -219,7 +219,9 @@ func statusOf(err error) int {
 
 // ErrSecretDisabled marks a read of a secret whose current version (or the
 // version asked for) is disabled: Key Vault answers 403 Forbidden with the
-// inner error code SecretDisabled. It comes with providers.ErrAccessDenied
-// and is permanent. Put, Delete, UpdateTags and Versions do not fail on a
-// disabled current version: they read its tags from the list of versions.
+// inner error code SecretDisabled. It is permanent, and comes with
+// providers.ErrAccessDenied for the current version, with
+// providers.ErrNotFound for an earlier version (retired, see Retire). Put,
+// Delete, UpdateTags, Versions and Retire do not fail on a disabled current
+// version: they read its tags from the list of versions.
 var ErrSecretDisabled = errors.New("the secret's version is disabled")

@@ -355,7 +355,10 @@ func sleep(ctx context.Context, op, name string, d time.Duration) error {
 	}
 }
 
-// Get reads the current version, or version when not empty.
+// Get reads the current version, or version when not empty. A disabled
+// version other than the current one (a retired version) is ErrNotFound,
+// with ErrSecretDisabled; a disabled current version is ErrSecretDisabled,
+// with ErrAccessDenied.
 func (p *Provider) Get(ctx context.Context, name, version string) (*providers.Secret, error) {
 	const op = "get"
 	ctx, cancel, kvn, err := p.begin(ctx, op, name)
@@ -368,6 +371,9 @@ func (p *Provider) Get(ctx context.Context, name, version string) (*providers.Se
 	}
 	res, err := p.client.GetSecret(ctx, kvn, version)
 	if err != nil {
+		if version != "" && isDisabled(err) {
+			return nil, p.disabledVersionErr(ctx, op, name, kvn, version, err)
+		}
 		return nil, classify(op, name, err, nil)
 	}
 	s := &providers.Secret{Name: name, Tags: tagMap(res.Tags)}
