@@ -54,7 +54,10 @@
 // # Values
 //
 // Conjur stores text; empty values are rejected with ErrInvalid, as Conjur
-// does. Conjur keeps the last 20 versions of a variable.
+// does. Conjur keeps the last 20 versions of a variable. Its API cannot
+// remove, disable or hide one version, so the provider does not implement
+// providers.Retirer: an old version stays readable until 20 newer ones
+// push it out (the conformance suite skips its Retire test).
 //
 // # Transport
 //
