@@ -3,6 +3,7 @@ package secretsmanager
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 
 	"golang.org/x/time/rate"
@@ -64,11 +65,16 @@ func limitersFor(k limiterKey) *limiters {
 	return l
 }
 
-// wait takes a token from bucket b (see providers.WaitTokens): a token
-// the call's deadline cannot wait for fails at once as Throttled with the
-// wait as RetryAfter.
+// wait takes a token from bucket b (see providers.WaitTokens), then, when
+// the provider has cluster-wide quotas (providers.Config.Quotas), one of
+// the same quota from them (see quotaName), at the same rate: a token the
+// call's deadline cannot wait for fails at once as Throttled with the wait
+// as RetryAfter.
 func (p *Provider) wait(ctx context.Context, op, name string, b bucket) error {
 	d, err := providers.WaitTokens(ctx, p.lim[b])
+	if err == nil && p.quotas != nil {
+		d, err = p.quotas.Wait(ctx, p.key.quotaName(b), p.key.perSecond(b))
+	}
 	switch {
 	case err == nil:
 		return nil
@@ -82,4 +88,35 @@ func (p *Provider) wait(ctx context.Context, op, name string, b bucket) error {
 
 func (b bucket) String() string {
 	return [...]string{"read", "write", "create", "delete", "restore", "tag", "list"}[b]
+}
+
+// perSecond is bucket b's rate: the figure its local limiter uses.
+func (k limiterKey) perSecond(b bucket) float64 {
+	switch b {
+	case bucketRead:
+		return k.read
+	case bucketWrite:
+		return k.write
+	}
+	return k.control
+}
+
+// quotaName names bucket b's quota for providers.Quotas as AWS scopes it,
+// per account and Region: "aws_secret_manager/ACCOUNT/REGION/BUCKET",
+// e.g. "aws_secret_manager/123456789012/us-east-1/write". ACCOUNT is the
+// role's account; without a role it is the endpoint, lowercased and
+// without its scheme ("localhost:4566"), or "default" for AWS's own
+// endpoints, where the account is the default credentials' own.
+func (k limiterKey) quotaName(b bucket) string {
+	owner := k.account
+	if owner == "" {
+		owner = strings.ToLower(strings.TrimRight(k.endpoint, "/"))
+		if i := strings.Index(owner, "://"); i >= 0 {
+			owner = owner[i+3:]
+		}
+	}
+	if owner == "" {
+		owner = "default"
+	}
+	return Name + "/" + owner + "/" + k.region + "/" + b.String()
 }

@@ -58,7 +58,12 @@ func Factory(ctx context.Context, cfg providers.Config) (providers.Provider, err
 	if err != nil {
 		return nil, newErr("open", "", providers.Permanent, fmt.Errorf("%w: %w", providers.ErrInvalid, err))
 	}
-	return New(ctx, c, cfg.Logger)
+	p, err := New(ctx, c, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	p.quotas = cfg.Quotas
+	return p, nil
 }
 
 // Provider stores keyrelay secrets in AWS Secrets Manager. It is safe for
@@ -67,6 +72,8 @@ type Provider struct {
 	api    API
 	cfg    Config
 	lim    *limiters
+	key    limiterKey       // whose quotas the calls count against
+	quotas providers.Quotas // cluster-wide quotas, nil for none
 	log    *zap.Logger
 	closed atomic.Bool
 }
@@ -110,7 +117,7 @@ func newProvider(api API, cfg Config, region string, log *zap.Logger) *Provider 
 	}
 	key := limiterKey{region: region, endpoint: cfg.AWS.Endpoint, account: cfg.AWS.Account(),
 		write: cfg.WriteTPS, read: cfg.ReadTPS, control: cfg.ControlTPS}
-	return &Provider{api: api, cfg: cfg, lim: limitersFor(key), log: log.With(zap.String("provider", Name))}
+	return &Provider{api: api, cfg: cfg, lim: limitersFor(key), key: key, log: log.With(zap.String("provider", Name))}
 }
 
 // Config returns the configuration in use, defaults applied.
