@@ -79,11 +79,17 @@ func (l *limiters) secret(id string) *rate.Limiter {
 	return s.lim
 }
 
-// wait takes one token from each limiter (see providers.WaitTokens):
-// tokens the call's deadline cannot wait for fail at once as Throttled
-// with the wait as RetryAfter.
-func wait(ctx context.Context, op, name string, lims ...*rate.Limiter) error {
+// wait takes, before one write to the project, one token from each
+// limiter (see providers.WaitTokens), then, when the provider has
+// cluster-wide quotas (providers.Config.Quotas), one of the project's
+// write quota (see quotaName) at the project limiter's rate: tokens the
+// call's deadline cannot wait for fail at once as Throttled with the wait
+// as RetryAfter.
+func (p *Provider) wait(ctx context.Context, op, name string, lims ...*rate.Limiter) error {
 	d, err := providers.WaitTokens(ctx, lims...)
+	if err == nil && p.quotas != nil {
+		d, err = p.quotas.Wait(ctx, p.quotaName(quotaWrite), p.writesPerSecond())
+	}
 	switch {
 	case err == nil:
 		return nil
@@ -93,4 +99,36 @@ func wait(ctx context.Context, op, name string, lims ...*rate.Limiter) error {
 		return e
 	}
 	return ctxErr(op, name, err)
+}
+
+// quotaWrite is the kind of Secret Manager's per-project write quota in
+// providers.Quotas names. Reads and accesses are not limited client-side,
+// so they take no tokens.
+const quotaWrite = "write"
+
+// quotaName names the project's quota of kind for providers.Quotas as
+// Secret Manager scopes it, per project:
+// "google_secret_manager/PROJECT/KIND", e.g.
+// "google_secret_manager/my-project/write".
+func (p *Provider) quotaName(kind string) string {
+	return Name + "/" + p.cfg.Project + "/" + kind
+}
+
+// writesPerSecond is the project write limiter's rate.
+func (p *Provider) writesPerSecond() float64 { return p.cfg.ProjectWritesPerMinute / 60 }
+
+// quotaProbe bounds how long quotaNow waits for providers.Quotas.
+const quotaProbe = 50 * time.Millisecond
+
+// quotaNow takes a token of the project's write quota from the
+// cluster-wide quotas only if one is free now (true without quotas): for
+// best-effort writes that give way to the others, like version hygiene.
+func (p *Provider) quotaNow(ctx context.Context) bool {
+	if p.quotas == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, quotaProbe)
+	defer cancel()
+	_, err := p.quotas.Wait(ctx, p.quotaName(quotaWrite), p.writesPerSecond())
+	return err == nil
 }

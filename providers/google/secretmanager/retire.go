@@ -74,7 +74,7 @@ func (p *Provider) Retire(ctx context.Context, req providers.RetireRequest) erro
 			return nil
 		case secretmanagerpb.SecretVersion_DISABLED:
 			rpc = "DestroySecretVersion"
-			if err = wait(ctx, op, req.Name, p.lim.project); err != nil {
+			if err = p.wait(ctx, op, req.Name, p.lim.project); err != nil {
 				return err
 			}
 			_, err = p.client.DestroySecretVersion(ctx, &secretmanagerpb.DestroySecretVersionRequest{Name: name, Etag: v.GetEtag()})
@@ -83,7 +83,7 @@ func (p *Provider) Retire(ctx context.Context, req providers.RetireRequest) erro
 			}
 		default:
 			rpc = "DisableSecretVersion"
-			if err = wait(ctx, op, req.Name, p.lim.project); err != nil {
+			if err = p.wait(ctx, op, req.Name, p.lim.project); err != nil {
 				return err
 			}
 			var disabled *secretmanagerpb.SecretVersion

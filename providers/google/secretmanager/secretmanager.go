@@ -51,7 +51,12 @@ func Factory(ctx context.Context, cfg providers.Config) (providers.Provider, err
 	if err != nil {
 		return nil, err
 	}
-	return New(ctx, c, cfg.Logger)
+	p, err := New(ctx, c, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	p.quotas = cfg.Quotas
+	return p, nil
 }
 
 // maxMetaRetries bounds the re-reads after an etag conflict on the
@@ -66,6 +71,7 @@ type Provider struct {
 	cfg    Config
 	client *sm.Client
 	lim    *limiters
+	quotas providers.Quotas // cluster-wide quotas, nil for none
 	log    *zap.Logger
 	parent string
 	closed atomic.Bool
@@ -207,7 +213,7 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 	created, rpc := false, "GetSecret"
 	if codeOf(err) == codes.NotFound {
 		rpc = "CreateSecret"
-		if err := wait(ctx, op, req.Name, p.lim.project); err != nil {
+		if err := p.wait(ctx, op, req.Name, p.lim.project); err != nil {
 			return providers.PutResult{}, err
 		}
 		ann := map[string]string{AnnotationTags: encodeTags(tags), AnnotationName: req.Name}
@@ -293,7 +299,7 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 		}
 	}
 
-	if err := wait(ctx, op, req.Name, p.lim.project, p.lim.secret(full)); err != nil {
+	if err := p.wait(ctx, op, req.Name, p.lim.project, p.lim.secret(full)); err != nil {
 		return providers.PutResult{}, err
 	}
 	c := int64(crc32.Checksum(req.Value, crcTable))
@@ -378,7 +384,7 @@ func (p *Provider) updateMeta(ctx context.Context, op, name string, sec *secretm
 		if err != nil || !ok {
 			return sec, err
 		}
-		if err := wait(ctx, op, name, p.lim.project); err != nil {
+		if err := p.wait(ctx, op, name, p.lim.project); err != nil {
 			return sec, err
 		}
 		updated, err := p.client.UpdateSecret(ctx, &secretmanagerpb.UpdateSecretRequest{
@@ -445,12 +451,12 @@ func (p *Provider) hygiene(ctx context.Context, name, full string) {
 		var err error
 		switch {
 		case v.GetState() == secretmanagerpb.SecretVersion_ENABLED && age >= p.cfg.SupersededGrace:
-			if !p.lim.project.Allow() {
+			if !p.lim.project.Allow() || !p.quotaNow(ctx) {
 				return
 			}
 			_, err = p.client.DisableSecretVersion(ctx, &secretmanagerpb.DisableSecretVersionRequest{Name: v.GetName(), Etag: v.GetEtag()})
 		case v.GetState() == secretmanagerpb.SecretVersion_DISABLED && p.cfg.DestroyGrace > 0 && age >= p.cfg.SupersededGrace+p.cfg.DestroyGrace:
-			if !p.lim.project.Allow() {
+			if !p.lim.project.Allow() || !p.quotaNow(ctx) {
 				return
 			}
 			_, err = p.client.DestroySecretVersion(ctx, &secretmanagerpb.DestroySecretVersionRequest{Name: v.GetName(), Etag: v.GetEtag()})
@@ -535,7 +541,7 @@ func (p *Provider) Delete(ctx context.Context, req providers.DeleteRequest) erro
 	if !req.Adopt && !providers.IsOwnedBy(tagsOf(sec.GetAnnotations()), req.Owner) {
 		return newErr(op, req.Name, providers.Permanent, providers.ErrNotOwned, "secret is not owned by this key")
 	}
-	if err := wait(ctx, op, req.Name, p.lim.project); err != nil {
+	if err := p.wait(ctx, op, req.Name, p.lim.project); err != nil {
 		return err
 	}
 	err = p.client.DeleteSecret(ctx, &secretmanagerpb.DeleteSecretRequest{Name: full, Etag: sec.GetEtag()})
