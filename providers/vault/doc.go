@@ -101,7 +101,8 @@
 //     always removes it entirely. A Put after a delete restores the secret
 //     with a new version (Created) and undeletes the version the soft delete
 //     hid. Older versions stay readable by Get(name, version) after a
-//     rotation, up to the mount's max_versions (10 by default).
+//     rotation, up to the mount's max_versions (10 by default), until
+//     Retire (providers.Retirer) destroys one (ErrNotFound from then on).
 //   - Names: ".." anywhere, "." segments, empty segments (leading, trailing
 //     or double "/"), control characters and invalid UTF-8 are refused with
 //     ErrInvalid, in names, namespaces, mounts and path prefixes; otherwise
@@ -118,7 +119,7 @@
 //
 // The token needs, on <mount>/data/<prefix>/*: create, read, update,
 // delete; on <mount>/metadata/<prefix>/*: create, read, update, patch,
-// delete; on <mount>/undelete/<prefix>/* and (delete_mode destroy)
-// <mount>/destroy/<prefix>/*: update; and the default policy's
+// delete; on <mount>/undelete/<prefix>/* and (delete_mode destroy, or
+// Retire) <mount>/destroy/<prefix>/*: update; and the default policy's
 // auth/token/lookup-self, renew-self and revoke-self.
 package vault
