@@ -49,14 +49,15 @@ func Factory(ctx context.Context, cfg providers.Config) (providers.Provider, err
 	if err != nil {
 		return nil, newErr("open", "", providers.Permanent, fmt.Errorf("%w: %w", providers.ErrInvalid, err))
 	}
-	return New(ctx, c, cfg.Logger)
+	return New(ctx, c, cfg.Logger, WithQuotas(cfg.Quotas))
 }
 
 // Option adjusts New.
 type Option func(*newOptions)
 
 type newOptions struct {
-	cred azcore.TokenCredential
+	cred   azcore.TokenCredential
+	quotas providers.Quotas
 }
 
 // WithCredential uses cred instead of building one from the config.
@@ -71,6 +72,7 @@ type Provider struct {
 	client *vaultClient
 	log    *zap.Logger
 	lim    *rate.Limiter
+	quotas providers.Quotas // cluster-wide quotas, nil for none
 	stripe [64]chan struct{}
 }
 
@@ -136,7 +138,7 @@ func New(_ context.Context, cfg Config, log *zap.Logger, opts ...Option) (*Provi
 	if err != nil {
 		return nil, newErr("open", "", providers.Permanent, fmt.Errorf("%w: %s", providers.ErrInvalid, clip(sanitize(err.Error(), nil), 300)))
 	}
-	p := &Provider{cfg: cfg, client: client, log: log, lim: createLimiter(cfg.VaultURL, cfg.CreatesPer10s)}
+	p := &Provider{cfg: cfg, client: client, log: log, lim: createLimiter(cfg.VaultURL, cfg.CreatesPer10s), quotas: o.quotas}
 	for i := range p.stripe {
 		p.stripe[i] = make(chan struct{}, 1)
 	}

@@ -37,11 +37,16 @@ func createLimiter(vault string, per10 float64) *rate.Limiter {
 	return l
 }
 
-// wait takes a write token (see providers.WaitTokens): a token the
+// wait takes a write token (see providers.WaitTokens), then, when the
+// provider has cluster-wide quotas (WithQuotas), one of the vault's secret
+// create quota (see quotaName) at the local limiter's rate: a token the
 // call's deadline cannot wait for fails at once as Throttled with the wait
 // as RetryAfter.
 func (p *Provider) wait(ctx context.Context, op, name string) error {
 	d, err := providers.WaitTokens(ctx, p.lim)
+	if err == nil && p.quotas != nil {
+		d, err = p.quotas.Wait(ctx, quotaName(p.cfg.VaultURL, quotaCreate), p.cfg.CreatesPer10s/10)
+	}
 	switch {
 	case err == nil:
 		return nil
@@ -51,4 +56,29 @@ func (p *Provider) wait(ctx context.Context, op, name string) error {
 		return e
 	}
 	return ctxErr(op, name, err)
+}
+
+// WithQuotas shares the vault's quotas with the other keyrelay processes
+// writing to it (see providers.Quotas); Factory passes
+// providers.Config.Quotas. Nil, the default, means the per-process
+// limiter only.
+func WithQuotas(q providers.Quotas) Option {
+	return func(o *newOptions) { o.quotas = q }
+}
+
+// quotaCreate is the kind of Key Vault's "CREATE secret" transaction
+// limit (Set Secret) in providers.Quotas names. Other transactions are not
+// limited client-side and take no token.
+const quotaCreate = "create"
+
+// quotaName names the vault's quota of kind for providers.Quotas as Key
+// Vault scopes it, per vault: "azure_key_vault/VAULT/KIND", VAULT being
+// the vault URL lowercased, without its scheme and trailing slash, e.g.
+// "azure_key_vault/myvault.vault.azure.net/create".
+func quotaName(vaultURL, kind string) string {
+	v := strings.TrimRight(strings.ToLower(vaultURL), "/")
+	if i := strings.Index(v, "://"); i >= 0 {
+		v = v[i+3:]
+	}
+	return Name + "/" + v + "/" + kind
 }

@@ -1,0 +1,203 @@
+package keyvault_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/providers/azure/keyvault"
+	"github.com/keyrelay/keyrelay/providers/azure/keyvault/kvfake"
+)
+
+// memQuotas is an in-memory providers.Quotas: a token bucket per name at
+// the rate the provider asks for (Cap instead, when lower), recording the
+// rate asked for and the tokens taken.
+type memQuotas struct {
+	Cap float64
+	// Fail, when set, answers every Wait.
+	Fail func(name string) (time.Duration, error)
+
+	mu    sync.Mutex
+	lims  map[string]*rate.Limiter
+	rates map[string]float64
+	taken map[string]int
+}
+
+func (q *memQuotas) Wait(ctx context.Context, name string, perSecond float64) (time.Duration, error) {
+	q.mu.Lock()
+	if q.lims == nil {
+		q.lims, q.rates, q.taken = map[string]*rate.Limiter{}, map[string]float64{}, map[string]int{}
+	}
+	q.rates[name] = perSecond
+	l := q.lims[name]
+	if l == nil {
+		r := perSecond
+		if q.Cap > 0 && q.Cap < r {
+			r = q.Cap
+		}
+		l = providers.NewLimiter(r)
+		q.lims[name] = l
+	}
+	fail := q.Fail
+	q.mu.Unlock()
+	if fail != nil {
+		return fail(name)
+	}
+	d, err := providers.WaitTokens(ctx, l)
+	if err == nil {
+		q.mu.Lock()
+		q.taken[name]++
+		q.mu.Unlock()
+	}
+	return d, err
+}
+
+func (q *memQuotas) names() []string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []string
+	for n := range q.rates {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (q *memQuotas) tokens(name string) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.taken[name]
+}
+
+// factoryProvider opens a provider through Factory, as the registry does:
+// client-secret credentials against the fake's token endpoint, and q as
+// Config.Quotas.
+func (f *fixture) factoryProvider(t *testing.T, q providers.Quotas, creates string) *keyvault.Provider {
+	t.Helper()
+	f.srv.ClientID = "11111111-2222-3333-4444-555555555555"
+	f.srv.ClientSecret = "client-secret-value-1"
+	p, err := keyvault.Factory(context.Background(), providers.Config{Options: map[string]string{
+		keyvault.OptionVaultURL:                             f.srv.URL,
+		keyvault.OptionTenantID:                             kvfake.DefaultTenant,
+		keyvault.OptionClientID:                             f.srv.ClientID,
+		keyvault.OptionClientSecret:                         f.srv.ClientSecret,
+		keyvault.OptionAuthorityHost:                        f.srv.URL,
+		keyvault.OptionCABundle:                             f.cfg.CABundle,
+		keyvault.OptionDisableChallengeResourceVerification: "true",
+		keyvault.OptionDisableInstanceDiscovery:             "true",
+		keyvault.OptionCreatesPer10s:                        creates,
+	}, Getenv: func(string) string { return "" }, Quotas: q})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.(providers.Closer).Close() })
+	return p.(*keyvault.Provider)
+}
+
+func quotaPrefix(f *fixture) string {
+	return "azure_key_vault/" + strings.TrimPrefix(f.srv.URL, "https://")
+}
+
+// TestQuotasNamesAndTokens: every secret write (Set Secret) takes a token
+// of the vault's create quota from Config.Quotas, at the local limiter's
+// rate; nothing else takes one.
+func TestQuotasNamesAndTokens(t *testing.T) {
+	f := newFixture(t)
+	q := &memQuotas{}
+	p := f.factoryProvider(t, q, "600")
+	ctx := context.Background()
+	put(t, p, "quota-names", "v1", "e1")
+	put(t, p, "quota-names", "v2", "e2")
+	if _, err := p.Put(ctx, providers.PutRequest{Name: "quota-names", Value: []byte("v3"), IdempotencyKey: "e3", Owner: owner,
+		Tags: map[string]string{"env": "test"}}); err != nil {
+		t.Fatal(err)
+	}
+	put(t, p, "quota-other", "v1", "e1")
+	if _, err := p.Get(ctx, "quota-names", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Delete(ctx, providers.DeleteRequest{Name: "quota-other", Owner: owner}); err != nil {
+		t.Fatal(err)
+	}
+
+	want := quotaPrefix(f) + "/create"
+	if got := q.names(); len(got) != 1 || got[0] != want {
+		t.Fatalf("quota names %v, want [%s]", got, want)
+	}
+	if got, writes := q.tokens(want), f.srv.Transactions(kvfake.QuotaSecretCreate); got != writes || writes != 4 {
+		t.Errorf("%d create tokens for %d Set Secret requests, want 4", got, writes)
+	}
+	q.mu.Lock()
+	r := q.rates[want]
+	q.mu.Unlock()
+	if r != 60 {
+		t.Errorf("asked for %v/s, want the local limiter's 600 per 10 s: 60/s", r)
+	}
+}
+
+// TestQuotasThrottled: a quota the call's deadline cannot wait for fails
+// the write as Throttled with the quota's wait as RetryAfter, before the
+// request.
+func TestQuotasThrottled(t *testing.T) {
+	f := newFixture(t)
+	q := &memQuotas{Fail: func(string) (time.Duration, error) {
+		return 3 * time.Second, fmt.Errorf("%w: cluster quota needs 3s", providers.ErrThrottled)
+	}}
+	p := f.factoryProvider(t, q, "")
+	_, err := p.Put(context.Background(), providers.PutRequest{Name: "quota-throttled", Value: []byte("v"), Owner: owner})
+	var pe *providers.Error
+	if !errors.As(err, &pe) || pe.Kind != providers.Throttled || !errors.Is(err, providers.ErrThrottled) || pe.RetryAfter != 3*time.Second {
+		t.Fatalf("Put: %v, want Throttled with RetryAfter 3s", err)
+	}
+	if n := f.srv.Transactions(kvfake.QuotaSecretCreate); n != 0 {
+		t.Errorf("%d writes sent past an exhausted quota", n)
+	}
+	noLeak(t, err)
+}
+
+// TestQuotasKeepABurstUnderTheVaultsLimit: with a local limit far above
+// the vault's create limit, a burst of concurrent writes is throttled by
+// the vault; with Quotas limiting below the vault's limit, the same burst
+// sees no throttled call.
+func TestQuotasKeepABurstUnderTheVaultsLimit(t *testing.T) {
+	f := newFixture(t)
+	const n = 16
+	burst := func(p *keyvault.Provider, prefix string) {
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, _ = p.Put(context.Background(), providers.PutRequest{Name: fmt.Sprintf("%s-%d", prefix, i), Value: []byte("v"), Owner: owner})
+			}()
+		}
+		wg.Wait()
+	}
+	// Quotas at 4/s with a burst of 4 admit at most 8 in any second,
+	// under the vault's 10.
+	limit := map[string]kvfake.Quota{kvfake.QuotaSecretCreate: {Limit: 10, Window: time.Second}}
+
+	q := &memQuotas{Cap: 4}
+	f.srv.EnforceQuotas(limit)
+	burst(f.factoryProvider(t, q, "10000"), "with")
+	if got := f.srv.Throttled(""); got != 0 {
+		t.Fatalf("%d calls throttled by the vault with Quotas at 4/s under its 10 a second", got)
+	}
+	if got, writes := q.tokens(quotaPrefix(f)+"/create"), f.srv.Transactions(kvfake.QuotaSecretCreate); got != n || writes != n {
+		t.Errorf("%d create tokens for %d writes, want %d", got, writes, n)
+	}
+
+	f.srv.EnforceQuotas(limit)
+	burst(f.factoryProvider(t, nil, "10000"), "without")
+	if got := f.srv.Throttled(kvfake.QuotaSecretCreate); got == 0 {
+		t.Fatal("without Quotas the burst was not throttled: the test shows nothing")
+	}
+}
