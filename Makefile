@@ -76,6 +76,7 @@ bench: tools build
 	$(GO) run ./bench/outbox -runs 5
 	$(GO) run ./bench/restore -keys 20000 -runs 3
 	$(GO) run ./bench/latency -runs 3
+	$(GO) run ./bench/lanes
 
 clean:
 	rm -rf $(BIN) data

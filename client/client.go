@@ -29,8 +29,17 @@ import (
 // Stream names (kept in step with package worker).
 const (
 	EventsStream        = "KEYRELAY_EVENTS"
+	BulkStream          = "KEYRELAY_BULK"
 	ConfirmationsStream = "KEYRELAY_CONFIRMATIONS"
 )
+
+// laneStream names the stream of lane l.
+func laneStream(l events.Lane) string {
+	if l == events.LaneBulk {
+		return BulkStream
+	}
+	return EventsStream
+}
 
 // Publisher publishes events.
 type Publisher struct {
@@ -43,13 +52,23 @@ func NewPublisher(js jetstream.JetStream) *Publisher { return &Publisher{js: js}
 // Publish validates ev and publishes it with Nats-Msg-Id = ev.ID. It
 // returns the stream sequence.
 func (p *Publisher) Publish(ctx context.Context, ev *events.Event) (uint64, error) {
+	return p.PublishIn(ctx, events.LaneInteractive, ev)
+}
+
+// PublishIn is Publish on lane l. Bulk tools (a rotation of thousands of
+// keys) publish on events.LaneBulk, so that the gateway's own events are
+// never queued behind theirs; bulk events must carry a generation.
+func (p *Publisher) PublishIn(ctx context.Context, l events.Lane, ev *events.Event) (uint64, error) {
 	b, err := ev.Encode()
 	if err != nil {
 		return 0, err
 	}
-	m := &nats.Msg{Subject: ev.Subject(), Data: b, Header: nats.Header{}}
+	if err := ev.ValidateLane(l); err != nil {
+		return 0, err
+	}
+	m := &nats.Msg{Subject: ev.SubjectIn(l), Data: b, Header: nats.Header{}}
 	m.Header.Set(jetstream.MsgIDHeader, ev.ID)
-	pa, err := p.js.PublishMsg(ctx, m, jetstream.WithExpectStream(EventsStream))
+	pa, err := p.js.PublishMsg(ctx, m, jetstream.WithExpectStream(laneStream(l)))
 	if err != nil {
 		return 0, fmt.Errorf("publish %s %s: %w", ev.Type, ev.ID, err)
 	}

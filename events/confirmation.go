@@ -56,7 +56,11 @@ type Confirmation struct {
 	Reason string `json:"reason,omitempty"`
 	// Attempts is how many deliveries the event took.
 	Attempts uint64 `json:"attempts,omitempty"`
-	// StreamSeq is the event's sequence in the events stream.
-	StreamSeq uint64    `json:"stream_seq,omitempty"`
-	Time      time.Time `json:"time"`
+	// StreamSeq is the event's sequence in its lane's stream
+	// (KEYRELAY_EVENTS, or KEYRELAY_BULK when Lane is "bulk").
+	StreamSeq uint64 `json:"stream_seq,omitempty"`
+	// Lane is "bulk" for an event consumed from the bulk lane (subject
+	// keyrelay.bulk.>), absent for the interactive lane.
+	Lane Lane      `json:"lane,omitempty"`
+	Time time.Time `json:"time"`
 }

@@ -2,6 +2,7 @@ package events
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 )
 
@@ -123,4 +124,29 @@ type TeamSettings struct {
 	// Options are provider-specific (vault namespace/mount/path_prefix,
 	// aws region/role, azure vault_url, gcp project, conjur policy branch).
 	Options map[string]string `json:"options,omitempty"`
+	// RetirePreviousAfter says what happens to a key's previous version
+	// when it is rotated without a grace period: "keep" (the backend's
+	// own version retention applies) or a Go duration after which
+	// keyrelay retires it ("0s": at once). Empty: the global
+	// keyrelay.rotation.retire_previous_after.
+	RetirePreviousAfter string `json:"retire_previous_after,omitempty"`
+}
+
+// RetireKeep is the RetirePreviousAfter that keeps previous versions.
+const RetireKeep = "keep"
+
+// ParseRetireAfter parses a RetirePreviousAfter: keep is true for "keep",
+// otherwise d is the non-negative duration.
+func ParseRetireAfter(s string) (d time.Duration, keep bool, err error) {
+	if s == RetireKeep {
+		return 0, true, nil
+	}
+	if s == "" || s[0] < '0' || s[0] > '9' || len(s) > 64 {
+		return 0, false, fmt.Errorf("%q is neither %q nor a non-negative duration (24h, 0s)", s, RetireKeep)
+	}
+	d, err = time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, false, fmt.Errorf("%q is neither %q nor a non-negative duration (24h, 0s)", s, RetireKeep)
+	}
+	return d, false, nil
 }

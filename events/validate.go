@@ -397,6 +397,11 @@ func (s *TeamSettings) Validate(field string) error {
 	if err := validateText(field+".name_template", s.NameTemplate, 256); err != nil {
 		return err
 	}
+	if s.RetirePreviousAfter != "" {
+		if _, _, err := ParseRetireAfter(s.RetirePreviousAfter); err != nil {
+			return invalid(field+".retire_previous_after", "%s", err.Error())
+		}
+	}
 	if err := validateText(field+".description", s.Description, 1024); err != nil {
 		return err
 	}
@@ -480,14 +485,15 @@ var (
 	}}
 
 	teamSettingsShape = &objectShape{fields: map[string]fieldShape{
-		"backend":            {kind: jString},
-		"store_virtual_keys": {kind: jBool},
-		"prefix":             {kind: jString},
-		"access_mode":        {kind: jString},
-		"name_template":      {kind: jString},
-		"description":        {kind: jString},
-		"tags":               {kind: jStringMap},
-		"options":            {kind: jStringMap},
+		"backend":               {kind: jString},
+		"store_virtual_keys":    {kind: jBool},
+		"prefix":                {kind: jString},
+		"access_mode":           {kind: jString},
+		"name_template":         {kind: jString},
+		"description":           {kind: jString},
+		"tags":                  {kind: jStringMap},
+		"options":               {kind: jStringMap},
+		"retire_previous_after": {kind: jString},
 	}}
 	settingsDataShape = &objectShape{fields: map[string]fieldShape{
 		"settings": {kind: jObject, obj: teamSettingsShape},

@@ -33,7 +33,10 @@ type env struct {
 
 // newEnv starts a nats-server, the topology, one worker writing to an
 // in-memory local store, and the job store.
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvWith(t, 0) }
+
+// newEnvWith is newEnv with every provider write taking latency.
+func newEnvWith(t *testing.T, latency time.Duration) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
@@ -57,7 +60,11 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	reg := providers.NewRegistry()
-	reg.Register("local", func(context.Context, providers.Config) (providers.Provider, error) { return store, nil })
+	var p providers.Provider = store
+	if latency > 0 {
+		p = slowPut{store, latency}
+	}
+	reg.Register("local", func(context.Context, providers.Config) (providers.Provider, error) { return p, nil })
 	w, err := worker.New(ctx, worker.Config{Concurrency: 16, AckWait: topo.AckWait, CallTimeout: time.Second, ClaimLease: 3 * time.Second},
 		worker.Deps{JS: js, Settings: settings.Default(), Registry: reg, Opener: kr})
 	if err != nil {
@@ -75,6 +82,23 @@ func newEnv(t *testing.T) *env {
 	return &env{ctx: ctx, js: js, kr: kr, store: store,
 		deps: jobs.Deps{JS: js, Ledger: worker.NewLedger(lkv, nc), Store: st, Sealer: kr}}
 }
+
+// slowPut delays every write by d.
+type slowPut struct {
+	providers.Provider
+	d time.Duration
+}
+
+func (s slowPut) Put(ctx context.Context, r providers.PutRequest) (providers.PutResult, error) {
+	select {
+	case <-time.After(s.d):
+	case <-ctx.Done():
+		return providers.PutResult{}, ctx.Err()
+	}
+	return s.Provider.Put(ctx, r)
+}
+
+func (s slowPut) Unwrap() providers.Provider { return s.Provider }
 
 // create publishes key.created for n keys of team and waits until the
 // ledger has them all.

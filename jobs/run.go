@@ -28,6 +28,9 @@ type Spec struct {
 	Rate float64
 	// Grace is carried by every event as grace_period_seconds.
 	Grace time.Duration
+	// Window bounds the published and unconfirmed events (0:
+	// WindowDefault); see WindowDefault.
+	Window int
 }
 
 // Deps are what a job reads and publishes with.
@@ -49,6 +52,9 @@ func Plan(ctx context.Context, d Deps, spec Spec) (*Job, []Target, error) {
 	if spec.Rate < 0 || spec.Grace < 0 {
 		return nil, nil, errors.New("jobs: rate and grace must not be negative")
 	}
+	if spec.Window < 0 {
+		return nil, nil, errNoWindow
+	}
 	now := time.Now().UTC()
 	plan, err := Select(ctx, d.Ledger, spec.Selection, now)
 	if err != nil {
@@ -61,7 +67,7 @@ func Plan(ctx context.Context, d Deps, spec Spec) (*Job, []Target, error) {
 	if id == "" {
 		id = NewID(now)
 	}
-	j := &Job{ID: id, Selection: spec.Selection, Format: spec.Format.withDefaults(), Rate: spec.Rate, GraceSeconds: int64(spec.Grace / time.Second),
+	j := &Job{ID: id, Selection: spec.Selection, Format: spec.Format.withDefaults(), Rate: spec.Rate, GraceSeconds: int64(spec.Grace / time.Second), Window: spec.Window,
 		Total: len(plan), State: StateRunning, Created: now, Updated: now}
 	return j, plan, nil
 }
@@ -155,11 +161,41 @@ func Run(ctx context.Context, d Deps, id string, progress func(Progress)) (*Job,
 		lim = rate.NewLimiter(rate.Limit(j.Rate), 1)
 	}
 	pub := client.NewPublisher(d.JS)
+	window := j.Window
+	if window <= 0 {
+		window = WindowDefault
+	}
+	conf := newConfirmed()
+	followCtx, stopFollow := context.WithCancel(ctx)
+	defer stopFollow()
+	go conf.follow(followCtx, d.JS, j.ID, j.Created.Add(-time.Minute))
 	start, lastSave := time.Now(), time.Now()
 	for j.Cursor < len(plan) {
 		if err := lim.Wait(ctx); err != nil {
 			stop()
 			return j, err
+		}
+		// Wait for the window, saving the cursor every second meanwhile:
+		// that keeps the job held (and sees a cancel) while workers are
+		// slow or stopped.
+		for {
+			wctx, cancel := context.WithTimeout(ctx, saveEvery)
+			err := conf.waitWindow(wctx, j.Cursor, window)
+			cancel()
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				stop()
+				return j, ctx.Err()
+			}
+			if err := save(ctx, ""); err != nil {
+				if !errors.Is(err, ErrCancelled) {
+					stop()
+				}
+				return j, err
+			}
+			lastSave = time.Now()
 		}
 		if err := publishOne(ctx, d, pub, j, plan[j.Cursor]); err != nil {
 			stop()
@@ -202,7 +238,7 @@ func publishOne(ctx context.Context, d Deps, pub *client.Publisher, j *Job, t Ta
 	if err != nil {
 		return err
 	}
-	if _, err := pub.Publish(ctx, ev); err != nil {
+	if _, err := pub.PublishIn(ctx, events.LaneBulk, ev); err != nil {
 		return fmt.Errorf("jobs: publish %s/%s: %w", t.Team, t.Key, err)
 	}
 	return nil

@@ -51,7 +51,10 @@ type Job struct {
 	Rate float64 `json:"rate,omitempty"`
 	// GraceSeconds is carried by every event (grace_period_seconds).
 	GraceSeconds int64 `json:"grace_seconds,omitempty"`
-	Total        int   `json:"total"`
+	// Window bounds the job's published and unconfirmed events (0:
+	// WindowDefault), which shares the bulk lane between jobs.
+	Window int `json:"window,omitempty"`
+	Total  int `json:"total"`
 	// Cursor: the plan's first Cursor events were published (acknowledged
 	// by the stream).
 	Cursor  int       `json:"cursor"`

@@ -7,6 +7,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"time"
 	"sync"
 
 	"go.uber.org/zap"
@@ -115,7 +116,26 @@ func (b *Backend) loadTeam(ctx context.Context, team, key string) (*Secret, erro
 		clear(sec.Value)
 		return nil, notFound("team has no secret %q (the secret under its name is not this key's)", key)
 	}
-	return &Secret{Name: key, Value: sec.Value, Version: sec.Version, Source: r.Backend, Generation: gen, UpdatedAt: sec.UpdatedAt}, nil
+	out := &Secret{Name: key, Value: sec.Value, Version: sec.Version, Source: r.Backend, Generation: gen, UpdatedAt: sec.UpdatedAt}
+	if known && le.ProviderVersion != sec.Version {
+		// The ledger lags the write being committed: whether a grace
+		// period applies is known only once it is.
+		out.RecheckIn = time.Second
+	}
+	if pv := inGrace(le, ref, sec.Version, time.Now()); pv != nil {
+		// A rotation's grace period: the previous value is served too.
+		old, err := p.Get(ctx, ref, pv.Version)
+		switch {
+		case err == nil:
+			out.Previous = &PreviousValue{Value: old.Value, Version: old.Version, Until: pv.Until}
+		case errors.Is(err, providers.ErrNotFound):
+			// Already retired.
+		default:
+			clear(out.Value)
+			return nil, providerErr(err, key)
+		}
+	}
+	return out, nil
 }
 
 // loadGlobal is LiteLLM's get_secret for the gateway's own names.
@@ -294,4 +314,16 @@ func providerErr(err error, name string) error {
 		return unavailable(err, "backend did not answer in time")
 	}
 	return unavailable(err, "%v", err)
+}
+
+// inGrace returns the ledger's previous version of the secret at ref while
+// its grace period runs, when the version read (current) is the one the
+// ledger says replaced it; nil otherwise (no grace, or the ledger lags a
+// newer write: then which value came before is not known here).
+func inGrace(le *worker.LedgerEntry, ref, current string, now time.Time) *worker.PreviousVersion {
+	if le == nil || le.Status == events.StatusDeleted || !le.Previous.InGrace(now) ||
+		le.Previous.SecretRef != ref || le.ProviderVersion != current || le.Previous.Version == current {
+		return nil
+	}
+	return le.Previous
 }

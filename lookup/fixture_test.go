@@ -69,6 +69,9 @@ func (g *gate) Get(ctx context.Context, name, version string) (*providers.Secret
 	return g.Provider.Get(ctx, name, version)
 }
 
+// Unwrap lets providers.AsRetirer (and AsLister) reach the store.
+func (g *gate) Unwrap() providers.Provider { return g.Provider }
+
 type syncBuffer = testenv.SyncBuffer
 
 // fixture is a real nats-server with keyrelay's topology, a real worker

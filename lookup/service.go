@@ -86,6 +86,21 @@ type Secret struct {
 	// Generation is the key's ledger generation (team scope), 0 otherwise.
 	Generation uint64
 	UpdatedAt  time.Time
+	// Previous is the value the last rotation replaced, while its grace
+	// period runs (nil otherwise). An answer holding it is never served
+	// after Previous.Until, fresh or stale.
+	Previous *PreviousValue
+	// RecheckIn, when positive, caps how long the answer is fresh: the
+	// loader saw the ledger lag the backend (a write being committed) and
+	// wants a second look soon.
+	RecheckIn time.Duration
+}
+
+// PreviousValue is a rotated-out value in its grace period.
+type PreviousValue struct {
+	Value   []byte
+	Version string
+	Until   time.Time
 }
 
 // Loader reads a name from where it lives. It returns an *Error with
@@ -306,6 +321,18 @@ func (s *Service) load(ctx context.Context, sc Scope, name string) (*entry, erro
 	}
 	e := &entry{head: renderHead(sc, name, sec), generation: sec.Generation, loadedAt: now,
 		freshUntil: now.Add(fresh), staleUntil: now.Add(fresh + s.cfg.StaleIfError)}
+	if r := sec.RecheckIn; r > 0 && e.freshUntil.After(now.Add(r)) {
+		e.freshUntil = now.Add(r)
+	}
+	if p := sec.Previous; p != nil {
+		// The previous value must not be served past its grace period.
+		if e.freshUntil.After(p.Until) {
+			e.freshUntil = p.Until
+		}
+		if e.staleUntil.After(p.Until) {
+			e.staleUntil = p.Until
+		}
+	}
 	e.weight = s.weigh(len(e.head) + len(name))
 	return e, nil
 }
@@ -346,6 +373,22 @@ func renderHead(sc Scope, name string, sec *Secret) []byte {
 		b = append(b, `,"updated_at":"`...)
 		b = sec.UpdatedAt.UTC().AppendFormat(b, time.RFC3339Nano)
 		b = append(b, '"')
+	}
+	if p := sec.Previous; p != nil {
+		b = append(b, `,"previous":{`...)
+		if utf8.Valid(p.Value) {
+			b = append(b, `"value":`...)
+			b = appendJSONString(b, string(p.Value))
+		} else {
+			b = append(b, `"value_encoding":"base64","value":"`...)
+			b = base64.StdEncoding.AppendEncode(b, p.Value)
+			b = append(b, '"')
+		}
+		b = append(b, `,"version":`...)
+		b = appendJSONString(b, p.Version)
+		b = append(b, `,"until":"`...)
+		b = p.Until.UTC().AppendFormat(b, time.RFC3339Nano)
+		b = append(b, `"}`...)
 	}
 	b = append(b, `,"age_seconds":`...)
 	return b

@@ -148,8 +148,14 @@ func PointInTime(ctx context.Context, d Deps, js jetstream.JetStream, c PointInT
 			st.FirstSeq-1, st.FirstTime.UTC().Format(time.RFC3339)))
 	}
 
-	keys, teams, err := replay(ctx, stream, st, c, rep)
-	if err != nil {
+	keys, teams := map[string]*keyState{}, map[string]*pitTeam{}
+	if err := replay(ctx, stream, st, events.LaneInteractive, c, rep, keys, teams); err != nil {
+		return nil, err
+	}
+	// The bulk lane (bulk jobs' events) is its own stream; its events carry
+	// generations, so folding them after the interactive ones gives the
+	// same per-key outcome as the workers, whatever the interleaving.
+	if err := replayBulk(ctx, js, stream, c, rep, keys, teams); err != nil {
 		return nil, err
 	}
 	if rep.Invalid > 0 {
@@ -193,8 +199,42 @@ func PointInTime(ctx context.Context, d Deps, js jetstream.JetStream, c PointInT
 	return rep, ctx.Err()
 }
 
-// replay reads the stream range and folds it into key and team states.
-func replay(ctx context.Context, stream jetstream.Stream, st jetstream.StreamState, c PointInTimeConfig, rep *PointInTimeReport) (map[string]*keyState, map[string]*pitTeam, error) {
+// replayBulk folds the bulk lane's stream over the same range: from the
+// time of --from-seq's event (or --since) to --until.
+func replayBulk(ctx context.Context, js jetstream.JetStream, evStream jetstream.Stream, c PointInTimeConfig, rep *PointInTimeReport, keys map[string]*keyState, teams map[string]*pitTeam) error {
+	bulk, err := js.Stream(ctx, worker.BulkStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil // created before the bulk lane existed
+	}
+	if err != nil {
+		return fmt.Errorf("point in time: bulk stream: %w", err)
+	}
+	info, err := bulk.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("point in time: bulk stream: %w", err)
+	}
+	if info.State.Msgs == 0 {
+		return nil
+	}
+	bc := c
+	if c.FromSeq > 0 {
+		m, err := evStream.GetMsg(ctx, c.FromSeq)
+		if err != nil {
+			return fmt.Errorf("point in time: time of event %d (to start the bulk lane there): %w", c.FromSeq, err)
+		}
+		bc.FromSeq, bc.Since = 0, m.Time
+	}
+	if bc.Since.IsZero() && c.FromSeq == 0 && info.State.FirstSeq > 1 {
+		rep.Incomplete = true
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("bulk-lane events 1..%d are gone from %s (retention): changes in them are not replayed",
+			info.State.FirstSeq-1, worker.BulkStream))
+	}
+	return replay(ctx, bulk, info.State, events.LaneBulk, bc, rep, keys, teams)
+}
+
+// replay reads the range of lane's stream and folds it into key and team
+// states.
+func replay(ctx context.Context, stream jetstream.Stream, st jetstream.StreamState, lane events.Lane, c PointInTimeConfig, rep *PointInTimeReport, keys map[string]*keyState, teams map[string]*pitTeam) error {
 	occ := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
 	switch {
 	case c.FromSeq > 0:
@@ -204,25 +244,27 @@ func replay(ctx context.Context, stream jetstream.Stream, st jetstream.StreamSta
 	}
 	if !c.All {
 		for _, t := range c.Teams {
+			if lane == events.LaneBulk {
+				occ.FilterSubjects = append(occ.FilterSubjects, events.BulkPrefix+"."+t+".>")
+				continue
+			}
 			occ.FilterSubjects = append(occ.FilterSubjects, events.EventsPrefix+"."+t+".>", events.SettingsSubject(t))
 		}
 	}
 	cons, err := stream.OrderedConsumer(ctx, occ)
 	if err != nil {
-		return nil, nil, fmt.Errorf("point in time: read the events stream: %w", err)
+		return fmt.Errorf("point in time: read the %s stream: %w", lane, err)
 	}
-	keys := map[string]*keyState{}
-	teams := map[string]*pitTeam{}
 	last := st.LastSeq
 	if c.FromSeq > last {
-		return keys, teams, nil
+		return nil
 	}
 	for {
 		// Pending messages tell when the range is read: stop at the last
 		// sequence the stream had when the replay started, or at Until.
 		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
-			return nil, nil, fmt.Errorf("point in time: read the events stream: %w", err)
+			return fmt.Errorf("point in time: read the %s stream: %w", lane, err)
 		}
 		n := 0
 		done := false
@@ -236,34 +278,36 @@ func replay(ctx context.Context, stream jetstream.Stream, st jetstream.StreamSta
 				done = true
 				break
 			}
-			if rep.FirstSeq == 0 {
-				rep.FirstSeq, rep.FirstTime = md.Sequence.Stream, md.Timestamp.UTC()
+			if lane == events.LaneInteractive {
+				if rep.FirstSeq == 0 {
+					rep.FirstSeq, rep.FirstTime = md.Sequence.Stream, md.Timestamp.UTC()
+				}
+				rep.LastSeq, rep.LastTime = md.Sequence.Stream, md.Timestamp.UTC()
 			}
-			rep.LastSeq, rep.LastTime = md.Sequence.Stream, md.Timestamp.UTC()
-			fold(msg, md, keys, teams, rep)
+			fold(msg, md, lane, keys, teams, rep)
 			if md.Sequence.Stream == last || md.NumPending == 0 {
 				done = true
 				break
 			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return nil, nil, fmt.Errorf("point in time: read the events stream: %w", err)
+			return fmt.Errorf("point in time: read the %s stream: %w", lane, err)
 		}
 		if err := ctx.Err(); err != nil {
-			return nil, nil, err
+			return err
 		}
 		if done || n == 0 {
 			// n == 0: nothing more in the range matches the filter.
-			return keys, teams, nil
+			return nil
 		}
 	}
 }
 
 // fold applies one stream message to the states, by the workers' rules. A
 // message that fails validation is counted and skipped.
-func fold(msg jetstream.Msg, md *jetstream.MsgMetadata, keys map[string]*keyState, teams map[string]*pitTeam, rep *PointInTimeReport) {
+func fold(msg jetstream.Msg, md *jetstream.MsgMetadata, lane events.Lane, keys map[string]*keyState, teams map[string]*pitTeam, rep *PointInTimeReport) {
 	ev, err := events.Decode(msg.Data())
-	if err != nil || ev.Subject() != msg.Subject() {
+	if err != nil || ev.SubjectIn(lane) != msg.Subject() || ev.ValidateLane(lane) != nil {
 		rep.Invalid++
 		return
 	}

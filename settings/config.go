@@ -98,6 +98,8 @@ type KeyrelayConfig struct {
 	Lookup LookupConfig `yaml:"lookup"`
 	// Migration moves a team's keys when its backend changes.
 	Migration MigrationConfig `yaml:"migration"`
+	// Rotation says what happens to previous versions after rotations.
+	Rotation RotationConfig `yaml:"rotation"`
 	// Providers holds global options per backend name, e.g.
 	// providers: {local: {path: ./data/secrets}, hashicorp_vault: {mount: secret}}.
 	// Team settings override them key by key. Default: none (each provider
@@ -229,6 +231,33 @@ type WorkerConfig struct {
 	// (all but an eighth, kept for the others); 0: never borrow.
 	// Default: 250ms.
 	BackendBorrowBelow time.Duration `yaml:"backend_borrow_below"`
+	// BulkConcurrency is how many bulk-lane events (bulk jobs such as
+	// `keyrelay rotate`) one process handles at once, in worker and
+	// backend slots of their own, so a job never delays the gateway's
+	// events; 0: as many as Concurrency; -1: this process leaves the bulk
+	// lane to others. Default: 0.
+	BulkConcurrency int `yaml:"bulk_concurrency"`
+}
+
+// RotationConfig says what becomes of a key's previous version after a
+// rotation.
+//
+// A key.rotated event with grace_period_seconds (LiteLLM's grace_period,
+// `keyrelay rotate --grace`) keeps the previous version readable (lookup
+// API and backend) for that long, then retires it the way its backend
+// allows (providers.Retirer). A rotation without a grace period follows
+// RetirePreviousAfter, which a team's settings may override.
+type RotationConfig struct {
+	// RetirePreviousAfter: "keep" leaves previous versions to the
+	// backend's own retention (Vault max_versions, AWS's deprecation of
+	// unlabelled versions, Google's superseded_grace, Azure's history); a
+	// duration retires them that long after the rotation ("0s": at once).
+	// Default: "keep": the previous version is the rollback when a rotated
+	// value turns out wrong, and a gateway rotating without a grace period
+	// already refuses the old key itself, so keeping its copy in the
+	// secret manager grants nothing. Teams that must destroy old values
+	// (after an incident) set a duration, or rotate with a grace period.
+	RetirePreviousAfter string `yaml:"retire_previous_after"`
 }
 
 // MigrationConfig says how a team's keys move when its settings move it to
@@ -443,10 +472,11 @@ func (c *Config) setDefaults() {
 			KeyringFile:    DefaultKeyringFile,
 			AllowPlaintext: DefaultAllowPlaintext,
 		},
-		HTTP:   HTTPConfig{Addr: DefaultHTTPAddr},
-		Naming: NamingConfig{Template: DefaultNameTemplate},
-		Log:    LogConfig{Level: DefaultLogLevel, Format: DefaultLogFormat},
-		Lookup: defaultLookup(),
+		HTTP:     HTTPConfig{Addr: DefaultHTTPAddr},
+		Naming:   NamingConfig{Template: DefaultNameTemplate},
+		Log:      LogConfig{Level: DefaultLogLevel, Format: DefaultLogFormat},
+		Lookup:   defaultLookup(),
+		Rotation: RotationConfig{RetirePreviousAfter: events.RetireKeep},
 		Migration: MigrationConfig{
 			Grace:            DefaultMigrationGrace,
 			OnSettingsChange: DefaultMigrateOnSettings,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/keyrelay/keyrelay/events"
@@ -34,6 +35,11 @@ type Resolved struct {
 	// the team's. ProviderOptions merges them with a filter on the team's.
 	GlobalOptions map[string]string
 	TeamOptions   map[string]string
+	// RetirePreviousAfter is when a previous version is retired after a
+	// rotation without a grace period, unless KeepPrevious (see
+	// RotationConfig).
+	RetirePreviousAfter time.Duration
+	KeepPrevious        bool
 }
 
 // ProviderOptions returns GlobalOptions overridden by the team options that
@@ -110,6 +116,18 @@ func (c *Config) Resolve(team *events.TeamSettings) Resolved {
 	}
 	if r.NameTemplate == "" {
 		r.NameTemplate = DefaultNameTemplate
+	}
+
+	retire := c.Keyrelay.Rotation.RetirePreviousAfter
+	if team != nil && team.RetirePreviousAfter != "" {
+		retire = team.RetirePreviousAfter
+	}
+	if retire == "" {
+		retire = events.RetireKeep
+	}
+	var err error
+	if r.RetirePreviousAfter, r.KeepPrevious, err = events.ParseRetireAfter(retire); err != nil {
+		r.KeepPrevious = true // validated before; never retire on a bad value
 	}
 
 	merge(r.Tags, km.Tags)

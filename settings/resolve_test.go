@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keyrelay/keyrelay/events"
 )
@@ -39,6 +40,7 @@ func TestResolve(t *testing.T) {
 		Description:      "global description",
 		Tags:             map[string]string{"Environment": "Prod", "Owner": "platform"},
 		Options:          map[string]string{"namespace": "admin", "mount": "secret"},
+		KeepPrevious:     true, // the default, keyrelay.rotation.retire_previous_after: keep
 	}
 	tests := map[string]struct {
 		team *events.TeamSettings
@@ -56,6 +58,11 @@ func TestResolve(t *testing.T) {
 				r.NameTemplate, r.Description = LiteLLMNameTemplate, "team a"
 			},
 		},
+		"team retires previous versions": {
+			&events.TeamSettings{RetirePreviousAfter: "36h"},
+			func(r *Resolved) { r.KeepPrevious, r.RetirePreviousAfter = false, 36*time.Hour },
+		},
+		"team keeps them explicitly": {&events.TeamSettings{RetirePreviousAfter: "keep"}, func(*Resolved) {}},
 		"empty prefix override": {
 			&events.TeamSettings{Prefix: ptr("")},
 			func(r *Resolved) { r.Prefix = "" },

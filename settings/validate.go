@@ -22,6 +22,9 @@ func (c *Config) Validate() error {
 	v.streams(&c.Keyrelay.Streams)
 	v.worker(&c.Keyrelay.Worker)
 	v.migration(&c.Keyrelay.Migration)
+	if _, _, err := events.ParseRetireAfter(c.Keyrelay.Rotation.RetirePreviousAfter); err != nil {
+		v.add("keyrelay.rotation.retire_previous_after", "%s", err.Error())
+	}
 	v.nats(&c.Keyrelay.NATS)
 	v.misc(c)
 	return errors.Join(v.errs...)
@@ -107,6 +110,9 @@ func (v *validator) worker(w *WorkerConfig) {
 	positiveInt("in_process_attempts", w.InProcessAttempts)
 	if w.BackendSlots < 0 || (w.Concurrency > 0 && w.BackendSlots > w.Concurrency) {
 		v.add(p+"backend_slots", "is %d; must be between 0 (half of concurrency) and concurrency (%d)", w.BackendSlots, w.Concurrency)
+	}
+	if w.BulkConcurrency < -1 {
+		v.add(p+"bulk_concurrency", "is %d; must be -1 (do not consume the bulk lane), 0 (as concurrency) or positive", w.BulkConcurrency)
 	}
 	if w.BackendBorrowBelow < 0 {
 		v.add(p+"backend_borrow_below", "is %s; must not be negative (0: never borrow)", w.BackendBorrowBelow)

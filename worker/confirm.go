@@ -35,14 +35,19 @@ func ConfirmationSubjectFor(c *events.Confirmation) string {
 		if team == "" {
 			team = events.NoKey
 		}
-		return events.ConfirmationSubject(team, key, InvalidConfirmationToken(c.StreamSeq))
+		return events.ConfirmationSubject(team, key, InvalidConfirmationToken(c.Lane, c.StreamSeq))
 	}
 	return events.ConfirmationSubject(team, key, c.EventID)
 }
 
 // InvalidConfirmationToken is the last subject token of the rejection of the
-// invalid message at stream sequence seq.
-func InvalidConfirmationToken(seq uint64) string { return "_seq-" + strconv.FormatUint(seq, 10) }
+// invalid message at stream sequence seq of lane l's stream.
+func InvalidConfirmationToken(l events.Lane, seq uint64) string {
+	if l == events.LaneBulk {
+		return "_bulkseq-" + strconv.FormatUint(seq, 10)
+	}
+	return "_seq-" + strconv.FormatUint(seq, 10)
+}
 
 // errAlreadyConfirmed is returned by publishConfirmation when the event
 // already has its confirmation (the stream holds one message per event).

@@ -76,7 +76,11 @@ func publishDeadLetter(ctx context.Context, js jetstream.JetStream, d deadLetter
 	// One dead letter per stream message: a crash between storing it and
 	// terminating the message must not store a second one on redelivery.
 	// (A `dlq retry` republishes the event as a new stream message.)
-	m.Header.Set(jetstream.MsgIDHeader, "dlq-"+seq)
+	id := "dlq-" + seq
+	if events.LaneOf(d.subject) == events.LaneBulk {
+		id = "dlq-bulk-" + seq // the two lanes' sequences overlap
+	}
+	m.Header.Set(jetstream.MsgIDHeader, id)
 	m.Header.Set(HdrReason, d.reason)
 	m.Header.Set(HdrStatus, string(d.status))
 	m.Header.Set(HdrAttempts, strconv.FormatUint(d.attempts, 10))
@@ -184,7 +188,8 @@ func RetryDeadLetter(ctx context.Context, js jetstream.JetStream, seq uint64) er
 	}
 	out := &nats.Msg{Subject: d.Subject, Data: d.Data, Header: nats.Header{}}
 	out.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s-retry-%d", d.EventID, seq))
-	if _, err := js.PublishMsg(ctx, out, jetstream.WithExpectStream(EventsStream)); err != nil {
+	// Back to the lane it came from (a bulk job's event stays bulk).
+	if _, err := js.PublishMsg(ctx, out, jetstream.WithExpectStream(StreamOf(events.LaneOf(d.Subject)))); err != nil {
 		return fmt.Errorf("dlq: republish: %w", err)
 	}
 	if err := s.DeleteMsg(ctx, seq); err != nil {

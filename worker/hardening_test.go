@@ -165,7 +165,7 @@ func TestInvalidEventCannotTakeValidConfirmation(t *testing.T) {
 		subjects[m.Subject] = true
 	}
 	if !subjects[events.ConfirmationSubject("team-a", "key-1", valid.ID)] ||
-		!subjects[events.ConfirmationSubject("team-a", "key-1", worker.InvalidConfirmationToken(rej.StreamSeq))] {
+		!subjects[events.ConfirmationSubject("team-a", "key-1", worker.InvalidConfirmationToken(rej.Lane, rej.StreamSeq))] {
 		t.Fatalf("confirmation subjects: %v", subjects)
 	}
 	if got := b.value("local", name("team-a", "key-1")); got != "sk-valid" {

@@ -28,6 +28,7 @@ type keyWork struct {
 	rev      uint64
 	deadline time.Time
 	guard    *backendGuard
+	lane     *lane
 	// prior is the ledger's record of this key's last provider failures.
 	prior *RetryRecord
 }
@@ -53,9 +54,9 @@ func busyDelay(n uint64) time.Duration {
 	return d/2 + time.Duration(rand.Int64N(int64(d)))
 }
 
-func (w *Worker) handleKey(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, ev *events.Event, gen uint64, receivedAt time.Time) verdict {
+func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md *jetstream.MsgMetadata, ev *events.Event, gen uint64, receivedAt time.Time) verdict {
 	conf := confFor(ev, gen)
-	kw := &keyWork{ev: ev, gen: gen}
+	kw := &keyWork{ev: ev, gen: gen, lane: ln}
 	switch ev.Type {
 	case events.KeyCreated, events.KeyRotated:
 		kd, err := ev.KeyData()
@@ -128,7 +129,7 @@ func (w *Worker) handleKey(ctx context.Context, msg jetstream.Msg, md *jetstream
 		return w.rejected(msg, md, conf, fmt.Sprintf("access_mode %s forbids writes", kw.res.AccessMode), false)
 	}
 
-	kw.guard = w.guard(kw.res)
+	kw.guard = w.guard(kw.lane, kw.res)
 	releaseSlot, err := kw.guard.acquire(ctx, backendSlotWait)
 	if err != nil {
 		w.release(kw, nil)
@@ -210,7 +211,7 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 						kw.gen, c.EventID)), true
 				}
 			}
-			if e.Claim.Active(now) && !ownClaim(e.Claim, kw.ev.ID, md.Sequence.Stream) {
+			if e.Claim.Active(now) && !ownClaim(e.Claim, kw.ev.ID, failKeyOf(md)) {
 				if fresh {
 					// Only a first delivery waits in place (a live writer
 					// usually releases within milliseconds); a redelivered
@@ -244,7 +245,7 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 			next = *e
 		}
 		until := now.Add(w.cfg.ClaimLease)
-		next.Claim = &Claim{EventID: kw.ev.ID, StreamSeq: md.Sequence.Stream, Generation: kw.gen, Worker: w.cfg.ID, Until: until}
+		next.Claim = &Claim{EventID: kw.ev.ID, StreamSeq: md.Sequence.Stream, Lane: laneOfStream(md.Stream), Generation: kw.gen, Worker: w.cfg.ID, Until: until}
 		var nrev uint64
 		err := w.infraDo(ctx, func(ctx context.Context) (err error) {
 			nrev, err = w.ledger.Put(ctx, kw.ev.TeamID, kw.ev.KeyID, &next, rev)
@@ -277,8 +278,8 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 // event published again is another message: it waits for the claim, so
 // two copies never write at once (the second finds the first applied).
 // Claims written before StreamSeq existed match by event id.
-func ownClaim(c *Claim, eventID string, streamSeq uint64) bool {
-	return c.EventID == eventID && (c.StreamSeq == 0 || c.StreamSeq == streamSeq)
+func ownClaim(c *Claim, eventID string, msg failKey) bool {
+	return c.EventID == eventID && (c.StreamSeq == 0 || c.StreamSeq == msg.seq && c.Lane == msg.lane)
 }
 
 // appliedGeneration is the generation an event of type t must exceed to be
@@ -368,6 +369,10 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 	next := *e
 	next.Claim, next.Retry = nil, nil
 	next.UpdatedAt = time.Now().UTC()
+	if !next.Previous.InGrace(next.UpdatedAt) {
+		next.Previous = nil
+	}
+	var retire *Retirement
 
 	alias, metadata := ev.KeyAlias, map[string]string(nil)
 	switch ev.Type {
@@ -411,6 +416,7 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 		next.dropCurrentSource()
 		next.Sealed, next.SealedGen = kw.keyData.Value, ev.Generation
 		next.Alias, next.Metadata = alias, metadata
+		next.Previous, retire = w.retirement(kw, e, name, res.Version, next.UpdatedAt)
 		if kw.gen > e.MetaGeneration {
 			// This event set the description too.
 			next.MetaGeneration, next.MetaEventID = kw.gen, ev.ID
@@ -459,6 +465,7 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 				}
 				next.Provider, next.SecretRef, next.ProviderVersion = kw.res.Backend, name, res.Version
 				next.dropCurrentSource()
+				next.Previous = nil // it was under the old name, now deleted
 			} else if tu, ok := p.(providers.TagUpdater); ok {
 				err := w.call(ctx, kw, func(ctx context.Context) error {
 					return tu.UpdateTags(ctx, providers.TagRequest{Name: name, Owner: owner, Description: kw.res.Description,
@@ -488,7 +495,7 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 			if err != nil {
 				return w.providerFailed(msg, md, conf, err)
 			}
-			p, kw.guard = old, w.guard(oldRes)
+			p, kw.guard = old, w.guard(kw.lane, oldRes)
 		}
 		err := w.call(ctx, kw, func(ctx context.Context) error {
 			err := p.Delete(ctx, providers.DeleteRequest{Name: name, Owner: owner, Adopt: w.cfg.AdoptUnowned})
@@ -502,7 +509,7 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 		}
 		next.Generation, next.EventID, next.EventType, next.Status = kw.gen, ev.ID, ev.Type, events.StatusDeleted
 		next.StreamSeq, next.Provider, next.SecretRef, next.ProviderVersion = md.Sequence.Stream, backend, name, ""
-		next.Sealed, next.SealedGen = nil, 0
+		next.Sealed, next.SealedGen, next.Previous = nil, 0, nil
 		next.dropCurrentSource()
 		if kw.gen > e.MetaGeneration {
 			// A deletion sets the description too (what it carries).
@@ -512,7 +519,19 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 		return w.commitVerdict(kw, next, conf)
 	}
 	conf.Provider = kw.res.Backend
-	return w.commitVerdict(kw, next, conf)
+	v := w.commitVerdict(kw, next, conf)
+	if retire != nil {
+		// Scheduled before the ledger commit: a redelivery after a failed
+		// commit schedules it again under the same message id.
+		commit := v.commit
+		v.commit = func(ctx context.Context) error {
+			if err := w.scheduleRetirement(ctx, retire); err != nil {
+				return err
+			}
+			return commit(ctx)
+		}
+	}
+	return v
 }
 
 // commitVerdict confirms the write and commits next to the ledger.

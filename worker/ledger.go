@@ -56,7 +56,22 @@ type LedgerEntry struct {
 	// (recovery.Cleanup); the ledger keeps them until then so nothing is
 	// forgotten in a backend.
 	Sources []SourceCopy `json:"sources,omitempty"`
+	// Previous is the version the last rotation replaced, while its grace
+	// period runs: the lookup API serves it next to the current value
+	// until Until, when its retirement (scheduled in KEYRELAY_RETIRE) is
+	// due.
+	Previous *PreviousVersion `json:"previous,omitempty"`
 }
+
+// PreviousVersion is a rotated-out version in its grace period.
+type PreviousVersion struct {
+	Version   string    `json:"version"`
+	SecretRef string    `json:"secret_ref"`
+	Until     time.Time `json:"until"`
+}
+
+// InGrace reports whether p is still to be served at now.
+func (p *PreviousVersion) InGrace(now time.Time) bool { return p != nil && now.Before(p.Until) }
 
 // SourceCopy is one copy of a key on a backend it moved away from.
 type SourceCopy struct {
@@ -97,10 +112,12 @@ func (e *LedgerEntry) dropCurrentSource() {
 // (worker.retry_for) runs from FirstFailure. Failures of keyrelay's own
 // infrastructure are never recorded here.
 type RetryRecord struct {
-	EventID      string    `json:"event_id"`
-	StreamSeq    uint64    `json:"stream_seq"`
-	FirstFailure time.Time `json:"first_failure"`
-	Failures     int       `json:"failures"`
+	EventID   string `json:"event_id"`
+	StreamSeq uint64 `json:"stream_seq"`
+	// Lane tells which stream StreamSeq is in (absent: interactive).
+	Lane         events.Lane `json:"lane,omitempty"`
+	FirstFailure time.Time   `json:"first_failure"`
+	Failures     int         `json:"failures"`
 }
 
 // Claim marks a key as being written by one event; other workers wait until
@@ -110,10 +127,12 @@ type Claim struct {
 	// StreamSeq is the stream message being written: a copy of the same
 	// event published again (another message) waits like any other event,
 	// only a redelivery of this very message may take the claim over.
-	StreamSeq  uint64    `json:"stream_seq,omitempty"`
-	Generation uint64    `json:"generation"`
-	Worker     string    `json:"worker"`
-	Until      time.Time `json:"until"`
+	StreamSeq uint64 `json:"stream_seq,omitempty"`
+	// Lane tells which stream StreamSeq is in (absent: interactive).
+	Lane       events.Lane `json:"lane,omitempty"`
+	Generation uint64      `json:"generation"`
+	Worker     string      `json:"worker"`
+	Until      time.Time   `json:"until"`
 }
 
 // Active reports whether the claim still holds at now.

@@ -19,8 +19,8 @@ type Metrics struct {
 	ProviderLatency *prometheus.HistogramVec
 	Retries         *prometheus.CounterVec
 	DeadLetters     *prometheus.CounterVec
-	Pending         prometheus.Gauge
-	AckPending      prometheus.Gauge
+	Pending         *prometheus.GaugeVec
+	AckPending      *prometheus.GaugeVec
 	InFlight        prometheus.Gauge
 	// BreakerOpen is 1 while a backend's circuit breaker is open or
 	// half-open, by provider.
@@ -28,6 +28,9 @@ type Metrics struct {
 	// Contradictions counts confirmations refused because the event id
 	// already had a confirmation saying something else.
 	Contradictions prometheus.Counter
+	// Retirements counts previous versions' retirements by outcome
+	// (retired, retry, refused).
+	Retirements *prometheus.CounterVec
 	// StreamMsgs, StreamBytes and StreamDiscarded describe keyrelay's
 	// streams: messages and bytes held, and messages dropped from the
 	// head by age or size limits (first sequence - 1).
@@ -60,12 +63,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		DeadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyrelay_dlq_entries_total", Help: "Events sent to the DLQ, by status (failed, rejected).",
 		}, []string{"status"}),
-		Pending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "keyrelay_consumer_pending", Help: "Events in the stream not yet delivered to the shared consumer.",
-		}),
-		AckPending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "keyrelay_consumer_ack_pending", Help: "Events delivered and not yet acknowledged.",
-		}),
+		Pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "keyrelay_consumer_pending", Help: "Events in a lane's stream not yet delivered to its shared consumer, by lane (interactive, bulk).",
+		}, []string{"lane"}),
+		AckPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "keyrelay_consumer_ack_pending", Help: "Events of a lane delivered and not yet acknowledged, by lane.",
+		}, []string{"lane"}),
 		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "keyrelay_events_in_flight", Help: "Events this process is handling now.",
 		}),
@@ -73,6 +76,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.BreakerOpen = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "keyrelay_backend_breaker_open", Help: "1 while a backend's circuit breaker is open or half-open (its events are handed back without a call).",
 	}, []string{"provider"})
+	m.Retirements = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keyrelay_retirements_total", Help: "Retirements of previous versions after their grace period, by outcome (retired, retry, refused).",
+	}, []string{"outcome"})
 	m.Contradictions = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "keyrelay_confirmation_contradictions_total", Help: "Confirmations refused because the event id already had a confirmation with another outcome (a reused event id).",
 	})
@@ -84,7 +90,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}, []string{"stream"})
 	if reg != nil {
 		reg.MustRegister(m.Events, m.EventDuration, m.ProviderCalls, m.ProviderLatency, m.Retries,
-			m.DeadLetters, m.Pending, m.AckPending, m.InFlight, m.BreakerOpen, m.Contradictions,
+			m.DeadLetters, m.Pending, m.AckPending, m.InFlight, m.BreakerOpen, m.Contradictions, m.Retirements,
 			m.StreamMsgs, m.StreamBytes, m.StreamLimit, m.StreamDiscarded)
 	}
 	return m

@@ -47,7 +47,7 @@ func waitVerdict(conf *events.Confirmation, d time.Duration, err error) verdict 
 
 // process handles one delivery end to end. It never panics and always
 // acks, naks or terminates the message.
-func (w *Worker) process(ctx context.Context, msg jetstream.Msg, receivedAt time.Time) {
+func (w *Worker) process(ctx context.Context, ln *lane, msg jetstream.Msg, receivedAt time.Time) {
 	start := time.Now()
 	w.m.InFlight.Inc()
 	defer w.m.InFlight.Dec()
@@ -60,7 +60,7 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg, receivedAt time
 		return
 	}
 	stopBeat := w.heartbeat(msg)
-	v, typ := w.safeHandle(ctx, msg, md, receivedAt)
+	v, typ := w.safeHandle(ctx, ln, msg, md, receivedAt)
 	stopBeat()
 	outcome := w.finish(ctx, msg, md, v)
 	w.m.Events.WithLabelValues(typeLabel(typ), outcome).Inc()
@@ -99,7 +99,7 @@ func (w *Worker) heartbeats(ctx context.Context) {
 	}
 }
 
-func (w *Worker) safeHandle(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, receivedAt time.Time) (v verdict, typ events.Type) {
+func (w *Worker) safeHandle(ctx context.Context, ln *lane, msg jetstream.Msg, md *jetstream.MsgMetadata, receivedAt time.Time) (v verdict, typ events.Type) {
 	defer func() {
 		if r := recover(); r != nil {
 			// A panic's value could quote data; log only that it happened.
@@ -108,7 +108,7 @@ func (w *Worker) safeHandle(ctx context.Context, msg jetstream.Msg, md *jetstrea
 			v = verdict{retry: true, err: errors.New("handler panic")}
 		}
 	}()
-	return w.handle(ctx, msg, md, receivedAt)
+	return w.handle(ctx, ln, msg, md, receivedAt)
 }
 
 // finish publishes the confirmation (and dead letter), then acks, naks or
@@ -182,6 +182,7 @@ func (w *Worker) finish(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 		v.conf.SpecVersion = events.SpecVersion
 		v.conf.Attempts = md.NumDelivered
 		v.conf.StreamSeq = md.Sequence.Stream
+		v.conf.Lane = laneOfStream(md.Stream)
 		v.conf.Time = time.Now().UTC()
 		err := w.infraDo(pubCtx, func(ctx context.Context) error { return w.confirm(ctx, v.conf) })
 		if commitErr != nil {
@@ -208,7 +209,7 @@ func (w *Worker) finish(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 			zap.String("team", v.conf.TeamID), zap.String("key", v.conf.KeyID), zap.Uint64("stream_seq", md.Sequence.Stream),
 			zap.String("reason", v.conf.Reason), zap.Bool("already_confirmed", errors.Is(err, errAlreadyConfirmed)))
 	}
-	w.failures.Remove(md.Sequence.Stream)
+	w.failures.Remove(failKeyOf(md))
 	if v.dead != nil {
 		_ = msg.TermWithReason(v.dead.reason)
 		return string(v.dead.status)
@@ -220,10 +221,10 @@ func (w *Worker) finish(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 // failureRecord returns the event's provider-failure record without
 // adding to it (nil when it has none).
 func (w *Worker) failureRecord(md *jetstream.MsgMetadata, prior *RetryRecord) *RetryRecord {
-	seq := md.Sequence.Stream
-	mem, ok := w.failures.Get(seq)
+	fk := failKeyOf(md)
+	mem, ok := w.failures.Get(fk)
 	switch {
-	case prior != nil && prior.StreamSeq == seq && (!ok || prior.Failures >= mem.Failures):
+	case prior.of(fk) && (!ok || prior.Failures >= mem.Failures):
 		r := *prior
 		return &r
 	case ok:
@@ -236,19 +237,42 @@ func (w *Worker) failureRecord(md *jetstream.MsgMetadata, prior *RetryRecord) *R
 // returns its record. prior is the record the ledger held for the key, if
 // any; it continues the count when it is this event's.
 func (w *Worker) noteFailure(md *jetstream.MsgMetadata, eventID string, prior *RetryRecord) *RetryRecord {
-	seq := md.Sequence.Stream
+	fk := failKeyOf(md)
 	var r RetryRecord
-	switch mem, ok := w.failures.Get(seq); {
-	case prior != nil && prior.StreamSeq == seq && (!ok || prior.Failures >= mem.Failures):
+	switch mem, ok := w.failures.Get(fk); {
+	case prior.of(fk) && (!ok || prior.Failures >= mem.Failures):
 		r = *prior
 	case ok:
 		r = mem
 	default:
-		r = RetryRecord{EventID: eventID, StreamSeq: seq, FirstFailure: time.Now().UTC()}
+		r = RetryRecord{EventID: eventID, StreamSeq: fk.seq, Lane: fk.lane, FirstFailure: time.Now().UTC()}
 	}
 	r.Failures++
-	w.failures.Add(seq, r)
+	w.failures.Add(fk, r)
 	return &r
+}
+
+// failKey names one stream message: its lane and sequence.
+type failKey struct {
+	lane events.Lane
+	seq  uint64
+}
+
+func failKeyOf(md *jetstream.MsgMetadata) failKey {
+	return failKey{lane: laneOfStream(md.Stream), seq: md.Sequence.Stream}
+}
+
+// laneOfStream tells the lane of a stream name.
+func laneOfStream(stream string) events.Lane {
+	if stream == BulkStream {
+		return events.LaneBulk
+	}
+	return events.LaneInteractive
+}
+
+// of reports whether r is the record of the message fk.
+func (r *RetryRecord) of(fk failKey) bool {
+	return r != nil && r.StreamSeq == fk.seq && r.Lane == fk.lane
 }
 
 // sanitize renders an error for logs, DLQ entries and confirmations. Errors
@@ -316,6 +340,8 @@ func subjectIDs(subject string) (team, key string) {
 	switch {
 	case strings.HasPrefix(subject, events.EventsPrefix+"."):
 		rest = subject[len(events.EventsPrefix)+1:]
+	case strings.HasPrefix(subject, events.BulkPrefix+"."):
+		rest = subject[len(events.BulkPrefix)+1:]
 	case strings.HasPrefix(subject, events.SettingsPrefix+"."):
 		rest = subject[len(events.SettingsPrefix)+1:]
 	default:
@@ -325,22 +351,25 @@ func subjectIDs(subject string) (team, key string) {
 	if events.ValidateID("team_id", toks[0]) == nil {
 		team = toks[0]
 	}
-	if team != "" && len(toks) > 1 && strings.HasPrefix(subject, events.EventsPrefix+".") && events.ValidateID("key_id", toks[1]) == nil {
+	if team != "" && len(toks) > 1 && !strings.HasPrefix(subject, events.SettingsPrefix+".") && events.ValidateID("key_id", toks[1]) == nil {
 		key = toks[1]
 	}
 	return team, key
 }
 
 // handle decides what to do with one delivery.
-func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, receivedAt time.Time) (verdict, events.Type) {
+func (w *Worker) handle(ctx context.Context, ln *lane, msg jetstream.Msg, md *jetstream.MsgMetadata, receivedAt time.Time) (verdict, events.Type) {
 	ev, err := events.Decode(msg.Data())
 	if err != nil {
 		return w.invalid(msg, md, claimedID(msg.Data()), sanitize(err)), ""
 	}
-	if ev.Subject() != msg.Subject() {
+	if want := ev.SubjectIn(ln.name); want != msg.Subject() {
 		// The document is valid but was published where it does not
 		// belong: it may be another team's id, so it is not trusted either.
-		return w.invalid(msg, md, ev.ID, fmt.Sprintf("subject does not match the event's team, key and type (want %q)", ev.Subject())), ev.Type
+		return w.invalid(msg, md, ev.ID, fmt.Sprintf("subject does not match the event's team, key and type (want %q)", want)), ev.Type
+	}
+	if err := ev.ValidateLane(ln.name); err != nil {
+		return w.invalid(msg, md, ev.ID, sanitize(err)), ev.Type
 	}
 	gen := ev.Generation
 	if gen == 0 {
@@ -349,5 +378,5 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 	if ev.Type.IsSettings() {
 		return w.handleSettings(ctx, msg, md, ev, gen), ev.Type
 	}
-	return w.handleKey(ctx, msg, md, ev, gen, receivedAt), ev.Type
+	return w.handleKey(ctx, ln, msg, md, ev, gen, receivedAt), ev.Type
 }

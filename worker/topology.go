@@ -15,7 +15,10 @@ import (
 
 // Names of the JetStream resources keyrelay owns.
 const (
-	EventsStream        = "KEYRELAY_EVENTS"
+	EventsStream = "KEYRELAY_EVENTS"
+	// BulkStream is the bulk lane: bulk jobs' key events, retained like
+	// the events stream and consumed by their own consumer.
+	BulkStream          = "KEYRELAY_BULK"
 	ConfirmationsStream = "KEYRELAY_CONFIRMATIONS"
 	DLQStream           = "KEYRELAY_DLQ"
 	LedgerBucket        = "KEYRELAY_LEDGER"
@@ -27,9 +30,34 @@ const (
 	// `keyrelay restore --resume`; they expire after RecoveryPlanMaxAge.
 	RecoveryObjects    = "KEYRELAY_RECOVERY_PLANS"
 	RecoveryPlanMaxAge = 30 * 24 * time.Hour
+	// RetireStream holds scheduled retirements of previous versions (one
+	// message per rotation with a grace period, or per rotation when the
+	// team retires previous versions), consumed when due and then removed
+	// (work queue).
+	RetireStream = "KEYRELAY_RETIRE"
+	// RetireConsumerName is its durable consumer.
+	RetireConsumerName = "keyrelay-retire"
 	// ConsumerName is the durable pull consumer every worker shares.
 	ConsumerName = "keyrelay-workers"
+	// BulkConsumerName is the bulk lane's durable pull consumer.
+	BulkConsumerName = "keyrelay-bulk"
 )
+
+// StreamOf names the stream of a lane.
+func StreamOf(l events.Lane) string {
+	if l == events.LaneBulk {
+		return BulkStream
+	}
+	return EventsStream
+}
+
+// ConsumerOf names the durable consumer of a lane.
+func ConsumerOf(l events.Lane) string {
+	if l == events.LaneBulk {
+		return BulkConsumerName
+	}
+	return ConsumerName
+}
 
 // TopologyConfig sizes the streams, buckets and consumer.
 type TopologyConfig struct {
@@ -88,6 +116,36 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 		AllowDirect: true,
 	}); err != nil {
 		return fmt.Errorf("ensure stream %s: %w", EventsStream, err)
+	}
+	// The bulk lane: its own stream, so the interactive consumer needs no
+	// filter to skip bulk events (a filter on a stream with many subjects
+	// costs the server a subject-tree walk per delivery, see below).
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        BulkStream,
+		Description: "keyrelay bulk lane: key events of bulk jobs (keyrelay rotate), retained for replay",
+		Subjects:    []string{events.BulkPrefix + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+		Duplicates:  dup,
+		MaxAge:      c.EventsMaxAge,
+		MaxBytes:    maxBytes,
+		MaxMsgSize:  events.MaxEventBytes + 4096,
+		AllowDirect: true,
+	}); err != nil {
+		return fmt.Errorf("ensure stream %s: %w", BulkStream, err)
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        RetireStream,
+		Description: "keyrelay retirements of previous versions after their grace period (no values)",
+		Subjects:    []string{RetirePrefix + ".>"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+		Duplicates:  dup,
+		MaxMsgSize:  16384,
+	}); err != nil {
+		return fmt.Errorf("ensure stream %s: %w", RetireStream, err)
 	}
 	cdup := c.DuplicateWindow
 	if c.ConfirmationsMaxAge > 0 && cdup > c.ConfirmationsMaxAge {
@@ -163,6 +221,28 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 		MaxAckPending: c.MaxAckPending,
 	}); err != nil {
 		return fmt.Errorf("ensure consumer %s: %w", ConsumerName, err)
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, BulkStream, jetstream.ConsumerConfig{
+		Durable:       BulkConsumerName,
+		Description:   "keyrelay workers' bulk lane (shared by every process)",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: c.MaxAckPending,
+	}); err != nil {
+		return fmt.Errorf("ensure consumer %s: %w", BulkConsumerName, err)
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, RetireStream, jetstream.ConsumerConfig{
+		Durable:       RetireConsumerName,
+		Description:   "keyrelay workers' retirements (shared by every process)",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 10000,
+	}); err != nil {
+		return fmt.Errorf("ensure consumer %s: %w", RetireConsumerName, err)
 	}
 	return nil
 }

@@ -47,8 +47,14 @@ type cachedEntry struct {
 type Config struct {
 	// ID names this worker in claims and logs. Default: hostname-pid-random.
 	ID string
-	// Concurrency is how many events are handled at once. Default: 32.
+	// Concurrency is how many interactive events (the gateway's) are
+	// handled at once. Default: 32.
 	Concurrency int
+	// BulkConcurrency is how many bulk-lane events (bulk jobs) are handled
+	// at once, in slots of their own: a running job never takes a slot
+	// (worker or backend) the gateway's events need. Default: Concurrency;
+	// negative: this process does not consume the bulk lane.
+	BulkConcurrency int
 	// AckWait must match the consumer's; heartbeats go every AckWait/3.
 	// Default: 60s.
 	AckWait time.Duration
@@ -114,6 +120,9 @@ func (c *Config) setDefaults() {
 	if c.AckWait <= 0 {
 		c.AckWait = AckWaitDefault
 	}
+	if c.BulkConcurrency == 0 {
+		c.BulkConcurrency = c.Concurrency
+	}
 	if c.MaxDeliver <= 0 {
 		c.MaxDeliver = MaxDeliverDefault
 	}
@@ -178,7 +187,7 @@ func ConfigFrom(w settings.WorkerConfig) Config {
 		RetryInitial: w.RetryInitial, RetryMax: w.RetryMax, RetryMultiplier: w.RetryMultiplier,
 		InProcessAttempts: w.InProcessAttempts, ClaimLease: w.ClaimLease, ShutdownGrace: w.ShutdownGrace,
 		AdoptUnowned: w.AdoptUnowned, RetryFor: w.RetryFor, InfraWait: w.InfraWait,
-		BackendSlots: w.BackendSlots, BackendBorrowBelow: borrowBelow(w.BackendBorrowBelow)}
+		BackendSlots: w.BackendSlots, BackendBorrowBelow: borrowBelow(w.BackendBorrowBelow), BulkConcurrency: w.BulkConcurrency}
 }
 
 // borrowBelow maps the setting (0: never) to Config's (negative: never).
@@ -209,16 +218,15 @@ type Deps struct {
 
 // Worker consumes the events stream through the shared durable consumer.
 type Worker struct {
-	cfg      Config
-	d        Deps
-	log      *zap.Logger
-	m        *Metrics
-	retry    retryPolicy
-	stream   jetstream.Stream
-	consumer jetstream.Consumer
-	ledger   *Ledger
-	teams    *Teams
-	locks    *keyLocks
+	cfg    Config
+	d      Deps
+	log    *zap.Logger
+	m      *Metrics
+	retry  retryPolicy
+	stream jetstream.Stream
+	ledger *Ledger
+	teams  *Teams
+	locks  *keyLocks
 	// entries caches the ledger entries this process last read or wrote,
 	// with their KV revision, so a claim usually needs no read: a stale
 	// entry only costs a failed compare-and-set and a fresh read.
@@ -226,12 +234,13 @@ type Worker struct {
 	// failures remembers, per stream sequence, the provider failures of
 	// events this process handed back (the ledger keeps the same record
 	// for claimed keys, so another worker continues the count).
-	failures *lru.Cache[uint64, RetryRecord]
-	backends *backendGuards
+	failures *lru.Cache[failKey, RetryRecord]
+	lanes    []*lane
 
 	running  atomic.Bool
 	handled  atomic.Int64
-	inflight sync.Map // jetstream.Msg -> struct{}: messages being handled
+	work     sync.WaitGroup // handlers running
+	inflight sync.Map       // jetstream.Msg -> struct{}: messages being handled
 }
 
 // New connects a worker to the existing topology (see EnsureTopology).
@@ -256,9 +265,18 @@ func New(ctx context.Context, cfg Config, d Deps) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker: stream %s: %w", EventsStream, err)
 	}
-	cons, err := stream.Consumer(ctx, ConsumerName)
-	if err != nil {
-		return nil, fmt.Errorf("worker: consumer %s: %w", ConsumerName, err)
+	lanes := []*lane{{name: events.LaneInteractive, concurrency: cfg.Concurrency}}
+	if cfg.BulkConcurrency > 0 {
+		lanes = append(lanes, &lane{name: events.LaneBulk, concurrency: cfg.BulkConcurrency})
+	}
+	for _, ln := range lanes {
+		if ln.consumer, err = d.JS.Consumer(ctx, StreamOf(ln.name), ConsumerOf(ln.name)); err != nil {
+			return nil, fmt.Errorf("worker: consumer %s of stream %s: %w", ConsumerOf(ln.name), StreamOf(ln.name), err)
+		}
+		// Each lane has its own backend slots, shares scaled to its
+		// concurrency, and its own breakers.
+		slots := max(1, cfg.BackendSlots*ln.concurrency/cfg.Concurrency)
+		ln.backends = newBackendGuards(slots, ln.concurrency, cfg.BackendBorrowBelow, cfg.BreakerFailures, cfg.BreakerOpen, d.Metrics)
 	}
 	lkv, err := d.JS.KeyValue(ctx, LedgerBucket)
 	if err != nil {
@@ -272,14 +290,14 @@ func New(ctx context.Context, cfg Config, d Deps) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	failures, err := lru.New[uint64, RetryRecord](LedgerCacheSizeDefault)
+	failures, err := lru.New[failKey, RetryRecord](LedgerCacheSizeDefault)
 	if err != nil {
 		return nil, err
 	}
 	log := d.Logger.With(zap.String("worker", cfg.ID))
-	w := &Worker{cfg: cfg, d: d, log: log, m: d.Metrics, stream: stream, consumer: cons,
+	w := &Worker{cfg: cfg, d: d, log: log, m: d.Metrics, stream: stream, lanes: lanes,
 		ledger: NewLedger(lkv, d.JS.Conn()), entries: entries, failures: failures,
-		backends: newBackendGuards(cfg.BackendSlots, cfg.Concurrency, cfg.BackendBorrowBelow, cfg.BreakerFailures, cfg.BreakerOpen, d.Metrics), teams: NewTeams(tkv, stream, log), locks: newKeyLocks(),
+		teams: NewTeams(tkv, stream, log), locks: newKeyLocks(),
 		retry: retryPolicy{initial: cfg.RetryInitial, max: cfg.RetryMax, multiplier: cfg.RetryMultiplier, attempts: cfg.InProcessAttempts}}
 	return w, nil
 }
@@ -297,10 +315,19 @@ func (w *Worker) Ready() bool { return w.running.Load() && w.teams.Ready() }
 // or terminated).
 func (w *Worker) Handled() int64 { return w.handled.Load() }
 
-// Run loads team settings, then consumes until ctx ends. On shutdown it
-// stops fetching, hands back buffered events at once, waits up to
-// ShutdownGrace for in-flight ones and interrupts the rest, which are nak'd:
-// an unfinished write is never acknowledged.
+// lane is one consumer with its own slots: the interactive lane (the
+// gateway's events) or the bulk lane (bulk jobs).
+type lane struct {
+	name        events.Lane
+	consumer    jetstream.Consumer
+	concurrency int
+	backends    *backendGuards
+}
+
+// Run loads team settings, then consumes every lane until ctx ends. On
+// shutdown it stops fetching, hands back buffered events at once, waits up
+// to ShutdownGrace for in-flight ones and interrupts the rest, which are
+// nak'd: an unfinished write is never acknowledged.
 func (w *Worker) Run(ctx context.Context) error {
 	// Handlers get their own context so in-flight work can finish after ctx
 	// ends.
@@ -309,16 +336,56 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.teams.Start(workCtx); err != nil {
 		return fmt.Errorf("worker: load team settings: %w", err)
 	}
-	it, err := w.consumer.Messages(jetstream.PullMaxMessages(w.cfg.Concurrency))
-	if err != nil {
-		return fmt.Errorf("worker: consume: %w", err)
-	}
 	w.running.Store(true)
 	defer w.running.Store(false)
-	w.log.Info("worker consuming", zap.Int("concurrency", w.cfg.Concurrency), zap.Duration("ack_wait", w.cfg.AckWait))
+	w.log.Info("worker consuming", zap.Int("concurrency", w.cfg.Concurrency), zap.Int("bulk_concurrency", max(0, w.cfg.BulkConcurrency)),
+		zap.Duration("ack_wait", w.cfg.AckWait))
 
 	go w.pollConsumer(ctx)
 	go w.heartbeats(workCtx)
+
+	// A lane that stops with an error stops the others: the process is
+	// unhealthy and its supervisor restarts it.
+	laneCtx, stopLanes := context.WithCancel(ctx)
+	defer stopLanes()
+	retiring := make(chan struct{})
+	go func() { defer close(retiring); w.runRetirements(laneCtx) }()
+	var wg sync.WaitGroup
+	errs := make([]error, len(w.lanes))
+	for i, ln := range w.lanes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if errs[i] = w.runLane(laneCtx, workCtx, ln); errs[i] != nil {
+				stopLanes()
+			}
+		}()
+	}
+	wg.Wait()
+	stopLanes()
+	<-retiring
+	// Every lane has stopped fetching; wait for in-flight events.
+	done := make(chan struct{})
+	go func() { w.work.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(w.cfg.ShutdownGrace):
+		w.log.Warn("shutdown grace elapsed; interrupting in-flight events (they will be redelivered)")
+		cancelWork()
+		<-done
+	}
+	w.log.Info("worker stopped", zap.Int64("handled", w.handled.Load()))
+	return errors.Join(errs...)
+}
+
+// runLane fetches ln's events and starts a handler for each, at most
+// ln.concurrency at once, until ctx ends (nil) or the connection closes.
+func (w *Worker) runLane(ctx, workCtx context.Context, ln *lane) error {
+	pull := jetstream.PullMaxMessages(ln.concurrency)
+	it, err := ln.consumer.Messages(pull)
+	if err != nil {
+		return fmt.Errorf("worker: consume %s: %w", ConsumerOf(ln.name), err)
+	}
 	stopped := make(chan struct{})
 	swap := make(chan jetstream.MessagesContext, 1)
 	go func() {
@@ -334,33 +401,30 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 		}
 	}()
+	defer func() { close(stopped); it.Stop() }()
 
-	sem := make(chan struct{}, w.cfg.Concurrency)
-	var wg sync.WaitGroup
-	var runErr error
+	sem := make(chan struct{}, ln.concurrency)
 	for {
 		msg, err := it.Next()
 		receivedAt := time.Now()
 		if err != nil {
 			if ctx.Err() != nil {
-				break // our own Drain: shutting down
+				return nil // our own Drain: shutting down
 			}
 			if w.d.JS.Conn().IsClosed() {
-				runErr = fmt.Errorf("worker: nats connection closed: %w", err)
-				break
+				return fmt.Errorf("worker: nats connection closed: %w", err)
 			}
 			// Missed heartbeats, a consumer recreated by an operator, a
 			// leader change: none of these may stop a worker for good.
-			w.log.Warn("consumer iterator error; resuming", zap.Error(err))
+			w.log.Warn("consumer iterator error; resuming", zap.String("lane", ln.name.String()), zap.Error(err))
 			select {
 			case <-ctx.Done():
 			case <-time.After(250 * time.Millisecond):
 			}
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) && ctx.Err() == nil {
 				it.Stop()
-				if it, err = w.consumer.Messages(jetstream.PullMaxMessages(w.cfg.Concurrency)); err != nil {
-					runErr = fmt.Errorf("worker: consume: %w", err)
-					break
+				if it, err = ln.consumer.Messages(pull); err != nil {
+					return fmt.Errorf("worker: consume %s: %w", ConsumerOf(ln.name), err)
 				}
 				swap <- it
 			}
@@ -377,26 +441,12 @@ func (w *Worker) Run(ctx context.Context) error {
 			time.Sleep(50 * time.Millisecond)
 		}
 		sem <- struct{}{}
-		wg.Add(1)
+		w.work.Add(1)
 		go func() {
-			defer func() { <-sem; wg.Done() }()
-			w.process(workCtx, msg, receivedAt)
+			defer func() { <-sem; w.work.Done() }()
+			w.process(workCtx, ln, msg, receivedAt)
 		}()
 	}
-	close(stopped)
-	it.Stop()
-
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(w.cfg.ShutdownGrace):
-		w.log.Warn("shutdown grace elapsed; interrupting in-flight events (they will be redelivered)")
-		cancelWork()
-		<-done
-	}
-	w.log.Info("worker stopped", zap.Int64("handled", w.handled.Load()))
-	return runErr
 }
 
 func (w *Worker) pollConsumer(ctx context.Context) {
@@ -404,9 +454,11 @@ func (w *Worker) pollConsumer(ctx context.Context) {
 	defer t.Stop()
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		if info, err := w.consumer.Info(cctx); err == nil {
-			w.m.Pending.Set(float64(info.NumPending))
-			w.m.AckPending.Set(float64(info.NumAckPending))
+		for _, ln := range w.lanes {
+			if info, err := ln.consumer.Info(cctx); err == nil {
+				w.m.Pending.WithLabelValues(ln.name.String()).Set(float64(info.NumPending))
+				w.m.AckPending.WithLabelValues(ln.name.String()).Set(float64(info.NumAckPending))
+			}
 		}
 		w.pollStreams(cctx)
 		cancel()
@@ -427,16 +479,16 @@ func (w *Worker) provider(ctx context.Context, r settings.Resolved) (providers.P
 	return w.d.Registry.Open(ctx, r.Backend, providers.Config{Options: opts, Getenv: w.d.Getenv, Logger: w.log})
 }
 
-// guard returns the bulkhead and circuit breaker of the backend named by
-// the resolved settings.
-func (w *Worker) guard(r settings.Resolved) *backendGuard {
+// guard returns lane ln's bulkhead and circuit breaker of the backend
+// named by the resolved settings.
+func (w *Worker) guard(ln *lane, r settings.Resolved) *backendGuard {
 	opts, _ := r.ProviderOptions(func(key string) bool { return w.d.Registry.TeamOptionAllowed(r.Backend, key) })
-	return w.backends.get(r.Backend, opts)
+	return ln.backends.get(r.Backend, opts)
 }
 
 // pollStreams exports the size, limits and discards of keyrelay's streams.
 func (w *Worker) pollStreams(ctx context.Context) {
-	for _, name := range []string{EventsStream, ConfirmationsStream, DLQStream} {
+	for _, name := range []string{EventsStream, BulkStream, ConfirmationsStream, DLQStream} {
 		s, err := w.d.JS.Stream(ctx, name)
 		if err != nil {
 			continue

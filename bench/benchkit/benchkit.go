@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/worker"
 )
 
@@ -222,3 +223,44 @@ func StartVault(bin, dir string) (addr string, stop func(), err error) {
 	b, _ := os.ReadFile(filepath.Join(dir, "vault.log"))
 	return "", nil, fmt.Errorf("vault did not become healthy:\n%s", b)
 }
+
+// Slow delays every call that reaches the backend by Latency: a remote
+// secret manager's round trip in front of the in-memory store.
+type Slow struct {
+	providers.Provider
+	Latency time.Duration
+}
+
+func (s *Slow) wait(ctx context.Context) error {
+	t := time.NewTimer(s.Latency)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func (s *Slow) Put(ctx context.Context, req providers.PutRequest) (providers.PutResult, error) {
+	if err := s.wait(ctx); err != nil {
+		return providers.PutResult{}, err
+	}
+	return s.Provider.Put(ctx, req)
+}
+
+func (s *Slow) Get(ctx context.Context, name, version string) (*providers.Secret, error) {
+	if err := s.wait(ctx); err != nil {
+		return nil, err
+	}
+	return s.Provider.Get(ctx, name, version)
+}
+
+func (s *Slow) Delete(ctx context.Context, req providers.DeleteRequest) error {
+	if err := s.wait(ctx); err != nil {
+		return err
+	}
+	return s.Provider.Delete(ctx, req)
+}
+
+func (s *Slow) Unwrap() providers.Provider { return s.Provider }

@@ -45,46 +45,6 @@ func main() {
 	}
 }
 
-// slow delays every call that reaches the backend by lat.
-type slow struct {
-	providers.Provider
-	lat time.Duration
-}
-
-func (s *slow) wait(ctx context.Context) error {
-	t := time.NewTimer(s.lat)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-func (s *slow) Put(ctx context.Context, req providers.PutRequest) (providers.PutResult, error) {
-	if err := s.wait(ctx); err != nil {
-		return providers.PutResult{}, err
-	}
-	return s.Provider.Put(ctx, req)
-}
-
-func (s *slow) Get(ctx context.Context, name, version string) (*providers.Secret, error) {
-	if err := s.wait(ctx); err != nil {
-		return nil, err
-	}
-	return s.Provider.Get(ctx, name, version)
-}
-
-func (s *slow) Delete(ctx context.Context, req providers.DeleteRequest) error {
-	if err := s.wait(ctx); err != nil {
-		return err
-	}
-	return s.Provider.Delete(ctx, req)
-}
-
-func (s *slow) Unwrap() providers.Provider { return s.Provider }
-
 func run(n, conc int, lat time.Duration, runs int, serverBin string) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "keyrelay-bench-latency")
@@ -105,7 +65,7 @@ func run(n, conc int, lat time.Duration, runs int, serverBin string) error {
 	if err != nil {
 		return err
 	}
-	p := &slow{Provider: store, lat: lat}
+	p := &benchkit.Slow{Provider: store, Latency: lat}
 	reg := providers.NewRegistry()
 	reg.Register("local", func(context.Context, providers.Config) (providers.Provider, error) { return p, nil })
 	kr, _ := events.NewKeyring("bench", map[string][]byte{"bench": make([]byte, 32)})

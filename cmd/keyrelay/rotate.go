@@ -24,7 +24,7 @@ func rotateCmd(g *globals) *cobra.Command {
 		sel                    jobs.Selection
 		olderThan, keysFile    string
 		id, prefix             string
-		bytes                  int
+		bytes, window          int
 		rate                   float64
 		grace                  time.Duration
 		dryRun, asJSON, detach bool
@@ -65,7 +65,7 @@ twice; 'keyrelay jobs status ID' counts its confirmations.`,
 				return err
 			}
 			d := jobs.Deps{JS: env.js, Ledger: env.d.Ledger, Store: store, Sealer: env.sealer, Logger: env.d.Logger}
-			spec := jobs.Spec{ID: id, Selection: sel, Format: jobs.KeyFormat{Prefix: prefix, Bytes: bytes}, Rate: rate, Grace: grace}
+			spec := jobs.Spec{ID: id, Selection: sel, Format: jobs.KeyFormat{Prefix: prefix, Bytes: bytes}, Rate: rate, Grace: grace, Window: window}
 			j, plan, err := jobs.Plan(ctx, d, spec)
 			if err != nil {
 				return err
@@ -109,6 +109,7 @@ twice; 'keyrelay jobs status ID' counts its confirmations.`,
 	f.StringVar(&prefix, "key-prefix", jobs.DefaultKeyFormat.Prefix, "prefix of generated values")
 	f.IntVar(&bytes, "key-bytes", jobs.DefaultKeyFormat.Bytes, "random bytes in each generated value (at least 16)")
 	f.Float64Var(&rate, "rate", 0, "events published per second at most (0: no cap)")
+	f.IntVar(&window, "window", jobs.WindowDefault, "events published and not yet confirmed at most: jobs running at once share the bulk lane by it")
 	f.DurationVar(&grace, "grace", 0, "grace period of the previous values (grace_period_seconds)")
 	f.BoolVar(&dryRun, "dry-run", false, "list the keys it would rotate; save and publish nothing")
 	f.BoolVar(&detach, "detach", false, "save the job and print its id without publishing (run it with 'jobs resume')")

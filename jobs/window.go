@@ -1,0 +1,126 @@
+package jobs
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyrelay/keyrelay/worker"
+)
+
+// WindowDefault is how many of a job's events may be published and not yet
+// confirmed (Job.Window 0).
+//
+// The window is what shares the bulk lane fairly. The lane is one stream
+// consumed in order; a job that published all of its 50,000 events at once
+// would hold every other job behind them until it finished. Holding each
+// job to a window of unconfirmed events keeps the lane's backlog at about
+// one window per running job, interleaved in the stream, so jobs running
+// at once progress at about the same rate whatever their sizes, and a
+// cancel stops a job within one window. 512 is far above what the workers
+// hold in flight (bulk_concurrency per process), so the window never idles
+// them.
+const WindowDefault = 512
+
+// confirmed counts the confirmations of one job, following the
+// confirmations stream from the job's creation.
+type confirmed struct {
+	mu      sync.Mutex
+	n       int
+	changed chan struct{} // closed and replaced on every count
+	err     error
+}
+
+func newConfirmed() *confirmed { return &confirmed{changed: make(chan struct{})} }
+
+func (c *confirmed) add(n int) {
+	c.mu.Lock()
+	c.n += n
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+}
+
+func (c *confirmed) get() (int, <-chan struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n, c.changed
+}
+
+// follow counts the confirmations carrying job id, published since since,
+// until ctx ends. A consumer that fails (NATS trouble) is recreated where
+// it stopped: the ordered consumer resumes after the last sequence it
+// delivered.
+func (c *confirmed) follow(ctx context.Context, js jetstream.JetStream, id string, since time.Time) {
+	needle := []byte(`"job_id":"` + id + `"`)
+	var after uint64
+	for ctx.Err() == nil {
+		occ := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since}
+		if after > 0 {
+			occ = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: after + 1}
+		}
+		err := func() error {
+			cons, err := js.OrderedConsumer(ctx, worker.ConfirmationsStream, occ)
+			if err != nil {
+				return err
+			}
+			it, err := cons.Messages()
+			if err != nil {
+				return err
+			}
+			defer it.Stop()
+			go func() { <-ctx.Done(); it.Stop() }()
+			for {
+				msg, err := it.Next()
+				if err != nil {
+					return err
+				}
+				if md, err := msg.Metadata(); err == nil {
+					after = md.Sequence.Stream
+				}
+				if !bytes.Contains(msg.Data(), needle) {
+					continue
+				}
+				var conf struct {
+					JobID string `json:"job_id"`
+				}
+				if json.Unmarshal(msg.Data(), &conf) == nil && conf.JobID == id {
+					c.add(1)
+				}
+			}
+		}()
+		if ctx.Err() != nil {
+			return
+		}
+		c.mu.Lock()
+		c.err = err
+		c.mu.Unlock()
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// waitWindow blocks until fewer than window of the published events are
+// unconfirmed, or ctx ends.
+func (c *confirmed) waitWindow(ctx context.Context, published, window int) error {
+	for {
+		n, changed := c.get()
+		if published-n < window {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+var errNoWindow = errors.New("jobs: window must not be negative")
