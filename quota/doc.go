@@ -1,0 +1,149 @@
+// Package quota shares a backend's request quota between every keyrelay
+// process calling the same account, project or vault (AWS Secrets Manager:
+// 50 writes/s per account and region; Google Secret Manager: 600 writes/min
+// per project; Azure Key Vault: 300 writes per 10 s per vault), so that N
+// `keyrelay serve` processes together stay under it instead of sending N
+// times it. A Manager implements providers.Quotas; providers call Wait
+// before each call counted against a quota.
+//
+// # Members and records
+//
+// A process is a member of each quota it has called Wait for. Members
+// coordinate through one JetStream KV bucket (KEYRELAY_QUOTAS; see
+// EnsureBucket): each member writes, every Heartbeat (500 ms), one record
+// per quota under <quota token>.<member token>, holding
+//
+//   - limit: perSecond × Margin (0.95), the rate the members share; the
+//     members use the smallest limit any live member announces;
+//   - demand: the rate it wants: the limit while its callers have to wait,
+//     else its measured rate over the last 2 s × Headroom (1.2), at least
+//     MinDemand (1/s);
+//   - seen: the bucket sequence up to which it has applied what it
+//     watched (its acknowledgement, below).
+//
+// Quota names and member ids are arbitrary strings, mapped injectively to
+// key tokens: strings of letters, digits, '_', '-' and '/' are kept as
+// they are, any other becomes "=" and its base64url form.
+//
+// The bucket's MaxAge is the TTL (3 s) and it keeps limit markers, so the
+// server itself removes the record of a member that stopped writing (a
+// killed process) TTL after its last heartbeat and tells every watcher.
+// Close deletes the member's records at once.
+//
+// Every member watches the whole bucket. Because a watch delivers the
+// bucket's writes in sequence order, every member goes through the same
+// sequence of views, each a prefix of the bucket's history.
+//
+// # Shares
+//
+// From a view, every member computes the same max-min fair allocation of
+// the limit between the members in it, by demand: a member wanting less
+// than an equal share of what is left gets what it wants, the rest is
+// split evenly among the others, and when every demand is met what is left
+// is spread evenly. A member not in the view (it has not yet seen its own
+// first record come back) gets nothing.
+//
+// A member's share, the rate its local token bucket runs at, follows its
+// allocation with one rule: lower at once, raise only when acknowledged.
+// Each change of its allocation is a step (the view's sequence, the
+// allocation, the other members of that view). A step is granted once
+// every other member of that view is gone or has published seen >= the
+// step's sequence, i.e. has applied that view and so has already lowered
+// its own share for it; it settles Horizon (250 ms) later. The share is the
+// smallest allocation among the steps from the newest settled one on.
+// Members whose allocation changed because another member joined, left or
+// changed its demand write their record early (within 50 ms), so a raise
+// waits for one round trip through NATS plus the Horizon, not for
+// heartbeats.
+//
+// Joining is the two-phase case of this rule: a new member announces
+// itself (first record) with nothing; the others lower their shares when
+// they see it and acknowledge; it uses its share once all of them have.
+// When a member leaves (Close) or dies (TTL), the others raise once they
+// have acknowledged each other's view without it.
+//
+// Locally, the share drives a token bucket with a burst of one second's
+// worth rounded down (at least one token), which starts empty. A Wait
+// reserves a token at most Horizon ahead; beyond that it sleeps and tries
+// again, so that tokens promised at a former, higher share are all due
+// within the Horizon of the lowering, before anyone else's raise settles.
+//
+// # Guarantees
+//
+// While every live member can read and write the bucket:
+//
+//   - The shares of all members never sum to more than the limit
+//     (perSecond × Margin), at any time, whatever the delays between
+//     members, including while members join, leave, die or change their
+//     demand. The argument: let K be the smallest view any live member is
+//     at; each member's newest settled step is at or before K (every other
+//     member acknowledged it), so each member's share is at most its
+//     allocation in view K, and the allocations of one view sum to the
+//     limit. It assumes only that the members' clocks run at the same rate
+//     (for the Horizon), not that they agree, nor any bound on delays.
+//     Tokens reserved at a former share are due within the Horizon, before
+//     any raise that depends on the lowering settles.
+//   - Bursts: each member's burst is at most its share × 1 s, so the
+//     members' bursts sum to at most the limit (as long as each share is at
+//     least one token per second, i.e. no more members than the limit per
+//     second; below that each member still needs a burst of one). The
+//     members' calls together therefore conform to a token bucket of the
+//     limit with a burst of the limit, within the provider's bucket of
+//     perSecond with a burst of one second's worth.
+//   - With demand, the members together get the limit: a dead member's
+//     share returns to the others TTL after its last heartbeat plus a round
+//     trip and the Horizon (measured: about 3.2 s with the defaults); a
+//     closed one's at once (about 0.3 s).
+//   - A member whose demand is met gets it; the others split the rest.
+//     With the Headroom (1.2) and the rounding of demands (to a 128th of
+//     the limit) a light member is allocated up to 1.2 × its rate plus
+//     1/128 of the limit, which the others do not get.
+//
+// # NATS slow or down
+//
+// Wait never talks to NATS: it only reads the member's local state, so it
+// never fails or blocks because of NATS. A member that has not seen one of
+// its heartbeats come back through its watch for StaleAfter (1.5 s), or
+// whose watch stopped delivering for that long, is stale: its share
+// becomes the conservative share, limit / (other members last seen + 2)
+// (room for itself and one member that may have joined unseen), and never
+// more than the share it held, if it held one. A quota first used while
+// stale gets the conservative share at once. The watch is re-created while
+// stale. When a heartbeat comes back again, the member holds its
+// conservative share until the others acknowledge its current view, then
+// follows its allocation.
+//
+// StaleAfter plus one Heartbeat is less than the TTL, so a member cut off
+// from NATS has fallen back before the others drop its record. What is not
+// guaranteed: once they have dropped it (TTL), the others share the whole
+// limit while the cut-off member still takes its conservative share, so
+// during a partition that outlives the TTL the members together may take
+// up to the limit plus limit / (n + 1) per cut-off member (n: members it
+// last saw). When NATS is down for everyone, every member is stale and
+// their conservative shares sum to at most the limit (n members at
+// limit / (n + 1)), one unseen newcomer included.
+//
+// Waiting. A member that joins waits for the others' acknowledgements: one
+// round trip through NATS and the Horizon (about 0.3 s), before its first
+// token (which, the bucket starting empty, comes 1/share later). A member
+// that is partitioned but not yet dropped blocks the raises that need its
+// acknowledgement until the TTL drops it. If NATS is slow when a member
+// joins, its first Wait waits at most until it goes stale (StaleAfter and
+// a heartbeat) and then uses the conservative share.
+//
+// # Deadlines
+//
+// Wait mirrors providers.WaitTokens: when ctx's deadline comes before the
+// token (or, while the member has no share yet, before its estimated
+// arrival), it takes none and returns at once the wait needed with an
+// error wrapping providers.ErrThrottled, so a provider can fail with a
+// Throttled error whose RetryAfter is that wait. A context ended while
+// waiting returns its error and gives the reserved token back.
+//
+// # Configuration
+//
+// Every process sharing a bucket must use the same Heartbeat, TTL and
+// StaleAfter; EnsureBucket sets the bucket's TTL to the last Config it was
+// given. The Margin absorbs what the model leaves out: providers counting
+// calls by their arrival, clocks, and calls that are retried.
+package quota
