@@ -100,6 +100,8 @@ type KeyrelayConfig struct {
 	Migration MigrationConfig `yaml:"migration"`
 	// Rotation says what happens to previous versions after rotations.
 	Rotation RotationConfig `yaml:"rotation"`
+	// Quotas shares providers' request quotas across keyrelay processes.
+	Quotas QuotasConfig `yaml:"quotas"`
 	// Providers holds global options per backend name, e.g.
 	// providers: {local: {path: ./data/secrets}, hashicorp_vault: {mount: secret}}.
 	// Team settings override them key by key. Default: none (each provider
@@ -177,7 +179,9 @@ type WorkerConfig struct {
 	// Enabled runs workers in `keyrelay serve`. Default: true. Read it with
 	// IsEnabled.
 	Enabled *bool `yaml:"enabled"`
-	// Concurrency is how many events one process handles at once. Default: 32.
+	// Concurrency is how many provider calls one process makes at once for
+	// the gateway's events (the interactive lane); it handles a quarter
+	// more events at once (events in their NATS steps). Default: 32.
 	Concurrency int `yaml:"concurrency"`
 	// AckWait is how long JetStream waits for an ack before redelivering;
 	// heartbeats (InProgress) extend it during slow calls. Default: 60s.
@@ -227,8 +231,10 @@ type WorkerConfig struct {
 	// of the others; 0: half of Concurrency. Default: 0.
 	BackendSlots int `yaml:"backend_slots"`
 	// BackendBorrowBelow: a backend whose calls average under this, with
-	// none in flight longer, borrows the other slots on top of its share
-	// (all but an eighth, kept for the others); 0: never borrow.
+	// none in flight longer, borrows the lane's other call slots on top of
+	// its share (a quarter more events than call slots are handled, so a
+	// backend that hangs holding them all still leaves slots to the
+	// others); 0: never borrow.
 	// Default: 250ms.
 	BackendBorrowBelow time.Duration `yaml:"backend_borrow_below"`
 	// BulkConcurrency is how many bulk-lane events (bulk jobs such as
@@ -238,6 +244,26 @@ type WorkerConfig struct {
 	// lane to others. Default: 0.
 	BulkConcurrency int `yaml:"bulk_concurrency"`
 }
+
+// QuotasConfig shares each backend's request quotas (AWS Secrets
+// Manager's 50 writes/s per account and region, Google Secret Manager's
+// 600 writes/min per project, Azure Key Vault's creates per 10 s per
+// vault) between every `keyrelay serve` process using the same account,
+// project or vault, through a JetStream KV bucket (package quota): N
+// processes together stay under the rate each provider is configured
+// with, instead of N times it.
+type QuotasConfig struct {
+	// Shared turns the cluster-wide sharing on; off, each process keeps
+	// to the configured rates on its own. Default: true.
+	Shared *bool `yaml:"shared"`
+	// Margin is the fraction of each configured rate the processes share
+	// (0.95: a 50/s quota is shared as 47.5/s), room for clock drift and
+	// retries. In (0, 1]. Default: 0.95.
+	Margin float64 `yaml:"margin"`
+}
+
+// IsShared reports whether quotas are shared (nil Shared: the default, true).
+func (q QuotasConfig) IsShared() bool { return q.Shared == nil || *q.Shared }
 
 // RotationConfig says what becomes of a key's previous version after a
 // rotation.
@@ -428,7 +454,7 @@ func (c *Config) setDefaults() {
 		PrefixForStoredVirtualKeys: DefaultPrefix,
 		AccessMode:                 DefaultAccessMode,
 	}
-	enabled := DefaultWorkerEnabled
+	enabled, shared := DefaultWorkerEnabled, true
 	c.Keyrelay = KeyrelayConfig{
 		NATS: NATSConfig{
 			URL: DefaultNATSURL,
@@ -477,6 +503,7 @@ func (c *Config) setDefaults() {
 		Log:      LogConfig{Level: DefaultLogLevel, Format: DefaultLogFormat},
 		Lookup:   defaultLookup(),
 		Rotation: RotationConfig{RetirePreviousAfter: events.RetireKeep},
+		Quotas:   QuotasConfig{Shared: &shared, Margin: 0.95},
 		Migration: MigrationConfig{
 			Grace:            DefaultMigrationGrace,
 			OnSettingsChange: DefaultMigrateOnSettings,

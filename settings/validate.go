@@ -22,6 +22,9 @@ func (c *Config) Validate() error {
 	v.streams(&c.Keyrelay.Streams)
 	v.worker(&c.Keyrelay.Worker)
 	v.migration(&c.Keyrelay.Migration)
+	if m := c.Keyrelay.Quotas.Margin; m <= 0 || m > 1 {
+		v.add("keyrelay.quotas.margin", "is %v; must be in (0, 1]", m)
+	}
 	if _, _, err := events.ParseRetireAfter(c.Keyrelay.Rotation.RetirePreviousAfter); err != nil {
 		v.add("keyrelay.rotation.retire_previous_after", "%s", err.Error())
 	}

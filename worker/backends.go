@@ -32,8 +32,7 @@ var errBreakerOpen = errors.New("circuit breaker open: the backend failed repeat
 // the other backends nothing.
 //
 // The bulkhead is work-conserving: beyond its share (slots) a backend may
-// borrow the process's other slots (up to total less a reserve of an
-// eighth) while it answers fast:
+// borrow the lane's other call slots (up to total) while it answers fast:
 // its calls' moving average under borrowBelow and no call of it in flight
 // for longer than that. One healthy backend can so use every slot (a 50 ms
 // backend at concurrency 64 is not held to 32 calls in flight), while a
@@ -63,11 +62,6 @@ type backendGuard struct {
 	cb      *gobreaker.CircuitBreaker[struct{}]
 }
 
-// reserve is the slots no backend borrows (an eighth of the total, at
-// least one): a backend that hangs while it holds borrowed slots (they are
-// held until the call timeout) still leaves them to the others.
-func (g *backendGuards) reserve() int { return max(1, g.total/8) }
-
 // newBackendGuards makes guards giving each backend slots of the
 // process's total, and more while it answers within borrowBelow (0: never
 // borrow).
@@ -94,7 +88,7 @@ func (g *backendGuards) get(provider string, opts map[string]string) *backendGua
 		return bg
 	}
 	bg := &backendGuard{provider: provider, sem: make(chan struct{}, g.slots), borrowBelow: g.borrowBelow}
-	if n := g.total - g.reserve() - g.slots; n > 0 && g.borrowBelow > 0 {
+	if n := g.total - g.slots; n > 0 && g.borrowBelow > 0 {
 		bg.extra = make(chan struct{}, n)
 	}
 	bg.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{

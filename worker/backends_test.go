@@ -21,7 +21,7 @@ func settingsWorker(borrow time.Duration) settings.WorkerConfig {
 // the borrowing bound; it borrows again once its calls are fast again.
 func TestBulkheadBorrowsWhileFast(t *testing.T) {
 	const share, total, below = 2, 6, 50 * time.Millisecond
-	const most = total - 1 // the reserve: max(1, total/8)
+	const most = total // every call slot of the lane
 	g := newBackendGuards(share, total, below, 8, time.Second, NewMetrics(nil))
 	bg := g.get("local", nil)
 	ctx := context.Background()
@@ -41,13 +41,13 @@ func TestBulkheadBorrowsWhileFast(t *testing.T) {
 		}
 	}
 
-	// Fast (no call yet): every slot of the process but the reserve.
+	// Fast (no call yet): every call slot of the lane.
 	rs, err := take(most)
 	if err != nil {
 		t.Fatalf("fast backend: %d slots, then %v; want %d", len(rs), err, most)
 	}
 	if _, err := bg.acquire(ctx, 5*time.Millisecond); !errors.Is(err, errBackendBusy) {
-		t.Fatalf("slot %d: %v, want errBackendBusy (the reserve)", most+1, err)
+		t.Fatalf("slot %d: %v, want errBackendBusy", most+1, err)
 	}
 	releaseAll(rs)
 

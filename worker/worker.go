@@ -47,8 +47,12 @@ type cachedEntry struct {
 type Config struct {
 	// ID names this worker in claims and logs. Default: hostname-pid-random.
 	ID string
-	// Concurrency is how many interactive events (the gateway's) are
-	// handled at once. Default: 32.
+	// Concurrency is how many provider calls the interactive lane (the
+	// gateway's events) makes at once. The lane handles up to a quarter
+	// more events at once (handlerSlots): events in their NATS steps
+	// (ledger claim and commit, confirmation, ack) before and after their
+	// call, and the slots other backends still have when one backend's
+	// calls hang while holding every call slot. Default: 32.
 	Concurrency int
 	// BulkConcurrency is how many bulk-lane events (bulk jobs) are handled
 	// at once, in slots of their own: a running job never takes a slot
@@ -378,10 +382,18 @@ func (w *Worker) Run(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// handlerSlots is how many events a lane of concurrency call slots handles
+// at once: a quarter more (at least 2), so that its call slots stay busy
+// while events go through their NATS steps, and so that a backend whose
+// calls hang while it holds all concurrency call slots (until the call
+// timeout) still leaves handler slots to events of the other backends.
+func handlerSlots(concurrency int) int { return concurrency + max(2, concurrency/4) }
+
 // runLane fetches ln's events and starts a handler for each, at most
-// ln.concurrency at once, until ctx ends (nil) or the connection closes.
+// handlerSlots at once, until ctx ends (nil) or the connection closes.
 func (w *Worker) runLane(ctx, workCtx context.Context, ln *lane) error {
-	pull := jetstream.PullMaxMessages(ln.concurrency)
+	handlers := handlerSlots(ln.concurrency)
+	pull := jetstream.PullMaxMessages(handlers)
 	it, err := ln.consumer.Messages(pull)
 	if err != nil {
 		return fmt.Errorf("worker: consume %s: %w", ConsumerOf(ln.name), err)
@@ -403,7 +415,7 @@ func (w *Worker) runLane(ctx, workCtx context.Context, ln *lane) error {
 	}()
 	defer func() { close(stopped); it.Stop() }()
 
-	sem := make(chan struct{}, ln.concurrency)
+	sem := make(chan struct{}, handlers)
 	for {
 		msg, err := it.Next()
 		receivedAt := time.Now()

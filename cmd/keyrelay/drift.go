@@ -171,9 +171,20 @@ func openRecovery(ctx context.Context, g *globals, name string) (*recoveryEnv, e
 		return fail(fmt.Errorf("team settings: %w", err))
 	}
 	registry := app.Registry()
+	// Drift reads and restore writes count against the same provider
+	// quotas as the workers: share them with the running processes.
+	closeQuotas := func() {}
+	if c.Keyrelay.Quotas.IsShared() {
+		q, err := app.StartQuotas(ctx, c, conn.JS, log)
+		if err != nil {
+			return fail(fmt.Errorf("provider quotas: %w", err))
+		}
+		registry.SetQuotas(q)
+		closeQuotas = q.Close
+	}
 	d := recovery.Deps{Ledger: worker.NewLedger(lkv), Settings: c, Registry: registry, Opener: sealing.Opener,
 		TeamSettings: func(t string) *events.TeamSettings { return teams.Cached(t).Settings }, Logger: log}
-	return &recoveryEnv{d: d, c: c, js: conn.JS, teams: teams, sealer: sealing.Sealer, close: func() { registry.Close(); conn.Close() }}, nil
+	return &recoveryEnv{d: d, c: c, js: conn.JS, teams: teams, sealer: sealing.Sealer, close: func() { registry.Close(); closeQuotas(); conn.Close() }}, nil
 }
 
 // checkScope validates the --team / --all scope of drift and restore.

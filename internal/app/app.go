@@ -213,6 +213,11 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 	metrics := worker.NewMetrics(reg)
 	registry.Wrap(metrics.InstrumentProvider)
 	defer registry.Close()
+	var quotas *lateQuotas
+	if c.Keyrelay.Quotas.IsShared() {
+		quotas = newLateQuotas()
+		registry.SetQuotas(quotas)
+	}
 
 	rd := &readiness{phase: "starting: connecting to NATS"}
 	health := newBackendHealth(c, registry, log)
@@ -267,6 +272,22 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 		return worker.EnsureTopology(actx, conn.JS, Topology(c))
 	}); err != nil {
 		return startEnded(ctx, err)
+	}
+	if quotas != nil {
+		if err := retryStart(ctx, "cluster-wide provider quotas", rd, log, func(actx context.Context) error {
+			m, err := StartQuotas(actx, c, conn.JS, log)
+			if err != nil {
+				return err
+			}
+			quotas.set(m)
+			return nil
+		}); err != nil {
+			return startEnded(ctx, err)
+		}
+		defer quotas.m.Close()
+		log.Info("provider quotas shared across the cluster", zap.Float64("margin", c.Keyrelay.Quotas.Margin))
+	} else {
+		log.Warn("provider quotas are per process (keyrelay.quotas.shared: false): N processes send up to N times each configured rate")
 	}
 	if err := retryStart(ctx, "team settings for the backend health checks", rd, log, func(actx context.Context) error {
 		return health.watchTeams(hctx, conn.JS)

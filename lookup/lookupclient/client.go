@@ -39,6 +39,17 @@ type Secret struct {
 	// ValueEncoding is "base64" for values that are not UTF-8 (Value is
 	// then decoded for you).
 	ValueEncoding string `json:"value_encoding,omitempty"`
+	// Previous is the value the key's last rotation replaced, while its
+	// grace period runs (until Previous.Until); nil otherwise.
+	Previous *Previous `json:"previous,omitempty"`
+}
+
+// Previous is a rotated-out value in its grace period.
+type Previous struct {
+	Value         string    `json:"value"`
+	Version       string    `json:"version"`
+	Until         time.Time `json:"until"`
+	ValueEncoding string    `json:"value_encoding,omitempty"`
 }
 
 // Error is a refused or failed lookup.
@@ -85,6 +96,13 @@ func decode(status int, body []byte) (*Secret, error) {
 			return nil, fmt.Errorf("keyrelay lookup: malformed base64 value")
 		}
 		s.Value, s.ValueEncoding = string(b), ""
+	}
+	if p := s.Previous; p != nil && p.ValueEncoding == "base64" {
+		b, err := base64.StdEncoding.DecodeString(p.Value)
+		if err != nil {
+			return nil, fmt.Errorf("keyrelay lookup: malformed base64 value")
+		}
+		p.Value, p.ValueEncoding = string(b), ""
 	}
 	return &s, nil
 }

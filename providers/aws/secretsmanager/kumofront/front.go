@@ -60,6 +60,8 @@ type Request struct {
 	SecretID string
 	// AccessKeyID is the key id of the SigV4 credential that signed it.
 	AccessKeyID string
+	// At is when the front received it.
+	At time.Time
 }
 
 // Start runs a front over a new kumo server on 127.0.0.1 and stops both when
@@ -205,7 +207,7 @@ func (s *Server) Fired() int {
 func (s *Server) record(action, secretID, auth string) *Fault {
 	s.fmu.Lock()
 	defer s.fmu.Unlock()
-	s.requests = append(s.requests, Request{Action: action, SecretID: secretID, AccessKeyID: accessKeyID(auth)})
+	s.requests = append(s.requests, Request{Action: action, SecretID: secretID, AccessKeyID: accessKeyID(auth), At: time.Now()})
 	for _, f := range s.faults {
 		if (f.Action != "" && f.Action != action) || (f.SecretID != "" && f.SecretID != secretID) {
 			continue

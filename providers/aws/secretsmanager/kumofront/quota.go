@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/time/rate"
 )
@@ -165,7 +166,7 @@ func (s *Server) throttle(w http.ResponseWriter, action, secretID, auth string) 
 		return false
 	}
 	s.fmu.Lock()
-	s.requests = append(s.requests, Request{Action: action, SecretID: secretID, AccessKeyID: accessKeyID(auth)})
+	s.requests = append(s.requests, Request{Action: action, SecretID: secretID, AccessKeyID: accessKeyID(auth), At: time.Now()})
 	s.fmu.Unlock()
 	writeError(w, &apiError{status: http.StatusBadRequest, code: "ThrottlingException", msg: ThrottleMessage})
 	return true
