@@ -250,26 +250,40 @@ func (e *env) waitQuiet(ctx context.Context, want int, timeout time.Duration) {
 	e.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		cons, err := e.js.Consumer(ctx, "KEYRELAY_EVENTS", "keyrelay-workers")
-		if err == nil {
+		pending, ackPending, redelivered, ok := 0, 0, 0, true
+		// Both lanes: the gateway's events and bulk jobs'.
+		for _, c := range [][2]string{{"KEYRELAY_EVENTS", "keyrelay-workers"}, {"KEYRELAY_BULK", "keyrelay-bulk"}} {
+			cons, err := e.js.Consumer(ctx, c[0], c[1])
+			if err != nil {
+				ok = false
+				break
+			}
 			info, err := cons.Info(ctx)
-			s, serr := e.js.Stream(ctx, "KEYRELAY_CONFIRMATIONS")
-			if err == nil && serr == nil {
-				sinfo, _ := s.Info(ctx)
-				if info.NumPending == 0 && info.NumAckPending == 0 && sinfo != nil && int(sinfo.State.Msgs) >= want {
-					return
+			if err != nil {
+				ok = false
+				break
+			}
+			pending, ackPending, redelivered = pending+int(info.NumPending), ackPending+info.NumAckPending, redelivered+info.NumRedelivered
+		}
+		s, serr := e.js.Stream(ctx, "KEYRELAY_CONFIRMATIONS")
+		if ok && serr == nil {
+			sinfo, _ := s.Info(ctx)
+			if pending == 0 && ackPending == 0 && sinfo != nil && int(sinfo.State.Msgs) >= want {
+				return
+			}
+			if time.Now().After(deadline) {
+				msgs := uint64(0)
+				if sinfo != nil {
+					msgs = sinfo.State.Msgs
 				}
-				if time.Now().After(deadline) {
-					e.t.Fatalf("not quiet after %v: pending=%d ack_pending=%d redelivered=%d confirmations=%d want=%d",
-						timeout, info.NumPending, info.NumAckPending, info.NumRedelivered, sinfo.State.Msgs, want)
-				}
+				e.t.Fatalf("not quiet after %v: pending=%d ack_pending=%d redelivered=%d confirmations=%d want=%d",
+					timeout, pending, ackPending, redelivered, msgs, want)
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
-// logLevel of the serve processes: KEYRELAY_E2E_LOG_LEVEL, default info.
 func logLevel() string {
 	if l := os.Getenv("KEYRELAY_E2E_LOG_LEVEL"); l != "" {
 		return l
