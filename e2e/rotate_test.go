@@ -2,17 +2,23 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/keyrelay/keyrelay/client"
 	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/testenv"
 	"github.com/keyrelay/keyrelay/jobs"
+	"github.com/keyrelay/keyrelay/providers/local"
 	"github.com/keyrelay/keyrelay/worker"
 )
 
@@ -24,9 +30,10 @@ import (
 func TestRotateJobCLI(t *testing.T) {
 	const keys = 60
 	e := newEnv(t, envOptions{})
+	e.setLookupTeams([]string{"team-r"})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	e.startWorker("w1")
+	w := e.startWorker("w1")
 	pub := client.NewPublisher(e.js)
 	var created []*events.Event
 	for k := 0; k < keys; k++ {
@@ -73,6 +80,35 @@ func TestRotateJobCLI(t *testing.T) {
 		le, _, err := ledger.Get(ctx, "team-r", fmt.Sprintf("key-%02d", k))
 		if err != nil || le.Status != events.StatusRotated || le.Generation <= 1 {
 			t.Fatalf("key-%02d after the job: %+v %v", k, le, err)
+		}
+	}
+
+	// The gateway takes the new values over (examples/gatewayjob): one
+	// line per key, with the hash of the value the backend holds.
+	gw := exec.CommandContext(ctx, "go", "run", "./examples/gatewayjob", "--nats", e.nats.URL, "--job", id, "--team", "team-r",
+		"--lookup", "http://127.0.0.1:"+strconv.Itoa(w.lookupPort), "--token-env", "E2E_LOOKUP_TOKEN", "--timeout", "1m")
+	gw.Dir = testenv.RepoRoot()
+	gw.Env = append(os.Environ(), "E2E_LOOKUP_TOKEN="+lookupToken("team-r"))
+	gwOut, err := gw.CombinedOutput()
+	if err != nil || !strings.Contains(string(gwOut), fmt.Sprintf("%d keys taken over, 0 not rotated, of %d planned", keys, keys)) {
+		t.Fatalf("examples/gatewayjob: %v\n%s", err, tail(string(gwOut), 2000))
+	}
+	store, err := local.New(local.Config{Path: e.storeDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := 0; k < keys; k++ {
+		key := fmt.Sprintf("key-%02d", k)
+		sec, err := store.Get(ctx, "litellm/team-r/"+key, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(sec.Value)
+		if !strings.Contains(string(gwOut), key+" rotated: generation ") || !strings.Contains(string(gwOut), "hash "+hex.EncodeToString(sum[:8])+"\n") {
+			t.Fatalf("the gateway did not take %s's new value over:\n%s", key, tail(string(gwOut), 2000))
+		}
+		if strings.Contains(string(gwOut), string(sec.Value)) {
+			t.Fatal("examples/gatewayjob printed a value")
 		}
 	}
 

@@ -96,6 +96,20 @@ func EnsureStore(ctx context.Context, js jetstream.JetStream, replicas int) (*St
 	return &Store{KV: kv, OS: os}, nil
 }
 
+// OpenStore opens the existing bucket and object store, changing nothing
+// (for readers: a gateway following a job, `jobs status`).
+func OpenStore(ctx context.Context, js jetstream.JetStream) (*Store, error) {
+	kv, err := js.KeyValue(ctx, Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("jobs: bucket %s: %w", Bucket, err)
+	}
+	os, err := js.ObjectStore(ctx, Plans)
+	if err != nil {
+		return nil, fmt.Errorf("jobs: object store %s: %w", Plans, err)
+	}
+	return &Store{KV: kv, OS: os}, nil
+}
+
 func recordKey(id string) string { return "job." + id }
 
 // Create saves a new job and its plan (the plan first: a record always has
