@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -149,19 +150,20 @@ func (e *env) waitDone(t *testing.T, id string) *jobs.Status {
 	}
 }
 
-// TestJobKilledAndResumedRotatesEachKeyOnce: a 300-key job stopped after
-// 120 events, its saved cursor then set back 60 events (a crash before
-// the last save), and resumed: every key is rotated exactly once (one new
-// version, the plan's event and generation in the ledger), one
-// confirmation per event carrying the job id, status exact, and no value
-// in the job's record, plan or confirmations.
+// TestJobKilledAndResumedRotatesEachKeyOnce: a 5,000-key job stopped
+// after 2,500 events, its saved cursor then set back 500 events (a crash
+// before the last save), and resumed: every key is rotated exactly once
+// (one new version, the plan's event and generation in the ledger), one
+// confirmation per event carrying the job id, `jobs status` exact at every
+// point it is read (between the confirmations stored just before and just
+// after), and no value in the job's record, plan or confirmations.
 func TestJobKilledAndResumedRotatesEachKeyOnce(t *testing.T) {
 	e := newEnv(t)
-	const n = 300
+	const n, killAt, back = 5000, 2500, 500
 	e.create(t, "team-j", n)
 	e.create(t, "team-other", 5)
 
-	j, plan, err := jobs.Plan(e.ctx, e.deps, jobs.Spec{Selection: jobs.Selection{Teams: []string{"team-j"}}, Rate: 0})
+	j, plan, err := jobs.Plan(e.ctx, e.deps, jobs.Spec{Selection: jobs.Selection{Teams: []string{"team-j"}}, Rate: 600})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +175,7 @@ func TestJobKilledAndResumedRotatesEachKeyOnce(t *testing.T) {
 	}
 	ctx, kill := context.WithCancel(e.ctx)
 	_, err = jobs.Run(ctx, e.deps, j.ID, func(p jobs.Progress) {
-		if p.Published == 120 {
+		if p.Published == killAt {
 			kill()
 		}
 	})
@@ -185,10 +187,10 @@ func TestJobKilledAndResumedRotatesEachKeyOnce(t *testing.T) {
 	rec, _ := kv.Get(e.ctx, "job."+j.ID)
 	var saved jobs.Job
 	_ = json.Unmarshal(rec.Value(), &saved)
-	if saved.Cursor != 120 || saved.State != jobs.StateRunning {
-		t.Fatalf("saved after the kill: cursor %d state %s, want 120 running", saved.Cursor, saved.State)
+	if saved.Cursor != killAt || saved.State != jobs.StateRunning {
+		t.Fatalf("saved after the kill: cursor %d state %s, want %d running", saved.Cursor, saved.State, killAt)
 	}
-	saved.Cursor = 60
+	saved.Cursor = killAt - back
 	b, _ := json.Marshal(saved)
 	if _, err := kv.Update(e.ctx, "job."+j.ID, b, rec.Revision()); err != nil {
 		t.Fatal(err)
@@ -197,9 +199,50 @@ func TestJobKilledAndResumedRotatesEachKeyOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if mid.Rotated+mid.Remaining != n || mid.Rotated > 120 || mid.Failed != 0 {
+	if mid.Rotated+mid.Remaining != n || mid.Rotated > killAt || mid.Failed != 0 {
 		t.Errorf("status while stopped: %+v", mid)
 	}
+	// Status while the resumed job runs: between the job's confirmations
+	// stored before it was read and those stored after.
+	conf, _ := e.js.Stream(e.ctx, worker.ConfirmationsStream)
+	jobConfs := func() int {
+		info, err := conf.Info(e.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int(info.State.Msgs) - (n + 5) // the creations
+	}
+	sampled := make(chan int)
+	stopSampling := make(chan struct{})
+	go func() {
+		samples, last := 0, -1
+		defer func() { sampled <- samples }()
+		for {
+			select {
+			case <-stopSampling:
+				return
+			default:
+			}
+			before := jobConfs()
+			st, err := jobs.GetStatus(e.ctx, e.js, e.deps.Store, j.ID)
+			after := jobConfs()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if st.Rotated < before || st.Rotated > after || st.Rotated < last ||
+				st.Rotated+st.Superseded+st.Failed+st.Remaining != n || st.Failed != 0 || st.Superseded != 0 {
+				t.Errorf("status while running: rotated %d (confirmations before %d, after %d, last status %d), superseded %d, failed %d, remaining %d",
+					st.Rotated, before, after, last, st.Superseded, st.Failed, st.Remaining)
+				return
+			}
+			last = st.Rotated
+			samples++
+			if st.Done() {
+				return
+			}
+		}
+	}()
 	done, err := jobs.Run(e.ctx, e.deps, j.ID, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -208,11 +251,16 @@ func TestJobKilledAndResumedRotatesEachKeyOnce(t *testing.T) {
 		t.Fatalf("after the resume: %+v", done)
 	}
 	st := e.waitDone(t, j.ID)
+	close(stopSampling)
+	if k := <-sampled; k < 2 {
+		t.Errorf("status read %d times while the job ran, want several", k)
+	} else {
+		t.Logf("status exact at each of %d reads while the job ran", k)
+	}
 	if st.Rotated != n || st.Failed != 0 || st.Superseded != 0 || st.Remaining != 0 {
 		t.Fatalf("status: rotated %d superseded %d failed %d remaining %d", st.Rotated, st.Superseded, st.Failed, st.Remaining)
 	}
 
-	conf, _ := e.js.Stream(e.ctx, worker.ConfirmationsStream)
 	var values []string
 	for _, tg := range plan {
 		le, _, _ := e.deps.Ledger.Get(e.ctx, tg.Team, tg.Key)
@@ -253,8 +301,12 @@ func TestJobKilledAndResumedRotatesEachKeyOnce(t *testing.T) {
 			all += string(m.Data)
 		}
 	}
+	generated := map[string]bool{}
 	for _, v := range values {
-		if strings.Contains(all, v) {
+		generated[v] = true
+	}
+	for _, m := range regexp.MustCompile(`sk-[A-Za-z0-9_-]{22}`).FindAllString(all, -1) {
+		if generated[m] {
 			t.Fatal("a generated value appears in the job's record, plan or confirmations")
 		}
 	}
