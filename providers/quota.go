@@ -68,3 +68,31 @@ func AsRetirer(p Provider) (Retirer, bool) {
 	}
 	return nil, false
 }
+
+// Priority orders calls waiting for the same quota: a bulk job's calls
+// take only what the gateway's own calls leave.
+type Priority int
+
+const (
+	// PriorityInteractive: the gateway's events (the default).
+	PriorityInteractive Priority = iota
+	// PriorityBulk: bulk jobs (the bulk lane). A Quotas implementation
+	// serves them only when no interactive call of this process waits for
+	// the same quota, and keeps a small part of its share for interactive
+	// calls to come.
+	PriorityBulk
+)
+
+type priorityKey struct{}
+
+// WithPriority marks ctx's calls with p.
+func WithPriority(ctx context.Context, p Priority) context.Context {
+	return context.WithValue(ctx, priorityKey{}, p)
+}
+
+// PriorityOf is the priority WithPriority set on ctx (interactive when
+// none).
+func PriorityOf(ctx context.Context) Priority {
+	p, _ := ctx.Value(priorityKey{}).(Priority)
+	return p
+}

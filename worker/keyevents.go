@@ -348,6 +348,10 @@ func (w *Worker) call(ctx context.Context, kw *keyWork, fn func(context.Context)
 		}
 		cctx, cancel := context.WithTimeout(ctx, min(d, w.cfg.CallTimeout))
 		defer cancel()
+		if kw.lane != nil && kw.lane.name == events.LaneBulk {
+			// A bulk job takes only the quota the gateway's events leave.
+			cctx = providers.WithPriority(cctx, providers.PriorityBulk)
+		}
 		if kw.guard == nil {
 			return fn(cctx)
 		}
