@@ -16,6 +16,43 @@ func NewLimiter(perSecond float64) *rate.Limiter {
 	return rate.NewLimiter(rate.Limit(perSecond), max(1, int(math.Ceil(perSecond))))
 }
 
+// WindowRate returns the rate to give NewLimiter (and Quotas.Wait) for a
+// quota published as at most limit calls per window, such that the bucket
+// never admits more than limit calls in any span of window, its two ends
+// included, wherever the backend's windows start (a sliding window is the
+// strictest reading).
+//
+// Such a bucket admits at most burst + rate·window calls in a span of
+// window: the burst it holds at the start, then the refill. Sizing it at
+// limit/window lets the burst come on top of a full window of refill (610
+// calls in a minute for 600 a minute at 10/s, burst 10). WindowRate takes
+// the burst out of the window instead:
+//
+//	rate  = (limit − burst) / window
+//	burst = one second's worth at that rate, in whole tokens
+//
+// that is, burst = ⌈limit / (window + 1s)⌉ and rate = (limit − burst) /
+// window (or burst − 1 a second, when that is more and still safe), so
+// that ⌈rate⌉ + rate·window ≤ limit. For 600 a minute it is 590/60 ≈ 9.83
+// a second with a burst of 10; for 300 per 10 seconds 27.2 a second with a
+// burst of 28. A sustained load then gets about window/(window + 1s) of
+// the quota (98% of a per-minute one), and its first window all of it.
+//
+// A limit of 1 gets one call per window (calls exactly window apart, which
+// a sliding window still admits); a limit below 1 or a window of 0 or less
+// gets 0.
+func WindowRate(limit int, window time.Duration) (perSecond float64) {
+	if limit < 1 || window <= 0 {
+		return 0
+	}
+	w := window.Seconds()
+	if limit == 1 {
+		return 1 / w
+	}
+	burst := math.Ceil(float64(limit) / (w + 1))
+	return max((float64(limit)-burst)/w, burst-1)
+}
+
 // WaitTokens takes one token from each limiter, waiting for the slowest.
 // When ctx's deadline comes before the tokens, it takes none and returns
 // at once an error wrapping ErrThrottled together with the wait needed, so

@@ -3,6 +3,7 @@ package providers
 import (
 	"context"
 	"errors"
+	"math"
 	"testing"
 	"time"
 )
@@ -31,5 +32,62 @@ func TestWaitTokens(t *testing.T) {
 	go func() { time.Sleep(50 * time.Millisecond); cancel3() }()
 	if _, err := WaitTokens(ctx3, l); !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v, want context.Canceled", err)
+	}
+}
+
+// admittedIn returns how many calls a limiter of perSecond admits in the
+// span [0, window], both ends included, to callers taking every token as
+// soon as it comes, starting with a full bucket.
+func admittedIn(perSecond float64, window time.Duration) int {
+	l := NewLimiter(perSecond)
+	t0 := time.Unix(1_700_000_000, 0)
+	n := 0
+	for {
+		r := l.ReserveN(t0, 1)
+		if !r.OK() || r.DelayFrom(t0) > window {
+			return n
+		}
+		n++
+	}
+}
+
+func TestWindowRate(t *testing.T) {
+	for name, tc := range map[string]struct {
+		limit  int
+		window time.Duration
+		want   float64
+	}{
+		"600 a minute":       {600, time.Minute, 590.0 / 60},
+		"90,000 a minute":    {90000, time.Minute, (90000 - 1476) / 60.0},
+		"300 per 10 seconds": {300, 10 * time.Second, 27.2},
+		"60 per 6 seconds":   {60, 6 * time.Second, 8.5},
+		"one per minute":     {1, time.Minute, 1.0 / 60},
+		"none":               {0, time.Minute, 0},
+		"no window":          {10, 0, 0},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if got := WindowRate(tc.limit, tc.window); math.Abs(got-tc.want) > 1e-9 {
+				t.Fatalf("WindowRate(%d, %v) = %v, want %v", tc.limit, tc.window, got, tc.want)
+			}
+		})
+	}
+
+	// The bucket NewLimiter builds at WindowRate never admits more than
+	// limit in a window, ends included, and no more than about a second's
+	// worth less; at limit/window it admits more.
+	for _, w := range []time.Duration{500 * time.Millisecond, time.Second, 6 * time.Second, 10 * time.Second, time.Minute} {
+		for _, limit := range []int{2, 3, 5, 7, 10, 59, 60, 61, 100, 300, 600, 4000} {
+			r := WindowRate(limit, w)
+			got := admittedIn(r, w)
+			if got > limit {
+				t.Errorf("limit %d per %v: rate %v admits %d in a window", limit, w, r, got)
+			}
+			if floor := limit - int(math.Ceil(float64(limit)/(w.Seconds()+1))) - 1; got < floor {
+				t.Errorf("limit %d per %v: rate %v admits only %d in a window, want at least %d", limit, w, r, got, floor)
+			}
+		}
+	}
+	if got := admittedIn(600.0/60, time.Minute); got <= 600 {
+		t.Errorf("600 a minute at 10/s admits %d in a minute; the test shows nothing", got)
 	}
 }
