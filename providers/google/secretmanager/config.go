@@ -21,6 +21,8 @@ const (
 	OptionSupersededGrace        = "superseded_grace"
 	OptionDestroyGrace           = "destroy_grace"
 	OptionProjectWritesPerMinute = "project_writes_per_minute"
+	OptionReadsPerMinute         = "reads_per_minute"
+	OptionAccessPerMinute        = "access_per_minute"
 	OptionSecretWritesPerSecond  = "secret_writes_per_second"
 	OptionTimeout                = "timeout"
 	OptionListPageSize           = "list_page_size"
@@ -41,6 +43,13 @@ const (
 	// DefaultProjectWritesPerMinute is Secret Manager's per-project write
 	// quota: 600 a minute.
 	DefaultProjectWritesPerMinute = 600
+	// DefaultReadsPerMinute is Secret Manager's per-project read quota
+	// (every call but the mutating ones and AccessSecretVersion): 600 a
+	// minute.
+	DefaultReadsPerMinute = 600
+	// DefaultAccessPerMinute is Secret Manager's per-project access quota
+	// (AccessSecretVersion): 90,000 a minute.
+	DefaultAccessPerMinute = 90000
 	// DefaultSecretWritesPerSecond is the sustained write rate Google
 	// recommends per secret: about 2 a second.
 	DefaultSecretWritesPerSecond = 2
@@ -99,10 +108,24 @@ type Config struct {
 	// "destroy_grace". ConfigFromOptions defaults it to DefaultDestroyGrace.
 	DestroyGrace time.Duration
 	// ProjectWritesPerMinute and SecretWritesPerSecond size the client-side
-	// limiters. Options "project_writes_per_minute",
-	// "secret_writes_per_second". Defaults 600 and 2.
+	// write limiters. Options "project_writes_per_minute",
+	// "secret_writes_per_second". Defaults 600 and 2. The per-minute
+	// limits (this one, ReadsPerMinute and AccessPerMinute) are whole
+	// calls, 1 or more (0: the default), and hold in any minute: the
+	// project limiters refill at providers.WindowRate of them (590/60 a
+	// second for 600, with a burst of 10), as does providers.Quotas.
 	ProjectWritesPerMinute float64
 	SecretWritesPerSecond  float64
+	// ReadsPerMinute sizes the project's client-side read limiter, taken
+	// before every RPC that is neither a write nor AccessSecretVersion
+	// (GetSecret, GetSecretVersion, each page of ListSecrets and
+	// ListSecretVersions): a Put makes two or three of them. Option
+	// "reads_per_minute". Default DefaultReadsPerMinute (600).
+	ReadsPerMinute float64
+	// AccessPerMinute sizes the project's client-side limiter on
+	// AccessSecretVersion (Get). Option "access_per_minute". Default
+	// DefaultAccessPerMinute (90,000).
+	AccessPerMinute float64
 	// Timeout bounds one call when the context has no deadline. Option
 	// "timeout". Default 30s.
 	Timeout time.Duration
@@ -112,6 +135,10 @@ type Config struct {
 	ListPageSize int
 	// Now is the clock used for version hygiene. Default time.Now.
 	Now func() time.Time
+
+	// quotaWindow is the window the per-minute limits hold in: a minute,
+	// shorter in tests only (export_test.go).
+	quotaWindow time.Duration
 }
 
 // ConfigFromOptions builds a validated Config, defaults applied, from the
@@ -167,6 +194,8 @@ func ConfigFromOptions(opts map[string]string, getenv func(string) string) (Conf
 	}{
 		{OptionProjectWritesPerMinute, "ProjectWritesPerMinute", &c.ProjectWritesPerMinute},
 		{OptionSecretWritesPerSecond, "SecretWritesPerSecond", &c.SecretWritesPerSecond},
+		{OptionReadsPerMinute, "ReadsPerMinute", &c.ReadsPerMinute},
+		{OptionAccessPerMinute, "AccessPerMinute", &c.AccessPerMinute},
 	} {
 		if v := get(f.opt); v != "" {
 			x, err := strconv.ParseFloat(v, 64)
@@ -241,12 +270,18 @@ func (c Config) Validate() error {
 	for _, f := range []struct {
 		field, opt string
 		v          float64
+		perMinute  bool
 	}{
-		{"ProjectWritesPerMinute", OptionProjectWritesPerMinute, c.ProjectWritesPerMinute},
-		{"SecretWritesPerSecond", OptionSecretWritesPerSecond, c.SecretWritesPerSecond},
+		{"ProjectWritesPerMinute", OptionProjectWritesPerMinute, c.ProjectWritesPerMinute, true},
+		{"SecretWritesPerSecond", OptionSecretWritesPerSecond, c.SecretWritesPerSecond, false},
+		{"ReadsPerMinute", OptionReadsPerMinute, c.ReadsPerMinute, true},
+		{"AccessPerMinute", OptionAccessPerMinute, c.AccessPerMinute, true},
 	} {
 		if f.v < 0 || math.IsNaN(f.v) || math.IsInf(f.v, 0) {
 			return bad(f.field, f.opt, "must be a positive number")
+		}
+		if f.perMinute && f.v > 0 && f.v < 1 {
+			return bad(f.field, f.opt, "must be at least 1 (a whole number of calls a minute)")
 		}
 	}
 	return nil
@@ -287,6 +322,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SecretWritesPerSecond == 0 {
 		c.SecretWritesPerSecond = DefaultSecretWritesPerSecond
+	}
+	if c.ReadsPerMinute == 0 {
+		c.ReadsPerMinute = DefaultReadsPerMinute
+	}
+	if c.AccessPerMinute == 0 {
+		c.AccessPerMinute = DefaultAccessPerMinute
+	}
+	if c.quotaWindow <= 0 {
+		c.quotaWindow = time.Minute
 	}
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout

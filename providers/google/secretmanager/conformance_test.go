@@ -23,6 +23,8 @@ func open(t testing.TB, fake *smfake.Server, extra map[string]string) *secretman
 		secretmanager.OptionInsecure:               "true",
 		secretmanager.OptionSecretWritesPerSecond:  "1000",
 		secretmanager.OptionProjectWritesPerMinute: "600000",
+		secretmanager.OptionReadsPerMinute:         "600000",
+		secretmanager.OptionAccessPerMinute:        "600000",
 	}
 	for k, v := range extra {
 		opts[k] = v

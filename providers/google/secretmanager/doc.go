@@ -11,8 +11,10 @@
 // "credentials_file" (a service-account key; Application Default
 // Credentials otherwise), "replication" ("automatic" or "user_managed")
 // with "locations", "superseded_grace" and "destroy_grace" (version
-// hygiene), "project_writes_per_minute" and "secret_writes_per_second"
-// (client-side limiters), "timeout". A team may set only TeamOptions.
+// hygiene), "project_writes_per_minute", "reads_per_minute",
+// "access_per_minute" and "secret_writes_per_second" (client-side
+// limiters), "timeout". A team may set only TeamOptions (none of the
+// limiters).
 //
 // # Mapping
 //
@@ -49,10 +51,39 @@
 // ErrNotFound; PERMISSION_DENIED and UNAUTHENTICATED are ErrAccessDenied;
 // FAILED_PRECONDITION on an etag is a retryable ErrConflict; INVALID_ARGUMENT
 // is ErrInvalid. Messages are sanitized (quoted text removed) and never
-// hold values. Writes pass a per-project limiter (600 a minute) and a
-// per-secret one (2 a second); the client's own retries are switched off
-// so that keyrelay's retry policy sees throttling.
+// hold values. The client's own retries are switched off so that
+// keyrelay's retry policy sees throttling.
+//
+// # Quotas
+//
+// Secret Manager counts every RPC against one of three per-project
+// quotas: write (the mutating calls, 600 a minute), access
+// (AccessSecretVersion, 90,000 a minute) and read (every other call:
+// GetSecret, GetSecretVersion, each page of ListSecrets and
+// ListSecretVersions; 600 a minute). A rotation is two or three reads and
+// two writes (GetSecret, GetSecretVersion "latest", AddSecretVersion,
+// UpdateSecret for the event id, and the hygiene's ListSecretVersions),
+// so the read quota runs out no later than the write quota. Each quota
+// has a client-side limiter per project, shared by the providers of the
+// process: project_writes_per_minute, reads_per_minute and
+// access_per_minute (defaults: the published 600, 600 and 90,000), taken
+// before each call of its kind; writes also pass a per-secret limiter
+// (secret_writes_per_second, 2). The limiters refill at
+// providers.WindowRate of their limit (590/60 a second with a burst of 10
+// for 600 a minute), so that none lets more than the limit through in any
+// minute, wherever Google's minutes start. With cluster-wide quotas
+// (providers.Config.Quotas, shared by every keyrelay process on the
+// project) each call also takes a token of
+// "google_secret_manager/PROJECT/write", ".../read" or ".../access" at the
+// same rate. A token the call's deadline cannot wait for fails the call at
+// once as Throttled (ErrThrottled) with the wait as RetryAfter, before
+// anything is sent. Version hygiene gives way: it lists and changes
+// versions only with tokens free at once, so a bulk rotation defers it to
+// a later Put.
 //
 // Tests run against smfake, an in-process gRPC fake of the v1 API: no
-// Secret Manager emulator is available offline.
+// Secret Manager emulator is available offline. Its opt-in EnforceQuotas
+// throttles calls over the three quotas as Google does; the tests check
+// that a bulk rotation with the limiters set to the fake's quotas is never
+// throttled.
 package secretmanager

@@ -76,6 +76,9 @@ func classify(ctx context.Context, op, name, rpc string, err error) error {
 	if ce := ctx.Err(); ce != nil {
 		return ctxErr(op, name, ce)
 	}
+	if e, ok := asLimitError(op, name, err); ok {
+		return e
+	}
 	st, ok := status.FromError(err)
 	if !ok {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {

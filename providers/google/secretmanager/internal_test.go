@@ -138,12 +138,17 @@ func TestConfig(t *testing.T) {
 	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 	c, err := ConfigFromOptions(map[string]string{}, env(map[string]string{EnvProject: "litellm-proj"}))
 	if err != nil || c.Project != "litellm-proj" || c.Replication != ReplicationAutomatic || c.SupersededGrace != DefaultSupersededGrace ||
-		c.ProjectWritesPerMinute != 600 || c.SecretWritesPerSecond != 2 {
+		c.ProjectWritesPerMinute != 600 || c.SecretWritesPerSecond != 2 || c.ReadsPerMinute != 600 || c.AccessPerMinute != 90000 ||
+		c.quotaWindow != time.Minute {
 		t.Fatalf("defaults: %+v, %v", c, err)
 	}
 	c, err = ConfigFromOptions(map[string]string{OptionProject: "team-proj", OptionSupersededGrace: "0"}, env(map[string]string{EnvProject: "litellm-proj"}))
 	if err != nil || c.Project != "team-proj" || c.SupersededGrace != 0 {
 		t.Fatalf("options: %+v, %v", c, err)
+	}
+	c, err = ConfigFromOptions(map[string]string{OptionProject: "p", OptionReadsPerMinute: "300", OptionAccessPerMinute: "1000"}, env(nil))
+	if err != nil || c.ReadsPerMinute != 300 || c.AccessPerMinute != 1000 {
+		t.Fatalf("read and access limits: %+v, %v", c, err)
 	}
 	for _, tc := range []struct {
 		opts  map[string]string
@@ -161,6 +166,10 @@ func TestConfig(t *testing.T) {
 		{map[string]string{OptionProject: "p", OptionDestroyGrace: "soon"}, "Config.DestroyGrace"},
 		{map[string]string{OptionProject: "p", OptionProjectWritesPerMinute: "-5"}, "Config.ProjectWritesPerMinute"},
 		{map[string]string{OptionProject: "p", OptionSecretWritesPerSecond: "NaN"}, "Config.SecretWritesPerSecond"},
+		{map[string]string{OptionProject: "p", OptionReadsPerMinute: "-1"}, "Config.ReadsPerMinute"},
+		{map[string]string{OptionProject: "p", OptionReadsPerMinute: "0.5"}, "Config.ReadsPerMinute"},
+		{map[string]string{OptionProject: "p", OptionAccessPerMinute: "lots"}, "Config.AccessPerMinute"},
+		{map[string]string{OptionProject: "p", OptionProjectWritesPerMinute: "0.5"}, "Config.ProjectWritesPerMinute"},
 		{map[string]string{OptionProject: "p", OptionEndpoint: "https://x/y"}, "Config.Endpoint"},
 	} {
 		_, err := ConfigFromOptions(tc.opts, env(nil))
@@ -185,7 +194,8 @@ func TestRegister(t *testing.T) {
 			t.Errorf("team option %q not allowed", k)
 		}
 	}
-	for _, k := range []string{OptionEndpoint, OptionInsecure, OptionCABundle, OptionCredentialsFile, OptionProjectWritesPerMinute, OptionSecretWritesPerSecond} {
+	for _, k := range []string{OptionEndpoint, OptionInsecure, OptionCABundle, OptionCredentialsFile, OptionProjectWritesPerMinute, OptionSecretWritesPerSecond,
+		OptionReadsPerMinute, OptionAccessPerMinute} {
 		if r.TeamOptionAllowed(Name, k) {
 			t.Errorf("team option %q allowed", k)
 		}

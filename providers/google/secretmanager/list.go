@@ -31,9 +31,11 @@ var hashedID = regexp.MustCompile(`--[0-9a-f]{32}$`)
 // With req.Every the label filter is left out, and a secret without the
 // annotation whose id has SecretID's hashed form ends the listing with
 // providers.ErrUnnamed (its keyrelay name cannot be told).
-// Each page is one request against the project's read quota (keyrelay does
-// not limit reads client-side); the caller's ctx bounds the listing, and
-// each page call has the client library's default deadline.
+// Each page is one request against the project's read quota, and takes a
+// token of the read limiter (Config.ReadsPerMinute) and of
+// providers.Config.Quotas before it is sent; the caller's ctx bounds the
+// listing (a page whose token it cannot wait for fails it as Throttled),
+// and each page call has the client library's default deadline.
 func (p *Provider) List(ctx context.Context, req providers.ListRequest, fn func(providers.Listed) error) error {
 	const op = "list"
 	if p.closed.Load() {

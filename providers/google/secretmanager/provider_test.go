@@ -39,6 +39,7 @@ func newWithClock(t *testing.T, fake *smfake.Server, clk *clock, superseded, des
 		Project: project, Endpoint: fake.Addr(), Insecure: true,
 		SupersededGrace: superseded, DestroyGrace: destroy, Now: clk.Now,
 		ProjectWritesPerMinute: 600000, SecretWritesPerSecond: 1000,
+		ReadsPerMinute: 600000, AccessPerMinute: 600000,
 	}, nil)
 	if err != nil {
 		t.Fatal(err)

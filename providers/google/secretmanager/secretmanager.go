@@ -86,7 +86,17 @@ func New(ctx context.Context, c Config, log *zap.Logger) (*Provider, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	var opts []option.ClientOption
+	p := &Provider{
+		cfg: c,
+		lim: limitersFor(limiterKey{endpoint: c.Endpoint, project: c.Project,
+			writes: c.ProjectWritesPerMinute, reads: c.ReadsPerMinute, access: c.AccessPerMinute,
+			window: c.quotaWindow, perSec: c.SecretWritesPerSecond}),
+		log:    log,
+		parent: "projects/" + c.Project,
+	}
+	// Reads and accesses take their tokens per RPC, so that each page of a
+	// listing does too (see limitRPC).
+	opts := []option.ClientOption{option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(p.limitRPC))}
 	if c.Endpoint != "" {
 		opts = append(opts, option.WithEndpoint(c.Endpoint))
 	}
@@ -118,13 +128,8 @@ func New(ctx context.Context, c Config, log *zap.Logger) (*Provider, error) {
 	// keyrelay's retry policy (and its limiter) decides on retries: the
 	// client's own would hide throttling and hold workers for a minute.
 	client.CallOptions = &sm.CallOptions{}
-	return &Provider{
-		cfg:    c,
-		client: client,
-		lim:    limitersFor(limiterKey{endpoint: c.Endpoint, project: c.Project, perMinute: c.ProjectWritesPerMinute, perSec: c.SecretWritesPerSecond}),
-		log:    log,
-		parent: "projects/" + c.Project,
-	}, nil
+	p.client = client
+	return p, nil
 }
 
 // Config returns the provider's configuration, defaults applied.
@@ -424,13 +429,14 @@ func (p *Provider) updateMeta(ctx context.Context, op, name string, sec *secretm
 // hygiene disables versions superseded more than SupersededGrace ago and
 // destroys disabled ones superseded more than SupersededGrace +
 // DestroyGrace ago. It is best effort: it never fails a Put, and stops
-// when the project's write limiter has no token to spare.
+// when the project's read limiter (listing the versions) or write limiter
+// has no token to spare.
 func (p *Provider) hygiene(ctx context.Context, name, full string) {
 	if p.cfg.SupersededGrace <= 0 {
 		return
 	}
 	now := p.cfg.Now()
-	it := p.client.ListSecretVersions(ctx, &secretmanagerpb.ListSecretVersionsRequest{Parent: full})
+	it := p.client.ListSecretVersions(giveWay(ctx), &secretmanagerpb.ListSecretVersionsRequest{Parent: full})
 	var vs []*secretmanagerpb.SecretVersion
 	for {
 		v, err := it.Next()
@@ -451,12 +457,12 @@ func (p *Provider) hygiene(ctx context.Context, name, full string) {
 		var err error
 		switch {
 		case v.GetState() == secretmanagerpb.SecretVersion_ENABLED && age >= p.cfg.SupersededGrace:
-			if !p.lim.project.Allow() || !p.quotaNow(ctx) {
+			if !p.lim.project.Allow() || !p.quotaNow(ctx, quotaWrite) {
 				return
 			}
 			_, err = p.client.DisableSecretVersion(ctx, &secretmanagerpb.DisableSecretVersionRequest{Name: v.GetName(), Etag: v.GetEtag()})
 		case v.GetState() == secretmanagerpb.SecretVersion_DISABLED && p.cfg.DestroyGrace > 0 && age >= p.cfg.SupersededGrace+p.cfg.DestroyGrace:
-			if !p.lim.project.Allow() || !p.quotaNow(ctx) {
+			if !p.lim.project.Allow() || !p.quotaNow(ctx, quotaWrite) {
 				return
 			}
 			_, err = p.client.DestroySecretVersion(ctx, &secretmanagerpb.DestroySecretVersionRequest{Name: v.GetName(), Etag: v.GetEtag()})

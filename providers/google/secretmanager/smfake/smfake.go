@@ -22,6 +22,13 @@
 // NOT_FOUND for missing secrets and versions, and RESOURCE_EXHAUSTED (or
 // any code) through fault injection, with a google.rpc.RetryInfo detail
 // when a delay is given.
+//
+// Quotas are opt-in: EnforceQuotas (e.g. with DefaultQuotas: access
+// 90,000, read 600 and write 600 a minute per project) makes the fake
+// throttle, as Secret Manager does, calls over a quota in a sliding window
+// (RESOURCE_EXHAUSTED with google.rpc.ErrorInfo and QuotaFailure details,
+// no RetryInfo); windows and limits can be scaled down for tests, and
+// Throttled counts the calls refused. Without it nothing is throttled.
 package smfake
 
 import (
