@@ -41,6 +41,8 @@ const (
 const (
 	// DefaultCreatesPer10s sizes the client-side limiter: Key Vault's
 	// throttling guidance of 300 secret creates per 10 seconds per vault.
+	// The limiter refills at providers.WindowRate(300, 10s): 27.2 a second
+	// with a burst of 28, never more than 300 in any 10 seconds.
 	DefaultCreatesPer10s = 300
 	// DefaultContentType is the content type of written versions.
 	DefaultContentType = "text/plain"
@@ -94,7 +96,10 @@ type Config struct {
 	NoPurgeOnForce bool
 	// CreatesPer10s is the client-side limit on secret writes per 10
 	// seconds per vault, shared by every provider in the process using the
-	// same vault. Option "creates_per_10s". Default: DefaultCreatesPer10s.
+	// same vault: whole writes, 1 or more (0: the default), that hold in any
+	// 10 seconds (the limiter, and providers.Quotas, run at
+	// providers.WindowRate of it). Option "creates_per_10s". Default:
+	// DefaultCreatesPer10s.
 	CreatesPer10s float64
 	// MaxRetries is how often the SDK itself retries a failed request
 	// (honouring Retry-After). Option "max_retries". Default 0: failures
@@ -224,6 +229,9 @@ func (c Config) Validate() error {
 	}
 	if x := c.CreatesPer10s; x < 0 || math.IsNaN(x) || math.IsInf(x, 0) {
 		return bad("CreatesPer10s", OptionCreatesPer10s, "must be a positive number")
+	}
+	if x := c.CreatesPer10s; x > 0 && x < 1 {
+		return bad("CreatesPer10s", OptionCreatesPer10s, "must be at least 1 (a whole number of writes per 10 seconds)")
 	}
 	if c.MaxRetries < 0 || c.MaxRetries > 10 {
 		return bad("MaxRetries", OptionMaxRetries, "must be between 0 and 10")

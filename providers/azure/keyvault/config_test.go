@@ -49,6 +49,7 @@ func TestValidateNamesField(t *testing.T) {
 		{map[string]string{"vault_url": ok, "authority_host": "http://login"}, "AuthorityHost"},
 		{map[string]string{"vault_url": ok, "creates_per_10s": "-1"}, "CreatesPer10s"},
 		{map[string]string{"vault_url": ok, "creates_per_10s": "many"}, "CreatesPer10s"},
+		{map[string]string{"vault_url": ok, "creates_per_10s": "0.5"}, "CreatesPer10s"},
 		{map[string]string{"vault_url": ok, "max_retries": "99"}, "MaxRetries"},
 		{map[string]string{"vault_url": ok, "timeout": "soon"}, "Timeout"},
 		{map[string]string{"vault_url": ok, "purge_on_force": "maybe"}, "purge_on_force"},

@@ -88,13 +88,25 @@
 // dead-letter events. Messages hold the status and Key Vault's error
 // code only, never the SDK's text (request URL, body), a token or a value.
 // SDK retries are off by default (max_retries) so keyrelay's own retry
-// policy sees the hint. A client-side limiter allows creates_per_10s
-// (default 300) writes per 10 seconds per vault, shared in the process.
+// policy sees the hint.
+//
+// A client-side limiter allows creates_per_10s (default 300, Key Vault's
+// limit) secret writes in any 10 seconds per vault, shared in the
+// process: it refills at providers.WindowRate of the limit (27.2 a second
+// with a burst of 28 for 300), so that its burst never comes on top of a
+// full window of refill. With cluster-wide quotas (providers.Config.Quotas,
+// shared by every keyrelay process writing to the vault; WithQuotas) each
+// write also takes a token of "azure_key_vault/VAULT/create" at the same
+// rate. A write whose deadline comes before its token fails at once as
+// Throttled, with the wait as RetryAfter. Reads and other transactions are
+// not limited client-side (Key Vault allows 4,000 per 10 seconds).
 //
 // # Tests
 //
 // No Key Vault emulator exists offline: the provider is tested against
 // kvfake, an HTTPS fake of the REST API with the bearer challenge and a
 // minimal Entra ID token endpoint, through the official azsecrets client
-// and, for client-secret credentials, azidentity.
+// and, for client-secret credentials, azidentity. kvfake's opt-in EnforceQuotas
+// throttles transactions over Key Vault's limits (429 with Retry-After);
+// the tests check that the limiter keeps a burst under them.
 package keyvault

@@ -108,7 +108,7 @@ func quotaPrefix(f *fixture) string {
 
 // TestQuotasNamesAndTokens: every secret write (Set Secret) takes a token
 // of the vault's create quota from Config.Quotas, at the local limiter's
-// rate; nothing else takes one.
+// rate (providers.WindowRate of creates_per_10s); nothing else takes one.
 func TestQuotasNamesAndTokens(t *testing.T) {
 	f := newFixture(t)
 	q := &memQuotas{}
@@ -138,8 +138,8 @@ func TestQuotasNamesAndTokens(t *testing.T) {
 	q.mu.Lock()
 	r := q.rates[want]
 	q.mu.Unlock()
-	if r != 60 {
-		t.Errorf("asked for %v/s, want the local limiter's 600 per 10 s: 60/s", r)
+	if want := providers.WindowRate(600, 10*time.Second); r != want {
+		t.Errorf("asked for %v/s, want the local limiter's 600 per 10 s: %v/s", r, want)
 	}
 }
 
@@ -199,5 +199,44 @@ func TestQuotasKeepABurstUnderTheVaultsLimit(t *testing.T) {
 	burst(f.factoryProvider(t, nil, "10000"), "without")
 	if got := f.srv.Throttled(kvfake.QuotaSecretCreate); got == 0 {
 		t.Fatal("without Quotas the burst was not throttled: the test shows nothing")
+	}
+}
+
+// TestLocalLimiterHoldsTheVaultsWindow: with the vault enforcing a create
+// limit per 10 seconds and the local limiter set to the same limit, a
+// burst of writes larger than the limit is never throttled by the vault:
+// the limiter's burst comes out of the window (providers.WindowRate)
+// instead of on top of it. The writes that cannot get a token before
+// their deadline fail client-side as Throttled.
+func TestLocalLimiterHoldsTheVaultsWindow(t *testing.T) {
+	f := newFixture(t)
+	const limit, n = 20, 30
+	f.srv.EnforceQuotas(map[string]kvfake.Quota{kvfake.QuotaSecretCreate: {Limit: limit, Window: 10 * time.Second}})
+	p := f.factoryProvider(t, nil, fmt.Sprint(limit))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	local := 0
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			_, err := p.Put(ctx, providers.PutRequest{Name: fmt.Sprintf("window-%d", i), Value: []byte("v"), Owner: owner})
+			if err != nil && errors.Is(err, providers.ErrThrottled) {
+				mu.Lock()
+				local++
+				mu.Unlock()
+			} else if err != nil {
+				t.Errorf("Put: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if got := f.srv.Throttled(""); got != 0 {
+		t.Fatalf("the vault throttled %d writes of a provider limited to its %d per 10 s", got, limit)
+	}
+	if w := f.srv.Transactions(kvfake.QuotaSecretCreate); w+local != n || w == 0 {
+		t.Errorf("%d writes reached the vault and %d were throttled client-side, want %d in all", w, local, n)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/time/rate"
 
@@ -22,9 +23,20 @@ var (
 	limiters = map[limiterKey]*rate.Limiter{}
 )
 
-// createLimiter returns the limiter on secret writes to vault: per10
-// tokens per 10 seconds with a burst of per10, shared by every provider in
-// the process writing to the same vault with the same limit.
+// createWindow is the window Key Vault states its transaction limits in.
+const createWindow = 10 * time.Second
+
+// createRate is the rate of the limiter on secret writes for a limit of
+// per10 a 10-second window, and the rate asked of providers.Quotas:
+// providers.WindowRate, so that neither admits more than per10 writes in
+// any 10 seconds (27.2 a second with a burst of 28 for 300).
+func createRate(per10 float64) float64 {
+	return providers.WindowRate(int(math.Floor(per10)), createWindow)
+}
+
+// createLimiter returns the limiter on secret writes to vault (see
+// createRate), shared by every provider in the process writing to the
+// same vault with the same limit.
 func createLimiter(vault string, per10 float64) *rate.Limiter {
 	k := limiterKey{strings.TrimRight(strings.ToLower(vault), "/"), per10}
 	limMu.Lock()
@@ -32,7 +44,7 @@ func createLimiter(vault string, per10 float64) *rate.Limiter {
 	if l, ok := limiters[k]; ok {
 		return l
 	}
-	l := rate.NewLimiter(rate.Limit(per10/10), max(1, int(math.Ceil(per10))))
+	l := providers.NewLimiter(createRate(per10))
 	limiters[k] = l
 	return l
 }
@@ -45,7 +57,7 @@ func createLimiter(vault string, per10 float64) *rate.Limiter {
 func (p *Provider) wait(ctx context.Context, op, name string) error {
 	d, err := providers.WaitTokens(ctx, p.lim)
 	if err == nil && p.quotas != nil {
-		d, err = p.quotas.Wait(ctx, quotaName(p.cfg.VaultURL, quotaCreate), p.cfg.CreatesPer10s/10)
+		d, err = p.quotas.Wait(ctx, quotaName(p.cfg.VaultURL, quotaCreate), createRate(p.cfg.CreatesPer10s))
 	}
 	switch {
 	case err == nil:

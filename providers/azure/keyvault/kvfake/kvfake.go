@@ -15,6 +15,12 @@
 // (InjectTokenFault): with an HTTP status, or with a dropped connection
 // and no HTTP response, as an unreachable Entra ID looks to a client.
 //
+// Transaction limits are opt-in: EnforceQuotas (e.g. with DefaultQuotas:
+// 300 secret creates and 4,000 other transactions per 10 seconds) makes
+// the vault answer 429 with Retry-After, as Key Vault does, to requests
+// over a limit in a sliding window; Throttled counts them. Without it
+// nothing is throttled.
+//
 // No Key Vault emulator exists offline; keyrelay's azure_key_vault provider
 // is tested against this fake (see the repository README).
 package kvfake
