@@ -41,6 +41,13 @@
 // and error __type with headers such as X-Amz-Retry-After, a delay, a
 // dropped connection, or a response lost after the call took effect.
 //
+// Request quotas are opt-in: EnforceQuotas (e.g. with DefaultQuotas, the
+// published per-second rates per account and Region) makes the front
+// throttle requests over a quota's token bucket with a ThrottlingException,
+// as AWS does, and Throttled counts them. Without it nothing is
+// throttled. The aws_secret_manager provider's tests use it to check its
+// limiters and providers.Config.Quotas (cluster-wide quotas).
+//
 // kumo registers its services once per process, so every kumo server in a
 // test binary shares one store: tests must use distinct secret names. The
 // front's own state is per Server, and it is authoritative: a secret not
