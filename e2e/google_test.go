@@ -27,7 +27,9 @@ func TestPipelineGoogleSecretManager(t *testing.T) {
       insecure: "true"
       superseded_grace: "0"
       secret_writes_per_second: "1000"
-      project_writes_per_minute: "600000"`})
+      project_writes_per_minute: "600000"
+      project_reads_per_minute: "600000"
+      project_access_per_minute: "6000000"`})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 

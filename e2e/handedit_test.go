@@ -620,7 +620,9 @@ func handEditGoogle(ctx context.Context, t *testing.T) handEditBackend {
       insecure: "true"
       superseded_grace: "0"
       secret_writes_per_second: "1000"
-      project_writes_per_minute: "600000"`,
+      project_writes_per_minute: "600000"
+      project_reads_per_minute: "600000"
+      project_access_per_minute: "6000000"`,
 		// gcloud secrets delete, then create without annotations.
 		plant: func(ctx context.Context, name string, o providers.Owner, value string) error {
 			if err := store.Delete(ctx, providers.DeleteRequest{Name: name, Owner: o}); err != nil {

@@ -50,7 +50,10 @@
 //     ListSecretVersionIds 50/s each), shared by every provider instance
 //     with the same region, endpoint and role account. A call whose
 //     deadline would pass while waiting fails at once as Throttled, with
-//     the wait as RetryAfter.
+//     the wait as RetryAfter. With providers.Config.Quotas set (keyrelay
+//     serve sets it: package quota), each call also takes a token of the
+//     cluster-wide quota "aws_secret_manager/<account or endpoint>/<region>/<bucket>",
+//     so every keyrelay process together stays under the same rates.
 //   - Errors are *providers.Error values wrapping an *APIError: the AWS
 //     operation, error code, HTTP status and a sanitized message, never a
 //     value, a credential, an access key id or a request id. Throttling

@@ -21,8 +21,8 @@ const (
 	OptionSupersededGrace        = "superseded_grace"
 	OptionDestroyGrace           = "destroy_grace"
 	OptionProjectWritesPerMinute = "project_writes_per_minute"
-	OptionReadsPerMinute         = "reads_per_minute"
-	OptionAccessPerMinute        = "access_per_minute"
+	OptionReadsPerMinute         = "project_reads_per_minute"
+	OptionAccessPerMinute        = "project_access_per_minute"
 	OptionSecretWritesPerSecond  = "secret_writes_per_second"
 	OptionTimeout                = "timeout"
 	OptionListPageSize           = "list_page_size"
@@ -120,10 +120,10 @@ type Config struct {
 	// before every RPC that is neither a write nor AccessSecretVersion
 	// (GetSecret, GetSecretVersion, each page of ListSecrets and
 	// ListSecretVersions): a Put makes two or three of them. Option
-	// "reads_per_minute". Default DefaultReadsPerMinute (600).
+	// "project_reads_per_minute". Default DefaultReadsPerMinute (600).
 	ReadsPerMinute float64
 	// AccessPerMinute sizes the project's client-side limiter on
-	// AccessSecretVersion (Get). Option "access_per_minute". Default
+	// AccessSecretVersion (Get). Option "project_access_per_minute". Default
 	// DefaultAccessPerMinute (90,000).
 	AccessPerMinute float64
 	// Timeout bounds one call when the context has no deadline. Option

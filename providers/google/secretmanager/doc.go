@@ -11,8 +11,8 @@
 // "credentials_file" (a service-account key; Application Default
 // Credentials otherwise), "replication" ("automatic" or "user_managed")
 // with "locations", "superseded_grace" and "destroy_grace" (version
-// hygiene), "project_writes_per_minute", "reads_per_minute",
-// "access_per_minute" and "secret_writes_per_second" (client-side
+// hygiene), "project_writes_per_minute", "project_reads_per_minute",
+// "project_access_per_minute" and "secret_writes_per_second" (client-side
 // limiters), "timeout". A team may set only TeamOptions (none of the
 // limiters).
 //
@@ -65,8 +65,8 @@
 // UpdateSecret for the event id, and the hygiene's ListSecretVersions),
 // so the read quota runs out no later than the write quota. Each quota
 // has a client-side limiter per project, shared by the providers of the
-// process: project_writes_per_minute, reads_per_minute and
-// access_per_minute (defaults: the published 600, 600 and 90,000), taken
+// process: project_writes_per_minute, project_reads_per_minute and
+// project_access_per_minute (defaults: the published 600, 600 and 90,000), taken
 // before each call of its kind; writes also pass a per-secret limiter
 // (secret_writes_per_second, 2). The limiters refill at
 // providers.WindowRate of their limit (590/60 a second with a burst of 10
