@@ -91,6 +91,8 @@ type quotaState struct {
 	limits    map[string]Quota
 	admitted  map[string][]time.Time // by project + "/" + quota, oldest first
 	throttled map[string]int         // by quota
+	// log holds every admitted call's time since EnforceQuotas, by quota.
+	log map[string][]time.Time
 }
 
 // EnforceQuotas makes the fake throttle calls above the quotas in q (by
@@ -121,6 +123,15 @@ func (s *Server) EnforceQuotas(q map[string]Quota) {
 		}
 	}
 	s.quota.admitted = map[string][]time.Time{}
+	s.quota.log = map[string][]time.Time{}
+}
+
+// Admitted returns the times of the calls of quota (one of the Quota*
+// names) the fake admitted while enforcing it, oldest first.
+func (s *Server) Admitted(quota string) []time.Time {
+	s.quota.mu.Lock()
+	defer s.quota.mu.Unlock()
+	return append([]time.Time(nil), s.quota.log[quota]...)
 }
 
 // Throttled returns how many calls the fake throttled for quota (one of
@@ -161,6 +172,7 @@ func (s *Server) throttle(fullMethod string, req any) error {
 	w = w[i:]
 	if len(w) < lim.Limit {
 		qs.admitted[k] = append(w, now)
+		qs.log[q] = append(qs.log[q], now)
 		return nil
 	}
 	qs.admitted[k] = w
