@@ -16,6 +16,12 @@ var (
 	ErrAccessDenied = errors.New("access denied")
 	ErrInvalid      = errors.New("invalid request")
 	ErrThrottled    = errors.New("throttled")
+	// ErrOwnLimit marks a throttle by keyrelay's own limits (the
+	// per-process limiters, the cluster-wide Quotas) that made no call:
+	// the backend is fine, the call waits for its turn. Such errors also
+	// match ErrThrottled. Callers do not count them against the backend
+	// (circuit breaker) or the event (retry budget).
+	ErrOwnLimit = errors.New("held back by keyrelay's own rate limit (no call was made)")
 	ErrUnavailable  = errors.New("backend unavailable")
 	// ErrUnnamed: a listing of every name (ListRequest.Every) met a secret
 	// whose keyrelay name cannot be told from the backend's name (a name

@@ -77,7 +77,7 @@ func WaitTokens(ctx context.Context, lims ...*rate.Limiter) (time.Duration, erro
 	}
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
 		cancel()
-		return d, fmt.Errorf("%w: client-side rate limit needs %v, more than the call has left", ErrThrottled, d.Round(time.Millisecond))
+		return d, fmt.Errorf("%w: client-side rate limit needs %v, more than the call has left (%w)", ErrThrottled, d.Round(time.Millisecond), ErrOwnLimit)
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()

@@ -98,8 +98,10 @@ func (g *backendGuards) get(provider string, opts map[string]string) *backendGua
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= g.failures },
 		// Only retryable failures say the backend is down; a permanent
 		// error (access denied, not owned) is an answer.
+		// keyrelay's own rate limits (ErrOwnLimit) made no call: they say
+		// nothing of the backend either.
 		IsSuccessful: func(err error) bool {
-			return err == nil || !providers.IsRetryable(err) || errors.Is(err, context.Canceled)
+			return err == nil || !providers.IsRetryable(err) || errors.Is(err, context.Canceled) || errors.Is(err, providers.ErrOwnLimit)
 		},
 		OnStateChange: func(_ string, _, to gobreaker.State) {
 			v := 0.0

@@ -147,6 +147,11 @@ func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md 
 		} else {
 			v = waitVerdict(conf, w.cfg.BreakerOpen/2+time.Duration(rand.Int64N(int64(w.cfg.BreakerOpen))), v.err)
 		}
+	case v.retry && errors.Is(v.err, providers.ErrOwnLimit):
+		// No call was made: keyrelay's own rate limit (the quota this
+		// backend shares with the cluster) held it back. Not a failure of
+		// the event: it waits for its turn, its budget untouched.
+		v = waitVerdict(conf, max(providers.RetryAfter(v.err), busyDelay(md.NumDelivered)), v.err)
 	case v.retry && !errors.Is(v.err, context.Canceled):
 		v.budget = w.noteFailure(md, ev.ID, kw.prior)
 	}

@@ -48,7 +48,7 @@ func (l *lateQuotas) Wait(ctx context.Context, name string, perSecond float64) (
 	case <-l.ready:
 		return l.m.Wait(ctx, name, perSecond)
 	case <-deadline:
-		return time.Second, fmt.Errorf("%w: the cluster-wide quotas are not reachable yet (NATS)", providers.ErrThrottled)
+		return time.Second, fmt.Errorf("%w: the cluster-wide quotas are not reachable yet (NATS) (%w)", providers.ErrThrottled, providers.ErrOwnLimit)
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
