@@ -63,8 +63,9 @@
 // have acknowledged each other's view without it.
 //
 // Locally, the share drives a token bucket with a burst of one second's
-// worth rounded down (at least one token), which starts empty. A Wait
-// reserves a token at most Horizon ahead; beyond that it sleeps and tries
+// worth rounded down (at least one token), which starts empty. An
+// interactive Wait reserves a token at most Horizon ahead (a bulk one
+// never reserves: see Priorities); beyond that it sleeps and tries
 // again, so that tokens promised at a former, higher share are all due
 // within the Horizon of the lowering, before anyone else's raise settles.
 //
@@ -138,7 +139,63 @@
 // arrival), it takes none and returns at once the wait needed with an
 // error wrapping providers.ErrThrottled, so a provider can fail with a
 // Throttled error whose RetryAfter is that wait. A context ended while
-// waiting returns its error and gives the reserved token back.
+// waiting returns its error and gives the reserved token back. Bulk calls
+// compute their wait as described under Priorities.
+//
+// # Priorities
+//
+// Within a member, calls are served by the providers.Priority on their ctx:
+// the worker marks its bulk lane's calls providers.PriorityBulk; every
+// other call is interactive. The bulk lane must never delay the
+// interactive one:
+//
+//   - An interactive call takes any token of the bucket, or reserves one
+//     at most Horizon ahead, as above.
+//   - A bulk call takes a token only when no interactive call of this
+//     member is blocked on the same quota (sleeping, or holding a
+//     reservation not yet due), only one available now (it never reserves
+//     ahead), and never one of the bucket's last reserve tokens.
+//   - The reserve is a tenth of the burst rounded down, at least one token
+//     and at most the burst minus one: 1 token for shares from 2/s to
+//     19.9/s, 2 from 20/s, 4 for AWS's 47.5/s held by one member; none
+//     below 2/s (burst 1: a reserve would leave bulk calls nothing).
+//   - Bulk calls queue in arrival order. The first sleeps on a timer until
+//     the bucket holds 1 + reserve tokens, or, while interactive calls are
+//     blocked, until one of them ends (a signal, with a heartbeat as
+//     backstop); the others sleep until they are first. Nothing polls:
+//     about three passes per bulk token (queue, become first, take).
+//
+// So an interactive call never waits behind a bulk call: while a bulk job
+// saturates the quota, the bucket stays at the reserve, and an interactive
+// call arriving finds a token at once as long as no more than reserve of
+// them come within the time the bucket takes to refill it (reserve /
+// share); beyond that it waits for the refill behind interactive calls
+// only: at most one token interval (1/share) for the first of them.
+// The reserve is a level the bucket is kept at, not a cut in the rate:
+// bulk calls get every token the interactive ones leave. What it costs a
+// job is reserve/share before its first token (0.1 s at most from a share
+// of 10/s up, one token interval below) and a tenth of the burst after an
+// idle spell. A tenth is a judgment call: the gateway's calls on one
+// quota come one by one at a few per second, next to shares of tens per
+// second, so one to a few tokens cover them, while the job keeps nine
+// tenths of the burst.
+//
+// Bulk calls that wait count as waiting in the demand (see Members and
+// records): a member whose job waits announces the whole limit, so the job
+// gets the member's full share of the cluster when the gateway is idle.
+// Priorities do not cross members: a job on one member and the gateway's
+// calls on another share the quota by the max-min allocation only.
+//
+// Deadlines: a bulk call's wait is the time, at the current share, until
+// the bucket holds the reserve plus a token for each interactive call
+// sleeping without a reservation, each bulk call queued ahead and itself
+// (reservations already made are counted by the bucket). When ctx's
+// deadline comes first, Wait returns that wait at once with
+// providers.ErrThrottled, taking nothing and leaving the queue, so the
+// caller retries later. The estimate is made again whenever the call
+// wakes (its turn, the bucket's level, a share change); interactive calls
+// coming later can still push its token past the deadline, and it then
+// returns ctx's error at the deadline.
 //
 // # Configuration
 //

@@ -123,19 +123,49 @@ func (m *Manager) Member() string { return m.cfg.Member }
 // returns its error. It never talks to NATS and never fails because NATS
 // is slow or down. A perSecond that is not a positive finite number means
 // no limit: Wait returns at once. After Close it returns ErrClosed.
+//
+// A ctx marked providers.PriorityBulk (providers.WithPriority) takes only
+// what this member's interactive calls leave: see Priorities in the
+// package doc.
 func (m *Manager) Wait(ctx context.Context, name string, perSecond float64) (time.Duration, error) {
 	if !(perSecond > 0) || math.IsInf(perSecond, 1) {
 		return 0, nil
+	}
+	if providers.PriorityOf(ctx) == providers.PriorityBulk {
+		return m.waitBulk(ctx, name, perSecond)
+	}
+	return m.waitInteractive(ctx, name, perSecond)
+}
+
+// waitInteractive takes a token for an interactive call: any token of the
+// bucket, or one reserved at most Horizon ahead. While it is blocked it
+// counts in q.urgent, which holds the bulk calls back.
+func (m *Manager) waitInteractive(ctx context.Context, name string, perSecond float64) (time.Duration, error) {
+	// held is the quota this call is counted as blocked on (waiting,
+	// urgent), from its first blocked pass to its return. A quota with a
+	// blocked call is never left, so every pass finds the same one.
+	var held *quota
+	release := func() { // under m.mu
+		if held != nil {
+			held.waiting--
+			held.urgent--
+			held.wakeBulk()
+			held = nil
+		}
 	}
 	first := true
 	for {
 		now := time.Now()
 		m.mu.Lock()
 		if m.closed {
+			release()
 			m.mu.Unlock()
 			return 0, ErrClosed
 		}
 		q := m.join(name, perSecond, now)
+		if held != q {
+			release()
+		}
 		d, reserved := q.lim.reserve(now, m.cfg.Horizon)
 		if first {
 			first = false
@@ -146,29 +176,55 @@ func (m *Manager) Wait(ctx context.Context, name string, perSecond float64) (tim
 		}
 		if reserved && d == 0 {
 			q.taken++
+			release()
 			m.mu.Unlock()
 			return 0, nil
 		}
 		if !reserved && d == 0 {
 			d = q.eta(now, &m.cfg) // no share yet
 		}
+		if held == nil {
+			held = q
+			q.waiting++
+			q.urgent++
+		}
+		if !reserved {
+			q.unreserved++
+		}
 		changed := q.changed
-		q.waiting++
 		m.mu.Unlock()
 
+		// end finishes this pass under the lock: it gives the reservation
+		// back or counts the token, and releases the call when it returns.
+		end := func(cancel, took, returning bool) {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			if !reserved {
+				q.unreserved--
+			}
+			if cancel {
+				q.lim.cancel(time.Now())
+			}
+			if took {
+				q.taken++
+			}
+			if returning {
+				release()
+			}
+		}
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
-			m.done(q, reserved, false)
+			end(reserved, false, true)
 			return d, fmt.Errorf("%w: cluster-wide quota %q needs %v, more than the call has left", providers.ErrThrottled, name, d.Round(time.Millisecond))
 		}
 		if reserved {
 			t := time.NewTimer(d)
 			select {
 			case <-t.C:
-				m.done(q, false, true)
+				end(false, true, true)
 				return 0, nil
 			case <-ctx.Done():
 				t.Stop()
-				m.done(q, true, false)
+				end(true, false, true)
 				return 0, ctx.Err()
 			}
 		}
@@ -182,24 +238,120 @@ func (m *Manager) Wait(ctx context.Context, name string, perSecond float64) (tim
 			t.Stop()
 		case <-ctx.Done():
 			t.Stop()
-			m.done(q, false, false)
+			end(false, false, true)
 			return 0, ctx.Err()
 		}
-		m.done(q, false, false)
+		end(false, false, false)
 	}
 }
 
-// done ends one blocked pass of Wait: it gives a reservation back or
-// counts the token taken.
-func (m *Manager) done(q *quota, cancel, took bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	q.waiting--
-	if cancel {
-		q.lim.cancel(time.Now())
+// waitBulk takes a token for a bulk call: only when no interactive call of
+// this member is blocked on the quota and the bucket holds a token beyond
+// the interactive reserve, and never ahead of time. Bulk calls queue in
+// arrival order; the first one sleeps until the bucket reaches its level
+// (a timer) or an interactive call ends (a signal), the others until they
+// are first. Queued, they count as waiting in the demand.
+func (m *Manager) waitBulk(ctx context.Context, name string, perSecond float64) (time.Duration, error) {
+	var (
+		q     *quota
+		w     *bulkWaiter // queued (in q.bulk) while not nil
+		first = true
+	)
+	leave := func() { // under m.mu
+		if w != nil {
+			q.dequeue(w)
+			w = nil
+		}
 	}
-	if took {
-		q.taken++
+	for {
+		now := time.Now()
+		m.mu.Lock()
+		if m.closed {
+			leave()
+			m.mu.Unlock()
+			return 0, ErrClosed
+		}
+		cur := m.join(name, perSecond, now)
+		if cur != q {
+			leave() // a quota with queued calls is never left: only the first pass
+			q = cur
+		}
+		pos := len(q.bulk) // bulk calls ahead of this one
+		if w != nil {
+			pos = slices.Index(q.bulk, w)
+		}
+		keep := interactiveReserve(q.lim.burst)
+		var d time.Duration
+		if pos == 0 && q.urgent == 0 {
+			var took bool
+			if d, took = q.lim.takeAbove(now, keep); took {
+				if first {
+					q.calls++
+				}
+				q.taken++
+				leave()
+				m.mu.Unlock()
+				return 0, nil
+			}
+		} else {
+			q.lim.advance(now)
+		}
+		if first {
+			first = false
+			q.calls++
+			q.waited++
+		}
+		// The wait this call is told: until the bucket holds, beyond the
+		// reserve, a token for each interactive call sleeping without a
+		// reservation, each bulk call ahead and this one (the interactive
+		// reservations are already taken out of it).
+		est := q.lim.until(1 + keep + float64(pos+q.unreserved))
+		if !(q.lim.rate > 0) {
+			est = q.eta(now, &m.cfg) // no share yet
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < est {
+			leave()
+			m.mu.Unlock()
+			return est, fmt.Errorf("%w: cluster-wide quota %q needs %v for a bulk call (after this member's interactive calls and their reserve of %v tokens), more than the call has left",
+				providers.ErrThrottled, name, est.Round(time.Millisecond), keep)
+		}
+		if w == nil {
+			w = &bulkWaiter{wake: make(chan struct{}, 1)}
+			q.enqueue(w)
+		}
+		// The first call sleeps until the bucket reaches its level; while
+		// interactive calls are blocked, or before the member has a share,
+		// until signalled (an interactive call ended, the share changed),
+		// with a heartbeat as a backstop. The others wait their turn.
+		var timer <-chan time.Time
+		var t *time.Timer
+		if pos == 0 {
+			sleep := m.cfg.Heartbeat
+			if q.urgent == 0 && d > 0 {
+				sleep = min(sleep, d)
+			}
+			t = time.NewTimer(sleep)
+			timer = t.C
+		}
+		changed, wake := q.changed, w.wake
+		m.mu.Unlock()
+
+		select {
+		case <-timer:
+		case <-wake:
+		case <-changed:
+		case <-ctx.Done():
+			m.mu.Lock()
+			leave()
+			m.mu.Unlock()
+			if t != nil {
+				t.Stop()
+			}
+			return 0, ctx.Err()
+		}
+		if t != nil {
+			t.Stop()
+		}
 	}
 }
 

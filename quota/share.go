@@ -2,6 +2,7 @@ package quota
 
 import (
 	"math"
+	"slices"
 	"time"
 )
 
@@ -31,9 +32,58 @@ type quota struct {
 	periods       []period
 	nperiods      int
 	demand        float64 // announced
-	waiting       int     // Waits blocked now
+	waiting       int     // Waits blocked now, bulk ones included
 	lastUsed      time.Time
 	taken         uint64
+
+	// Priorities (see the package doc): urgent counts the interactive
+	// Waits blocked now (with a reservation or sleeping), unreserved those
+	// of them sleeping without one; bulk holds the bulk Waits blocked now,
+	// in arrival order. Only the first bulk Wait watches the bucket; the
+	// others sleep until they are first.
+	urgent, unreserved int
+	bulk               []*bulkWaiter
+}
+
+// bulkWaiter is one bulk Wait queued for a token.
+type bulkWaiter struct {
+	wake chan struct{} // buffered: a signal is never lost
+}
+
+// signal wakes w (at most one signal pending).
+func (w *bulkWaiter) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// wakeBulk wakes the first queued bulk Wait, to look at the bucket again.
+func (q *quota) wakeBulk() {
+	if len(q.bulk) > 0 {
+		q.bulk[0].signal()
+	}
+}
+
+// enqueue queues w behind the bulk Waits already waiting; it counts as
+// waiting (demand) until dequeued.
+func (q *quota) enqueue(w *bulkWaiter) {
+	q.bulk = append(q.bulk, w)
+	q.waiting++
+}
+
+// dequeue removes w from the queue and wakes the next first one if w was
+// first.
+func (q *quota) dequeue(w *bulkWaiter) {
+	i := slices.Index(q.bulk, w)
+	if i < 0 {
+		return
+	}
+	q.bulk = slices.Delete(q.bulk, i, i+1)
+	q.waiting--
+	if i == 0 {
+		q.wakeBulk()
+	}
 }
 
 type period struct{ calls, waited int }
