@@ -214,7 +214,7 @@ func (m *Manager) waitInteractive(ctx context.Context, name string, perSecond fl
 		}
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
 			end(reserved, false, true)
-			return d, fmt.Errorf("%w: cluster-wide quota %q needs %v, more than the call has left", providers.ErrThrottled, name, d.Round(time.Millisecond))
+			return d, fmt.Errorf("%w: cluster-wide quota %q needs %v, more than the call has left (%w)", providers.ErrThrottled, name, d.Round(time.Millisecond), providers.ErrOwnLimit)
 		}
 		if reserved {
 			t := time.NewTimer(d)
@@ -312,8 +312,8 @@ func (m *Manager) waitBulk(ctx context.Context, name string, perSecond float64) 
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < est {
 			leave()
 			m.mu.Unlock()
-			return est, fmt.Errorf("%w: cluster-wide quota %q needs %v for a bulk call (after this member's interactive calls and their reserve of %v tokens), more than the call has left",
-				providers.ErrThrottled, name, est.Round(time.Millisecond), keep)
+			return est, fmt.Errorf("%w: cluster-wide quota %q needs %v for a bulk call (after this member's interactive calls and their reserve of %v tokens), more than the call has left (%w)",
+				providers.ErrThrottled, name, est.Round(time.Millisecond), keep, providers.ErrOwnLimit)
 		}
 		if w == nil {
 			w = &bulkWaiter{wake: make(chan struct{}, 1)}
