@@ -21,8 +21,8 @@ var (
 	// the backend is fine, the call waits for its turn. Such errors also
 	// match ErrThrottled. Callers do not count them against the backend
 	// (circuit breaker) or the event (retry budget).
-	ErrOwnLimit = errors.New("held back by keyrelay's own rate limit (no call was made)")
-	ErrUnavailable  = errors.New("backend unavailable")
+	ErrOwnLimit    = errors.New("held back by keyrelay's own rate limit (no call was made)")
+	ErrUnavailable = errors.New("backend unavailable")
 	// ErrUnnamed: a listing of every name (ListRequest.Every) met a secret
 	// whose keyrelay name cannot be told from the backend's name (a name
 	// the backend had to map, stored by someone else without keyrelay's

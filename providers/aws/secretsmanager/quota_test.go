@@ -4,85 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"golang.org/x/time/rate"
 
 	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/providers/aws/secretsmanager"
 	"github.com/keyrelay/keyrelay/providers/aws/secretsmanager/kumofront"
+	"github.com/keyrelay/keyrelay/providers/providertest"
 )
 
-// memQuotas is an in-memory providers.Quotas: a token bucket per name at
-// the rate the provider asks for (Cap instead, when lower), recording the
-// rate asked for and the tokens taken.
-type memQuotas struct {
-	Cap float64
-	// Fail, when set, answers every Wait.
-	Fail func(name string) (time.Duration, error)
-
-	mu    sync.Mutex
-	lims  map[string]*rate.Limiter
-	rates map[string]float64
-	taken map[string]int
-}
-
-func (q *memQuotas) Wait(ctx context.Context, name string, perSecond float64) (time.Duration, error) {
-	q.mu.Lock()
-	if q.lims == nil {
-		q.lims, q.rates, q.taken = map[string]*rate.Limiter{}, map[string]float64{}, map[string]int{}
-	}
-	q.rates[name] = perSecond
-	l := q.lims[name]
-	if l == nil {
-		r := perSecond
-		if q.Cap > 0 && q.Cap < r {
-			r = q.Cap
-		}
-		l = providers.NewLimiter(r)
-		q.lims[name] = l
-	}
-	fail := q.Fail
-	q.mu.Unlock()
-	if fail != nil {
-		return fail(name)
-	}
-	d, err := providers.WaitTokens(ctx, l)
-	if err == nil {
-		q.mu.Lock()
-		q.taken[name]++
-		q.mu.Unlock()
-	}
-	return d, err
-}
-
-func (q *memQuotas) names() []string {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	var out []string
-	for n := range q.rates {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func (q *memQuotas) tokens(name string) int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.taken[name]
-}
-
-func (q *memQuotas) rate(name string) float64 {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.rates[name]
-}
+// memQuotas records the quota names, rates and tokens the provider asks for.
+type memQuotas = providertest.Quotas
 
 func openWithQuotas(t *testing.T, front *kumofront.Server, q providers.Quotas, extra map[string]string) *secretsmanager.Provider {
 	t.Helper()
@@ -140,13 +76,13 @@ func TestQuotasNamesAndTokens(t *testing.T) {
 		}
 		want[prefix+b]++
 	}
-	for _, n := range q.names() {
+	for _, n := range q.Names() {
 		if _, ok := want[n]; !ok {
 			t.Errorf("quota %q taken, no request counts against it", n)
 		}
 	}
 	for n, c := range want {
-		if got := q.tokens(n); got != c {
+		if got := q.Tokens(n); got != c {
 			t.Errorf("%s: %d tokens for %d requests", n, got, c)
 		}
 	}
@@ -156,7 +92,7 @@ func TestQuotasNamesAndTokens(t *testing.T) {
 		}
 	}
 	for b, r := range map[string]float64{"read": secretsmanager.DefaultReadTPS, "write": 40, "create": 30, "tag": 30} {
-		if got := q.rate(prefix + b); got != r {
+		if got := q.Rate(prefix + b); got != r {
 			t.Errorf("%s asked for %v/s, want the local limiter's %v", b, got, r)
 		}
 	}
@@ -170,7 +106,7 @@ func TestQuotasNameTheRoleAccount(t *testing.T) {
 	p := openWithQuotas(t, f, q, map[string]string{"aws_role_name": "arn:aws:iam::111122223333:role/keyrelay-writer",
 		"aws_session_name": "keyrelay-test", "aws_sts_endpoint": f.URL})
 	mustPut(t, p, uniq("quota-role"), "v", "e")
-	got := q.names()
+	got := q.Names()
 	want := []string{"aws_secret_manager/111122223333/us-east-1/create", "aws_secret_manager/111122223333/us-east-1/read"}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("quota names %v, want %v", got, want)
@@ -195,9 +131,7 @@ func TestQuotasThrottled(t *testing.T) {
 		t.Errorf("%d requests sent past an exhausted quota", n)
 	}
 	// A context that ends while waiting is the context's error.
-	q.mu.Lock()
-	q.Fail = func(string) (time.Duration, error) { return 0, context.Canceled }
-	q.mu.Unlock()
+	q.SetFail(func(string) (time.Duration, error) { return 0, context.Canceled })
 	_, err = p.Get(ctxT(t), "x", "")
 	if !errors.Is(err, context.Canceled) || errors.Is(err, providers.ErrThrottled) {
 		t.Fatalf("Get: %v, want the context's error", err)
@@ -236,7 +170,7 @@ func TestQuotasKeepABurstUnderTheFrontsQuota(t *testing.T) {
 	if got := f.Throttled(""); got != 0 {
 		t.Fatalf("%d calls throttled by the front with Quotas at 4/s under its 5/s", got)
 	}
-	if got := q.tokens("aws_secret_manager/" + strings.TrimPrefix(f.URL, "http://") + "/us-east-1/write"); got != n {
+	if got := q.Tokens("aws_secret_manager/" + strings.TrimPrefix(f.URL, "http://") + "/us-east-1/write"); got != n {
 		t.Errorf("%d write tokens for %d writes", got, n)
 	}
 

@@ -4,78 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/time/rate"
 
 	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/providers/azure/keyvault"
 	"github.com/keyrelay/keyrelay/providers/azure/keyvault/kvfake"
+	"github.com/keyrelay/keyrelay/providers/providertest"
 )
 
-// memQuotas is an in-memory providers.Quotas: a token bucket per name at
-// the rate the provider asks for (Cap instead, when lower), recording the
-// rate asked for and the tokens taken.
-type memQuotas struct {
-	Cap float64
-	// Fail, when set, answers every Wait.
-	Fail func(name string) (time.Duration, error)
-
-	mu    sync.Mutex
-	lims  map[string]*rate.Limiter
-	rates map[string]float64
-	taken map[string]int
-}
-
-func (q *memQuotas) Wait(ctx context.Context, name string, perSecond float64) (time.Duration, error) {
-	q.mu.Lock()
-	if q.lims == nil {
-		q.lims, q.rates, q.taken = map[string]*rate.Limiter{}, map[string]float64{}, map[string]int{}
-	}
-	q.rates[name] = perSecond
-	l := q.lims[name]
-	if l == nil {
-		r := perSecond
-		if q.Cap > 0 && q.Cap < r {
-			r = q.Cap
-		}
-		l = providers.NewLimiter(r)
-		q.lims[name] = l
-	}
-	fail := q.Fail
-	q.mu.Unlock()
-	if fail != nil {
-		return fail(name)
-	}
-	d, err := providers.WaitTokens(ctx, l)
-	if err == nil {
-		q.mu.Lock()
-		q.taken[name]++
-		q.mu.Unlock()
-	}
-	return d, err
-}
-
-func (q *memQuotas) names() []string {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	var out []string
-	for n := range q.rates {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func (q *memQuotas) tokens(name string) int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.taken[name]
-}
+// memQuotas records the quota names, rates and tokens the provider asks for.
+type memQuotas = providertest.Quotas
 
 // factoryProvider opens a provider through Factory, as the registry does:
 // client-secret credentials against the fake's token endpoint, and q as
@@ -129,15 +71,13 @@ func TestQuotasNamesAndTokens(t *testing.T) {
 	}
 
 	want := quotaPrefix(f) + "/create"
-	if got := q.names(); len(got) != 1 || got[0] != want {
+	if got := q.Names(); len(got) != 1 || got[0] != want {
 		t.Fatalf("quota names %v, want [%s]", got, want)
 	}
-	if got, writes := q.tokens(want), f.srv.Transactions(kvfake.QuotaSecretCreate); got != writes || writes != 4 {
+	if got, writes := q.Tokens(want), f.srv.Transactions(kvfake.QuotaSecretCreate); got != writes || writes != 4 {
 		t.Errorf("%d create tokens for %d Set Secret requests, want 4", got, writes)
 	}
-	q.mu.Lock()
-	r := q.rates[want]
-	q.mu.Unlock()
+	r := q.Rate(want)
 	if want := providers.WindowRate(600, 10*time.Second); r != want {
 		t.Errorf("asked for %v/s, want the local limiter's 600 per 10 s: %v/s", r, want)
 	}
@@ -191,7 +131,7 @@ func TestQuotasKeepABurstUnderTheVaultsLimit(t *testing.T) {
 	if got := f.srv.Throttled(""); got != 0 {
 		t.Fatalf("%d calls throttled by the vault with Quotas at 4/s under its 10 a second", got)
 	}
-	if got, writes := q.tokens(quotaPrefix(f)+"/create"), f.srv.Transactions(kvfake.QuotaSecretCreate); got != n || writes != n {
+	if got, writes := q.Tokens(quotaPrefix(f)+"/create"), f.srv.Transactions(kvfake.QuotaSecretCreate); got != n || writes != n {
 		t.Errorf("%d create tokens for %d writes, want %d", got, writes, n)
 	}
 

@@ -4,79 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"golang.org/x/time/rate"
 
 	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/providers/google/secretmanager"
 	"github.com/keyrelay/keyrelay/providers/google/secretmanager/smfake"
+	"github.com/keyrelay/keyrelay/providers/providertest"
 )
 
-// memQuotas is an in-memory providers.Quotas: a token bucket per name at
-// the rate the provider asks for (Cap instead, when lower), recording the
-// rate asked for and the tokens taken.
-type memQuotas struct {
-	Cap float64
-	// Fail, when set, answers every Wait.
-	Fail func(name string) (time.Duration, error)
-
-	mu    sync.Mutex
-	lims  map[string]*rate.Limiter
-	rates map[string]float64
-	taken map[string]int
-}
-
-func (q *memQuotas) Wait(ctx context.Context, name string, perSecond float64) (time.Duration, error) {
-	q.mu.Lock()
-	if q.lims == nil {
-		q.lims, q.rates, q.taken = map[string]*rate.Limiter{}, map[string]float64{}, map[string]int{}
-	}
-	q.rates[name] = perSecond
-	l := q.lims[name]
-	if l == nil {
-		r := perSecond
-		if q.Cap > 0 && q.Cap < r {
-			r = q.Cap
-		}
-		l = providers.NewLimiter(r)
-		q.lims[name] = l
-	}
-	fail := q.Fail
-	q.mu.Unlock()
-	if fail != nil {
-		return fail(name)
-	}
-	d, err := providers.WaitTokens(ctx, l)
-	if err == nil {
-		q.mu.Lock()
-		q.taken[name]++
-		q.mu.Unlock()
-	}
-	return d, err
-}
-
-func (q *memQuotas) names() []string {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	var out []string
-	for n := range q.rates {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func (q *memQuotas) tokens(name string) int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.taken[name]
-}
+// memQuotas records the quota names, rates and tokens the provider asks for.
+type memQuotas = providertest.Quotas
 
 func openWithQuotas(t *testing.T, fake *smfake.Server, q providers.Quotas, extra map[string]string) *secretmanager.Provider {
 	t.Helper()
@@ -161,7 +103,7 @@ func TestQuotasNamesAndTokens(t *testing.T) {
 	}
 
 	prefix := "google_secret_manager/" + project + "/"
-	if got, want := q.names(), []string{prefix + "access", prefix + "read", prefix + "write"}; fmt.Sprint(got) != fmt.Sprint(want) {
+	if got, want := q.Names(), []string{prefix + "access", prefix + "read", prefix + "write"}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("quota names %v, want %v", got, want)
 	}
 	for _, m := range append(append([]string{"AccessSecretVersion"}, readMethods...),
@@ -182,12 +124,10 @@ func TestQuotasNamesAndTokens(t *testing.T) {
 		{"read", readCalls(fake), 1800},
 		{"access", fake.Calls("AccessSecretVersion"), 3000},
 	} {
-		if got := q.tokens(prefix + c.kind); got != c.calls {
+		if got := q.Tokens(prefix + c.kind); got != c.calls {
 			t.Errorf("%d %s tokens for %d %s calls", got, c.kind, c.calls, c.kind)
 		}
-		q.mu.Lock()
-		r := q.rates[prefix+c.kind]
-		q.mu.Unlock()
+		r := q.Rate(prefix + c.kind)
 		if want := providers.WindowRate(c.limit, time.Minute); r != want {
 			t.Errorf("%s: asked for %v/s, want the project limiter's %d a minute: %v/s", c.kind, r, c.limit, want)
 		}
@@ -216,17 +156,14 @@ func TestQuotasThrottled(t *testing.T) {
 	q2 := &memQuotas{}
 	p2 := openWithQuotas(t, fake, q2, map[string]string{secretmanager.OptionSupersededGrace: "1ns"})
 	put(t, p2, "quota-hygiene", "v1", "e1")
-	q2.mu.Lock()
-	q2.Fail = func(string) (time.Duration, error) {
+	q2.SetFail(func(string) (time.Duration, error) {
 		return time.Second, fmt.Errorf("%w: no token now", providers.ErrThrottled)
-	}
-	q2.mu.Unlock()
+	})
 	if _, err := p2.Put(context.Background(), providers.PutRequest{Name: "quota-hygiene", Value: []byte("v2"), Owner: owner}); !errors.Is(err, providers.ErrThrottled) {
 		t.Fatalf("Put with the quota exhausted: %v", err)
 	}
-	q2.mu.Lock()
 	writes := 0
-	q2.Fail = func(name string) (time.Duration, error) {
+	q2.SetFail(func(name string) (time.Duration, error) {
 		if strings.HasSuffix(name, "/read") {
 			return 0, nil
 		}
@@ -235,8 +172,7 @@ func TestQuotasThrottled(t *testing.T) {
 			return 0, nil // the Put's own write
 		}
 		return time.Second, fmt.Errorf("%w: no token now", providers.ErrThrottled)
-	}
-	q2.mu.Unlock()
+	})
 	if _, err := p2.Put(context.Background(), providers.PutRequest{Name: "quota-hygiene", Value: []byte("v2"), Owner: owner}); err != nil {
 		t.Fatal(err)
 	}
@@ -247,14 +183,12 @@ func TestQuotasThrottled(t *testing.T) {
 	// Hygiene's listing gives way too: with the read quota exhausted once
 	// the version is written, the Put passes and lists nothing.
 	lists, adds := fake.Calls("ListSecretVersions"), fake.Calls("AddSecretVersion")
-	q2.mu.Lock()
-	q2.Fail = func(name string) (time.Duration, error) {
+	q2.SetFail(func(name string) (time.Duration, error) {
 		if strings.HasSuffix(name, "/read") && fake.Calls("AddSecretVersion") > adds {
 			return time.Second, fmt.Errorf("%w: no token now", providers.ErrThrottled)
 		}
 		return 0, nil
-	}
-	q2.mu.Unlock()
+	})
 	if _, err := p2.Put(context.Background(), providers.PutRequest{Name: "quota-hygiene", Value: []byte("v3"), Owner: owner}); err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +233,7 @@ func TestQuotasKeepABurstUnderTheFakesQuota(t *testing.T) {
 	if got := fake.Throttled(""); got != 0 {
 		t.Fatalf("%d calls throttled by the fake with Quotas at 8/s under its 20 a second", got)
 	}
-	if got, calls := q.tokens("google_secret_manager/"+project+"/write"), writeCalls(fake)-before; got != calls || calls != 2*n {
+	if got, calls := q.Tokens("google_secret_manager/"+project+"/write"), writeCalls(fake)-before; got != calls || calls != 2*n {
 		t.Errorf("%d write tokens for %d write calls, want %d", got, calls, 2*n)
 	}
 
