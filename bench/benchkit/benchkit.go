@@ -23,6 +23,8 @@ import (
 
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/providers/local"
+	"github.com/keyrelay/keyrelay/settings"
 	"github.com/keyrelay/keyrelay/worker"
 )
 
@@ -264,3 +266,42 @@ func (s *Slow) Delete(ctx context.Context, req providers.DeleteRequest) error {
 }
 
 func (s *Slow) Unwrap() providers.Provider { return s.Provider }
+
+// SlowWorker creates keyrelay's topology on js and runs one worker at
+// concurrency conc (each lane) against the in-memory `local` provider
+// behind a latency of lat per call, until stop is called. It returns the
+// keyring the worker opens values with.
+func SlowWorker(ctx context.Context, js jetstream.JetStream, lat time.Duration, conc int) (kr *events.Keyring, stop func(), err error) {
+	topo := worker.TopologyConfig{Replicas: 1, DuplicateWindow: 2 * time.Minute, AckWait: 30 * time.Second, MaxAckPending: 4 * conc}
+	if err := worker.EnsureTopology(ctx, js, topo); err != nil {
+		return nil, nil, err
+	}
+	store, err := local.New(local.Config{})
+	if err != nil {
+		return nil, nil, err
+	}
+	p := &Slow{Provider: store, Latency: lat}
+	reg := providers.NewRegistry()
+	reg.Register("local", func(context.Context, providers.Config) (providers.Provider, error) { return p, nil })
+	kr, err = events.NewKeyring("bench", map[string][]byte{"bench": make([]byte, 32)})
+	if err != nil {
+		return nil, nil, err
+	}
+	w, err := worker.New(ctx, worker.Config{Concurrency: conc, AckWait: topo.AckWait, ClaimLease: 20 * time.Second, CallTimeout: 10 * time.Second},
+		worker.Deps{JS: js, Settings: settings.Default(), Registry: reg, Opener: kr})
+	if err != nil {
+		return nil, nil, err
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(wctx) }()
+	for !w.Ready() {
+		select {
+		case err := <-done:
+			cancel()
+			return nil, nil, fmt.Errorf("worker stopped: %w", err)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return kr, func() { cancel(); <-done }, nil
+}

@@ -19,12 +19,7 @@ import (
 	"time"
 
 	"github.com/keyrelay/keyrelay/bench/benchkit"
-	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/internal/app"
-	"github.com/keyrelay/keyrelay/providers"
-	"github.com/keyrelay/keyrelay/providers/local"
-	"github.com/keyrelay/keyrelay/settings"
-	"github.com/keyrelay/keyrelay/worker"
 )
 
 func main() {
@@ -57,30 +52,11 @@ func run(n, conc int, lat time.Duration, runs int, serverBin string) error {
 		return err
 	}
 	defer stop()
-	topo := worker.TopologyConfig{Replicas: 1, DuplicateWindow: 2 * time.Minute, AckWait: 30 * time.Second, MaxAckPending: 4 * conc}
-	if err := worker.EnsureTopology(ctx, js, topo); err != nil {
-		return err
-	}
-	store, err := local.New(local.Config{})
+	kr, stopWorker, err := benchkit.SlowWorker(ctx, js, lat, conc)
 	if err != nil {
 		return err
 	}
-	p := &benchkit.Slow{Provider: store, Latency: lat}
-	reg := providers.NewRegistry()
-	reg.Register("local", func(context.Context, providers.Config) (providers.Provider, error) { return p, nil })
-	kr, _ := events.NewKeyring("bench", map[string][]byte{"bench": make([]byte, 32)})
-	w, err := worker.New(ctx, worker.Config{Concurrency: conc, AckWait: topo.AckWait, ClaimLease: 20 * time.Second, CallTimeout: 10 * time.Second},
-		worker.Deps{JS: js, Settings: settings.Default(), Registry: reg, Opener: kr})
-	if err != nil {
-		return err
-	}
-	wctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- w.Run(wctx) }()
-	defer func() { cancel(); <-done }()
-	for !w.Ready() {
-		time.Sleep(5 * time.Millisecond)
-	}
+	defer stopWorker()
 	ceiling := float64(conc) / lat.Seconds()
 	fmt.Printf("keyrelay against a slow backend: %v per provider call, concurrency %d, %d events on distinct keys per run, nats-server %s, %d CPUs\n",
 		lat, conc, n, js.Conn().ConnectedServerVersion(), runtime.NumCPU())
