@@ -22,8 +22,11 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/tracing"
 )
 
 // Stream names (kept in step with package worker).
@@ -43,11 +46,58 @@ func laneStream(l events.Lane) string {
 
 // Publisher publishes events.
 type Publisher struct {
-	js jetstream.JetStream
+	js     jetstream.JetStream
+	tracer trace.Tracer
+}
+
+// PublisherOption adjusts a Publisher.
+type PublisherOption func(*Publisher)
+
+// WithTracerProvider makes the publisher's spans with tp. Default: the
+// process-wide provider (otel.GetTracerProvider), a no-op one unless the
+// program installed another.
+func WithTracerProvider(tp trace.TracerProvider) PublisherOption {
+	return func(p *Publisher) { p.tracer = tracing.Tracer(tp) }
 }
 
 // NewPublisher wraps a JetStream context.
-func NewPublisher(js jetstream.JetStream) *Publisher { return &Publisher{js: js} }
+//
+// Every publish opens a producer span ("keyrelay.publish", a child of the
+// span in ctx, if any) and carries its W3C trace context in the message's
+// traceparent and tracestate headers, so the worker's span for the event
+// continues the caller's trace.
+func NewPublisher(js jetstream.JetStream, opts ...PublisherOption) *Publisher {
+	p := &Publisher{js: js}
+	for _, o := range opts {
+		o(p)
+	}
+	if p.tracer == nil {
+		p.tracer = tracing.Tracer(nil)
+	}
+	return p
+}
+
+// startSpan opens the publish span of ev and injects it into m.
+func (p *Publisher) startSpan(ctx context.Context, l events.Lane, ev *events.Event, m *nats.Msg) (context.Context, trace.Span) {
+	ctx, span := p.tracer.Start(ctx, tracing.SpanPublish, trace.WithSpanKind(trace.SpanKindProducer))
+	if span.IsRecording() {
+		span.SetAttributes(tracing.MessagingSystem.String("nats"), tracing.EventID.String(ev.ID), tracing.EventType.String(string(ev.Type)),
+			tracing.TeamID.String(ev.TeamID), tracing.KeyID.String(ev.KeyID), tracing.Lane.String(l.String()))
+	}
+	tracing.Inject(ctx, m.Header)
+	return ctx, span
+}
+
+// endSpan ends a publish span with the stream sequence or the failure. The
+// error's message is left out (only that the publish failed).
+func endSpan(span trace.Span, seq uint64, err error) {
+	if err != nil {
+		span.SetStatus(codes.Error, "publish failed")
+	} else if seq > 0 {
+		span.SetAttributes(tracing.StreamSeq.Int64(int64(seq)))
+	}
+	span.End()
+}
 
 // Publish validates ev and publishes it with Nats-Msg-Id = ev.ID. It
 // returns the stream sequence.
@@ -68,23 +118,37 @@ func (p *Publisher) PublishIn(ctx context.Context, l events.Lane, ev *events.Eve
 	}
 	m := &nats.Msg{Subject: ev.SubjectIn(l), Data: b, Header: nats.Header{}}
 	m.Header.Set(jetstream.MsgIDHeader, ev.ID)
+	ctx, span := p.startSpan(ctx, l, ev, m)
 	pa, err := p.js.PublishMsg(ctx, m, jetstream.WithExpectStream(laneStream(l)))
 	if err != nil {
+		endSpan(span, 0, err)
 		return 0, fmt.Errorf("publish %s %s: %w", ev.Type, ev.ID, err)
 	}
+	endSpan(span, pa.Sequence, nil)
 	return pa.Sequence, nil
 }
 
 // PublishAsync publishes without waiting; the returned future resolves
-// with the PubAck. Use it for bulk loads, then wait on the futures.
+// with the PubAck. Use it for bulk loads, then wait on the futures. Its
+// span has no parent: PublishAsyncContext continues the caller's trace.
 func (p *Publisher) PublishAsync(ev *events.Event) (jetstream.PubAckFuture, error) {
+	return p.PublishAsyncContext(context.Background(), ev)
+}
+
+// PublishAsyncContext is PublishAsync with its publish span a child of the
+// span in ctx. The span covers handing the message to the connection, not
+// the PubAck; ctx does not bound the publish.
+func (p *Publisher) PublishAsyncContext(ctx context.Context, ev *events.Event) (jetstream.PubAckFuture, error) {
 	b, err := ev.Encode()
 	if err != nil {
 		return nil, err
 	}
 	m := &nats.Msg{Subject: ev.Subject(), Data: b, Header: nats.Header{}}
 	m.Header.Set(jetstream.MsgIDHeader, ev.ID)
-	return p.js.PublishMsgAsync(m, jetstream.WithExpectStream(EventsStream))
+	_, span := p.startSpan(ctx, events.LaneInteractive, ev, m)
+	f, err := p.js.PublishMsgAsync(m, jetstream.WithExpectStream(EventsStream))
+	endSpan(span, 0, err)
+	return f, err
 }
 
 // FollowConfirmations calls fn for every confirmation from the given
