@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/tracing"
 )
 
 // ConfirmationSubjectFor returns the subject of conf. A validated event's
@@ -75,6 +76,9 @@ func publishConfirmation(ctx context.Context, js jetstream.JetStream, conf *even
 	m.Header.Set("Keyrelay-Status", string(conf.Status))
 	m.Header.Set(hdrExpectedStream, ConfirmationsStream)
 	m.Header.Set(hdrExpectedLastSubjSeq, "0")
+	// The delivery's trace context (traceparent, tracestate): a gateway
+	// following confirmations continues the event's trace.
+	tracing.Inject(ctx, m.Header)
 	pa, err := jsPublish(ctx, js.Conn(), m)
 	if err != nil {
 		if isPerSubjectLimit(err) || isWrongLastSequence(err) {

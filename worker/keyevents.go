@@ -343,10 +343,14 @@ func (w *Worker) release(kw *keyWork, failure *RetryRecord) {
 	w.entries.Add(lkey, cachedEntry{entry: next, rev: nrev})
 }
 
-// call runs one provider operation with in-process retries, bounded by the
-// claim deadline.
-func (w *Worker) call(ctx context.Context, kw *keyWork, fn func(context.Context) error) error {
-	return w.retry.do(ctx, kw.deadline, func(ctx context.Context) error {
+// call runs one provider operation (op names it in traces) with
+// in-process retries, bounded by the claim deadline. Each try is a span.
+func (w *Worker) call(ctx context.Context, kw *keyWork, op string, fn func(context.Context) error) error {
+	try := 0
+	return w.retry.do(ctx, kw.deadline, func(ctx context.Context) (err error) {
+		try++
+		ctx, span := w.startCallSpan(ctx, kw, op, try)
+		defer func() { endCallSpan(span, err) }()
 		d := time.Until(kw.deadline)
 		if d <= 0 {
 			return providers.NewError(kw.res.Backend, "call", "", providers.Retryable, errors.New("claim lease ran out"))
@@ -397,7 +401,7 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 			return w.rejected(msg, md, conf, "secret name: "+sanitize(err), false)
 		}
 		var res providers.PutResult
-		err = w.call(ctx, kw, func(ctx context.Context) error {
+		err = w.call(ctx, kw, "put", func(ctx context.Context) error {
 			var err error
 			res, err = p.Put(ctx, providers.PutRequest{Name: name, Value: kw.value, IdempotencyKey: ev.ID, Owner: owner,
 				Description: kw.res.Description, Tags: SecretTags(kw.res.Tags, metadata, alias), Adopt: w.cfg.AdoptUnowned})
@@ -457,7 +461,7 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 					return w.failed(msg, md, conf, "cannot open the stored sealed value to move it: "+sanitize(err))
 				}
 				var res providers.PutResult
-				err = w.call(ctx, kw, func(ctx context.Context) error {
+				err = w.call(ctx, kw, "put", func(ctx context.Context) error {
 					var err error
 					res, err = p.Put(ctx, providers.PutRequest{Name: name, Value: value, IdempotencyKey: ev.ID, Owner: owner,
 						Description: kw.res.Description, Tags: SecretTags(kw.res.Tags, metadata, alias), Adopt: w.cfg.AdoptUnowned})
@@ -476,7 +480,7 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 				next.dropCurrentSource()
 				next.Previous = nil // it was under the old name, now deleted
 			} else if tu, ok := p.(providers.TagUpdater); ok {
-				err := w.call(ctx, kw, func(ctx context.Context) error {
+				err := w.call(ctx, kw, "update_tags", func(ctx context.Context) error {
 					return tu.UpdateTags(ctx, providers.TagRequest{Name: name, Owner: owner, Description: kw.res.Description,
 						Tags: SecretTags(kw.res.Tags, metadata, alias), Adopt: w.cfg.AdoptUnowned})
 				})
@@ -506,7 +510,7 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 			}
 			p, kw.guard = old, w.guard(kw.lane, oldRes)
 		}
-		err := w.call(ctx, kw, func(ctx context.Context) error {
+		err := w.call(ctx, kw, "delete", func(ctx context.Context) error {
 			err := p.Delete(ctx, providers.DeleteRequest{Name: name, Owner: owner, Adopt: w.cfg.AdoptUnowned})
 			if errors.Is(err, providers.ErrNotFound) {
 				return nil
@@ -591,7 +595,7 @@ func (w *Worker) writeFailed(msg jetstream.Msg, md *jetstream.MsgMetadata, conf 
 }
 
 func (w *Worker) deleteOld(ctx context.Context, kw *keyWork, p providers.Provider, name string, owner providers.Owner) {
-	err := w.call(ctx, kw, func(ctx context.Context) error {
+	err := w.call(ctx, kw, "delete", func(ctx context.Context) error {
 		err := p.Delete(ctx, providers.DeleteRequest{Name: name, Owner: owner, Adopt: w.cfg.AdoptUnowned})
 		if errors.Is(err, providers.ErrNotFound) {
 			return nil

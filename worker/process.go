@@ -60,9 +60,11 @@ func (w *Worker) process(ctx context.Context, ln *lane, msg jetstream.Msg, recei
 		return
 	}
 	stopBeat := w.heartbeat(msg)
+	ctx, span := w.startEventSpan(ctx, ln, msg, md)
 	v, typ := w.safeHandle(ctx, ln, msg, md, receivedAt)
 	stopBeat()
 	outcome := w.finish(ctx, msg, md, v)
+	endEventSpan(span, typ, v.conf, outcome)
 	w.m.Events.WithLabelValues(typeLabel(typ), outcome).Inc()
 	w.m.EventDuration.WithLabelValues(typeLabel(typ)).Observe(time.Since(start).Seconds())
 }

@@ -13,9 +13,11 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/tracing"
 	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/settings"
 )
@@ -218,6 +220,9 @@ type Deps struct {
 	// requests the move of its keys). An error is logged; the settings
 	// change stands and `keyrelay migrate` can move the keys.
 	OnBackendChange func(ctx context.Context, team, from, to string) error
+	// TracerProvider makes the spans of deliveries and provider calls.
+	// Default: the process-wide provider (otel.GetTracerProvider).
+	TracerProvider trace.TracerProvider
 }
 
 // Worker consumes the events stream through the shared durable consumer.
@@ -240,6 +245,7 @@ type Worker struct {
 	// for claimed keys, so another worker continues the count).
 	failures *lru.Cache[failKey, RetryRecord]
 	lanes    []*lane
+	tracer   trace.Tracer
 
 	running  atomic.Bool
 	handled  atomic.Int64
@@ -301,7 +307,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Worker, error) {
 	log := d.Logger.With(zap.String("worker", cfg.ID))
 	w := &Worker{cfg: cfg, d: d, log: log, m: d.Metrics, stream: stream, lanes: lanes,
 		ledger: NewLedger(lkv, d.JS.Conn()), entries: entries, failures: failures,
-		teams: NewTeams(tkv, stream, log), locks: newKeyLocks(),
+		teams: NewTeams(tkv, stream, log), locks: newKeyLocks(), tracer: tracing.Tracer(d.TracerProvider),
 		retry: retryPolicy{initial: cfg.RetryInitial, max: cfg.RetryMax, multiplier: cfg.RetryMultiplier, attempts: cfg.InProcessAttempts}}
 	return w, nil
 }
