@@ -16,9 +16,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/tracing"
 )
 
 // Publisher is the part of jetstream.JetStream the relay uses.
@@ -38,6 +41,7 @@ type Relay struct {
 	log     *zap.Logger
 	m       *metrics
 	connCfg *pgx.ConnConfig
+	tracer  trace.Tracer
 
 	classPart, classMember int32
 
@@ -65,9 +69,25 @@ type Relay struct {
 	natsDownSince time.Time
 }
 
+// RelayOption adjusts a Relay.
+type RelayOption func(*Relay)
+
+// WithTracerProvider makes the relay's spans with tp. Default: the
+// process-wide provider (otel.GetTracerProvider), a no-op one unless the
+// program installed another.
+func WithTracerProvider(tp trace.TracerProvider) RelayOption {
+	return func(r *Relay) { r.tracer = tracing.Tracer(tp) }
+}
+
 // NewRelay checks cfg and prepares a relay; it does not connect yet. reg
 // may be nil (no metrics).
-func NewRelay(cfg Config, pub Publisher, log *zap.Logger, reg prometheus.Registerer) (*Relay, error) {
+//
+// Each row published opens a root span ("keyrelay.outbox.relay": the
+// outbox table has no column for the inserting transaction's trace
+// context) that ends with its PubAck, and carries it in the message's
+// traceparent header, so the worker's span continues that trace. A row
+// published again after a failure gets a new span (and trace).
+func NewRelay(cfg Config, pub Publisher, log *zap.Logger, reg prometheus.Registerer, opts ...RelayOption) (*Relay, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -84,12 +104,19 @@ func NewRelay(cfg Config, pub Publisher, log *zap.Logger, reg prometheus.Registe
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Relay{
+	r := &Relay{
 		cfg: cfg, n: namesFor(cfg.Schema), pub: pub, log: log.Named("outbox"), m: m,
 		connCfg:   pcfg,
 		classPart: lockClass(cfg.Schema, "partition"), classMember: lockClass(cfg.Schema, "member"),
 		pgErr: "not connected yet",
-	}, nil
+	}
+	for _, o := range opts {
+		o(r)
+	}
+	if r.tracer == nil {
+		r.tracer = tracing.Tracer(nil)
+	}
+	return r, nil
 }
 
 // Ready returns nil when the relay can make progress: its PostgreSQL
@@ -452,6 +479,38 @@ type item struct {
 	id   string
 	msg  *nats.Msg
 	sseq uint64
+	// typ, team and keyID label the row's span.
+	typ         events.Type
+	team, keyID string
+	span        trace.Span
+}
+
+// startSpan opens the row's root span and carries it in its message.
+func (r *Relay) startSpan(it *item) {
+	_, it.span = r.tracer.Start(context.Background(), tracing.SpanOutboxRelay, trace.WithSpanKind(trace.SpanKindProducer))
+	if it.span.IsRecording() {
+		it.span.SetAttributes(tracing.MessagingSystem.String("nats"), tracing.OutboxSeq.Int64(it.seq), tracing.EventID.String(it.id),
+			tracing.EventType.String(string(it.typ)), tracing.TeamID.String(it.team), tracing.KeyID.String(it.keyID))
+	}
+	if it.span.SpanContext().IsValid() {
+		// Also when sampled out: the worker follows the decision.
+		tracing.Inject(trace.ContextWithSpan(context.Background(), it.span), it.msg.Header)
+	}
+}
+
+// endSpan ends the row's span: published (with its stream sequence) or
+// not, with a fixed reason (never an error's text).
+func (it *item) endSpan(failure string, duplicate bool) {
+	if it.span == nil {
+		return
+	}
+	if failure != "" {
+		it.span.SetStatus(codes.Error, failure)
+	} else {
+		it.span.SetAttributes(tracing.StreamSeq.Int64(int64(it.sseq)), tracing.Duplicate.Bool(duplicate))
+	}
+	it.span.End()
+	it.span = nil
 }
 
 // round reads up to BatchSize rows of the owned partitions that no
@@ -625,7 +684,7 @@ func prepare(seq int64, payload []byte) (*item, *PermanentError) {
 	}
 	m := &nats.Msg{Subject: ev.Subject(), Data: b, Header: nats.Header{}}
 	m.Header.Set(jetstream.MsgIDHeader, ev.ID)
-	return &item{seq: seq, key: ev.TeamID + "\x00" + ev.KeyID, id: ev.ID, msg: m}, nil
+	return &item{seq: seq, key: ev.TeamID + "\x00" + ev.KeyID, id: ev.ID, msg: m, typ: ev.Type, team: ev.TeamID, keyID: ev.KeyID}, nil
 }
 
 // encodeDecoded is Event.Encode for an event events.Decode accepted and
@@ -724,14 +783,17 @@ func (r *Relay) publishWave(wave []*item, futs []jetstream.PubAckFuture) (acked 
 	var transient error
 	var tseqs []int64
 	for _, it := range wave {
+		r.startSpan(it)
 		f, err := r.pub.PublishMsgAsync(it.msg, jetstream.WithExpectStream(r.cfg.Stream))
 		if err != nil {
 			if errors.Is(err, nats.ErrMaxPayload) {
 				failed = append(failed, rowFailure{it.seq, "message larger than the NATS server's max_payload"})
 				futs = append(futs, nil)
+				it.endSpan("message too large", false)
 				continue
 			}
 			transient = err
+			it.endSpan("publish failed", false)
 			break
 		}
 		futs = append(futs, f)
@@ -750,21 +812,25 @@ func (r *Relay) publishWave(wave []*item, futs []jetstream.PubAckFuture) (acked 
 			}
 			r.m.published.Inc()
 			acked = append(acked, it)
+			it.endSpan("", pa.Duplicate)
 		case err := <-f.Err():
 			var apiErr *jetstream.APIError
 			if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum {
 				failed = append(failed, rowFailure{it.seq, "message larger than the stream's max_msg_size"})
+				it.endSpan("message too large", false)
 				continue
 			}
 			if transient == nil {
 				transient = err
 			}
 			tseqs = append(tseqs, it.seq)
+			it.endSpan("publish failed", false)
 		case <-timer.C:
 			if transient == nil {
 				transient = fmt.Errorf("no PubAck within %v", r.cfg.PublishTimeout)
 			}
 			tseqs = append(tseqs, it.seq)
+			it.endSpan("no PubAck in time", false)
 			// Drain the rest without waiting.
 			timer.Reset(0)
 		}
