@@ -11,11 +11,13 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/keyrelay/keyrelay/internal/tracing"
 	"github.com/keyrelay/keyrelay/settings"
 )
 
@@ -30,6 +32,9 @@ type globals struct {
 	tlsKey     string
 	keyring    string
 	logLevel   string
+	// traces is the process's tracer provider (nil for serve, which sets
+	// up its own).
+	traces *tracing.Provider
 }
 
 func main() {
@@ -51,16 +56,44 @@ func main() {
 	pf.StringVar(&g.keyring, "keyring", "", "sealing keyring file (overrides keyrelay.sealing.keyring_file)")
 	pf.StringVar(&g.logLevel, "log-level", "", "debug, info, warn or error (overrides keyrelay.log.level)")
 
-	root.AddCommand(serveCmd(g), publishCmd(g), confirmationsCmd(g), dlqCmd(g), keyringCmd(g), ledgerCmd(g), outboxCmd(g), lookupCmd(g), driftCmd(g), restoreCmd(g), migrateCmd(g), rotateCmd(g), jobsCmd(g))
+	// Traces (off unless OTEL_TRACES_EXPORTER=otlp): every command but
+	// serve, which does it in app.Serve, installs the provider before it
+	// runs; main flushes it at exit.
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if cmd.Name() == "serve" {
+			return nil
+		}
+		p, err := tracing.Start(cmd.Context())
+		if err != nil {
+			return err
+		}
+		g.traces = p
+		return nil
+	}
+	root.AddCommand(serveCmd(g), publishCmd(g), confirmationsCmd(g), dlqCmd(g), keyringCmd(g), ledgerCmd(g), outboxCmd(g), lookupCmd(g), driftCmd(g), restoreCmd(g), migrateCmd(g), rotateCmd(g), jobsCmd(g), statusCmd(g))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := root.ExecuteContext(ctx); err != nil {
+	err := root.ExecuteContext(ctx)
+	g.stopTraces()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "keyrelay:", err)
 		var ee *exitError
 		if errors.As(err, &ee) {
 			os.Exit(ee.code)
 		}
 		os.Exit(1)
+	}
+}
+
+// stopTraces flushes the spans the command made.
+func (g *globals) stopTraces() {
+	if g.traces == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := g.traces.Shutdown(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "keyrelay:", err)
 	}
 }
 
@@ -100,6 +133,11 @@ func (g *globals) load() (*settings.Config, *zap.Logger, error) {
 	}
 	for _, w := range warnings {
 		log.Warn("config: " + w)
+	}
+	if g.traces != nil && g.traces.Enabled() {
+		log.Info("tracing", zap.String("tracing", g.traces.String()))
+	} else if g.traces != nil {
+		log.Debug("tracing", zap.String("tracing", g.traces.String()))
 	}
 	return c, log, nil
 }

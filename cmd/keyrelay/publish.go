@@ -16,6 +16,7 @@ import (
 	"github.com/keyrelay/keyrelay/client"
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/internal/app"
+	"github.com/keyrelay/keyrelay/internal/tracing"
 )
 
 type publishFlags struct {
@@ -206,11 +207,19 @@ func publish(cmd *cobra.Command, c *appConfig, log *appLogger, ev *events.Event)
 		return err
 	}
 	defer conn.Close()
-	seq, err := client.NewPublisher(conn.JS).Publish(cmd.Context(), ev)
+	// The command's span: the event's trace starts here (its id is shown
+	// when the span is sampled).
+	ctx, span := tracing.Tracer(nil).Start(cmd.Context(), "keyrelay.cli.publish")
+	defer span.End()
+	seq, err := client.NewPublisher(conn.JS).Publish(ctx, ev)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stdout, "published %s id=%s team=%s key=%s generation=%d stream_seq=%d\n",
-		ev.Type, ev.ID, ev.TeamID, ev.KeyID, ev.Generation, seq)
+	trace := ""
+	if sc := span.SpanContext(); sc.IsSampled() {
+		trace = " trace_id=" + sc.TraceID().String()
+	}
+	fmt.Fprintf(os.Stdout, "published %s id=%s team=%s key=%s generation=%d stream_seq=%d%s\n",
+		ev.Type, ev.ID, ev.TeamID, ev.KeyID, ev.Generation, seq, trace)
 	return nil
 }

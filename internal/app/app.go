@@ -24,6 +24,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/internal/natsconn"
+	"github.com/keyrelay/keyrelay/internal/tracing"
 	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/providers/aws/secretsmanager"
 	"github.com/keyrelay/keyrelay/providers/azure/keyvault"
@@ -193,6 +194,19 @@ type ServeOptions struct {
 // connection is made to whichever answers and follows the cluster after.
 func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOptions) error {
 	TuneRuntime()
+	// Traces: the OTEL_* environment (off unless OTEL_TRACES_EXPORTER=otlp),
+	// installed process-wide, flushed at exit.
+	traces, err := tracing.Start(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := traces.Shutdown(sctx); err != nil {
+			log.Warn("traces not flushed", zap.Error(err))
+		}
+	}()
 	registry := o.Registry
 	if registry == nil {
 		registry = Registry()
@@ -305,7 +319,8 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 				return fmt.Errorf("bucket %s: %w", worker.RecoveryBucket, err)
 			}
 			migrations = &recovery.Migrations{KV: rkv}
-			deps := worker.Deps{JS: conn.JS, Settings: c, Registry: registry, Opener: sealing.Opener, Logger: log, Metrics: metrics, Getenv: c.Env}
+			deps := worker.Deps{JS: conn.JS, Settings: c, Registry: registry, Opener: sealing.Opener, Logger: log, Metrics: metrics, Getenv: c.Env,
+				TracerProvider: traces.TracerProvider()}
 			if c.Keyrelay.Migration.OnSettingsChange {
 				deps.OnBackendChange = func(ctx context.Context, team, from, to string) error {
 					log.Info("team moved to another backend: its keys' move is requested", zap.String("team", team), zap.String("from", from), zap.String("to", to))
@@ -382,7 +397,7 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 		}
 		return true, "ok"
 	})
-	log.Info("started", zap.String("nats", conn.NC.ConnectedUrlRedacted()))
+	log.Info("started", zap.String("nats", conn.NC.ConnectedUrlRedacted()), zap.String("tracing", traces.String()))
 
 	if o.OnReady != nil {
 		go func() {
