@@ -268,6 +268,9 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 			w.entries.Remove(lkey)
 			return waitVerdict(conf, 0, err), true
 		}
+		if e != nil && e.Claim != nil && !e.Claim.Active(now) {
+			w.m.ClaimExpiries.Inc() // an expired claim taken over
+		}
 		kw.entry, kw.rev = &next, nrev
 		kw.prior = next.Retry
 		w.entries.Add(lkey, cachedEntry{entry: next, rev: nrev})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/keyrelay/keyrelay/providers"
@@ -38,6 +39,17 @@ type Metrics struct {
 	StreamBytes     *prometheus.GaugeVec
 	StreamLimit     *prometheus.GaugeVec
 	StreamDiscarded *prometheus.GaugeVec
+	// Redelivered is, by lane, the events delivered more than once and
+	// not acknowledged yet (the consumer's NumRedelivered).
+	Redelivered *prometheus.GaugeVec
+	// OldestUnacked is, by lane, the age of the oldest event delivered and
+	// not acknowledged yet, counted from its publication (0 when none);
+	// see OldestUnackedAge.
+	OldestUnacked *prometheus.GaugeVec
+	// ClaimExpiries counts ledger claims taken over after their lease ran
+	// out: the claimant's process stopped (or overran the lease) without
+	// committing or releasing the key.
+	ClaimExpiries prometheus.Counter
 }
 
 // NewMetrics registers the worker metrics on reg (nil: not registered).
@@ -88,12 +100,55 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.StreamDiscarded = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "keyrelay_stream_discarded_messages", Help: "Messages a keyrelay stream dropped from its head by its age or size limits (its first sequence - 1); alert when it grows for the DLQ.",
 	}, []string{"stream"})
+	m.Redelivered = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "keyrelay_consumer_redelivered", Help: "Events of a lane delivered more than once and not yet acknowledged, by lane (polled every 5 s).",
+	}, []string{"lane"})
+	m.OldestUnacked = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "keyrelay_consumer_oldest_unacked_age_seconds", Help: "Age, since it was published, of a lane's oldest event delivered and not yet acknowledged (the first stream message after the consumer's ack floor; 0 when none), by lane (polled every 5 s).",
+	}, []string{"lane"})
+	m.ClaimExpiries = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "keyrelay_claim_lease_expiries_total", Help: "Ledger claims taken over after their lease (worker.claim_lease) ran out: the claimant stopped or overran its lease without committing or releasing the key.",
+	})
 	if reg != nil {
 		reg.MustRegister(m.Events, m.EventDuration, m.ProviderCalls, m.ProviderLatency, m.Retries,
 			m.DeadLetters, m.Pending, m.AckPending, m.InFlight, m.BreakerOpen, m.Contradictions, m.Retirements,
-			m.StreamMsgs, m.StreamBytes, m.StreamLimit, m.StreamDiscarded)
+			m.StreamMsgs, m.StreamBytes, m.StreamLimit, m.StreamDiscarded, m.Redelivered, m.OldestUnacked, m.ClaimExpiries)
 	}
 	return m
+}
+
+// observeConsumer exports a lane's consumer state from its info: pending,
+// ack pending, redelivered and the age of its oldest unacknowledged event.
+func (m *Metrics) observeConsumer(ctx context.Context, js jetstream.JetStream, lane string, info *jetstream.ConsumerInfo) {
+	m.Pending.WithLabelValues(lane).Set(float64(info.NumPending))
+	m.AckPending.WithLabelValues(lane).Set(float64(info.NumAckPending))
+	m.Redelivered.WithLabelValues(lane).Set(float64(info.NumRedelivered))
+	if age, err := OldestUnackedAge(ctx, js, info, time.Now()); err == nil {
+		m.OldestUnacked.WithLabelValues(lane).Set(age.Seconds())
+	}
+}
+
+// OldestUnackedAge returns how long ago the oldest message a consumer has
+// delivered and not yet acknowledged was published (0 when it has none).
+// The consumer's info does not say; the stream does: every message up to
+// the consumer's ack floor is acknowledged, and an unfiltered consumer
+// delivers in stream order, so the first message stored after the floor
+// is the oldest unacknowledged one (waiting out a NakWithDelay, in a
+// handler, or with a dead worker until AckWait). It costs two requests
+// (stream info and a direct get), and none when nothing is ack pending.
+func OldestUnackedAge(ctx context.Context, js jetstream.JetStream, info *jetstream.ConsumerInfo, now time.Time) (time.Duration, error) {
+	if info.NumAckPending == 0 {
+		return 0, nil
+	}
+	s, err := js.Stream(ctx, info.Stream)
+	if err != nil {
+		return 0, err
+	}
+	msg, err := s.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(">"))
+	if err != nil {
+		return 0, err
+	}
+	return max(now.Sub(msg.Time), 0), nil
 }
 
 // InstrumentProvider wraps p so every call is counted and timed. The

@@ -474,8 +474,7 @@ func (w *Worker) pollConsumer(ctx context.Context) {
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		for _, ln := range w.lanes {
 			if info, err := ln.consumer.Info(cctx); err == nil {
-				w.m.Pending.WithLabelValues(ln.name.String()).Set(float64(info.NumPending))
-				w.m.AckPending.WithLabelValues(ln.name.String()).Set(float64(info.NumAckPending))
+				w.m.observeConsumer(cctx, w.d.JS, ln.name.String(), info)
 			}
 		}
 		w.pollStreams(cctx)
