@@ -70,7 +70,7 @@ func main() {
 		g.traces = p
 		return nil
 	}
-	root.AddCommand(serveCmd(g), publishCmd(g), confirmationsCmd(g), dlqCmd(g), keyringCmd(g), ledgerCmd(g), outboxCmd(g), lookupCmd(g), driftCmd(g), restoreCmd(g), migrateCmd(g), rotateCmd(g), jobsCmd(g))
+	root.AddCommand(serveCmd(g), publishCmd(g), confirmationsCmd(g), dlqCmd(g), keyringCmd(g), ledgerCmd(g), outboxCmd(g), lookupCmd(g), driftCmd(g), restoreCmd(g), migrateCmd(g), rotateCmd(g), jobsCmd(g), statusCmd(g))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := root.ExecuteContext(ctx)

@@ -180,6 +180,9 @@ type ServeOptions struct {
 	OnReady func(opsAddr string)
 	// OnLookup is called with the lookup listener's address once it is up.
 	OnLookup func(addr string)
+	// Metrics is the registry /metrics serves (nil: a new one); tests
+	// read what serve registered from it.
+	Metrics *prometheus.Registry
 }
 
 // Serve runs keyrelay until ctx ends.
@@ -222,7 +225,10 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 		return err
 	}
 
-	reg := prometheus.NewRegistry()
+	reg := o.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := worker.NewMetrics(reg)
 	registry.Wrap(metrics.InstrumentProvider)
@@ -287,6 +293,8 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 	}); err != nil {
 		return startEnded(ctx, err)
 	}
+	// This process's heartbeat in KEYRELAY_WORKERS (keyrelay status), until Serve returns.
+	defer startPresence(ctx, c, conn.JS, reg, rd, quotas, log)()
 	if quotas != nil {
 		if err := retryStart(ctx, "cluster-wide provider quotas", rd, log, func(actx context.Context) error {
 			m, err := StartQuotas(actx, c, conn.JS, log)
