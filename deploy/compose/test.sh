@@ -68,7 +68,7 @@ skip() {
 psql_() { PGOPTIONS='-c client_min_messages=warning' psql -h 127.0.0.1 -U postgres -v ON_ERROR_STOP=1 -qAt "$@"; }
 # indent: Compose's output, indented, without v1's "... " progress lines
 # (each is repeated with "... done").
-indent() { sed -e '/\.\.\. *$/d' -e 's/^/   /'; }
+indent() { tr -d '\r' | sed -e '/\.\.\. *$/d' -e 's/^/   /'; }
 kr() { ./bin/keyrelay --nats-url "$NATS_URL" --keyring "$KEYRING" --log-level warn "$@"; }
 
 cleanup() {
