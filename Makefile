@@ -91,7 +91,7 @@ vet:
 # Docker Compose stack for real.
 test: tools build vet
 	$(GO) test -race -count=1 -timeout 12m -tags conjursdk $$($(GO) list ./... | grep -v /e2e$$)
-	$(GO) test -count=1 -timeout 12m -v ./e2e
+	$(GO) test -count=1 -timeout 25m -v ./e2e
 	$(MAKE) fuzz
 	$(MAKE) compose-test
 
