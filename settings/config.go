@@ -257,8 +257,11 @@ type QuotasConfig struct {
 	// to the configured rates on its own. Default: true.
 	Shared *bool `yaml:"shared"`
 	// Margin is the fraction of each configured rate the processes share
-	// (0.95: a 50/s quota is shared as 47.5/s), room for clock drift and
-	// retries. In (0, 1]. Default: 0.95.
+	// (0.97: a 50/s quota is shared as 48.5/s), room for clock drift. The
+	// providers' default rates already keep inside each service's own
+	// window (providers.WindowRate), and the members' bursts add up to at
+	// most the shared rate, so the margin need not be wide. In (0, 1].
+	// Default: 0.97.
 	Margin float64 `yaml:"margin"`
 }
 
@@ -503,7 +506,7 @@ func (c *Config) setDefaults() {
 		Log:      LogConfig{Level: DefaultLogLevel, Format: DefaultLogFormat},
 		Lookup:   defaultLookup(),
 		Rotation: RotationConfig{RetirePreviousAfter: events.RetireKeep},
-		Quotas:   QuotasConfig{Shared: &shared, Margin: 0.95},
+		Quotas:   QuotasConfig{Shared: &shared, Margin: 0.97},
 		Migration: MigrationConfig{
 			Grace:            DefaultMigrationGrace,
 			OnSettingsChange: DefaultMigrateOnSettings,
