@@ -5,9 +5,11 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyrelay/keyrelay/events"
@@ -113,7 +115,7 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 		{EventsStream, "keyrelay key and team-settings events, retained for replay", []string{events.EventsPrefix + ".>", events.SettingsPrefix + ".>"}},
 		{BulkStream, "keyrelay bulk lane: key events of bulk jobs (keyrelay rotate), retained for replay", []string{events.BulkPrefix + ".>"}},
 	} {
-		if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		if err := ensureStream(ctx, js, jetstream.StreamConfig{
 			Name:        l.name,
 			Description: l.desc,
 			Subjects:    l.subjects,
@@ -129,7 +131,7 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 			return fmt.Errorf("ensure stream %s: %w", l.name, err)
 		}
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if err := ensureStream(ctx, js, jetstream.StreamConfig{
 		Name:        RetireStream,
 		Description: "keyrelay retirements of previous versions after their grace period (no values)",
 		Subjects:    []string{RetirePrefix + ".>"},
@@ -145,7 +147,7 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 	if c.ConfirmationsMaxAge > 0 && cdup > c.ConfirmationsMaxAge {
 		cdup = c.ConfirmationsMaxAge
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if err := ensureStream(ctx, js, jetstream.StreamConfig{
 		Name:        ConfirmationsStream,
 		Description: "keyrelay confirmations: at most one per event id (one subject per event, published only if the subject is empty)",
 		Subjects:    []string{events.ConfirmationsPrefix + ".>"},
@@ -168,7 +170,7 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 	}); err != nil {
 		return fmt.Errorf("ensure stream %s: %w", ConfirmationsStream, err)
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if err := ensureStream(ctx, js, jetstream.StreamConfig{
 		Name:        DLQStream,
 		Description: "keyrelay dead letters: the original (sealed) event, attempts and a sanitized reason",
 		Subjects:    []string{events.DLQPrefix + ".>"},
@@ -192,13 +194,16 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 		{Bucket: TeamsBucket, Description: "keyrelay team settings: per team, the applied settings and the events-stream sequence applied", History: 5, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: RecoveryBucket, Description: "keyrelay recovery: team migrations and restore checkpoints", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 	} {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, b); err != nil {
+		if err := EnsureCall(ctx, func(ctx context.Context) error { _, err := js.CreateOrUpdateKeyValue(ctx, b); return err }); err != nil {
 			return fmt.Errorf("ensure bucket %s: %w", b.Bucket, err)
 		}
 	}
-	if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: RecoveryObjects,
-		Description: "keyrelay restore plans (drift rows, no values) for restore --resume", TTL: RecoveryPlanMaxAge,
-		Storage: jetstream.FileStorage, Replicas: c.Replicas}); err != nil {
+	if err := EnsureCall(ctx, func(ctx context.Context) error {
+		_, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: RecoveryObjects,
+			Description: "keyrelay restore plans (drift rows, no values) for restore --resume", TTL: RecoveryPlanMaxAge,
+			Storage: jetstream.FileStorage, Replicas: c.Replicas})
+		return err
+	}); err != nil {
 		return fmt.Errorf("ensure object store %s: %w", RecoveryObjects, err)
 	}
 	// The shared durable consumers: the two lanes and the retirements.
@@ -216,7 +221,7 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 		{BulkStream, BulkConsumerName, "keyrelay workers' bulk lane (shared by every process)", c.MaxAckPending},
 		{RetireStream, RetireConsumerName, "keyrelay workers' retirements (shared by every process)", 10000},
 	} {
-		if _, err := js.CreateOrUpdateConsumer(ctx, cc.stream, jetstream.ConsumerConfig{
+		cfg := jetstream.ConsumerConfig{
 			Durable:       cc.name,
 			Description:   cc.desc,
 			DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -224,11 +229,63 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 			AckWait:       c.AckWait,
 			MaxDeliver:    -1,
 			MaxAckPending: cc.maxAckPending,
-		}); err != nil {
+		}
+		if err := EnsureCall(ctx, func(ctx context.Context) error { _, err := js.CreateOrUpdateConsumer(ctx, cc.stream, cfg); return err }); err != nil {
 			return fmt.Errorf("ensure consumer %s: %w", cc.name, err)
 		}
 	}
 	return nil
+}
+
+// TopologyCallTimeout is the deadline of the first try of each JetStream
+// API call EnsureTopology makes; EnsureCall doubles it (up to 16 s) for
+// each further try while the call times out.
+//
+// A JetStream cluster does not always answer a create: when several
+// processes create the same stream or bucket at once (identical
+// configurations), it answers one of them, or none (nats-server 2.15.2
+// marks the later assignments as answered), although the stream is
+// created. Without a deadline of its own such a call waits out the
+// caller's whole context (a start-up attempt: 20 s, seen for two of three
+// `keyrelay serve` processes started together on a fresh cluster, more
+// than once in one start); the next try finds the stream and is answered
+// at once, as an update. An R3 create is answered in well under 100 ms on
+// a healthy cluster.
+const TopologyCallTimeout = time.Second
+
+// topologyCallTimeoutMax caps EnsureCall's doubling.
+const topologyCallTimeoutMax = 16 * time.Second
+
+// EnsureCall runs an idempotent JetStream API call (a create-or-update)
+// with the deadline TopologyCallTimeout, and each time it times out runs
+// it again after a random pause of up to half a second (processes that
+// collided once then no longer move through the topology in step) with
+// twice the deadline, up to 16 s, until it returns anything else or ctx
+// ends. Other errors are returned at once.
+func EnsureCall(ctx context.Context, call func(ctx context.Context) error) error {
+	timeout := TopologyCallTimeout
+	for {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		err := call(cctx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) {
+			return err
+		}
+		timeout = min(2*timeout, topologyCallTimeoutMax)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(rand.N(500 * time.Millisecond)):
+		}
+	}
+}
+
+// ensureStream creates or updates a stream through EnsureCall.
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	return EnsureCall(ctx, func(ctx context.Context) error {
+		_, err := js.CreateOrUpdateStream(ctx, cfg)
+		return err
+	})
 }
 
 // limit maps a configured bound to JetStream's (0 and -1: none).

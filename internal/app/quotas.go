@@ -12,6 +12,7 @@ import (
 	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/quota"
 	"github.com/keyrelay/keyrelay/settings"
+	"github.com/keyrelay/keyrelay/worker"
 )
 
 // lateQuotas is the providers.Quotas a registry gets before NATS is
@@ -55,6 +56,16 @@ func (l *lateQuotas) Wait(ctx context.Context, name string, perSecond float64) (
 }
 
 // StartQuotas makes the cluster-wide quota manager of keyrelay.quotas.
+// The bucket is created first through worker.EnsureCall, so that a create
+// the cluster leaves unanswered (several processes starting at once) is
+// tried again within seconds; quota.New then finds it.
 func StartQuotas(ctx context.Context, c *settings.Config, js jetstream.JetStream, log *zap.Logger) (*quota.Manager, error) {
-	return quota.New(ctx, js, quota.Config{Replicas: c.Keyrelay.Streams.Replicas, Margin: c.Keyrelay.Quotas.Margin, Logger: log.Named("quota")})
+	cfg := quota.Config{Replicas: c.Keyrelay.Streams.Replicas, Margin: c.Keyrelay.Quotas.Margin, Logger: log.Named("quota")}
+	if err := worker.EnsureCall(ctx, func(ctx context.Context) error {
+		_, err := quota.EnsureBucket(ctx, js, cfg)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	return quota.New(ctx, js, cfg)
 }
