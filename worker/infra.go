@@ -35,15 +35,33 @@ func isInfraTransient(err error) bool {
 	return errors.As(err, &pe) && pe.Code >= 500
 }
 
+// infraAttemptTimeout bounds one attempt of an infraDo operation. A
+// JetStream request is answered within milliseconds, or at once with "no
+// responders" while its stream has no leader; but a request in flight when
+// the leader of its stream or bucket dies (SIGKILL, a machine lost) is
+// never answered. Without this bound such a request held its event, and
+// its handler slot, until the caller's deadline (infra_wait + 10 s for the
+// ledger commit and the confirmation: in TestClusterNodeLossUnderLoad,
+// commits sent as the ledger's leader was killed failed 15 s later with
+// "context deadline exceeded"). The operations are idempotent
+// (compare-and-set writes, Nats-Msg-Id and expected-sequence publishes,
+// reads), so an attempt that timed out is simply made again; a
+// compare-and-set whose first attempt did land fails as a conflict, which
+// the callers already resolve by reading the entry again.
+const infraAttemptTimeout = 3 * time.Second
+
 // infraDo runs a NATS operation, retrying it in place with backoff while it
-// fails for infrastructure reasons, for up to InfraWait. Other errors are
-// returned at once. The caller hands the event back (without spending its
-// budget) if NATS is still unavailable after that.
+// fails for infrastructure reasons, for up to InfraWait; each attempt gets
+// at most infraAttemptTimeout. Other errors are returned at once. The
+// caller hands the event back (without spending its budget) if NATS is
+// still unavailable after that.
 func (w *Worker) infraDo(ctx context.Context, fn func(context.Context) error) error {
 	deadline := time.Now().Add(w.cfg.InfraWait)
 	wait := 50 * time.Millisecond
 	for {
-		err := fn(ctx)
+		actx, cancel := context.WithTimeout(ctx, infraAttemptTimeout)
+		err := fn(actx)
+		cancel()
 		if err == nil || !isInfraTransient(err) || ctx.Err() != nil {
 			return err
 		}
