@@ -395,12 +395,27 @@ func (w *Worker) Run(ctx context.Context) error {
 // timeout) still leaves handler slots to events of the other backends.
 func handlerSlots(concurrency int) int { return concurrency + max(2, concurrency/4) }
 
+// The workers' pull requests. A pull request waits at the consumer's
+// leader; when that leader dies (SIGKILL, a machine lost) the request dies
+// with it, silently, and a worker learns of it only when the server's idle
+// heartbeats for it stop for two intervals. With nats.go's defaults (30 s
+// requests, 15 s heartbeats) every worker sat idle for up to 30 s after
+// the node leading the shared consumer was lost; with these, a worker
+// pulls again 2 s after the heartbeats stop, and the pipeline resumes once
+// the consumer has a new leader. (A 3-node cluster under load, only the
+// consumer's leader SIGKILLed: 27 s without a confirmation before, 3 to
+// 6 s after.) An idle worker renews its pull every pullExpiry.
+const (
+	pullExpiry    = 5 * time.Second
+	pullHeartbeat = time.Second
+)
+
 // runLane fetches ln's events and starts a handler for each, at most
 // handlerSlots at once, until ctx ends (nil) or the connection closes.
 func (w *Worker) runLane(ctx, workCtx context.Context, ln *lane) error {
 	handlers := handlerSlots(ln.concurrency)
-	pull := jetstream.PullMaxMessages(handlers)
-	it, err := ln.consumer.Messages(pull)
+	pull := []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(handlers), jetstream.PullExpiry(pullExpiry), jetstream.PullHeartbeat(pullHeartbeat)}
+	it, err := ln.consumer.Messages(pull...)
 	if err != nil {
 		return fmt.Errorf("worker: consume %s: %w", ConsumerOf(ln.name), err)
 	}
@@ -441,7 +456,7 @@ func (w *Worker) runLane(ctx, workCtx context.Context, ln *lane) error {
 			}
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) && ctx.Err() == nil {
 				it.Stop()
-				if it, err = ln.consumer.Messages(pull); err != nil {
+				if it, err = ln.consumer.Messages(pull...); err != nil {
 					return fmt.Errorf("worker: consume %s: %w", ConsumerOf(ln.name), err)
 				}
 				swap <- it
