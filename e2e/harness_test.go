@@ -49,11 +49,15 @@ func keyrelayBinary(t *testing.T) string {
 	return binPath
 }
 
-// env is one end-to-end environment: a nats-server, a config, a keyring
-// and a shared local-provider directory.
+// env is one end-to-end environment: a nats-server (or a cluster), a
+// config, a keyring and a shared local-provider directory.
 type env struct {
-	t        *testing.T
-	nats     *testenv.NATS
+	t *testing.T
+	// nats is the environment's single server; nil when it runs on a
+	// cluster (envOptions.cluster).
+	nats *testenv.NATS
+	// cluster is the cluster given by envOptions.cluster, or nil.
+	cluster  *testenv.Cluster
 	dir      string
 	keyring  *events.Keyring
 	nc       *nats.Conn
@@ -72,11 +76,23 @@ type envOptions struct {
 	worker     string
 	dupWindow  time.Duration
 	backendYML string
+	// cluster, when set, is the NATS the environment uses instead of a
+	// single server of its own: keyrelay.nats.url is the cluster's seed
+	// list and keyrelay.streams.replicas its size.
+	cluster *testenv.Cluster
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
-	e := &env{t: t, nats: testenv.StartNATS(t), dir: t.TempDir()}
+	e := &env{t: t, cluster: o.cluster, dir: t.TempDir()}
+	var natsURL, streamsYAML string
+	if o.cluster != nil {
+		natsURL = o.cluster.SeedURL()
+		streamsYAML = fmt.Sprintf("\n    replicas: %d", o.cluster.Size())
+	} else {
+		e.nats = testenv.StartNATS(t)
+		natsURL = e.nats.URL
+	}
 	e.storeDir = filepath.Join(e.dir, "secrets")
 	krPath := filepath.Join(e.dir, "keyring.json")
 	if err := events.GenerateKeyringFile(krPath, "e2e1"); err != nil {
@@ -122,23 +138,30 @@ keyrelay:
   nats:
     url: %s
   streams:
-    duplicate_window: %s
+    duplicate_window: %s%s
   worker:%s
   sealing:
     keyring_file: %s
   log:
     level: %s
   providers:%s
-%s`, o.system, e.nats.URL, o.dupWindow, o.worker, krPath, logLevel(), backend, o.extraYAML)
+%s`, o.system, natsURL, o.dupWindow, streamsYAML, o.worker, krPath, logLevel(), backend, o.extraYAML)
 	e.configText = cfg
 	if err := os.WriteFile(e.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(e.nats.URL)
+	var nc *nats.Conn
+	if o.cluster != nil {
+		nc, err = o.cluster.Connect() // fails over between the nodes; closed by the cluster harness
+	} else {
+		nc, err = nats.Connect(e.nats.URL)
+		if err == nil {
+			t.Cleanup(nc.Close)
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(nc.Close)
 	e.nc = nc
 	e.js, _ = jetstream.New(nc)
 	return e
@@ -177,6 +200,15 @@ func (e *env) setLookupTeams(teams []string) {
 
 func (e *env) startWorker(name string) *proc {
 	e.t.Helper()
+	p := e.spawnWorker(name)
+	e.waitReady(p, 30*time.Second)
+	return p
+}
+
+// spawnWorker starts a `keyrelay serve` process without waiting for it to
+// be ready (see waitReady); it is stopped at the end of the test.
+func (e *env) spawnWorker(name string) *proc {
+	e.t.Helper()
 	p := &proc{name: name, opsPort: testenv.FreePort(e.t), lookupPort: testenv.FreePort(e.t), logPath: filepath.Join(e.dir, name+"-"+strconv.FormatInt(time.Now().UnixNano(), 10)+".log")}
 	logf, err := os.Create(p.logPath)
 	if err != nil {
@@ -197,24 +229,31 @@ func (e *env) startWorker(name string) *proc {
 			_ = os.WriteFile(filepath.Join(os.Getenv("KEYRELAY_E2E_KEEP_LOGS"), filepath.Base(p.logPath)), b, 0o600)
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
+	return p
+}
+
+// waitReady waits until p's /readyz answers 200, failing the test when p
+// exits first or timeout passes.
+func (e *env) waitReady(p *proc, timeout time.Duration) {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
 	for {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", p.opsPort))
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return p
+				return
 			}
 		}
 		select {
 		case <-p.exited:
 			b, _ := os.ReadFile(p.logPath)
-			e.t.Fatalf("%s exited before ready:\n%s", name, b)
+			e.t.Fatalf("%s exited before ready:\n%s", p.name, b)
 		default:
 		}
 		if time.Now().After(deadline) {
 			b, _ := os.ReadFile(p.logPath)
-			e.t.Fatalf("%s not ready after 30s:\n%s", name, b)
+			e.t.Fatalf("%s not ready after %v:\n%s", p.name, timeout, b)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
