@@ -49,7 +49,9 @@ func TestGracePeriodEveryProvider(t *testing.T) {
 	var front *kumofront.Server
 	backends := []graceBackend{
 		{name: local.Name, setup: func(t *testing.T) (envOptions, func(context.Context, *env) (providers.Provider, error)) {
-			return envOptions{}, func(_ context.Context, e *env) (providers.Provider, error) { return local.New(local.Config{Path: e.storeDir}) }
+			return envOptions{}, func(_ context.Context, e *env) (providers.Provider, error) {
+				return local.New(local.Config{Path: e.storeDir})
+			}
 		}},
 		{name: vault.Name, setup: func(t *testing.T) (envOptions, func(context.Context, *env) (providers.Provider, error)) {
 			v := testenv.StartVault(t, testenv.VaultOptions{})

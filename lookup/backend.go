@@ -7,8 +7,8 @@ import (
 	"path"
 	"slices"
 	"strings"
-	"time"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/providers/azure/keyvault"
 	"github.com/keyrelay/keyrelay/providers/azure/keyvault/kvfake"
