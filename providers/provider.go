@@ -108,6 +108,12 @@ type PutRequest struct {
 	Tags map[string]string
 	// Adopt allows overwriting a secret keyrelay does not own.
 	Adopt bool
+	// ExpectedVersion is the provider version the caller last wrote to this
+	// very secret (the worker's ledger), "" when it knows none. It is a
+	// hint: providers that can check-and-set may trust it and skip their
+	// read; a mismatch must fall back to the full checks (ownership,
+	// idempotency, check-and-set), never fail the write.
+	ExpectedVersion string
 }
 
 // PutResult describes a completed write.

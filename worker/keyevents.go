@@ -403,11 +403,18 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 		if err != nil {
 			return w.rejected(msg, md, conf, "secret name: "+sanitize(err), false)
 		}
+		// The version the ledger last wrote to this very secret (same
+		// backend, same name, not deleted since): a check-and-set hint.
+		expected := ""
+		if e.Provider == kw.res.Backend && e.SecretRef == name && e.Status != events.StatusDeleted {
+			expected = e.ProviderVersion
+		}
 		var res providers.PutResult
 		err = w.call(ctx, kw, "put", func(ctx context.Context) error {
 			var err error
 			res, err = p.Put(ctx, providers.PutRequest{Name: name, Value: kw.value, IdempotencyKey: ev.ID, Owner: owner,
-				Description: kw.res.Description, Tags: SecretTags(kw.res.Tags, metadata, alias), Adopt: w.cfg.AdoptUnowned})
+				Description: kw.res.Description, Tags: SecretTags(kw.res.Tags, metadata, alias), Adopt: w.cfg.AdoptUnowned,
+				ExpectedVersion: expected})
 			return err
 		})
 		if v, bad := w.writeFailed(msg, md, conf, err); bad {
