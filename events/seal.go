@@ -47,15 +47,17 @@ const MaxValueBytes = 16 << 10
 
 // SealedValue is the envelope a secret value travels in.
 type SealedValue struct {
-	// Alg is AlgA256GCM, AlgA256GCMKMS, AlgA256GCMGCPKMS (or AlgPlaintext
-	// in development).
+	// Alg is AlgA256GCM, an envelope algorithm (IsEnvelopeAlg:
+	// AlgA256GCMKMS, AlgA256GCMGCPKMS, "A256GCM-VAULT", ...) or, in
+	// development, AlgPlaintext.
 	Alg string `json:"alg"`
-	// KID names the keyring key that sealed the value (AlgA256GCM) or the
-	// ARN of the KMS key that wrapped its data key (AlgA256GCMKMS).
+	// KID names the keyring key that sealed the value (AlgA256GCM) or, for
+	// an envelope algorithm, the key-encryption key that wrapped its data
+	// key (the ARN of the KMS key for AlgA256GCMKMS).
 	KID string `json:"kid,omitempty"`
-	// EDK is the encrypted (wrapped) data key of an AlgA256GCMKMS value
-	// (the KMS CiphertextBlob) or an AlgA256GCMGCPKMS value (the Cloud KMS
-	// ciphertext), base64. Absent for the other algorithms.
+	// EDK is the encrypted (wrapped) data key of an envelope value (the
+	// KMS CiphertextBlob for AlgA256GCMKMS, the Cloud KMS ciphertext for
+	// AlgA256GCMGCPKMS, ...), base64. Absent for the other algorithms.
 	EDK []byte `json:"edk,omitempty"`
 	// Nonce is the 12-byte GCM nonce, base64 (standard, padded).
 	Nonce []byte `json:"nonce,omitempty"`
@@ -73,8 +75,8 @@ func (s *SealedValue) String() string {
 }
 
 func (s *SealedValue) validate(field string) error {
-	switch s.Alg {
-	case AlgA256GCM, AlgA256GCMKMS, AlgA256GCMGCPKMS:
+	switch {
+	case s.Alg == AlgA256GCM || IsEnvelopeAlg(s.Alg):
 		if s.Alg == AlgA256GCM {
 			if err := ValidateID(field+".kid", s.KID); err != nil {
 				return err
@@ -102,7 +104,7 @@ func (s *SealedValue) validate(field string) error {
 		if len(s.Ciphertext) > MaxValueBytes+16 {
 			return invalid(field+".ct", "is %d bytes, larger than %d", len(s.Ciphertext), MaxValueBytes+16)
 		}
-	case AlgPlaintext:
+	case s.Alg == AlgPlaintext:
 		if s.KID != "" {
 			return invalid(field+".kid", "must be absent for %s", AlgPlaintext)
 		}
@@ -115,10 +117,10 @@ func (s *SealedValue) validate(field string) error {
 		if len(s.Ciphertext) > MaxValueBytes {
 			return invalid(field+".ct", "is %d bytes, larger than %d", len(s.Ciphertext), MaxValueBytes)
 		}
-	case "":
+	case s.Alg == "":
 		return invalid(field+".alg", "is required")
 	default:
-		return invalid(field+".alg", "is not a supported algorithm (%s, %s, %s or %s)", AlgA256GCM, AlgA256GCMKMS, AlgA256GCMGCPKMS, AlgPlaintext)
+		return invalid(field+".alg", "is not a supported algorithm (%s, %s-<WRAPPER> such as %s or %s, or %s)", AlgA256GCM, AlgA256GCM, AlgA256GCMKMS, AlgA256GCMGCPKMS, AlgPlaintext)
 	}
 	return nil
 }
@@ -413,4 +415,38 @@ func (kr *Keyring) OpensAlg(alg string) bool {
 // allows plaintext will open it.
 func PlaintextValue(v []byte) *SealedValue {
 	return &SealedValue{Alg: AlgPlaintext, Ciphertext: append([]byte{}, v...)}
+}
+
+// WrapKey encrypts a data key with the active keyring key and a fresh
+// nonce, with aad as associated data, for key wrappers built on the
+// keyring (package seal). It returns the active kid and nonce || ct.
+func (kr *Keyring) WrapKey(dataKey, aad []byte) (kid string, blob []byte, err error) {
+	nonce := make([]byte, 12)
+	if _, err := rand.Read(nonce); err != nil {
+		return "", nil, fmt.Errorf("wrap: %w", err)
+	}
+	kr.mu.RLock()
+	kid, aead := kr.active, kr.aeads[kr.active]
+	kr.mu.RUnlock()
+	return kid, aead.Seal(nonce, nonce, dataKey, aad), nil
+}
+
+// UnwrapKey is the inverse of WrapKey with the key kid: ErrUnknownKeyID
+// when the keyring does not hold it, ErrOpenFailed when blob does not
+// authenticate.
+func (kr *Keyring) UnwrapKey(kid string, blob, aad []byte) ([]byte, error) {
+	kr.mu.RLock()
+	aead, ok := kr.aeads[kid]
+	kr.mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("unwrap: kid %q: %w", kid, ErrUnknownKeyID)
+	}
+	if len(blob) < 12+16 {
+		return nil, fmt.Errorf("unwrap: wrapped key is too short: %w", ErrOpenFailed)
+	}
+	pt, err := aead.Open(nil, blob[:12], blob[12:], aad)
+	if err != nil {
+		return nil, ErrOpenFailed
+	}
+	return pt, nil
 }

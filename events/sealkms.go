@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // KMS-wrapped data keys (AlgA256GCMKMS). The value is sealed exactly as with
@@ -58,6 +59,44 @@ func NewDataKey(kid string, key, edk []byte) (*DataKey, error) {
 	return newDataKey(AlgA256GCMKMS, kid, key, edk)
 }
 
+// NewEnvelopeDataKey builds a DataKey sealing and opening values of the
+// envelope algorithm alg (IsEnvelopeAlg) from key, the 32-byte plaintext
+// data key, and edk, the same key as the key-encryption key named kid
+// wrapped it. It keeps neither key nor edk: wipe key after the call.
+func NewEnvelopeDataKey(alg, kid string, key, edk []byte) (*DataKey, error) {
+	if !IsEnvelopeAlg(alg) {
+		return nil, fmt.Errorf("data key: %q is not an envelope algorithm", alg)
+	}
+	return newDataKey(alg, kid, key, edk)
+}
+
+// Envelope algorithms are "A256GCM-" followed by 2 to 16 capitals or
+// digits naming the key wrapper: the value is AES-256-GCM under a 32-byte
+// data key (12-byte random nonce, the AAD of Binding.AAD with the value's
+// alg and kid), and edk carries the data key as the key-encryption key
+// named by kid wrapped it. AlgA256GCMKMS and AlgA256GCMGCPKMS are two;
+// the wrappers (package seal and providers/...) own the others. events
+// checks the shape; which wrapper opens a value is the opener's business.
+const (
+	envelopePrefix     = AlgA256GCM + "-"
+	maxEnvelopeNameLen = 16
+)
+
+// IsEnvelopeAlg reports whether alg names an envelope algorithm:
+// "A256GCM-" and 2 to 16 characters from A-Z and 0-9.
+func IsEnvelopeAlg(alg string) bool {
+	name, ok := strings.CutPrefix(alg, envelopePrefix)
+	if !ok || len(name) < 2 || len(name) > maxEnvelopeNameLen {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; !(c >= 'A' && c <= 'Z') && !(c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
 func newDataKey(alg, kid string, key, edk []byte) (*DataKey, error) {
 	if err := validateKMSKeyID("kid", kid); err != nil {
 		return nil, fmt.Errorf("data key: %w", err)
@@ -80,10 +119,12 @@ func newDataKey(alg, kid string, key, edk []byte) (*DataKey, error) {
 }
 
 // Alg returns the algorithm of the values the data key seals:
-// AlgA256GCMKMS (NewDataKey) or AlgA256GCMGCPKMS (NewGCPKMSDataKey).
+// AlgA256GCMKMS (NewDataKey), AlgA256GCMGCPKMS (NewGCPKMSDataKey) or the
+// envelope algorithm given to NewEnvelopeDataKey.
 func (k *DataKey) Alg() string { return k.alg }
 
-// KID returns the ARN of the KMS key that wrapped the data key.
+// KID returns the key-encryption key that wrapped the data key (for
+// A256GCM-KMS, the KMS key's ARN).
 func (k *DataKey) KID() string { return k.kid }
 
 // EDK returns a copy of the wrapped data key.

@@ -58,13 +58,13 @@ func LoadSealing(ctx context.Context, c *settings.Config, createKeyring bool, lo
 			return nil, fmt.Errorf("sealing.gcp_kms: %w", err)
 		}
 		openers = append(openers, gs)
-		if gs.KeyName() != "" {
+		if gs.KeyID() != "" {
 			if sc.KMS["key_id"] != "" {
 				return nil, errors.New("sealing: set kms.key_id or gcp_kms.key_name, not both")
 			}
 			sealer = gs
 		}
-		log.Info("Cloud KMS-wrapped data keys enabled", zap.Bool("seals_with_gcp_kms", gs.KeyName() != ""))
+		log.Info("Cloud KMS-wrapped data keys enabled", zap.Bool("seals_with_gcp_kms", gs.KeyID() != ""))
 	}
 	if sealer == nil {
 		sealer = noSealer{}

@@ -13,6 +13,7 @@ import (
 	awskms "github.com/aws/aws-sdk-go-v2/service/kms"
 
 	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/seal"
 )
 
 // ValuePrefix marks a value encrypted with AWS KMS, as LiteLLM writes it:
@@ -77,7 +78,7 @@ type Decrypter struct {
 // passed to KMS Decrypt as KeyId so only ciphertexts of that key decrypt
 // (LiteLLM passes none; KMS then uses the key recorded in the ciphertext).
 func NewDecrypter(api API, keyID string) *Decrypter {
-	return &Decrypter{api: api, keyID: keyID, timeout: DefaultCallTimeout}
+	return &Decrypter{api: api, keyID: keyID, timeout: seal.CallTimeoutDefault}
 }
 
 // Decrypt decrypts one value the way LiteLLM's AWSKeyManagementService_V2

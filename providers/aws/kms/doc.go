@@ -4,13 +4,15 @@
 //   - Decrypter decrypts values the way LiteLLM reads them through KMS:
 //     "aws_kms/<base64>" values and LITELLM_SECRET_AWS_KMS_* environment
 //     variables (LiteLLM's decrypt_env_var, enabled by USE_AWS_KMS=True).
-//   - Sealer seals event values with KMS-wrapped data keys
-//     (events.AlgA256GCMKMS), as an alternative to the local keyring: the
-//     gateway (kms:GenerateDataKey) and the workers (kms:Decrypt) share a
-//     KMS key instead of a key file. See docs/events.md, "KMS-wrapped data
-//     keys", for the wire format.
+//   - Wrapper is the key wrapper (seal.Wrapper) of the envelope sealer,
+//     package seal: events.AlgA256GCMKMS values, data keys made by
+//     GenerateDataKey and unwrapped by Decrypt, as an alternative to the
+//     local keyring: the gateway (kms:GenerateDataKey) and the workers
+//     (kms:Decrypt) share a KMS key instead of a key file. New and
+//     NewSealer return a *seal.Sealer over it. See docs/events.md,
+//     "KMS-wrapped data keys", for the wire format.
 //
-// Both take a narrow API (GenerateDataKey, Decrypt) that *kms.Client from
+// Both take a narrow API (GenerateDataKey, Encrypt, Decrypt) that *kms.Client from
 // the AWS SDK implements; NewClient builds one from LiteLLM's AWS options
 // and environment variables through providers/aws/awsconfig, so the
 // endpoint, CA bundle, region, credentials and roles come from
@@ -23,14 +25,8 @@
 //     the local keyring), and KMS unwraps the data key only under the
 //     encryption context of the event's team, so a wrapped key copied into
 //     another team's event does not even unwrap.
-//   - Plaintext data keys live only in memory: the bytes KMS returns are
-//     wiped as soon as the AES-GCM cipher is built; caches hold the cipher,
-//     never the key bytes. Data keys are never logged, printed or put in
-//     errors.
-//   - A data key seals at most DataKeyMaxUses values (default 1000) during
-//     at most DataKeyTTL (default 5m), and only values of one team; an
-//     unwrapped key is reused for at most OpenCacheTTL (default 5m). Both
-//     caches are bounded LRUs. Concurrent misses share one KMS call.
+//   - Caching, wiping, retries and metrics are the Sealer's (package seal,
+//     one implementation for every KMS).
 //   - Every KMS failure is a *providers.Error classified for the retry
 //     policy: invalid ciphertext, wrong key, access denied, unusable keys
 //     and validation errors are permanent; throttling (providers.Throttled),
@@ -39,9 +35,13 @@
 //     never a request id, a ciphertext, a data key or a value; KMS's own
 //     message is kept only for codes whose messages name keys and
 //     principals, and then sanitized.
-//   - Sealer.Open refuses local-keyring values with events.ErrUnsupportedAlg
+//   - The Sealer refuses local-keyring values with events.ErrUnsupportedAlg
 //     (never events.ErrOpenFailed), and values of KMS keys outside
-//     AllowedKeyARNs with events.ErrUnknownKeyID, without calling KMS.
+//     allowed_key_arns with events.ErrUnknownKeyID, without calling KMS.
+//   - Rotation: move key_id to a new KMS key; values name the ARN that
+//     wrapped them and keep opening (KMS's own automatic rotation keeps
+//     the ARN and needs nothing). Sealer.Rewrap reseals a value under the
+//     new key.
 //
 // # LiteLLM compatibility
 //

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 
 	smithy "github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/seal"
 )
 
 // Provider is the name errors carry: LiteLLM's key_management_system name.
@@ -194,48 +194,11 @@ func byStatus(ce *callError) (providers.Kind, *callError) {
 	return providers.Permanent, ce
 }
 
-func firstLine(s string) string {
-	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
-		return s[:i]
-	}
-	return s
-}
+func firstLine(s string) string { return seal.FirstLine(s) }
 
-// sanitizeMessage keeps a message only if it is printable ASCII, replaces
-// every run of 20 or more base64 characters (a ciphertext, a key, a token)
-// by "[redacted]" and bounds the length.
-func sanitizeMessage(s string) string {
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] > 0x7e {
-			return "[message withheld: not printable]"
-		}
-	}
-	var b strings.Builder
-	run := 0
-	flush := func(end int) {
-		if run >= 20 {
-			b.WriteString("[redacted]")
-		} else {
-			b.WriteString(s[end-run : end])
-		}
-		run = 0
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if isAlnumByte(c) || c == '+' || c == '/' || c == '=' {
-			run++
-			continue
-		}
-		flush(i)
-		b.WriteByte(c)
-	}
-	flush(len(s))
-	out := b.String()
-	if len(out) > 240 {
-		out = out[:240] + "..."
-	}
-	return out
-}
+// sanitizeMessage is seal.Sanitize with "/" counted as base64 (KMS
+// messages name ARNs, which survive as short runs).
+func sanitizeMessage(s string) string { return seal.Sanitize(s, false) }
 
 func isAlnumByte(c byte) bool {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')

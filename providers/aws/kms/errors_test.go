@@ -19,6 +19,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/seal"
 )
 
 // faultClient is a real SDK client talking to handler, which answers the
@@ -123,12 +124,12 @@ func TestErrorClassification(t *testing.T) {
 			return err
 		},
 		"Sealer.Seal": func(api API) error {
-			s := testSealer(t, api, Config{KeyID: "alias/k", CallTimeout: 300 * time.Millisecond}, nil)
+			s := testSealer(t, api, "alias/k", seal.Config{CallTimeout: 300 * time.Millisecond, MaxAttempts: 1})
 			_, err := s.Seal(bg, []byte(sentinel), events.Binding{TeamID: "team-a", KeyID: "key-1", Generation: 1})
 			return err
 		},
 		"Sealer.Open": func(api API) error {
-			s := testSealer(t, api, Config{CallTimeout: 300 * time.Millisecond}, nil)
+			s := testSealer(t, api, "", seal.Config{CallTimeout: 300 * time.Millisecond, MaxAttempts: 1})
 			sv := &events.SealedValue{Alg: events.AlgA256GCMKMS, KID: "arn:aws:kms:us-east-1:111122223333:key/k",
 				EDK: []byte(sentinel), Nonce: make([]byte, 12), Ciphertext: append([]byte(sentinel), make([]byte, 16)...)}
 			_, err := s.Open(bg, sv, events.Binding{TeamID: "team-a", KeyID: "key-1", Generation: 1})
@@ -200,7 +201,7 @@ func TestSanitizeMessage(t *testing.T) {
 // neither edk nor ct.
 func TestSealedValueHidesSecrets(t *testing.T) {
 	env := startKMS(t)
-	s := testSealer(t, env.client, Config{KeyID: env.alias}, nil)
+	s := testSealer(t, env.client, env.alias)
 	sv, err := s.Seal(bg, []byte(sentinel), events.Binding{TeamID: "team-a", KeyID: "key-1", Generation: 1})
 	if err != nil {
 		t.Fatal(err)

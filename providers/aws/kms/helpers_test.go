@@ -5,17 +5,17 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awskms "github.com/aws/aws-sdk-go-v2/service/kms"
 
 	"github.com/keyrelay/keyrelay/internal/testenv"
+	"github.com/keyrelay/keyrelay/seal"
 )
 
 var bg = context.Background()
@@ -79,37 +79,18 @@ func (c *countingAPI) wait(ctx context.Context, op string) error {
 	return nil
 }
 
-// fakeClock is a settable clock for cache expiry.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock { return &fakeClock{t: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-// testSealer builds a Sealer over api with a fake clock.
-func testSealer(t testing.TB, api API, cfg Config, clock *fakeClock) *Sealer {
+// testSealer builds an envelope Sealer over api sealing under keyID.
+func testSealer(t testing.TB, api API, keyID string, cfg ...seal.Config) *seal.Sealer {
 	t.Helper()
-	if err := cfg.Validate(); err != nil {
+	c := seal.Config{}
+	if len(cfg) > 0 {
+		c = cfg[0]
+	}
+	s, err := NewSealer(api, keyID, c)
+	if err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now
-	if clock != nil {
-		now = clock.now
-	}
-	return newSealer(api, cfg.WithDefaults(), now)
+	return s
 }
 
 // encryptLiteLLM encrypts v as a LiteLLM user does (aws kms encrypt, no
@@ -156,4 +137,13 @@ func flip(b []byte, i int) []byte {
 	out := bytes.Clone(b)
 	out[i] ^= 0x01
 	return out
+}
+
+func mustJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -1,46 +1,8 @@
 package kms
 
 import (
-	"strings"
 	"testing"
-	"time"
 )
-
-func TestFromOptions(t *testing.T) {
-	c, err := FromOptions(map[string]string{
-		OptionKeyName: " " + testKey + " ", OptionAllowedKeyNames: testKey + ", " + otherKey,
-		OptionDataKeyTTL: "1m", OptionDataKeyMaxUses: "10", OptionOpenCacheTTL: "2m", OptionCallTimeout: "3s",
-		OptionSealCacheSize: "5", OptionOpenCacheSize: "6", OptionEndpoint: "ignored:1",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.KeyName != testKey || len(c.AllowedKeyNames) != 2 || c.DataKeyTTL != time.Minute || c.DataKeyMaxUses != 10 ||
-		c.OpenCacheTTL != 2*time.Minute || c.CallTimeout != 3*time.Second || c.SealCacheSize != 5 || c.OpenCacheSize != 6 {
-		t.Fatalf("%+v", c)
-	}
-	if c, err := FromOptions(nil); err != nil || c.KeyName != "" {
-		t.Fatalf("empty options: %+v, %v", c, err)
-	}
-	for name, opts := range map[string]map[string]string{
-		"alias-like key":     {OptionKeyName: "alias/keyrelay"},
-		"key ring only":      {OptionKeyName: "projects/p/locations/global/keyRings/r"},
-		"version in allowed": {OptionAllowedKeyNames: testKey + "/cryptoKeyVersions/1"},
-		"bad duration":       {OptionDataKeyTTL: "5"},
-		"bad number":         {OptionDataKeyMaxUses: "many"},
-		"ttl too long":       {OptionDataKeyTTL: "25h"},
-		"zero uses":          {OptionDataKeyMaxUses: "-1"},
-	} {
-		if _, err := FromOptions(opts); err == nil {
-			t.Errorf("%s: accepted", name)
-		} else if !strings.HasPrefix(err.Error(), "google_kms config:") {
-			t.Errorf("%s: %v", name, err)
-		}
-	}
-	if _, err := FromOptions(map[string]string{OptionKeyName: testKey + "/cryptoKeyVersions/3"}); err != nil {
-		t.Errorf("a version as key_name: %v", err)
-	}
-}
 
 func TestCryptoKeyOf(t *testing.T) {
 	for in, want := range map[string]string{

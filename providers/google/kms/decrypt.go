@@ -13,6 +13,7 @@ import (
 	"cloud.google.com/go/kms/apiv1/kmspb"
 
 	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/seal"
 )
 
 // OptionResourceName overrides GOOGLE_KMS_RESOURCE_NAME for
@@ -33,7 +34,7 @@ type Decrypter struct {
 // NewDecrypter returns a Decrypter over api for the CryptoKey resourceName
 // (LiteLLM's GOOGLE_KMS_RESOURCE_NAME).
 func NewDecrypter(api API, resourceName string) *Decrypter {
-	return &Decrypter{api: api, resourceName: resourceName, timeout: DefaultCallTimeout}
+	return &Decrypter{api: api, resourceName: resourceName, timeout: seal.CallTimeoutDefault}
 }
 
 // NewDecrypterFromOptions builds a Decrypter from the connection options

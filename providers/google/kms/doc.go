@@ -5,10 +5,10 @@
 //   - Decrypter decrypts values the way LiteLLM reads them through Cloud
 //     KMS: the secret's environment variable holds the base64 ciphertext,
 //     decrypted with the CryptoKey named by GOOGLE_KMS_RESOURCE_NAME.
-//   - Sealer seals event values with data keys wrapped by Cloud KMS
-//     (events.AlgA256GCMGCPKMS), as an alternative to the local keyring
-//     and to AWS KMS. Cloud KMS has no GenerateDataKey: the Sealer draws 32
-//     random bytes, wraps them with Encrypt and unwraps them with Decrypt,
+//   - Wrapper is the key wrapper (seal.Wrapper) of the envelope sealer,
+//     package seal: events.AlgA256GCMGCPKMS values, as an alternative to
+//     the local keyring and to AWS KMS. The Sealer draws 32 random bytes,
+//     the Wrapper wraps them with Encrypt and unwraps them with Decrypt,
 //     with the event's team as additional authenticated data
 //     (events.Binding.GCPKMSAdditionalData, the counterpart of the AWS
 //     encryption context). See docs/events.md, "Cloud KMS-wrapped data
@@ -27,17 +27,15 @@
 //     AES-GCM associated data binds team, key id and generation, and Cloud
 //     KMS unwraps the data key only with the additional data of the
 //     event's team.
-//   - Plaintext data keys live only in memory and are wiped as soon as the
-//     AES-GCM cipher is built; caches hold the cipher. Data keys are never
-//     logged or put in errors.
+//   - Caching, wiping, retries and metrics are the Sealer's (package seal).
+//   - Rotation: rotating the CryptoKey's primary version is keyring-style
+//     rotation (the ciphertext records its version; the kid, the CryptoKey,
+//     stays), and Sealer.Rewrap moves a value's data key to the primary
+//     version without touching its ciphertext.
 //   - Every request carries CRC32C checksums of its plaintext, ciphertext
 //     and additional data, and every response's checksums (and
 //     verified_* flags) are checked, as Google recommends; a failed check
 //     is a retryable ErrChecksum.
-//   - A data key seals at most DataKeyMaxUses values (default 1000) during
-//     at most DataKeyTTL (default 5m), and only values of one team; an
-//     unwrapped key is reused for at most OpenCacheTTL (default 5m). Both
-//     caches are bounded LRUs; concurrent misses share one call.
 //   - Every failure is a *providers.Error classified for the retry policy
 //     by gRPC code: INVALID_ARGUMENT on Decrypt (tampered, another key or
 //     other additional data) is permanent ErrInvalidCiphertext (plus
@@ -53,8 +51,8 @@
 //     other INTERNAL or UNKNOWN are retryable. Messages carry the operation, the
 //     key name and the gRPC code, never a ciphertext, a data key or a
 //     value.
-//   - Sealer.Open refuses other algorithms with events.ErrUnsupportedAlg,
-//     and keys outside AllowedKeyNames with events.ErrUnknownKeyID,
+//   - The Sealer refuses other algorithms with events.ErrUnsupportedAlg,
+//     and keys outside allowed_key_names with events.ErrUnknownKeyID,
 //     without calling Cloud KMS.
 //
 // # LiteLLM compatibility

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/seal"
 )
 
 // Provider is the name errors carry: LiteLLM's key_management_system name.
@@ -156,50 +157,7 @@ func authFailure(msg string) bool {
 	return false
 }
 
-func firstLine(s string) string {
-	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
-		return s[:i]
-	}
-	return s
-}
+func firstLine(s string) string { return seal.FirstLine(s) }
 
-// sanitizeMessage keeps a message only if it is printable ASCII, replaces
-// every run of 20 or more base64 characters (a ciphertext, a key, a token)
-// by "[redacted]" unless it is part of a resource path, and bounds the
-// length.
-func sanitizeMessage(s string) string {
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] > 0x7e {
-			return "[message withheld: not printable]"
-		}
-	}
-	var b strings.Builder
-	run := 0
-	flush := func(end int) {
-		if run >= 20 {
-			b.WriteString("[redacted]")
-		} else {
-			b.WriteString(s[end-run : end])
-		}
-		run = 0
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if isAlnumByte(c) || c == '+' || c == '=' {
-			run++
-			continue
-		}
-		flush(i)
-		b.WriteByte(c)
-	}
-	flush(len(s))
-	out := b.String()
-	if len(out) > 240 {
-		out = out[:240] + "..."
-	}
-	return out
-}
-
-func isAlnumByte(c byte) bool {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-}
+// sanitizeMessage is seal.Sanitize keeping resource paths.
+func sanitizeMessage(s string) string { return seal.Sanitize(s, true) }

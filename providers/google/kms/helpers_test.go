@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/keyrelay/keyrelay/providers/google/kms/kmsfake"
+	"github.com/keyrelay/keyrelay/seal"
 )
 
 var bg = context.Background()
@@ -62,7 +63,7 @@ func (e *fakeEnv) opts(extra map[string]string) map[string]string {
 	return o
 }
 
-func (e *fakeEnv) sealer(t *testing.T, extra map[string]string) *Sealer {
+func (e *fakeEnv) sealer(t *testing.T, extra map[string]string) *seal.Sealer {
 	t.Helper()
 	s, err := New(bg, e.opts(extra), nil)
 	if err != nil {

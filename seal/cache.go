@@ -1,7 +1,4 @@
-// Package datakeys caches KMS data keys for the AWS and Google Cloud KMS
-// sealers: bounded, expiring by age and use count, with concurrent misses
-// sharing one KMS call.
-package datakeys
+package seal
 
 import (
 	"context"
@@ -13,14 +10,14 @@ import (
 	"github.com/keyrelay/keyrelay/events"
 )
 
-// Cache holds data keys: bounded (least recently used evicted first),
+// cache holds data keys: bounded (least recently used evicted first),
 // each entry for at most ttl and, when maxUses > 0, for at most maxUses
 // hits. Concurrent misses for one key share one load. Entries hold an
 // *events.DataKey, which keeps the AES-GCM cipher, never the key bytes:
 // the plaintext data key the KMS returned is wiped before the entry exists,
 // so an evicted entry leaves nothing to wipe but the cipher's key schedule,
 // which Go cannot erase and which becomes garbage.
-type Cache[K comparable] struct {
+type cache[K comparable] struct {
 	mu      sync.Mutex
 	lru     *simplelru.LRU[K, *cacheEntry]
 	pending map[K]*flight
@@ -44,20 +41,20 @@ type flight struct {
 	err  error
 }
 
-// New returns a cache of at most size entries, each kept for ttl and, when
+// newCache returns a cache of at most size entries, each kept for ttl and, when
 // maxUses > 0, maxUses hits; a load may take up to loadTimeout.
-func New[K comparable](size int, ttl time.Duration, maxUses int, loadTimeout time.Duration, now func() time.Time) *Cache[K] {
+func newCache[K comparable](size int, ttl time.Duration, maxUses int, loadTimeout time.Duration, now func() time.Time) *cache[K] {
 	l, err := simplelru.NewLRU[K, *cacheEntry](size, nil)
 	if err != nil {
 		panic(err) // size is validated by Config.Validate
 	}
-	return &Cache[K]{lru: l, pending: map[K]*flight{}, ttl: ttl, maxUses: maxUses, now: now, loadTimeout: loadTimeout}
+	return &cache[K]{lru: l, pending: map[K]*flight{}, ttl: ttl, maxUses: maxUses, now: now, loadTimeout: loadTimeout}
 }
 
 // get returns the cached data key for k, counting one use, or loads it.
 // hit reports whether the key came from the cache without waiting for a
 // load this call started or joined.
-func (c *Cache[K]) Get(ctx context.Context, k K, load func(context.Context) (*events.DataKey, error)) (dk *events.DataKey, hit bool, err error) {
+func (c *cache[K]) get(ctx context.Context, k K, load func(context.Context) (*events.DataKey, error)) (dk *events.DataKey, hit bool, err error) {
 	hit = true
 	for {
 		c.mu.Lock()
@@ -86,7 +83,7 @@ func (c *Cache[K]) Get(ctx context.Context, k K, load func(context.Context) (*ev
 	}
 }
 
-func (c *Cache[K]) run(ctx context.Context, k K, f *flight, load func(context.Context) (*events.DataKey, error)) {
+func (c *cache[K]) run(ctx context.Context, k K, f *flight, load func(context.Context) (*events.DataKey, error)) {
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.loadTimeout)
 	defer cancel()
 	dk, err := load(lctx)
@@ -102,7 +99,7 @@ func (c *Cache[K]) run(ctx context.Context, k K, f *flight, load func(context.Co
 
 // takeLocked returns k's data key if it is fresh and not used up, counting
 // the use; a stale or used-up entry is dropped.
-func (c *Cache[K]) takeLocked(k K) *events.DataKey {
+func (c *cache[K]) takeLocked(k K) *events.DataKey {
 	e, ok := c.lru.Get(k)
 	if !ok {
 		return nil
@@ -119,7 +116,7 @@ func (c *Cache[K]) takeLocked(k K) *events.DataKey {
 }
 
 // put stores dk for k (a data key learnt another way), unless k is cached.
-func (c *Cache[K]) Put(k K, dk *events.DataKey) {
+func (c *cache[K]) put(k K, dk *events.DataKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.lru.Contains(k) {
@@ -128,14 +125,14 @@ func (c *Cache[K]) Put(k K, dk *events.DataKey) {
 }
 
 // purge drops every entry.
-func (c *Cache[K]) Purge() {
+func (c *cache[K]) purge() {
 	c.mu.Lock()
 	c.lru.Purge()
 	c.mu.Unlock()
 }
 
-// len returns the number of entries (fresh or not yet noticed stale).
-func (c *Cache[K]) Len() int {
+// size returns the number of entries (fresh or not yet noticed stale).
+func (c *cache[K]) size() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.lru.Len()
