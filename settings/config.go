@@ -332,9 +332,29 @@ type SealingConfig struct {
 	// CryptoKeyVersion resource; publishers seal with it when set),
 	// allowed_key_names, data_key_ttl, data_key_max_uses, seal_cache_size,
 	// open_cache_ttl, open_cache_size, call_timeout, endpoint, insecure,
-	// ca_bundle, credentials_file; see providers/google/kms. Set key_id in
-	// KMS or key_name here, not both. Default: none.
+	// ca_bundle, credentials_file; see providers/google/kms. Default: none.
 	GCPKMS map[string]string `yaml:"gcp_kms"`
+	// VaultTransit configures data keys wrapped by a HashiCorp Vault
+	// Transit key (alg A256GCM-VAULT). Keys: key_name (the Transit key;
+	// publishers seal with it when set), mount (default transit),
+	// allowed_key_names, address, token, namespace (defaults: LiteLLM's
+	// HCP_VAULT_ADDR, HCP_VAULT_TOKEN, HCP_VAULT_NAMESPACE), ca_bundle, and
+	// the sealer's keys (data_key_ttl, data_key_max_uses, seal_cache_size,
+	// open_cache_ttl, open_cache_size, call_timeout, max_attempts,
+	// retry_base); see providers/vault/transit and package seal.
+	// Default: none.
+	VaultTransit map[string]string `yaml:"vault_transit"`
+	// AzureKeys configures data keys wrapped by an Azure Key Vault RSA key
+	// (wrapKey/unwrapKey, RSA-OAEP-256; alg A256GCM-AZKV). Keys: key_name
+	// (publishers seal with it when set), allowed_key_names, vault_url
+	// (default AZURE_KEY_VAULT_URI), tenant_id, client_id, client_secret,
+	// authority_host, ca_bundle, and the sealer's keys; see
+	// providers/azure/keyvault/keys. Default: none.
+	//
+	// At most one of kms.key_id, gcp_kms.key_name, vault_transit.key_name
+	// and azure_keys.key_name may be set: that wrapper seals new values;
+	// every configured one opens.
+	AzureKeys map[string]string `yaml:"azure_keys"`
 }
 
 // HTTPConfig is the operations listener (/metrics, /healthz, /readyz).

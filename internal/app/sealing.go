@@ -10,7 +10,10 @@ import (
 
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/providers/aws/kms"
+	azkeys "github.com/keyrelay/keyrelay/providers/azure/keyvault/keys"
 	gcpkms "github.com/keyrelay/keyrelay/providers/google/kms"
+	"github.com/keyrelay/keyrelay/providers/vault/transit"
+	"github.com/keyrelay/keyrelay/seal"
 	"github.com/keyrelay/keyrelay/settings"
 )
 
@@ -19,20 +22,44 @@ type Sealing struct {
 	// Opener opens values sealed with the keyring or, when configured, with
 	// KMS-wrapped data keys.
 	Opener events.Opener
-	// Sealer seals new values: with KMS when keyrelay.sealing.kms.key_id is
-	// set, otherwise with the keyring's active key.
+	// Sealer seals new values: with the key wrapper whose sealing key is
+	// set (kms.key_id, gcp_kms.key_name, vault_transit.key_name,
+	// azure_keys.key_name), otherwise with the keyring's active key.
 	Sealer events.Sealer
+}
+
+// sealingWrapper is one KMS that can seal and open values, configured
+// under keyrelay.sealing.<Key>.
+type sealingWrapper struct {
+	Key  string
+	Opts map[string]string
+	New  func(ctx context.Context, opts map[string]string, getenv func(string) string) (*seal.Sealer, error)
+}
+
+func sealingWrappers(sc settings.SealingConfig) []sealingWrapper {
+	return []sealingWrapper{
+		{"kms", sc.KMS, kms.New},
+		{"gcp_kms", sc.GCPKMS, gcpkms.New},
+		{"vault_transit", sc.VaultTransit, transit.New},
+		{"azure_keys", sc.AzureKeys, azkeys.New},
+	}
 }
 
 // LoadSealing builds the process's Sealing from keyrelay.sealing. The
 // keyring file is required unless a KMS is configured; with createKeyring it
-// is generated when missing (the embedded default).
+// is generated when missing (the embedded default). Every configured key
+// wrapper opens its values; the one whose sealing key is set seals.
 func LoadSealing(ctx context.Context, c *settings.Config, createKeyring bool, log *zap.Logger) (*Sealing, error) {
 	sc := c.Keyrelay.Sealing
 	var openers events.Multi
 	var sealer events.Sealer
+	wrappers := sealingWrappers(sc)
+	anyWrapper := false
+	for _, w := range wrappers {
+		anyWrapper = anyWrapper || len(w.Opts) > 0
+	}
 	_, statErr := os.Stat(sc.KeyringFile)
-	if (len(sc.KMS) == 0 && len(sc.GCPKMS) == 0) || statErr == nil || createKeyring {
+	if !anyWrapper || statErr == nil || createKeyring {
 		kr, err := LoadKeyring(c, createKeyring, log)
 		if err != nil {
 			return nil, err
@@ -41,30 +68,24 @@ func LoadSealing(ctx context.Context, c *settings.Config, createKeyring bool, lo
 	} else if !errors.Is(statErr, os.ErrNotExist) {
 		return nil, fmt.Errorf("keyring: %w", statErr)
 	}
-	if len(sc.KMS) > 0 {
-		ks, err := kms.New(ctx, sc.KMS, c.Env)
+	sealedBy := ""
+	for _, w := range wrappers {
+		if len(w.Opts) == 0 {
+			continue
+		}
+		s, err := w.New(ctx, w.Opts, c.Env)
 		if err != nil {
-			return nil, fmt.Errorf("sealing.kms: %w", err)
+			return nil, fmt.Errorf("sealing.%s: %w", w.Key, err)
 		}
-		openers = append(openers, ks)
-		if ks.KeyID() != "" {
-			sealer = ks
-		}
-		log.Info("KMS-wrapped data keys enabled", zap.Bool("seals_with_kms", ks.KeyID() != ""))
-	}
-	if len(sc.GCPKMS) > 0 {
-		gs, err := gcpkms.New(ctx, sc.GCPKMS, c.Env)
-		if err != nil {
-			return nil, fmt.Errorf("sealing.gcp_kms: %w", err)
-		}
-		openers = append(openers, gs)
-		if gs.KeyID() != "" {
-			if sc.KMS["key_id"] != "" {
-				return nil, errors.New("sealing: set kms.key_id or gcp_kms.key_name, not both")
+		openers = append(openers, s)
+		if s.KeyID() != "" {
+			if sealedBy != "" {
+				return nil, fmt.Errorf("sealing: both %s and %s have a sealing key; set one", sealedBy, w.Key)
 			}
-			sealer = gs
+			sealedBy, sealer = w.Key, s
 		}
-		log.Info("Cloud KMS-wrapped data keys enabled", zap.Bool("seals_with_gcp_kms", gs.KeyID() != ""))
+		log.Info("KMS-wrapped data keys enabled", zap.String("wrapper", s.Wrapper().Name()), zap.String("alg", s.Alg()),
+			zap.Bool("seals", s.KeyID() != ""))
 	}
 	if sealer == nil {
 		sealer = noSealer{}
@@ -75,7 +96,7 @@ func LoadSealing(ctx context.Context, c *settings.Config, createKeyring bool, lo
 type noSealer struct{}
 
 func (noSealer) Seal(context.Context, []byte, events.Binding) (*events.SealedValue, error) {
-	return nil, errors.New("seal: no keyring and no keyrelay.sealing.kms.key_id: this process can only open values")
+	return nil, errors.New("seal: no keyring and no sealing key (keyrelay.sealing.<kms|gcp_kms|vault_transit|azure_keys>): this process can only open values")
 }
 
 // DecryptLiteLLMEnv does what LiteLLM does at start when USE_AWS_KMS is

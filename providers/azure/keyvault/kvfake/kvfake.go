@@ -21,6 +21,9 @@
 // over a limit in a sliding window; Throttled counts them. Without it
 // nothing is throttled.
 //
+// keys.go serves the keys API too (create, get, wrapkey, unwrapkey with
+// RSA-OAEP-256 on real RSA keys), for providers/azure/keyvault/keys.
+//
 // No Key Vault emulator exists offline; keyrelay's azure_key_vault provider
 // is tested against this fake (see the repository README).
 package kvfake
@@ -154,6 +157,7 @@ type Server struct {
 	requests   int
 	apiVersion string
 	quota      quotaState // see EnforceQuotas
+	keys       map[string]*kvKey // the keys API, keys.go
 }
 
 // New starts a fake vault on a TLS listener on 127.0.0.1. Close it when done.
@@ -448,6 +452,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		default:
 			writeErr(w, http.StatusMethodNotAllowed, "BadParameter", "method not allowed")
 		}
+	case len(parts) >= 2 && parts[0] == "keys":
+		s.serveKeys(w, r, base, parts)
 	case len(parts) >= 2 && parts[0] == "deletedsecrets":
 		name := parts[1]
 		switch {
