@@ -1,18 +1,26 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"strings"
+	"sync"
 
+	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
 	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/app"
+	"github.com/keyrelay/keyrelay/seal"
+	"github.com/keyrelay/keyrelay/worker"
 )
 
-func keyringCmd(_ *globals) *cobra.Command {
+func keyringCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "keyring", Short: "Manage the AES-256 sealing keyring"}
 	var kid string
 	gen := &cobra.Command{
@@ -74,6 +82,162 @@ func keyringCmd(_ *globals) *cobra.Command {
 		},
 	}
 	add.Flags().BoolVar(&activate, "activate", false, "make the new key the active one")
-	cmd.AddCommand(gen, add)
+	cmd.AddCommand(gen, add, rewrapCmd(g))
 	return cmd
+}
+
+// rewrapCmd is `keyrelay keyring rewrap`: the data key of every sealed
+// value the ledger holds is wrapped again under the newest key-encryption
+// key of the configured sealing wrapper (seal.RewrapStore), resumable from
+// a cursor file, with a progress bar on stderr.
+func rewrapCmd(g *globals) *cobra.Command {
+	var cursorFile string
+	var reseal, restart bool
+	cmd := &cobra.Command{
+		Use:   "rewrap",
+		Short: "Re-wrap the data keys of the ledger's sealed values under the newest key-encryption key (resumable)",
+		Long: `Re-wrap the data keys of the sealed values held in the ledger under the newest
+version of the key-encryption key that keyrelay.sealing.<wrapper>.key_name (or
+kms.key_id) names: run it after rotating the Vault Transit key, the Azure key,
+the Cloud KMS CryptoKey, or moving kms.key_id to a new key, so the older
+versions can be retired once the events stream no longer holds values wrapped
+by them. Values keep their ciphertext (a new version of the same key) or are
+sealed again under the same binding (a new AWS KMS key); --reseal moves values
+of other algorithms (the local keyring's A256GCM) too.
+
+Keys are handled in order, and the last one done is saved to --cursor after
+each key: an interrupted run continues where it stopped when run again
+(--restart starts over). Workers may run meanwhile: an entry they change is
+read again.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			c, log, err := g.load()
+			if err != nil {
+				return err
+			}
+			sealing, err := app.LoadSealing(ctx, c, false, log)
+			if err != nil {
+				return err
+			}
+			s, ok := sealing.Sealer.(*seal.Sealer)
+			if !ok {
+				return errors.New("rewrap: no key wrapper seals new values: set the sealing key of one of keyrelay.sealing.kms, gcp_kms, vault_transit or azure_keys")
+			}
+			conn, err := app.Connect(c, "keyrelay-rewrap", false, log)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			kv, err := conn.JS.KeyValue(ctx, worker.LedgerBucket)
+			if err != nil {
+				return fmt.Errorf("ledger: %w", err)
+			}
+			after := ""
+			if !restart {
+				if b, err := os.ReadFile(cursorFile); err == nil {
+					after = strings.TrimSpace(string(b))
+				} else if !errors.Is(err, os.ErrNotExist) {
+					return fmt.Errorf("cursor: %w", err)
+				}
+			}
+			opts := seal.RewrapOptions{After: after}
+			if reseal {
+				opts.Reseal = sealing.Opener
+			}
+			var bar *progressbar.ProgressBar
+			opts.Progress = func(r seal.RewrapResult) {
+				if bar == nil {
+					bar = progressbar.NewOptions(r.Total, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionSetDescription("rewrapping"),
+						progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("keys"),
+						progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish())
+				}
+				_ = bar.Set(r.Done)
+				_ = writeCursor(cursorFile, r.Cursor)
+			}
+			if after != "" {
+				fmt.Fprintf(os.Stderr, "resuming after %s (cursor %s; --restart starts over)\n", after, cursorFile)
+			}
+			res, err := seal.RewrapStore(ctx, s, &ledgerStore{l: worker.NewLedger(kv, conn.NC)}, opts)
+			if bar != nil {
+				_ = bar.Finish()
+			}
+			fmt.Printf("rewrapped %d, no value %d, other algorithm %d (of %d keys after the cursor) under %s %s\n",
+				res.Rewrapped, res.Empty, res.Other, res.Total, s.Wrapper().Name(), s.KeyID())
+			if err != nil {
+				return fmt.Errorf("%w (cursor %s: run again to resume)", err, cursorFile)
+			}
+			if res.Done == res.Total {
+				_ = os.Remove(cursorFile)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&cursorFile, "cursor", "keyrelay-rewrap.cursor", "file holding the last key done, to resume an interrupted run")
+	cmd.Flags().BoolVar(&reseal, "reseal", false, "also seal values of other algorithms (the local keyring's, another wrapper's) again with the sealing wrapper")
+	cmd.Flags().BoolVar(&restart, "restart", false, "ignore the cursor file and start from the first key")
+	return cmd
+}
+
+func writeCursor(path, cursor string) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(cursor+"\n"), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// ledgerStore is the ledger as a seal.Store: the entries' sealed values,
+// bound to (team, key, sealed_generation), replaced by compare-and-set.
+type ledgerStore struct {
+	l       *worker.Ledger
+	mu      sync.Mutex
+	entries map[string]*worker.LedgerEntry
+}
+
+func (ls *ledgerStore) Keys(ctx context.Context) ([]string, error) {
+	var keys []string
+	err := ls.l.All(ctx, func(k string, _ *worker.LedgerEntry, _ uint64) error {
+		keys = append(keys, k)
+		return nil
+	})
+	return keys, err
+}
+
+func (ls *ledgerStore) Get(ctx context.Context, k string) (*events.SealedValue, events.Binding, uint64, error) {
+	team, key, err := worker.ParseLedgerKey(k)
+	if err != nil {
+		return nil, events.Binding{}, 0, err
+	}
+	e, rev, err := ls.l.Get(ctx, team, key)
+	if err != nil || e == nil {
+		return nil, events.Binding{}, 0, err
+	}
+	ls.mu.Lock()
+	if ls.entries == nil {
+		ls.entries = map[string]*worker.LedgerEntry{}
+	}
+	ls.entries[k] = e
+	ls.mu.Unlock()
+	return e.Sealed, events.Binding{TeamID: team, KeyID: key, Generation: e.SealedGen}, rev, nil
+}
+
+func (ls *ledgerStore) Put(ctx context.Context, k string, sv *events.SealedValue, rev uint64) error {
+	team, key, err := worker.ParseLedgerKey(k)
+	if err != nil {
+		return err
+	}
+	ls.mu.Lock()
+	e := ls.entries[k]
+	delete(ls.entries, k)
+	ls.mu.Unlock()
+	if e == nil {
+		return seal.ErrConflict
+	}
+	e.Sealed = sv
+	_, err = ls.l.Put(ctx, team, key, e, rev)
+	if errors.Is(err, worker.ErrLedgerConflict) {
+		return seal.ErrConflict
+	}
+	return err
 }
