@@ -54,6 +54,10 @@ type sealVectorFile struct {
 	// A256GCM-KMS vectors (see sealkms_test.go).
 	KMSVectors  []kmsSealVector `json:"kms_vectors"`
 	KMSNegative []kmsNegVector  `json:"kms_negative_vectors"`
+	// Envelope algorithms of package seal's wrappers (see
+	// sealenvelope_test.go).
+	EnvelopeVectors  []envelopeVector    `json:"envelope_vectors"`
+	EnvelopeNegative []envelopeNegVector `json:"envelope_negative_vectors"`
 }
 
 func vectorKey(kid string) []byte {
@@ -212,6 +216,8 @@ func generateSealVectors(t *testing.T) {
 		"Negative vectors: opening sealed with keyring under binding must fail with error.",
 		"kms_vectors (alg A256GCM-KMS): data_key is the plaintext data key that KMS Decrypt returns for edk under encryption_context (edk is opaque test bytes, not a real CiphertextBlob); AES-256-GCM(data_key, nonce, plaintext, aad) must equal sealed.ct, with the same aad as above.",
 		"kms_negative_vectors: opening sealed with data_key (for the data key identified by kid and edk) under binding must fail with error.",
+		"envelope_vectors (alg A256GCM-<WRAPPER>: A256GCM-KEYRING, A256GCM-VAULT, A256GCM-AZKV, A256GCM-GCPKMS): sealed exactly as kms_vectors with the vector's alg in the aad; data_key is what the wrapper unwraps edk to (wrap_aad_hex: the additional data the key-encryption key binds; keyring: edk = len(member) || member || nonce || AES-256-GCM(keyring[member], data_key, wrap aad), unwrap it yourself).",
+		"envelope_negative_vectors: opening sealed with data_key (or, with keyring, by unwrapping edk) under binding must fail with error.",
 		"Regenerate: go test ./events -run TestGenerate -update",
 	}}
 	for i, c := range cases {
@@ -285,6 +291,7 @@ func generateSealVectors(t *testing.T) {
 			Sealed: alter(func(s *SealedValue) { s.Alg = "A128GCM" }), Error: "invalid"},
 	}
 	f.KMSVectors, f.KMSNegative = generateKMSSealVectors(t)
+	f.EnvelopeVectors, f.EnvelopeNegative = generateEnvelopeVectors(t)
 	kb := f.KMSVectors[0]
 	f.Negative = append(f.Negative, negVector{Name: "kms-value-to-keyring",
 		Description: "an A256GCM-KMS value is not the local keyring's to open", Keyring: ring("vec-k1"),
