@@ -108,6 +108,7 @@ bench: tools build
 	$(GO) run ./bench/restore -keys 20000 -runs 3
 	$(GO) run ./bench/latency -runs 3
 	$(GO) run ./bench/lanes
+	$(GO) run ./bench/seal -runs 3
 	KEYRELAY_QUOTA_KEYS_AWS=20000 KEYRELAY_QUOTA_KEYS_GOOGLE=2000 $(GO) test ./e2e -run '^TestClusterQuota' -count=1 -v -timeout 60m | grep -E '^e2e .* quota run|^(--- FAIL|FAIL)'
 
 clean:
