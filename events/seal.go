@@ -347,22 +347,40 @@ func (kr *Keyring) KeyIDs() []string {
 
 // Seal encrypts plaintext with the active key, bound to b.
 func (kr *Keyring) Seal(_ context.Context, plaintext []byte, b Binding) (*SealedValue, error) {
-	nonce := make([]byte, 12)
-	if _, err := rand.Read(nonce); err != nil {
-		return nil, fmt.Errorf("seal: %w", err)
+	nonce, err := newNonce()
+	if err != nil {
+		return nil, err
 	}
 	return kr.sealWithNonce(plaintext, b, nonce)
 }
 
-func (kr *Keyring) sealWithNonce(plaintext []byte, b Binding, nonce []byte) (*SealedValue, error) {
+// newNonce draws a random 12-byte GCM nonce.
+func newNonce() ([]byte, error) {
+	nonce := make([]byte, 12)
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, fmt.Errorf("seal: %w", err)
+	}
+	return nonce, nil
+}
+
+// checkSeal checks what every AES-GCM seal checks: the value's size, the
+// nonce's and the binding.
+func checkSeal(plaintext []byte, b Binding, nonce []byte) error {
 	if len(plaintext) > MaxValueBytes {
-		return nil, fmt.Errorf("seal: value is %d bytes, larger than %d", len(plaintext), MaxValueBytes)
+		return fmt.Errorf("seal: value is %d bytes, larger than %d", len(plaintext), MaxValueBytes)
 	}
 	if len(nonce) != 12 {
-		return nil, fmt.Errorf("seal: nonce is %d bytes, want 12", len(nonce))
+		return fmt.Errorf("seal: nonce is %d bytes, want 12", len(nonce))
 	}
 	if err := b.validate(); err != nil {
-		return nil, fmt.Errorf("seal: %w", err)
+		return fmt.Errorf("seal: %w", err)
+	}
+	return nil
+}
+
+func (kr *Keyring) sealWithNonce(plaintext []byte, b Binding, nonce []byte) (*SealedValue, error) {
+	if err := checkSeal(plaintext, b, nonce); err != nil {
+		return nil, err
 	}
 	kr.mu.RLock()
 	kid, aead := kr.active, kr.aeads[kr.active]

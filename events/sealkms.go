@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"strings"
@@ -132,22 +131,16 @@ func (k *DataKey) EDK() []byte { return bytes.Clone(k.edk) }
 
 // Seal encrypts plaintext with a fresh random nonce, bound to b.
 func (k *DataKey) Seal(plaintext []byte, b Binding) (*SealedValue, error) {
-	nonce := make([]byte, 12)
-	if _, err := rand.Read(nonce); err != nil {
-		return nil, fmt.Errorf("seal: %w", err)
+	nonce, err := newNonce()
+	if err != nil {
+		return nil, err
 	}
 	return k.sealWithNonce(plaintext, b, nonce)
 }
 
 func (k *DataKey) sealWithNonce(plaintext []byte, b Binding, nonce []byte) (*SealedValue, error) {
-	if len(plaintext) > MaxValueBytes {
-		return nil, fmt.Errorf("seal: value is %d bytes, larger than %d", len(plaintext), MaxValueBytes)
-	}
-	if len(nonce) != 12 {
-		return nil, fmt.Errorf("seal: nonce is %d bytes, want 12", len(nonce))
-	}
-	if err := b.validate(); err != nil {
-		return nil, fmt.Errorf("seal: %w", err)
+	if err := checkSeal(plaintext, b, nonce); err != nil {
+		return nil, err
 	}
 	ct := k.aead.Seal(nil, nonce, plaintext, b.AAD(k.alg, k.kid))
 	return &SealedValue{Alg: k.alg, KID: k.kid, EDK: bytes.Clone(k.edk), Nonce: nonce, Ciphertext: ct}, nil
