@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/keyrelay/keyrelay/events"
@@ -91,6 +92,21 @@ func LoadSealing(ctx context.Context, c *settings.Config, createKeyring bool, lo
 		sealer = noSealer{}
 	}
 	return &Sealing{Opener: openers, Sealer: sealer}, nil
+}
+
+// Collectors returns the Prometheus collectors of the configured key
+// wrappers' sealers (keyrelay_seal_*), to register with the process's
+// registry.
+func (s *Sealing) Collectors() []prometheus.Collector {
+	var out []prometheus.Collector
+	if m, ok := s.Opener.(events.Multi); ok {
+		for _, o := range m {
+			if ss, ok := o.(*seal.Sealer); ok {
+				out = append(out, ss.Collector())
+			}
+		}
+	}
+	return out
 }
 
 type noSealer struct{}
