@@ -112,7 +112,10 @@ type PutRequest struct {
 	// very secret (the worker's ledger), "" when it knows none. It is a
 	// hint: providers that can check-and-set may trust it and skip their
 	// read; a mismatch must fall back to the full checks (ownership,
-	// idempotency, check-and-set), never fail the write.
+	// idempotency, check-and-set), never fail the write. It must name a
+	// version written under another IdempotencyKey (the worker never calls
+	// Put for the event its ledger entry records): a provider may write on
+	// top of a matching version without looking at who wrote it.
 	ExpectedVersion string
 }
 

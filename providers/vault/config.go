@@ -140,9 +140,9 @@ const (
 	DefaultCertMountPath = "cert"
 	// DefaultDeleteMode is DeleteSoft.
 	DefaultDeleteMode = DeleteSoft
-	// DefaultEventHistory is how many versions' event ids are kept in
-	// custom_metadata: Vault KV v2 keeps 10 versions unless max_versions
-	// says otherwise.
+	// DefaultEventHistory is how many versions Versions reports with their
+	// event ids: Vault KV v2 keeps 10 versions unless max_versions says
+	// otherwise.
 	DefaultEventHistory = 10
 	// MaxEventHistory bounds EventHistory: custom_metadata holds at most 64
 	// keys, shared with the ownership tags and extra tags.
@@ -229,8 +229,10 @@ type Config struct {
 	// keyrelay creates; 0 leaves the mount's setting (10 by default).
 	// Option "max_versions". Default 0.
 	MaxVersions int
-	// EventHistory is how many of the newest versions keep their event id
-	// (idempotency key) in custom_metadata, 1 to MaxEventHistory. Option
+	// EventHistory is how many of the newest versions Versions reports
+	// with the event id (idempotency key) that wrote them, reading each
+	// one's data (versions written before DataEventKey kept it in
+	// custom_metadata, where it stays), 1 to MaxEventHistory. Option
 	// "event_history". Default DefaultEventHistory (10).
 	EventHistory int
 	// Timeout bounds each HTTP request. Option "timeout" (a Go duration).
@@ -439,6 +441,9 @@ func (c Config) Validate() error {
 	}
 	if c.DataKey == "" || !utf8.ValidString(c.DataKey) || strings.IndexFunc(c.DataKey, unicode.IsControl) >= 0 {
 		return field("DataKey", OptionDataKey, "must be a non-empty printable string")
+	}
+	if c.DataKey == DataEventKey {
+		return field("DataKey", OptionDataKey, "%q holds keyrelay's event id next to the value", DataEventKey)
 	}
 	switch c.DeleteMode {
 	case DeleteSoft, DeleteDestroy, DeleteMetadata:

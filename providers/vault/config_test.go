@@ -120,6 +120,7 @@ func TestVaultConfigValidateNamesTheField(t *testing.T) {
 		"empty segment prefix":    {opts: map[string]string{OptionPathPrefix: "a//b", OptionToken: "t"}, want: "Config.PathPrefix"},
 		"control char namespace":  {opts: map[string]string{OptionNamespace: "a\x01", OptionToken: "t"}, want: "Config.Namespace"},
 		"delete mode":             {opts: map[string]string{OptionDeleteMode: "shred", OptionToken: "t"}, want: "Config.DeleteMode"},
+		"data field of the event": {opts: map[string]string{OptionDataKey: "keyrelay-event", OptionToken: "t"}, want: "Config.DataKey"},
 		"event history":           {opts: map[string]string{OptionEventHistory: "40", OptionToken: "t"}, want: "Config.EventHistory"},
 		"negative max versions":   {opts: map[string]string{OptionMaxVersions: "-1", OptionToken: "t"}, want: "Config.MaxVersions"},
 		"approle without secret":  {opts: map[string]string{OptionAuthMethod: "approle", OptionAppRoleRoleID: "r"}, want: "Config.AppRoleSecretID"},

@@ -9,13 +9,16 @@
 //
 //	<addr>/v1/[<namespace>/]<mount>/data/[<path_prefix>/]N
 //
-// with the data {"key": "<value>"}, exactly as LiteLLM writes and reads it
-// (the field name is option "data", default "key"). The namespace is sent
+// with the data {"key": "<value>", "keyrelay-event": "<event id>"}: the
+// value where LiteLLM writes and reads it (the field name is option "data",
+// default "key"; LiteLLM reads no other field), and next to it the event id
+// that wrote the version (DataEventKey). The namespace is sent
 // as path segments, never as a header, as LiteLLM does; logins carry the
 // login namespace in X-Vault-Namespace. Values must be valid UTF-8. LiteLLM
 // also puts a description into the data; keyrelay keeps it in
-// custom_metadata, so the data holds only the value (LiteLLM reads only
-// "key", and keyrelay reads secrets LiteLLM wrote with or without one).
+// custom_metadata, so the data holds only the value and the event id
+// (LiteLLM reads only "key", and keyrelay reads secrets LiteLLM wrote with
+// or without a description).
 // Before its first write the provider checks once that the mount is KV
 // version 2 (sys/internal/ui/mounts), so a KV version 1 mount is refused
 // instead of receiving stray "data/..." and "metadata/..." secrets.
@@ -44,7 +47,7 @@
 //	tls_server_name, tls_skip_verify                            none, false
 //	delete_mode         soft | destroy | metadata               soft
 //	max_versions        max_versions of secrets keyrelay creates    0 (the mount's)
-//	event_history       versions whose event id is kept (1-32)  10
+//	event_history       versions Versions reports with their event id (1-32)  10
 //	timeout             per HTTP request                        30s
 //	max_retries         the Vault client's own retries          0 (the worker retries)
 //	rate_limit, rate_burst  requests/s to Vault, burst          0 (no limit), ceil(rate)
@@ -78,15 +81,37 @@
 //     A concurrent writer makes Put fail with ErrConflict, classified
 //     retryable; nothing is overwritten blindly. The KV version written is
 //     PutResult.Version ("1", "2", ...).
-//   - Idempotency: custom_metadata records the event id (IdempotencyKey)
-//     of each of the newest event_history versions under
-//     "keyrelay-event-<version>" (custom_metadata belongs to the secret, not
-//     to a version). A Put whose IdempotencyKey is recorded for the current
-//     version returns it as a Duplicate and writes nothing. If a write
-//     landed but recording its event id did not (a crash, a lost
-//     response), the retry finds the current version unrecorded, owned by
-//     the same key and holding the same value, records it and returns a
-//     Duplicate.
+//   - The fast path: with PutRequest.ExpectedVersion (the worker passes
+//     the version its ledger recorded for the key on this backend and
+//     name) Put writes at once with cas = that version, one request. The
+//     check-and-set succeeding proves that no version was written since
+//     the caller's own: nothing newer is lost, and no other event's version
+//     is current (the worker never calls Put for the event its ledger
+//     records). Vault answers the write with the secret's custom_metadata
+//     as it stood under the same lock: if it does not name the caller as
+//     owner (moved to another key by an adopting UpdateTags, edited by
+//     hand, or a hint from another Vault location under the same backend
+//     name), the write is taken back (the previous version's data written
+//     on top, the caller's version destroyed) and Put fails with
+//     ErrNotOwned; between the two writes (milliseconds) the secret holds
+//     the caller's value, the one window in which the ownership guard is
+//     enforced after the fact. On a check-and-set conflict, or without a
+//     hint, Put takes the checked path below. A soft-deleted current
+//     version overwritten by the fast path (a delete behind keyrelay's
+//     back) is restored without Created and without undeleting the hidden
+//     version.
+//   - Idempotency: each version's data carries the event id that wrote it
+//     (IdempotencyKey, "-" for none), in the same request as the value, so
+//     no version is ever without it. The checked path reads the current
+//     version and returns it as a Duplicate, writing nothing, when its
+//     event id is the request's: a redelivered event whose first write
+//     landed but whose ledger commit did not (its hint one version behind)
+//     costs the failed check-and-set and one read. Secrets written before
+//     the event id moved into the data recorded it in custom_metadata under
+//     "keyrelay-event-<version>"; those records are still read (Get,
+//     Versions, the duplicate check), and a version of that format left
+//     unrecorded by a crash is recognized as before (owned by the same key,
+//     holding the same value: recorded now and returned as a Duplicate).
 //   - Ownership: custom_metadata holds managed-by: keyrelay, keyrelay-team
 //     and keyrelay-key. Put, Delete and UpdateTags refuse a secret owned by
 //     another key or not keyrelay's (ErrNotOwned) unless the request sets
@@ -115,11 +140,35 @@
 //     Messages keep the status and Vault's error text, never the request
 //     URL, query, headers, a token, a secret id or a value.
 //
+// # Requests
+//
+// Vault requests per call, after the one-time mount check and the login
+// (measured against the real server by TestVaultRequestCounts):
+//
+//	rotation with the ledger's version      1  PUT data (cas)
+//	  ... with changed tags or description  2  + PATCH metadata
+//	create (no hint)                        3  GET metadata, PUT metadata (owner), PUT data
+//	rotation without a hint                 3  GET metadata, GET data, PUT data
+//	restore after a delete (no hint)        3  GET metadata, PUT data, PUT undelete
+//	redelivery whose write landed           2  PUT data (cas conflict), GET data: Duplicate
+//	  ... without a hint                    2  GET metadata, GET data: Duplicate
+//	someone else wrote and took it over     2  PUT data (cas conflict), GET data: ErrNotOwned
+//	  ... left it keyrelay's (LiteLLM)      3  + PUT data
+//	owner changed without a new version     4  PUT data, GET data (previous), PUT data, PUT destroy
+//	delete                                  2  GET metadata, DELETE data
+//	Versions                                1 + one GET data per live version among the
+//	                                           newest event_history (fewer for the
+//	                                           former format)
+//
+// Before the hint and the event id in the data, a rotation cost 3 (read,
+// write, custom_metadata patch) and a create 5.
+//
 // # Vault policy
 //
 // The token needs, on <mount>/data/<prefix>/*: create, read, update,
 // delete; on <mount>/metadata/<prefix>/*: create, read, update, patch,
-// delete; on <mount>/undelete/<prefix>/* and (delete_mode destroy, or
-// Retire) <mount>/destroy/<prefix>/*: update; and the default policy's
+// delete; on <mount>/undelete/<prefix>/* and (delete_mode destroy,
+// Retire, and the fast path's take-back, which only logs when refused)
+// <mount>/destroy/<prefix>/*: update; and the default policy's
 // auth/token/lookup-self, renew-self and revoke-self.
 package vault

@@ -2,6 +2,7 @@ package vault
 
 import (
 	"context"
+	"net/http"
 
 	"github.com/hashicorp/vault/api"
 )
@@ -48,4 +49,11 @@ func (k KVFunc) DeleteWithContext(ctx context.Context, path string) (*api.Secret
 
 func (k KVFunc) ListWithContext(ctx context.Context, path string) (*api.Secret, error) {
 	return k.Inner.ListWithContext(ctx, path)
+}
+
+// WrapTransport wraps the provider's HTTP transport (under the status
+// recorder), e.g. to count the requests that reach Vault.
+func WrapTransport(p *Provider, wrap func(http.RoundTripper) http.RoundTripper) {
+	rt := p.client.CloneConfig().HttpClient.Transport.(*recordingTransport)
+	rt.base = wrap(rt.base)
 }

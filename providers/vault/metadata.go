@@ -17,13 +17,16 @@ import (
 //	managed-by: keyrelay          ownership (providers.ManagedByTag)
 //	keyrelay-team, keyrelay-key   the owner (providers.TeamTag, KeyTag)
 //	keyrelay-description          PutRequest.Description
-//	keyrelay-event-<version>      the idempotency key (event id) that wrote
-//	                              <version>, "-" when the write had none;
-//	                              kept for the newest Config.EventHistory
-//	                              versions
+//	keyrelay-event-<version>      only on versions written before
+//	                              DataEventKey: the idempotency key (event
+//	                              id) that wrote <version>, "-" when the
+//	                              write had none; still read, no longer
+//	                              written (but for the repair of such a
+//	                              version, see Provider.Put)
 //
 // custom_metadata belongs to the secret, not to a version, so the event id
-// of each version is recorded under its own key.
+// of each version was recorded under its own key, in a request of its own
+// after the write; versions now carry it in their data (DataEventKey).
 const (
 	// EventKeyPrefix starts the custom_metadata keys holding the event id
 	// of each version: "keyrelay-event-3" for version 3.
@@ -78,8 +81,9 @@ func eventOf(custom map[string]string, version uint64) (string, bool) {
 }
 
 // tagsView returns the tags Get reports: the ownership and extra tags, and
-// providers.EventTag set to the event id that wrote version, when known.
-func tagsView(custom map[string]string, version uint64) map[string]string {
+// providers.EventTag set to the event id that wrote version (from its data,
+// else from custom_metadata), when known.
+func tagsView(custom map[string]string, data map[string]any, version uint64) map[string]string {
 	out := make(map[string]string, len(custom)+1)
 	for k, v := range custom {
 		if _, ok := parseEventKey(k); ok || k == DescriptionKey {
@@ -87,7 +91,7 @@ func tagsView(custom map[string]string, version uint64) map[string]string {
 		}
 		out[k] = v
 	}
-	if id, ok := eventOf(custom, version); ok && id != "" {
+	if id, ok := versionEvent(data, custom, version); ok && id != "" {
 		out[providers.EventTag] = id
 	}
 	return out

@@ -123,11 +123,18 @@ func TestVaultMetadataPatch(t *testing.T) {
 
 func TestVaultTagsView(t *testing.T) {
 	custom := map[string]string{providers.ManagedByTag: "keyrelay", "env": "x", DescriptionKey: "d", eventKey(1): "e1", eventKey(2): noEventID}
-	if got, want := tagsView(custom, 1), map[string]string{providers.ManagedByTag: "keyrelay", "env": "x", providers.EventTag: "e1"}; !reflect.DeepEqual(got, want) {
+	if got, want := tagsView(custom, nil, 1), map[string]string{providers.ManagedByTag: "keyrelay", "env": "x", providers.EventTag: "e1"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("version 1: %v", got)
 	}
-	if got := tagsView(custom, 2); got[providers.EventTag] != "" {
+	if got := tagsView(custom, nil, 2); got[providers.EventTag] != "" {
 		t.Errorf("keyless version shows event %q", got[providers.EventTag])
+	}
+	// The event id in the version's data wins over custom_metadata.
+	if got := tagsView(custom, map[string]any{"key": "v", DataEventKey: "e3"}, 1); got[providers.EventTag] != "e3" {
+		t.Errorf("event from the data: %q", got[providers.EventTag])
+	}
+	if got := tagsView(custom, map[string]any{"key": "v", DataEventKey: noEventID}, 1); got[providers.EventTag] != "" {
+		t.Errorf("keyless version (data) shows event %q", got[providers.EventTag])
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net/url"
 	"os"
 	"strconv"
@@ -235,253 +234,6 @@ func (p *Provider) checkMount(ctx context.Context, op, name string) error {
 	return nil
 }
 
-// current is what Put needs to know about a secret before writing.
-type current struct {
-	exists  bool   // metadata exists
-	version uint64 // current version, 0 when none was ever written
-	live    bool   // the current version is readable
-	meta    versionMeta
-	custom  map[string]string
-	value   string
-	hasVal  bool
-}
-
-// readCurrent reads the current version (one GET of data/; a second one of
-// metadata/ only when there is no current version at all).
-func (p *Provider) readCurrent(ctx context.Context, op, name string, ps paths) (*current, error) {
-	sec, status, err := p.read(ctx, op, name, ps.data(), nil)
-	if err != nil {
-		return nil, err
-	}
-	if status == 404 && sec == nil {
-		sec, status, err = p.read(ctx, op, name, ps.metadata(), nil)
-		if err != nil {
-			return nil, err
-		}
-		if status == 404 {
-			return &current{}, nil
-		}
-		m, err := parseMetadata(sec)
-		if err != nil {
-			return nil, newErr(op, name, providers.Retryable, fmt.Errorf("%w: %w", providers.ErrUnavailable, err))
-		}
-		// A version may have been written between the two reads: then it
-		// is current (its value unknown here).
-		c := &current{exists: true, version: m.current, custom: m.custom, live: !m.latestGone()}
-		c.meta = m.versions[m.current]
-		return c, nil
-	}
-	d, err := parseData(sec)
-	if err != nil {
-		return nil, p.dataErr(op, name, err)
-	}
-	c := &current{exists: true, version: d.version, meta: d.meta, custom: d.custom, live: status != 404 && !d.meta.gone()}
-	if c.live {
-		s, ok := d.data[p.cfg.DataKey].(string)
-		c.value, c.hasVal = s, ok
-	}
-	return c, nil
-}
-
-func (p *Provider) dataErr(op, name string, err error) error {
-	if errors.Is(err, errMalformed) {
-		// A KV v1 mount, or something else answering: not going to change.
-		return newErr(op, name, providers.Permanent, fmt.Errorf("%w: %w", providers.ErrInvalid, err))
-	}
-	return err
-}
-
-// owned applies the ownership guard to an existing secret.
-func owned(c *current, o providers.Owner, adopt bool) bool {
-	if adopt || providers.IsOwnedBy(c.custom, o) {
-		return true
-	}
-	// Metadata with no version ever written and no owner: pre-provisioned
-	// by an operator (max_versions, custom_metadata), not a secret.
-	return c.version == 0 && c.custom[providers.ManagedByTag] == ""
-}
-
-// Put implements providers.Provider.
-//
-// It reads the current version, refuses a secret it does not own (unless
-// Adopt), and returns the current version as a Duplicate when its recorded
-// event id equals req.IdempotencyKey. Otherwise it writes the value as
-// {"<data>": value} with cas = the current version (0 to create), so a
-// concurrent writer makes it fail with a retryable ErrConflict, and then
-// records the owner, tags, description and the new version's event id in
-// custom_metadata. A new secret's metadata (with the owner) is written
-// before its first version, so a crash in between leaves it owned. A Put
-// on a deleted or destroyed secret restores it: a new version on top,
-// Created set, and the version the soft delete hid is undeleted.
-//
-// Values must be valid UTF-8 (KV data is JSON). Nil Tags keep the stored
-// extra tags; an empty Description keeps the stored one.
-func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers.PutResult, error) {
-	const op = "put"
-	name := req.Name
-	ps, err := p.begin(ctx, op, name)
-	if err != nil {
-		return providers.PutResult{}, err
-	}
-	if !utf8.Valid(req.Value) {
-		return providers.PutResult{}, errInvalid(op, name, "value is not valid UTF-8 (Vault KV stores JSON strings)")
-	}
-	if !printable(req.IdempotencyKey) || len(req.IdempotencyKey) > maxMetadataValueLen {
-		return providers.PutResult{}, errInvalid(op, name, "idempotency key must be printable and at most %d bytes", maxMetadataValueLen)
-	}
-	if err := p.checkMount(ctx, op, name); err != nil {
-		return providers.PutResult{}, err
-	}
-	cur, err := p.readCurrent(ctx, op, name, ps)
-	if err != nil {
-		return providers.PutResult{}, err
-	}
-	if cur.exists && !owned(cur, req.Owner, req.Adopt) {
-		return providers.PutResult{}, errNotOwned(op, name)
-	}
-	upd := tagUpdate{owner: req.Owner, extra: req.Tags, keepExtra: req.Tags == nil && cur.exists, adopt: req.Adopt, description: req.Description}
-	want, err := p.cfg.desiredTags(cur.custom, upd)
-	if err != nil {
-		return providers.PutResult{}, errInvalid(op, name, "%v", err)
-	}
-	if cur.live && req.IdempotencyKey != "" {
-		id, recorded := eventOf(cur.custom, cur.version)
-		switch {
-		case recorded && id == req.IdempotencyKey:
-			return providers.PutResult{Version: strconv.FormatUint(cur.version, 10), Duplicate: true}, nil
-		case !recorded && cur.hasVal && cur.value == string(req.Value) && providers.IsOwnedBy(cur.custom, req.Owner):
-			// Written by this event (same owner, same value), which then
-			// failed before recording its event id: record it now.
-			if err := p.patchMetadata(ctx, op, name, ps, cur.custom, want, cur.version, req.IdempotencyKey); err != nil {
-				return providers.PutResult{}, err
-			}
-			return providers.PutResult{Version: strconv.FormatUint(cur.version, 10), Duplicate: true}, nil
-		}
-	}
-	switch {
-	case !cur.exists:
-		body := map[string]any{"custom_metadata": want}
-		if p.cfg.MaxVersions > 0 {
-			body["max_versions"] = p.cfg.MaxVersions
-		}
-		if _, _, err := p.write(ctx, op, name, ps.metadata(), body); err != nil {
-			return providers.PutResult{}, err
-		}
-	case !ownerIs(cur.custom, want):
-		// Adopting, or an operator's pre-provisioned metadata: take
-		// ownership before writing, so a crash leaves the secret owned.
-		if err := p.takeOwnership(ctx, op, name, ps, cur.custom, want); err != nil {
-			return providers.PutResult{}, err
-		}
-		cur.custom = mergeOwnership(cur.custom, want)
-	}
-	sec, status, err := p.write(ctx, op, name, ps.data(), map[string]any{
-		"options": map[string]any{"cas": cur.version},
-		"data":    map[string]any{p.cfg.DataKey: string(req.Value)},
-	})
-	if err != nil {
-		return providers.PutResult{}, err
-	}
-	if status == 404 {
-		return providers.PutResult{}, newErr(op, name, providers.Permanent, fmt.Errorf("%w: HTTP 404 writing %s (is %q a KV v2 mount?)", providers.ErrNotFound, "data", p.cfg.Mount))
-	}
-	ver, err := writtenVersion(sec)
-	if err != nil {
-		// Not KV v2's answer: a misconfigured mount will not heal.
-		return providers.PutResult{}, newErr(op, name, providers.Permanent, fmt.Errorf("%w: %w (is %q a KV v2 mount?)", providers.ErrInvalid, err, p.cfg.Mount))
-	}
-	if err := p.patchMetadata(ctx, op, name, ps, cur.custom, want, ver, req.IdempotencyKey); err != nil {
-		return providers.PutResult{}, err
-	}
-	if cur.exists && cur.version > 0 && cur.meta.deleted && !cur.meta.destroyed {
-		// Restore the version the soft delete hid, so it reads again.
-		if _, _, err := p.write(ctx, op, name, ps.undelete(), map[string]any{"versions": []uint64{cur.version}}); err != nil {
-			p.log.Warn("restored secret, but undeleting its previous version failed", zap.String("name", name), zap.Uint64("version", cur.version), zap.Error(err))
-		}
-	}
-	return providers.PutResult{Version: strconv.FormatUint(ver, 10), Created: !cur.live}, nil
-}
-
-func ownership(want map[string]string) map[string]string {
-	out := map[string]string{}
-	for _, k := range ownerTagNames {
-		if v, ok := want[k]; ok {
-			out[k] = v
-		}
-	}
-	return out
-}
-
-// ownerTagNames are the custom_metadata keys that say who owns a secret.
-var ownerTagNames = []string{providers.ManagedByTag, providers.TeamTag, providers.KeyTag}
-
-// ownerIs reports whether custom already carries want's ownership tags.
-func ownerIs(custom, want map[string]string) bool {
-	for _, k := range ownerTagNames {
-		if custom[k] != want[k] {
-			return false
-		}
-	}
-	return true
-}
-
-func mergeOwnership(custom, want map[string]string) map[string]string {
-	out := maps.Clone(custom)
-	if out == nil {
-		out = map[string]string{}
-	}
-	delete(out, providers.TeamTag)
-	delete(out, providers.KeyTag)
-	maps.Copy(out, ownership(want))
-	return out
-}
-
-// takeOwnership sets the ownership tags of want on an existing secret,
-// leaving its other custom_metadata alone.
-func (p *Provider) takeOwnership(ctx context.Context, op, name string, ps paths, old, want map[string]string) error {
-	patch := map[string]any{}
-	for _, k := range ownerTagNames {
-		if v, ok := want[k]; ok {
-			patch[k] = v
-		} else if _, had := old[k]; had {
-			patch[k] = nil
-		}
-	}
-	return p.sendPatch(ctx, op, name, ps, patch)
-}
-
-// patchMetadata changes custom_metadata from old to want and records
-// eventID as the event of version.
-func (p *Provider) patchMetadata(ctx context.Context, op, name string, ps paths, old, want map[string]string, version uint64, eventID string) error {
-	return p.sendPatch(ctx, op, name, ps, p.cfg.metadataPatch(old, want, version, eventID))
-}
-
-func (p *Provider) sendPatch(ctx context.Context, op, name string, ps paths, patch map[string]any) error {
-	if len(patch) == 0 {
-		return nil
-	}
-	status, err := p.patch(ctx, op, name, ps.metadata(), map[string]any{"custom_metadata": patch})
-	if err != nil {
-		return err
-	}
-	if status == 404 {
-		// Deleted (metadata and all) between our write and this patch.
-		return newErr(op, name, providers.Retryable, fmt.Errorf("%w: the secret was deleted concurrently", providers.ErrConflict))
-	}
-	return nil
-}
-
-func writtenVersion(sec *api.Secret) (uint64, error) {
-	if sec == nil || sec.Data == nil {
-		return 0, fmt.Errorf("%w: no version in the write response", errMalformed)
-	}
-	v, err := toUint(sec.Data["version"])
-	if err != nil || v == 0 {
-		return 0, fmt.Errorf("%w: version in the write response", errMalformed)
-	}
-	return v, nil
-}
-
 // Get implements providers.Provider: the current version (version "") or
 // the given version number. A deleted or destroyed version is not found.
 // Tags are the ownership and extra tags from custom_metadata, with
@@ -527,7 +279,7 @@ func (p *Provider) Get(ctx context.Context, name, version string) (*providers.Se
 		Name:      name,
 		Version:   strconv.FormatUint(d.version, 10),
 		Value:     []byte(s),
-		Tags:      tagsView(d.custom, d.version),
+		Tags:      tagsView(d.custom, d.data, d.version),
 		UpdatedAt: d.meta.created,
 	}, nil
 }
@@ -607,10 +359,14 @@ func (p *Provider) Delete(ctx context.Context, req providers.DeleteRequest) erro
 }
 
 // Versions implements providers.Versioner: the versions Vault keeps, oldest
-// first, with the event id recorded for each (for the newest
-// Config.EventHistory versions). Versions deleted by a soft delete are
+// first, with the event id that wrote each of the newest
+// Config.EventHistory live versions. Versions deleted by a soft delete are
 // listed (their data is recoverable); destroyed ones are marked Destroyed.
 // A secret whose current version is deleted or destroyed is not found.
+//
+// It costs one metadata read plus, since the event id travels in each
+// version's data (DataEventKey), one read per version reported with its
+// event id; versions written before that have it in custom_metadata.
 func (p *Provider) Versions(ctx context.Context, name string) ([]providers.VersionInfo, error) {
 	const op = "versions"
 	ps, err := p.begin(ctx, op, name)
@@ -627,7 +383,10 @@ func (p *Provider) Versions(ctx context.Context, name string) ([]providers.Versi
 	var out []providers.VersionInfo
 	for _, v := range sortedVersions(m.versions) {
 		vm := m.versions[v]
-		id, _ := eventOf(m.custom, v)
+		id, err := p.eventOfVersion(ctx, op, name, ps, m, v)
+		if err != nil {
+			return nil, err
+		}
 		out = append(out, providers.VersionInfo{
 			Version:        strconv.FormatUint(v, 10),
 			IdempotencyKey: id,
@@ -637,6 +396,29 @@ func (p *Provider) Versions(ctx context.Context, name string) ([]providers.Versi
 		})
 	}
 	return out, nil
+}
+
+// eventOfVersion returns the event id that wrote version v: recorded in
+// custom_metadata (older versions), else read from the version's data when
+// v is live and among the newest Config.EventHistory versions; "" when
+// unknown.
+func (p *Provider) eventOfVersion(ctx context.Context, op, name string, ps paths, m *metadata, v uint64) (string, error) {
+	if id, ok := eventOf(m.custom, v); ok {
+		return id, nil
+	}
+	if m.versions[v].gone() || v+uint64(p.cfg.EventHistory) <= m.current {
+		return "", nil
+	}
+	sec, status, err := p.read(ctx, op, name, ps.data(), url.Values{"version": []string{strconv.FormatUint(v, 10)}})
+	if err != nil || status == 404 {
+		return "", err
+	}
+	d, err := parseData(sec)
+	if err != nil {
+		return "", p.dataErr(op, name, err)
+	}
+	id, _ := versionEvent(d.data, nil, v)
+	return id, nil
 }
 
 // UpdateTags implements providers.TagUpdater: it replaces the extra tags

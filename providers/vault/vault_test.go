@@ -828,9 +828,15 @@ func TestVaultCrashWindows(t *testing.T) {
 		_, err = p.Put(ctx, providers.PutRequest{Name: "crash/a", Value: []byte("x"), IdempotencyKey: "e", Owner: ownerB})
 		wantErr(t, "other owner", err, providers.ErrNotOwned, false)
 	})
-	t.Run("version written, event id not recorded", func(t *testing.T) {
-		put(t, p, "crash/b", "sk-b", "ev-b", ownerA)
-		if _, err := root.Logical().JSONMergePatch(ctx, "secret/metadata/crash/b", map[string]any{"custom_metadata": map[string]any{"keyrelay-event-1": nil}}); err != nil {
+	t.Run("version written, event id not recorded (before DataEventKey)", func(t *testing.T) {
+		// The format before event ids travelled in the data: owner in
+		// custom_metadata, the value alone, and a crash before the
+		// event id was recorded in custom_metadata.
+		if _, err := root.Logical().WriteWithContext(ctx, "secret/metadata/crash/b", map[string]any{"custom_metadata": map[string]any{
+			providers.ManagedByTag: "keyrelay", providers.TeamTag: ownerA.TeamID, providers.KeyTag: ownerA.KeyID}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := root.Logical().WriteWithContext(ctx, "secret/data/crash/b", map[string]any{"data": map[string]any{"key": "sk-b"}}); err != nil {
 			t.Fatal(err)
 		}
 		if r := put(t, p, "crash/b", "sk-b", "ev-b", ownerA); !r.Duplicate || r.Version != "1" {
@@ -868,15 +874,19 @@ func TestVaultMaxVersionsAndEventHistory(t *testing.T) {
 	if mv := fmt.Sprint(meta["max_versions"]); mv != "4" {
 		t.Errorf("max_versions %s", mv)
 	}
+	// Event ids travel in each version's data, none in custom_metadata.
 	cm, _ := meta["custom_metadata"].(map[string]any)
-	for i := 1; i <= 6; i++ {
-		_, has := cm[fmt.Sprintf("keyrelay-event-%d", i)]
-		if has != (i >= 4) {
-			t.Errorf("event of version %d kept=%v (custom_metadata %v)", i, has, cm)
+	for k := range cm {
+		if strings.HasPrefix(k, vault.EventKeyPrefix) {
+			t.Errorf("event id recorded in custom_metadata: %v", cm)
 		}
 	}
+	if d := kvRead(t, root, "secret/data/history/k"); fmt.Sprint(d["data"]) != "map[key:sk-6 keyrelay-event:ev-6]" {
+		t.Errorf("data %v", d["data"])
+	}
+	// Versions reports the event ids of the newest 3 (event_history).
 	vs, err := p.Versions(ctxT(t), "history/k")
-	if err != nil || len(vs) != 4 || vs[0].Version != "3" || vs[0].IdempotencyKey != "" || vs[3].IdempotencyKey != "ev-6" {
+	if err != nil || len(vs) != 4 || vs[0].Version != "3" || vs[0].IdempotencyKey != "" || vs[1].IdempotencyKey != "ev-4" || vs[3].IdempotencyKey != "ev-6" {
 		t.Errorf("Versions %+v %v", vs, err)
 	}
 }
@@ -895,7 +905,7 @@ func TestVaultUpdateTags(t *testing.T) {
 	}
 	meta := kvRead(t, v.Client(t), "secret/metadata/tags/k")
 	cm, _ := meta["custom_metadata"].(map[string]any)
-	if cm["keyrelay-alias"] != "new" || cm["env"] != nil || cm["keyrelay-description"] != "renamed" || cm["keyrelay-event-1"] != "e1" || cm[providers.ManagedByTag] != "keyrelay" {
+	if cm["keyrelay-alias"] != "new" || cm["env"] != nil || cm["keyrelay-description"] != "renamed" || cm[providers.ManagedByTag] != "keyrelay" {
 		t.Errorf("custom_metadata %v", cm)
 	}
 	if cv := fmt.Sprint(meta["current_version"]); cv != "1" {

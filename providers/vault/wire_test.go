@@ -51,7 +51,8 @@ func (f *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // TestWireNamespacesAndFormat checks what goes over the wire, as LiteLLM
 // sends it: the login namespace only as a header on the login, the secret
 // namespace only as path segments (also for the one-time mount check), the
-// value as {"key": value} with cas=0 for a new secret, and nothing from
+// value as {"key": value, "keyrelay-event": event id} with cas=0 for a new
+// secret, after one metadata read and the owner's metadata, and nothing from
 // VAULT_* variables.
 func TestVaultWireNamespacesAndFormat(t *testing.T) {
 	t.Setenv("VAULT_TOKEN", "from-env")
@@ -83,11 +84,9 @@ func TestVaultWireNamespacesAndFormat(t *testing.T) {
 	want := []struct{ method, path string }{
 		{"PUT", "/v1/auth/approle/login"},
 		{"GET", "/v1/admin/teams/team-a/sys/internal/ui/mounts/kv-prod"},
-		{"GET", base + "data/virtual-keys/litellm/sk-1"},
 		{"GET", base + "metadata/virtual-keys/litellm/sk-1"},
 		{"PUT", base + "metadata/virtual-keys/litellm/sk-1"},
 		{"PUT", base + "data/virtual-keys/litellm/sk-1"},
-		{"PATCH", base + "metadata/virtual-keys/litellm/sk-1"},
 	}
 	if len(f.seen) != len(want) {
 		for _, s := range f.seen {
@@ -113,18 +112,15 @@ func TestVaultWireNamespacesAndFormat(t *testing.T) {
 			t.Errorf("request %d: namespace header %q, token %q", i, s.namespace, s.token)
 		}
 	}
-	write := f.seen[5].body
+	// The value and, next to it, the event id: one request.
+	write := f.seen[4].body
 	data, _ := write["data"].(map[string]any)
 	opts, _ := write["options"].(map[string]any)
-	if len(data) != 1 || data["key"] != "sk-value" || opts["cas"] != float64(0) {
+	if len(data) != 2 || data["key"] != "sk-value" || data[DataEventKey] != "ev-1" || opts["cas"] != float64(0) {
 		t.Errorf("data write body %v", write)
 	}
-	meta, _ := f.seen[4].body["custom_metadata"].(map[string]any)
+	meta, _ := f.seen[3].body["custom_metadata"].(map[string]any)
 	if meta[providers.ManagedByTag] != "keyrelay" || meta[providers.TeamTag] != "team-a" || meta[providers.KeyTag] != "key-1" {
-		t.Errorf("metadata create body %v", f.seen[4].body)
-	}
-	patch, _ := f.seen[6].body["custom_metadata"].(map[string]any)
-	if patch["keyrelay-event-1"] != "ev-1" {
-		t.Errorf("metadata patch body %v", f.seen[6].body)
+		t.Errorf("metadata create body %v", f.seen[3].body)
 	}
 }

@@ -1,0 +1,467 @@
+package vault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/url"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/hashicorp/vault/api"
+	"go.uber.org/zap"
+
+	"github.com/keyrelay/keyrelay/providers"
+)
+
+// DataEventKey is the field of a version's KV data, next to the value,
+// holding the event id (PutRequest.IdempotencyKey) that wrote the version,
+// "-" for a write without one. It travels in the same request as the
+// value, so no version keyrelay writes is ever without it, and recording
+// it costs nothing. LiteLLM reads only the value's field (Config.DataKey).
+// Versions written before this field existed have their event id in
+// custom_metadata (EventKeyPrefix); both are read.
+const DataEventKey = providers.EventTag
+
+// versionData is the KV data of a new version: the value and its event id.
+func (p *Provider) versionData(value []byte, eventID string) map[string]any {
+	if eventID == "" {
+		eventID = noEventID
+	}
+	return map[string]any{p.cfg.DataKey: string(value), DataEventKey: eventID}
+}
+
+// versionEvent returns the event id that wrote a version, from its data or
+// else (versions written before DataEventKey) from custom_metadata, and
+// whether one was recorded at all ("" with true for a write without one).
+func versionEvent(data map[string]any, custom map[string]string, version uint64) (string, bool) {
+	if id, ok := data[DataEventKey].(string); ok {
+		if id == noEventID {
+			return "", true
+		}
+		return id, true
+	}
+	return eventOf(custom, version)
+}
+
+// current is what the checked Put needs to know about a secret before
+// writing.
+type current struct {
+	exists   bool   // metadata exists
+	version  uint64 // current version, 0 when none was ever written
+	live     bool   // the current version is readable
+	meta     versionMeta
+	custom   map[string]string
+	value    string
+	hasVal   bool
+	event    string // the current version's event id (when recorded)
+	recorded bool   // the current version's event id is known
+}
+
+// readCurrent reads what Put must know about the secret. Data first (one
+// GET of data/, which carries custom_metadata too; a GET of metadata/ only
+// when there is no current version), or, with metadataFirst, metadata
+// first: one GET when the secret does not exist or is deleted (the usual
+// case of a Put without a hint, a create), then data/ only for a live
+// version, whose event id and value the idempotency checks need.
+func (p *Provider) readCurrent(ctx context.Context, op, name string, ps paths, metadataFirst bool) (*current, error) {
+	if metadataFirst {
+		m, err := p.readMetadata(ctx, op, name, ps)
+		if err != nil {
+			return nil, err
+		}
+		if m == nil {
+			return &current{}, nil
+		}
+		if m.latestGone() {
+			return &current{exists: true, version: m.current, custom: m.custom, meta: m.versions[m.current]}, nil
+		}
+	}
+	sec, status, err := p.read(ctx, op, name, ps.data(), nil)
+	if err != nil {
+		return nil, err
+	}
+	if status == 404 && sec == nil {
+		sec, status, err = p.read(ctx, op, name, ps.metadata(), nil)
+		if err != nil {
+			return nil, err
+		}
+		if status == 404 {
+			return &current{}, nil
+		}
+		m, err := parseMetadata(sec)
+		if err != nil {
+			return nil, newErr(op, name, providers.Retryable, fmt.Errorf("%w: %w", providers.ErrUnavailable, err))
+		}
+		// A version may have been written between the two reads: then it
+		// is current (its value and event unknown here, unless recorded in
+		// custom_metadata).
+		c := &current{exists: true, version: m.current, custom: m.custom, live: !m.latestGone()}
+		c.meta = m.versions[m.current]
+		c.event, c.recorded = eventOf(m.custom, m.current)
+		return c, nil
+	}
+	d, err := parseData(sec)
+	if err != nil {
+		return nil, p.dataErr(op, name, err)
+	}
+	c := &current{exists: true, version: d.version, meta: d.meta, custom: d.custom, live: status != 404 && !d.meta.gone()}
+	if c.live {
+		s, ok := d.data[p.cfg.DataKey].(string)
+		c.value, c.hasVal = s, ok
+		c.event, c.recorded = versionEvent(d.data, d.custom, d.version)
+	}
+	return c, nil
+}
+
+func (p *Provider) dataErr(op, name string, err error) error {
+	if errors.Is(err, errMalformed) {
+		// A KV v1 mount, or something else answering: not going to change.
+		return newErr(op, name, providers.Permanent, fmt.Errorf("%w: %w", providers.ErrInvalid, err))
+	}
+	return err
+}
+
+// owned applies the ownership guard to an existing secret.
+func owned(c *current, o providers.Owner, adopt bool) bool {
+	if adopt || providers.IsOwnedBy(c.custom, o) {
+		return true
+	}
+	// Metadata with no version ever written and no owner: pre-provisioned
+	// by an operator (max_versions, custom_metadata), not a secret.
+	return c.version == 0 && c.custom[providers.ManagedByTag] == ""
+}
+
+// Put implements providers.Provider.
+//
+// Every version is written as {"<data>": value, "keyrelay-event": event id}
+// with check-and-set, so a concurrent writer makes it fail with a retryable
+// ErrConflict and nothing is overwritten blindly.
+//
+// With req.ExpectedVersion (the version the caller last wrote to this
+// secret) it writes at once with cas = that version: one request. The
+// check-and-set succeeding proves nobody wrote a version since the caller's
+// own, so there is nothing newer to lose and no other event's version to
+// find; the custom_metadata Vault returns with the write (read under the
+// same lock) confirms the owner, and a write that finds the secret no
+// longer the caller's is taken back (undoForeignWrite) and fails with
+// ErrNotOwned. Tags or a description that changed cost one patch more.
+//
+// On a check-and-set conflict, or without a hint (or one that is not a
+// version number), it takes the checked path (putChecked): it reads the
+// current version, refuses a secret it does not own (unless Adopt), returns
+// the current version as a Duplicate when it was written by
+// req.IdempotencyKey, and otherwise writes on top of it. A redelivered
+// event whose first write landed (the caller's hint is then one version
+// behind) thus costs the failed write and one read, and writes nothing.
+//
+// A new secret's metadata (with the owner) is written before its first
+// version, so a crash in between leaves it owned. A Put on a deleted or
+// destroyed secret restores it: a new version on top, Created set, and the
+// version the soft delete hid is undeleted.
+//
+// Values must be valid UTF-8 (KV data is JSON). Nil Tags keep the stored
+// extra tags; an empty Description keeps the stored one.
+func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers.PutResult, error) {
+	const op = "put"
+	name := req.Name
+	ps, err := p.begin(ctx, op, name)
+	if err != nil {
+		return providers.PutResult{}, err
+	}
+	if !utf8.Valid(req.Value) {
+		return providers.PutResult{}, errInvalid(op, name, "value is not valid UTF-8 (Vault KV stores JSON strings)")
+	}
+	if !printable(req.IdempotencyKey) || len(req.IdempotencyKey) > maxMetadataValueLen {
+		return providers.PutResult{}, errInvalid(op, name, "idempotency key must be printable and at most %d bytes", maxMetadataValueLen)
+	}
+	// The tags are checked before any write, the fast path's included.
+	if _, err := p.cfg.desiredTags(nil, tagUpdate{owner: req.Owner, extra: req.Tags, adopt: req.Adopt, description: req.Description}); err != nil {
+		return providers.PutResult{}, errInvalid(op, name, "%v", err)
+	}
+	if err := p.checkMount(ctx, op, name); err != nil {
+		return providers.PutResult{}, err
+	}
+	hint, hinted := expectedVersion(req.ExpectedVersion)
+	if hinted {
+		res, done, err := p.putExpected(ctx, op, req, ps, hint)
+		if done {
+			return res, err
+		}
+	}
+	// Without a hint the secret is most likely new: metadata first.
+	return p.putChecked(ctx, op, req, ps, !hinted)
+}
+
+// expectedVersion parses PutRequest.ExpectedVersion; a hint that is not a
+// KV version number (another provider's, say) is no hint.
+func expectedVersion(s string) (uint64, bool) {
+	n, err := strconv.ParseUint(s, 10, 64)
+	return n, err == nil && n > 0
+}
+
+// putExpected is the fast path: one check-and-set write at the caller's
+// expected version. done is false on a check-and-set conflict: the caller
+// then takes the checked path.
+func (p *Provider) putExpected(ctx context.Context, op string, req providers.PutRequest, ps paths, expected uint64) (res providers.PutResult, done bool, err error) {
+	name := req.Name
+	sec, status, err := p.write(ctx, op, name, ps.data(), map[string]any{
+		"options": map[string]any{"cas": expected},
+		"data":    p.versionData(req.Value, req.IdempotencyKey),
+	})
+	if errors.Is(err, providers.ErrConflict) {
+		// A version was written since the hint: someone else's, or this
+		// very event's (a redelivery after a crash before the caller
+		// recorded it). The checked path tells which.
+		return providers.PutResult{}, false, nil
+	}
+	if err != nil {
+		return providers.PutResult{}, true, err
+	}
+	ver, err := p.writtenVersion(op, name, sec, status)
+	if err != nil {
+		return providers.PutResult{}, true, err
+	}
+	custom, err := p.writtenCustom(ctx, op, name, ps, sec)
+	if err != nil {
+		// Written, but not confirmed: a retry's check-and-set fails and
+		// the checked path finds this event's version (a Duplicate).
+		return providers.PutResult{}, true, err
+	}
+	if !req.Adopt && !providers.IsOwnedBy(custom, req.Owner) {
+		p.undoForeignWrite(ctx, op, name, ps, expected, ver)
+		return providers.PutResult{}, true, errNotOwned(op, name)
+	}
+	want, err := p.cfg.desiredTags(custom, tagUpdate{owner: req.Owner, extra: req.Tags, keepExtra: req.Tags == nil, adopt: req.Adopt, description: req.Description})
+	if err != nil {
+		return providers.PutResult{}, true, errInvalid(op, name, "%v", err)
+	}
+	// Usually empty: the worker sends the same tags with every rotation.
+	if err := p.sendPatch(ctx, op, name, ps, p.cfg.metadataPatch(custom, want, 0, "")); err != nil {
+		return providers.PutResult{}, true, err
+	}
+	return providers.PutResult{Version: strconv.FormatUint(ver, 10)}, true, nil
+}
+
+// writtenCustom returns the custom_metadata Vault answered the write with
+// (KV v2 returns the secret's custom_metadata as it stood when the version
+// was added, under the secret's lock). A server that does not return it
+// costs a metadata read.
+func (p *Provider) writtenCustom(ctx context.Context, op, name string, ps paths, sec *api.Secret) (map[string]string, error) {
+	if raw, ok := sec.Data["custom_metadata"]; ok {
+		return toStringMap(raw), nil
+	}
+	m, err := p.readMetadata(ctx, op, name, ps)
+	if err != nil {
+		return nil, err
+	}
+	if m == nil {
+		return nil, newErr(op, name, providers.Retryable, fmt.Errorf("%w: the secret was deleted concurrently", providers.ErrConflict))
+	}
+	return m.custom, nil
+}
+
+// undoForeignWrite takes back a version the fast path wrote into a secret
+// that turned out not to be the caller's: its owner changed without a new
+// version (an adopting UpdateTags by another key, a hand edit of
+// custom_metadata) or the hint came from another Vault location under the
+// same backend name. The previous version's data is written back on top,
+// so the owner's value is current again, then the caller's version is
+// destroyed, so its value is not left in someone else's secret. Best
+// effort, bounded by the request timeout even when ctx has ended; failures
+// are logged (names and versions only).
+func (p *Provider) undoForeignWrite(ctx context.Context, op, name string, ps paths, prev, ours uint64) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.Timeout)
+	defer cancel()
+	log := p.log.With(zap.String("name", name), zap.Uint64("version", ours))
+	log.Warn("check-and-set hint matched a secret keyrelay does not own; taking the write back")
+	sec, status, err := p.read(ctx, op, name, ps.data(), url.Values{"version": []string{strconv.FormatUint(prev, 10)}})
+	if err == nil && status != 404 {
+		var d *dataResponse
+		if d, err = parseData(sec); err == nil && d.data != nil && !d.meta.gone() {
+			_, _, err = p.write(ctx, op, name, ps.data(), map[string]any{"options": map[string]any{"cas": ours}, "data": d.data})
+		}
+	}
+	if err != nil {
+		log.Error("could not write the owner's previous version back", zap.Uint64("previous", prev), zap.Error(err))
+	}
+	if _, _, err := p.write(ctx, op, name, ps.destroy(), map[string]any{"versions": []uint64{ours}}); err != nil {
+		log.Error("could not destroy the version written over a secret keyrelay does not own", zap.Error(err))
+	}
+}
+
+// putChecked is the guarded path: read, ownership guard, idempotency
+// check, then a check-and-set write on top of what was read.
+func (p *Provider) putChecked(ctx context.Context, op string, req providers.PutRequest, ps paths, metadataFirst bool) (providers.PutResult, error) {
+	name := req.Name
+	cur, err := p.readCurrent(ctx, op, name, ps, metadataFirst)
+	if err != nil {
+		return providers.PutResult{}, err
+	}
+	if cur.exists && !owned(cur, req.Owner, req.Adopt) {
+		return providers.PutResult{}, errNotOwned(op, name)
+	}
+	upd := tagUpdate{owner: req.Owner, extra: req.Tags, keepExtra: req.Tags == nil && cur.exists, adopt: req.Adopt, description: req.Description}
+	want, err := p.cfg.desiredTags(cur.custom, upd)
+	if err != nil {
+		return providers.PutResult{}, errInvalid(op, name, "%v", err)
+	}
+	if res, dup, err := p.duplicate(ctx, op, req, ps, cur, want); dup || err != nil {
+		return res, err
+	}
+	switch {
+	case !cur.exists:
+		body := map[string]any{"custom_metadata": want}
+		if p.cfg.MaxVersions > 0 {
+			body["max_versions"] = p.cfg.MaxVersions
+		}
+		if _, _, err := p.write(ctx, op, name, ps.metadata(), body); err != nil {
+			return providers.PutResult{}, err
+		}
+		cur.custom = want
+	case !ownerIs(cur.custom, want):
+		// Adopting, or an operator's pre-provisioned metadata: take
+		// ownership before writing, so a crash leaves the secret owned.
+		if err := p.takeOwnership(ctx, op, name, ps, cur.custom, want); err != nil {
+			return providers.PutResult{}, err
+		}
+		cur.custom = mergeOwnership(cur.custom, want)
+	}
+	sec, status, err := p.write(ctx, op, name, ps.data(), map[string]any{
+		"options": map[string]any{"cas": cur.version},
+		"data":    p.versionData(req.Value, req.IdempotencyKey),
+	})
+	if err != nil {
+		return providers.PutResult{}, err
+	}
+	ver, err := p.writtenVersion(op, name, sec, status)
+	if err != nil {
+		return providers.PutResult{}, err
+	}
+	if err := p.sendPatch(ctx, op, name, ps, p.cfg.metadataPatch(cur.custom, want, 0, "")); err != nil {
+		return providers.PutResult{}, err
+	}
+	if cur.exists && cur.version > 0 && cur.meta.deleted && !cur.meta.destroyed {
+		// Restore the version the soft delete hid, so it reads again.
+		if _, _, err := p.write(ctx, op, name, ps.undelete(), map[string]any{"versions": []uint64{cur.version}}); err != nil {
+			p.log.Warn("restored secret, but undeleting its previous version failed", zap.String("name", name), zap.Uint64("version", cur.version), zap.Error(err))
+		}
+	}
+	return providers.PutResult{Version: strconv.FormatUint(ver, 10), Created: !cur.live}, nil
+}
+
+// duplicate reports whether the current version was written by this very
+// event (req.IdempotencyKey): recorded with the version, or, for a version
+// written before versions carried their event id and whose record in
+// custom_metadata was lost (a crash between the write and the record),
+// owned by the same key and holding the same value; that record is made
+// now.
+func (p *Provider) duplicate(ctx context.Context, op string, req providers.PutRequest, ps paths, cur *current, want map[string]string) (providers.PutResult, bool, error) {
+	if !cur.live || req.IdempotencyKey == "" {
+		return providers.PutResult{}, false, nil
+	}
+	res := providers.PutResult{Version: strconv.FormatUint(cur.version, 10), Duplicate: true}
+	switch {
+	case cur.recorded && cur.event == req.IdempotencyKey:
+		return res, true, nil
+	case !cur.recorded && cur.hasVal && cur.value == string(req.Value) && providers.IsOwnedBy(cur.custom, req.Owner):
+		if err := p.patchMetadata(ctx, op, req.Name, ps, cur.custom, want, cur.version, req.IdempotencyKey); err != nil {
+			return providers.PutResult{}, false, err
+		}
+		return res, true, nil
+	}
+	return providers.PutResult{}, false, nil
+}
+
+// writtenVersion checks a data write's answer and returns the version it
+// made.
+func (p *Provider) writtenVersion(op, name string, sec *api.Secret, status int) (uint64, error) {
+	if status == 404 {
+		return 0, newErr(op, name, providers.Permanent, fmt.Errorf("%w: HTTP 404 writing %s (is %q a KV v2 mount?)", providers.ErrNotFound, "data", p.cfg.Mount))
+	}
+	if sec == nil || sec.Data == nil {
+		return 0, p.notKV2(op, name, fmt.Errorf("%w: no version in the write response", errMalformed))
+	}
+	v, err := toUint(sec.Data["version"])
+	if err != nil || v == 0 {
+		return 0, p.notKV2(op, name, fmt.Errorf("%w: version in the write response", errMalformed))
+	}
+	return v, nil
+}
+
+// notKV2 is the error for an answer that is not KV v2's: a misconfigured
+// mount will not heal.
+func (p *Provider) notKV2(op, name string, err error) error {
+	return newErr(op, name, providers.Permanent, fmt.Errorf("%w: %w (is %q a KV v2 mount?)", providers.ErrInvalid, err, p.cfg.Mount))
+}
+
+func ownership(want map[string]string) map[string]string {
+	out := map[string]string{}
+	for _, k := range ownerTagNames {
+		if v, ok := want[k]; ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// ownerTagNames are the custom_metadata keys that say who owns a secret.
+var ownerTagNames = []string{providers.ManagedByTag, providers.TeamTag, providers.KeyTag}
+
+// ownerIs reports whether custom already carries want's ownership tags.
+func ownerIs(custom, want map[string]string) bool {
+	for _, k := range ownerTagNames {
+		if custom[k] != want[k] {
+			return false
+		}
+	}
+	return true
+}
+
+func mergeOwnership(custom, want map[string]string) map[string]string {
+	out := maps.Clone(custom)
+	if out == nil {
+		out = map[string]string{}
+	}
+	delete(out, providers.TeamTag)
+	delete(out, providers.KeyTag)
+	maps.Copy(out, ownership(want))
+	return out
+}
+
+// takeOwnership sets the ownership tags of want on an existing secret,
+// leaving its other custom_metadata alone.
+func (p *Provider) takeOwnership(ctx context.Context, op, name string, ps paths, old, want map[string]string) error {
+	patch := map[string]any{}
+	for _, k := range ownerTagNames {
+		if v, ok := want[k]; ok {
+			patch[k] = v
+		} else if _, had := old[k]; had {
+			patch[k] = nil
+		}
+	}
+	return p.sendPatch(ctx, op, name, ps, patch)
+}
+
+// patchMetadata changes custom_metadata from old to want and records
+// eventID as the event of version in custom_metadata (the record of
+// versions written before DataEventKey).
+func (p *Provider) patchMetadata(ctx context.Context, op, name string, ps paths, old, want map[string]string, version uint64, eventID string) error {
+	return p.sendPatch(ctx, op, name, ps, p.cfg.metadataPatch(old, want, version, eventID))
+}
+
+func (p *Provider) sendPatch(ctx context.Context, op, name string, ps paths, patch map[string]any) error {
+	if len(patch) == 0 {
+		return nil
+	}
+	status, err := p.patch(ctx, op, name, ps.metadata(), map[string]any{"custom_metadata": patch})
+	if err != nil {
+		return err
+	}
+	if status == 404 {
+		// Deleted (metadata and all) between our write and this patch.
+		return newErr(op, name, providers.Retryable, fmt.Errorf("%w: the secret was deleted concurrently", providers.ErrConflict))
+	}
+	return nil
+}
