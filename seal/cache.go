@@ -83,6 +83,14 @@ func (c *cache[K]) get(ctx context.Context, k K, load func(context.Context) (*ev
 	}
 }
 
+// peek returns k's data key when it is cached and fresh, counting one
+// use, without loading it.
+func (c *cache[K]) peek(k K) *events.DataKey {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.takeLocked(k)
+}
+
 func (c *cache[K]) run(ctx context.Context, k K, f *flight, load func(context.Context) (*events.DataKey, error)) {
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.loadTimeout)
 	defer cancel()

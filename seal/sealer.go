@@ -200,6 +200,15 @@ func (s *Sealer) dataKeyOf(ctx context.Context, sv *events.SealedValue, b events
 	if sv == nil {
 		return nil, errors.New("open: no sealed value")
 	}
+	wc := Context{Alg: sv.Alg, TeamID: b.TeamID}
+	ok := openKey(wc, sv.KID, sv.EDK)
+	if s.OpensAlg(sv.Alg) && (s.allowed == nil || s.allowed[sv.KID]) {
+		// A cached key: events.DataKey.Open checks sv and b itself.
+		if dk := s.openKeys.peek(ok); dk != nil {
+			s.st.openHits.Add(1)
+			return dk, nil
+		}
+	}
 	if err := sv.Validate(); err != nil {
 		return nil, fmt.Errorf("open: %w", err)
 	}
@@ -212,9 +221,8 @@ func (s *Sealer) dataKeyOf(ctx context.Context, sv *events.SealedValue, b events
 	if s.allowed != nil && !s.allowed[sv.KID] {
 		return nil, fmt.Errorf("open: %s key %s is not allowed: %w", s.w.Name(), sv.KID, events.ErrUnknownKeyID)
 	}
-	wc := Context{Alg: sv.Alg, TeamID: b.TeamID}
 	kid, edk := sv.KID, bytes.Clone(sv.EDK)
-	dk, hit, err := s.openKeys.get(ctx, openKey(wc, kid, edk), func(ctx context.Context) (*events.DataKey, error) {
+	dk, hit, err := s.openKeys.get(ctx, ok, func(ctx context.Context) (*events.DataKey, error) {
 		return s.unwrap(ctx, kid, edk, wc)
 	})
 	if err != nil {
