@@ -383,4 +383,3 @@ func (k *localKMS) createKey(ctx context.Context) (string, error) {
 	}
 	return aws.ToString(out.KeyMetadata.Arn), nil
 }
-

@@ -156,7 +156,7 @@ type Server struct {
 	tokens     int
 	requests   int
 	apiVersion string
-	quota      quotaState // see EnforceQuotas
+	quota      quotaState        // see EnforceQuotas
 	keys       map[string]*kvKey // the keys API, keys.go
 }
 
