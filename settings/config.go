@@ -348,7 +348,8 @@ type SealingConfig struct {
 	// (wrapKey/unwrapKey, RSA-OAEP-256; alg A256GCM-AZKV). Keys: key_name
 	// (publishers seal with it when set), allowed_key_names, vault_url
 	// (default AZURE_KEY_VAULT_URI), tenant_id, client_id, client_secret,
-	// authority_host, ca_bundle, and the sealer's keys; see
+	// authority_host, disable_instance_discovery, ca_bundle, and the
+	// sealer's keys; see
 	// providers/azure/keyvault/keys. Default: none.
 	//
 	// At most one of kms.key_id, gcp_kms.key_name, vault_transit.key_name

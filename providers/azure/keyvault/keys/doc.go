@@ -30,6 +30,7 @@
 // LiteLLM's AZURE_KEY_VAULT_URI), "key_name" (empty: open only),
 // "allowed_key_names", "tenant_id", "client_id", "client_secret" (default
 // AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET; without a secret,
-// DefaultAzureCredential), "authority_host", "ca_bundle",
-// "disable_challenge_resource_verification", and the Sealer's options.
+// DefaultAzureCredential), "authority_host", "disable_instance_discovery",
+// "ca_bundle", "disable_challenge_resource_verification", and the Sealer's
+// options.
 package keys

@@ -42,6 +42,10 @@ const (
 	OptionAuthorityHost   = "authority_host"
 	OptionCABundle        = "ca_bundle"
 	OptionDisableChallRes = "disable_challenge_resource_verification"
+	// OptionDisableInstanceDiscovery skips Entra ID's instance discovery,
+	// for an authority_host that is not a public cloud's (sovereign clouds
+	// behind a private endpoint, tests).
+	OptionDisableInstanceDiscovery = "disable_instance_discovery"
 )
 
 // Algorithm is the key-wrapping algorithm: RSA-OAEP-256.
@@ -123,12 +127,15 @@ func NewClient(opts map[string]string, getenv func(string) string) (*azkeys.Clie
 		co.Cloud = cloud.Configuration{ActiveDirectoryAuthorityHost: ah, Services: map[cloud.ServiceName]cloud.ServiceConfiguration{}}
 	}
 	tenant, client, secret := get(OptionTenantID, "AZURE_TENANT_ID"), get(OptionClientID, "AZURE_CLIENT_ID"), get(OptionClientSecret, "AZURE_CLIENT_SECRET")
+	noDiscovery, _ := strconv.ParseBool(get(OptionDisableInstanceDiscovery, ""))
 	var cred azcore.TokenCredential
 	var err error
 	if secret != "" {
-		cred, err = azidentity.NewClientSecretCredential(tenant, client, secret, &azidentity.ClientSecretCredentialOptions{ClientOptions: co})
+		cred, err = azidentity.NewClientSecretCredential(tenant, client, secret,
+			&azidentity.ClientSecretCredentialOptions{ClientOptions: co, DisableInstanceDiscovery: noDiscovery})
 	} else {
-		cred, err = azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{ClientOptions: co, TenantID: tenant})
+		cred, err = azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{ClientOptions: co, TenantID: tenant,
+			DisableInstanceDiscovery: noDiscovery})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("azure_key_vault_keys: credential: %s", seal.Sanitize(seal.FirstLine(err.Error()), true))

@@ -126,3 +126,40 @@ func TestKeysAPI(t *testing.T) {
 		t.Error("a plain-HTTP vault URL was accepted")
 	}
 }
+
+// TestNewFromOptions builds the Sealer from keyrelay.sealing.azure_keys
+// options against the fake: TLS through ca_bundle, a client secret
+// exchanged at the fake's Entra ID token endpoint (authority_host), the
+// bearer challenge, then a seal and an open.
+func TestNewFromOptions(t *testing.T) {
+	f := newFixture(t)
+	f.srv.Token = ""
+	f.srv.ClientID, f.srv.ClientSecret = "client-1", "client-secret-value-1"
+	ca, err := f.srv.WriteCABundle(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"AZURE_KEY_VAULT_URI": f.srv.URL, "AZURE_CLIENT_SECRET": "client-secret-value-1"}
+	s, err := keys.New(context.Background(), map[string]string{
+		keys.OptionKeyName: "keyrelay-kek", keys.OptionCABundle: ca, keys.OptionAuthorityHost: f.srv.URL,
+		keys.OptionTenantID: kvfake.DefaultTenant, keys.OptionClientID: "client-1",
+		keys.OptionDisableInstanceDiscovery: "true", keys.OptionDisableChallRes: "true",
+	}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := events.Binding{TeamID: "team-a", KeyID: "key-1", Generation: 1}
+	sv, err := s.Seal(context.Background(), []byte(sealtest.Sentinel), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sv.Alg != keys.Alg || sv.KID != "keyrelay-kek" {
+		t.Fatalf("sealed %s", sv)
+	}
+	if pt, err := s.Open(context.Background(), sv, b); err != nil || string(pt) != sealtest.Sentinel {
+		t.Fatalf("open: %v", err)
+	}
+	if f.srv.TokensIssued() == 0 {
+		t.Error("no token was issued: the client secret was not used")
+	}
+}
