@@ -2,7 +2,11 @@
 // through the whole pipeline (publish → worker → Vault KV v2 provider →
 // ledger → confirmation) against direct vault/api KV v2 writes (one PUT of
 // <mount>/data/<path> per write) at the same concurrency, in the same run,
-// against the same Vault dev server. It prints both rates and their ratio.
+// against the same Vault dev server. It prints both rates and their ratio,
+// and per write the CPU time spent by Vault, nats-server and this process
+// (all on the same CPUs, so the ratio follows it). -count-requests sends
+// keyrelay's requests through a counting proxy and prints how many Vault
+// requests an event costs.
 //
 // It starts a nats-server (bin/nats-server) and a Vault dev server
 // (bin/vault, `make bin/vault`) on free loopback ports.
@@ -41,15 +45,17 @@ func main() {
 	runs := flag.Int("runs", 3, "runs of each kind (the median is reported)")
 	natsBin := flag.String("nats-server", "bin/nats-server", "nats-server binary")
 	vaultBin := flag.String("vault", "bin/vault", "vault binary (make bin/vault)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this process during the keyrelay runs to this file")
+	countRequests := flag.Bool("count-requests", false, "send keyrelay's Vault requests through a counting proxy and print them per event (its throughput is then not comparable)")
 	flag.Parse()
 	app.TuneRuntime()
-	if err := run(*n, *keys, *conc, *runs, *natsBin, *vaultBin); err != nil {
+	if err := run(*n, *keys, *conc, *runs, *natsBin, *vaultBin, *cpuprofile, *countRequests); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n, keys, conc, runs int, natsBin, vaultBin string) error {
+func run(n, keys, conc, runs int, natsBin, vaultBin, cpuprofile string, countRequests bool) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "keyrelay-bench-vault")
 	if err != nil {
@@ -81,7 +87,16 @@ func run(n, keys, conc, runs int, natsBin, vaultBin string) error {
 		version, js.Conn().ConnectedServerVersion(), n, keys, conc, runtime.NumCPU())
 
 	kr, _ := events.NewKeyring("bench", map[string][]byte{"bench": make([]byte, 32)})
-	pipe, err := newPipeline(ctx, js, kr, conc, vaultAddr)
+	pipeAddr := vaultAddr
+	var counter *requestCounter
+	if countRequests {
+		if counter, err = startRequestCounter(vaultAddr); err != nil {
+			return err
+		}
+		defer counter.close()
+		pipeAddr = counter.addr
+	}
+	pipe, err := newPipeline(ctx, js, kr, conc, pipeAddr)
 	if err != nil {
 		return err
 	}
@@ -89,21 +104,40 @@ func run(n, keys, conc, runs int, natsBin, vaultBin string) error {
 
 	var base, prov, full, ratios []float64
 	for r := 0; r < runs; r++ {
+		c0 := readCPU()
 		b, err := direct.throughput(ctx, n, keys, r)
 		if err != nil {
 			return err
 		}
+		c1 := readCPU()
 		pp, err := providerOnly(ctx, pipe.provider, n, keys, conc, r)
 		if err != nil {
 			return err
 		}
+		c1p := readCPU()
 		w0, h0 := pipe.writes.Load(), pipe.hinted.Load()
+		stopProfile := func() {}
+		if r == 0 {
+			stopProfile = benchkit.StartCPUProfile(cpuprofile)
+		}
+		if counter != nil {
+			counter.take(1) // the warm-up and the provider's own run
+		}
+		c2 := readCPU()
 		f, err := pipe.throughput(ctx, n, keys, r)
+		stopProfile()
 		if err != nil {
 			return err
 		}
+		c3 := readCPU()
 		fmt.Printf("  run %d: direct vault/api KV v2 puts %6.0f writes/s   provider Put alone %6.0f writes/s   keyrelay %6.0f events/s (%d versions for %d events, %d Puts with the ledger's version)   ratio %.2f\n",
 			r+1, b, pp, f, pipe.writes.Load()-w0, n, pipe.hinted.Load()-h0, f/b)
+		// Where the time goes: both sides share the machine's CPUs with
+		// Vault (and keyrelay with nats-server too).
+		fmt.Printf("         ms CPU per write: direct %s;  provider alone %s;  keyrelay %s\n", perOp(c0, c1, n), perOp(c1, c1p, n), perOp(c2, c3, n))
+		if counter != nil {
+			fmt.Printf("         keyrelay's Vault requests: %s\n", counter.take(n))
+		}
 		base, prov, full, ratios = append(base, b), append(prov, pp), append(full, f), append(ratios, f/b)
 	}
 	st := pipe.provider.AuthStats()
