@@ -374,173 +374,92 @@ func (w *Worker) call(ctx context.Context, kw *keyWork, op string, fn func(conte
 	})
 }
 
-// apply performs the write for a claimed key and commits the ledger.
+// apply performs the write for a claimed key and commits the ledger, in
+// the function of the event's type. Each starts from the claimed entry
+// without its claim and failure record, a previous version past its grace
+// dropped.
 func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, kw *keyWork, conf *events.Confirmation) verdict {
-	ev, e := kw.ev, kw.entry
 	p, err := w.provider(ctx, kw.res)
 	if err != nil {
 		return w.providerFailed(msg, md, conf, err)
 	}
-	owner := providers.Owner{TeamID: ev.TeamID, KeyID: ev.KeyID}
-	next := *e
+	next := *kw.entry
 	next.Claim, next.Retry = nil, nil
 	next.UpdatedAt = time.Now().UTC()
 	if !next.Previous.InGrace(next.UpdatedAt) {
 		next.Previous = nil
 	}
-	var retire *Retirement
-
-	alias, metadata := ev.KeyAlias, map[string]string(nil)
-	switch ev.Type {
+	switch kw.ev.Type {
 	case events.KeyCreated, events.KeyRotated:
-		metadata = kw.keyData.Metadata
-		if e.MetaGeneration >= kw.gen {
-			// A key.updated at least as new already set the description
-			// (alias and metadata): keep it.
-			alias, metadata = e.Alias, e.Metadata
-		}
-		name, err := kw.res.SecretName(ev.TeamID, ev.KeyID, alias)
-		if err != nil {
-			return w.rejected(msg, md, conf, "secret name: "+sanitize(err), false)
-		}
-		// The version the ledger last wrote to this very secret (same
-		// backend, same name, not deleted since): a check-and-set hint.
-		expected := ""
-		if e.Provider == kw.res.Backend && e.SecretRef == name && e.Status != events.StatusDeleted {
-			expected = e.ProviderVersion
-		}
-		var res providers.PutResult
-		err = w.call(ctx, kw, "put", func(ctx context.Context) error {
-			var err error
-			res, err = p.Put(ctx, providers.PutRequest{Name: name, Value: kw.value, IdempotencyKey: ev.ID, Owner: owner,
-				Description: kw.res.Description, Tags: SecretTags(kw.res.Tags, metadata, alias), Adopt: w.cfg.AdoptUnowned,
-				ExpectedVersion: expected})
-			return err
-		})
-		if v, bad := w.writeFailed(msg, md, conf, err); bad {
-			return v
-		}
-		status := events.StatusStored
-		if ev.Type == events.KeyRotated {
-			status = events.StatusRotated
-		}
-		moved := e.Provider != "" && e.Provider != kw.res.Backend && e.Status != events.StatusDeleted
-		if !moved && e.SecretRef != "" && e.SecretRef != name && e.Status != events.StatusDeleted {
-			// The name moved (alias naming and a newer alias): remove the old one.
-			w.deleteOld(ctx, kw, p, e.SecretRef, owner)
-		}
-		next.Generation, next.EventID, next.EventType, next.Status = kw.gen, ev.ID, ev.Type, status
-		next.StreamSeq, next.Provider, next.SecretRef, next.ProviderVersion = md.Sequence.Stream, kw.res.Backend, name, res.Version
-		if moved {
-			// The team moved to another backend: the copy left on the old
-			// one is deleted after the migration's grace period.
-			next.AddSource(e.Provider, e.SecretRef, next.UpdatedAt)
-		}
-		next.dropCurrentSource()
-		next.Sealed, next.SealedGen = kw.keyData.Value, ev.Generation
-		next.Alias, next.Metadata = alias, metadata
-		next.Previous, retire = w.retirement(kw, e, name, res.Version, next.UpdatedAt)
-		if kw.gen > e.MetaGeneration {
-			// This event set the description too.
-			next.MetaGeneration, next.MetaEventID = kw.gen, ev.ID
-		}
-		conf.Status, conf.SecretRef, conf.ProviderVersion = status, name, res.Version
-
+		return w.applyWrite(ctx, msg, md, kw, conf, p, next)
 	case events.KeyUpdated:
-		metadata = kw.upd.Metadata
-		if metadata == nil {
-			metadata = e.Metadata
-		}
-		next.MetaGeneration, next.MetaEventID, next.Alias, next.Metadata = kw.gen, ev.ID, alias, metadata
-		conf.Status = events.StatusStored
-		if e.Sealed != nil && e.Status != events.StatusDeleted && e.SecretRef != "" {
-			name, err := kw.res.SecretName(ev.TeamID, ev.KeyID, alias)
-			if err != nil {
-				return w.rejected(msg, md, conf, "secret name: "+sanitize(err), false)
-			}
-			// moved: the team's backend changed since the value was
-			// written; the update writes it to the new backend.
-			moved := e.Provider != "" && e.Provider != kw.res.Backend
-			if name != e.SecretRef || moved {
-				// Alias naming: move the secret to its new name.
-				value, err := w.d.Opener.Open(ctx, e.Sealed, events.Binding{TeamID: ev.TeamID, KeyID: ev.KeyID, Generation: e.SealedGen})
-				if err != nil {
-					if providers.IsRetryable(err) {
-						return verdict{retry: true, err: fmt.Errorf("open stored value: %w", err), retryHint: providers.RetryAfter(err), conf: conf}
-					}
-					return w.failed(msg, md, conf, "cannot open the stored sealed value to move it: "+sanitize(err))
-				}
-				var res providers.PutResult
-				err = w.call(ctx, kw, "put", func(ctx context.Context) error {
-					var err error
-					res, err = p.Put(ctx, providers.PutRequest{Name: name, Value: value, IdempotencyKey: ev.ID, Owner: owner,
-						Description: kw.res.Description, Tags: SecretTags(kw.res.Tags, metadata, alias), Adopt: w.cfg.AdoptUnowned})
-					return err
-				})
-				clear(value)
-				if v, bad := w.writeFailed(msg, md, conf, err); bad {
-					return v
-				}
-				if moved {
-					next.AddSource(e.Provider, e.SecretRef, next.UpdatedAt)
-				} else {
-					w.deleteOld(ctx, kw, p, e.SecretRef, owner)
-				}
-				next.Provider, next.SecretRef, next.ProviderVersion = kw.res.Backend, name, res.Version
-				next.dropCurrentSource()
-				next.Previous = nil // it was under the old name, now deleted
-			} else if tu, ok := p.(providers.TagUpdater); ok {
-				err := w.call(ctx, kw, "update_tags", func(ctx context.Context) error {
-					return tu.UpdateTags(ctx, providers.TagRequest{Name: name, Owner: owner, Description: kw.res.Description,
-						Tags: SecretTags(kw.res.Tags, metadata, alias), Adopt: w.cfg.AdoptUnowned})
-				})
-				if v, bad := w.writeFailed(msg, md, conf, err); bad {
-					return v
-				}
-			}
-			conf.SecretRef, conf.ProviderVersion = next.SecretRef, next.ProviderVersion
-		}
-
+		return w.applyUpdate(ctx, msg, md, kw, conf, p, next)
 	case events.KeyDeleted:
-		name := e.SecretRef
-		if name == "" {
-			if name, err = kw.res.SecretName(ev.TeamID, ev.KeyID, ev.KeyAlias); err != nil {
-				return w.rejected(msg, md, conf, "secret name: "+sanitize(err), false)
-			}
-		}
-		backend := kw.res.Backend
-		if e.Provider != "" && e.Provider != backend && e.Status != events.StatusDeleted {
-			// The team moved to another backend since the secret was
-			// written: delete it where it is.
-			backend = e.Provider
-			oldRes := w.d.Settings.ResolveBackend(kw.team, backend)
-			old, err := w.provider(ctx, oldRes)
-			if err != nil {
-				return w.providerFailed(msg, md, conf, err)
-			}
-			p, kw.guard = old, w.guard(kw.lane, oldRes)
-		}
-		err := w.call(ctx, kw, "delete", func(ctx context.Context) error {
-			err := p.Delete(ctx, providers.DeleteRequest{Name: name, Owner: owner, Adopt: w.cfg.AdoptUnowned})
-			if errors.Is(err, providers.ErrNotFound) {
-				return nil
-			}
-			return err
-		})
-		if v, bad := w.writeFailed(msg, md, conf, err); bad {
-			return v
-		}
-		next.Generation, next.EventID, next.EventType, next.Status = kw.gen, ev.ID, ev.Type, events.StatusDeleted
-		next.StreamSeq, next.Provider, next.SecretRef, next.ProviderVersion = md.Sequence.Stream, backend, name, ""
-		next.Sealed, next.SealedGen, next.Previous = nil, 0, nil
-		next.dropCurrentSource()
-		if kw.gen > e.MetaGeneration {
-			// A deletion sets the description too (what it carries).
-			next.MetaGeneration, next.MetaEventID, next.Alias, next.Metadata = kw.gen, ev.ID, ev.KeyAlias, nil
-		}
-		conf.Status, conf.SecretRef, conf.Provider = events.StatusDeleted, name, backend
-		return w.commitVerdict(kw, next, conf)
+		return w.applyDelete(ctx, msg, md, kw, conf, p, next)
 	}
+	conf.Provider = kw.res.Backend
+	return w.commitVerdict(kw, next, conf)
+}
+
+// applyWrite writes the value of a key.created or key.rotated event,
+// removes the secret's old name when alias naming moved it, and schedules
+// the retirement of the version it replaces.
+func (w *Worker) applyWrite(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, kw *keyWork, conf *events.Confirmation, p providers.Provider, next LedgerEntry) verdict {
+	ev, e := kw.ev, kw.entry
+	owner := providers.Owner{TeamID: ev.TeamID, KeyID: ev.KeyID}
+	alias, metadata := ev.KeyAlias, kw.keyData.Metadata
+	if e.MetaGeneration >= kw.gen {
+		// A key.updated at least as new already set the description
+		// (alias and metadata): keep it.
+		alias, metadata = e.Alias, e.Metadata
+	}
+	name, err := kw.res.SecretName(ev.TeamID, ev.KeyID, alias)
+	if err != nil {
+		return w.rejected(msg, md, conf, "secret name: "+sanitize(err), false)
+	}
+	// The version the ledger last wrote to this very secret (same
+	// backend, same name, not deleted since): a check-and-set hint.
+	expected := ""
+	if e.Provider == kw.res.Backend && e.SecretRef == name && e.Status != events.StatusDeleted {
+		expected = e.ProviderVersion
+	}
+	var res providers.PutResult
+	err = w.call(ctx, kw, "put", func(ctx context.Context) error {
+		var err error
+		res, err = p.Put(ctx, providers.PutRequest{Name: name, Value: kw.value, IdempotencyKey: ev.ID, Owner: owner,
+			Description: kw.res.Description, Tags: SecretTags(kw.res.Tags, metadata, alias), Adopt: w.cfg.AdoptUnowned,
+			ExpectedVersion: expected})
+		return err
+	})
+	if v, bad := w.writeFailed(msg, md, conf, err); bad {
+		return v
+	}
+	status := events.StatusStored
+	if ev.Type == events.KeyRotated {
+		status = events.StatusRotated
+	}
+	moved := e.Provider != "" && e.Provider != kw.res.Backend && e.Status != events.StatusDeleted
+	if !moved && e.SecretRef != "" && e.SecretRef != name && e.Status != events.StatusDeleted {
+		// The name moved (alias naming and a newer alias): remove the old one.
+		w.deleteOld(ctx, kw, p, e.SecretRef, owner)
+	}
+	next.Generation, next.EventID, next.EventType, next.Status = kw.gen, ev.ID, ev.Type, status
+	next.StreamSeq, next.Provider, next.SecretRef, next.ProviderVersion = md.Sequence.Stream, kw.res.Backend, name, res.Version
+	if moved {
+		// The team moved to another backend: the copy left on the old
+		// one is deleted after the migration's grace period.
+		next.AddSource(e.Provider, e.SecretRef, next.UpdatedAt)
+	}
+	next.dropCurrentSource()
+	next.Sealed, next.SealedGen = kw.keyData.Value, ev.Generation
+	next.Alias, next.Metadata = alias, metadata
+	var retire *Retirement
+	next.Previous, retire = w.retirement(kw, e, name, res.Version, next.UpdatedAt)
+	if kw.gen > e.MetaGeneration {
+		// This event set the description too.
+		next.MetaGeneration, next.MetaEventID = kw.gen, ev.ID
+	}
+	conf.Status, conf.SecretRef, conf.ProviderVersion = status, name, res.Version
 	conf.Provider = kw.res.Backend
 	v := w.commitVerdict(kw, next, conf)
 	if retire != nil {
@@ -555,6 +474,116 @@ func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 		}
 	}
 	return v
+}
+
+// applyUpdate sets the description (alias and metadata) of a key.updated
+// event: the secret's tags, or, when alias naming gives it a new name or
+// the team moved to another backend, the stored value written again under
+// the new name or backend.
+func (w *Worker) applyUpdate(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, kw *keyWork, conf *events.Confirmation, p providers.Provider, next LedgerEntry) verdict {
+	ev, e := kw.ev, kw.entry
+	owner := providers.Owner{TeamID: ev.TeamID, KeyID: ev.KeyID}
+	alias, metadata := ev.KeyAlias, kw.upd.Metadata
+	if metadata == nil {
+		metadata = e.Metadata
+	}
+	next.MetaGeneration, next.MetaEventID, next.Alias, next.Metadata = kw.gen, ev.ID, alias, metadata
+	conf.Status = events.StatusStored
+	if e.Sealed != nil && e.Status != events.StatusDeleted && e.SecretRef != "" {
+		name, err := kw.res.SecretName(ev.TeamID, ev.KeyID, alias)
+		if err != nil {
+			return w.rejected(msg, md, conf, "secret name: "+sanitize(err), false)
+		}
+		// moved: the team's backend changed since the value was
+		// written; the update writes it to the new backend.
+		moved := e.Provider != "" && e.Provider != kw.res.Backend
+		if name != e.SecretRef || moved {
+			// Alias naming: move the secret to its new name.
+			value, err := w.d.Opener.Open(ctx, e.Sealed, events.Binding{TeamID: ev.TeamID, KeyID: ev.KeyID, Generation: e.SealedGen})
+			if err != nil {
+				if providers.IsRetryable(err) {
+					return verdict{retry: true, err: fmt.Errorf("open stored value: %w", err), retryHint: providers.RetryAfter(err), conf: conf}
+				}
+				return w.failed(msg, md, conf, "cannot open the stored sealed value to move it: "+sanitize(err))
+			}
+			var res providers.PutResult
+			err = w.call(ctx, kw, "put", func(ctx context.Context) error {
+				var err error
+				res, err = p.Put(ctx, providers.PutRequest{Name: name, Value: value, IdempotencyKey: ev.ID, Owner: owner,
+					Description: kw.res.Description, Tags: SecretTags(kw.res.Tags, metadata, alias), Adopt: w.cfg.AdoptUnowned})
+				return err
+			})
+			clear(value)
+			if v, bad := w.writeFailed(msg, md, conf, err); bad {
+				return v
+			}
+			if moved {
+				next.AddSource(e.Provider, e.SecretRef, next.UpdatedAt)
+			} else {
+				w.deleteOld(ctx, kw, p, e.SecretRef, owner)
+			}
+			next.Provider, next.SecretRef, next.ProviderVersion = kw.res.Backend, name, res.Version
+			next.dropCurrentSource()
+			next.Previous = nil // it was under the old name, now deleted
+		} else if tu, ok := p.(providers.TagUpdater); ok {
+			err := w.call(ctx, kw, "update_tags", func(ctx context.Context) error {
+				return tu.UpdateTags(ctx, providers.TagRequest{Name: name, Owner: owner, Description: kw.res.Description,
+					Tags: SecretTags(kw.res.Tags, metadata, alias), Adopt: w.cfg.AdoptUnowned})
+			})
+			if v, bad := w.writeFailed(msg, md, conf, err); bad {
+				return v
+			}
+		}
+		conf.SecretRef, conf.ProviderVersion = next.SecretRef, next.ProviderVersion
+	}
+	conf.Provider = kw.res.Backend
+	return w.commitVerdict(kw, next, conf)
+}
+
+// applyDelete deletes the secret of a key.deleted event, on the backend
+// that holds it when the team moved to another one since.
+func (w *Worker) applyDelete(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, kw *keyWork, conf *events.Confirmation, p providers.Provider, next LedgerEntry) verdict {
+	ev, e := kw.ev, kw.entry
+	owner := providers.Owner{TeamID: ev.TeamID, KeyID: ev.KeyID}
+	name := e.SecretRef
+	if name == "" {
+		var err error
+		if name, err = kw.res.SecretName(ev.TeamID, ev.KeyID, ev.KeyAlias); err != nil {
+			return w.rejected(msg, md, conf, "secret name: "+sanitize(err), false)
+		}
+	}
+	backend := kw.res.Backend
+	if e.Provider != "" && e.Provider != backend && e.Status != events.StatusDeleted {
+		// The team moved to another backend since the secret was
+		// written: delete it where it is.
+		backend = e.Provider
+		oldRes := w.d.Settings.ResolveBackend(kw.team, backend)
+		old, err := w.provider(ctx, oldRes)
+		if err != nil {
+			return w.providerFailed(msg, md, conf, err)
+		}
+		p, kw.guard = old, w.guard(kw.lane, oldRes)
+	}
+	err := w.call(ctx, kw, "delete", func(ctx context.Context) error {
+		err := p.Delete(ctx, providers.DeleteRequest{Name: name, Owner: owner, Adopt: w.cfg.AdoptUnowned})
+		if errors.Is(err, providers.ErrNotFound) {
+			return nil
+		}
+		return err
+	})
+	if v, bad := w.writeFailed(msg, md, conf, err); bad {
+		return v
+	}
+	next.Generation, next.EventID, next.EventType, next.Status = kw.gen, ev.ID, ev.Type, events.StatusDeleted
+	next.StreamSeq, next.Provider, next.SecretRef, next.ProviderVersion = md.Sequence.Stream, backend, name, ""
+	next.Sealed, next.SealedGen, next.Previous = nil, 0, nil
+	next.dropCurrentSource()
+	if kw.gen > e.MetaGeneration {
+		// A deletion sets the description too (what it carries).
+		next.MetaGeneration, next.MetaEventID, next.Alias, next.Metadata = kw.gen, ev.ID, ev.KeyAlias, nil
+	}
+	conf.Status, conf.SecretRef, conf.Provider = events.StatusDeleted, name, backend
+	return w.commitVerdict(kw, next, conf)
 }
 
 // commitVerdict confirms the write and commits next to the ledger.
