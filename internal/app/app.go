@@ -230,6 +230,9 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 		reg = prometheus.NewRegistry()
 	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if cs := sealing.Collectors(); len(cs) > 0 {
+		reg.MustRegister(sealCollectors(cs))
+	}
 	metrics := worker.NewMetrics(reg)
 	registry.Wrap(metrics.InstrumentProvider)
 	defer registry.Close()
@@ -436,4 +439,22 @@ func startEnded(ctx context.Context, err error) error {
 		return nil
 	}
 	return err
+}
+
+// sealCollectors registers the keyrelay_seal_* collectors of the configured
+// key wrappers as one: each describes the same metric families (its series
+// told apart by the wrapper label), and a registry refuses a second
+// collector with the same descriptions.
+type sealCollectors []prometheus.Collector
+
+func (cs sealCollectors) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range cs {
+		c.Describe(ch)
+	}
+}
+
+func (cs sealCollectors) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range cs {
+		c.Collect(ch)
+	}
 }

@@ -132,22 +132,31 @@ func TestServeEmbeddedDefault(t *testing.T) {
 
 // TestServeOpensKMSSealedValues: with keyrelay.sealing.kms set, publishers
 // seal with a KMS-wrapped data key (against a real local-kms) and the
-// worker opens those values as well as keyring-sealed ones.
+// worker opens those values as well as keyring-sealed ones. /metrics
+// serves the keyrelay_seal_* series of every configured key wrapper (here
+// also gcp_kms, against the gRPC fake, opening only): the open counted
+// under aws_kms.
 func TestServeOpensKMSSealedValues(t *testing.T) {
 	dir := t.TempDir()
 	lk := testenv.StartLocalKMS(t)
 	keyID := lk.CreateKey(t, "alias/keyrelay-test")
+	gcp, err := kmsfake.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gcp.Close)
 	c := settings.Default()
 	c.Keyrelay.NATS.Embedded.Port = testenv.FreePort(t)
 	c.Keyrelay.NATS.Embedded.StoreDir = filepath.Join(dir, "nats")
 	c.Keyrelay.Sealing.KeyringFile = filepath.Join(dir, "keyring.json")
-	c.Keyrelay.HTTP.Addr = "off"
+	c.Keyrelay.HTTP.Addr = "127.0.0.1:0"
 	c.Keyrelay.Lookup.Addr = "off"
 	c.Keyrelay.Providers = map[string]map[string]string{"local": {"path": ":memory:"}}
 	c.Keyrelay.Sealing.KMS = map[string]string{"key_id": keyID}
 	for k, v := range lk.Options() {
 		c.Keyrelay.Sealing.KMS[k] = v
 	}
+	c.Keyrelay.Sealing.GCPKMS = map[string]string{"endpoint": gcp.Addr(), "insecure": "true"}
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -157,8 +166,9 @@ func TestServeOpensKMSSealedValues(t *testing.T) {
 	go func() {
 		done <- app.Serve(runCtx, c, zap.NewNop(), app.ServeOptions{OnReady: func(ops string) { ready <- ops }})
 	}()
+	var ops string
 	select {
-	case <-ready:
+	case ops = <-ready:
 	case err := <-done:
 		t.Fatalf("serve: %v", err)
 	}
@@ -197,6 +207,18 @@ func TestServeOpensKMSSealedValues(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("no confirmation")
+	}
+	resp, err := http.Get("http://" + ops + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`keyrelay_seal_operations_total{op="open",result="ok",wrapper="aws_kms"} 1`,
+		`keyrelay_seal_kms_calls_total{call="unwrap",wrapper="google_kms"} 0`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("/metrics lacks %s:\n%s", want, b)
+		}
 	}
 	stop()
 	<-done
