@@ -288,25 +288,46 @@ func (e *env) confirmations(ctx context.Context) []*events.Confirmation {
 func (e *env) waitQuiet(ctx context.Context, want int, timeout time.Duration) {
 	e.t.Helper()
 	deadline := time.Now().Add(timeout)
+	var lastErr error
 	for {
+		// The deadline holds on every path: when JetStream keeps failing
+		// (a connection that never came back, a consumer that is gone) this
+		// fails with the last error instead of polling forever. An earlier
+		// version checked it only after a successful poll, and hung a
+		// whole-cluster outage test for over 8 minutes.
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			if lastErr != nil {
+				e.t.Fatalf("not quiet after %v: JetStream kept failing: %v", timeout, lastErr)
+			}
+		}
 		pending, ackPending, redelivered, ok := 0, 0, 0, true
 		// Both lanes: the gateway's events and bulk jobs'.
 		for _, c := range [][2]string{{"KEYRELAY_EVENTS", "keyrelay-workers"}, {"KEYRELAY_BULK", "keyrelay-bulk"}} {
-			cons, err := e.js.Consumer(ctx, c[0], c[1])
-			if err != nil {
-				ok = false
-				break
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			cons, err := e.js.Consumer(cctx, c[0], c[1])
+			var info *jetstream.ConsumerInfo
+			if err == nil {
+				info, err = cons.Info(cctx)
 			}
-			info, err := cons.Info(ctx)
+			cancel()
 			if err != nil {
-				ok = false
+				lastErr, ok = fmt.Errorf("consumer %s: %w", c[1], err), false
 				break
 			}
 			pending, ackPending, redelivered = pending+int(info.NumPending), ackPending+info.NumAckPending, redelivered+info.NumRedelivered
 		}
-		s, serr := e.js.Stream(ctx, "KEYRELAY_CONFIRMATIONS")
-		if ok && serr == nil {
-			sinfo, _ := s.Info(ctx)
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		s, serr := e.js.Stream(sctx, "KEYRELAY_CONFIRMATIONS")
+		var sinfo *jetstream.StreamInfo
+		if serr == nil {
+			sinfo, serr = s.Info(sctx)
+		}
+		cancel()
+		if ok && serr != nil {
+			lastErr, ok = fmt.Errorf("confirmations stream: %w", serr), false
+		}
+		if ok {
+			lastErr = nil
 			if pending == 0 && ackPending == 0 && sinfo != nil && int(sinfo.State.Msgs) >= want {
 				return
 			}
