@@ -42,6 +42,7 @@ func main() {
 	dur := flag.Duration("latency-duration", 10*time.Second, "length of the latency run")
 	runs := flag.Int("runs", 3, "throughput runs of each kind (the median is reported)")
 	serverBin := flag.String("nats-server", "bin/nats-server", "nats-server binary")
+	flag.IntVar(&clusterNodes, "cluster", 0, "run on a cluster of this many nats-server processes on loopback, every stream and bucket replicated to each (0: one server)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the keyrelay runs to this file")
 	flag.Parse()
 	stopProfile := benchkit.StartCPUProfile(*cpuprofile)
@@ -56,6 +57,10 @@ func main() {
 	}
 }
 
+// clusterNodes is the -cluster flag; replicas the replica count of every
+// stream and bucket, baseline and keyrelay alike.
+var clusterNodes, replicas = 0, 1
+
 func run(n, keys, conc, rate int, dur time.Duration, runs int, serverBin string) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "keyrelay-bench")
@@ -67,16 +72,18 @@ func run(n, keys, conc, rate int, dur time.Duration, runs int, serverBin string)
 	if e := os.Getenv("KEYRELAY_BENCH_SERVER_ARGS"); e != "" {
 		extra = strings.Fields(e)
 	}
-	js, stopNATS, err := benchkit.StartNATS(serverBin, dir, extra...)
+	srv, err := benchkit.StartServers(serverBin, dir, clusterNodes, extra...)
 	if err != nil {
 		return err
 	}
-	defer stopNATS()
+	defer srv.Stop()
+	js := srv.JS
+	replicas = srv.Replicas
 	nc := js.Conn()
 	version := nc.ConnectedServerVersion()
 
-	fmt.Printf("keyrelay pipeline benchmark: nats-server %s (separate process, file storage), %d events over %d keys, concurrency %d, %d CPUs\n",
-		version, n, keys, conc, runtime.NumCPU())
+	fmt.Printf("keyrelay pipeline benchmark: nats-server %s on %s, %d events over %d keys, concurrency %d, %d CPUs\n",
+		version, srv.Shape, n, keys, conc, runtime.NumCPU())
 
 	kr, _ := events.NewKeyring("bench", map[string][]byte{"bench": make([]byte, 32)})
 	pipe, err := newPipeline(ctx, js, kr, conc)
@@ -135,10 +142,10 @@ func pct(d []time.Duration, p int) time.Duration {
 // awaited) before the ack.
 func baseline(ctx context.Context, js jetstream.JetStream, n, conc, run int) (float64, error) {
 	name := fmt.Sprintf("RAW%d", run)
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{"raw" + strconv.Itoa(run) + ".>"}, Storage: jetstream.FileStorage, Duplicates: time.Minute}); err != nil {
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{"raw" + strconv.Itoa(run) + ".>"}, Storage: jetstream.FileStorage, Duplicates: time.Minute, Replicas: replicas}); err != nil {
 		return 0, err
 	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name + "_REPLY", Subjects: []string{"rawreply" + strconv.Itoa(run) + ".>"}, Storage: jetstream.FileStorage}); err != nil {
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name + "_REPLY", Subjects: []string{"rawreply" + strconv.Itoa(run) + ".>"}, Storage: jetstream.FileStorage, Replicas: replicas}); err != nil {
 		return 0, err
 	}
 	cons, err := js.CreateOrUpdateConsumer(ctx, name, jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1024, AckWait: time.Minute})
@@ -223,10 +230,10 @@ func wait(futs []jetstream.PubAckFuture) error {
 
 func baselineLatency(ctx context.Context, js jetstream.JetStream, rate int, dur time.Duration, conc int) ([]time.Duration, error) {
 	const name = "RAWLAT"
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{"rawlat.>"}, Storage: jetstream.FileStorage}); err != nil {
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{"rawlat.>"}, Storage: jetstream.FileStorage, Replicas: replicas}); err != nil {
 		return nil, err
 	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name + "_REPLY", Subjects: []string{"rawlatreply.>"}, Storage: jetstream.FileStorage}); err != nil {
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name + "_REPLY", Subjects: []string{"rawlatreply.>"}, Storage: jetstream.FileStorage, Replicas: replicas}); err != nil {
 		return nil, err
 	}
 	cons, err := js.CreateOrUpdateConsumer(ctx, name, jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1024})
@@ -307,7 +314,7 @@ type pipeline struct {
 }
 
 func newPipeline(ctx context.Context, js jetstream.JetStream, kr *events.Keyring, conc int) (*pipeline, error) {
-	topo := worker.TopologyConfig{Replicas: 1, DuplicateWindow: 2 * time.Minute, AckWait: 30 * time.Second, MaxDeliver: 5, MaxAckPending: 4 * conc}
+	topo := worker.TopologyConfig{Replicas: replicas, DuplicateWindow: 2 * time.Minute, AckWait: 30 * time.Second, MaxDeliver: 5, MaxAckPending: 4 * conc}
 	if err := worker.EnsureTopology(ctx, js, topo); err != nil {
 		return nil, err
 	}
