@@ -102,6 +102,7 @@ fuzz:
 
 bench: tools build
 	$(GO) run ./bench/pipeline -runs 5
+	$(GO) run ./bench/pipeline -runs 3 -cluster 3
 	$(GO) run ./bench/vault -runs 3
 	$(GO) run ./bench/lookup -runs 3
 	$(GO) run ./bench/outbox -runs 5
@@ -109,6 +110,7 @@ bench: tools build
 	$(GO) run ./bench/latency -runs 3
 	$(GO) run ./bench/lanes
 	$(GO) run ./bench/seal -runs 3
+	$(GO) run ./bench/memory
 	KEYRELAY_QUOTA_KEYS_AWS=20000 KEYRELAY_QUOTA_KEYS_GOOGLE=2000 $(GO) test ./e2e -run '^TestClusterQuota' -count=1 -v -timeout 60m | grep -E '^e2e .* quota run|^(--- FAIL|FAIL)'
 
 clean:

@@ -1,6 +1,7 @@
 package lookup
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -391,7 +392,15 @@ func renderHead(sc Scope, name string, sec *Secret) []byte {
 		b = append(b, `"}`...)
 	}
 	b = append(b, `,"age_seconds":`...)
-	return b
+	// The head lives as long as its cache entry, so it is kept at its exact
+	// size: the estimate above is exceeded by a head with a long version
+	// id and timestamp, and append's doubling then left the head in a
+	// 480-byte allocation for about 250 bytes of JSON (29.5 MB at 100,000
+	// entries in bench/memory). The buffer it was built in, which held the
+	// value, is wiped.
+	out := bytes.Clone(b)
+	clear(b[:cap(b)])
+	return out
 }
 
 // render completes the answer: age, and whether it is stale and why.
