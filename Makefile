@@ -104,6 +104,7 @@ bench: tools build
 	$(GO) run ./bench/pipeline -runs 5
 	$(GO) run ./bench/pipeline -runs 3 -cluster 3
 	$(GO) run ./bench/vault -runs 3
+	$(GO) run ./bench/vault -runs 3 -cluster 3
 	$(GO) run ./bench/lookup -runs 3
 	$(GO) run ./bench/outbox -runs 5
 	$(GO) run ./bench/restore -keys 20000 -runs 3

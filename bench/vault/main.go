@@ -44,6 +44,7 @@ func main() {
 	conc := flag.Int("concurrency", 32, "writes in flight (keyrelay worker handlers and direct writers alike)")
 	runs := flag.Int("runs", 3, "runs of each kind (the median is reported)")
 	natsBin := flag.String("nats-server", "bin/nats-server", "nats-server binary")
+	flag.IntVar(&clusterNodes, "cluster", 0, "run keyrelay on a cluster of this many nats-server processes on loopback, every stream and bucket replicated to each (0: one server)")
 	vaultBin := flag.String("vault", "bin/vault", "vault binary (make bin/vault)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this process during the keyrelay runs to this file")
 	countRequests := flag.Bool("count-requests", false, "send keyrelay's Vault requests through a counting proxy and print them per event (its throughput is then not comparable)")
@@ -54,6 +55,10 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// clusterNodes is the -cluster flag; replicas the replica count of
+// keyrelay's streams and buckets.
+var clusterNodes, replicas = 0, 1
 
 func run(n, keys, conc, runs int, natsBin, vaultBin, cpuprofile string, countRequests bool) error {
 	ctx := context.Background()
@@ -68,11 +73,13 @@ func run(n, keys, conc, runs int, natsBin, vaultBin, cpuprofile string, countReq
 		return err
 	}
 	defer stopVault()
-	js, stopNATS, err := benchkit.StartNATS(natsBin, dir)
+	srv, err := benchkit.StartServers(natsBin, dir, clusterNodes)
 	if err != nil {
 		return err
 	}
-	defer stopNATS()
+	defer srv.Stop()
+	js := srv.JS
+	replicas = srv.Replicas
 
 	direct, err := newDirect(vaultAddr, conc)
 	if err != nil {
@@ -82,9 +89,9 @@ func run(n, keys, conc, runs int, natsBin, vaultBin, cpuprofile string, countReq
 	if h, err := direct.client.Sys().HealthWithContext(ctx); err == nil {
 		version = h.Version
 	}
-	fmt.Printf("keyrelay Vault benchmark: Vault %s dev server (in-memory storage, separate process), nats-server %s (file storage), "+
+	fmt.Printf("keyrelay Vault benchmark: Vault %s dev server (in-memory storage, separate process), nats-server %s on %s, "+
 		"%d writes over %d keys per run, concurrency %d, %d CPUs\n",
-		version, js.Conn().ConnectedServerVersion(), n, keys, conc, runtime.NumCPU())
+		version, js.Conn().ConnectedServerVersion(), srv.Shape, n, keys, conc, runtime.NumCPU())
 
 	kr, _ := events.NewKeyring("bench", map[string][]byte{"bench": make([]byte, 32)})
 	pipeAddr := vaultAddr
@@ -253,7 +260,7 @@ type pipeline struct {
 }
 
 func newPipeline(ctx context.Context, js jetstream.JetStream, kr *events.Keyring, conc int, vaultAddr string) (*pipeline, error) {
-	topo := worker.TopologyConfig{Replicas: 1, DuplicateWindow: 2 * time.Minute, AckWait: 30 * time.Second, MaxDeliver: 5, MaxAckPending: 4 * conc}
+	topo := worker.TopologyConfig{Replicas: replicas, DuplicateWindow: 2 * time.Minute, AckWait: 30 * time.Second, MaxDeliver: 5, MaxAckPending: 4 * conc}
 	if err := worker.EnsureTopology(ctx, js, topo); err != nil {
 		return nil, err
 	}
