@@ -357,32 +357,48 @@ func procStatus(pid int, field string) (uint64, error) {
 // from the ops listener's Go collector: what the heap holds, what it keeps
 // mapped without using, and the goroutine stacks.
 func goMemory(opsURL string) string {
-	var v [4]float64
-	for i, name := range []string{"go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes", "go_memstats_stack_inuse_bytes"} {
-		f, err := metric(opsURL, name)
-		if err != nil {
-			return "Go memory: " + err.Error()
-		}
-		v[i] = f / mib
+	vals, err := metrics(opsURL, "go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes", "go_memstats_stack_inuse_bytes")
+	if err != nil {
+		return "Go memory: " + err.Error()
 	}
-	return fmt.Sprintf("Go heap in use %.1f MiB, idle not yet returned %.1f MiB, stacks %.1f MiB", v[0], v[1]-v[2], v[3])
+	return fmt.Sprintf("Go heap in use %.1f MiB, idle not yet returned %.1f MiB, stacks %.1f MiB", vals[0]/mib, (vals[1]-vals[2])/mib, vals[3]/mib)
 }
 
 // metric reads one unlabelled gauge from the ops listener's /metrics.
 func metric(opsURL, name string) (float64, error) {
-	resp, err := http.Get(opsURL + "/metrics")
+	v, err := metrics(opsURL, name)
 	if err != nil {
 		return 0, err
+	}
+	return v[0], nil
+}
+
+// metrics reads unlabelled gauges from one scrape of /metrics.
+func metrics(opsURL string, names ...string) ([]float64, error) {
+	resp, err := http.Get(opsURL + "/metrics")
+	if err != nil {
+		return nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, name+" "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(rest), 64)
+	out := make([]float64, len(names))
+	for i, name := range names {
+		found := false
+		for _, line := range strings.Split(string(b), "\n") {
+			if rest, ok := strings.CutPrefix(line, name+" "); ok {
+				if out[i], err = strconv.ParseFloat(strings.TrimSpace(rest), 64); err != nil {
+					return nil, fmt.Errorf("%s: %w", name, err)
+				}
+				found = true
+				break
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("%s not exported", name)
 		}
 	}
-	return 0, fmt.Errorf("%s not exported", name)
+	return out, nil
 }
