@@ -244,9 +244,9 @@ keyrelay:
 		}
 		return "NOT met"
 	}
-	fmt.Printf("memory: idle %.1f MiB (target 64: %s), %d entries %.1f MiB (target 256: %s), %.0f bytes per cached entry over idle\n",
+	fmt.Printf("memory: idle %.1f MiB (target 64: %s), %d keys written and cached %.1f MiB (target 256: %s), %.0f bytes per key over idle\n",
 		float64(idle)/mib, verdict(idle <= 64*mib), keys, float64(cached)/mib, verdict(cached <= 256*mib),
-		float64(cached-afterWrites)/float64(keys))
+		(float64(cached)-float64(idle))/float64(keys))
 	return nil
 }
 

@@ -141,8 +141,12 @@ func (t *gcTuner) step(now time.Time, period time.Duration, r heapReading) (setP
 }
 
 // idleAllocRate is the allocation rate (bytes/s) below which tuneGC deems
-// the process idle: a busy worker allocates megabytes a second.
-const idleAllocRate = 1 << 20
+// the process idle: a busy worker allocates tens of megabytes a second,
+// and an idle one (pull heartbeats, quota and presence heartbeats, the
+// embedded server's housekeeping) about one; below 4 MiB/s the next
+// collection of a heap with 16 MiB of garbage or more is seconds away at
+// best.
+const idleAllocRate = 4 << 20
 
 // releaseEvery bounds how often tuneGC releases memory.
 const releaseEvery = 10 * time.Second
