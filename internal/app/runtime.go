@@ -64,18 +64,16 @@ func gcPercentFor(live uint64) int {
 // sets the ratio for it, changing it only when it moves by a tenth or more
 // (SetGCPercent stops the world briefly).
 //
-// It also hands memory back to the OS after a burst, at most every
-// releaseEvery (each release is a full collection):
-//   - free heap: the runtime's background scavenger returns it slowly (in
-//     bench/memory 40 MiB was still resident 8 s after a 100,000-key job),
-//     so when more than GCHeadroom/2 stays free for two readings in a row
-//     it is released at once;
-//   - garbage left by the burst: a process that has gone idle allocates
-//     too little to trigger the next collection, so its garbage (up to the
-//     ratio's worth of the live heap) would stay resident until the
-//     runtime's forced collection two minutes later; when less than
-//     idleAllocRate was allocated since the last reading and more than
-//     GCHeadroom/4 of the heap is garbage, it is collected and released.
+// It also hands memory back to the OS once a burst is over: when the
+// process has gone idle (less than idleAllocRate allocated since the last
+// reading) and holds more than GCHeadroom/2 of free heap, which the
+// runtime's background scavenger returns only slowly (40 MiB was still
+// resident 8 s after a 100,000-key job in bench/memory), or more than
+// GCHeadroom/4 of garbage, which an idle process allocates too little to
+// collect until the runtime's forced collection two minutes later, it
+// collects and releases at once (debug.FreeOSMemory), at most every
+// releaseEvery. Never while busy: a release holds allocations up while it
+// returns memory, which would show in the latency of events in flight.
 func tuneGC(period time.Duration) {
 	samples := []metrics.Sample{
 		{Name: "/gc/heap/live:bytes"},
@@ -116,7 +114,6 @@ type gcTuner struct {
 	percent     int
 	lastRelease time.Time
 	lastAllocs  uint64
-	freeHigh    int
 }
 
 // step takes a reading made at now, period after the previous one, and
@@ -127,14 +124,10 @@ func (t *gcTuner) step(now time.Time, period time.Duration, r heapReading) (setP
 	}
 	idle := t.lastAllocs != 0 && float64(r.allocs-t.lastAllocs) < idleAllocRate*period.Seconds()
 	t.lastAllocs = r.allocs
-	if r.free > GCHeadroom/2 {
-		t.freeHigh++
-	} else {
-		t.freeHigh = 0
-	}
+	free := r.free > GCHeadroom/2
 	garbage := r.objects > r.live && r.objects-r.live > GCHeadroom/4
-	if (t.freeHigh >= 2 || idle && garbage) && now.Sub(t.lastRelease) >= releaseEvery {
-		t.lastRelease, t.freeHigh = now, 0
+	if idle && (free || garbage) && now.Sub(t.lastRelease) >= releaseEvery {
+		t.lastRelease = now
 		return setPercent, true
 	}
 	return setPercent, false

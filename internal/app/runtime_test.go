@@ -53,12 +53,18 @@ func TestGCTunerReleases(t *testing.T) {
 			{heapReading{live: 205 * mib, objects: 230 * mib, allocs: busy(2)}, 0, false},
 			{heapReading{live: 8 * mib, objects: 9 * mib, allocs: busy(3)}, GCPercentDefault, false},
 		}},
-		{"free heap stays high for two readings: released", []reading{
+		{"free heap while busy: left to the scavenger", []reading{
 			{heapReading{live: 8 * mib, free: 40 * mib, objects: 9 * mib, allocs: busy(1)}, 0, false},
-			{heapReading{live: 8 * mib, free: 40 * mib, objects: 9 * mib, allocs: busy(2)}, 0, true},
-			// not again within releaseEvery
-			{heapReading{live: 8 * mib, free: 40 * mib, objects: 9 * mib, allocs: busy(3)}, 0, false},
-			{heapReading{live: 8 * mib, free: 40 * mib, objects: 9 * mib, allocs: busy(4)}, 0, false},
+			{heapReading{live: 8 * mib, free: 40 * mib, objects: 9 * mib, allocs: busy(2)}, 0, false},
+		}},
+		{"free heap once idle: released, not again within releaseEvery", []reading{
+			{heapReading{live: 8 * mib, free: 40 * mib, objects: 9 * mib, allocs: busy(1)}, 0, false},
+			{heapReading{live: 8 * mib, free: 40 * mib, objects: 9 * mib, allocs: busy(1) + 100}, 0, true},
+			{heapReading{live: 8 * mib, free: 40 * mib, objects: 9 * mib, allocs: busy(1) + 200}, 0, false},
+			{heapReading{live: 8 * mib, free: 40 * mib, objects: 9 * mib, allocs: busy(1) + 300}, 0, false},
+			{heapReading{live: 8 * mib, free: 40 * mib, objects: 9 * mib, allocs: busy(1) + 400}, 0, false},
+			{heapReading{live: 8 * mib, free: 40 * mib, objects: 9 * mib, allocs: busy(1) + 500}, 0, false},
+			{heapReading{live: 8 * mib, free: 40 * mib, objects: 9 * mib, allocs: busy(1) + 600}, 0, true},
 		}},
 		{"idle with garbage after a burst: collected", []reading{
 			{heapReading{live: 150 * mib, objects: 190 * mib, allocs: busy(1)}, 42, false},
