@@ -29,16 +29,7 @@ import (
 func TestDriftCommand(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	srv := testenv.StartNATS(t)
-	nc, err := nats.Connect(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	if err := worker.EnsureTopology(ctx, js, worker.TopologyConfig{DuplicateWindow: time.Minute, AckWait: 5 * time.Second, MaxAckPending: 64}); err != nil {
-		t.Fatal(err)
-	}
+	srv, js := startTopology(ctx, t)
 	dir := t.TempDir()
 	krPath, storeDir := filepath.Join(dir, "keyring.json"), filepath.Join(dir, "secrets")
 	if err := events.GenerateKeyringFile(krPath, "k1"); err != nil {
@@ -163,4 +154,21 @@ func TestDriftCommand(t *testing.T) {
 			t.Errorf("%v: %v, want a usage error", args, err)
 		}
 	}
+}
+
+// startTopology starts a nats-server for the test with keyrelay's streams
+// and buckets, and connects to it (closed at the end of the test).
+func startTopology(ctx context.Context, t *testing.T) (*testenv.NATS, jetstream.JetStream) {
+	t.Helper()
+	srv := testenv.StartNATS(t)
+	nc, err := nats.Connect(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	if err := worker.EnsureTopology(ctx, js, worker.TopologyConfig{DuplicateWindow: time.Minute, AckWait: 5 * time.Second, MaxAckPending: 64}); err != nil {
+		t.Fatal(err)
+	}
+	return srv, js
 }

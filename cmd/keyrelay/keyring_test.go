@@ -10,11 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/keyrelay/keyrelay/events"
-	"github.com/keyrelay/keyrelay/internal/testenv"
 	gcpkms "github.com/keyrelay/keyrelay/providers/google/kms"
 	"github.com/keyrelay/keyrelay/providers/google/kms/kmsfake"
 	"github.com/keyrelay/keyrelay/worker"
@@ -27,16 +23,7 @@ import (
 func TestKeyringRewrap(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	srv := testenv.StartNATS(t)
-	nc, err := nats.Connect(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	if err := worker.EnsureTopology(ctx, js, worker.TopologyConfig{DuplicateWindow: time.Minute, AckWait: 5 * time.Second, MaxAckPending: 64}); err != nil {
-		t.Fatal(err)
-	}
+	srv, js := startTopology(ctx, t)
 	fake, err := kmsfake.Start()
 	if err != nil {
 		t.Fatal(err)
