@@ -63,3 +63,58 @@ func TestCopyWaitsForADeadClaimOfItsGeneration(t *testing.T) {
 		t.Errorf("%d versions (%v), want 2: the value was written once", len(vs), err)
 	}
 }
+
+// TestOlderGenerationWaitsForADeadNewerClaim: a worker died after writing
+// event E (generation 3) to the backend and before committing it, leaving
+// its claim. An older event (generation 2), delivered late, arrives first:
+// it does not put its older value over E's, which E's redelivery would
+// then write again as a second version; it waits, E's redelivery applies
+// E (its version found, not written again) and the older event is then
+// superseded.
+func TestOlderGenerationWaitsForADeadNewerClaim(t *testing.T) {
+	b := setup(t, setupOptions{})
+	b.startWorker(nil)
+	const team, key = "team-o", "key-o"
+	b.publish(b.keyEvent(events.KeyCreated, team, key, 1, "sk-gen-1"))
+	b.confirmations(1, 30*time.Second)
+
+	e := b.keyEvent(events.KeyRotated, team, key, 3, "sk-gen-3")
+	store := b.stores["local"]
+	name := "litellm/" + team + "/" + key
+	if _, err := store.Put(b.ctx, providers.PutRequest{Name: name, Value: []byte("sk-gen-3"), IdempotencyKey: e.ID,
+		Owner: providers.Owner{TeamID: team, KeyID: key}}); err != nil {
+		t.Fatal(err)
+	}
+	kv, _ := b.js.KeyValue(b.ctx, worker.LedgerBucket)
+	ledger := worker.NewLedger(kv)
+	le, rev, err := ledger.Get(b.ctx, team, key)
+	if err != nil || le == nil {
+		t.Fatalf("ledger: %+v %v", le, err)
+	}
+	le.Claim = &worker.Claim{EventID: e.ID, Generation: 3, Worker: "dead", Until: time.Now().Add(-time.Millisecond)}
+	if _, err := ledger.Put(b.ctx, team, key, le, rev); err != nil {
+		t.Fatal(err)
+	}
+
+	older := b.keyEvent(events.KeyRotated, team, key, 2, "sk-gen-2")
+	b.publish(older)
+	time.Sleep(time.Second)
+	if got := b.confirmations(1, time.Second); len(got) != 1 {
+		t.Fatalf("the older event was decided while the newer one's claim stood: %d confirmations", len(got))
+	}
+	if s, err := store.Get(b.ctx, name, ""); err != nil || string(s.Value) != "sk-gen-3" {
+		t.Fatalf("the backend no longer holds the newer value: %v", err) // the value itself is not printed
+	}
+	b.publish(e)
+	confs := byEventID(b.confirmations(3, 30*time.Second))
+	if c := confs[e.ID]; c == nil || c.Status != events.StatusRotated {
+		t.Errorf("the newer event: %+v, want rotated", c)
+	}
+	if c := confs[older.ID]; c == nil || c.Status != events.StatusSuperseded {
+		t.Errorf("the older event: %+v, want superseded", c)
+	}
+	vs, err := store.Versions(b.ctx, name)
+	if err != nil || len(vs) != 2 {
+		t.Errorf("%d versions (%v), want 2: generation 3 written once, generation 2 never", len(vs), err)
+	}
+}

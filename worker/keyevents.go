@@ -204,16 +204,20 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 				conf.Reason = fmt.Sprintf("generation %d is not newer than the applied generation %d", kw.gen, applied)
 				return verdict{conf: conf}, true
 			}
-			if c := e.Claim; c != nil && !c.Active(now) && c.EventID != kw.ev.ID && c.Generation == kw.gen {
-				// Another event of this very generation held the key and its
-				// worker stopped before committing: it may have written the
-				// value, and its redelivery (within AckWait of the claim's
-				// end) will find out. This one, a copy under another id,
-				// waits for that instead of writing the value again as a
-				// second version; after the bound it goes ahead.
+			if c := e.Claim; c != nil && !c.Active(now) && c.EventID != kw.ev.ID && c.Generation >= kw.gen {
+				// Another event of this generation or a newer one held the
+				// key and its worker stopped before committing: it may have
+				// written its value, and its redelivery (within AckWait of
+				// the claim's end) will find out. This one waits for that
+				// instead of writing: a copy under another id would write the
+				// value again as a second version, and an older generation
+				// would put an older value over the newer one, which the
+				// redelivery then writes a second time (seen in the Vault
+				// end-to-end run: one event, two versions). After the bound
+				// it goes ahead: the newer event may never have written.
 				if bound := c.Until.Add(w.cfg.AckWait + w.cfg.ClaimLease); now.Before(bound) {
 					return waitVerdict(conf, min(time.Until(bound), 5*time.Second), fmt.Errorf("generation %d was being written by event %s, whose worker stopped; waiting for its redelivery",
-						kw.gen, c.EventID)), true
+						c.Generation, c.EventID)), true
 				}
 			}
 			if e.Claim.Active(now) && !ownClaim(e.Claim, kw.ev.ID, failKeyOf(md)) {
