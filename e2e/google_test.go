@@ -35,7 +35,11 @@ func TestPipelineGoogleSecretManager(t *testing.T) {
 
 	out := sc.run(ctx, t, e)
 
-	store, err := gsm.New(ctx, gsm.Config{Project: project, Endpoint: fake.Addr(), Insecure: true}, nil)
+	// The check reads every version of every key: with the default
+	// client-side quotas (600 reads a minute) that alone took over a
+	// minute, so the checker gets the workers' generous ones.
+	store, err := gsm.New(ctx, gsm.Config{Project: project, Endpoint: fake.Addr(), Insecure: true,
+		ProjectWritesPerMinute: 600_000, ReadsPerMinute: 600_000, AccessPerMinute: 6_000_000}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
