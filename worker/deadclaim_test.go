@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -8,6 +9,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/providers/local"
 	"github.com/keyrelay/keyrelay/worker"
 )
 
@@ -17,31 +19,7 @@ import (
 // arrives first: it does not write the value again as a second version but
 // waits; E's redelivery applies it and the copy is then superseded.
 func TestCopyWaitsForADeadClaimOfItsGeneration(t *testing.T) {
-	b := setup(t, setupOptions{})
-	b.startWorker(nil)
-	const team, key = "team-d", "key-d"
-	b.publish(b.keyEvent(events.KeyCreated, team, key, 1, "sk-gen-1"))
-	b.confirmations(1, 30*time.Second)
-
-	// What the dead worker left: E's value written and recorded in the
-	// backend, the ledger still at generation 1 with E's expired claim.
-	e := b.keyEvent(events.KeyRotated, team, key, 2, "sk-gen-2")
-	store := b.stores["local"]
-	name := "litellm/" + team + "/" + key
-	if _, err := store.Put(b.ctx, providers.PutRequest{Name: name, Value: []byte("sk-gen-2"), IdempotencyKey: e.ID,
-		Owner: providers.Owner{TeamID: team, KeyID: key}}); err != nil {
-		t.Fatal(err)
-	}
-	kv, _ := b.js.KeyValue(b.ctx, worker.LedgerBucket)
-	ledger := worker.NewLedger(kv)
-	le, rev, err := ledger.Get(b.ctx, team, key)
-	if err != nil || le == nil {
-		t.Fatalf("ledger: %+v %v", le, err)
-	}
-	le.Claim = &worker.Claim{EventID: e.ID, Generation: 2, Worker: "dead", Until: time.Now().Add(-time.Millisecond)}
-	if _, err := ledger.Put(b.ctx, team, key, le, rev); err != nil {
-		t.Fatal(err)
-	}
+	b, e, store, name := deadClaim(t, "team-d", "key-d", 2)
 
 	cp := *e
 	cp.ID = uuid.NewString()
@@ -72,29 +50,8 @@ func TestCopyWaitsForADeadClaimOfItsGeneration(t *testing.T) {
 // E (its version found, not written again) and the older event is then
 // superseded.
 func TestOlderGenerationWaitsForADeadNewerClaim(t *testing.T) {
-	b := setup(t, setupOptions{})
-	b.startWorker(nil)
 	const team, key = "team-o", "key-o"
-	b.publish(b.keyEvent(events.KeyCreated, team, key, 1, "sk-gen-1"))
-	b.confirmations(1, 30*time.Second)
-
-	e := b.keyEvent(events.KeyRotated, team, key, 3, "sk-gen-3")
-	store := b.stores["local"]
-	name := "litellm/" + team + "/" + key
-	if _, err := store.Put(b.ctx, providers.PutRequest{Name: name, Value: []byte("sk-gen-3"), IdempotencyKey: e.ID,
-		Owner: providers.Owner{TeamID: team, KeyID: key}}); err != nil {
-		t.Fatal(err)
-	}
-	kv, _ := b.js.KeyValue(b.ctx, worker.LedgerBucket)
-	ledger := worker.NewLedger(kv)
-	le, rev, err := ledger.Get(b.ctx, team, key)
-	if err != nil || le == nil {
-		t.Fatalf("ledger: %+v %v", le, err)
-	}
-	le.Claim = &worker.Claim{EventID: e.ID, Generation: 3, Worker: "dead", Until: time.Now().Add(-time.Millisecond)}
-	if _, err := ledger.Put(b.ctx, team, key, le, rev); err != nil {
-		t.Fatal(err)
-	}
+	b, e, store, name := deadClaim(t, team, key, 3)
 
 	older := b.keyEvent(events.KeyRotated, team, key, 2, "sk-gen-2")
 	b.publish(older)
@@ -117,4 +74,37 @@ func TestOlderGenerationWaitsForADeadNewerClaim(t *testing.T) {
 	if err != nil || len(vs) != 2 {
 		t.Errorf("%d versions (%v), want 2: generation 3 written once, generation 2 never", len(vs), err)
 	}
+}
+
+// deadClaim sets up what a worker leaves when it dies after writing event
+// E (a rotation to generation gen, value "sk-gen-<gen>") to the backend and
+// before committing it: the key created at generation 1 and confirmed,
+// E's value written and recorded in the backend, the ledger still at
+// generation 1 with E's expired claim. E itself is not published.
+func deadClaim(t *testing.T, team, key string, gen uint64) (*bundle, *events.Event, *local.Provider, string) {
+	t.Helper()
+	b := setup(t, setupOptions{})
+	b.startWorker(nil)
+	b.publish(b.keyEvent(events.KeyCreated, team, key, 1, "sk-gen-1"))
+	b.confirmations(1, 30*time.Second)
+
+	value := fmt.Sprintf("sk-gen-%d", gen)
+	e := b.keyEvent(events.KeyRotated, team, key, gen, value)
+	store := b.stores["local"]
+	name := "litellm/" + team + "/" + key
+	if _, err := store.Put(b.ctx, providers.PutRequest{Name: name, Value: []byte(value), IdempotencyKey: e.ID,
+		Owner: providers.Owner{TeamID: team, KeyID: key}}); err != nil {
+		t.Fatal(err)
+	}
+	kv, _ := b.js.KeyValue(b.ctx, worker.LedgerBucket)
+	ledger := worker.NewLedger(kv)
+	le, rev, err := ledger.Get(b.ctx, team, key)
+	if err != nil || le == nil {
+		t.Fatalf("ledger: %+v %v", le, err)
+	}
+	le.Claim = &worker.Claim{EventID: e.ID, Generation: gen, Worker: "dead", Until: time.Now().Add(-time.Millisecond)}
+	if _, err := ledger.Put(b.ctx, team, key, le, rev); err != nil {
+		t.Fatal(err)
+	}
+	return b, e, store, name
 }
