@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -113,6 +114,11 @@ type jsonMember struct {
 	raw  json.RawMessage
 }
 
+// fieldName is a member's dotted name, built only when it is printed.
+type fieldName struct{ path, name string }
+
+func (f fieldName) String() string { return joinField(f.path, f.name) }
+
 func joinField(path, name string) string {
 	if path == "" {
 		return name
@@ -141,8 +147,7 @@ func checkObject(path string, raw []byte, shape *objectShape) error {
 }
 
 func checkMembers(path string, members []jsonMember, shape *objectShape) error {
-	seen := make(map[string]bool, len(members))
-	for _, m := range members {
+	for i, m := range members {
 		if shape.closed != "" {
 			return invalid(path, "%s", shape.closed)
 		}
@@ -150,24 +155,36 @@ func checkMembers(path string, members []jsonMember, shape *objectShape) error {
 		if !ok {
 			return unknownField(path, m.name, shape)
 		}
-		field := joinField(path, m.name)
-		if seen[m.name] {
-			return invalid(field, "appears more than once")
+		if repeated(members, i) {
+			return invalid(joinField(path, m.name), "appears more than once")
 		}
-		seen[m.name] = true
 		if f.forbidden != "" {
-			return invalid(field, "%s", f.forbidden)
+			return invalid(joinField(path, m.name), "%s", f.forbidden)
 		}
-		if err := checkValue(field, m.raw, f); err != nil {
+		if err := checkValue(path, m.name, m.raw, f); err != nil {
 			return err
 		}
 	}
 	for _, name := range shape.required {
-		if !seen[name] {
+		if !slices.ContainsFunc(members, func(m jsonMember) bool { return m.name == name }) {
 			return invalid(joinField(path, name), "is required")
 		}
 	}
 	return nil
+}
+
+// repeated reports whether members[i]'s name appears before i. Objects
+// are small (a shape's members, a few metadata keys): comparing with the
+// members before is cheaper than a map, and stays linear per member up
+// to the event size limit.
+func repeated(members []jsonMember, i int) bool {
+	name := members[i].name
+	for _, m := range members[:i] {
+		if m.name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // unknownField names the unknown member only when its name looks like a
@@ -200,50 +217,60 @@ func isFieldName(s string) bool {
 	return true
 }
 
-func checkValue(field string, raw json.RawMessage, f fieldShape) error {
+// checkValue checks one member's value; path and name make its field name
+// (joined only for an error).
+func checkValue(path, name string, raw json.RawMessage, f fieldShape) error {
+	field := fieldName{path, name}
 	if string(raw) == "null" {
-		return invalid(field, "must not be null (omit the field instead)")
+		return invalid(field.String(), "must not be null (omit the field instead)")
 	}
 	switch f.kind {
 	case jString:
 		if raw[0] != '"' {
-			return invalid(field, "must be a string")
+			return invalid(field.String(), "must be a string")
 		}
 	case jBool:
 		if s := string(raw); s != "true" && s != "false" {
-			return invalid(field, "must be true or false")
+			return invalid(field.String(), "must be true or false")
 		}
 	case jUint:
 		if !isIntLiteral(raw, false) {
-			return invalid(field, "must be an integer from 0 to 18446744073709551615, without fraction or exponent")
+			return invalid(field.String(), "must be an integer from 0 to 18446744073709551615, without fraction or exponent")
 		}
 	case jInt:
 		if !isIntLiteral(raw, true) {
-			return invalid(field, "must be a 64-bit integer, without fraction or exponent")
+			return invalid(field.String(), "must be a 64-bit integer, without fraction or exponent")
 		}
 	case jTime:
 		s, ok := unquote(raw)
 		if !ok || !isRFC3339(s) {
-			return invalid(field, "must be an RFC 3339 date-time such as 2025-01-02T15:04:05Z")
+			return invalid(field.String(), "must be an RFC 3339 date-time such as 2025-01-02T15:04:05Z")
 		}
 	case jBase64:
 		s, ok := unquote(raw)
 		if !ok || !isCanonicalBase64(s) {
-			return invalid(field, "must be standard base64 with padding (RFC 4648 section 4)")
+			return invalid(field.String(), "must be standard base64 with padding (RFC 4648 section 4)")
 		}
 	case jStringMap:
 		members, ok := scanMembers(raw)
 		if !ok {
-			return invalid(field, "must be a JSON object")
+			return invalid(field.String(), "must be a JSON object")
 		}
-		seen := make(map[string]bool, len(members))
-		for _, m := range members {
-			if seen[m.name] {
-				return invalid(field, "has a repeated key")
+		if len(members) > 16 {
+			seen := make(map[string]bool, len(members))
+			for _, m := range members {
+				if seen[m.name] {
+					return invalid(field.String(), "has a repeated key")
+				}
+				seen[m.name] = true
 			}
-			seen[m.name] = true
+		}
+		for i, m := range members {
+			if len(members) <= 16 && repeated(members, i) {
+				return invalid(field.String(), "has a repeated key")
+			}
 			if m.raw[0] != '"' {
-				return invalid(field, "values must be strings")
+				return invalid(field.String(), "values must be strings")
 			}
 		}
 	case jObject:
@@ -251,12 +278,12 @@ func checkValue(field string, raw json.RawMessage, f fieldShape) error {
 			// raw is part of a document already found valid.
 			members, ok := scanMembers(raw)
 			if !ok {
-				return invalid(field, "must be a JSON object")
+				return invalid(field.String(), "must be a JSON object")
 			}
-			return checkMembers(field, members, f.obj)
+			return checkMembers(field.String(), members, f.obj)
 		}
 		if raw[0] != '{' {
-			return invalid(field, "must be a JSON object")
+			return invalid(field.String(), "must be a JSON object")
 		}
 	}
 	return nil

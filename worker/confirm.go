@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	gojson "github.com/goccy/go-json"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
@@ -59,9 +58,7 @@ var errAlreadyConfirmed = errors.New("event already confirmed")
 // the server refuses a second one for the same event, even after the
 // duplicate window; that case returns errAlreadyConfirmed.
 func publishConfirmation(ctx context.Context, js jetstream.JetStream, conf *events.Confirmation) error {
-	// goccy/go-json: the same output as encoding/json, three times faster
-	// on the hot path (measured: 1.2 µs against 3.5 µs per entry).
-	b, err := gojson.Marshal(conf)
+	b, err := conf.AppendJSON(make([]byte, 0, 384))
 	if err != nil {
 		return err
 	}

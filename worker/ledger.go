@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	gojson "github.com/goccy/go-json"
 	"slices"
 	"strconv"
 	"strings"
@@ -196,7 +195,7 @@ var ErrLedgerConflict = errors.New("ledger entry changed concurrently")
 // Put writes entry if the key is still at rev (0: must not exist) and
 // returns the new revision.
 func (l *Ledger) Put(ctx context.Context, team, key string, entry *LedgerEntry, rev uint64) (uint64, error) {
-	b, err := gojson.Marshal(entry) // see publishConfirmation
+	b, err := entry.appendJSON(make([]byte, 0, 512))
 	if err != nil {
 		return 0, err
 	}

@@ -44,9 +44,11 @@ func main() {
 	serverBin := flag.String("nats-server", "bin/nats-server", "nats-server binary")
 	flag.IntVar(&clusterNodes, "cluster", 0, "run on a cluster of this many nats-server processes on loopback, every stream and bucket replicated to each (0: one server)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the keyrelay runs to this file")
+	memprofile := flag.String("memprofile", "", "write an allocation profile of this process to this file at the end")
 	flag.Parse()
 	stopProfile := benchkit.StartCPUProfile(*cpuprofile)
 	defer stopProfile()
+	defer benchkit.WriteHeapProfile(*memprofile)
 	// The worker runs in this process: give it the runtime settings
 	// `keyrelay serve` runs with.
 	app.TuneRuntime()
@@ -95,16 +97,20 @@ func run(n, keys, conc, rate int, dur time.Duration, runs int, serverBin string)
 	var base, full, ratios []float64
 	for r := 0; r < runs; r++ {
 		var b float64
+		c0 := benchkit.ReadCPU()
 		if os.Getenv("KEYRELAY_BENCH_ONLY") != "keyrelay" {
 			if b, err = baseline(ctx, js, n, conc, r); err != nil {
 				return err
 			}
 		}
+		c1 := benchkit.ReadCPU()
 		f, err := pipe.throughput(ctx, n, keys, r)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("  run %d: baseline %8.0f events/s   keyrelay %8.0f events/s   ratio %.2f\n", r+1, b, f, f/b)
+		c2 := benchkit.ReadCPU()
+		fmt.Printf("  run %d: baseline %8.0f events/s   keyrelay %8.0f events/s   ratio %.2f   ms CPU per event: baseline %s; keyrelay %s\n",
+			r+1, b, f, f/b, benchkit.PerOp(c0, c1, n, "nats-server", "bench"), benchkit.PerOp(c1, c2, n, "nats-server", "bench"))
 		base, full, ratios = append(base, b), append(full, f), append(ratios, f/b)
 	}
 	mb, mf := benchkit.Median(base), benchkit.Median(full)

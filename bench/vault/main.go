@@ -111,17 +111,17 @@ func run(n, keys, conc, runs int, natsBin, vaultBin, cpuprofile string, countReq
 
 	var base, prov, full, ratios []float64
 	for r := 0; r < runs; r++ {
-		c0 := readCPU()
+		c0 := benchkit.ReadCPU()
 		b, err := direct.throughput(ctx, n, keys, r)
 		if err != nil {
 			return err
 		}
-		c1 := readCPU()
+		c1 := benchkit.ReadCPU()
 		pp, err := providerOnly(ctx, pipe.provider, n, keys, conc, r)
 		if err != nil {
 			return err
 		}
-		c1p := readCPU()
+		c1p := benchkit.ReadCPU()
 		w0, h0 := pipe.writes.Load(), pipe.hinted.Load()
 		stopProfile := func() {}
 		if r == 0 {
@@ -130,18 +130,18 @@ func run(n, keys, conc, runs int, natsBin, vaultBin, cpuprofile string, countReq
 		if counter != nil {
 			counter.take(1) // the warm-up and the provider's own run
 		}
-		c2 := readCPU()
+		c2 := benchkit.ReadCPU()
 		f, err := pipe.throughput(ctx, n, keys, r)
 		stopProfile()
 		if err != nil {
 			return err
 		}
-		c3 := readCPU()
+		c3 := benchkit.ReadCPU()
 		fmt.Printf("  run %d: direct vault/api KV v2 puts %6.0f writes/s   provider Put alone %6.0f writes/s   keyrelay %6.0f events/s (%d versions for %d events, %d Puts with the ledger's version)   ratio %.2f\n",
 			r+1, b, pp, f, pipe.writes.Load()-w0, n, pipe.hinted.Load()-h0, f/b)
 		// Where the time goes: both sides share the machine's CPUs with
 		// Vault (and keyrelay with nats-server too).
-		fmt.Printf("         ms CPU per write: direct %s;  provider alone %s;  keyrelay %s\n", perOp(c0, c1, n), perOp(c1, c1p, n), perOp(c2, c3, n))
+		fmt.Printf("         ms CPU per write: direct %s;  provider alone %s;  keyrelay %s\n", cpuPer(c0, c1, n), cpuPer(c1, c1p, n), cpuPer(c2, c3, n))
 		if counter != nil {
 			fmt.Printf("         keyrelay's Vault requests: %s\n", counter.take(n))
 		}
@@ -333,4 +333,9 @@ func (p *pipeline) throughput(ctx context.Context, n, keys, run int) (float64, e
 		return 0, err
 	}
 	return benchkit.Throughput(ctx, p.js, msgs)
+}
+
+// cpuPer is the CPU per write of Vault, nats-server and this process.
+func cpuPer(a, b benchkit.CPUUse, n int) string {
+	return benchkit.PerOp(a, b, n, "vault", "nats-server", "bench")
 }

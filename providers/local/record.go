@@ -55,12 +55,26 @@ func (r *record) clone() *record {
 	}
 	c := *r
 	c.Tags = maps.Clone(r.Tags)
-	c.Versions = slices.Clone(r.Versions)
+	// The versions are shared, clipped so an append copies them: a version
+	// is never changed in place except by retire, which copies first
+	// (writeVersion). A full copy of every version on each load and save
+	// made a write cost grow with the key's history.
+	c.Versions = slices.Clip(r.Versions)
 	if r.DeletedAt != nil {
 		t := *r.DeletedAt
 		c.DeletedAt = &t
 	}
 	return &c
+}
+
+// writableVersion returns the version named v in a copy of the versions
+// this record owns alone (see clone), or nil.
+func (r *record) writableVersion(v string) *version {
+	if r.find(v) == nil {
+		return nil
+	}
+	r.Versions = slices.Clone(r.Versions)
+	return r.find(v)
 }
 
 func (r *record) current() *version { return &r.Versions[len(r.Versions)-1] }

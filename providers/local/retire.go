@@ -49,6 +49,7 @@ func (p *Provider) Retire(ctx context.Context, req providers.RetireRequest) erro
 		return newErr(op, name, providers.Permanent, fmt.Errorf("%w: version %s is the current version", providers.ErrConflict, v.Version))
 	}
 	now := time.Now().UTC()
+	v = rec.writableVersion(req.Version)
 	v.Nonce, v.Ciphertext, v.RetiredAt = nil, nil, &now
 	rec.UpdatedAt = now
 	if err := p.store.save(rec); err != nil {

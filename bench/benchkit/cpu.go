@@ -1,4 +1,4 @@
-package main
+package benchkit
 
 import (
 	"fmt"
@@ -10,17 +10,17 @@ import (
 	"time"
 )
 
-// cpuUse is the CPU time (user + system) spent so far by this process and
+// CPUUse is the CPU time (user + system) spent so far by this process and
 // by its children (the Vault and nats-server processes), by command name.
-type cpuUse map[string]time.Duration
+type CPUUse map[string]time.Duration
 
 // clockTick is the unit of /proc/<pid>/stat's utime and stime (USER_HZ,
 // 100 on Linux).
 const clockTick = 10 * time.Millisecond
 
-// readCPU samples cpuUse; on a system without /proc only "bench" is set.
-func readCPU() cpuUse {
-	out := cpuUse{}
+// ReadCPU samples CPUUse; on a system without /proc only "bench" is set.
+func ReadCPU() CPUUse {
+	out := CPUUse{}
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		out["bench"] = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
@@ -50,12 +50,13 @@ func readCPU() cpuUse {
 	return out
 }
 
-// perOp formats the CPU spent between a and b per operation, by process.
-func perOp(a, b cpuUse, ops int) string {
+// PerOp formats the CPU milliseconds spent between a and b per operation,
+// by process: each of names (command names; "bench" is this process).
+func PerOp(a, b CPUUse, ops int, names ...string) string {
 	var parts []string
-	for _, name := range []string{"vault", "nats-server", "bench"} {
+	for _, name := range names {
 		d := b[name] - a[name]
-		parts = append(parts, fmt.Sprintf("%s %.2f", strings.TrimSuffix(name, "-server"), float64(d.Microseconds())/1000/float64(ops)))
+		parts = append(parts, fmt.Sprintf("%s %.3f", strings.TrimSuffix(name, "-server"), float64(d.Microseconds())/1000/float64(ops)))
 	}
 	return strings.Join(parts, " ")
 }

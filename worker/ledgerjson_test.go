@@ -1,0 +1,129 @@
+package worker
+
+import (
+	"bytes"
+	"encoding/json"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/keyrelay/keyrelay/events"
+)
+
+// randomText draws strings that exercise every escaping rule.
+func randomText(r *rand.Rand) string {
+	parts := []string{"", "a", "team-1", "<", ">", "&", `"`, `\`, "\n", "\x00", "\x1f", "é", "日本", "\u2028", "\xff", "🔑", "sk-secret", " "}
+	n := r.IntN(5)
+	s := ""
+	for range n {
+		s += parts[r.IntN(len(parts))]
+	}
+	return s
+}
+
+func randomTime(r *rand.Rand) time.Time {
+	if r.IntN(5) == 0 {
+		return time.Time{}
+	}
+	t := time.Unix(r.Int64N(4e9), r.Int64N(1e9))
+	if r.IntN(2) == 0 {
+		return t.UTC()
+	}
+	return t.In(time.FixedZone("z", (r.IntN(48)-24)*1800))
+}
+
+func randomBytes(r *rand.Rand) []byte {
+	switch r.IntN(4) {
+	case 0:
+		return nil
+	case 1:
+		return []byte{}
+	}
+	b := make([]byte, r.IntN(40))
+	for i := range b {
+		b[i] = byte(r.IntN(256))
+	}
+	return b
+}
+
+func randomUint(r *rand.Rand) uint64 {
+	if r.IntN(3) == 0 {
+		return 0
+	}
+	return r.Uint64() >> r.IntN(64)
+}
+
+func randomEntry(r *rand.Rand) *LedgerEntry {
+	e := &LedgerEntry{
+		Generation: randomUint(r), EventID: randomText(r), EventType: events.Type(randomText(r)), Status: events.Status(randomText(r)),
+		StreamSeq: randomUint(r), Provider: randomText(r), SecretRef: randomText(r), ProviderVersion: randomText(r),
+		MetaGeneration: randomUint(r), MetaEventID: randomText(r), Alias: randomText(r), SealedGen: randomUint(r), UpdatedAt: randomTime(r),
+	}
+	if r.IntN(2) == 0 {
+		e.Metadata = map[string]string{}
+		for range r.IntN(4) {
+			e.Metadata[randomText(r)] = randomText(r)
+		}
+	}
+	if r.IntN(2) == 0 {
+		e.Sealed = &events.SealedValue{Alg: randomText(r), KID: randomText(r), EDK: randomBytes(r), Nonce: randomBytes(r), Ciphertext: randomBytes(r)}
+	}
+	if r.IntN(2) == 0 {
+		e.Claim = &Claim{EventID: randomText(r), StreamSeq: randomUint(r), Lane: events.Lane(randomText(r)), Generation: randomUint(r), Worker: randomText(r), Until: randomTime(r)}
+	}
+	if r.IntN(2) == 0 {
+		e.Retry = &RetryRecord{EventID: randomText(r), StreamSeq: randomUint(r), Lane: events.Lane(randomText(r)), FirstFailure: randomTime(r), Failures: r.IntN(100) - 10}
+	}
+	if r.IntN(2) == 0 {
+		e.Sources = make([]SourceCopy, r.IntN(3))
+		for i := range e.Sources {
+			e.Sources[i] = SourceCopy{Backend: randomText(r), SecretRef: randomText(r), Since: randomTime(r)}
+		}
+	}
+	if r.IntN(2) == 0 {
+		e.Previous = &PreviousVersion{Version: randomText(r), SecretRef: randomText(r), Until: randomTime(r)}
+	}
+	return e
+}
+
+// The ledger entry's encoder writes what encoding/json writes, field for
+// field, so entries written before it and readers using encoding/json see
+// no difference.
+func TestLedgerEntryJSON(t *testing.T) {
+	r := rand.New(rand.NewPCG(14, 2026))
+	for i := range 5000 {
+		e := randomEntry(r)
+		want, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := e.appendJSON(nil)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("entry %d: appendJSON = %s, %v\nencoding/json: %s", i, got, err, want)
+		}
+	}
+	bad := &LedgerEntry{UpdatedAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}
+	if _, err := bad.appendJSON(nil); err == nil {
+		t.Error("a time encoding/json refuses was encoded")
+	}
+}
+
+func TestConfirmationJSON(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 2026))
+	for i := range 5000 {
+		c := &events.Confirmation{
+			SpecVersion: randomText(r), EventID: randomText(r), ClaimedEventID: randomText(r), EventType: events.Type(randomText(r)),
+			TeamID: randomText(r), KeyID: randomText(r), Generation: randomUint(r), JobID: randomText(r), Status: events.Status(randomText(r)),
+			Duplicate: r.IntN(2) == 0, Provider: randomText(r), SecretRef: randomText(r), ProviderVersion: randomText(r), Reason: randomText(r),
+			Attempts: randomUint(r), StreamSeq: randomUint(r), Lane: events.Lane(randomText(r)), Time: randomTime(r),
+		}
+		want, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.AppendJSON(nil)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("confirmation %d: AppendJSON = %s, %v\nencoding/json: %s", i, got, err, want)
+		}
+	}
+}
