@@ -22,10 +22,13 @@ import (
 // every entry of the team (its backend or options may have changed). The
 // global entry under the secret's provider-side name is treated the same
 // way, for gateways that read virtual keys by name.
+//
+// A confirmation marked duplicate is applied like any other: when a worker
+// stops after the ledger commit and before the confirmation, the event's
+// only confirmation is the duplicate its redelivery publishes, and the
+// cache must not keep the old value. Applying one twice costs at most a
+// reload.
 func (s *Service) Apply(c *events.Confirmation) {
-	if c.Duplicate {
-		return
-	}
 	switch {
 	case c.EventType.IsSettings():
 		switch c.Status {

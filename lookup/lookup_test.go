@@ -14,6 +14,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/lookup"
+	"github.com/keyrelay/keyrelay/providers"
 )
 
 func TestHitMissAndAnswer(t *testing.T) {
@@ -372,5 +373,30 @@ func TestLoadsAreBounded(t *testing.T) {
 	defer cancel()
 	if _, err := f.svc.Lookup(ctx, lookup.HTTP, lookup.Scope{Global: true}, "bounded/n0-other", nil); err == nil || err.Status != 503 || !strings.Contains(err.Reason, "max_concurrent_loads") {
 		t.Fatalf("no slot: %v", err)
+	}
+}
+
+// TestDuplicateConfirmationApplies: when a worker dies between the ledger
+// commit and the confirmation, the event's only confirmation is the one its
+// redelivery publishes, marked duplicate. The cache must act on it: here the
+// secret is deleted behind the cache's back and the only word of it is a
+// duplicate key.deleted confirmation.
+func TestDuplicateConfirmationApplies(t *testing.T) {
+	f := newFixture(t, fixtureOptions{cache: lookup.Config{TTL: time.Hour}})
+	created := f.write(events.KeyCreated, "team-a", "dup", "sk-dup")
+	if code, body := f.get(tokenA, "/v1/secrets/dup"); code != 200 || body["value"] != "sk-dup" {
+		t.Fatalf("before: %d %v", code, body)
+	}
+	if err := f.store.Delete(f.ctx, providers.DeleteRequest{Name: created.SecretRef, Owner: providers.Owner{TeamID: "team-a", KeyID: "dup"}}); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := f.get(tokenA, "/v1/secrets/dup"); code != 200 {
+		t.Fatalf("the cache should still hold the value before any confirmation: %d", code)
+	}
+	f.svc.Apply(&events.Confirmation{SpecVersion: events.SpecVersion, EventID: "ev-dup-delete", EventType: events.KeyDeleted,
+		TeamID: "team-a", KeyID: "dup", Generation: created.Generation + 1, Status: events.StatusDeleted, Duplicate: true,
+		Provider: created.Provider, SecretRef: created.SecretRef, Time: time.Now().UTC()})
+	if code, body := f.get(tokenA, "/v1/secrets/dup"); code != 404 {
+		t.Fatalf("after a duplicate key.deleted confirmation the deleted key is still served: %d %v", code, body)
 	}
 }
