@@ -99,6 +99,7 @@ fuzz:
 	$(GO) test ./events -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME)
 	$(GO) test ./events -run='^$$' -fuzz='^FuzzOpen$$' -fuzztime=$(FUZZTIME)
 	$(GO) test ./worker -run='^$$' -fuzz='^FuzzRedactedCopy$$' -fuzztime=$(FUZZTIME)
+	$(GO) test ./internal/jsonw -run='^$$' -fuzz='^FuzzAppendString$$' -fuzztime=$(FUZZTIME)
 
 bench: tools build
 	$(GO) run ./bench/pipeline -runs 5
