@@ -93,14 +93,7 @@ func TestLedgerEntryJSON(t *testing.T) {
 	r := rand.New(rand.NewPCG(14, 2026))
 	for i := range 5000 {
 		e := randomEntry(r)
-		want, err := json.Marshal(e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := e.appendJSON(nil)
-		if err != nil || !bytes.Equal(got, want) {
-			t.Fatalf("entry %d: appendJSON = %s, %v\nencoding/json: %s", i, got, err, want)
-		}
+		sameAsEncodingJSON(t, i, e, e.appendJSON)
 	}
 	bad := &LedgerEntry{UpdatedAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}
 	if _, err := bad.appendJSON(nil); err == nil {
@@ -117,13 +110,19 @@ func TestConfirmationJSON(t *testing.T) {
 			Duplicate: r.IntN(2) == 0, Provider: randomText(r), SecretRef: randomText(r), ProviderVersion: randomText(r), Reason: randomText(r),
 			Attempts: randomUint(r), StreamSeq: randomUint(r), Lane: events.Lane(randomText(r)), Time: randomTime(r),
 		}
-		want, err := json.Marshal(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := c.AppendJSON(nil)
-		if err != nil || !bytes.Equal(got, want) {
-			t.Fatalf("confirmation %d: AppendJSON = %s, %v\nencoding/json: %s", i, got, err, want)
-		}
+		sameAsEncodingJSON(t, i, c, c.AppendJSON)
+	}
+}
+
+// sameAsEncodingJSON fails unless appendJSON writes v's encoding/json bytes.
+func sameAsEncodingJSON(t *testing.T, i int, v any, appendJSON func([]byte) ([]byte, error)) {
+	t.Helper()
+	want, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := appendJSON(nil)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("record %d (%T): appended %s, %v\nencoding/json: %s", i, v, got, err, want)
 	}
 }
