@@ -66,6 +66,9 @@ type Teams struct {
 	// CatchUps counts key events that found the watch behind and applied
 	// the team's latest settings message themselves.
 	CatchUps atomic.Int64
+	// Lookups counts the requests for a team's last settings message (one
+	// serves every key event of the team received before it started).
+	Lookups atomic.Int64
 }
 
 // NewTeams builds a team-settings store over the teams bucket and the
@@ -291,6 +294,7 @@ func (t *Teams) lastSettings(ctx context.Context, team string, receivedAt time.T
 		// Other events share this lookup: it must not end with this
 		// caller's cancellation.
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), defaultRequestTimeout)
+		t.Lookups.Add(1)
 		msg, err := t.stream.GetLastMsgForSubject(lctx, events.SettingsSubject(team))
 		cancel()
 		switch {

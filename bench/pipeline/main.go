@@ -109,14 +109,14 @@ func run(n, keys, conc, rate int, dur time.Duration, runs int, serverBin string)
 		if err != nil {
 			return err
 		}
-		c1 := benchkit.ReadCPU()
+		c1, l1 := benchkit.ReadCPU(), pipe.w.Teams().Lookups.Load()
 		f, err := benchkit.Throughput(ctx, js, msgs)
 		if err != nil {
 			return err
 		}
-		c2 := benchkit.ReadCPU()
-		fmt.Printf("  run %d: baseline %8.0f events/s   keyrelay %8.0f events/s   ratio %.2f   ms CPU per event: baseline %s; keyrelay %s\n",
-			r+1, b, f, f/b, benchkit.PerOp(c0, c1, n, "nats-server", "bench"), benchkit.PerOp(c1, c2, n, "nats-server", "bench"))
+		c2, l2 := benchkit.ReadCPU(), pipe.w.Teams().Lookups.Load()
+		fmt.Printf("  run %d: baseline %8.0f events/s   keyrelay %8.0f events/s   ratio %.2f   ms CPU per event: baseline %s; keyrelay %s; settings lookups per event %.2f\n",
+			r+1, b, f, f/b, benchkit.PerOp(c0, c1, n, "nats-server", "bench"), benchkit.PerOp(c1, c2, n, "nats-server", "bench"), float64(l2-l1)/float64(n))
 		base, full, ratios = append(base, b), append(full, f), append(ratios, f/b)
 	}
 	mb, mf := benchkit.Median(base), benchkit.Median(full)
@@ -323,6 +323,7 @@ type pipeline struct {
 	done   chan error
 	pub    *client.Publisher
 	team   int
+	w      *worker.Worker
 }
 
 func newPipeline(ctx context.Context, js jetstream.JetStream, kr *events.Keyring, conc int) (*pipeline, error) {
@@ -343,7 +344,7 @@ func newPipeline(ctx context.Context, js jetstream.JetStream, kr *events.Keyring
 		return nil, err
 	}
 	rctx, cancel := context.WithCancel(ctx)
-	p := &pipeline{js: js, kr: kr, cancel: cancel, done: make(chan error, 1), pub: client.NewPublisher(js)}
+	p := &pipeline{js: js, kr: kr, cancel: cancel, done: make(chan error, 1), pub: client.NewPublisher(js), w: w}
 	go func() { p.done <- w.Run(rctx) }()
 	for !w.Ready() {
 		time.Sleep(5 * time.Millisecond)
