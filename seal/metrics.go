@@ -46,10 +46,17 @@ var (
 )
 
 // Collector returns a Prometheus collector of the Sealer's Stats, labelled
-// with the wrapper's name. Register it once per Sealer.
+// with the wrapper's name. Register it once per Sealer; for several
+// sealers in one registry use CollectorOf.
 func (s *Sealer) Collector() prometheus.Collector { return collector{s} }
 
-type collector struct{ s *Sealer }
+// CollectorOf is one collector for several sealers (each wrapper's series
+// told apart by its wrapper label): every sealer describes the same
+// keyrelay_seal_* families, and a registry refuses a second collector with
+// the same descriptions.
+func CollectorOf(ss ...*Sealer) prometheus.Collector { return collector(ss) }
+
+type collector []*Sealer
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descOps, descCalls, descHits, descRetry} {
@@ -58,7 +65,13 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
-	st, w := c.s.Stats(), c.s.w.Name()
+	for _, s := range c {
+		s.collect(ch)
+	}
+}
+
+func (s *Sealer) collect(ch chan<- prometheus.Metric) {
+	st, w := s.Stats(), s.w.Name()
 	m := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{w}, labels...)...)
 	}

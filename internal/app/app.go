@@ -230,8 +230,8 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 		reg = prometheus.NewRegistry()
 	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if cs := sealing.Collectors(); len(cs) > 0 {
-		reg.MustRegister(sealCollectors(cs))
+	if c := sealing.Collector(); c != nil {
+		reg.MustRegister(c)
 	}
 	metrics := worker.NewMetrics(reg)
 	registry.Wrap(metrics.InstrumentProvider)
@@ -439,22 +439,4 @@ func startEnded(ctx context.Context, err error) error {
 		return nil
 	}
 	return err
-}
-
-// sealCollectors registers the keyrelay_seal_* collectors of the configured
-// key wrappers as one: each describes the same metric families (its series
-// told apart by the wrapper label), and a registry refuses a second
-// collector with the same descriptions.
-type sealCollectors []prometheus.Collector
-
-func (cs sealCollectors) Describe(ch chan<- *prometheus.Desc) {
-	for _, c := range cs {
-		c.Describe(ch)
-	}
-}
-
-func (cs sealCollectors) Collect(ch chan<- prometheus.Metric) {
-	for _, c := range cs {
-		c.Collect(ch)
-	}
 }

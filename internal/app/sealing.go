@@ -94,19 +94,22 @@ func LoadSealing(ctx context.Context, c *settings.Config, createKeyring bool, lo
 	return &Sealing{Opener: openers, Sealer: sealer}, nil
 }
 
-// Collectors returns the Prometheus collectors of the configured key
+// Collector returns one Prometheus collector of the configured key
 // wrappers' sealers (keyrelay_seal_*), to register with the process's
-// registry.
-func (s *Sealing) Collectors() []prometheus.Collector {
-	var out []prometheus.Collector
+// registry, or nil when no wrapper is configured.
+func (s *Sealing) Collector() prometheus.Collector {
+	var ss []*seal.Sealer
 	if m, ok := s.Opener.(events.Multi); ok {
 		for _, o := range m {
-			if ss, ok := o.(*seal.Sealer); ok {
-				out = append(out, ss.Collector())
+			if sealer, ok := o.(*seal.Sealer); ok {
+				ss = append(ss, sealer)
 			}
 		}
 	}
-	return out
+	if len(ss) == 0 {
+		return nil
+	}
+	return seal.CollectorOf(ss...)
 }
 
 type noSealer struct{}
