@@ -229,7 +229,8 @@ func (f *fixture) gauge(name string) float64 {
 	return -1
 }
 
-// counter sums a counter family's samples whose labels include want.
+// counter sums a counter family's samples whose labels include want (for
+// a histogram, its observation counts).
 func (f *fixture) counter(name string, want map[string]string) float64 {
 	mfs, err := f.promReg.Gather()
 	if err != nil {
@@ -250,6 +251,10 @@ func (f *fixture) counter(name string, want map[string]string) float64 {
 				if labels[k] != v {
 					continue next
 				}
+			}
+			if h := m.GetHistogram(); h != nil {
+				sum += float64(h.GetSampleCount()) // a histogram: its observations
+				continue
 			}
 			sum += m.GetCounter().GetValue()
 		}

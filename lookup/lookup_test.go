@@ -48,6 +48,10 @@ func TestHitMissAndAnswer(t *testing.T) {
 	if got := f.counter("keyrelay_lookup_backend_loads_total", map[string]string{"result": "ok"}); got != 1 {
 		t.Fatalf("backend loads ok = %v", got)
 	}
+	if fromCache, fromBackend := f.counter("keyrelay_lookup_duration_seconds", map[string]string{"transport": "http", "source": "cache"}),
+		f.counter("keyrelay_lookup_duration_seconds", map[string]string{"transport": "http", "source": "backend"}); fromCache != 5 || fromBackend != 1 {
+		t.Fatalf("lookup durations observed: %v from the cache, %v from the backend; want 5 and 1", fromCache, fromBackend)
+	}
 	// HEAD answers like GET without a body; other methods are refused.
 	resp, err := http.Post(f.http.URL+"/v1/secrets/k1", "text/plain", nil)
 	if err != nil {

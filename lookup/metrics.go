@@ -1,6 +1,8 @@
 package lookup
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -35,10 +37,23 @@ const (
 
 var outcomeNames = [numOutcomes]string{"hit", "miss", "refreshed", "stale", "negative_hit", "error"}
 
+// source says where an answer came from (a metrics label): memory alone,
+// or a backend read it waited for.
+type source int
+
+const (
+	fromCache source = iota
+	fromBackend
+	numSources
+)
+
+var sourceNames = [numSources]string{"cache", "backend"}
+
 // Metrics are the lookup service's Prometheus metrics. They never carry a
 // name or a value, only counts.
 type Metrics struct {
 	outcomes     [numTransports][numOutcomes]prometheus.Counter
+	durations    [numTransports][numSources]prometheus.Observer
 	rejected     *prometheus.CounterVec
 	loads        *prometheus.CounterVec
 	evictSize    prometheus.Counter
@@ -69,13 +84,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "1 while the confirmations stream is followed; 0 means cached values are revalidated before use."}),
 		reg: reg,
 	}
+	dur := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "keyrelay_lookup_duration_seconds",
+		Help:    "Time to answer a lookup inside the service (after authentication), by transport and source (cache: from memory; backend: a load or refresh waited for).",
+		Buckets: []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}},
+		[]string{"transport", "source"})
 	for t := Transport(0); t < numTransports; t++ {
 		for o := outcome(0); o < numOutcomes; o++ {
 			m.outcomes[t][o] = req.WithLabelValues(t.String(), outcomeNames[o])
 		}
+		for src := source(0); src < numSources; src++ {
+			m.durations[t][src] = dur.WithLabelValues(t.String(), sourceNames[src])
+		}
 	}
 	if reg != nil {
-		reg.MustRegister(req, m.rejected, m.loads, m.invalidated, m.streamUp)
+		reg.MustRegister(req, dur, m.rejected, m.loads, m.invalidated, m.streamUp)
 		// The two eviction counters are one family told apart by a const label.
 		reg.MustRegister(m.evictSize, m.evictExpired)
 	}
@@ -98,6 +120,11 @@ func (m *Metrics) bind(s *Service) {
 }
 
 func (m *Metrics) outcome(t Transport, o outcome) { m.outcomes[t][o].Inc() }
+
+// took records how long a lookup that started at start took to answer.
+func (m *Metrics) took(t Transport, src source, start time.Time) {
+	m.durations[t][src].Observe(time.Since(start).Seconds())
+}
 
 func (m *Metrics) reject(t Transport, e *Error) { m.rejected.WithLabelValues(t.String(), e.Code).Inc() }
 

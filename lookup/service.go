@@ -208,10 +208,13 @@ func (s *Service) Lookup(ctx context.Context, tr Transport, sc Scope, name strin
 	now := time.Now()
 	if e, ok := s.cache.GetIfPresent(key); ok {
 		if out, err, done := s.answer(tr, e, now, dst); done {
+			s.m.took(tr, fromCache, now)
 			return out, err
 		}
+		defer s.m.took(tr, fromBackend, now)
 		return s.refresh(ctx, tr, sc, name, key, e, dst)
 	}
+	defer s.m.took(tr, fromBackend, now)
 	s.m.outcome(tr, outcomeMiss)
 	e, err := s.cache.Get(ctx, key, s.loaderFor(sc, name))
 	if err != nil {
@@ -230,7 +233,11 @@ func (s *Service) Cached(tr Transport, sc Scope, name string, dst []byte) (out [
 	if !ok {
 		return dst, nil, false
 	}
-	return s.answer(tr, e, time.Now(), dst)
+	now := time.Now()
+	if out, err, done = s.answer(tr, e, now, dst); done {
+		s.m.took(tr, fromCache, now)
+	}
+	return out, err, done
 }
 
 // answer serves a cached entry that needs no backend call.
