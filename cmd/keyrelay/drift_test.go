@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyrelay/keyrelay/events"
@@ -160,13 +159,7 @@ func TestDriftCommand(t *testing.T) {
 // and buckets, and connects to it (closed at the end of the test).
 func startTopology(ctx context.Context, t *testing.T) (*testenv.NATS, jetstream.JetStream) {
 	t.Helper()
-	srv := testenv.StartNATS(t)
-	nc, err := nats.Connect(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
+	srv, js := testenv.StartJetStream(t)
 	if err := worker.EnsureTopology(ctx, js, worker.TopologyConfig{DuplicateWindow: time.Minute, AckWait: 5 * time.Second, MaxAckPending: 64}); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // NATSServerVersion is the nats-server the tests pin (built from the module).
@@ -115,6 +118,24 @@ type NATS struct {
 	exited  chan struct{}
 	t       testing.TB
 	mu      sync.Mutex
+}
+
+// StartJetStream starts a server as StartNATS does and connects to it; the
+// connection is closed at the end of the test. js is nc's JetStream
+// context.
+func StartJetStream(t testing.TB) (srv *NATS, js jetstream.JetStream) {
+	t.Helper()
+	srv = StartNATS(t)
+	nc, err := nats.Connect(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err = jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, js
 }
 
 // StartNATS starts a single JetStream-enabled nats-server on a free port
