@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -208,6 +209,7 @@ func TestJobKilledAndResumedRotatesEachKeyOnce(t *testing.T) {
 	}
 	sampled := make(chan int)
 	stopSampling := make(chan struct{})
+	var reads atomic.Int32 // status reads finished so far
 	go func() {
 		samples, last := 0, -1
 		defer func() { sampled <- samples }()
@@ -232,12 +234,22 @@ func TestJobKilledAndResumedRotatesEachKeyOnce(t *testing.T) {
 			}
 			last = st.Rotated
 			samples++
+			reads.Add(1)
 			if st.Done() {
 				return
 			}
 		}
 	}()
-	done, err := jobs.Run(e.ctx, e.deps, j.ID, nil)
+	// Halfway through, the job waits for two status reads: on a loaded
+	// machine one read (race detector, 5,000 keys) can take as long as the
+	// whole resumed run, and the reads must happen while it runs.
+	done, err := jobs.Run(e.ctx, e.deps, j.ID, func(p jobs.Progress) {
+		if p.Published == (killAt-back+n)/2 {
+			for reads.Load() < 2 && e.ctx.Err() == nil {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
