@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -690,5 +691,91 @@ func BenchmarkGet(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestMemoryHistoryShared: in memory, a write appends to the key's history
+// without copying it (its cost does not grow with the history), and what
+// readers loaded before stays as it was, through later writes and a
+// retirement, while they read concurrently.
+func TestMemoryHistoryShared(t *testing.T) {
+	ctx := context.Background()
+	p, err := New(Config{Path: MemoryPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const name = "history/secret"
+	put := func(i int) {
+		t.Helper()
+		if _, err := p.Put(ctx, providers.PutRequest{Name: name, Value: []byte(fmt.Sprintf("value-%d", i)), IdempotencyKey: fmt.Sprintf("ev-%d", i), Owner: ownerA}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i <= 1000; i++ {
+		put(i)
+	}
+	before, err := p.store.load(name)
+	if err != nil || len(before.Versions) != 1000 {
+		t.Fatalf("loaded %v versions, err %v", before, err)
+	}
+
+	// Bytes allocated per write at a history of 1,000 versions: a copy of
+	// the history is 1,000 x 112 bytes, and append's growth makes it 177 KB
+	// a write (measured); without the copy a write takes about 5 KB (17 KB
+	// under -race).
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	for i := 1001; i <= 1100; i++ {
+		put(i)
+	}
+	runtime.ReadMemStats(&m1)
+	if per := (m1.TotalAlloc - m0.TotalAlloc) / 100; per > 56<<10 {
+		t.Errorf("a write allocates %d bytes at a history of 1000 versions: it copies the history", per)
+	}
+
+	// Readers of old versions while writes append and a retirement copies.
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for r := 0; r < 4; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				v := 2 + i%1000
+				s, err := p.Get(ctx, name, strconv.Itoa(v))
+				if err != nil {
+					t.Errorf("get version %d: %v", v, err)
+					return
+				}
+				if want := fmt.Sprintf("value-%d", v); string(s.Value) != want {
+					t.Errorf("version %d reads %q, want %q", v, s.Value, want)
+					return
+				}
+			}
+		}()
+	}
+	for i := 1101; i <= 1300; i++ {
+		put(i)
+		if i == 1200 {
+			if err := p.Retire(ctx, providers.RetireRequest{Name: name, Version: "1", Owner: ownerA}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	close(stop)
+	wg.Wait()
+
+	if len(before.Versions) != 1000 || before.Versions[0].retired() || before.current().IdempotencyKey != "ev-1000" {
+		t.Fatalf("a record loaded before later writes changed: %d versions, first retired %v, current %q",
+			len(before.Versions), before.Versions[0].retired(), before.current().IdempotencyKey)
+	}
+	vs, err := p.Versions(ctx, name)
+	if err != nil || len(vs) != 1300 {
+		t.Fatalf("%d versions, err %v", len(vs), err)
 	}
 }

@@ -55,11 +55,13 @@ func (r *record) clone() *record {
 	}
 	c := *r
 	c.Tags = maps.Clone(r.Tags)
-	// The versions are shared, clipped so an append copies them: a version
-	// is never changed in place except by retire, which copies first
-	// (writeVersion). A full copy of every version on each load and save
-	// made a write cost grow with the key's history.
-	c.Versions = slices.Clip(r.Versions)
+	// The versions are shared: a version is never changed in place except
+	// by retire, which copies first (writableVersion), and a new one is
+	// appended only under the store's lock on the name (Put), past the
+	// length every other holder sees. A full copy of every version on each
+	// load and save made a write cost grow with the key's history; a
+	// clipped share still copied them on every append.
+	c.Versions = r.Versions
 	if r.DeletedAt != nil {
 		t := *r.DeletedAt
 		c.DeletedAt = &t

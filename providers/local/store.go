@@ -21,7 +21,9 @@ type store interface {
 	// lock takes the exclusive lock on name for a read-modify-write.
 	lock(ctx context.Context, name string) (unlock func(), err error)
 	// load returns the record for name, or nil when there is none. The
-	// caller owns the result.
+	// caller owns the result, except that its Versions may share a backing
+	// array with the stored record's: change a version only in a copy
+	// (record.writableVersion), and append only while holding lock(name).
 	load(name string) (*record, error)
 	// save stores rec atomically; readers see the old or the new record.
 	save(rec *record) error
