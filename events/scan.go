@@ -32,13 +32,11 @@ func scanMembers(raw []byte) (members []jsonMember, ok bool) {
 		if end < 0 {
 			return nil, false
 		}
-		var name string
+		name := memberName(raw[i+1 : end-1])
 		if escaped {
-			if json.Unmarshal(raw[i:end], &name) != nil {
+			if name = unescapeName(raw[i:end]); name == "" {
 				return nil, false
 			}
-		} else {
-			name = memberName(raw[i+1 : end-1])
 		}
 		i = skipSpace(raw, end)
 		if i >= len(raw) || raw[i] != ':' {
@@ -64,6 +62,17 @@ func scanMembers(raw []byte) (members []jsonMember, ok bool) {
 		}
 	}
 	return nil, false
+}
+
+// unescapeName decodes the quoted JSON string q with escapes in it ("" if
+// it is invalid; an escaped name is never empty). Kept apart so that only
+// escaped names put a string on the heap for json.Unmarshal.
+func unescapeName(q []byte) string {
+	var name string
+	if json.Unmarshal(q, &name) != nil {
+		return ""
+	}
+	return name
 }
 
 // memberName returns b as a string, without allocating when it is a

@@ -58,21 +58,24 @@ var errAlreadyConfirmed = errors.New("event already confirmed")
 // the server refuses a second one for the same event, even after the
 // duplicate window; that case returns errAlreadyConfirmed.
 func publishConfirmation(ctx context.Context, js jetstream.JetStream, conf *events.Confirmation) error {
-	b, err := conf.AppendJSON(make([]byte, 0, 384))
+	buf := getBuf()
+	b, err := conf.AppendJSON(*buf)
 	if err != nil {
 		return err
 	}
+	defer putBuf(buf, b)
 	subj := ConfirmationSubjectFor(conf)
-	m := &nats.Msg{Subject: subj, Data: b, Header: nats.Header{}}
 	// The dedupe id names the event and the stream message it came in: a
 	// redelivery of that message is deduplicated by the server; a copy
 	// republished later (new sequence) is refused by the expected
 	// last-subject sequence, except after `dlq retry` has cleared the
-	// failed confirmation.
-	m.Header.Set(jetstream.MsgIDHeader, subj[len(events.ConfirmationsPrefix)+1:]+"@"+strconv.FormatUint(conf.StreamSeq, 10))
-	m.Header.Set("Keyrelay-Status", string(conf.Status))
-	m.Header.Set(hdrExpectedStream, ConfirmationsStream)
-	m.Header.Set(hdrExpectedLastSubjSeq, "0")
+	// failed confirmation. (Header keys in their canonical form.)
+	m := &nats.Msg{Subject: subj, Data: b, Header: nats.Header{
+		jetstream.MsgIDHeader:  {subj[len(events.ConfirmationsPrefix)+1:] + "@" + strconv.FormatUint(conf.StreamSeq, 10)},
+		"Keyrelay-Status":      {string(conf.Status)},
+		hdrExpectedStream:      {ConfirmationsStream},
+		hdrExpectedLastSubjSeq: {"0"},
+	}}
 	// The delivery's trace context (traceparent, tracestate): a gateway
 	// following confirmations continues the event's trace.
 	tracing.Inject(ctx, m.Header)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 )
@@ -100,4 +101,22 @@ func parsePubAck(b []byte) (pubAck, error) {
 func isWrongLastSequence(err error) bool {
 	var pe *pubAckError
 	return errors.As(err, &pe) && (pe.ErrCode == errCodeWrongLastSequence || pe.ErrCode == errCodeWrongLastSequenceReplicas)
+}
+
+// bufs holds encoding buffers for the messages the worker publishes. A
+// publish copies its data into the connection's buffer before it returns
+// (also while reconnecting), so a buffer goes back to the pool as soon as
+// the publish has returned.
+var bufs = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+// getBuf returns an empty buffer from the pool.
+func getBuf() *[]byte { b := bufs.Get().(*[]byte); *b = (*b)[:0]; return b }
+
+// putBuf returns b, grown to hold data, to the pool; b must no longer be
+// used. Buffers grown past 64 KiB are left to the collector.
+func putBuf(b *[]byte, data []byte) {
+	if cap(data) <= 64<<10 {
+		*b = data[:0]
+		bufs.Put(b)
+	}
 }

@@ -195,17 +195,19 @@ var ErrLedgerConflict = errors.New("ledger entry changed concurrently")
 // Put writes entry if the key is still at rev (0: must not exist) and
 // returns the new revision.
 func (l *Ledger) Put(ctx context.Context, team, key string, entry *LedgerEntry, rev uint64) (uint64, error) {
-	b, err := entry.appendJSON(make([]byte, 0, 512))
+	buf := getBuf()
+	b, err := entry.appendJSON(*buf)
 	if err != nil {
 		return 0, err
 	}
+	defer putBuf(buf, b)
 	var nrev uint64
 	switch {
 	case l.nc != nil:
 		// The KV put protocol: publish to $KV.<bucket>.<key>, expecting the
 		// key's last revision (0: no entry yet).
-		m := &nats.Msg{Subject: "$KV." + LedgerBucket + "." + LedgerKey(team, key), Data: b, Header: nats.Header{}}
-		m.Header.Set(hdrExpectedLastSubjSeq, strconv.FormatUint(rev, 10))
+		m := &nats.Msg{Subject: "$KV." + LedgerBucket + "." + LedgerKey(team, key), Data: b,
+			Header: nats.Header{hdrExpectedLastSubjSeq: {strconv.FormatUint(rev, 10)}}}
 		var pa pubAck
 		pa, err = jsPublish(ctx, l.nc, m)
 		if isWrongLastSequence(err) {
