@@ -89,8 +89,16 @@ vet:
 # Unit and integration tests with the race detector, then the end-to-end
 # proof (verbose: it prints its counts), then short fuzz runs, then the
 # Docker Compose stack for real.
+#
+# Most unit tests wait on servers and timers more than they compute (a run
+# keeps the 2 CPUs about half busy), so three packages run at once, and
+# the longest (SLOW_PKGS, minutes each) are listed first so that they
+# start first instead of finishing last.
+SLOW_PKGS := ./worker ./jobs ./internal/app ./quota ./outbox ./lookup ./providers/vault
+UNIT_P    ?= 3
 test: tools build vet
-	$(GO) test -race -count=1 -timeout 12m -tags conjursdk $$($(GO) list ./... | grep -v /e2e$$)
+	$(GO) test -p $(UNIT_P) -race -count=1 -timeout 12m -tags conjursdk $$($(GO) list $(SLOW_PKGS)) \
+		$$($(GO) list ./... | grep -v /e2e$$ | grep -vxF "$$($(GO) list $(SLOW_PKGS))")
 	$(GO) test -count=1 -timeout 25m -v ./e2e
 	$(MAKE) fuzz
 	$(MAKE) compose-test
