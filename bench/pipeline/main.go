@@ -173,10 +173,15 @@ func baseline(ctx context.Context, js jetstream.JetStream, n, conc, run int) (fl
 		return 0, err
 	}
 	defer it.Stop()
+	// Why the consumer stopped or a reply failed, for the error when the
+	// run does not finish (it once stalled at 394 of 20,000 with no cause
+	// shown).
+	var lastErr atomic.Value
 	go func() {
 		for {
 			m, err := it.Next()
 			if err != nil {
+				lastErr.Store(fmt.Sprintf("consumer stopped: %v", err))
 				return
 			}
 			sem <- struct{}{}
@@ -185,6 +190,7 @@ func baseline(ctx context.Context, js jetstream.JetStream, n, conc, run int) (fl
 				r := &nats.Msg{Subject: "rawreply" + strconv.Itoa(run) + ".x", Data: payload[:200], Header: nats.Header{}}
 				r.Header.Set(jetstream.MsgIDHeader, m.Subject()+m.Headers().Get(jetstream.MsgIDHeader))
 				if _, err := js.PublishMsg(ctx, r); err != nil {
+					lastErr.Store(fmt.Sprintf("reply: %v", err))
 					_ = m.Nak()
 					return
 				}
@@ -206,7 +212,7 @@ func baseline(ctx context.Context, js jetstream.JetStream, n, conc, run int) (fl
 	select {
 	case <-finished:
 	case <-time.After(3 * time.Minute):
-		return 0, fmt.Errorf("baseline: only %d of %d messages handled after 3 minutes", done.Load(), n)
+		return 0, fmt.Errorf("baseline: only %d of %d messages handled after 3 minutes (last error: %v)", done.Load(), n, lastErr.Load())
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
 }
