@@ -278,10 +278,43 @@ func (f *fixture) write(typ events.Type, team, key, value string) *events.Confir
 			f.t.Fatal(err)
 		}
 	}
+	applied := f.applied()
 	if _, err := f.pub.Publish(f.ctx, ev); err != nil {
 		f.t.Fatal(err)
 	}
-	return f.confirmation(team, key, ev.ID)
+	c := f.confirmation(team, key, ev.ID)
+	// The service follows confirmations on its own consumer, which may lag
+	// the stream under load; a test that reads at once would race it (a
+	// confirmation applied during a load makes the cache discard that
+	// load and call the backend again). Wait until it has been applied,
+	// for up to 5 s (a test whose service does not follow the stream just
+	// goes on).
+	if c.Status == events.StatusStored || c.Status == events.StatusRotated || c.Status == events.StatusDeleted {
+		for deadline := time.Now().Add(5 * time.Second); f.applied() <= applied && time.Now().Before(deadline); {
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	return c
+}
+
+// applied is how many key confirmations the service has applied
+// (keyrelay_lookup_invalidations_total, every status).
+func (f *fixture) applied() float64 {
+	f.t.Helper()
+	mfs, err := f.promReg.Gather()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() != "keyrelay_lookup_invalidations_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			n += m.GetCounter().GetValue()
+		}
+	}
+	return n
 }
 
 // confirmation waits for the confirmation of event id.
