@@ -78,7 +78,7 @@ func newPipeline(t *testing.T) *pipeline {
 	t.Cleanup(func() { stop(); <-done })
 	lkv, _ := js.KeyValue(ctx, worker.LedgerBucket)
 	rkv, _ := js.KeyValue(ctx, worker.RecoveryBucket)
-	return &pipeline{ctx: ctx, js: js, kr: kr, cfg: cfg, reg: reg, store: store, store2: store2, js2: rkv, ledger: worker.NewLedger(lkv), teams: w.Teams()}
+	return &pipeline{ctx: ctx, js: js, kr: kr, cfg: cfg, reg: reg, store: store, store2: store2, js2: rkv, ledger: worker.NewLedger(lkv, js.Conn()), teams: w.Teams()}
 }
 
 func (p *pipeline) publish(t *testing.T, evs ...*events.Event) {
@@ -98,6 +98,24 @@ func (p *pipeline) publish(t *testing.T, evs ...*events.Event) {
 			}
 			if p.ctx.Err() != nil {
 				t.Fatalf("no confirmation for %s/%s", ev.TeamID, ev.KeyID)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// The worker commits the ledger and publishes the confirmation at the
+	// same time: wait for the commit too (the event's claim gone from the
+	// key's entry), or a test reading the ledger next can miss a new key.
+	for _, ev := range evs {
+		if ev.KeyID == "" {
+			continue
+		}
+		for {
+			e, _, err := p.ledger.Get(p.ctx, ev.TeamID, ev.KeyID)
+			if err == nil && (e == nil || e.Claim == nil || e.Claim.EventID != ev.ID) {
+				break
+			}
+			if p.ctx.Err() != nil {
+				t.Fatalf("the ledger never committed %s/%s", ev.TeamID, ev.KeyID)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}

@@ -238,6 +238,7 @@ func (l *Ledger) All(ctx context.Context, fn func(key string, e *LedgerEntry, re
 		return err
 	}
 	defer w.Stop()
+	seen := map[string]struct{}{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -247,8 +248,9 @@ func (l *Ledger) All(ctx context.Context, fn func(key string, e *LedgerEntry, re
 				return errors.New("ledger: watch ended")
 			}
 			if kve == nil {
-				return nil // every current entry has been seen
+				return l.missed(ctx, seen, fn)
 			}
+			seen[kve.Key()] = struct{}{}
 			var le LedgerEntry
 			if err := json.Unmarshal(kve.Value(), &le); err != nil {
 				return fmt.Errorf("ledger entry %s is corrupt: %w", kve.Key(), err)
@@ -258,4 +260,52 @@ func (l *Ledger) All(ctx context.Context, fn func(key string, e *LedgerEntry, re
 			}
 		}
 	}
+}
+
+// missed calls fn for the entries the watch in All did not deliver. The
+// watch lists the message each key had when it started; a key written
+// while it listed had that message replaced before it was delivered, and
+// the replacement counts as new, so the listing can end without the key
+// (TestLedgerAllWhileWritten). The bucket's subjects, read once the
+// listing is over, name every key that has an entry; the ones not seen
+// are read one by one. Without a connection (NewLedger without nc) it has
+// no way to ask and adds nothing.
+func (l *Ledger) missed(ctx context.Context, seen map[string]struct{}, fn func(key string, e *LedgerEntry, rev uint64) error) error {
+	if l.nc == nil {
+		return nil
+	}
+	js, err := jetstream.New(l.nc)
+	if err != nil {
+		return err
+	}
+	s, err := js.Stream(ctx, "KV_"+LedgerBucket)
+	if err != nil {
+		return fmt.Errorf("ledger: list keys: %w", err)
+	}
+	prefix := "$KV." + LedgerBucket + "."
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+	if err != nil {
+		return fmt.Errorf("ledger: list keys: %w", err)
+	}
+	for subj := range info.State.Subjects {
+		k := strings.TrimPrefix(subj, prefix)
+		if _, ok := seen[k]; ok {
+			continue
+		}
+		e, err := l.kv.Get(ctx, k)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+			continue
+		case err != nil:
+			return fmt.Errorf("ledger get: %w", err)
+		}
+		var le LedgerEntry
+		if err := json.Unmarshal(e.Value(), &le); err != nil {
+			return fmt.Errorf("ledger entry %s is corrupt: %w", k, err)
+		}
+		if err := fn(k, &le, e.Revision()); err != nil {
+			return err
+		}
+	}
+	return nil
 }

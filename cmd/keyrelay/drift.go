@@ -182,7 +182,7 @@ func openRecovery(ctx context.Context, g *globals, name string) (*recoveryEnv, e
 		registry.SetQuotas(q)
 		closeQuotas = q.Close
 	}
-	d := recovery.Deps{Ledger: worker.NewLedger(lkv), Settings: c, Registry: registry, Opener: sealing.Opener,
+	d := recovery.Deps{Ledger: worker.NewLedger(lkv, conn.JS.Conn()), Settings: c, Registry: registry, Opener: sealing.Opener,
 		TeamSettings: func(t string) *events.TeamSettings { return teams.Cached(t).Settings }, Logger: log}
 	return &recoveryEnv{d: d, c: c, js: conn.JS, teams: teams, sealer: sealing.Sealer, close: func() { registry.Close(); closeQuotas(); conn.Close() }}, nil
 }
