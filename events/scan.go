@@ -32,11 +32,13 @@ func scanMembers(raw []byte) (members []jsonMember, ok bool) {
 		if end < 0 {
 			return nil, false
 		}
-		name := memberName(raw[i+1 : end-1])
+		var name string
 		if escaped {
 			if name = unescapeName(raw[i:end]); name == "" {
 				return nil, false
 			}
+		} else {
+			name = memberName(raw[i+1 : end-1])
 		}
 		i = skipSpace(raw, end)
 		if i >= len(raw) || raw[i] != ':' {
