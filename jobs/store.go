@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/kvlist"
 )
 
 // Names of the JetStream resources jobs keep their state in.
@@ -79,6 +80,9 @@ var ErrNotFound = errors.New("no such job")
 type Store struct {
 	KV jetstream.KeyValue
 	OS jetstream.ObjectStore
+	// JS reaches the bucket's stream, so List can read its subjects
+	// (kvlist.Keys); EnsureStore and OpenStore set it.
+	JS jetstream.JetStream
 }
 
 // EnsureStore creates (or opens) the bucket and the object store.
@@ -93,7 +97,7 @@ func EnsureStore(ctx context.Context, js jetstream.JetStream, replicas int) (*St
 	if err != nil {
 		return nil, fmt.Errorf("jobs: object store %s: %w", Plans, err)
 	}
-	return &Store{KV: kv, OS: os}, nil
+	return &Store{KV: kv, OS: os, JS: js}, nil
 }
 
 // OpenStore opens the existing bucket and object store, changing nothing
@@ -107,7 +111,7 @@ func OpenStore(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jobs: object store %s: %w", Plans, err)
 	}
-	return &Store{KV: kv, OS: os}, nil
+	return &Store{KV: kv, OS: os, JS: js}, nil
 }
 
 func recordKey(id string) string { return "job." + id }
@@ -175,12 +179,12 @@ func (s *Store) put(ctx context.Context, j *Job, rev uint64) (uint64, error) {
 
 // List returns every job, newest first.
 func (s *Store) List(ctx context.Context) ([]Job, error) {
-	lister, err := s.KV.ListKeys(ctx)
+	keys, err := kvlist.Keys(ctx, s.JS, s.KV, "")
 	if err != nil {
 		return nil, err
 	}
 	var out []Job
-	for k := range lister.Keys() {
+	for _, k := range keys {
 		e, err := s.KV.Get(ctx, k)
 		if err != nil {
 			continue // deleted meanwhile

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyrelay/keyrelay/internal/kvlist"
 )
 
 // A restore keeps a checkpoint in JetStream so that `keyrelay restore
@@ -66,6 +68,9 @@ func (c *Checkpoint) sameScope(cfg RestoreConfig) bool {
 type Checkpoints struct {
 	KV jetstream.KeyValue
 	OS jetstream.ObjectStore
+	// JS reaches the bucket's stream, so Latest can read its subjects
+	// (kvlist.Keys).
+	JS jetstream.JetStream
 }
 
 func checkpointKey(id string) string { return "restore." + id }
@@ -124,15 +129,12 @@ func (s *Checkpoints) Load(ctx context.Context, id string) (*Checkpoint, []Row, 
 // Latest returns the id of the most recent unfinished restore with cfg's
 // scope (any scope when cfg names none).
 func (s *Checkpoints) Latest(ctx context.Context, cfg RestoreConfig) (string, error) {
-	lister, err := s.KV.ListKeysFiltered(ctx, "restore.*")
+	keys, err := kvlist.Keys(ctx, s.JS, s.KV, "restore.*")
 	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return "", ErrNoCheckpoint
-		}
 		return "", err
 	}
 	var best *Checkpoint
-	for k := range lister.Keys() {
+	for _, k := range keys {
 		e, err := s.KV.Get(ctx, k)
 		if err != nil {
 			continue

@@ -157,7 +157,7 @@ func TestRestoreResumesFromItsCheckpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cps := &recovery.Checkpoints{KV: p.js2, OS: os}
+	cps := &recovery.Checkpoints{KV: p.js2, OS: os, JS: p.js}
 	if _, err := recovery.Restore(p.ctx, p.deps(), recovery.RestoreConfig{Config: recovery.Config{All: true}, Checkpoints: cps, Resume: "latest"}); !errors.Is(err, recovery.ErrNoCheckpoint) {
 		t.Fatalf("resume with nothing to resume: %v", err)
 	}

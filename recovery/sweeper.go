@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/kvlist"
 )
 
 // Migration states.
@@ -54,7 +55,12 @@ type MigrationRecord struct {
 func MigrationKey(team string) string { return "migration." + team }
 
 // Migrations reads and writes migration records in the recovery bucket.
-type Migrations struct{ KV jetstream.KeyValue }
+type Migrations struct {
+	KV jetstream.KeyValue
+	// JS reaches the bucket's stream, so Teams can read its subjects
+	// (kvlist.Keys).
+	JS jetstream.JetStream
+}
 
 // Get returns team's record and its revision (nil, 0 when none).
 func (m Migrations) Get(ctx context.Context, team string) (*MigrationRecord, uint64, error) {
@@ -117,12 +123,12 @@ func (m Migrations) Request(ctx context.Context, team, to string) error {
 
 // Teams lists the teams with a record.
 func (m Migrations) Teams(ctx context.Context) ([]string, error) {
-	lister, err := m.KV.ListKeysFiltered(ctx, "migration.>")
+	keys, err := kvlist.Keys(ctx, m.JS, m.KV, "migration.>")
 	if err != nil {
 		return nil, err
 	}
 	var teams []string
-	for k := range lister.Keys() {
+	for _, k := range keys {
 		teams = append(teams, strings.TrimPrefix(k, "migration."))
 	}
 	return teams, nil
@@ -160,8 +166,8 @@ type Sweeper struct {
 	log *zap.Logger
 }
 
-// NewSweeper returns a sweeper over the recovery bucket kv.
-func NewSweeper(d Deps, kv jetstream.KeyValue, c SweeperConfig) *Sweeper {
+// NewSweeper returns a sweeper over the migration records m.
+func NewSweeper(d Deps, m Migrations, c SweeperConfig) *Sweeper {
 	d = d.withDefaults()
 	if c.Every <= 0 {
 		c.Every = time.Minute
@@ -173,7 +179,7 @@ func NewSweeper(d Deps, kv jetstream.KeyValue, c SweeperConfig) *Sweeper {
 		c.Lease = 2 * time.Minute
 	}
 	host, _ := os.Hostname()
-	return &Sweeper{d: d, m: Migrations{KV: kv}, c: c, id: fmt.Sprintf("sweeper-%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8]), log: d.Logger.Named("migration")}
+	return &Sweeper{d: d, m: m, c: c, id: fmt.Sprintf("sweeper-%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8]), log: d.Logger.Named("migration")}
 }
 
 // Run sweeps until ctx ends.

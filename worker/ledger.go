@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/kvlist"
 )
 
 // LedgerEntry is the ledger's record of one key. It never holds a plaintext
@@ -278,24 +279,14 @@ func (l *Ledger) missed(ctx context.Context, seen map[string]struct{}, fn func(k
 	if err != nil {
 		return err
 	}
-	s, err := js.Stream(ctx, "KV_"+LedgerBucket)
-	if err != nil {
-		return fmt.Errorf("ledger: list keys: %w", err)
-	}
-	prefix := "$KV." + LedgerBucket + "."
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
-	if err != nil {
-		return fmt.Errorf("ledger: list keys: %w", err)
-	}
-	for subj := range info.State.Subjects {
-		k := strings.TrimPrefix(subj, prefix)
+	return kvlist.Subjects(ctx, js, LedgerBucket, "", func(k string) error {
 		if _, ok := seen[k]; ok {
-			continue
+			return nil
 		}
 		e, err := l.kv.Get(ctx, k)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
-			continue
+			return nil
 		case err != nil:
 			return fmt.Errorf("ledger get: %w", err)
 		}
@@ -303,9 +294,6 @@ func (l *Ledger) missed(ctx context.Context, seen map[string]struct{}, fn func(k
 		if err := json.Unmarshal(e.Value(), &le); err != nil {
 			return fmt.Errorf("ledger entry %s is corrupt: %w", k, err)
 		}
-		if err := fn(k, &le, e.Revision()); err != nil {
-			return err
-		}
-	}
-	return nil
+		return fn(k, &le, e.Revision())
+	})
 }

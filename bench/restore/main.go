@@ -92,7 +92,7 @@ func run(keys, conc, runs int, natsBin, vaultBin string) error {
 	if err != nil {
 		return err
 	}
-	cps := &recovery.Checkpoints{KV: rkv, OS: ros}
+	cps := &recovery.Checkpoints{KV: rkv, OS: ros, JS: js}
 	kr, _ := events.NewKeyring("bench", map[string][]byte{"bench": make([]byte, 32)})
 	opts := map[string]string{vault.OptionAddr: vaultAddr, vault.OptionToken: "root"}
 	prov, err := vault.Factory(ctx, providers.Config{Options: opts, Getenv: func(string) string { return "" }})

@@ -66,7 +66,7 @@ key failed.`,
 			if err != nil {
 				return fmt.Errorf("bucket %s: %w", worker.RecoveryBucket, err)
 			}
-			migrations := recovery.Migrations{KV: rkv}
+			migrations := recovery.Migrations{KV: rkv, JS: env.js}
 			out := cmd.OutOrStdout()
 			if cleanup {
 				grace := cfg.Grace

@@ -106,7 +106,7 @@ failed.`,
 				if err != nil {
 					return fmt.Errorf("object store %s: %w", worker.RecoveryObjects, err)
 				}
-				cfg.Checkpoints = &recovery.Checkpoints{KV: rkv, OS: ros}
+				cfg.Checkpoints = &recovery.Checkpoints{KV: rkv, OS: ros, JS: env.js}
 				stderr := cmd.ErrOrStderr()
 				cfg.OnStart = func(id string, total, done int) {
 					if done > 0 {

@@ -329,7 +329,7 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 			if err != nil {
 				return fmt.Errorf("bucket %s: %w", worker.RecoveryBucket, err)
 			}
-			migrations = &recovery.Migrations{KV: rkv}
+			migrations = &recovery.Migrations{KV: rkv, JS: conn.JS}
 			deps := worker.Deps{JS: conn.JS, Settings: c, Registry: registry, Opener: sealing.Opener, Logger: log, Metrics: metrics, Getenv: c.Env,
 				TracerProvider: traces.TracerProvider()}
 			if c.Keyrelay.Migration.OnSettingsChange {
@@ -348,7 +348,7 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 		mc := c.Keyrelay.Migration
 		sw := recovery.NewSweeper(recovery.Deps{Ledger: w.Ledger(), Settings: c, Registry: registry, Opener: sealing.Opener,
 			TeamSettings: func(team string) *events.TeamSettings { return w.Teams().Cached(team).Settings }, Logger: log},
-			migrations.KV, recovery.SweeperConfig{Every: mc.SweepEvery, Grace: mc.Grace, Concurrency: mc.Concurrency,
+			*migrations, recovery.SweeperConfig{Every: mc.SweepEvery, Grace: mc.Grace, Concurrency: mc.Concurrency,
 				ClaimLease: c.Keyrelay.Worker.ClaimLease})
 		go func() { _ = sw.Run(ctx) }()
 	}

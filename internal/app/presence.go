@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -19,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/keyrelay/keyrelay/internal/kvlist"
 	"github.com/keyrelay/keyrelay/settings"
 )
 
@@ -73,15 +73,12 @@ func ListPresence(ctx context.Context, js jetstream.JetStream) ([]Presence, erro
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", WorkersBucket, err)
 	}
-	lister, err := kv.ListKeys(ctx)
+	keys, err := kvlist.Keys(ctx, js, kv, "")
 	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("bucket %s: %w", WorkersBucket, err)
+		return nil, err
 	}
 	var out []Presence
-	for k := range lister.Keys() {
+	for _, k := range keys {
 		e, err := kv.Get(ctx, k)
 		if err != nil {
 			continue // expired or deleted meanwhile
