@@ -128,6 +128,10 @@ type Config struct {
 	// orphans, does not pay for it: on Vault it reads every secret's
 	// metadata in the mount).
 	noOrphans bool
+	// inFlight also scans keys whose first write is in flight (a claim
+	// on an entry with no generation yet): a move must wait for that
+	// write, which may land on the old backend.
+	inFlight bool
 }
 
 // Deps are what a drift report reads.
@@ -152,7 +156,8 @@ type item struct {
 }
 
 // scan returns the ledger entries in c's scope (teams, backend) that were
-// applied at least once (not a claim only) and pass keep, by team and key.
+// applied at least once (not a claim only, unless c.inFlight) and pass
+// keep, by team and key.
 func scan(ctx context.Context, d Deps, c Config, keep func(*worker.LedgerEntry) bool) ([]item, error) {
 	var items []item
 	err := d.Ledger.All(ctx, func(k string, e *worker.LedgerEntry, rev uint64) error {
@@ -160,7 +165,7 @@ func scan(ctx context.Context, d Deps, c Config, keep func(*worker.LedgerEntry) 
 		if err != nil {
 			return err
 		}
-		if (!c.All && !slices.Contains(c.Teams, team)) || e.Generation == 0 || (c.Backend != "" && e.Provider != c.Backend) || !keep(e) {
+		if (!c.All && !slices.Contains(c.Teams, team)) || (e.Generation == 0 && (!c.inFlight || e.Claim == nil)) || (c.Backend != "" && e.Provider != c.Backend) || !keep(e) {
 			return nil
 		}
 		items = append(items, item{team, key, e, rev})

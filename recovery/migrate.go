@@ -109,7 +109,11 @@ func Migrate(ctx context.Context, d Deps, c MigrateConfig) (*MigrateReport, erro
 	if c.Grace <= 0 && !c.DeleteSource {
 		c.Grace = d.Settings.Keyrelay.Migration.Grace
 	}
-	cfg := Config{Teams: []string{c.Team}, Concurrency: c.Concurrency, Rate: c.Rate, Attempts: 4}
+	// A key whose create is being written (a claim, no generation yet) is
+	// scanned too: its worker may have resolved the team's settings before
+	// they moved, so its create can land on the old backend; the move
+	// waits for it like for any claim.
+	cfg := Config{Teams: []string{c.Team}, Concurrency: c.Concurrency, Rate: c.Rate, Attempts: 4, inFlight: true}
 	items, err := scan(ctx, d, cfg, func(e *worker.LedgerEntry) bool { return e.Status != events.StatusDeleted })
 	if err != nil {
 		return nil, fmt.Errorf("migrate: read the ledger: %w", err)
@@ -185,9 +189,20 @@ func (m *mover) move(ctx context.Context, key string, scanned *worker.LedgerEntr
 	}
 	if m.c.DryRun {
 		row.Action, row.Why = ActionPlanned, "from "+scanned.Provider+" "+scanned.SecretRef
+		if scanned.Generation == 0 {
+			row.Why = "its create is being written"
+		}
 		return row
 	}
 	check := func(e *worker.LedgerEntry) string {
+		if e.Generation == 0 {
+			if e.Claim.Active(time.Now()) {
+				return "" // its create is being written: wait for it
+			}
+			// The create's worker stopped before it committed: its
+			// redelivery writes the team's current backend.
+			return "not created: its first event was not applied"
+		}
 		if e.Status == events.StatusDeleted {
 			return "deleted since the scan"
 		}
@@ -204,6 +219,10 @@ func (m *mover) move(ctx context.Context, key string, scanned *worker.LedgerEntr
 			return nil, "secret name", err
 		}
 		row.SecretRef, row.Generation = name, e.Generation
+		if e.Generation == 0 || e.Sealed == nil {
+			// A create's claim that ran out between check and claim.
+			return nil, ActionSkipped, nil
+		}
 		if e.Provider == m.c.To && e.SecretRef == name {
 			if ok, err := m.verify(ctx, p, team, key, name, e); err == nil && ok {
 				return nil, ActionVerified, nil

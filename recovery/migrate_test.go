@@ -12,6 +12,7 @@ import (
 	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/providers/local"
 	"github.com/keyrelay/keyrelay/recovery"
+	"github.com/keyrelay/keyrelay/worker"
 )
 
 // moveTarget is the name the second store is registered under.
@@ -147,6 +148,69 @@ func TestMigrateMovesEveryKeyAndCleansUpAfterGrace(t *testing.T) {
 	}
 }
 
+// TestMigrateWaitsForACreateInFlight: a key whose create is being written
+// when the move starts (a claim, no generation yet) may land on the old
+// backend, its worker having read the team's settings before they moved.
+// The move waits for that write and moves the key; before, the scan left
+// such a key out and it stayed on the old backend.
+func TestMigrateWaitsForACreateInFlight(t *testing.T) {
+	p := newPipeline(t)
+	p.publish(t, p.event(t, events.KeyCreated, "team-a", "key-00", 1, sentinel+"-0"))
+	p.publish(t, p.event(t, events.KeyCreated, "team-a", "key-01", 1, sentinel+"-1"))
+	committed, rev, err := p.ledger.Get(p.ctx, "team-a", "key-01")
+	if err != nil || committed == nil || committed.Provider == moveTarget {
+		t.Fatalf("ledger of key-01: %+v, %v", committed, err)
+	}
+	// Put key-01 back to the moment before its create committed: the
+	// worker's claim on an entry with no generation.
+	inFlight := &worker.LedgerEntry{Claim: &worker.Claim{EventID: committed.EventID, Generation: committed.Generation,
+		Worker: "worker-stalled", Until: time.Now().Add(time.Second)}}
+	rev, err = p.ledger.Put(p.ctx, "team-a", "key-01", inFlight, rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.settings(t, "team-a", 10, moveTarget)
+	// The create commits while the move runs, on the old backend.
+	done := make(chan error, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		_, err := p.ledger.Put(p.ctx, "team-a", "key-01", committed, rev)
+		done <- err
+	}()
+	rep, err := recovery.Migrate(p.ctx, p.deps(), recovery.MigrateConfig{Team: "team-a", To: moveTarget, Grace: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if rep.Moved != 2 || rep.Failed != 0 {
+		t.Fatalf("moved %d, skipped %d, failed %d; want both keys moved: %+v", rep.Moved, rep.Skipped, rep.Failed, rep.Rows)
+	}
+	for i, k := range []string{"key-00", "key-01"} {
+		if got, want := value(t, p, p.store2, secretName("team-a", k)), fmt.Sprintf("%s-%d", sentinel, i); got != want {
+			t.Errorf("%s in the new backend: %q, want %q", k, got, want)
+		}
+		if e, _, err := p.ledger.Get(p.ctx, "team-a", k); err != nil || e.Provider != moveTarget || e.Claim != nil {
+			t.Errorf("ledger of %s: %+v (%v)", k, e, err)
+		}
+	}
+
+	// A create whose worker stopped before committing is not moved: its
+	// redelivery writes the team's current backend.
+	if _, err := p.ledger.Put(p.ctx, "team-a", "key-02", &worker.LedgerEntry{Claim: &worker.Claim{EventID: "dead", Generation: 1,
+		Worker: "worker-dead", Until: time.Now().Add(-time.Second)}}, 0); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = recovery.Migrate(p.ctx, p.deps(), recovery.MigrateConfig{Team: "team-a", To: moveTarget, Grace: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Verified != 2 || rep.Skipped != 1 || rep.Moved != 0 || rep.Failed != 0 {
+		t.Fatalf("second move: verified %d, skipped %d, moved %d, failed %d: %+v", rep.Verified, rep.Skipped, rep.Moved, rep.Failed, rep.Rows)
+	}
+}
+
 // TestMigrateRefusesBeforeTheSettingsMove: moving keys while the team's
 // settings still name the old backend would let the next rotation write
 // them back there.
@@ -197,11 +261,11 @@ func TestSweeperMovesOnRequestAndCleansUp(t *testing.T) {
 		p.publish(t, p.event(t, events.KeyCreated, "team-a", fmt.Sprintf("key-%02d", i), 1, sentinel))
 	}
 	p.settings(t, "team-a", 10, moveTarget)
-	m := recovery.Migrations{KV: p.js2}
+	m := recovery.Migrations{KV: p.js2, JS: p.js}
 	if err := m.Request(p.ctx, "team-a", moveTarget); err != nil {
 		t.Fatal(err)
 	}
-	sw := recovery.NewSweeper(p.deps(), p.js2, recovery.SweeperConfig{Grace: time.Nanosecond})
+	sw := recovery.NewSweeper(p.deps(), m, recovery.SweeperConfig{Grace: time.Nanosecond})
 	if err := sw.Sweep(p.ctx); err != nil {
 		t.Fatal(err)
 	}
