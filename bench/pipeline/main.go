@@ -169,7 +169,7 @@ func baseline(ctx context.Context, js jetstream.JetStream, n, conc, run int) (fl
 	var done atomic.Int64
 	finished := make(chan struct{})
 	sem := make(chan struct{}, conc)
-	it, err := cons.Messages(jetstream.PullMaxMessages(conc))
+	it, err := cons.Messages(jetstream.PullMaxMessages(conc), jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second))
 	if err != nil {
 		return 0, err
 	}
@@ -182,10 +182,12 @@ func baseline(ctx context.Context, js jetstream.JetStream, n, conc, run int) (fl
 		for {
 			m, err := it.Next()
 			if errors.Is(err, jetstream.ErrNoHeartbeat) {
-				// A missed heartbeat (a busy machine) is reported, and the
-				// iterator pulls again by itself: the keyrelay worker goes
-				// on too, so the baseline must (stopping here once stalled
-				// a run at 45,439 of 80,000 under load).
+				// A pull request the server dropped shows only as missed
+				// heartbeats; the iterator then pulls again by itself. The
+				// worker goes on, and pulls with the same short expiry and
+				// heartbeat (worker/worker.go), so the baseline does too:
+				// stopping here stalled a loaded run at 45,439 of 80,000,
+				// and nats.go's 15 s heartbeats cost another run 30 s.
 				lastErr.Store(fmt.Sprintf("consumer: %v", err))
 				continue
 			}
@@ -270,7 +272,7 @@ func baselineLatency(ctx context.Context, js jetstream.JetStream, rate int, dur 
 	var mu sync.Mutex
 	sent := map[string]time.Time{}
 	var lat []time.Duration
-	it, err := cons.Messages(jetstream.PullMaxMessages(conc))
+	it, err := cons.Messages(jetstream.PullMaxMessages(conc), jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second))
 	if err != nil {
 		return nil, err
 	}
