@@ -152,7 +152,7 @@ func run(n, keys, conc, runs int, natsBin, vaultBin, cpuprofile string, countReq
 		runs, benchkit.Median(base), benchkit.Median(full), benchkit.Median(ratios))
 	fmt.Printf("  for reference: the vault provider's Put alone (no NATS, passing the version it last wrote as the worker does) %.0f writes/s; "+
 		"per event keyrelay makes 1 Vault request for a rotation (check-and-set write at the ledger's version, event id in the data), "+
-		"3 for a create (metadata read, owner's metadata, write); token logins %d, renewals %d\n",
+		"2 for a create (first version with cas 0, owner's metadata); token logins %d, renewals %d\n",
 		benchkit.Median(prov), st.Logins, st.Renewals)
 	return nil
 }

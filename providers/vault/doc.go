@@ -147,11 +147,14 @@
 //
 //	rotation with the ledger's version      1  PUT data (cas)
 //	  ... with changed tags or description  2  + PATCH metadata
-//	create (no hint)                        3  GET metadata, PUT metadata (owner), PUT data
-//	rotation without a hint                 3  GET metadata, GET data, PUT data
-//	restore after a delete (no hint)        3  GET metadata, PUT data, PUT undelete
+//	create (no hint)                        2  PUT data (cas 0), PATCH metadata (owner)
+//	rotation without a hint                 3  PUT data (cas 0 conflict), GET data, PUT data
+//	restore after a delete (no hint)        4  PUT data (cas 0 conflict), GET data, PUT data,
+//	                                           PUT undelete
 //	redelivery whose write landed           2  PUT data (cas conflict), GET data: Duplicate
-//	  ... without a hint                    2  GET metadata, GET data: Duplicate
+//	  ... without a hint                    2  PUT data (cas 0 conflict), GET data: Duplicate
+//	create over another key's metadata      3  PUT data, (its answer names the owner)
+//	  without a version                        PUT destroy: ErrNotOwned
 //	someone else wrote and took it over     2  PUT data (cas conflict), GET data: ErrNotOwned
 //	  ... left it keyrelay's (LiteLLM)      3  + PUT data
 //	owner changed without a new version     4  PUT data, GET data (previous), PUT data, PUT destroy
@@ -161,14 +164,19 @@
 //	                                           former format)
 //
 // Before the hint and the event id in the data, a rotation cost 3 (read,
-// write, custom_metadata patch) and a create 5.
+// write, custom_metadata patch) and a create 5; before the create wrote its
+// first version first, a create cost 3 (GET metadata, PUT metadata, PUT
+// data), and someone creating the secret between that read and the
+// metadata write had their custom_metadata replaced by keyrelay's owner,
+// after which keyrelay's retry wrote over their value.
 //
 // # Vault policy
 //
 // The token needs, on <mount>/data/<prefix>/*: create, read, update,
 // delete; on <mount>/metadata/<prefix>/*: create, read, update, patch,
 // delete; on <mount>/undelete/<prefix>/* and (delete_mode destroy,
-// Retire, and the fast path's take-back, which only logs when refused)
+// Retire, and the take-backs of the fast path and of a create into
+// another key's metadata, which only log when refused)
 // <mount>/destroy/<prefix>/*: update; and the default policy's
 // auth/token/lookup-self, renew-self and revoke-self.
 package vault

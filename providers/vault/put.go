@@ -59,25 +59,10 @@ type current struct {
 	recorded bool   // the current version's event id is known
 }
 
-// readCurrent reads what Put must know about the secret. Data first (one
-// GET of data/, which carries custom_metadata too; a GET of metadata/ only
-// when there is no current version), or, with metadataFirst, metadata
-// first: one GET when the secret does not exist or is deleted (the usual
-// case of a Put without a hint, a create), then data/ only for a live
-// version, whose event id and value the idempotency checks need.
-func (p *Provider) readCurrent(ctx context.Context, op, name string, ps paths, metadataFirst bool) (*current, error) {
-	if metadataFirst {
-		m, err := p.readMetadata(ctx, op, name, ps)
-		if err != nil {
-			return nil, err
-		}
-		if m == nil {
-			return &current{}, nil
-		}
-		if m.latestGone() {
-			return &current{exists: true, version: m.current, custom: m.custom, meta: m.versions[m.current]}, nil
-		}
-	}
+// readCurrent reads what Put must know about the secret: one GET of data/,
+// which carries custom_metadata too, and a GET of metadata/ only when
+// there is no current version.
+func (p *Provider) readCurrent(ctx context.Context, op, name string, ps paths) (*current, error) {
 	sec, status, err := p.read(ctx, op, name, ps.data(), nil)
 	if err != nil {
 		return nil, err
@@ -156,10 +141,13 @@ func owned(c *current, o providers.Owner, adopt bool) bool {
 // event whose first write landed (the caller's hint is then one version
 // behind) thus costs the failed write and one read, and writes nothing.
 //
-// A new secret's metadata (with the owner) is written before its first
-// version, so a crash in between leaves it owned. A Put on a deleted or
-// destroyed secret restores it: a new version on top, Created set, and the
-// version the soft delete hid is undeleted.
+// Without a hint it first tries to create the secret (putNew): the first
+// version with cas = 0, which Vault refuses when the secret has a version,
+// then the owner's custom_metadata: two requests. A crash in between
+// leaves a first version without an owner, carrying this event's id and
+// value; the redelivery adopts exactly that (orphanOf) and nothing else.
+// A Put on a deleted or destroyed secret restores it: a new version on
+// top, Created set, and the version the soft delete hid is undeleted.
 //
 // Values must be valid UTF-8 (KV data is JSON). Nil Tags keep the stored
 // extra tags; an empty Description keeps the stored one.
@@ -184,14 +172,18 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 		return providers.PutResult{}, err
 	}
 	hint, hinted := expectedVersion(req.ExpectedVersion)
+	var done bool
+	var res providers.PutResult
 	if hinted {
-		res, done, err := p.putExpected(ctx, op, req, ps, hint)
-		if done {
-			return res, err
-		}
+		res, done, err = p.putExpected(ctx, op, req, ps, hint)
+	} else {
+		// Without a hint the secret is most likely new.
+		res, done, err = p.putNew(ctx, op, req, ps)
 	}
-	// Without a hint the secret is most likely new: metadata first.
-	return p.putChecked(ctx, op, req, ps, !hinted)
+	if done {
+		return res, err
+	}
+	return p.putChecked(ctx, op, req, ps)
 }
 
 // expectedVersion parses PutRequest.ExpectedVersion; a hint that is not a
@@ -262,6 +254,100 @@ func (p *Provider) writtenCustom(ctx context.Context, op, name string, ps paths,
 	return m.custom, nil
 }
 
+// putNew creates the secret: its first version with cas = 0 (Vault
+// refuses it when the secret has a version, whoever wrote it), then the
+// owner's custom_metadata. done is false when the secret already has a
+// version: the caller takes the checked path, which reads it.
+//
+// Nothing is read first, so no one can create the secret between a read
+// and this write and have their custom_metadata replaced by ours. Metadata
+// already there without a version is kept: an operator's pre-provisioned
+// custom_metadata and max_versions, or an owner recorded by a create of
+// the former format (metadata first) that stopped before its version.
+// When that owner is another key, the version just written is destroyed
+// and the Put fails with ErrNotOwned (unless Adopt).
+func (p *Provider) putNew(ctx context.Context, op string, req providers.PutRequest, ps paths) (res providers.PutResult, done bool, err error) {
+	name := req.Name
+	sec, status, err := p.write(ctx, op, name, ps.data(), map[string]any{
+		"options": map[string]any{"cas": 0},
+		"data":    p.versionData(req.Value, req.IdempotencyKey),
+	})
+	if errors.Is(err, providers.ErrConflict) {
+		return providers.PutResult{}, false, nil
+	}
+	if err != nil {
+		return providers.PutResult{}, true, err
+	}
+	ver, err := p.writtenVersion(op, name, sec, status)
+	if err != nil {
+		return providers.PutResult{}, true, err
+	}
+	custom, err := p.writtenCustom(ctx, op, name, ps, sec)
+	if err != nil {
+		// Written without its owner: the retry finds this event's own
+		// first version and records the owner then (orphanOf).
+		return providers.PutResult{}, true, err
+	}
+	if custom[providers.ManagedByTag] != "" && !req.Adopt && !providers.IsOwnedBy(custom, req.Owner) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.Timeout)
+		defer cancel()
+		p.log.Warn("created a version in a secret whose metadata names another owner; destroying it", zap.String("name", name), zap.Uint64("version", ver))
+		if _, _, err := p.write(ctx, op, name, ps.destroy(), map[string]any{"versions": []uint64{ver}}); err != nil {
+			p.log.Error("could not destroy the version written into a secret keyrelay does not own", zap.String("name", name), zap.Error(err))
+		}
+		return providers.PutResult{}, true, errNotOwned(op, name)
+	}
+	want, err := p.cfg.desiredTags(custom, tagUpdate{owner: req.Owner, extra: req.Tags, keepExtra: req.Tags == nil, adopt: req.Adopt, description: req.Description})
+	if err != nil {
+		return providers.PutResult{}, true, errInvalid(op, name, "%v", err)
+	}
+	if err := p.ownNew(ctx, op, name, ps, custom, want); err != nil {
+		return providers.PutResult{}, true, err
+	}
+	return providers.PutResult{Version: strconv.FormatUint(ver, 10), Created: true}, true, nil
+}
+
+// ownNew records the owner (and the tags of want) on a secret keyrelay
+// just created, and Config.MaxVersions when its metadata was empty (an
+// operator's pre-provisioned metadata keeps its own max_versions).
+func (p *Provider) ownNew(ctx context.Context, op, name string, ps paths, custom, want map[string]string) error {
+	body := map[string]any{}
+	if patch := p.cfg.metadataPatch(custom, want, 0, ""); len(patch) > 0 {
+		body["custom_metadata"] = patch
+	}
+	if len(custom) == 0 && p.cfg.MaxVersions > 0 {
+		body["max_versions"] = p.cfg.MaxVersions
+	}
+	if len(body) == 0 {
+		return nil
+	}
+	status, err := p.patch(ctx, op, name, ps.metadata(), body)
+	if err != nil {
+		return err
+	}
+	if status == 404 {
+		return newErr(op, name, providers.Retryable, fmt.Errorf("%w: the secret was deleted concurrently", providers.ErrConflict))
+	}
+	return nil
+}
+
+// creating reports whether the secret is a keyrelay create between its
+// first version and its owner's metadata (putNew): a first version with
+// an event id in its data and no owner at all.
+func creating(c *current) bool {
+	return c.live && c.version == 1 && c.custom[providers.ManagedByTag] == "" && c.recorded && c.event != ""
+}
+
+// orphanOf reports whether the secret is req's own creation whose Put
+// stopped between its first version and recording the owner (putNew): a
+// first version, no owner at all, written by this very event (its id in
+// the data) with this very value.
+func orphanOf(c *current, req providers.PutRequest) bool {
+	return c.live && c.version == 1 && c.custom[providers.ManagedByTag] == "" &&
+		req.IdempotencyKey != "" && c.recorded && c.event == req.IdempotencyKey &&
+		c.hasVal && c.value == string(req.Value)
+}
+
 // undoForeignWrite takes back a version the fast path wrote into a secret
 // that turned out not to be the caller's: its owner changed without a new
 // version (an adopting UpdateTags by another key, a hand edit of
@@ -293,33 +379,48 @@ func (p *Provider) undoForeignWrite(ctx context.Context, op, name string, ps pat
 
 // putChecked is the guarded path: read, ownership guard, idempotency
 // check, then a check-and-set write on top of what was read.
-func (p *Provider) putChecked(ctx context.Context, op string, req providers.PutRequest, ps paths, metadataFirst bool) (providers.PutResult, error) {
+func (p *Provider) putChecked(ctx context.Context, op string, req providers.PutRequest, ps paths) (providers.PutResult, error) {
 	name := req.Name
-	cur, err := p.readCurrent(ctx, op, name, ps, metadataFirst)
+	cur, err := p.readCurrent(ctx, op, name, ps)
 	if err != nil {
 		return providers.PutResult{}, err
 	}
-	if cur.exists && !owned(cur, req.Owner, req.Adopt) {
+	if !cur.exists {
+		// Gone since the write that sent us here (or a hint from
+		// elsewhere): create it.
+		res, done, err := p.putNew(ctx, op, req, ps)
+		if !done {
+			return providers.PutResult{}, newErr(op, name, providers.Retryable, fmt.Errorf("%w: the secret was created concurrently", providers.ErrConflict))
+		}
+		return res, err
+	}
+	orphan := orphanOf(cur, req)
+	if !orphan && !owned(cur, req.Owner, req.Adopt) {
+		if creating(cur) {
+			// Another keyrelay Put created it and has not recorded its
+			// owner yet (or stopped before: its redelivery will).
+			return providers.PutResult{}, newErr(op, name, providers.Retryable,
+				fmt.Errorf("%w: a keyrelay create of this secret has not recorded its owner yet", providers.ErrConflict))
+		}
 		return providers.PutResult{}, errNotOwned(op, name)
 	}
-	upd := tagUpdate{owner: req.Owner, extra: req.Tags, keepExtra: req.Tags == nil && cur.exists, adopt: req.Adopt, description: req.Description}
+	upd := tagUpdate{owner: req.Owner, extra: req.Tags, keepExtra: req.Tags == nil, adopt: req.Adopt, description: req.Description}
 	want, err := p.cfg.desiredTags(cur.custom, upd)
 	if err != nil {
 		return providers.PutResult{}, errInvalid(op, name, "%v", err)
+	}
+	if orphan {
+		// This event's own first version, whose Put stopped before it
+		// recorded the owner: record it now.
+		if err := p.ownNew(ctx, op, name, ps, cur.custom, want); err != nil {
+			return providers.PutResult{}, err
+		}
+		cur.custom = want
 	}
 	if res, dup, err := p.duplicate(ctx, op, req, ps, cur, want); dup || err != nil {
 		return res, err
 	}
 	switch {
-	case !cur.exists:
-		body := map[string]any{"custom_metadata": want}
-		if p.cfg.MaxVersions > 0 {
-			body["max_versions"] = p.cfg.MaxVersions
-		}
-		if _, _, err := p.write(ctx, op, name, ps.metadata(), body); err != nil {
-			return providers.PutResult{}, err
-		}
-		cur.custom = want
 	case !ownerIs(cur.custom, want):
 		// Adopting, or an operator's pre-provisioned metadata: take
 		// ownership before writing, so a crash leaves the secret owned.

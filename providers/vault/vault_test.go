@@ -431,7 +431,10 @@ func TestVaultCASConflict(t *testing.T) {
 	var once sync.Once
 	vault.WrapKV(p, func(inner vault.KVAPI) vault.KVAPI {
 		return vault.KVFunc{Inner: inner, Write: func(ctx context.Context, path string, data map[string]any) (*api.Secret, error) {
-			if strings.Contains(path, "/data/") {
+			// The second data write: the first is the create attempt
+			// (cas 0), refused as the secret exists; the second writes on
+			// top of the version just read.
+			if opts, _ := data["options"].(map[string]any); strings.Contains(path, "/data/") && opts["cas"] != 0 {
 				once.Do(func() {
 					// Another writer (same owner tags untouched) sneaks in.
 					if _, err := root.Logical().WriteWithContext(ctx, path, map[string]any{"data": map[string]any{"key": "sk-other"}}); err != nil {
@@ -849,6 +852,68 @@ func TestVaultCrashWindows(t *testing.T) {
 		// A different value is a different write.
 		if r := put(t, p, "crash/b", "sk-b2", "ev-b2", ownerA); r.Duplicate || r.Version != "2" {
 			t.Errorf("new event %+v", r)
+		}
+	})
+	t.Run("first version written, owner not recorded", func(t *testing.T) {
+		// A create stopped between its first version (cas 0) and its
+		// owner's metadata: the redelivery adopts exactly its own version.
+		if _, err := root.Logical().WriteWithContext(ctx, "secret/data/crash/d", map[string]any{
+			"options": map[string]any{"cas": 0}, "data": map[string]any{"key": "sk-d", vault.DataEventKey: "ev-d"}}); err != nil {
+			t.Fatal(err)
+		}
+		// Another event, or another value, is not this create's: it
+		// waits (a retryable conflict) for the create to record its
+		// owner, and writes nothing.
+		_, err := p.Put(ctx, providers.PutRequest{Name: "crash/d", Value: []byte("sk-d"), IdempotencyKey: "ev-other", Owner: ownerA})
+		wantErr(t, "another event over an ownerless version", err, providers.ErrConflict, true)
+		_, err = p.Put(ctx, providers.PutRequest{Name: "crash/d", Value: []byte("sk-forged"), IdempotencyKey: "ev-d", Owner: ownerA})
+		wantErr(t, "the event id with another value", err, providers.ErrConflict, true)
+		if r := put(t, p, "crash/d", "sk-d", "ev-d", ownerA); !r.Duplicate || r.Version != "1" {
+			t.Errorf("redelivery %+v, want Duplicate of 1", r)
+		}
+		s := wantValue(t, p, "crash/d", "", "sk-d")
+		if !providers.IsOwnedBy(s.Tags, ownerA) {
+			t.Errorf("after the redelivery: tags %v, want owner A", s.Tags)
+		}
+		_, err = p.Put(ctx, providers.PutRequest{Name: "crash/d", Value: []byte("x"), IdempotencyKey: "e", Owner: ownerB})
+		wantErr(t, "other owner after adoption", err, providers.ErrNotOwned, false)
+	})
+	t.Run("another key's owner on metadata without a version", func(t *testing.T) {
+		// A create of the former format (metadata first) by another key
+		// that stopped before its version: the version keyrelay writes
+		// with cas 0 is destroyed, and the owner stays.
+		if _, err := root.Logical().WriteWithContext(ctx, "secret/metadata/crash/e", map[string]any{"custom_metadata": map[string]any{
+			providers.ManagedByTag: "keyrelay", providers.TeamTag: ownerB.TeamID, providers.KeyTag: ownerB.KeyID}}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := p.Put(ctx, providers.PutRequest{Name: "crash/e", Value: []byte("sk-SENTINEL-e"), IdempotencyKey: "ev-e", Owner: ownerA})
+		wantErr(t, "create over another key's metadata", err, providers.ErrNotOwned, false)
+		_, err = p.Get(ctx, "crash/e", "1")
+		wantErr(t, "Get of the destroyed version", err, providers.ErrNotFound, false)
+		meta := kvRead(t, root, "secret/metadata/crash/e")
+		if cm, _ := meta["custom_metadata"].(map[string]any); cm[providers.KeyTag] != ownerB.KeyID {
+			t.Errorf("custom_metadata %v, want owner B kept", cm)
+		}
+		// Its owner's create goes on over the destroyed version.
+		if r := put(t, p, "crash/e", "sk-e", "ev-e2", ownerB); r.Version != "2" {
+			t.Errorf("owner's create %+v, want version 2", r)
+		}
+	})
+	t.Run("someone else's secret at the name", func(t *testing.T) {
+		// Not keyrelay: a secret with its own custom_metadata. keyrelay's
+		// create must neither write over it nor replace its metadata.
+		if _, err := root.Logical().WriteWithContext(ctx, "secret/data/crash/f", map[string]any{"data": map[string]any{"key": "sk-theirs"}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := root.Logical().WriteWithContext(ctx, "secret/metadata/crash/f", map[string]any{"custom_metadata": map[string]any{"owner": "someone"}}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := p.Put(ctx, providers.PutRequest{Name: "crash/f", Value: []byte("sk-SENTINEL-f"), IdempotencyKey: "ev-f", Owner: ownerA})
+		wantErr(t, "create over someone else's secret", err, providers.ErrNotOwned, false)
+		wantValue(t, p, "crash/f", "", "sk-theirs")
+		meta := kvRead(t, root, "secret/metadata/crash/f")
+		if cm, _ := meta["custom_metadata"].(map[string]any); cm["owner"] != "someone" || cm[providers.ManagedByTag] != nil {
+			t.Errorf("custom_metadata %v, want theirs untouched", cm)
 		}
 	})
 	t.Run("operator pre-provisioned metadata", func(t *testing.T) {

@@ -42,7 +42,9 @@ func (f *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNotFound)
 		_, _ = io.WriteString(w, `{"errors":[]}`)
 	case r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/data/"):
-		_, _ = io.WriteString(w, `{"data":{"version":1,"created_time":"2026-01-01T00:00:00Z","deletion_time":"","destroyed":false}}`)
+		// As Vault answers the first version of a new secret: its
+		// custom_metadata (none yet) with the version.
+		_, _ = io.WriteString(w, `{"data":{"version":1,"created_time":"2026-01-01T00:00:00Z","custom_metadata":null,"deletion_time":"","destroyed":false}}`)
 	default:
 		w.WriteHeader(http.StatusNoContent)
 	}
@@ -52,8 +54,8 @@ func (f *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // sends it: the login namespace only as a header on the login, the secret
 // namespace only as path segments (also for the one-time mount check), the
 // value as {"key": value, "keyrelay-event": event id} with cas=0 for a new
-// secret, after one metadata read and the owner's metadata, and nothing from
-// VAULT_* variables.
+// secret, then the owner's metadata as a patch, and nothing from VAULT_*
+// variables.
 func TestVaultWireNamespacesAndFormat(t *testing.T) {
 	t.Setenv("VAULT_TOKEN", "from-env")
 	t.Setenv("VAULT_NAMESPACE", "from-env")
@@ -84,9 +86,8 @@ func TestVaultWireNamespacesAndFormat(t *testing.T) {
 	want := []struct{ method, path string }{
 		{"PUT", "/v1/auth/approle/login"},
 		{"GET", "/v1/admin/teams/team-a/sys/internal/ui/mounts/kv-prod"},
-		{"GET", base + "metadata/virtual-keys/litellm/sk-1"},
-		{"PUT", base + "metadata/virtual-keys/litellm/sk-1"},
 		{"PUT", base + "data/virtual-keys/litellm/sk-1"},
+		{"PATCH", base + "metadata/virtual-keys/litellm/sk-1"},
 	}
 	if len(f.seen) != len(want) {
 		for _, s := range f.seen {
@@ -113,7 +114,7 @@ func TestVaultWireNamespacesAndFormat(t *testing.T) {
 		}
 	}
 	// The value and, next to it, the event id: one request.
-	write := f.seen[4].body
+	write := f.seen[2].body
 	data, _ := write["data"].(map[string]any)
 	opts, _ := write["options"].(map[string]any)
 	if len(data) != 2 || data["key"] != "sk-value" || data[DataEventKey] != "ev-1" || opts["cas"] != float64(0) {
@@ -121,6 +122,6 @@ func TestVaultWireNamespacesAndFormat(t *testing.T) {
 	}
 	meta, _ := f.seen[3].body["custom_metadata"].(map[string]any)
 	if meta[providers.ManagedByTag] != "keyrelay" || meta[providers.TeamTag] != "team-a" || meta[providers.KeyTag] != "key-1" {
-		t.Errorf("metadata create body %v", f.seen[3].body)
+		t.Errorf("metadata patch body %v", f.seen[3].body)
 	}
 }
