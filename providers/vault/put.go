@@ -198,27 +198,17 @@ func expectedVersion(s string) (uint64, bool) {
 // then takes the checked path.
 func (p *Provider) putExpected(ctx context.Context, op string, req providers.PutRequest, ps paths, expected uint64) (res providers.PutResult, done bool, err error) {
 	name := req.Name
-	sec, status, err := p.write(ctx, op, name, ps.data(), map[string]any{
-		"options": map[string]any{"cas": expected},
-		"data":    p.versionData(req.Value, req.IdempotencyKey),
-	})
-	if errors.Is(err, providers.ErrConflict) {
+	ver, custom, conflict, err := p.writeVersion(ctx, op, req, ps, expected)
+	if conflict {
 		// A version was written since the hint: someone else's, or this
 		// very event's (a redelivery after a crash before the caller
 		// recorded it). The checked path tells which.
 		return providers.PutResult{}, false, nil
 	}
 	if err != nil {
-		return providers.PutResult{}, true, err
-	}
-	ver, err := p.writtenVersion(op, name, sec, status)
-	if err != nil {
-		return providers.PutResult{}, true, err
-	}
-	custom, err := p.writtenCustom(ctx, op, name, ps, sec)
-	if err != nil {
-		// Written, but not confirmed: a retry's check-and-set fails and
-		// the checked path finds this event's version (a Duplicate).
+		// Not written, or written but not confirmed: a retry's
+		// check-and-set fails and the checked path finds this event's
+		// version (a Duplicate).
 		return providers.PutResult{}, true, err
 	}
 	if !req.Adopt && !providers.IsOwnedBy(custom, req.Owner) {
@@ -234,6 +224,29 @@ func (p *Provider) putExpected(ctx context.Context, op string, req providers.Put
 		return providers.PutResult{}, true, err
 	}
 	return providers.PutResult{Version: strconv.FormatUint(ver, 10)}, true, nil
+}
+
+// writeVersion writes req's value and event id as a new version with
+// check-and-set at cas, and returns the version made and the secret's
+// custom_metadata as it stood when the version was added. conflict is
+// true (and nothing written) when the secret's current version is not
+// cas.
+func (p *Provider) writeVersion(ctx context.Context, op string, req providers.PutRequest, ps paths, cas uint64) (ver uint64, custom map[string]string, conflict bool, err error) {
+	sec, status, err := p.write(ctx, op, req.Name, ps.data(), map[string]any{
+		"options": map[string]any{"cas": cas},
+		"data":    p.versionData(req.Value, req.IdempotencyKey),
+	})
+	if errors.Is(err, providers.ErrConflict) {
+		return 0, nil, true, err
+	}
+	if err != nil {
+		return 0, nil, false, err
+	}
+	if ver, err = p.writtenVersion(op, req.Name, sec, status); err != nil {
+		return 0, nil, false, err
+	}
+	custom, err = p.writtenCustom(ctx, op, req.Name, ps, sec)
+	return ver, custom, false, err
 }
 
 // writtenCustom returns the custom_metadata Vault answered the write with
@@ -268,24 +281,13 @@ func (p *Provider) writtenCustom(ctx context.Context, op, name string, ps paths,
 // and the Put fails with ErrNotOwned (unless Adopt).
 func (p *Provider) putNew(ctx context.Context, op string, req providers.PutRequest, ps paths) (res providers.PutResult, done bool, err error) {
 	name := req.Name
-	sec, status, err := p.write(ctx, op, name, ps.data(), map[string]any{
-		"options": map[string]any{"cas": 0},
-		"data":    p.versionData(req.Value, req.IdempotencyKey),
-	})
-	if errors.Is(err, providers.ErrConflict) {
+	ver, custom, conflict, err := p.writeVersion(ctx, op, req, ps, 0)
+	if conflict {
 		return providers.PutResult{}, false, nil
 	}
 	if err != nil {
-		return providers.PutResult{}, true, err
-	}
-	ver, err := p.writtenVersion(op, name, sec, status)
-	if err != nil {
-		return providers.PutResult{}, true, err
-	}
-	custom, err := p.writtenCustom(ctx, op, name, ps, sec)
-	if err != nil {
-		// Written without its owner: the retry finds this event's own
-		// first version and records the owner then (orphanOf).
+		// Not written, or written without its owner: the retry finds this
+		// event's own first version and records the owner then (orphanOf).
 		return providers.PutResult{}, true, err
 	}
 	if custom[providers.ManagedByTag] != "" && !req.Adopt && !providers.IsOwnedBy(custom, req.Owner) {

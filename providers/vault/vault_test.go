@@ -434,7 +434,7 @@ func TestVaultCASConflict(t *testing.T) {
 			// The second data write: the first is the create attempt
 			// (cas 0), refused as the secret exists; the second writes on
 			// top of the version just read.
-			if opts, _ := data["options"].(map[string]any); strings.Contains(path, "/data/") && opts["cas"] != 0 {
+			if opts, _ := data["options"].(map[string]any); strings.Contains(path, "/data/") && fmt.Sprint(opts["cas"]) != "0" {
 				once.Do(func() {
 					// Another writer (same owner tags untouched) sneaks in.
 					if _, err := root.Logical().WriteWithContext(ctx, path, map[string]any{"data": map[string]any{"key": "sk-other"}}); err != nil {
