@@ -79,7 +79,8 @@ const (
 	// PriorityBulk: bulk jobs (the bulk lane). A Quotas implementation
 	// serves them only when no interactive call of this process waits for
 	// the same quota, and keeps a small part of its share for interactive
-	// calls to come.
+	// calls to come; WaitTokens, the providers' own limiters, never books
+	// a future token for them.
 	PriorityBulk
 )
 

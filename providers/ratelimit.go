@@ -59,7 +59,14 @@ func WindowRate(limit int, window time.Duration) (perSecond float64) {
 // a provider can fail with a Throttled *Error whose RetryAfter is that
 // wait, instead of holding a worker until the deadline. A context ended
 // while waiting returns its error.
+//
+// A ctx marked PriorityBulk (WithPriority) takes only what interactive
+// calls leave (waitBulk): it never books a future token, so interactive
+// calls, which do, go first however many bulk calls wait.
 func WaitTokens(ctx context.Context, lims ...*rate.Limiter) (time.Duration, error) {
+	if PriorityOf(ctx) == PriorityBulk {
+		return waitBulk(ctx, lims)
+	}
 	rs := make([]*rate.Reservation, 0, len(lims))
 	var d time.Duration
 	for _, l := range lims {
@@ -89,3 +96,81 @@ func WaitTokens(ctx context.Context, lims ...*rate.Limiter) (time.Duration, erro
 		return 0, ctx.Err()
 	}
 }
+
+// bulkSpare is how many tokens a bulk call leaves in a bucket that holds
+// more than one: an interactive call arriving at a bucket bulk calls keep
+// drained still finds one at once. (A bucket of one token is left nothing:
+// bulk calls would never run.)
+const bulkSpare = 1
+
+// waitBulk takes one token from each limiter for a bulk call, only when
+// each holds one beyond bulkSpare now; otherwise it sleeps until the
+// slowest would and looks again, holding no reservation meanwhile. While
+// interactive calls keep a limiter busy, their reservations take each new
+// token first and bulk calls wait; with none, bulk calls get the whole
+// rate (less the spare token, once). Like WaitTokens, a wait longer than
+// ctx's deadline allows returns at once with ErrThrottled and that wait.
+func waitBulk(ctx context.Context, lims []*rate.Limiter) (time.Duration, error) {
+	var t *time.Timer
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
+	for {
+		now := time.Now()
+		d := time.Duration(0)
+		for _, l := range lims {
+			lim := l.Limit()
+			if lim == rate.Inf {
+				continue
+			}
+			need := 1.0
+			if l.Burst() > bulkSpare {
+				need += bulkSpare
+			}
+			if have := l.TokensAt(now); have < need {
+				if lim <= 0 {
+					d = max(d, time.Hour) // never refilled
+					continue
+				}
+				d = max(d, time.Duration((need-have)/float64(lim)*float64(time.Second))+time.Millisecond)
+			}
+		}
+		if d == 0 {
+			// Take them, unless an interactive call got there between the
+			// look and the take.
+			rs := make([]*rate.Reservation, 0, len(lims))
+			took := true
+			for _, l := range lims {
+				r := l.ReserveN(now, 1)
+				rs = append(rs, r)
+				if !r.OK() || r.DelayFrom(now) > 0 {
+					took = false
+					break
+				}
+			}
+			if took {
+				return 0, nil
+			}
+			for _, r := range rs {
+				r.CancelAt(now)
+			}
+			d = time.Millisecond
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+			return d, fmt.Errorf("%w: client-side rate limit needs %v for a bulk call, more than the call has left (%w)", ErrThrottled, d.Round(time.Millisecond), ErrOwnLimit)
+		}
+		if t == nil {
+			t = time.NewTimer(d)
+		} else {
+			t.Reset(d)
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"math"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -89,5 +91,65 @@ func TestWindowRate(t *testing.T) {
 	}
 	if got := admittedIn(600.0/60, time.Minute); got <= 600 {
 		t.Errorf("600 a minute at 10/s admits %d in a minute; the test shows nothing", got)
+	}
+}
+
+// TestWaitTokensBulkGoesLast: bulk calls (PriorityBulk) keep a limiter
+// busy, and interactive calls still get the next tokens: each interactive
+// call lets at most a couple of bulk calls through while it waits, where
+// bulk calls holding reservations would put it behind all of them. Bulk
+// calls alone get the whole rate, and their waits end with the context
+// like any other.
+func TestWaitTokensBulkGoesLast(t *testing.T) {
+	l := NewLimiter(20) // 20 a second, burst 20
+	bulk := WithPriority(context.Background(), PriorityBulk)
+	ctx, cancel := context.WithCancel(bulk)
+	var bulkTaken atomic.Int64
+	var wg sync.WaitGroup
+	const bulkCallers = 16
+	for range bulkCallers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				if _, err := WaitTokens(ctx, l); err != nil {
+					return
+				}
+				bulkTaken.Add(1)
+			}
+		}()
+	}
+	// Bulk alone: the burst (less the spare token) and then the rate.
+	time.Sleep(time.Second)
+	if n := bulkTaken.Load(); n < 25 {
+		t.Fatalf("bulk calls alone took %d tokens in a second from a 20/s limiter with a burst of 20", n)
+	}
+	worst := int64(0)
+	for range 10 {
+		before := bulkTaken.Load()
+		if _, err := WaitTokens(context.Background(), l); err != nil {
+			t.Fatal(err)
+		}
+		worst = max(worst, bulkTaken.Load()-before)
+	}
+	cancel()
+	wg.Wait()
+	// Without priorities each bulk caller holds a reservation, and an
+	// interactive call waits for all 16 of them.
+	if worst > 3 {
+		t.Errorf("an interactive call waited while %d bulk calls took tokens; want at most 3", worst)
+	}
+	t.Logf("bulk calls took %d tokens; an interactive call let at most %d bulk calls through", bulkTaken.Load(), worst)
+
+	// A bulk wait the deadline cannot cover fails at once as throttled.
+	l2 := NewLimiter(1)
+	if _, err := WaitTokens(context.Background(), l2); err != nil {
+		t.Fatal(err)
+	}
+	dctx, dcancel := context.WithTimeout(bulk, 100*time.Millisecond)
+	defer dcancel()
+	d, err := WaitTokens(dctx, l2)
+	if !errors.Is(err, ErrThrottled) || !errors.Is(err, ErrOwnLimit) || d < 500*time.Millisecond {
+		t.Fatalf("bulk call with a short deadline: %v, %v; want ErrThrottled with the wait", d, err)
 	}
 }

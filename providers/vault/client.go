@@ -41,12 +41,17 @@ func (p *Provider) do(ctx context.Context, op, name string, req func(ctx context
 			return nil, 0, newErr(op, name, providers.Retryable, err)
 		}
 		if p.limiter != nil {
-			if err := p.limiter.Wait(ctx); err != nil {
+			// A bulk call (providers.PriorityBulk) takes only the tokens
+			// interactive calls leave.
+			if d, err := providers.WaitTokens(ctx, p.limiter); err != nil {
 				if cerr := ctx.Err(); cerr != nil {
 					return nil, 0, newErr(op, name, providers.Retryable, cerr)
 				}
-				// The wait would outlast the context's deadline.
-				return nil, 0, newErr(op, name, providers.Throttled, fmt.Errorf("%w: client rate limit (%v/s)", providers.ErrThrottled, p.cfg.RateLimit))
+				// The wait would outlast the context's deadline: keyrelay's
+				// own limit (ErrOwnLimit), no call was made.
+				e := newErr(op, name, providers.Throttled, fmt.Errorf("client rate limit (%v/s): %w", p.cfg.RateLimit, err))
+				e.RetryAfter = d
+				return nil, 0, e
 			}
 		}
 		tok, err := p.auth.Token(ctx)

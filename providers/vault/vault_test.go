@@ -992,4 +992,16 @@ func TestVaultRateLimit(t *testing.T) {
 	if el := time.Since(start); el < 400*time.Millisecond {
 		t.Errorf("10 reads at 20/s took %v", el)
 	}
+	// A token the deadline cannot wait for: keyrelay's own limit, no call
+	// made, with the wait as the retry hint.
+	if _, err := p.Get(ctx, "rate/k", ""); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, time.Millisecond)
+	defer cancel()
+	_, err := p.Get(short, "rate/k", "")
+	var pe *providers.Error
+	if !errors.Is(err, providers.ErrThrottled) || !errors.Is(err, providers.ErrOwnLimit) || !errors.As(err, &pe) || pe.RetryAfter <= 0 {
+		t.Fatalf("read with 1 ms left: %v; want a throttle by keyrelay's own limit with RetryAfter", err)
+	}
 }
