@@ -173,4 +173,3 @@ func waitBulk(ctx context.Context, lims []*rate.Limiter) (time.Duration, error) 
 		}
 	}
 }
-
