@@ -1,11 +1,13 @@
 package worker_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/providers"
@@ -107,4 +109,128 @@ func deadClaim(t *testing.T, team, key string, gen uint64) (*bundle, *events.Eve
 		t.Fatal(err)
 	}
 	return b, e, store, name
+}
+
+// confirmAs stores the confirmation e's own worker would have published
+// (status, for generation gen), as if it then stopped before its commit.
+func (b *bundle) confirmAs(e *events.Event, status events.Status) {
+	b.t.Helper()
+	c := events.Confirmation{SpecVersion: events.SpecVersion, EventID: e.ID, EventType: e.Type, TeamID: e.TeamID, KeyID: e.KeyID,
+		Generation: e.Generation, Status: status, Provider: "local", Time: time.Now().UTC()}
+	data, err := json.Marshal(c)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if _, err := b.js.Publish(b.ctx, events.ConfirmationSubject(e.TeamID, e.KeyID, e.ID), data); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+// TestDeadClaimOfAConfirmedWrite: the worker that held E's claim
+// (generation 3) wrote E and confirmed it, and its commit failed (NATS
+// trouble), so the claim stayed. An older event arriving in the meantime
+// does not wait for E's redelivery: E's confirmation says its value is in
+// the backend, so the older event is superseded at once, without a write.
+// A key.updated of a newer generation is not a value write: an older value
+// event waits for it as before.
+func TestDeadClaimOfAConfirmedWrite(t *testing.T) {
+	t.Run("value event", func(t *testing.T) {
+		const team, key = "team-cw", "key-cw"
+		b, e, store, name := deadClaim(t, team, key, 3)
+		b.confirmAs(e, events.StatusRotated)
+
+		older := b.keyEvent(events.KeyRotated, team, key, 2, "sk-gen-2")
+		b.publish(older)
+		confs := byEventID(b.confirmations(3, 5*time.Second)) // the create, E's, the older one's
+		if c := confs[older.ID]; c == nil || c.Status != events.StatusSuperseded {
+			t.Fatalf("the older event: %+v, want superseded at once", c)
+		}
+		if s, err := store.Get(b.ctx, name, ""); err != nil || string(s.Value) != "sk-gen-3" {
+			t.Errorf("the backend no longer holds generation 3's value: %v", err) // the value itself is not printed
+		}
+		if vs, err := store.Versions(b.ctx, name); err != nil || len(vs) != 2 {
+			t.Errorf("%d versions (%v), want 2: generation 2 never written", len(vs), err)
+		}
+		// E's redelivery still commits it.
+		b.publish(e)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			le, _, err := b.ledgerGet(team, key)
+			if err == nil && le != nil && le.Generation == 3 && le.Claim == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("E was not committed: %+v %v", le, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if got := b.metrics.DeadClaims.WithLabelValues("written"); testutil.ToFloat64(got) < 1 {
+			t.Error("keyrelay_dead_claim_decisions_total{outcome=written} not counted")
+		}
+	})
+	t.Run("key.updated", func(t *testing.T) {
+		const team, key = "team-cu", "key-cu"
+		b, e, _, _ := deadClaim(t, team, key, 3)
+		upd := *e
+		upd.Type = events.KeyUpdated
+		b.confirmAs(&upd, events.StatusStored)
+
+		older := b.keyEvent(events.KeyRotated, team, key, 2, "sk-gen-2")
+		b.publish(older)
+		time.Sleep(time.Second)
+		if got := b.confirmations(2, time.Second); len(got) != 2 {
+			t.Fatalf("the older value event was decided against a newer key.updated's claim: %d confirmations", len(got))
+		}
+	})
+}
+
+// TestDeadClaimOfAnAcknowledgedMessage: a claim left by a message the
+// consumer has already acknowledged (its release failed, and no
+// confirmation says it wrote) is not waited for: no delivery of that
+// message will come back, so an older event goes ahead at once instead of
+// waiting out the lease, ack_wait and another lease.
+func TestDeadClaimOfAnAcknowledgedMessage(t *testing.T) {
+	const team, key = "team-ca", "key-ca"
+	b, _, store, name := deadClaim(t, team, key, 3)
+	created := b.confirmations(1, time.Second)[0]
+	cons, err := b.js.Consumer(b.ctx, worker.StreamOf(created.Lane), worker.ConsumerOf(created.Lane))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		info, err := cons.Info(b.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.AckFloor.Stream >= created.StreamSeq {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the create (stream seq %d) is not acknowledged: ack floor %d", created.StreamSeq, info.AckFloor.Stream)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	le, rev, err := b.ledgerGet(team, key)
+	if err != nil || le == nil || le.Claim == nil {
+		t.Fatalf("ledger: %+v %v", le, err)
+	}
+	// The claim names the create's stream message, acknowledged long ago.
+	le.Claim.StreamSeq, le.Claim.Lane = created.StreamSeq, created.Lane
+	kv, _ := b.js.KeyValue(b.ctx, worker.LedgerBucket)
+	if _, err := worker.NewLedger(kv).Put(b.ctx, team, key, le, rev); err != nil {
+		t.Fatal(err)
+	}
+
+	older := b.keyEvent(events.KeyRotated, team, key, 2, "sk-gen-2")
+	b.publish(older)
+	confs := byEventID(b.confirmations(2, 5*time.Second))
+	if c := confs[older.ID]; c == nil || c.Status != events.StatusRotated {
+		t.Fatalf("the older event: %+v, want rotated at once", c)
+	}
+	if s, err := store.Get(b.ctx, name, ""); err != nil || string(s.Value) != "sk-gen-2" {
+		t.Errorf("the backend does not hold generation 2's value: %v", err)
+	}
+	if got := b.metrics.DeadClaims.WithLabelValues("over"); testutil.ToFloat64(got) < 1 {
+		t.Error("keyrelay_dead_claim_decisions_total{outcome=over} not counted")
+	}
 }

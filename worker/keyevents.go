@@ -215,9 +215,36 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 				// redelivery then writes a second time (seen in the Vault
 				// end-to-end run: one event, two versions). After the bound
 				// it goes ahead: the newer event may never have written.
+				//
+				// The stream may already know how that event ended; then
+				// there is nothing to wait for (a commit or a release that
+				// failed while NATS was in trouble leaves such a claim).
 				if bound := c.Until.Add(w.cfg.AckWait + w.cfg.ClaimLease); now.Before(bound) {
-					return waitVerdict(conf, min(time.Until(bound), 5*time.Second), fmt.Errorf("generation %d was being written by event %s, whose worker stopped; waiting for its redelivery",
-						c.Generation, c.EventID)), true
+					out, prev, err := w.outcomeOf(ctx, c, kw.ev.TeamID, kw.ev.KeyID)
+					switch {
+					case out == outcomeWritten && (prev.EventType != events.KeyUpdated || kw.ev.Type == events.KeyUpdated):
+						// Its write is in the backend and its redelivery
+						// commits it: this event is not newer than it. (A
+						// key.updated sets only the description, so it does
+						// not supersede an older value event.)
+						w.m.DeadClaims.WithLabelValues("written").Inc()
+						conf.Status = events.StatusSuperseded
+						conf.Reason = fmt.Sprintf("generation %d is not newer than generation %d, written by event %s (confirmed %s; its ledger commit is pending)",
+							kw.gen, c.Generation, c.EventID, prev.Status)
+						return verdict{conf: conf}, true
+					case out == outcomeOver:
+						// Finished without a write, or acknowledged or
+						// terminated: no delivery of it will come back.
+						// Go ahead, as after the bound.
+						w.m.DeadClaims.WithLabelValues("over").Inc()
+					default:
+						if err != nil {
+							w.log.Debug("outcome of a dead claim's event not known", zap.String("event_id", c.EventID), zap.Error(err))
+						}
+						w.m.DeadClaims.WithLabelValues("waited").Inc()
+						return waitVerdict(conf, min(time.Until(bound), 5*time.Second), fmt.Errorf("generation %d was being written by event %s, whose worker stopped; waiting for its redelivery",
+							c.Generation, c.EventID)), true
+					}
 				}
 			}
 			if e.Claim.Active(now) && !ownClaim(e.Claim, kw.ev.ID, failKeyOf(md)) {

@@ -50,6 +50,13 @@ type Metrics struct {
 	// out: the claimant's process stopped (or overran the lease) without
 	// committing or releasing the key.
 	ClaimExpiries prometheus.Counter
+	// DeadClaims counts decisions of an event that found an expired claim
+	// of another event of its generation or a newer one, by what the
+	// stream told of that event: "written" (confirmed with a write: the
+	// event is superseded at once), "over" (finished without a write, or
+	// acknowledged: it goes ahead at once) or "waited" (unknown: it waits
+	// for that event's redelivery).
+	DeadClaims *prometheus.CounterVec
 }
 
 // NewMetrics registers the worker metrics on reg (nil: not registered).
@@ -109,10 +116,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.ClaimExpiries = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "keyrelay_claim_lease_expiries_total", Help: "Ledger claims taken over after their lease (worker.claim_lease) ran out: the claimant stopped or overran its lease without committing or releasing the key.",
 	})
+	m.DeadClaims = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keyrelay_dead_claim_decisions_total", Help: "Events that found an expired claim of another event of their generation or a newer one, by what the confirmation and the consumer's ack floor told of that event: written (superseded at once), over (went ahead at once), waited (handed back until its redelivery).",
+	}, []string{"outcome"})
 	if reg != nil {
 		reg.MustRegister(m.Events, m.EventDuration, m.ProviderCalls, m.ProviderLatency, m.Retries,
 			m.DeadLetters, m.Pending, m.AckPending, m.InFlight, m.BreakerOpen, m.Contradictions, m.Retirements,
-			m.StreamMsgs, m.StreamBytes, m.StreamLimit, m.StreamDiscarded, m.Redelivered, m.OldestUnacked, m.ClaimExpiries)
+			m.StreamMsgs, m.StreamBytes, m.StreamLimit, m.StreamDiscarded, m.Redelivered, m.OldestUnacked, m.ClaimExpiries, m.DeadClaims)
 	}
 	return m
 }
