@@ -112,6 +112,7 @@ fuzz:
 bench: tools build
 	$(GO) run ./bench/pipeline -runs 5
 	$(GO) run ./bench/pipeline -runs 3 -cluster 3
+	$(GO) run ./bench/natswrites -runs 2
 	$(GO) run ./bench/vault -runs 3
 	$(GO) run ./bench/vault -runs 3 -cluster 3
 	$(GO) run ./bench/lookup -runs 3
