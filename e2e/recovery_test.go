@@ -176,6 +176,12 @@ func TestVaultLossDriftRestore(t *testing.T) {
 	}
 	<-done
 	if code != 0 {
+		// The table is long and its tail may not hold the failed rows.
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(strings.TrimSpace(l), "failed") {
+				t.Log("failed row: " + l)
+			}
+		}
 		t.Fatalf("restore --resume: exit %d\n%s\n%s", code, tail(out, 3000), tail(stderr.String(), 2000))
 	}
 	if !strings.Contains(stderr.String(), "resuming restore ") {

@@ -115,8 +115,16 @@
 //   - Ownership: custom_metadata holds managed-by: keyrelay, keyrelay-team
 //     and keyrelay-key. Put, Delete and UpdateTags refuse a secret owned by
 //     another key or not keyrelay's (ErrNotOwned) unless the request sets
-//     Adopt. A new secret's metadata, with its owner, is written before its
-//     first version, so a crash in between never leaves an unowned secret.
+//     Adopt. A new secret's first version is written first (check-and-set
+//     0, refused when the secret has any version), then its owner: a
+//     create stopped in between leaves a first version with no owner,
+//     which only the same event with the same value adopts; any other
+//     writer gets a retryable ErrConflict until then. When a check-and-set
+//     hint from an earlier life of the secret (a ledger's version from
+//     before a backend loss) lands on such a version, the write is taken
+//     back, the copy written back carries "keyrelay-first-version-copy"
+//     and stands for the first version, and the writer gets the same
+//     retryable ErrConflict.
 //     Extra tags and the description ("keyrelay-description") live there
 //     too, within Vault's limits (64 keys; names up to 128 bytes, values up
 //     to 512, printable).

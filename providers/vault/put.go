@@ -24,6 +24,14 @@ import (
 // custom_metadata (EventKeyPrefix); both are read.
 const DataEventKey = providers.EventTag
 
+// DataFirstCopyKey marks a version that is a copy of a first version no
+// owner was recorded for (a keyrelay create stopped between its two
+// requests), written back by undoForeignWrite after a check-and-set write
+// landed on it. The copy stands for that first version: its create's
+// redelivery adopts it, and other writers wait for that (orphanOf,
+// creating), as they would with version 1 itself.
+const DataFirstCopyKey = "keyrelay-first-version-copy"
+
 // versionData is the KV data of a new version: the value and its event id.
 func (p *Provider) versionData(value []byte, eventID string) map[string]any {
 	if eventID == "" {
@@ -57,7 +65,14 @@ type current struct {
 	hasVal   bool
 	event    string // the current version's event id (when recorded)
 	recorded bool   // the current version's event id is known
+	// firstCopy: the current version is undoForeignWrite's copy of an
+	// ownerless first version (DataFirstCopyKey).
+	firstCopy bool
 }
+
+// first reports whether the current version is the secret's first
+// version, or stands for it (firstCopy).
+func (c *current) first() bool { return c.version == 1 || c.firstCopy }
 
 // readCurrent reads what Put must know about the secret: one GET of data/,
 // which carries custom_metadata too, and a GET of metadata/ only when
@@ -96,6 +111,7 @@ func (p *Provider) readCurrent(ctx context.Context, op, name string, ps paths) (
 		s, ok := d.data[p.cfg.DataKey].(string)
 		c.value, c.hasVal = s, ok
 		c.event, c.recorded = versionEvent(d.data, d.custom, d.version)
+		_, c.firstCopy = d.data[DataFirstCopyKey]
 	}
 	return c, nil
 }
@@ -212,7 +228,14 @@ func (p *Provider) putExpected(ctx context.Context, op string, req providers.Put
 		return providers.PutResult{}, true, err
 	}
 	if !req.Adopt && !providers.IsOwnedBy(custom, req.Owner) {
-		p.undoForeignWrite(ctx, op, name, ps, expected, ver)
+		if p.undoForeignWrite(ctx, op, name, ps, expected, ver) {
+			// The hint (a ledger's version of an earlier life of the
+			// secret, before a backend loss) matched a keyrelay create's
+			// first version whose owner is not recorded yet: wait for
+			// that create, as the checked path does (creating).
+			return providers.PutResult{}, true, newErr(op, name, providers.Retryable,
+				fmt.Errorf("%w: a keyrelay create of this secret has not recorded its owner yet", providers.ErrConflict))
+		}
 		return providers.PutResult{}, true, errNotOwned(op, name)
 	}
 	want, err := p.cfg.desiredTags(custom, tagUpdate{owner: req.Owner, extra: req.Tags, keepExtra: req.Tags == nil, adopt: req.Adopt, description: req.Description})
@@ -337,7 +360,7 @@ func (p *Provider) ownNew(ctx context.Context, op, name string, ps paths, custom
 // first version and its owner's metadata (putNew): a first version with
 // an event id in its data and no owner at all.
 func creating(c *current) bool {
-	return c.live && c.version == 1 && c.custom[providers.ManagedByTag] == "" && c.recorded && c.event != ""
+	return c.live && c.first() && c.custom[providers.ManagedByTag] == "" && c.recorded && c.event != ""
 }
 
 // orphanOf reports whether the secret is req's own creation whose Put
@@ -345,7 +368,7 @@ func creating(c *current) bool {
 // first version, no owner at all, written by this very event (its id in
 // the data) with this very value.
 func orphanOf(c *current, req providers.PutRequest) bool {
-	return c.live && c.version == 1 && c.custom[providers.ManagedByTag] == "" &&
+	return c.live && c.first() && c.custom[providers.ManagedByTag] == "" &&
 		req.IdempotencyKey != "" && c.recorded && c.event == req.IdempotencyKey &&
 		c.hasVal && c.value == string(req.Value)
 }
@@ -359,7 +382,11 @@ func orphanOf(c *current, req providers.PutRequest) bool {
 // destroyed, so its value is not left in someone else's secret. Best
 // effort, bounded by the request timeout even when ctx has ended; failures
 // are logged (names and versions only).
-func (p *Provider) undoForeignWrite(ctx context.Context, op, name string, ps paths, prev, ours uint64) {
+//
+// It reports whether the previous version was a keyrelay create's first
+// version with no owner recorded (creating): its copy is then marked
+// (DataFirstCopyKey) so that it still stands for that first version.
+func (p *Provider) undoForeignWrite(ctx context.Context, op, name string, ps paths, prev, ours uint64) (firstOfCreate bool) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.Timeout)
 	defer cancel()
 	log := p.log.With(zap.String("name", name), zap.Uint64("version", ours))
@@ -368,7 +395,14 @@ func (p *Provider) undoForeignWrite(ctx context.Context, op, name string, ps pat
 	if err == nil && status != 404 {
 		var d *dataResponse
 		if d, err = parseData(sec); err == nil && d.data != nil && !d.meta.gone() {
-			_, _, err = p.write(ctx, op, name, ps.data(), map[string]any{"options": map[string]any{"cas": ours}, "data": d.data})
+			data := d.data
+			_, copied := data[DataFirstCopyKey]
+			if ev, _ := versionEvent(data, d.custom, d.version); (prev == 1 || copied) && ev != "" && d.custom[providers.ManagedByTag] == "" {
+				firstOfCreate = true
+				data = maps.Clone(data)
+				data[DataFirstCopyKey] = "1"
+			}
+			_, _, err = p.write(ctx, op, name, ps.data(), map[string]any{"options": map[string]any{"cas": ours}, "data": data})
 		}
 	}
 	if err != nil {
@@ -377,6 +411,7 @@ func (p *Provider) undoForeignWrite(ctx context.Context, op, name string, ps pat
 	if _, _, err := p.write(ctx, op, name, ps.destroy(), map[string]any{"versions": []uint64{ours}}); err != nil {
 		log.Error("could not destroy the version written over a secret keyrelay does not own", zap.Error(err))
 	}
+	return firstOfCreate
 }
 
 // putChecked is the guarded path: read, ownership guard, idempotency

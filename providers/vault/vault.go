@@ -417,6 +417,11 @@ func (p *Provider) eventOfVersion(ctx context.Context, op, name string, ps paths
 	if err != nil {
 		return "", p.dataErr(op, name, err)
 	}
+	if _, copied := d.data[DataFirstCopyKey]; copied {
+		// Written back by undoForeignWrite, not by the event whose id
+		// it carries: that event wrote version 1.
+		return "", nil
+	}
 	id, _ := versionEvent(d.data, nil, v)
 	return id, nil
 }

@@ -878,6 +878,58 @@ func TestVaultCrashWindows(t *testing.T) {
 		_, err = p.Put(ctx, providers.PutRequest{Name: "crash/d", Value: []byte("x"), IdempotencyKey: "e", Owner: ownerB})
 		wantErr(t, "other owner after adoption", err, providers.ErrNotOwned, false)
 	})
+	t.Run("first version written, owner not recorded, then a newer event's stale hint", func(t *testing.T) {
+		// After a backend loss, a restore's create stopped between its
+		// first version and its owner; a rotation arrives with the
+		// ledger's version from before the loss, 1, which matches that
+		// first version. Its check-and-set write lands, finds no owner
+		// and is taken back; it then waits, like any other event, for
+		// the create to record its owner, instead of failing for good,
+		// and the create's redelivery still adopts its own version
+		// (seen in the e2e restore test: both failed with ErrNotOwned).
+		if _, err := root.Logical().WriteWithContext(ctx, "secret/data/crash/h", map[string]any{
+			"options": map[string]any{"cas": 0}, "data": map[string]any{"key": "sk-h1", vault.DataEventKey: "ev-h1"}}); err != nil {
+			t.Fatal(err)
+		}
+		rot := providers.PutRequest{Name: "crash/h", Value: []byte("sk-h2"), IdempotencyKey: "ev-h2", Owner: ownerA, ExpectedVersion: "1"}
+		_, err := p.Put(ctx, rot)
+		wantErr(t, "a newer event's write over the ownerless first version", err, providers.ErrConflict, true)
+		if s := wantValue(t, p, "crash/h", "", "sk-h1"); providers.IsOwnedBy(s.Tags, ownerA) {
+			t.Errorf("the write that was taken back recorded an owner: %v", s.Tags)
+		}
+		_, err = p.Put(ctx, rot)
+		wantErr(t, "the same write again", err, providers.ErrConflict, true)
+		r := put(t, p, "crash/h", "sk-h1", "ev-h1", ownerA)
+		if !r.Duplicate {
+			t.Errorf("the create's redelivery: %+v, want a Duplicate of its own version", r)
+		}
+		if s := wantValue(t, p, "crash/h", "", "sk-h1"); !providers.IsOwnedBy(s.Tags, ownerA) {
+			t.Errorf("after the create's redelivery: tags %v, want owner A", s.Tags)
+		}
+		res, err := p.Put(ctx, rot)
+		if err != nil {
+			t.Fatalf("the rotation after the create recorded its owner: %v", err)
+		}
+		wantValue(t, p, "crash/h", "", "sk-h2")
+		if res.Duplicate {
+			t.Errorf("rotation %+v, want a new version", res)
+		}
+		// One version per event: the copy the undo wrote back is no
+		// event's version.
+		vs, err := p.Versions(ctx, "crash/h")
+		if err != nil {
+			t.Fatal(err)
+		}
+		byEvent := map[string]int{}
+		for _, v := range vs {
+			if v.IdempotencyKey != "" {
+				byEvent[v.IdempotencyKey]++
+			}
+		}
+		if byEvent["ev-h1"] != 1 || byEvent["ev-h2"] != 1 {
+			t.Errorf("versions by event %v (%+v), want one each", byEvent, vs)
+		}
+	})
 	t.Run("another key's owner on metadata without a version", func(t *testing.T) {
 		// A create of the former format (metadata first) by another key
 		// that stopped before its version: the version keyrelay writes
