@@ -2,7 +2,9 @@ package worker_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -232,5 +234,44 @@ func TestDeadClaimOfAnAcknowledgedMessage(t *testing.T) {
 	}
 	if got := b.metrics.DeadClaims.WithLabelValues("over"); testutil.ToFloat64(got) < 1 {
 		t.Error("keyrelay_dead_claim_decisions_total{outcome=over} not counted")
+	}
+}
+
+// TestFailedReleaseHandsTheEventBack: a message is acknowledged or
+// terminated only once its claim is gone. An event skipped by its team's
+// settings (store_virtual_keys false) whose claim release fails (NATS
+// trouble) is handed back, its budget untouched, instead of being
+// confirmed with its claim left standing; its redelivery releases the
+// claim and confirms it.
+func TestFailedReleaseHandsTheEventBack(t *testing.T) {
+	var calls atomic.Int32
+	defer worker.SetReleaseHook(func() error {
+		if calls.Add(1) == 1 {
+			return errors.New("injected: ledger unavailable")
+		}
+		return nil
+	})()
+	b := setup(t, setupOptions{})
+	b.startWorker(nil)
+	f := false
+	b.publish(b.settingsEvent("team-rel", 1, &events.TeamSettings{StoreVirtualKeys: &f}))
+	k := b.keyEvent(events.KeyCreated, "team-rel", "key-rel", 1, "sk-rel")
+	b.publish(k)
+	c := b.waitConfirmed([]*events.Event{k}, 20*time.Second)[k.ID]
+	if c == nil || c.Status != events.StatusSkipped {
+		t.Fatalf("confirmation: %+v, want skipped", c)
+	}
+	if c.Attempts < 2 {
+		t.Errorf("confirmed at delivery %d: the delivery whose release failed was not handed back", c.Attempts)
+	}
+	le, _, err := b.ledgerGet("team-rel", "key-rel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if le != nil && le.Claim != nil {
+		t.Errorf("confirmed with its claim still standing: %+v", le.Claim)
+	}
+	if n := calls.Load(); n < 2 {
+		t.Errorf("%d release attempts, want the failed one and the redelivery's", n)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -113,27 +114,23 @@ func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md 
 	}
 	tr := <-tc
 	if tr.err != nil {
-		w.release(kw, nil)
-		return waitVerdict(conf, 0, tr.err)
+		return w.releaseFor(kw, waitVerdict(conf, 0, tr.err))
 	}
 	kw.team = tr.st.Settings
 	kw.res = w.d.Settings.Resolve(tr.st.Settings)
 	conf.Provider = kw.res.Backend
 	if !kw.res.StoreVirtualKeys {
-		w.release(kw, nil)
 		conf.Status, conf.Reason = events.StatusSkipped, "store_virtual_keys is false for this team"
-		return verdict{conf: conf}
+		return w.releaseFor(kw, verdict{conf: conf})
 	}
 	if !kw.res.CanWrite() {
-		w.release(kw, nil)
-		return w.rejected(msg, md, conf, fmt.Sprintf("access_mode %s forbids writes", kw.res.AccessMode), false)
+		return w.releaseFor(kw, w.rejected(msg, md, conf, fmt.Sprintf("access_mode %s forbids writes", kw.res.AccessMode), false))
 	}
 
 	kw.guard = w.guard(kw.lane, kw.res)
 	releaseSlot, err := kw.guard.acquire(ctx, backendSlotWait)
 	if err != nil {
-		w.release(kw, nil)
-		return waitVerdict(conf, busyDelay(md.NumDelivered), fmt.Errorf("backend %s: %w", kw.res.Backend, err))
+		return w.releaseFor(kw, waitVerdict(conf, busyDelay(md.NumDelivered), fmt.Errorf("backend %s: %w", kw.res.Backend, err)))
 	}
 	v = w.apply(ctx, msg, md, kw, conf)
 	releaseSlot()
@@ -156,9 +153,25 @@ func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md 
 		v.budget = w.noteFailure(md, ev.ID, kw.prior)
 	}
 	if v.conf == nil || v.retry || v.wait || v.dead != nil {
-		w.release(kw, v.budget)
+		v = w.releaseFor(kw, v)
 	}
 	return v
+}
+
+// releaseFor releases kw's claim (keeping v's failure record in the entry)
+// before v ends the delivery. When the release fails, the delivery is
+// handed back instead, its budget untouched: a message is acknowledged or
+// terminated only once its claim is released or committed, so a claim
+// whose message is at or below its consumer's ack floor never stands for
+// a write that did not happen (outcomeOf). The redelivery owns the claim
+// and ends the event again.
+func (w *Worker) releaseFor(kw *keyWork, v verdict) verdict {
+	err := w.release(kw, v.budget)
+	if err == nil || v.wait {
+		return v
+	}
+	w.log.Warn("claim not released; event handed back", zap.String("event_id", kw.ev.ID), zap.Error(err))
+	return waitVerdict(v.conf, 0, fmt.Errorf("release the key's claim: %w", err))
 }
 
 // claim takes the key in the ledger for this event, or decides the event
@@ -352,30 +365,54 @@ func duplicateOf(e *LedgerEntry, ev *events.Event, gen uint64) (*events.Confirma
 }
 
 // release drops this event's claim so the next event for the key need not
-// wait for the lease to run out.
+// wait for the lease to run out. It retries while NATS is unavailable
+// (infraDo); a claim someone else has taken over since (the entry
+// changed) is no longer this event's to release.
 //
 // failure, when set, is the event's provider-failure record: it is kept in
 // the entry so the next delivery, on any worker, continues the budget.
-func (w *Worker) release(kw *keyWork, failure *RetryRecord) {
+func (w *Worker) release(kw *keyWork, failure *RetryRecord) error {
 	if kw.entry == nil || kw.rev == 0 {
-		return
+		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	next := *kw.entry
 	next.Claim = nil
 	if failure != nil {
 		next.Retry = failure
 	}
 	lkey := LedgerKey(kw.ev.TeamID, kw.ev.KeyID)
-	nrev, err := w.ledger.Put(ctx, kw.ev.TeamID, kw.ev.KeyID, &next, kw.rev)
+	// Not the handler's context: a handler interrupted at shutdown still
+	// releases what it holds, for a bounded time.
+	ctx, cancel := context.WithTimeout(context.Background(), releaseWait)
+	defer cancel()
+	var nrev uint64
+	err := w.infraDo(ctx, func(ctx context.Context) (err error) {
+		if h := releaseHook.Load(); h != nil {
+			if err := (*h)(); err != nil {
+				return err
+			}
+		}
+		nrev, err = w.ledger.Put(ctx, kw.ev.TeamID, kw.ev.KeyID, &next, kw.rev)
+		return err
+	})
 	if err != nil {
 		w.entries.Remove(lkey)
-		w.log.Debug("claim not released; it will expire", zap.Error(err))
-		return
+		if errors.Is(err, ErrLedgerConflict) {
+			return nil
+		}
+		return err
 	}
+	kw.entry = nil
 	w.entries.Add(lkey, cachedEntry{entry: next, rev: nrev})
+	return nil
 }
+
+// releaseWait bounds a release, retries included.
+const releaseWait = 10 * time.Second
+
+// releaseHook, when set (tests), runs before each release attempt and
+// fails it with its error.
+var releaseHook atomic.Pointer[func() error]
 
 // call runs one provider operation (op names it in traces) with
 // in-process retries, bounded by the claim deadline. Each try is a span.
