@@ -36,13 +36,13 @@ func (s *Service) Apply(c *events.Confirmation) {
 		default:
 			return
 		}
-		s.m.invalidated.WithLabelValues("settings").Inc()
 		prefix := Scope{Team: c.TeamID}.cacheKey("")
 		for k := range s.cache.Keys() {
 			if strings.HasPrefix(k, prefix) {
 				s.cache.Invalidate(k)
 			}
 		}
+		s.m.invalidated.WithLabelValues("settings").Inc()
 		return
 	case c.Status == events.StatusStored, c.Status == events.StatusRotated, c.Status == events.StatusDeleted:
 	default:
@@ -51,12 +51,14 @@ func (s *Service) Apply(c *events.Confirmation) {
 	if c.TeamID == "" || c.KeyID == "" {
 		return
 	}
-	s.m.invalidated.WithLabelValues(string(c.Status)).Inc()
 	sc := Scope{Team: c.TeamID}
 	s.replace(sc, c.KeyID, c.Generation, c.Status == events.StatusDeleted)
 	if c.SecretRef != "" {
 		s.replace(Scope{Global: true}, strings.TrimPrefix(c.SecretRef, "/"), 0, c.Status == events.StatusDeleted)
 	}
+	// Counted once applied: whoever watches the count (the tests'
+	// fixture) may then rely on the cache having dropped the entry.
+	s.m.invalidated.WithLabelValues(string(c.Status)).Inc()
 }
 
 func (s *Service) replace(sc Scope, name string, gen uint64, deleted bool) {
