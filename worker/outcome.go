@@ -74,18 +74,11 @@ func (w *Worker) outcomeOf(ctx context.Context, c *Claim, team, key string) (cla
 func (w *Worker) ackFloor(ctx context.Context, lane events.Lane) (uint64, error) {
 	cons, err := w.d.JS.Consumer(ctx, StreamOf(lane), ConsumerOf(lane))
 	if err != nil {
-		return 0, fmt.Errorf("consumer of lane %s: %w", laneName(lane), err)
+		return 0, fmt.Errorf("consumer of lane %s: %w", lane, err)
 	}
 	info, err := cons.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("consumer of lane %s: %w", laneName(lane), err)
+		return 0, fmt.Errorf("consumer of lane %s: %w", lane, err)
 	}
 	return info.AckFloor.Stream, nil
-}
-
-func laneName(l events.Lane) string {
-	if l == "" {
-		return string(events.LaneInteractive)
-	}
-	return string(l)
 }
