@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/providers/local"
+	"github.com/keyrelay/keyrelay/providers/providertest"
 	"github.com/keyrelay/keyrelay/worker"
 )
 
@@ -238,11 +240,10 @@ func TestDeadClaimOfAnAcknowledgedMessage(t *testing.T) {
 }
 
 // TestFailedReleaseHandsTheEventBack: a message is acknowledged or
-// terminated only once its claim is gone. An event skipped by its team's
-// settings (store_virtual_keys false) whose claim release fails (NATS
-// trouble) is handed back, its budget untouched, instead of being
-// confirmed with its claim left standing; its redelivery releases the
-// claim and confirms it.
+// terminated only once its claim is gone. An event whose write fails for
+// good (dead-lettered) and whose claim release then fails (NATS trouble)
+// is handed back, its budget untouched, instead of being terminated with
+// its claim left standing; its redelivery releases the claim and ends it.
 func TestFailedReleaseHandsTheEventBack(t *testing.T) {
 	var calls atomic.Int32
 	defer worker.SetReleaseHook(func() error {
@@ -251,15 +252,15 @@ func TestFailedReleaseHandsTheEventBack(t *testing.T) {
 		}
 		return nil
 	})()
-	b := setup(t, setupOptions{})
+	b := setup(t, setupOptions{wrap: map[string]func(providers.Provider) providers.Provider{"local": func(p providers.Provider) providers.Provider {
+		return providertest.NewFaulty(p, providertest.FaultConfig{Permanent: func(n string) bool { return strings.HasSuffix(n, "/key-rel") }})
+	}}})
 	b.startWorker(nil)
-	f := false
-	b.publish(b.settingsEvent("team-rel", 1, &events.TeamSettings{StoreVirtualKeys: &f}))
 	k := b.keyEvent(events.KeyCreated, "team-rel", "key-rel", 1, "sk-rel")
 	b.publish(k)
 	c := b.waitConfirmed([]*events.Event{k}, 20*time.Second)[k.ID]
-	if c == nil || c.Status != events.StatusSkipped {
-		t.Fatalf("confirmation: %+v, want skipped", c)
+	if c == nil || c.Status != events.StatusFailed {
+		t.Fatalf("confirmation: %+v, want failed", c)
 	}
 	if c.Attempts < 2 {
 		t.Errorf("confirmed at delivery %d: the delivery whose release failed was not handed back", c.Attempts)
@@ -269,9 +270,78 @@ func TestFailedReleaseHandsTheEventBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	if le != nil && le.Claim != nil {
-		t.Errorf("confirmed with its claim still standing: %+v", le.Claim)
+		t.Errorf("ended with its claim still standing: %+v", le.Claim)
 	}
 	if n := calls.Load(); n < 2 {
 		t.Errorf("%d release attempts, want the failed one and the redelivery's", n)
+	}
+}
+
+// TestUnwritableEventsTakeNoClaim: an event its team does not store
+// (store_virtual_keys false) or may not write (read_only) is confirmed
+// skipped or rejected without a ledger write; the ledger is only read, so
+// an older event of such a team is still confirmed superseded, not
+// rejected.
+func TestUnwritableEventsTakeNoClaim(t *testing.T) {
+	b := setup(t, setupOptions{})
+	b.startWorker(nil)
+	e2 := b.keyEvent(events.KeyCreated, "team-ro", "key-u", 2, "sk-u2")
+	b.publish(e2)
+	if c := b.waitConfirmed([]*events.Event{e2}, 20*time.Second)[e2.ID]; c == nil || c.Status != events.StatusStored {
+		t.Fatalf("before read_only: %+v", c)
+	}
+	_, rev, err := b.ledgerGet("team-ro", "key-u")
+	if err != nil || rev == 0 {
+		t.Fatalf("ledger after the write: rev %d, %v", rev, err)
+	}
+
+	f := false
+	ro := b.settingsEvent("team-ro", 1, &events.TeamSettings{AccessMode: events.AccessReadOnly})
+	off0 := b.settingsEvent("team-off", 1, &events.TeamSettings{StoreVirtualKeys: &f})
+	b.publish(ro, off0)
+	// Applied: the worker knows them before the key events arrive (one
+	// that arrives first claims while it looks them up, as their last
+	// known settings said to, and releases).
+	b.waitConfirmed([]*events.Event{ro, off0}, 20*time.Second)
+	e1 := b.keyEvent(events.KeyRotated, "team-ro", "key-u", 1, "sk-u1")
+	e3 := b.keyEvent(events.KeyRotated, "team-ro", "key-u", 3, "sk-u3")
+	off := b.keyEvent(events.KeyCreated, "team-off", "key-u", 1, "sk-off")
+	b.publish(e1, e3, off)
+	cs := b.waitConfirmed([]*events.Event{e1, e3, off}, 20*time.Second)
+	for _, want := range []struct {
+		ev     *events.Event
+		status events.Status
+	}{{e1, events.StatusSuperseded}, {e3, events.StatusRejected}, {off, events.StatusSkipped}} {
+		if c := cs[want.ev.ID]; c == nil || c.Status != want.status {
+			t.Errorf("generation %d of %s: %+v, want %s", want.ev.Generation, want.ev.TeamID, c, want.status)
+		}
+	}
+	if _, after, err := b.ledgerGet("team-ro", "key-u"); err != nil || after != rev {
+		t.Errorf("read_only team's ledger entry rewritten: revision %d, then %d (%v)", rev, after, err)
+	}
+	if le, _, err := b.ledgerGet("team-off", "key-u"); err != nil || le != nil {
+		t.Errorf("store_virtual_keys=false team has a ledger entry: %+v (%v)", le, err)
+	}
+
+	// Settings that change just before a key event: whether the worker
+	// has applied them when the event arrives or looks them up then (its
+	// guess from the last known settings proven wrong), the event follows
+	// the new ones.
+	rw := events.AccessReadAndWrite
+	e4 := b.keyEvent(events.KeyRotated, "team-ro", "key-u", 4, "sk-u4")
+	newOff := b.keyEvent(events.KeyCreated, "team-on", "key-u", 1, "sk-on")
+	b.publish(b.settingsEvent("team-ro", 2, &events.TeamSettings{AccessMode: rw}), e4,
+		b.settingsEvent("team-on", 1, &events.TeamSettings{StoreVirtualKeys: &f}), newOff)
+	cs = b.waitConfirmed([]*events.Event{e4, newOff}, 20*time.Second)
+	if c := cs[e4.ID]; c == nil || c.Status != events.StatusRotated {
+		t.Errorf("after read_write again: %+v, want rotated", c)
+	} else if got := b.value("local", c.SecretRef); got != "sk-u4" {
+		t.Errorf("after read_write again the secret holds %q", got)
+	}
+	if c := cs[newOff.ID]; c == nil || c.Status != events.StatusSkipped {
+		t.Errorf("right after store_virtual_keys false: %+v, want skipped", c)
+	}
+	if le, _, err := b.ledgerGet("team-on", "key-u"); err != nil || (le != nil && le.Claim != nil) {
+		t.Errorf("right after store_virtual_keys false, a claim stands: %+v (%v)", le, err)
 	}
 }

@@ -89,43 +89,64 @@ func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md 
 	}
 	defer unlock()
 
-	// The team's settings and the ledger claim are independent: look the
-	// settings up while claiming, to save a round trip of latency.
+	// The team's settings say whether the event writes at all. One its
+	// team does not store, or may not write, takes no claim (no ledger
+	// write): the ledger is only read, to tell a duplicate or a superseded
+	// event from one to skip or reject. When the settings are not known
+	// without a round trip, they are looked up while the key is claimed
+	// (or only read), as the team's last known settings say.
+	st, known := w.teams.CurrentIfKnown(ev.TeamID, receivedAt)
 	type teamResult struct {
 		st  TeamState
 		err error
 	}
-	tc := make(chan teamResult, 1)
-	tctx, cancelTeams := context.WithCancel(ctx)
-	defer cancelTeams()
-	go func() {
-		var st TeamState
-		err := w.infraDo(tctx, func(ctx context.Context) (err error) {
-			st, err = w.teams.Current(ctx, ev.TeamID, receivedAt)
-			return err
-		})
-		tc <- teamResult{st, err}
-	}()
-
-	v, done := w.claim(ctx, md, kw, conf)
+	var tc chan teamResult
+	if !known {
+		tc = make(chan teamResult, 1)
+		tctx, cancelTeams := context.WithCancel(ctx)
+		defer cancelTeams()
+		go func() {
+			var st TeamState
+			err := w.infraDo(tctx, func(ctx context.Context) (err error) {
+				st, err = w.teams.Current(ctx, ev.TeamID, receivedAt)
+				return err
+			})
+			tc <- teamResult{st, err}
+		}()
+		st = w.teams.Cached(ev.TeamID)
+	}
+	res := w.d.Settings.Resolve(st.Settings)
+	claimed := writes(res)
+	v, done := w.claim(ctx, md, kw, conf, claimed)
 	if done {
 		// Duplicate, superseded or handed back: the settings are not needed.
 		return v
 	}
-	tr := <-tc
-	if tr.err != nil {
-		return w.releaseFor(kw, waitVerdict(conf, 0, tr.err))
+	if !known {
+		tr := <-tc
+		if tr.err != nil {
+			return w.releaseFor(kw, waitVerdict(conf, 0, tr.err))
+		}
+		st, res = tr.st, w.d.Settings.Resolve(tr.st.Settings)
 	}
-	kw.team = tr.st.Settings
-	kw.res = w.d.Settings.Resolve(tr.st.Settings)
-	conf.Provider = kw.res.Backend
+	kw.team, kw.res = st.Settings, res
 	if !kw.res.StoreVirtualKeys {
+		conf.Provider = kw.res.Backend
 		conf.Status, conf.Reason = events.StatusSkipped, "store_virtual_keys is false for this team"
 		return w.releaseFor(kw, verdict{conf: conf})
 	}
 	if !kw.res.CanWrite() {
+		conf.Provider = kw.res.Backend
 		return w.releaseFor(kw, w.rejected(msg, md, conf, fmt.Sprintf("access_mode %s forbids writes", kw.res.AccessMode), false))
 	}
+	if !claimed && kw.entry == nil {
+		// The team's last known settings did not write; its current ones
+		// do (they just changed): claim the key now.
+		if v, done := w.claim(ctx, md, kw, conf, true); done {
+			return v
+		}
+	}
+	conf.Provider = kw.res.Backend
 
 	kw.guard = w.guard(kw.lane, kw.res)
 	releaseSlot, err := kw.guard.acquire(ctx, backendSlotWait)
@@ -158,6 +179,9 @@ func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md 
 	return v
 }
 
+// writes reports whether settings r let a key event write.
+func writes(r settings.Resolved) bool { return r.StoreVirtualKeys && r.CanWrite() }
+
 // releaseFor releases kw's claim (keeping v's failure record in the entry)
 // before v ends the delivery. When the release fails, the delivery is
 // handed back instead, its budget untouched: a message is acknowledged or
@@ -185,7 +209,14 @@ func (w *Worker) releaseFor(kw *keyWork, v verdict) verdict {
 // Waiting for another worker's claim happens in place only briefly; then
 // the event is handed back until the claim is released or its lease runs
 // out, so a dead worker's claims never hold this worker's slots.
-func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWork, conf *events.Confirmation) (v verdict, done bool) {
+//
+// write false decides the same for an event that will not write (its team
+// does not store keys, or may not write them) without taking the key:
+// the decision is taken on a fresh read instead of a compare-and-set, and
+// nothing is written, unless the key still holds this very message's
+// claim from an earlier delivery, which is taken over so that it can be
+// released.
+func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWork, conf *events.Confirmation, write bool) (v verdict, done bool) {
 	lkey := LedgerKey(kw.ev.TeamID, kw.ev.KeyID)
 	var e *LedgerEntry
 	var rev uint64
@@ -288,6 +319,18 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 				fresh = true
 				continue
 			}
+		}
+		if !write && (e == nil || e.Claim == nil || !ownClaim(e.Claim, kw.ev.ID, failKeyOf(md))) {
+			if !fresh {
+				// A cached entry can make the event look newer than it
+				// is; without a compare-and-set to catch that, read.
+				if err := get(); err != nil {
+					return waitVerdict(conf, 0, err), true
+				}
+				fresh = true
+				continue
+			}
+			return verdict{}, false
 		}
 		next := LedgerEntry{}
 		if e != nil {

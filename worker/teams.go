@@ -203,6 +203,26 @@ func (t *Teams) Current(ctx context.Context, team string, receivedAt time.Time) 
 	return st, err
 }
 
+// CurrentIfKnown is Current without I/O: the state it would return when a
+// lookup of the team's last settings message that started after
+// receivedAt has already ended, and this process's state has applied that
+// message. ok is false when Current would have to ask the server.
+func (t *Teams) CurrentIfKnown(team string, receivedAt time.Time) (st TeamState, ok bool) {
+	t.lmu.Lock()
+	var l *lookup
+	if tl := t.lookups[team]; tl != nil {
+		l = tl.last
+	}
+	t.lmu.Unlock()
+	if l == nil || !l.start.After(receivedAt) {
+		return TeamState{}, false
+	}
+	if st = t.Cached(team); l.seq != 0 && st.AppliedSeq < l.seq {
+		return TeamState{}, false
+	}
+	return st, true
+}
+
 // ApplyThrough applies, in stream order, every settings message of team the
 // bucket has not considered yet up to seq, then ev found at seq (nil: the
 // message there was invalid). AppliedSeq therefore always means "every
