@@ -12,6 +12,10 @@
 //
 //	INSERT INTO keyrelay.keyrelay_outbox (payload) VALUES ($1::jsonb)
 //
+// optionally with the transaction's W3C trace context in the columns
+// traceparent and tracestate (migration 2), which the relay's span for the
+// row continues.
+//
 // Go gateways call Enqueue with their pgx transaction.
 //
 // # Guarantees

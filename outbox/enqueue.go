@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -40,7 +41,11 @@ func applyOptions(opts []Option) (options, error) {
 }
 
 // Enqueue validates ev and inserts it into the outbox within tx. The event
-// is published when (and only if) tx commits. An empty generation is
+// is published when (and only if) tx commits. When ctx holds a valid span
+// context, the row records it (traceparent, tracestate: schema migration
+// 2, so run `keyrelay outbox migrate` before deploying a gateway built
+// with this version), and the relay's span for the row continues that
+// trace. An empty generation is
 // filled in by the relay from the row's sequence, except for events whose
 // value is sealed (ErrGenerationRequired): take one from NextGeneration
 // before sealing those.
@@ -56,7 +61,17 @@ func Enqueue(ctx context.Context, tx Execer, ev *events.Event, opts ...Option) e
 	if err != nil {
 		return fmt.Errorf("outbox enqueue %s: %w", ev.ID, err)
 	}
-	if _, err := tx.Exec(ctx, "INSERT INTO "+namesFor(o.schema).table+" (payload) VALUES ($1::jsonb)", string(b)); err != nil {
+	table := namesFor(o.schema).table
+	if tp, ts := traceContextOf(ctx); tp != "" {
+		// The relay's span for the row continues ctx's trace (migration 2).
+		_, err = tx.Exec(ctx, "INSERT INTO "+table+" (payload, traceparent, tracestate) VALUES ($1::jsonb, $2, NULLIF($3, ''))", string(b), tp, ts)
+	} else {
+		_, err = tx.Exec(ctx, "INSERT INTO "+table+" (payload) VALUES ($1::jsonb)", string(b))
+	}
+	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == pgUndefinedColumn {
+		return fmt.Errorf("outbox enqueue %s: the outbox schema predates its trace-context columns (migration 2): run `keyrelay outbox migrate`: %w", ev.ID, err)
+	}
+	if err != nil {
 		return fmt.Errorf("outbox enqueue %s: %w", ev.ID, err)
 	}
 	return nil
@@ -92,3 +107,7 @@ func needsGeneration(ev *events.Event) error {
 	}
 	return nil
 }
+
+// pgUndefinedColumn is PostgreSQL's SQLSTATE for a column that does not
+// exist.
+const pgUndefinedColumn = "42703"

@@ -26,11 +26,17 @@ type item struct {
 	typ         events.Type
 	team, keyID string
 	span        trace.Span
+	// traceparent and tracestate are the inserting transaction's trace
+	// context, as the row stored it (untrusted; empty when absent).
+	traceparent, tracestate string
 }
 
-// startSpan opens the row's root span and carries it in its message.
+// startSpan opens the row's span, a child of the trace context the row
+// stored when it holds a valid one and a root otherwise, and carries it in
+// its message.
 func (r *Relay) startSpan(it *item) {
-	_, it.span = r.tracer.Start(context.Background(), tracing.SpanOutboxRelay, trace.WithSpanKind(trace.SpanKindProducer))
+	parent := remoteParent(context.Background(), it.traceparent, it.tracestate)
+	_, it.span = r.tracer.Start(parent, tracing.SpanOutboxRelay, trace.WithSpanKind(trace.SpanKindProducer))
 	if it.span.IsRecording() {
 		it.span.SetAttributes(tracing.MessagingSystem.String("nats"), tracing.OutboxSeq.Int64(it.seq), tracing.EventID.String(it.id),
 			tracing.EventType.String(string(it.typ)), tracing.TeamID.String(it.team), tracing.KeyID.String(it.keyID))

@@ -57,6 +57,9 @@ type Relay struct {
 	cursorOK   bool
 	cursorTxid string
 	cursorSeq  int64
+	// traceCols says the table has the rows' trace-context columns
+	// (migration 2), read once per session.
+	traceCols bool
 	// member says the session holds its membership lock; natsDownSince is
 	// when the NATS connection was first seen down (zero: up).
 	member        bool
@@ -76,11 +79,13 @@ func WithTracerProvider(tp trace.TracerProvider) RelayOption {
 // NewRelay checks cfg and prepares a relay; it does not connect yet. reg
 // may be nil (no metrics).
 //
-// Each row published opens a root span ("keyrelay.outbox.relay": the
-// outbox table has no column for the inserting transaction's trace
-// context) that ends with its PubAck, and carries it in the message's
-// traceparent header, so the worker's span continues that trace. A row
-// published again after a failure gets a new span (and trace).
+// Each row published opens a span ("keyrelay.outbox.relay") that ends with
+// its PubAck, and carries it in the message's traceparent header, so the
+// worker's span continues that trace. Its parent is the inserting
+// transaction's trace context when the row stored a valid one (columns
+// traceparent and tracestate, migration 2; Enqueue fills them); otherwise
+// it is a root, and a row published again after a failure gets a new
+// trace.
 func NewRelay(cfg Config, pub Publisher, log *zap.Logger, reg prometheus.Registerer, opts ...RelayOption) (*Relay, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err

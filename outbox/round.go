@@ -30,7 +30,11 @@ func (r *Relay) round(ctx context.Context, log *zap.Logger) (res roundResult, er
 	}
 	// The output column must not be called txid: ORDER BY txid would sort
 	// by its text.
-	q := `SELECT seq, txid::text AS txid_text, payload::text FROM ` + r.n.table + ` AS t
+	cols := `seq, txid::text AS txid_text, payload::text`
+	if r.traceCols {
+		cols += `, coalesce(traceparent, ''), coalesce(tracestate, '')`
+	}
+	q := `SELECT ` + cols + ` FROM ` + r.n.table + ` AS t
 		WHERE state = 'pending' AND part = ANY($1::int[]) AND txid < pg_snapshot_xmin(pg_current_snapshot())`
 	args := []any{r.owned, r.cfg.BatchSize}
 	if r.cursorOK {
@@ -48,10 +52,15 @@ func (r *Relay) round(ctx context.Context, log *zap.Logger) (res roundResult, er
 		lastTxid   string
 		lastSeq    int64
 		payloadBuf string
+		tp, ts     string
 	)
 	for rows.Next() {
 		n++
-		if err := rows.Scan(&lastSeq, &lastTxid, &payloadBuf); err != nil {
+		dest := []any{&lastSeq, &lastTxid, &payloadBuf}
+		if r.traceCols {
+			dest = append(dest, &tp, &ts)
+		}
+		if err := rows.Scan(dest...); err != nil {
 			rows.Close()
 			return res, fmt.Errorf("read: %w", err)
 		}
@@ -60,6 +69,7 @@ func (r *Relay) round(ctx context.Context, log *zap.Logger) (res roundResult, er
 			job.failedSeqs, job.failedReasons = append(job.failedSeqs, lastSeq), append(job.failedReasons, perr.Reason)
 			continue
 		}
+		it.traceparent, it.tracestate = tp, ts
 		items = append(items, it)
 	}
 	rows.Close()

@@ -42,6 +42,14 @@ func (r *Relay) session(ctx context.Context, pgBackoff *backoff.ExponentialBackO
 		_ = conn.Close(c)
 		cancel()
 	}()
+	// Migration 2 adds the rows' trace context. A schema not migrated yet
+	// is still relayed, each row under a new trace, until a session after
+	// the migration.
+	if err := conn.QueryRow(ctx, `SELECT count(*) = 2 FROM pg_attribute
+		WHERE attrelid = $1::regclass AND attname IN ('traceparent', 'tracestate') AND NOT attisdropped`,
+		r.n.table).Scan(&r.traceCols); err != nil {
+		return fmt.Errorf("read the outbox columns: %w", err)
+	}
 	id := rand.Int32N(1 << 30)
 	r.member, r.natsDownSince = false, time.Time{}
 	if _, err := conn.Exec(ctx, "LISTEN "+r.n.channel); err != nil {

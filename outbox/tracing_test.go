@@ -26,10 +26,12 @@ import (
 )
 
 // TestTraceOutboxToConfirmation: one trace per outbox row, from the
-// relay's span (a root: the outbox table has no column for the gateway's
-// trace context) through the worker's delivery span and its provider call
-// to the traceparent of the event's confirmation. The value sealed in the
-// row appears in no span.
+// relay's span through the worker's delivery span and its provider call to
+// the traceparent of the event's confirmation. The relay's span continues
+// the trace of the transaction that enqueued the row when the row stored
+// it (Enqueue under a span), and is a root otherwise, also when the stored
+// trace context is garbage or oversized (the row is published all the
+// same). The value sealed in the row appears in no span.
 func TestTraceOutboxToConfirmation(t *testing.T) {
 	const sentinel = "SENTINEL-0b5e93-outbox-do-not-trace"
 	db := migratedDB(t)
@@ -88,25 +90,50 @@ func TestTraceOutboxToConfirmation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := outbox.Enqueue(ctx, tx, created); err != nil {
+	// Enqueued by a gateway that traces: the row records its span.
+	gwCtx, gwSpan := tp.Tracer("gateway").Start(ctx, "gateway.create_key")
+	if err := outbox.Enqueue(gwCtx, tx, created); err != nil {
 		t.Fatal(err)
 	}
+	gwSpan.End()
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
 	deleted := &events.Event{SpecVersion: events.SpecVersion, ID: "del-" + created.ID, Type: events.KeyDeleted, Time: time.Now().UTC(),
 		TeamID: "team-a", KeyID: "key-2"}
 	enqueue(t, conn, deleted)
+	// Rows whose stored trace context is not one (garbage; a valid
+	// traceparent made oversized): ignored, and the rows published. A
+	// valid traceparent with an oversized tracestate keeps its parent.
+	remote := "00-" + strings.Repeat("a", 32) + "-" + strings.Repeat("b", 16) + "-01"
+	var hostile []*events.Event
+	for i, tc := range [][2]string{
+		{"not-a-traceparent", "x=y"},
+		{remote + strings.Repeat("-00", 200), ""},
+		{remote, strings.Repeat("k=v,", 200)},
+	} {
+		ev := &events.Event{SpecVersion: events.SpecVersion, ID: fmt.Sprintf("bad-trace-%d-%s", i, created.ID), Type: events.KeyDeleted,
+			Time: time.Now().UTC(), TeamID: "team-a", KeyID: fmt.Sprintf("key-%d", 3+i)}
+		b, err := ev.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(ctx, "INSERT INTO "+outbox.DefaultSchema+".keyrelay_outbox (payload, traceparent, tracestate) VALUES ($1::jsonb, $2, $3)",
+			string(b), tc[0], tc[1]); err != nil {
+			t.Fatal(err)
+		}
+		hostile = append(hostile, ev)
+	}
 
-	// Both confirmed.
+	// All confirmed.
 	confs := map[string]*events.Confirmation{}
 	headers := map[string]trace.SpanContext{}
-	eventually(t, 30*time.Second, "two confirmations", func() bool {
+	eventually(t, 30*time.Second, "five confirmations", func() bool {
 		s, err := js.Stream(ctx, worker.ConfirmationsStream)
 		if err != nil {
 			return false
 		}
-		for seq := uint64(1); seq <= 2; seq++ {
+		for seq := uint64(1); seq <= 5; seq++ {
 			m, err := s.GetMsg(ctx, seq)
 			if err != nil {
 				return false
@@ -150,10 +177,21 @@ func TestTraceOutboxToConfirmation(t *testing.T) {
 	for _, c := range []struct {
 		ev *events.Event
 		op string
-	}{{created, "put"}, {deleted, "delete"}} {
+	}{{created, "put"}, {deleted, "delete"}, {hostile[0], "delete"}, {hostile[1], "delete"}, {hostile[2], "delete"}} {
 		relay := find(tracing.SpanOutboxRelay, trace.SpanID{}, tracing.EventID, c.ev.ID)
-		if relay.Parent().IsValid() || relay.SpanKind() != trace.SpanKindProducer {
-			t.Errorf("%s: relay span has parent %v, kind %s; want a root producer span", c.ev.Type, relay.Parent().SpanID(), relay.SpanKind())
+		if relay.SpanKind() != trace.SpanKindProducer {
+			t.Errorf("%s: relay span kind %s, want producer", c.ev.ID, relay.SpanKind())
+		}
+		if c.ev == created {
+			if p := relay.Parent(); p.SpanID() != gwSpan.SpanContext().SpanID() || p.TraceID() != gwSpan.SpanContext().TraceID() || !p.IsRemote() {
+				t.Errorf("%s: relay span's parent %v, want the enqueuing transaction's span %v", c.ev.ID, p, gwSpan.SpanContext())
+			}
+		} else if c.ev == hostile[2] {
+			if p := relay.Parent(); p.SpanID().String() != strings.Repeat("b", 16) || !p.IsRemote() || p.TraceState().Len() != 0 {
+				t.Errorf("%s: relay span's parent %v, want the stored traceparent without its oversized tracestate", c.ev.ID, p)
+			}
+		} else if relay.Parent().IsValid() {
+			t.Errorf("%s: relay span has parent %v; want a root (no valid trace context stored)", c.ev.ID, relay.Parent().SpanID())
 		}
 		tid := relay.SpanContext().TraceID()
 		traces[tid] = true
@@ -176,13 +214,66 @@ func TestTraceOutboxToConfirmation(t *testing.T) {
 			t.Errorf("%s: confirmation traceparent %s/%s, want %s/%s", c.ev.Type, h.TraceID(), h.SpanID(), tid, ev.SpanContext().SpanID())
 		}
 	}
-	if len(traces) != 2 {
-		t.Errorf("%d traces for two rows, want one each", len(traces))
+	if len(traces) != 5 {
+		t.Errorf("%d traces for five rows, want one each", len(traces))
 	}
 	for _, s := range rec.Ended() {
 		all := s.Name() + s.Status().Description + fmt.Sprint(s.Attributes()) + fmt.Sprint(s.Events()) + fmt.Sprint(s.Links())
 		if strings.Contains(all, sentinel) {
 			t.Errorf("sentinel value found in span %s", s.Name())
 		}
+	}
+}
+
+// TestRelayBeforeTraceMigration: a relay on a schema that predates the
+// trace-context columns (migration 2 not run yet) still publishes every
+// row; Enqueue under a span there fails with an error that names the fix,
+// and works once the migration has run.
+func TestRelayBeforeTraceMigration(t *testing.T) {
+	db := migratedDB(t)
+	conn := connect(t, dsnFor(db))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := conn.Exec(ctx, `ALTER TABLE `+outbox.DefaultSchema+`.keyrelay_outbox DROP COLUMN traceparent, DROP COLUMN tracestate;
+		DELETE FROM `+outbox.DefaultSchema+`.keyrelay_schema_migrations WHERE version = 2`); err != nil {
+		t.Fatal(err)
+	}
+	_, js := startNATS(t)
+	startRelay(t, testConfig(dsnFor(db)), js, nil)
+
+	first := updated("team-m", "key-m", 1, 0)
+	enqueue(t, conn, first)
+	eventually(t, 20*time.Second, "the row published", func() bool { return count(t, conn, "state = 'sent'") == 1 })
+
+	tp := sdktrace.NewTracerProvider()
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+	spanCtx, span := tp.Tracer("gateway").Start(ctx, "gateway.update_key")
+	defer span.End()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = outbox.Enqueue(spanCtx, tx, updated("team-m", "key-m", 2, 1))
+	_ = tx.Rollback(ctx)
+	if err == nil || !strings.Contains(err.Error(), "keyrelay outbox migrate") {
+		t.Fatalf("Enqueue under a span before migration 2: %v, want an error naming `keyrelay outbox migrate`", err)
+	}
+
+	if applied, err := outbox.Migrate(ctx, conn, outbox.DefaultSchema); err != nil || len(applied) != 1 || applied[0] != 2 {
+		t.Fatalf("migrate: applied %v, %v; want [2]", applied, err)
+	}
+	tx, err = conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := outbox.Enqueue(spanCtx, tx, updated("team-m", "key-m", 3, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "both rows published", func() bool { return count(t, conn, "state = 'sent'") == 2 })
+	if got := readStream(t, js); len(got) != 2 || got[0].ev.ID != first.ID {
+		t.Fatalf("stream holds %d events", len(got))
 	}
 }
