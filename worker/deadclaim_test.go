@@ -281,9 +281,15 @@ func TestFailedReleaseHandsTheEventBack(t *testing.T) {
 // (store_virtual_keys false) or may not write (read_only) is confirmed
 // skipped or rejected without a ledger write; the ledger is only read, so
 // an older event of such a team is still confirmed superseded, not
-// rejected.
+// rejected. On one server and on a 3-node cluster, where the read is the
+// leader's.
 func TestUnwritableEventsTakeNoClaim(t *testing.T) {
-	b := setup(t, setupOptions{})
+	t.Run("single", func(t *testing.T) { unwritableEventsTakeNoClaim(t, false) })
+	t.Run("cluster", func(t *testing.T) { unwritableEventsTakeNoClaim(t, true) })
+}
+
+func unwritableEventsTakeNoClaim(t *testing.T, cluster bool) {
+	b := setup(t, setupOptions{cluster: cluster})
 	b.startWorker(nil)
 	e2 := b.keyEvent(events.KeyCreated, "team-ro", "key-u", 2, "sk-u2")
 	b.publish(e2)

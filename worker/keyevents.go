@@ -226,7 +226,11 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 		e, rev = &ce, c.rev
 	}
 	wait, waited := 10*time.Millisecond, time.Duration(0)
+	// settled: e was read from the bucket's leader (write false), not
+	// from the cache or a replica.
+	settled := false
 	get := func() (err error) {
+		settled = false
 		return w.infraDo(ctx, func(ctx context.Context) error {
 			e, rev, err = w.ledger.Get(ctx, kw.ev.TeamID, kw.ev.KeyID)
 			return err
@@ -321,13 +325,18 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 			}
 		}
 		if !write && (e == nil || e.Claim == nil || !ownClaim(e.Claim, kw.ev.ID, failKeyOf(md))) {
-			if !fresh {
-				// A cached entry can make the event look newer than it
-				// is; without a compare-and-set to catch that, read.
-				if err := get(); err != nil {
+			if !settled {
+				// A cached entry, or a replica's, can make the event
+				// look newer than it is; without a compare-and-set to
+				// catch that, decide on the leader's.
+				err := w.infraDo(ctx, func(ctx context.Context) (err error) {
+					e, rev, err = w.ledger.GetFromLeader(ctx, kw.ev.TeamID, kw.ev.KeyID)
+					return err
+				})
+				if err != nil {
 					return waitVerdict(conf, 0, err), true
 				}
-				fresh = true
+				fresh, settled = true, true
 				continue
 			}
 			return verdict{}, false

@@ -190,6 +190,64 @@ func (l *Ledger) Get(ctx context.Context, team, key string) (*LedgerEntry, uint6
 	return &le, e.Revision(), nil
 }
 
+// GetFromLeader is Get answered by the bucket's stream leader. Get is a
+// direct get, which on a cluster any replica answers, one that may lag the
+// key's last write by a moment; a decision taken on a read alone, without
+// a compare-and-set to catch a stale entry, reads here. Without a
+// connection (NewLedger without nc) it is Get.
+func (l *Ledger) GetFromLeader(ctx context.Context, team, key string) (*LedgerEntry, uint64, error) {
+	if l.nc == nil {
+		return l.Get(ctx, team, key)
+	}
+	lkey := LedgerKey(team, key)
+	req, err := json.Marshal(struct {
+		LastBySubject string `json:"last_by_subj"`
+	}{"$KV." + LedgerBucket + "." + lkey})
+	if err != nil {
+		return nil, 0, err
+	}
+	m, err := l.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+LedgerBucket, req)
+	if err != nil {
+		return nil, 0, fmt.Errorf("ledger get: %w", err)
+	}
+	var resp struct {
+		Error *struct {
+			Code        int    `json:"code"`
+			Description string `json:"description"`
+		} `json:"error"`
+		Message *struct {
+			Seq    uint64 `json:"seq"`
+			Header []byte `json:"hdrs"`
+			Data   []byte `json:"data"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(m.Data, &resp); err != nil {
+		return nil, 0, fmt.Errorf("ledger get: unreadable reply: %w", err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.Code == 404:
+		return nil, 0, nil
+	case resp.Error != nil:
+		return nil, 0, fmt.Errorf("ledger get: %s (%d)", resp.Error.Description, resp.Error.Code)
+	case resp.Message == nil:
+		return nil, 0, errors.New("ledger get: reply without a message")
+	}
+	if len(resp.Message.Header) > 0 {
+		h, err := nats.DecodeHeadersMsg(resp.Message.Header)
+		if err != nil {
+			return nil, 0, fmt.Errorf("ledger get: message headers: %w", err)
+		}
+		if op := h.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+			return nil, 0, nil
+		}
+	}
+	var le LedgerEntry
+	if err := json.Unmarshal(resp.Message.Data, &le); err != nil {
+		return nil, 0, fmt.Errorf("ledger entry %s is corrupt: %w", lkey, err)
+	}
+	return &le, resp.Message.Seq, nil
+}
+
 // ErrLedgerConflict means another worker changed the entry since it was read.
 var ErrLedgerConflict = errors.New("ledger entry changed concurrently")
 
