@@ -41,14 +41,15 @@ func applyOptions(opts []Option) (options, error) {
 }
 
 // Enqueue validates ev and inserts it into the outbox within tx. The event
-// is published when (and only if) tx commits. When ctx holds a valid span
-// context, the row records it (traceparent, tracestate: schema migration
-// 2, so run `keyrelay outbox migrate` before deploying a gateway built
-// with this version), and the relay's span for the row continues that
-// trace. An empty generation is
+// is published when (and only if) tx commits. An empty generation is
 // filled in by the relay from the row's sequence, except for events whose
 // value is sealed (ErrGenerationRequired): take one from NextGeneration
 // before sealing those.
+//
+// When ctx holds a valid span context, the row records it (traceparent,
+// tracestate: schema migration 2, so run `keyrelay outbox migrate` before
+// deploying a gateway built with this version), and the relay's span for
+// the row continues that trace.
 func Enqueue(ctx context.Context, tx Execer, ev *events.Event, opts ...Option) error {
 	o, err := applyOptions(opts)
 	if err != nil {
