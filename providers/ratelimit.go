@@ -53,12 +53,32 @@ func WindowRate(limit int, window time.Duration) (perSecond float64) {
 	return max((float64(limit)-burst)/w, burst-1)
 }
 
+// callShare is the part of the time a call has left that a token wait
+// leaves for the call itself: a wait may use at most 1 − 1/callShare of it.
+// A token that comes just before the deadline is no use: the call after it
+// would run out of time and fail as a deadline error, which spends a retry
+// attempt, where a client-side throttle (ErrOwnLimit) does not.
+const callShare = 4
+
+// TokenInTime reports whether a wait of d for a rate-limit token leaves a
+// call under ctx its share of the time to ctx's deadline (always, without
+// one). Every client-side limiter, local or cluster-wide, decides with it.
+func TokenInTime(ctx context.Context, d time.Duration) bool {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return true
+	}
+	left := time.Until(dl)
+	return d <= left-left/callShare
+}
+
 // WaitTokens takes one token from each limiter, waiting for the slowest.
-// When ctx's deadline comes before the tokens, it takes none and returns
-// at once an error wrapping ErrThrottled together with the wait needed, so
+// When the wait would not leave the call a quarter of the time to ctx's
+// deadline (callShare), it takes none and returns at once an error
+// wrapping ErrThrottled and ErrOwnLimit together with the wait needed, so
 // a provider can fail with a Throttled *Error whose RetryAfter is that
-// wait, instead of holding a worker until the deadline. A context ended
-// while waiting returns its error.
+// wait, instead of holding a worker until a call that cannot finish. A
+// context ended while waiting returns its error.
 //
 // A ctx marked PriorityBulk (WithPriority) takes only what interactive
 // calls leave (waitBulk): it never books a future token, so interactive
@@ -82,9 +102,9 @@ func WaitTokens(ctx context.Context, lims ...*rate.Limiter) (time.Duration, erro
 	if d == 0 {
 		return 0, nil
 	}
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+	if !TokenInTime(ctx, d) {
 		cancel()
-		return d, fmt.Errorf("%w: client-side rate limit needs %v, more than the call has left (%w)", ErrThrottled, d.Round(time.Millisecond), ErrOwnLimit)
+		return d, fmt.Errorf("%w: client-side rate limit needs %v, more than the call can spare before its deadline (%w)", ErrThrottled, d.Round(time.Millisecond), ErrOwnLimit)
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -108,8 +128,9 @@ const bulkSpare = 1
 // slowest would and looks again, holding no reservation meanwhile. While
 // interactive calls keep a limiter busy, their reservations take each new
 // token first and bulk calls wait; with none, bulk calls get the whole
-// rate (less the spare token, once). Like WaitTokens, a wait longer than
-// ctx's deadline allows returns at once with ErrThrottled and that wait.
+// rate (less the spare token, once). Like WaitTokens, a wait that would not
+// leave the call its share of the time to ctx's deadline returns at once
+// with ErrThrottled and that wait.
 func waitBulk(ctx context.Context, lims []*rate.Limiter) (time.Duration, error) {
 	var t *time.Timer
 	defer func() {
@@ -158,8 +179,8 @@ func waitBulk(ctx context.Context, lims []*rate.Limiter) (time.Duration, error) 
 			}
 			d = time.Millisecond
 		}
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
-			return d, fmt.Errorf("%w: client-side rate limit needs %v for a bulk call, more than the call has left (%w)", ErrThrottled, d.Round(time.Millisecond), ErrOwnLimit)
+		if !TokenInTime(ctx, d) {
+			return d, fmt.Errorf("%w: client-side rate limit needs %v for a bulk call, more than the call can spare before its deadline (%w)", ErrThrottled, d.Round(time.Millisecond), ErrOwnLimit)
 		}
 		if t == nil {
 			t = time.NewTimer(d)

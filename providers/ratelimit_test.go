@@ -24,6 +24,16 @@ func TestWaitTokens(t *testing.T) {
 	if !errors.Is(err, ErrThrottled) || d < 500*time.Millisecond || time.Since(start) >= 100*time.Millisecond {
 		t.Fatalf("got %v %v after %v; want ErrThrottled with the wait, at once", d, err, time.Since(start))
 	}
+	// A token that would come with too little time left for the call
+	// (a second's wait, 1.2 s left) is not waited for either: the call
+	// would fail on its deadline and spend a retry attempt.
+	ctx1, cancel1 := context.WithTimeout(context.Background(), 1200*time.Millisecond)
+	defer cancel1()
+	start = time.Now()
+	d, err = WaitTokens(ctx1, l)
+	if !errors.Is(err, ErrThrottled) || !errors.Is(err, ErrOwnLimit) || d < 500*time.Millisecond || time.Since(start) >= 500*time.Millisecond {
+		t.Fatalf("got %v %v after %v; want ErrThrottled with the wait, at once, leaving the call no time", d, err, time.Since(start))
+	}
 	// Nothing was taken: with a long deadline the token comes after the wait.
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel2()

@@ -212,9 +212,9 @@ func (m *Manager) waitInteractive(ctx context.Context, name string, perSecond fl
 				release()
 			}
 		}
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+		if !providers.TokenInTime(ctx, d) {
 			end(reserved, false, true)
-			return d, fmt.Errorf("%w: cluster-wide quota %q needs %v, more than the call has left (%w)", providers.ErrThrottled, name, d.Round(time.Millisecond), providers.ErrOwnLimit)
+			return d, fmt.Errorf("%w: cluster-wide quota %q needs %v, more than the call can spare before its deadline (%w)", providers.ErrThrottled, name, d.Round(time.Millisecond), providers.ErrOwnLimit)
 		}
 		if reserved {
 			t := time.NewTimer(d)
@@ -309,10 +309,10 @@ func (m *Manager) waitBulk(ctx context.Context, name string, perSecond float64) 
 		if !(q.lim.rate > 0) {
 			est = q.eta(now, &m.cfg) // no share yet
 		}
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < est {
+		if !providers.TokenInTime(ctx, est) {
 			leave()
 			m.mu.Unlock()
-			return est, fmt.Errorf("%w: cluster-wide quota %q needs %v for a bulk call (after this member's interactive calls and their reserve of %v tokens), more than the call has left (%w)",
+			return est, fmt.Errorf("%w: cluster-wide quota %q needs %v for a bulk call (after this member's interactive calls and their reserve of %v tokens), more than the call can spare before its deadline (%w)",
 				providers.ErrThrottled, name, est.Round(time.Millisecond), keep, providers.ErrOwnLimit)
 		}
 		if w == nil {

@@ -24,7 +24,7 @@ type ownLimited struct {
 func (o ownLimited) Put(ctx context.Context, r providers.PutRequest) (providers.PutResult, error) {
 	if o.left.Add(-1) >= 0 {
 		e := providers.NewError("local", "put", r.Name, providers.Throttled,
-			fmt.Errorf("%w: cluster-wide quota needs 1s, more than the call has left (%w)", providers.ErrThrottled, providers.ErrOwnLimit))
+			fmt.Errorf("%w: cluster-wide quota needs 1s, more than the call can spare before its deadline (%w)", providers.ErrThrottled, providers.ErrOwnLimit))
 		e.RetryAfter = 5 * time.Millisecond
 		return providers.PutResult{}, e
 	}
