@@ -49,6 +49,11 @@ type record struct {
 	// Demand is the rate the member wants (tokens per second); Limit when
 	// its callers have to wait.
 	Demand float64 `json:"demand"`
+	// Bulk is the part of Demand only the member's bulk calls want: the
+	// members serve every interactive part first (allocateTiered). A
+	// record without it (a member of an earlier version) is all
+	// interactive, as before priorities crossed members.
+	Bulk float64 `json:"bulk,omitempty"`
 	// Seen is the bucket sequence up to which the member has applied what
 	// it watched: every share it had to lower because of those entries is
 	// lowered. Others raise their share only once every member has seen

@@ -134,9 +134,10 @@
 //
 // # Deadlines
 //
-// Wait mirrors providers.WaitTokens: when ctx's deadline comes before the
-// token (or, while the member has no share yet, before its estimated
-// arrival), it takes none and returns at once the wait needed with an
+// Wait mirrors providers.WaitTokens: when the token (or, while the member
+// has no share yet, its estimated arrival) would not leave the call a
+// quarter of the time to ctx's deadline (providers.TokenInTime), it takes
+// none and returns at once the wait needed with an
 // error wrapping providers.ErrThrottled, so a provider can fail with a
 // Throttled error whose RetryAfter is that wait. A context ended while
 // waiting returns its error and gives the reserved token back. Bulk calls
@@ -183,14 +184,23 @@
 // Bulk calls that wait count as waiting in the demand (see Members and
 // records): a member whose job waits announces the whole limit, so the job
 // gets the member's full share of the cluster when the gateway is idle.
-// Priorities do not cross members: a job on one member and the gateway's
-// calls on another share the quota by the max-min allocation only.
+// Priorities cross members too. A member's record also announces the part
+// of its demand only its bulk calls want (Bulk: the demand worked out from
+// the bulk calls' own counts, less that of its interactive calls), and the
+// allocation serves the interactive parts first, max-min fairly over the
+// whole limit, then the bulk parts from what is left, then spreads the
+// rest evenly. So a job on one member and the gateway's calls on another
+// do not split the quota: the job gets what the gateway's calls leave
+// (at least its member's minimum interactive demand). A quota joined is
+// counted as wanted by interactive calls until its first demand window is
+// measured. A record without Bulk (an earlier version) is all interactive.
 //
 // Deadlines: a bulk call's wait is the time, at the current share, until
 // the bucket holds the reserve plus a token for each interactive call
 // sleeping without a reservation, each bulk call queued ahead and itself
-// (reservations already made are counted by the bucket). When ctx's
-// deadline comes first, Wait returns that wait at once with
+// (reservations already made are counted by the bucket). When that wait
+// would not leave the call a quarter of the time to ctx's deadline, Wait
+// returns it at once with
 // providers.ErrThrottled, taking nothing and leaving the queue, so the
 // caller retries later. The estimate is made again whenever the call
 // wakes (its turn, the bucket's level, a share change); interactive calls

@@ -287,6 +287,7 @@ func (m *Manager) waitBulk(ctx context.Context, name string, perSecond float64) 
 			if d, took = q.lim.takeAbove(now, keep); took {
 				if first {
 					q.calls++
+					q.bcalls++
 				}
 				q.taken++
 				leave()
@@ -300,6 +301,8 @@ func (m *Manager) waitBulk(ctx context.Context, name string, perSecond float64) 
 			first = false
 			q.calls++
 			q.waited++
+			q.bcalls++
+			q.bwaited++
 		}
 		// The wait this call is told: until the bucket holds, beyond the
 		// reserve, a token for each interactive call sleeping without a
@@ -360,7 +363,12 @@ func (m *Manager) join(name string, perSecond float64, now time.Time) *quota {
 	q := m.quotas[name]
 	if q == nil {
 		q = newQuota(name, m.member, perSecond, now)
-		q.demand = q.limit(m.cfg.Margin) // until measured
+		// Until measured, the member wants the whole limit, for
+		// interactive calls: a bulk job waits one demand window before its
+		// demand is told apart (it then only gets what interactive demand
+		// leaves), while the gateway's first calls are never held back.
+		q.demand = q.limit(m.cfg.Margin)
+		q.idemand = q.demand
 		m.quotas[name] = q
 		m.byTok[q.tok] = q
 		if m.stale {
@@ -389,8 +397,9 @@ type Stats struct {
 	// Members is the number of live members in this member's view, itself
 	// included once its first heartbeat came back.
 	Members int
-	// Demand is the demand this member announces.
-	Demand float64
+	// Demand is the demand this member announces, and Bulk the part of
+	// it only bulk calls want.
+	Demand, Bulk float64
 	// Taken counts the tokens Wait gave.
 	Taken uint64
 	// Stale is set while the member's view is stale (NATS unreachable or
@@ -411,7 +420,7 @@ func (m *Manager) Stats() []Stats {
 			}
 		}
 		out = append(out, Stats{Name: q.name, Limit: limit, Share: q.share, Members: len(m.view[q.tok]),
-			Demand: q.demand, Taken: q.taken, Stale: q.stale})
+			Demand: q.demand, Bulk: q.bulkDemand(), Taken: q.taken, Stale: q.stale})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -527,7 +536,7 @@ func (m *Manager) beat(ctx context.Context, regular bool) {
 			q.rollDemand(&m.cfg)
 		}
 		val, err := json.Marshal(record{Quota: q.name, Member: m.cfg.Member, Limit: q.limit(m.cfg.Margin),
-			Demand: q.demand, Seen: m.applied, Share: q.share})
+			Demand: q.demand, Bulk: q.bulkDemand(), Seen: m.applied, Share: q.share})
 		if err != nil {
 			continue
 		}
@@ -674,14 +683,15 @@ func (m *Manager) allocFor(q *quota) (float64, []string) {
 	}
 	limit := math.Inf(1)
 	demand := make([]float64, len(toks))
+	bulk := make([]float64, len(toks))
 	for i, t := range toks {
 		r := peers[t].rec
 		if r.Limit > 0 && r.Limit < limit {
 			limit = r.Limit
 		}
-		demand[i] = r.Demand
+		demand[i], bulk[i] = r.Demand, r.Bulk
 	}
-	return allocate(limit, demand)[mine], others
+	return allocateTiered(limit, demand, bulk)[mine], others
 }
 
 // viewChanged records this member's allocation after the view changed at
@@ -879,7 +889,7 @@ func (m *Manager) applyEntry(key string, del bool, val []byte, rev uint64, now t
 			peers = map[string]*peer{}
 			view[qtok] = peers
 		}
-		relevant = old == nil || old.rec.Demand != r.Demand || old.rec.Limit != r.Limit
+		relevant = old == nil || old.rec.Demand != r.Demand || old.rec.Bulk != r.Bulk || old.rec.Limit != r.Limit
 		peers[mtok] = &peer{rec: r, rev: rev}
 	}
 	if building {

@@ -334,6 +334,75 @@ func TestAllocate(t *testing.T) {
 	}
 }
 
+func TestAllocateTiered(t *testing.T) {
+	tests := map[string]struct {
+		limit        float64
+		demand, bulk []float64
+		want         []float64
+	}{
+		"no bulk is allocate":          {47.5, []float64{6, 47.5, 47.5}, nil, []float64{6, 20.75, 20.75}},
+		"no bulk, all met":             {30, []float64{5, 10}, []float64{0, 0}, []float64{12.5, 17.5}},
+		"interactive before bulk":      {19, []float64{19, 19}, []float64{17.96, 0}, []float64{1.04, 17.96}},
+		"bulk gets what is left":       {19, []float64{19, 1.04}, []float64{17.96, 0}, []float64{17.96, 1.04}},
+		"two bulk jobs split the rest": {40, []float64{40, 40, 10}, []float64{38, 38, 0}, []float64{15, 15, 10}},
+		"both tiers met, rest even":    {40, []float64{10, 6}, []float64{8, 0}, []float64{22, 18}},
+		"bulk over demand is demand":   {20, []float64{5, 20}, []float64{50, 0}, []float64{0, 20}},
+		"bad inputs":                   {30, []float64{math.NaN(), 10, math.Inf(1)}, []float64{1, math.NaN(), math.Inf(1)}, []float64{0, 10, 20}},
+		"none":                         {47.5, nil, nil, []float64{}},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			got := allocateTiered(tt.limit, tt.demand, tt.bulk)
+			if len(got) != len(tt.want) {
+				t.Fatalf("allocateTiered = %v, want %v", got, tt.want)
+			}
+			sum := 0.0
+			for i := range got {
+				if math.Abs(got[i]-tt.want[i]) > 1e-9 {
+					t.Fatalf("allocateTiered = %v, want %v", got, tt.want)
+				}
+				sum += got[i]
+			}
+			if len(got) > 0 && math.Abs(sum-tt.limit) > 1e-9*tt.limit {
+				t.Errorf("shares sum to %v, want the limit %v", sum, tt.limit)
+			}
+		})
+	}
+}
+
+// TestDemandSplit: the bulk part of the announced demand.
+func TestDemandSplit(t *testing.T) {
+	cfg := Config{}
+	cfg.setDefaults()
+	lim := 19.0
+	tests := map[string]struct {
+		calls, waited, bcalls, bwaited int // over one heartbeat period
+		waiting, urgent                int // blocked now
+		demand, bulk                   float64
+	}{
+		// MinDemand (1/s) rounded up to the limit's 128th.
+		"idle":                        {0, 0, 0, 0, 0, 0, 1.0390625, 0},
+		"interactive waiting":         {40, 10, 0, 0, 1, 1, lim, 0},
+		"bulk waiting only":           {40, 10, 40, 10, 3, 0, lim, lim - 1.0390625},
+		"bulk waits, interactive too": {40, 10, 30, 5, 3, 1, lim, 0},
+		// One interactive call in the 0.5 s period: 2/s × 1.2, rounded up
+		// to the limit's 128th (2.5234375).
+		"light interactive, bulk": {20, 5, 19, 5, 2, 0, lim, lim - 2.5234375},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			q := newQuota("q", "m", lim/cfg.Margin, time.Now())
+			q.periods = make([]period, 1)
+			q.calls, q.waited, q.bcalls, q.bwaited = tt.calls, tt.waited, tt.bcalls, tt.bwaited
+			q.waiting, q.urgent = tt.waiting, tt.urgent
+			q.rollDemand(&cfg)
+			if math.Abs(q.demand-tt.demand) > 1e-9 || math.Abs(q.bulkDemand()-tt.bulk) > 1e-9 {
+				t.Errorf("demand %v, bulk %v; want %v, %v", q.demand, q.bulkDemand(), tt.demand, tt.bulk)
+			}
+		})
+	}
+}
+
 func TestToken(t *testing.T) {
 	names := []string{
 		"aws_secret_manager/123456789012/us-east-1/write", "google_secret_manager/my-project/write",

@@ -245,6 +245,72 @@ func TestCluster(t *testing.T) {
 	t.Run("ThreeMembersShareOneQuota", func(t *testing.T) { testShare(t, c.URLs(), cfg) })
 	t.Run("KilledMemberShareReturns", func(t *testing.T) { testKill(t, c.URLs(), cfg) })
 	t.Run("UnevenDemand", func(t *testing.T) { testUneven(t, c.URLs(), cfg) })
+	t.Run("BulkYieldsAcrossMembers", func(t *testing.T) { testBulkAcross(t, c.URLs(), cfg) })
+}
+
+// testBulkAcross: priorities between members. Member 0 floods a 20/s
+// quota (19/s shared) with bulk calls only, member 1 (on another node)
+// with interactive calls only; then member 1 stops.
+//
+// Asserted: while both flood, member 1 takes >= 0.8 × (19 − 1.04)/s, the
+// limit less member 0's minimum interactive demand (1/s on the limit's
+// 128th grid): its interactive demand goes before member 0's bulk demand
+// (with no priority across members each would get 9.5/s); member 0 takes
+// at most 3/s. Once member 1 is idle, member 0's bulk calls take >= 0.8 ×
+// 17/s (all but member 1's idle allocation). Every take of both conforms
+// to a 20/s bucket with burst 20; no Wait fails.
+func testBulkAcross(t *testing.T, urls []string, cfg Config) {
+	const name = "aws_secret_manager/222222222222/eu-west-1/write"
+	ms := members(t, 2, urls, cfg)
+	tk := newTakes(2)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ictx, stopInteractive := context.WithCancel(ctx)
+	defer stopInteractive()
+	bulk := flood(ctx, ms[0].m, name, true, 0, 16, tk)
+	inter := flood(ictx, ms[1].m, name, false, 1, 4, tk)
+	took := waitFor(t, 15*time.Second, "the interactive member ahead", func() bool {
+		s0, s1 := stats(ms[0].m, name), stats(ms[1].m, name)
+		return s0.Members == 2 && s1.Members == 2 && s0.Bulk > 0 && s1.Share > 15
+	})
+	s0, s1 := stats(ms[0].m, name), stats(ms[1].m, name)
+	t.Logf("settled %v after start: bulk member share %.2f (demand %.2f, bulk %.2f), interactive member share %.2f (demand %.2f, bulk %.2f)",
+		took.Round(time.Millisecond), s0.Share, s0.Demand, s0.Bulk, s1.Share, s1.Demand, s1.Bulk)
+	start := time.Now()
+	time.Sleep(4 * time.Second)
+	end := time.Now()
+	sec := end.Sub(start).Seconds()
+	bulkRate, interRate := float64(tk.count(start, end, 0))/sec, float64(tk.count(start, end, 1))/sec
+	t.Logf("both flooding, 4 s: interactive member %.2f/s, bulk member %.2f/s", interRate, bulkRate)
+	if interRate < 0.8*(19-1.04) {
+		t.Errorf("the interactive member took %.2f/s next to another member's bulk job, want >= %.2f", interRate, 0.8*(19-1.04))
+	}
+	if bulkRate > 3 {
+		t.Errorf("the bulk member took %.2f/s while another member's interactive calls waited, want <= 3", bulkRate)
+	}
+
+	stopInteractive()
+	inter.Wait()
+	took = waitFor(t, 15*time.Second, "the bulk member has the quota", func() bool {
+		return stats(ms[0].m, name).Share > 16
+	})
+	t.Logf("bulk member's share %.2f, %v after the interactive member stopped", stats(ms[0].m, name).Share, took.Round(time.Millisecond))
+	start = time.Now()
+	time.Sleep(3 * time.Second)
+	end = time.Now()
+	cancel()
+	bulk.Wait()
+	bulkRate = float64(tk.count(start, end, 0)) / end.Sub(start).Seconds()
+	t.Logf("interactive member idle, 3 s: bulk member %.2f/s", bulkRate)
+	if bulkRate < 0.8*17 {
+		t.Errorf("the bulk member took %.2f/s with the other member idle, want >= %.2f", bulkRate, 0.8*17)
+	}
+	if b := minBurst(tk.all(), prioRate); b > prioRate {
+		t.Errorf("the takes need a burst of %.1f at 20/s, more than 20", b)
+	}
+	if e := tk.err.Load(); e > 0 {
+		t.Errorf("%d Wait errors", e)
+	}
 }
 
 // testShare: three members with demand join one after the other (the

@@ -28,13 +28,15 @@ type quota struct {
 
 	// Demand accounting: calls and calls that had to wait, per heartbeat
 	// period, over the last demandWindow.
-	calls, waited int
-	periods       []period
-	nperiods      int
-	demand        float64 // announced
-	waiting       int     // Waits blocked now, bulk ones included
-	lastUsed      time.Time
-	taken         uint64
+	calls, waited   int
+	bcalls, bwaited int // of them, bulk calls
+	periods         []period
+	nperiods        int
+	demand          float64 // announced
+	idemand         float64 // of it, the interactive calls' (see bulkDemand)
+	waiting         int     // Waits blocked now, bulk ones included
+	lastUsed        time.Time
+	taken           uint64
 
 	// Priorities (see the package doc): urgent counts the interactive
 	// Waits blocked now (with a reservation or sleeping), unreserved those
@@ -86,7 +88,9 @@ func (q *quota) dequeue(w *bulkWaiter) {
 	}
 }
 
-type period struct{ calls, waited int }
+// period counts one heartbeat period's calls and those that had to wait,
+// all of them and the bulk ones.
+type period struct{ calls, waited, bcalls, bwaited int }
 
 // demandWindow is how far back a member's demand is measured.
 const demandWindow = 2 * time.Second
@@ -180,32 +184,54 @@ func (q *quota) notify() {
 // headroom, at least minDemand, rounded up to a 128th of the limit. It
 // rises at once and falls only below 0.7 of what was announced, so that
 // small changes do not make every member recompute.
+//
+// The interactive calls' own demand is worked out the same way from
+// their own counts, and what the total wants beyond it is announced as
+// the bulk part (bulkDemand): the part the other members' interactive
+// demand goes before (allocateTiered).
 func (q *quota) rollDemand(cfg *Config) {
 	if q.periods == nil {
 		q.periods = make([]period, max(1, int(demandWindow/cfg.Heartbeat)))
 	}
-	q.periods[q.nperiods%len(q.periods)] = period{q.calls, q.waited}
+	q.periods[q.nperiods%len(q.periods)] = period{q.calls, q.waited, q.bcalls, q.bwaited}
 	q.nperiods++
-	q.calls, q.waited = 0, 0
+	q.calls, q.waited, q.bcalls, q.bwaited = 0, 0, 0, 0
 	n := min(q.nperiods, len(q.periods))
-	var calls, waited int
+	var sum period
 	for _, p := range q.periods[:n] {
-		calls += p.calls
-		waited += p.waited
+		sum.calls += p.calls
+		sum.waited += p.waited
+		sum.bcalls += p.bcalls
+		sum.bwaited += p.bwaited
 	}
 	lim := q.limit(cfg.Margin)
-	want := lim
-	if q.waiting == 0 && !(waited > 0 && waited*20 >= calls) {
-		rate := float64(calls) / (float64(n) * cfg.Heartbeat.Seconds())
-		want = max(cfg.MinDemand, rate*cfg.Headroom)
-		if grid := lim / 128; grid > 0 {
-			want = math.Ceil(want/grid) * grid
-		}
-		want = min(want, lim)
-	}
+	span := float64(n) * cfg.Heartbeat.Seconds()
+	want := demandOf(cfg, lim, span, sum.calls, sum.waited, q.waiting)
 	if want > q.demand || want < 0.7*q.demand {
 		q.demand = want
 	}
+	iwant := demandOf(cfg, lim, span, sum.calls-sum.bcalls, sum.waited-sum.bwaited, q.urgent)
+	if iwant > q.idemand || iwant < 0.7*q.idemand {
+		q.idemand = iwant
+	}
+}
+
+// demandOf is the demand of calls over span seconds, waited of which had
+// to wait, with waiting blocked now (see rollDemand).
+func demandOf(cfg *Config, lim, span float64, calls, waited, waiting int) float64 {
+	if waiting > 0 || (waited > 0 && waited*20 >= calls) {
+		return lim
+	}
+	want := max(cfg.MinDemand, float64(calls)/span*cfg.Headroom)
+	if grid := lim / 128; grid > 0 {
+		want = math.Ceil(want/grid) * grid
+	}
+	return min(want, lim)
+}
+
+// bulkDemand is the part of the announced demand only bulk calls want.
+func (q *quota) bulkDemand() float64 {
+	return max(0, q.demand-q.idemand)
 }
 
 // eta estimates how long until a member without a share gets one.

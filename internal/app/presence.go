@@ -280,8 +280,8 @@ func registerProcessMetrics(reg prometheus.Registerer, version string, quotas *l
 // "aws_secret_manager/123456789012/us-east-1/write"). Nothing is exported
 // before the quota manager runs.
 type quotaCollector struct {
-	q                                           *lateQuotas
-	limit, share, demand, members, taken, stale *prometheus.Desc
+	q                                                 *lateQuotas
+	limit, share, demand, bulk, members, taken, stale *prometheus.Desc
 }
 
 func newQuotaCollector(q *lateQuotas) *quotaCollector {
@@ -290,8 +290,9 @@ func newQuotaCollector(q *lateQuotas) *quotaCollector {
 	}
 	return &quotaCollector{q: q,
 		limit:   d("keyrelay_quota_limit_per_second", "A cluster-wide provider quota's rate shared by every member (perSecond × keyrelay.quotas.margin, the lowest any member announces)."),
-		share:   d("keyrelay_quota_share_per_second", "The rate of a quota this process may take now (its max-min fair share of the limit)."),
+		share:   d("keyrelay_quota_share_per_second", "The rate of a quota this process may take now (its share of the limit: interactive demand first, max-min fairly, then bulk)."),
 		demand:  d("keyrelay_quota_demand_per_second", "The demand this process announces for a quota (the limit while its callers wait, else 1.2 × its measured rate)."),
+		bulk:    d("keyrelay_quota_bulk_demand_per_second", "The part of this process's demand for a quota only its bulk calls want: every member's interactive demand is served before it."),
 		members: d("keyrelay_quota_members", "Live processes sharing a quota, as this process sees them."),
 		taken:   d("keyrelay_quota_tokens_taken_total", "Tokens this process took from a quota (provider calls let through)."),
 		stale:   d("keyrelay_quota_stale", "1 while this process's view of a quota is stale (NATS unreachable or slow) and it takes the conservative share."),
@@ -299,7 +300,7 @@ func newQuotaCollector(q *lateQuotas) *quotaCollector {
 }
 
 func (c *quotaCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.limit, c.share, c.demand, c.members, c.taken, c.stale} {
+	for _, d := range []*prometheus.Desc{c.limit, c.share, c.demand, c.bulk, c.members, c.taken, c.stale} {
 		ch <- d
 	}
 }
@@ -318,6 +319,7 @@ func (c *quotaCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, s.Limit, s.Name)
 		ch <- prometheus.MustNewConstMetric(c.share, prometheus.GaugeValue, s.Share, s.Name)
 		ch <- prometheus.MustNewConstMetric(c.demand, prometheus.GaugeValue, s.Demand, s.Name)
+		ch <- prometheus.MustNewConstMetric(c.bulk, prometheus.GaugeValue, s.Bulk, s.Name)
 		ch <- prometheus.MustNewConstMetric(c.members, prometheus.GaugeValue, float64(s.Members), s.Name)
 		ch <- prometheus.MustNewConstMetric(c.taken, prometheus.CounterValue, float64(s.Taken), s.Name)
 		ch <- prometheus.MustNewConstMetric(c.stale, prometheus.GaugeValue, stale, s.Name)
