@@ -1,7 +1,10 @@
 package worker_test
 
 import (
+	"context"
 	"errors"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,7 +20,10 @@ import (
 // started after. Without a grace period the previous version is kept by
 // default, and retired when the team's retire_previous_after says so.
 func TestGracePeriodRetiresThePreviousVersion(t *testing.T) {
-	b := setup(t, setupOptions{})
+	rec := &priorityLog{}
+	b := setup(t, setupOptions{wrap: map[string]func(providers.Provider) providers.Provider{
+		"local": func(p providers.Provider) providers.Provider { return &priorityRecorder{Provider: p, log: rec} },
+	}})
 	_, stop := b.startWorker(nil)
 	ref := name("team-a", "k1")
 	rotate := func(key string, gen uint64, value string, grace int64) *events.Event {
@@ -105,6 +111,15 @@ func TestGracePeriodRetiresThePreviousVersion(t *testing.T) {
 	if info.State.Msgs != 0 || info.State.LastSeq != 2 {
 		t.Fatalf("retirement stream: %d left, %d scheduled; want 0 and 2", info.State.Msgs, info.State.LastSeq)
 	}
+	// The gateway's writes ran as interactive calls, the retirements as
+	// bulk ones: they take only the provider quota the gateway leaves.
+	puts, retires := rec.seen()
+	if len(puts) < 4 || slices.ContainsFunc(puts, func(p providers.Priority) bool { return p != providers.PriorityInteractive }) {
+		t.Errorf("the key events' writes ran at priorities %v, want all interactive", puts)
+	}
+	if len(retires) != 2 || slices.ContainsFunc(retires, func(p providers.Priority) bool { return p != providers.PriorityBulk }) {
+		t.Errorf("the retirements ran at priorities %v, want 2, bulk", retires)
+	}
 }
 
 // versionOf finds the version of ref holding value.
@@ -129,4 +144,46 @@ func (b *bundle) ledgerGet(team, key string) (*worker.LedgerEntry, uint64, error
 		return nil, 0, err
 	}
 	return worker.NewLedger(kv).Get(b.ctx, team, key)
+}
+
+// priorityLog holds the priorities of the calls a backend got, from
+// every instance of it.
+type priorityLog struct {
+	mu            sync.Mutex
+	puts, retires []providers.Priority
+}
+
+func (l *priorityLog) add(ctx context.Context, to *[]providers.Priority) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	*to = append(*to, providers.PriorityOf(ctx))
+}
+
+func (l *priorityLog) seen() (puts, retires []providers.Priority) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.puts), slices.Clone(l.retires)
+}
+
+// priorityRecorder records the priority of a backend's writes and
+// retirements in log.
+type priorityRecorder struct {
+	providers.Provider
+	log *priorityLog
+}
+
+func (p *priorityRecorder) Unwrap() providers.Provider { return p.Provider }
+
+func (p *priorityRecorder) Put(ctx context.Context, req providers.PutRequest) (providers.PutResult, error) {
+	p.log.add(ctx, &p.log.puts)
+	return p.Provider.Put(ctx, req)
+}
+
+func (p *priorityRecorder) Retire(ctx context.Context, req providers.RetireRequest) error {
+	p.log.add(ctx, &p.log.retires)
+	rt, ok := providers.AsRetirer(p.Provider)
+	if !ok {
+		return errors.New("the wrapped backend cannot retire")
+	}
+	return rt.Retire(ctx, req)
 }

@@ -149,7 +149,10 @@ func (w *Worker) retireOne(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Ack()
 		return
 	}
-	cctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
+	// A retirement is background work: it takes only the provider quota
+	// the gateway's own calls leave (a bulk rotation's grace periods end
+	// together), in this process and across a cluster-wide quota.
+	cctx, cancel := context.WithTimeout(providers.WithPriority(ctx, providers.PriorityBulk), w.cfg.CallTimeout)
 	err = rt.Retire(cctx, providers.RetireRequest{Name: r.SecretRef, Version: r.Version,
 		Owner: providers.Owner{TeamID: r.TeamID, KeyID: r.KeyID}, Adopt: w.cfg.AdoptUnowned})
 	cancel()
