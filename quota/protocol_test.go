@@ -316,21 +316,27 @@ func TestAllocate(t *testing.T) {
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			got := allocate(tt.limit, tt.demand)
-			if len(got) != len(tt.want) {
-				t.Fatalf("allocate = %v, want %v", got, tt.want)
-			}
-			sum := 0.0
-			for i := range got {
-				if math.Abs(got[i]-tt.want[i]) > 1e-9 {
-					t.Fatalf("allocate = %v, want %v", got, tt.want)
-				}
-				sum += got[i]
-			}
-			if sum > tt.limit*(1+1e-12) {
-				t.Errorf("shares sum to %v > limit %v", sum, tt.limit)
-			}
+			checkShares(t, "allocate", allocate(tt.limit, tt.demand), tt.want, tt.limit)
 		})
+	}
+}
+
+// checkShares fails unless got is want (to rounding) and the shares sum
+// to limit whenever there is a member.
+func checkShares(t *testing.T, what string, got, want []float64, limit float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s = %v, want %v", what, got, want)
+	}
+	sum := 0.0
+	for i := range got {
+		if math.Abs(got[i]-want[i]) > 1e-9 {
+			t.Fatalf("%s = %v, want %v", what, got, want)
+		}
+		sum += got[i]
+	}
+	if len(got) > 0 && math.Abs(sum-limit) > 1e-9*max(limit, 1) {
+		t.Errorf("%s: shares sum to %v, want the limit %v", what, sum, limit)
 	}
 }
 
@@ -352,20 +358,7 @@ func TestAllocateTiered(t *testing.T) {
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			got := allocateTiered(tt.limit, tt.demand, tt.bulk)
-			if len(got) != len(tt.want) {
-				t.Fatalf("allocateTiered = %v, want %v", got, tt.want)
-			}
-			sum := 0.0
-			for i := range got {
-				if math.Abs(got[i]-tt.want[i]) > 1e-9 {
-					t.Fatalf("allocateTiered = %v, want %v", got, tt.want)
-				}
-				sum += got[i]
-			}
-			if len(got) > 0 && math.Abs(sum-tt.limit) > 1e-9*tt.limit {
-				t.Errorf("shares sum to %v, want the limit %v", sum, tt.limit)
-			}
+			checkShares(t, "allocateTiered", allocateTiered(tt.limit, tt.demand, tt.bulk), tt.want, tt.limit)
 		})
 	}
 }
