@@ -105,10 +105,17 @@ func TestMigrateVaultToAWS(t *testing.T) {
 	start := time.Now()
 	out, stderr, code := cli("migrate", "--team", team, "--to", secretsmanager.Name, "--set-backend", "--concurrency", "16", "--json")
 	<-done
+	var rep recovery.MigrateReport
 	if code != 0 {
+		if json.Unmarshal([]byte(out), &rep) == nil {
+			for _, r := range rep.Rows {
+				if r.Action == recovery.ActionFailed {
+					t.Logf("failed: %+v", r)
+				}
+			}
+		}
 		t.Fatalf("migrate: exit %d\n%s\n%s", code, tail(out, 3000), tail(stderr, 2000))
 	}
-	var rep recovery.MigrateReport
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatal(err)
 	}

@@ -189,9 +189,9 @@
 // the bulk calls' own counts, less that of its interactive calls), and the
 // allocation serves the interactive parts first, max-min fairly over the
 // whole limit, then the bulk parts from what is left, then spreads the
-// rest evenly. So a job on one member and the gateway's calls on another
-// do not split the quota: the job gets what the gateway's calls leave
-// (at least its member's minimum interactive demand). A quota joined is
+// rest evenly. So a bulk job on one member and the gateway's calls on
+// another do not split the quota: the job gets what the gateway's calls
+// leave (at least its member's minimum interactive demand). A quota joined is
 // counted as wanted by interactive calls until its first demand window is
 // measured. A record without Bulk (an earlier version) is all interactive.
 //

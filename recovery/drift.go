@@ -386,8 +386,10 @@ func (s *session) get(ctx context.Context, p providers.Provider, backend, name s
 				return backoff.Permanent(err)
 			}
 		}
-		var err error
-		sec, err = p.Get(ctx, name, "")
+		err := ownLimitRetry(ctx, func() (err error) {
+			sec, err = p.Get(ctx, name, "")
+			return err
+		})
 		if err == nil || errors.Is(err, providers.ErrNotFound) || !providers.IsRetryable(err) {
 			return backoff.Permanent(err)
 		}
@@ -549,7 +551,12 @@ func sanitize(err error) string {
 // again under a recovery-specific idempotency key, so that a restore
 // really restores; a run repeated after that finds the key ok.
 func (s *session) put(ctx context.Context, p providers.Provider, backend string, req providers.PutRequest) (providers.PutResult, error) {
-	pr, err := p.Put(ctx, req)
+	var pr providers.PutResult
+	write := func() (err error) {
+		pr, err = p.Put(ctx, req)
+		return err
+	}
+	err := ownLimitRetry(ctx, write)
 	if err != nil || !pr.Duplicate {
 		return pr, err
 	}
@@ -563,9 +570,35 @@ func (s *session) put(ctx context.Context, p providers.Provider, backend string,
 		return pr, nil
 	}
 	req.IdempotencyKey = "recovery:" + req.IdempotencyKey
-	pr, err = p.Put(ctx, req)
+	err = ownLimitRetry(ctx, write)
 	if err == nil && pr.Duplicate {
 		return pr, errors.New("the backend reports the value already written by this event, but holds another value under the name")
 	}
 	return pr, err
+}
+
+// ownLimitRetry runs call again as long as it fails with a throttle of
+// keyrelay's own client-side limits (providers.ErrOwnLimit: a local rate
+// limit, or a cluster-wide quota this process has no share of yet),
+// sleeping the wait each throttle names first. Such a throttle is not the
+// backend failing: it spends none of the caller's attempts and fails no
+// row. It returns the throttle when ctx would end before the wait.
+func ownLimitRetry(ctx context.Context, call func() error) error {
+	for {
+		err := call()
+		if err == nil || !errors.Is(err, providers.ErrOwnLimit) {
+			return err
+		}
+		d := max(providers.RetryAfter(err), 10*time.Millisecond)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+			return err
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
 }

@@ -369,7 +369,9 @@ func (s *session) deleteSource(ctx context.Context, team, key string, src worker
 			return err
 		}
 	}
-	err = p.Delete(ctx, providers.DeleteRequest{Name: src.SecretRef, Owner: providers.Owner{TeamID: team, KeyID: key}})
+	err = ownLimitRetry(ctx, func() error {
+		return p.Delete(ctx, providers.DeleteRequest{Name: src.SecretRef, Owner: providers.Owner{TeamID: team, KeyID: key}})
+	})
 	if errors.Is(err, providers.ErrNotFound) {
 		return nil
 	}

@@ -437,7 +437,9 @@ func (s *session) toTarget(ctx context.Context, c target, ts *events.TeamSetting
 			row.Action = ActionPlanned
 			return row
 		}
-		if err := p.Delete(ctx, providers.DeleteRequest{Name: name, Owner: owner, Adopt: c.adopt}); err != nil && !errors.Is(err, providers.ErrNotFound) {
+		if err := ownLimitRetry(ctx, func() error {
+			return p.Delete(ctx, providers.DeleteRequest{Name: name, Owner: owner, Adopt: c.adopt})
+		}); err != nil && !errors.Is(err, providers.ErrNotFound) {
 			return failed("delete", err)
 		}
 		row.Action = ActionDeleted

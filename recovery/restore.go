@@ -306,7 +306,9 @@ func (r *restorer) apply(ctx context.Context, row Row, e *worker.LedgerEntry, de
 	}
 	owner := providers.Owner{TeamID: row.Team, KeyID: row.Key}
 	if e.Status == events.StatusDeleted {
-		err := p.Delete(ctx, providers.DeleteRequest{Name: e.SecretRef, Owner: owner, Adopt: r.c.Adopt})
+		err := ownLimitRetry(ctx, func() error {
+			return p.Delete(ctx, providers.DeleteRequest{Name: e.SecretRef, Owner: owner, Adopt: r.c.Adopt})
+		})
 		if err != nil && !errors.Is(err, providers.ErrNotFound) {
 			return "", "delete", err
 		}

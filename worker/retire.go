@@ -134,7 +134,12 @@ func (w *Worker) retireOne(ctx context.Context, msg jetstream.Msg) {
 	}
 	retry := func(err error) {
 		d := w.retry.redeliveryDelay(min(n, 8), providers.RetryAfter(err))
-		log.Warn("retirements: retrying", zap.Uint64("attempts", n), zap.Duration("in", d), zap.String("reason", sanitize(err)))
+		lvl := zap.WarnLevel
+		if errors.Is(err, providers.ErrOwnLimit) {
+			// Waiting behind the gateway's calls for the provider quota.
+			lvl = zap.DebugLevel
+		}
+		log.Log(lvl, "retirements: retrying", zap.Uint64("attempts", n), zap.Duration("in", d), zap.String("reason", sanitize(err)))
 		_ = msg.NakWithDelay(d)
 	}
 	res := w.d.Settings.ResolveBackend(w.teams.Cached(r.TeamID).Settings, r.Backend)

@@ -13,7 +13,6 @@ import (
 
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/internal/app"
-	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/recovery"
 	"github.com/keyrelay/keyrelay/settings"
 	"github.com/keyrelay/keyrelay/worker"
@@ -46,7 +45,7 @@ list, orphan (a keyrelay-owned secret of the team with no ledger entry).
 Exit status: 0 clean, 3 drift found, 1 on errors (a secret that could not be
 read, or no connection).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := recoveryContext(cmd.Context())
+			ctx := cmd.Context()
 			if err := checkScope(cfg.Teams, cfg.All); err != nil {
 				return err
 			}
@@ -139,14 +138,6 @@ type recoveryEnv struct {
 	// sealer seals new values (keyrelay rotate).
 	sealer events.Sealer
 	close  func()
-}
-
-// recoveryContext marks the provider calls of a recovery command (drift,
-// restore, migrate) as bulk: they share the providers' quotas with the
-// running workers, and the gateway's calls there go first, within a
-// process and across the members of a cluster-wide quota.
-func recoveryContext(ctx context.Context) context.Context {
-	return providers.WithPriority(ctx, providers.PriorityBulk)
 }
 
 // openRecovery connects to NATS and loads the recovery commands' deps.

@@ -45,7 +45,7 @@ A second run moves nothing. Keys that fail stay where they are and in use;
 run migrate again. Exit status: 0 when every key is in the target, 1 when a
 key failed.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := recoveryContext(cmd.Context())
+			ctx := cmd.Context()
 			if err := events.ValidateID("team_id", cfg.Team); err != nil {
 				return fmt.Errorf("--team: %w", err)
 			}

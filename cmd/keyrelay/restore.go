@@ -55,7 +55,7 @@ which range is gone and marks the rebuild incomplete.
 Exit status: 0 when everything was fixed or nothing was wrong, 1 when a row
 failed.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := recoveryContext(cmd.Context())
+			ctx := cmd.Context()
 			if cfg.Resume == "" {
 				if err := checkScope(cfg.Teams, cfg.All); err != nil {
 					return err

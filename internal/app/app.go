@@ -350,8 +350,7 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 			TeamSettings: func(team string) *events.TeamSettings { return w.Teams().Cached(team).Settings }, Logger: log},
 			*migrations, recovery.SweeperConfig{Every: mc.SweepEvery, Grace: mc.Grace, Concurrency: mc.Concurrency,
 				ClaimLease: c.Keyrelay.Worker.ClaimLease})
-		// Its provider calls are background work, like a bulk job's.
-		go func() { _ = sw.Run(providers.WithPriority(ctx, providers.PriorityBulk)) }()
+		go func() { _ = sw.Run(ctx) }()
 	}
 
 	var lk *lookupRuntime
