@@ -191,9 +191,10 @@
 // whole limit, then the bulk parts from what is left, then spreads the
 // rest evenly. So a bulk job on one member and the gateway's calls on
 // another do not split the quota: the job gets what the gateway's calls
-// leave (at least its member's minimum interactive demand). A quota joined is
-// counted as wanted by interactive calls until its first demand window is
-// measured. A record without Bulk (an earlier version) is all interactive.
+// leave (at least its member's minimum interactive demand). Until its
+// first demand window is measured, a quota is wanted whole by the priority
+// of the call that joined it. A record without Bulk (an earlier version) is
+// all interactive.
 //
 // Deadlines: a bulk call's wait is the time, at the current share, until
 // the bucket holds the reserve plus a token for each interactive call

@@ -162,7 +162,7 @@ func (m *Manager) waitInteractive(ctx context.Context, name string, perSecond fl
 			m.mu.Unlock()
 			return 0, ErrClosed
 		}
-		q := m.join(name, perSecond, now)
+		q := m.join(name, perSecond, now, false)
 		if held != q {
 			release()
 		}
@@ -271,7 +271,7 @@ func (m *Manager) waitBulk(ctx context.Context, name string, perSecond float64) 
 			m.mu.Unlock()
 			return 0, ErrClosed
 		}
-		cur := m.join(name, perSecond, now)
+		cur := m.join(name, perSecond, now, true)
 		if cur != q {
 			leave() // a quota with queued calls is never left: only the first pass
 			q = cur
@@ -358,17 +358,22 @@ func (m *Manager) waitBulk(ctx context.Context, name string, perSecond float64) 
 	}
 }
 
-// join returns the quota's state, joining it on first use.
-func (m *Manager) join(name string, perSecond float64, now time.Time) *quota {
+// join returns the quota's state, joining it on first use by a call of
+// the given priority.
+func (m *Manager) join(name string, perSecond float64, now time.Time, bulk bool) *quota {
 	q := m.quotas[name]
 	if q == nil {
 		q = newQuota(name, m.member, perSecond, now)
-		// Until measured, the member wants the whole limit, for
-		// interactive calls: a bulk job waits one demand window before its
-		// demand is told apart (it then only gets what interactive demand
-		// leaves), while the gateway's first calls are never held back.
+		// Until measured, the member wants the whole limit, for the
+		// priority of the call that joined: the gateway's first calls are
+		// never held back, and a process joining with a bulk job (one
+		// restarted mid-job) does not take the others' shares for a
+		// demand window as if it were interactive.
 		q.demand = q.limit(m.cfg.Margin)
 		q.idemand = q.demand
+		if bulk {
+			q.idemand = demandOf(&m.cfg, q.demand, 1, 0, 0, 0)
+		}
 		m.quotas[name] = q
 		m.byTok[q.tok] = q
 		if m.stale {

@@ -246,6 +246,7 @@ func TestCluster(t *testing.T) {
 	t.Run("KilledMemberShareReturns", func(t *testing.T) { testKill(t, c.URLs(), cfg) })
 	t.Run("UnevenDemand", func(t *testing.T) { testUneven(t, c.URLs(), cfg) })
 	t.Run("BulkYieldsAcrossMembers", func(t *testing.T) { testBulkAcross(t, c.URLs(), cfg) })
+	t.Run("BulkJoinerYields", func(t *testing.T) { testBulkJoin(t, c.URLs(), cfg) })
 }
 
 // testBulkAcross: priorities between members. Member 0 floods a 20/s
@@ -307,6 +308,58 @@ func testBulkAcross(t *testing.T, urls []string, cfg Config) {
 	}
 	if b := minBurst(tk.all(), prioRate); b > prioRate {
 		t.Errorf("the takes need a burst of %.1f at 20/s, more than 20", b)
+	}
+	if e := tk.err.Load(); e > 0 {
+		t.Errorf("%d Wait errors", e)
+	}
+}
+
+// testBulkJoin: a member joining a quota with a bulk job (a process
+// restarted in the middle of `keyrelay rotate`) does not take a busy
+// member's interactive share for its first demand window. Member 1 floods
+// a 20/s quota (19/s shared) with interactive calls alone; then member 0
+// joins with bulk calls.
+//
+// Asserted: from member 0's first announcement on, it announces the
+// limit as bulk demand (all but its minimum interactive demand), and
+// member 1's share never drops below 0.8 × (19 − 1.04)/s. Counted as
+// interactive until measured, the joiner would halve member 1's share
+// (9.5/s each) until its first demand window.
+func testBulkJoin(t *testing.T, urls []string, cfg Config) {
+	const name = "aws_secret_manager/333333333333/eu-west-1/write"
+	ms := members(t, 2, urls, cfg)
+	tk := newTakes(2)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	inter := flood(ctx, ms[1].m, name, false, 1, 4, tk)
+	waitFor(t, 15*time.Second, "the interactive member alone has the quota", func() bool {
+		return stats(ms[1].m, name).Share > 17
+	})
+	bulk := flood(ctx, ms[0].m, name, true, 0, 16, tk)
+	minShare, joinBulk := math.Inf(1), -1.0
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		s0, s1 := stats(ms[0].m, name), stats(ms[1].m, name)
+		if joinBulk < 0 && s0.Limit > 0 {
+			joinBulk = s0.Bulk
+		}
+		if s1.Members == 2 {
+			minShare = min(minShare, s1.Share)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	bulk.Wait()
+	inter.Wait()
+	t.Logf("bulk demand announced on joining %.2f; the interactive member's lowest share after the join %.2f", joinBulk, minShare)
+	if joinBulk < 19-1.04-1e-6 {
+		t.Errorf("a member joining with a bulk call announced %.2f/s of bulk demand, want %.2f (the limit less its minimum interactive demand)", joinBulk, 19-1.04)
+	}
+	if math.IsInf(minShare, 1) {
+		t.Fatal("the interactive member never saw the bulk member")
+	}
+	if minShare < 0.8*(19-1.04) {
+		t.Errorf("the interactive member's share fell to %.2f/s when a member joined with a bulk job, want >= %.2f", minShare, 0.8*(19-1.04))
 	}
 	if e := tk.err.Load(); e > 0 {
 		t.Errorf("%d Wait errors", e)
