@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/keyrelay/keyrelay/internal/ctxtime"
 )
 
 // NewLimiter returns a token bucket refilled at perSecond with a burst of
@@ -106,15 +108,11 @@ func WaitTokens(ctx context.Context, lims ...*rate.Limiter) (time.Duration, erro
 		cancel()
 		return d, fmt.Errorf("%w: client-side rate limit needs %v, more than the call can spare before its deadline (%w)", ErrThrottled, d.Round(time.Millisecond), ErrOwnLimit)
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return 0, nil
-	case <-ctx.Done():
+	if err := ctxtime.Sleep(ctx, d); err != nil {
 		cancel()
-		return 0, ctx.Err()
+		return 0, err
 	}
+	return 0, nil
 }
 
 // bulkSpare is how many tokens a bulk call leaves in a bucket that holds

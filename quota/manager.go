@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/keyrelay/keyrelay/internal/ctxtime"
 	"github.com/keyrelay/keyrelay/providers"
 )
 
@@ -217,16 +218,12 @@ func (m *Manager) waitInteractive(ctx context.Context, name string, perSecond fl
 			return d, fmt.Errorf("%w: cluster-wide quota %q needs %v, more than the call can spare before its deadline (%w)", providers.ErrThrottled, name, d.Round(time.Millisecond), providers.ErrOwnLimit)
 		}
 		if reserved {
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-				end(false, true, true)
-				return 0, nil
-			case <-ctx.Done():
-				t.Stop()
+			if err := ctxtime.Sleep(ctx, d); err != nil {
 				end(true, false, true)
-				return 0, ctx.Err()
+				return 0, err
 			}
+			end(false, true, true)
+			return 0, nil
 		}
 		// No token within the horizon: sleep until one may be, or until the
 		// share changes, and try again.

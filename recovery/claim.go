@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/keyrelay/keyrelay/internal/ctxtime"
 	"github.com/keyrelay/keyrelay/worker"
 )
 
@@ -57,12 +58,8 @@ func (c *claimer) runAt(ctx context.Context, team, key string, seen *worker.Ledg
 			if attempt >= 3 {
 				return ActionSkipped, "claimed by " + e.Claim.Worker, nil
 			}
-			t := time.NewTimer(min(time.Until(e.Claim.Until)+10*time.Millisecond, c.lease))
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return "", "claim", ctx.Err()
-			case <-t.C:
+			if err := ctxtime.Sleep(ctx, min(time.Until(e.Claim.Until)+10*time.Millisecond, c.lease)); err != nil {
+				return "", "claim", err
 			}
 			continue
 		}

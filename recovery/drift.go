@@ -18,6 +18,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/ctxtime"
 	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/settings"
 	"github.com/keyrelay/keyrelay/worker"
@@ -394,12 +395,8 @@ func (s *session) get(ctx context.Context, p providers.Provider, backend, name s
 			return backoff.Permanent(err)
 		}
 		if hint := providers.RetryAfter(err); hint > 0 {
-			t := time.NewTimer(hint)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return backoff.Permanent(ctx.Err())
-			case <-t.C:
+			if err := ctxtime.Sleep(ctx, hint); err != nil {
+				return backoff.Permanent(err)
 			}
 		}
 		return err

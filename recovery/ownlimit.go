@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/keyrelay/keyrelay/internal/ctxtime"
 	"github.com/keyrelay/keyrelay/providers"
 )
 
@@ -24,12 +25,8 @@ func ownLimitRetry(ctx context.Context, call func() error) error {
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
 			return err
 		}
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if ctxtime.Sleep(ctx, d) != nil {
 			return err
-		case <-t.C:
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/ctxtime"
 	"github.com/keyrelay/keyrelay/providers"
 )
 
@@ -54,7 +55,7 @@ func New(w Wrapper, cfg Config) (*Sealer, error) {
 }
 
 func newSealer(w Wrapper, cfg Config, now func() time.Time) *Sealer {
-	s := &Sealer{w: w, cfg: cfg, now: now, sleep: sleepCtx}
+	s := &Sealer{w: w, cfg: cfg, now: now, sleep: ctxtime.Sleep}
 	if len(cfg.AllowedKeyIDs) > 0 {
 		s.allowed = make(map[string]bool, len(cfg.AllowedKeyIDs))
 		for _, id := range cfg.AllowedKeyIDs {
@@ -399,17 +400,6 @@ func (s *Sealer) ctxErr(op, kid string, err error) error {
 
 func (s *Sealer) newError(op, kid string, kind providers.Kind, msg error, causes ...error) error {
 	return providers.NewError(s.w.Name(), op, kid, kind, &sealError{msg: msg.Error(), causes: append([]error{msg}, causes...)})
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // openKey identifies an unwrapped data key: the same edk under another

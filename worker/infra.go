@@ -9,6 +9,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/keyrelay/keyrelay/internal/ctxtime"
 )
 
 // isInfraTransient reports whether err is keyrelay's own infrastructure
@@ -71,12 +73,8 @@ func (w *Worker) infraDo(ctx context.Context, fn func(context.Context) error) er
 		}
 		w.m.Retries.WithLabelValues("infra").Inc()
 		w.log.Debug("NATS unavailable; waiting in place", zap.Duration("wait", d), zap.Error(err))
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if ctxtime.Sleep(ctx, d) != nil {
 			return err
-		case <-t.C:
 		}
 		wait = min(wait*2, 2*time.Second)
 	}

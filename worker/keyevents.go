@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/ctxtime"
 	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/settings"
 )
@@ -308,12 +309,7 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 						return waitVerdict(conf, max(d, 10*time.Millisecond), fmt.Errorf("key claimed by worker %s until %s",
 							e.Claim.Worker, e.Claim.Until.Format(time.RFC3339Nano))), true
 					}
-					t := time.NewTimer(wait)
-					select {
-					case <-ctx.Done():
-						t.Stop()
-					case <-t.C:
-					}
+					_ = ctxtime.Sleep(ctx, wait) // an ended ctx fails the next read
 					waited += wait
 					wait = min(wait*2, 50*time.Millisecond)
 				}

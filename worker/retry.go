@@ -9,6 +9,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 
+	"github.com/keyrelay/keyrelay/internal/ctxtime"
 	"github.com/keyrelay/keyrelay/providers"
 )
 
@@ -48,12 +49,8 @@ func (p retryPolicy) do(ctx context.Context, deadline time.Time, fn func(context
 		if onRetry != nil {
 			onRetry(err, wait)
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if ctxtime.Sleep(ctx, wait) != nil {
 			return err
-		case <-t.C:
 		}
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/ctxtime"
 	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/providers/local"
 	"github.com/keyrelay/keyrelay/settings"
@@ -253,14 +254,7 @@ type Slow struct {
 }
 
 func (s *Slow) wait(ctx context.Context) error {
-	t := time.NewTimer(s.Latency)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return ctxtime.Sleep(ctx, s.Latency)
 }
 
 func (s *Slow) Put(ctx context.Context, req providers.PutRequest) (providers.PutResult, error) {

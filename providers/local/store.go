@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/keyrelay/keyrelay/internal/ctxtime"
 )
 
 // store keeps records. Errors wrapping ErrCorrupt mean a record cannot be
@@ -214,12 +216,8 @@ func (s *fileStore) lock(ctx context.Context, name string) (func(), error) {
 		if ok {
 			break
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return fail(ctx.Err())
+		if err := ctxtime.Sleep(ctx, wait); err != nil {
+			return fail(err)
 		}
 	}
 	return func() {

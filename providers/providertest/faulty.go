@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keyrelay/keyrelay/internal/ctxtime"
 	"github.com/keyrelay/keyrelay/providers"
 )
 
@@ -237,12 +238,8 @@ func (f *Faulty) before(ctx context.Context, op Op, name string) (plan, error) {
 		return p, nil
 	}
 	if p.delay > 0 {
-		t := time.NewTimer(p.delay)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return p, providers.NewError(p.provider, string(op), name, providers.Retryable, ctx.Err())
+		if err := ctxtime.Sleep(ctx, p.delay); err != nil {
+			return p, providers.NewError(p.provider, string(op), name, providers.Retryable, err)
 		}
 	}
 	switch {

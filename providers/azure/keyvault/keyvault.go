@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
+	"github.com/keyrelay/keyrelay/internal/ctxtime"
 	"github.com/keyrelay/keyrelay/providers"
 )
 
@@ -347,14 +348,10 @@ func (p *Provider) waitReadable(ctx context.Context, op, name, kvn string) error
 }
 
 func sleep(ctx context.Context, op, name string, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctxErr(op, name, ctx.Err())
+	if err := ctxtime.Sleep(ctx, d); err != nil {
+		return ctxErr(op, name, err)
 	}
+	return nil
 }
 
 // Get reads the current version, or version when not empty. A disabled

@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
+	"github.com/keyrelay/keyrelay/internal/ctxtime"
 	"github.com/keyrelay/keyrelay/providers"
 )
 
@@ -411,12 +412,8 @@ func (p *Provider) updateMeta(ctx context.Context, op, name string, sec *secretm
 			return sec, classify(ctx, op, name, "UpdateSecret", err)
 		}
 		// Etag mismatch: a concurrent writer changed the secret.
-		t := time.NewTimer(time.Duration(rand.Int64N(int64(10*time.Millisecond) << min(attempt, 4))))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return sec, ctxErr(op, name, ctx.Err())
-		case <-t.C:
+		if err := ctxtime.Sleep(ctx, time.Duration(rand.Int64N(int64(10*time.Millisecond)<<min(attempt, 4)))); err != nil {
+			return sec, ctxErr(op, name, err)
 		}
 		fresh, err := p.client.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: sec.GetName()})
 		if err != nil {

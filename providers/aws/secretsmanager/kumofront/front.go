@@ -21,6 +21,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	sm "github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/sivchari/kumo"
+
+	"github.com/keyrelay/keyrelay/internal/ctxtime"
 )
 
 // Test credentials and region the front's helpers use. kumo checks no
@@ -257,11 +259,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	f := s.record(action, id, r.Header.Get("Authorization"))
 	if f != nil && f.Delay > 0 {
-		t := time.NewTimer(f.Delay)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
+		if ctxtime.Sleep(r.Context(), f.Delay) != nil {
 			return
 		}
 	}
