@@ -114,6 +114,7 @@ bench: tools build
 	$(GO) run ./bench/pipeline -runs 3 -cluster 3
 	$(GO) run ./bench/natswrites -runs 2
 	$(GO) run ./bench/vault -runs 3
+	$(GO) run ./bench/vault -runs 3 -isolate-vault
 	$(GO) run ./bench/vault -runs 3 -cluster 3
 	$(GO) run ./bench/lookup -runs 3
 	$(GO) run ./bench/outbox -runs 5

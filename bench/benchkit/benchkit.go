@@ -210,8 +210,9 @@ func WriteHeapProfile(path string) {
 }
 
 // StartVault starts `vault server -dev` (root token "root") with a clean
-// environment on a free loopback port.
-func StartVault(bin, dir string) (addr string, stop func(), err error) {
+// environment on a free loopback port, bound to iso's backend CPU when
+// iso splits the CPUs.
+func StartVault(bin, dir string, iso Isolation) (addr string, stop func(), err error) {
 	port := FreePort(true)
 	addr = fmt.Sprintf("http://127.0.0.1:%d", port)
 	home := filepath.Join(dir, "vault-home")
@@ -222,8 +223,11 @@ func StartVault(bin, dir string) (addr string, stop func(), err error) {
 	if err != nil {
 		return "", nil, err
 	}
-	cmd := exec.Command(bin, "server", "-dev", "-dev-root-token-id=root", "-dev-no-store-token",
+	cmd, err := iso.Command(bin, "server", "-dev", "-dev-root-token-id=root", "-dev-no-store-token",
 		fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port))
+	if err != nil {
+		return "", nil, err
+	}
 	cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "TMPDIR=" + dir}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

@@ -65,7 +65,7 @@ func run(keys, conc, runs int, natsBin, vaultBin string) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	vaultAddr, stopVault, err := benchkit.StartVault(vaultBin, dir)
+	vaultAddr, stopVault, err := benchkit.StartVault(vaultBin, dir, benchkit.Isolation{})
 	if err != nil {
 		return err
 	}

@@ -146,7 +146,7 @@ func run(n, teams, conc, perValue, runs int, lkmsBin, vaultBin string) error {
 	if _, err := os.Stat(vaultBin); err != nil {
 		notes = append(notes, "vault_transit skipped: "+vaultBin+" is missing (make bin/vault)")
 	} else {
-		addr, stop, err := benchkit.StartVault(vaultBin, dir)
+		addr, stop, err := benchkit.StartVault(vaultBin, dir, benchkit.Isolation{})
 		if err != nil {
 			return err
 		}

@@ -4,9 +4,12 @@
 // <mount>/data/<path> per write) at the same concurrency, in the same run,
 // against the same Vault dev server. It prints both rates and their ratio,
 // and per write the CPU time spent by Vault, nats-server and this process
-// (all on the same CPUs, so the ratio follows it). -count-requests sends
-// keyrelay's requests through a counting proxy and prints how many Vault
-// requests an event costs.
+// (all on the same CPUs, so the ratio follows it). -isolate-vault gives
+// Vault the first CPU to itself and the rest to nats-server and this
+// process, both sides alike: the shape of a deployment, where Vault runs
+// on its own machines, so the ratio then follows Vault's work per event.
+// -count-requests sends keyrelay's requests through a counting proxy and
+// prints how many Vault requests an event costs.
 //
 // It starts a nats-server (bin/nats-server) and a Vault dev server
 // (bin/vault, `make bin/vault`) on free loopback ports.
@@ -21,6 +24,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,9 +52,18 @@ func main() {
 	vaultBin := flag.String("vault", "bin/vault", "vault binary (make bin/vault)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this process during the keyrelay runs to this file")
 	countRequests := flag.Bool("count-requests", false, "send keyrelay's Vault requests through a counting proxy and print them per event (its throughput is then not comparable)")
+	isolate := flag.Bool("isolate-vault", false, "give Vault a CPU of its own, as a deployment gives it its own machine: Vault on the first CPU, nats-server and this process on the others (both sides alike)")
 	flag.Parse()
 	app.TuneRuntime()
-	if err := run(*n, *keys, *conc, *runs, *natsBin, *vaultBin, *cpuprofile, *countRequests); err != nil {
+	var iso benchkit.Isolation
+	if *isolate {
+		var err error
+		if iso, err = benchkit.IsolateFirstCPU(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+	}
+	if err := run(*n, *keys, *conc, *runs, *natsBin, *vaultBin, *cpuprofile, *countRequests, iso); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -60,7 +73,7 @@ func main() {
 // keyrelay's streams and buckets.
 var clusterNodes, replicas = 0, 1
 
-func run(n, keys, conc, runs int, natsBin, vaultBin, cpuprofile string, countRequests bool) error {
+func run(n, keys, conc, runs int, natsBin, vaultBin, cpuprofile string, countRequests bool, iso benchkit.Isolation) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "keyrelay-bench-vault")
 	if err != nil {
@@ -68,7 +81,7 @@ func run(n, keys, conc, runs int, natsBin, vaultBin, cpuprofile string, countReq
 	}
 	defer os.RemoveAll(dir)
 
-	vaultAddr, stopVault, err := benchkit.StartVault(vaultBin, dir)
+	vaultAddr, stopVault, err := benchkit.StartVault(vaultBin, dir, iso)
 	if err != nil {
 		return err
 	}
@@ -90,8 +103,8 @@ func run(n, keys, conc, runs int, natsBin, vaultBin, cpuprofile string, countReq
 		version = h.Version
 	}
 	fmt.Printf("keyrelay Vault benchmark: Vault %s dev server (in-memory storage, separate process), nats-server %s on %s, "+
-		"%d writes over %d keys per run, concurrency %d, %d CPUs\n",
-		version, js.Conn().ConnectedServerVersion(), srv.Shape, n, keys, conc, runtime.NumCPU())
+		"%d writes over %d keys per run, concurrency %d, %d CPUs (%s)\n",
+		version, js.Conn().ConnectedServerVersion(), srv.Shape, n, keys, conc, runtime.NumCPU(), strings.ReplaceAll(iso.String(), "the backend", "Vault"))
 
 	kr, _ := events.NewKeyring("bench", map[string][]byte{"bench": make([]byte, 32)})
 	pipeAddr := vaultAddr
