@@ -1,6 +1,7 @@
 package benchkit
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -79,7 +80,7 @@ func pinThreads(cpus []int) error {
 				continue
 			}
 			// A thread that exited meanwhile is gone: nothing to bind.
-			if err := unix.SchedSetaffinity(tid, &set); err != nil && err != unix.ESRCH {
+			if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
 				return fmt.Errorf("cpu affinity of thread %d: %w", tid, err)
 			}
 			done[tid] = true
