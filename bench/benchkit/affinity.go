@@ -34,6 +34,9 @@ func (i Isolation) String() string {
 	return fmt.Sprintf("the backend on CPU %s, nats-server and the bench process on CPU %s", cpuList(i.Backend), cpuList(i.Rest))
 }
 
+// ErrTooFewCPUs: the machine cannot give a backend a CPU of its own.
+var ErrTooFewCPUs = errors.New("isolating the backend needs 2 CPUs")
+
 // IsolateFirstCPU gives the first CPU this process may use to the backend
 // and binds every thread of this process to the others; processes started
 // afterwards (nats-server) inherit that. It needs at least two CPUs.
@@ -49,7 +52,7 @@ func IsolateFirstCPU() (Isolation, error) {
 		}
 	}
 	if len(cpus) < 2 {
-		return Isolation{}, fmt.Errorf("isolating the backend needs 2 CPUs, this process may use %d", len(cpus))
+		return Isolation{}, fmt.Errorf("%w, this process may use %d", ErrTooFewCPUs, len(cpus))
 	}
 	iso := Isolation{Backend: cpus[:1], Rest: cpus[1:]}
 	if err := pinThreads(iso.Rest); err != nil {
