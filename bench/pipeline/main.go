@@ -42,6 +42,7 @@ func main() {
 	rate := flag.Int("rate", 1000, "offered rate for the latency run, events/s")
 	dur := flag.Duration("latency-duration", 10*time.Second, "length of the latency run")
 	runs := flag.Int("runs", 3, "throughput runs of each kind (the median is reported)")
+	warmup := flag.Int("warmup", 1, "uncounted throughput runs of each kind before the counted ones (a fresh server's first baseline run is 10 to 25% slower than the rest)")
 	serverBin := flag.String("nats-server", "bin/nats-server", "nats-server binary")
 	flag.IntVar(&clusterNodes, "cluster", 0, "run on a cluster of this many nats-server processes on loopback, every stream and bucket replicated to each (0: one server)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the keyrelay runs to this file")
@@ -53,7 +54,7 @@ func main() {
 	// The worker runs in this process: give it the runtime settings
 	// `keyrelay serve` runs with.
 	app.TuneRuntime()
-	if err := run(*n, *keys, *conc, *rate, *dur, *runs, *serverBin); err != nil {
+	if err := run(*n, *keys, *conc, *rate, *dur, *warmup, *runs, *serverBin); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		stopProfile()
 		os.Exit(1)
@@ -64,7 +65,7 @@ func main() {
 // stream and bucket, baseline and keyrelay alike.
 var clusterNodes, replicas = 0, 1
 
-func run(n, keys, conc, rate int, dur time.Duration, runs int, serverBin string) error {
+func run(n, keys, conc, rate int, dur time.Duration, warmup, runs int, serverBin string) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "keyrelay-bench")
 	if err != nil {
@@ -96,17 +97,23 @@ func run(n, keys, conc, rate int, dur time.Duration, runs int, serverBin string)
 	defer pipe.stop()
 
 	var base, full, ratios []float64
-	for r := 0; r < runs; r++ {
+	// Runs below 0 warm both sides up (page cache, the file store's
+	// blocks, the worker's caches and pools) and are printed, not counted.
+	for r := -warmup; r < runs; r++ {
+		label := fmt.Sprintf("run %d", r+1)
+		if r < 0 {
+			label = "warm-up"
+		}
 		var b float64
 		c0 := benchkit.ReadCPU()
 		if os.Getenv("KEYRELAY_BENCH_ONLY") != "keyrelay" {
-			if b, err = baseline(ctx, js, n, conc, r); err != nil {
+			if b, err = baseline(ctx, js, n, conc, r+warmup); err != nil {
 				return err
 			}
 		}
 		// The events are built and sealed before the clock (and the CPU
 		// sample) starts: the gateway does that work, not keyrelay.
-		msgs, _, err := pipe.mkEvents(ctx, n, keys, "bench-"+strconv.Itoa(r))
+		msgs, _, err := pipe.mkEvents(ctx, n, keys, "bench-"+strconv.Itoa(r+warmup))
 		if err != nil {
 			return err
 		}
@@ -116,9 +123,11 @@ func run(n, keys, conc, rate int, dur time.Duration, runs int, serverBin string)
 			return err
 		}
 		c2, l2 := benchkit.ReadCPU(), pipe.w.Teams().Lookups.Load()
-		fmt.Printf("  run %d: baseline %8.0f events/s   keyrelay %8.0f events/s   ratio %.2f   ms CPU per event: baseline %s; keyrelay %s; settings lookups per event %.2f\n",
-			r+1, b, f, f/b, benchkit.PerOp(c0, c1, n, "nats-server", "bench"), benchkit.PerOp(c1, c2, n, "nats-server", "bench"), float64(l2-l1)/float64(n))
-		base, full, ratios = append(base, b), append(full, f), append(ratios, f/b)
+		fmt.Printf("  %s: baseline %8.0f events/s   keyrelay %8.0f events/s   ratio %.2f   ms CPU per event: baseline %s; keyrelay %s; settings lookups per event %.2f\n",
+			label, b, f, f/b, benchkit.PerOp(c0, c1, n, "nats-server", "bench"), benchkit.PerOp(c1, c2, n, "nats-server", "bench"), float64(l2-l1)/float64(n))
+		if r >= 0 {
+			base, full, ratios = append(base, b), append(full, f), append(ratios, f/b)
+		}
 	}
 	mb, mf := benchkit.Median(base), benchkit.Median(full)
 	fmt.Printf("throughput (median of %d runs): raw JetStream baseline %.0f events/s, keyrelay pipeline %.0f events/s, median ratio %.2f\n", runs, mb, mf, benchkit.Median(ratios))
