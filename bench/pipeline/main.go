@@ -43,18 +43,28 @@ func main() {
 	dur := flag.Duration("latency-duration", 10*time.Second, "length of the latency run")
 	runs := flag.Int("runs", 3, "throughput runs of each kind (the median is reported)")
 	warmup := flag.Int("warmup", 1, "uncounted throughput runs of each kind before the counted ones (a fresh server's first baseline run is 10 to 25% slower than the rest)")
+	parts := flag.Int("partitions", 0, "also run the baseline with its stream split into this many partitions, each read by its own filtered consumer, and print that against the plain baseline (0: not)")
+	pull := flag.String("partition-pull", "full", "with -partitions: full (each partition consumer pulls a whole batch of -concurrency) or share (the batch is split among them)")
 	serverBin := flag.String("nats-server", "bin/nats-server", "nats-server binary")
 	flag.IntVar(&clusterNodes, "cluster", 0, "run on a cluster of this many nats-server processes on loopback, every stream and bucket replicated to each (0: one server)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the keyrelay runs to this file")
 	memprofile := flag.String("memprofile", "", "write an allocation profile of this process to this file at the end")
 	flag.Parse()
+	switch *pull {
+	case "full":
+	case "share":
+		sharePulls = true
+	default:
+		fmt.Fprintln(os.Stderr, "bench: -partition-pull must be full or share")
+		os.Exit(2)
+	}
 	stopProfile := benchkit.StartCPUProfile(*cpuprofile)
 	defer stopProfile()
 	defer benchkit.WriteHeapProfile(*memprofile)
 	// The worker runs in this process: give it the runtime settings
 	// `keyrelay serve` runs with.
 	app.TuneRuntime()
-	if err := run(*n, *keys, *conc, *rate, *dur, *warmup, *runs, *serverBin); err != nil {
+	if err := run(*n, *keys, *conc, *rate, *dur, *warmup, *runs, *parts, *serverBin); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		stopProfile()
 		os.Exit(1)
@@ -65,7 +75,7 @@ func main() {
 // stream and bucket, baseline and keyrelay alike.
 var clusterNodes, replicas = 0, 1
 
-func run(n, keys, conc, rate int, dur time.Duration, warmup, runs int, serverBin string) error {
+func run(n, keys, conc, rate int, dur time.Duration, warmup, runs, parts int, serverBin string) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "keyrelay-bench")
 	if err != nil {
@@ -96,7 +106,7 @@ func run(n, keys, conc, rate int, dur time.Duration, warmup, runs int, serverBin
 	}
 	defer pipe.stop()
 
-	var base, full, ratios []float64
+	var base, full, ratios, pratios []float64
 	// Runs below 0 warm both sides up (page cache, the file store's
 	// blocks, the worker's caches and pools) and are printed, not counted.
 	for r := -warmup; r < runs; r++ {
@@ -105,11 +115,46 @@ func run(n, keys, conc, rate int, dur time.Duration, warmup, runs int, serverBin
 			label = "warm-up"
 		}
 		var b float64
-		c0 := benchkit.ReadCPU()
+		var bcpu string
 		if os.Getenv("KEYRELAY_BENCH_ONLY") != "keyrelay" {
-			if b, err = baseline(ctx, js, n, conc, r+warmup); err != nil {
+			// With -partitions, the plain and the partitioned baseline
+			// take turns going first, each with its own CPU sample.
+			plain := func() error {
+				c0 := benchkit.ReadCPU()
+				b, err = baseline(ctx, js, n, conc, r+warmup, 0)
+				bcpu = benchkit.PerOp(c0, benchkit.ReadCPU(), n, "nats-server", "bench")
 				return err
 			}
+			var bp float64
+			var pcpu string
+			partitioned := func() error {
+				c0 := benchkit.ReadCPU()
+				bp, err = baseline(ctx, js, n, conc, r+warmup, parts)
+				pcpu = benchkit.PerOp(c0, benchkit.ReadCPU(), n, "nats-server", "bench")
+				return err
+			}
+			order := []func() error{plain}
+			if parts > 0 {
+				order = append(order, partitioned)
+				if r%2 != 0 {
+					order[0], order[1] = order[1], order[0]
+				}
+			}
+			for _, f := range order {
+				if err := f(); err != nil {
+					return err
+				}
+			}
+			if parts > 0 {
+				fmt.Printf("  %s: baseline %8.0f events/s   over %d filtered partition consumers %8.0f events/s   ratio %.2f   ms CPU per event: baseline %s; partitioned %s\n",
+					label, b, parts, bp, bp/b, bcpu, pcpu)
+				if r >= 0 {
+					pratios = append(pratios, bp/b)
+				}
+			}
+		}
+		if os.Getenv("KEYRELAY_BENCH_ONLY") == "baseline" {
+			continue // the baselines alone (with -partitions: their comparison)
 		}
 		// The events are built and sealed before the clock (and the CPU
 		// sample) starts: the gateway does that work, not keyrelay.
@@ -124,10 +169,16 @@ func run(n, keys, conc, rate int, dur time.Duration, warmup, runs int, serverBin
 		}
 		c2, l2 := benchkit.ReadCPU(), pipe.w.Teams().Lookups.Load()
 		fmt.Printf("  %s: baseline %8.0f events/s   keyrelay %8.0f events/s   ratio %.2f   ms CPU per event: baseline %s; keyrelay %s; settings lookups per event %.2f\n",
-			label, b, f, f/b, benchkit.PerOp(c0, c1, n, "nats-server", "bench"), benchkit.PerOp(c1, c2, n, "nats-server", "bench"), float64(l2-l1)/float64(n))
+			label, b, f, f/b, bcpu, benchkit.PerOp(c1, c2, n, "nats-server", "bench"), float64(l2-l1)/float64(n))
 		if r >= 0 {
 			base, full, ratios = append(base, b), append(full, f), append(ratios, f/b)
 		}
+	}
+	if len(pratios) > 0 {
+		fmt.Printf("partitioned baseline (median of %d runs): %.2f of the plain baseline\n", len(pratios), benchkit.Median(pratios))
+	}
+	if os.Getenv("KEYRELAY_BENCH_ONLY") == "baseline" {
+		return nil
 	}
 	mb, mf := benchkit.Median(base), benchkit.Median(full)
 	fmt.Printf("throughput (median of %d runs): raw JetStream baseline %.0f events/s, keyrelay pipeline %.0f events/s, median ratio %.2f\n", runs, mb, mf, benchkit.Median(ratios))
@@ -162,68 +213,96 @@ func pct(d []time.Duration, p int) time.Duration {
 // a limits stream with file storage, a durable pull consumer with explicit
 // acks, and per message a reply published to a second stream (PubAck
 // awaited) before the ack.
-func baseline(ctx context.Context, js jetstream.JetStream, n, conc, run int) (float64, error) {
-	name := fmt.Sprintf("RAW%d", run)
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{"raw" + strconv.Itoa(run) + ".>"}, Storage: jetstream.FileStorage, Duplicates: time.Minute, Replicas: replicas}); err != nil {
+//
+// With parts > 0 the events stream stores each message under one of parts
+// partitions of its team and key (a subject transform with partition()),
+// and parts durable consumers, each filtered to its partition, share the
+// conc handlers: the shape the "partition leases" route of
+// docs/architecture.md would give the events stream, measured without
+// keyrelay's work.
+func baseline(ctx context.Context, js jetstream.JetStream, n, conc, run, parts int) (float64, error) {
+	prefix, name := "raw"+strconv.Itoa(run), fmt.Sprintf("RAW%d", run)
+	if parts > 0 {
+		prefix, name = "rawp"+strconv.Itoa(run), fmt.Sprintf("RAWP%d", run)
+	}
+	sc := jetstream.StreamConfig{Name: name, Subjects: []string{prefix + ".>"}, Storage: jetstream.FileStorage, Duplicates: time.Minute, Replicas: replicas}
+	if parts > 0 {
+		// prefix.<team>.<key>.key.<type> is stored as
+		// prefix.p.<partition>.<team>.<key>.key.<type>.
+		sc.SubjectTransform = &jetstream.SubjectTransformConfig{
+			Source:      prefix + ".*.*.*.*",
+			Destination: fmt.Sprintf("%s.p.{{partition(%d,1,2)}}.{{wildcard(1)}}.{{wildcard(2)}}.{{wildcard(3)}}.{{wildcard(4)}}", prefix, parts),
+		}
+	}
+	if _, err := js.CreateStream(ctx, sc); err != nil {
 		return 0, err
 	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name + "_REPLY", Subjects: []string{"rawreply" + strconv.Itoa(run) + ".>"}, Storage: jetstream.FileStorage, Replicas: replicas}); err != nil {
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name + "_REPLY", Subjects: []string{"rawreply" + prefix + ".>"}, Storage: jetstream.FileStorage, Replicas: replicas}); err != nil {
 		return 0, err
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, name, jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1024, AckWait: time.Minute})
-	if err != nil {
-		return 0, err
+	var filters []string
+	if parts == 0 {
+		filters = []string{""}
+	}
+	for p := 0; p < parts; p++ {
+		filters = append(filters, fmt.Sprintf("%s.p.%d.>", prefix, p))
 	}
 	payload := make([]byte, 420) // about the size of a sealed key event
 	var done atomic.Int64
 	finished := make(chan struct{})
 	sem := make(chan struct{}, conc)
-	it, err := cons.Messages(jetstream.PullMaxMessages(conc), jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second))
-	if err != nil {
-		return 0, err
-	}
-	defer it.Stop()
 	// Why the consumer stopped or a reply failed, for the error when the
 	// run does not finish (it once stalled at 394 of 20,000 with no cause
 	// shown).
 	var lastErr atomic.Value
-	go func() {
-		for {
-			m, err := it.Next()
-			if errors.Is(err, jetstream.ErrNoHeartbeat) {
-				// A pull request the server dropped shows only as missed
-				// heartbeats; the iterator then pulls again by itself. The
-				// worker goes on, and pulls with the same short expiry and
-				// heartbeat (worker/worker.go), so the baseline does too:
-				// stopping here stalled a loaded run at 45,439 of 80,000,
-				// and nats.go's 15 s heartbeats cost another run 30 s.
-				lastErr.Store(fmt.Sprintf("consumer: %v", err))
-				continue
-			}
-			if err != nil {
-				lastErr.Store(fmt.Sprintf("consumer stopped: %v", err))
-				return
-			}
-			sem <- struct{}{}
-			go func() {
-				defer func() { <-sem }()
-				r := &nats.Msg{Subject: "rawreply" + strconv.Itoa(run) + ".x", Data: payload[:200], Header: nats.Header{}}
-				r.Header.Set(jetstream.MsgIDHeader, m.Subject()+m.Headers().Get(jetstream.MsgIDHeader))
-				if _, err := js.PublishMsg(ctx, r); err != nil {
-					lastErr.Store(fmt.Sprintf("reply: %v", err))
-					_ = m.Nak()
+	for i, f := range filters {
+		cons, err := js.CreateOrUpdateConsumer(ctx, name, jetstream.ConsumerConfig{Durable: "c" + strconv.Itoa(i), FilterSubject: f, AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1024, AckWait: time.Minute})
+		if err != nil {
+			return 0, err
+		}
+		it, err := cons.Messages(jetstream.PullMaxMessages(pullBatch(conc, len(filters))), jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second))
+		if err != nil {
+			return 0, err
+		}
+		defer it.Stop()
+		go func() {
+			for {
+				m, err := it.Next()
+				if errors.Is(err, jetstream.ErrNoHeartbeat) {
+					// A pull request the server dropped shows only as missed
+					// heartbeats; the iterator then pulls again by itself. The
+					// worker goes on, and pulls with the same short expiry and
+					// heartbeat (worker/worker.go), so the baseline does too:
+					// stopping here stalled a loaded run at 45,439 of 80,000,
+					// and nats.go's 15 s heartbeats cost another run 30 s.
+					lastErr.Store(fmt.Sprintf("consumer: %v", err))
+					continue
+				}
+				if err != nil {
+					lastErr.Store(fmt.Sprintf("consumer stopped: %v", err))
 					return
 				}
-				_ = m.Ack()
-				if done.Add(1) == int64(n) {
-					close(finished)
-				}
-			}()
-		}
-	}()
+				sem <- struct{}{}
+				go func() {
+					defer func() { <-sem }()
+					r := &nats.Msg{Subject: "rawreply" + prefix + ".x", Data: payload[:200], Header: nats.Header{}}
+					r.Header.Set(jetstream.MsgIDHeader, m.Subject()+m.Headers().Get(jetstream.MsgIDHeader))
+					if _, err := js.PublishMsg(ctx, r); err != nil {
+						lastErr.Store(fmt.Sprintf("reply: %v", err))
+						_ = m.Nak()
+						return
+					}
+					_ = m.Ack()
+					if done.Add(1) == int64(n) {
+						close(finished)
+					}
+				}()
+			}
+		}()
+	}
 	start := time.Now()
 	if err := publishAsync(js, n, func(i int) *nats.Msg {
-		m := &nats.Msg{Subject: fmt.Sprintf("raw%d.t.k%d.key.created", run, i%1000), Data: payload, Header: nats.Header{}}
+		m := &nats.Msg{Subject: fmt.Sprintf("%s.t.k%d.key.created", prefix, i%1000), Data: payload, Header: nats.Header{}}
 		m.Header.Set(jetstream.MsgIDHeader, "raw-"+strconv.Itoa(i))
 		return m
 	}); err != nil {
@@ -444,4 +523,19 @@ func collect(mu *sync.Mutex, lat *[]time.Duration, total int) []time.Duration {
 	mu.Lock()
 	defer mu.Unlock()
 	return append([]time.Duration(nil), (*lat)...)
+}
+
+// sharePulls is the -partition-pull flag: "share" splits the handlers'
+// pull batch among the partition consumers, "full" (the default) lets
+// each pull a whole batch (messages then wait in the client for a
+// handler).
+var sharePulls bool
+
+// pullBatch is each consumer's pull batch when consumers share conc
+// handlers.
+func pullBatch(conc, consumers int) int {
+	if sharePulls {
+		return max(conc/consumers, 2)
+	}
+	return conc
 }

@@ -47,6 +47,7 @@ func main() {
 	keys := flag.Int("keys", 500, "distinct keys (secrets)")
 	conc := flag.Int("concurrency", 32, "writes in flight (keyrelay worker handlers and direct writers alike)")
 	runs := flag.Int("runs", 3, "runs of each kind (the median is reported)")
+	warmup := flag.Int("warmup", 1, "uncounted runs of each kind before the counted ones (the first direct run against a fresh Vault is the slowest)")
 	natsBin := flag.String("nats-server", "bin/nats-server", "nats-server binary")
 	flag.IntVar(&clusterNodes, "cluster", 0, "run keyrelay on a cluster of this many nats-server processes on loopback, every stream and bucket replicated to each (0: one server)")
 	vaultBin := flag.String("vault", "bin/vault", "vault binary (make bin/vault)")
@@ -66,7 +67,7 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	if err := run(*n, *keys, *conc, *runs, *natsBin, *vaultBin, *cpuprofile, *countRequests, iso); err != nil {
+	if err := run(*n, *keys, *conc, *warmup, *runs, *natsBin, *vaultBin, *cpuprofile, *countRequests, iso); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -76,7 +77,7 @@ func main() {
 // keyrelay's streams and buckets.
 var clusterNodes, replicas = 0, 1
 
-func run(n, keys, conc, runs int, natsBin, vaultBin, cpuprofile string, countRequests bool, iso benchkit.Isolation) error {
+func run(n, keys, conc, warmup, runs int, natsBin, vaultBin, cpuprofile string, countRequests bool, iso benchkit.Isolation) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "keyrelay-bench-vault")
 	if err != nil {
@@ -126,14 +127,19 @@ func run(n, keys, conc, runs int, natsBin, vaultBin, cpuprofile string, countReq
 	defer pipe.stop()
 
 	var base, prov, full, ratios []float64
-	for r := 0; r < runs; r++ {
+	// Runs below 0 warm both sides up and are printed, not counted.
+	for r := -warmup; r < runs; r++ {
+		label, i := fmt.Sprintf("run %d", r+1), r+warmup
+		if r < 0 {
+			label = "warm-up"
+		}
 		c0 := benchkit.ReadCPU()
-		b, err := direct.throughput(ctx, n, keys, r)
+		b, err := direct.throughput(ctx, n, keys, i)
 		if err != nil {
 			return err
 		}
 		c1 := benchkit.ReadCPU()
-		pp, err := providerOnly(ctx, pipe.provider, n, keys, conc, r)
+		pp, err := providerOnly(ctx, pipe.provider, n, keys, conc, i)
 		if err != nil {
 			return err
 		}
@@ -147,21 +153,23 @@ func run(n, keys, conc, runs int, natsBin, vaultBin, cpuprofile string, countReq
 			counter.take(1) // the warm-up and the provider's own run
 		}
 		c2 := benchkit.ReadCPU()
-		f, err := pipe.throughput(ctx, n, keys, r)
+		f, err := pipe.throughput(ctx, n, keys, i)
 		stopProfile()
 		if err != nil {
 			return err
 		}
 		c3 := benchkit.ReadCPU()
-		fmt.Printf("  run %d: direct vault/api KV v2 puts %6.0f writes/s   provider Put alone %6.0f writes/s   keyrelay %6.0f events/s (%d versions for %d events, %d Puts with the ledger's version)   ratio %.2f\n",
-			r+1, b, pp, f, pipe.writes.Load()-w0, n, pipe.hinted.Load()-h0, f/b)
+		fmt.Printf("  %s: direct vault/api KV v2 puts %6.0f writes/s   provider Put alone %6.0f writes/s   keyrelay %6.0f events/s (%d versions for %d events, %d Puts with the ledger's version)   ratio %.2f\n",
+			label, b, pp, f, pipe.writes.Load()-w0, n, pipe.hinted.Load()-h0, f/b)
 		// Where the time goes: both sides share the machine's CPUs with
 		// Vault (and keyrelay with nats-server too).
 		fmt.Printf("         ms CPU per write: direct %s;  provider alone %s;  keyrelay %s\n", cpuPer(c0, c1, n), cpuPer(c1, c1p, n), cpuPer(c2, c3, n))
 		if counter != nil {
 			fmt.Printf("         keyrelay's Vault requests: %s\n", counter.take(n))
 		}
-		base, prov, full, ratios = append(base, b), append(prov, pp), append(full, f), append(ratios, f/b)
+		if r >= 0 {
+			base, prov, full, ratios = append(base, b), append(prov, pp), append(full, f), append(ratios, f/b)
+		}
 	}
 	st := pipe.provider.AuthStats()
 	fmt.Printf("throughput (median of %d runs): direct vault/api %.0f writes/s, keyrelay pipeline %.0f events/s, median ratio %.2f\n",
