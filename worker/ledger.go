@@ -200,52 +200,25 @@ func (l *Ledger) GetFromLeader(ctx context.Context, team, key string) (*LedgerEn
 		return l.Get(ctx, team, key)
 	}
 	lkey := LedgerKey(team, key)
-	req, err := json.Marshal(struct {
-		LastBySubject string `json:"last_by_subj"`
-	}{"$KV." + LedgerBucket + "." + lkey})
-	if err != nil {
-		return nil, 0, err
-	}
-	m, err := l.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+LedgerBucket, req)
-	if err != nil {
+	m, err := leaderGet(ctx, l.nc, "KV_"+LedgerBucket, leaderGetRequest{LastBySubj: "$KV." + LedgerBucket + "." + lkey})
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return nil, 0, nil
+	case err != nil:
 		return nil, 0, fmt.Errorf("ledger get: %w", err)
 	}
-	var resp struct {
-		Error *struct {
-			Code        int    `json:"code"`
-			Description string `json:"description"`
-		} `json:"error"`
-		Message *struct {
-			Seq    uint64 `json:"seq"`
-			Header []byte `json:"hdrs"`
-			Data   []byte `json:"data"`
-		} `json:"message"`
+	h, err := m.headers()
+	if err != nil {
+		return nil, 0, fmt.Errorf("ledger get: message headers: %w", err)
 	}
-	if err := json.Unmarshal(m.Data, &resp); err != nil {
-		return nil, 0, fmt.Errorf("ledger get: unreadable reply: %w", err)
-	}
-	switch {
-	case resp.Error != nil && resp.Error.Code == 404:
+	if op := h.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
 		return nil, 0, nil
-	case resp.Error != nil:
-		return nil, 0, fmt.Errorf("ledger get: %s (%d)", resp.Error.Description, resp.Error.Code)
-	case resp.Message == nil:
-		return nil, 0, errors.New("ledger get: reply without a message")
-	}
-	if len(resp.Message.Header) > 0 {
-		h, err := nats.DecodeHeadersMsg(resp.Message.Header)
-		if err != nil {
-			return nil, 0, fmt.Errorf("ledger get: message headers: %w", err)
-		}
-		if op := h.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
-			return nil, 0, nil
-		}
 	}
 	var le LedgerEntry
-	if err := json.Unmarshal(resp.Message.Data, &le); err != nil {
+	if err := json.Unmarshal(m.Data, &le); err != nil {
 		return nil, 0, fmt.Errorf("ledger entry %s is corrupt: %w", lkey, err)
 	}
-	return &le, resp.Message.Seq, nil
+	return &le, m.Seq, nil
 }
 
 // ErrLedgerConflict means another worker changed the entry since it was read.

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
@@ -55,7 +56,10 @@ const (
 type Teams struct {
 	kv     jetstream.KeyValue
 	stream jetstream.Stream
-	log    *zap.Logger
+	// nc, when set, reads settings messages from the stream's leader
+	// (leaderGet); without it they are read through stream.
+	nc  *nats.Conn
+	log *zap.Logger
 
 	mu    sync.RWMutex
 	state map[string]TeamState
@@ -72,9 +76,44 @@ type Teams struct {
 }
 
 // NewTeams builds a team-settings store over the teams bucket and the
-// events stream.
-func NewTeams(kv jetstream.KeyValue, stream jetstream.Stream, log *zap.Logger) *Teams {
-	return &Teams{kv: kv, stream: stream, log: log, state: map[string]TeamState{}, lookups: map[string]*teamLookups{}}
+// events stream. With nc, the settings messages a key event depends on are
+// read from the stream's leader (see leaderGet): on a cluster a direct get
+// through stream may come from a replica that lacks the newest ones. A
+// process that reads settings for key events passes it; without it (one
+// server, tools that only read the bucket) the stream handle is used.
+func NewTeams(kv jetstream.KeyValue, stream jetstream.Stream, log *zap.Logger, nc ...*nats.Conn) *Teams {
+	t := &Teams{kv: kv, stream: stream, log: log, state: map[string]TeamState{}, lookups: map[string]*teamLookups{}}
+	if len(nc) > 0 {
+		t.nc = nc[0]
+	}
+	return t
+}
+
+// settingsMsg reads one settings message of the events stream: the last
+// of subj, or (from > 0) the first of subj at or after from. It returns
+// jetstream.ErrMsgNotFound when there is none.
+func (t *Teams) settingsMsg(ctx context.Context, subj string, from uint64) (seq uint64, data []byte, err error) {
+	if t.nc != nil {
+		req := leaderGetRequest{LastBySubj: subj}
+		if from > 0 {
+			req = leaderGetRequest{Seq: from, NextBySubj: subj}
+		}
+		m, err := leaderGet(ctx, t.nc, EventsStream, req)
+		if err != nil {
+			return 0, nil, err
+		}
+		return m.Seq, m.Data, nil
+	}
+	var m *jetstream.RawStreamMsg
+	if from > 0 {
+		m, err = t.stream.GetMsg(ctx, from, jetstream.WithGetMsgSubject(subj))
+	} else {
+		m, err = t.stream.GetLastMsgForSubject(ctx, subj)
+	}
+	if err != nil {
+		return 0, nil, err
+	}
+	return m.Sequence, m.Data, nil
 }
 
 // Start watches the bucket until ctx ends. It returns once the current
@@ -235,24 +274,24 @@ func (t *Teams) ApplyThrough(ctx context.Context, team string, ev *events.Event,
 	}
 	subj := events.SettingsSubject(team)
 	for from := cur.AppliedSeq + 1; from < seq; {
-		m, err := t.stream.GetMsg(ctx, from, jetstream.WithGetMsgSubject(subj))
+		mseq, data, err := t.settingsMsg(ctx, subj, from)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
 		}
 		if err != nil {
 			return TeamState{}, 0, fmt.Errorf("team settings: read settings of %s from %d: %w", team, from, err)
 		}
-		if m.Sequence >= seq {
+		if mseq >= seq {
 			break
 		}
-		pev, derr := events.Decode(m.Data)
+		pev, derr := events.Decode(data)
 		if derr != nil || !pev.Type.IsSettings() || pev.TeamID != team {
 			pev = nil
 		}
-		if _, _, err := t.Apply(ctx, team, pev, m.Sequence); err != nil {
+		if _, _, err := t.Apply(ctx, team, pev, mseq); err != nil {
 			return TeamState{}, 0, err
 		}
-		from = m.Sequence + 1
+		from = mseq + 1
 	}
 	return t.Apply(ctx, team, ev, seq)
 }
@@ -315,14 +354,14 @@ func (t *Teams) lastSettings(ctx context.Context, team string, receivedAt time.T
 		// caller's cancellation.
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), defaultRequestTimeout)
 		t.Lookups.Add(1)
-		msg, err := t.stream.GetLastMsgForSubject(lctx, events.SettingsSubject(team))
+		seq, data, err := t.settingsMsg(lctx, events.SettingsSubject(team), 0)
 		cancel()
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
 		case err != nil:
 			l.err = err
 		default:
-			l.seq, l.data = msg.Sequence, msg.Data
+			l.seq, l.data = seq, data
 		}
 		t.lmu.Lock()
 		tl.inflight = nil
@@ -335,19 +374,43 @@ func (t *Teams) lastSettings(ctx context.Context, team string, receivedAt time.T
 	}
 }
 
+// load reads team's entry in the bucket, with its revision. With nc it is
+// read from the bucket's leader: a replica behind it would show an older
+// entry, whose revision every compare-and-set in Apply then fails on.
 func (t *Teams) load(ctx context.Context, team string) (TeamState, uint64, error) {
-	e, err := t.kv.Get(ctx, kvToken(team))
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
-		return TeamState{Team: team}, 0, nil
-	case err != nil:
-		return TeamState{}, 0, fmt.Errorf("team settings get: %w", err)
+	var value []byte
+	var rev uint64
+	if t.nc != nil {
+		m, err := leaderGet(ctx, t.nc, "KV_"+TeamsBucket, leaderGetRequest{LastBySubj: "$KV." + TeamsBucket + "." + kvToken(team)})
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return TeamState{Team: team}, 0, nil
+		}
+		if err != nil {
+			return TeamState{}, 0, fmt.Errorf("team settings get: %w", err)
+		}
+		h, err := m.headers()
+		if err != nil {
+			return TeamState{}, 0, fmt.Errorf("team settings get: message headers: %w", err)
+		}
+		if op := h.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+			return TeamState{Team: team}, 0, nil
+		}
+		value, rev = m.Data, m.Seq
+	} else {
+		e, err := t.kv.Get(ctx, kvToken(team))
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+			return TeamState{Team: team}, 0, nil
+		case err != nil:
+			return TeamState{}, 0, fmt.Errorf("team settings get: %w", err)
+		}
+		value, rev = e.Value(), e.Revision()
 	}
 	var st TeamState
-	if err := json.Unmarshal(e.Value(), &st); err != nil {
+	if err := json.Unmarshal(value, &st); err != nil {
 		return TeamState{}, 0, fmt.Errorf("team settings entry for %s is corrupt: %w", team, err)
 	}
-	return st, e.Revision(), nil
+	return st, rev, nil
 }
 
 // Apply records the settings event ev found at stream sequence seq (ev nil:

@@ -312,7 +312,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Worker, error) {
 	log := d.Logger.With(zap.String("worker", cfg.ID))
 	w := &Worker{cfg: cfg, d: d, log: log, m: d.Metrics, stream: stream, lanes: lanes,
 		ledger: NewLedger(lkv, d.JS.Conn()), entries: entries, failures: failures,
-		teams: NewTeams(tkv, stream, log), locks: newKeyLocks(), tracer: tracing.Tracer(d.TracerProvider),
+		teams: NewTeams(tkv, stream, log, d.JS.Conn()), locks: newKeyLocks(), tracer: tracing.Tracer(d.TracerProvider),
 		retry: retryPolicy{initial: cfg.RetryInitial, max: cfg.RetryMax, multiplier: cfg.RetryMultiplier, attempts: cfg.InProcessAttempts}}
 	return w, nil
 }

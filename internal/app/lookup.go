@@ -41,7 +41,7 @@ func startLookup(ctx context.Context, c *settings.Config, conn *Conn, registry *
 		if err != nil {
 			return nil, fmt.Errorf("lookup: stream %s: %w", worker.EventsStream, err)
 		}
-		teams = worker.NewTeams(tkv, stream, log)
+		teams = worker.NewTeams(tkv, stream, log, conn.JS.Conn())
 		if err := teams.Start(ctx); err != nil {
 			return nil, fmt.Errorf("lookup: team settings: %w", err)
 		}

@@ -1,0 +1,89 @@
+package worker_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyrelay/keyrelay/client"
+	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/worker"
+)
+
+// TestTeamsCurrentSeesEverySettingsMessageOnACluster: on a cluster a
+// direct get may be answered by a replica that has not yet stored the
+// newest messages (measured: about one in ten reads right after a
+// publish's acknowledgement, under load). "Settings before keys" needs
+// the team's last settings message as of the key event, so Teams reads it
+// from the stream's leader. Each round publishes a settings event, then at
+// once asks for the team's current settings, as a key event received
+// right after it would; every answer must include that message.
+func TestTeamsCurrentSeesEverySettingsMessageOnACluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("3-node cluster")
+	}
+	t.Parallel()
+	b := setup(t, setupOptions{cluster: true})
+	// Connected to a follower of the events stream: NATS hands a request
+	// to a queue member on the requester's own server first, so there a
+	// direct get is answered by the follower.
+	info, err := b.cluster.StreamInfo(b.ctx, worker.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	follower := -1
+	for i := 0; i < b.cluster.Size(); i++ {
+		if b.cluster.Name(i) != info.Cluster.Leader {
+			follower = i
+			break
+		}
+	}
+	nc, err := nats.Connect(b.cluster.Node(follower).URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(b.ctx, worker.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(b.ctx, worker.TeamsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	teams := worker.NewTeams(kv, stream, b.log, nc)
+	pub := client.NewPublisher(js)
+	const team, rounds = "team-l", 600
+	stale := 0
+	for i := uint64(1); i <= rounds; i++ {
+		// Other traffic on the stream keeps the replicas busy (no worker
+		// runs, so these are only stored).
+		for j := 0; j < 8; j++ {
+			if _, err := js.PublishAsync(fmt.Sprintf("%s.team-x.key-%d.key.rotated", events.EventsPrefix, j), []byte("{}")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		backend := fmt.Sprintf("backend-%d", i)
+		seq, err := pub.Publish(b.ctx, b.settingsEvent(team, i, &events.TeamSettings{Backend: backend}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := teams.Current(b.ctx, team, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.AppliedSeq < seq || st.Settings == nil || st.Settings.Backend != backend {
+			stale++
+		}
+	}
+	if stale > 0 {
+		t.Fatalf("%d of %d lookups missed a settings message stored before them", stale, rounds)
+	}
+}
