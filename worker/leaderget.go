@@ -85,3 +85,21 @@ func leaderGet(ctx context.Context, nc *nats.Conn, stream string, req leaderGetR
 	}
 	return resp.Message, nil
 }
+
+// leaderKVGet reads key's latest entry in bucket from the bucket stream's
+// leader. It returns jetstream.ErrMsgNotFound when the key has no entry or
+// its latest one is a delete or purge marker.
+func leaderKVGet(ctx context.Context, nc *nats.Conn, bucket, key string) (*leaderMsg, error) {
+	m, err := leaderGet(ctx, nc, "KV_"+bucket, leaderGetRequest{LastBySubj: "$KV." + bucket + "." + key})
+	if err != nil {
+		return nil, err
+	}
+	h, err := m.headers()
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: message headers: %w", bucket, err)
+	}
+	if op := h.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+		return nil, jetstream.ErrMsgNotFound
+	}
+	return m, nil
+}

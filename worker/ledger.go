@@ -200,19 +200,12 @@ func (l *Ledger) GetFromLeader(ctx context.Context, team, key string) (*LedgerEn
 		return l.Get(ctx, team, key)
 	}
 	lkey := LedgerKey(team, key)
-	m, err := leaderGet(ctx, l.nc, "KV_"+LedgerBucket, leaderGetRequest{LastBySubj: "$KV." + LedgerBucket + "." + lkey})
+	m, err := leaderKVGet(ctx, l.nc, LedgerBucket, lkey)
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return nil, 0, nil
 	case err != nil:
 		return nil, 0, fmt.Errorf("ledger get: %w", err)
-	}
-	h, err := m.headers()
-	if err != nil {
-		return nil, 0, fmt.Errorf("ledger get: message headers: %w", err)
-	}
-	if op := h.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
-		return nil, 0, nil
 	}
 	var le LedgerEntry
 	if err := json.Unmarshal(m.Data, &le); err != nil {

@@ -381,19 +381,12 @@ func (t *Teams) load(ctx context.Context, team string) (TeamState, uint64, error
 	var value []byte
 	var rev uint64
 	if t.nc != nil {
-		m, err := leaderGet(ctx, t.nc, "KV_"+TeamsBucket, leaderGetRequest{LastBySubj: "$KV." + TeamsBucket + "." + kvToken(team)})
+		m, err := leaderKVGet(ctx, t.nc, TeamsBucket, kvToken(team))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return TeamState{Team: team}, 0, nil
 		}
 		if err != nil {
 			return TeamState{}, 0, fmt.Errorf("team settings get: %w", err)
-		}
-		h, err := m.headers()
-		if err != nil {
-			return TeamState{}, 0, fmt.Errorf("team settings get: message headers: %w", err)
-		}
-		if op := h.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
-			return TeamState{Team: team}, 0, nil
 		}
 		value, rev = m.Data, m.Seq
 	} else {
