@@ -186,11 +186,11 @@ type WorkerConfig struct {
 	// AckWait is how long JetStream waits for an ack before redelivering;
 	// heartbeats (InProgress) extend it during slow calls. Default: 60s.
 	AckWait time.Duration `yaml:"ack_wait"`
-	// MaxDeliver is a safety net against crash loops: an event delivered
-	// this many times without an outcome is dead-lettered whatever the
-	// cause. Provider failures are bounded by RetryFor, not by deliveries,
-	// and NATS trouble or a key claimed by another worker never counts.
-	// Default: 10000.
+	// MaxDeliver is a safety net against failure loops: an event whose
+	// deliveries failed this many times (provider or KMS failures, handler
+	// panics) is dead-lettered even inside RetryFor. Deliveries handed back
+	// to wait (NATS trouble, a key claimed by another worker, busy backend
+	// slots) never count. Default: 10000.
 	MaxDeliver int `yaml:"max_deliver"`
 	// RetryFor is how long an event's provider failures are retried,
 	// counted from its first provider failure, before it is dead-lettered

@@ -123,11 +123,18 @@ func (w *Worker) finish(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 		return "nak"
 	}
 	n := md.NumDelivered
-	if v.retry && v.dead == nil && n >= uint64(w.cfg.MaxDeliver) && !errors.Is(v.err, context.Canceled) {
-		// The safety net against failure loops that outrun the time
-		// budget. Waits (NATS, claims, busy backends) never count: they
-		// always end, and the consumer itself never stops redelivering.
-		v = w.failed(msg, md, v.conf, fmt.Sprintf("delivered %d times without an outcome (worker.max_deliver): %s", n, sanitize(v.err)))
+	if v.retry && v.dead == nil && !errors.Is(v.err, context.Canceled) {
+		if v.budget == nil {
+			v.budget = w.noteFailure(md, "", nil)
+		}
+		if f := v.budget.Failures; f >= w.cfg.MaxDeliver {
+			// The safety net against failure loops that outrun the time
+			// budget. It counts failed deliveries, not deliveries: waits
+			// (NATS, claims, busy backends) never count, however many
+			// there were before (they always end, and the consumer itself
+			// never stops redelivering).
+			v = w.failed(msg, md, v.conf, fmt.Sprintf("failed %d deliveries without an outcome (worker.max_deliver): %s", f, sanitize(v.err)))
+		}
 	}
 	if v.wait && v.dead == nil {
 		delay := v.retryHint
@@ -150,9 +157,6 @@ func (w *Worker) finish(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 			return "nak"
 		}
 		b := v.budget
-		if b == nil {
-			b = w.noteFailure(md, "", nil)
-		}
 		if spent := time.Since(b.FirstFailure); spent >= w.cfg.RetryFor {
 			v = w.failed(msg, md, v.conf, fmt.Sprintf("provider failing for %s over %d failed deliveries (worker.retry_for %s): %s",
 				spent.Round(time.Second), b.Failures, w.cfg.RetryFor, sanitize(v.err)))

@@ -69,9 +69,11 @@ type Config struct {
 	// AckWait must match the consumer's; heartbeats go every AckWait/3.
 	// Default: 60s.
 	AckWait time.Duration
-	// MaxDeliver is a safety net against crash loops: the delivery at which
-	// an event that still has no outcome goes to the DLQ, whatever the
-	// cause. Default: 10000.
+	// MaxDeliver is a safety net against failure loops: the failed delivery
+	// (a provider failure, a KMS failure while opening, a handler panic) at
+	// which an event goes to the DLQ even inside RetryFor. Deliveries handed
+	// back to wait (NATS trouble, another worker's claim, busy slots) never
+	// count. Default: 10000.
 	MaxDeliver int
 	// RetryFor is how long provider failures of one event are retried,
 	// counted from its first provider failure, before it is dead-lettered.
