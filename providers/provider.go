@@ -117,6 +117,15 @@ type PutRequest struct {
 	// Put for the event its ledger entry records): a provider may write on
 	// top of a matching version without looking at who wrote it.
 	ExpectedVersion string
+	// Replaces is the id of the event whose value this write replaces in
+	// this very secret (the caller's ledger: same backend, same name),
+	// "" when none. A secret with no owner recorded whose first version
+	// was written by that event is the caller's key's own earlier write,
+	// stopped between its value and its owner (a restore killed
+	// partway): a provider that records the owner in a second request may
+	// take such a secret as the caller's and write on top of it, instead
+	// of waiting for that write's redelivery, which may never come.
+	Replaces string
 }
 
 // PutResult describes a completed write.

@@ -535,16 +535,16 @@ func (w *Worker) applyWrite(ctx context.Context, msg jetstream.Msg, md *jetstrea
 	}
 	// The version the ledger last wrote to this very secret (same
 	// backend, same name, not deleted since): a check-and-set hint.
-	expected := ""
+	expected, replaces := "", ""
 	if e.Provider == kw.res.Backend && e.SecretRef == name && e.Status != events.StatusDeleted {
-		expected = e.ProviderVersion
+		expected, replaces = e.ProviderVersion, e.EventID
 	}
 	var res providers.PutResult
 	err = w.call(ctx, kw, "put", func(ctx context.Context) error {
 		var err error
 		res, err = p.Put(ctx, providers.PutRequest{Name: name, Value: kw.value, IdempotencyKey: ev.ID, Owner: owner,
 			Description: kw.res.Description, Tags: SecretTags(kw.res.Tags, metadata, alias), Adopt: w.cfg.AdoptUnowned,
-			ExpectedVersion: expected})
+			ExpectedVersion: expected, Replaces: replaces})
 		return err
 	})
 	if v, bad := w.writeFailed(msg, md, conf, err); bad {

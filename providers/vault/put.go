@@ -228,6 +228,19 @@ func (p *Provider) putExpected(ctx context.Context, op string, req providers.Put
 		return providers.PutResult{}, true, err
 	}
 	if !req.Adopt && !providers.IsOwnedBy(custom, req.Owner) {
+		if custom[providers.ManagedByTag] == "" && p.predecessorAt(ctx, op, name, ps, expected, req.Replaces) {
+			// The version written on top of is the key's own previous
+			// value, from a create (a restore's) that stopped before it
+			// recorded its owner: the secret is the caller's.
+			want, err := p.cfg.desiredTags(custom, tagUpdate{owner: req.Owner, extra: req.Tags, keepExtra: req.Tags == nil, description: req.Description})
+			if err != nil {
+				return providers.PutResult{}, true, errInvalid(op, name, "%v", err)
+			}
+			if err := p.ownNew(ctx, op, name, ps, custom, want); err != nil {
+				return providers.PutResult{}, true, err
+			}
+			return providers.PutResult{Version: strconv.FormatUint(ver, 10)}, true, nil
+		}
 		if p.undoForeignWrite(ctx, op, name, ps, expected, ver) {
 			// The hint (a ledger's version of an earlier life of the
 			// secret, before a backend loss) matched a keyrelay create's
@@ -373,6 +386,28 @@ func orphanOf(c *current, req providers.PutRequest) bool {
 		c.hasVal && c.value == string(req.Value)
 }
 
+// predecessorAt reports whether version v of the secret is the first
+// version (or undoForeignWrite's copy standing for it) written by event
+// replaces: the caller's key's own previous value (PutRequest.Replaces).
+// A failed read reports false: the caller then takes its write back, as
+// for any secret it does not own.
+func (p *Provider) predecessorAt(ctx context.Context, op, name string, ps paths, v uint64, replaces string) bool {
+	if replaces == "" {
+		return false
+	}
+	sec, status, err := p.read(ctx, op, name, ps.data(), url.Values{"version": []string{strconv.FormatUint(v, 10)}})
+	if err != nil || status == 404 {
+		return false
+	}
+	d, err := parseData(sec)
+	if err != nil || d.data == nil || d.meta.gone() {
+		return false
+	}
+	_, copied := d.data[DataFirstCopyKey]
+	ev, _ := versionEvent(d.data, nil, d.version)
+	return (v == 1 || copied) && ev == replaces
+}
+
 // undoForeignWrite takes back a version the fast path wrote into a secret
 // that turned out not to be the caller's: its owner changed without a new
 // version (an adopting UpdateTags by another key, a hand edit of
@@ -432,7 +467,10 @@ func (p *Provider) putChecked(ctx context.Context, op string, req providers.PutR
 		return res, err
 	}
 	orphan := orphanOf(cur, req)
-	if !orphan && !owned(cur, req.Owner, req.Adopt) {
+	// pred: the key's own previous value, from a create that stopped
+	// before it recorded its owner (req.Replaces).
+	pred := !orphan && !req.Adopt && creating(cur) && req.Replaces != "" && cur.event == req.Replaces
+	if !orphan && !pred && !owned(cur, req.Owner, req.Adopt) {
 		if creating(cur) {
 			// Another keyrelay Put created it and has not recorded its
 			// owner yet (or stopped before: its redelivery will).
@@ -446,9 +484,9 @@ func (p *Provider) putChecked(ctx context.Context, op string, req providers.PutR
 	if err != nil {
 		return providers.PutResult{}, errInvalid(op, name, "%v", err)
 	}
-	if orphan {
-		// This event's own first version, whose Put stopped before it
-		// recorded the owner: record it now.
+	if orphan || pred {
+		// This event's own first version, or the key's previous one,
+		// whose Put stopped before it recorded the owner: record it now.
 		if err := p.ownNew(ctx, op, name, ps, cur.custom, want); err != nil {
 			return providers.PutResult{}, err
 		}

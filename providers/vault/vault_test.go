@@ -930,6 +930,50 @@ func TestVaultCrashWindows(t *testing.T) {
 			t.Errorf("versions by event %v (%+v), want one each", byEvent, vs)
 		}
 	})
+	t.Run("first version written, owner not recorded, then the next event of the same key", func(t *testing.T) {
+		// As above, but the rotation names the event whose value it
+		// replaces (its ledger's, PutRequest.Replaces), and the ownerless
+		// first version is that event's: the key's own previous value. The
+		// rotation takes the secret and writes on top at once, with no
+		// version taken back, instead of waiting for a create that may
+		// never come back (a restore killed and not resumed). Another
+		// event id, or none, still waits.
+		for _, hint := range []string{"1", ""} {
+			name := "crash/i" + hint
+			for _, n := range []string{name, name + "-waits"} {
+				if _, err := root.Logical().WriteWithContext(ctx, "secret/data/"+n, map[string]any{
+					"options": map[string]any{"cas": 0}, "data": map[string]any{"key": "sk-i1", vault.DataEventKey: "ev-i1"}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, other := range []string{"", "ev-other"} {
+				_, err := p.Put(ctx, providers.PutRequest{Name: name + "-waits", Value: []byte("sk-i2"), IdempotencyKey: "ev-i2", Owner: ownerA, ExpectedVersion: hint, Replaces: other})
+				wantErr(t, "hint "+hint+": a rotation replacing "+other, err, providers.ErrConflict, true)
+			}
+			wantValue(t, p, name+"-waits", "", "sk-i1")
+			base, err := p.Versions(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := p.Put(ctx, providers.PutRequest{Name: name, Value: []byte("sk-i2"), IdempotencyKey: "ev-i2", Owner: ownerA, ExpectedVersion: hint, Replaces: "ev-i1"})
+			if err != nil || res.Duplicate {
+				t.Fatalf("hint %q: the rotation replacing the ownerless first version's event: %+v, %v", hint, res, err)
+			}
+			if s := wantValue(t, p, name, "", "sk-i2"); !providers.IsOwnedBy(s.Tags, ownerA) {
+				t.Errorf("hint %q: tags %v, want owner A", hint, s.Tags)
+			}
+			vs, err := p.Versions(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(vs) != len(base)+1 {
+				t.Errorf("hint %q: %d versions after the rotation, %d before: want exactly one more", hint, len(vs), len(base))
+			}
+			// Another key's rotation naming that event is not the owner.
+			_, err = p.Put(ctx, providers.PutRequest{Name: name, Value: []byte("x"), IdempotencyKey: "ev-b", Owner: ownerB, Replaces: "ev-i1"})
+			wantErr(t, "hint "+hint+": another key after the rotation", err, providers.ErrNotOwned, false)
+		}
+	})
 	t.Run("another key's owner on metadata without a version", func(t *testing.T) {
 		// A create of the former format (metadata first) by another key
 		// that stopped before its version: the version keyrelay writes
