@@ -31,6 +31,23 @@ func (f *failingPuts) Put(ctx context.Context, req providers.PutRequest) (provid
 	return f.Provider.Put(ctx, req)
 }
 
+// maxDeliverSetup runs one worker at max_deliver maxDeliver, one call per
+// delivery, over a local backend whose first n Puts of names containing
+// match fail.
+func maxDeliverSetup(t *testing.T, match string, n int32, maxDeliver int) (*bundle, *failingPuts) {
+	faults := &failingPuts{match: match}
+	faults.n.Store(n)
+	b := setup(t, setupOptions{
+		wrap: map[string]func(providers.Provider) providers.Provider{"local": func(p providers.Provider) providers.Provider {
+			faults.Provider = p
+			return faults
+		}},
+		topo: func(c *worker.TopologyConfig) { c.MaxDeliver = maxDeliver },
+	})
+	b.startWorker(func(c *worker.Config) { c.MaxDeliver, c.InProcessAttempts = maxDeliver, 1 })
+	return b, faults
+}
+
 // TestWaitsDoNotSpendMaxDeliver: deliveries handed back because the key was
 // claimed by another (here a dead) worker spend nothing, max_deliver
 // included. An event that waited out a dead claim over more deliveries
@@ -41,16 +58,7 @@ func (f *failingPuts) Put(ctx context.Context, req providers.PutRequest) (provid
 func TestWaitsDoNotSpendMaxDeliver(t *testing.T) {
 	t.Parallel()
 	const maxDeliver = 3
-	faults := &failingPuts{match: "/held"}
-	faults.n.Store(1)
-	b := setup(t, setupOptions{
-		wrap: map[string]func(providers.Provider) providers.Provider{"local": func(p providers.Provider) providers.Provider {
-			faults.Provider = p
-			return faults
-		}},
-		topo: func(c *worker.TopologyConfig) { c.MaxDeliver = maxDeliver },
-	})
-	b.startWorker(func(c *worker.Config) { c.MaxDeliver, c.InProcessAttempts = maxDeliver, 1 })
+	b, faults := maxDeliverSetup(t, "/held", 1, maxDeliver)
 	b.plantClaims("team-w", []string{"held"}, 5*time.Second)
 	ev := b.keyEvent(events.KeyRotated, "team-w", "held", 2, "sk-held-2")
 	b.publish(ev)
@@ -79,16 +87,7 @@ func TestWaitsDoNotSpendMaxDeliver(t *testing.T) {
 func TestMaxDeliverEndsAFailureLoop(t *testing.T) {
 	t.Parallel()
 	const maxDeliver = 3
-	faults := &failingPuts{match: "/loop"}
-	faults.n.Store(1 << 20)
-	b := setup(t, setupOptions{
-		wrap: map[string]func(providers.Provider) providers.Provider{"local": func(p providers.Provider) providers.Provider {
-			faults.Provider = p
-			return faults
-		}},
-		topo: func(c *worker.TopologyConfig) { c.MaxDeliver = maxDeliver },
-	})
-	b.startWorker(func(c *worker.Config) { c.MaxDeliver, c.InProcessAttempts = maxDeliver, 1 })
+	b, faults := maxDeliverSetup(t, "/loop", 1<<20, maxDeliver)
 	ev := b.keyEvent(events.KeyCreated, "team-w", "loop", 1, "sk-loop")
 	b.publish(ev)
 	c := b.waitConfirmed([]*events.Event{ev}, 60*time.Second)[ev.ID]
