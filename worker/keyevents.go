@@ -97,23 +97,11 @@ func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md 
 	// without a round trip, they are looked up while the key is claimed
 	// (or only read), as the team's last known settings say.
 	st, known := w.teams.CurrentIfKnown(ev.TeamID, receivedAt)
-	type teamResult struct {
-		st  TeamState
-		err error
-	}
-	var tc chan teamResult
+	var lookup *SettingsLookup
 	if !known {
-		tc = make(chan teamResult, 1)
-		tctx, cancelTeams := context.WithCancel(ctx)
-		defer cancelTeams()
-		go func() {
-			var st TeamState
-			err := w.infraDo(tctx, func(ctx context.Context) (err error) {
-				st, err = w.teams.Current(ctx, ev.TeamID, receivedAt)
-				return err
-			})
-			tc <- teamResult{st, err}
-		}()
+		// Asked for now, read after the claim: the two round trips
+		// overlap.
+		lookup = w.teams.Lookup(ev.TeamID, receivedAt)
 		st = w.teams.Cached(ev.TeamID)
 	}
 	res := w.d.Settings.Resolve(st.Settings)
@@ -124,11 +112,22 @@ func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md 
 		return v
 	}
 	if !known {
-		tr := <-tc
-		if tr.err != nil {
-			return w.releaseFor(kw, waitVerdict(conf, 0, tr.err))
+		err := w.infraDo(ctx, func(ctx context.Context) (err error) {
+			if lookup != nil {
+				// The first try uses the lookup asked for on arrival; a
+				// retry asks again.
+				l := lookup
+				lookup = nil
+				st, err = w.teams.CurrentFrom(ctx, ev.TeamID, l)
+				return err
+			}
+			st, err = w.teams.Current(ctx, ev.TeamID, receivedAt)
+			return err
+		})
+		if err != nil {
+			return w.releaseFor(kw, waitVerdict(conf, 0, err))
 		}
-		st, res = tr.st, w.d.Settings.Resolve(tr.st.Settings)
+		res = w.d.Settings.Resolve(st.Settings)
 	}
 	kw.team, kw.res = st.Settings, res
 	if !kw.res.StoreVirtualKeys {

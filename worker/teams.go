@@ -214,7 +214,15 @@ func (t *Teams) Cached(team string) TeamState {
 // received sees every message stored before that event (the event was
 // stored before it was delivered), so its answer is valid for the event.
 func (t *Teams) Current(ctx context.Context, team string, receivedAt time.Time) (TeamState, error) {
-	seq, data, err := t.lastSettings(ctx, team, receivedAt)
+	return t.CurrentFrom(ctx, team, t.Lookup(team, receivedAt))
+}
+
+// CurrentFrom is Current with the lookup of the team's last settings
+// message already asked for (Lookup): a key event asks for it on arrival
+// and reads the answer once its claim is taken, with no goroutine of its
+// own in between.
+func (t *Teams) CurrentFrom(ctx context.Context, team string, l *SettingsLookup) (TeamState, error) {
+	seq, data, err := l.wait(ctx)
 	if err != nil {
 		return TeamState{}, fmt.Errorf("team settings: last settings message of %s: %w", team, err)
 	}
@@ -248,7 +256,7 @@ func (t *Teams) Current(ctx context.Context, team string, receivedAt time.Time) 
 // message. ok is false when Current would have to ask the server.
 func (t *Teams) CurrentIfKnown(team string, receivedAt time.Time) (st TeamState, ok bool) {
 	t.lmu.Lock()
-	var l *lookup
+	var l *SettingsLookup
 	if tl := t.lookups[team]; tl != nil {
 		l = tl.last
 	}
@@ -299,62 +307,72 @@ func (t *Teams) ApplyThrough(ctx context.Context, team string, ev *events.Event,
 // teamLookups tracks the in-flight and the latest completed lookup of one
 // team's last settings message.
 type teamLookups struct {
-	inflight, last *lookup
+	inflight, last *SettingsLookup
 }
 
-type lookup struct {
-	start time.Time
+// SettingsLookup is one lookup of a team's last settings message, asked
+// for by Lookup, possibly not started yet (queued behind the one in
+// flight).
+type SettingsLookup struct {
+	start time.Time // set when it starts (under Teams.lmu)
 	done  chan struct{}
-	seq   uint64 // 0: the team has no settings message
-	data  []byte
-	err   error
+	// next is the lookup queued behind this one, for the events received
+	// while it runs; it starts when this one ends.
+	next *SettingsLookup
+	seq  uint64 // 0: the team has no settings message
+	data []byte
+	err  error
 }
 
-// lastSettings returns the sequence and data of the team's last settings
-// message, from a lookup that started after receivedAt.
-func (t *Teams) lastSettings(ctx context.Context, team string, receivedAt time.Time) (uint64, []byte, error) {
-	for {
-		t.lmu.Lock()
-		tl := t.lookups[team]
-		if tl == nil {
-			tl = &teamLookups{}
-			t.lookups[team] = tl
-		}
-		if l := tl.last; l != nil && l.start.After(receivedAt) {
-			t.lmu.Unlock()
-			return l.seq, l.data, nil
-		}
-		if l := tl.inflight; l != nil && l.start.After(receivedAt) {
-			t.lmu.Unlock()
-			select {
-			case <-l.done:
-			case <-ctx.Done():
-				return 0, nil, ctx.Err()
-			}
-			if l.err != nil {
-				return 0, nil, l.err
-			}
-			return l.seq, l.data, nil
-		}
-		if l := tl.inflight; l != nil {
-			// An older lookup is running; wait for it and start ours after.
-			t.lmu.Unlock()
-			select {
-			case <-l.done:
-			case <-ctx.Done():
-				return 0, nil, ctx.Err()
-			}
-			continue
-		}
-		l := &lookup{start: time.Now(), done: make(chan struct{})}
-		tl.inflight = l
-		t.lmu.Unlock()
+// wait returns the lookup's answer once it has one, or ctx's error.
+func (l *SettingsLookup) wait(ctx context.Context) (uint64, []byte, error) {
+	select {
+	case <-l.done:
+		return l.seq, l.data, l.err
+	case <-ctx.Done():
+		return 0, nil, ctx.Err()
+	}
+}
 
-		// Other events share this lookup: it must not end with this
-		// caller's cancellation.
-		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), defaultRequestTimeout)
+// Lookup returns a lookup of the team's last settings message that starts
+// after receivedAt, without waiting: the latest completed one if it
+// started after receivedAt, else the one in flight if it did, else the one
+// queued behind it (which starts when it ends, so after receivedAt). One
+// lookup of a team runs at a time, in a goroutine of its own; every event
+// received while it runs shares the next.
+func (t *Teams) Lookup(team string, receivedAt time.Time) *SettingsLookup {
+	t.lmu.Lock()
+	defer t.lmu.Unlock()
+	tl := t.lookups[team]
+	if tl == nil {
+		tl = &teamLookups{}
+		t.lookups[team] = tl
+	}
+	if l := tl.last; l != nil && l.start.After(receivedAt) {
+		return l
+	}
+	if l := tl.inflight; l != nil {
+		if l.start.After(receivedAt) {
+			return l
+		}
+		if l.next == nil {
+			l.next = &SettingsLookup{done: make(chan struct{})}
+		}
+		return l.next
+	}
+	l := &SettingsLookup{start: time.Now(), done: make(chan struct{})}
+	tl.inflight = l
+	go t.run(team, tl, l)
+	return l
+}
+
+// run performs l, then each lookup queued behind it, until none is.
+func (t *Teams) run(team string, tl *teamLookups, l *SettingsLookup) {
+	for l != nil {
+		// Shared by every event that asked: no caller's context ends it.
+		ctx, cancel := context.WithTimeout(context.Background(), defaultRequestTimeout)
 		t.Lookups.Add(1)
-		seq, data, err := t.settingsMsg(lctx, events.SettingsSubject(team), 0)
+		seq, data, err := t.settingsMsg(ctx, events.SettingsSubject(team), 0)
 		cancel()
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
@@ -364,13 +382,17 @@ func (t *Teams) lastSettings(ctx context.Context, team string, receivedAt time.T
 			l.seq, l.data = seq, data
 		}
 		t.lmu.Lock()
-		tl.inflight = nil
 		if l.err == nil {
 			tl.last = l
 		}
+		next := l.next
+		if next != nil {
+			next.start = time.Now()
+		}
+		tl.inflight = next
 		t.lmu.Unlock()
 		close(l.done)
-		return l.seq, l.data, l.err
+		l = next
 	}
 }
 
