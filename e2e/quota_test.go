@@ -205,7 +205,7 @@ func (q quotaRun) run(t *testing.T, e *env) {
 		}
 	}
 	dipSecs := time.Duration(short / q.quota * float64(time.Second)).Round(100 * time.Millisecond)
-	fig := fmt.Sprintf("%s quota run: %d keys, %d write requests; steady (5%% to 95%% of them) %.1f writes/s over %.1fs against a quota of %.0f/s (%.2f); throttled %d; busiest %v window %d; %d windows under 0.8 x quota, short of the quota by %v of writes (the SIGKILL at %.1fs); all in %.1fs; per %v window: %v",
+	fig := fmt.Sprintf("%s quota run: %d keys, %d write requests; steady (5%% to 95%% of them) %.1f writes/s over %.1fs against a quota of %.0f/s (%.2f); throttled %d; busiest %v window %d; windows under 0.8 x quota: %d, short of the quota by %v of writes (the SIGKILL at %.1fs); all in %.1fs; per %v window: %v",
 		q.backend, q.keys, len(all), rate, last.Sub(first).Seconds(), q.quota, rate/q.quota, q.throttled(), w, maxWin, dips, dipSecs,
 		killedAt.Sub(all[0]).Seconds(), all[len(all)-1].Sub(all[0]).Seconds(), w, counts)
 	t.Log(fig)
