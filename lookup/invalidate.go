@@ -61,6 +61,36 @@ func (s *Service) Apply(c *events.Confirmation) {
 	s.m.invalidated.WithLabelValues(string(c.Status)).Inc()
 }
 
+// dropUndecodable handles a confirmation that could not be decoded: what
+// it changed is unknown, so the entries it may concern are dropped (the
+// key's, named by its subject, and the global scope's, which are by
+// secret name), or all of them when the subject names no valid team. It
+// is logged with its subject and sequence only: nothing of its bytes, nor
+// the decoder's error, which may quote them.
+func (s *Service) dropUndecodable(subject string, seq uint64) {
+	s.m.invalidated.WithLabelValues("undecodable").Inc()
+	s.log.Warn("lookup: a confirmation could not be decoded; the entries it may concern are dropped",
+		zap.String("subject", subject), zap.Uint64("stream_seq", seq))
+	tokens := strings.Split(strings.TrimPrefix(subject, events.ConfirmationsPrefix+"."), ".")
+	if !strings.HasPrefix(subject, events.ConfirmationsPrefix+".") || len(tokens) < 2 || events.ValidateID("team_id", tokens[0]) != nil {
+		s.cache.InvalidateAll()
+		return
+	}
+	prefixes := []string{Scope{Global: true}.cacheKey("")}
+	if key := tokens[1]; key == events.NoKey || events.ValidateID("key_id", key) != nil {
+		prefixes = append(prefixes, Scope{Team: tokens[0]}.cacheKey(""))
+	} else {
+		s.cache.Invalidate(Scope{Team: tokens[0]}.cacheKey(key))
+	}
+	for k := range s.cache.Keys() {
+		for _, p := range prefixes {
+			if strings.HasPrefix(k, p) {
+				s.cache.Invalidate(k)
+			}
+		}
+	}
+}
+
 func (s *Service) replace(sc Scope, name string, gen uint64, deleted bool) {
 	key := sc.cacheKey(name)
 	old, ok := s.cache.GetIfPresent(key)
@@ -161,11 +191,13 @@ func (s *Service) follow(ctx context.Context, js jetstream.JetStream, last *uint
 		if err != nil {
 			return err
 		}
+		var seq uint64
 		if md, err := m.Metadata(); err == nil {
-			*last = md.Sequence.Stream
+			*last, seq = md.Sequence.Stream, md.Sequence.Stream
 		}
 		var c events.Confirmation
 		if err := gojson.Unmarshal(m.Data(), &c); err != nil {
+			s.dropUndecodable(m.Subject(), seq)
 			continue
 		}
 		s.Apply(&c)

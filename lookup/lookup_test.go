@@ -404,3 +404,44 @@ func TestDuplicateConfirmationApplies(t *testing.T) {
 		t.Fatalf("after a duplicate key.deleted confirmation the deleted key is still served: %d %v", code, body)
 	}
 }
+
+// TestUndecodableConfirmationDropsItsKey: a confirmation the follower
+// cannot decode is not skipped as if nothing had changed. The entry of the
+// key its subject names is dropped, other teams' and keys' stay cached,
+// and its bytes go nowhere near the log.
+func TestUndecodableConfirmationDropsItsKey(t *testing.T) {
+	f := newFixture(t, fixtureOptions{cache: lookup.Config{TTL: time.Hour}})
+	und := f.write(events.KeyCreated, "team-a", "und", "sk-und")
+	other := f.write(events.KeyCreated, "team-a", "other", "sk-other")
+	for _, k := range []string{"und", "other"} {
+		if code, _ := f.get(tokenA, "/v1/secrets/"+k); code != 200 {
+			t.Fatalf("%s: %d", k, code)
+		}
+	}
+	// Both gone from the backend behind the cache's back: only what the
+	// cache drops is read again.
+	for _, c := range []*events.Confirmation{und, other} {
+		if err := f.store.Delete(f.ctx, providers.DeleteRequest{Name: c.SecretRef, Owner: providers.Owner{TeamID: "team-a", KeyID: c.KeyID}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const sentinel = "sk-SENTINEL-undecodable"
+	if _, err := f.js.Publish(f.ctx, events.ConfirmationSubject("team-a", "und", "ev-garbage"), []byte(`{"status":"deleted","value":"`+sentinel+`"`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the undecodable confirmation counted", func() bool {
+		return f.counter("keyrelay_lookup_invalidations_total", map[string]string{"status": "undecodable"}) == 1
+	})
+	if code, body := f.get(tokenA, "/v1/secrets/und"); code != 404 {
+		t.Fatalf("und after an undecodable confirmation on its subject: %d %v, want 404 (dropped and read again)", code, body)
+	}
+	if code, _ := f.get(tokenA, "/v1/secrets/other"); code != 200 {
+		t.Fatalf("other: %d, want 200 from the cache (its entry concerns another subject)", code)
+	}
+	if strings.Contains(f.logs.String(), sentinel) {
+		t.Fatal("the undecodable confirmation's bytes reached the log")
+	}
+	if !strings.Contains(f.logs.String(), "could not be decoded") {
+		t.Fatal("the undecodable confirmation was not logged")
+	}
+}

@@ -79,7 +79,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		evictExpired: prometheus.NewCounter(prometheus.CounterOpts{Name: "keyrelay_lookup_cache_evictions_total",
 			Help: "Entries evicted to stay within max_entries and max_bytes.", ConstLabels: prometheus.Labels{"cause": "expired"}}),
 		invalidated: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keyrelay_lookup_invalidations_total",
-			Help: "Confirmations applied to the cache, by status."}, []string{"status"}),
+			Help: "Confirmations applied to the cache, by status (undecodable: one that could not be decoded; the entries it may concern were dropped)."}, []string{"status"}),
 		streamUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "keyrelay_lookup_invalidation_stream_up",
 			Help: "1 while the confirmations stream is followed; 0 means cached values are revalidated before use."}),
 		reg: reg,
