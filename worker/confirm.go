@@ -101,7 +101,10 @@ func (w *Worker) confirm(ctx context.Context, conf *events.Confirmation) error {
 	if !errors.Is(err, errAlreadyConfirmed) || conf.EventID == "" {
 		return err
 	}
-	prev, rerr := w.readConfirmation(ctx, ConfirmationSubjectFor(conf))
+	// Called through infraDoBounded: this read bounds its own attempt.
+	rctx, cancel := context.WithTimeout(ctx, infraAttemptTimeout)
+	prev, rerr := w.readConfirmation(rctx, ConfirmationSubjectFor(conf))
+	cancel()
 	if rerr != nil {
 		if isInfraTransient(rerr) {
 			return rerr

@@ -37,7 +37,8 @@ func isInfraTransient(err error) bool {
 	return errors.As(err, &pe) && pe.Code >= 500
 }
 
-// infraAttemptTimeout bounds one attempt of an infraDo operation. A
+// infraAttemptTimeout bounds one attempt of an infraDo operation, and
+// every request made with requestMsg. A
 // JetStream request is answered within milliseconds, or at once with "no
 // responders" while its stream has no leader; but a request in flight when
 // the leader of its stream or bucket dies (SIGKILL, a machine lost) is
@@ -58,12 +59,22 @@ const infraAttemptTimeout = 3 * time.Second
 // caller hands the event back (without spending its budget) if NATS is
 // still unavailable after that.
 func (w *Worker) infraDo(ctx context.Context, fn func(context.Context) error) error {
+	return w.infraDoBounded(ctx, func(ctx context.Context) error {
+		actx, cancel := context.WithTimeout(ctx, infraAttemptTimeout)
+		defer cancel()
+		return fn(actx)
+	})
+}
+
+// infraDoBounded is infraDo for an operation that bounds each of its
+// requests to infraAttemptTimeout itself (requestMsg: the ledger's writes
+// and the confirmation's publish, the operations on every event's path):
+// no context is made per attempt.
+func (w *Worker) infraDoBounded(ctx context.Context, fn func(context.Context) error) error {
 	deadline := time.Now().Add(w.cfg.InfraWait)
 	wait := 50 * time.Millisecond
 	for {
-		actx, cancel := context.WithTimeout(ctx, infraAttemptTimeout)
-		err := fn(actx)
-		cancel()
+		err := fn(ctx)
 		if err == nil || !isInfraTransient(err) || ctx.Err() != nil {
 			return err
 		}

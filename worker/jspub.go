@@ -48,14 +48,10 @@ type pubAck struct {
 	duplicate bool
 }
 
-// jsPublish publishes m and waits for the PubAck.
+// jsPublish publishes m and waits for the PubAck, at most
+// infraAttemptTimeout (requestMsg).
 func jsPublish(ctx context.Context, nc *nats.Conn, m *nats.Msg) (pubAck, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, defaultRequestTimeout)
-		defer cancel()
-	}
-	resp, err := nc.RequestMsgWithContext(ctx, m)
+	resp, err := requestMsg(ctx, nc, m)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
 			return pubAck{}, fmt.Errorf("jetstream publish to %s: no stream answered: %w", m.Subject, err)
@@ -64,8 +60,6 @@ func jsPublish(ctx context.Context, nc *nats.Conn, m *nats.Msg) (pubAck, error) 
 	}
 	return parsePubAck(resp.Data)
 }
-
-const defaultRequestTimeout = 10e9 // 10s, as nats.go's JetStream default
 
 // parsePubAck reads {"stream":"S","seq":N[,"duplicate":true]} or an error.
 func parsePubAck(b []byte) (pubAck, error) {

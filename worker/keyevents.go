@@ -343,7 +343,7 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 		until := now.Add(w.cfg.ClaimLease)
 		next.Claim = &Claim{EventID: kw.ev.ID, StreamSeq: md.Sequence.Stream, Lane: laneOfStream(md.Stream), Generation: kw.gen, Worker: w.cfg.ID, Until: until}
 		var nrev uint64
-		err := w.infraDo(ctx, func(ctx context.Context) (err error) {
+		err := w.infraDoBounded(ctx, func(ctx context.Context) (err error) {
 			nrev, err = w.ledger.Put(ctx, kw.ev.TeamID, kw.ev.KeyID, &next, rev)
 			return err
 		})
@@ -433,7 +433,7 @@ func (w *Worker) release(kw *keyWork, failure *RetryRecord) error {
 	ctx, cancel := context.WithTimeout(context.Background(), releaseWait)
 	defer cancel()
 	var nrev uint64
-	err := w.infraDo(ctx, func(ctx context.Context) (err error) {
+	err := w.infraDoBounded(ctx, func(ctx context.Context) (err error) {
 		if h := releaseHook.Load(); h != nil {
 			if err := (*h)(); err != nil {
 				return err

@@ -239,10 +239,16 @@ func (l *Ledger) Put(ctx context.Context, team, key string, entry *LedgerEntry, 
 			return 0, ErrLedgerConflict
 		}
 		nrev = pa.seq
-	case rev == 0:
-		nrev, err = l.kv.Create(ctx, LedgerKey(team, key), b)
 	default:
-		nrev, err = l.kv.Update(ctx, LedgerKey(team, key), b, rev)
+		// Without the connection: the jetstream client, bounded like a
+		// request (callers may not bound their attempts).
+		kctx, cancel := context.WithTimeout(ctx, infraAttemptTimeout)
+		if rev == 0 {
+			nrev, err = l.kv.Create(kctx, LedgerKey(team, key), b)
+		} else {
+			nrev, err = l.kv.Update(kctx, LedgerKey(team, key), b, rev)
+		}
+		cancel()
 	}
 	if isCASConflict(err) {
 		return 0, ErrLedgerConflict

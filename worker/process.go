@@ -116,8 +116,10 @@ func (w *Worker) safeHandle(ctx context.Context, ln *lane, msg jetstream.Msg, md
 // finish publishes the confirmation (and dead letter), then acks, naks or
 // terminates. It returns the outcome label for metrics.
 func (w *Worker) finish(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, v verdict) string {
-	pubCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.InfraWait+10*time.Second)
-	defer cancel()
+	// Not ended by a shutdown: an outcome reached is recorded. Bounded
+	// without a deadline of its own: each NATS step retries for at most
+	// infra_wait, each attempt for at most infraAttemptTimeout.
+	pubCtx := context.WithoutCancel(ctx)
 	if !v.retry && !v.wait && v.dead == nil && v.conf == nil {
 		_ = msg.Nak()
 		return "nak"
@@ -182,7 +184,7 @@ func (w *Worker) finish(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 	var commitErr chan error
 	if v.commit != nil {
 		commitErr = make(chan error, 1)
-		go func() { commitErr <- w.infraDo(pubCtx, v.commit) }()
+		go func() { commitErr <- w.infraDoBounded(pubCtx, v.commit) }()
 	}
 	if v.conf != nil {
 		v.conf.SpecVersion = events.SpecVersion
@@ -190,7 +192,7 @@ func (w *Worker) finish(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 		v.conf.StreamSeq = md.Sequence.Stream
 		v.conf.Lane = laneOfStream(md.Stream)
 		v.conf.Time = time.Now().UTC()
-		err := w.infraDo(pubCtx, func(ctx context.Context) error { return w.confirm(ctx, v.conf) })
+		err := w.infraDoBounded(pubCtx, func(ctx context.Context) error { return w.confirm(ctx, v.conf) })
 		if commitErr != nil {
 			if cerr := <-commitErr; cerr != nil {
 				// The provider holds the value; the redelivery finds the write

@@ -370,10 +370,10 @@ func (t *Teams) Lookup(team string, receivedAt time.Time) *SettingsLookup {
 func (t *Teams) run(team string, tl *teamLookups, l *SettingsLookup) {
 	for l != nil {
 		// Shared by every event that asked: no caller's context ends it.
-		ctx, cancel := context.WithTimeout(context.Background(), defaultRequestTimeout)
+		// The request bounds itself (requestMsg; without a connection,
+		// the jetstream client's default timeout).
 		t.Lookups.Add(1)
-		seq, data, err := t.settingsMsg(ctx, events.SettingsSubject(team), 0)
-		cancel()
+		seq, data, err := t.settingsMsg(context.Background(), events.SettingsSubject(team), 0)
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
 		case err != nil:
