@@ -31,23 +31,27 @@ type replyMux struct {
 }
 
 var (
+	muxes   sync.Map // *nats.Conn -> *replyMux, read without a lock
 	muxesMu sync.Mutex
-	muxes   = map[*nats.Conn]*replyMux{}
 )
 
 // muxFor returns nc's reply mux, subscribing on first use. A closed
 // connection's mux is dropped.
 func muxFor(nc *nats.Conn) (*replyMux, error) {
+	if m, ok := muxes.Load(nc); ok && m.(*replyMux).sub.IsValid() {
+		return m.(*replyMux), nil
+	}
 	muxesMu.Lock()
 	defer muxesMu.Unlock()
-	if m, ok := muxes[nc]; ok && m.sub.IsValid() {
-		return m, nil
+	if m, ok := muxes.Load(nc); ok && m.(*replyMux).sub.IsValid() {
+		return m.(*replyMux), nil
 	}
-	for c := range muxes {
-		if c.IsClosed() {
-			delete(muxes, c)
+	muxes.Range(func(c, _ any) bool {
+		if c.(*nats.Conn).IsClosed() {
+			muxes.Delete(c)
 		}
-	}
+		return true
+	})
 	m := &replyMux{prefix: nc.NewInbox() + ".", wait: map[string]chan *nats.Msg{}}
 	sub, err := nc.Subscribe(m.prefix+"*", m.deliver)
 	if err != nil {
@@ -57,7 +61,7 @@ func muxFor(nc *nats.Conn) (*replyMux, error) {
 	// connection drop replies as a slow consumer.
 	_ = sub.SetPendingLimits(-1, -1)
 	m.sub = sub
-	muxes[nc] = m
+	muxes.Store(nc, m)
 	return m, nil
 }
 
