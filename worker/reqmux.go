@@ -14,11 +14,11 @@ import (
 // The requests on an event's path (the claim and the commit, the
 // confirmation, the settings lookup) each need a bound, so that a request
 // the server lost (its stream's leader killed) ends its attempt and is made
-// again (infraAttemptTimeout). A context.WithTimeout per attempt, and the
-// one nats.go adds to every request with a context, cost a timer, a
-// closure and a child registered with the handler's context: measured at
-// a seventh of the worker's CPU per event. requestMsg bounds a request with
-// a pooled timer instead, and still ends at once when ctx does.
+// again (infraAttemptTimeout). A context.WithTimeout per attempt costs a
+// timer, a closure and a child registered with the handler's context:
+// measured at an eighth of the handler's CPU per event (BENCHMARKS.md,
+// ninth session). requestMsg bounds a request with a pooled timer instead,
+// and still ends at once when ctx does.
 
 // replyMux routes the replies of one connection's requests: one wildcard
 // subscription, one token per request.
