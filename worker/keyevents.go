@@ -112,9 +112,7 @@ func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md 
 		return v
 	}
 	if !known {
-		// Bounded without a context per attempt: the lookup's request
-		// bounds itself, and so does CurrentFrom's catch-up.
-		err := w.infraDoBounded(ctx, func(ctx context.Context) (err error) {
+		err := w.infraDo(ctx, func(ctx context.Context) (err error) {
 			if lookup != nil {
 				// The first try uses the lookup asked for on arrival; a
 				// retry asks again.

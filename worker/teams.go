@@ -232,11 +232,7 @@ func (t *Teams) CurrentFrom(ctx context.Context, team string, l *SettingsLookup)
 	if st := t.Cached(team); st.AppliedSeq >= seq {
 		return st, nil
 	}
-	// Behind: maybe only the watch is, so read the bucket first. The
-	// catch-up is bounded like one attempt of a NATS step (the wait above
-	// is bounded by the lookup's own request).
-	ctx, cancel := context.WithTimeout(ctx, infraAttemptTimeout)
-	defer cancel()
+	// Behind: maybe only the watch is, so read the bucket first.
 	st, _, err := t.load(ctx, team)
 	if err != nil {
 		return TeamState{}, err
