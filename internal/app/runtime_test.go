@@ -74,6 +74,14 @@ func TestGCTunerReleases(t *testing.T) {
 			{heapReading{live: 150 * mib, objects: 190 * mib, allocs: busy(1)}, 42, false},
 			{heapReading{live: 150 * mib, objects: 190 * mib, allocs: busy(2)}, 0, false},
 		}},
+		{"idle, free heap and garbage each under the bound, together over it: released", []reading{
+			{heapReading{live: 190 * mib, free: 12 * mib, objects: 198 * mib, allocs: busy(1)}, GCPercentFloor + 8, false},
+			{heapReading{live: 190 * mib, free: 12 * mib, objects: 198 * mib, allocs: busy(1) + 100}, 0, true},
+		}},
+		{"idle, a little of both: nothing", []reading{
+			{heapReading{live: 190 * mib, free: 6 * mib, objects: 198 * mib, allocs: busy(1)}, GCPercentFloor + 8, false},
+			{heapReading{live: 190 * mib, free: 6 * mib, objects: 198 * mib, allocs: busy(1) + 100}, 0, false},
+		}},
 		{"idle without garbage: nothing", []reading{
 			{heapReading{live: 150 * mib, objects: 155 * mib, allocs: busy(1)}, 42, false},
 			{heapReading{live: 150 * mib, objects: 155 * mib, allocs: busy(1)}, 0, false},
