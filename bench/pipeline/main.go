@@ -115,14 +115,15 @@ func run(n, keys, conc, rate int, dur time.Duration, warmup, runs, parts int, se
 			label = "warm-up"
 		}
 		var b float64
-		var bcpu string
+		var bcpu, bsys string
 		if os.Getenv("KEYRELAY_BENCH_ONLY") != "keyrelay" {
 			// With -partitions, the plain and the partitioned baseline
 			// take turns going first, each with its own CPU sample.
 			plain := func() error {
-				c0 := benchkit.ReadCPU()
+				c0, s0 := benchkit.ReadCPU(), benchkit.ReadSysIO()
 				b, err = baseline(ctx, js, n, conc, r+warmup, 0)
 				bcpu = benchkit.PerOp(c0, benchkit.ReadCPU(), n, "nats-server", "bench")
+				bsys = benchkit.SysIOPerOp(s0, benchkit.ReadSysIO(), n, "nats-server", "bench")
 				return err
 			}
 			var bp float64
@@ -162,14 +163,20 @@ func run(n, keys, conc, rate int, dur time.Duration, warmup, runs, parts int, se
 		if err != nil {
 			return err
 		}
-		c1, l1 := benchkit.ReadCPU(), pipe.w.Teams().Lookups.Load()
+		c1, l1, s1 := benchkit.ReadCPU(), pipe.w.Teams().Lookups.Load(), benchkit.ReadSysIO()
 		f, err := benchkit.Throughput(ctx, js, msgs)
 		if err != nil {
 			return err
 		}
 		c2, l2 := benchkit.ReadCPU(), pipe.w.Teams().Lookups.Load()
+		ksys := benchkit.SysIOPerOp(s1, benchkit.ReadSysIO(), n, "nats-server", "bench")
 		fmt.Printf("  %s: baseline %8.0f events/s   keyrelay %8.0f events/s   ratio %.2f   ms CPU per event: baseline %s; keyrelay %s; settings lookups per event %.2f\n",
 			label, b, f, f/b, bcpu, benchkit.PerOp(c1, c2, n, "nats-server", "bench"), float64(l2-l1)/float64(n))
+		if bsys != "" {
+			// One write per stored message is nats-server's file store
+			// handing each message to the OS as it stores it.
+			fmt.Printf("  %*s  system calls per event (reads, writes): baseline %s; keyrelay %s\n", len(label), "", bsys, ksys)
+		}
 		if r >= 0 {
 			base, full, ratios = append(base, b), append(full, f), append(ratios, f/b)
 		}
