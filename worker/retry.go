@@ -26,18 +26,23 @@ type retryPolicy struct {
 // honoured: the wait is never shorter than the hint. onRetry is called
 // before each wait.
 func (p retryPolicy) do(ctx context.Context, deadline time.Time, fn func(context.Context) error, onRetry func(error, time.Duration)) error {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = p.initial
-	b.MaxInterval = p.max
-	b.Multiplier = p.multiplier
-	b.RandomizationFactor = 0.5
-	b.MaxElapsedTime = 0
-	b.Reset()
+	// The backoff is made at the first retry: nearly every call succeeds
+	// at once.
+	var b *backoff.ExponentialBackOff
 	var err error
 	for attempt := 1; ; attempt++ {
 		err = fn(ctx)
 		if err == nil || !providers.IsRetryable(err) || attempt >= p.attempts || errors.Is(err, errBreakerOpen) {
 			return err
+		}
+		if b == nil {
+			b = backoff.NewExponentialBackOff()
+			b.InitialInterval = p.initial
+			b.MaxInterval = p.max
+			b.Multiplier = p.multiplier
+			b.RandomizationFactor = 0.5
+			b.MaxElapsedTime = 0
+			b.Reset()
 		}
 		wait := b.NextBackOff()
 		if hint := providers.RetryAfter(err); hint > wait {

@@ -20,6 +20,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/internal/ctxtime"
@@ -28,6 +30,13 @@ import (
 	"github.com/keyrelay/keyrelay/settings"
 	"github.com/keyrelay/keyrelay/worker"
 )
+
+// TracerProvider is the tracer provider `keyrelay serve` runs its worker
+// with by default (tracing off: OTEL_TRACES_EXPORTER unset). A worker
+// built without one falls back to OpenTelemetry's global provider, whose
+// delegating tracer allocates a span per event that the product never
+// makes.
+func TracerProvider() trace.TracerProvider { return noop.NewTracerProvider() }
 
 // Median of v (v is not modified).
 func Median(v []float64) float64 {
@@ -305,7 +314,7 @@ func SlowWorker(ctx context.Context, js jetstream.JetStream, lat time.Duration, 
 		return nil, nil, err
 	}
 	w, err := worker.New(ctx, worker.Config{Concurrency: conc, AckWait: topo.AckWait, ClaimLease: 20 * time.Second, CallTimeout: 10 * time.Second},
-		worker.Deps{JS: js, Settings: settings.Default(), Registry: reg, Opener: kr})
+		worker.Deps{JS: js, Settings: settings.Default(), Registry: reg, Opener: kr, TracerProvider: TracerProvider()})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -454,7 +454,7 @@ func newPipeline(ctx context.Context, js jetstream.JetStream, kr *events.Keyring
 	reg.Register("local", func(context.Context, providers.Config) (providers.Provider, error) { return store, nil })
 	cfg := settings.Default()
 	w, err := worker.New(ctx, worker.Config{Concurrency: conc, AckWait: topo.AckWait, ClaimLease: 20 * time.Second, CallTimeout: 10 * time.Second},
-		worker.Deps{JS: js, Settings: cfg, Registry: reg, Opener: kr})
+		worker.Deps{JS: js, Settings: cfg, Registry: reg, Opener: kr, TracerProvider: benchkit.TracerProvider()})
 	if err != nil {
 		return nil, err
 	}

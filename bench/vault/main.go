@@ -305,7 +305,8 @@ func newPipeline(ctx context.Context, js jetstream.JetStream, kr *events.Keyring
 	cfg.KeyManagementSystem = vault.Name
 	cfg.Keyrelay.Providers = map[string]map[string]string{vault.Name: opts}
 	w, err := worker.New(ctx, worker.Config{Concurrency: conc, AckWait: topo.AckWait, ClaimLease: 20 * time.Second, CallTimeout: 10 * time.Second},
-		worker.Deps{JS: js, Settings: cfg, Registry: reg, Opener: kr, Getenv: func(string) string { return "" }})
+		worker.Deps{JS: js, Settings: cfg, Registry: reg, Opener: kr, Getenv: func(string) string { return "" },
+			TracerProvider: benchkit.TracerProvider()})
 	if err != nil {
 		return nil, err
 	}
