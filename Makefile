@@ -6,7 +6,7 @@ BIN      := $(CURDIR)/bin
 # time-bounded run with a spurious "context deadline exceeded".
 FUZZTIME ?= 100000x
 
-.PHONY: all build run test unit e2e fuzz bench tools vet clean image-bin compose-test
+.PHONY: all build run test unit e2e fuzz bench bench-ceilings tools vet clean image-bin compose-test
 
 all: build
 
@@ -85,6 +85,7 @@ run: build
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags keyrelay_ceiling ./worker ./bench/pipeline
 
 # Unit and integration tests with the race detector, then the end-to-end
 # proof (verbose: it prints its counts), then short fuzz runs, then the
@@ -125,6 +126,12 @@ bench: tools build
 	$(GO) run ./bench/seal -runs 3
 	$(GO) run ./bench/memory
 	KEYRELAY_QUOTA_KEYS_AWS=20000 KEYRELAY_QUOTA_KEYS_GOOGLE=2000 $(GO) test ./e2e -run '^TestClusterQuota' -count=1 -v -timeout 60m | grep -E '^e2e .* quota run|^(--- FAIL|FAIL)'
+
+# What fewer ledger writes per event would reach (unsafe keyrelay_ceiling
+# build of bench/pipeline; not part of bench: about 25 minutes).
+bench-ceilings: tools
+	$(GO) run ./bench/ceilings -rounds 4
+	$(GO) run ./bench/ceilings -rounds 2 -- -cluster 3
 
 clean:
 	rm -rf $(BIN) data

@@ -98,6 +98,10 @@ func run(n, keys, conc, rate int, dur time.Duration, warmup, runs, parts int, se
 
 	fmt.Printf("keyrelay pipeline benchmark: nats-server %s on %s, %d events over %d keys, concurrency %d, %d CPUs\n",
 		version, srv.Shape, n, keys, conc, runtime.NumCPU())
+	if v := worker.CeilingVariant(); v != "" {
+		// A keyrelay_ceiling build (bench/ceilings): not keyrelay's figures.
+		fmt.Printf("UNSAFE ceiling build: ledger writes skipped: %s\n", v)
+	}
 
 	kr, _ := events.NewKeyring("bench", map[string][]byte{"bench": make([]byte, 32)})
 	pipe, err := newPipeline(ctx, js, kr, conc)

@@ -1,0 +1,129 @@
+// Command ceilings measures what the pipeline benchmark would reach with
+// fewer ledger writes per event: keyrelay as committed, with the claim's
+// KV write skipped, with the commit's skipped, and with both, against the
+// raw JetStream baseline of each run. It builds bench/pipeline with the
+// keyrelay_ceiling tag (worker/ceiling_unsafe.go: the skips are unsafe and
+// exist only in that build), runs it once per variant per round with
+// KEYRELAY_CEILING_SKIP set, the variants alternated so the machine's
+// drift spreads over all of them, and prints per variant the median ratio
+// and the CPU per event of the worker process and of nats-server, each
+// divided by the baseline's in the same run.
+//
+//	go run ./bench/ceilings [-rounds 4] [-- pipeline flags, e.g. -cluster 3]
+//
+// It is how docs/architecture.md's "what each route reaches" figures are
+// made; it is not part of `make bench` (about 2 minutes per round on one
+// server, 5 on the cluster).
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+)
+
+var variants = []string{"none", "claim", "commit", "both"}
+
+// runLine matches a counted run of bench/pipeline (not the warm-up).
+var runLine = regexp.MustCompile(`run \d+: baseline\s+(\d+) events/s\s+keyrelay\s+(\d+) events/s\s+ratio [\d.]+\s+ms CPU per event: baseline nats ([\d.]+) bench ([\d.]+); keyrelay nats ([\d.]+) bench ([\d.]+)`)
+
+type sample struct{ ratio, worker, server float64 }
+
+func main() {
+	rounds := flag.Int("rounds", 4, "rounds; each runs every variant once")
+	runs := flag.Int("runs", 2, "counted runs per invocation of bench/pipeline")
+	flag.Parse()
+	if err := run(*rounds, *runs, flag.Args()); err != nil {
+		fmt.Fprintln(os.Stderr, "ceilings:", err)
+		os.Exit(1)
+	}
+}
+
+func run(rounds, runs int, extra []string) error {
+	dir, err := os.MkdirTemp("", "keyrelay-ceilings")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "pipeline-ceiling")
+	build := exec.Command("go", "build", "-tags", "keyrelay_ceiling", "-o", bin, "./bench/pipeline")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("build bench/pipeline with keyrelay_ceiling: %w", err)
+	}
+	args := append([]string{"-runs", strconv.Itoa(runs), "-latency-duration", "1s"}, extra...)
+	fmt.Printf("ledger-write ceilings: bench/pipeline %v, %d rounds, variants alternated\n", args, rounds)
+	got := map[string][]sample{}
+	for r := 1; r <= rounds; r++ {
+		for _, v := range variants {
+			cmd := exec.Command(bin, args...)
+			cmd.Env = append(os.Environ(), "KEYRELAY_CEILING_SKIP="+v)
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Run(); err != nil {
+				os.Stderr.Write(out.Bytes())
+				return fmt.Errorf("round %d, %s: %w", r, v, err)
+			}
+			n := 0
+			sc := bufio.NewScanner(&out)
+			for sc.Scan() {
+				m := runLine.FindStringSubmatch(sc.Text())
+				if m == nil {
+					continue
+				}
+				f := make([]float64, 6)
+				for i := range f {
+					f[i], _ = strconv.ParseFloat(m[i+1], 64)
+				}
+				got[v] = append(got[v], sample{ratio: f[1] / f[0], worker: f[5] / f[3], server: f[4] / f[2]})
+				fmt.Printf("  round %d %-6s %s\n", r, v, sc.Text())
+				n++
+			}
+			if n == 0 {
+				os.Stderr.Write(out.Bytes())
+				return fmt.Errorf("round %d, %s: no run lines in bench/pipeline's output", r, v)
+			}
+		}
+	}
+	fmt.Println("variant  ledger writes  runs  median ratio (min-max)   worker CPU / baseline's   nats-server CPU / baseline's")
+	writes := map[string]int{"none": 2, "claim": 1, "commit": 1, "both": 0}
+	for _, v := range variants {
+		s := got[v]
+		ratio := median(s, func(x sample) float64 { return x.ratio })
+		lo, hi := minMax(s)
+		fmt.Printf("%-8s %13d  %4d  %5.2f (%.2f-%.2f)   %23.2f   %28.2f\n", v, writes[v], len(s), ratio, lo, hi,
+			median(s, func(x sample) float64 { return x.worker }), median(s, func(x sample) float64 { return x.server }))
+	}
+	return nil
+}
+
+func median(s []sample, f func(sample) float64) float64 {
+	v := make([]float64, len(s))
+	for i, x := range s {
+		v[i] = f(x)
+	}
+	sort.Float64s(v)
+	if len(v)%2 == 0 {
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	return v[len(v)/2]
+}
+
+func minMax(s []sample) (lo, hi float64) {
+	for i, x := range s {
+		if i == 0 || x.ratio < lo {
+			lo = x.ratio
+		}
+		if i == 0 || x.ratio > hi {
+			hi = x.ratio
+		}
+	}
+	return lo, hi
+}
