@@ -25,6 +25,21 @@ func ReadCPU() CPUUse {
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		out["bench"] = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
+	eachChild(func(_, comm string, fields []string) {
+		if len(fields) < 13 {
+			return
+		}
+		ut, _ := strconv.ParseInt(fields[11], 10, 64)
+		st, _ := strconv.ParseInt(fields[12], 10, 64)
+		out[comm] += time.Duration(ut+st) * clockTick
+	})
+	return out
+}
+
+// eachChild calls fn for every child process of this one with its pid,
+// its command name and the fields of /proc/<pid>/stat after the command
+// name (a name may hold spaces).
+func eachChild(fn func(pid, comm string, fields []string)) {
 	self := strconv.Itoa(os.Getpid())
 	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
 	for _, f := range stats {
@@ -32,22 +47,17 @@ func ReadCPU() CPUUse {
 		if err != nil {
 			continue
 		}
-		// pid (comm) state ppid ... utime stime: fields after the comm's
-		// closing parenthesis (a comm may hold spaces).
 		s := string(b)
 		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
 		if open < 0 || end < open {
 			continue
 		}
 		fields := strings.Fields(s[end+1:])
-		if len(fields) < 13 || fields[1] != self {
+		if len(fields) < 2 || fields[1] != self {
 			continue
 		}
-		ut, _ := strconv.ParseInt(fields[11], 10, 64)
-		st, _ := strconv.ParseInt(fields[12], 10, 64)
-		out[s[open+1:end]] += time.Duration(ut+st) * clockTick
+		fn(filepath.Base(filepath.Dir(f)), s[open+1:end], fields)
 	}
-	return out
 }
 
 // PerOp formats the CPU milliseconds spent between a and b per operation,

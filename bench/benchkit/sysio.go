@@ -3,7 +3,6 @@ package benchkit
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -37,25 +36,8 @@ func ReadSysIO() SysIO {
 		o := out[name]
 		out[name] = [2]uint64{o[0] + v[0], o[1] + v[1]}
 	}
-	self := strconv.Itoa(os.Getpid())
-	read(self, "bench")
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, f := range stats {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || end < open {
-			continue
-		}
-		fields := strings.Fields(s[end+1:])
-		if len(fields) < 2 || fields[1] != self {
-			continue
-		}
-		read(filepath.Base(filepath.Dir(f)), s[open+1:end])
-	}
+	read(strconv.Itoa(os.Getpid()), "bench")
+	eachChild(func(pid, comm string, _ []string) { read(pid, comm) })
 	return out
 }
 
