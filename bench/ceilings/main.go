@@ -25,8 +25,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
+
+	"github.com/keyrelay/keyrelay/bench/benchkit"
 )
 
 var variants = []string{"none", "claim", "commit", "both"}
@@ -96,34 +98,20 @@ func run(rounds, runs int, extra []string) error {
 	writes := map[string]int{"none": 2, "claim": 1, "commit": 1, "both": 0}
 	for _, v := range variants {
 		s := got[v]
-		ratio := median(s, func(x sample) float64 { return x.ratio })
-		lo, hi := minMax(s)
-		fmt.Printf("%-8s %13d  %4d  %5.2f (%.2f-%.2f)   %23.2f   %28.2f\n", v, writes[v], len(s), ratio, lo, hi,
-			median(s, func(x sample) float64 { return x.worker }), median(s, func(x sample) float64 { return x.server }))
+		ratios := column(s, func(x sample) float64 { return x.ratio })
+		fmt.Printf("%-8s %13d  %4d  %5.2f (%.2f-%.2f)   %23.2f   %28.2f\n", v, writes[v], len(s),
+			benchkit.Median(ratios), slices.Min(ratios), slices.Max(ratios),
+			benchkit.Median(column(s, func(x sample) float64 { return x.worker })),
+			benchkit.Median(column(s, func(x sample) float64 { return x.server })))
 	}
 	return nil
 }
 
-func median(s []sample, f func(sample) float64) float64 {
+// column is one figure of every sample.
+func column(s []sample, f func(sample) float64) []float64 {
 	v := make([]float64, len(s))
 	for i, x := range s {
 		v[i] = f(x)
 	}
-	sort.Float64s(v)
-	if len(v)%2 == 0 {
-		return (v[len(v)/2-1] + v[len(v)/2]) / 2
-	}
-	return v[len(v)/2]
-}
-
-func minMax(s []sample) (lo, hi float64) {
-	for i, x := range s {
-		if i == 0 || x.ratio < lo {
-			lo = x.ratio
-		}
-		if i == 0 || x.ratio > hi {
-			hi = x.ratio
-		}
-	}
-	return lo, hi
+	return v
 }
