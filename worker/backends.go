@@ -80,8 +80,8 @@ func guardKey(provider string, opts map[string]string) string {
 	return b.String()
 }
 
-func (g *backendGuards) get(provider string, opts map[string]string) *backendGuard {
-	key := guardKey(provider, opts)
+// get returns the guard of key (guardKey of provider and its options).
+func (g *backendGuards) get(key, provider string) *backendGuard {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if bg, ok := g.guards[key]; ok {

@@ -23,7 +23,7 @@ func TestBulkheadBorrowsWhileFast(t *testing.T) {
 	const share, total, below = 2, 6, 50 * time.Millisecond
 	const most = total // every call slot of the lane
 	g := newBackendGuards(share, total, below, 8, time.Second, NewMetrics(nil))
-	bg := g.get("local", nil)
+	bg := g.get(guardKey("local", nil), "local")
 	ctx := context.Background()
 	take := func(n int) (releases []func(), err error) {
 		for i := 0; i < n; i++ {
@@ -79,7 +79,7 @@ func TestBulkheadBorrowsWhileFast(t *testing.T) {
 
 	// Borrowing off: the share only.
 	g0 := newBackendGuards(share, total, 0, 8, time.Second, NewMetrics(nil))
-	rs, err = func() ([]func(), error) { bg = g0.get("local", nil); return take(total) }()
+	rs, err = func() ([]func(), error) { bg = g0.get(guardKey("local", nil), "local"); return take(total) }()
 	if len(rs) != share || !errors.Is(err, errBackendBusy) {
 		t.Fatalf("borrowing off: %d slots (%v), want %d", len(rs), err, share)
 	}

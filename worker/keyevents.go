@@ -22,6 +22,7 @@ type keyWork struct {
 	ev       *events.Event
 	gen      uint64
 	res      settings.Resolved
+	tb       *teamBackend // res with what its events need (resolve)
 	team     *events.TeamSettings
 	value    []byte
 	keyData  *events.KeyData
@@ -104,7 +105,8 @@ func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md 
 		lookup = w.teams.Lookup(ev.TeamID, receivedAt)
 		st = w.teams.Cached(ev.TeamID)
 	}
-	res := w.d.Settings.Resolve(st.Settings)
+	tb := w.resolve(st.Settings)
+	res := tb.res
 	claimed := writes(res)
 	v, done := w.claim(ctx, md, kw, conf, claimed)
 	if done {
@@ -112,7 +114,8 @@ func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md 
 		return v
 	}
 	if !known {
-		err := w.infraDo(ctx, func(ctx context.Context) (err error) {
+		// CurrentFrom bounds each of its requests itself (infraDoBounded).
+		err := w.infraDoBounded(ctx, func(ctx context.Context) (err error) {
 			if lookup != nil {
 				// The first try uses the lookup asked for on arrival; a
 				// retry asks again.
@@ -127,9 +130,10 @@ func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md 
 		if err != nil {
 			return w.releaseFor(kw, waitVerdict(conf, 0, err))
 		}
-		res = w.d.Settings.Resolve(st.Settings)
+		tb = w.resolve(st.Settings)
+		res = tb.res
 	}
-	kw.team, kw.res = st.Settings, res
+	kw.team, kw.res, kw.tb = st.Settings, res, tb
 	if !kw.res.StoreVirtualKeys {
 		conf.Provider = kw.res.Backend
 		conf.Status, conf.Reason = events.StatusSkipped, "store_virtual_keys is false for this team"
@@ -148,7 +152,7 @@ func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md 
 	}
 	conf.Provider = kw.res.Backend
 
-	kw.guard = w.guard(kw.lane, kw.res)
+	kw.guard = w.guard(kw.lane, kw.tb)
 	releaseSlot, err := kw.guard.acquire(ctx, backendSlotWait)
 	if err != nil {
 		return w.releaseFor(kw, waitVerdict(conf, busyDelay(md.NumDelivered), fmt.Errorf("backend %s: %w", kw.res.Backend, err)))
@@ -499,7 +503,7 @@ func (w *Worker) call(ctx context.Context, kw *keyWork, op string, fn func(conte
 // without its claim and failure record, a previous version past its grace
 // dropped.
 func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, kw *keyWork, conf *events.Confirmation) verdict {
-	p, err := w.provider(ctx, kw.res)
+	p, err := w.openProvider(ctx, kw.tb)
 	if err != nil {
 		return w.providerFailed(msg, md, conf, err)
 	}
@@ -677,12 +681,12 @@ func (w *Worker) applyDelete(ctx context.Context, msg jetstream.Msg, md *jetstre
 		// The team moved to another backend since the secret was
 		// written: delete it where it is.
 		backend = e.Provider
-		oldRes := w.d.Settings.ResolveBackend(kw.team, backend)
-		old, err := w.provider(ctx, oldRes)
+		oldTB := w.resolveBackend(w.d.Settings.ResolveBackend(kw.team, backend))
+		old, err := w.openProvider(ctx, oldTB)
 		if err != nil {
 			return w.providerFailed(msg, md, conf, err)
 		}
-		p, kw.guard = old, w.guard(kw.lane, oldRes)
+		p, kw.guard = old, w.guard(kw.lane, oldTB)
 	}
 	err := w.call(ctx, kw, "delete", func(ctx context.Context) error {
 		err := p.Delete(ctx, providers.DeleteRequest{Name: name, Owner: owner, Adopt: w.cfg.AdoptUnowned})

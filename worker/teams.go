@@ -220,7 +220,11 @@ func (t *Teams) Current(ctx context.Context, team string, receivedAt time.Time) 
 // CurrentFrom is Current with the lookup of the team's last settings
 // message already asked for (Lookup): a key event asks for it on arrival
 // and reads the answer once its claim is taken, with no goroutine of its
-// own in between.
+// own in between. Every request it makes is bounded by
+// infraAttemptTimeout (the lookup's own by requestMsg, the catch-up's
+// here), so a caller need not bound the attempt with a context of its
+// own: most events only wait for a shared lookup, and a timer per event
+// for that was measurable.
 func (t *Teams) CurrentFrom(ctx context.Context, team string, l *SettingsLookup) (TeamState, error) {
 	seq, data, err := l.wait(ctx)
 	if err != nil {
@@ -232,7 +236,11 @@ func (t *Teams) CurrentFrom(ctx context.Context, team string, l *SettingsLookup)
 	if st := t.Cached(team); st.AppliedSeq >= seq {
 		return st, nil
 	}
-	// Behind: maybe only the watch is, so read the bucket first.
+	// Behind: the reads below are bounded here, so a caller waiting for
+	// the lookup alone (which bounds its own request) makes no timer.
+	ctx, cancel := context.WithTimeout(ctx, infraAttemptTimeout)
+	defer cancel()
+	// Maybe only the watch is behind, so read the bucket first.
 	st, _, err := t.load(ctx, team)
 	if err != nil {
 		return TeamState{}, err

@@ -251,6 +251,8 @@ type Worker struct {
 	// events this process handed back (the ledger keeps the same record
 	// for claimed keys, so another worker continues the count).
 	failures *lru.Cache[failKey, RetryRecord]
+	// resolved keeps team settings resolved (resolve).
+	resolved *lru.Cache[*events.TeamSettings, *teamBackend]
 	lanes    []*lane
 	tracer   trace.Tracer
 
@@ -313,7 +315,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Worker, error) {
 	}
 	log := d.Logger.With(zap.String("worker", cfg.ID))
 	w := &Worker{cfg: cfg, d: d, log: log, m: d.Metrics, stream: stream, lanes: lanes,
-		ledger: NewLedger(lkv, d.JS.Conn()), entries: entries, failures: failures,
+		ledger: NewLedger(lkv, d.JS.Conn()), entries: entries, failures: failures, resolved: newResolvedCache(),
 		teams: NewTeams(tkv, stream, log, d.JS.Conn()), locks: newKeyLocks(), tracer: tracing.Tracer(d.TracerProvider),
 		retry: retryPolicy{initial: cfg.RetryInitial, max: cfg.RetryMax, multiplier: cfg.RetryMultiplier, attempts: cfg.InProcessAttempts}}
 	return w, nil
@@ -524,18 +526,13 @@ func (w *Worker) pollConsumer(ctx context.Context) {
 
 // provider opens the backend named by the resolved settings.
 func (w *Worker) provider(ctx context.Context, r settings.Resolved) (providers.Provider, error) {
-	opts, refused := r.ProviderOptions(func(key string) bool { return w.d.Registry.TeamOptionAllowed(r.Backend, key) })
-	if len(refused) > 0 {
-		w.log.Warn("team provider options ignored: a team may not set them", zap.String("backend", r.Backend), zap.Strings("options", refused))
-	}
-	return w.d.Registry.Open(ctx, r.Backend, providers.Config{Options: opts, Getenv: w.d.Getenv, Logger: w.log})
+	return w.openProvider(ctx, w.resolveBackend(r))
 }
 
 // guard returns lane ln's bulkhead and circuit breaker of the backend
 // named by the resolved settings.
-func (w *Worker) guard(ln *lane, r settings.Resolved) *backendGuard {
-	opts, _ := r.ProviderOptions(func(key string) bool { return w.d.Registry.TeamOptionAllowed(r.Backend, key) })
-	return ln.backends.get(r.Backend, opts)
+func (w *Worker) guard(ln *lane, tb *teamBackend) *backendGuard {
+	return ln.backends.get(tb.guardKey, tb.res.Backend)
 }
 
 // pollStreams exports the size, limits and discards of keyrelay's streams.
