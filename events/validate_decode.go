@@ -40,8 +40,7 @@ func Decode(b []byte) (*Event, error) {
 	shape := envelopeShape
 	for _, m := range members {
 		if m.name == "type" {
-			var t Type
-			if json.Unmarshal(m.raw, &t) == nil && t.IsSettings() {
+			if t, ok := unquote(m.raw); ok && Type(t).IsSettings() {
 				shape = settingsEnvelopeShape
 			}
 			break

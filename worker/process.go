@@ -80,8 +80,14 @@ func typeLabel(t events.Type) string {
 // the server every AckWait/3 that it is still being worked on, until the
 // returned function is called.
 func (w *Worker) heartbeat(msg jetstream.Msg) func() {
-	w.inflight.Store(msg, struct{}{})
-	return func() { w.inflight.Delete(msg) }
+	w.inflightMu.Lock()
+	w.inflight[msg] = struct{}{}
+	w.inflightMu.Unlock()
+	return func() {
+		w.inflightMu.Lock()
+		delete(w.inflight, msg)
+		w.inflightMu.Unlock()
+	}
 }
 
 // heartbeats runs until ctx ends: one ticker for every in-flight message.
@@ -93,10 +99,16 @@ func (w *Worker) heartbeats(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			w.inflight.Range(func(k, _ any) bool {
-				_ = k.(jetstream.Msg).InProgress()
-				return true
-			})
+			// Sent outside the lock: InProgress writes to the connection.
+			w.inflightMu.Lock()
+			msgs := make([]jetstream.Msg, 0, len(w.inflight))
+			for m := range w.inflight {
+				msgs = append(msgs, m)
+			}
+			w.inflightMu.Unlock()
+			for _, m := range msgs {
+				_ = m.InProgress()
+			}
 		}
 	}
 }

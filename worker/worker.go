@@ -256,10 +256,14 @@ type Worker struct {
 	lanes    []*lane
 	tracer   trace.Tracer
 
-	running  atomic.Bool
-	handled  atomic.Int64
-	work     sync.WaitGroup // handlers running
-	inflight sync.Map       // jetstream.Msg -> struct{}: messages being handled
+	running atomic.Bool
+	handled atomic.Int64
+	work    sync.WaitGroup // handlers running
+	// inflight holds the messages being handled (heartbeats). A plain
+	// map: a sync.Map's store and delete per event allocated and showed
+	// in the handler's profile.
+	inflightMu sync.Mutex
+	inflight   map[jetstream.Msg]struct{}
 }
 
 // New connects a worker to the existing topology (see EnsureTopology).
@@ -315,7 +319,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Worker, error) {
 	}
 	log := d.Logger.With(zap.String("worker", cfg.ID))
 	w := &Worker{cfg: cfg, d: d, log: log, m: d.Metrics, stream: stream, lanes: lanes,
-		ledger: NewLedger(lkv, d.JS.Conn()), entries: entries, failures: failures, resolved: newResolvedCache(),
+		ledger: NewLedger(lkv, d.JS.Conn()), entries: entries, failures: failures, resolved: newResolvedCache(), inflight: map[jetstream.Msg]struct{}{},
 		teams: NewTeams(tkv, stream, log, d.JS.Conn()), locks: newKeyLocks(), tracer: tracing.Tracer(d.TracerProvider),
 		retry: retryPolicy{initial: cfg.RetryInitial, max: cfg.RetryMax, multiplier: cfg.RetryMultiplier, attempts: cfg.InProcessAttempts}}
 	return w, nil
