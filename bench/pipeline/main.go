@@ -296,8 +296,9 @@ func baseline(ctx context.Context, js jetstream.JetStream, n, conc, run, parts i
 				sem <- struct{}{}
 				go func() {
 					defer func() { <-sem }()
-					r := &nats.Msg{Subject: "rawreply" + prefix + ".x", Data: payload[:200], Header: nats.Header{}}
-					r.Header.Set(jetstream.MsgIDHeader, m.Subject()+m.Headers().Get(jetstream.MsgIDHeader))
+					// No message id, as keyrelay's confirmations carry none
+					// (their expected last-subject sequence dedupes them).
+					r := &nats.Msg{Subject: "rawreply" + prefix + ".x", Data: payload[:200]}
 					if _, err := js.PublishMsg(ctx, r); err != nil {
 						lastErr.Store(fmt.Sprintf("reply: %v", err))
 						_ = m.Nak()
