@@ -169,7 +169,7 @@ keyrelay:
 		return failed(err)
 	}
 	saveHeap(opsURL, "idle")
-	fmt.Printf("  idle:                 RSS %6.1f MiB   (target ≤ 64 MiB; %s)\n", float64(idle)/mib, goMemory(opsURL))
+	fmt.Printf("  idle:                 RSS %6.1f MiB   (target ≤ 64 MiB; %s; %s)\n", float64(idle)/mib, goMemory(opsURL), rssParts(pid))
 
 	// N keys created through the pipeline.
 	nc, err := nats.Connect("nats://127.0.0.1:" + strconv.Itoa(natsPort))
@@ -233,8 +233,8 @@ keyrelay:
 	if err != nil {
 		return failed(err)
 	}
-	fmt.Printf("  %6.0f cache entries: RSS %6.1f MiB   (target ≤ 256 MiB; %s; peak RSS over the whole run %.1f MiB)\n",
-		entries, float64(cached)/mib, goMemory(opsURL), float64(hwm)/mib)
+	fmt.Printf("  %6.0f cache entries: RSS %6.1f MiB   (target ≤ 256 MiB; %s; %s; peak RSS over the whole run %.1f MiB)\n",
+		entries, float64(cached)/mib, goMemory(opsURL), rssParts(pid), float64(hwm)/mib)
 	if int(entries) < keys {
 		return fmt.Errorf("the cache holds %.0f entries, not %d: the measurement is not of a full cache", entries, keys)
 	}
@@ -330,6 +330,21 @@ func settledRSS(pid int, d time.Duration) (uint64, error) {
 		return procStatus(pid, "VmRSS")
 	}
 	return low, nil
+}
+
+// rssParts says what RSS is made of: anonymous memory (the heap, stacks,
+// the runtime's) and the pages of the binary mapped from its file. The
+// second varies by a few MiB between runs of the same binary, with what
+// the page cache holds of it (the kernel maps cached neighbours of a
+// faulted page too), so an idle figure that moves with no change to the
+// heap is read here.
+func rssParts(pid int) string {
+	anon, err1 := procStatus(pid, "RssAnon")
+	file, err2 := procStatus(pid, "RssFile")
+	if err1 != nil || err2 != nil {
+		return "RSS parts not readable"
+	}
+	return fmt.Sprintf("anonymous %.1f MiB, mapped from files %.1f MiB", float64(anon)/mib, float64(file)/mib)
 }
 
 // procStatus reads one "<field>: N kB" line of /proc/<pid>/status, in bytes.
