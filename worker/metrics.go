@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,8 +15,13 @@ import (
 // Metrics are the worker's Prometheus metrics. Labels never carry ids,
 // names or values: only types, outcomes, providers and operations.
 type Metrics struct {
-	Events          *prometheus.CounterVec
-	EventDuration   *prometheus.HistogramVec
+	Events        *prometheus.CounterVec
+	EventDuration *prometheus.HistogramVec
+	// handled caches the children of Events and EventDuration that every
+	// event updates (eventHandled): finding a child by its label values
+	// hashes and checks them each time.
+	handledMu       sync.RWMutex
+	handled         map[[2]string]handledMetrics
 	ProviderCalls   *prometheus.CounterVec
 	ProviderLatency *prometheus.HistogramVec
 	Retries         *prometheus.CounterVec
@@ -285,4 +291,29 @@ func (w withVersions) Versions(ctx context.Context, name string) ([]providers.Ve
 	v, err := w.i.Provider.(providers.Versioner).Versions(ctx, name)
 	w.i.observe("versions", start, err)
 	return v, err
+}
+
+type handledMetrics struct {
+	events   prometheus.Counter
+	duration prometheus.Observer
+}
+
+// eventHandled counts one event of type label typ that ended with
+// outcome, and its handling time.
+func (m *Metrics) eventHandled(typ, outcome string, d time.Duration) {
+	k := [2]string{typ, outcome}
+	m.handledMu.RLock()
+	h, ok := m.handled[k]
+	m.handledMu.RUnlock()
+	if !ok {
+		h = handledMetrics{events: m.Events.WithLabelValues(typ, outcome), duration: m.EventDuration.WithLabelValues(typ)}
+		m.handledMu.Lock()
+		if m.handled == nil {
+			m.handled = map[[2]string]handledMetrics{}
+		}
+		m.handled[k] = h
+		m.handledMu.Unlock()
+	}
+	h.events.Inc()
+	h.duration.Observe(d.Seconds())
 }

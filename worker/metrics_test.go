@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -49,5 +50,27 @@ func TestInstrumentProviderKeepsCapabilities(t *testing.T) {
 	}
 	if _, ok := providers.AsLister(plain); ok {
 		t.Error("wrapper claims List its provider lacks")
+	}
+}
+
+// Every event is counted by type and outcome, and timed by type, through
+// the cached children as through the vectors themselves.
+func TestEventHandledCounts(t *testing.T) {
+	m := NewMetrics(nil)
+	for range 3 {
+		m.eventHandled("key.created", "stored", time.Millisecond)
+	}
+	m.eventHandled("key.created", "nak", time.Millisecond)
+	m.eventHandled("key.deleted", "deleted", time.Millisecond)
+	for _, c := range []struct {
+		typ, outcome string
+		want         float64
+	}{{"key.created", "stored", 3}, {"key.created", "nak", 1}, {"key.deleted", "deleted", 1}, {"key.deleted", "stored", 0}} {
+		if got := testutil.ToFloat64(m.Events.WithLabelValues(c.typ, c.outcome)); got != c.want {
+			t.Errorf("events{%s,%s} = %v, want %v", c.typ, c.outcome, got, c.want)
+		}
+	}
+	if n := testutil.CollectAndCount(m.EventDuration); n != 2 {
+		t.Errorf("%d duration series, want 2 (one per type)", n)
 	}
 }

@@ -65,8 +65,7 @@ func (w *Worker) process(ctx context.Context, ln *lane, msg jetstream.Msg, recei
 	stopBeat()
 	outcome := w.finish(ctx, msg, md, v)
 	endEventSpan(span, typ, v.conf, outcome)
-	w.m.Events.WithLabelValues(typeLabel(typ), outcome).Inc()
-	w.m.EventDuration.WithLabelValues(typeLabel(typ)).Observe(time.Since(start).Seconds())
+	w.m.eventHandled(typeLabel(typ), outcome, time.Since(start))
 }
 
 func typeLabel(t events.Type) string {

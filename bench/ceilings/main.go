@@ -17,14 +17,12 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 
@@ -32,9 +30,6 @@ import (
 )
 
 var variants = []string{"none", "claim", "commit", "both"}
-
-// runLine matches a counted run of bench/pipeline (not the warm-up).
-var runLine = regexp.MustCompile(`run \d+: baseline\s+(\d+) events/s\s+keyrelay\s+(\d+) events/s\s+ratio [\d.]+\s+ms CPU per event: baseline nats ([\d.]+) bench ([\d.]+); keyrelay nats ([\d.]+) bench ([\d.]+)`)
 
 type sample struct{ ratio, worker, server float64 }
 
@@ -73,22 +68,12 @@ func run(rounds, runs int, extra []string) error {
 				os.Stderr.Write(out.Bytes())
 				return fmt.Errorf("round %d, %s: %w", r, v, err)
 			}
-			n := 0
-			sc := bufio.NewScanner(&out)
-			for sc.Scan() {
-				m := runLine.FindStringSubmatch(sc.Text())
-				if m == nil {
-					continue
-				}
-				f := make([]float64, 6)
-				for i := range f {
-					f[i], _ = strconv.ParseFloat(m[i+1], 64)
-				}
-				got[v] = append(got[v], sample{ratio: f[1] / f[0], worker: f[5] / f[3], server: f[4] / f[2]})
-				fmt.Printf("  round %d %-6s %s\n", r, v, sc.Text())
-				n++
+			runs := benchkit.ParsePipelineRuns(out.Bytes())
+			for _, pr := range runs {
+				got[v] = append(got[v], sample{ratio: pr.Ratio(), worker: pr.WorkerCPU(), server: pr.ServerCPU()})
+				fmt.Printf("  round %d %-6s %s\n", r, v, pr.Line)
 			}
-			if n == 0 {
+			if len(runs) == 0 {
 				os.Stderr.Write(out.Bytes())
 				return fmt.Errorf("round %d, %s: no run lines in bench/pipeline's output", r, v)
 			}
