@@ -68,12 +68,12 @@ func run(rounds, runs int, extra []string) error {
 				os.Stderr.Write(out.Bytes())
 				return fmt.Errorf("round %d, %s: %w", r, v, err)
 			}
-			runs := benchkit.ParsePipelineRuns(out.Bytes())
-			for _, pr := range runs {
+			parsed := benchkit.ParsePipelineRuns(out.Bytes())
+			for _, pr := range parsed {
 				got[v] = append(got[v], sample{ratio: pr.Ratio(), worker: pr.WorkerCPU(), server: pr.ServerCPU()})
 				fmt.Printf("  round %d %-6s %s\n", r, v, pr.Line)
 			}
-			if len(runs) == 0 {
+			if len(parsed) == 0 {
 				os.Stderr.Write(out.Bytes())
 				return fmt.Errorf("round %d, %s: no run lines in bench/pipeline's output", r, v)
 			}
