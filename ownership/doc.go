@@ -1,0 +1,46 @@
+// Package ownership gives one process at a time the right to act on a
+// resource: a writer lease, held as one record in a JetStream key-value
+// bucket and renewed by compare-and-set.
+//
+// It is the first piece of the route to key ownership (issue 14,
+// docs/architecture.md, "Writer leases"): a process that holds the lease
+// for a set of keys needs no per-event claim in the ledger, because no
+// other process writes those keys while the lease stands.
+//
+// # Guarantees
+//
+//   - At most one holder acts at a time. A holder acts only before its
+//     deadline: the send time of its last successful renewal plus nine
+//     tenths of its TTL, read from the monotonic clock. Another process
+//     takes the lease over only after it has seen the record unchanged (the
+//     same revision) for a whole TTL by its own monotonic clock, and then
+//     only by compare-and-set at that revision. The renewal that wrote that
+//     revision was sent before the record could be seen, so the old
+//     holder's deadline has passed by the time anyone else can act. The
+//     assumption is that clocks advance at the same rate (not that they
+//     agree); the tenth of the TTL left over covers drift and an action
+//     that ends slightly after its context's deadline. Holders must bound
+//     every action by the deadline (context.WithDeadline).
+//   - No wall-clock time is trusted, in the record or elsewhere. The TTL a
+//     record states can lengthen a contender's wait (up to MaxRecordTTL),
+//     never shorten it below the contender's own TTL.
+//   - A record that cannot be read (garbage, too large, a holder name that
+//     is not printable) counts as held by someone unknown: it is waited out
+//     for a TTL like any other and then replaced. A record that is missing
+//     (never written, deleted or purged by hand) is waited out too, so a
+//     holder that is still acting is never overlapped because its record
+//     was removed under it. A holder that stops cleanly (Run's context
+//     ends) writes a released record, which the next contender takes at
+//     once.
+//   - Trouble with NATS never extends a lease: a holder whose renewals fail
+//     stops acting at its deadline and keeps trying; when a renewal
+//     succeeds again at the same revision, nobody else acted meanwhile and
+//     it goes on under the same epoch.
+//   - A renewal whose reply was lost may still have been stored. A holder
+//     that then finds its own record (its holder name and epoch) at a newer
+//     revision adopts it, with a deadline counted from the first renewal
+//     sent since its last confirmed one: a lower bound on the stored one's
+//     send time.
+//   - The epoch changes whenever the lease changes hands. State a holder
+//     built under one epoch (a cache of the ledger) is stale under another.
+package ownership
