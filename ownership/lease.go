@@ -61,12 +61,54 @@ type Lease struct {
 	lastHeld bool
 	lastEp   uint64
 
+	// Claimless acting (request.go): off while any claims request is live.
+	claimless  bool
+	generation uint64
+	inflight   int       // actions begun without claims and not yet done
+	drainBy    time.Time // claimless actions begun before the switch end by then
+
 	// Run's goroutine only.
 	unconfirmed time.Time   // send time of the first renewal since the last confirmed one
 	pending     acquisition // an acquisition whose outcome is unknown
 	seen        observation
+	reqSeen     map[string]observation                       // claims requests, by requester
+	acked       map[string]uint64                            // what the stored acknowledgement names
 	onHold      func(from, deadline time.Time, epoch uint64) // tests
 	onRelease   func(at time.Time, epoch uint64)             // tests
+}
+
+// Grant is what a holder may do without claims.
+type Grant struct {
+	// Deadline: the action must have ended by then.
+	Deadline time.Time
+	// Epoch: see Held.
+	Epoch uint64
+	// Generation changes whenever claimless acting starts again: after an
+	// acquisition, after the deadline lapsed, and after claims requests
+	// ended. State built from what others wrote (a ledger cache) is stale
+	// in a later generation: others may have written meanwhile.
+	Generation uint64
+}
+
+// Begin starts an action without claims: ok only while the lease is held
+// and no claims request is live. done must be called when the action has
+// ended; the holder acknowledges a claims request only when every action
+// begun before it is done (or its deadline has passed).
+func (l *Lease) Begin() (g Grant, done func(), ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.holding || !l.claimless || !time.Now().Before(l.deadline) {
+		return Grant{}, nil, false
+	}
+	l.inflight++
+	var once sync.Once
+	return Grant{Deadline: l.deadline, Epoch: l.epoch, Generation: l.generation}, func() {
+		once.Do(func() {
+			l.mu.Lock()
+			l.inflight--
+			l.mu.Unlock()
+		})
+	}, true
 }
 
 // acquisition is an attempt to take the lease whose reply was lost: its
@@ -132,6 +174,9 @@ func (l *Lease) Run(ctx context.Context) error {
 		} else {
 			next = l.contend(ctx)
 		}
+		if l.isHolding() {
+			next = min(next, l.serveRequests(ctx))
+		}
 		l.publish()
 		if d := l.untilDeadline(); d > 0 && d < next {
 			next = d // announce the expiry on time
@@ -190,6 +235,12 @@ func (l *Lease) encode(holder string, nonce uint64) []byte {
 func (l *Lease) hold(sent time.Time, rev, epoch, nonce uint64) {
 	l.mu.Lock()
 	first := !l.holding || l.epoch != epoch
+	if first || !time.Now().Before(l.deadline) {
+		// Others may have acted meanwhile (a claims requester that saw
+		// the record stand still): no claimless action until the requests
+		// have been read again.
+		l.claimless = false
+	}
 	l.holding, l.rev, l.epoch, l.nonce = true, rev, epoch, nonce
 	if d := sent.Add(l.act()); d.After(l.deadline) || first {
 		l.deadline = d
@@ -200,6 +251,7 @@ func (l *Lease) hold(sent time.Time, rev, epoch, nonce uint64) {
 	l.unconfirmed = time.Time{}
 	l.pending = acquisition{}
 	l.seen = observation{}
+	l.publish()
 	if first {
 		l.log.Info("lease acquired", zap.Uint64("epoch", epoch))
 	}
@@ -213,9 +265,11 @@ func (l *Lease) hold(sent time.Time, rev, epoch, nonce uint64) {
 func (l *Lease) lose(why string) {
 	l.mu.Lock()
 	was := l.holding
-	l.holding, l.deadline, l.nonce = false, time.Time{}, 0
+	l.holding, l.deadline, l.nonce, l.claimless = false, time.Time{}, 0, false
 	l.mu.Unlock()
+	l.acked = nil
 	l.unconfirmed = time.Time{}
+	l.publish()
 	switch {
 	case was && why == "released":
 		l.log.Info("lease released")
@@ -349,7 +403,6 @@ func (l *Lease) release() {
 		l.onRelease(time.Now(), epoch)
 	}
 	l.lose("released")
-	l.publish()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if _, err := l.kv.Update(ctx, l.cfg.Key, l.encode("", 0), rev); err != nil {

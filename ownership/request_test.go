@@ -1,0 +1,190 @@
+package ownership_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyrelay/keyrelay/internal/testenv"
+	"github.com/keyrelay/keyrelay/ownership"
+)
+
+type requester struct {
+	req    *ownership.Request
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func request(t *testing.T, kv jetstream.KeyValue, name string) *requester {
+	t.Helper()
+	r, err := ownership.NewRequest(kv, ownership.RequestConfig{Key: "writer", Requester: name, TTL: testTTL, RenewEvery: testTTL / 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rq := &requester{req: r, cancel: cancel, done: make(chan struct{})}
+	go func() { defer close(rq.done); _ = r.Run(ctx) }()
+	t.Cleanup(rq.stop)
+	return rq
+}
+
+func (r *requester) stop() {
+	r.cancel()
+	<-r.done
+}
+
+func granted(t *testing.T, r *requester, within time.Duration) time.Time {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	d, err := r.req.Granted(ctx)
+	if err != nil {
+		t.Fatalf("not granted within %s: %v", within, err)
+	}
+	if !time.Now().Before(d) {
+		t.Fatalf("granted with a deadline in the past (%s)", d)
+	}
+	return time.Now()
+}
+
+func waitBegin(t *testing.T, c *contender, within time.Duration) ownership.Grant {
+	t.Helper()
+	end := time.Now().Add(within)
+	for time.Now().Before(end) {
+		if g, done, ok := c.lease.Begin(); ok {
+			done()
+			return g
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("%s could not act without claims within %s", c.name, within)
+	return ownership.Grant{}
+}
+
+// A claims request stops the holder's claimless actions: it is granted
+// only after those under way have ended, the holder begins none while it
+// stands, and the holder goes back to claimless acting, in a new
+// generation, once it is withdrawn.
+func TestClaimsRequestIsAcknowledgedAfterDrain(t *testing.T) {
+	_, js := testenv.StartJetStream(t)
+	kv := bucket(t, js, 1)
+	h := start(t, kv, "h", nil, testTTL)
+	g1 := waitBegin(t, h, 10*testTTL)
+	// Twice under the same requester name: the second time, the holder's
+	// acknowledgement of the first must not count.
+	for round := 1; round <= 2; round++ {
+		_, done, ok := h.lease.Begin() // an action under way
+		if !ok {
+			t.Fatalf("round %d: Begin refused while claimless", round)
+		}
+		r := request(t, kv, "restore-1")
+		grants := make(chan time.Time, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*testTTL)
+			defer cancel()
+			if _, err := r.req.Granted(ctx); err != nil {
+				t.Errorf("not granted: %v", err)
+			}
+			grants <- time.Now()
+		}()
+		time.Sleep(testTTL / 4)
+		doneAt := time.Now()
+		done()
+		if grantedAt := <-grants; grantedAt.Before(doneAt) {
+			t.Fatalf("round %d: granted %s before the holder's claimless action ended", round, doneAt.Sub(grantedAt))
+		}
+		for end := time.Now().Add(2 * testTTL); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+			if _, done, ok := h.lease.Begin(); ok {
+				done()
+				t.Fatalf("round %d: the holder began a claimless action while a claims request stood", round)
+			}
+			if _, _, ok := h.lease.Held(); !ok {
+				t.Fatalf("round %d: the holder lost the lease", round)
+			}
+		}
+		r.stop()
+		g2 := waitBegin(t, h, 10*testTTL)
+		if g2.Generation == g1.Generation || g2.Epoch != g1.Epoch {
+			t.Errorf("round %d: after the request: generation %d epoch %d, want a new generation (was %d) in the same epoch %d",
+				round, g2.Generation, g2.Epoch, g1.Generation, g1.Epoch)
+		}
+		g1 = g2
+	}
+}
+
+// With no holder the request is granted at once, and a process that
+// acquires the lease later reads it before acting without claims.
+func TestClaimsRequestBindsLaterHolders(t *testing.T) {
+	_, js := testenv.StartJetStream(t)
+	kv := bucket(t, js, 1)
+	r := request(t, kv, "migrate-1")
+	granted(t, r, 10*testTTL)
+	h := start(t, kv, "h", nil, testTTL)
+	waitHeld(t, 10*testTTL, h)
+	for end := time.Now().Add(2 * testTTL); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if _, done, ok := h.lease.Begin(); ok {
+			done()
+			t.Fatal("a new holder acted without claims while a claims request stood")
+		}
+	}
+	r.stop()
+	waitBegin(t, h, 10*testTTL)
+}
+
+// A holder cut off from NATS stops acting at its deadline; a request is
+// then granted without its acknowledgement, once the record has stood
+// still for a TTL. A requester cut off in turn lapses, and the holder
+// forgets its request.
+func TestClaimsRequestWithoutLiveHolder(t *testing.T) {
+	srv, js := testenv.StartJetStream(t)
+	kv := bucket(t, js, 1)
+	nc, err := nats.Connect(srv.URL, nats.NoReconnect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	js2, _ := jetstream.New(nc)
+	kv2, err := js2.KeyValue(context.Background(), "LEASES")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, kv2, "h", nil, testTTL)
+	waitBegin(t, h, 10*testTTL)
+	nc.Close()
+	cut := time.Now()
+	r := request(t, kv, "drift-1")
+	grantedAt := granted(t, r, 10*testTTL)
+	if grantedAt.Sub(cut) < testTTL {
+		t.Fatalf("granted %s after the holder was cut off, before a TTL", grantedAt.Sub(cut))
+	}
+	if _, _, ok := h.lease.Held(); ok {
+		t.Fatal("the cut-off holder still holds the lease")
+	}
+
+	// The requester is cut off: it lapses, and a new holder forgets it.
+	nc3, err := nats.Connect(srv.URL, nats.NoReconnect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	js3, _ := jetstream.New(nc3)
+	kv3, _ := js3.KeyValue(context.Background(), "LEASES")
+	r2 := request(t, kv3, "drift-2")
+	granted(t, r2, 10*testTTL)
+	h2 := start(t, kv, "h2", nil, testTTL)
+	nc3.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*testTTL)
+	defer cancel()
+	for {
+		if _, err := r2.req.Granted(ctx); errors.Is(err, ownership.ErrRequestLapsed) {
+			break
+		} else if ctx.Err() != nil {
+			t.Fatal("the cut-off request never lapsed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.stop()
+	waitBegin(t, h2, 20*testTTL)
+}
