@@ -15,3 +15,6 @@ var ParseRecord = func(b []byte) (holder string, ttl time.Duration, ok bool) {
 // SetOnRelease installs a hook called when a holder releases the lease
 // (everything acting under it has stopped by then).
 func (l *Lease) SetOnRelease(fn func(at time.Time, epoch uint64)) { l.onRelease = fn }
+
+// IntentJSON is Intent's hand-written encoding.
+func IntentJSON(in Intent) ([]byte, error) { return in.appendJSON(nil) }

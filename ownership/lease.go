@@ -69,6 +69,7 @@ type Lease struct {
 
 	// Run's goroutine only.
 	unconfirmed time.Time   // send time of the first renewal since the last confirmed one
+	renewed     bool        // the last renewal or acquisition was stored: NATS answers
 	pending     acquisition // an acquisition whose outcome is unknown
 	seen        observation
 	reqSeen     map[string]observation                       // claims requests, by requester
@@ -174,7 +175,7 @@ func (l *Lease) Run(ctx context.Context) error {
 		} else {
 			next = l.contend(ctx)
 		}
-		if l.isHolding() {
+		if l.isHolding() && l.renewed {
 			next = min(next, l.serveRequests(ctx))
 		}
 		l.publish()
@@ -251,6 +252,7 @@ func (l *Lease) hold(sent time.Time, rev, epoch, nonce uint64) {
 	l.unconfirmed = time.Time{}
 	l.pending = acquisition{}
 	l.seen = observation{}
+	l.renewed = true
 	l.publish()
 	if first {
 		l.log.Info("lease acquired", zap.Uint64("epoch", epoch))
@@ -286,6 +288,7 @@ func (l *Lease) renew(ctx context.Context) time.Duration {
 	if l.unconfirmed.IsZero() {
 		l.unconfirmed = sent
 	}
+	l.renewed = false
 	actx, cancel := context.WithTimeout(ctx, l.cfg.RenewEvery)
 	nrev, err := l.kv.Update(actx, l.cfg.Key, l.encode(l.cfg.Holder, nonce), rev)
 	cancel()

@@ -46,15 +46,18 @@ type Config struct {
 	Logger *zap.Logger
 }
 
-func (c *Config) setDefaults() {
-	if c.TTL == 0 {
-		c.TTL = DefaultTTL
+func (c *Config) setDefaults() { timingDefaults(&c.TTL, &c.RenewEvery, &c.Logger) }
+
+// timingDefaults fills the fields a lease and a claims request share.
+func timingDefaults(ttl, renewEvery *time.Duration, log **zap.Logger) {
+	if *ttl == 0 {
+		*ttl = DefaultTTL
 	}
-	if c.RenewEvery == 0 {
-		c.RenewEvery = c.TTL / 4
+	if *renewEvery == 0 {
+		*renewEvery = *ttl / 4
 	}
-	if c.Logger == nil {
-		c.Logger = zap.NewNop()
+	if *log == nil {
+		*log = zap.NewNop()
 	}
 }
 

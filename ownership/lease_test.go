@@ -104,6 +104,47 @@ func bucket(t *testing.T, js jetstream.JetStream, replicas int) jetstream.KeyVal
 	return kv
 }
 
+// ownConn opens the LEASES bucket over a connection of its own that never
+// reconnects: closing it cuts its user off from NATS, as a crash or a
+// partition would.
+func ownConn(t *testing.T, url string) (jetstream.KeyValue, *nats.Conn) {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.NoReconnect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(context.Background(), "LEASES")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv, nc
+}
+
+// nodeKV opens the LEASES bucket through one cluster node only, so that
+// killing the node cuts its user off (a partition).
+func nodeKV(t *testing.T, url string) jetstream.KeyValue {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.IgnoreDiscoveredServers(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(context.Background(), "LEASES")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
 type contender struct {
 	name   string
 	lease  *ownership.Lease
@@ -254,15 +295,7 @@ func TestLeaseCrashedHolderIsWaitedOut(t *testing.T) {
 	srv, js := testenv.StartJetStream(t)
 	kv := bucket(t, js, 1)
 	w := newWindows()
-	nc, err := nats.Connect(srv.URL, nats.NoReconnect())
-	if err != nil {
-		t.Fatal(err)
-	}
-	js2, _ := jetstream.New(nc)
-	kv2, err := js2.KeyValue(context.Background(), "LEASES")
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv2, nc := ownConn(t, srv.URL)
 	a := start(t, kv2, "a", w, testTTL)
 	waitHeld(t, 10*testTTL, a)
 	b := start(t, kv, "b", w, testTTL)
@@ -418,19 +451,7 @@ func TestLeaseClusterNodeLoss(t *testing.T) {
 	ttl := 2 * time.Second
 	cs := make([]*contender, 3)
 	for i := range cs {
-		// Each contender reaches the cluster through its node only, so
-		// that killing the node cuts its holder off (a partition).
-		nci, err := nats.Connect(c.Node(i).URL, nats.IgnoreDiscoveredServers(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nci.Close)
-		jsi, _ := jetstream.New(nci)
-		kvi, err := jsi.KeyValue(context.Background(), "LEASES")
-		if err != nil {
-			t.Fatal(err)
-		}
-		cs[i] = start(t, kvi, fmt.Sprintf("n%d", i), w, ttl)
+		cs[i] = start(t, nodeKV(t, c.Node(i).URL), fmt.Sprintf("n%d", i), w, ttl)
 	}
 	holder := waitHeld(t, 30*time.Second, cs...)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

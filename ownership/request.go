@@ -41,17 +41,7 @@ type RequestConfig struct {
 	Logger *zap.Logger
 }
 
-func (c *RequestConfig) setDefaults() {
-	if c.TTL == 0 {
-		c.TTL = DefaultTTL
-	}
-	if c.RenewEvery == 0 {
-		c.RenewEvery = c.TTL / 4
-	}
-	if c.Logger == nil {
-		c.Logger = zap.NewNop()
-	}
-}
+func (c *RequestConfig) setDefaults() { timingDefaults(&c.TTL, &c.RenewEvery, &c.Logger) }
 
 // Validate names the first bad field.
 func (c *RequestConfig) Validate() error {
@@ -325,7 +315,10 @@ func (l *Lease) readRequests(ctx context.Context) (live map[string]uint64, compl
 	if err != nil {
 		return nil, false, err
 	}
-	defer func() { _ = w.Stop() }()
+	// Stopping deletes the watch's consumer by a request that waits out
+	// the client's default timeout when NATS has just gone away: not on
+	// the renewal loop.
+	defer func() { go func() { _ = w.Stop() }() }()
 	now := time.Now()
 	live, complete = map[string]uint64{}, true
 	present := map[string]bool{}

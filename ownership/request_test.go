@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyrelay/keyrelay/internal/testenv"
@@ -142,15 +141,7 @@ func TestClaimsRequestBindsLaterHolders(t *testing.T) {
 func TestClaimsRequestWithoutLiveHolder(t *testing.T) {
 	srv, js := testenv.StartJetStream(t)
 	kv := bucket(t, js, 1)
-	nc, err := nats.Connect(srv.URL, nats.NoReconnect())
-	if err != nil {
-		t.Fatal(err)
-	}
-	js2, _ := jetstream.New(nc)
-	kv2, err := js2.KeyValue(context.Background(), "LEASES")
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv2, nc := ownConn(t, srv.URL)
 	h := start(t, kv2, "h", nil, testTTL)
 	waitBegin(t, h, 10*testTTL)
 	nc.Close()
@@ -165,12 +156,7 @@ func TestClaimsRequestWithoutLiveHolder(t *testing.T) {
 	}
 
 	// The requester is cut off: it lapses, and a new holder forgets it.
-	nc3, err := nats.Connect(srv.URL, nats.NoReconnect())
-	if err != nil {
-		t.Fatal(err)
-	}
-	js3, _ := jetstream.New(nc3)
-	kv3, _ := js3.KeyValue(context.Background(), "LEASES")
+	kv3, nc3 := ownConn(t, srv.URL)
 	r2 := request(t, kv3, "drift-2")
 	granted(t, r2, 10*testTTL)
 	h2 := start(t, kv, "h2", nil, testTTL)
@@ -187,4 +173,56 @@ func TestClaimsRequestWithoutLiveHolder(t *testing.T) {
 	}
 	r.stop()
 	waitBegin(t, h2, 20*testTTL)
+}
+
+// On a 3-node cluster with the bucket at replicas 3: a request granted by
+// a holder stays in force when that holder's node is lost and another
+// process takes the lease over.
+func TestClaimsRequestClusterTakeover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster")
+	}
+	c := testenv.StartCluster(t, 3)
+	nc, err := c.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	bucket(t, js, 3)
+	kvs := make([]jetstream.KeyValue, 3)
+	for i := range kvs {
+		kvs[i] = nodeKV(t, c.Node(i).URL)
+	}
+	ttl := 2 * time.Second
+	h := start(t, kvs[0], "h0", nil, ttl)
+	waitBegin(t, h, 30*time.Second)
+	standby := start(t, kvs[2], "h2", nil, ttl)
+	r, err := ownership.NewRequest(kvs[1], ownership.RequestConfig{Key: "writer", Requester: "restore-c", TTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	gctx, gcancel := context.WithTimeout(context.Background(), time.Minute)
+	defer gcancel()
+	if _, err := r.Granted(gctx); err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(0)
+	waitHeld(t, time.Minute, standby)
+	for end := time.Now().Add(2 * ttl); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if _, done, ok := standby.lease.Begin(); ok {
+			done()
+			t.Fatal("the new holder acted without claims while the granted request stood")
+		}
+	}
+	if r.Deadline().IsZero() {
+		t.Fatal("the request lapsed while two of three nodes were up")
+	}
+	cancel()
+	<-done
+	waitBegin(t, standby, time.Minute)
 }

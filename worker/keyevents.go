@@ -13,6 +13,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/internal/ctxtime"
+	"github.com/keyrelay/keyrelay/ownership"
 	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/settings"
 )
@@ -349,7 +350,13 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 		var nrev uint64
 		var err error
 		if skipClaimWrite {
-			nrev = rev // keyrelay_ceiling builds only (ceiling_unsafe.go)
+			// keyrelay_ceiling builds only (ceiling_unsafe.go).
+			if appendIntents {
+				c := next.Claim
+				err = ceilingIntent(ctx, w, ownership.Intent{Key: lkey, EventID: c.EventID, StreamSeq: c.StreamSeq,
+					Lane: string(c.Lane), Generation: c.Generation, Until: c.Until})
+			}
+			nrev = rev
 		} else {
 			err = w.infraDoBounded(ctx, func(ctx context.Context) (err error) {
 				nrev, err = w.ledger.Put(ctx, kw.ev.TeamID, kw.ev.KeyID, &next, rev)

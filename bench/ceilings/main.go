@@ -1,6 +1,7 @@
 // Command ceilings measures what the pipeline benchmark would reach with
 // fewer ledger writes per event: keyrelay as committed, with the claim's
-// KV write skipped, with the commit's skipped, and with both, against the
+// KV write skipped, with it replaced by an intent appended to a
+// group-committed log, with the commit's skipped, and with both, against the
 // raw JetStream baseline of each run. It builds bench/pipeline with the
 // keyrelay_ceiling tag (worker/ceiling_unsafe.go: the skips are unsafe and
 // exist only in that build), runs it once per variant per round with
@@ -29,7 +30,9 @@ import (
 	"github.com/keyrelay/keyrelay/bench/benchkit"
 )
 
-var variants = []string{"none", "claim", "commit", "both"}
+// intent: the claim's write replaced by an intent appended to a
+// group-committed log (ownership.IntentLog), the claimless route's record.
+var variants = []string{"none", "claim", "intent", "commit", "both"}
 
 type sample struct{ ratio, worker, server float64 }
 
@@ -80,7 +83,7 @@ func run(rounds, runs int, extra []string) error {
 		}
 	}
 	fmt.Println("variant  ledger writes  runs  median ratio (min-max)   worker CPU / baseline's   nats-server CPU / baseline's")
-	writes := map[string]int{"none": 2, "claim": 1, "commit": 1, "both": 0}
+	writes := map[string]int{"none": 2, "claim": 1, "intent": 1, "commit": 1, "both": 0}
 	for _, v := range variants {
 		s := got[v]
 		ratios := column(s, func(x sample) float64 { return x.ratio })

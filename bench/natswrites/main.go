@@ -13,7 +13,13 @@
 //     compare-and-set on the key's last revision, as worker.Ledger.Put;
 //   - ledger-batch: the same writes as atomic batches of -batch messages
 //     (Nats-Batch-Id, one PubAck per batch), the "batching of ledger
-//     commits" the issue suggests.
+//     commits" the issue suggests;
+//   - intent: a claimless lease holder's write intent appended to the
+//     intent log (ownership.IntentLog: every intent appended while the
+//     previous batch was being stored shares one message), the record that
+//     would replace the claim's; per write is per intent;
+//   - intent-mem: the same with the log in memory storage (kept by the
+//     servers' processes only: lost when every replica's process is).
 package main
 
 import (
@@ -34,6 +40,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/keyrelay/keyrelay/bench/benchkit"
+	"github.com/keyrelay/keyrelay/ownership"
 )
 
 const (
@@ -84,7 +91,7 @@ func run(n, runs, batch, nodes int, serverBin string) error {
 	payload := bytes.Repeat([]byte("x"), 700) // about a ledger entry
 	for r := 0; r < runs; r++ {
 		var plain float64
-		for _, kind := range []string{"plain", "msgid", "confirmation", "ledger", "ledger-batch"} {
+		for _, kind := range []string{"plain", "msgid", "confirmation", "ledger", "ledger-batch", "intent", "intent-mem"} {
 			name := fmt.Sprintf("W_%s_%d", kind, r)
 			subj := fmt.Sprintf("w.%s.%d", kind, r)
 			cfg := jetstream.StreamConfig{Name: name, Subjects: []string{subj + ".>"}, Storage: jetstream.FileStorage, Replicas: srv.Replicas}
@@ -97,6 +104,8 @@ func run(n, runs, batch, nodes int, serverBin string) error {
 				cfg.MaxMsgsPerSubject = 1
 			case "ledger-batch":
 				cfg.MaxMsgsPerSubject, cfg.AllowAtomicPublish = 1, true
+			case "intent-mem":
+				cfg.Storage = jetstream.MemoryStorage
 			}
 			if _, err := js.CreateStream(ctx, cfg); err != nil {
 				return fmt.Errorf("stream %s: %w", name, err)
@@ -104,9 +113,12 @@ func run(n, runs, batch, nodes int, serverBin string) error {
 			c0 := benchkit.ReadCPU()
 			start := time.Now()
 			var werr error
-			if kind == "ledger-batch" {
+			switch kind {
+			case "ledger-batch":
 				werr = batched(nc, subj, payload, n, batch)
-			} else {
+			case "intent", "intent-mem":
+				werr = intents(js, subj, n)
+			default:
 				werr = single(nc, kind, subj, payload, n)
 			}
 			if werr != nil {
@@ -121,6 +133,38 @@ func run(n, runs, batch, nodes int, serverBin string) error {
 			fmt.Printf("  run %d: %-13s %8.0f writes/s   ms CPU per write: %s   nats-server against plain %.2fx\n",
 				r+1, kind, float64(n)/el.Seconds(), benchkit.PerOp(c0, c1, n, "nats-server", "bench"), server/plain)
 		}
+	}
+	return nil
+}
+
+// intents appends n intents to one intent log, inFlight at a time.
+func intents(js jetstream.JetStream, subj string, n int) error {
+	log := ownership.NewIntentLog(js, subj+".1")
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var firstErr atomic.Value
+	until := time.Now().Add(time.Minute)
+	for g := 0; g < inFlight; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				in := ownership.Intent{Key: "team.k" + strconv.Itoa(i%keys), EventID: nuid.Next(), StreamSeq: uint64(i + 1),
+					Lane: "events", Generation: uint64(i + 1), Until: until}
+				if err := log.Append(context.Background(), in); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return err
 	}
 	return nil
 }

@@ -1,0 +1,231 @@
+package ownership
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyrelay/keyrelay/internal/jsonw"
+)
+
+// Intents: what a claim records besides exclusion. A claim in the key's
+// ledger entry says two things: nobody else writes the key now, and this
+// event may be writing it. The lease replaces the first. The second is
+// what a holder taking over after a crash needs: an event whose provider
+// write happened but whose commit did not leaves the ledger at the older
+// generation, and an older event handled before that event's redelivery
+// would put an older value over the newer one (docs/architecture.md,
+// "Writer leases"). So a claimless holder records each write's intent
+// before the provider call, in a log instead of the entry: one stored
+// message carries every intent appended while the previous one was being
+// stored (group commit), so the log costs a fraction of a write per event.
+
+// Intent says that an event may be writing a key: the fields of a claim.
+type Intent struct {
+	// Key is the ledger key (team and key id).
+	Key        string `json:"key"`
+	EventID    string `json:"event_id"`
+	StreamSeq  uint64 `json:"stream_seq"`
+	Lane       string `json:"lane"`
+	Generation uint64 `json:"generation"`
+	// Until is when the write's deadline ends (wall clock, for the
+	// bounds other processes compute from it, as from a claim's).
+	Until time.Time `json:"until"`
+}
+
+// maxBatchesInFlight bounds the batches being stored at once: an intent
+// appended while fewer are in flight goes out at once (about one round
+// trip, as a claim), and under load the rest wait and share a message.
+const maxBatchesInFlight = 4
+
+// Limits of one batch.
+const (
+	MaxIntentsPerBatch = 512
+	MaxBatchBytes      = 256 << 10
+	// maxIntentBytes bounds one intent's encoding.
+	maxIntentBytes = 1024
+)
+
+// ErrIntentTooLarge: an intent's encoding exceeds maxIntentBytes.
+var ErrIntentTooLarge = errors.New("ownership: intent too large")
+
+// IntentLog appends intents to a stream subject by group commit.
+type IntentLog struct {
+	js      jetstream.JetStream
+	subject string
+
+	mu       sync.Mutex
+	queue    []queued
+	inflight int // flushers running (each stores one batch at a time)
+	appends  uint64
+	batches  uint64
+}
+
+// Stats returns how many intents were stored and in how many messages.
+func (l *IntentLog) Stats() (intents, messages uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.appends, l.batches
+}
+
+type queued struct {
+	b    []byte
+	done chan error
+}
+
+// NewIntentLog appends to subject (a subject of a stream the caller
+// created; its max age bounds how long intents are kept).
+func NewIntentLog(js jetstream.JetStream, subject string) *IntentLog {
+	return &IntentLog{js: js, subject: subject}
+}
+
+// Append stores in and returns once it is stored (or ctx ends: then it
+// may or may not be stored). Concurrent appends share stored messages.
+func (l *IntentLog) Append(ctx context.Context, in Intent) error {
+	b, err := in.appendJSON(make([]byte, 0, 192))
+	if err != nil {
+		return fmt.Errorf("ownership: encode intent: %w", err)
+	}
+	if len(b) > maxIntentBytes {
+		return ErrIntentTooLarge
+	}
+	done := make(chan error, 1)
+	l.mu.Lock()
+	l.queue = append(l.queue, queued{b: b, done: done})
+	if l.inflight < maxBatchesInFlight {
+		l.inflight++
+		go l.flush()
+	}
+	l.mu.Unlock()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// appendJSON encodes in as encoding/json would, without reflection.
+func (in Intent) appendJSON(b []byte) ([]byte, error) {
+	o := jsonw.Begin(b)
+	o.String("key", in.Key)
+	o.String("event_id", in.EventID)
+	o.Uint("stream_seq", in.StreamSeq)
+	o.String("lane", in.Lane)
+	o.Uint("generation", in.Generation)
+	o.Time("until", in.Until)
+	return o.End()
+}
+
+// flush stores the queue, a batch at a time, until it is empty.
+func (l *IntentLog) flush() {
+	for {
+		l.mu.Lock()
+		n, size := 0, 2
+		for n < len(l.queue) && n < MaxIntentsPerBatch && size+len(l.queue[n].b)+1 <= MaxBatchBytes {
+			size += len(l.queue[n].b) + 1
+			n++
+		}
+		if n == 0 {
+			l.inflight--
+			l.mu.Unlock()
+			return
+		}
+		batch := l.queue[:n:n]
+		l.queue = l.queue[n:]
+		l.mu.Unlock()
+
+		buf := make([]byte, 0, size)
+		buf = append(buf, '[')
+		for i, q := range batch {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = append(buf, q.b...)
+		}
+		buf = append(buf, ']')
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := l.js.Publish(ctx, l.subject, buf)
+		cancel()
+		if err != nil {
+			err = fmt.Errorf("ownership: store intents: %w", err)
+		}
+		if err == nil {
+			l.mu.Lock()
+			l.appends += uint64(len(batch))
+			l.batches++
+			l.mu.Unlock()
+		}
+		for _, q := range batch {
+			q.done <- err
+		}
+	}
+}
+
+// ReadIntents returns the intents stored under subject since the given
+// time (the stream's max age bounds what is left). bad counts stored
+// messages that are not valid batches: their intents are unknown, so a
+// caller that finds any must treat every key as possibly being written
+// until the bound a lost intent would have had.
+func ReadIntents(ctx context.Context, js jetstream.JetStream, stream, subject string, since time.Time) (intents []Intent, bad int, err error) {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if !since.IsZero() {
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
+	}
+	c, err := js.OrderedConsumer(ctx, stream, cfg)
+	if err != nil {
+		return nil, 0, fmt.Errorf("ownership: read intents: %w", err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("ownership: read intents: %w", err)
+	}
+	left := info.NumPending
+	for left > 0 {
+		batch, err := c.FetchNoWait(int(min(left, 256)))
+		if err != nil {
+			return nil, 0, fmt.Errorf("ownership: read intents: %w", err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			left--
+			var ins []Intent
+			if len(m.Data()) > MaxBatchBytes || json.Unmarshal(m.Data(), &ins) != nil || !validIntents(ins) {
+				bad++
+				continue
+			}
+			intents = append(intents, ins...)
+		}
+		if err := batch.Error(); err != nil {
+			return nil, 0, fmt.Errorf("ownership: read intents: %w", err)
+		}
+		if got == 0 {
+			// Nothing came back yet though messages are pending: wait a
+			// moment rather than spin.
+			select {
+			case <-ctx.Done():
+				return nil, 0, ctx.Err()
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	return intents, bad, nil
+}
+
+func validIntents(ins []Intent) bool {
+	if len(ins) == 0 || len(ins) > MaxIntentsPerBatch {
+		return false
+	}
+	for _, in := range ins {
+		if in.Key == "" || in.EventID == "" || in.Generation == 0 || in.Until.IsZero() {
+			return false
+		}
+	}
+	return true
+}

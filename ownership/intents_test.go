@@ -1,0 +1,143 @@
+package ownership_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyrelay/keyrelay/internal/testenv"
+	"github.com/keyrelay/keyrelay/ownership"
+)
+
+func intentStream(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "INTENTS", Subjects: []string{"intents.>"},
+		Storage: jetstream.FileStorage, MaxAge: 5 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func intent(i int) ownership.Intent {
+	return ownership.Intent{Key: fmt.Sprintf("team.k%d", i%100), EventID: fmt.Sprintf("ev-%d", i), StreamSeq: uint64(i + 1),
+		Lane: "events", Generation: uint64(i + 1), Until: time.Now().Add(30 * time.Second)}
+}
+
+// Concurrent appends are each stored before they return, and share stored
+// messages; reading the log back gives every one of them.
+func TestIntentLogGroupCommit(t *testing.T) {
+	_, js := testenv.StartJetStream(t)
+	intentStream(t, js)
+	log := ownership.NewIntentLog(js, "intents.7")
+	const writers, each = 64, 50
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*each)
+	for g := 0; g < writers; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				if err := log.Append(context.Background(), intent(g*each+i)); err != nil {
+					errs <- err
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, "INTENTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.State.Msgs; n == 0 || n >= writers*each {
+		t.Errorf("%d stored messages for %d concurrent appends: want fewer (group commit)", n, writers*each)
+	}
+	if ins, msgs := log.Stats(); ins != writers*each || msgs != info.State.Msgs {
+		t.Errorf("Stats: %d intents in %d messages, want %d in %d", ins, msgs, writers*each, info.State.Msgs)
+	}
+	got, bad, err := ownership.ReadIntents(ctx, js, "INTENTS", "intents.7", time.Time{})
+	if err != nil || bad != 0 {
+		t.Fatalf("read: %v, %d bad", err, bad)
+	}
+	seen := map[string]bool{}
+	for _, in := range got {
+		seen[in.EventID] = true
+	}
+	for i := 0; i < writers*each; i++ {
+		if !seen[fmt.Sprintf("ev-%d", i)] {
+			t.Fatalf("intent ev-%d was acknowledged but is not in the log (%d read)", i, len(got))
+		}
+	}
+	if other, _, _ := ownership.ReadIntents(ctx, js, "INTENTS", "intents.8", time.Time{}); len(other) != 0 {
+		t.Errorf("another epoch's subject returned %d intents", len(other))
+	}
+}
+
+// Stored messages that are not valid batches are counted, never
+// half-used; valid batches around them are read.
+func TestReadIntentsHostileBatches(t *testing.T) {
+	_, js := testenv.StartJetStream(t)
+	intentStream(t, js)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, raw := range []string{
+		`not json`,
+		`[]`,
+		`[{"key":"t.k","event_id":"e","generation":0,"until":"2026-12-06T00:00:00Z"}]`,
+		`{"key":"t.k"}`,
+	} {
+		if _, err := js.Publish(ctx, "intents.1", []byte(raw)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ownership.NewIntentLog(js, "intents.1").Append(ctx, intent(1)); err != nil {
+		t.Fatal(err)
+	}
+	got, bad, err := ownership.ReadIntents(ctx, js, "INTENTS", "intents.1", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bad != 4 || len(got) != 1 || got[0].EventID != "ev-1" {
+		t.Fatalf("got %d intents and %d bad batches, want the 1 valid intent and 4 bad", len(got), bad)
+	}
+	if later, _, _ := ownership.ReadIntents(ctx, js, "INTENTS", "intents.1", time.Now().Add(time.Minute)); len(later) != 0 {
+		t.Errorf("since a later time: %d intents, want none", len(later))
+	}
+}
+
+func TestIntentEncodingMatchesEncodingJSON(t *testing.T) {
+	for name, in := range map[string]ownership.Intent{
+		"plain":   intent(7),
+		"escapes": {Key: "t\"eam.k\u2028", EventID: "e<>&\\", Lane: "bulk", Generation: 1, Until: time.Date(2026, 12, 6, 1, 2, 3, 4, time.FixedZone("x", 3600))},
+		"zero":    {},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := ownership.IntentJSON(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := json.Marshal(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != string(want) {
+				t.Fatalf("got  %s\nwant %s", got, want)
+			}
+		})
+	}
+}
