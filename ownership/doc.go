@@ -19,7 +19,9 @@
 //     holder's deadline has passed by the time anyone else can act. The
 //     assumption is that clocks advance at the same rate (not that they
 //     agree); the tenth of the TTL left over covers drift and an action
-//     that ends slightly after its context's deadline. Holders must bound
+//     that ends slightly after its context's deadline. A contender counts
+//     the time the record stood still up to when its last read was sent,
+//     not answered, so a slow answer cannot stretch it. Holders must bound
 //     every action by the deadline (context.WithDeadline).
 //   - No wall-clock time is trusted, in the record or elsewhere. The TTL a
 //     record states can lengthen a contender's wait (up to MaxRecordTTL),
@@ -31,16 +33,45 @@
 //     holder that is still acting is never overlapped because its record
 //     was removed under it. A holder that stops cleanly (Run's context
 //     ends) writes a released record, which the next contender takes at
-//     once.
+//     once. (A claims request, below, takes a missing record as no
+//     holder, so that recovery on a deployment without leases does not
+//     wait: deleting the record by hand while a holder acts is outside
+//     what this package guards against.)
 //   - Trouble with NATS never extends a lease: a holder whose renewals fail
 //     stops acting at its deadline and keeps trying; when a renewal
 //     succeeds again at the same revision, nobody else acted meanwhile and
 //     it goes on under the same epoch.
 //   - A renewal whose reply was lost may still have been stored. A holder
-//     that then finds its own record (its holder name and epoch) at a newer
+//     that then finds its own record (its holder name and nonce) at a newer
 //     revision adopts it, with a deadline counted from the first renewal
 //     sent since its last confirmed one: a lower bound on the stored one's
 //     send time.
-//   - The epoch changes whenever the lease changes hands. State a holder
-//     built under one epoch (a cache of the ledger) is stale under another.
+//   - The epoch changes whenever the lease changes hands.
+//
+// # Claims requests
+//
+// Processes that write keys by claiming them (the recovery commands)
+// cannot be seen by a holder that writes without claims. A Request asks
+// the holder to claim too. The holder begins no claimless action
+// (Lease.Begin) while a request stands, and acknowledges the request only
+// when the claimless actions under way have ended or passed their
+// deadline. Request.Granted returns once the current holder has
+// acknowledged this life of the request, or no live holder exists; a holder
+// reads the requests after acquiring and before its first claimless
+// action. A request renewed by nobody for its TTL is forgotten; its
+// requester's own deadline has passed by then. Grant.Generation changes
+// whenever claimless acting resumes (after an acquisition, a lapse, or the
+// end of the requests): state a holder built from what others write (a
+// cache of the ledger) is stale in a later generation.
+//
+// # Intents
+//
+// A claim also records that an event may be writing its key, which a
+// process taking over after a crash needs. A claimless writer appends the
+// same fields to an IntentLog before each provider call. Every intent
+// appended while up to four batches are in flight shares one stored message
+// (group commit), and Append returns only once the intent is stored.
+// ReadIntents gives a new holder its predecessors' intents, and counts the
+// batches it cannot read, so that its caller can hold every key in doubt
+// for as long as a lost intent could matter.
 package ownership

@@ -323,6 +323,7 @@ func (l *Lease) renew(ctx context.Context) time.Duration {
 
 func (l *Lease) contend(ctx context.Context) time.Duration {
 	gctx, cancel := context.WithTimeout(ctx, l.cfg.RenewEvery)
+	asked := time.Now()
 	e, err := l.kv.Get(gctx, l.cfg.Key)
 	cancel()
 	now := time.Now()
@@ -355,7 +356,9 @@ func (l *Lease) contend(ctx context.Context) time.Duration {
 	l.seen.wait = max(l.seen.wait, wait)
 	released := readable && r.Holder == ""
 	if !released {
-		if left := l.seen.wait - now.Sub(l.seen.at); left > 0 {
+		// Counted to when this read was sent, not answered: a slow answer
+		// must not stretch the time the record stood still.
+		if left := l.seen.wait - asked.Sub(l.seen.at); left > 0 {
 			return min(left, l.cfg.RenewEvery)
 		}
 	}

@@ -200,6 +200,7 @@ func (r *Request) Granted(ctx context.Context) (time.Time, error) {
 func (r *Request) granted(ctx context.Context, since uint64, seen *observation) (bool, error) {
 	gctx, cancel := context.WithTimeout(ctx, r.cfg.RenewEvery)
 	defer cancel()
+	asked := time.Now()
 	e, err := r.kv.Get(gctx, r.cfg.Key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return true, nil // no holder: the next one reads the request first
@@ -219,7 +220,13 @@ func (r *Request) granted(ctx context.Context, since uint64, seen *observation) 
 	if !seen.valid || seen.rev != e.Revision() {
 		*seen = observation{valid: true, present: true, rev: e.Revision(), at: now, wait: wait}
 	}
-	if now.Sub(seen.at) >= max(seen.wait, wait) {
+	// From the first answer showing this revision to the time this
+	// request was sent (the server answered after that): a late answer
+	// must not stretch the span. A renewal the holder sent before its
+	// deadline and that landed after this read is then received after the
+	// deadline, which the holder counts as a lapse (Lease.hold): it reads
+	// the requests again before acting without claims.
+	if asked.Sub(seen.at) >= max(seen.wait, wait) {
 		return true, nil // the holder stopped renewing a TTL ago: its actions ended
 	}
 	if !readable {
