@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // scanMembers splits a JSON object into its members, in order, without the
@@ -169,6 +170,50 @@ func valueEnd(b []byte, i int) int {
 	}
 }
 
+// unquoteBytes returns the bytes a JSON string literal denotes: raw's own
+// bytes (no copy) when it has no escapes, for values that are parsed and
+// not kept.
+func unquoteBytes(raw []byte) ([]byte, bool) {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return nil, false
+	}
+	inner := raw[1 : len(raw)-1]
+	for _, c := range inner {
+		if c == '\\' || c < 0x20 {
+			s, ok := unquote(raw)
+			return []byte(s), ok
+		}
+	}
+	return inner, true
+}
+
+// unquoteKnown is unquote for members whose value is nearly always one of
+// known (spec_version, type, alg): such a value is not allocated again.
+func unquoteKnown(raw []byte, known ...string) (string, bool) {
+	if b, ok := unquoteBytes(raw); ok {
+		for _, k := range known {
+			if string(b) == k {
+				return k, true
+			}
+		}
+	}
+	return unquote(raw)
+}
+
+// decodeBase64 decodes a JSON string literal holding standard base64.
+func decodeBase64(raw []byte) ([]byte, bool) {
+	b, ok := unquoteBytes(raw)
+	if !ok {
+		return nil, false
+	}
+	out := make([]byte, base64.StdEncoding.DecodedLen(len(b)))
+	n, err := base64.StdEncoding.Decode(out, b)
+	if err != nil {
+		return nil, false
+	}
+	return out[:n], true
+}
+
 // unquote returns the string a JSON string literal denotes, without
 // reflection when it has no escapes.
 func unquote(raw []byte) (string, bool) {
@@ -195,17 +240,20 @@ func decodeEnvelope(members []jsonMember, ev *Event) error {
 		var ok bool
 		switch m.name {
 		case "spec_version":
-			ev.SpecVersion, ok = unquote(m.raw)
+			ev.SpecVersion, ok = unquoteKnown(m.raw, SpecVersion)
 		case "id":
 			ev.ID, ok = unquote(m.raw)
 		case "type":
 			var s string
-			s, ok = unquote(m.raw)
+			s, ok = unquoteKnown(m.raw, string(KeyCreated), string(KeyRotated), string(KeyUpdated), string(KeyDeleted),
+				string(TeamSettingsUpdated), string(TeamSettingsDeleted))
 			ev.Type = Type(s)
 		case "time":
-			var s string
-			if s, ok = unquote(m.raw); ok {
-				t, err := time.Parse(time.RFC3339Nano, s)
+			var b []byte
+			if b, ok = unquoteBytes(m.raw); ok {
+				// The bytes are only parsed: neither the time nor a
+				// discarded error outlives them.
+				t, err := time.Parse(time.RFC3339Nano, unsafe.String(unsafe.SliceData(b), len(b)))
 				ev.Time, ok = t, err == nil
 			}
 		case "team_id":
@@ -245,14 +293,12 @@ func decodeKeyData(members []jsonMember, d *KeyData) error {
 			for _, f := range vm {
 				switch f.name {
 				case "alg":
-					sv.Alg, ok = unquote(f.raw)
+					sv.Alg, ok = unquoteKnown(f.raw, AlgA256GCM)
 				case "kid":
 					sv.KID, ok = unquote(f.raw)
 				case "nonce", "ct", "edk":
-					var s string
-					if s, ok = unquote(f.raw); ok {
-						b, err := base64.StdEncoding.DecodeString(s)
-						ok = err == nil
+					var b []byte
+					if b, ok = decodeBase64(f.raw); ok {
 						switch f.name {
 						case "nonce":
 							sv.Nonce = b

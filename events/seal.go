@@ -78,8 +78,8 @@ func (s *SealedValue) validate(field string) error {
 	switch {
 	case s.Alg == AlgA256GCM || IsEnvelopeAlg(s.Alg):
 		if s.Alg == AlgA256GCM {
-			if err := ValidateID(field+".kid", s.KID); err != nil {
-				return err
+			if err := ValidateID("kid", s.KID); err != nil {
+				return under(field, err)
 			}
 			if len(s.EDK) != 0 {
 				return invalid(field+".edk", "must be absent for %s", AlgA256GCM)

@@ -33,6 +33,16 @@ var ErrInvalid = errors.New("invalid event")
 // Is makes errors.Is(err, ErrInvalid) true for validation errors.
 func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
 
+// under names err's field as a member of field; the joined name is built
+// only for an error.
+func under(field string, err error) error {
+	var ve *ValidationError
+	if errors.As(err, &ve) {
+		ve.Field = joinField(field, ve.Field)
+	}
+	return err
+}
+
 func invalid(field, format string, args ...any) *ValidationError {
 	return &ValidationError{Field: field, Reason: fmt.Sprintf(format, args...)}
 }

@@ -1,13 +1,13 @@
 package events
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 )
 
 // The JSON shape of an event, checked member by member before the event is
@@ -120,8 +120,11 @@ type fieldName struct{ path, name string }
 func (f fieldName) String() string { return joinField(f.path, f.name) }
 
 func joinField(path, name string) string {
-	if path == "" {
+	switch {
+	case path == "":
 		return name
+	case path == "data" && name == "value":
+		return "data.value" // every sealed key event checks it: not built each time
 	}
 	return path + "." + name
 }
@@ -242,13 +245,13 @@ func checkValue(path, name string, raw json.RawMessage, f fieldShape) error {
 			return invalid(field.String(), "must be a 64-bit integer, without fraction or exponent")
 		}
 	case jTime:
-		s, ok := unquote(raw)
-		if !ok || !isRFC3339(s) {
+		b, ok := unquoteBytes(raw)
+		if !ok || !isRFC3339(unsafe.String(unsafe.SliceData(b), len(b))) { // only read
 			return invalid(field.String(), "must be an RFC 3339 date-time such as 2025-01-02T15:04:05Z")
 		}
 	case jBase64:
-		s, ok := unquote(raw)
-		if !ok || !isCanonicalBase64(s) {
+		b, ok := unquoteBytes(raw)
+		if !ok || !isCanonicalBase64Bytes(b) {
 			return invalid(field.String(), "must be standard base64 with padding (RFC 4648 section 4)")
 		}
 	case jStringMap:
@@ -371,9 +374,46 @@ func isRFC3339(s string) bool {
 // isCanonicalBase64 accepts exactly what EncodeToString of the standard
 // padded encoding produces: no line breaks, no non-zero padding bits.
 func isCanonicalBase64(s string) bool {
-	if strings.ContainsAny(s, "\r\n") {
+	return isCanonicalBase64Bytes(unsafe.Slice(unsafe.StringData(s), len(s)))
+}
+
+// isCanonicalBase64Bytes is isCanonicalBase64 without decoding: standard
+// alphabet, length a multiple of 4, padding only at the end, and the bits
+// the padding leaves unused zero (base64.StdEncoding.Strict's rule).
+func isCanonicalBase64Bytes(b []byte) bool {
+	n := len(b)
+	if n%4 != 0 {
 		return false
 	}
-	_, err := base64.StdEncoding.Strict().DecodeString(s)
-	return err == nil
+	pad := 0
+	if n > 0 && b[n-1] == '=' {
+		pad = 1
+		if b[n-2] == '=' {
+			pad = 2
+		}
+	}
+	for _, c := range b[:n-pad] {
+		if b64Value[c] < 0 {
+			return false
+		}
+	}
+	switch pad {
+	case 1: // 3 characters carry 16 bits: the last one's low 2 bits unused
+		return b64Value[b[n-2]]&0x03 == 0
+	case 2: // 2 characters carry 8 bits: the last one's low 4 bits unused
+		return b64Value[b[n-3]]&0x0F == 0
+	}
+	return true
 }
+
+// b64Value maps a byte to its value in the standard base64 alphabet, or -1.
+var b64Value = func() (t [256]int8) {
+	for i := range t {
+		t[i] = -1
+	}
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	for i := 0; i < len(alphabet); i++ {
+		t[alphabet[i]] = int8(i)
+	}
+	return t
+}()
