@@ -243,6 +243,9 @@ func (r Resolved) SecretName(teamID, keyID, alias string) (string, error) {
 
 func checkID(what, id string) error {
 	err := events.ValidateID(what, id)
+	if err == nil {
+		return nil // before errors.As, whose target would be allocated per call
+	}
 	var ve *events.ValidationError
 	if errors.As(err, &ve) {
 		return nameErrorf("%s %s", what, ve.Reason)
