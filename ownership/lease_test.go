@@ -109,7 +109,20 @@ func bucket(t *testing.T, js jetstream.JetStream, replicas int) jetstream.KeyVal
 // partition would.
 func ownConn(t *testing.T, url string) (jetstream.KeyValue, *nats.Conn) {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.NoReconnect())
+	return leasesKV(t, url, nats.NoReconnect())
+}
+
+// nodeKV opens the LEASES bucket through one cluster node only, so that
+// killing the node cuts its user off (a partition).
+func nodeKV(t *testing.T, url string) jetstream.KeyValue {
+	t.Helper()
+	kv, _ := leasesKV(t, url, nats.IgnoreDiscoveredServers(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	return kv
+}
+
+func leasesKV(t *testing.T, url string, opts ...nats.Option) (jetstream.KeyValue, *nats.Conn) {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,11 +138,15 @@ func ownConn(t *testing.T, url string) (jetstream.KeyValue, *nats.Conn) {
 	return kv, nc
 }
 
-// nodeKV opens the LEASES bucket through one cluster node only, so that
-// killing the node cuts its user off (a partition).
-func nodeKV(t *testing.T, url string) jetstream.KeyValue {
+// clusterWithBucket starts a 3-node cluster with the LEASES bucket at
+// replicas 3.
+func clusterWithBucket(t *testing.T) *testenv.Cluster {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.IgnoreDiscoveredServers(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if testing.Short() {
+		t.Skip("cluster")
+	}
+	c := testenv.StartCluster(t, 3)
+	nc, err := c.Connect()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,11 +155,8 @@ func nodeKV(t *testing.T, url string) jetstream.KeyValue {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := js.KeyValue(context.Background(), "LEASES")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kv
+	bucket(t, js, 3)
+	return c
 }
 
 type contender struct {
@@ -436,17 +450,7 @@ func TestLeaseSurvivesOutageUnderSameEpoch(t *testing.T) {
 // their own node; the holder's node is killed, the bucket's leader steps
 // down; every change of hands waits out the previous holder's deadline.
 func TestLeaseClusterNodeLoss(t *testing.T) {
-	if testing.Short() {
-		t.Skip("cluster")
-	}
-	c := testenv.StartCluster(t, 3)
-	nc, err := c.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	bucket(t, js, 3)
+	c := clusterWithBucket(t)
 	w := newWindows()
 	ttl := 2 * time.Second
 	cs := make([]*contender, 3)

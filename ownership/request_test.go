@@ -179,17 +179,7 @@ func TestClaimsRequestWithoutLiveHolder(t *testing.T) {
 // a holder stays in force when that holder's node is lost and another
 // process takes the lease over.
 func TestClaimsRequestClusterTakeover(t *testing.T) {
-	if testing.Short() {
-		t.Skip("cluster")
-	}
-	c := testenv.StartCluster(t, 3)
-	nc, err := c.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	bucket(t, js, 3)
+	c := clusterWithBucket(t)
 	kvs := make([]jetstream.KeyValue, 3)
 	for i := range kvs {
 		kvs[i] = nodeKV(t, c.Node(i).URL)
