@@ -243,6 +243,17 @@ type WorkerConfig struct {
 	// events; 0: as many as Concurrency; -1: this process leaves the bulk
 	// lane to others. Default: 0.
 	BulkConcurrency int `yaml:"bulk_concurrency"`
+	// Ownership is how writers of a key exclude each other. "claims": a
+	// claim in the key's ledger entry per event; any number of processes
+	// consume at once. "exclusive": one process at a time (the holder of
+	// a writer lease) consumes the event lanes and writes without claims,
+	// with one group-committed intent per event instead; the others stand
+	// by and take over within lease_ttl when it stops or dies
+	// (docs/architecture.md, "Writer leases"). Default: claims.
+	Ownership string `yaml:"ownership"`
+	// LeaseTTL is the writer lease's TTL (exclusive only): how long a dead
+	// holder's lease stands before a standby takes over. Default: 15s.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
 }
 
 // QuotasConfig shares each backend's request quotas (AWS Secrets
@@ -437,6 +448,8 @@ const (
 	DefaultInProcessAttempts  = 3                      // worker.in_process_attempts
 	DefaultBackendBorrowBelow = 250 * time.Millisecond // worker.backend_borrow_below
 	DefaultClaimLease         = 30 * time.Second       // worker.claim_lease
+	DefaultOwnership          = "claims"               // worker.ownership
+	DefaultLeaseTTL           = 15 * time.Second       // worker.lease_ttl
 	DefaultShutdownGrace      = 20 * time.Second       // worker.shutdown_grace
 	DefaultAdoptUnowned       = false                  // worker.adopt_unowned
 
@@ -515,6 +528,8 @@ func (c *Config) setDefaults() {
 			InProcessAttempts:  DefaultInProcessAttempts,
 			BackendBorrowBelow: DefaultBackendBorrowBelow,
 			ClaimLease:         DefaultClaimLease,
+			Ownership:          DefaultOwnership,
+			LeaseTTL:           DefaultLeaseTTL,
 			ShutdownGrace:      DefaultShutdownGrace,
 			AdoptUnowned:       DefaultAdoptUnowned,
 		},

@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/ownership"
 )
 
 // Validate checks every setting and returns all problems at once, joined;
@@ -144,6 +145,14 @@ func (v *validator) worker(w *WorkerConfig) {
 	}
 	if w.ClaimLease > 0 && w.AckWait > 0 && w.ClaimLease >= w.AckWait {
 		v.add(p+"claim_lease", "must be shorter than %sack_wait", p)
+	}
+	switch w.Ownership {
+	case "", "claims", "exclusive":
+	default:
+		v.add(p+"ownership", "is %q; must be claims or exclusive", w.Ownership)
+	}
+	if w.LeaseTTL != 0 && (w.LeaseTTL < ownership.MinTTL || w.LeaseTTL > ownership.MaxRecordTTL) {
+		v.add(p+"lease_ttl", "is %s; must be within %s and %s", w.LeaseTTL, ownership.MinTTL, ownership.MaxRecordTTL)
 	}
 }
 

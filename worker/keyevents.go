@@ -35,7 +35,13 @@ type keyWork struct {
 	lane     *lane
 	// prior is the ledger's record of this key's last provider failures.
 	prior *RetryRecord
+	// act is the event's standing under the writer lease (exclusive mode
+	// only); claimless when it writes without a claim.
+	act *action
 }
+
+// claimless reports whether kw writes under the lease without a claim.
+func (kw *keyWork) claimless() bool { return kw.act != nil && kw.act.claimless }
 
 // Bounds on waiting in place, holding a slot.
 const (
@@ -47,6 +53,9 @@ const (
 	claimWaitInPlace = 100 * time.Millisecond
 	// backendSlotWait: for a slot of the event's backend.
 	backendSlotWait = 100 * time.Millisecond
+	// minCallWindow: an event under the writer lease makes no call when
+	// the lease's deadline is closer than this (exclusive mode).
+	minCallWindow = 50 * time.Millisecond
 )
 
 // busyDelay is how long an event waits, handed back, for a busy key or
@@ -91,6 +100,19 @@ func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md 
 		return waitVerdict(conf, busyDelay(md.NumDelivered), errors.New("another event of this key is being written in this process"))
 	}
 	defer unlock()
+
+	if w.excl != nil {
+		// Exclusive: act only under the writer lease.
+		a, err := w.begin()
+		if err != nil {
+			return waitVerdict(conf, busyDelay(md.NumDelivered), err)
+		}
+		kw.act = &a
+		// An action not ended by its commit or its release (a duplicate,
+		// a superseded event) ends here; one whose outcome is unknown
+		// keeps its intent.
+		defer w.endWork(kw, false)
+	}
 
 	// The team's settings say whether the event writes at all. One its
 	// team does not store, or may not write, takes no claim (no ledger
@@ -157,6 +179,13 @@ func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md 
 	releaseSlot, err := kw.guard.acquire(ctx, backendSlotWait)
 	if err != nil {
 		return w.releaseFor(kw, waitVerdict(conf, busyDelay(md.NumDelivered), fmt.Errorf("backend %s: %w", kw.res.Backend, err)))
+	}
+	if kw.act != nil && time.Until(kw.deadline) < minCallWindow {
+		// The writer lease ends before a call could: not the event's
+		// failure. It waits for the holder (this process again, after a
+		// renewal, or the next).
+		releaseSlot()
+		return w.releaseFor(kw, waitVerdict(conf, busyDelay(md.NumDelivered), errors.New("the writer lease's deadline is too close for a provider call")))
 	}
 	v = w.apply(ctx, msg, md, kw, conf)
 	releaseSlot()
@@ -226,21 +255,36 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 	var e *LedgerEntry
 	var rev uint64
 	fresh := false
+	// trusted: e may decide a claimless write (exclusive mode): read from
+	// the bucket's leader, or cached within the lease generation.
+	trusted := false
 	if c, ok := w.entries.Get(lkey); ok {
 		ce := c.entry
 		e, rev = &ce, c.rev
+		trusted = kw.claimless()
 	}
 	wait, waited := 10*time.Millisecond, time.Duration(0)
 	// settled: e was read from the bucket's leader (write false), not
 	// from the cache or a replica.
 	settled := false
 	get := func() (err error) {
-		settled = false
+		settled, trusted = false, false
+		if kw.claimless() {
+			// No compare-and-set precedes a claimless write to catch a
+			// replica that lags: read the leader's entry.
+			err = w.infraDo(ctx, func(ctx context.Context) error {
+				e, rev, err = w.ledger.GetFromLeader(ctx, kw.ev.TeamID, kw.ev.KeyID)
+				return err
+			})
+			settled, trusted = err == nil, err == nil
+			return err
+		}
 		return w.infraDo(ctx, func(ctx context.Context) error {
 			e, rev, err = w.ledger.Get(ctx, kw.ev.TeamID, kw.ev.KeyID)
 			return err
 		})
 	}
+retry:
 	for {
 		if err := ctx.Err(); err != nil {
 			return waitVerdict(conf, 0, err), true
@@ -257,7 +301,16 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 				conf.Reason = fmt.Sprintf("generation %d is not newer than the applied generation %d", kw.gen, applied)
 				return verdict{conf: conf}, true
 			}
-			if c := e.Claim; c != nil && !c.Active(now) && c.EventID != kw.ev.ID && c.Generation >= kw.gen {
+		}
+		// The key's claim, and in exclusive mode the intent standing on it
+		// (a claimless write in flight here, or one that did not end
+		// cleanly, here or at an earlier holder): each is a claim.
+		var entryClaim *Claim
+		if e != nil {
+			entryClaim = e.Claim
+		}
+		for _, c := range [...]*Claim{entryClaim, w.openIntent(lkey)} {
+			if c != nil && !c.Active(now) && c.EventID != kw.ev.ID && c.Generation >= kw.gen {
 				// Another event of this generation or a newer one held the
 				// key and its worker stopped before committing: it may have
 				// written its value, and its redelivery (within AckWait of
@@ -300,7 +353,7 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 					}
 				}
 			}
-			if e.Claim.Active(now) && !ownClaim(e.Claim, kw.ev.ID, failKeyOf(md)) {
+			if c.Active(now) && !ownClaim(c, kw.ev.ID, failKeyOf(md)) {
 				if fresh {
 					// Only a first delivery waits in place (a live writer
 					// usually releases within milliseconds); a redelivered
@@ -309,9 +362,9 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 						// Another worker holds the key, perhaps a dead one:
 						// come back when its claim is due to end, sooner
 						// if it is alive and releases it.
-						d := min(busyDelay(md.NumDelivered), time.Until(e.Claim.Until)+10*time.Millisecond)
+						d := min(busyDelay(md.NumDelivered), time.Until(c.Until)+10*time.Millisecond)
 						return waitVerdict(conf, max(d, 10*time.Millisecond), fmt.Errorf("key claimed by worker %s until %s",
-							e.Claim.Worker, e.Claim.Until.Format(time.RFC3339Nano))), true
+							c.Worker, c.Until.Format(time.RFC3339Nano))), true
 					}
 					_ = ctxtime.Sleep(ctx, wait) // an ended ctx fails the next read
 					waited += wait
@@ -321,7 +374,7 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 					return waitVerdict(conf, 0, err), true
 				}
 				fresh = true
-				continue
+				continue retry
 			}
 		}
 		if !write && (e == nil || e.Claim == nil || !ownClaim(e.Claim, kw.ev.ID, failKeyOf(md))) {
@@ -345,7 +398,35 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 		if e != nil {
 			next = *e
 		}
+		if a := kw.act; a != nil && a.claimless {
+			if !trusted {
+				// A cache miss (or an entry cached before this lease
+				// generation): decide on the leader's entry.
+				if err := get(); err != nil {
+					return waitVerdict(conf, 0, err), true
+				}
+				fresh = true
+				continue
+			}
+			// The lease excludes every other writer; the intent, stored
+			// before the provider call, is what a claim would record for
+			// whoever takes over after a crash.
+			next.Claim = nil
+			c := Claim{EventID: kw.ev.ID, StreamSeq: md.Sequence.Stream, Lane: laneOfStream(md.Stream), Generation: kw.gen, Worker: w.cfg.ID, Until: a.deadline}
+			if err := w.intend(ctx, lkey, c); err != nil {
+				return waitVerdict(conf, 0, fmt.Errorf("store the write's intent: %w", err)), true
+			}
+			kw.entry, kw.rev = &next, rev
+			kw.prior = next.Retry
+			kw.deadline = a.deadline
+			return verdict{}, false
+		}
 		until := now.Add(w.cfg.ClaimLease)
+		if a := kw.act; a != nil && a.deadline.Before(until) {
+			// Exclusive, claiming while a claims request stands: the
+			// claim ends with the lease.
+			until = a.deadline
+		}
 		next.Claim = &Claim{EventID: kw.ev.ID, StreamSeq: md.Sequence.Stream, Lane: laneOfStream(md.Stream), Generation: kw.gen, Worker: w.cfg.ID, Until: until}
 		var nrev uint64
 		var err error
@@ -380,10 +461,17 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 		}
 		kw.entry, kw.rev = &next, nrev
 		kw.prior = next.Retry
-		w.entries.Add(lkey, cachedEntry{entry: next, rev: nrev})
+		if w.cacheable(kw.act) {
+			w.entries.Add(lkey, cachedEntry{entry: next, rev: nrev})
+		} else {
+			w.entries.Remove(lkey)
+		}
 		// Stop writing well before the lease ends, so no other worker can
 		// take the key over while this one still writes.
 		kw.deadline = until.Add(-w.cfg.ClaimLease / 10)
+		if a := kw.act; a != nil && a.deadline.Before(kw.deadline) {
+			kw.deadline = a.deadline
+		}
 		return verdict{}, false
 	}
 }
@@ -435,6 +523,9 @@ func duplicateOf(e *LedgerEntry, ev *events.Event, gen uint64) (*events.Confirma
 // failure, when set, is the event's provider-failure record: it is kept in
 // the entry so the next delivery, on any worker, continues the budget.
 func (w *Worker) release(kw *keyWork, failure *RetryRecord) error {
+	if kw.claimless() {
+		return w.releaseClaimless(kw, failure)
+	}
 	if kw.entry == nil || kw.rev == 0 {
 		return nil
 	}
@@ -466,7 +557,55 @@ func (w *Worker) release(kw *keyWork, failure *RetryRecord) error {
 		return err
 	}
 	kw.entry = nil
-	w.entries.Add(lkey, cachedEntry{entry: next, rev: nrev})
+	if w.cacheable(kw.act) {
+		w.entries.Add(lkey, cachedEntry{entry: next, rev: nrev})
+	}
+	return nil
+}
+
+// releaseClaimless ends a claimless action that did not commit: there is
+// no claim to drop, so only a failure record is written (the next
+// delivery, on any holder, continues the budget), and the intent is
+// dropped once nothing of the action can still land. A failure record
+// that cannot be written leaves the intent standing, as a claim that
+// cannot be released stands.
+func (w *Worker) releaseClaimless(kw *keyWork, failure *RetryRecord) error {
+	lkey := LedgerKey(kw.ev.TeamID, kw.ev.KeyID)
+	if kw.entry == nil || failure == nil {
+		kw.entry = nil
+		w.endWork(kw, true)
+		return nil
+	}
+	next := *kw.entry
+	next.Retry = failure
+	ctx, cancel := context.WithTimeout(context.Background(), releaseWait)
+	defer cancel()
+	var nrev uint64
+	err := w.infraDoBounded(ctx, func(ctx context.Context) (err error) {
+		if h := releaseHook.Load(); h != nil {
+			if err := (*h)(); err != nil {
+				return err
+			}
+		}
+		nrev, err = w.ledger.Put(ctx, kw.ev.TeamID, kw.ev.KeyID, &next, kw.rev)
+		return err
+	})
+	if err != nil {
+		w.entries.Remove(lkey)
+		if errors.Is(err, ErrLedgerConflict) {
+			// Changed meanwhile (a commit of a lost reply, a rewrap): the
+			// record is not needed to stop anything.
+			kw.entry = nil
+			w.endWork(kw, true)
+			return nil
+		}
+		return err
+	}
+	kw.entry = nil
+	if w.cacheable(kw.act) {
+		w.entries.Add(lkey, cachedEntry{entry: next, rev: nrev})
+	}
+	w.endWork(kw, true)
 	return nil
 }
 
@@ -723,7 +862,12 @@ func (w *Worker) commitVerdict(kw *keyWork, next LedgerEntry, conf *events.Confi
 
 	lkey, rev := LedgerKey(ev.TeamID, ev.KeyID), kw.rev
 	kw.entry = nil // the commit replaces the claim: nothing to release
-	return verdict{conf: conf, commit: func(ctx context.Context) error {
+	// The commit, not the handler, ends an action under the lease: until
+	// it lands, the intent stands for the key.
+	a, gen := kw.act, kw.gen
+	kw.act = nil
+	return verdict{conf: conf, commit: func(ctx context.Context) (err error) {
+		defer func() { w.endAction(a, lkey, ev.ID, gen, err == nil) }()
 		if skipCommitWrite {
 			// keyrelay_ceiling builds only (ceiling_unsafe.go).
 			w.entries.Add(lkey, cachedEntry{entry: next, rev: rev})
@@ -742,7 +886,9 @@ func (w *Worker) commitVerdict(kw *keyWork, next LedgerEntry, conf *events.Confi
 			w.entries.Remove(lkey)
 			return fmt.Errorf("ledger commit: %w", err)
 		}
-		w.entries.Add(lkey, cachedEntry{entry: next, rev: nrev})
+		if w.cacheable(a) {
+			w.entries.Add(lkey, cachedEntry{entry: next, rev: nrev})
+		}
 		return nil
 	}}
 }

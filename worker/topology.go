@@ -193,10 +193,27 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 		{Bucket: LedgerBucket, Description: "keyrelay ledger: per key, the highest applied generation, claim, provider version and sealed value", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: TeamsBucket, Description: "keyrelay team settings: per team, the applied settings and the events-stream sequence applied", History: 5, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: RecoveryBucket, Description: "keyrelay recovery: team migrations and restore checkpoints", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
+		// Always created, so a recovery command can register its claims
+		// request whether or not a worker runs exclusive.
+		{Bucket: OwnershipBucket, Description: "keyrelay ownership: the writer lease (worker.ownership exclusive) and the recovery commands' claims requests", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 	} {
 		if err := EnsureCall(ctx, func(ctx context.Context) error { _, err := js.CreateOrUpdateKeyValue(ctx, b); return err }); err != nil {
 			return fmt.Errorf("ensure bucket %s: %w", b.Bucket, err)
 		}
+	}
+	// The intents of claimless writes (exclusive mode), read by the next
+	// lease holder after a crash; one message holds many (group commit).
+	if err := ensureStream(ctx, js, jetstream.StreamConfig{
+		Name:        IntentsStream,
+		Description: "keyrelay write intents of the writer-lease holder (worker.ownership exclusive), for its successor",
+		Subjects:    []string{IntentsSubject},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+		MaxAge:      IntentsMaxAge,
+		Discard:     jetstream.DiscardOld,
+	}); err != nil {
+		return fmt.Errorf("ensure stream %s: %w", IntentsStream, err)
 	}
 	if err := EnsureCall(ctx, func(ctx context.Context) error {
 		_, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: RecoveryObjects,

@@ -18,6 +18,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/internal/tracing"
+	"github.com/keyrelay/keyrelay/ownership"
 	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/settings"
 )
@@ -120,6 +121,16 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// AdoptUnowned allows overwriting secrets keyrelay did not create.
 	AdoptUnowned bool
+	// Ownership is how writers of a key exclude each other:
+	// OwnershipClaims (the default; a claim in the key's ledger entry per
+	// event, any number of consuming processes) or OwnershipExclusive (one
+	// process at a time consumes, under a writer lease, with one
+	// group-committed intent per event instead of a claim).
+	Ownership string
+	// LeaseTTL is the writer lease's TTL in exclusive mode: how long a
+	// dead holder's lease stands before a standby takes over.
+	// Default: ownership.DefaultTTL (15s).
+	LeaseTTL time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -181,6 +192,12 @@ func (c *Config) setDefaults() {
 	if c.BreakerOpen <= 0 {
 		c.BreakerOpen = 2 * time.Second
 	}
+	if c.Ownership == "" {
+		c.Ownership = OwnershipClaims
+	}
+	if c.LeaseTTL <= 0 {
+		c.LeaseTTL = ownership.DefaultTTL
+	}
 }
 
 // Validate names the first bad field.
@@ -191,6 +208,15 @@ func (c *Config) Validate() error {
 	if c.CallTimeout >= c.ClaimLease {
 		return fmt.Errorf("worker: CallTimeout (%v) must be shorter than ClaimLease (%v)", c.CallTimeout, c.ClaimLease)
 	}
+	switch c.Ownership {
+	case OwnershipClaims:
+	case OwnershipExclusive:
+		if c.LeaseTTL < ownership.MinTTL || c.LeaseTTL > ownership.MaxRecordTTL {
+			return fmt.Errorf("worker: LeaseTTL (%v) must be within [%v, %v]", c.LeaseTTL, ownership.MinTTL, ownership.MaxRecordTTL)
+		}
+	default:
+		return fmt.Errorf("worker: ownership %q is neither %q nor %q", c.Ownership, OwnershipClaims, OwnershipExclusive)
+	}
 	return nil
 }
 
@@ -199,7 +225,7 @@ func ConfigFrom(w settings.WorkerConfig) Config {
 	return Config{Concurrency: w.Concurrency, AckWait: w.AckWait, MaxDeliver: w.MaxDeliver, CallTimeout: w.CallTimeout,
 		RetryInitial: w.RetryInitial, RetryMax: w.RetryMax, RetryMultiplier: w.RetryMultiplier,
 		InProcessAttempts: w.InProcessAttempts, ClaimLease: w.ClaimLease, ShutdownGrace: w.ShutdownGrace,
-		AdoptUnowned: w.AdoptUnowned, RetryFor: w.RetryFor, InfraWait: w.InfraWait,
+		AdoptUnowned: w.AdoptUnowned, RetryFor: w.RetryFor, InfraWait: w.InfraWait, Ownership: w.Ownership, LeaseTTL: w.LeaseTTL,
 		BackendSlots: w.BackendSlots, BackendBorrowBelow: borrowBelow(w.BackendBorrowBelow), BulkConcurrency: w.BulkConcurrency}
 }
 
@@ -255,6 +281,8 @@ type Worker struct {
 	resolved *lru.Cache[*events.TeamSettings, *teamBackend]
 	lanes    []*lane
 	tracer   trace.Tracer
+	// excl is exclusive mode's lease and intents (nil in claims mode).
+	excl *exclusive
 
 	running atomic.Bool
 	handled atomic.Int64
@@ -322,6 +350,11 @@ func New(ctx context.Context, cfg Config, d Deps) (*Worker, error) {
 		ledger: NewLedger(lkv, d.JS.Conn()), entries: entries, failures: failures, resolved: newResolvedCache(), inflight: map[jetstream.Msg]struct{}{},
 		teams: NewTeams(tkv, stream, log, d.JS.Conn()), locks: newKeyLocks(), tracer: tracing.Tracer(d.TracerProvider),
 		retry: retryPolicy{initial: cfg.RetryInitial, max: cfg.RetryMax, multiplier: cfg.RetryMultiplier, attempts: cfg.InProcessAttempts}}
+	if cfg.Ownership == OwnershipExclusive {
+		if w.excl, err = newExclusive(ctx, w); err != nil {
+			return nil, err
+		}
+	}
 	return w, nil
 }
 
@@ -361,8 +394,20 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.running.Store(true)
 	defer w.running.Store(false)
-	w.log.Info("worker consuming", zap.Int("concurrency", w.cfg.Concurrency), zap.Int("bulk_concurrency", max(0, w.cfg.BulkConcurrency)),
-		zap.Duration("ack_wait", w.cfg.AckWait))
+	if w.excl != nil {
+		// The lease outlives the lanes and the in-flight events: it is
+		// released (and a standby takes over at once) only after every
+		// action under it has ended.
+		leaseCtx, stopLease := context.WithCancel(context.WithoutCancel(ctx))
+		leaseDone := make(chan struct{})
+		go func() { defer close(leaseDone); _ = w.excl.lease.Run(leaseCtx) }()
+		defer func() { stopLease(); <-leaseDone }()
+		w.log.Info("worker consuming while it holds the writer lease (ownership exclusive)", zap.Int("concurrency", w.cfg.Concurrency),
+			zap.Int("bulk_concurrency", max(0, w.cfg.BulkConcurrency)), zap.Duration("ack_wait", w.cfg.AckWait), zap.Duration("lease_ttl", w.cfg.LeaseTTL))
+	} else {
+		w.log.Info("worker consuming", zap.Int("concurrency", w.cfg.Concurrency), zap.Int("bulk_concurrency", max(0, w.cfg.BulkConcurrency)),
+			zap.Duration("ack_wait", w.cfg.AckWait))
+	}
 
 	go w.pollConsumer(ctx)
 	go w.heartbeats(workCtx)
@@ -428,6 +473,12 @@ const (
 func (w *Worker) runLane(ctx, workCtx context.Context, ln *lane) error {
 	handlers := handlerSlots(ln.concurrency)
 	pull := []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(handlers), jetstream.PullExpiry(pullExpiry), jetstream.PullHeartbeat(pullHeartbeat)}
+	if w.excl != nil {
+		// Exclusive: pull only while holding the writer lease.
+		if _, err := w.excl.ready(ctx); err != nil {
+			return nil
+		}
+	}
 	it, err := ln.consumer.Messages(pull...)
 	if err != nil {
 		return fmt.Errorf("worker: consume %s: %w", ConsumerOf(ln.name), err)
@@ -436,12 +487,23 @@ func (w *Worker) runLane(ctx, workCtx context.Context, ln *lane) error {
 	swap := make(chan jetstream.MessagesContext, 1)
 	go func() {
 		cur := it
+		var changes <-chan struct{} // nil (never ready) in claims mode
+		if w.excl != nil {
+			changes = w.excl.lease.Changes()
+		}
 		for {
 			select {
 			case <-ctx.Done():
 				cur.Drain()
 				return
 			case cur = <-swap:
+			case <-changes:
+				changes = w.excl.lease.Changes()
+				if _, _, held := w.excl.lease.Held(); !held {
+					// The lease is lost: stop pulling. Events already
+					// buffered come out of Next and are handed back.
+					cur.Drain()
+				}
 			case <-stopped:
 				return
 			}
@@ -479,12 +541,21 @@ func (w *Worker) runLane(ctx, workCtx context.Context, ln *lane) error {
 			}
 			// Missed heartbeats, a consumer recreated by an operator, a
 			// leader change: none of these may stop a worker for good.
-			w.log.Warn("consumer iterator error; resuming", zap.String("lane", ln.name.String()), zap.Error(err))
+			closed := errors.Is(err, jetstream.ErrMsgIteratorClosed)
+			if w.excl != nil && closed {
+				// Drained when the lease was lost: wait to hold it again.
+				w.log.Info("writer lease not held; lane paused", zap.String("lane", ln.name.String()))
+				if _, err := w.excl.ready(ctx); err != nil {
+					return nil
+				}
+			} else {
+				w.log.Warn("consumer iterator error; resuming", zap.String("lane", ln.name.String()), zap.Error(err))
+			}
 			select {
 			case <-ctx.Done():
 			case <-time.After(250 * time.Millisecond):
 			}
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) && ctx.Err() == nil {
+			if closed && ctx.Err() == nil {
 				it.Stop()
 				if it, err = ln.consumer.Messages(pull...); err != nil {
 					return fmt.Errorf("worker: consume %s: %w", ConsumerOf(ln.name), err)

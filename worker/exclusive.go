@@ -1,0 +1,321 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/ctxtime"
+	"github.com/keyrelay/keyrelay/ownership"
+)
+
+// Ownership modes (worker.ownership).
+const (
+	// OwnershipClaims: every worker writes a key only under a claim in its
+	// ledger entry (a compare-and-set before each provider call). Any
+	// number of processes consume at once. The default.
+	OwnershipClaims = "claims"
+	// OwnershipExclusive: one process at a time holds the writer lease
+	// (package ownership) and consumes the event lanes; it writes keys
+	// without claims, recording each write's intent in a group-committed
+	// log first. The others stand by (they serve lookups) and take over
+	// when the holder stops or dies. docs/architecture.md, "Writer
+	// leases", says what it keeps and what it costs.
+	OwnershipExclusive = "exclusive"
+)
+
+// Ownership names in the topology.
+const (
+	// OwnershipBucket holds the writer lease record and the recovery
+	// commands' claims requests.
+	OwnershipBucket = "KEYRELAY_OWNERSHIP"
+	// WriterLeaseKey is the lease's key in OwnershipBucket.
+	WriterLeaseKey = "writer"
+	// IntentsStream keeps the intents of claimless writes, for the next
+	// holder after a crash; IntentsSubject is its subject.
+	IntentsStream  = "KEYRELAY_INTENTS"
+	IntentsSubject = "keyrelay.intents"
+	// IntentsMaxAge is the intents stream's retention. A worker refuses to
+	// start exclusive when it is shorter than intentWindow needs.
+	IntentsMaxAge = 30 * time.Minute
+)
+
+// exclusive is a worker's side of ownership mode "exclusive".
+type exclusive struct {
+	lease   *ownership.Lease
+	intents *ownership.IntentLog
+	js      jetstream.JetStream
+	log     *zap.Logger
+	// window: how far back a new holder reads intents (intentWindow).
+	window time.Duration
+
+	// prepMu serializes prepare.
+	prepMu sync.Mutex
+
+	mu sync.Mutex
+	// prepared is the epoch whose predecessors' intents are loaded: a
+	// claimless action begins only under it.
+	prepared uint64
+	// generation is the grant generation the ledger cache was purged for.
+	generation uint64
+	// doubtUntil: a stored intent batch could not be read, so any key may
+	// be being written by an event unknown; until then no key is written
+	// without a claim.
+	doubtUntil time.Time
+	// open holds the intents whose actions have not ended cleanly, by
+	// ledger key: this process's in flight (until their commit or
+	// release) and those that ended without one, and those loaded from
+	// the log at an acquisition. claim treats each as the key's claim.
+	open map[string]Claim
+}
+
+// intentWindow is how long an intent matters after its action's deadline:
+// its event's redelivery comes within AckWait plus the claim lease (the
+// dead-claim rule in claim), and the lease TTL covers the deadline itself.
+func (w *Worker) intentWindow(ttl time.Duration) time.Duration {
+	return w.cfg.AckWait + w.cfg.ClaimLease + 2*ttl
+}
+
+// newExclusive sets up exclusive mode: the lease on OwnershipBucket and
+// the intent log on IntentsStream (EnsureTopology creates both).
+func newExclusive(ctx context.Context, w *Worker) (*exclusive, error) {
+	kv, err := w.d.JS.KeyValue(ctx, OwnershipBucket)
+	if err != nil {
+		return nil, fmt.Errorf("worker: bucket %s: %w", OwnershipBucket, err)
+	}
+	s, err := w.d.JS.Stream(ctx, IntentsStream)
+	if err != nil {
+		return nil, fmt.Errorf("worker: stream %s: %w", IntentsStream, err)
+	}
+	ttl := w.cfg.LeaseTTL
+	window := w.intentWindow(ttl)
+	if age := s.CachedInfo().Config.MaxAge; age > 0 && age < window {
+		return nil, fmt.Errorf("worker: stream %s keeps intents for %s; exclusive ownership needs at least %s (ack_wait + claim_lease + 2 lease TTLs)",
+			IntentsStream, age, window)
+	}
+	lease, err := ownership.New(kv, ownership.Config{Key: WriterLeaseKey, Holder: w.cfg.ID, TTL: ttl, Logger: w.log})
+	if err != nil {
+		return nil, fmt.Errorf("worker: writer lease: %w", err)
+	}
+	return &exclusive{lease: lease, intents: ownership.NewIntentLog(w.d.JS, IntentsSubject), js: w.d.JS, log: w.log,
+		window: window, open: map[string]Claim{}}, nil
+}
+
+// ready waits until this process holds the lease and its predecessors'
+// intents are loaded, then returns the epoch. A lane pulls events only
+// then.
+func (x *exclusive) ready(ctx context.Context) (uint64, error) {
+	for {
+		changes := x.lease.Changes()
+		if _, epoch, ok := x.lease.Held(); ok {
+			if err := x.prepare(ctx, epoch); err == nil {
+				return epoch, nil
+			} else if ctx.Err() == nil {
+				x.log.Warn("intents of the previous holders not read; retrying", zap.Error(err))
+				if err := ctxtime.Sleep(ctx, 250*time.Millisecond); err != nil {
+					return 0, err
+				}
+				continue
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-changes:
+		}
+	}
+}
+
+// prepare loads, once per epoch, the intents stored within the window:
+// those of the holders before this epoch (and this process's earlier
+// ones) whose events may have written without committing.
+func (x *exclusive) prepare(ctx context.Context, epoch uint64) error {
+	x.prepMu.Lock()
+	defer x.prepMu.Unlock()
+	x.mu.Lock()
+	done := x.prepared == epoch
+	x.mu.Unlock()
+	if done {
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	now := time.Now()
+	ins, bad, err := ownership.ReadIntents(rctx, x.js, IntentsStream, IntentsSubject, now.Add(-x.window))
+	if err != nil {
+		return err
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	loaded := 0
+	for _, in := range ins {
+		if !in.Until.Add(x.window).After(now) {
+			continue
+		}
+		c := Claim{EventID: in.EventID, StreamSeq: in.StreamSeq, Lane: events.Lane(in.Lane), Generation: in.Generation,
+			Worker: "intent", Until: in.Until}
+		if old, ok := x.open[in.Key]; ok && old.Generation > c.Generation {
+			continue
+		}
+		x.open[in.Key] = c
+		loaded++
+	}
+	if bad > 0 {
+		x.doubtUntil = now.Add(x.window)
+		x.log.Error("stored intent batches could not be read: every key waits as if an unknown event were writing it",
+			zap.Int("bad_batches", bad), zap.Time("until", x.doubtUntil))
+	}
+	x.prepared = epoch
+	x.log.Info("writer lease acquired; intents of earlier holders loaded", zap.Uint64("epoch", epoch), zap.Int("intents", loaded))
+	return nil
+}
+
+// errNotHolder: this process does not hold the writer lease (or has not
+// loaded its predecessors' intents yet); the event waits for the holder.
+var errNotHolder = errors.New("this worker does not hold the writer lease")
+
+// action is one key action's standing under the lease.
+type action struct {
+	grant ownership.Grant
+	done  func()
+	// claimless: the action writes without a claim (under grant);
+	// otherwise it claims the key as in claims mode, by deadline.
+	claimless bool
+	deadline  time.Time
+}
+
+// begin decides how this process may act on a key now: without a claim
+// (the lease is held and no claims request stands), with a claim (a
+// claims request stands: the recovery commands claim keys, so the holder
+// does too), or not at all.
+func (w *Worker) begin() (action, error) {
+	x := w.excl
+	x.mu.Lock()
+	prepared, doubt := x.prepared, x.doubtUntil
+	x.mu.Unlock()
+	if g, done, ok := x.lease.Begin(); ok {
+		if g.Epoch != prepared {
+			done()
+			return action{}, errNotHolder
+		}
+		if time.Now().Before(doubt) {
+			done()
+			return action{}, fmt.Errorf("an unreadable intent batch leaves every key in doubt until %s", doubt.Format(time.RFC3339))
+		}
+		w.purgeFor(g.Generation)
+		return action{grant: g, done: done, claimless: true, deadline: g.Deadline}, nil
+	}
+	if deadline, epoch, ok := x.lease.Held(); ok && epoch == prepared {
+		return action{deadline: deadline}, nil
+	}
+	return action{}, errNotHolder
+}
+
+// purgeFor drops the ledger cache when claimless acting starts a new
+// generation: others may have written keys meanwhile, and a claimless
+// decision trusts what the cache says.
+func (w *Worker) purgeFor(generation uint64) {
+	x := w.excl
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.generation != generation {
+		w.entries.Purge()
+		x.generation = generation
+	}
+}
+
+// cacheable reports whether an entry read or written under a may enter the
+// ledger cache: always in claims mode; in exclusive mode only within the
+// generation a claimless action a began in.
+func (w *Worker) cacheable(a *action) bool {
+	if w.excl == nil {
+		return true
+	}
+	if a == nil || !a.claimless {
+		// A claim's compare-and-set catches a stale entry, but claimless
+		// decisions trust the cache: nothing read outside a generation
+		// enters it.
+		return false
+	}
+	x := w.excl
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.generation == a.grant.Generation
+}
+
+// openIntent returns the intent standing on key (an action of this
+// process in flight, or one that did not end cleanly).
+func (w *Worker) openIntent(key string) *Claim {
+	if w.excl == nil {
+		return nil
+	}
+	x := w.excl
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if c, ok := x.open[key]; ok {
+		return &c
+	}
+	return nil
+}
+
+// intend stores kw's intent before its claimless write and records it as
+// open.
+func (w *Worker) intend(ctx context.Context, key string, c Claim) error {
+	x := w.excl
+	x.mu.Lock()
+	x.open[key] = c
+	x.mu.Unlock()
+	actx, cancel := context.WithDeadline(ctx, c.Until)
+	defer cancel()
+	return x.intents.Append(actx, ownership.Intent{Key: key, EventID: c.EventID, StreamSeq: c.StreamSeq, Lane: string(c.Lane),
+		Generation: c.Generation, Until: c.Until})
+}
+
+// endAction ends action a on key (ledger key) by event id at generation
+// gen. clean: its outcome is committed, or it wrote nothing; the key's
+// intent is dropped. Otherwise the intent stays, as a dead claim stays in
+// an entry, for the dead-claim rule in claim.
+func (w *Worker) endAction(a *action, key, id string, gen uint64, clean bool) {
+	if a == nil {
+		return
+	}
+	if a.claimless && clean {
+		x := w.excl
+		x.mu.Lock()
+		if c, ok := x.open[key]; ok && c.EventID == id && c.Generation == gen {
+			delete(x.open, key)
+		}
+		x.mu.Unlock()
+	}
+	if a.done != nil {
+		a.done()
+	}
+}
+
+// endWork ends kw's action, if it still has one.
+func (w *Worker) endWork(kw *keyWork, clean bool) {
+	a := kw.act
+	kw.act = nil
+	w.endAction(a, LedgerKey(kw.ev.TeamID, kw.ev.KeyID), kw.ev.ID, kw.gen, clean)
+}
+
+// HoldsLease reports whether this worker runs exclusive, holds the writer
+// lease and has loaded its predecessors' intents: it is the one consuming.
+func (w *Worker) HoldsLease() bool {
+	if w.excl == nil {
+		return false
+	}
+	_, epoch, ok := w.excl.lease.Held()
+	if !ok {
+		return false
+	}
+	w.excl.mu.Lock()
+	defer w.excl.mu.Unlock()
+	return w.excl.prepared == epoch
+}

@@ -1,0 +1,217 @@
+package worker_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/ownership"
+	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/worker"
+)
+
+// exclusiveWorker starts a worker in ownership mode exclusive with a short
+// lease TTL.
+func (b *bundle) exclusiveWorker(mut func(*worker.Config)) (*worker.Worker, func()) {
+	b.t.Helper()
+	return b.startWorker(func(c *worker.Config) {
+		c.Ownership, c.LeaseTTL = worker.OwnershipExclusive, 600*time.Millisecond
+		if mut != nil {
+			mut(c)
+		}
+	})
+}
+
+// ledgerWrites is how many writes the ledger bucket has stored.
+func (b *bundle) ledgerWrites() uint64 {
+	b.t.Helper()
+	s, err := b.js.Stream(b.ctx, "KV_"+worker.LedgerBucket)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	info, err := s.Info(b.ctx)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return info.State.LastSeq
+}
+
+// readIntents returns every intent stored.
+func (b *bundle) readIntents() []ownership.Intent {
+	b.t.Helper()
+	ins, bad, err := ownership.ReadIntents(b.ctx, b.js, worker.IntentsStream, worker.IntentsSubject, time.Time{})
+	if err != nil || bad != 0 {
+		b.t.Fatalf("read intents: %d bad batches, %v", bad, err)
+	}
+	return ins
+}
+
+// TestExclusiveWritesWithoutClaims: a worker holding the writer lease
+// applies creates, rotations, an older generation delivered late and a
+// redelivered duplicate exactly as claims mode does, with one ledger write
+// per applied event (the commit; no claim) and one stored intent per
+// provider write, many intents to a stored message.
+func TestExclusiveWritesWithoutClaims(t *testing.T) {
+	for _, cluster := range []bool{false, true} {
+		t.Run(map[bool]string{false: "one server", true: "cluster"}[cluster], func(t *testing.T) {
+			b := setup(t, setupOptions{cluster: cluster})
+			b.exclusiveWorker(nil)
+			const team, keys = "team-x", 40
+			var evs []*events.Event
+			for i := range keys {
+				evs = append(evs, b.keyEvent(events.KeyCreated, team, fmt.Sprintf("k%d", i), 1, fmt.Sprintf("sk-%d-1", i)))
+			}
+			b.publish(evs...)
+			b.confirmations(keys, 30*time.Second)
+			before := b.ledgerWrites()
+			var rot []*events.Event
+			for i := range keys {
+				rot = append(rot, b.keyEvent(events.KeyRotated, team, fmt.Sprintf("k%d", i), 3, fmt.Sprintf("sk-%d-3", i)))
+			}
+			b.publish(rot...)
+			b.confirmations(2*keys, 30*time.Second)
+			if got := b.ledgerWrites() - before; got != keys {
+				t.Errorf("%d ledger writes for %d rotations, want one each (the commit, no claim)", got, keys)
+			}
+			// Late: an older generation, and a copy of a rotation under
+			// another id.
+			cp := *rot[1]
+			cp.ID = "copy-of-" + rot[1].ID
+			late := []*events.Event{b.keyEvent(events.KeyRotated, team, "k0", 2, "sk-0-2"), &cp}
+			b.publish(late...)
+			confs := byEventID(b.confirmations(2*keys+2, 30*time.Second))
+			for _, e := range late {
+				if c := confs[e.ID]; c == nil || c.Status != events.StatusSuperseded {
+					t.Errorf("late event %s: %+v, want superseded", e.ID, c)
+				}
+			}
+			for i, e := range rot {
+				if c := confs[e.ID]; c == nil || c.Status != events.StatusRotated {
+					t.Fatalf("rotation %d: %+v", i, c)
+				}
+				name := fmt.Sprintf("litellm/%s/k%d", team, i)
+				if got := b.value("local", name); got != fmt.Sprintf("sk-%d-3", i) {
+					t.Fatalf("key %d holds the wrong value", i)
+				}
+				if vs, err := b.stores["local"].Versions(b.ctx, name); err != nil || len(vs) != 2 {
+					t.Fatalf("key %d: %d versions (%v), want 2", i, len(vs), err)
+				}
+			}
+			ins := b.readIntents()
+			if len(ins) != 2*keys {
+				t.Errorf("%d intents stored, want %d (one per provider write)", len(ins), 2*keys)
+			}
+			for _, in := range ins {
+				if in.Key == "" || in.Until.IsZero() || in.StreamSeq == 0 {
+					t.Fatalf("intent %+v", in)
+				}
+			}
+			if msgs := len(b.rawMessages(worker.IntentsStream)); msgs >= len(ins) {
+				t.Logf("%d intents in %d messages (no batching happened in this run)", len(ins), msgs)
+			}
+			e, _, err := b.ledgerGet(team, "k0")
+			if err != nil || e.Claim != nil || e.Generation != 3 {
+				t.Errorf("ledger entry: %+v %v", e, err)
+			}
+		})
+	}
+}
+
+// TestExclusiveOneConsumerAtATime: of two exclusive workers only the
+// lease holder handles events; when it stops, the standby takes the lease
+// (released at once) and handles the rest.
+func TestExclusiveOneConsumerAtATime(t *testing.T) {
+	b := setup(t, setupOptions{})
+	w1, stop1 := b.exclusiveWorker(nil)
+	waitHeld(t, w1)
+	w2, _ := b.exclusiveWorker(nil)
+	var evs []*events.Event
+	for i := range 20 {
+		evs = append(evs, b.keyEvent(events.KeyCreated, "team-s", fmt.Sprintf("k%d", i), 1, "sk-s"))
+	}
+	b.publish(evs...)
+	b.confirmations(20, 30*time.Second)
+	if w2.Handled() != 0 || w1.Handled() != 20 {
+		t.Fatalf("handled: holder %d, standby %d; want 20 and 0", w1.Handled(), w2.Handled())
+	}
+	stop1()
+	start := time.Now()
+	waitHeld(t, w2)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the standby took %s to take a released lease", d)
+	}
+	more := b.keyEvent(events.KeyRotated, "team-s", "k0", 2, "sk-s-2")
+	b.publish(more)
+	confs := byEventID(b.confirmations(21, 30*time.Second))
+	if c := confs[more.ID]; c == nil || c.Status != events.StatusRotated || w2.Handled() != 1 {
+		t.Fatalf("after the takeover: %+v, standby handled %d", c, w2.Handled())
+	}
+}
+
+func waitHeld(t *testing.T, w *worker.Worker) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !w.HoldsLease() {
+		if time.Now().After(deadline) {
+			t.Fatal("the worker never held the writer lease")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestExclusiveIntentOfADeadHolder: the holder before this one wrote
+// event E (generation 3) to the backend and died before committing it; its
+// intent is in the log, the ledger still says generation 1. The new holder
+// loads the intent: an older event (generation 2) delivered first waits
+// for E's redelivery instead of putting its older value over E's; E's
+// redelivery applies E without writing it again, and the older event is
+// then superseded. (Without the intent the older event would write, as
+// claims mode without its claim would.)
+func TestExclusiveIntentOfADeadHolder(t *testing.T) {
+	for _, cluster := range []bool{false, true} {
+		t.Run(map[bool]string{false: "one server", true: "cluster"}[cluster], func(t *testing.T) {
+			const team, key = "team-d", "key-d"
+			b := setup(t, setupOptions{cluster: cluster})
+			_, stop := b.exclusiveWorker(nil)
+			b.publish(b.keyEvent(events.KeyCreated, team, key, 1, "sk-gen-1"))
+			b.confirmations(1, 30*time.Second)
+			stop()
+
+			e := b.keyEvent(events.KeyRotated, team, key, 3, "sk-gen-3")
+			store, name := b.stores["local"], "litellm/"+team+"/"+key
+			if _, err := store.Put(b.ctx, providers.PutRequest{Name: name, Value: []byte("sk-gen-3"), IdempotencyKey: e.ID,
+				Owner: providers.Owner{TeamID: team, KeyID: key}}); err != nil {
+				t.Fatal(err)
+			}
+			log := ownership.NewIntentLog(b.js, worker.IntentsSubject)
+			if err := log.Append(b.ctx, ownership.Intent{Key: worker.LedgerKey(team, key), EventID: e.ID, StreamSeq: 999,
+				Lane: string(events.LaneInteractive), Generation: 3, Until: time.Now().Add(-time.Millisecond)}); err != nil {
+				t.Fatal(err)
+			}
+			w, _ := b.exclusiveWorker(nil)
+			waitHeld(t, w)
+
+			older := b.keyEvent(events.KeyRotated, team, key, 2, "sk-gen-2")
+			b.publish(older)
+			time.Sleep(time.Second)
+			if got := b.confirmations(1, time.Second); len(got) != 1 {
+				t.Fatalf("the older event was decided while the dead holder's intent stood: %d confirmations", len(got))
+			}
+			if got := b.value("local", name); got != "sk-gen-3" {
+				t.Fatal("the backend no longer holds the newer value")
+			}
+			b.publish(e)
+			confs := byEventID(b.confirmations(3, 30*time.Second))
+			if c := confs[e.ID]; c == nil || c.Status != events.StatusRotated {
+				t.Errorf("E: %+v, want rotated", c)
+			}
+			if c := confs[older.ID]; c == nil || c.Status != events.StatusSuperseded {
+				t.Errorf("the older event: %+v, want superseded", c)
+			}
+			if vs, err := store.Versions(b.ctx, name); err != nil || len(vs) != 2 {
+				t.Errorf("%d versions (%v), want 2: E's value was written once", len(vs), err)
+			}
+		})
+	}
+}
