@@ -18,6 +18,9 @@ type claimer struct {
 	id string
 	// lease bounds how long one key is held.
 	lease time.Duration
+	// gate, when set, holds the command's claims request: claims are
+	// taken only while it is granted, and work ends by its deadline.
+	gate *claimsGate
 }
 
 // work is what runs under a key's claim: it gets the fresh entry and the
@@ -63,8 +66,17 @@ func (c *claimer) runAt(ctx context.Context, team, key string, seen *worker.Ledg
 			}
 			continue
 		}
+		granted, err := c.gate.wait(ctx)
+		if err != nil {
+			return "", "wait for the writer lease holder to claim too", err
+		}
 		claimed := *e
-		until := now.Add(c.lease)
+		until := time.Now().Add(c.lease)
+		deadline := until.Add(-c.lease / 10)
+		if !granted.IsZero() && granted.Before(deadline) {
+			// The work ends with the claims request, unless renewed by then.
+			deadline = granted
+		}
 		claimed.Claim = &worker.Claim{EventID: "recovery:" + e.EventID, Generation: e.Generation, Worker: c.id, Until: until}
 		nrev, err := c.ledger.Put(ctx, team, key, &claimed, rev)
 		if errors.Is(err, worker.ErrLedgerConflict) {
@@ -73,7 +85,7 @@ func (c *claimer) runAt(ctx context.Context, team, key string, seen *worker.Ledg
 		if err != nil {
 			return "", "claim", err
 		}
-		next, act, werr := w(ctx, &claimed, until.Add(-c.lease/10))
+		next, act, werr := w(ctx, &claimed, deadline)
 		if next == nil {
 			next = &claimed
 		}

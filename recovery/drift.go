@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
@@ -146,6 +147,11 @@ type Deps struct {
 	// backend options of its secrets.
 	TeamSettings func(team string) *events.TeamSettings
 	Logger       *zap.Logger
+	// Ownership is the ownership bucket (worker.OwnershipBucket). When set,
+	// the commands that claim keys (migrate, cleanup, restore) register a
+	// claims request first, so a worker running exclusive claims too while
+	// they run. Nil only where no worker can run exclusive (tests).
+	Ownership jetstream.KeyValue
 }
 
 // item is one ledger entry in scope, with the ledger revision it was read

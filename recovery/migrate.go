@@ -120,7 +120,10 @@ func Migrate(ctx context.Context, d Deps, c MigrateConfig) (*MigrateReport, erro
 	}
 	s := newSession(d, cfg)
 	host, _ := os.Hostname()
-	m := &mover{s: s, c: c, cl: &claimer{ledger: d.Ledger, lease: c.Lease, id: fmt.Sprintf("migrate-%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])}}
+	id := fmt.Sprintf("migrate-%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])
+	gate := newClaimsGate(d.Ownership, id, d.Logger)
+	defer gate.close()
+	m := &mover{s: s, c: c, cl: &claimer{ledger: d.Ledger, lease: c.Lease, id: id, gate: gate}}
 	rep := &MigrateReport{Team: c.Team, To: c.To}
 	tr := newTracker(len(items), c.Progress)
 	rep.Rows = parallel(len(items), c.Concurrency, nil, func(i int) RestoreRow { return m.move(ctx, items[i].key, items[i].e) },
@@ -325,7 +328,10 @@ func Cleanup(ctx context.Context, d Deps, c CleanupConfig) (*CleanupReport, erro
 	}
 	s := newSession(d, cfg)
 	host, _ := os.Hostname()
-	cl := &claimer{ledger: d.Ledger, lease: c.Lease, id: fmt.Sprintf("cleanup-%s-%d", host, os.Getpid())}
+	id := fmt.Sprintf("cleanup-%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])
+	gate := newClaimsGate(d.Ownership, id, d.Logger)
+	defer gate.close()
+	cl := &claimer{ledger: d.Ledger, lease: c.Lease, id: id, gate: gate}
 	rep := &CleanupReport{}
 	cu := &cleaner{s: s, c: c, cl: cl}
 	for _, rows := range parallel(len(items), c.Concurrency, nil, func(i int) []RestoreRow { return cu.clean(ctx, items[i].key) }, nil) {

@@ -186,7 +186,10 @@ func Restore(ctx context.Context, d Deps, c RestoreConfig) (*RestoreReport, erro
 		}
 	}
 	s := newSession(d, c.Config)
-	r := &restorer{s: s, c: c, cl: &claimer{ledger: d.Ledger, lease: c.Lease, id: fmt.Sprintf("restore-%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])}}
+	id := fmt.Sprintf("restore-%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])
+	gate := newClaimsGate(d.Ownership, id, d.Logger)
+	defer gate.close()
+	r := &restorer{s: s, c: c, cl: &claimer{ledger: d.Ledger, lease: c.Lease, id: id, gate: gate}}
 	// The rows to do: all, or those a resumed run had not done.
 	out := make([]RestoreRow, len(plan))
 	var todo []int

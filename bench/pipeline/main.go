@@ -47,6 +47,7 @@ func main() {
 	pull := flag.String("partition-pull", "full", "with -partitions: full (each partition consumer pulls a whole batch of -concurrency) or share (the batch is split among them)")
 	serverBin := flag.String("nats-server", "bin/nats-server", "nats-server binary")
 	flag.IntVar(&clusterNodes, "cluster", 0, "run on a cluster of this many nats-server processes on loopback, every stream and bucket replicated to each (0: one server)")
+	flag.StringVar(&ownershipMode, "ownership", worker.OwnershipClaims, "the worker's ownership mode: claims (a claim per event in the key's ledger entry) or exclusive (the writer lease, an intent per event)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the keyrelay runs to this file")
 	memprofile := flag.String("memprofile", "", "write an allocation profile of this process to this file at the end")
 	flag.Parse()
@@ -75,6 +76,9 @@ func main() {
 // stream and bucket, baseline and keyrelay alike.
 var clusterNodes, replicas = 0, 1
 
+// ownershipMode is the worker's ownership mode (-ownership).
+var ownershipMode string
+
 func run(n, keys, conc, rate int, dur time.Duration, warmup, runs, parts int, serverBin string) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "keyrelay-bench")
@@ -98,6 +102,7 @@ func run(n, keys, conc, rate int, dur time.Duration, warmup, runs, parts int, se
 
 	fmt.Printf("keyrelay pipeline benchmark: nats-server %s on %s, %d events over %d keys, concurrency %d, %d CPUs\n",
 		version, srv.Shape, n, keys, conc, runtime.NumCPU())
+	fmt.Printf("worker ownership: %s\n", ownershipMode)
 	if v := worker.CeilingVariant(); v != "" {
 		// A keyrelay_ceiling build (bench/ceilings): not keyrelay's figures.
 		fmt.Printf("UNSAFE ceiling build: ledger writes skipped: %s\n", v)
@@ -458,7 +463,8 @@ func newPipeline(ctx context.Context, js jetstream.JetStream, kr *events.Keyring
 	reg := providers.NewRegistry()
 	reg.Register("local", func(context.Context, providers.Config) (providers.Provider, error) { return store, nil })
 	cfg := settings.Default()
-	w, err := worker.New(ctx, worker.Config{Concurrency: conc, AckWait: topo.AckWait, ClaimLease: 20 * time.Second, CallTimeout: 10 * time.Second},
+	w, err := worker.New(ctx, worker.Config{Concurrency: conc, AckWait: topo.AckWait, ClaimLease: 20 * time.Second, CallTimeout: 10 * time.Second,
+		Ownership: ownershipMode},
 		worker.Deps{JS: js, Settings: cfg, Registry: reg, Opener: kr, TracerProvider: benchkit.TracerProvider()})
 	if err != nil {
 		return nil, err
@@ -466,7 +472,7 @@ func newPipeline(ctx context.Context, js jetstream.JetStream, kr *events.Keyring
 	rctx, cancel := context.WithCancel(ctx)
 	p := &pipeline{js: js, kr: kr, cancel: cancel, done: make(chan error, 1), pub: client.NewPublisher(js), w: w}
 	go func() { p.done <- w.Run(rctx) }()
-	for !w.Ready() {
+	for !w.Ready() || (ownershipMode == worker.OwnershipExclusive && !w.HoldsLease()) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	return p, nil

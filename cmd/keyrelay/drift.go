@@ -182,8 +182,12 @@ func openRecovery(ctx context.Context, g *globals, name string) (*recoveryEnv, e
 		registry.SetQuotas(q)
 		closeQuotas = q.Close
 	}
+	okv, err := conn.JS.KeyValue(ctx, worker.OwnershipBucket)
+	if err != nil {
+		return fail(fmt.Errorf("ownership bucket: %w", err))
+	}
 	d := recovery.Deps{Ledger: worker.NewLedger(lkv, conn.JS.Conn()), Settings: c, Registry: registry, Opener: sealing.Opener,
-		TeamSettings: func(t string) *events.TeamSettings { return teams.Cached(t).Settings }, Logger: log}
+		TeamSettings: func(t string) *events.TeamSettings { return teams.Cached(t).Settings }, Logger: log, Ownership: okv}
 	return &recoveryEnv{d: d, c: c, js: conn.JS, teams: teams, sealer: sealing.Sealer, close: func() { registry.Close(); closeQuotas(); conn.Close() }}, nil
 }
 

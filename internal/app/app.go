@@ -346,8 +346,12 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 		// The migration sweeper: requested moves, and old copies whose
 		// grace period is over.
 		mc := c.Keyrelay.Migration
+		okv, err := conn.JS.KeyValue(ctx, worker.OwnershipBucket)
+		if err != nil {
+			return startEnded(ctx, fmt.Errorf("ownership bucket: %w", err))
+		}
 		sw := recovery.NewSweeper(recovery.Deps{Ledger: w.Ledger(), Settings: c, Registry: registry, Opener: sealing.Opener,
-			TeamSettings: func(team string) *events.TeamSettings { return w.Teams().Cached(team).Settings }, Logger: log},
+			TeamSettings: func(team string) *events.TeamSettings { return w.Teams().Cached(team).Settings }, Logger: log, Ownership: okv},
 			*migrations, recovery.SweeperConfig{Every: mc.SweepEvery, Grace: mc.Grace, Concurrency: mc.Concurrency,
 				ClaimLease: c.Keyrelay.Worker.ClaimLease})
 		go func() { _ = sw.Run(ctx) }()
