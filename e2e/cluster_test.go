@@ -363,15 +363,68 @@ func deliveredSeq(ctx context.Context, t *testing.T, js jetstream.JetStream) uin
 // pipeline confirming again is printed (and bounded: 20 s; a lost
 // consumer leader used to stop every worker for 30 s).
 func TestClusterNodeLossUnderLoad(t *testing.T) {
+	nodeLossUnderLoad(t, nodeLoss{keys: 1000, gens: 10, workerYAML: clusterWorkerYAML, victim: 1})
+}
+
+// TestClusterNodeLossUnderLoadExclusive is the same run with the workers
+// in ownership mode exclusive (one lease holder consumes, without claims):
+// the nodes leading the events stream and the ledger are killed, and then
+// the lease holder itself, with SIGKILL, so that a standby takes over
+// after the lease TTL and loads the dead holder's intents.
+func TestClusterNodeLossUnderLoadExclusive(t *testing.T) {
+	nodeLossUnderLoad(t, nodeLoss{keys: 500, gens: 8, victim: -1, workerYAML: clusterWorkerYAML + `
+    ownership: exclusive
+    lease_ttl: 3s`})
+}
+
+// nodeLoss shapes one node-loss run.
+type nodeLoss struct {
+	keys       int
+	gens       uint64
+	workerYAML string
+	// victim is the worker SIGKILLed (index), or -1: the lease holder.
+	victim int
+}
+
+// leaseHolder returns the index of the process holding the writer lease.
+func leaseHolder(ctx context.Context, t *testing.T, e *env, w []*proc) int {
+	t.Helper()
+	kv, err := e.js.KeyValue(ctx, worker.OwnershipBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		ent, err := kv.Get(ctx, worker.WriterLeaseKey)
+		if err != nil {
+			continue
+		}
+		var rec struct {
+			Holder string `json:"holder"`
+		}
+		if json.Unmarshal(ent.Value(), &rec) != nil {
+			continue
+		}
+		for i, p := range w {
+			if strings.Contains(rec.Holder, fmt.Sprintf("-%d-", p.cmd.Process.Pid)) {
+				return i
+			}
+		}
+	}
+	t.Fatal("no worker holds the writer lease")
+	return -1
+}
+
+func nodeLossUnderLoad(t *testing.T, o nodeLoss) {
 	if testing.Short() {
 		t.Skip("kills cluster nodes and a worker under load")
 	}
 	const (
-		keys, teams, gens = 1000, 10, 10
-		rate              = 1000.0 // events/s offered
+		teams = 10
+		rate  = 1000.0 // events/s offered
 	)
+	keys, gens := o.keys, o.gens
 	cl := testenv.StartCluster(t, 3)
-	e := newEnv(t, envOptions{cluster: cl, worker: clusterWorkerYAML})
+	e := newEnv(t, envOptions{cluster: cl, worker: o.workerYAML})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	w := []*proc{e.startWorker("w1"), e.startWorker("w2"), e.startWorker("w3")}
@@ -379,7 +432,7 @@ func TestClusterNodeLossUnderLoad(t *testing.T) {
 	teamOf := func(k int) string { return fmt.Sprintf("team-%d", k%teams) }
 	keyOf := func(k int) string { return fmt.Sprintf("key-%04d", k) }
 	rng := rand.New(rand.NewPCG(13, 14))
-	all := make([]*events.Event, 0, keys*gens)
+	all := make([]*events.Event, 0, keys*int(gens))
 	for g := uint64(1); g <= gens; g++ {
 		typ := events.KeyRotated
 		if g == 1 {
@@ -445,11 +498,16 @@ func TestClusterNodeLossUnderLoad(t *testing.T) {
 	killLeader(worker.EventsStream, len(all)/4)
 	killLeader("KV_"+worker.LedgerBucket, 0)
 
-	d := disruption{what: "SIGKILL worker w2", delivered: deliveredSeq(ctx, t, e.js)}
+	victim, what := o.victim, ""
+	if victim < 0 {
+		victim = leaseHolder(ctx, t, e, w)
+		what = " (the writer lease holder)"
+	}
+	d := disruption{what: fmt.Sprintf("SIGKILL worker %s%s", w[victim].name, what), delivered: deliveredSeq(ctx, t, e.js)}
 	d.at = time.Now()
-	w[1].stop(syscall.SIGKILL)
+	w[victim].stop(syscall.SIGKILL)
 	t.Logf("%v: %s", d.at.Sub(start).Round(time.Millisecond), d.what)
-	w[1] = e.startWorker("w2-restarted")
+	w[victim] = e.startWorker(w[victim].name + "-restarted")
 	d.back = time.Now()
 	faults = append(faults, d)
 
@@ -528,15 +586,19 @@ func TestClusterNodeLossUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	clusterFigure(t, "node loss under load: %d events over %d keys published in %.1fs (%.0f/s offered, %d publishes repeated), all confirmed in %.1fs (%.0f events/s); events stored %d, confirmations %d, missing %d, more than once %d, DLQ %d, keys not at their newest generation %d; statuses %v",
-		len(all), keys, published.Seconds(), rate, pp.retried.Load(), elapsed.Seconds(), float64(len(all))/elapsed.Seconds(),
+	mode := "claims"
+	if strings.Contains(o.workerYAML, "exclusive") {
+		mode = "exclusive"
+	}
+	clusterFigure(t, "node loss under load (ownership %s): %d events over %d keys published in %.1fs (%.0f/s offered, %d publishes repeated), all confirmed in %.1fs (%.0f events/s); events stored %d, confirmations %d, missing %d, more than once %d, DLQ %d, keys not at their newest generation %d; statuses %v",
+		mode, len(all), keys, published.Seconds(), rate, pp.retried.Load(), elapsed.Seconds(), float64(len(all))/elapsed.Seconds(),
 		evs.CachedInfo().State.Msgs, len(confs), missing, notOnce, dead, wrong, statuses)
 	if len(pp.stalls) > 0 {
 		stalls := make([]string, len(pp.stalls))
 		for i, s := range pp.stalls {
 			stalls[i] = s.Round(100 * time.Millisecond).String()
 		}
-		clusterFigure(t, "node loss under load: publishes held up (a chunk of 25 taking over 1 s): %s", strings.Join(stalls, ", "))
+		clusterFigure(t, "node loss under load (ownership %s): publishes held up (a chunk of 25 taking over 1 s): %s", mode, strings.Join(stalls, ", "))
 	}
 	sort.Slice(confs, func(i, j int) bool { return confs[i].at.Before(confs[j].at) })
 	for i, d := range faults {

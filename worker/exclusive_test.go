@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -213,5 +214,65 @@ func TestExclusiveIntentOfADeadHolder(t *testing.T) {
 				t.Errorf("%d versions (%v), want 2: E's value was written once", len(vs), err)
 			}
 		})
+	}
+}
+
+// TestExclusiveCommitFailureKeepsTheIntent: event E (generation 3) is
+// written to the backend by the lease holder and its ledger commit fails
+// (NATS trouble) for a while. The ledger still says generation 1, and
+// there is no claim in it; the intent E left in this process stands for
+// it. An older event (generation 2) arriving meanwhile does not put its
+// value over E's: it is superseded (E's confirmation says its value is in
+// the backend) or waits. E commits once the trouble ends, its value
+// written once.
+func TestExclusiveCommitFailureKeepsTheIntent(t *testing.T) {
+	const team, key = "team-c", "key-c"
+	b := setup(t, setupOptions{})
+	b.exclusiveWorker(nil)
+	b.publish(b.keyEvent(events.KeyCreated, team, key, 1, "sk-gen-1"))
+	b.confirmations(1, 30*time.Second)
+
+	e := b.keyEvent(events.KeyRotated, team, key, 3, "sk-gen-3")
+	failing := make(chan struct{})
+	var first time.Time
+	restore := worker.SetCommitHook(func(id string) error {
+		if id != e.ID {
+			return nil
+		}
+		if first.IsZero() {
+			first = time.Now()
+			close(failing)
+		}
+		if time.Since(first) < 1500*time.Millisecond {
+			return errors.New("test: ledger commit refused")
+		}
+		return nil
+	})
+	defer restore()
+	b.publish(e)
+	<-failing
+	older := b.keyEvent(events.KeyRotated, team, key, 2, "sk-gen-2")
+	b.publish(older)
+	confs := byEventID(b.confirmations(3, 30*time.Second))
+	if c := confs[older.ID]; c == nil || c.Status != events.StatusSuperseded {
+		t.Errorf("the older event: %+v, want superseded", c)
+	}
+	name := "litellm/" + team + "/" + key
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		le, _, err := b.ledgerGet(team, key)
+		if err == nil && le != nil && le.Generation == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("E never committed: %+v %v", le, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := b.value("local", name); got != "sk-gen-3" {
+		t.Error("the backend does not hold E's value")
+	}
+	if vs, err := b.stores["local"].Versions(b.ctx, name); err != nil || len(vs) != 2 {
+		t.Errorf("%d versions (%v), want 2: E's value written once, the older never", len(vs), err)
 	}
 }

@@ -6,3 +6,10 @@ func SetReleaseHook(f func() error) (restore func()) {
 	releaseHook.Store(&f)
 	return func() { releaseHook.Store(nil) }
 }
+
+// SetCommitHook makes every ledger commit run f first (with the event's
+// id) and fail with its error; it returns the function that removes it.
+func SetCommitHook(f func(eventID string) error) (restore func()) {
+	commitHook.Store(&f)
+	return func() { commitHook.Store(nil) }
+}

@@ -616,6 +616,10 @@ const releaseWait = 10 * time.Second
 // fails it with its error.
 var releaseHook atomic.Pointer[func() error]
 
+// commitHook, when set (tests), runs before each ledger commit attempt of
+// the event it is given and fails it with its error.
+var commitHook atomic.Pointer[func(eventID string) error]
+
 // call runs one provider operation (op names it in traces) with
 // in-process retries, bounded by the claim deadline. Each try is a span.
 func (w *Worker) call(ctx context.Context, kw *keyWork, op string, fn func(context.Context) error) error {
@@ -872,6 +876,11 @@ func (w *Worker) commitVerdict(kw *keyWork, next LedgerEntry, conf *events.Confi
 			// keyrelay_ceiling builds only (ceiling_unsafe.go).
 			w.entries.Add(lkey, cachedEntry{entry: next, rev: rev})
 			return nil
+		}
+		if h := commitHook.Load(); h != nil {
+			if err := (*h)(ev.ID); err != nil {
+				return err
+			}
 		}
 		nrev, err := w.ledger.Put(ctx, ev.TeamID, ev.KeyID, &next, rev)
 		if errors.Is(err, ErrLedgerConflict) {
