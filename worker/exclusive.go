@@ -271,9 +271,10 @@ func (w *Worker) intend(ctx context.Context, key string, c Claim) error {
 	x.mu.Lock()
 	x.open[key] = c
 	x.mu.Unlock()
-	actx, cancel := context.WithDeadline(ctx, c.Until)
-	defer cancel()
-	return x.intents.Append(actx, ownership.Intent{Key: key, EventID: c.EventID, StreamSeq: c.StreamSeq, Lane: string(c.Lane),
+	// Not bounded by c.Until here (a timer per event costs): the append
+	// bounds its own stores, and handleKey makes no call once the
+	// deadline is too close.
+	return x.intents.Append(ctx, ownership.Intent{Key: key, EventID: c.EventID, StreamSeq: c.StreamSeq, Lane: string(c.Lane),
 		Generation: c.Generation, Until: c.Until})
 }
 
@@ -318,4 +319,13 @@ func (w *Worker) HoldsLease() bool {
 	w.excl.mu.Lock()
 	defer w.excl.mu.Unlock()
 	return w.excl.prepared == epoch
+}
+
+// IntentStats returns how many intents this worker stored and in how many
+// stored messages (exclusive mode; zeros otherwise).
+func (w *Worker) IntentStats() (intents, messages uint64) {
+	if w.excl == nil {
+		return 0, 0
+	}
+	return w.excl.intents.Stats()
 }

@@ -196,6 +196,9 @@ func run(n, keys, conc, rate int, dur time.Duration, warmup, runs, parts int, se
 	if os.Getenv("KEYRELAY_BENCH_ONLY") == "baseline" {
 		return nil
 	}
+	if in, msgs := pipe.w.IntentStats(); msgs > 0 {
+		fmt.Printf("intents: %d in %d stored messages (%.1f per message)\n", in, msgs, float64(in)/float64(msgs))
+	}
 	mb, mf := benchkit.Median(base), benchkit.Median(full)
 	fmt.Printf("throughput (median of %d runs): raw JetStream baseline %.0f events/s, keyrelay pipeline %.0f events/s, median ratio %.2f\n", runs, mb, mf, benchkit.Median(ratios))
 
