@@ -112,7 +112,9 @@ fuzz:
 
 bench: tools build
 	$(GO) run ./bench/pipeline -runs 5
+	$(GO) run ./bench/pipeline -runs 5 -ownership exclusive
 	$(GO) run ./bench/pipeline -runs 3 -cluster 3
+	$(GO) run ./bench/pipeline -runs 3 -cluster 3 -ownership exclusive
 	$(GO) run ./bench/natswrites -runs 2
 	$(GO) test -run '^$$' -bench BenchmarkRequest -benchtime 3s -count 2 ./worker/
 	$(GO) run ./bench/vault -runs 3

@@ -132,6 +132,8 @@ func TestDefaults(t *testing.T) {
 				"worker.retry_multiplier":         {w.RetryMultiplier, 2.0},
 				"worker.in_process_attempts":      {w.InProcessAttempts, 3},
 				"worker.claim_lease":              {w.ClaimLease, 30 * time.Second},
+				"worker.ownership":                {w.Ownership, "claims"},
+				"worker.lease_ttl":                {w.LeaseTTL, 15 * time.Second},
 				"worker.shutdown_grace":           {w.ShutdownGrace, 20 * time.Second},
 				"worker.adopt_unowned":            {w.AdoptUnowned, false},
 				"worker.backend_slots":            {w.BackendSlots, 0},
@@ -474,6 +476,29 @@ func TestLoadErrors(t *testing.T) {
 				t.Errorf("error = %v, want it to contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestOwnershipSettings: the two modes parse; anything else, and a lease
+// TTL the lease refuses, are errors naming the field.
+func TestOwnershipSettings(t *testing.T) {
+	for _, tc := range []struct {
+		yaml, wantPath string
+	}{
+		{"keyrelay:\n  worker:\n    ownership: exclusive\n    lease_ttl: 5s\n", ""},
+		{"keyrelay:\n  worker:\n    ownership: claims\n", ""},
+		{"keyrelay:\n  worker:\n    ownership: partitioned\n", "keyrelay.worker.ownership"},
+		{"keyrelay:\n  worker:\n    lease_ttl: 50ms\n", "keyrelay.worker.lease_ttl"},
+		{"keyrelay:\n  worker:\n    lease_ttl: 11m\n", "keyrelay.worker.lease_ttl"},
+	} {
+		_, _, err := Parse([]byte(tc.yaml), noEnv)
+		var fe *FieldError
+		switch {
+		case tc.wantPath == "" && err != nil:
+			t.Errorf("%q: %v", tc.yaml, err)
+		case tc.wantPath != "" && (!errors.As(err, &fe) || fe.Path != tc.wantPath):
+			t.Errorf("%q: error %v, want one naming %s", tc.yaml, err, tc.wantPath)
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/keyrelay/keyrelay/events"
@@ -54,6 +55,8 @@ type exclusive struct {
 	log     *zap.Logger
 	// window: how far back a new holder reads intents (intentWindow).
 	window time.Duration
+	// held is the keyrelay_writer_lease_held gauge.
+	held prometheus.Gauge
 
 	// prepMu serializes prepare.
 	prepMu sync.Mutex
@@ -104,7 +107,7 @@ func newExclusive(ctx context.Context, w *Worker) (*exclusive, error) {
 		return nil, fmt.Errorf("worker: writer lease: %w", err)
 	}
 	return &exclusive{lease: lease, intents: ownership.NewIntentLog(w.d.JS, IntentsSubject), js: w.d.JS, log: w.log,
-		window: window, open: map[string]Claim{}}, nil
+		window: window, open: map[string]Claim{}, held: w.m.WriterLease}, nil
 }
 
 // ready waits until this process holds the lease and its predecessors'
@@ -172,6 +175,7 @@ func (x *exclusive) prepare(ctx context.Context, epoch uint64) error {
 			zap.Int("bad_batches", bad), zap.Time("until", x.doubtUntil))
 	}
 	x.prepared = epoch
+	x.held.Set(1)
 	x.log.Info("writer lease acquired; intents of earlier holders loaded", zap.Uint64("epoch", epoch), zap.Int("intents", loaded))
 	return nil
 }

@@ -63,6 +63,9 @@ type Metrics struct {
 	// acknowledged: it goes ahead at once) or "waited" (unknown: it waits
 	// for that event's redelivery).
 	DeadClaims *prometheus.CounterVec
+	// WriterLease is 1 while this process holds the writer lease and
+	// consumes (worker.ownership exclusive), 0 otherwise.
+	WriterLease prometheus.Gauge
 }
 
 // NewMetrics registers the worker metrics on reg (nil: not registered).
@@ -125,10 +128,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.DeadClaims = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keyrelay_dead_claim_decisions_total", Help: "Events that found an expired claim of another event of their generation or a newer one, by what the confirmation and the consumer's ack floor told of that event: written (superseded at once), over (went ahead at once), waited (handed back until its redelivery).",
 	}, []string{"outcome"})
+	m.WriterLease = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "keyrelay_writer_lease_held", Help: "1 while this process holds the writer lease and consumes the event lanes (worker.ownership exclusive); 0 while it stands by or runs in claims mode.",
+	})
 	if reg != nil {
 		reg.MustRegister(m.Events, m.EventDuration, m.ProviderCalls, m.ProviderLatency, m.Retries,
 			m.DeadLetters, m.Pending, m.AckPending, m.InFlight, m.BreakerOpen, m.Contradictions, m.Retirements,
-			m.StreamMsgs, m.StreamBytes, m.StreamLimit, m.StreamDiscarded, m.Redelivered, m.OldestUnacked, m.ClaimExpiries, m.DeadClaims)
+			m.StreamMsgs, m.StreamBytes, m.StreamLimit, m.StreamDiscarded, m.Redelivered, m.OldestUnacked, m.ClaimExpiries, m.DeadClaims, m.WriterLease)
 	}
 	return m
 }

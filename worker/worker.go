@@ -502,6 +502,7 @@ func (w *Worker) runLane(ctx, workCtx context.Context, ln *lane) error {
 				if _, _, held := w.excl.lease.Held(); !held {
 					// The lease is lost: stop pulling. Events already
 					// buffered come out of Next and are handed back.
+					w.m.WriterLease.Set(0)
 					cur.Drain()
 				}
 			case <-stopped:
