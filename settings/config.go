@@ -252,7 +252,10 @@ type WorkerConfig struct {
 	// (docs/architecture.md, "Writer leases"). Default: claims.
 	Ownership string `yaml:"ownership"`
 	// LeaseTTL is the writer lease's TTL (exclusive only): how long a dead
-	// holder's lease stands before a standby takes over. Default: 15s.
+	// holder's lease stands before a standby takes over. Each write under
+	// the lease ends by the lease's deadline, about 0.65 to 0.9 of it after
+	// the write began while renewals succeed, so keep it well above the
+	// slowest provider calls. Default: 15s.
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
 }
 

@@ -234,23 +234,25 @@ func (w *Worker) purgeFor(generation uint64) {
 	}
 }
 
-// cacheable reports whether an entry read or written under a may enter the
-// ledger cache: always in claims mode; in exclusive mode only within the
-// generation a claimless action a began in.
-func (w *Worker) cacheable(a *action) bool {
-	if w.excl == nil {
-		return true
-	}
-	if a == nil || !a.claimless {
-		// A claim's compare-and-set catches a stale entry, but claimless
-		// decisions trust the cache: nothing read outside a generation
-		// enters it.
-		return false
-	}
+// cacheAdd puts an entry read or written under a into the ledger cache:
+// always in claims mode; in exclusive mode only while the generation a
+// claimless action a began in is still the current one (under the same
+// lock as purgeFor, so an entry of an earlier generation never survives a
+// purge). A claim's compare-and-set catches a stale entry, but claimless
+// decisions trust the cache; anything else is dropped from it.
+func (w *Worker) cacheAdd(a *action, key string, ce cachedEntry) {
 	x := w.excl
+	if x == nil {
+		w.entries.Add(key, ce)
+		return
+	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return x.generation == a.grant.Generation
+	if a != nil && a.claimless && x.generation == a.grant.Generation {
+		w.entries.Add(key, ce)
+		return
+	}
+	w.entries.Remove(key)
 }
 
 // openIntent returns the intent standing on key (an action of this

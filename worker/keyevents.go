@@ -461,11 +461,7 @@ retry:
 		}
 		kw.entry, kw.rev = &next, nrev
 		kw.prior = next.Retry
-		if w.cacheable(kw.act) {
-			w.entries.Add(lkey, cachedEntry{entry: next, rev: nrev})
-		} else {
-			w.entries.Remove(lkey)
-		}
+		w.cacheAdd(kw.act, lkey, cachedEntry{entry: next, rev: nrev})
 		// Stop writing well before the lease ends, so no other worker can
 		// take the key over while this one still writes.
 		kw.deadline = until.Add(-w.cfg.ClaimLease / 10)
@@ -557,9 +553,7 @@ func (w *Worker) release(kw *keyWork, failure *RetryRecord) error {
 		return err
 	}
 	kw.entry = nil
-	if w.cacheable(kw.act) {
-		w.entries.Add(lkey, cachedEntry{entry: next, rev: nrev})
-	}
+	w.cacheAdd(kw.act, lkey, cachedEntry{entry: next, rev: nrev})
 	return nil
 }
 
@@ -602,9 +596,7 @@ func (w *Worker) releaseClaimless(kw *keyWork, failure *RetryRecord) error {
 		return err
 	}
 	kw.entry = nil
-	if w.cacheable(kw.act) {
-		w.entries.Add(lkey, cachedEntry{entry: next, rev: nrev})
-	}
+	w.cacheAdd(kw.act, lkey, cachedEntry{entry: next, rev: nrev})
 	w.endWork(kw, true)
 	return nil
 }
@@ -895,9 +887,7 @@ func (w *Worker) commitVerdict(kw *keyWork, next LedgerEntry, conf *events.Confi
 			w.entries.Remove(lkey)
 			return fmt.Errorf("ledger commit: %w", err)
 		}
-		if w.cacheable(a) {
-			w.entries.Add(lkey, cachedEntry{entry: next, rev: nrev})
-		}
+		w.cacheAdd(a, lkey, cachedEntry{entry: next, rev: nrev})
 		return nil
 	}}
 }
