@@ -118,6 +118,7 @@ bench: tools build
 	$(GO) run ./bench/natswrites -runs 2
 	$(GO) test -run '^$$' -bench BenchmarkRequest -benchtime 3s -count 2 ./worker/
 	$(GO) run ./bench/vault -runs 3
+	$(GO) run ./bench/vault -runs 3 -ownership exclusive
 	$(GO) run ./bench/vault -runs 3 -isolate-vault
 	$(GO) run ./bench/vault -runs 3 -cluster 3
 	$(GO) run ./bench/lookup -runs 3

@@ -276,3 +276,30 @@ func TestExclusiveCommitFailureKeepsTheIntent(t *testing.T) {
 		t.Errorf("%d versions (%v), want 2: E's value written once, the older never", len(vs), err)
 	}
 }
+
+// TestExclusiveUnreadableIntentsPutEveryKeyInDoubt: a stored intent batch
+// the new holder cannot read may have named any key, so no key is written
+// without a claim until such an intent's bound has passed; then events
+// flow again. (Anyone who can publish to the intents subject can delay
+// the event path this way, never make it write over a newer value.)
+func TestExclusiveUnreadableIntentsPutEveryKeyInDoubt(t *testing.T) {
+	b := setup(t, setupOptions{})
+	b.publishRaw(worker.IntentsSubject, []byte(`[{"key":"t.k","event_id":"x"`)) // cut short
+	w, _ := b.exclusiveWorker(nil)
+	waitHeld(t, w)
+	start := time.Now()
+	e := b.keyEvent(events.KeyCreated, "team-u", "key-u", 1, "sk-u")
+	b.publish(e)
+	time.Sleep(2 * time.Second)
+	if got := len(b.rawMessages(worker.ConfirmationsStream)); got != 0 {
+		t.Fatalf("%d confirmations while every key was in doubt", got)
+	}
+	confs := byEventID(b.confirmations(1, 30*time.Second))
+	if c := confs[e.ID]; c == nil || c.Status != events.StatusStored {
+		t.Fatalf("after the doubt: %+v", c)
+	}
+	// The bound: ack_wait 5s + claim_lease 3s + two lease TTLs.
+	if d := time.Since(start); d < 7*time.Second {
+		t.Errorf("confirmed %s after start: before the doubt's bound", d)
+	}
+}

@@ -49,6 +49,7 @@ func main() {
 	runs := flag.Int("runs", 3, "runs of each kind (the median is reported)")
 	warmup := flag.Int("warmup", 1, "uncounted runs of each kind before the counted ones (the first direct run against a fresh Vault is the slowest)")
 	natsBin := flag.String("nats-server", "bin/nats-server", "nats-server binary")
+	flag.StringVar(&ownershipMode, "ownership", worker.OwnershipClaims, "the worker's ownership mode: claims or exclusive (the writer lease, an intent per write instead of a claim)")
 	flag.IntVar(&clusterNodes, "cluster", 0, "run keyrelay on a cluster of this many nats-server processes on loopback, every stream and bucket replicated to each (0: one server)")
 	vaultBin := flag.String("vault", "bin/vault", "vault binary (make bin/vault)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this process during the keyrelay runs to this file")
@@ -76,6 +77,9 @@ func main() {
 // clusterNodes is the -cluster flag; replicas the replica count of
 // keyrelay's streams and buckets.
 var clusterNodes, replicas = 0, 1
+
+// ownershipMode is the worker's ownership mode (-ownership).
+var ownershipMode string
 
 func run(n, keys, conc, warmup, runs int, natsBin, vaultBin, cpuprofile string, countRequests bool, iso benchkit.Isolation) error {
 	ctx := context.Background()
@@ -109,6 +113,7 @@ func run(n, keys, conc, warmup, runs int, natsBin, vaultBin, cpuprofile string, 
 	fmt.Printf("keyrelay Vault benchmark: Vault %s dev server (in-memory storage, separate process), nats-server %s on %s, "+
 		"%d writes over %d keys per run, concurrency %d, %d CPUs (%s)\n",
 		version, js.Conn().ConnectedServerVersion(), srv.Shape, n, keys, conc, runtime.NumCPU(), strings.ReplaceAll(iso.String(), "the backend", "Vault"))
+	fmt.Printf("worker ownership: %s\n", ownershipMode)
 
 	kr, _ := events.NewKeyring("bench", map[string][]byte{"bench": make([]byte, 32)})
 	pipeAddr := vaultAddr
@@ -304,7 +309,8 @@ func newPipeline(ctx context.Context, js jetstream.JetStream, kr *events.Keyring
 	cfg := settings.Default()
 	cfg.KeyManagementSystem = vault.Name
 	cfg.Keyrelay.Providers = map[string]map[string]string{vault.Name: opts}
-	w, err := worker.New(ctx, worker.Config{Concurrency: conc, AckWait: topo.AckWait, ClaimLease: 20 * time.Second, CallTimeout: 10 * time.Second},
+	w, err := worker.New(ctx, worker.Config{Concurrency: conc, AckWait: topo.AckWait, ClaimLease: 20 * time.Second, CallTimeout: 10 * time.Second,
+		Ownership: ownershipMode},
 		worker.Deps{JS: js, Settings: cfg, Registry: reg, Opener: kr, Getenv: func(string) string { return "" },
 			TracerProvider: benchkit.TracerProvider()})
 	if err != nil {
@@ -313,7 +319,7 @@ func newPipeline(ctx context.Context, js jetstream.JetStream, kr *events.Keyring
 	rctx, cancel := context.WithCancel(ctx)
 	p.cancel = cancel
 	go func() { p.done <- w.Run(rctx) }()
-	for !w.Ready() {
+	for !w.Ready() || (ownershipMode == worker.OwnershipExclusive && !w.HoldsLease()) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	// Open the provider once (and log in) before timing.
