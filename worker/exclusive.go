@@ -75,7 +75,23 @@ type exclusive struct {
 	// ledger key: this process's in flight (until their commit or
 	// release) and those that ended without one, and those loaded from
 	// the log at an acquisition. claim treats each as the key's claim.
+	// One past its bound (Until + deadAfter) no longer matters to the
+	// dead-claim rule and is dropped (sweep).
 	open map[string]Claim
+	// deadAfter is ack_wait + claim_lease: how long after its deadline an
+	// intent can still stand for a write (claim's dead-claim rule).
+	deadAfter time.Duration
+	// intended counts appends, to sweep open now and then.
+	intended int
+}
+
+// sweep drops the open intents past their bound. x.mu is held.
+func (x *exclusive) sweep(now time.Time) {
+	for k, c := range x.open {
+		if !now.Before(c.Until.Add(x.deadAfter)) {
+			delete(x.open, k)
+		}
+	}
 }
 
 // intentWindow is how long an intent matters after its action's deadline:
@@ -107,7 +123,7 @@ func newExclusive(ctx context.Context, w *Worker) (*exclusive, error) {
 		return nil, fmt.Errorf("worker: writer lease: %w", err)
 	}
 	return &exclusive{lease: lease, intents: ownership.NewIntentLog(w.d.JS, IntentsSubject), js: w.d.JS, log: w.log,
-		window: window, open: map[string]Claim{}, held: w.m.WriterLease}, nil
+		window: window, open: map[string]Claim{}, held: w.m.WriterLease, deadAfter: w.cfg.AckWait + w.cfg.ClaimLease}, nil
 }
 
 // ready waits until this process holds the lease and its predecessors'
@@ -156,10 +172,11 @@ func (x *exclusive) prepare(ctx context.Context, epoch uint64) error {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	x.sweep(now)
 	loaded := 0
 	for _, in := range ins {
-		if !in.Until.Add(x.window).After(now) {
-			continue
+		if !now.Before(in.Until.Add(x.deadAfter)) {
+			continue // past the dead-claim rule's bound
 		}
 		c := Claim{EventID: in.EventID, StreamSeq: in.StreamSeq, Lane: events.Lane(in.Lane), Generation: in.Generation,
 			Worker: "intent", Until: in.Until}
@@ -276,6 +293,9 @@ func (w *Worker) intend(ctx context.Context, key string, c Claim) error {
 	x := w.excl
 	x.mu.Lock()
 	x.open[key] = c
+	if x.intended++; x.intended%4096 == 0 {
+		x.sweep(time.Now())
+	}
 	x.mu.Unlock()
 	// Not bounded by c.Until here (a timer per event costs): the append
 	// bounds its own stores, and handleKey makes no call once the
