@@ -55,6 +55,28 @@ func (c *RequestConfig) Validate() error {
 	return nil
 }
 
+// RequesterName makes a valid requester name of s (a host and pid, a
+// worker id): runs of other bytes become one '_', and a longer name keeps
+// its last 64 bytes (the unique part of an id is at its end).
+func RequesterName(s string) string {
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' {
+			b = append(b, c)
+		} else if len(b) == 0 || b[len(b)-1] != '_' {
+			b = append(b, '_')
+		}
+	}
+	if len(b) > 64 {
+		b = b[len(b)-64:]
+	}
+	if len(b) == 0 {
+		return "_"
+	}
+	return string(b)
+}
+
 func validRequester(s string) bool {
 	if s == "" || len(s) > 64 {
 		return false

@@ -3,6 +3,7 @@ package ownership_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -215,4 +216,19 @@ func TestClaimsRequestClusterTakeover(t *testing.T) {
 	cancel()
 	<-done
 	waitBegin(t, standby, time.Minute)
+}
+
+func TestRequesterName(t *testing.T) {
+	for in, want := range map[string]string{
+		"migrate-host.example.com-42-ab12cd34": "migrate-host_example_com-42-ab12cd34",
+		"a  b..c":                              "a_b_c",
+		"":                                     "_",
+		strings.Repeat("x", 70) + "-tail":      strings.Repeat("x", 59) + "-tail",
+	} {
+		got := ownership.RequesterName(in)
+		cfg := ownership.RequestConfig{Key: "writer", Requester: got, TTL: ownership.DefaultTTL, RenewEvery: ownership.DefaultTTL / 4}
+		if err := cfg.Validate(); got != want || err != nil {
+			t.Errorf("RequesterName(%q) = %q (%v), want %q", in, got, err, want)
+		}
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"sync"
 	"time"
 
@@ -36,19 +35,13 @@ type claimsGate struct {
 	granted bool
 }
 
-var notRequesterRune = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
-
 // newClaimsGate returns the gate of a command named id (made a valid
 // requester name); nil kv: no gate (tests without the ownership bucket).
 func newClaimsGate(kv jetstream.KeyValue, id string, log *zap.Logger) *claimsGate {
 	if kv == nil {
 		return nil
 	}
-	name := notRequesterRune.ReplaceAllString(id, "_")
-	if len(name) > 64 {
-		name = name[len(name)-64:]
-	}
-	return &claimsGate{kv: kv, requester: name, log: log}
+	return &claimsGate{kv: kv, requester: ownership.RequesterName(id), log: log}
 }
 
 // wait returns once the command may claim keys, with the time its work

@@ -355,3 +355,45 @@ func (w *Worker) IntentStats() (intents, messages uint64) {
 	}
 	return w.excl.intents.Stats()
 }
+
+// holdClaimsRequest keeps, in claims mode, a claims request for as long
+// as this worker runs, granted before it consumes: a process writing
+// exclusive (a deployment part way through a change of worker.ownership)
+// then claims keys too instead of writing without claims next to this
+// one. With no lease holder, as in a claims-only deployment, it is granted
+// at once. The returned stop withdraws it; call it once the worker's work
+// has ended. A topology without the ownership bucket (created by an older
+// keyrelay) cannot have a holder: nothing is registered.
+func (w *Worker) holdClaimsRequest(ctx context.Context) (stop func(), err error) {
+	kv, err := w.d.JS.KeyValue(ctx, OwnershipBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		w.log.Info("no ownership bucket: no claims request (no worker can run exclusive on this topology)")
+		return func() {}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("worker: bucket %s: %w", OwnershipBucket, err)
+	}
+	req, err := ownership.NewRequest(kv, ownership.RequestConfig{Key: WriterLeaseKey, Requester: ownership.RequesterName(w.cfg.ID), Logger: w.log})
+	if err != nil {
+		return nil, fmt.Errorf("worker: claims request: %w", err)
+	}
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { defer close(done); _ = req.Run(rctx) }()
+	stop = func() { cancel(); <-done }
+	for {
+		_, err := req.Granted(ctx)
+		if err == nil {
+			return stop, nil
+		}
+		if ctx.Err() != nil {
+			stop()
+			return nil, ctx.Err()
+		}
+		w.log.Warn("claims request not granted yet; retrying", zap.Error(err))
+		if err := ctxtime.Sleep(ctx, 250*time.Millisecond); err != nil {
+			stop()
+			return nil, err
+		}
+	}
+}

@@ -303,3 +303,56 @@ func TestExclusiveUnreadableIntentsPutEveryKeyInDoubt(t *testing.T) {
 		t.Errorf("confirmed %s after start: before the doubt's bound", d)
 	}
 }
+
+// TestExclusiveHolderClaimsNextToAClaimsWorker: part way through a change
+// of worker.ownership, a worker in claims mode runs next to the lease
+// holder. The claims worker's request makes the holder claim keys too, so
+// the two exclude each other through the ledger: every rotation costs a
+// claim and a commit again, and every event is applied once. When the
+// claims worker stops, the holder writes without claims again.
+func TestExclusiveHolderClaimsNextToAClaimsWorker(t *testing.T) {
+	b := setup(t, setupOptions{})
+	holder, _ := b.exclusiveWorker(nil)
+	waitHeld(t, holder)
+	const team, keys = "team-m", 20
+	var evs []*events.Event
+	for i := range keys {
+		evs = append(evs, b.keyEvent(events.KeyCreated, team, fmt.Sprintf("k%d", i), 1, "sk-1"))
+	}
+	b.publish(evs...)
+	b.confirmations(keys, 30*time.Second)
+
+	_, stopClaims := b.startWorker(nil) // claims mode
+	time.Sleep(500 * time.Millisecond)  // its request granted, the holder acknowledged
+	before := b.ledgerWrites()
+	var rot []*events.Event
+	for i := range keys {
+		rot = append(rot, b.keyEvent(events.KeyRotated, team, fmt.Sprintf("k%d", i), 2, "sk-2"))
+	}
+	b.publish(rot...)
+	confs := byEventID(b.confirmations(2*keys, 30*time.Second))
+	for _, e := range rot {
+		if c := confs[e.ID]; c == nil || c.Status != events.StatusRotated {
+			t.Fatalf("rotation %s: %+v", e.KeyID, c)
+		}
+	}
+	if got := b.ledgerWrites() - before; got != 2*keys {
+		t.Errorf("%d ledger writes for %d rotations next to a claims worker, want %d (a claim and a commit each)", got, keys, 2*keys)
+	}
+
+	stopClaims()
+	deadline := time.Now().Add(20 * time.Second)
+	for gen := uint64(3); ; gen++ {
+		before = b.ledgerWrites()
+		n := len(b.rawMessages(worker.ConfirmationsStream))
+		b.publish(b.keyEvent(events.KeyRotated, team, "k0", gen, "sk-3"))
+		b.confirmations(n+1, 30*time.Second)
+		if b.ledgerWrites()-before == 1 {
+			break // claimless again
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the holder never wrote without claims again after the claims worker stopped")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

@@ -405,6 +405,14 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.log.Info("worker consuming while it holds the writer lease (ownership exclusive)", zap.Int("concurrency", w.cfg.Concurrency),
 			zap.Int("bulk_concurrency", max(0, w.cfg.BulkConcurrency)), zap.Duration("ack_wait", w.cfg.AckWait), zap.Duration("lease_ttl", w.cfg.LeaseTTL))
 	} else {
+		stop, err := w.holdClaimsRequest(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		defer stop()
 		w.log.Info("worker consuming", zap.Int("concurrency", w.cfg.Concurrency), zap.Int("bulk_concurrency", max(0, w.cfg.BulkConcurrency)),
 			zap.Duration("ack_wait", w.cfg.AckWait))
 	}
