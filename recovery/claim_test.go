@@ -12,23 +12,31 @@ import (
 	"github.com/keyrelay/keyrelay/worker"
 )
 
-// TestClaimAtAScannedRevision: a claim taken at the revision a scan read
-// needs no read when the key is unchanged, and when a worker changed it
-// since, the claim conflicts and the fresh entry is the one checked and
-// worked on: what the scan saw is never written back over it.
-func TestClaimAtAScannedRevision(t *testing.T) {
+// topology starts a nats-server with keyrelay's topology for one test
+// (a minute at most).
+func topology(t *testing.T) (context.Context, jetstream.JetStream, *nats.Conn) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	srv := testenv.StartNATS(t)
 	nc, err := nats.Connect(srv.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
 	if err := worker.EnsureTopology(ctx, js, worker.TopologyConfig{Replicas: 1, DuplicateWindow: time.Minute, AckWait: 5 * time.Second, MaxAckPending: 64}); err != nil {
 		t.Fatal(err)
 	}
+	return ctx, js, nc
+}
+
+// TestClaimAtAScannedRevision: a claim taken at the revision a scan read
+// needs no read when the key is unchanged, and when a worker changed it
+// since, the claim conflicts and the fresh entry is the one checked and
+// worked on: what the scan saw is never written back over it.
+func TestClaimAtAScannedRevision(t *testing.T) {
+	ctx, js, nc := topology(t)
 	kv, _ := js.KeyValue(ctx, worker.LedgerBucket)
 	ledger := worker.NewLedger(kv, nc)
 	cl := &claimer{ledger: ledger, id: "test", lease: 5 * time.Second}

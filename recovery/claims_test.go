@@ -6,10 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/keyrelay/keyrelay/internal/testenv"
 	"github.com/keyrelay/keyrelay/ownership"
 	"github.com/keyrelay/keyrelay/worker"
 )
@@ -20,18 +16,7 @@ import (
 // action is under way, the holder begins none while the command works, and
 // resumes (a new generation) once the command's gate is closed.
 func TestClaimsWaitForTheLeaseHolder(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	srv := testenv.StartNATS(t)
-	nc, err := nats.Connect(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	if err := worker.EnsureTopology(ctx, js, worker.TopologyConfig{Replicas: 1, DuplicateWindow: time.Minute, AckWait: 5 * time.Second, MaxAckPending: 64}); err != nil {
-		t.Fatal(err)
-	}
+	ctx, js, nc := topology(t)
 	okv, _ := js.KeyValue(ctx, worker.OwnershipBucket)
 	lease, err := ownership.New(okv, ownership.Config{Key: worker.WriterLeaseKey, Holder: "holder-1", TTL: 400 * time.Millisecond})
 	if err != nil {

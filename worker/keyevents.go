@@ -518,11 +518,18 @@ func duplicateOf(e *LedgerEntry, ev *events.Event, gen uint64) (*events.Confirma
 //
 // failure, when set, is the event's provider-failure record: it is kept in
 // the entry so the next delivery, on any worker, continues the budget.
+//
+// A claimless action (exclusive mode) has no claim to drop: only a failure
+// record is written, and the intent is dropped once nothing of the action
+// can still land. A failure record that cannot be written leaves the
+// intent standing, as a claim that cannot be released stands.
 func (w *Worker) release(kw *keyWork, failure *RetryRecord) error {
-	if kw.claimless() {
-		return w.releaseClaimless(kw, failure)
-	}
-	if kw.entry == nil || kw.rev == 0 {
+	claimless := kw.claimless()
+	if kw.entry == nil || (claimless && failure == nil) || (!claimless && kw.rev == 0) {
+		if claimless {
+			kw.entry = nil
+			w.endWork(kw, true)
+		}
 		return nil
 	}
 	next := *kw.entry
@@ -547,57 +554,18 @@ func (w *Worker) release(kw *keyWork, failure *RetryRecord) error {
 	})
 	if err != nil {
 		w.entries.Remove(lkey)
-		if errors.Is(err, ErrLedgerConflict) {
-			return nil
+		if !errors.Is(err, ErrLedgerConflict) {
+			return err
 		}
-		return err
+		// Taken over, or (claimless) changed meanwhile by a commit of a
+		// lost reply or a rewrap: nothing left to release.
+	} else {
+		w.cacheAdd(kw.act, lkey, cachedEntry{entry: next, rev: nrev})
 	}
 	kw.entry = nil
-	w.cacheAdd(kw.act, lkey, cachedEntry{entry: next, rev: nrev})
-	return nil
-}
-
-// releaseClaimless ends a claimless action that did not commit: there is
-// no claim to drop, so only a failure record is written (the next
-// delivery, on any holder, continues the budget), and the intent is
-// dropped once nothing of the action can still land. A failure record
-// that cannot be written leaves the intent standing, as a claim that
-// cannot be released stands.
-func (w *Worker) releaseClaimless(kw *keyWork, failure *RetryRecord) error {
-	lkey := LedgerKey(kw.ev.TeamID, kw.ev.KeyID)
-	if kw.entry == nil || failure == nil {
-		kw.entry = nil
+	if claimless {
 		w.endWork(kw, true)
-		return nil
 	}
-	next := *kw.entry
-	next.Retry = failure
-	ctx, cancel := context.WithTimeout(context.Background(), releaseWait)
-	defer cancel()
-	var nrev uint64
-	err := w.infraDoBounded(ctx, func(ctx context.Context) (err error) {
-		if h := releaseHook.Load(); h != nil {
-			if err := (*h)(); err != nil {
-				return err
-			}
-		}
-		nrev, err = w.ledger.Put(ctx, kw.ev.TeamID, kw.ev.KeyID, &next, kw.rev)
-		return err
-	})
-	if err != nil {
-		w.entries.Remove(lkey)
-		if errors.Is(err, ErrLedgerConflict) {
-			// Changed meanwhile (a commit of a lost reply, a rewrap): the
-			// record is not needed to stop anything.
-			kw.entry = nil
-			w.endWork(kw, true)
-			return nil
-		}
-		return err
-	}
-	kw.entry = nil
-	w.cacheAdd(kw.act, lkey, cachedEntry{entry: next, rev: nrev})
-	w.endWork(kw, true)
 	return nil
 }
 
