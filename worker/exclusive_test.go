@@ -356,3 +356,22 @@ func TestExclusiveHolderClaimsNextToAClaimsWorker(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestLeaderReadsOnlyWhenReplicated: a read that must be the leader's is a
+// direct get on a bucket of one replica (its only copy is the leader) and
+// a request to the stream's leader on a replicated one.
+func TestLeaderReadsOnlyWhenReplicated(t *testing.T) {
+	for _, cluster := range []bool{false, true} {
+		b := setup(t, setupOptions{cluster: cluster})
+		l := worker.NewLedger(b.kv(worker.LedgerBucket), b.nc)
+		if got := l.Single(b.ctx); got == cluster {
+			t.Errorf("cluster %v: single %v", cluster, got)
+		}
+		if _, err := l.Put(b.ctx, "t", "k", &worker.LedgerEntry{Generation: 1, EventID: "e"}, 0); err != nil {
+			t.Fatal(err)
+		}
+		if e, rev, err := l.GetFromLeader(b.ctx, "t", "k"); err != nil || e == nil || e.Generation != 1 || rev == 0 {
+			t.Errorf("cluster %v: %+v %d %v", cluster, e, rev, err)
+		}
+	}
+}

@@ -1,5 +1,7 @@
 package worker
 
+import "context"
+
 // SetReleaseHook makes every claim release run f first and fail with its
 // error; it returns the function that removes it.
 func SetReleaseHook(f func() error) (restore func()) {
@@ -13,3 +15,6 @@ func SetCommitHook(f func(eventID string) error) (restore func()) {
 	commitHook.Store(&f)
 	return func() { commitHook.Store(nil) }
 }
+
+// Single exposes single (tests).
+func (l *Ledger) Single(ctx context.Context) bool { return l.single(ctx) }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -143,6 +144,32 @@ func (c *Claim) Active(now time.Time) bool { return c != nil && now.Before(c.Unt
 type Ledger struct {
 	kv jetstream.KeyValue
 	nc *nats.Conn
+
+	// The bucket's replica count, read now and then (single).
+	replMu      sync.Mutex
+	replicas    int
+	replChecked time.Time
+}
+
+// replicasRecheck is how often single reads the bucket's replica count
+// again (an operator may change it while keyrelay runs).
+const replicasRecheck = 30 * time.Second
+
+// single reports whether the bucket has one replica, so that a direct get
+// is answered by the stream's only copy, its leader. Unknown (the status
+// cannot be read) counts as replicated.
+func (l *Ledger) single(ctx context.Context) bool {
+	l.replMu.Lock()
+	defer l.replMu.Unlock()
+	if time.Since(l.replChecked) >= replicasRecheck {
+		l.replicas, l.replChecked = 0, time.Now()
+		if st, err := l.kv.Status(ctx); err == nil {
+			if b, ok := st.(*jetstream.KeyValueBucketStatus); ok && b.StreamInfo() != nil {
+				l.replicas = b.StreamInfo().Config.Replicas
+			}
+		}
+	}
+	return l.replicas == 1
 }
 
 // NewLedger wraps the ledger bucket. Writes go through nc when it is set
@@ -195,8 +222,12 @@ func (l *Ledger) Get(ctx context.Context, team, key string) (*LedgerEntry, uint6
 // key's last write by a moment; a decision taken on a read alone, without
 // a compare-and-set to catch a stale entry, reads here. Without a
 // connection (NewLedger without nc) it is Get.
+//
+// On a bucket with one replica the direct get is the leader's answer
+// (there is no other copy), and costs the server less than the stream
+// API's message get: Get is used.
 func (l *Ledger) GetFromLeader(ctx context.Context, team, key string) (*LedgerEntry, uint64, error) {
-	if l.nc == nil {
+	if l.nc == nil || l.single(ctx) {
 		return l.Get(ctx, team, key)
 	}
 	lkey := LedgerKey(team, key)

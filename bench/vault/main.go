@@ -176,6 +176,9 @@ func run(n, keys, conc, warmup, runs int, natsBin, vaultBin, cpuprofile string, 
 			base, prov, full, ratios = append(base, b), append(prov, pp), append(full, f), append(ratios, f/b)
 		}
 	}
+	if in, msgs := pipe.w.IntentStats(); msgs > 0 {
+		fmt.Printf("intents: %d in %d stored messages (%.1f per message)\n", in, msgs, float64(in)/float64(msgs))
+	}
 	st := pipe.provider.AuthStats()
 	fmt.Printf("throughput (median of %d runs): direct vault/api %.0f writes/s, keyrelay pipeline %.0f events/s, median ratio %.2f\n",
 		runs, benchkit.Median(base), benchkit.Median(full), benchkit.Median(ratios))
@@ -279,6 +282,7 @@ func (d *direct) throughput(ctx context.Context, n, keys, run int) (float64, err
 
 // pipeline is a keyrelay worker in this process writing to Vault.
 type pipeline struct {
+	w        *worker.Worker
 	js       jetstream.JetStream
 	kr       *events.Keyring
 	provider *vault.Provider
@@ -316,6 +320,7 @@ func newPipeline(ctx context.Context, js jetstream.JetStream, kr *events.Keyring
 	if err != nil {
 		return nil, err
 	}
+	p.w = w
 	rctx, cancel := context.WithCancel(ctx)
 	p.cancel = cancel
 	go func() { p.done <- w.Run(rctx) }()
