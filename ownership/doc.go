@@ -2,10 +2,12 @@
 // resource: a writer lease, held as one record in a JetStream key-value
 // bucket and renewed by compare-and-set.
 //
-// It is the first piece of the route to key ownership (issue 14,
-// docs/architecture.md, "Writer leases"): a process that holds the lease
-// for a set of keys needs no per-event claim in the ledger, because no
-// other process writes those keys while the lease stands.
+// The worker runs on it in ownership mode "exclusive" (worker.ownership,
+// docs/architecture.md, "Writer leases"): the process that holds the lease
+// needs no per-event claim in the ledger, because no other process writes
+// keys while the lease stands; it stores each write's intent in the
+// IntentLog instead, and the recovery commands reach it through claims
+// requests.
 //
 // # Guarantees
 //
