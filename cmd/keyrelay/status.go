@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -96,6 +97,9 @@ type statusReport struct {
 	// DLQDepth is the number of dead letters KEYRELAY_DLQ holds.
 	DLQDepth uint64         `json:"dlq_depth"`
 	Workers  []workerStatus `json:"workers"`
+	// Lease is the writer lease (worker.ownership exclusive); nil when it
+	// was never taken.
+	Lease *leaseStatus `json:"writer_lease,omitempty"`
 	// Outbox is nil when no DSN was given.
 	Outbox *outboxStatus `json:"outbox,omitempty"`
 	Jobs   []jobStatus   `json:"jobs"`
@@ -174,6 +178,22 @@ type workerStatus struct {
 	app.Presence
 	// SeenSeconds is how long ago the server stored its last heartbeat.
 	SeenSeconds float64 `json:"seen_seconds"`
+}
+
+// leaseStatus is the writer lease's record and the claims requests
+// standing against it.
+type leaseStatus struct {
+	// Taken: the lease record exists (a worker ran exclusive).
+	Taken bool `json:"taken"`
+	// Holder is the process named in the record; empty once released.
+	Holder string `json:"holder"`
+	// WrittenSeconds is how long ago the record was last written (renewed).
+	WrittenSeconds float64 `json:"written_seconds"`
+	// TTLSeconds is the TTL the record states.
+	TTLSeconds float64 `json:"ttl_seconds"`
+	// Requests are the claims requests registered (recovery commands,
+	// claims-mode workers): while one stands the holder claims keys.
+	Requests []string `json:"claims_requests"`
 }
 
 type outboxStatus struct {
@@ -339,6 +359,16 @@ func gatherStatus(ctx context.Context, conn *app.Conn, o statusOptions) *statusR
 		}
 	}
 
+	if ls, err := readLease(ctx, js, now); err != nil {
+		fail("writer lease", err)
+	} else if ls != nil {
+		r.Lease = ls
+		if ls.Holder != "" && ls.WrittenSeconds > 2*ls.TTLSeconds {
+			r.Problems = append(r.Problems, fmt.Sprintf("the writer lease of %s was last renewed %s ago (ttl %s): its holder is gone and no standby took over",
+				ls.Holder, secs(ls.WrittenSeconds), secs(ls.TTLSeconds)))
+		}
+	}
+
 	if o.OutboxDSN != "" {
 		if st, err := readOutbox(ctx, o); err != nil {
 			fail("outbox", err)
@@ -371,6 +401,48 @@ func gatherStatus(ctx context.Context, conn *app.Conn, o statusOptions) *statusR
 		}
 	}
 	return r
+}
+
+// readLease reads the writer lease record and the claims requests; nil
+// when the lease was never taken.
+func readLease(ctx context.Context, js jetstream.JetStream, now time.Time) (*leaseStatus, error) {
+	kv, err := js.KeyValue(ctx, worker.OwnershipBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	ls := &leaseStatus{Requests: []string{}}
+	prefix := worker.WriterLeaseKey + ".claims."
+	keys, err := kv.ListKeysFiltered(ctx, prefix+"*")
+	if err != nil {
+		return nil, err
+	}
+	for k := range keys.Keys() {
+		ls.Requests = append(ls.Requests, strings.TrimPrefix(k, prefix))
+	}
+	sort.Strings(ls.Requests)
+	e, err := kv.Get(ctx, worker.WriterLeaseKey)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		if len(ls.Requests) == 0 {
+			return nil, nil
+		}
+		return ls, nil
+	case err != nil:
+		return nil, err
+	}
+	var rec struct {
+		Holder string `json:"holder"`
+		TTLMs  int64  `json:"ttl_ms"`
+	}
+	if len(e.Value()) > 1024 || json.Unmarshal(e.Value(), &rec) != nil {
+		rec.Holder = "(unreadable record)"
+	}
+	ls.Taken, ls.Holder, ls.TTLSeconds = true, rec.Holder, float64(rec.TTLMs)/1000
+	ls.WrittenSeconds = max(now.Sub(e.Created()), 0).Seconds()
+	return ls, nil
 }
 
 func readOutbox(ctx context.Context, o statusOptions) (*outbox.Status, error) {
@@ -447,6 +519,18 @@ func printStatusReport(w io.Writer, r *statusReport) error {
 			p("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s ago\n", wk.ID, wk.Version, wk.Host, r.Time.Sub(wk.Started).Round(time.Second),
 				orDash(lanesOf(wk.Presence)), orDash(strings.Join(wk.Lookup, ",")), ready, secs(wk.SeenSeconds))
 		}
+	}
+
+	switch l := r.Lease; {
+	case l == nil || !l.Taken:
+		p("\nWRITER LEASE: never taken (every worker writes by claims)\n")
+	case l.Holder == "":
+		p("\nWRITER LEASE: released %s ago\n", secs(l.WrittenSeconds))
+	default:
+		p("\nWRITER LEASE: held by %s, renewed %s ago (ttl %s)\n", l.Holder, secs(l.WrittenSeconds), secs(l.TTLSeconds))
+	}
+	if l := r.Lease; l != nil && len(l.Requests) > 0 {
+		p("  claims requests (the holder claims keys while any stands): %s\n", strings.Join(l.Requests, ", "))
 	}
 
 	switch o := r.Outbox; {

@@ -200,10 +200,16 @@ func TestStatusCommand(t *testing.T) {
 		t.Errorf("outbox %+v, errors %v", r.Outbox, r.Errors)
 	}
 
+	// A claims-mode worker holds a claims request; no lease was taken.
+	if l := r.Lease; l == nil || l.Taken || len(l.Requests) != 1 {
+		t.Errorf("writer lease: %+v", l)
+	}
+
 	text := e.status(t, ctx)
 	for _, want := range []string{"NATS: connected to " + r.NATS.Server, "KEYRELAY_EVENTS", "keyrelay-workers  interactive",
 		"keyrelay-retire", "DLQ: 1 dead letter\n", "WORKERS: 1 live", w.ID, w.Version, "interactive 32, bulk 32, retire",
-		job.ID, "1/4 (25%)", "rotator-1", "PROBLEMS: 1", "OUTBOX: not read (--outbox-dsn"} {
+		job.ID, "1/4 (25%)", "rotator-1", "PROBLEMS: 1", "OUTBOX: not read (--outbox-dsn",
+		"WRITER LEASE: never taken", "claims requests (the holder claims keys while any stands): "} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the text lacks %q:\n%s", want, text)
 		}
@@ -212,6 +218,28 @@ func TestStatusCommand(t *testing.T) {
 		t.Errorf("a published job is listed as running:\n%s", text)
 	}
 	t.Logf("keyrelay status:\n%s", text)
+
+	// A lease whose holder stopped renewing it long ago is a problem.
+	okv, err := e.js.KeyValue(ctx, worker.OwnershipBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := okv.Put(ctx, worker.WriterLeaseKey, []byte(`{"holder":"w-gone","nonce":1,"ttl_ms":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	r = e.statusJSON(t, ctx)
+	if l := r.Lease; l == nil || !l.Taken || l.Holder != "w-gone" || !slices.ContainsFunc(r.Problems, func(p string) bool {
+		return strings.Contains(p, "the writer lease of w-gone was last renewed")
+	}) {
+		t.Errorf("a stale lease: %+v, problems %q", r.Lease, r.Problems)
+	}
+	if text := e.status(t, ctx); !strings.Contains(text, "WRITER LEASE: held by w-gone, renewed") {
+		t.Errorf("the text lacks the lease's holder:\n%s", text)
+	}
+	if _, err := okv.Put(ctx, worker.WriterLeaseKey, []byte(`{"holder":"","nonce":1,"ttl_ms":1}`)); err != nil {
+		t.Fatal(err)
+	}
 
 	// An unreachable outbox is an error in its place; the rest is shown.
 	r = e.statusJSON(t, ctx, "--outbox-dsn", "postgres://keyrelay@127.0.0.1:1/none?connect_timeout=2")
