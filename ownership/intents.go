@@ -59,11 +59,23 @@ type IntentLog struct {
 	js      jetstream.JetStream
 	subject string
 
-	mu       sync.Mutex
-	queue    []queued
+	mu sync.Mutex
+	// queue holds the batches not yet taken by a flusher, oldest first;
+	// appends go into the last one until it is full.
+	queue    []*intentBatch
 	inflight int // flushers running (each stores one batch at a time)
 	appends  uint64
 	batches  uint64
+}
+
+// intentBatch is one stored message's worth of intents: encoded straight
+// into the message's bytes, and one channel that every appender of the
+// batch waits on (no allocation per intent beyond the buffer's growth).
+type intentBatch struct {
+	buf  []byte // "[" and the intents, comma-separated; "]" at the flush
+	n    int
+	done chan struct{}
+	err  error // set before done is closed
 }
 
 // Stats returns how many intents were stored and in how many messages.
@@ -71,11 +83,6 @@ func (l *IntentLog) Stats() (intents, messages uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.appends, l.batches
-}
-
-type queued struct {
-	b    []byte
-	done chan error
 }
 
 // NewIntentLog appends to subject (a subject of a stream the caller
@@ -87,27 +94,59 @@ func NewIntentLog(js jetstream.JetStream, subject string) *IntentLog {
 // Append stores in and returns once it is stored (or ctx ends: then it
 // may or may not be stored). Concurrent appends share stored messages.
 func (l *IntentLog) Append(ctx context.Context, in Intent) error {
-	b, err := in.appendJSON(make([]byte, 0, 192))
-	if err != nil {
-		return fmt.Errorf("ownership: encode intent: %w", err)
-	}
-	if len(b) > maxIntentBytes {
-		return ErrIntentTooLarge
-	}
-	done := make(chan error, 1)
 	l.mu.Lock()
-	l.queue = append(l.queue, queued{b: b, done: done})
+	b, err := l.add(in)
+	if err != nil {
+		l.mu.Unlock()
+		return err
+	}
 	if l.inflight < maxBatchesInFlight {
 		l.inflight++
 		go l.flush()
 	}
 	l.mu.Unlock()
 	select {
-	case err := <-done:
-		return err
+	case <-b.done:
+		return b.err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// add encodes in into the open batch, or a new one when it would not fit.
+// l.mu is held.
+func (l *IntentLog) add(in Intent) (*intentBatch, error) {
+	var b *intentBatch
+	if len(l.queue) > 0 {
+		b = l.queue[len(l.queue)-1]
+	}
+	if b == nil || b.n >= MaxIntentsPerBatch || len(b.buf)+maxIntentBytes+2 > MaxBatchBytes {
+		b = &intentBatch{buf: make([]byte, 1, 4096), done: make(chan struct{})}
+		b.buf[0] = '['
+		l.queue = append(l.queue, b)
+	}
+	mark := len(b.buf)
+	buf := b.buf
+	if b.n > 0 {
+		buf = append(buf, ',')
+	}
+	buf, err := in.appendJSON(buf)
+	if err == nil && len(buf)-mark > maxIntentBytes+1 {
+		err = ErrIntentTooLarge
+	}
+	if err != nil {
+		if b.n == 0 && len(l.queue) > 0 && l.queue[len(l.queue)-1] == b {
+			l.queue = l.queue[:len(l.queue)-1] // a batch of none is never stored
+		}
+		b.buf = b.buf[:mark]
+		if !errors.Is(err, ErrIntentTooLarge) {
+			err = fmt.Errorf("ownership: encode intent: %w", err)
+		}
+		return nil, err
+	}
+	b.buf = buf
+	b.n++
+	return b, nil
 }
 
 // appendJSON encodes in as encoding/json would, without reflection.
@@ -126,44 +165,29 @@ func (in Intent) appendJSON(b []byte) ([]byte, error) {
 func (l *IntentLog) flush() {
 	for {
 		l.mu.Lock()
-		n, size := 0, 2
-		for n < len(l.queue) && n < MaxIntentsPerBatch && size+len(l.queue[n].b)+1 <= MaxBatchBytes {
-			size += len(l.queue[n].b) + 1
-			n++
-		}
-		if n == 0 {
+		if len(l.queue) == 0 {
 			l.inflight--
 			l.mu.Unlock()
 			return
 		}
-		batch := l.queue[:n:n]
-		l.queue = l.queue[n:]
+		b := l.queue[0]
+		l.queue[0] = nil
+		l.queue = l.queue[1:]
 		l.mu.Unlock()
 
-		buf := make([]byte, 0, size)
-		buf = append(buf, '[')
-		for i, q := range batch {
-			if i > 0 {
-				buf = append(buf, ',')
-			}
-			buf = append(buf, q.b...)
-		}
-		buf = append(buf, ']')
+		b.buf = append(b.buf, ']')
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := l.js.Publish(ctx, l.subject, buf)
+		_, err := l.js.Publish(ctx, l.subject, b.buf)
 		cancel()
 		if err != nil {
-			err = fmt.Errorf("ownership: store intents: %w", err)
-		}
-		if err == nil {
+			b.err = fmt.Errorf("ownership: store intents: %w", err)
+		} else {
 			l.mu.Lock()
-			l.appends += uint64(len(batch))
+			l.appends += uint64(b.n)
 			l.batches++
 			l.mu.Unlock()
 		}
-		for _, q := range batch {
-			q.done <- err
-		}
+		close(b.done)
 	}
 }
 
