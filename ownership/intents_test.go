@@ -31,13 +31,10 @@ func intent(i int) ownership.Intent {
 		Lane: "events", Generation: uint64(i + 1), Until: time.Now().Add(30 * time.Second)}
 }
 
-// Concurrent appends are each stored before they return, and share stored
-// messages; reading the log back gives every one of them.
-func TestIntentLogGroupCommit(t *testing.T) {
-	_, js := testenv.StartJetStream(t)
-	intentStream(t, js)
-	log := ownership.NewIntentLog(js, "intents.7")
-	const writers, each = 64, 50
+// concurrently runs f(i) for i in [0, writers*each), writers goroutines
+// at once, each taking each consecutive i, and fails on any error.
+func concurrently(t *testing.T, writers, each int, f func(i int) error) {
+	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, writers*each)
 	for g := 0; g < writers; g++ {
@@ -45,7 +42,7 @@ func TestIntentLogGroupCommit(t *testing.T) {
 		go func(g int) {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
-				if err := log.Append(context.Background(), intent(g*each+i)); err != nil {
+				if err := f(g*each + i); err != nil {
 					errs <- err
 				}
 			}
@@ -56,6 +53,16 @@ func TestIntentLogGroupCommit(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
+}
+
+// Concurrent appends are each stored before they return, and share stored
+// messages; reading the log back gives every one of them.
+func TestIntentLogGroupCommit(t *testing.T) {
+	_, js := testenv.StartJetStream(t)
+	intentStream(t, js)
+	log := ownership.NewIntentLog(js, "intents.7")
+	const writers, each = 64, 50
+	concurrently(t, writers, each, func(i int) error { return log.Append(context.Background(), intent(i)) })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, "INTENTS")
@@ -153,32 +160,17 @@ func TestIntentTooLargeLeavesTheBatchIntact(t *testing.T) {
 	intentStream(t, js)
 	log := ownership.NewIntentLog(js, "intents.9")
 	const writers, each = 16, 20
-	var wg sync.WaitGroup
-	errs := make(chan error, writers*each)
-	for g := 0; g < writers; g++ {
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
-			for i := 0; i < each; i++ {
-				in := intent(g*each + i)
-				if i%5 == 0 {
-					in.Key = strings.Repeat("k", 2000)
-					if err := log.Append(context.Background(), in); !errors.Is(err, ownership.ErrIntentTooLarge) {
-						errs <- fmt.Errorf("a too large intent: %v", err)
-					}
-					continue
-				}
-				if err := log.Append(context.Background(), in); err != nil {
-					errs <- err
-				}
-			}
-		}(g)
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	concurrently(t, writers, each, func(i int) error {
+		in := intent(i)
+		if i%5 != 0 {
+			return log.Append(context.Background(), in)
+		}
+		in.Key = strings.Repeat("k", 2000)
+		if err := log.Append(context.Background(), in); !errors.Is(err, ownership.ErrIntentTooLarge) {
+			return fmt.Errorf("a too large intent: %v", err)
+		}
+		return nil
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ins, bad, err := ownership.ReadIntents(ctx, js, "INTENTS", "intents.9", time.Time{})
