@@ -173,8 +173,12 @@ func TestExclusiveIntentOfADeadHolder(t *testing.T) {
 	for _, cluster := range []bool{false, true} {
 		t.Run(map[bool]string{false: "one server", true: "cluster"}[cluster], func(t *testing.T) {
 			const team, key = "team-d", "key-d"
-			b := setup(t, setupOptions{cluster: cluster})
-			_, stop := b.exclusiveWorker(nil)
+			// The dead intent's bound (its deadline + ack_wait +
+			// claim_lease) is kept long, 30 s, so that a slow start of the
+			// next holder on a loaded machine cannot outlast it.
+			b := setup(t, setupOptions{cluster: cluster, topo: func(c *worker.TopologyConfig) { c.AckWait = 20 * time.Second }})
+			long := func(c *worker.Config) { c.AckWait, c.ClaimLease = 20*time.Second, 10*time.Second }
+			_, stop := b.exclusiveWorker(long)
 			b.publish(b.keyEvent(events.KeyCreated, team, key, 1, "sk-gen-1"))
 			b.confirmations(1, 30*time.Second)
 			stop()
@@ -190,7 +194,7 @@ func TestExclusiveIntentOfADeadHolder(t *testing.T) {
 				Lane: string(events.LaneInteractive), Generation: 3, Until: time.Now().Add(-time.Millisecond)}); err != nil {
 				t.Fatal(err)
 			}
-			w, _ := b.exclusiveWorker(nil)
+			w, _ := b.exclusiveWorker(long)
 			waitHeld(t, w)
 
 			older := b.keyEvent(events.KeyRotated, team, key, 2, "sk-gen-2")
