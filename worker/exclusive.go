@@ -127,25 +127,28 @@ func newExclusive(ctx context.Context, w *Worker) (*exclusive, error) {
 }
 
 // ready waits until this process holds the lease and its predecessors'
-// intents are loaded, then returns the epoch. A lane pulls events only
-// then.
-func (x *exclusive) ready(ctx context.Context) (uint64, error) {
+// intents are loaded. A lane pulls events only then.
+func (x *exclusive) ready(ctx context.Context) error {
 	for {
 		changes := x.lease.Changes()
 		if _, epoch, ok := x.lease.Held(); ok {
 			if err := x.prepare(ctx, epoch); err == nil {
-				return epoch, nil
+				// Set on every return, not only at a new epoch: a lease
+				// that lapsed and was renewed under the same epoch is held
+				// again too.
+				x.held.Set(1)
+				return nil
 			} else if ctx.Err() == nil {
 				x.log.Warn("intents of the previous holders not read; retrying", zap.Error(err))
 				if err := ctxtime.Sleep(ctx, 250*time.Millisecond); err != nil {
-					return 0, err
+					return err
 				}
 				continue
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return ctx.Err()
 		case <-changes:
 		}
 	}
@@ -192,7 +195,6 @@ func (x *exclusive) prepare(ctx context.Context, epoch uint64) error {
 			zap.Int("bad_batches", bad), zap.Time("until", x.doubtUntil))
 	}
 	x.prepared = epoch
-	x.held.Set(1)
 	x.log.Info("writer lease acquired; intents of earlier holders loaded", zap.Uint64("epoch", epoch), zap.Int("intents", loaded))
 	return nil
 }
@@ -217,44 +219,40 @@ type action struct {
 // does too), or not at all.
 func (w *Worker) begin() (action, error) {
 	x := w.excl
-	x.mu.Lock()
-	prepared, doubt := x.prepared, x.doubtUntil
-	x.mu.Unlock()
 	if g, done, ok := x.lease.Begin(); ok {
-		if g.Epoch != prepared {
+		x.mu.Lock()
+		prepared, doubt := x.prepared, x.doubtUntil
+		if g.Epoch == prepared && !time.Now().Before(doubt) && x.generation != g.Generation {
+			// Claimless acting starts a new generation: others may have
+			// written keys meanwhile, and a claimless decision trusts what
+			// the ledger cache says.
+			w.entries.Purge()
+			x.generation = g.Generation
+		}
+		x.mu.Unlock()
+		switch {
+		case g.Epoch != prepared:
 			done()
 			return action{}, errNotHolder
-		}
-		if time.Now().Before(doubt) {
+		case time.Now().Before(doubt):
 			done()
 			return action{}, fmt.Errorf("an unreadable intent batch leaves every key in doubt until %s", doubt.Format(time.RFC3339))
 		}
-		w.purgeFor(g.Generation)
 		return action{grant: g, done: done, claimless: true, deadline: g.Deadline}, nil
 	}
+	x.mu.Lock()
+	prepared := x.prepared
+	x.mu.Unlock()
 	if deadline, epoch, ok := x.lease.Held(); ok && epoch == prepared {
 		return action{deadline: deadline}, nil
 	}
 	return action{}, errNotHolder
 }
 
-// purgeFor drops the ledger cache when claimless acting starts a new
-// generation: others may have written keys meanwhile, and a claimless
-// decision trusts what the cache says.
-func (w *Worker) purgeFor(generation uint64) {
-	x := w.excl
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if x.generation != generation {
-		w.entries.Purge()
-		x.generation = generation
-	}
-}
-
 // cacheAdd puts an entry read or written under a into the ledger cache:
 // always in claims mode; in exclusive mode only while the generation a
 // claimless action a began in is still the current one (under the same
-// lock as purgeFor, so an entry of an earlier generation never survives a
+// lock as begin's purge, so an entry of an earlier generation never survives a
 // purge). A claim's compare-and-set catches a stale entry, but claimless
 // decisions trust the cache; anything else is dropped from it.
 func (w *Worker) cacheAdd(a *action, key string, ce cachedEntry) {

@@ -41,11 +41,17 @@ func (b *bundle) ledgerWrites() uint64 {
 // readIntents returns every intent stored.
 func (b *bundle) readIntents() []ownership.Intent {
 	b.t.Helper()
-	ins, bad, err := ownership.ReadIntents(b.ctx, b.js, worker.IntentsStream, worker.IntentsSubject, time.Time{})
-	if err != nil || bad != 0 {
-		b.t.Fatalf("read intents: %d bad batches, %v", bad, err)
+	// On the cluster the read's consumer request can meet a moment with no
+	// responder (a leader moving); a holder's prepare retries as well.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		ins, bad, err := ownership.ReadIntents(b.ctx, b.js, worker.IntentsStream, worker.IntentsSubject, time.Time{})
+		if err == nil && bad == 0 {
+			return ins
+		}
+		if bad != 0 || time.Now().After(deadline) {
+			b.t.Fatalf("read intents: %d bad batches, %v", bad, err)
+		}
 	}
-	return ins
 }
 
 // TestExclusiveWritesWithoutClaims: a worker holding the writer lease

@@ -483,7 +483,7 @@ func (w *Worker) runLane(ctx, workCtx context.Context, ln *lane) error {
 	pull := []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(handlers), jetstream.PullExpiry(pullExpiry), jetstream.PullHeartbeat(pullHeartbeat)}
 	if w.excl != nil {
 		// Exclusive: pull only while holding the writer lease.
-		if _, err := w.excl.ready(ctx); err != nil {
+		if err := w.excl.ready(ctx); err != nil {
 			return nil
 		}
 	}
@@ -554,7 +554,7 @@ func (w *Worker) runLane(ctx, workCtx context.Context, ln *lane) error {
 			if w.excl != nil && closed {
 				// Drained when the lease was lost: wait to hold it again.
 				w.log.Info("writer lease not held; lane paused", zap.String("lane", ln.name.String()))
-				if _, err := w.excl.ready(ctx); err != nil {
+				if err := w.excl.ready(ctx); err != nil {
 					return nil
 				}
 			} else {
