@@ -4,9 +4,11 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/providers/cyberark/conjur"
 	"github.com/keyrelay/keyrelay/providers/cyberark/conjur/conjurfake"
 )
@@ -47,7 +49,24 @@ func TestPipelineConjur(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	r := sc.check(ctx, t, out, backendCheck{store: store})
+	// Conjur records the writing event only for the current version (one
+	// annotation per variable), so every version is attributed by its
+	// value: each generation's value is unique to its event, and a value
+	// stored twice shows up as one event with two versions.
+	r := sc.check(ctx, t, out, backendCheck{store: store, eventOf: func(name string, v providers.VersionInfo) string {
+		s, err := store.Get(ctx, name, v.Version)
+		if err != nil {
+			t.Errorf("%s: version %s: %v", name, v.Version, err)
+			return ""
+		}
+		team, key, _ := strings.Cut(strings.TrimPrefix(name, "litellm/"), "/")
+		for _, ev := range out.eventsOf[team+"/"+key] {
+			if string(s.Value) == value(team, key, ev.Generation) {
+				return ev.ID
+			}
+		}
+		return ""
+	}})
 	sc.report(t, conjur.Name, out, r)
 	sc.checkLookups(ctx, t, out)
 }

@@ -184,3 +184,79 @@ func TestIntentTooLargeLeavesTheBatchIntact(t *testing.T) {
 		t.Errorf("stats: %d intents stored", n)
 	}
 }
+
+// A new holder reads its predecessors' intents right after a node was
+// lost, often the node that led the intents stream: every read attempt
+// ends (ErrReadStalled or an error of the step that met no leader) instead
+// of waiting out its context, and a read within a bound after the loss
+// gives every intent. (A read through an ordered consumer once sat for
+// 30 s, its consumer recreating itself without a context, while the
+// pipeline waited for it.)
+func TestReadIntentsAcrossALostLeader(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster")
+	}
+	c := testenv.StartCluster(t, 3)
+	nc, err := c.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "INTENTS", Subjects: []string{"intents.>"},
+		Storage: jetstream.FileStorage, MaxAge: 5 * time.Minute, Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	log := ownership.NewIntentLog(js, "intents.1")
+	const writers, each = 8, 40
+	concurrently(t, writers, each, func(i int) error { return log.Append(ctx, intent(i)) })
+
+	const bound = 20 * time.Second
+	for round := range 3 {
+		leader, err := c.LeaderOf(ctx, "INTENTS")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Kill(leader)
+		lost := time.Now()
+		if round%2 == 1 {
+			c.Start(leader) // back at once: the read meets a catching-up node
+		}
+		attempts := 0
+		for {
+			attempts++
+			actx, acancel := context.WithTimeout(ctx, time.Minute)
+			ins, bad, err := ownership.ReadIntents(actx, js, "INTENTS", "intents.1", time.Time{})
+			waited := actx.Err() != nil
+			acancel()
+			if err == nil {
+				if bad != 0 || len(ins) != writers*each {
+					t.Fatalf("round %d: %d intents and %d bad batches, want %d and none", round, len(ins), bad, writers*each)
+				}
+				break
+			}
+			if waited {
+				t.Fatalf("round %d: a read waited out its context: %v", round, err)
+			}
+			if time.Since(lost) > bound {
+				t.Fatalf("round %d: no complete read within %v of the node's loss (%d attempts, last: %v)", round, bound, attempts, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Logf("round %d: all %d intents read %v after the leader was killed, attempt %d", round, writers*each,
+			time.Since(lost).Round(10*time.Millisecond), attempts)
+		if !c.Running(leader) {
+			c.Start(leader)
+		}
+		hctx, hcancel := context.WithTimeout(ctx, time.Minute)
+		if err := c.WaitHealthy(hctx); err != nil {
+			t.Fatal(err)
+		}
+		hcancel()
+	}
+}

@@ -166,10 +166,11 @@ func (x *exclusive) prepare(ctx context.Context, epoch uint64) error {
 	if done {
 		return nil
 	}
-	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
+	// ReadIntents bounds each of its steps (a step without progress fails
+	// after ownership.ReadStall, and ready tries again), not the whole
+	// read: a long window of intents may take a while to read.
 	now := time.Now()
-	ins, bad, err := ownership.ReadIntents(rctx, x.js, IntentsStream, IntentsSubject, now.Add(-x.window))
+	ins, bad, err := ownership.ReadIntents(ctx, x.js, IntentsStream, IntentsSubject, now.Add(-x.window))
 	if err != nil {
 		return err
 	}
