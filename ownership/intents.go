@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyrelay/keyrelay/internal/jsonw"
+	"github.com/keyrelay/keyrelay/internal/jsread"
 )
 
 // Intents: what a claim records besides exclusion. A claim in the key's
@@ -197,92 +198,26 @@ func (l *IntentLog) flush() {
 // caller that finds any must treat every key as possibly being written
 // until the bound a lost intent would have had.
 //
-// It reads through one ephemeral consumer that it deletes afterwards, and
-// every call it makes is bound by ctx. A read that stops making progress
-// for ReadStall (the consumer lost with the node holding it, the stream
-// between leaders) fails with ErrReadStalled instead of waiting out ctx,
-// so that its caller can try again at once with a new consumer. (An
-// ordered consumer recreates itself on every fetch, retrying without a
-// context; a new holder's read once sat for 30 s behind a killed node.)
+// It reads with jsread: every step is bounded, and a read that stops
+// making progress (the stream between leaders, a consumer lost with its
+// node) fails with an error wrapping jsread.ErrStalled within seconds
+// instead of waiting out ctx; its caller tries again.
 func ReadIntents(ctx context.Context, js jetstream.JetStream, stream, subject string, since time.Time) (intents []Intent, bad int, err error) {
-	// Each API call is bounded by ReadStall too: a request that met a
-	// dying leader gets no answer, and waiting out ctx would be the stall
-	// this function avoids.
-	actx, cancel := context.WithTimeout(ctx, ReadStall)
-	defer cancel()
-	s, err := js.Stream(actx, stream)
-	if err != nil {
-		return nil, 0, fmt.Errorf("ownership: read intents: %w", err)
-	}
-	cfg := jetstream.ConsumerConfig{FilterSubject: subject, DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy: jetstream.AckNonePolicy, MemoryStorage: true, Replicas: 1, InactiveThreshold: time.Minute}
-	if !since.IsZero() {
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
-	}
-	c, err := s.CreateConsumer(actx, cfg)
-	if err != nil {
-		return nil, 0, fmt.Errorf("ownership: read intents: %w", err)
-	}
-	name := c.CachedInfo().Name
-	defer func() {
-		// Best effort: the inactive threshold removes it otherwise.
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		_ = s.DeleteConsumer(dctx, name)
-		cancel()
-	}()
-	left := c.CachedInfo().NumPending
-	cancel()
-	progress := time.Now()
-	for left > 0 {
-		batch, err := c.FetchNoWait(int(min(left, 256)))
-		if err != nil {
-			return nil, 0, fmt.Errorf("ownership: read intents: %w", err)
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			if meta, err := m.Metadata(); err == nil {
-				// What is left as the consumer counts it: messages stored
-				// since the start are read too.
-				left = meta.NumPending
-			} else if left > 0 {
-				left--
-			}
+	err = jsread.Read(ctx, js, jsread.Config{Stream: stream, FilterSubjects: []string{subject}, StartTime: since},
+		func(m jetstream.Msg, _ *jetstream.MsgMetadata) bool {
 			var ins []Intent
 			if len(m.Data()) > MaxBatchBytes || json.Unmarshal(m.Data(), &ins) != nil || !validIntents(ins) {
 				bad++
-				continue
+				return true
 			}
 			intents = append(intents, ins...)
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return nil, 0, fmt.Errorf("ownership: read intents: %w", err)
-		}
-		if got > 0 {
-			progress = time.Now()
-			continue
-		}
-		if time.Since(progress) > ReadStall {
-			return nil, 0, fmt.Errorf("ownership: read intents: %w (%d messages left)", ErrReadStalled, left)
-		}
-		// Nothing came back though messages are pending: wait a moment
-		// rather than spin.
-		select {
-		case <-ctx.Done():
-			return nil, 0, fmt.Errorf("ownership: read intents: %w", ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
+			return true
+		})
+	if err != nil {
+		return nil, 0, fmt.Errorf("ownership: read intents: %w", err)
 	}
 	return intents, bad, nil
 }
-
-// ReadStall is how long ReadIntents waits for a pending message before it
-// gives up with ErrReadStalled.
-const ReadStall = 3 * time.Second
-
-// ErrReadStalled: ReadIntents received nothing for ReadStall though
-// messages were pending; try again.
-var ErrReadStalled = errors.New("no progress reading intents")
 
 func validIntents(ins []Intent) bool {
 	if len(ins) == 0 || len(ins) > MaxIntentsPerBatch {

@@ -187,7 +187,7 @@ func TestIntentTooLargeLeavesTheBatchIntact(t *testing.T) {
 
 // A new holder reads its predecessors' intents right after a node was
 // lost, often the node that led the intents stream: every read attempt
-// ends (ErrReadStalled or an error of the step that met no leader) instead
+// ends (stalled, or an error of the step that met no leader) instead
 // of waiting out its context, and a read within a bound after the loss
 // gives every intent. (A read through an ordered consumer once sat for
 // 30 s, its consumer recreating itself without a context, while the

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/jsread"
 	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/worker"
 )
@@ -149,7 +150,7 @@ func PointInTime(ctx context.Context, d Deps, js jetstream.JetStream, c PointInT
 	}
 
 	keys, teams := map[string]*keyState{}, map[string]*pitTeam{}
-	if err := replay(ctx, stream, st, events.LaneInteractive, c, rep, keys, teams); err != nil {
+	if err := replay(ctx, js, stream, st, events.LaneInteractive, c, rep, keys, teams); err != nil {
 		return nil, err
 	}
 	// The bulk lane (bulk jobs' events) is its own stream; its events carry
@@ -229,78 +230,50 @@ func replayBulk(ctx context.Context, js jetstream.JetStream, evStream jetstream.
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf("bulk-lane events 1..%d are gone from %s (retention): changes in them are not replayed",
 			info.State.FirstSeq-1, worker.BulkStream))
 	}
-	return replay(ctx, bulk, info.State, events.LaneBulk, bc, rep, keys, teams)
+	return replay(ctx, js, bulk, info.State, events.LaneBulk, bc, rep, keys, teams)
 }
 
 // replay reads the range of lane's stream and folds it into key and team
-// states.
-func replay(ctx context.Context, stream jetstream.Stream, st jetstream.StreamState, lane events.Lane, c PointInTimeConfig, rep *PointInTimeReport, keys map[string]*keyState, teams map[string]*pitTeam) error {
-	occ := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
-	switch {
-	case c.FromSeq > 0:
-		occ.DeliverPolicy, occ.OptStartSeq = jetstream.DeliverByStartSequencePolicy, c.FromSeq
-	case !c.Since.IsZero():
-		occ.DeliverPolicy, occ.OptStartTime = jetstream.DeliverByStartTimePolicy, &c.Since
+// states. The read either covers the whole range or fails: a read that
+// stalls (a node lost, the stream between leaders) resumes after the last
+// message folded, and fails after a bound; it never ends early.
+func replay(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, st jetstream.StreamState, lane events.Lane, c PointInTimeConfig, rep *PointInTimeReport, keys map[string]*keyState, teams map[string]*pitTeam) error {
+	rc := jsread.Config{Stream: stream.CachedInfo().Config.Name, StartSeq: c.FromSeq, StartTime: c.Since}
+	if c.FromSeq > 0 {
+		rc.StartTime = time.Time{}
 	}
 	if !c.All {
 		for _, t := range c.Teams {
 			if lane == events.LaneBulk {
-				occ.FilterSubjects = append(occ.FilterSubjects, events.BulkPrefix+"."+t+".>")
+				rc.FilterSubjects = append(rc.FilterSubjects, events.BulkPrefix+"."+t+".>")
 				continue
 			}
-			occ.FilterSubjects = append(occ.FilterSubjects, events.EventsPrefix+"."+t+".>", events.SettingsSubject(t))
+			rc.FilterSubjects = append(rc.FilterSubjects, events.EventsPrefix+"."+t+".>", events.SettingsSubject(t))
 		}
-	}
-	cons, err := stream.OrderedConsumer(ctx, occ)
-	if err != nil {
-		return fmt.Errorf("point in time: read the %s stream: %w", lane, err)
 	}
 	last := st.LastSeq
 	if c.FromSeq > last {
 		return nil
 	}
-	for {
-		// Pending messages tell when the range is read: stop at the last
-		// sequence the stream had when the replay started, or at Until.
-		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			return fmt.Errorf("point in time: read the %s stream: %w", lane, err)
+	// The range ends at the last sequence the stream had when the replay
+	// started, or at Until.
+	err := jsread.Read(ctx, js, rc, func(msg jetstream.Msg, md *jetstream.MsgMetadata) bool {
+		if md.Sequence.Stream > last || (!c.Until.IsZero() && md.Timestamp.After(c.Until)) {
+			return false
 		}
-		n := 0
-		done := false
-		for msg := range batch.Messages() {
-			n++
-			md, err := msg.Metadata()
-			if err != nil {
-				continue
+		if lane == events.LaneInteractive {
+			if rep.FirstSeq == 0 {
+				rep.FirstSeq, rep.FirstTime = md.Sequence.Stream, md.Timestamp.UTC()
 			}
-			if md.Sequence.Stream > last || (!c.Until.IsZero() && md.Timestamp.After(c.Until)) {
-				done = true
-				break
-			}
-			if lane == events.LaneInteractive {
-				if rep.FirstSeq == 0 {
-					rep.FirstSeq, rep.FirstTime = md.Sequence.Stream, md.Timestamp.UTC()
-				}
-				rep.LastSeq, rep.LastTime = md.Sequence.Stream, md.Timestamp.UTC()
-			}
-			fold(msg, md, lane, keys, teams, rep)
-			if md.Sequence.Stream == last || md.NumPending == 0 {
-				done = true
-				break
-			}
+			rep.LastSeq, rep.LastTime = md.Sequence.Stream, md.Timestamp.UTC()
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return fmt.Errorf("point in time: read the %s stream: %w", lane, err)
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if done || n == 0 {
-			// n == 0: nothing more in the range matches the filter.
-			return nil
-		}
+		fold(msg, md, lane, keys, teams, rep)
+		return md.Sequence.Stream < last
+	})
+	if err != nil {
+		return fmt.Errorf("point in time: read the %s stream: %w", lane, err)
 	}
+	return nil
 }
 
 // fold applies one stream message to the states, by the workers' rules. A

@@ -166,8 +166,8 @@ func (x *exclusive) prepare(ctx context.Context, epoch uint64) error {
 	if done {
 		return nil
 	}
-	// ReadIntents bounds each of its steps (a step without progress fails
-	// after ownership.ReadStall, and ready tries again), not the whole
+	// ReadIntents bounds each of its steps (a read without progress fails
+	// within seconds, and ready tries again), not the whole
 	// read: a long window of intents may take a while to read.
 	now := time.Now()
 	ins, bad, err := ownership.ReadIntents(ctx, x.js, IntentsStream, IntentsSubject, now.Add(-x.window))

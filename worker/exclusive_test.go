@@ -334,7 +334,7 @@ func TestExclusiveHolderClaimsNextToAClaimsWorker(t *testing.T) {
 
 	_, stopClaims := b.startWorker(nil) // claims mode
 	time.Sleep(500 * time.Millisecond)  // its request granted, the holder acknowledged
-	before := b.ledgerWrites()
+	before, intents := b.ledgerWrites(), len(b.readIntents())
 	var rot []*events.Event
 	for i := range keys {
 		rot = append(rot, b.keyEvent(events.KeyRotated, team, fmt.Sprintf("k%d", i), 2, "sk-2"))
@@ -346,8 +346,16 @@ func TestExclusiveHolderClaimsNextToAClaimsWorker(t *testing.T) {
 			t.Fatalf("rotation %s: %+v", e.KeyID, c)
 		}
 	}
-	if got := b.ledgerWrites() - before; got != 2*keys {
-		t.Errorf("%d ledger writes for %d rotations next to a claims worker, want %d (a claim and a commit each)", got, keys, 2*keys)
+	// Every rotation claimed its key: no intent was stored, and the ledger
+	// took a claim and a commit for each (more when an event, its claim
+	// stored, was handed back because the lease's deadline was near: a
+	// release, then a claim and a commit at its redelivery; the lease
+	// TTL here is 600 ms, and a loaded machine renews it late).
+	if got := len(b.readIntents()) - intents; got != 0 {
+		t.Errorf("%d intents stored next to a claims worker, want none (every write claimed)", got)
+	}
+	if got := b.ledgerWrites() - before; got < 2*keys {
+		t.Errorf("%d ledger writes for %d rotations next to a claims worker, want at least %d (a claim and a commit each)", got, keys, 2*keys)
 	}
 
 	stopClaims()
