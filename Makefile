@@ -117,6 +117,7 @@ bench: tools build
 	$(GO) run ./bench/pipeline -runs 3 -cluster 3 -ownership exclusive
 	$(GO) run ./bench/natswrites -runs 2
 	$(GO) test -run '^$$' -bench BenchmarkRequest -benchtime 3s -count 2 ./worker/
+	$(GO) test -run '^$$' -bench BenchmarkReadRange -benchtime 10x -count 2 ./internal/jsread/
 	$(GO) run ./bench/vault -runs 3
 	$(GO) run ./bench/vault -runs 3 -ownership exclusive
 	$(GO) run ./bench/vault -runs 3 -isolate-vault

@@ -287,8 +287,10 @@ func (w *Worker) openIntent(key string) *Claim {
 }
 
 // intend stores kw's intent before its claimless write and records it as
-// open.
-func (w *Worker) intend(ctx context.Context, key string, c Claim) error {
+// open. early, when not nil, is the same intent's append started before
+// the entry was read (appendEarly): intend waits for it instead of
+// appending again.
+func (w *Worker) intend(ctx context.Context, key string, c Claim, early *earlyIntent) error {
 	x := w.excl
 	x.mu.Lock()
 	x.open[key] = c
@@ -296,11 +298,44 @@ func (w *Worker) intend(ctx context.Context, key string, c Claim) error {
 		x.sweep(time.Now())
 	}
 	x.mu.Unlock()
+	if early != nil && early.claim == c {
+		select {
+		case err := <-early.done:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	// Not bounded by c.Until here (a timer per event costs): the append
 	// bounds its own stores, and handleKey makes no call once the
 	// deadline is too close.
-	return x.intents.Append(ctx, ownership.Intent{Key: key, EventID: c.EventID, StreamSeq: c.StreamSeq, Lane: string(c.Lane),
-		Generation: c.Generation, Until: c.Until})
+	return x.intents.Append(ctx, intentOf(key, c))
+}
+
+func intentOf(key string, c Claim) ownership.Intent {
+	return ownership.Intent{Key: key, EventID: c.EventID, StreamSeq: c.StreamSeq, Lane: string(c.Lane),
+		Generation: c.Generation, Until: c.Until}
+}
+
+// earlyIntent is an intent's append running while the key's entry is
+// read from the leader (a cache miss): the intent does not depend on the
+// entry, and the two round trips overlap instead of adding up.
+type earlyIntent struct {
+	claim Claim
+	done  chan error // receives the append's result once
+}
+
+// appendEarly starts storing c's intent for key without recording it as
+// open. If the read then shows the event will not write (a duplicate, a
+// superseded generation, a busy key), the stored intent is one of an
+// event that wrote nothing: a later holder that loads it finds how the
+// event ended in the confirmations stream, or waits out the dead-claim
+// bound as for any intent whose event it cannot place; it never lets an
+// older value through.
+func (w *Worker) appendEarly(ctx context.Context, key string, c Claim) *earlyIntent {
+	e := &earlyIntent{claim: c, done: make(chan error, 1)}
+	go func() { e.done <- w.excl.intents.Append(ctx, intentOf(key, c)) }()
+	return e
 }
 
 // endAction ends action a on key (ledger key) by event id at generation

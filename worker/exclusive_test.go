@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/ownership"
 	"github.com/keyrelay/keyrelay/providers"
@@ -391,5 +393,60 @@ func TestLeaderReadsOnlyWhenReplicated(t *testing.T) {
 		if e, rev, err := l.GetFromLeader(b.ctx, "t", "k"); err != nil || e == nil || e.Generation != 1 || rev == 0 {
 			t.Errorf("cluster %v: %+v %d %v", cluster, e, rev, err)
 		}
+	}
+}
+
+// TestExclusiveEarlyIntentOfAnEventThatDidNotWrite: on a cache miss the
+// holder stores the write's intent while it reads the key's entry from the
+// leader. When the entry then shows the event is not newer (here an older
+// generation delivered to a holder with an empty cache, the newer ones
+// written in claims mode), the stored intent
+// names an event that wrote nothing; the next holder loads it and still
+// writes the key's next generation without waiting on it (an intent
+// blocks only events of its generation or older, which the entry
+// supersedes anyway).
+func TestExclusiveEarlyIntentOfAnEventThatDidNotWrite(t *testing.T) {
+	b := setup(t, setupOptions{})
+	const team, key = "team-e", "k"
+	// Generations 1 and 5 written in claims mode: no intent names the key,
+	// so only its entry says generation 3 is older.
+	_, stop1 := b.startWorker(nil)
+	b.publish(b.keyEvent(events.KeyCreated, team, key, 1, "sk-1"), b.keyEvent(events.KeyRotated, team, key, 5, "sk-5"))
+	b.confirmations(2, 30*time.Second)
+	stop1()
+
+	w2, stop2 := b.exclusiveWorker(nil)
+	waitHeld(t, w2)
+	// Another key of the team first: a worker that does not know a
+	// team's settings yet decides its first event on the leader's entry
+	// without an intent.
+	b.publish(b.keyEvent(events.KeyCreated, team, "other", 1, "sk-o"))
+	b.confirmations(3, 30*time.Second)
+	old := b.keyEvent(events.KeyRotated, team, key, 3, "sk-3")
+	b.publish(old)
+	if c := byEventID(b.confirmations(4, 30*time.Second))[old.ID]; c == nil || c.Status != events.StatusSuperseded {
+		t.Fatalf("older generation: %+v, want superseded", c)
+	}
+	early := false
+	for _, in := range b.readIntents() {
+		early = early || in.EventID == old.ID
+	}
+	if !early {
+		t.Fatal("no intent stored for the older event: its cache miss did not append early")
+	}
+	stop2()
+
+	w3, _ := b.exclusiveWorker(nil)
+	waitHeld(t, w3)
+	next := b.keyEvent(events.KeyRotated, team, key, 6, "sk-6")
+	b.publish(next)
+	if c := byEventID(b.confirmations(5, 30*time.Second))[next.ID]; c == nil || c.Status != events.StatusRotated {
+		t.Fatalf("next generation: %+v, want rotated", c)
+	}
+	if got := b.value("local", "litellm/"+team+"/"+key); got != "sk-6" {
+		t.Fatalf("value %q, want generation 6's", got)
+	}
+	if n := testutil.ToFloat64(b.metrics.DeadClaims.WithLabelValues("waited")); n != 0 {
+		t.Errorf("waited %v times on a dead intent", n)
 	}
 }

@@ -264,6 +264,8 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 		trusted = kw.claimless()
 	}
 	wait, waited := 10*time.Millisecond, time.Duration(0)
+	// early: the intent's append, started with a leader read (exclusive).
+	var early *earlyIntent
 	// settled: e was read from the bucket's leader (write false), not
 	// from the cache or a replica.
 	settled := false
@@ -399,9 +401,14 @@ retry:
 			next = *e
 		}
 		if a := kw.act; a != nil && a.claimless {
+			c := Claim{EventID: kw.ev.ID, StreamSeq: md.Sequence.Stream, Lane: laneOfStream(md.Stream), Generation: kw.gen, Worker: w.cfg.ID, Until: a.deadline}
 			if !trusted {
 				// A cache miss (or an entry cached before this lease
-				// generation): decide on the leader's entry.
+				// generation): decide on the leader's entry, storing the
+				// intent meanwhile.
+				if early == nil {
+					early = w.appendEarly(ctx, lkey, c)
+				}
 				if err := get(); err != nil {
 					return waitVerdict(conf, 0, err), true
 				}
@@ -412,8 +419,7 @@ retry:
 			// before the provider call, is what a claim would record for
 			// whoever takes over after a crash.
 			next.Claim = nil
-			c := Claim{EventID: kw.ev.ID, StreamSeq: md.Sequence.Stream, Lane: laneOfStream(md.Stream), Generation: kw.gen, Worker: w.cfg.ID, Until: a.deadline}
-			if err := w.intend(ctx, lkey, c); err != nil {
+			if err := w.intend(ctx, lkey, c, early); err != nil {
 				return waitVerdict(conf, 0, fmt.Errorf("store the write's intent: %w", err)), true
 			}
 			kw.entry, kw.rev = &next, rev
