@@ -59,8 +59,9 @@ const (
 )
 
 // Read calls fn for each message of the range, in stream order, each once,
-// until fn returns false or no message is pending (messages stored while
-// the read runs are read too; a caller with a fixed end stops at it). It
+// until fn returns false or no message is pending after the last one
+// delivered (so messages stored while the read runs are read too, up to
+// the moment it catches up; a caller with a fixed end stops at it). It
 // returns fn's stop as nil.
 func Read(ctx context.Context, js jetstream.JetStream, cfg Config, fn func(jetstream.Msg, *jetstream.MsgMetadata) bool) error {
 	if cfg.Stall <= 0 {
