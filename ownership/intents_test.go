@@ -196,16 +196,7 @@ func TestReadIntentsAcrossALostLeader(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster")
 	}
-	c := testenv.StartCluster(t, 3)
-	nc, err := c.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, js := testenv.StartClusterJetStream(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "INTENTS", Subjects: []string{"intents.>"},

@@ -145,16 +145,7 @@ func clusterWithBucket(t *testing.T) *testenv.Cluster {
 	if testing.Short() {
 		t.Skip("cluster")
 	}
-	c := testenv.StartCluster(t, 3)
-	nc, err := c.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, js := testenv.StartClusterJetStream(t, 3)
 	bucket(t, js, 3)
 	return c
 }

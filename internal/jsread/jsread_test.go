@@ -162,16 +162,7 @@ func TestReadAcrossALostLeader(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster")
 	}
-	c := testenv.StartCluster(t, 3)
-	nc, err := c.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, js := testenv.StartClusterJetStream(t, 3)
 	stream(t, js, 3)
 	const n = 2000
 	publish(t, js, 0, n)

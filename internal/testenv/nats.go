@@ -135,6 +135,24 @@ func StartJetStream(t testing.TB) (srv *NATS, js jetstream.JetStream) {
 	return srv, js
 }
 
+// StartClusterJetStream starts an n-node cluster as StartCluster does and
+// connects to it through its seed list; the connection is closed at the
+// end of the test. js is that connection's JetStream context.
+func StartClusterJetStream(t testing.TB, n int) (*Cluster, jetstream.JetStream) {
+	t.Helper()
+	c := StartCluster(t, n)
+	nc, err := c.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, js
+}
+
 // StartNATS starts a single JetStream-enabled nats-server on a free port
 // with a fresh store directory. It is stopped at the end of the test.
 func StartNATS(t testing.TB) *NATS {
