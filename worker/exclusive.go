@@ -166,9 +166,9 @@ func (x *exclusive) prepare(ctx context.Context, epoch uint64) error {
 	if done {
 		return nil
 	}
-	// ReadIntents bounds each of its steps (a read without progress fails
-	// within seconds, and ready tries again), not the whole
-	// read: a long window of intents may take a while to read.
+	// ReadIntents bounds each of its steps, not the whole read (a long
+	// window of intents may take a while to read); a read without
+	// progress fails within 30 s, and ready tries again.
 	now := time.Now()
 	ins, bad, err := ownership.ReadIntents(ctx, x.js, IntentsStream, IntentsSubject, now.Add(-x.window))
 	if err != nil {
