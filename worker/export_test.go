@@ -16,5 +16,9 @@ func SetCommitHook(f func(eventID string) error) (restore func()) {
 	return func() { commitHook.Store(nil) }
 }
 
-// Single exposes single (tests).
-func (l *Ledger) Single(ctx context.Context) bool { return l.single(ctx) }
+// Single reads the bucket's replica count now and returns single's answer
+// (tests).
+func (l *Ledger) Single(ctx context.Context) bool {
+	l.checkReplicas(ctx)
+	return l.single()
+}

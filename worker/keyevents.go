@@ -13,7 +13,6 @@ import (
 
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/internal/ctxtime"
-	"github.com/keyrelay/keyrelay/ownership"
 	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/settings"
 )
@@ -439,9 +438,7 @@ retry:
 		if skipClaimWrite {
 			// keyrelay_ceiling builds only (ceiling_unsafe.go).
 			if appendIntents {
-				c := next.Claim
-				err = ceilingIntent(ctx, w, ownership.Intent{Key: lkey, EventID: c.EventID, StreamSeq: c.StreamSeq,
-					Lane: string(c.Lane), Generation: c.Generation, Until: c.Until})
+				err = ceilingIntent(ctx, w, intentOf(lkey, *next.Claim))
 			}
 			nrev = rev
 		} else {

@@ -8,7 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -145,10 +145,11 @@ type Ledger struct {
 	kv jetstream.KeyValue
 	nc *nats.Conn
 
-	// The bucket's replica count, read now and then (single).
-	replMu      sync.Mutex
-	replicas    int
-	replChecked time.Time
+	// The bucket's replica count (0: unknown), read again in the
+	// background every replicasRecheck (single).
+	replicas  atomic.Int32
+	replAt    atomic.Int64 // unix ns when the last check started
+	replCheck atomic.Bool  // a check is running
 }
 
 // replicasRecheck is how often single reads the bucket's replica count
@@ -156,20 +157,31 @@ type Ledger struct {
 const replicasRecheck = 30 * time.Second
 
 // single reports whether the bucket has one replica, so that a direct get
-// is answered by the stream's only copy, its leader. Unknown (the status
-// cannot be read) counts as replicated.
-func (l *Ledger) single(ctx context.Context) bool {
-	l.replMu.Lock()
-	defer l.replMu.Unlock()
-	if time.Since(l.replChecked) >= replicasRecheck {
-		l.replicas, l.replChecked = 0, time.Now()
-		if st, err := l.kv.Status(ctx); err == nil {
-			if b, ok := st.(*jetstream.KeyValueBucketStatus); ok && b.StreamInfo() != nil {
-				l.replicas = b.StreamInfo().Config.Replicas
-			}
+// is answered by the stream's only copy, its leader. It never waits: the
+// count is read in the background, and until it is known (or when it
+// cannot be read) the bucket counts as replicated, which is always safe.
+func (l *Ledger) single() bool {
+	if time.Since(time.Unix(0, l.replAt.Load())) >= replicasRecheck && l.replCheck.CompareAndSwap(false, true) {
+		go func() {
+			defer l.replCheck.Store(false)
+			ctx, cancel := context.WithTimeout(context.Background(), infraAttemptTimeout)
+			defer cancel()
+			l.checkReplicas(ctx)
+		}()
+	}
+	return l.replicas.Load() == 1
+}
+
+// checkReplicas reads the bucket's replica count (0 when it cannot).
+func (l *Ledger) checkReplicas(ctx context.Context) {
+	l.replAt.Store(time.Now().UnixNano())
+	n := 0
+	if st, err := l.kv.Status(ctx); err == nil {
+		if b, ok := st.(*jetstream.KeyValueBucketStatus); ok && b.StreamInfo() != nil {
+			n = b.StreamInfo().Config.Replicas
 		}
 	}
-	return l.replicas == 1
+	l.replicas.Store(int32(n))
 }
 
 // NewLedger wraps the ledger bucket. Writes go through nc when it is set
@@ -227,7 +239,7 @@ func (l *Ledger) Get(ctx context.Context, team, key string) (*LedgerEntry, uint6
 // (there is no other copy), and costs the server less than the stream
 // API's message get: Get is used.
 func (l *Ledger) GetFromLeader(ctx context.Context, team, key string) (*LedgerEntry, uint64, error) {
-	if l.nc == nil || l.single(ctx) {
+	if l.nc == nil || l.single() {
 		return l.Get(ctx, team, key)
 	}
 	lkey := LedgerKey(team, key)
