@@ -21,6 +21,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/client"
 	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/testenv"
 	"github.com/keyrelay/keyrelay/outbox"
 )
 
@@ -348,13 +349,13 @@ func TestPostgresLostThenRestored(t *testing.T) {
 	db := migratedDB(t)
 	_, js := startNATS(t)
 	conn := connect(t, dsnFor(db))
-	px := newProxy(t, "127.0.0.1:5432")
-	r := startRelay(t, testConfig("postgres://postgres@"+px.addr+"/"+db+"?sslmode=disable&connect_timeout=2"), js, nil)
+	px := testenv.NewTCPProxy(t, "127.0.0.1:5432")
+	r := startRelay(t, testConfig("postgres://postgres@"+px.Addr+"/"+db+"?sslmode=disable&connect_timeout=2"), js, nil)
 	eventually(t, 10*time.Second, "relay ready", func() bool { return r.Ready() == nil })
 	enqueue(t, conn, updated("t1", "k1", 0, 0))
 	eventually(t, 10*time.Second, "first row sent", func() bool { return count(t, conn, "state = 'sent'") == 1 })
 
-	px.down()
+	px.Down()
 	eventually(t, 10*time.Second, "relay not ready", func() bool { return r.Ready() != nil })
 	t.Logf("PostgreSQL unreachable: %v", r.Ready())
 	for i := 0; i < 20; i++ {
@@ -364,7 +365,7 @@ func TestPostgresLostThenRestored(t *testing.T) {
 	if r.Ready() == nil {
 		t.Fatal("relay ready while PostgreSQL is unreachable")
 	}
-	px.up(t)
+	px.Up(t)
 	eventually(t, 15*time.Second, "relay ready again", func() bool { return r.Ready() == nil })
 	eventually(t, 15*time.Second, "all rows sent", func() bool { return count(t, conn, "state = 'pending'") == 0 })
 	if got := readStream(t, js); len(got) != 21 {
@@ -531,8 +532,8 @@ func TestRelayWithoutNATSHandsOverPartitions(t *testing.T) {
 	db := migratedDB(t)
 	srv, js := startNATS(t)
 	conn := connect(t, dsnFor(db))
-	px := newProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
-	ncA, err := nats.Connect("nats://"+px.addr, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	px := testenv.NewTCPProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	ncA, err := nats.Connect("nats://"+px.Addr, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -543,7 +544,7 @@ func TestRelayWithoutNATSHandsOverPartitions(t *testing.T) {
 	eventually(t, 10*time.Second, "partitions split", func() bool {
 		return a.Partitions() == outbox.Partitions/2 && b.Partitions() == outbox.Partitions/2
 	})
-	px.down()
+	px.Down()
 	eventually(t, 10*time.Second, "b holds every partition", func() bool {
 		return a.Partitions() == 0 && b.Partitions() == outbox.Partitions
 	})
@@ -554,7 +555,7 @@ func TestRelayWithoutNATSHandsOverPartitions(t *testing.T) {
 	if a.Ready() == nil {
 		t.Fatal("relay without NATS reports ready")
 	}
-	px.up(t)
+	px.Up(t)
 	eventually(t, 15*time.Second, "partitions split again", func() bool {
 		return a.Partitions() == outbox.Partitions/2 && b.Partitions() == outbox.Partitions/2
 	})

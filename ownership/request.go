@@ -117,8 +117,10 @@ type Request struct {
 	mu       sync.Mutex
 	deadline time.Time
 	since    uint64 // revision of the request's first write since it last lapsed
-	stored   chan struct{}
-	isStored bool
+	// grantedLife is the life (since) Granted last answered for; 0: none.
+	grantedLife uint64
+	stored      chan struct{}
+	isStored    bool
 }
 
 // NewRequest returns a request; it is stored once Run runs.
@@ -184,6 +186,23 @@ func (r *Request) Deadline() time.Time {
 	return r.deadline
 }
 
+// GrantedUntil is when work under the request must end by, or zero when
+// it may not go on: the request lapsed (its renewals failed for so long
+// that a holder may have forgotten it), or Granted has not answered for
+// the request's current life. A lapsed request that is stored again is a
+// new life that the holder has not acknowledged: a holder that forgot
+// the old one may be writing without claims, so GrantedUntil stays zero
+// until Granted returns again. Non-blocking; call it before each key's
+// work, and bound the work by what it returns.
+func (r *Request) GrantedUntil() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.grantedLife == 0 || r.grantedLife != r.since || !time.Now().Before(r.deadline) {
+		return time.Time{}
+	}
+	return r.deadline
+}
+
 // ErrRequestLapsed: the request's renewals failed for so long that a
 // holder may have forgotten it; wait for Granted again.
 var ErrRequestLapsed = errors.New("ownership: the claims request lapsed")
@@ -191,7 +210,8 @@ var ErrRequestLapsed = errors.New("ownership: the claims request lapsed")
 // Granted waits until the requester may write by claims: the current
 // holder has acknowledged the request, or no process holds the lease. It
 // returns the deadline the work must end by unless the request is renewed
-// (then call Deadline again, or Granted after ErrRequestLapsed).
+// (then GrantedUntil says the later one; after ErrRequestLapsed, or when
+// GrantedUntil is zero, call Granted again).
 func (r *Request) Granted(ctx context.Context) (time.Time, error) {
 	select {
 	case <-r.stored:
@@ -211,7 +231,18 @@ func (r *Request) Granted(ctx context.Context) (time.Time, error) {
 			return time.Time{}, ctx.Err()
 		}
 		if ok {
-			return r.Deadline(), nil
+			r.mu.Lock()
+			same := r.since == since
+			if same {
+				r.grantedLife = since
+			}
+			r.mu.Unlock()
+			if same {
+				if d := r.GrantedUntil(); !d.IsZero() {
+					return d, nil
+				}
+			}
+			continue // a new life began meanwhile, or the deadline passed: ask again
 		}
 		if err := ctxtime.Sleep(ctx, r.cfg.RenewEvery/2); err != nil {
 			return time.Time{}, err

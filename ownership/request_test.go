@@ -3,10 +3,12 @@ package ownership_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyrelay/keyrelay/internal/testenv"
@@ -230,5 +232,64 @@ func TestRequesterName(t *testing.T) {
 		if err := cfg.Validate(); got != want || err != nil {
 			t.Errorf("RequesterName(%q) = %q (%v), want %q", in, got, err, want)
 		}
+	}
+}
+
+// GrantedUntil answers for the request's current life only. A requester
+// cut off from NATS lapses, and the holder forgets its request and writes
+// without claims again; when the requester's renewals succeed again, its
+// request is stored anew, and that life is not granted until the holder
+// has acknowledged it (Granted), so nothing may be claimed meanwhile.
+func TestGrantedUntilNeedsTheNewLifeAcknowledged(t *testing.T) {
+	srv, js := testenv.StartJetStream(t)
+	kv := bucket(t, js, 1)
+	h := start(t, kv, "h", nil, testTTL)
+	waitBegin(t, h, 10*testTTL)
+
+	px := testenv.NewTCPProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	kvr, _ := leasesKV(t, "nats://"+px.Addr, nats.IgnoreDiscoveredServers(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	r := request(t, kvr, "cut-1")
+	if !r.req.GrantedUntil().IsZero() {
+		t.Fatal("granted before Granted answered")
+	}
+	granted(t, r, 20*testTTL)
+	if d := r.req.GrantedUntil(); d.IsZero() || d.After(time.Now().Add(testTTL)) {
+		t.Fatalf("GrantedUntil %v right after Granted, want within a TTL", d)
+	}
+	if _, done, ok := h.lease.Begin(); ok {
+		done()
+		t.Fatal("the holder acts without claims while the request is granted")
+	}
+
+	px.Down()
+	eventually(t, 2*testTTL, "GrantedUntil to end with the lapse", func() bool { return r.req.GrantedUntil().IsZero() })
+	waitBegin(t, h, 20*testTTL) // the holder forgot the request
+
+	px.Up(t)
+	eventually(t, 20*testTTL, "the request to be stored again", func() bool { return !r.req.Deadline().IsZero() })
+	if _, done, ok := h.lease.Begin(); ok {
+		done() // it has not read the new life yet, or has not drained
+	}
+	if d := r.req.GrantedUntil(); !d.IsZero() {
+		t.Fatalf("the new life counts as granted (until %v) before the holder acknowledged it", d)
+	}
+	granted(t, r, 20*testTTL)
+	if r.req.GrantedUntil().IsZero() {
+		t.Fatal("GrantedUntil is zero after Granted answered for the new life")
+	}
+	if _, done, ok := h.lease.Begin(); ok {
+		done()
+		t.Fatal("the holder acts without claims while the new life is granted")
+	}
+}
+
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	end := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(end) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -28,11 +28,10 @@ type claimsGate struct {
 	requester string
 	log       *zap.Logger
 
-	mu      sync.Mutex
-	req     *ownership.Request
-	stop    context.CancelFunc
-	done    chan struct{}
-	granted bool
+	mu   sync.Mutex
+	req  *ownership.Request
+	stop context.CancelFunc
+	done chan struct{}
 }
 
 // newClaimsGate returns the gate of a command named id (made a valid
@@ -62,11 +61,11 @@ func (g *claimsGate) wait(ctx context.Context) (time.Time, error) {
 		go func() { defer close(g.done); _ = req.Run(rctx) }()
 	}
 	for {
-		if g.granted {
-			if d := g.req.Deadline(); !d.IsZero() {
-				return d, nil
-			}
-			g.granted = false // lapsed: ask again
+		// Granted for the request's current life: a request that lapsed
+		// and was stored again must be acknowledged anew, since the holder
+		// may have forgotten it and written without claims meanwhile.
+		if d := g.req.GrantedUntil(); !d.IsZero() {
+			return d, nil
 		}
 		d, err := g.req.Granted(ctx)
 		if errors.Is(err, ownership.ErrRequestLapsed) {
@@ -78,7 +77,6 @@ func (g *claimsGate) wait(ctx context.Context) (time.Time, error) {
 		if err != nil {
 			return time.Time{}, fmt.Errorf("claims request: %w", err)
 		}
-		g.granted = true
 		return d, nil
 	}
 }
@@ -93,6 +91,6 @@ func (g *claimsGate) close() {
 	if g.req != nil {
 		g.stop()
 		<-g.done
-		g.req, g.granted = nil, false
+		g.req = nil
 	}
 }
