@@ -218,7 +218,9 @@ type WorkerConfig struct {
 	// before handing the event back with NakWithDelay. Default: 3.
 	InProcessAttempts int `yaml:"in_process_attempts"`
 	// ClaimLease is how long a worker holds a key while writing it; it must
-	// be shorter than AckWait. Default: 30s.
+	// be shorter than AckWait. A claim also ends with the worker's claims
+	// request (about 0.65 to 0.9 of lease_ttl after it was taken, while
+	// the request's renewals succeed), whichever comes first. Default: 30s.
 	ClaimLease time.Duration `yaml:"claim_lease"`
 	// ShutdownGrace is how long shutdown waits for in-flight events before
 	// handing them back unacknowledged. Default: 20s.
@@ -251,11 +253,13 @@ type WorkerConfig struct {
 	// by and take over within lease_ttl when it stops or dies
 	// (docs/architecture.md, "Writer leases"). Default: claims.
 	Ownership string `yaml:"ownership"`
-	// LeaseTTL is the writer lease's TTL (exclusive only): how long a dead
-	// holder's lease stands before a standby takes over. Each write under
-	// the lease ends by the lease's deadline, about 0.65 to 0.9 of it after
-	// the write began while renewals succeed, so keep it well above the
-	// slowest provider calls. Default: 15s.
+	// LeaseTTL is the writer lease's TTL in exclusive mode: how long a
+	// dead holder's lease stands before a standby takes over. In claims
+	// mode it is the TTL of the worker's claims request (which keeps an
+	// exclusive holder claiming keys too while claims-mode workers run).
+	// Each write ends by the lease's (the request's) deadline, about 0.65
+	// to 0.9 of it after the write began while renewals succeed, so keep
+	// it well above the slowest provider calls. Default: 15s.
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
 }
 

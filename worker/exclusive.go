@@ -407,27 +407,66 @@ func (w *Worker) holdClaimsRequest(ctx context.Context) (stop func(), err error)
 	if err != nil {
 		return nil, fmt.Errorf("worker: bucket %s: %w", OwnershipBucket, err)
 	}
-	req, err := ownership.NewRequest(kv, ownership.RequestConfig{Key: WriterLeaseKey, Requester: ownership.RequesterName(w.cfg.ID), Logger: w.log})
+	req, err := ownership.NewRequest(kv, ownership.RequestConfig{Key: WriterLeaseKey, Requester: ownership.RequesterName(w.cfg.ID), TTL: w.cfg.LeaseTTL, Logger: w.log})
 	if err != nil {
 		return nil, fmt.Errorf("worker: claims request: %w", err)
 	}
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
+	done, regranted := make(chan struct{}), make(chan struct{})
 	go func() { defer close(done); _ = req.Run(rctx) }()
-	stop = func() { cancel(); <-done }
+	stop = func() { cancel(); <-done; <-regranted }
 	for {
 		_, err := req.Granted(ctx)
 		if err == nil {
+			w.claimsReq.Store(req)
+			go func() { defer close(regranted); w.keepGranted(rctx, req) }()
 			return stop, nil
 		}
 		if ctx.Err() != nil {
+			close(regranted)
 			stop()
 			return nil, ctx.Err()
 		}
 		w.log.Warn("claims request not granted yet; retrying", zap.Error(err))
 		if err := ctxtime.Sleep(ctx, 250*time.Millisecond); err != nil {
+			close(regranted)
 			stop()
 			return nil, err
+		}
+	}
+}
+
+// errClaimsRequestLapsed: a claims-mode worker's claims request is not
+// granted for its current life; the event waits, nothing spent.
+var errClaimsRequestLapsed = errors.New("this worker's claims request lapsed: the writer lease holder may be writing without claims until it acknowledges the request again")
+
+// keepGranted asks for req's grant again whenever it lapses, until ctx
+// ends. In between, key events wait (handleKey checks GrantedUntil):
+// a request whose renewals failed for most of a TTL may have been
+// forgotten by a holder, which then writes keys without claims, so no
+// key is claimed until that holder, or the next, acknowledges it again.
+func (w *Worker) keepGranted(ctx context.Context, req *ownership.Request) {
+	const poll = 100 * time.Millisecond
+	for {
+		if d := req.GrantedUntil(); !d.IsZero() {
+			if ctxtime.Sleep(ctx, min(time.Until(d), poll)) != nil {
+				return
+			}
+			continue
+		}
+		w.log.Warn("claims request lapsed; keys wait until the writer lease holder acknowledges it again")
+		for {
+			_, err := req.Granted(ctx)
+			if err == nil {
+				w.log.Info("claims request granted again; keys are claimed again")
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			if ctxtime.Sleep(ctx, 250*time.Millisecond) != nil {
+				return
+			}
 		}
 	}
 }

@@ -1,6 +1,10 @@
 package worker
 
-import "context"
+import (
+	"context"
+
+	"github.com/keyrelay/keyrelay/ownership"
+)
 
 // SetReleaseHook makes every claim release run f first and fail with its
 // error; it returns the function that removes it.
@@ -21,4 +25,12 @@ func SetCommitHook(f func(eventID string) error) (restore func()) {
 func (l *Ledger) Single(ctx context.Context) bool {
 	l.checkReplicas(ctx)
 	return l.single()
+}
+
+// UseClaimsRequest makes req this claims-mode worker's claims request (a
+// test's own, over a connection it can cut), kept granted as the
+// worker's own is, until ctx ends.
+func (w *Worker) UseClaimsRequest(ctx context.Context, req *ownership.Request) {
+	w.claimsReq.Store(req)
+	go w.keepGranted(ctx, req)
 }

@@ -111,6 +111,15 @@ func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md 
 		// a superseded event) ends here; one whose outcome is unknown
 		// keeps its intent.
 		defer w.endWork(kw, false)
+	} else if req := w.claimsReq.Load(); req != nil {
+		// Claims mode next to a possible holder: claim only while the
+		// claims request is granted, and end the key's work by the
+		// request's deadline (claim applies it, as for a holder's).
+		d := req.GrantedUntil()
+		if d.IsZero() {
+			return waitVerdict(conf, busyDelay(md.NumDelivered), errClaimsRequestLapsed)
+		}
+		kw.act = &action{deadline: d}
 	}
 
 	// The team's settings say whether the event writes at all. One its
@@ -180,9 +189,10 @@ func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md 
 		return w.releaseFor(kw, waitVerdict(conf, busyDelay(md.NumDelivered), fmt.Errorf("backend %s: %w", kw.res.Backend, err)))
 	}
 	if kw.act != nil && time.Until(kw.deadline) < minCallWindow {
-		// The writer lease ends before a call could: not the event's
-		// failure. It waits for the holder (this process again, after a
-		// renewal, or the next).
+		// The writer lease (or, in claims mode, this worker's claims
+		// request) ends before a call could: not the event's failure. It
+		// waits for the holder (this process again, after a renewal, or
+		// the next), or for the request's renewal.
 		releaseSlot()
 		return w.releaseFor(kw, waitVerdict(conf, busyDelay(md.NumDelivered), errors.New("the writer lease's deadline is too close for a provider call")))
 	}
@@ -429,7 +439,8 @@ retry:
 		until := now.Add(w.cfg.ClaimLease)
 		if a := kw.act; a != nil && a.deadline.Before(until) {
 			// Exclusive, claiming while a claims request stands: the
-			// claim ends with the lease.
+			// claim ends with the lease. Claims mode: with this worker's
+			// claims request.
 			until = a.deadline
 		}
 		next.Claim = &Claim{EventID: kw.ev.ID, StreamSeq: md.Sequence.Stream, Lane: laneOfStream(md.Stream), Generation: kw.gen, Worker: w.cfg.ID, Until: until}
@@ -546,13 +557,16 @@ func (w *Worker) release(kw *keyWork, failure *RetryRecord) error {
 	ctx, cancel := context.WithTimeout(context.Background(), releaseWait)
 	defer cancel()
 	var nrev uint64
+	written := &next
 	err := w.infraDoBounded(ctx, func(ctx context.Context) (err error) {
 		if h := releaseHook.Load(); h != nil {
 			if err := (*h)(); err != nil {
 				return err
 			}
 		}
-		nrev, err = w.ledger.Put(ctx, kw.ev.TeamID, kw.ev.KeyID, &next, kw.rev)
+		// Over a keyring rewrap that re-sealed the entry meanwhile
+		// (PutOver): the claim is released all the same.
+		written, nrev, err = w.ledger.PutOver(ctx, kw.ev.TeamID, kw.ev.KeyID, kw.entry, &next, kw.rev)
 		return err
 	})
 	if err != nil {
@@ -561,9 +575,9 @@ func (w *Worker) release(kw *keyWork, failure *RetryRecord) error {
 			return err
 		}
 		// Taken over, or (claimless) changed meanwhile by a commit of a
-		// lost reply or a rewrap: nothing left to release.
+		// lost reply: nothing left to release.
 	} else {
-		w.cacheAdd(kw.act, lkey, cachedEntry{entry: next, rev: nrev})
+		w.cacheAdd(kw.act, lkey, cachedEntry{entry: *written, rev: nrev})
 	}
 	kw.entry = nil
 	if claimless {
@@ -827,7 +841,7 @@ func (w *Worker) applyDelete(ctx context.Context, msg jetstream.Msg, md *jetstre
 func (w *Worker) commitVerdict(kw *keyWork, next LedgerEntry, conf *events.Confirmation) verdict {
 	ev := kw.ev
 
-	lkey, rev := LedgerKey(ev.TeamID, ev.KeyID), kw.rev
+	lkey, rev, base := LedgerKey(ev.TeamID, ev.KeyID), kw.rev, kw.entry
 	kw.entry = nil // the commit replaces the claim: nothing to release
 	// The commit, not the handler, ends an action under the lease: until
 	// it lands, the intent stands for the key.
@@ -845,7 +859,9 @@ func (w *Worker) commitVerdict(kw *keyWork, next LedgerEntry, conf *events.Confi
 				return err
 			}
 		}
-		nrev, err := w.ledger.Put(ctx, ev.TeamID, ev.KeyID, &next, rev)
+		// Over a keyring rewrap that re-sealed the entry meanwhile
+		// (PutOver), not handed back for it.
+		written, nrev, err := w.ledger.PutOver(ctx, ev.TeamID, ev.KeyID, base, &next, rev)
 		if errors.Is(err, ErrLedgerConflict) {
 			// An earlier attempt of this commit may have landed with its
 			// reply lost: the redelivery sees it as a duplicate.
@@ -858,7 +874,7 @@ func (w *Worker) commitVerdict(kw *keyWork, next LedgerEntry, conf *events.Confi
 			w.entries.Remove(lkey)
 			return fmt.Errorf("ledger commit: %w", err)
 		}
-		w.cacheAdd(a, lkey, cachedEntry{entry: next, rev: nrev})
+		w.cacheAdd(a, lkey, cachedEntry{entry: *written, rev: nrev})
 		return nil
 	}}
 }

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -300,6 +301,61 @@ func (l *Ledger) Put(ctx context.Context, team, key string, entry *LedgerEntry, 
 		return 0, fmt.Errorf("ledger put: %w", err)
 	}
 	return nrev, nil
+}
+
+// maxResealMerges bounds PutOver's merges: a rewrap changes an entry once.
+const maxResealMerges = 3
+
+// PutOver writes next where base stood at rev, like Put, and returns the
+// entry written with its revision. One writer changes entries without
+// claiming the key: `keyrelay keyring rewrap` (seal.RewrapStore) re-seals
+// an entry's value and changes nothing else. A write that lost its
+// compare-and-set to it used to be handed back, and the redelivery wrote
+// the value to the provider again (a second version where there is no
+// idempotency key, as on Conjur), or a release left its claim standing
+// until the lease ran out. So on a conflict the entry is read again, and
+// when it is base with only its sealed value changed, next is written at
+// the new revision with the re-sealed value, unless next carries a value
+// of its own (another sealed generation). Any other change is
+// ErrLedgerConflict, as before.
+func (l *Ledger) PutOver(ctx context.Context, team, key string, base, next *LedgerEntry, rev uint64) (*LedgerEntry, uint64, error) {
+	nrev, err := l.Put(ctx, team, key, next, rev)
+	for i := 0; errors.Is(err, ErrLedgerConflict) && base != nil && i < maxResealMerges; i++ {
+		// The leader's copy: a lagging replica's would show rev again.
+		fresh, frev, gerr := l.GetFromLeader(ctx, team, key)
+		if gerr != nil {
+			return nil, 0, gerr
+		}
+		if fresh == nil || frev == rev || !resealedOnly(base, fresh) {
+			return nil, 0, err
+		}
+		merged := *next
+		if next.SealedGen == base.SealedGen {
+			merged.Sealed = fresh.Sealed
+		}
+		base, next, rev = fresh, &merged, frev
+		nrev, err = l.Put(ctx, team, key, next, rev)
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	return next, nrev, nil
+}
+
+// resealedOnly reports whether b is a with at most its sealed value
+// replaced (the same sealed generation): what a keyring rewrap writes.
+func resealedOnly(a, b *LedgerEntry) bool {
+	if a.SealedGen != b.SealedGen || (a.Sealed == nil) != (b.Sealed == nil) {
+		return false
+	}
+	x, y := *a, *b
+	x.Sealed, y.Sealed = nil, nil
+	bx, err := x.appendJSON(nil)
+	if err != nil {
+		return false
+	}
+	by, err := y.appendJSON(nil)
+	return err == nil && bytes.Equal(bx, by)
 }
 
 // All calls fn for every ledger entry with its revision (for tools and

@@ -128,7 +128,9 @@ type Config struct {
 	// group-committed intent per event instead of a claim).
 	Ownership string
 	// LeaseTTL is the writer lease's TTL in exclusive mode: how long a
-	// dead holder's lease stands before a standby takes over.
+	// dead holder's lease stands before a standby takes over. In claims
+	// mode it is the TTL of the worker's claims request, whose deadline
+	// (0.9 TTL after its last renewal) bounds every key's work.
 	// Default: ownership.DefaultTTL (15s).
 	LeaseTTL time.Duration
 }
@@ -208,12 +210,11 @@ func (c *Config) Validate() error {
 	if c.CallTimeout >= c.ClaimLease {
 		return fmt.Errorf("worker: CallTimeout (%v) must be shorter than ClaimLease (%v)", c.CallTimeout, c.ClaimLease)
 	}
+	if c.LeaseTTL < ownership.MinTTL || c.LeaseTTL > ownership.MaxRecordTTL {
+		return fmt.Errorf("worker: LeaseTTL (%v) must be within [%v, %v]", c.LeaseTTL, ownership.MinTTL, ownership.MaxRecordTTL)
+	}
 	switch c.Ownership {
-	case OwnershipClaims:
-	case OwnershipExclusive:
-		if c.LeaseTTL < ownership.MinTTL || c.LeaseTTL > ownership.MaxRecordTTL {
-			return fmt.Errorf("worker: LeaseTTL (%v) must be within [%v, %v]", c.LeaseTTL, ownership.MinTTL, ownership.MaxRecordTTL)
-		}
+	case OwnershipClaims, OwnershipExclusive:
 	default:
 		return fmt.Errorf("worker: ownership %q is neither %q nor %q", c.Ownership, OwnershipClaims, OwnershipExclusive)
 	}
@@ -283,6 +284,10 @@ type Worker struct {
 	tracer   trace.Tracer
 	// excl is exclusive mode's lease and intents (nil in claims mode).
 	excl *exclusive
+	// claimsReq is claims mode's claims request, once granted (nil in
+	// exclusive mode, and on a topology without the ownership bucket):
+	// every key's work is bounded by its GrantedUntil.
+	claimsReq atomic.Pointer[ownership.Request]
 
 	running atomic.Bool
 	handled atomic.Int64

@@ -1,0 +1,130 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/testenv"
+	"github.com/keyrelay/keyrelay/ownership"
+	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/worker"
+)
+
+// putWindows records, for each Put, how long its context gave it.
+type putWindows struct {
+	providers.Provider
+	mu      sync.Mutex
+	windows []time.Duration
+}
+
+func (p *putWindows) Put(ctx context.Context, r providers.PutRequest) (providers.PutResult, error) {
+	if d, ok := ctx.Deadline(); ok {
+		p.mu.Lock()
+		p.windows = append(p.windows, time.Until(d))
+		p.mu.Unlock()
+	}
+	return p.Provider.Put(ctx, r)
+}
+
+func (p *putWindows) all() []time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]time.Duration(nil), p.windows...)
+}
+
+// A claims-mode worker keeps a claims request so that a writer lease
+// holder (a deployment part way through a change of worker.ownership)
+// claims keys too. Its work is bounded by that request: each key's
+// provider calls end by the request's deadline, and while the request is
+// lapsed (its renewals failed for most of a TTL, so a holder may have
+// forgotten it and be writing without claims) no key is claimed or
+// written; the events wait, nothing spent, and go ahead once the request
+// is granted again.
+func TestClaimsWorkerIsBoundByItsClaimsRequest(t *testing.T) {
+	pw := &putWindows{}
+	b := setup(t, setupOptions{wrap: map[string]func(providers.Provider) providers.Provider{
+		"local": func(p providers.Provider) providers.Provider { pw.Provider = p; return pw },
+	}})
+	const ttl = time.Second
+	w, _ := b.startWorker(func(c *worker.Config) {
+		c.LeaseTTL, c.ClaimLease, c.CallTimeout = ttl, 4*time.Second, 3*time.Second
+	})
+
+	c1 := b.keyEvent(events.KeyCreated, "team-a", "key-1", 1, "sk-one")
+	b.publish(c1)
+	b.confirmations(1, 20*time.Second)
+	ws := pw.all()
+	if len(ws) != 1 || ws[0] > ttl {
+		// Without the bound: the call timeout (3 s), under the claim's
+		// deadline (3.6 s).
+		t.Fatalf("the Put had %v to run, want at most the claims request's TTL %v", ws, ttl)
+	}
+
+	// The worker's request, replaced by one over a connection the test
+	// cuts.
+	px := testenv.NewTCPProxy(t, fmt.Sprintf("127.0.0.1:%d", b.srv.Port))
+	nc, err := nats.Connect("nats://"+px.Addr, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(b.ctx, worker.OwnershipBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := ownership.NewRequest(kv, ownership.RequestConfig{Key: worker.WriterLeaseKey, Requester: "cut-worker", TTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(b.ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = req.Run(rctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	if _, err := req.Granted(b.ctx); err != nil {
+		t.Fatal(err)
+	}
+	w.UseClaimsRequest(rctx, req)
+
+	px.Down()
+	for end := time.Now().Add(2 * ttl); !req.GrantedUntil().IsZero(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the cut-off request did not lapse")
+		}
+	}
+	r2 := b.keyEvent(events.KeyRotated, "team-a", "key-1", 2, "sk-two")
+	b.publish(r2)
+	time.Sleep(3 * ttl / 2)
+	if n := len(b.rawMessages(worker.ConfirmationsStream)); n != 1 {
+		t.Fatalf("%d confirmations while the claims request was lapsed, want 1", n)
+	}
+	if got := b.value("local", name("team-a", "key-1")); got != "sk-one" {
+		t.Fatalf("value %q written while the claims request was lapsed", got)
+	}
+	if !strings.Contains(b.logs.String(), "claims request lapsed") {
+		t.Fatalf("the lapse is not logged:\n%s", tail(b.logs.String(), 3000))
+	}
+
+	px.Up(t)
+	cs := byEventID(b.confirmations(2, 20*time.Second))
+	if c := cs[r2.ID]; c == nil || c.Status != events.StatusRotated {
+		t.Fatalf("after the request was granted again: %+v", c)
+	}
+	if got := b.value("local", name("team-a", "key-1")); got != "sk-two" {
+		t.Fatalf("value %q, want sk-two", got)
+	}
+	if n := len(b.rawMessages(worker.DLQStream)); n != 0 {
+		t.Fatalf("%d DLQ entries: a lapsed request is not the event's failure", n)
+	}
+}
