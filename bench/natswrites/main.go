@@ -19,18 +19,29 @@
 //     previous batch was being stored shares one message), the record that
 //     would replace the claim's; per write is per intent;
 //   - intent-mem: the same with the log in memory storage (kept by the
-//     servers' processes only: lost when every replica's process is).
+//     servers' processes only: lost when every replica's process is);
+//   - plain-fast, confirmation-fast, ledger-fast: the plain, confirmation
+//     and ledger writes through one fast-ingest batch (ADR-50, nats-server
+//     2.14+, a stream with allow_batched): each message is stored as it
+//     arrives, per-message header checks still run, and the server
+//     acknowledges every few messages instead of each one (flow control);
+//   - confirmation-fast8: confirmation writes as fast-ingest batches of 8,
+//     8 batches at a time, the shape a group commit of concurrent
+//     confirmations would take (each batch starts with a flow ack and ends
+//     with the PubAck of its committing last message).
 package main
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,7 +102,7 @@ func run(n, runs, batch, nodes int, serverBin string) error {
 	payload := bytes.Repeat([]byte("x"), 700) // about a ledger entry
 	for r := 0; r < runs; r++ {
 		var plain float64
-		for _, kind := range []string{"plain", "msgid", "confirmation", "ledger", "ledger-batch", "intent", "intent-mem"} {
+		for _, kind := range []string{"plain", "msgid", "confirmation", "ledger", "ledger-batch", "intent", "intent-mem", "plain-fast", "confirmation-fast", "ledger-fast", "confirmation-fast8"} {
 			name := fmt.Sprintf("W_%s_%d", kind, r)
 			subj := fmt.Sprintf("w.%s.%d", kind, r)
 			cfg := jetstream.StreamConfig{Name: name, Subjects: []string{subj + ".>"}, Storage: jetstream.FileStorage, Replicas: srv.Replicas}
@@ -106,6 +117,12 @@ func run(n, runs, batch, nodes int, serverBin string) error {
 				cfg.MaxMsgsPerSubject, cfg.AllowAtomicPublish = 1, true
 			case "intent-mem":
 				cfg.Storage = jetstream.MemoryStorage
+			case "plain-fast":
+				cfg.AllowBatchPublish = true
+			case "confirmation-fast", "confirmation-fast8":
+				cfg.Duplicates, cfg.MaxMsgsPerSubject, cfg.AllowBatchPublish = 2*time.Minute, 1, true
+			case "ledger-fast":
+				cfg.MaxMsgsPerSubject, cfg.AllowBatchPublish = 1, true
 			}
 			if _, err := js.CreateStream(ctx, cfg); err != nil {
 				return fmt.Errorf("stream %s: %w", name, err)
@@ -118,6 +135,10 @@ func run(n, runs, batch, nodes int, serverBin string) error {
 				werr = batched(nc, subj, payload, n, batch)
 			case "intent", "intent-mem":
 				werr = intents(js, subj, n)
+			case "plain-fast", "confirmation-fast", "ledger-fast":
+				werr = fast(nc, strings.TrimSuffix(kind, "-fast"), subj, payload, n)
+			case "confirmation-fast8":
+				werr = fastGroups(nc, subj, payload, n, 8)
 			default:
 				werr = single(nc, kind, subj, payload, n)
 			}
@@ -271,6 +292,179 @@ func batched(nc *nats.Conn, subj string, payload []byte, n, size int) error {
 				}
 			}
 		}(g)
+	}
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return err
+	}
+	return nil
+}
+
+// fast makes n writes of kind through one fast-ingest batch (ADR-50,
+// nats-server 2.14+): each message is stored as it arrives and the server
+// acknowledges every few messages instead of each one; per-message
+// header checks still run, and a refused message is reported by its
+// batch sequence. The batch continues past a refused message ("gap ok").
+func fast(nc *nats.Conn, kind, subj string, payload []byte, n int) error {
+	inbox := nc.NewInbox()
+	const flow = 100
+	acks := make(chan *nats.Msg, 1024)
+	sub, err := nc.ChanSubscribe(inbox+".>", acks)
+	if err != nil {
+		return err
+	}
+	defer sub.Unsubscribe()
+	type ctl struct {
+		Type  string          `json:"type"`
+		Seq   uint64          `json:"seq"`
+		Msgs  uint64          `json:"msgs"`
+		Error json.RawMessage `json:"error"`
+	}
+	var acked, window uint64 = 0, 1
+	revs := map[int]uint64{}
+	handle := func(m *nats.Msg) (done bool, err error) {
+		var c ctl
+		if err := json.Unmarshal(m.Data, &c); err != nil {
+			return false, fmt.Errorf("control message %q: %w", m.Data, err)
+		}
+		switch c.Type {
+		case "ack":
+			acked, window = c.Seq, max(1, c.Msgs)
+			return false, nil
+		case "":
+			if len(c.Error) > 0 {
+				return true, fmt.Errorf("batch ended: %s", c.Error)
+			}
+			return true, nil
+		}
+		return false, fmt.Errorf("batch %s: %s", c.Type, m.Data)
+	}
+	wait := func() error {
+		select {
+		case m := <-acks:
+			_, err := handle(m)
+			return err
+		case <-time.After(10 * time.Second):
+			return fmt.Errorf("no flow ack after %d", acked)
+		}
+	}
+	for i := 1; i <= n; i++ {
+		op := 1
+		if i == 1 {
+			op = 0
+		}
+		m := &nats.Msg{Subject: subj + ".k", Data: payload, Header: nats.Header{},
+			Reply: fmt.Sprintf("%s.%d.ok.%d.%d.$FI", inbox, flow, i, op)}
+		switch kind {
+		case "confirmation":
+			id := "team.key." + nuid.Next()
+			m.Subject = subj + "." + id
+			m.Header.Set("Nats-Msg-Id", id)
+			m.Header.Set("Nats-Expected-Last-Subject-Sequence", "0")
+		case "ledger":
+			// One write per key per ack window, so the expected sequence
+			// is known: the key's last write was acknowledged.
+			k := i % keys
+			m.Subject = subj + ".team.k" + strconv.Itoa(k)
+			if i > keys {
+				m.Header.Set("Nats-Expected-Last-Subject-Sequence", strconv.FormatUint(revs[k], 10))
+			}
+			revs[k] = uint64(i) // stream sequence = batch sequence on a fresh stream
+		}
+		if err := nc.PublishMsg(m); err != nil {
+			return err
+		}
+		for i == 1 && acked == 0 || uint64(i) >= acked+2*window {
+			if err := wait(); err != nil {
+				return err
+			}
+			if i == 1 {
+				break
+			}
+		}
+		for len(acks) > 0 {
+			if _, err := handle(<-acks); err != nil {
+				return err
+			}
+		}
+	}
+	eob := &nats.Msg{Subject: subj + ".k", Reply: fmt.Sprintf("%s.%d.ok.%d.3.$FI", inbox, flow, n+1)}
+	if err := nc.PublishMsg(eob); err != nil {
+		return err
+	}
+	for {
+		select {
+		case m := <-acks:
+			done, err := handle(m)
+			if err != nil || done {
+				return err
+			}
+		case <-time.After(10 * time.Second):
+			return fmt.Errorf("no commit ack after %d", acked)
+		}
+	}
+}
+
+// fastGroups makes n confirmation writes as fast-ingest batches of size
+// messages, inFlight/size batches at a time: the shape a group commit of
+// concurrent confirmations would have. Each batch starts with a flow ack
+// for its first message and ends with the PubAck of its committing last.
+func fastGroups(nc *nats.Conn, subj string, payload []byte, n, size int) error {
+	batchers := max(1, inFlight/size)
+	total := int64(n / size)
+	var claimed atomic.Int64
+	var wg sync.WaitGroup
+	var firstErr atomic.Value
+	for g := 0; g < batchers; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			inbox := nc.NewInbox()
+			replies := make(chan *nats.Msg, 64)
+			sub, err := nc.ChanSubscribe(inbox+".>", replies)
+			if err != nil {
+				firstErr.CompareAndSwap(nil, err)
+				return
+			}
+			defer sub.Unsubscribe()
+			for claimed.Add(1) <= total {
+				id := nuid.Next()
+				for i := 1; i <= size; i++ {
+					op := 1
+					switch i {
+					case 1:
+						op = 0
+					case size:
+						op = 2
+					}
+					cid := "team.key." + nuid.Next()
+					m := &nats.Msg{Subject: subj + "." + cid, Data: payload, Header: nats.Header{
+						"Nats-Expected-Last-Subject-Sequence": {"0"}},
+						Reply: fmt.Sprintf("%s.%s.%d.ok.%d.%d.$FI", inbox, id, size, i, op)}
+					if err := nc.PublishMsg(m); err != nil {
+						firstErr.CompareAndSwap(nil, err)
+						return
+					}
+				}
+				for done := false; !done; {
+					select {
+					case r := <-replies:
+						var c struct {
+							Type  string          `json:"type"`
+							Error json.RawMessage `json:"error"`
+						}
+						if err := json.Unmarshal(r.Data, &c); err != nil || len(c.Error) > 0 || (c.Type != "" && c.Type != "ack") {
+							firstErr.CompareAndSwap(nil, fmt.Errorf("batch reply %q", r.Data))
+							return
+						}
+						done = c.Type == ""
+					case <-time.After(10 * time.Second):
+						firstErr.CompareAndSwap(nil, errors.New("no batch ack"))
+						return
+					}
+				}
+			}
+		}()
 	}
 	wg.Wait()
 	if err, _ := firstErr.Load().(error); err != nil {
