@@ -95,12 +95,18 @@ vet:
 # keeps the 2 CPUs about half busy), so three packages run at once, and
 # the longest (SLOW_PKGS, minutes each) are listed first so that they
 # start first instead of finishing last.
+#
+# The end-to-end tests without a timing bound (the provider scenarios, the
+# hand edits, the migration and the restore: mostly waiting, each with
+# servers of its own) run E2E_PARALLEL at once, after the ones with a
+# timing bound (node loss, quotas, stalls, grace periods) have run alone.
 SLOW_PKGS := ./worker ./jobs ./internal/app ./quota ./outbox ./lookup ./providers/vault
 UNIT_P    ?= 3
+E2E_PARALLEL ?= 4
 test: tools build vet
 	$(GO) test -p $(UNIT_P) -race -count=1 -timeout 12m -tags conjursdk $$($(GO) list $(SLOW_PKGS)) \
 		$$($(GO) list ./... | grep -v /e2e$$ | grep -vxF "$$($(GO) list $(SLOW_PKGS))")
-	$(GO) test -count=1 -timeout 25m -v ./e2e
+	$(GO) test -count=1 -timeout 25m -v -parallel $(E2E_PARALLEL) ./e2e
 	$(MAKE) fuzz
 	$(MAKE) compose-test
 

@@ -30,6 +30,7 @@ import (
 // version holding that generation's value, and every event id has exactly
 // one confirmation.
 func TestPipelineAWSSecretsManager(t *testing.T) {
+	t.Parallel() // no timing bound; its processes get their own variables (setenv)
 	if !slices.Contains(app.Registry().Names(), secretsmanager.Name) {
 		t.Skipf("provider %q is not registered in internal/app.Registry(): add secretsmanager.Register(r) there", secretsmanager.Name)
 	}
@@ -46,7 +47,6 @@ func TestPipelineAWSSecretsManager(t *testing.T) {
 
 	// The workers inherit LiteLLM's variables, as a LiteLLM deployment
 	// would pass them; nothing of the machine's AWS setup leaks in.
-	useAWSEnv(t)
 
 	// kumo's store lives as long as this test binary: a fresh prefix.
 	prefix := "e2e-" + uuid.NewString()[:8]

@@ -17,6 +17,7 @@ import (
 // LiteLLM's AZURE_* variables. Every event is confirmed once, every key
 // holds its newest value, and no event wrote two versions.
 func TestPipelineAzureKeyVault(t *testing.T) {
+	t.Parallel() // no timing bound; its processes get their own variables (setenv)
 	srv := kvfake.New()
 	t.Cleanup(srv.Close)
 	srv.ClientID = "11111111-2222-3333-4444-555555555555"
@@ -28,7 +29,7 @@ func TestPipelineAzureKeyVault(t *testing.T) {
 	env := map[string]string{"AZURE_KEY_VAULT_URI": srv.URL, "AZURE_TENANT_ID": kvfake.DefaultTenant,
 		"AZURE_CLIENT_ID": srv.ClientID, "AZURE_CLIENT_SECRET": srv.ClientSecret}
 	for k, v := range env {
-		t.Setenv(k, v)
+		setenv(t, k, v)
 	}
 	opts := map[string]string{"ca_bundle": ca, "authority_host": srv.URL,
 		"disable_instance_discovery": "true", "disable_challenge_resource_verification": "true"}

@@ -19,6 +19,7 @@ import (
 // CYBERARK_* variables and a CA bundle. Every event is confirmed once,
 // every key holds its newest value, and no event wrote two versions.
 func TestPipelineConjur(t *testing.T) {
+	t.Parallel() // no timing bound; its processes get their own variables (setenv)
 	const account, login, apiKey = "keyrelay", "host/keyrelay", "e2e-api-key"
 	srv := conjurfake.New(account)
 	t.Cleanup(srv.Close)
@@ -28,11 +29,11 @@ func TestPipelineConjur(t *testing.T) {
 	if err := os.WriteFile(ca, srv.CACertPEM(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv(conjur.EnvAPIBase, srv.URL)
-	t.Setenv(conjur.EnvAccount, account)
-	t.Setenv(conjur.EnvUsername, login)
-	t.Setenv(conjur.EnvAPIKey, apiKey)
-	t.Setenv(conjur.EnvCABundle, ca)
+	setenv(t, conjur.EnvAPIBase, srv.URL)
+	setenv(t, conjur.EnvAccount, account)
+	setenv(t, conjur.EnvUsername, login)
+	setenv(t, conjur.EnvAPIKey, apiKey)
+	setenv(t, conjur.EnvCABundle, ca)
 
 	sc := scenario{keys: 60, teams: 3, fresh: 5, dupWindow: 2 * time.Second, seed: 7}
 	e := newEnv(t, envOptions{system: conjur.Name, dupWindow: sc.dupWindow, backendYML: `

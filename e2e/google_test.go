@@ -16,9 +16,10 @@ import (
 // set explicitly). Every event is confirmed once, every key holds its
 // newest value, and no event wrote two versions.
 func TestPipelineGoogleSecretManager(t *testing.T) {
+	t.Parallel() // no timing bound; its processes get their own variables (setenv)
 	fake := smfake.Start(t)
 	const project = "keyrelay-e2e"
-	t.Setenv("GOOGLE_SECRET_MANAGER_PROJECT_ID", project)
+	setenv(t, "GOOGLE_SECRET_MANAGER_PROJECT_ID", project)
 
 	sc := scenario{keys: 60, teams: 3, fresh: 5, dupWindow: 2 * time.Second, seed: 11}
 	e := newEnv(t, envOptions{system: gsm.Name, dupWindow: sc.dupWindow, backendYML: `

@@ -62,7 +62,6 @@ func TestGracePeriodEveryProvider(t *testing.T) {
 		}},
 		{name: secretsmanager.Name, setup: func(t *testing.T) (envOptions, func(context.Context, *env) (providers.Provider, error)) {
 			front = kumofront.Start(t)
-			useAWSEnv(t)
 			return envOptions{system: secretsmanager.Name, backendYML: fmt.Sprintf(`
     aws_secret_manager:
       endpoint: %s`, front.URL)}, func(ctx context.Context, _ *env) (providers.Provider, error) {
@@ -83,7 +82,7 @@ func TestGracePeriodEveryProvider(t *testing.T) {
 		{name: gsm.Name, setup: func(t *testing.T) (envOptions, func(context.Context, *env) (providers.Provider, error)) {
 			fake := smfake.Start(t)
 			const project = "keyrelay-grace"
-			t.Setenv("GOOGLE_SECRET_MANAGER_PROJECT_ID", project)
+			setenv(t, "GOOGLE_SECRET_MANAGER_PROJECT_ID", project)
 			return envOptions{system: gsm.Name, backendYML: `
     google_secret_manager:
       endpoint: ` + fake.Addr() + `
@@ -103,7 +102,7 @@ func TestGracePeriodEveryProvider(t *testing.T) {
 			vars := map[string]string{"AZURE_KEY_VAULT_URI": srv.URL, "AZURE_TENANT_ID": kvfake.DefaultTenant,
 				"AZURE_CLIENT_ID": srv.ClientID, "AZURE_CLIENT_SECRET": srv.ClientSecret}
 			for k, v := range vars {
-				t.Setenv(k, v)
+				setenv(t, k, v)
 			}
 			opts := map[string]string{"ca_bundle": ca, "authority_host": srv.URL, "vault_url": srv.URL,
 				"disable_instance_discovery": "true", "disable_challenge_resource_verification": "true"}

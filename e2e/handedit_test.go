@@ -85,6 +85,7 @@ var handEditBackends = map[string]func(ctx context.Context, t *testing.T) handEd
 // value, owned by it, and no output or worker log holds the sentinel or
 // any key's value.
 func TestHandEdit(t *testing.T) {
+	t.Parallel() // no timing bound; its processes get their own variables (setenv)
 	for name, setup := range handEditBackends {
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -219,7 +220,7 @@ func runHandEdit(ctx context.Context, t *testing.T, b handEditBackend) {
 	cli := func(args ...string) (string, int) {
 		t.Helper()
 		cmd := exec.CommandContext(ctx, bin, append([]string{"--config", e.config}, args...)...)
-		cmd.Env = os.Environ()
+		cmd.Env = environ(t)
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		err := cmd.Run()
@@ -564,7 +565,6 @@ func handEditVault(ctx context.Context, t *testing.T) handEditBackend {
 
 func handEditAWS(ctx context.Context, t *testing.T) handEditBackend {
 	front := kumofront.Start(t)
-	useAWSEnv(t)
 	p, err := secretsmanager.Factory(ctx, providers.Config{Options: front.Options(), Getenv: func(string) string { return "" }})
 	if err != nil {
 		t.Fatal(err)
@@ -595,7 +595,7 @@ func handEditAWS(ctx context.Context, t *testing.T) handEditBackend {
 func handEditGoogle(ctx context.Context, t *testing.T) handEditBackend {
 	fake := smfake.Start(t)
 	const project = "keyrelay-e2e-handedit"
-	t.Setenv("GOOGLE_SECRET_MANAGER_PROJECT_ID", project)
+	setenv(t, "GOOGLE_SECRET_MANAGER_PROJECT_ID", project)
 	store, err := gsm.New(ctx, gsm.Config{Project: project, Endpoint: fake.Addr(), Insecure: true}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -658,7 +658,7 @@ func handEditAzure(ctx context.Context, t *testing.T) handEditBackend {
 	env := map[string]string{"AZURE_KEY_VAULT_URI": srv.URL, "AZURE_TENANT_ID": kvfake.DefaultTenant,
 		"AZURE_CLIENT_ID": srv.ClientID, "AZURE_CLIENT_SECRET": srv.ClientSecret}
 	for k, v := range env {
-		t.Setenv(k, v)
+		setenv(t, k, v)
 	}
 	opts := map[string]string{"vault_url": srv.URL, "ca_bundle": ca, "authority_host": srv.URL,
 		"disable_instance_discovery": "true", "disable_challenge_resource_verification": "true"}

@@ -217,6 +217,7 @@ func (e *env) spawnWorker(name string) *proc {
 	p.cmd = exec.Command(keyrelayBinary(e.t), "serve", "--config", e.config, "--http", "127.0.0.1:"+strconv.Itoa(p.opsPort),
 		"--lookup-addr", "127.0.0.1:"+strconv.Itoa(p.lookupPort))
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	p.cmd.Env = environ(e.t)
 	if err := p.cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}

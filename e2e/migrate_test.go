@@ -33,6 +33,7 @@ import (
 // grace period and are then deleted by the sweeper of `keyrelay serve`,
 // and lookups answer every sampled key from AWS.
 func TestMigrateVaultToAWS(t *testing.T) {
+	t.Parallel() // no timing bound; its processes get their own variables (setenv)
 	for _, name := range []string{vault.Name, secretsmanager.Name} {
 		if !slices.Contains(app.Registry().Names(), name) {
 			t.Skipf("provider %q not registered", name)

@@ -230,7 +230,6 @@ func (q quotaRun) run(t *testing.T, e *env) {
 // killed process's share comes back within seconds.
 func TestClusterQuotaAWS(t *testing.T) {
 	front := kumofront.Start(t)
-	useAWSEnv(t)
 	e := newEnv(t, envOptions{system: secretsmanager.Name, worker: quotaWorkerYAML, backendYML: fmt.Sprintf(`
     aws_secret_manager:
       endpoint: %s`, front.URL)})
@@ -283,7 +282,7 @@ func mergeOpts(a, b map[string]string) map[string]string {
 func TestClusterQuotaGoogle(t *testing.T) {
 	fake := smfake.Start(t)
 	const project = "keyrelay-quota"
-	t.Setenv("GOOGLE_SECRET_MANAGER_PROJECT_ID", project)
+	setenv(t, "GOOGLE_SECRET_MANAGER_PROJECT_ID", project)
 	e := newEnv(t, envOptions{system: gsm.Name, worker: quotaWorkerConcurrency + "4" + quotaWorkerRest, backendYML: `
     google_secret_manager:
       endpoint: ` + fake.Addr() + `

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -33,6 +32,7 @@ import (
 // `drift` exits 0, a third restore has nothing to do, and no key has two
 // versions written by the same event.
 func TestVaultLossDriftRestore(t *testing.T) {
+	t.Parallel() // no timing bound; its processes get their own variables (setenv)
 	if !slices.Contains(app.Registry().Names(), vault.Name) {
 		t.Skip("vault provider not registered")
 	}
@@ -75,7 +75,7 @@ func TestVaultLossDriftRestore(t *testing.T) {
 	bin := keyrelayBinary(t)
 	cli := func(args ...string) (string, int) {
 		cmd := exec.CommandContext(ctx, bin, append([]string{"--config", e.config}, args...)...)
-		cmd.Env = os.Environ()
+		cmd.Env = environ(t)
 		out, err := cmd.Output()
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
@@ -114,7 +114,7 @@ func TestVaultLossDriftRestore(t *testing.T) {
 	// that the resume has something to skip; at --rate 400 it would need
 	// 5 s for the 2,000 keys.
 	killed := exec.Command(bin, "--config", e.config, "restore", "--all", "--rate", "400")
-	killed.Env = os.Environ()
+	killed.Env = environ(t)
 	errPipe, err := killed.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -166,7 +166,7 @@ func TestVaultLossDriftRestore(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	start := time.Now()
 	resume := exec.CommandContext(ctx, bin, "--config", e.config, "restore", "--resume", "--concurrency", "16")
-	resume.Env = os.Environ()
+	resume.Env = environ(t)
 	var stderr strings.Builder
 	resume.Stderr = &stderr
 	outb, err := resume.Output()

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -88,28 +89,84 @@ func publishAll(ctx context.Context, pub *client.Publisher, evs []*events.Event)
 func useVaultEnv(t *testing.T, v *testenv.Vault) {
 	t.Helper()
 	for _, k := range []string{"VAULT_ADDR", "VAULT_TOKEN", "VAULT_NAMESPACE", "HCP_VAULT_NAMESPACE", vault.EnvAppRoleRoleID, vault.EnvAppRoleSecretID} {
-		t.Setenv(k, "")
+		setenv(t, k, "")
 	}
-	t.Setenv(vault.EnvAddr, v.Addr)
-	t.Setenv(vault.EnvToken, v.Token)
+	setenv(t, vault.EnvAddr, v.Addr)
+	setenv(t, vault.EnvToken, v.Token)
 }
 
-// useAWSEnv sets LiteLLM's AWS variables for kumofront, as a LiteLLM
-// deployment passes them to the workers; nothing of the machine's AWS
-// setup leaks in.
-func useAWSEnv(t *testing.T) {
-	t.Helper()
-	for _, k := range []string{"AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ENDPOINT_URL", "AWS_REGION",
-		"AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN", "AWS_ROLE_NAME", "AWS_PROFILE_NAME", "AWS_WEB_IDENTITY_TOKEN"} {
-		t.Setenv(k, "")
-		os.Unsetenv(k)
+// awsEnv is LiteLLM's AWS variables for kumofront, as a LiteLLM
+// deployment passes them to the workers; "" unsets (nothing of the
+// machine's AWS setup leaks in). Every test's kumofront takes the same
+// credentials and region, so TestMain sets them for the whole process
+// (the AWS SDK in this process reads some of them too).
+var awsEnv = map[string]string{
+	"AWS_PROFILE": "", "AWS_ROLE_ARN": "", "AWS_WEB_IDENTITY_TOKEN_FILE": "", "AWS_ENDPOINT_URL": "", "AWS_REGION": "",
+	"AWS_DEFAULT_REGION": "", "AWS_SESSION_TOKEN": "", "AWS_ROLE_NAME": "", "AWS_PROFILE_NAME": "", "AWS_WEB_IDENTITY_TOKEN": "",
+	"AWS_REGION_NAME": kumofront.Region, "AWS_ACCESS_KEY_ID": kumofront.AccessKeyID, "AWS_SECRET_ACCESS_KEY": kumofront.SecretAccessKey,
+	"AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.DevNull, "AWS_SHARED_CREDENTIALS_FILE": os.DevNull,
+}
+
+func TestMain(m *testing.M) {
+	for k, v := range awsEnv {
+		if v == "" {
+			os.Unsetenv(k)
+		} else {
+			os.Setenv(k, v)
+		}
 	}
-	t.Setenv("AWS_REGION_NAME", kumofront.Region)
-	t.Setenv("AWS_ACCESS_KEY_ID", kumofront.AccessKeyID)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", kumofront.SecretAccessKey)
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	t.Setenv("AWS_CONFIG_FILE", os.DevNull)
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
+	os.Exit(m.Run())
+}
+
+// childEnvs holds, per test, the variables the keyrelay processes it
+// starts get on top of this process's environment (setenv, environ).
+// Tests that give them different values (a Vault address, a Google
+// project) run in parallel, so none is set in this process.
+var childEnvs sync.Map // test name -> map[string]string
+
+// setenv sets k for the keyrelay processes t (and its subtests) start;
+// "" unsets it. Not for parallel use within one test.
+func setenv(t *testing.T, k, v string) {
+	t.Helper()
+	m, loaded := childEnvs.LoadOrStore(t.Name(), map[string]string{})
+	if !loaded {
+		name := t.Name()
+		t.Cleanup(func() { childEnvs.Delete(name) })
+	}
+	m.(map[string]string)[k] = v
+}
+
+// environ is the environment of a keyrelay process t starts: this
+// process's, with the variables set for t and the tests it runs under.
+func environ(t *testing.T) []string {
+	set := map[string]string{}
+	for name := t.Name(); ; {
+		if m, ok := childEnvs.Load(name); ok {
+			for k, v := range m.(map[string]string) {
+				if _, inner := set[k]; !inner {
+					set[k] = v
+				}
+			}
+		}
+		i := strings.LastIndexByte(name, '/')
+		if i < 0 {
+			break
+		}
+		name = name[:i]
+	}
+	var out []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if _, ok := set[k]; !ok {
+			out = append(out, kv)
+		}
+	}
+	for k, v := range set {
+		if v != "" {
+			out = append(out, k+"="+v)
+		}
+	}
+	return out
 }
 
 // cliRunner runs the keyrelay binary against e's config and returns its
@@ -119,7 +176,7 @@ func cliRunner(ctx context.Context, t *testing.T, e *env) func(args ...string) (
 	bin := keyrelayBinary(t)
 	return func(args ...string) (string, string, int) {
 		cmd := exec.CommandContext(ctx, bin, append([]string{"--config", e.config}, args...)...)
-		cmd.Env = os.Environ()
+		cmd.Env = environ(t)
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()

@@ -22,6 +22,7 @@ import (
 // versions, every stored/rotated confirmation names a version that exists,
 // and every event id has exactly one confirmation.
 func TestPipelineVault(t *testing.T) {
+	t.Parallel() // no timing bound; its processes get their own variables (setenv)
 	if !slices.Contains(app.Registry().Names(), vault.Name) {
 		t.Skipf("provider %q is not registered in internal/app.Registry(): add vault.Register(r) there", vault.Name)
 	}
@@ -37,11 +38,11 @@ func TestPipelineVault(t *testing.T) {
 	// The workers inherit LiteLLM's variables, as a LiteLLM deployment
 	// would pass them.
 	for _, k := range []string{"VAULT_ADDR", "VAULT_TOKEN", "VAULT_NAMESPACE", "HCP_VAULT_TOKEN", "HCP_VAULT_NAMESPACE"} {
-		t.Setenv(k, "")
+		setenv(t, k, "")
 	}
-	t.Setenv(vault.EnvAddr, v.Addr)
-	t.Setenv(vault.EnvAppRoleRoleID, roleID)
-	t.Setenv(vault.EnvAppRoleSecretID, secretID)
+	setenv(t, vault.EnvAddr, v.Addr)
+	setenv(t, vault.EnvAppRoleRoleID, roleID)
+	setenv(t, vault.EnvAppRoleSecretID, secretID)
 
 	sc := scenario{keys: keys, teams: 5, fresh: fresh, dupWindow: dupWindow, seed: 3}
 	e := newEnv(t, envOptions{system: vault.Name, dupWindow: dupWindow, backendYML: fmt.Sprintf(`
