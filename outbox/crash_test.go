@@ -174,7 +174,7 @@ func TestCrashRecovery5000Transactions(t *testing.T) {
 		return
 	}
 	conn := connect(t, dsnFor(db))
-	eventually(t, 60*time.Second, "every committed row sent", func() bool { return count(t, conn, "state <> 'sent'") == 0 })
+	testenv.Eventually(t, 60*time.Second, "every committed row sent", func() bool { return count(t, conn, "state <> 'sent'") == 0 })
 
 	var committed, rolledBack []string
 	var committedTx, rbTx int

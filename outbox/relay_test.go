@@ -122,7 +122,7 @@ func TestInFlightTransactionNotSkipped(t *testing.T) {
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "all rows sent", func() bool { return count(t, conn, "state <> 'sent'") == 0 })
+	testenv.Eventually(t, 10*time.Second, "all rows sent", func() bool { return count(t, conn, "state <> 'sent'") == 0 })
 	got := readStream(t, js)
 	if len(got) != 4 {
 		t.Fatalf("stream holds %d events, want 4", len(got))
@@ -196,7 +196,7 @@ func TestFailedRowsMarkedWithReason(t *testing.T) {
 		seqs[i] = insertRaw(t, conn, r.payload)
 	}
 	startRelay(t, testConfig(dsnFor(db)), js, zap.New(core))
-	eventually(t, 10*time.Second, "no pending rows", func() bool { return count(t, conn, "state = 'pending'") == 0 })
+	testenv.Eventually(t, 10*time.Second, "no pending rows", func() bool { return count(t, conn, "state = 'pending'") == 0 })
 
 	for i, r := range rows {
 		var state, lastErr string
@@ -272,7 +272,7 @@ func TestGenerationFromSequence(t *testing.T) {
 	other := updated("t1", "k2", 0, 2)
 	enqueue(t, conn, other)
 	startRelay(t, testConfig(dsnFor(db)), js, nil)
-	eventually(t, 10*time.Second, "all rows sent", func() bool { return count(t, conn, "state <> 'sent'") == 0 })
+	testenv.Eventually(t, 10*time.Second, "all rows sent", func() bool { return count(t, conn, "state <> 'sent'") == 0 })
 
 	seqOf := map[string]uint64{}
 	rows, _ := conn.Query(ctx, "SELECT event_id, seq FROM keyrelay.keyrelay_outbox")
@@ -318,22 +318,22 @@ func TestNATSDownThenUp(t *testing.T) {
 	srv, js := startNATS(t)
 	conn := connect(t, dsnFor(db))
 	r := startRelay(t, testConfig(dsnFor(db)), js, nil)
-	eventually(t, 10*time.Second, "relay ready", func() bool { return r.Ready() == nil })
+	testenv.Eventually(t, 10*time.Second, "relay ready", func() bool { return r.Ready() == nil })
 
 	srv.Stop()
 	const n = 50
 	for i := 0; i < n; i++ {
 		enqueue(t, conn, updated("t1", fmt.Sprintf("k%d", i%5), 0, i))
 	}
-	eventually(t, 10*time.Second, "relay not ready", func() bool { return r.Ready() != nil })
+	testenv.Eventually(t, 10*time.Second, "relay not ready", func() bool { return r.Ready() != nil })
 	t.Logf("NATS down: %v", r.Ready())
 	time.Sleep(time.Second)
 	if p := count(t, conn, "state = 'pending'"); p != n {
 		t.Fatalf("pending = %d while NATS is down, want %d", p, n)
 	}
 	srv.Restart()
-	eventually(t, 20*time.Second, "all rows sent", func() bool { return count(t, conn, "state = 'pending'") == 0 })
-	eventually(t, 5*time.Second, "relay ready", func() bool { return r.Ready() == nil })
+	testenv.Eventually(t, 20*time.Second, "all rows sent", func() bool { return count(t, conn, "state = 'pending'") == 0 })
+	testenv.Eventually(t, 5*time.Second, "relay ready", func() bool { return r.Ready() == nil })
 	got := readStream(t, js)
 	ids := map[string]int{}
 	for _, s := range got {
@@ -351,12 +351,12 @@ func TestPostgresLostThenRestored(t *testing.T) {
 	conn := connect(t, dsnFor(db))
 	px := testenv.NewTCPProxy(t, "127.0.0.1:5432")
 	r := startRelay(t, testConfig("postgres://postgres@"+px.Addr+"/"+db+"?sslmode=disable&connect_timeout=2"), js, nil)
-	eventually(t, 10*time.Second, "relay ready", func() bool { return r.Ready() == nil })
+	testenv.Eventually(t, 10*time.Second, "relay ready", func() bool { return r.Ready() == nil })
 	enqueue(t, conn, updated("t1", "k1", 0, 0))
-	eventually(t, 10*time.Second, "first row sent", func() bool { return count(t, conn, "state = 'sent'") == 1 })
+	testenv.Eventually(t, 10*time.Second, "first row sent", func() bool { return count(t, conn, "state = 'sent'") == 1 })
 
 	px.Down()
-	eventually(t, 10*time.Second, "relay not ready", func() bool { return r.Ready() != nil })
+	testenv.Eventually(t, 10*time.Second, "relay not ready", func() bool { return r.Ready() != nil })
 	t.Logf("PostgreSQL unreachable: %v", r.Ready())
 	for i := 0; i < 20; i++ {
 		enqueue(t, conn, updated("t1", fmt.Sprintf("k%d", i%3), 0, i))
@@ -366,8 +366,8 @@ func TestPostgresLostThenRestored(t *testing.T) {
 		t.Fatal("relay ready while PostgreSQL is unreachable")
 	}
 	px.Up(t)
-	eventually(t, 15*time.Second, "relay ready again", func() bool { return r.Ready() == nil })
-	eventually(t, 15*time.Second, "all rows sent", func() bool { return count(t, conn, "state = 'pending'") == 0 })
+	testenv.Eventually(t, 15*time.Second, "relay ready again", func() bool { return r.Ready() == nil })
+	testenv.Eventually(t, 15*time.Second, "all rows sent", func() bool { return count(t, conn, "state = 'pending'") == 0 })
 	if got := readStream(t, js); len(got) != 21 {
 		t.Fatalf("stream holds %d events, want 21", len(got))
 	}
@@ -385,8 +385,8 @@ func TestPruneSentRows(t *testing.T) {
 	}
 	insertRaw(t, conn, `{"spec_version":"1.0","id":"broken"}`)
 	startRelay(t, cfg, js, nil)
-	eventually(t, 10*time.Second, "rows sent", func() bool { return count(t, conn, "state = 'pending'") == 0 })
-	eventually(t, 10*time.Second, "sent rows pruned", func() bool { return count(t, conn, "true") == 1 })
+	testenv.Eventually(t, 10*time.Second, "rows sent", func() bool { return count(t, conn, "state = 'pending'") == 0 })
+	testenv.Eventually(t, 10*time.Second, "sent rows pruned", func() bool { return count(t, conn, "true") == 1 })
 	if n := count(t, conn, "state = 'failed'"); n != 1 {
 		t.Fatalf("failed rows = %d after pruning, want 1 (failed rows are kept)", n)
 	}
@@ -405,13 +405,13 @@ func TestNotifyWakeup(t *testing.T) {
 	cfg := testConfig(dsnFor(db))
 	cfg.PollInterval, cfg.RebalanceInterval = 5*time.Second, 5*time.Second
 	r := startRelay(t, cfg, js, nil)
-	eventually(t, 10*time.Second, "relay holds partitions", func() bool { return r.Partitions() == outbox.Partitions })
+	testenv.Eventually(t, 10*time.Second, "relay holds partitions", func() bool { return r.Partitions() == outbox.Partitions })
 	time.Sleep(300 * time.Millisecond) // the relay is waiting now
 	var lat []time.Duration
 	for i := 0; i < 5; i++ {
 		start := time.Now()
 		enqueue(t, conn, updated("t1", "k1", 0, i))
-		eventually(t, 10*time.Second, "row sent", func() bool { return count(t, conn, "state = 'sent'") == i+1 })
+		testenv.Eventually(t, 10*time.Second, "row sent", func() bool { return count(t, conn, "state = 'sent'") == i+1 })
 		lat = append(lat, time.Since(start))
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -431,14 +431,14 @@ func TestTwoRelaysSharePartitions(t *testing.T) {
 	conn := connect(t, dsnFor(db))
 	a := startRelay(t, testConfig(dsnFor(db)), js, nil)
 	b := startRelay(t, testConfig(dsnFor(db)), js, nil)
-	eventually(t, 10*time.Second, "partitions split", func() bool {
+	testenv.Eventually(t, 10*time.Second, "partitions split", func() bool {
 		return a.Partitions() == outbox.Partitions/2 && b.Partitions() == outbox.Partitions/2
 	})
 	const n = 400
 	for i := 0; i < n; i++ {
 		enqueue(t, conn, updated("t1", fmt.Sprintf("k%d", i%40), 0, i))
 	}
-	eventually(t, 20*time.Second, "rows sent", func() bool { return count(t, conn, "state = 'pending'") == 0 })
+	testenv.Eventually(t, 20*time.Second, "rows sent", func() bool { return count(t, conn, "state = 'pending'") == 0 })
 	got := readStream(t, js)
 	last := map[string]uint64{}
 	for _, s := range got {
@@ -467,7 +467,7 @@ func TestPlainSQLInsert(t *testing.T) {
 		t.Fatal(err)
 	}
 	startRelay(t, testConfig(dsnFor(db)), js, nil)
-	eventually(t, 10*time.Second, "row sent", func() bool { return count(t, conn, "state = 'sent'") == 1 })
+	testenv.Eventually(t, 10*time.Second, "row sent", func() bool { return count(t, conn, "state = 'sent'") == 1 })
 	got := readStream(t, js)
 	if len(got) != 1 || got[0].ev.Type != events.KeyDeleted || got[0].ev.Generation == 0 {
 		t.Fatalf("stream: %+v", got)
@@ -501,7 +501,7 @@ func TestRepublishWithinDuplicateWindowIsDropped(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = r.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	eventually(t, 10*time.Second, "row sent", func() bool { return count(t, conn, "state = 'sent'") == 1 })
+	testenv.Eventually(t, 10*time.Second, "row sent", func() bool { return count(t, conn, "state = 'sent'") == 1 })
 	if got := readStream(t, js); len(got) != 1 {
 		t.Fatalf("stream holds %d copies, want 1", len(got))
 	}
@@ -541,22 +541,22 @@ func TestRelayWithoutNATSHandsOverPartitions(t *testing.T) {
 	jsA, _ := jetstream.New(ncA)
 	a := startRelay(t, testConfig(dsnFor(db)), jsA, nil)
 	b := startRelay(t, testConfig(dsnFor(db)), js, nil)
-	eventually(t, 10*time.Second, "partitions split", func() bool {
+	testenv.Eventually(t, 10*time.Second, "partitions split", func() bool {
 		return a.Partitions() == outbox.Partitions/2 && b.Partitions() == outbox.Partitions/2
 	})
 	px.Down()
-	eventually(t, 10*time.Second, "b holds every partition", func() bool {
+	testenv.Eventually(t, 10*time.Second, "b holds every partition", func() bool {
 		return a.Partitions() == 0 && b.Partitions() == outbox.Partitions
 	})
 	for i := 0; i < 100; i++ {
 		enqueue(t, conn, updated("t1", fmt.Sprintf("k%d", i%50), 0, i))
 	}
-	eventually(t, 10*time.Second, "rows sent while a has no NATS", func() bool { return count(t, conn, "state = 'pending'") == 0 })
+	testenv.Eventually(t, 10*time.Second, "rows sent while a has no NATS", func() bool { return count(t, conn, "state = 'pending'") == 0 })
 	if a.Ready() == nil {
 		t.Fatal("relay without NATS reports ready")
 	}
 	px.Up(t)
-	eventually(t, 15*time.Second, "partitions split again", func() bool {
+	testenv.Eventually(t, 15*time.Second, "partitions split again", func() bool {
 		return a.Partitions() == outbox.Partitions/2 && b.Partitions() == outbox.Partitions/2
 	})
 	if got := readStream(t, js); len(got) != 100 {

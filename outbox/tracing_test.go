@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/testenv"
 	"github.com/keyrelay/keyrelay/internal/tracing"
 	"github.com/keyrelay/keyrelay/outbox"
 	"github.com/keyrelay/keyrelay/providers"
@@ -128,7 +129,7 @@ func TestTraceOutboxToConfirmation(t *testing.T) {
 	// All confirmed.
 	confs := map[string]*events.Confirmation{}
 	headers := map[string]trace.SpanContext{}
-	eventually(t, 30*time.Second, "five confirmations", func() bool {
+	testenv.Eventually(t, 30*time.Second, "five confirmations", func() bool {
 		s, err := js.Stream(ctx, worker.ConfirmationsStream)
 		if err != nil {
 			return false
@@ -157,7 +158,7 @@ func TestTraceOutboxToConfirmation(t *testing.T) {
 	find := func(name string, parent trace.SpanID, k attribute.Key, v string) sdktrace.ReadOnlySpan {
 		t.Helper()
 		var found sdktrace.ReadOnlySpan
-		eventually(t, 10*time.Second, name+" span", func() bool {
+		testenv.Eventually(t, 10*time.Second, name+" span", func() bool {
 			for _, s := range rec.Ended() {
 				if s.Name() != name || (parent.IsValid() && s.Parent().SpanID() != parent) {
 					continue
@@ -243,7 +244,7 @@ func TestRelayBeforeTraceMigration(t *testing.T) {
 
 	first := updated("team-m", "key-m", 1, 0)
 	enqueue(t, conn, first)
-	eventually(t, 20*time.Second, "the row published", func() bool { return count(t, conn, "state = 'sent'") == 1 })
+	testenv.Eventually(t, 20*time.Second, "the row published", func() bool { return count(t, conn, "state = 'sent'") == 1 })
 
 	tp := sdktrace.NewTracerProvider()
 	defer func() { _ = tp.Shutdown(context.Background()) }()
@@ -272,7 +273,7 @@ func TestRelayBeforeTraceMigration(t *testing.T) {
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "both rows published", func() bool { return count(t, conn, "state = 'sent'") == 2 })
+	testenv.Eventually(t, 20*time.Second, "both rows published", func() bool { return count(t, conn, "state = 'sent'") == 2 })
 	if got := readStream(t, js); len(got) != 2 || got[0].ev.ID != first.ID {
 		t.Fatalf("stream holds %d events", len(got))
 	}

@@ -262,11 +262,11 @@ func TestGrantedUntilNeedsTheNewLifeAcknowledged(t *testing.T) {
 	}
 
 	px.Down()
-	eventually(t, 2*testTTL, "GrantedUntil to end with the lapse", func() bool { return r.req.GrantedUntil().IsZero() })
+	testenv.Eventually(t, 2*testTTL, "GrantedUntil to end with the lapse", func() bool { return r.req.GrantedUntil().IsZero() })
 	waitBegin(t, h, 20*testTTL) // the holder forgot the request
 
 	px.Up(t)
-	eventually(t, 20*testTTL, "the request to be stored again", func() bool { return !r.req.Deadline().IsZero() })
+	testenv.Eventually(t, 20*testTTL, "the request to be stored again", func() bool { return !r.req.Deadline().IsZero() })
 	if _, done, ok := h.lease.Begin(); ok {
 		done() // it has not read the new life yet, or has not drained
 	}
@@ -280,16 +280,5 @@ func TestGrantedUntilNeedsTheNewLifeAcknowledged(t *testing.T) {
 	if _, done, ok := h.lease.Begin(); ok {
 		done()
 		t.Fatal("the holder acts without claims while the new life is granted")
-	}
-}
-
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	end := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -7,8 +7,9 @@
 //   - plain: one subject, no headers (the baseline);
 //   - msgid: plus Nats-Msg-Id (the events and confirmations streams dedupe);
 //   - confirmation: a new subject per message, one message per subject,
-//     Nats-Expected-Last-Subject-Sequence 0 and Nats-Msg-Id, as
-//     worker.publishConfirmation;
+//     Nats-Expected-Last-Subject-Sequence 0, as worker.publishConfirmation
+//     (no Nats-Msg-Id since 2026-12-06, eleventh session; the bench kept
+//     one until the fifteenth);
 //   - ledger: 1,000 keys, one message per subject, each write
 //     compare-and-set on the key's last revision, as worker.Ledger.Put;
 //   - ledger-batch: the same writes as atomic batches of -batch messages
@@ -184,10 +185,7 @@ func intents(js jetstream.JetStream, subj string, n int) error {
 		}()
 	}
 	wg.Wait()
-	if err, _ := firstErr.Load().(error); err != nil {
-		return err
-	}
-	return nil
+	return loadErr(&firstErr)
 }
 
 // single makes n writes of kind, inFlight at a time. Ledger writes keep
@@ -214,10 +212,7 @@ func single(nc *nats.Conn, kind, subj string, payload []byte, n int) error {
 				case "msgid":
 					m.Header.Set("Nats-Msg-Id", "m-"+strconv.Itoa(i))
 				case "confirmation":
-					id := "team.key." + nuid.Next()
-					m.Subject = subj + "." + id
-					m.Header.Set("Nats-Msg-Id", id)
-					m.Header.Set("Nats-Expected-Last-Subject-Sequence", "0")
+					asConfirmation(m, subj)
 				case "ledger":
 					m.Subject = subj + ".team.k" + strconv.Itoa(k)
 					m.Header.Set("Nats-Expected-Last-Subject-Sequence", strconv.FormatUint(revs[k], 10))
@@ -237,10 +232,7 @@ func single(nc *nats.Conn, kind, subj string, payload []byte, n int) error {
 		}(g)
 	}
 	wg.Wait()
-	if err, _ := firstErr.Load().(error); err != nil {
-		return err
-	}
-	return nil
+	return loadErr(&firstErr)
 }
 
 // batched makes n ledger writes as atomic batches of size messages,
@@ -294,10 +286,7 @@ func batched(nc *nats.Conn, subj string, payload []byte, n, size int) error {
 		}(g)
 	}
 	wg.Wait()
-	if err, _ := firstErr.Load().(error); err != nil {
-		return err
-	}
-	return nil
+	return loadErr(&firstErr)
 }
 
 // fast makes n writes of kind through one fast-ingest batch (ADR-50,
@@ -357,10 +346,7 @@ func fast(nc *nats.Conn, kind, subj string, payload []byte, n int) error {
 			Reply: fmt.Sprintf("%s.%d.ok.%d.%d.$FI", inbox, flow, i, op)}
 		switch kind {
 		case "confirmation":
-			id := "team.key." + nuid.Next()
-			m.Subject = subj + "." + id
-			m.Header.Set("Nats-Msg-Id", id)
-			m.Header.Set("Nats-Expected-Last-Subject-Sequence", "0")
+			asConfirmation(m, subj)
 		case "ledger":
 			// One write per key per ack window, so the expected sequence
 			// is known: the key's last write was acknowledged.
@@ -437,10 +423,8 @@ func fastGroups(nc *nats.Conn, subj string, payload []byte, n, size int) error {
 					case size:
 						op = 2
 					}
-					cid := "team.key." + nuid.Next()
-					m := &nats.Msg{Subject: subj + "." + cid, Data: payload, Header: nats.Header{
-						"Nats-Expected-Last-Subject-Sequence": {"0"}},
-						Reply: fmt.Sprintf("%s.%s.%d.ok.%d.%d.$FI", inbox, id, size, i, op)}
+					m := &nats.Msg{Data: payload, Header: nats.Header{}, Reply: fmt.Sprintf("%s.%s.%d.ok.%d.%d.$FI", inbox, id, size, i, op)}
+					asConfirmation(m, subj)
 					if err := nc.PublishMsg(m); err != nil {
 						firstErr.CompareAndSwap(nil, err)
 						return
@@ -467,10 +451,21 @@ func fastGroups(nc *nats.Conn, subj string, payload []byte, n, size int) error {
 		}()
 	}
 	wg.Wait()
-	if err, _ := firstErr.Load().(error); err != nil {
-		return err
-	}
-	return nil
+	return loadErr(&firstErr)
+}
+
+// asConfirmation makes m a confirmation write, as
+// worker.publishConfirmation makes one: a subject of its own (one message
+// per subject) and Nats-Expected-Last-Subject-Sequence 0, no message id.
+func asConfirmation(m *nats.Msg, subj string) {
+	m.Subject = subj + ".team.key." + nuid.Next()
+	m.Header.Set("Nats-Expected-Last-Subject-Sequence", "0")
+}
+
+// loadErr returns the first error a writer stored in v, or nil.
+func loadErr(v *atomic.Value) error {
+	err, _ := v.Load().(error)
+	return err
 }
 
 func request(nc *nats.Conn, m *nats.Msg) (uint64, error) {
