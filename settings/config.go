@@ -219,8 +219,9 @@ type WorkerConfig struct {
 	InProcessAttempts int `yaml:"in_process_attempts"`
 	// ClaimLease is how long a worker holds a key while writing it; it must
 	// be shorter than AckWait. A claim also ends with the worker's claims
-	// request (about 0.65 to 0.9 of lease_ttl after it was taken, while
-	// the request's renewals succeed), whichever comes first. Default: 30s.
+	// request, whose TTL is the longer of claim_lease and lease_ttl: 0.65
+	// to 0.9 of that after the claim was taken while the request's
+	// renewals succeed, whichever comes first. Default: 30s.
 	ClaimLease time.Duration `yaml:"claim_lease"`
 	// ShutdownGrace is how long shutdown waits for in-flight events before
 	// handing them back unacknowledged. Default: 20s.
@@ -254,12 +255,13 @@ type WorkerConfig struct {
 	// (docs/architecture.md, "Writer leases"). Default: claims.
 	Ownership string `yaml:"ownership"`
 	// LeaseTTL is the writer lease's TTL in exclusive mode: how long a
-	// dead holder's lease stands before a standby takes over. In claims
-	// mode it is the TTL of the worker's claims request (which keeps an
-	// exclusive holder claiming keys too while claims-mode workers run).
-	// Each write ends by the lease's (the request's) deadline, about 0.65
-	// to 0.9 of it after the write began while renewals succeed, so keep
-	// it well above the slowest provider calls. Default: 15s.
+	// dead holder's lease stands before a standby takes over. Each write
+	// under the lease ends by the lease's deadline, about 0.65 to 0.9 of
+	// it after the write began while renewals succeed, so keep it well
+	// above the slowest provider calls. In claims mode the worker's claims
+	// request (which keeps an exclusive holder claiming keys too while
+	// claims-mode workers run) has the longer of lease_ttl and
+	// claim_lease as its TTL. Default: 15s.
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
 }
 

@@ -55,21 +55,11 @@ func TestClaimsWorkerIsBoundByItsClaimsRequest(t *testing.T) {
 	}})
 	const ttl = time.Second
 	w, _ := b.startWorker(func(c *worker.Config) {
-		c.LeaseTTL, c.ClaimLease, c.CallTimeout = ttl, 4*time.Second, 3*time.Second
+		c.ClaimLease, c.CallTimeout = 4*time.Second, 3*time.Second
 	})
 
-	c1 := b.keyEvent(events.KeyCreated, "team-a", "key-1", 1, "sk-one")
-	b.publish(c1)
-	b.confirmations(1, 20*time.Second)
-	ws := pw.all()
-	if len(ws) != 1 || ws[0] > ttl {
-		// Without the bound: the call timeout (3 s), under the claim's
-		// deadline (3.6 s).
-		t.Fatalf("the Put had %v to run, want at most the claims request's TTL %v", ws, ttl)
-	}
-
-	// The worker's request, replaced by one over a connection the test
-	// cuts.
+	// The worker's request, replaced by one with a TTL of a second over a
+	// connection the test cuts.
 	px := testenv.NewTCPProxy(t, fmt.Sprintf("127.0.0.1:%d", b.srv.Port))
 	nc, err := nats.Connect("nats://"+px.Addr, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
 	if err != nil {
@@ -96,6 +86,16 @@ func TestClaimsWorkerIsBoundByItsClaimsRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.UseClaimsRequest(rctx, req)
+
+	c1 := b.keyEvent(events.KeyCreated, "team-a", "key-1", 1, "sk-one")
+	b.publish(c1)
+	b.confirmations(1, 20*time.Second)
+	ws := pw.all()
+	if len(ws) != 1 || ws[0] > ttl {
+		// Without the bound: the call timeout (3 s), under the claim's
+		// deadline (3.6 s).
+		t.Fatalf("the Put had %v to run, want at most the claims request's TTL %v", ws, ttl)
+	}
 
 	px.Down()
 	for end := time.Now().Add(2 * ttl); !req.GrantedUntil().IsZero(); time.Sleep(5 * time.Millisecond) {

@@ -407,7 +407,7 @@ func (w *Worker) holdClaimsRequest(ctx context.Context) (stop func(), err error)
 	if err != nil {
 		return nil, fmt.Errorf("worker: bucket %s: %w", OwnershipBucket, err)
 	}
-	req, err := ownership.NewRequest(kv, ownership.RequestConfig{Key: WriterLeaseKey, Requester: ownership.RequesterName(w.cfg.ID), TTL: w.cfg.LeaseTTL, Logger: w.log})
+	req, err := ownership.NewRequest(kv, ownership.RequestConfig{Key: WriterLeaseKey, Requester: ownership.RequesterName(w.cfg.ID), TTL: claimsRequestTTL(w.cfg), Logger: w.log})
 	if err != nil {
 		return nil, fmt.Errorf("worker: claims request: %w", err)
 	}
@@ -434,6 +434,15 @@ func (w *Worker) holdClaimsRequest(ctx context.Context) (stop func(), err error)
 			return nil, err
 		}
 	}
+}
+
+// claimsRequestTTL is the TTL of a claims-mode worker's claims request:
+// the longer of lease_ttl and claim_lease (within what a record may ask),
+// so that while its renewals succeed the request's deadline (0.65 to 0.9
+// of it ahead) ends a key's work no earlier than the claim's own bound
+// would by much, and a provider call may take up to call_timeout.
+func claimsRequestTTL(c Config) time.Duration {
+	return min(max(c.LeaseTTL, c.ClaimLease, ownership.MinTTL), ownership.MaxRecordTTL)
 }
 
 // errClaimsRequestLapsed: a claims-mode worker's claims request is not

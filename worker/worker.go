@@ -129,8 +129,9 @@ type Config struct {
 	Ownership string
 	// LeaseTTL is the writer lease's TTL in exclusive mode: how long a
 	// dead holder's lease stands before a standby takes over. In claims
-	// mode it is the TTL of the worker's claims request, whose deadline
-	// (0.9 TTL after its last renewal) bounds every key's work.
+	// mode the worker's claims request, whose deadline (0.9 of its TTL
+	// after its last renewal) bounds every key's work, has the longer of
+	// LeaseTTL and ClaimLease as its TTL.
 	// Default: ownership.DefaultTTL (15s).
 	LeaseTTL time.Duration
 }
