@@ -258,7 +258,9 @@ type WorkerConfig struct {
 	// dead holder's lease stands before a standby takes over. Each write
 	// under the lease ends by the lease's deadline, about 0.65 to 0.9 of
 	// it after the write began while renewals succeed, so keep it well
-	// above the slowest provider calls. In claims mode the worker's claims
+	// above the slowest provider calls (an exclusive worker warns at start
+	// when 0.65 of it is under call_timeout; the defaults, 15s and 15s,
+	// leave a call 9.75s). In claims mode the worker's claims
 	// request (which keeps an exclusive holder claiming keys too while
 	// claims-mode workers run) has the longer of lease_ttl and
 	// claim_lease as its TTL. Default: 15s.

@@ -29,7 +29,7 @@ func TestClaimsRequestTTL(t *testing.T) {
 	// and the work stops claim_lease/10 before it.
 	var d Config
 	d.setDefaults()
-	if left := claimsRequestTTL(d)*65/100 - d.ClaimLease/10; left < d.CallTimeout {
+	if left := leaseWriteWindow(claimsRequestTTL(d)) - d.ClaimLease/10; left < d.CallTimeout {
 		t.Fatalf("with the defaults a key's work may have only %v, under call_timeout %v", left, d.CallTimeout)
 	}
 }

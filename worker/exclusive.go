@@ -436,6 +436,11 @@ func (w *Worker) holdClaimsRequest(ctx context.Context) (stop func(), err error)
 	}
 }
 
+// leaseWriteWindow is the least time a write under a writer lease of TTL
+// ttl has while the renewals succeed: the lease's deadline is 0.9 TTL
+// after the last renewal, and a renewal is sent every TTL/4.
+func leaseWriteWindow(ttl time.Duration) time.Duration { return ttl * 65 / 100 }
+
 // claimsRequestTTL is the TTL of a claims-mode worker's claims request:
 // the longer of lease_ttl and claim_lease (within what a record may ask),
 // so that while its renewals succeed the request's deadline (0.65 to 0.9

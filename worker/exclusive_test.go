@@ -3,6 +3,7 @@ package worker_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -445,5 +446,26 @@ func TestExclusiveEarlyIntentOfAnEventThatDidNotWrite(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(b.metrics.DeadClaims.WithLabelValues("waited")); n != 0 {
 		t.Errorf("waited %v times on a dead intent", n)
+	}
+}
+
+// A writer lease that leaves a write less than call_timeout (the lease's
+// deadline is as little as 0.65 TTL ahead) is warned about at start; one
+// that leaves enough is not.
+func TestExclusiveWarnsWhenTheLeaseIsShorterThanACall(t *testing.T) {
+	const warning = "may get less time than call_timeout"
+	for _, c := range []struct {
+		lease time.Duration
+		warn  bool
+	}{
+		{time.Second, true},      // 650 ms for a call of 800 ms
+		{2 * time.Second, false}, // 1.3 s
+	} {
+		b := setup(t, setupOptions{})
+		_, stop := b.exclusiveWorker(func(wc *worker.Config) { wc.LeaseTTL, wc.CallTimeout = c.lease, 800*time.Millisecond })
+		stop()
+		if got := strings.Contains(b.logs.String(), warning); got != c.warn {
+			t.Errorf("lease_ttl %v, call_timeout 800ms: warned %v, want %v", c.lease, got, c.warn)
+		}
 	}
 }

@@ -410,6 +410,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		defer func() { stopLease(); <-leaseDone }()
 		w.log.Info("worker consuming while it holds the writer lease (ownership exclusive)", zap.Int("concurrency", w.cfg.Concurrency),
 			zap.Int("bulk_concurrency", max(0, w.cfg.BulkConcurrency)), zap.Duration("ack_wait", w.cfg.AckWait), zap.Duration("lease_ttl", w.cfg.LeaseTTL))
+		if least := leaseWriteWindow(w.cfg.LeaseTTL); least < w.cfg.CallTimeout {
+			w.log.Warn("a write under the writer lease may get less time than call_timeout: it ends by the lease's deadline; "+
+				"for providers that need the whole call_timeout, raise worker.lease_ttl to call_timeout/0.65 or more",
+				zap.Duration("least_time_per_write", least), zap.Duration("call_timeout", w.cfg.CallTimeout), zap.Duration("lease_ttl", w.cfg.LeaseTTL))
+		}
 	} else {
 		stop, err := w.holdClaimsRequest(ctx)
 		if err != nil {
