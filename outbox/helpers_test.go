@@ -89,15 +89,7 @@ func connect(t testing.TB, dsn string) *pgx.Conn {
 func startNATS(t testing.TB) (*testenv.NATS, jetstream.JetStream) {
 	t.Helper()
 	srv := testenv.StartNATS(t)
-	nc, err := nats.Connect(srv.URL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := testenv.ConnectJetStream(t, srv.URL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := worker.EnsureTopology(ctx, js, worker.TopologyConfig{DuplicateWindow: 2 * time.Minute,

@@ -122,15 +122,7 @@ func nodeKV(t *testing.T, url string) jetstream.KeyValue {
 
 func leasesKV(t *testing.T, url string, opts ...nats.Option) (jetstream.KeyValue, *nats.Conn) {
 	t.Helper()
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := testenv.ConnectJetStream(t, url, opts...)
 	kv, err := js.KeyValue(context.Background(), "LEASES")
 	if err != nil {
 		t.Fatal(err)

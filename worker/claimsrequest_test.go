@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/internal/testenv"
@@ -61,15 +60,7 @@ func TestClaimsWorkerIsBoundByItsClaimsRequest(t *testing.T) {
 	// The worker's request, replaced by one with a TTL of a second over a
 	// connection the test cuts.
 	px := testenv.NewTCPProxy(t, fmt.Sprintf("127.0.0.1:%d", b.srv.Port))
-	nc, err := nats.Connect("nats://"+px.Addr, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := testenv.ConnectJetStream(t, "nats://"+px.Addr, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
 	kv, err := js.KeyValue(b.ctx, worker.OwnershipBucket)
 	if err != nil {
 		t.Fatal(err)

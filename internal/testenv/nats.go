@@ -123,16 +123,25 @@ type NATS struct {
 func StartJetStream(t testing.TB) (srv *NATS, js jetstream.JetStream) {
 	t.Helper()
 	srv = StartNATS(t)
-	nc, err := nats.Connect(srv.URL)
+	_, js = ConnectJetStream(t, srv.URL)
+	return srv, js
+}
+
+// ConnectJetStream connects to url with opts and returns the connection
+// and its JetStream context; the connection is closed at the end of the
+// test.
+func ConnectJetStream(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	js, err = jetstream.New(nc)
+	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return srv, js
+	return nc, js
 }
 
 // StartClusterJetStream starts an n-node cluster as StartCluster does and

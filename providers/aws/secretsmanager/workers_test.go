@@ -16,7 +16,6 @@ import (
 	sm "github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager/types"
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -59,15 +58,7 @@ func TestTwoWorkersNoStaleOverwriteNoDuplicateVersion(t *testing.T) {
 		Header: http.Header{"X-Amz-Retry-After": {"20"}}, Times: 4})
 
 	srv := testenv.StartNATS(t)
-	nc, err := nats.Connect(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := testenv.ConnectJetStream(t, srv.URL)
 	topo := worker.TopologyConfig{Replicas: 1, DuplicateWindow: time.Second, AckWait: 5 * time.Second, MaxDeliver: 8, MaxAckPending: 256}
 	if err := worker.EnsureTopology(ctx, js, topo); err != nil {
 		t.Fatal(err)
