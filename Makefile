@@ -113,6 +113,7 @@ test: tools build vet
 fuzz:
 	$(GO) test ./events -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME)
 	$(GO) test ./events -run='^$$' -fuzz='^FuzzOpen$$' -fuzztime=$(FUZZTIME)
+	$(GO) test ./events -run='^$$' -fuzz='^FuzzValidateID$$' -fuzztime=$(FUZZTIME)
 	$(GO) test ./worker -run='^$$' -fuzz='^FuzzRedactedCopy$$' -fuzztime=$(FUZZTIME)
 	$(GO) test ./internal/jsonw -run='^$$' -fuzz='^FuzzAppendString$$' -fuzztime=$(FUZZTIME)
 

@@ -135,3 +135,19 @@ func generateFuzzCorpus(t *testing.T) {
 		add("negative-"+v.Name, v.Sealed, v.Binding)
 	}
 }
+
+// FuzzValidateID: the byte-table fast path of ValidateID accepts exactly
+// what the rune-by-rune check accepts, and an id it refuses gets the same
+// error as from that check.
+func FuzzValidateID(f *testing.F) {
+	for _, s := range []string{"", "a", "team-1", "key_@+=:x", "_a", "a.b", "a..b", "a b", "é", "aé", "a\x00", "a*", "a>", "a/b",
+		"1" + strings.Repeat("x", MaxIDLen-1), "1" + strings.Repeat("x", MaxIDLen), "a\xff", "Z9"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, id string) {
+		fast, slow := ValidateID("id", id), validateIDSlow("id", id)
+		if (fast == nil) != (slow == nil) || (fast != nil && fast.Error() != slow.Error()) {
+			t.Fatalf("ValidateID(%q) = %v, the rune-by-rune check says %v", id, fast, slow)
+		}
+	})
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/keyrelay/keyrelay/internal/gopool"
 	"github.com/keyrelay/keyrelay/internal/jsonw"
 	"github.com/keyrelay/keyrelay/internal/jsread"
 )
@@ -55,9 +56,31 @@ const (
 // ErrIntentTooLarge: an intent's encoding exceeds maxIntentBytes.
 var ErrIntentTooLarge = errors.New("ownership: intent too large")
 
+// Publisher stores data as one message under subject and returns once
+// the stream has acknowledged it (or ctx ends).
+type Publisher func(ctx context.Context, subject string, data []byte) error
+
+// IntentLogOption configures an IntentLog.
+type IntentLogOption func(*IntentLog)
+
+// WithPublisher stores the batches through p instead of the JetStream
+// client's Publish (the worker passes its own request path, which reads
+// the acknowledgement without reflection).
+func WithPublisher(p Publisher) IntentLogOption {
+	return func(l *IntentLog) {
+		if p != nil {
+			l.publish = p
+		}
+	}
+}
+
+// flushers run the flushes on reused goroutines: a fresh one grew its
+// stack through the publish for every batch.
+var flushers = gopool.New(0)
+
 // IntentLog appends intents to a stream subject by group commit.
 type IntentLog struct {
-	js      jetstream.JetStream
+	publish Publisher
 	subject string
 
 	mu sync.Mutex
@@ -88,8 +111,15 @@ func (l *IntentLog) Stats() (intents, messages uint64) {
 
 // NewIntentLog appends to subject (a subject of a stream the caller
 // created; its max age bounds how long intents are kept).
-func NewIntentLog(js jetstream.JetStream, subject string) *IntentLog {
-	return &IntentLog{js: js, subject: subject}
+func NewIntentLog(js jetstream.JetStream, subject string, opts ...IntentLogOption) *IntentLog {
+	l := &IntentLog{subject: subject, publish: func(ctx context.Context, subject string, data []byte) error {
+		_, err := js.Publish(ctx, subject, data)
+		return err
+	}}
+	for _, o := range opts {
+		o(l)
+	}
+	return l
 }
 
 // Append stores in and returns once it is stored (or ctx ends: then it
@@ -103,7 +133,7 @@ func (l *IntentLog) Append(ctx context.Context, in Intent) error {
 	}
 	if l.inflight < maxBatchesInFlight {
 		l.inflight++
-		go l.flush()
+		flushers.Go(l.flush)
 	}
 	l.mu.Unlock()
 	select {
@@ -178,7 +208,7 @@ func (l *IntentLog) flush() {
 
 		b.buf = append(b.buf, ']')
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := l.js.Publish(ctx, l.subject, b.buf)
+		err := l.publish(ctx, l.subject, b.buf)
 		cancel()
 		if err != nil {
 			b.err = fmt.Errorf("ownership: store intents: %w", err)

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -122,7 +123,12 @@ func newExclusive(ctx context.Context, w *Worker) (*exclusive, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker: writer lease: %w", err)
 	}
-	return &exclusive{lease: lease, intents: ownership.NewIntentLog(w.d.JS, IntentsSubject), js: w.d.JS, log: w.log,
+	nc := w.d.JS.Conn()
+	intents := ownership.NewIntentLog(w.d.JS, IntentsSubject, ownership.WithPublisher(func(ctx context.Context, subject string, data []byte) error {
+		_, err := jsPublish(ctx, nc, &nats.Msg{Subject: subject, Data: data})
+		return err
+	}))
+	return &exclusive{lease: lease, intents: intents, js: w.d.JS, log: w.log,
 		window: window, open: map[string]Claim{}, held: w.m.WriterLease, deadAfter: w.cfg.AckWait + w.cfg.ClaimLease}, nil
 }
 
@@ -334,7 +340,7 @@ type earlyIntent struct {
 // older value through.
 func (w *Worker) appendEarly(ctx context.Context, key string, c Claim) *earlyIntent {
 	e := &earlyIntent{claim: c, done: make(chan error, 1)}
-	go func() { e.done <- w.excl.intents.Append(ctx, intentOf(key, c)) }()
+	sidework.Go(func() { e.done <- w.excl.intents.Append(ctx, intentOf(key, c)) })
 	return e
 }
 

@@ -12,7 +12,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/internal/gopool"
 )
+
+// sidework runs the work an event starts beside its handler (the ledger
+// commit, concurrent with the confirmation) on reused goroutines: a fresh
+// goroutine grew its stack on the way down to the ledger write for every
+// event.
+var sidework = gopool.New(0)
 
 // verdict is what a handler decided for one delivery.
 type verdict struct {
@@ -195,7 +202,7 @@ func (w *Worker) finish(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 	var commitErr chan error
 	if v.commit != nil {
 		commitErr = make(chan error, 1)
-		go func() { commitErr <- w.infraDoBounded(pubCtx, v.commit) }()
+		sidework.Go(func() { commitErr <- w.infraDoBounded(pubCtx, v.commit) })
 	}
 	if v.conf != nil {
 		v.conf.SpecVersion = events.SpecVersion

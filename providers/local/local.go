@@ -141,17 +141,12 @@ func checkStrings(op, name, desc string, tags map[string]string) error {
 	return nil
 }
 
-// load reads and checks the record for name; nil when there is none.
+// load reads the record for name (checked when read from a file); nil
+// when there is none.
 func (p *Provider) load(op, name string) (*record, error) {
 	rec, err := p.store.load(name)
 	if err != nil {
 		return nil, p.storeErr(op, name, err)
-	}
-	if rec == nil {
-		return nil, nil
-	}
-	if err := rec.check(name); err != nil {
-		return nil, newErr(op, name, providers.Permanent, err)
 	}
 	return rec, nil
 }

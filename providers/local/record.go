@@ -8,7 +8,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"maps"
 	"slices"
 	"strconv"
 	"time"
@@ -54,8 +53,8 @@ func (r *record) clone() *record {
 		return nil
 	}
 	c := *r
-	c.Tags = maps.Clone(r.Tags)
-	// The versions are shared: a version is never changed in place except
+	// The tags are shared: every change replaces the map (mergeTags), and
+	// what leaves the provider is a copy (Get). The versions are shared: a version is never changed in place except
 	// by retire, which copies first (writableVersion), and a new one is
 	// appended only under the store's lock on the name (Put), past the
 	// length every other holder sees. A full copy of every version on each

@@ -23,9 +23,10 @@ type store interface {
 	// lock takes the exclusive lock on name for a read-modify-write.
 	lock(ctx context.Context, name string) (unlock func(), err error)
 	// load returns the record for name, or nil when there is none. The
-	// caller owns the result, except that its Versions may share a backing
-	// array with the stored record's: change a version only in a copy
-	// (record.writableVersion), and append only while holding lock(name).
+	// caller owns the result's fields, but its Tags map and its Versions
+	// may be shared with the stored record: replace Tags, never change it
+	// in place; change a version only in a copy (record.writableVersion),
+	// and append only while holding lock(name).
 	load(name string) (*record, error)
 	// save stores rec atomically; readers see the old or the new record.
 	save(rec *record) error
@@ -235,7 +236,16 @@ func (s *fileStore) load(name string) (*record, error) {
 	if err != nil {
 		return nil, err
 	}
-	return decodeRecord(b)
+	r, err := decodeRecord(b)
+	if err != nil {
+		return nil, err
+	}
+	// What was read from disk is checked; the in-memory mode holds only
+	// records Put built.
+	if err := r.check(name); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 func decodeRecord(b []byte) (*record, error) {
