@@ -211,6 +211,13 @@ func OwnerTags(o Owner, extra map[string]string) map[string]string {
 	for k, v := range extra {
 		t[k] = v
 	}
+	SetOwnerTags(t, o)
+	return t
+}
+
+// SetOwnerTags sets the tags keyrelay writes for o in t: ManagedByTag
+// always, TeamTag and KeyTag when o names them.
+func SetOwnerTags(t map[string]string, o Owner) {
 	t[ManagedByTag] = ManagedByValue
 	if o.TeamID != "" {
 		t[TeamTag] = o.TeamID
@@ -218,5 +225,4 @@ func OwnerTags(o Owner, extra map[string]string) map[string]string {
 	if o.KeyID != "" {
 		t[KeyTag] = o.KeyID
 	}
-	return t
 }

@@ -143,17 +143,13 @@ func isOwnerTag(k string) bool {
 // from old when keepExtra; callers cannot set ownership tags through them.
 // The ownership tags name o; without adopt, an owner field o leaves empty
 // keeps the old value (a request by "any keyrelay owner" does not erase
-// the recorded team or key).
+// the recorded team or key). When the result equals old, old itself is
+// returned: a record's tags are never changed in place (see record.clone),
+// and a rotation that changes no tag then builds no map.
 func mergeTags(old map[string]string, o providers.Owner, extra map[string]string, keepExtra, adopt bool) map[string]string {
 	src := extra
 	if keepExtra {
 		src = old
-	}
-	t := make(map[string]string, len(src)+3)
-	for k, v := range src {
-		if !isOwnerTag(k) {
-			t[k] = v
-		}
 	}
 	team, key := o.TeamID, o.KeyID
 	if !adopt && providers.IsOwnedBy(old, providers.Owner{}) {
@@ -164,7 +160,50 @@ func mergeTags(old map[string]string, o providers.Owner, extra map[string]string
 			key = old[providers.KeyTag]
 		}
 	}
-	return providers.OwnerTags(providers.Owner{TeamID: team, KeyID: key}, t)
+	if sameTags(old, src, team, key) {
+		return old
+	}
+	t := make(map[string]string, len(src)+3)
+	for k, v := range src {
+		if !isOwnerTag(k) {
+			t[k] = v
+		}
+	}
+	providers.SetOwnerTags(t, providers.Owner{TeamID: team, KeyID: key})
+	return t
+}
+
+// sameTags reports whether old equals what mergeTags builds from src and
+// the owner team and key: src's tags other than the ownership tags, and
+// the ownership tags of team and key.
+func sameTags(old, src map[string]string, team, key string) bool {
+	if old[providers.ManagedByTag] != providers.ManagedByValue {
+		return false
+	}
+	n := 1
+	for _, ot := range [...]struct{ tag, want string }{{providers.TeamTag, team}, {providers.KeyTag, key}} {
+		v, ok := old[ot.tag]
+		if ot.want == "" {
+			if ok {
+				return false
+			}
+			continue
+		}
+		if !ok || v != ot.want {
+			return false
+		}
+		n++
+	}
+	for k, v := range src {
+		if isOwnerTag(k) {
+			continue
+		}
+		if w, ok := old[k]; !ok || w != v {
+			return false
+		}
+		n++
+	}
+	return len(old) == n
 }
 
 const (
