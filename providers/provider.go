@@ -205,6 +205,22 @@ func IsOwnedBy(tags map[string]string, o Owner) bool {
 	return true
 }
 
+// KeptOwner returns the owner a write for o records on a secret whose
+// tags are old: o, except that without adopt a field o leaves empty keeps
+// old's value when keyrelay manages the secret (a request by "any
+// keyrelay owner" does not erase the recorded team or key).
+func KeptOwner(old map[string]string, o Owner, adopt bool) Owner {
+	if !adopt && IsOwnedBy(old, Owner{}) {
+		if o.TeamID == "" {
+			o.TeamID = old[TeamTag]
+		}
+		if o.KeyID == "" {
+			o.KeyID = old[KeyTag]
+		}
+	}
+	return o
+}
+
 // OwnerTags returns the tags keyrelay writes for o merged over extra.
 func OwnerTags(o Owner, extra map[string]string) map[string]string {
 	t := make(map[string]string, len(extra)+3)

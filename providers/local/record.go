@@ -151,16 +151,8 @@ func mergeTags(old map[string]string, o providers.Owner, extra map[string]string
 	if keepExtra {
 		src = old
 	}
-	team, key := o.TeamID, o.KeyID
-	if !adopt && providers.IsOwnedBy(old, providers.Owner{}) {
-		if team == "" {
-			team = old[providers.TeamTag]
-		}
-		if key == "" {
-			key = old[providers.KeyTag]
-		}
-	}
-	if sameTags(old, src, team, key) {
+	kept := providers.KeptOwner(old, o, adopt)
+	if sameTags(old, src, kept) {
 		return old
 	}
 	t := make(map[string]string, len(src)+3)
@@ -169,19 +161,18 @@ func mergeTags(old map[string]string, o providers.Owner, extra map[string]string
 			t[k] = v
 		}
 	}
-	providers.SetOwnerTags(t, providers.Owner{TeamID: team, KeyID: key})
+	providers.SetOwnerTags(t, kept)
 	return t
 }
 
 // sameTags reports whether old equals what mergeTags builds from src and
-// the owner team and key: src's tags other than the ownership tags, and
-// the ownership tags of team and key.
-func sameTags(old, src map[string]string, team, key string) bool {
+// owner: src's tags other than the ownership tags, and owner's.
+func sameTags(old, src map[string]string, owner providers.Owner) bool {
 	if old[providers.ManagedByTag] != providers.ManagedByValue {
 		return false
 	}
 	n := 1
-	for _, ot := range [...]struct{ tag, want string }{{providers.TeamTag, team}, {providers.KeyTag, key}} {
+	for _, ot := range [...]struct{ tag, want string }{{providers.TeamTag, owner.TeamID}, {providers.KeyTag, owner.KeyID}} {
 		v, ok := old[ot.tag]
 		if ot.want == "" {
 			if ok {

@@ -21,16 +21,7 @@ func mergeTagsReference(old map[string]string, o providers.Owner, extra map[stri
 			t[k] = v
 		}
 	}
-	team, key := o.TeamID, o.KeyID
-	if !adopt && providers.IsOwnedBy(old, providers.Owner{}) {
-		if team == "" {
-			team = old[providers.TeamTag]
-		}
-		if key == "" {
-			key = old[providers.KeyTag]
-		}
-	}
-	return providers.OwnerTags(providers.Owner{TeamID: team, KeyID: key}, t)
+	return providers.OwnerTags(providers.KeptOwner(old, o, adopt), t)
 }
 
 func TestMergeTags(t *testing.T) {

@@ -182,21 +182,13 @@ func (c Config) desiredTags(old map[string]string, u tagUpdate) (map[string]stri
 	if n := len(out); n > c.MaxTags() {
 		return nil, fmt.Errorf("%d tags, at most %d fit in custom_metadata with event_history %d", n, c.MaxTags(), c.EventHistory)
 	}
-	team, key := u.owner.TeamID, u.owner.KeyID
-	if !u.adopt && providers.IsOwnedBy(old, providers.Owner{}) {
-		if team == "" {
-			team = old[providers.TeamTag]
-		}
-		if key == "" {
-			key = old[providers.KeyTag]
-		}
-	}
-	for _, id := range []string{team, key} {
+	kept := providers.KeptOwner(old, u.owner, u.adopt)
+	for _, id := range []string{kept.TeamID, kept.KeyID} {
 		if id != "" && (len(id) > maxMetadataValueLen || !printable(id)) {
 			return nil, fmt.Errorf("owner id %q is not storable in custom_metadata", clip(id))
 		}
 	}
-	out = providers.OwnerTags(providers.Owner{TeamID: team, KeyID: key}, out)
+	out = providers.OwnerTags(kept, out)
 	if d := sanitizeValue(u.description); d != "" {
 		out[DescriptionKey] = d
 	} else if d := old[DescriptionKey]; d != "" {

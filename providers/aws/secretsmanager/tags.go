@@ -91,16 +91,7 @@ func desiredTags(old map[string]string, o providers.Owner, extra map[string]stri
 			t[k] = v
 		}
 	}
-	team, key := o.TeamID, o.KeyID
-	if !adopt && providers.IsOwnedBy(old, providers.Owner{}) {
-		if team == "" {
-			team = old[providers.TeamTag]
-		}
-		if key == "" {
-			key = old[providers.KeyTag]
-		}
-	}
-	return providers.OwnerTags(providers.Owner{TeamID: team, KeyID: key}, t)
+	return providers.OwnerTags(providers.KeptOwner(old, o, adopt), t)
 }
 
 // tagDiff returns the tags to set and the keys to remove to go from old to
