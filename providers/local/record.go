@@ -54,12 +54,13 @@ func (r *record) clone() *record {
 	}
 	c := *r
 	// The tags are shared: every change replaces the map (mergeTags), and
-	// what leaves the provider is a copy (Get). The versions are shared: a version is never changed in place except
-	// by retire, which copies first (writableVersion), and a new one is
-	// appended only under the store's lock on the name (Put), past the
-	// length every other holder sees. A full copy of every version on each
-	// load and save made a write cost grow with the key's history; a
-	// clipped share still copied them on every append.
+	// what leaves the provider is a copy (Get). The versions are shared
+	// too: a version is never changed in place except by retire, which
+	// copies first (writableVersion), and a new one is appended only
+	// under the store's lock on the name (Put), past the length every
+	// other holder sees. A full copy of every version on each load and
+	// save made a write cost grow with the key's history; a clipped share
+	// still copied them on every append.
 	c.Versions = r.Versions
 	if r.DeletedAt != nil {
 		t := *r.DeletedAt
