@@ -119,3 +119,51 @@ func TestClaimsWorkerIsBoundByItsClaimsRequest(t *testing.T) {
 		t.Fatalf("%d DLQ entries: a lapsed request is not the event's failure", n)
 	}
 }
+
+// A claims-mode worker is not ready until its claims request is granted:
+// while a writer lease holder has not acknowledged it, the worker handles
+// nothing, and a readiness probe must not pass it. Here the lease record
+// names a holder that never answers; the request is granted once that
+// holder has not renewed for its TTL (and the request's own, the same).
+func TestClaimsWorkerIsNotReadyUntilGranted(t *testing.T) {
+	b := setup(t, setupOptions{})
+	kv, err := b.js.KeyValue(b.ctx, worker.OwnershipBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const holderTTL = 2 * time.Second
+	if _, err := kv.Put(b.ctx, worker.WriterLeaseKey, []byte(fmt.Sprintf(`{"holder":"silent-holder","nonce":7,"ttl_ms":%d}`, holderTTL.Milliseconds()))); err != nil {
+		t.Fatal(err)
+	}
+	stored := time.Now()
+	w, err := worker.New(b.ctx, worker.Config{Concurrency: 2, AckWait: b.topo.AckWait, MaxDeliver: b.topo.MaxDeliver, CallTimeout: time.Second,
+		ClaimLease: holderTTL, LeaseTTL: holderTTL, ShutdownGrace: time.Second}, worker.Deps{JS: b.js, Settings: b.cfg, Registry: b.reg, Opener: b.kr, Logger: b.log, Metrics: b.metrics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(b.ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	})
+	testenv.Eventually(t, 5*time.Second, "team settings loaded", func() bool { return w.Teams().Ready() })
+	// Until the silent holder's TTL has run out, the request is not
+	// granted, and the worker says why it is not ready.
+	for time.Since(stored) < holderTTL-300*time.Millisecond {
+		if w.Ready() {
+			t.Fatalf("ready %v after the silent holder's record, before its TTL (%v) ran out", time.Since(stored).Round(time.Millisecond), holderTTL)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if why := w.NotReady(); !strings.Contains(why, "claims request not granted") {
+		t.Fatalf("NotReady = %q, want the claims request named", why)
+	}
+	testenv.Eventually(t, 10*time.Second, "ready once the request is granted", w.Ready)
+	if why := w.NotReady(); why != "" {
+		t.Fatalf("ready, yet NotReady = %q", why)
+	}
+}

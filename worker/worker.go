@@ -370,8 +370,27 @@ func (w *Worker) Teams() *Teams { return w.teams }
 // Ledger exposes the ledger (for tools and tests).
 func (w *Worker) Ledger() *Ledger { return w.ledger }
 
-// Ready reports whether the worker is consuming with team settings loaded.
-func (w *Worker) Ready() bool { return w.running.Load() && w.teams.Ready() }
+// Ready reports whether the worker is consuming with team settings loaded
+// (NotReady gives the reason when it is not).
+func (w *Worker) Ready() bool { return w.NotReady() == "" }
+
+// NotReady returns why the worker is not ready, or "" when it is: it has
+// loaded the team settings and either holds its claims request's grant
+// (claims mode: before the grant it handles nothing) or runs for the writer
+// lease (exclusive mode: a standby is ready, it takes over when the holder
+// goes).
+func (w *Worker) NotReady() string {
+	switch {
+	case !w.teams.Ready():
+		return "team settings not loaded"
+	case !w.running.Load():
+		if w.excl == nil {
+			return "not started, or its claims request not granted yet"
+		}
+		return "not started"
+	}
+	return ""
+}
 
 // Handled is the number of events this worker has finished (acked, nak'd
 // or terminated).
@@ -398,8 +417,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.teams.Start(workCtx); err != nil {
 		return fmt.Errorf("worker: load team settings: %w", err)
 	}
-	w.running.Store(true)
-	defer w.running.Store(false)
 	if w.excl != nil {
 		// The lease outlives the lanes and the in-flight events: it is
 		// released (and a standby takes over at once) only after every
@@ -427,6 +444,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.log.Info("worker consuming", zap.Int("concurrency", w.cfg.Concurrency), zap.Int("bulk_concurrency", max(0, w.cfg.BulkConcurrency)),
 			zap.Duration("ack_wait", w.cfg.AckWait))
 	}
+	// Ready from here: a claims-mode worker only once its claims request
+	// is granted (a readiness probe must not pass a process that still
+	// waits for the lease holder to hand over).
+	w.running.Store(true)
+	defer w.running.Store(false)
 
 	go w.pollConsumer(ctx)
 	go w.heartbeats(workCtx)

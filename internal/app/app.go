@@ -408,7 +408,7 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 		case !topologyOK.Load():
 			return false, "jetstream: streams or consumer missing"
 		case w != nil && !w.Ready():
-			return false, "worker: team settings not loaded"
+			return false, "worker: " + w.NotReady()
 		}
 		return true, "ok"
 	})
