@@ -434,6 +434,24 @@ func testTags(e *env) {
 			e.t.Errorf("UpdateTags did not replace the extra tags: %v", s.Tags)
 		}
 	})
+	e.run("UpdateTagsPartialOwner", func(e *env) {
+		// A request that names only part of the owner (the team, or no
+		// owner at all: "any keyrelay owner") keeps the recorded team and
+		// key; it never erases them.
+		name := e.name("tags-partial")
+		e.mustPut(providers.PutRequest{Name: name, Value: e.value("p"), IdempotencyKey: e.key("p"), Owner: ownerA, Tags: map[string]string{"env": "test"}})
+		for _, o := range []providers.Owner{{TeamID: ownerA.TeamID}, {KeyID: ownerA.KeyID}, {}} {
+			ok, err := e.updateTags(providers.TagRequest{Name: name, Owner: o, Tags: map[string]string{"env": "prod"}})
+			e.skipUnless(ok, "providers.TagUpdater")
+			if err != nil {
+				e.t.Fatalf("UpdateTags with owner %+v: %v", o, err)
+			}
+			s := e.mustGet(name, "")
+			if s.Tags[providers.TeamTag] != ownerA.TeamID || s.Tags[providers.KeyTag] != ownerA.KeyID || s.Tags["env"] != "prod" {
+				e.t.Errorf("after UpdateTags with owner %+v the tags are %v, want the recorded owner %+v kept", o, s.Tags, ownerA)
+			}
+		}
+	})
 }
 
 func testConcurrency(e *env) {

@@ -486,11 +486,11 @@ func (p *Provider) UpdateTags(ctx context.Context, req providers.TagRequest) err
 	if !req.Adopt && !cur.ownedBy(req.Owner) {
 		return errNotOwned(op, req.Name)
 	}
-	owner := req.Owner
 	old := tagMap(cur.tags)
-	if owner.TeamID == "" && owner.KeyID == "" && providers.IsOwnedBy(old, providers.Owner{}) {
-		owner = providers.Owner{TeamID: old[providers.TeamTag], KeyID: old[providers.KeyTag]}
-	}
+	// A partial owner keeps the recorded team and key (it used to keep
+	// them only when both fields were empty, and dropped the key tag of a
+	// team-only request).
+	owner := providers.KeptOwner(old, req.Owner, req.Adopt)
 	tags, err := buildTags(op, req.Name, owner, req.Tags, req.Description, old[EventTag])
 	if err != nil {
 		return err

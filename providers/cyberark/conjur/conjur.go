@@ -417,12 +417,7 @@ func (p *Provider) UpdateTags(ctx context.Context, req providers.TagRequest) err
 	if !req.Adopt && !providers.IsOwnedBy(existing, req.Owner) {
 		return notOwned(op, req.Name)
 	}
-	owner := req.Owner
-	if !req.Adopt {
-		// Keep the recorded owner (req.Owner may be partial).
-		owner = providers.Owner{TeamID: existing[providers.TeamTag], KeyID: existing[providers.KeyTag]}
-	}
-	ann, err := annotations(owner, req.Tags, req.Description, existing)
+	ann, err := annotations(providers.KeptOwner(existing, req.Owner, req.Adopt), req.Tags, req.Description, existing)
 	if err != nil {
 		return invalid(op, req.Name, err)
 	}

@@ -612,14 +612,7 @@ func (p *Provider) UpdateTags(ctx context.Context, req providers.TagRequest) err
 		if !req.Adopt && !providers.IsOwnedBy(cur, req.Owner) {
 			return false, newErr(op, req.Name, providers.Permanent, providers.ErrNotOwned, "secret is not owned by this key")
 		}
-		owner := req.Owner
-		if owner.TeamID == "" && cur != nil {
-			owner.TeamID = cur[providers.TeamTag]
-		}
-		if owner.KeyID == "" && cur != nil {
-			owner.KeyID = cur[providers.KeyTag]
-		}
-		tags := providers.OwnerTags(owner, extraTags(req.Tags))
+		tags := providers.OwnerTags(providers.KeptOwner(cur, req.Owner, req.Adopt), extraTags(req.Tags))
 		ann := maps.Clone(s.GetAnnotations())
 		if ann == nil {
 			ann = map[string]string{}
