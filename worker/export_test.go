@@ -40,3 +40,20 @@ func (w *Worker) UseClaimsRequest(ctx context.Context, req *ownership.Request) {
 	w.claimsReq.Store(req)
 	go w.keepGranted(ctx, req)
 }
+
+// ActsClaimless reports whether w, an exclusive worker, would begin a key
+// action without a claim now (it holds the lease, has loaded its
+// predecessors' intents and has read the claims requests since).
+func (w *Worker) ActsClaimless() bool {
+	if w.excl == nil {
+		return false
+	}
+	a, err := w.begin()
+	if err != nil {
+		return false
+	}
+	if a.done != nil {
+		a.done()
+	}
+	return a.claimless
+}
