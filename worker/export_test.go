@@ -31,8 +31,9 @@ func (l *Ledger) Single(ctx context.Context) bool {
 // UseClaimsRequest makes req this claims-mode worker's claims request (a
 // test's own, over a connection it can cut), kept granted as the
 // worker's own is, until ctx ends. It first waits for the worker's own
-// request to be granted and stored: a worker is Ready before that, and
-// storing req earlier let the worker's own request replace it.
+// request to be granted and stored (a worker is Ready only then, but a
+// caller may not have waited for Ready): storing req earlier let the
+// worker's own request replace it.
 func (w *Worker) UseClaimsRequest(ctx context.Context, req *ownership.Request) {
 	for w.claimsReq.Load() == nil && ctx.Err() == nil {
 		time.Sleep(time.Millisecond)

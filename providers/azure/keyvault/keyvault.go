@@ -487,9 +487,7 @@ func (p *Provider) UpdateTags(ctx context.Context, req providers.TagRequest) err
 		return errNotOwned(op, req.Name)
 	}
 	old := tagMap(cur.tags)
-	// A partial owner keeps the recorded team and key (it used to keep
-	// them only when both fields were empty, and dropped the key tag of a
-	// team-only request).
+	// A partial owner keeps the recorded team and key.
 	owner := providers.KeptOwner(old, req.Owner, req.Adopt)
 	tags, err := buildTags(op, req.Name, owner, req.Tags, req.Description, old[EventTag])
 	if err != nil {
