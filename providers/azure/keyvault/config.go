@@ -50,7 +50,8 @@ const (
 	// no deadline.
 	DefaultTimeout = 30 * time.Second
 	// DefaultRecoverTimeout bounds waiting for a soft-deleted secret to be
-	// recovered (Key Vault recovers asynchronously).
+	// recovered, or for a purge to finish before a write (Key Vault
+	// recovers and purges asynchronously).
 	DefaultRecoverTimeout = 30 * time.Second
 	// MaxValueLength is Key Vault's limit on a secret value (25 KiB).
 	MaxValueLength = 25 * 1024
@@ -109,8 +110,9 @@ type Config struct {
 	// Timeout bounds one provider call when the context has no deadline.
 	// Option "timeout". Default: DefaultTimeout.
 	Timeout time.Duration
-	// RecoverTimeout bounds waiting for a recovery. Option
-	// "recover_timeout". Default: DefaultRecoverTimeout.
+	// RecoverTimeout bounds waiting for a recovery, and a Put's retries of
+	// a name whose purge has not finished (409 ObjectIsBeingDeleted).
+	// Option "recover_timeout". Default: DefaultRecoverTimeout.
 	RecoverTimeout time.Duration
 }
 

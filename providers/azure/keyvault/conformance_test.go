@@ -105,8 +105,9 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// TestConformanceAsyncDeletes runs the suite against a vault whose deletes
-// and recoveries take a moment, as Key Vault's do: the provider must poll.
+// TestConformanceAsyncDeletes runs the suite against a vault whose deletes,
+// recoveries and purges take a moment, as Key Vault's do: the provider must
+// poll, and write a purged name again once the purge is done.
 func TestConformanceAsyncDeletes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
@@ -114,6 +115,7 @@ func TestConformanceAsyncDeletes(t *testing.T) {
 	f := newFixture(t)
 	f.srv.DeleteDelay = 30 * time.Millisecond
 	f.srv.RecoverDelay = 60 * time.Millisecond
+	f.srv.PurgeDelay = 40 * time.Millisecond
 	raw := f.raw(t)
 	providertest.Run(t, func(t *testing.T) providers.Provider { return f.provider(t) }, providertest.Options{
 		Features: providertest.Features{MaxNameLength: 500, ListPageSize: 2},

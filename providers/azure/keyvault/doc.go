@@ -38,7 +38,12 @@
 // a Duplicate (nothing written). A name that is deleted but recoverable
 // (Key Vault answers 409 Conflict to a write) is recovered after the same
 // ownership check, the provider polls until it is readable, and then
-// writes. Every write carries the tags managed-by, keyrelay-team,
+// writes. A name whose purge has not finished is no recovery: Key Vault
+// purges asynchronously, and for a few seconds both the secret and the
+// deleted secret read 404 while a write gets 409 Conflict with inner
+// error ObjectIsBeingDeleted. Put then writes again with backoff (50 ms
+// doubling to 1 s) for up to recover_timeout, and after that returns a
+// retryable ErrConflict with a RetryAfter of one second. Every write carries the tags managed-by, keyrelay-team,
 // keyrelay-key, keyrelay-event, keyrelay-description and keyrelay-name
 // (when the name fits 256 characters), and the configured content type;
 // the Key Vault version id is the provider version. Writers of one name in
@@ -46,7 +51,8 @@
 // compare-and-swap, so two writers with different events both write.
 //
 // Delete soft-deletes; with Force it then purges (retrying while Key
-// Vault still finishes the delete), unless purge_on_force=false.
+// Vault still finishes the delete), unless purge_on_force=false. The purge
+// itself finishes after Delete returns (see above).
 //
 // # Disabled versions
 //
@@ -108,5 +114,8 @@
 // minimal Entra ID token endpoint, through the official azsecrets client
 // and, for client-secret credentials, azidentity. kvfake's opt-in EnforceQuotas
 // throttles transactions over Key Vault's limits (429 with Retry-After);
-// the tests check that the limiter keeps a burst under them.
+// the tests check that the limiter keeps a burst under them. Its opt-in
+// DeleteDelay, RecoverDelay and PurgeDelay make deletes, recoveries and
+// purges asynchronous as Key Vault's are (TestConformanceAsyncDeletes,
+// TestSoftDeleteRecovery, TestPutAfterPurge).
 package keyvault

@@ -27,6 +27,10 @@ import (
 // Name is the provider's key_management_system name, as in LiteLLM.
 const Name = "azure_key_vault"
 
+// purgeRetryAfter is the RetryAfter of a write given up while Key Vault is
+// still purging its name (Key Vault gives no hint; a purge takes seconds).
+const purgeRetryAfter = time.Second
+
 // Register adds the provider to r under Name and declares TeamOptions.
 func Register(r *providers.Registry) {
 	r.Register(Name, Factory)
@@ -259,7 +263,9 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 	default:
 		return providers.PutResult{}, classify(op, req.Name, err, req.Value)
 	}
-	for attempt := 0; ; attempt++ {
+	recovered := false
+	var purged time.Time // when waiting for a purge to finish ends
+	for delay := 50 * time.Millisecond; ; {
 		if err := p.wait(ctx, op, req.Name); err != nil {
 			return providers.PutResult{}, err
 		}
@@ -276,11 +282,28 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 			}
 			return providers.PutResult{Version: res.ID.Version(), Created: created}, nil
 		}
-		// 409: the name was soft-deleted under us (or is being
-		// recovered): recover it and write once more.
-		if statusOf(err) != http.StatusConflict || attempt > 0 {
+		if statusOf(err) != http.StatusConflict {
 			return providers.PutResult{}, classify(op, req.Name, err, req.Value)
 		}
+		if isBeingDeleted(err) {
+			// A purge (or delete) of the name is finishing: there is
+			// nothing to recover; the write goes through once it is done.
+			if purged.IsZero() {
+				purged = time.Now().Add(p.cfg.RecoverTimeout)
+			}
+			if err := p.waitPurge(ctx, op, req.Name, purged, delay); err != nil {
+				return providers.PutResult{}, err
+			}
+			delay = min(2*delay, time.Second)
+			created = true
+			continue
+		}
+		// 409: the name was soft-deleted under us (or is being
+		// recovered): recover it and write once more.
+		if recovered {
+			return providers.PutResult{}, classify(op, req.Name, err, req.Value)
+		}
+		recovered = true
 		ok, rerr := p.recoverDeleted(ctx, op, req.Name, kvn, req.Owner, req.Adopt)
 		if rerr != nil {
 			return providers.PutResult{}, rerr
@@ -292,6 +315,21 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 		}
 		created = true
 	}
+}
+
+// waitPurge sleeps delay before the next write of a name Key Vault is
+// still purging, unless that would pass until or the context's deadline:
+// then the write is left to the caller's retry policy, as a retryable
+// ErrConflict with a short RetryAfter.
+func (p *Provider) waitPurge(ctx context.Context, op, name string, until time.Time, delay time.Duration) error {
+	end := time.Now().Add(delay)
+	d, ok := ctx.Deadline()
+	if end.After(until) || ok && end.After(d) {
+		e := newErr(op, name, providers.Retryable, fmt.Errorf("%w: HTTP 409 Conflict ObjectIsBeingDeleted: Key Vault has not finished purging the name; write again shortly", providers.ErrConflict))
+		e.RetryAfter = purgeRetryAfter
+		return e
+	}
+	return sleep(ctx, op, name, delay)
 }
 
 // recoverDeleted recovers kvn when it is deleted-but-recoverable, after

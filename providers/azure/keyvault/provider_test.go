@@ -156,6 +156,57 @@ func TestForceDeletePurges(t *testing.T) {
 	wantKind(t, err, providers.ErrAccessDenied, providers.Permanent)
 }
 
+// TestPutAfterPurge: Key Vault purges asynchronously; for a few seconds
+// after a purge a write is refused with 409 ObjectIsBeingDeleted while
+// neither the secret nor a deleted secret can be read. That is no
+// recovery in progress: Put writes again shortly, or, when the purge
+// outlasts its patience, hands the retry to the caller with a short
+// RetryAfter.
+func TestPutAfterPurge(t *testing.T) {
+	f := newFixture(t)
+	f.srv.PurgeDelay = 200 * time.Millisecond
+	p := f.provider(t, func(c *keyvault.Config) { c.RecoverTimeout = 2 * time.Second })
+	ctx := context.Background()
+	put(t, p, "recreated", "first", "e1")
+	if err := p.Delete(ctx, providers.DeleteRequest{Name: "recreated", Owner: owner, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := f.srv.SecretState("recreated"); st != "purging" {
+		t.Fatalf("state after the forced delete %q, want purging", st)
+	}
+	start := time.Now()
+	r := put(t, p, "recreated", "second", "e2")
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Put after a purge took %v; the purge takes %v", d, f.srv.PurgeDelay)
+	}
+	if !r.Created || r.Duplicate {
+		t.Errorf("Put after a purge: %+v, want Created", r)
+	}
+	if st, n := f.srv.SecretState("recreated"); st != "active" || n != 1 {
+		t.Fatalf("state %q with %d versions, want a new secret with 1", st, n)
+	}
+
+	// A purge that outlasts RecoverTimeout: a retryable conflict, at once.
+	f.srv.PurgeDelay = time.Minute
+	q := f.provider(t, func(c *keyvault.Config) { c.RecoverTimeout = 300 * time.Millisecond })
+	if err := q.Delete(ctx, providers.DeleteRequest{Name: "recreated", Owner: owner, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	_, err := q.Put(ctx, providers.PutRequest{Name: "recreated", Value: []byte(sentinel), IdempotencyKey: "e3", Owner: owner})
+	wantKind(t, err, providers.ErrConflict, providers.Retryable)
+	noLeak(t, err)
+	if ra := providers.RetryAfter(err); ra <= 0 || ra > 5*time.Second {
+		t.Errorf("RetryAfter %v, want a short hint", ra)
+	}
+	if !strings.Contains(err.Error(), "ObjectIsBeingDeleted") || strings.Contains(err.Error(), "recover") {
+		t.Errorf("error does not say the name is being purged: %v", err)
+	}
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Errorf("Put gave up after %v, RecoverTimeout is 300ms", d)
+	}
+}
+
 func TestThrottling(t *testing.T) {
 	f := newFixture(t)
 	p := f.provider(t)

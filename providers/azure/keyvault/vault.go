@@ -160,13 +160,29 @@ func (v *vaultClient) ListVersions(ctx context.Context, name string) ([]*azsecre
 // disabled version: 403 Forbidden with the inner error code
 // SecretDisabled.
 func isDisabled(err error) bool {
+	return statusOf(err) == http.StatusForbidden && innerCode(err) == "SecretDisabled"
+}
+
+// isBeingDeleted reports whether err is Key Vault's answer to a write of a
+// name whose delete or purge has not finished: 409 Conflict with inner
+// error ObjectIsBeingDeleted. Key Vault purges asynchronously; for a few
+// seconds after a purge the name is neither a secret nor a deleted secret
+// (both reads answer 404) and cannot be written. Only waiting helps.
+func isBeingDeleted(err error) bool {
+	return statusOf(err) == http.StatusConflict && innerCode(err) == "ObjectIsBeingDeleted"
+}
+
+// innerCode returns the inner error code of a Key Vault error response,
+// {"error":{"code":...,"message":...,"innererror":{"code":...}}}, or "".
+// (azcore.ResponseError.ErrorCode holds the outer code only.)
+func innerCode(err error) string {
 	var re *azcore.ResponseError
-	if !errors.As(err, &re) || re.StatusCode != http.StatusForbidden || re.RawResponse == nil {
-		return false
+	if !errors.As(err, &re) || re.RawResponse == nil {
+		return ""
 	}
 	body, perr := runtime.Payload(re.RawResponse)
 	if perr != nil {
-		return false
+		return ""
 	}
 	var e struct {
 		Error struct {
@@ -175,7 +191,10 @@ func isDisabled(err error) bool {
 			} `json:"innererror"`
 		} `json:"error"`
 	}
-	return json.Unmarshal(body, &e) == nil && e.Error.InnerError != nil && e.Error.InnerError.Code == "SecretDisabled"
+	if json.Unmarshal(body, &e) != nil || e.Error.InnerError == nil {
+		return ""
+	}
+	return e.Error.InnerError.Code
 }
 
 // currentVersion is what the provider needs of a secret's current

@@ -2,12 +2,12 @@ package conjur
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
 	"sort"
 	"strconv"
-	"sync"
 
 	"go.uber.org/zap"
 
@@ -55,13 +55,9 @@ type Provider struct {
 	c   *client
 	log *zap.Logger
 
-	mu    sync.Mutex
-	locks map[string]*nameLock
-}
-
-type nameLock struct {
-	mu   sync.Mutex
-	refs int
+	// names serializes this instance's writers of one name, so that
+	// Created and Duplicate are decided once per write.
+	names keyedLocks
 }
 
 var (
@@ -85,12 +81,7 @@ func New(_ context.Context, cfg Config, log *zap.Logger) (*Provider, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Provider{
-		cfg:   cfg,
-		c:     c,
-		log:   log,
-		locks: map[string]*nameLock{},
-	}, nil
+	return &Provider{cfg: cfg, c: c, log: log}, nil
 }
 
 // Capabilities: versions are readable (Conjur keeps the last 20), ownership
@@ -116,24 +107,13 @@ func (p *Provider) Close() error {
 	return nil
 }
 
-func (p *Provider) lock(name string) func() {
-	p.mu.Lock()
-	l := p.locks[name]
-	if l == nil {
-		l = &nameLock{}
-		p.locks[name] = l
+// lock takes name's writer lock (see Provider.names).
+func (p *Provider) lock(ctx context.Context, op, name string) (func(), error) {
+	unlock, err := p.names.lock(ctx, name)
+	if err != nil {
+		return nil, classify(ctx, op, name, err)
 	}
-	l.refs++
-	p.mu.Unlock()
-	l.mu.Lock()
-	return func() {
-		l.mu.Unlock()
-		p.mu.Lock()
-		if l.refs--; l.refs == 0 {
-			delete(p.locks, name)
-		}
-		p.mu.Unlock()
-	}
+	return unlock, nil
 }
 
 func (p *Provider) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -225,6 +205,13 @@ func (p *Provider) policyErr(ctx context.Context, op, name string, err error, wh
 
 // Put declares the variable in the policy branch (with ownership and event
 // annotations) and adds the value as a new version.
+//
+// The event (req.IdempotencyKey) is declared against the version Put
+// expects to write (keyrelay-event-version) before the value is added. When
+// another writer's version came in between, a second policy load records
+// the version actually written; if that load fails, Put returns a retryable
+// error (the value is written), and the retry finds the version (see
+// eventWroteCurrent), records it and reports a Duplicate.
 func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers.PutResult, error) {
 	const op = "put"
 	if err := ctx.Err(); err != nil {
@@ -238,7 +225,11 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 	}
 	ctx, cancel := p.withTimeout(ctx)
 	defer cancel()
-	defer p.lock(req.Name)()
+	unlock, err := p.lock(ctx, op, req.Name)
+	if err != nil {
+		return providers.PutResult{}, err
+	}
+	defer unlock()
 	id := VariableID(p.cfg.PolicyBranch, req.Name)
 
 	r, err := p.c.resource(ctx, id)
@@ -255,9 +246,14 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 		if !req.Adopt && !providers.IsOwnedBy(existing, req.Owner) {
 			return providers.PutResult{}, notOwned(op, req.Name)
 		}
-		if req.IdempotencyKey != "" && cur > 0 && existing[providers.EventTag] == req.IdempotencyKey &&
-			existing[AnnotationEventVersion] == strconv.Itoa(cur) {
-			return providers.PutResult{Version: strconv.Itoa(cur), Duplicate: true}, nil
+		if req.IdempotencyKey != "" && existing[providers.EventTag] == req.IdempotencyKey {
+			dup, err := p.eventWroteCurrent(ctx, op, req, id, cur, existing)
+			if err != nil {
+				return providers.PutResult{}, err
+			}
+			if dup {
+				return providers.PutResult{Version: strconv.Itoa(cur), Duplicate: true}, nil
+			}
 		}
 	}
 	ann, err := annotations(req.Owner, req.Tags, req.Description, existing)
@@ -266,7 +262,7 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 	}
 	ann[providers.EventTag] = req.IdempotencyKey
 	ann[AnnotationEventVersion] = strconv.Itoa(cur + 1)
-	if err := p.c.loadPolicy(ctx, p.cfg.PolicyBranch, declarePolicy(req.Name, ann, sortedKeys(ann))); err != nil {
+	if err := p.loadPolicy(ctx, declarePolicy(req.Name, ann, sortedKeys(ann))); err != nil {
 		return providers.PutResult{}, p.policyErr(ctx, op, req.Name, err, "declare variables")
 	}
 	if err := p.c.addSecret(ctx, id, req.Value); err != nil {
@@ -277,15 +273,65 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 		return providers.PutResult{}, classify(ctx, op, req.Name, err)
 	}
 	v := r2.latest()
-	if v != cur+1 {
+	if v != cur+1 && req.IdempotencyKey != "" {
 		// Another writer (outside this process) got in between: record the
 		// event against the version actually written.
-		fix := map[string]string{providers.EventTag: req.IdempotencyKey, AnnotationEventVersion: strconv.Itoa(v)}
-		if err := p.c.loadPolicy(ctx, p.cfg.PolicyBranch, declarePolicy(req.Name, fix, sortedKeys(fix))); err != nil {
-			p.log.Warn("conjur: could not record the event id of a write", zap.String("name", req.Name), zap.Int("version", v))
+		if err := p.recordEvent(ctx, req.Name, req.IdempotencyKey, v); err != nil {
+			return providers.PutResult{}, unrecorded(p.policyErr(ctx, op, req.Name, err, "record the event of a write"), v)
 		}
 	}
 	return providers.PutResult{Version: strconv.Itoa(v), Created: !exists || cur == 0}, nil
+}
+
+// eventWroteCurrent reports whether the current version cur was written by
+// req's event, whose id the variable's keyrelay-event annotation holds. The
+// annotation keyrelay-event-version names the version the event was
+// declared against:
+//
+//   - cur: the event wrote it;
+//   - after cur: the event's value was never added;
+//   - before cur: the event's value was added after another writer's
+//     version, and recording the version it got failed (or the process
+//     stopped first). The event's version is then the current one if it
+//     holds the event's value; it is recorded now, so that a further
+//     delivery needs no read of the value.
+func (p *Provider) eventWroteCurrent(ctx context.Context, op string, req providers.PutRequest, id string, cur int, ann map[string]string) (bool, error) {
+	declared, err := strconv.Atoi(ann[AnnotationEventVersion])
+	switch {
+	case cur == 0 || err != nil || declared < 1 || declared > cur:
+		return false, nil
+	case declared == cur:
+		return true, nil
+	}
+	val, err := p.c.secret(ctx, id, cur)
+	if err != nil {
+		return false, classify(ctx, op, req.Name, err)
+	}
+	if subtle.ConstantTimeCompare(val, req.Value) != 1 {
+		return false, nil
+	}
+	if err := p.recordEvent(ctx, req.Name, req.IdempotencyKey, cur); err != nil {
+		// The write is done; a further delivery compares the value again.
+		p.log.Warn("conjur: could not record the event id of a write", zap.String("name", req.Name), zap.Int("version", cur),
+			zap.Error(p.policyErr(ctx, op, req.Name, err, "record the event of a write")))
+	}
+	return true, nil
+}
+
+// unrecorded is the error of a Put that wrote version v but could not
+// record its event: retryable whatever the cause, since the retry finds the
+// version by its value and reports it a Duplicate.
+func unrecorded(err error, v int) error {
+	var pe *providers.Error
+	if !errors.As(err, &pe) {
+		return err
+	}
+	out := *pe
+	if out.Kind == providers.Permanent {
+		out.Kind = providers.Retryable
+	}
+	out.Err = fmt.Errorf("version %d was written but its event id was not recorded (a retry with the same idempotency key finds the version and records it): %w", v, pe.Err)
+	return &out
 }
 
 func parseVersion(op, name, version string) (int, error) {
@@ -353,7 +399,11 @@ func (p *Provider) Delete(ctx context.Context, req providers.DeleteRequest) erro
 	}
 	ctx, cancel := p.withTimeout(ctx)
 	defer cancel()
-	defer p.lock(req.Name)()
+	unlock, err := p.lock(ctx, op, req.Name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	id := VariableID(p.cfg.PolicyBranch, req.Name)
 	r, err := p.c.resource(ctx, id)
 	if err != nil {
@@ -362,7 +412,7 @@ func (p *Provider) Delete(ctx context.Context, req providers.DeleteRequest) erro
 	if !req.Adopt && !providers.IsOwnedBy(r.annotations(), req.Owner) {
 		return notOwned(op, req.Name)
 	}
-	if err := p.c.loadPolicy(ctx, p.cfg.PolicyBranch, deletePolicy(req.Name)); err != nil {
+	if err := p.loadPolicy(ctx, deletePolicy(req.Name)); err != nil {
 		return p.policyErr(ctx, op, req.Name, err, "delete variables; the variable was left in place")
 	}
 	return nil
@@ -408,7 +458,11 @@ func (p *Provider) UpdateTags(ctx context.Context, req providers.TagRequest) err
 	}
 	ctx, cancel := p.withTimeout(ctx)
 	defer cancel()
-	defer p.lock(req.Name)()
+	unlock, err := p.lock(ctx, op, req.Name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	r, err := p.c.resource(ctx, VariableID(p.cfg.PolicyBranch, req.Name))
 	if err != nil {
 		return classify(ctx, op, req.Name, err)
@@ -421,7 +475,7 @@ func (p *Provider) UpdateTags(ctx context.Context, req providers.TagRequest) err
 	if err != nil {
 		return invalid(op, req.Name, err)
 	}
-	if err := p.c.loadPolicy(ctx, p.cfg.PolicyBranch, declarePolicy(req.Name, ann, sortedKeys(ann))); err != nil {
+	if err := p.loadPolicy(ctx, declarePolicy(req.Name, ann, sortedKeys(ann))); err != nil {
 		return p.policyErr(ctx, op, req.Name, err, "update annotations")
 	}
 	return nil

@@ -27,10 +27,33 @@
 // serialized inside a provider instance; Conjur has no compare-and-set, so
 // two keyrelay processes writing the same name at once may interleave.
 //
+// When another writer's version lands between the declaration and the
+// value, a second policy load records the event against the version
+// actually written. If that load fails, Put returns a retryable error
+// saying that the value was written; the retry (the same IdempotencyKey)
+// finds that the annotation names an older version than the current one
+// and that the current version holds the event's value, records the event
+// against it and returns a Duplicate. A redelivered event never writes a
+// second version.
+//
 // Delete loads "- !delete record: !variable <id>" into the branch. Conjur
 // then drops the variable and all its versions: there is no soft delete.
 // Where the policy forbids it (403) the error is a permanent
 // ErrAccessDenied saying that the variable was left in place.
+//
+// # Policy loads
+//
+// Conjur runs one policy load of a branch at a time: a load that overlaps
+// another load of the same branch, by any client, is answered 409
+// {"error":{"code":"policy_conflict",...}} with a Retry-After of 1 to 8
+// seconds. Every Put, UpdateTags and Delete loads policy into the one
+// configured branch, so the provider serializes its policy loads per
+// branch within the process (across provider instances on the same
+// appliance, account and branch): its own writers of different names never
+// conflict. A conflict with another client's load (another keyrelay
+// process, an operator) is retried once after the Retry-After when the
+// call's deadline leaves room; otherwise it is a retryable ErrConflict
+// whose providers.RetryAfter is Conjur's Retry-After.
 //
 // # Listing
 //
@@ -69,8 +92,10 @@
 // AuthenticateRequest), parses and ages access tokens (authn.NewToken;
 // refresh at 85% of their life) and reads every response
 // (response.DataResponse and friends). The SDK's *response.ConjurError is
-// classified by its HTTP status and Conjur's error code only; its message,
-// which may echo the response body, is never copied into keyrelay's errors.
+// classified by its HTTP status and Conjur's error code only, with the
+// response's Retry-After (which the SDK's error does not keep) as the
+// error's providers.RetryAfter; its message, which may echo the response
+// body, is never copied into keyrelay's errors.
 // sdk.go keeps only what the SDK lacks: the SDK's calls take no context and
 // its Client refreshes tokens without a lock, so each SDK-built request is
 // sent with the caller's context and an access token held under a mutex;

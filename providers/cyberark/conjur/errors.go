@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/keyrelay/keyrelay/providers"
 )
@@ -31,7 +32,9 @@ func classify(ctx context.Context, op, name string, err error) error {
 	}
 	var ce *apiError
 	if errors.As(err, &ce) {
-		return fromStatus(op, name, ce.Status, ce.Code, "")
+		e := fromStatus(op, name, ce.Status, ce.Code, "")
+		e.RetryAfter = ce.RetryAfter
+		return e
 	}
 	var ue x509.UnknownAuthorityError
 	var he x509.HostnameError
@@ -62,23 +65,25 @@ func isConjur(err error) bool {
 	return errors.As(err, &ce)
 }
 
-// apiError is a non-2xx Conjur response: the status and the "code" of
-// Conjur's JSON error body ({"error":{"code":...,"message":...}}). The
+// apiError is a non-2xx Conjur response: the status, the "code" of
+// Conjur's JSON error body ({"error":{"code":...,"message":...}}) and the
+// Retry-After header (Conjur sends one with 409 policy_conflict). The
 // message is not kept.
 type apiError struct {
-	Status int
-	Code   string
+	Status     int
+	Code       string
+	RetryAfter time.Duration
 }
 
 func (e *apiError) Error() string { return fmt.Sprintf("conjur: HTTP %d %s", e.Status, e.Code) }
 
 // fromStatus classifies an HTTP status; why is an optional explanation.
-func fromStatus(op, name string, status int, code, why string) error {
+func fromStatus(op, name string, status int, code, why string) *providers.Error {
 	return statusErr(op, name, status, status, code, why)
 }
 
 // statusErr reports HTTP status shown, classified as status as.
-func statusErr(op, name string, shown, status int, code, why string) error {
+func statusErr(op, name string, shown, status int, code, why string) *providers.Error {
 	msg := fmt.Sprintf("HTTP %d", shown)
 	if code != "" && len(code) < 64 {
 		msg += " (" + code + ")"
@@ -100,6 +105,9 @@ func statusErr(op, name string, shown, status int, code, why string) error {
 		sentinel = providers.ErrNotFound
 	case status == 409:
 		sentinel, kind = providers.ErrConflict, providers.Retryable
+		if why == "" && code == "policy_conflict" {
+			msg += ": another client was loading policy into the branch"
+		}
 	case status == 429:
 		sentinel, kind = providers.ErrThrottled, providers.Throttled
 	case status == 400 || status == 422:

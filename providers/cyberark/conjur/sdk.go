@@ -41,6 +41,9 @@ import (
 //     here, in the SDK's format.
 //   - Re-authentication on 401: the SDK reports a 401 to its caller; a
 //     request that gets one re-authenticates once and is retried.
+//   - Retry-After: the SDK's *response.ConjurError keeps no headers, so
+//     the hint (Conjur sends one with 409 policy_conflict) is read from
+//     the response (respErr).
 //   - TLS as LiteLLM configures it (see newHTTPClient).
 type client struct {
 	sdk     *conjurapi.Client
@@ -148,7 +151,7 @@ func (c *client) token(ctx context.Context, force bool) (string, error) {
 		}
 		body, err := response.DataResponse(resp)
 		if err != nil {
-			return "", sdkErr(err)
+			return "", respErr(resp, err)
 		}
 		// authn.NewToken panics on a payload whose iat or exp is not a
 		// number; check the shape first.
@@ -218,6 +221,17 @@ func (c *client) do(ctx context.Context, build func() (*http.Request, error)) (*
 		}
 		return resp, nil
 	}
+}
+
+// respErr is sdkErr for an error the SDK read from resp, keeping resp's
+// Retry-After.
+func respErr(resp *http.Response, err error) error {
+	err = sdkErr(err)
+	var ae *apiError
+	if resp != nil && errors.As(err, &ae) {
+		ae.RetryAfter = retryAfter(resp.Header)
+	}
+	return err
 }
 
 // sdkErr turns the SDK's *response.ConjurError into an *apiError, keeping
@@ -297,7 +311,7 @@ func (c *client) resource(ctx context.Context, id string) (*resource, error) {
 	}
 	b, err := response.DataResponse(resp)
 	if err != nil {
-		return nil, sdkErr(err)
+		return nil, respErr(resp, err)
 	}
 	var r resource
 	if err := json.Unmarshal(b, &r); err != nil {
@@ -319,7 +333,7 @@ func (c *client) resources(ctx context.Context, search string, limit, offset int
 	}
 	b, err := response.DataResponse(resp)
 	if err != nil {
-		return nil, sdkErr(err)
+		return nil, respErr(resp, err)
 	}
 	var rs []resource
 	if err := json.Unmarshal(b, &rs); err != nil {
@@ -336,7 +350,7 @@ func (c *client) addSecret(ctx context.Context, id string, value []byte) error {
 	if err != nil {
 		return err
 	}
-	return sdkErr(response.EmptyResponse(resp))
+	return respErr(resp, response.EmptyResponse(resp))
 }
 
 // secret reads the current value (version 0) or a version, as
@@ -353,7 +367,7 @@ func (c *client) secret(ctx context.Context, id string, version int) ([]byte, er
 	}
 	b, err := response.DataResponse(resp)
 	if err != nil {
-		return nil, sdkErr(err)
+		return nil, respErr(resp, err)
 	}
 	return b, nil
 }
@@ -368,5 +382,5 @@ func (c *client) loadPolicy(ctx context.Context, branch, policy string) error {
 		return err
 	}
 	var pr conjurapi.PolicyResponse
-	return sdkErr(response.JSONResponse(resp, &pr))
+	return respErr(resp, response.JSONResponse(resp, &pr))
 }

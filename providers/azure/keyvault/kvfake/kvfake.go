@@ -1,31 +1,3 @@
-// Package kvfake is an in-process HTTPS fake of the Azure Key Vault secrets
-// REST API, faithful enough on the wire to drive the official azsecrets
-// client: the bearer challenge, api-version, Key Vault's JSON error shape,
-// versions with ids, soft delete with recover and purge (409 Conflict when
-// a deleted-but-recoverable name is written), disabled versions (a read
-// answers 403 Forbidden with inner error SecretDisabled; the versions list
-// still shows their tags), case-insensitive names and injected faults such
-// as 429 with Retry-After.
-//
-// A minimal Entra ID token endpoint runs on the same listener. The vault
-// accepts only tokens it issued (or the static Server.Token) and checks
-// them as Key Vault does: an expired token, a token not valid yet (the
-// vault's clock, see AdvanceClock) and a revoked one (RevokeTokens) get
-// the 401 bearer challenge. The token endpoint can fail on demand
-// (InjectTokenFault): with an HTTP status, or with a dropped connection
-// and no HTTP response, as an unreachable Entra ID looks to a client.
-//
-// Transaction limits are opt-in: EnforceQuotas (e.g. with DefaultQuotas:
-// 300 secret creates and 4,000 other transactions per 10 seconds) makes
-// the vault answer 429 with Retry-After, as Key Vault does, to requests
-// over a limit in a sliding window; Throttled counts them. Without it
-// nothing is throttled.
-//
-// keys.go serves the keys API too (create, get, wrapkey, unwrapkey with
-// RSA-OAEP-256 on real RSA keys), for providers/azure/keyvault/keys.
-//
-// No Key Vault emulator exists offline; keyrelay's azure_key_vault provider
-// is tested against this fake (see the repository README).
 package kvfake
 
 import (
@@ -130,6 +102,13 @@ type Server struct {
 	// DeleteDelay is how long a deleted secret cannot be purged or
 	// recovered (409 "currently being deleted").
 	DeleteDelay time.Duration
+	// PurgeDelay is how long a purge takes to finish, as Key Vault purges
+	// asynchronously: meanwhile the name is neither a secret nor a deleted
+	// secret (Get Secret and Get Deleted Secret answer 404) but cannot be
+	// written either (Set Secret answers 409 Conflict with inner error
+	// ObjectIsBeingDeleted). Key Vault takes a few seconds; 0 (the
+	// default) purges at once.
+	PurgeDelay time.Duration
 	// ListPageSize is how many secrets a page of Get Secrets holds when
 	// the request has no maxresults. Default (0): PageSize, Key Vault's 25.
 	ListPageSize int
@@ -146,6 +125,7 @@ type Server struct {
 	mu         sync.Mutex
 	secrets    map[string]*secret
 	deleted    map[string]*deletedSecret
+	purging    map[string]time.Time // name -> end of its purge (PurgeDelay)
 	readyAt    map[string]time.Time
 	faults     []*Fault
 	tokFaults  []*TokenFault
@@ -167,6 +147,7 @@ func New() *Server {
 		Resource: DefaultResource,
 		secrets:  map[string]*secret{},
 		deleted:  map[string]*deletedSecret{},
+		purging:  map[string]time.Time{},
 		readyAt:  map[string]time.Time{},
 		issued:   map[string]tokenInfo{},
 		revoked:  map[string]bool{},
@@ -318,7 +299,8 @@ func (s *Server) APIVersion() string {
 }
 
 // SecretState reports whether name exists ("active"), is soft-deleted
-// ("deleted") or is unknown (""), and how many versions it has.
+// ("deleted"), is being purged ("purging", see PurgeDelay) or is unknown
+// (""), and how many versions it has.
 func (s *Server) SecretState(name string) (string, int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -329,7 +311,20 @@ func (s *Server) SecretState(name string) (string, int) {
 	if d, ok := s.deleted[k]; ok {
 		return "deleted", len(d.s.versions)
 	}
+	if s.isPurging(k) {
+		return "purging", 0
+	}
 	return "", 0
+}
+
+// isPurging reports whether the purge of name k is still in progress.
+func (s *Server) isPurging(k string) bool {
+	t, ok := s.purging[k]
+	if ok && !time.Now().Before(t) {
+		delete(s.purging, k)
+		ok = false
+	}
+	return ok
 }
 
 // Names lists the active secret names (as first written), sorted.
@@ -570,7 +565,11 @@ func (s *Server) set(w http.ResponseWriter, r *http.Request, base, name string) 
 	}
 	k := strings.ToLower(name)
 	if _, ok := s.deleted[k]; ok {
-		writeErr(w, http.StatusConflict, "Conflict", fmt.Sprintf("Secret %s is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the secret can only be recovered or purged.", name))
+		writeInnerErr(w, http.StatusConflict, "Conflict", "ObjectIsDeletedButRecoverable", fmt.Sprintf("Secret %s is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the secret can only be recovered or purged.", name))
+		return
+	}
+	if s.isPurging(k) {
+		writeInnerErr(w, http.StatusConflict, "Conflict", "ObjectIsBeingDeleted", fmt.Sprintf("Secret %s is currently being deleted and cannot be re-created; retry later.", name))
 		return
 	}
 	if _, ok := s.readyAt[k]; ok && s.active(name) == nil {
@@ -733,6 +732,9 @@ func (s *Server) purge(w http.ResponseWriter, name string) {
 		return
 	}
 	delete(s.deleted, k)
+	if s.PurgeDelay > 0 {
+		s.purging[k] = time.Now().Add(s.PurgeDelay)
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -351,3 +351,60 @@ func TestListSecrets(t *testing.T) {
 		t.Errorf("maxresults 26: %d %s", res.StatusCode, b)
 	}
 }
+
+// innerCode returns the inner error code of a Key Vault error body.
+func innerCode(t *testing.T, b []byte) string {
+	t.Helper()
+	var e struct {
+		Error struct {
+			InnerError struct{ Code string } `json:"innererror"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(b, &e); err != nil {
+		t.Fatalf("error body %q is not Key Vault's shape: %v", b, err)
+	}
+	return e.Error.InnerError.Code
+}
+
+// TestPurgeDelay: Key Vault purges asynchronously. Until the purge is done
+// the name reads as neither a secret nor a deleted secret (404), but a
+// write is refused with 409 Conflict, inner error ObjectIsBeingDeleted.
+func TestPurgeDelay(t *testing.T) {
+	s := kvfake.New()
+	s.Token = "tok"
+	s.PurgeDelay = 300 * time.Millisecond
+	defer s.Close()
+	const av = "?api-version=7.6"
+	do(t, s, "PUT", "/secrets/p"+av, `{"value":"v1"}`, true)
+	do(t, s, "DELETE", "/secrets/p"+av, "", true)
+	res, b := do(t, s, "PUT", "/secrets/p"+av, `{"value":"v2"}`, true)
+	if res.StatusCode != 409 || code(t, b) != "Conflict" || innerCode(t, b) != "ObjectIsDeletedButRecoverable" {
+		t.Fatalf("set on a deleted name: %d %s", res.StatusCode, b)
+	}
+	if res, b = do(t, s, "DELETE", "/deletedsecrets/p"+av, "", true); res.StatusCode != 204 {
+		t.Fatalf("purge: %d %s", res.StatusCode, b)
+	}
+	purged := time.Now()
+	if st, _ := s.SecretState("p"); st != "purging" {
+		t.Errorf("state during the purge %q, want purging", st)
+	}
+	for _, path := range []string{"/secrets/p", "/deletedsecrets/p"} {
+		if res, b = do(t, s, "GET", path+av, "", true); res.StatusCode != 404 || code(t, b) != "SecretNotFound" {
+			t.Errorf("GET %s during the purge: %d %s", path, res.StatusCode, b)
+		}
+	}
+	if res, b = do(t, s, "POST", "/deletedsecrets/p/recover"+av, "", true); res.StatusCode != 404 {
+		t.Errorf("recover during the purge: %d %s", res.StatusCode, b)
+	}
+	res, b = do(t, s, "PUT", "/secrets/P"+av, `{"value":"v2"}`, true)
+	if res.StatusCode != 409 || code(t, b) != "Conflict" || innerCode(t, b) != "ObjectIsBeingDeleted" || !strings.Contains(string(b), "currently being deleted") {
+		t.Fatalf("set during the purge: %d %s", res.StatusCode, b)
+	}
+	time.Sleep(time.Until(purged.Add(s.PurgeDelay)))
+	if res, b = do(t, s, "PUT", "/secrets/p"+av, `{"value":"v2"}`, true); res.StatusCode != 200 {
+		t.Fatalf("set after the purge: %d %s", res.StatusCode, b)
+	}
+	if st, n := s.SecretState("p"); st != "active" || n != 1 {
+		t.Errorf("state after the purge and a write: %q with %d versions, want a new secret", st, n)
+	}
+}

@@ -103,12 +103,15 @@ func TestQuotaSlidingWindow(t *testing.T) {
 	defer s.Close()
 	c := sdkClient(t, s)
 	s.EnforceQuotas(map[string]kvfake.Quota{kvfake.QuotaSecretCreate: {Limit: 3, Window: 500 * time.Millisecond}})
-	start := time.Now()
 	for i := range 3 {
 		if err := setSecret(c, "win", strconv.Itoa(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// All three are in the window from here on (measured after the last
+	// one, not before the first, so that a slow machine cannot make the
+	// window end later than the test expects).
+	filled := time.Now()
 	err := setSecret(c, "win", "over")
 	var re *azcore.ResponseError
 	if !errors.As(err, &re) || re.StatusCode != http.StatusTooManyRequests || re.RawResponse.Header.Get("Retry-After") != "1" {
@@ -116,7 +119,7 @@ func TestQuotaSlidingWindow(t *testing.T) {
 	}
 	// The throttled write did not count: once the first three leave the
 	// window, three more pass.
-	time.Sleep(time.Until(start.Add(550 * time.Millisecond)))
+	time.Sleep(time.Until(filled.Add(550 * time.Millisecond)))
 	for i := range 3 {
 		if err := setSecret(c, "win", "next"+strconv.Itoa(i)); err != nil {
 			t.Fatalf("write %d of the next window: %v", i, err)

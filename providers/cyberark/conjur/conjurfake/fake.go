@@ -1,15 +1,3 @@
-// Package conjurfake is a wire-faithful HTTPS fake of the parts of the
-// CyberArk Conjur v5 REST API that keyrelay's cyberark provider uses through
-// github.com/cyberark/conjur-api-go: API-key authentication returning a
-// signed access token, policy loads (POST append, PATCH update, PUT replace)
-// of a YAML subset (!variable with annotations, !delete of a variable) into
-// existing branches, secret writes and versioned reads, resource reads,
-// resource listings (kind, search, limit, offset, count, acting_as; see
-// list.go), and Conjur's 401/403/404/422 responses with its JSON error
-// bodies.
-//
-// Conjur itself (Rails and Postgres) cannot run offline, so the provider's
-// tests run against this fake. It is test support, not a Conjur server.
 package conjurfake
 
 import (
@@ -38,6 +26,17 @@ import (
 // MaxVersions is how many versions of a variable Conjur keeps.
 const MaxVersions = 20
 
+// Defaults of a new Server's policy loads.
+const (
+	// DefaultPolicyLoadTime is how long a policy load runs (see
+	// SetPolicyLoadTime): long enough for concurrent clients to overlap.
+	DefaultPolicyLoadTime = 10 * time.Millisecond
+	// DefaultPolicyConflictRetryAfter is the Retry-After (seconds) of a
+	// 409 policy_conflict. Conjur draws it from 1..8 to spread retries; the
+	// fake sends the smallest, so tests do not wait longer than needed.
+	DefaultPolicyConflictRetryAfter = 1
+)
+
 // Server is a running fake.
 type Server struct {
 	// URL is the appliance URL (https://127.0.0.1:port).
@@ -60,6 +59,13 @@ type Server struct {
 	started  time.Time
 	// listMax is api_resource_list_limit_max (see SetListLimitMax).
 	listMax int
+	// loading counts the policy loads in progress per branch (including
+	// HoldPolicyLoad's); loadTime and conflictAfter configure them (see
+	// SetPolicyLoadTime, SetPolicyConflictRetryAfter).
+	loading       map[string]int
+	loadTime      time.Duration
+	conflictAfter int
+	conflicts     int
 }
 
 type user struct {
@@ -99,7 +105,8 @@ func NewMTLS(account string, clientCAs *x509.CertPool) *Server { return start(ac
 func start(account string, clientCAs *x509.CertPool) *Server {
 	s := &Server{Account: account, TokenTTL: 8 * time.Minute, listMax: DefaultListLimitMax, started: time.Now().UTC(),
 		users: map[string]*user{}, tokens: map[string]token{}, branches: map[string]bool{"root": true},
-		vars: map[string]*variable{}, fail: map[string]*failure{}}
+		vars: map[string]*variable{}, fail: map[string]*failure{},
+		loading: map[string]int{}, loadTime: DefaultPolicyLoadTime, conflictAfter: DefaultPolicyConflictRetryAfter}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.handle))
 	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // TLS handshake noise from untrusting clients
 	if clientCAs != nil {
@@ -169,6 +176,56 @@ func (s *Server) SetListLimitMax(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.listMax = n
+}
+
+// SetPolicyLoadTime sets how long a policy load runs: another load of the
+// same branch that starts meanwhile gets 409 policy_conflict, and the
+// load's changes appear when it ends. 0 applies loads at once and never
+// lets two overlap (a fake that hides Conjur's conflicts; keep it for
+// tests of something else that cannot afford the window). New sets
+// DefaultPolicyLoadTime.
+func (s *Server) SetPolicyLoadTime(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.loadTime = max(d, 0)
+}
+
+// SetPolicyConflictRetryAfter sets the Retry-After, in seconds (at least
+// 1), of a 409 policy_conflict. New sets DefaultPolicyConflictRetryAfter.
+func (s *Server) SetPolicyConflictRetryAfter(seconds int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.conflictAfter = max(seconds, 1)
+}
+
+// HoldPolicyLoad makes branch look as if another client's policy load of
+// it were in progress until release is called: loads of the branch get
+// 409 policy_conflict meanwhile. release may be called more than once.
+func (s *Server) HoldPolicyLoad(branch string) (release func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.loading[branch]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.endLoad(branch)
+		})
+	}
+}
+
+// PolicyConflicts returns how many policy loads got 409 policy_conflict.
+func (s *Server) PolicyConflicts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conflicts
+}
+
+func (s *Server) endLoad(branch string) {
+	if s.loading[branch]--; s.loading[branch] <= 0 {
+		delete(s.loading, branch)
+	}
 }
 
 // BeforeRequest makes f run at the start of every request, before the
@@ -636,6 +693,27 @@ func (s *Server) loadPolicy(w http.ResponseWriter, r *http.Request, login, branc
 				return
 			}
 		}
+	}
+	// Conjur saves a policy version (the next version number of the
+	// branch) before it applies the policy, in the load's transaction: a
+	// second load of the branch meanwhile violates the version's unique
+	// key and is answered 409 policy_conflict with a Retry-After.
+	if s.loading[branch] > 0 {
+		s.conflicts++
+		w.Header().Set("Retry-After", strconv.Itoa(s.conflictAfter))
+		writeErr(w, http.StatusConflict, "policy_conflict", "Concurrent policy load in progress, please retry")
+		return
+	}
+	if d := s.loadTime; d > 0 {
+		// The load runs outside the server's lock (handle holds it and
+		// unlocks it on return), so that other requests, and overlapping
+		// loads, are served meanwhile; its changes are applied at the end,
+		// as Conjur's transaction commits.
+		s.loading[branch]++
+		s.mu.Unlock()
+		time.Sleep(d)
+		s.mu.Lock()
+		s.endLoad(branch)
 	}
 	keep := map[string]bool{}
 	for _, st := range stmts {

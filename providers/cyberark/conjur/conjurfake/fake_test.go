@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 )
 
 type rawClient struct {
@@ -32,6 +33,12 @@ func newRaw(t *testing.T, s *Server, login, key string) *rawClient {
 
 func (c *rawClient) do(method, path, body string) (int, string) {
 	c.t.Helper()
+	st, b, _ := c.doH(method, path, body)
+	return st, b
+}
+
+func (c *rawClient) doH(method, path, body string) (int, string, http.Header) {
+	c.t.Helper()
 	req, _ := http.NewRequest(method, c.s.URL+path, strings.NewReader(body))
 	if c.tok != "" {
 		req.Header.Set("Authorization", c.tok)
@@ -42,7 +49,7 @@ func (c *rawClient) do(method, path, body string) (int, string) {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return resp.StatusCode, string(b), resp.Header
 }
 
 func wantStatus(t *testing.T, what string, got int, body string, want int, code string) {
@@ -148,4 +155,74 @@ func TestFakeSemantics(t *testing.T) {
 	c = newRaw(t, s, "host/app", "k")
 	st, b = c.do(http.MethodGet, "/secrets/acct/variable/app/many?version=1", "")
 	wantStatus(t, "pruned version", st, b, 404, "not_found")
+}
+
+// Two loads of one branch that overlap: the second gets Conjur's 409
+// policy_conflict with a Retry-After; loads of other branches go through,
+// and a load's changes appear when it ends.
+func TestPolicyLoadConflicts(t *testing.T) {
+	s := New("acct")
+	defer s.Close()
+	s.AddBranch("app")
+	s.AddBranch("other")
+	s.AddUser("host/app", "k", "app", "other")
+	s.SetPolicyLoadTime(300 * time.Millisecond)
+	c := newRaw(t, s, "host/app", "k")
+	pol := "/policies/acct/policy/app"
+
+	done := make(chan int)
+	go func() {
+		st, _ := c.do(http.MethodPatch, pol, "- !variable slow\n")
+		done <- st
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		n := s.loading["app"]
+		s.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first load never started")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if s.Exists("app/slow") {
+		t.Error("a load's changes appeared before it ended")
+	}
+	st, b, h := c.doH(http.MethodPatch, pol, "- !variable fast\n")
+	wantStatus(t, "overlapping load", st, b, 409, "policy_conflict")
+	if h.Get("Retry-After") != "1" {
+		t.Errorf("Retry-After %q, want \"1\"", h.Get("Retry-After"))
+	}
+	// A bad policy is rejected before it can conflict, as Conjur validates
+	// the policy version before saving it.
+	st, b = c.do(http.MethodPatch, pol, "- !variable [\n")
+	wantStatus(t, "bad YAML during a load", st, b, 422, "validation_failed")
+	st, b = c.do(http.MethodPatch, "/policies/acct/policy/other", "- !variable x\n")
+	wantStatus(t, "load of another branch", st, b, 201, "")
+	if st := <-done; st != 201 {
+		t.Fatalf("first load: HTTP %d", st)
+	}
+	if !s.Exists("app/slow") || s.Exists("app/fast") {
+		t.Error("wrong variables after the loads")
+	}
+	if n := s.PolicyConflicts(); n != 1 {
+		t.Errorf("PolicyConflicts() = %d, want 1", n)
+	}
+
+	// Another client's load in progress.
+	s.SetPolicyLoadTime(0)
+	s.SetPolicyConflictRetryAfter(5)
+	release := s.HoldPolicyLoad("app")
+	st, b, h = c.doH(http.MethodPatch, pol, "- !variable held\n")
+	wantStatus(t, "load during another client's", st, b, 409, "policy_conflict")
+	if h.Get("Retry-After") != "5" {
+		t.Errorf("Retry-After %q, want \"5\"", h.Get("Retry-After"))
+	}
+	release()
+	release()
+	st, b = c.do(http.MethodPatch, pol, "- !variable held\n")
+	wantStatus(t, "load after the release", st, b, 201, "")
 }
