@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"cloud.google.com/go/auth"
 	kmsapi "cloud.google.com/go/kms/apiv1"
 	"cloud.google.com/go/kms/apiv1/kmspb"
 	"github.com/googleapis/gax-go/v2"
@@ -16,6 +17,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/keyrelay/keyrelay/providers/google/internal/tokens"
 )
 
 // API is the part of the Cloud KMS client keyrelay uses;
@@ -33,8 +36,18 @@ type API interface {
 // "credentials_file" (a service-account JSON key); without the latter,
 // Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, as
 // LiteLLM requires, or the metadata server). The client's own retries are
-// off: keyrelay's retry policy decides. It makes no network call.
+// off: keyrelay's retry policy decides. A call Cloud KMS answers
+// UNAUTHENTICATED (an access token expired by Google's clock or revoked)
+// is sent once more after the credentials are read again, with a new
+// token. It makes no network call.
 func NewClient(ctx context.Context, opts map[string]string) (*kmsapi.KeyManagementClient, error) {
+	return newClient(ctx, opts, nil)
+}
+
+// newClient is NewClient with the credentials built by creds (tests: a
+// fake's) instead of credentials_file's or Application Default
+// Credentials'.
+func newClient(ctx context.Context, opts map[string]string, creds func() (*auth.Credentials, error)) (*kmsapi.KeyManagementClient, error) {
 	get := func(k string) string { return strings.TrimSpace(opts[k]) }
 	endpoint, caBundle, credFile := get(OptionEndpoint), get(OptionCABundle), get(OptionCredentialsFile)
 	plain := false
@@ -63,9 +76,6 @@ func NewClient(ctx context.Context, opts map[string]string) (*kmsapi.KeyManageme
 		co = append(co, option.WithoutAuthentication(),
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 	default:
-		if credFile != "" {
-			co = append(co, option.WithAuthCredentialsFile(option.ServiceAccount, credFile))
-		}
 		if caBundle != "" {
 			pem, err := os.ReadFile(caBundle)
 			if err != nil {
@@ -78,6 +88,18 @@ func NewClient(ctx context.Context, opts map[string]string) (*kmsapi.KeyManageme
 			co = append(co, option.WithGRPCDialOption(grpc.WithTransportCredentials(
 				credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))))
 		}
+		// Calls carry ts's tokens. Cloud KMS answers a token it no
+		// longer accepts with UNAUTHENTICATED, and ts.Intercept sends the
+		// call once more with a new one.
+		if creds == nil {
+			creds = tokens.Detect(credFile, kmsapi.DefaultAuthScopes())
+		}
+		ts, err := tokens.New(creds, Provider, nil)
+		if err != nil {
+			return nil, fmt.Errorf("google_kms: cannot load the credentials: %w", err)
+		}
+		co = append(co, option.WithAuthCredentials(ts.Credentials()),
+			option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(ts.Intercept)))
 	}
 	c, err := kmsapi.NewKeyManagementClient(ctx, co...)
 	if err != nil {

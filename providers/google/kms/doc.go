@@ -19,7 +19,9 @@
 // NewClient builds one from the options "endpoint", "insecure",
 // "ca_bundle" and "credentials_file" (else Application Default
 // Credentials). Tests run the official client over real gRPC against
-// kmsfake, a wire-faithful fake of the service.
+// kmsfake, a wire-faithful fake of the service; over TLS it checks every
+// call's access token, with expiry by its own clock and revocation on
+// demand.
 //
 // # Guarantees
 //
@@ -45,12 +47,20 @@
 //     "cipher: message authentication failed", as emulators send it); a
 //     value that fails AES-GCM authentication under its unwrapped data key
 //     is a permanent events.ErrOpenFailed; NOT_FOUND and FAILED_PRECONDITION
-//     are permanent ErrKeyUnusable; PERMISSION_DENIED and UNAUTHENTICATED
-//     permanent providers.ErrAccessDenied; RESOURCE_EXHAUSTED is
-//     providers.Throttled; UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED and any
-//     other INTERNAL or UNKNOWN are retryable. Messages carry the operation, the
-//     key name and the gRPC code, never a ciphertext, a data key or a
-//     value.
+//     are permanent ErrKeyUnusable; PERMISSION_DENIED is permanent
+//     providers.ErrAccessDenied, and so is UNAUTHENTICATED once the call,
+//     sent once more with a new access token, is refused again;
+//     RESOURCE_EXHAUSTED is providers.Throttled; UNAVAILABLE,
+//     DEADLINE_EXCEEDED, ABORTED and any other INTERNAL or UNKNOWN are
+//     retryable. Messages carry the operation, the key name and the gRPC
+//     code, never a ciphertext, a data key or a value.
+//   - An access token Cloud KMS refuses (expired by Google's clock or
+//     revoked while the client's cache holds it as valid: UNAUTHENTICATED,
+//     ErrorInfo reason ACCESS_TOKEN_EXPIRED) costs one refresh, not the
+//     event: NewClient's client reads the credentials again and sends the
+//     call once more with a new token. A token that cannot be fetched for
+//     a passing reason (token endpoint or metadata server down) is a
+//     retryable providers.ErrUnavailable.
 //   - The Sealer refuses other algorithms with events.ErrUnsupportedAlg,
 //     and keys outside allowed_key_names with events.ErrUnknownKeyID,
 //     without calling Cloud KMS.

@@ -123,6 +123,8 @@ func classify(op string, err error) (providers.Kind, *callError) {
 		ce.causes = []error{providers.ErrUnavailable}
 		return providers.Retryable, ce
 	case codes.PermissionDenied, codes.Unauthenticated:
+		// UNAUTHENTICATED gets here only when the call, sent once more
+		// with a new access token, was refused again (tokens.Source).
 		ce.causes = []error{providers.ErrAccessDenied}
 		return providers.Permanent, ce
 	case codes.NotFound, codes.FailedPrecondition:

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"cloud.google.com/go/auth"
 )
 
 // Option names read by ConfigFromOptions.
@@ -90,7 +92,10 @@ type Config struct {
 	// Option "ca_bundle". Default: the system roots.
 	CABundle string
 	// CredentialsFile is a service-account JSON key file. Option
-	// "credentials_file". Default: Application Default Credentials.
+	// "credentials_file". Default: Application Default Credentials. A
+	// call Google answers UNAUTHENTICATED (an access token expired by
+	// Google's clock or revoked) is sent once more after the credentials
+	// are read again, with a new token.
 	CredentialsFile string
 	// Replication is ReplicationAutomatic or ReplicationUserManaged (then
 	// Locations are required). Option "replication". Default automatic.
@@ -139,6 +144,10 @@ type Config struct {
 	// quotaWindow is the window the per-minute limits hold in: a minute,
 	// shorter in tests only (export_test.go).
 	quotaWindow time.Duration
+	// credentials builds the credentials whose tokens calls carry (unless
+	// Insecure): nil for CredentialsFile or Application Default
+	// Credentials; a fake's in tests only (export_test.go).
+	credentials func() (*auth.Credentials, error)
 }
 
 // ConfigFromOptions builds a validated Config, defaults applied, from the

@@ -48,11 +48,26 @@
 // gRPC codes map to providers errors: UNAVAILABLE, DEADLINE_EXCEEDED,
 // INTERNAL, UNKNOWN and ABORTED are retryable; RESOURCE_EXHAUSTED is
 // Throttled with the google.rpc.RetryInfo delay as RetryAfter; NOT_FOUND is
-// ErrNotFound; PERMISSION_DENIED and UNAUTHENTICATED are ErrAccessDenied;
-// FAILED_PRECONDITION on an etag is a retryable ErrConflict; INVALID_ARGUMENT
-// is ErrInvalid. Messages are sanitized (quoted text removed) and never
-// hold values. The client's own retries are switched off so that
-// keyrelay's retry policy sees throttling.
+// ErrNotFound; PERMISSION_DENIED is ErrAccessDenied; FAILED_PRECONDITION on
+// an etag is a retryable ErrConflict; INVALID_ARGUMENT is ErrInvalid.
+// Messages are sanitized (quoted text removed) and never hold values. The
+// client's own retries are switched off so that keyrelay's retry policy
+// sees throttling.
+//
+// Google refuses an access token expired by its clock or revoked
+// (UNAUTHENTICATED, ErrorInfo reason ACCESS_TOKEN_EXPIRED) while the
+// client's token cache still holds it as valid. Such a call is sent once
+// more after the credentials are read again, with a new token; only
+// UNAUTHENTICATED on the new token is ErrAccessDenied (permanent). Calls
+// refused for the same token share one refresh, and refreshes are
+// limited when every new token is refused. A token that cannot be fetched
+// for a passing reason (token endpoint or metadata server down) is a
+// retryable ErrUnavailable.
+//
+// Every payload read (Get, and the read of an unrecorded latest version
+// by Put) is checked against the data_crc32c Google sends with it; a
+// mismatch, data corrupted in transit, is a retryable ErrUnavailable, and
+// never passes for a value (Put would write it again).
 //
 // # Quotas
 //
@@ -85,5 +100,9 @@
 // Secret Manager emulator is available offline. Its opt-in EnforceQuotas
 // throttles calls over the three quotas as Google does; the tests check
 // that a bulk rotation with the limiters set to the fake's quotas is never
-// throttled.
+// throttled. Over TLS (StartTLS) it checks every call's access token as
+// Google does, with expiry by its own clock and revocation on demand
+// (ExpireTokens); the tests check that an expired token costs one refresh
+// and that a token refused again is access denied. It sends data_crc32c
+// with every payload, and CorruptAccess corrupts payloads in transit.
 package secretmanager

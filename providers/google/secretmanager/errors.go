@@ -116,6 +116,8 @@ func classify(ctx context.Context, op, name, rpc string, err error) error {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Internal, codes.Unknown, codes.Canceled:
 		ae.cause, kind = providers.ErrUnavailable, providers.Retryable
 	case codes.PermissionDenied, codes.Unauthenticated:
+		// UNAUTHENTICATED gets here only when the call, sent once more
+		// with a new access token, was refused again (tokens.Source).
 		ae.cause = providers.ErrAccessDenied
 	default: // InvalidArgument, OutOfRange, Unimplemented, DataLoss, ...
 		ae.cause = providers.ErrInvalid

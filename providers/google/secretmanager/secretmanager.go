@@ -30,6 +30,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/internal/ctxtime"
 	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/providers/google/internal/tokens"
 )
 
 // Name is the provider's key_management_system name (LiteLLM's).
@@ -106,9 +107,6 @@ func New(ctx context.Context, c Config, log *zap.Logger) (*Provider, error) {
 		opts = append(opts, option.WithoutAuthentication(),
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 	default:
-		if c.CredentialsFile != "" {
-			opts = append(opts, option.WithAuthCredentialsFile(option.ServiceAccount, c.CredentialsFile))
-		}
 		if c.CABundle != "" {
 			pem, err := os.ReadFile(c.CABundle)
 			if err != nil {
@@ -121,6 +119,20 @@ func New(ctx context.Context, c Config, log *zap.Logger) (*Provider, error) {
 			opts = append(opts, option.WithGRPCDialOption(grpc.WithTransportCredentials(
 				credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))))
 		}
+		// Calls carry ts's tokens. Google answers a token it no longer
+		// accepts with UNAUTHENTICATED, and ts.Intercept sends the call
+		// once more with a new one; it runs inside limitRPC, so the
+		// retry takes no second limiter token.
+		build := c.credentials
+		if build == nil {
+			build = tokens.Detect(c.CredentialsFile, sm.DefaultAuthScopes())
+		}
+		ts, err := tokens.New(build, Name, log)
+		if err != nil {
+			return nil, fmt.Errorf("secretmanager: cannot load the credentials: %w", err)
+		}
+		opts = append(opts, option.WithAuthCredentials(ts.Credentials()),
+			option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(ts.Intercept)))
 	}
 	client, err := sm.NewClient(ctx, opts...)
 	if err != nil {
@@ -353,7 +365,13 @@ func (p *Provider) adoptUnrecorded(ctx context.Context, op string, req providers
 	if err != nil {
 		return false, classify(ctx, op, req.Name, "AccessSecretVersion", err)
 	}
-	if !bytes.Equal(acc.GetPayload().GetData(), req.Value) {
+	data, err := payloadData(op, req.Name, acc)
+	if err != nil {
+		// A corrupted read says nothing about the stored value: writing
+		// another version on it could duplicate this event's.
+		return false, err
+	}
+	if !bytes.Equal(data, req.Value) {
 		return false, nil
 	}
 	_, err = p.updateMeta(ctx, op, req.Name, sec, func(s *secretmanagerpb.Secret) (bool, error) {
@@ -373,6 +391,19 @@ func (p *Provider) adoptUnrecorded(ctx context.Context, op string, req providers
 		return false, err
 	}
 	return true, nil
+}
+
+// payloadData returns the data of an AccessSecretVersion answer after
+// checking it against the answer's data_crc32c (Google sends one with
+// every payload; an answer without it is taken as it is). Every read of a
+// payload goes through it. A mismatch, data corrupted in transit, is a
+// retryable ErrUnavailable: a new read may well be intact.
+func payloadData(op, name string, resp *secretmanagerpb.AccessSecretVersionResponse) ([]byte, error) {
+	data := resp.GetPayload().GetData()
+	if c := resp.GetPayload().DataCrc32C; c != nil && int64(crc32.Checksum(data, crcTable)) != *c {
+		return nil, newErr(op, name, providers.Retryable, providers.ErrUnavailable, "payload failed its CRC32C check")
+	}
+	return data, nil
 }
 
 // updateMeta applies change to the secret's labels and annotations with
@@ -509,9 +540,9 @@ func (p *Provider) Get(ctx context.Context, name, version string) (*providers.Se
 		}
 		return nil, classify(ctx, op, name, "AccessSecretVersion", err)
 	}
-	data := resp.GetPayload().GetData()
-	if c := resp.GetPayload().DataCrc32C; c != nil && int64(crc32.Checksum(data, crcTable)) != *c {
-		return nil, newErr(op, name, providers.Retryable, providers.ErrUnavailable, "payload failed its CRC32C check")
+	data, err := payloadData(op, name, resp)
+	if err != nil {
+		return nil, err
 	}
 	n, _ := versionNumber(resp.GetName())
 	out := &providers.Secret{

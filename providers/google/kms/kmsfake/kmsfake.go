@@ -15,6 +15,16 @@
 // NOT_FOUND, disabled versions FAILED_PRECONDITION. Errors can be injected
 // per method (FailNext) for PERMISSION_DENIED, UNAVAILABLE and so on. Every
 // other RPC is UNIMPLEMENTED.
+//
+// Access tokens: a StartTLS fake authenticates every call as Cloud KMS
+// does: the token must be one Credentials issued and still good by the
+// fake's clock, or a service account's unexpired self-signed JWT (its
+// signature is not checked). ExpireTokens expires (revokes) every token so
+// far while clients still hold them as valid; an expired token fails with
+// UNAUTHENTICATED and google.rpc.ErrorInfo reason ACCESS_TOKEN_EXPIRED
+// (domain googleapis.com, metadata service and method), a missing one
+// with CREDENTIALS_MISSING. Such calls count in Calls. A Start fake
+// (plaintext, for clients without authentication) checks no token.
 package kmsfake
 
 import (
@@ -24,22 +34,30 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
 	"net"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
+	"cloud.google.com/go/auth"
 	"cloud.google.com/go/kms/apiv1/kmspb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/keyrelay/keyrelay/providers/google/internal/fakeauth"
 )
 
 // Cloud KMS limits on Encrypt and Decrypt.
@@ -83,6 +101,11 @@ type Server struct {
 	lis net.Listener
 	srv *grpc.Server
 
+	// tokens are checked on every call of a StartTLS fake (authenticate).
+	tokens       *fakeauth.Tokens
+	authenticate bool
+	dir          string // StartTLS: holds CAFile
+
 	mu       sync.Mutex
 	keys     map[string]*cryptoKey
 	faults   map[string]*fault
@@ -91,14 +114,50 @@ type Server struct {
 	params   map[string][]string
 }
 
-// Start starts a fake on a free 127.0.0.1 port.
+// Start starts a fake on a free 127.0.0.1 port, in plaintext, for clients
+// without authentication.
 func Start() (*Server, error) {
+	return start(nil, "")
+}
+
+// StartTLS starts a fake on a free 127.0.0.1 port over TLS, with a fresh
+// self-signed certificate for 127.0.0.1 (CAFile), that authenticates every
+// call's access token as Cloud KMS does (see the package documentation,
+// Credentials and ExpireTokens).
+func StartTLS() (*Server, error) {
+	certPEM, keyPEM, err := fakeauth.SelfSignedCert("kmsfake")
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "kmsfake")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), certPEM, 0o600); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	s, err := start([]grpc.ServerOption{grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}))}, dir)
+	if err != nil {
+		os.RemoveAll(dir)
+	}
+	return s, err
+}
+
+// start serves a fake with opts; dir, the directory of a TLS fake's
+// CAFile, makes it authenticate calls.
+func start(opts []grpc.ServerOption, dir string) (*Server, error) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{lis: lis, srv: grpc.NewServer(), keys: map[string]*cryptoKey{}, faults: map[string]*fault{},
-		calls: map[string]int{}, requests: map[string][]proto.Message{}, params: map[string][]string{}}
+	s := &Server{lis: lis, srv: grpc.NewServer(opts...), keys: map[string]*cryptoKey{}, faults: map[string]*fault{},
+		calls: map[string]int{}, requests: map[string][]proto.Message{}, params: map[string][]string{},
+		tokens: fakeauth.NewTokens("cloudkms.googleapis.com"), authenticate: dir != "", dir: dir}
 	kmspb.RegisterKeyManagementServiceServer(s.srv, s)
 	go func() { _ = s.srv.Serve(lis) }()
 	return s, nil
@@ -107,8 +166,48 @@ func Start() (*Server, error) {
 // Addr is the host:port to pass to option.WithEndpoint.
 func (s *Server) Addr() string { return s.lis.Addr().String() }
 
+// CAFile is the PEM file of a StartTLS fake's certificate ("" for Start).
+func (s *Server) CAFile() string {
+	if s.dir == "" {
+		return ""
+	}
+	return filepath.Join(s.dir, "ca.pem")
+}
+
 // Close stops the server.
-func (s *Server) Close() { s.srv.Stop() }
+func (s *Server) Close() {
+	s.srv.Stop()
+	if s.dir != "" {
+		os.RemoveAll(s.dir)
+	}
+}
+
+// SetClock replaces the clock by which access tokens expire.
+func (s *Server) SetClock(now func() time.Time) { s.tokens.SetClock(now) }
+
+// Credentials returns new credentials (each with its own token cache, as
+// the auth library keeps it) whose access tokens this fake issues, for
+// option.WithAuthCredentials. Only a StartTLS fake checks them.
+func (s *Server) Credentials() *auth.Credentials { return s.tokens.Credentials() }
+
+// ExpireTokens expires every access token issued or accepted so far, as
+// a revoked token or one expired by Google's clock: the client still
+// holds it as valid, and the next call with it fails with UNAUTHENTICATED
+// (ACCESS_TOKEN_EXPIRED). Tokens issued later are good.
+func (s *Server) ExpireTokens() { s.tokens.Expire() }
+
+// SetTokenLifetime sets the lifetime of the tokens Credentials issues from
+// now on (default an hour); zero or less makes every new token expired on
+// arrival.
+func (s *Server) SetTokenLifetime(d time.Duration) { s.tokens.SetLifetime(d) }
+
+// FailTokenRequests makes the next n token requests of Credentials fail
+// with the HTTP status code, as the auth library reports a token endpoint
+// answering so.
+func (s *Server) FailTokenRequests(code, n int) { s.tokens.FailIssue(code, n) }
+
+// TokensIssued returns how many access tokens Credentials has issued.
+func (s *Server) TokensIssued() int { return s.tokens.Issued() }
 
 // CreateKey creates the ENCRYPT_DECRYPT CryptoKey name
 // ("projects/P/locations/L/keyRings/R/cryptoKeys/K") with version 1 as its
@@ -218,6 +317,11 @@ func (s *Server) begin(ctx context.Context, method string, req proto.Message) er
 	s.requests[method] = append(s.requests[method], proto.Clone(req))
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
 		s.params[method] = append(s.params[method], strings.Join(md.Get("x-goog-request-params"), ","))
+	}
+	if s.authenticate {
+		if err := s.tokens.Check(ctx); err != nil {
+			return err
+		}
 	}
 	if f := s.faults[method]; f != nil && f.n != 0 {
 		if f.n > 0 {

@@ -2,13 +2,19 @@ package kmsfake_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"os"
 	"testing"
+	"time"
 
 	kmsapi "cloud.google.com/go/kms/apiv1"
 	"cloud.google.com/go/kms/apiv1/kmspb"
 	"google.golang.org/api/option"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -99,3 +105,56 @@ func TestEncryptDecrypt(t *testing.T) {
 }
 
 func wrap(v int64) *wrapperspb.Int64Value { return wrapperspb.Int64(v) }
+
+// A StartTLS fake accepts only tokens good by its clock; an expired one is
+// UNAUTHENTICATED with Google's ErrorInfo, and counts as a call.
+func TestAccessTokens(t *testing.T) {
+	f, err := kmsfake.StartTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	if _, err := f.CreateKey(key); err != nil {
+		t.Fatal(err)
+	}
+	pem, err := os.ReadFile(f.CAFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	c, err := kmsapi.NewKeyManagementClient(context.Background(), option.WithEndpoint(f.Addr()), option.WithAuthCredentials(f.Credentials()),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	c.CallOptions = &kmsapi.KeyManagementCallOptions{}
+	ctx := context.Background()
+	req := &kmspb.EncryptRequest{Name: key, Plaintext: []byte("hello")}
+	if _, err := c.Encrypt(ctx, req); err != nil {
+		t.Fatalf("with an issued token: %v", err)
+	}
+	for name, expire := range map[string]func(){
+		"revoked":            f.ExpireTokens,
+		"server clock ahead": func() { f.SetClock(func() time.Time { return time.Now().Add(2 * time.Hour) }) },
+	} {
+		expire()
+		_, err := c.Encrypt(ctx, req)
+		st := status.Convert(err)
+		var info *errdetails.ErrorInfo
+		for _, d := range st.Details() {
+			if i, ok := d.(*errdetails.ErrorInfo); ok {
+				info = i
+			}
+		}
+		if st.Code() != codes.Unauthenticated || info.GetReason() != "ACCESS_TOKEN_EXPIRED" || info.GetDomain() != "googleapis.com" ||
+			info.GetMetadata()["service"] != "cloudkms.googleapis.com" || info.GetMetadata()["method"] != "google.cloud.kms.v1.KeyManagementService.Encrypt" {
+			t.Fatalf("%s: %v (ErrorInfo %v), want UNAUTHENTICATED ACCESS_TOKEN_EXPIRED", name, err, info)
+		}
+		f.SetClock(time.Now)
+	}
+	if n := f.Calls("Encrypt"); n != 3 {
+		t.Fatalf("Calls = %d, want 3 (refused calls count)", n)
+	}
+}

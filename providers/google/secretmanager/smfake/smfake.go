@@ -29,20 +29,30 @@
 // (RESOURCE_EXHAUSTED with google.rpc.ErrorInfo and QuotaFailure details,
 // no RetryInfo); windows and limits can be scaled down for tests, and
 // Throttled counts the calls refused. Without it nothing is throttled.
+//
+// Access tokens: a StartTLS fake authenticates every call as Google does,
+// before quotas: the token must be one Credentials issued and still good
+// by the fake's clock, or a service account's unexpired self-signed JWT
+// (its signature is not checked). ExpireTokens expires (revokes) every
+// token so far while clients still hold them as valid; an expired token
+// fails with UNAUTHENTICATED and google.rpc.ErrorInfo reason
+// ACCESS_TOKEN_EXPIRED (domain googleapis.com, metadata service and
+// method), a missing one with CREDENTIALS_MISSING. Errors counts these
+// refusals; Calls does not (the call never reached the API). A Start fake
+// (plaintext, for clients without authentication) checks no token.
+//
+// Checksums: AddSecretVersion verifies data_crc32c, and every
+// AccessSecretVersion answer carries the payload's data_crc32c (computed
+// when the version was added without one, as Google does). CorruptAccess
+// flips a bit of the next answers' payloads and keeps their checksum, as
+// corruption in transit does.
 package smfake
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"hash/crc32"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -53,17 +63,19 @@ import (
 	"testing"
 	"time"
 
+	"cloud.google.com/go/auth"
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/keyrelay/keyrelay/providers/google/internal/fakeauth"
 )
 
 // MaxPayloadSize is Secret Manager's limit on a version's data: 64 KiB.
@@ -101,6 +113,12 @@ type Server struct {
 
 	quota quotaState // see EnforceQuotas
 
+	corrupt int // AccessSecretVersion answers left to corrupt
+
+	// tokens are checked on every call of a StartTLS fake (authenticate).
+	tokens       *fakeauth.Tokens
+	authenticate bool
+
 	addr   string
 	caFile string
 	gs     *grpc.Server
@@ -109,7 +127,7 @@ type Server struct {
 // New returns a fake that is not listening; see Serve.
 func New() *Server {
 	return &Server{secrets: map[string]*secret{}, faults: map[string]*fault{}, calls: map[string]int{},
-		errs: map[string]map[codes.Code]int{}, now: time.Now}
+		errs: map[string]map[codes.Code]int{}, now: time.Now, tokens: fakeauth.NewTokens("secretmanager.googleapis.com")}
 }
 
 // Start serves a new fake on a free port of 127.0.0.1 until the test ends.
@@ -146,11 +164,13 @@ func (s *Server) Stop() {
 // Addr is the host:port the fake listens on.
 func (s *Server) Addr() string { return s.addr }
 
-// SetClock replaces the fake's clock (create and destroy times).
+// SetClock replaces the fake's clock (create and destroy times, and the
+// expiry of access tokens).
 func (s *Server) SetClock(now func() time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.now = now
+	s.tokens.SetClock(now)
 }
 
 // Fail makes the next n calls of method (e.g. "AddSecretVersion", or "*"
@@ -178,11 +198,18 @@ func (s *Server) Errors(method string, code codes.Code) int {
 	return s.errs[method][code]
 }
 
-// countErrors is a unary interceptor that counts error answers by method
-// and code.
+// countErrors is a unary interceptor that authenticates the call (a
+// StartTLS fake), throttles it (EnforceQuotas), and counts error answers
+// by method and code.
 func (s *Server) countErrors(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	var resp any
-	err := s.throttle(info.FullMethod, req)
+	var err error
+	if s.authenticate {
+		err = s.tokens.Check(ctx)
+	}
+	if err == nil {
+		err = s.throttle(info.FullMethod, req)
+	}
 	if err == nil {
 		resp, err = h(ctx, req)
 	}
@@ -524,10 +551,24 @@ func (s *Server) AccessSecretVersion(_ context.Context, req *secretmanagerpb.Acc
 		return nil, status.Errorf(codes.FailedPrecondition, "Secret Version [%s] is in %s state.", v.pb.Name, st)
 	}
 	c := int64(crc32.Checksum(v.data, crc32.MakeTable(crc32.Castagnoli)))
+	data := append([]byte(nil), v.data...)
+	if s.corrupt > 0 && len(data) > 0 {
+		s.corrupt--
+		data[len(data)/2] ^= 0x01
+	}
 	return &secretmanagerpb.AccessSecretVersionResponse{
 		Name:    v.pb.Name,
-		Payload: &secretmanagerpb.SecretPayload{Data: append([]byte(nil), v.data...), DataCrc32C: &c},
+		Payload: &secretmanagerpb.SecretPayload{Data: data, DataCrc32C: &c},
 	}, nil
+}
+
+// CorruptAccess makes the next n AccessSecretVersion answers carry their
+// payload with one bit flipped and the data_crc32c of the stored data, as
+// data corrupted in transit arrives.
+func (s *Server) CorruptAccess(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.corrupt = n
 }
 
 // ListSecretVersions implements the RPC: newest first, paged.
@@ -633,12 +674,17 @@ func (s *Server) SecretNames() []string {
 
 // StartTLS serves a new fake over TLS with a fresh self-signed
 // certificate for 127.0.0.1 until the test ends. CAFile is then a PEM file
-// of that certificate. Every call must carry an "authorization" header
-// (any bearer token); calls without one fail with UNAUTHENTICATED.
+// of that certificate. Every call must carry a valid access token, as on
+// Google: one from Credentials, or a service account's self-signed JWT
+// (its signature is not checked) that has not expired; see ExpireTokens
+// and SetTokenLifetime. A call without a token, or with an expired or
+// unknown one, fails with UNAUTHENTICATED (an expired token with
+// ErrorInfo reason ACCESS_TOKEN_EXPIRED).
 func StartTLS(t testing.TB) *Server {
 	t.Helper()
 	s := New()
-	certPEM, keyPEM, err := selfSigned()
+	s.authenticate = true
+	certPEM, keyPEM, err := fakeauth.SelfSignedCert("smfake")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -656,46 +702,36 @@ func StartTLS(t testing.TB) *Server {
 	}
 	s.addr = ln.Addr().String()
 	s.gs = grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})),
-		grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			md, _ := metadata.FromIncomingContext(ctx)
-			if a := md.Get("authorization"); len(a) == 0 || !strings.HasPrefix(a[0], "Bearer ") {
-				return nil, status.Error(codes.Unauthenticated, "Request is missing required authentication credential.")
-			}
-			return s.countErrors(ctx, req, info, h)
-		}))
+		grpc.UnaryInterceptor(s.countErrors))
 	secretmanagerpb.RegisterSecretManagerServiceServer(s.gs, s)
 	go s.gs.Serve(ln) //nolint:errcheck // ends with Stop
 	t.Cleanup(s.Stop)
 	return s
 }
 
+// Credentials returns new credentials (each with its own token cache, as
+// the auth library keeps it) whose access tokens this fake issues, for
+// option.WithAuthCredentials. Only a StartTLS fake checks them.
+func (s *Server) Credentials() *auth.Credentials { return s.tokens.Credentials() }
+
+// ExpireTokens expires every access token issued or accepted so far, as
+// a revoked token or one expired by Google's clock: the client still
+// holds it as valid, and the next call with it fails with UNAUTHENTICATED
+// (ACCESS_TOKEN_EXPIRED). Tokens issued later are good.
+func (s *Server) ExpireTokens() { s.tokens.Expire() }
+
+// SetTokenLifetime sets the lifetime of the tokens Credentials issues from
+// now on (default an hour); zero or less makes every new token expired on
+// arrival.
+func (s *Server) SetTokenLifetime(d time.Duration) { s.tokens.SetLifetime(d) }
+
+// FailTokenRequests makes the next n token requests of Credentials fail
+// with the HTTP status code, as the auth library reports a token endpoint
+// answering so.
+func (s *Server) FailTokenRequests(code, n int) { s.tokens.FailIssue(code, n) }
+
+// TokensIssued returns how many access tokens Credentials has issued.
+func (s *Server) TokensIssued() int { return s.tokens.Issued() }
+
 // CAFile is the PEM file of a StartTLS fake's certificate.
 func (s *Server) CAFile() string { return s.caFile }
-
-func selfSigned() (certPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "smfake"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames:              []string{"localhost"},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, err
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
-}
