@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/model"
@@ -379,12 +377,13 @@ func runServe(t *testing.T) (map[string]bool, *prometheus.Registry) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", c.Keyrelay.NATS.Embedded.Port))
+	// As the commands connect: with the token serve generated.
+	conn, err := app.Connect(c, "deploy-test", false, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
+	t.Cleanup(func() { conn.NC.Close() })
+	js := conn.JS
 	ev, err := events.NewKeyEvent(ctx, kr, events.KeyCreated, "team-a", "key-1", 1, []byte("sk-deploy-test"), events.KeyData{})
 	if err != nil {
 		t.Fatal(err)

@@ -153,7 +153,10 @@ func (b *Backend) loadGlobal(ctx context.Context, name string) (*Secret, error) 
 	switch r.Backend {
 	case kms.Provider: // LiteLLM's aws_kms: the value is in the environment, encrypted
 		return b.fromEnv(ctx, name, "")
-	case gcpkms.Provider:
+	case gcpkms.Provider: // LiteLLM's google_kms: the name's variable holds its ciphertext
+		if !b.envAllowed(name) {
+			return nil, notFound("%s is not in keyrelay.lookup.environment", name)
+		}
 		v, ok := b.lookupEnv(name)
 		if !ok {
 			return nil, notFound("%s is not set in the environment", name)
@@ -207,14 +210,7 @@ func (b *Backend) loadGlobal(ctx context.Context, name string) (*Secret, error) 
 // after LiteLLM's KMS decryption of the environment), only for names the
 // operator listed in keyrelay.lookup.environment.
 func (b *Backend) fromEnv(ctx context.Context, name, why string) (*Secret, error) {
-	allowed := false
-	for _, pat := range b.Config.Keyrelay.Lookup.Environment {
-		if ok, _ := path.Match(pat, name); ok {
-			allowed = true
-			break
-		}
-	}
-	if !allowed {
+	if !b.envAllowed(name) {
 		if why != "" {
 			return nil, notFound("%s is %s and not in keyrelay.lookup.environment", name, why)
 		}
@@ -233,6 +229,17 @@ func (b *Backend) fromEnv(ctx context.Context, name, why string) (*Secret, error
 		out.Value, out.Source = pt, kms.Provider
 	}
 	return out, nil
+}
+
+// envAllowed reports whether name matches keyrelay.lookup.environment: the
+// only environment variables a lookup may read, whatever the backend.
+func (b *Backend) envAllowed(name string) bool {
+	for _, pat := range b.Config.Keyrelay.Lookup.Environment {
+		if ok, _ := path.Match(pat, name); ok {
+			return true
+		}
+	}
+	return false
 }
 
 func (b *Backend) lookupEnv(name string) (string, bool) {

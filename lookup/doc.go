@@ -18,7 +18,13 @@
 // with 401. Only when the operator sets keyrelay.lookup.nats_auth:
 // permissions (NATSOptions.PermissionsOnly) does a NATS request without a
 // token get an answer, in the scope of its subject: NATS subject
-// permissions are then the only access control.
+// permissions are then the only access control, which only an external
+// NATS has (settings refuses that mode on the embedded server). NATS
+// carries requests and replies to every subscriber the server allows, so
+// lookup tokens keep teams apart over NATS only where subject permissions
+// stop clients from subscribing to others' subjects and inboxes: serve
+// runs the NATS service on the embedded server (one token for every
+// client) only when keyrelay.lookup.nats says so, and warns then.
 //
 // Cache. Entries live in an otter cache bounded in entries and bytes at
 // once (each entry weighs max(its bytes, max_bytes/max_entries), and the

@@ -3,15 +3,19 @@ package lookup_test
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"cloud.google.com/go/kms/apiv1/kmspb"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awskms "github.com/aws/aws-sdk-go-v2/service/kms"
+	"go.uber.org/zap"
 
 	"github.com/keyrelay/keyrelay/internal/testenv"
+	"github.com/keyrelay/keyrelay/lookup"
 	"github.com/keyrelay/keyrelay/providers/google/kms/kmsfake"
 	"github.com/keyrelay/keyrelay/settings"
 )
@@ -115,10 +119,12 @@ func TestGoogleKMS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{"GOOGLE_SECRET": base64.StdEncoding.EncodeToString(enc.Ciphertext)}
+	ciphertext := base64.StdEncoding.EncodeToString(enc.Ciphertext)
+	env := map[string]string{"GOOGLE_SECRET": ciphertext, "NOT_LISTED": ciphertext}
 	f := newFixture(t, fixtureOptions{noWorker: true, mutate: func(c *settings.Config) {
 		c.KeyManagementSystem = "google_kms"
 		c.Keyrelay.Providers = map[string]map[string]string{"google_kms": {"endpoint": fake.Addr(), "insecure": "true", "resource_name": key}}
+		c.Keyrelay.Lookup.Environment = []string{"GOOGLE_*", "UNSET_VAR"}
 		c.Getenv = func(k string) string { return env[k] }
 	}})
 	if code, body := f.get(tokenGlobal, "/v1/secrets/GOOGLE_SECRET"); code != 200 || body["value"] != "sk-google-kms" || body["source"] != "google_kms" {
@@ -126,5 +132,79 @@ func TestGoogleKMS(t *testing.T) {
 	}
 	if code, _ := f.get(tokenGlobal, "/v1/secrets/UNSET_VAR"); code != 404 {
 		t.Fatalf("unset variable: %d", code)
+	}
+	// A variable keyrelay.lookup.environment does not list is not read,
+	// though it holds a ciphertext Cloud KMS would decrypt.
+	if code, body := f.get(tokenGlobal, "/v1/secrets/NOT_LISTED"); code != 404 ||
+		!strings.Contains(fmt.Sprint(body["reason"]), "keyrelay.lookup.environment") {
+		t.Fatalf("unlisted variable: %d %v", code, body)
+	}
+}
+
+// countingDecrypter decrypts base64 as the KMS decrypters decode their
+// input, and records what it was asked.
+type countingDecrypter struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (d *countingDecrypter) Decrypt(_ context.Context, v string) ([]byte, error) {
+	d.mu.Lock()
+	d.calls = append(d.calls, v)
+	d.mu.Unlock()
+	return base64.StdEncoding.DecodeString(v)
+}
+
+// TestGoogleKMSEnvironmentAllowList: under google_kms a global lookup
+// reads a variable only when keyrelay.lookup.environment lists it, as
+// under aws_kms (the name is LiteLLM's, the variable keyrelay's own
+// environment). An unlisted name is not found, and neither the environment
+// nor the decrypter is asked for it.
+func TestGoogleKMSEnvironmentAllowList(t *testing.T) {
+	const name = "AWS_SECRET_ACCESS_KEY"
+	tests := map[string]struct {
+		environment []string
+		found       bool
+	}{
+		"no list":            {environment: nil},
+		"other names listed": {environment: []string{"GOOGLE_*", "OPENAI_API_KEY"}},
+		"listed":             {environment: []string{name}, found: true},
+		"listed by pattern":  {environment: []string{"AWS_*"}, found: true},
+	}
+	for tn, tc := range tests {
+		t.Run(tn, func(t *testing.T) {
+			c := settings.Default()
+			c.KeyManagementSystem = "google_kms"
+			c.Keyrelay.Lookup.Environment = tc.environment
+			var mu sync.Mutex
+			read := 0
+			c.Getenv = func(k string) string {
+				if k != name {
+					return ""
+				}
+				mu.Lock()
+				read++
+				mu.Unlock()
+				return "QUJD" // base64 of "ABC"
+			}
+			dec := &countingDecrypter{}
+			b := &lookup.Backend{Config: c, GoogleKMS: dec, Logger: zap.NewNop()}
+			s, err := b.Load(context.Background(), lookup.Scope{Global: true}, name)
+			if !tc.found {
+				if !errors.Is(err, lookup.ErrNotFound) || !strings.Contains(err.Error(), "keyrelay.lookup.environment") {
+					t.Fatalf("Load = %v, %v; want not found naming keyrelay.lookup.environment", s, err)
+				}
+				if read != 0 || len(dec.calls) != 0 {
+					t.Fatalf("an unlisted name read the environment %d times and the decrypter %d times", read, len(dec.calls))
+				}
+				return
+			}
+			if err != nil || string(s.Value) != "ABC" || s.Source != "google_kms" {
+				t.Fatalf("Load = %+v, %v", s, err)
+			}
+			if len(dec.calls) != 1 || dec.calls[0] != "QUJD" {
+				t.Fatalf("decrypter asked %q", dec.calls)
+			}
+		})
 	}
 }

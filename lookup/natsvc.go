@@ -38,7 +38,8 @@ type NATSOptions struct {
 	// when sent, is still checked. Default false: every request must carry
 	// "Authorization: Bearer <token>" of a configured client whose scope is
 	// the subject's, exactly as over HTTP, and with no client configured
-	// every request is refused.
+	// every request is refused. Never on a server without subject
+	// permissions, such as keyrelay's embedded one (settings refuses it).
 	PermissionsOnly bool
 	// Timeout bounds one request's loads. Default: 10s.
 	Timeout time.Duration

@@ -120,6 +120,10 @@ type NATSConfig struct {
 	// NKeyFile is an nkey seed file.
 	NKeyFile string `yaml:"nkey_file"`
 	// User and Password for user/password auth; Token for token auth.
+	// On the embedded server (URL empty) Token is the token the server
+	// requires from every client (at least 16 bytes); unset, serve
+	// generates one on first start in <embedded.store_dir>/client.token
+	// (mode 0600) and the other commands read it from there.
 	User     string `yaml:"user"`
 	Password string `yaml:"password"`
 	Token    string `yaml:"token"`
@@ -131,6 +135,14 @@ type NATSConfig struct {
 	Embedded EmbeddedConfig `yaml:"embedded"`
 }
 
+// IsEmbedded reports whether keyrelay uses its embedded server (URL is
+// empty).
+func (n NATSConfig) IsEmbedded() bool { return n.URL == "" }
+
+// MinEmbeddedTokenLen is the shortest nats.token accepted as the embedded
+// server's token, in bytes.
+const MinEmbeddedTokenLen = 16
+
 // EmbeddedConfig configures the in-process nats-server.
 type EmbeddedConfig struct {
 	// Host to listen on. Default: 127.0.0.1.
@@ -138,7 +150,8 @@ type EmbeddedConfig struct {
 	// Port to listen on, 1..65535. Default: 14222 (never 4222, which a
 	// system NATS may already hold).
 	Port int `yaml:"port"`
-	// StoreDir for JetStream files. Default: ./data/nats.
+	// StoreDir for JetStream files and the generated client token
+	// (client.token). Default: ./data/nats.
 	StoreDir string `yaml:"store_dir"`
 }
 

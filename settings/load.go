@@ -66,7 +66,11 @@ func Load(path string, getenv func(string) string) (*Config, []string, error) {
 }
 
 // Parse reads a LiteLLM config.yaml (or a file holding only keyrelay's
-// section), applies defaults and validates the result.
+// section), applies defaults and validates the result. When the file leaves
+// keyrelay.nats.url empty, the checks that hold only on the embedded server
+// (keyrelay.lookup.nats_auth: permissions refused, keyrelay.nats.token of 16
+// bytes or more) wait for Validate: a command's --nats-url may still name
+// an external NATS, and the commands validate again after their flags.
 //
 // It reads general_settings.key_management_system,
 // general_settings.key_management_settings and the top-level keyrelay
@@ -100,7 +104,7 @@ func Parse(data []byte, getenv func(string) string) (*Config, []string, error) {
 		return nil, d.warnings, err
 	}
 	d.semanticWarnings(c)
-	if err := c.Validate(); err != nil {
+	if err := c.validate(true); err != nil {
 		return nil, d.warnings, err
 	}
 	return c, d.warnings, nil

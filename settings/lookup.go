@@ -17,7 +17,13 @@ type LookupConfig struct {
 	Addr string `yaml:"addr"`
 	// NATS serves the same lookups over NATS request-reply (subjects
 	// keyrelay.lookup.v1.team.<team> and keyrelay.lookup.v1.global).
-	// Default: true.
+	// Default (unset): on with an external NATS (keyrelay.nats.url set),
+	// off on the embedded server. The embedded server has one token for
+	// every client and no subject permissions, so any client holding it can
+	// subscribe to every lookup's request and reply (lookup tokens and
+	// values alike): true turns NATS lookups on there anyway, and serve
+	// warns. Keeping teams apart over NATS needs an external NATS with
+	// subject permissions.
 	NATS *bool `yaml:"nats"`
 	// NATSAuth is the access control of NATS lookups:
 	//   - "token" (the default): every request carries an Authorization
@@ -27,7 +33,8 @@ type LookupConfig struct {
 	//   - "permissions": a request without a token is answered in the scope
 	//     of its subject, so NATS subject permissions are the only access
 	//     control (serve warns about it at start-up). A token, when sent, is
-	//     still checked.
+	//     still checked. Refused on the embedded server (keyrelay.nats.url
+	//     empty), which has no subject permissions.
 	// Default: "token".
 	NATSAuth string `yaml:"nats_auth"`
 	// NATSRequireToken is deprecated: tokens are required unless NATSAuth
@@ -57,8 +64,9 @@ type LookupConfig struct {
 	MaxConcurrentLoads int `yaml:"max_concurrent_loads"`
 	// Environment lists the names (path.Match patterns) the global scope
 	// may read from keyrelay's environment: LiteLLM reads names that are
-	// not in hosted_keys from os.environ, but serving keyrelay's own
-	// environment over the network needs an explicit list. Default: none.
+	// not in hosted_keys from os.environ (and, under google_kms, every
+	// name's ciphertext), but serving keyrelay's own environment over the
+	// network needs an explicit list. Default: none.
 	Environment []string `yaml:"environment"`
 	// Clients maps a client name to its credentials. Each has a bearer
 	// token (Token, usually os.environ/NAME, or TokenSHA256, the hex
@@ -82,7 +90,8 @@ type LookupClient struct {
 // Lookup defaults.
 const (
 	DefaultLookupAddr           = "127.0.0.1:9470" // lookup.addr
-	DefaultLookupNATS           = true             // lookup.nats
+	DefaultLookupNATS           = true             // lookup.nats, with an external NATS
+	DefaultLookupNATSEmbedded   = false            // lookup.nats, on the embedded server
 	DefaultLookupTTL            = 5 * time.Minute  // lookup.ttl
 	DefaultLookupTTLJitter      = 0.1              // lookup.ttl_jitter
 	DefaultLookupNegativeTTL    = 5 * time.Second  // lookup.negative_ttl
@@ -120,21 +129,29 @@ func (l LookupConfig) NATSRequireTokenWarning() string {
 		return "keyrelay.lookup.nats_require_token is deprecated and ignored: nats_auth: permissions decides; drop the setting"
 	default:
 		return "keyrelay.lookup.nats_require_token: false is deprecated and no longer turns tokens off: NATS lookups still need a token; " +
-			"to make NATS subject permissions the only access control, set keyrelay.lookup.nats_auth: permissions"
+			"to make NATS subject permissions the only access control (on an external NATS), set keyrelay.lookup.nats_auth: permissions"
 	}
 }
 
 // HTTPEnabled reports whether the lookup HTTP listener runs.
 func (l LookupConfig) HTTPEnabled() bool { return l.Addr != "" && l.Addr != LookupOff }
 
-// NATSEnabled reports whether the NATS lookup service runs.
-func (l LookupConfig) NATSEnabled() bool { return l.NATS == nil || *l.NATS }
+// NATSEnabled reports whether the NATS lookup service runs; embedded is
+// whether keyrelay runs on its embedded server (NATSConfig.IsEmbedded).
+// Unset, it runs only on an external NATS.
+func (l LookupConfig) NATSEnabled(embedded bool) bool {
+	if l.NATS == nil {
+		if embedded {
+			return DefaultLookupNATSEmbedded
+		}
+		return DefaultLookupNATS
+	}
+	return *l.NATS
+}
 
 func defaultLookup() LookupConfig {
-	n := DefaultLookupNATS
 	return LookupConfig{
 		Addr:               DefaultLookupAddr,
-		NATS:               &n,
 		NATSAuth:           DefaultLookupNATSAuth,
 		TTL:                DefaultLookupTTL,
 		TTLJitter:          DefaultLookupTTLJitter,
@@ -147,7 +164,7 @@ func defaultLookup() LookupConfig {
 	}
 }
 
-func (v *validator) lookup(l *LookupConfig) {
+func (v *validator) lookup(l *LookupConfig, embedded bool) {
 	p := kr + "lookup."
 	if l.HTTPEnabled() {
 		_, port, err := net.SplitHostPort(l.Addr)
@@ -158,7 +175,13 @@ func (v *validator) lookup(l *LookupConfig) {
 		}
 	}
 	switch l.NATSAuth {
-	case LookupNATSAuthToken, LookupNATSAuthPermissions:
+	case LookupNATSAuthToken:
+	case LookupNATSAuthPermissions:
+		if embedded {
+			v.add(p+"nats_auth", "%s needs an external NATS (keyrelay.nats.url): the embedded server has no subject permissions, "+
+				"so NATS lookups without a token would be answered to any client holding its token; use %s", LookupNATSAuthPermissions,
+				LookupNATSAuthToken)
+		}
 	default:
 		v.add(p+"nats_auth", "%q is not %q or %q", clip(l.NATSAuth), LookupNATSAuthToken, LookupNATSAuthPermissions)
 	}

@@ -7,11 +7,13 @@ import (
 )
 
 // TestLookupNATSAuth: NATS lookups need a token unless the file says
-// nats_auth: permissions; the deprecated nats_require_token never turns
-// tokens off.
+// nats_auth: permissions, which only an external NATS may say; the
+// deprecated nats_require_token never turns tokens off.
 func TestLookupNATSAuth(t *testing.T) {
-	const head = "general_settings:\n  key_management_system: local\nkeyrelay:\n  lookup:\n"
+	const head = "general_settings:\n  key_management_system: local\nkeyrelay:\n"
+	const external = "  nats:\n    url: nats://nats-1:4222\n"
 	tests := map[string]struct {
+		external        bool
 		lookup          string
 		permissionsOnly bool
 		warning         string // substring of NATSRequireTokenWarning, "" for none
@@ -19,17 +21,26 @@ func TestLookupNATSAuth(t *testing.T) {
 	}{
 		"default":                          {lookup: "    addr: 127.0.0.1:9470\n"},
 		"token":                            {lookup: "    nats_auth: token\n"},
-		"permissions":                      {lookup: "    nats_auth: permissions\n", permissionsOnly: true},
+		"permissions":                      {external: true, lookup: "    nats_auth: permissions\n", permissionsOnly: true},
+		"permissions, embedded":            {lookup: "    nats_auth: permissions\n", err: "keyrelay.lookup.nats_auth: permissions needs an external NATS"},
+		"permissions, embedded, nats off":  {lookup: "    nats: false\n    nats_auth: permissions\n", err: "keyrelay.lookup.nats_auth: permissions needs an external NATS"},
 		"require_token true":               {lookup: "    nats_require_token: true\n", warning: "deprecated"},
 		"require_token false keeps tokens": {lookup: "    nats_require_token: false\n", warning: "nats_auth: permissions"},
-		"require_token false, permissions": {lookup: "    nats_require_token: false\n    nats_auth: permissions\n", permissionsOnly: true, warning: "nats_auth: permissions decides"},
+		"require_token false, permissions": {external: true, lookup: "    nats_require_token: false\n    nats_auth: permissions\n", permissionsOnly: true, warning: "nats_auth: permissions decides"},
 		"unknown mode":                     {lookup: "    nats_auth: none\n", err: "keyrelay.lookup.nats_auth"},
 		"empty mode":                       {lookup: "    nats_auth: \"\"\n", err: "keyrelay.lookup.nats_auth"},
-		"contradiction":                    {lookup: "    nats_require_token: true\n    nats_auth: permissions\n", err: "keyrelay.lookup.nats_require_token"},
+		"contradiction":                    {external: true, lookup: "    nats_require_token: true\n    nats_auth: permissions\n", err: "keyrelay.lookup.nats_require_token"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			c, _, err := Parse([]byte(head+tc.lookup), noEnv)
+			in := head
+			if tc.external {
+				in += external
+			}
+			c, _, err := Parse([]byte(in+"  lookup:\n"+tc.lookup), noEnv)
+			if err == nil {
+				err = c.Validate() // as the commands do after their flags
+			}
 			if tc.err != "" {
 				var fe *FieldError
 				if err == nil || !errors.As(err, &fe) || !strings.Contains(err.Error(), tc.err) {
@@ -52,11 +63,83 @@ func TestLookupNATSAuth(t *testing.T) {
 	}
 }
 
+// TestEmbeddedChecksWaitForFlags: a file that leaves nats.url empty may
+// get it from --nats-url, so Parse leaves the checks that hold only on the
+// embedded server to the Validate the commands run after their flags:
+// refused on the embedded server, accepted once the URL names an external
+// NATS.
+func TestEmbeddedChecksWaitForFlags(t *testing.T) {
+	tests := map[string]struct{ yaml, err string }{
+		"nats_auth permissions": {yaml: "keyrelay:\n  lookup:\n    nats_auth: permissions\n",
+			err: "keyrelay.lookup.nats_auth: permissions needs an external NATS"},
+		"short nats.token": {yaml: "keyrelay:\n  nats:\n    token: short-token\n",
+			err: "keyrelay.nats.token: is shorter than 16 bytes"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			c, _, err := Parse([]byte(tc.yaml), noEnv)
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("Validate on the embedded server: %v, want %q", err, tc.err)
+			}
+			c.Keyrelay.NATS.URL = "nats://nats-1:4222" // --nats-url
+			if err := c.Validate(); err != nil {
+				t.Fatalf("Validate on an external NATS: %v", err)
+			}
+		})
+	}
+}
+
+// TestLookupNATSDefault: NATS lookups are on by default with an external
+// NATS and off on the embedded server, where keyrelay.lookup.nats: true
+// turns them on anyway.
+func TestLookupNATSDefault(t *testing.T) {
+	const head = "general_settings:\n  key_management_system: local\nkeyrelay:\n"
+	tests := map[string]struct {
+		nats   string
+		lookup string
+		on     bool
+	}{
+		"embedded, unset":         {},
+		"embedded, null":          {lookup: "    nats: ~\n"},
+		"embedded, true":          {lookup: "    nats: true\n", on: true},
+		"embedded, false":         {lookup: "    nats: false\n"},
+		"external, unset":         {nats: "    url: nats://nats-1:4222\n", on: true},
+		"external, true":          {nats: "    url: nats://nats-1:4222\n", lookup: "    nats: true\n", on: true},
+		"external, false":         {nats: "    url: nats://nats-1:4222\n", lookup: "    nats: false\n"},
+		"embedded with its token": {nats: "    token: a-token-of-16-bytes-or-more\n"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			in := head
+			if tc.nats != "" {
+				in += "  nats:\n" + tc.nats
+			}
+			if tc.lookup != "" {
+				in += "  lookup:\n" + tc.lookup
+			}
+			c, _, err := Parse([]byte(in), noEnv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Keyrelay.Lookup.NATSEnabled(c.Keyrelay.NATS.IsEmbedded()); got != tc.on {
+				t.Fatalf("NATSEnabled = %v, want %v", got, tc.on)
+			}
+		})
+	}
+}
+
 // TestLookupDefaultsNeedTokens: the embedded default answers no lookup
-// without a token.
+// without a token, and none over NATS.
 func TestLookupDefaultsNeedTokens(t *testing.T) {
-	l := Default().Keyrelay.Lookup
+	c := Default()
+	l := c.Keyrelay.Lookup
 	if l.NATSAuth != LookupNATSAuthToken || l.NATSPermissionsOnly() || len(l.Clients) != 0 {
 		t.Fatalf("default lookup: nats_auth %q, %d clients", l.NATSAuth, len(l.Clients))
+	}
+	if !c.Keyrelay.NATS.IsEmbedded() || l.NATS != nil || l.NATSEnabled(true) {
+		t.Fatalf("default lookup: NATS lookups on the embedded server (nats %v)", l.NATS)
 	}
 }

@@ -17,8 +17,14 @@ import (
 // each is a *FieldError naming the setting by its full YAML path, e.g.
 // "keyrelay.worker.claim_lease: must be shorter than keyrelay.worker.ack_wait".
 // Use errors.As to get the first one.
-func (c *Config) Validate() error {
-	var v validator
+func (c *Config) Validate() error { return c.validate(false) }
+
+// validate is Validate; with fileOnly (Parse: the file alone, before the
+// command line) the checks that hold only on the embedded server are left
+// out when the file leaves keyrelay.nats.url empty, since --nats-url may
+// still set it: the commands run Validate again after their flags.
+func (c *Config) validate(fileOnly bool) error {
+	v := validator{fileOnly: fileOnly}
 	v.general(c)
 	v.streams(&c.Keyrelay.Streams)
 	v.worker(&c.Keyrelay.Worker)
@@ -34,7 +40,15 @@ func (c *Config) Validate() error {
 	return errors.Join(v.errs...)
 }
 
-type validator struct{ errs []error }
+type validator struct {
+	errs []error
+	// fileOnly: see Config.validate.
+	fileOnly bool
+}
+
+// embedded reports whether the checks that hold only on the embedded
+// server apply to n.
+func (v *validator) embedded(n *NATSConfig) bool { return n.IsEmbedded() && !v.fileOnly }
 
 func (v *validator) add(path, format string, args ...any) {
 	v.errs = append(v.errs, fieldErr(path, 0, format, args...))
@@ -169,6 +183,10 @@ func (v *validator) nats(n *NATSConfig) {
 		if e.StoreDir == "" {
 			v.add(p+"embedded.store_dir", "is required when %surl is empty", p)
 		}
+		if v.embedded(n) && n.Token != "" && len(n.Token) < MinEmbeddedTokenLen {
+			v.add(p+"token", "is shorter than %d bytes: on the embedded server (%surl empty) it is the only credential of every client",
+				MinEmbeddedTokenLen, p)
+		}
 	} else {
 		for _, u := range strings.Split(n.URL, ",") {
 			if err := checkNATSURL(strings.TrimSpace(u)); err != "" {
@@ -210,7 +228,7 @@ func (v *validator) nats(n *NATSConfig) {
 
 func (v *validator) misc(c *Config) {
 	k := &c.Keyrelay
-	v.lookup(&k.Lookup)
+	v.lookup(&k.Lookup, v.embedded(&k.NATS))
 	if k.Sealing.KeyringFile == "" {
 		v.add(kr+"sealing.keyring_file", "is required")
 	}

@@ -94,6 +94,11 @@ func TestValidateNamesTheField(t *testing.T) {
 			"keyrelay.nats.token: conflicts with keyrelay.nats.creds_file"},
 		"nats user without password": {func(c *Config) { c.Keyrelay.NATS.User = "u" },
 			"keyrelay.nats.password: is required with keyrelay.nats.user"},
+		"embedded nats token short": {func(c *Config) { c.Keyrelay.NATS.Token = "short-token" },
+			"keyrelay.nats.token: is shorter than 16 bytes: on the embedded server (keyrelay.nats.url empty) it is the only credential"},
+		"lookup nats_auth permissions on the embedded server": {func(c *Config) {
+			c.Keyrelay.Lookup.NATSAuth = LookupNATSAuthPermissions
+		}, "keyrelay.lookup.nats_auth: permissions needs an external NATS (keyrelay.nats.url)"},
 		"nats cert without key": {func(c *Config) { c.Keyrelay.NATS.CertFile = "c.pem" },
 			"keyrelay.nats.key_file: is required with keyrelay.nats.cert_file"},
 		"keyring": {func(c *Config) { c.Keyrelay.Sealing.KeyringFile = "" },
@@ -163,6 +168,11 @@ func TestValidateAccepts(t *testing.T) {
 		"read_only":                 func(c *Config) { c.KeyManagement.AccessMode = "read_only" },
 		"write_only":                func(c *Config) { c.KeyManagement.AccessMode = "write_only" },
 		"console debug":             func(c *Config) { c.Keyrelay.Log = LogConfig{Level: "debug", Format: "console"} },
+		"embedded nats token":       func(c *Config) { c.Keyrelay.NATS.Token = "sixteen-bytes-ok" },
+		"external nats short token": func(c *Config) { c.Keyrelay.NATS.URL, c.Keyrelay.NATS.Token = "nats://a", "t" },
+		"external nats_auth permissions": func(c *Config) {
+			c.Keyrelay.NATS.URL, c.Keyrelay.Lookup.NATSAuth = "nats://a", LookupNATSAuthPermissions
+		},
 	}
 	for name, mutate := range tests {
 		t.Run(name, func(t *testing.T) {

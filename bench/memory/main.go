@@ -101,6 +101,9 @@ func run(bin string, keys int, settle time.Duration) error {
 		return err
 	}
 	natsPort, opsPort, lookupPort := benchkit.FreePort(false), benchkit.FreePort(false), benchkit.FreePort(false)
+	// The embedded server requires a token from every client (serve would
+	// generate one in its store directory; the bench sets its own).
+	natsToken := "bench-nats-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	cfgPath := filepath.Join(dir, "config.yaml")
 	cfg := fmt.Sprintf(`
 model_list: []
@@ -110,6 +113,7 @@ general_settings:
     store_virtual_keys: true
 keyrelay:
   nats:
+    token: %s
     embedded:
       port: %d
       store_dir: %s
@@ -125,7 +129,7 @@ keyrelay:
     ttl: 1h
     clients:
       bench: {team: %s, token: %s}
-`, natsPort, filepath.Join(dir, "nats"), krPath, filepath.Join(dir, "secrets"), team, token)
+`, natsToken, natsPort, filepath.Join(dir, "nats"), krPath, filepath.Join(dir, "secrets"), team, token)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return err
 	}
@@ -172,7 +176,7 @@ keyrelay:
 	fmt.Printf("  idle:                 RSS %6.1f MiB   (target ≤ 64 MiB; %s; %s)\n", float64(idle)/mib, goMemory(opsURL), rssParts(pid))
 
 	// N keys created through the pipeline.
-	nc, err := nats.Connect("nats://127.0.0.1:" + strconv.Itoa(natsPort))
+	nc, err := nats.Connect("nats://127.0.0.1:"+strconv.Itoa(natsPort), nats.Token(natsToken))
 	if err != nil {
 		return failed(err)
 	}

@@ -47,6 +47,13 @@ func lookupURL(l settings.LookupConfig) (string, error) {
 	return "http://" + net.JoinHostPort(host, port), nil
 }
 
+// noLookupService reports whether err says no lookup service listens on
+// the request's NATS subject.
+func noLookupService(err error) bool {
+	var e *lookupclient.Error
+	return errors.As(err, &e) && e.Status == 503 && strings.HasPrefix(e.Reason, lookupclient.NoServiceReason)
+}
+
 func lookupCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "lookup", Short: "Read secrets through the lookup API; make lookup tokens"}
 	var url, team string
@@ -73,6 +80,10 @@ func lookupCmd(g *globals) *cobra.Command {
 				}
 				defer conn.Close()
 				s, err = (&lookupclient.NATS{Conn: conn.NC, Team: team, Token: token}).Get(cmd.Context(), args[0])
+				if noLookupService(err) && c.Keyrelay.NATS.IsEmbedded() {
+					return fmt.Errorf("%w (on the embedded NATS server, NATS lookups are off unless serve runs with "+
+						"keyrelay.lookup.nats: true; ask over HTTP, without --nats)", err)
+				}
 			} else {
 				if token == "" {
 					return errors.New("set KEYRELAY_TOKEN to a token of keyrelay.lookup.clients")
@@ -100,7 +111,7 @@ func lookupCmd(g *globals) *cobra.Command {
 	}
 	get.Flags().StringVar(&url, "url", "", "lookup listener (default: http:// and keyrelay.lookup.addr of --config, else "+defaultLookupURL+")")
 	get.Flags().StringVar(&team, "team", "", "team (HTTP: must be the token's; NATS: selects the team subject, empty for global)")
-	get.Flags().BoolVar(&viaNATS, "nats", false, "ask over NATS request-reply instead of HTTP")
+	get.Flags().BoolVar(&viaNATS, "nats", false, "ask over NATS request-reply instead of HTTP (on the embedded server only with keyrelay.lookup.nats: true)")
 
 	token := &cobra.Command{
 		Use:   "token",

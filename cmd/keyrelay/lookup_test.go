@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/keyrelay/keyrelay/internal/natsconn"
 	"github.com/keyrelay/keyrelay/lookup"
 	"github.com/keyrelay/keyrelay/settings"
 )
@@ -101,36 +102,54 @@ func TestLookupGetUsesConfigAddr(t *testing.T) {
 	}
 }
 
+// TestReadyMessage: what serve prints on its embedded server says where
+// the token is and, exactly, which lookups are served: NATS lookups are off
+// there unless keyrelay.lookup.nats turns them on, with a warning then.
 func TestReadyMessage(t *testing.T) {
+	clients := map[string]settings.LookupClient{"team-a": {Team: "team-a", Token: "ready-message-token-a"}}
 	withClients := settings.Default()
-	withClients.Keyrelay.Lookup.Clients = map[string]settings.LookupClient{"team-a": {Team: "team-a", Token: "ready-message-token-a"}}
-	permissions := settings.Default()
-	permissions.Keyrelay.Lookup.NATSAuth = settings.LookupNATSAuthPermissions
+	withClients.Keyrelay.Lookup.Clients = clients
+	natsOn := settings.Default()
+	natsOn.Keyrelay.Lookup.Clients = clients
+	on := true
+	natsOn.Keyrelay.Lookup.NATS = &on
+	natsToken := settings.Default()
+	natsToken.Keyrelay.NATS.Token = "configured-nats-token-0123"
+	tokenFile := natsconn.TokenFile(settings.Default().Keyrelay.NATS.Embedded)
 	tests := map[string]struct {
 		c          *settings.Config
 		configPath string
+		lookupAddr string // "" when HTTP lookups are off
 		want       []string
 		not        []string
 	}{
-		"embedded default": {c: settings.Default(),
+		"embedded default": {c: settings.Default(), lookupAddr: "127.0.0.1:9470",
 			want: []string{"running on its embedded default", "  ./bin/keyrelay confirmations --follow &", "  ./bin/keyrelay dlq list",
-				"refused: no clients in keyrelay.lookup.clients"},
-			not: []string{"--config", "lookup get"}},
-		"with --config": {c: withClients, configPath: "demo.yaml",
+				"(data in ./data/nats; clients need the token in " + tokenFile + ")",
+				"  lookups:      http://127.0.0.1:9470/v1/secrets/{name} (refused: no clients in keyrelay.lookup.clients); " +
+					"not over NATS (off on the embedded server, where every client holding its token could read every reply)\n"},
+			not: []string{"--config", "lookup get", "NATS keyrelay.lookup.v1", "every lookup needs"}},
+		"with --config": {c: withClients, configPath: "demo.yaml", lookupAddr: "127.0.0.1:9470",
 			want: []string{"running with config demo.yaml", "  ./bin/keyrelay --config demo.yaml confirmations --follow &",
 				"  ./bin/keyrelay --config demo.yaml publish create --team team-a --key key-1 --alias demo",
 				"  ./bin/keyrelay --config demo.yaml dlq list",
-				"KEYRELAY_TOKEN=<a client's token> ./bin/keyrelay --config demo.yaml lookup get key-1",
-				"1 client(s) in keyrelay.lookup.clients; every lookup needs a client's token"},
-			not: []string{"embedded default", "\n  ./bin/keyrelay confirmations", "ANSWERED"}},
-		"a path to quote": {c: settings.Default(), configPath: "/tmp/my configs/it's.yaml",
+				"KEYRELAY_TOKEN=<a client's token> ./bin/keyrelay --config demo.yaml lookup get key-1\n",
+				"  lookups:      http://127.0.0.1:9470/v1/secrets/{name} (1 client(s) in keyrelay.lookup.clients; every lookup needs a client's token); not over NATS"},
+			not: []string{"embedded default", "\n  ./bin/keyrelay confirmations", "ANSWERED", "NATS keyrelay.lookup.v1", "--nats", "WARNING"}},
+		"a path to quote": {c: settings.Default(), configPath: "/tmp/my configs/it's.yaml", lookupAddr: "127.0.0.1:9470",
 			want: []string{`./bin/keyrelay --config '/tmp/my configs/it'\''s.yaml' dlq list`}},
-		"permissions only": {c: permissions, configPath: "p.yaml",
-			want: []string{"NATS lookups without a token are ANSWERED (nats_auth: permissions)"}},
+		"NATS lookups on, HTTP off": {c: natsOn, configPath: "n.yaml",
+			want: []string{"  lookups:      NATS keyrelay.lookup.v1.* (1 client(s) in keyrelay.lookup.clients; every lookup needs a client's token); " +
+				"WARNING: keyrelay.lookup.nats is on, and on the embedded server every NATS client holding its token can read every lookup reply",
+				"KEYRELAY_TOKEN=<a client's token> ./bin/keyrelay --config n.yaml lookup get --nats --team team-a key-1"},
+			not: []string{"not over NATS", "http://127.0.0.1:9470"}},
+		"lookups off": {c: settings.Default(), want: []string{"  lookups:      off\n"}, not: []string{"lookup get"}},
+		"keyrelay.nats.token": {c: natsToken, lookupAddr: "127.0.0.1:9470",
+			want: []string{"(data in ./data/nats; clients need keyrelay.nats.token)"}, not: []string{"client.token"}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			msg := readyMessage(tc.c, tc.configPath, "127.0.0.1:9464", "127.0.0.1:9470")
+			msg := readyMessage(tc.c, tc.configPath, "127.0.0.1:9464", tc.lookupAddr)
 			for _, w := range tc.want {
 				if !strings.Contains(msg, w) {
 					t.Errorf("message lacks %q:\n%s", w, msg)
@@ -140,6 +159,32 @@ func TestReadyMessage(t *testing.T) {
 				if strings.Contains(msg, n) {
 					t.Errorf("message has %q:\n%s", n, msg)
 				}
+			}
+		})
+	}
+}
+
+// TestLookupSummaryExternal: on an external NATS, NATS lookups are on by
+// default and nats_auth: permissions is said loudly.
+func TestLookupSummaryExternal(t *testing.T) {
+	clients := map[string]settings.LookupClient{"team-a": {Team: "team-a", Token: "ready-message-token-a"}}
+	off := false
+	tests := map[string]struct {
+		l    settings.LookupConfig
+		want string
+	}{
+		"default": {l: settings.LookupConfig{Clients: clients, NATSAuth: settings.LookupNATSAuthToken},
+			want: "http://127.0.0.1:9470/v1/secrets/{name} and NATS keyrelay.lookup.v1.* (1 client(s) in keyrelay.lookup.clients; every lookup needs a client's token)"},
+		"NATS off": {l: settings.LookupConfig{Clients: clients, NATS: &off, NATSAuth: settings.LookupNATSAuthToken},
+			want: "http://127.0.0.1:9470/v1/secrets/{name} (1 client(s) in keyrelay.lookup.clients; every lookup needs a client's token)"},
+		"permissions": {l: settings.LookupConfig{Clients: clients, NATSAuth: settings.LookupNATSAuthPermissions},
+			want: "http://127.0.0.1:9470/v1/secrets/{name} and NATS keyrelay.lookup.v1.* (1 client(s) in keyrelay.lookup.clients; " +
+				"NATS lookups without a token are ANSWERED (nats_auth: permissions))"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := lookupSummary(tc.l, "127.0.0.1:9470", false); got != tc.want {
+				t.Errorf("lookupSummary = %q\nwant            %q", got, tc.want)
 			}
 		})
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keyrelay/keyrelay/internal/app"
+	"github.com/keyrelay/keyrelay/internal/natsconn"
 	"github.com/keyrelay/keyrelay/lookup"
 	"github.com/keyrelay/keyrelay/settings"
 )
@@ -43,7 +44,7 @@ func serveCmd(g *globals) *cobra.Command {
 				f := false
 				c.Keyrelay.Worker.Enabled = &f
 			}
-			embedded := c.Keyrelay.NATS.URL == ""
+			embedded := c.Keyrelay.NATS.IsEmbedded()
 			lookupAddr := ""
 			return app.Serve(cmd.Context(), c, log, app.ServeOptions{OnLookup: func(addr string) {
 				lookupAddr = addr
@@ -73,11 +74,16 @@ func readyMessage(c *settings.Config, configPath, ops, lookupAddr string) string
 	} else {
 		fmt.Fprintf(&b, "\nkeyrelay is running with config %s, on its embedded JetStream server.\n", configPath)
 	}
-	e := c.Keyrelay.NATS.Embedded
-	fmt.Fprintf(&b, "  JetStream:    nats://%s:%d (data in %s)\n", hostOr(e.Host), e.Port, e.StoreDir)
+	n := c.Keyrelay.NATS
+	e := n.Embedded
+	auth := "clients need the token in " + natsconn.TokenFile(e)
+	if n.Token != "" {
+		auth = "clients need keyrelay.nats.token"
+	}
+	fmt.Fprintf(&b, "  JetStream:    nats://%s:%d (data in %s; %s)\n", hostOr(e.Host), e.Port, e.StoreDir, auth)
 	fmt.Fprintf(&b, "  provider:     %s\n", c.KeyManagementSystem)
 	fmt.Fprintf(&b, "  operations:   http://%s/metrics  /healthz  /readyz\n", ops)
-	fmt.Fprintf(&b, "  lookups:      %s\n", lookupSummary(c.Keyrelay.Lookup, lookupAddr))
+	fmt.Fprintf(&b, "  lookups:      %s\n", lookupSummary(c.Keyrelay.Lookup, lookupAddr, n.IsEmbedded()))
 	cli := "./bin/keyrelay"
 	if configPath != "" {
 		cli += " --config " + shellQuote(configPath)
@@ -92,7 +98,7 @@ func readyMessage(c *settings.Config, configPath, ops, lookupAddr string) string
 	} {
 		fmt.Fprintf(&b, "  %s %s\n", cli, cmd)
 	}
-	if l := c.Keyrelay.Lookup; len(l.Clients) > 0 && (lookupAddr != "" || l.NATSEnabled()) {
+	if l := c.Keyrelay.Lookup; len(l.Clients) > 0 && (lookupAddr != "" || l.NATSEnabled(n.IsEmbedded())) {
 		get := "lookup get key-1"
 		if lookupAddr == "" {
 			get = "lookup get --nats --team team-a key-1"
@@ -102,13 +108,16 @@ func readyMessage(c *settings.Config, configPath, ops, lookupAddr string) string
 	return b.String()
 }
 
-// lookupSummary says where lookups are served and who may read.
-func lookupSummary(l settings.LookupConfig, httpAddr string) string {
+// lookupSummary says where lookups are served and who may read;
+// embedded is whether serve runs on its embedded server, where NATS
+// lookups are off unless keyrelay.lookup.nats turns them on.
+func lookupSummary(l settings.LookupConfig, httpAddr string, embedded bool) string {
+	natsOn := l.NATSEnabled(embedded)
 	var at []string
 	if httpAddr != "" {
 		at = append(at, "http://"+httpAddr+"/v1/secrets/{name}")
 	}
-	if l.NATSEnabled() {
+	if natsOn {
 		at = append(at, "NATS "+lookup.SubjectPrefix+".*")
 	}
 	if len(at) == 0 {
@@ -116,16 +125,24 @@ func lookupSummary(l settings.LookupConfig, httpAddr string) string {
 	}
 	var access string
 	switch n := len(l.Clients); {
-	case n == 0 && l.NATSEnabled() && l.NATSPermissionsOnly():
+	case n == 0 && natsOn && l.NATSPermissionsOnly():
 		access = "no clients in keyrelay.lookup.clients: HTTP lookups are refused; NATS lookups without a token are ANSWERED (nats_auth: permissions)"
 	case n == 0:
 		access = "refused: no clients in keyrelay.lookup.clients"
-	case l.NATSEnabled() && l.NATSPermissionsOnly():
+	case natsOn && l.NATSPermissionsOnly():
 		access = fmt.Sprintf("%d client(s) in keyrelay.lookup.clients; NATS lookups without a token are ANSWERED (nats_auth: permissions)", n)
 	default:
 		access = fmt.Sprintf("%d client(s) in keyrelay.lookup.clients; every lookup needs a client's token", n)
 	}
-	return strings.Join(at, " and ") + " (" + access + ")"
+	s := strings.Join(at, " and ") + " (" + access + ")"
+	switch {
+	case embedded && natsOn:
+		s += "; WARNING: keyrelay.lookup.nats is on, and on the embedded server every NATS client holding its token " +
+			"can read every lookup reply (no per-team isolation)"
+	case embedded:
+		s += "; not over NATS (off on the embedded server, where every client holding its token could read every reply)"
+	}
+	return s
 }
 
 // shellQuote quotes s for a POSIX shell when it needs it.

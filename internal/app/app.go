@@ -88,25 +88,46 @@ func (c *Conn) Close() {
 // several servers separated by commas (the seeds of a cluster): the
 // connection is made to the first that answers and moves to another
 // server of the cluster when its server goes away.
+//
+// The embedded server requires a token (natsconn.StartEmbedded): a process
+// that starts it presents the server's token, and one that only connects
+// to it (startEmbedded false: the CLI commands) presents keyrelay.nats.token
+// or else the token serve generated in the store directory, failing with an
+// error naming that file when it cannot be read.
 func Connect(c *settings.Config, name string, startEmbedded bool, log *zap.Logger) (*Conn, error) {
 	return connect(c, name, startEmbedded, log)
 }
 
 func connect(c *settings.Config, name string, startEmbedded bool, log *zap.Logger, extra ...nats.Option) (*Conn, error) {
-	url := c.Keyrelay.NATS.URL
+	nc := c.Keyrelay.NATS
+	url := nc.URL
 	out := &Conn{}
 	if url == "" {
-		e := c.Keyrelay.NATS.Embedded
+		e := nc.Embedded
 		if !startEmbedded {
-			url = fmt.Sprintf("nats://%s:%d", orDefault(e.Host, "127.0.0.1"), e.Port)
+			url = fmt.Sprintf("nats://%s:%d", orDefault(e.Host, settings.DefaultEmbeddedHost), e.Port)
+			var err error
+			if nc, err = natsconn.EmbeddedClientConfig(nc); err != nil {
+				return nil, err
+			}
 		} else {
-			srv, err := natsconn.StartEmbedded(e)
+			srv, err := natsconn.StartEmbedded(nc)
 			if err != nil {
 				return nil, err
 			}
 			out.embedded = srv
+			nc = srv.ClientConfig(nc)
 			url = srv.ClientURL()
-			log.Info("embedded JetStream server started", zap.String("url", url), zap.String("store_dir", e.StoreDir))
+			auth := zap.String("token", "keyrelay.nats.token")
+			if srv.TokenFile != "" {
+				auth = zap.String("token_file", srv.TokenFile)
+			}
+			log.Info("embedded JetStream server started; clients need its token", zap.String("url", url),
+				zap.String("store_dir", e.StoreDir), auth)
+			if srv.Generated {
+				log.Info("generated the embedded server's client token; keyrelay commands read it from its file",
+					zap.String("token_file", srv.TokenFile))
+			}
 		}
 	}
 	opts := append([]nats.Option{
@@ -118,19 +139,23 @@ func connect(c *settings.Config, name string, startEmbedded bool, log *zap.Logge
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", zap.String("url", nc.ConnectedUrlRedacted())) }),
 		nats.ConnectHandler(func(nc *nats.Conn) { log.Info("nats connected", zap.String("url", nc.ConnectedUrlRedacted())) }),
 	}, extra...)
-	nc, err := natsconn.Connect(url, c.Keyrelay.NATS, name, opts...)
+	conn, err := natsconn.Connect(url, nc, name, opts...)
 	if err != nil {
 		if out.embedded != nil {
 			out.embedded.Shutdown()
 		}
+		if c.Keyrelay.NATS.URL == "" && errors.Is(err, nats.ErrAuthorization) {
+			err = fmt.Errorf("%w: the embedded server refused this command's token: give it the configuration serve runs "+
+				"with (the same keyrelay.nats.token, or keyrelay.nats.embedded.store_dir)", err)
+		}
 		return nil, err
 	}
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(conn)
 	if err != nil {
-		nc.Close()
+		conn.Close()
 		return nil, err
 	}
-	out.NC, out.JS, out.URL = nc, js, url
+	out.NC, out.JS, out.URL = conn, js, url
 	return out, nil
 }
 
@@ -216,6 +241,12 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 	}
 	if err := CheckBackend(c, registry); err != nil {
 		return err
+	}
+	if c.Keyrelay.NATS.IsEmbedded() && c.Keyrelay.Lookup.NATSPermissionsOnly() {
+		// settings refuses it too; this holds for a configuration that
+		// was not validated after the command line.
+		return errors.New("keyrelay.lookup.nats_auth: permissions needs an external NATS (keyrelay.nats.url): " +
+			"the embedded server has no subject permissions")
 	}
 	if err := DecryptLiteLLMEnv(ctx, c, log); err != nil {
 		return err
@@ -358,7 +389,7 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 	}
 
 	var lk *lookupRuntime
-	if l := c.Keyrelay.Lookup; l.HTTPEnabled() || l.NATSEnabled() {
+	if l := c.Keyrelay.Lookup; l.HTTPEnabled() || l.NATSEnabled(c.Keyrelay.NATS.IsEmbedded()) {
 		var teams *worker.Teams
 		if w != nil {
 			teams = w.Teams()

@@ -3,8 +3,6 @@ package app_test
 import (
 	"context"
 	"encoding/base64"
-
-	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -13,9 +11,6 @@ import (
 	"time"
 
 	awskms "github.com/aws/aws-sdk-go-v2/service/kms"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/keyrelay/keyrelay/client"
@@ -77,12 +72,9 @@ func TestServeEmbeddedDefault(t *testing.T) {
 	if err != nil {
 		t.Fatalf("keyring not generated: %v", err)
 	}
-	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", c.Keyrelay.NATS.Embedded.Port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	// A gateway's connection, as the commands make it: with the token
+	// serve generated in its store directory.
+	js := connectAsCommand(t, c)
 	ev, err := events.NewKeyEvent(ctx, kr, events.KeyCreated, "team-a", "key-1", 1, []byte("sk-embedded"), events.KeyData{})
 	if err != nil {
 		t.Fatal(err)
@@ -184,12 +176,7 @@ func TestServeOpensKMSSealedValues(t *testing.T) {
 	if kd, _ := ev.KeyData(); kd.Value.Alg != events.AlgA256GCMKMS {
 		t.Fatalf("sealed with %s, want %s", kd.Value.Alg, events.AlgA256GCMKMS)
 	}
-	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", c.Keyrelay.NATS.Embedded.Port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := connectAsCommand(t, c)
 	got := make(chan *events.Confirmation, 1)
 	go func() {
 		_ = client.FollowConfirmations(ctx, js, 1, "", func(_, _ uint64, c *events.Confirmation) error {

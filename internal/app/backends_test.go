@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -12,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/keyrelay/keyrelay/events"
@@ -242,12 +239,7 @@ func TestReadyzBackendHealth(t *testing.T) {
 	})
 
 	// A team whose settings choose Azure without a vault.
-	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", c.Keyrelay.NATS.Embedded.Port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := connectAsCommand(t, c)
 	kv, err := js.KeyValue(ctx, worker.TeamsBucket)
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,7 +51,8 @@ func startLookup(ctx context.Context, c *settings.Config, conn *Conn, registry *
 	if err != nil {
 		return nil, err
 	}
-	for _, w := range lookupAccessWarnings(l, auth.Len()) {
+	embedded := c.Keyrelay.NATS.IsEmbedded()
+	for _, w := range lookupAccessWarnings(l, auth.Len(), embedded) {
 		log.Warn(w)
 	}
 	backend := &lookup.Backend{Config: c, Registry: registry, Ledger: worker.NewLedger(kv), Teams: teams, Logger: log}
@@ -64,7 +66,7 @@ func startLookup(ctx context.Context, c *settings.Config, conn *Conn, registry *
 	rt := &lookupRuntime{}
 	var stops []func()
 	stops = append(stops, cancel, svc.Close)
-	if l.NATSEnabled() {
+	if l.NATSEnabled(embedded) {
 		ms, err := srv.ServeNATS(conn.NC, lookup.NATSOptions{PermissionsOnly: l.NATSPermissionsOnly(), Timeout: 2 * l.BackendTimeout})
 		if err != nil {
 			cancel()
@@ -73,6 +75,9 @@ func startLookup(ctx context.Context, c *settings.Config, conn *Conn, registry *
 		stops = append(stops, func() { _ = ms.Stop() })
 		log.Info("lookup service on NATS", zap.String("subjects", lookup.TeamSubject+".<team>, "+lookup.GlobalSubject),
 			zap.String("nats_auth", l.NATSAuth))
+	} else if embedded && l.NATS == nil {
+		log.Info("NATS lookups are off on the embedded server, where every client holding its token could read every reply " +
+			"(keyrelay.lookup.nats: true turns them on there anyway)")
 	}
 	if l.HTTPEnabled() {
 		ln, err := net.Listen("tcp", l.Addr)
@@ -98,26 +103,45 @@ func startLookup(ctx context.Context, c *settings.Config, conn *Conn, registry *
 	return rt, nil
 }
 
+// embeddedNATSLookupWarning is what serve logs when keyrelay.lookup.nats
+// turns NATS lookups on while it runs on its embedded server.
+const embeddedNATSLookupWarning = "SECURITY: keyrelay.lookup.nats is true on the embedded NATS server: EVERY NATS CLIENT HOLDING THE " +
+	"SERVER'S TOKEN CAN READ EVERY LOOKUP REPLY (every team's secrets) and the lookup tokens in the requests, by subscribing to " +
+	lookup.SubjectPrefix + ".> and _INBOX.>; lookup tokens do not keep teams apart there. Per-team isolation needs an external " +
+	"NATS (keyrelay.nats.url) with subject permissions; or set keyrelay.lookup.nats: false and use HTTP lookups"
+
 // lookupAccessWarnings is what start-up says about who may read secrets:
-// nothing when clients are configured and NATS lookups need their tokens.
-func lookupAccessWarnings(l settings.LookupConfig, clients int) []string {
+// nothing when clients are configured, NATS lookups need their tokens and,
+// on the embedded server, are off.
+func lookupAccessWarnings(l settings.LookupConfig, clients int, embedded bool) []string {
 	var ws []string
 	if w := l.NATSRequireTokenWarning(); w != "" {
 		ws = append(ws, w)
 	}
-	permissions := l.NATSEnabled() && l.NATSPermissionsOnly()
+	natsOn := l.NATSEnabled(embedded)
+	if embedded && natsOn {
+		ws = append(ws, embeddedNATSLookupWarning)
+	}
+	permissions := natsOn && l.NATSPermissionsOnly()
 	if permissions {
 		ws = append(ws, "SECURITY: keyrelay.lookup.nats_auth is permissions: NATS lookups WITHOUT A TOKEN ARE ANSWERED. "+
 			"Whoever may publish on "+lookup.TeamSubject+".<team> reads that team's secrets, and on "+lookup.GlobalSubject+
 			" the global ones: NATS subject permissions are the ONLY access control. Grant each team's NATS user publish on its own subject only, "+
 			"or set nats_auth: token")
 	}
-	if clients == 0 && (l.HTTPEnabled() || l.NATSEnabled()) {
+	var over []string
+	if l.HTTPEnabled() {
+		over = append(over, "HTTP")
+	}
+	if natsOn {
+		over = append(over, "NATS")
+	}
+	if clients == 0 && len(over) > 0 {
 		if permissions {
 			ws = append(ws, "no lookup clients are configured (keyrelay.lookup.clients): every lookup that needs a token is refused "+
 				"(all HTTP lookups, NATS lookups that carry one); NATS lookups without a token are answered under NATS permissions alone")
 		} else {
-			ws = append(ws, "no lookup clients are configured (keyrelay.lookup.clients): every lookup is refused, over HTTP and NATS")
+			ws = append(ws, "no lookup clients are configured (keyrelay.lookup.clients): every lookup is refused, over "+strings.Join(over, " and "))
 		}
 	}
 	return ws

@@ -3,14 +3,11 @@ package app_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -27,13 +24,22 @@ import (
 // TestServeLookupAccess runs serve as `make run` does and asks for a
 // stored key over NATS without a token, and with one: by default (no
 // clients configured) every lookup is refused and start-up says so; with
-// clients the token is required over NATS too; only nats_auth:
-// permissions answers without a token, and start-up warns loudly.
+// clients the token is required over NATS too. On the embedded server NATS
+// lookups are off unless keyrelay.lookup.nats turns them on (start-up then
+// warns that every client holding the server's token reads every reply);
+// on an external NATS they are on by default. Only nats_auth: permissions,
+// refused on the embedded server, answers without a token, and start-up
+// warns loudly.
 func TestServeLookupAccess(t *testing.T) {
 	const token = "serve-access-token-team-a"
+	// noService is the status of a NATS lookup no service answers.
+	const noService = -1
 	clients := map[string]settings.LookupClient{"team-a": {Team: "team-a", Token: token}}
+	on := true
 	tests := map[string]struct {
+		external   bool // an external nats-server instead of the embedded one
 		clients    map[string]settings.LookupClient
+		nats       *bool
 		natsAuth   string
 		requireTok *bool
 		noToken    int // status of a NATS request without a token (200: answered)
@@ -42,16 +48,26 @@ func TestServeLookupAccess(t *testing.T) {
 		logs       []string
 		notLogs    []string
 	}{
-		"embedded default": {noToken: 401, withToken: 401, httpToken: 401,
-			logs:    []string{"every lookup is refused, over HTTP and NATS"},
-			notLogs: []string{"SECURITY"}},
-		"clients": {clients: clients, noToken: 401, withToken: 200, httpToken: 200,
-			notLogs: []string{"SECURITY", "no lookup clients"}},
-		"clients, deprecated nats_require_token false": {clients: clients, requireTok: new(bool), noToken: 401, withToken: 200, httpToken: 200,
-			logs: []string{"nats_require_token: false is deprecated and no longer turns tokens off"}, notLogs: []string{"SECURITY"}},
-		"nats_auth permissions": {clients: clients, natsAuth: settings.LookupNATSAuthPermissions, noToken: 200, withToken: 200, httpToken: 200,
+		"embedded default": {noToken: noService, withToken: noService, httpToken: 401,
+			logs:    []string{"every lookup is refused, over HTTP", "NATS lookups are off on the embedded server"},
+			notLogs: []string{"SECURITY", "over HTTP and NATS"}},
+		"embedded, clients": {clients: clients, noToken: noService, withToken: noService, httpToken: 200,
+			logs: []string{"NATS lookups are off on the embedded server"}, notLogs: []string{"SECURITY", "no lookup clients"}},
+		"embedded, clients, NATS lookups on": {clients: clients, nats: &on, noToken: 401, withToken: 200, httpToken: 200,
+			logs:    []string{"SECURITY: keyrelay.lookup.nats is true on the embedded NATS server", "EVERY NATS CLIENT HOLDING THE SERVER'S TOKEN"},
+			notLogs: []string{"no lookup clients", "NATS lookups are off"}},
+		"embedded, NATS lookups on, no clients": {nats: &on, noToken: 401, withToken: 401, httpToken: 401,
+			logs: []string{"every lookup is refused, over HTTP and NATS", "SECURITY: keyrelay.lookup.nats is true on the embedded"}},
+		"embedded, clients, NATS lookups on, deprecated nats_require_token false": {clients: clients, nats: &on, requireTok: new(bool),
+			noToken: 401, withToken: 200, httpToken: 200,
+			logs: []string{"nats_require_token: false is deprecated and no longer turns tokens off"}},
+		"external, clients": {external: true, clients: clients, noToken: 401, withToken: 200, httpToken: 200,
+			notLogs: []string{"SECURITY", "no lookup clients", "NATS lookups are off"}},
+		"external, nats_auth permissions": {external: true, clients: clients, natsAuth: settings.LookupNATSAuthPermissions,
+			noToken: 200, withToken: 200, httpToken: 200,
 			logs: []string{"SECURITY: keyrelay.lookup.nats_auth is permissions", "NATS subject permissions are the ONLY access control"}},
-		"nats_auth permissions, no clients": {natsAuth: settings.LookupNATSAuthPermissions, noToken: 200, withToken: 401, httpToken: 401,
+		"external, nats_auth permissions, no clients": {external: true, natsAuth: settings.LookupNATSAuthPermissions,
+			noToken: 200, withToken: 401, httpToken: 401,
 			logs: []string{"SECURITY", "NATS lookups without a token are answered under NATS permissions alone"}},
 	}
 	for name, tc := range tests {
@@ -60,10 +76,18 @@ func TestServeLookupAccess(t *testing.T) {
 			c := settings.Default()
 			c.Keyrelay.NATS.Embedded.Port = testenv.FreePort(t)
 			c.Keyrelay.NATS.Embedded.StoreDir = filepath.Join(dir, "nats")
+			if tc.external {
+				// serve makes the keyring only on its embedded server.
+				c.Keyrelay.NATS.URL = testenv.StartNATS(t).URL
+				if err := events.GenerateKeyringFile(filepath.Join(dir, "keyring.json"), "k1"); err != nil {
+					t.Fatal(err)
+				}
+			}
 			c.Keyrelay.Sealing.KeyringFile = filepath.Join(dir, "keyring.json")
 			c.Keyrelay.HTTP.Addr = "127.0.0.1:0"
 			c.Keyrelay.Lookup.Addr = "127.0.0.1:0"
 			c.Keyrelay.Lookup.Clients = tc.clients
+			c.Keyrelay.Lookup.NATS = tc.nats
 			c.Keyrelay.Lookup.NATSRequireToken = tc.requireTok
 			if tc.natsAuth != "" {
 				c.Keyrelay.Lookup.NATSAuth = tc.natsAuth
@@ -103,12 +127,8 @@ func TestServeLookupAccess(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", c.Keyrelay.NATS.Embedded.Port))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			js, _ := jetstream.New(nc)
+			js := connectAsCommand(t, c)
+			nc := js.Conn()
 			ev, err := events.NewKeyEvent(ctx, kr, events.KeyCreated, "team-a", "key-1", 1, []byte("sk-access-value"), events.KeyData{})
 			if err != nil {
 				t.Fatal(err)
@@ -130,6 +150,8 @@ func TestServeLookupAccess(t *testing.T) {
 						return 200
 					case errors.As(err, &e) && e.Status == 404 && ctx.Err() == nil:
 						time.Sleep(20 * time.Millisecond)
+					case errors.As(err, &e) && e.Status == 503 && strings.HasPrefix(e.Reason, lookupclient.NoServiceReason):
+						return noService
 					case errors.As(err, &e):
 						if e.Status == 401 && len(tc.clients) == 0 && e.Reason != lookup.NoClientsReason {
 							t.Errorf("%s: reason %q, want %q", what, e.Reason, lookup.NoClientsReason)
@@ -170,5 +192,23 @@ func TestServeLookupAccess(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestServeRefusesPermissionsOnEmbedded: nats_auth: permissions would
+// answer NATS lookups without a token to any client holding the embedded
+// server's token, so serve refuses it there even when the configuration
+// was not validated.
+func TestServeRefusesPermissionsOnEmbedded(t *testing.T) {
+	c := embeddedConfig(t, nil)
+	c.Keyrelay.Lookup.NATSAuth = settings.LookupNATSAuthPermissions
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "keyrelay.lookup.nats_auth: permissions needs an external NATS") {
+		t.Fatalf("Validate: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := app.Serve(ctx, c, zap.NewNop(), app.ServeOptions{})
+	if err == nil || !strings.Contains(err.Error(), "permissions needs an external NATS") {
+		t.Fatalf("Serve: %v", err)
 	}
 }

@@ -150,7 +150,7 @@ func newPresence(c *settings.Config) Presence {
 	if l := c.Keyrelay.Lookup; l.HTTPEnabled() {
 		p.Lookup = append(p.Lookup, "http")
 	}
-	if l := c.Keyrelay.Lookup; l.NATSEnabled() {
+	if l := c.Keyrelay.Lookup; l.NATSEnabled(c.Keyrelay.NATS.IsEmbedded()) {
 		p.Lookup = append(p.Lookup, "nats")
 	}
 	return p

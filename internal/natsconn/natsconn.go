@@ -1,20 +1,17 @@
 // Package natsconn connects keyrelay to NATS: an external server or
 // cluster with credentials, nkey, token or user/password and TLS, or the
-// embedded in-process JetStream server used by default.
+// embedded in-process JetStream server used by default. The embedded
+// server requires a token from every client (see StartEmbedded), and
+// Redact keeps credentials in URLs out of logs and errors.
 package natsconn
 
 import (
 	"errors"
 	"fmt"
-	"net"
-	neturl "net/url"
-	"os"
-	"path/filepath"
-	"strconv"
+	"slices"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/keyrelay/keyrelay/settings"
@@ -72,70 +69,62 @@ func Connect(url string, c settings.NATSConfig, name string, extra ...nats.Optio
 }
 
 // Redact returns a comma-separated URL list with any user information
-// (user:password@ or token@) replaced, for logs and errors.
+// (user:password@ or token@) replaced by "redacted", for logs and errors.
+// It does not parse the entries as URLs, so no form gets through
+// unredacted: with or without a scheme ("alice:pw@host:4222"), or with
+// characters a URL parser rejects. Everything before an entry's last "@"
+// (after its scheme) is user information. An entry whose user information
+// has no scheme before it may be the end of a password holding a comma
+// (nats.go splits URLs on commas): it is redacted together with the
+// entries before it that have no "@" of their own, which can hide a host
+// name too; Redact errs on the side of hiding.
 func Redact(urls string) string {
 	parts := strings.Split(urls, ",")
-	for i, p := range parts {
-		p = strings.TrimSpace(p)
-		if u, err := neturl.Parse(p); err == nil && u.User != nil {
-			u.User = neturl.User("redacted")
-			p = u.String()
+	for i := range parts {
+		parts[i] = strings.TrimSpace(parts[i])
+	}
+	var out []string
+	for i := len(parts) - 1; i >= 0; i-- {
+		p := parts[i]
+		for i > 0 && userInfoWithoutScheme(p) && !strings.Contains(parts[i-1], "@") {
+			i--
+			p = parts[i] + "," + p
 		}
-		parts[i] = p
+		out = append(out, redactEntry(p))
 	}
-	return strings.Join(parts, ",")
+	slices.Reverse(out)
+	return strings.Join(out, ",")
 }
 
-// Embedded is the in-process JetStream server.
-type Embedded struct {
-	srv *server.Server
+// redactEntry replaces what comes before the last "@" of one URL, after
+// its scheme.
+func redactEntry(u string) string {
+	at := strings.LastIndex(u, "@")
+	if at < 0 {
+		return u
+	}
+	return schemePrefix(u[:at]) + "redacted" + u[at:]
 }
 
-// StartEmbedded runs nats-server in this process with JetStream stored
-// under c.StoreDir, listening on c.Host:c.Port.
-func StartEmbedded(c settings.EmbeddedConfig) (*Embedded, error) {
-	host, port, dir := c.Host, c.Port, c.StoreDir
-	if host == "" {
-		host = "127.0.0.1"
-	}
-	if dir == "" {
-		dir = "./data/nats"
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("embedded nats: %w", err)
-	}
-	abs, _ := filepath.Abs(dir)
-	// Fail clearly when the port is taken rather than inside the server.
-	if l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port))); err != nil {
-		return nil, fmt.Errorf("embedded nats: port %d on %s is not free: %w", port, host, err)
-	} else {
-		l.Close()
-	}
-	srv, err := server.NewServer(&server.Options{
-		ServerName: "keyrelay-embedded",
-		Host:       host,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   abs,
-		NoSigs:     true,
-		MaxPayload: 1 << 20,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("embedded nats: %w", err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		srv.Shutdown()
-		return nil, errors.New("embedded nats: not ready after 10s")
-	}
-	return &Embedded{srv: srv}, nil
+// userInfoWithoutScheme reports whether u has an "@" with no scheme
+// before it.
+func userInfoWithoutScheme(u string) bool {
+	at := strings.LastIndex(u, "@")
+	return at >= 0 && schemePrefix(u[:at]) == ""
 }
 
-// ClientURL is where clients connect.
-func (e *Embedded) ClientURL() string { return e.srv.ClientURL() }
-
-// Shutdown stops the server and waits for it.
-func (e *Embedded) Shutdown() {
-	e.srv.Shutdown()
-	e.srv.WaitForShutdown()
+// schemePrefix returns "scheme://" when s starts with one (RFC 3986: a
+// letter, then letters, digits, "+", "-" or "."), else "".
+func schemePrefix(s string) string {
+	i := strings.Index(s, "://")
+	if i <= 0 {
+		return ""
+	}
+	for j, r := range s[:i] {
+		letter := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'
+		if !letter && (j == 0 || !(r >= '0' && r <= '9' || r == '+' || r == '-' || r == '.')) {
+			return ""
+		}
+	}
+	return s[:i+3]
 }

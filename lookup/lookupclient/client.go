@@ -164,6 +164,10 @@ func escapeName(name string) string {
 	return strings.Join(segs, "/")
 }
 
+// NoServiceReason starts the Reason of the 503 a NATS lookup gets when no
+// lookup service listens on its subject (followed by the subject).
+const NoServiceReason = "no keyrelay lookup service is listening on "
+
 // NATS is a client of the NATS lookup service.
 type NATS struct {
 	Conn *nats.Conn
@@ -208,7 +212,7 @@ func (c *NATS) Get(ctx context.Context, name string) (*Secret, error) {
 	resp, err := c.Conn.RequestMsgWithContext(ctx, m)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
-			return nil, &Error{Status: 503, Code: "unavailable", Reason: "no keyrelay lookup service is listening on " + c.Subject()}
+			return nil, &Error{Status: 503, Code: "unavailable", Reason: NoServiceReason + c.Subject()}
 		}
 		return nil, err
 	}
