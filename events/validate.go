@@ -13,6 +13,14 @@ import (
 // shape are in validate_ids.go, validate_settings.go and validate_shape.go;
 // Decode is in validate_decode.go.
 
+// MaxGracePeriodSeconds bounds data.grace_period_seconds of key.rotated:
+// 10 years (315360000 s, 365-day years). A larger value is refused, not
+// clamped: a gateway sending MaxInt64 to mean "forever" would otherwise
+// overflow a time.Duration (anything from 9223372037 s on) and have the
+// previous version retired at once. Keeping it forever is
+// retire_previous_after "keep", not a grace period.
+const MaxGracePeriodSeconds = 10 * 365 * 24 * 60 * 60
+
 // ValidationError says which field of an event is wrong and why. It never
 // contains a secret value.
 type ValidationError struct {
@@ -160,6 +168,10 @@ func (ev *Event) validateData(trusted bool) error {
 		}
 		if d.GracePeriodSeconds < 0 {
 			return invalid("data.grace_period_seconds", "must not be negative")
+		}
+		if d.GracePeriodSeconds > MaxGracePeriodSeconds {
+			return invalid("data.grace_period_seconds", "is %d, more than the maximum %d (10 years); to keep the previous version, rotate without a grace period and let the team's retire_previous_after (default keep) apply",
+				d.GracePeriodSeconds, MaxGracePeriodSeconds)
 		}
 		if ev.Type == KeyCreated && d.GracePeriodSeconds != 0 {
 			return invalid("data.grace_period_seconds", "is only valid for key.rotated")

@@ -88,7 +88,16 @@ type TopologyConfig struct {
 	AckWait       time.Duration
 	MaxDeliver    int
 	MaxAckPending int
+	// RetireMaxAckPending bounds the retirements the retirement consumer
+	// has delivered and not yet acked, across every process (0:
+	// DefaultRetireMaxAckPending). Only retirements due within a few
+	// seconds count against it: later ones wait as message schedules.
+	RetireMaxAckPending int
 }
+
+// DefaultRetireMaxAckPending is the retirement consumer's MaxAckPending
+// unless TopologyConfig.RetireMaxAckPending says otherwise.
+const DefaultRetireMaxAckPending = 10000
 
 // EnsureTopology creates or updates every stream, bucket and the consumer.
 // It is idempotent and safe to run from several processes at once.
@@ -131,15 +140,29 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 			return fmt.Errorf("ensure stream %s: %w", l.name, err)
 		}
 	}
-	if err := ensureStream(ctx, js, jetstream.StreamConfig{
-		Name:        RetireStream,
-		Description: "keyrelay retirements of previous versions after their grace period (no values)",
-		Subjects:    []string{RetirePrefix + ".>"},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    c.Replicas,
-		Duplicates:  dup,
-		MaxMsgSize:  16384,
+	// Retirements due later than a few seconds are message schedules
+	// (nats-server 2.12+, ADR-51), so they wait in the stream and not in
+	// the consumer's pending set. Schedules need roll-ups (the server
+	// rolls each schedule's subject up). A server that does not know
+	// schedules would store them as plain messages that never fire: it is
+	// refused here rather than found out when a grace period never ends.
+	if err := EnsureCall(ctx, func(ctx context.Context) error {
+		s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name:              RetireStream,
+			Description:       "keyrelay retirements of previous versions after their grace period (no values)",
+			Subjects:          []string{RetirePrefix + ".>"},
+			Retention:         jetstream.WorkQueuePolicy,
+			Storage:           jetstream.FileStorage,
+			Replicas:          c.Replicas,
+			Duplicates:        dup,
+			MaxMsgSize:        16384,
+			AllowRollup:       true,
+			AllowMsgSchedules: true,
+		})
+		if err == nil && !s.CachedInfo().Config.AllowMsgSchedules {
+			err = errors.New("the NATS server does not support message schedules (nats-server 2.12 or later is required)")
+		}
+		return err
 	}); err != nil {
 		return fmt.Errorf("ensure stream %s: %w", RetireStream, err)
 	}
@@ -230,22 +253,32 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 	// (measured: 58% of server CPU, 14x lower throughput). The server
 	// never stops redelivering on its own (MaxDeliver -1: that would drop
 	// an event silently); the workers decide.
+	//
+	// The retirement consumer is the exception: it takes the due subjects
+	// and those of earlier versions, never the message schedules of
+	// retirements not yet due (see RetirePrefix).
+	retirePending := c.RetireMaxAckPending
+	if retirePending <= 0 {
+		retirePending = DefaultRetireMaxAckPending
+	}
 	for _, cc := range []struct {
 		stream, name, desc string
 		maxAckPending      int
+		filters            []string
 	}{
-		{EventsStream, ConsumerName, "keyrelay workers (shared by every process)", c.MaxAckPending},
-		{BulkStream, BulkConsumerName, "keyrelay workers' bulk lane (shared by every process)", c.MaxAckPending},
-		{RetireStream, RetireConsumerName, "keyrelay workers' retirements (shared by every process)", 10000},
+		{EventsStream, ConsumerName, "keyrelay workers (shared by every process)", c.MaxAckPending, nil},
+		{BulkStream, BulkConsumerName, "keyrelay workers' bulk lane (shared by every process)", c.MaxAckPending, nil},
+		{RetireStream, RetireConsumerName, "keyrelay workers' retirements (shared by every process)", retirePending, retireFilters},
 	} {
 		cfg := jetstream.ConsumerConfig{
-			Durable:       cc.name,
-			Description:   cc.desc,
-			DeliverPolicy: jetstream.DeliverAllPolicy,
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       c.AckWait,
-			MaxDeliver:    -1,
-			MaxAckPending: cc.maxAckPending,
+			Durable:        cc.name,
+			Description:    cc.desc,
+			DeliverPolicy:  jetstream.DeliverAllPolicy,
+			AckPolicy:      jetstream.AckExplicitPolicy,
+			AckWait:        c.AckWait,
+			MaxDeliver:     -1,
+			MaxAckPending:  cc.maxAckPending,
+			FilterSubjects: cc.filters,
 		}
 		if err := EnsureCall(ctx, func(ctx context.Context) error { _, err := js.CreateOrUpdateConsumer(ctx, cc.stream, cfg); return err }); err != nil {
 			return fmt.Errorf("ensure consumer %s: %w", cc.name, err)
