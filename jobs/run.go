@@ -41,6 +41,10 @@ type Deps struct {
 	// Sealer seals the generated values (the gateway's keyring or KMS).
 	Sealer events.Sealer
 	Logger *zap.Logger
+	// LedgerSkipped is told of every ledger entry in a selection's scope
+	// that cannot be used (never a value); the key is not selected, the
+	// others are. Nil: each is logged as a warning on Logger.
+	LedgerSkipped func(worker.SkippedEntry)
 }
 
 // Plan selects the keys of spec and creates the job (not yet published):
@@ -56,7 +60,18 @@ func Plan(ctx context.Context, d Deps, spec Spec) (*Job, []Target, error) {
 		return nil, nil, errNoWindow
 	}
 	now := time.Now().UTC()
-	plan, err := Select(ctx, d.Ledger, spec.Selection, now)
+	skipped := d.LedgerSkipped
+	if skipped == nil {
+		log := d.Logger
+		if log == nil {
+			log = zap.NewNop()
+		}
+		skipped = func(se worker.SkippedEntry) {
+			log.Warn("ledger entry skipped: it cannot be used, its key is not selected (repair or delete it)",
+				zap.String("key", se.Key), zap.String("reason", se.Reason))
+		}
+	}
+	plan, err := SelectWith(ctx, d.Ledger, spec.Selection, now, skipped)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -111,7 +126,7 @@ func Run(ctx context.Context, d Deps, id string, progress func(Progress)) (*Job,
 	if err != nil {
 		return j, err
 	}
-	if len(plan) != j.Total || j.Cursor > len(plan) {
+	if len(plan) != j.Total || j.Cursor < 0 || j.Cursor > len(plan) {
 		return j, fmt.Errorf("job %s: the plan holds %d keys, the record %d (cursor %d)", id, len(plan), j.Total, j.Cursor)
 	}
 	j.Holder, j.Updated = me, time.Now().UTC()
@@ -168,7 +183,7 @@ func Run(ctx context.Context, d Deps, id string, progress func(Progress)) (*Job,
 	conf := newConfirmed()
 	followCtx, stopFollow := context.WithCancel(ctx)
 	defer stopFollow()
-	go conf.follow(followCtx, d.JS, j.ID, j.Created.Add(-time.Minute))
+	go conf.follow(followCtx, d.JS, j.ID, plan, j.Created.Add(-time.Minute))
 	start, lastSave := time.Now(), time.Now()
 	for j.Cursor < len(plan) {
 		if err := lim.Wait(ctx); err != nil {

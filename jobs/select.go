@@ -76,8 +76,20 @@ type Target struct {
 // key, each with the generation its rotation will carry: the later of the
 // ledger's generation plus one and now in microseconds (the clock source
 // docs/events.md recommends to publishers, so a job's rotation orders
-// after every event the gateway published before it).
+// after every event the gateway published before it). A ledger entry in
+// scope that cannot be used (a key that is not <team>.<key>, a value that
+// does not decode) makes it fail once the others are read (a
+// *worker.SkippedEntriesError naming them); SelectWith reports them and
+// goes on.
 func Select(ctx context.Context, l *worker.Ledger, s Selection, now time.Time) ([]Target, error) {
+	return SelectWith(ctx, l, s, now, nil)
+}
+
+// SelectWith is Select with the ledger entries in scope that cannot be
+// used reported to skipped (never a value) instead of failing: they are
+// not selected, and the other keys are. Only the teams in scope are read
+// and decoded.
+func SelectWith(ctx context.Context, l *worker.Ledger, s Selection, now time.Time, skipped func(worker.SkippedEntry)) ([]Target, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
@@ -85,8 +97,19 @@ func Select(ctx context.Context, l *worker.Ledger, s Selection, now time.Time) (
 	for _, k := range s.Keys {
 		want[k] = true
 	}
+	o := worker.AllOptions{Skipped: skipped}
+	switch {
+	case len(s.Teams) > 0 && (len(s.Keys) > 0 || !s.All):
+		o.Teams = s.Teams
+	case len(s.Keys) > 0:
+		for _, k := range s.Keys {
+			if !slices.Contains(o.Teams, k.Team) {
+				o.Teams = append(o.Teams, k.Team)
+			}
+		}
+	}
 	var out []Target
-	err := l.All(ctx, func(k string, e *worker.LedgerEntry, _ uint64) error {
+	err := l.AllWith(ctx, o, func(k string, e *worker.LedgerEntry, _ uint64) error {
 		team, key, err := worker.ParseLedgerKey(k)
 		if err != nil {
 			return err

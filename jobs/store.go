@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"time"
 
@@ -66,6 +67,59 @@ type Job struct {
 	Holder string `json:"holder,omitempty"`
 }
 
+// Validate checks a job record, as stored, before anything acts on it: a
+// record is read back from a bucket any client with access can write, so
+// it is checked like any other input. It names the bad field.
+func (j *Job) Validate() error {
+	if err := events.ValidateID("job id", j.ID); err != nil {
+		return err
+	}
+	switch j.State {
+	case StateRunning, StatePublished, StateCancelled:
+	default:
+		return fmt.Errorf("job %s: state %q is not running, published or cancelled", j.ID, j.State)
+	}
+	switch {
+	case j.Total < 0:
+		return fmt.Errorf("job %s: total %d is negative", j.ID, j.Total)
+	case j.Cursor < 0 || j.Cursor > j.Total:
+		return fmt.Errorf("job %s: cursor %d is outside 0..%d (the plan's keys)", j.ID, j.Cursor, j.Total)
+	case j.Rate < 0 || math.IsNaN(j.Rate) || math.IsInf(j.Rate, 0):
+		return fmt.Errorf("job %s: rate %v is not a rate (events per second, 0 or more)", j.ID, j.Rate)
+	case j.GraceSeconds < 0:
+		return fmt.Errorf("job %s: grace_seconds %d is negative", j.ID, j.GraceSeconds)
+	case j.Window < 0:
+		return fmt.Errorf("job %s: %w", j.ID, errNoWindow)
+	case j.Selection.OlderThan < 0:
+		return fmt.Errorf("job %s: selection older_than is negative", j.ID)
+	}
+	if err := j.Format.Validate(); err != nil {
+		return fmt.Errorf("job %s: %w", j.ID, err)
+	}
+	return nil
+}
+
+// validatePlan checks a plan as read back (or before it is saved): every
+// target names a valid team, key and event id and carries a generation
+// (the bulk lane requires one).
+func validatePlan(id string, plan []Target) error {
+	for i, t := range plan {
+		if err := events.ValidateID("team", t.Team); err != nil {
+			return fmt.Errorf("job %s: plan entry %d: %w", id, i, err)
+		}
+		if err := events.ValidateID("key", t.Key); err != nil {
+			return fmt.Errorf("job %s: plan entry %d: %w", id, i, err)
+		}
+		if err := events.ValidateID("event id", t.EventID); err != nil {
+			return fmt.Errorf("job %s: plan entry %d: %w", id, i, err)
+		}
+		if t.Generation == 0 {
+			return fmt.Errorf("job %s: plan entry %d (%s/%s) has no generation", id, i, t.Team, t.Key)
+		}
+	}
+	return nil
+}
+
 // NewID returns a fresh job id (a valid event id and bucket key).
 func NewID(now time.Time) string {
 	b := make([]byte, 4)
@@ -119,7 +173,10 @@ func recordKey(id string) string { return "job." + id }
 // Create saves a new job and its plan (the plan first: a record always has
 // its plan).
 func (s *Store) Create(ctx context.Context, j *Job, plan []Target) error {
-	if err := events.ValidateID("job id", j.ID); err != nil {
+	if err := j.Validate(); err != nil {
+		return err
+	}
+	if err := validatePlan(j.ID, plan); err != nil {
 		return err
 	}
 	b, err := json.Marshal(plan)
@@ -152,6 +209,12 @@ func (s *Store) Get(ctx context.Context, id string) (*Job, uint64, error) {
 	if err := json.Unmarshal(e.Value(), &j); err != nil {
 		return nil, 0, fmt.Errorf("jobs: job %s is corrupt: %w", id, err)
 	}
+	if j.ID != id {
+		return nil, 0, fmt.Errorf("jobs: job %s is corrupt: its record names job %q", id, j.ID)
+	}
+	if err := j.Validate(); err != nil {
+		return nil, 0, fmt.Errorf("jobs: job %s is corrupt, refused: %w", id, err)
+	}
 	return &j, e.Revision(), nil
 }
 
@@ -167,6 +230,9 @@ func (s *Store) Plan(ctx context.Context, id string) ([]Target, error) {
 	var plan []Target
 	if err := json.Unmarshal(b, &plan); err != nil {
 		return nil, fmt.Errorf("jobs: the plan of %s is corrupt: %w", id, err)
+	}
+	if err := validatePlan(id, plan); err != nil {
+		return nil, fmt.Errorf("jobs: the plan of %s is corrupt, refused: %w", id, err)
 	}
 	return plan, nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/worker"
 )
 
@@ -52,12 +53,21 @@ func (c *confirmed) get() (int, <-chan struct{}) {
 	return c.n, c.changed
 }
 
-// follow counts the confirmations carrying job id, published since since,
-// until ctx ends. A consumer that fails (NATS trouble) is recreated where
-// it stopped: the ordered consumer resumes after the last sequence it
-// delivered.
-func (c *confirmed) follow(ctx context.Context, js jetstream.JetStream, id string, since time.Time) {
+// follow counts the confirmations of job id's planned events, published
+// since since, until ctx ends: one per event of the plan, whatever the
+// number of confirmations of it. job_id is only a filter: any publisher
+// can put a job's id on its own events, so a confirmation counts only
+// when its event id is one of the plan's and its team and key (and
+// subject) are that event's. A consumer that fails (NATS trouble) is
+// recreated where it stopped: the ordered consumer resumes after the last
+// sequence it delivered.
+func (c *confirmed) follow(ctx context.Context, js jetstream.JetStream, id string, plan []Target, since time.Time) {
 	needle := []byte(`"job_id":"` + id + `"`)
+	planned := make(map[string]Target, len(plan))
+	for _, t := range plan {
+		planned[t.EventID] = t
+	}
+	counted := map[string]bool{}
 	var after uint64
 	for ctx.Err() == nil {
 		occ := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since}
@@ -86,12 +96,16 @@ func (c *confirmed) follow(ctx context.Context, js jetstream.JetStream, id strin
 				if !bytes.Contains(msg.Data(), needle) {
 					continue
 				}
-				var conf struct {
-					JobID string `json:"job_id"`
+				var conf events.Confirmation
+				if json.Unmarshal(msg.Data(), &conf) != nil || conf.JobID != id || counted[conf.EventID] {
+					continue
 				}
-				if json.Unmarshal(msg.Data(), &conf) == nil && conf.JobID == id {
-					c.add(1)
+				t, ok := planned[conf.EventID]
+				if !ok || conf.TeamID != t.Team || conf.KeyID != t.Key || msg.Subject() != events.ConfirmationSubject(t.Team, t.Key, t.EventID) {
+					continue // not one of this job's events
 				}
+				counted[conf.EventID] = true
+				c.add(1)
 			}
 		}()
 		if ctx.Err() != nil {

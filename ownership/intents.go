@@ -249,6 +249,28 @@ func ReadIntents(ctx context.Context, js jetstream.JetStream, stream, subject st
 	return intents, bad, nil
 }
 
+// ClampIntents cuts to latest the deadline (Until) of every intent in ins
+// that ends after it, and returns how many it cut. A holder writes an
+// intent with its lease's deadline, never further than one lease TTL
+// after the write, so a reader passes its own time plus the lease TTL: a
+// later deadline was not written by a holder (a forged or corrupt batch,
+// or a clock far ahead), and would otherwise keep its key waiting for as
+// long as it says (an Until in the year 9999: forever). Clamped rather
+// than dropped: a genuine intent written by a holder whose clock runs
+// ahead still keeps its key for a full lease, so exclusion holds, while
+// no intent keeps a key longer than one lease after it is loaded (plus
+// the bound the dead-claim rule gives every intent).
+func ClampIntents(ins []Intent, latest time.Time) int {
+	n := 0
+	for i := range ins {
+		if ins[i].Until.After(latest) {
+			ins[i].Until = latest
+			n++
+		}
+	}
+	return n
+}
+
 func validIntents(ins []Intent) bool {
 	if len(ins) == 0 || len(ins) > MaxIntentsPerBatch {
 		return false

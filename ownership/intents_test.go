@@ -251,3 +251,22 @@ func TestReadIntentsAcrossALostLeader(t *testing.T) {
 		hcancel()
 	}
 }
+
+// TestClampIntents: an intent whose deadline lies further ahead than the
+// bound given (the reader's time plus one lease TTL) is cut to it; the
+// others are left as they are.
+func TestClampIntents(t *testing.T) {
+	now := time.Now()
+	latest := now.Add(15 * time.Second)
+	ins := []ownership.Intent{
+		{Key: "t.a", EventID: "a", Generation: 1, Until: now.Add(time.Second)},
+		{Key: "t.b", EventID: "b", Generation: 1, Until: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{Key: "t.c", EventID: "c", Generation: 1, Until: latest},
+	}
+	if n := ownership.ClampIntents(ins, latest); n != 1 {
+		t.Fatalf("clamped %d, want 1", n)
+	}
+	if !ins[0].Until.Equal(now.Add(time.Second)) || !ins[1].Until.Equal(latest) || !ins[2].Until.Equal(latest) {
+		t.Errorf("deadlines after the clamp: %v %v %v", ins[0].Until, ins[1].Until, ins[2].Until)
+	}
+}

@@ -43,17 +43,18 @@ func Copy(ctx context.Context, d Deps, c CopyConfig) (*RestoreReport, error) {
 	if c.Concurrency <= 0 {
 		c.Concurrency = 8
 	}
-	items, err := scan(ctx, d, c.Config, func(e *worker.LedgerEntry) bool { return e.Status != events.StatusDeleted && e.Sealed != nil })
+	items, skipped, err := scan(ctx, d, c.Config, func(e *worker.LedgerEntry) bool { return e.Status != events.StatusDeleted && e.Sealed != nil })
 	if err != nil {
 		return nil, fmt.Errorf("copy: read the ledger: %w", err)
 	}
+	d.noteSkipped(skipped)
 	s := newSession(d, c.Config)
 	tr := newTracker(len(items), c.Progress)
 	out := parallel(len(items), c.Concurrency, nil, func(i int) RestoreRow {
 		it := items[i]
 		return s.toTarget(ctx, target{to: c.To, options: c.Options, dryRun: c.DryRun, adopt: c.Adopt}, s.d.TeamSettings(it.team), it.team, it.key, keyStateOf(it.e))
 	}, func(_ int, r RestoreRow) { tr.add(r.Action) })
-	rep := &RestoreReport{Rows: out}
+	rep := &RestoreReport{Rows: out, LedgerSkipped: skipped}
 	t := tally(out)
 	rep.Written, rep.Skipped, rep.Failed = t.Written, t.Skipped, t.Failed
 	return rep, ctx.Err()

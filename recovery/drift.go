@@ -79,6 +79,11 @@ type Report struct {
 	// Listed names the (team, backend) pairs whose backend could be listed
 	// for orphans; orphans of the others are not known.
 	Unlisted []string `json:"unlisted,omitempty"`
+	// LedgerSkipped names the ledger entries in scope that could not be
+	// used (a key that is not <team>.<key>, a value that does not
+	// decode), with the reason, never a value: their keys are not
+	// checked. Repair or delete them.
+	LedgerSkipped []worker.SkippedEntry `json:"ledger_skipped,omitempty"`
 }
 
 // SummaryRow counts one team's rows on one backend.
@@ -125,6 +130,12 @@ type Config struct {
 	// Attempts per read for retryable errors (throttling, 5xx), with
 	// backoff. Default: 4.
 	Attempts int
+	// Strict refuses to go on when a ledger entry in scope cannot be used
+	// (a key that is not <team>.<key>, a value that does not decode): the
+	// command fails, naming them, before it reads or writes anything.
+	// Without it such entries are reported (Deps.LedgerSkipped, the
+	// report's LedgerSkipped) and the others are handled as usual.
+	Strict bool
 
 	// noOrphans skips the orphan listing (a restore, which never acts on
 	// orphans, does not pay for it: on Vault it reads every secret's
@@ -152,6 +163,27 @@ type Deps struct {
 	// claims request first, so a worker running exclusive claims too while
 	// they run. Nil only where no worker can run exclusive (tests).
 	Ownership jetstream.KeyValue
+	// LedgerSkipped is told of every ledger entry in scope that cannot be
+	// used (a key that is not <team>.<key>, a value that does not decode;
+	// never its value). The others are handled without it. Nil: each is
+	// logged as a warning.
+	LedgerSkipped func(worker.SkippedEntry)
+}
+
+// ErrLedgerEntriesSkipped: Config.Strict and an entry in scope could not be
+// used.
+var ErrLedgerEntriesSkipped = worker.ErrEntriesSkipped
+
+// noteSkipped reports entries scan skipped.
+func (d Deps) noteSkipped(skipped []worker.SkippedEntry) {
+	for _, se := range skipped {
+		if d.LedgerSkipped != nil {
+			d.LedgerSkipped(se)
+			continue
+		}
+		d.Logger.Warn("ledger entry skipped: it cannot be used (repair or delete it; the other keys are handled)",
+			zap.String("key", se.Key), zap.String("reason", se.Reason))
+	}
 }
 
 // item is one ledger entry in scope, with the ledger revision it was read
@@ -164,10 +196,22 @@ type item struct {
 
 // scan returns the ledger entries in c's scope (teams, backend) that were
 // applied at least once (not a claim only, unless c.inFlight) and pass
-// keep, by team and key.
-func scan(ctx context.Context, d Deps, c Config, keep func(*worker.LedgerEntry) bool) ([]item, error) {
+// keep, by team and key, and the entries in scope it could not use (a key
+// that is not <team>.<key>, a value that does not decode), which never
+// stop it: one corrupt entry does not take every team's recovery down.
+// Only the teams in scope are read and decoded. With c.Strict a skipped
+// entry is an error (ErrLedgerEntriesSkipped).
+func scan(ctx context.Context, d Deps, c Config, keep func(*worker.LedgerEntry) bool) ([]item, []worker.SkippedEntry, error) {
 	var items []item
-	err := d.Ledger.All(ctx, func(k string, e *worker.LedgerEntry, rev uint64) error {
+	var skipped []worker.SkippedEntry
+	o := worker.AllOptions{Skipped: func(se worker.SkippedEntry) { skipped = append(skipped, se) }}
+	if !c.All {
+		o.Teams = c.Teams
+		if len(o.Teams) == 0 {
+			return nil, nil, nil
+		}
+	}
+	err := d.Ledger.AllWith(ctx, o, func(k string, e *worker.LedgerEntry, rev uint64) error {
 		team, key, err := worker.ParseLedgerKey(k)
 		if err != nil {
 			return err
@@ -178,13 +222,16 @@ func scan(ctx context.Context, d Deps, c Config, keep func(*worker.LedgerEntry) 
 		items = append(items, item{team, key, e, rev})
 		return nil
 	})
+	if err == nil && c.Strict && len(skipped) > 0 {
+		err = &worker.SkippedEntriesError{Entries: skipped}
+	}
 	sort.Slice(items, func(i, j int) bool {
 		if items[i].team != items[j].team {
 			return items[i].team < items[j].team
 		}
 		return items[i].key < items[j].key
 	})
-	return items, err
+	return items, skipped, err
 }
 
 // withDefaults fills the optional fields.
@@ -211,10 +258,11 @@ func Drift(ctx context.Context, d Deps, c Config) (*Report, error) {
 		c.Attempts = 4
 	}
 	d = d.withDefaults()
-	items, err := scan(ctx, d, c, func(e *worker.LedgerEntry) bool { return e.Provider != "" })
+	items, skipped, err := scan(ctx, d, c, func(e *worker.LedgerEntry) bool { return e.Provider != "" })
 	if err != nil {
 		return nil, fmt.Errorf("drift: read the ledger: %w", err)
 	}
+	d.noteSkipped(skipped)
 
 	s := newSession(d, c)
 	absent := s.absent(ctx, items)
@@ -229,7 +277,7 @@ func Drift(ctx context.Context, d Deps, c Config) (*Report, error) {
 
 	// Orphans: per team and backend in scope, the owned secrets the ledger
 	// does not point at.
-	rep := &Report{Rows: rows}
+	rep := &Report{Rows: rows, LedgerSkipped: skipped}
 	known := map[string]map[string]string{} // team -> key -> secret ref the ledger uses (live keys)
 	pairs := map[[2]string]bool{}
 	checked := map[[3]string]bool{} // team, backend, name: classified above
@@ -244,6 +292,14 @@ func Drift(ctx context.Context, d Deps, c Config) (*Report, error) {
 			known[it.team][it.key] = ""
 		}
 		pairs[[2]string{it.team, it.e.Provider}] = true
+	}
+	// Keys whose entry cannot be used are not known to have none: their
+	// secrets are not orphans (deleting them would lose the key).
+	unreadable := map[[2]string]bool{}
+	for _, se := range skipped {
+		if team, key, err := worker.ParseLedgerKey(se.Key); err == nil {
+			unreadable[[2]string{team, key}] = true
+		}
 	}
 	for _, team := range c.Teams {
 		if c.noOrphans {
@@ -271,8 +327,8 @@ func Drift(ctx context.Context, d Deps, c Config) (*Report, error) {
 			continue
 		}
 		err = l.List(ctx, providers.ListRequest{TeamID: team}, func(ls providers.Listed) error {
-			if ls.Owner.TeamID != team || checked[[3]string{team, backend, ls.Name}] {
-				return nil // another team's, or a name a ledger entry was checked under
+			if ls.Owner.TeamID != team || checked[[3]string{team, backend, ls.Name}] || unreadable[[2]string{team, ls.Owner.KeyID}] {
+				return nil // another team's, a name a ledger entry was checked under, or a key whose entry cannot be used
 			}
 			ref, ok := known[team][ls.Owner.KeyID]
 			switch {

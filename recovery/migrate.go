@@ -75,6 +75,10 @@ type MigrateReport struct {
 	// DeleteAfter is when `keyrelay serve` deletes the old copies (zero
 	// when they were deleted at once or there were none).
 	DeleteAfter time.Time `json:"delete_after,omitzero"`
+	// LedgerSkipped: the team's ledger entries that could not be used (a
+	// value that does not decode), with the reason; their keys are not
+	// moved.
+	LedgerSkipped []worker.SkippedEntry `json:"ledger_skipped,omitempty"`
 }
 
 // Migrate moves every live key of c.Team to c.To: it writes the ledger's
@@ -114,17 +118,18 @@ func Migrate(ctx context.Context, d Deps, c MigrateConfig) (*MigrateReport, erro
 	// they moved, so its create can land on the old backend; the move
 	// waits for it like for any claim.
 	cfg := Config{Teams: []string{c.Team}, Concurrency: c.Concurrency, Rate: c.Rate, Attempts: 4, inFlight: true}
-	items, err := scan(ctx, d, cfg, func(e *worker.LedgerEntry) bool { return e.Status != events.StatusDeleted })
+	items, skipped, err := scan(ctx, d, cfg, func(e *worker.LedgerEntry) bool { return e.Status != events.StatusDeleted })
 	if err != nil {
 		return nil, fmt.Errorf("migrate: read the ledger: %w", err)
 	}
+	d.noteSkipped(skipped)
 	s := newSession(d, cfg)
 	host, _ := os.Hostname()
 	id := fmt.Sprintf("migrate-%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])
 	gate := newClaimsGate(d.Ownership, id, d.Logger)
 	defer gate.close()
 	m := &mover{s: s, c: c, cl: &claimer{ledger: d.Ledger, lease: c.Lease, id: id, gate: gate}}
-	rep := &MigrateReport{Team: c.Team, To: c.To}
+	rep := &MigrateReport{Team: c.Team, To: c.To, LedgerSkipped: skipped}
 	tr := newTracker(len(items), c.Progress)
 	rep.Rows = parallel(len(items), c.Concurrency, nil, func(i int) RestoreRow { return m.move(ctx, items[i].key, items[i].e) },
 		func(_ int, r RestoreRow) {
@@ -304,6 +309,8 @@ type CleanupReport struct {
 	// grace period, with the earliest time one is due.
 	Deleted, Pending, Failed int
 	NextDue                  time.Time
+	// LedgerSkipped: the team's ledger entries that could not be used.
+	LedgerSkipped []worker.SkippedEntry
 }
 
 // Cleanup deletes the copies a move left on old backends (the ledger's
@@ -322,17 +329,18 @@ func Cleanup(ctx context.Context, d Deps, c CleanupConfig) (*CleanupReport, erro
 		c.Now = time.Now
 	}
 	cfg := Config{Teams: []string{c.Team}, Concurrency: c.Concurrency, Rate: c.Rate, Attempts: 4}
-	items, err := scan(ctx, d, cfg, func(e *worker.LedgerEntry) bool { return len(e.Sources) > 0 })
+	items, skipped, err := scan(ctx, d, cfg, func(e *worker.LedgerEntry) bool { return len(e.Sources) > 0 })
 	if err != nil {
 		return nil, fmt.Errorf("cleanup: read the ledger: %w", err)
 	}
+	d.noteSkipped(skipped)
 	s := newSession(d, cfg)
 	host, _ := os.Hostname()
 	id := fmt.Sprintf("cleanup-%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])
 	gate := newClaimsGate(d.Ownership, id, d.Logger)
 	defer gate.close()
 	cl := &claimer{ledger: d.Ledger, lease: c.Lease, id: id, gate: gate}
-	rep := &CleanupReport{}
+	rep := &CleanupReport{LedgerSkipped: skipped}
 	cu := &cleaner{s: s, c: c, cl: cl}
 	for _, rows := range parallel(len(items), c.Concurrency, nil, func(i int) []RestoreRow { return cu.clean(ctx, items[i].key) }, nil) {
 		for _, r := range rows {
@@ -349,7 +357,7 @@ func Cleanup(ctx context.Context, d Deps, c CleanupConfig) (*CleanupReport, erro
 		return rep, err
 	}
 	// What is still waiting (this run's skips, and failures to retry).
-	left, err := scan(ctx, d, cfg, func(e *worker.LedgerEntry) bool { return len(e.Sources) > 0 })
+	left, _, err := scan(ctx, d, cfg, func(e *worker.LedgerEntry) bool { return len(e.Sources) > 0 })
 	if err != nil {
 		return rep, fmt.Errorf("cleanup: read the ledger: %w", err)
 	}

@@ -1,11 +1,14 @@
 package recovery
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -14,8 +17,13 @@ import (
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/internal/jsread"
 	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/settings"
 	"github.com/keyrelay/keyrelay/worker"
 )
+
+// maxSkippedWarnings bounds the skipped events named in the text warnings
+// (the report's SkippedEvents holds every one).
+const maxSkippedWarnings = 100
 
 // PointInTimeConfig rebuilds the state of the keys as of a moment from the
 // events stream into a target backend.
@@ -49,10 +57,16 @@ type PointInTimeReport struct {
 	LastSeq   uint64    `json:"last_seq"`
 	FirstTime time.Time `json:"first_time,omitzero"`
 	LastTime  time.Time `json:"last_time,omitzero"`
-	// Events counts the events applied or superseded; Invalid the messages
+	// Events counts the valid events replayed; Invalid the messages
 	// skipped because they failed validation (as the workers reject them).
 	Events  int `json:"events"`
 	Invalid int `json:"invalid"`
+	// SkippedEvents are valid events not applied because the workers
+	// would not have applied them (a value that does not open, a team
+	// whose settings of the time forbade the write, a confirmation saying
+	// rejected, failed or skipped), each with its reason; the key keeps
+	// the state of the events before. Never a value.
+	SkippedEvents []SkippedEvent `json:"skipped_events,omitempty"`
 	// Incomplete is true when the stream's retention dropped events the
 	// replay needed; Warnings say what cannot be rebuilt.
 	Incomplete bool     `json:"incomplete"`
@@ -81,11 +95,19 @@ type keyState struct {
 	// noValue: only key.updated events were seen (the value's events were
 	// dropped by retention or came before FromSeq/Since).
 	noValue bool
+	// values and updates are the replay's candidate events (PointInTime):
+	// resolve sets the state from them. refusedOnly: every value event
+	// was refused.
+	values, updates []pitEvent
+	refusedOnly     bool
 }
 
 type pitTeam struct {
 	gen      uint64
 	settings *events.TeamSettings
+	// history: the team's settings after each settings event applied, by
+	// stream time (a key event is checked against those of its time).
+	history []pitSettings
 }
 
 // PointInTime replays KEYRELAY_EVENTS (key and settings events, in stream
@@ -149,18 +171,56 @@ func PointInTime(ctx context.Context, d Deps, js jetstream.JetStream, c PointInT
 			st.FirstSeq-1, st.FirstTime.UTC().Format(time.RFC3339)))
 	}
 
-	keys, teams := map[string]*keyState{}, map[string]*pitTeam{}
-	if err := replay(ctx, js, stream, st, events.LaneInteractive, c, rep, keys, teams); err != nil {
+	f := &folder{keys: map[string]*keyState{}, teams: map[string]*pitTeam{}, rep: rep,
+		settingsComplete: c.FromSeq <= 1 && c.Since.IsZero() && st.FirstSeq <= 1}
+	if d.Settings != nil {
+		f.resolve = d.Settings.Resolve
+	}
+	keys, teams := f.keys, f.teams
+	if err := replay(ctx, js, stream, st, events.LaneInteractive, c, f); err != nil {
 		return nil, err
 	}
 	// The bulk lane (bulk jobs' events) is its own stream; its events carry
 	// generations, so folding them after the interactive ones gives the
 	// same per-key outcome as the workers, whatever the interleaving.
-	if err := replayBulk(ctx, js, stream, c, rep, keys, teams); err != nil {
+	if err := replayBulk(ctx, js, stream, c, f); err != nil {
 		return nil, err
 	}
 	if rep.Invalid > 0 {
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d messages failed validation and were skipped, as the workers reject them", rep.Invalid))
+	}
+	// Which candidate events the workers applied: values are opened, and
+	// the confirmations stream (when there is one) is asked about the
+	// events that would decide a key's state.
+	confOf := confirmations(ctx, js)
+	var failedKeys []RestoreRow
+	for lk, k := range keys {
+		team, key, _ := worker.ParseLedgerKey(lk)
+		skipped, err := resolve(ctx, d.Opener, confOf, team, key, k)
+		rep.SkippedEvents = append(rep.SkippedEvents, skipped...)
+		if err != nil {
+			failedKeys = append(failedKeys, RestoreRow{Row: Row{Team: team, Key: key, Backend: c.To},
+				Action: ActionFailed, Why: "decide which event was applied: " + err.Error()})
+			delete(keys, lk)
+		}
+	}
+	rep.Rows = append(rep.Rows, failedKeys...)
+	if n := len(rep.SkippedEvents); n > 0 {
+		sort.Slice(rep.SkippedEvents, func(i, j int) bool {
+			a, b := rep.SkippedEvents[i], rep.SkippedEvents[j]
+			if a.Lane != b.Lane {
+				return a.Lane < b.Lane
+			}
+			return a.Seq < b.Seq
+		})
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d valid events were not applied, as the workers did not apply them (the key keeps the state of the events before):", n))
+		for i, se := range rep.SkippedEvents {
+			if i == maxSkippedWarnings {
+				rep.Warnings = append(rep.Warnings, fmt.Sprintf("... and %d more (--json lists every one)", n-i))
+				break
+			}
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("skipped %s sequence %d: event %s (%s, %s/%s, generation %d): %s", se.Lane, se.Seq, se.EventID, se.Type, se.Team, se.Key, se.Generation, se.Reason))
+		}
 	}
 
 	type job struct {
@@ -170,6 +230,11 @@ func PointInTime(ctx context.Context, d Deps, js jetstream.JetStream, c PointInT
 	var jobs []job
 	for lk, k := range keys {
 		team, key, _ := worker.ParseLedgerKey(lk)
+		if k.refusedOnly && k.noValue {
+			rep.Rows = append(rep.Rows, RestoreRow{Row: Row{Team: team, Key: key, Backend: c.To, Generation: k.metaGen},
+				Action: ActionSkipped, Why: "no event of its value in the replayed range was applied by the workers (see skipped_events)"})
+			continue
+		}
 		if k.noValue {
 			rep.Incomplete = true
 			rep.Rows = append(rep.Rows, RestoreRow{Row: Row{Team: team, Key: key, Backend: c.To, Generation: k.metaGen},
@@ -202,7 +267,8 @@ func PointInTime(ctx context.Context, d Deps, js jetstream.JetStream, c PointInT
 
 // replayBulk folds the bulk lane's stream over the same range: from the
 // time of --from-seq's event (or --since) to --until.
-func replayBulk(ctx context.Context, js jetstream.JetStream, evStream jetstream.Stream, c PointInTimeConfig, rep *PointInTimeReport, keys map[string]*keyState, teams map[string]*pitTeam) error {
+func replayBulk(ctx context.Context, js jetstream.JetStream, evStream jetstream.Stream, c PointInTimeConfig, f *folder) error {
+	rep := f.rep
 	bulk, err := js.Stream(ctx, worker.BulkStream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil // created before the bulk lane existed
@@ -230,14 +296,15 @@ func replayBulk(ctx context.Context, js jetstream.JetStream, evStream jetstream.
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf("bulk-lane events 1..%d are gone from %s (retention): changes in them are not replayed",
 			info.State.FirstSeq-1, worker.BulkStream))
 	}
-	return replay(ctx, js, bulk, info.State, events.LaneBulk, bc, rep, keys, teams)
+	return replay(ctx, js, bulk, info.State, events.LaneBulk, bc, f)
 }
 
 // replay reads the range of lane's stream and folds it into key and team
 // states. The read either covers the whole range or fails: a read that
 // stalls (a node lost, the stream between leaders) resumes after the last
 // message folded, and fails after a bound; it never ends early.
-func replay(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, st jetstream.StreamState, lane events.Lane, c PointInTimeConfig, rep *PointInTimeReport, keys map[string]*keyState, teams map[string]*pitTeam) error {
+func replay(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, st jetstream.StreamState, lane events.Lane, c PointInTimeConfig, f *folder) error {
+	rep := f.rep
 	rc := jsread.Config{Stream: stream.CachedInfo().Config.Name, StartSeq: c.FromSeq, StartTime: c.Since}
 	if c.FromSeq > 0 {
 		rc.StartTime = time.Time{}
@@ -267,7 +334,7 @@ func replay(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream
 			}
 			rep.LastSeq, rep.LastTime = md.Sequence.Stream, md.Timestamp.UTC()
 		}
-		fold(msg, md, lane, keys, teams, rep)
+		f.fold(msg, md, lane)
 		return md.Sequence.Stream < last
 	})
 	if err != nil {
@@ -276,9 +343,88 @@ func replay(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream
 	return nil
 }
 
+// pitEvent is one key event the fold kept as a candidate: it passed every
+// check the stream alone allows (decoding, subject, lane, data, the team's
+// settings of its time when known). Which candidate the worker applied is
+// decided per key by resolve, which also opens values and reads
+// confirmations.
+type pitEvent struct {
+	seq      uint64
+	lane     events.Lane
+	id       string
+	typ      events.Type
+	gen      uint64 // the effective generation (the stream sequence when the event has none)
+	evGen    uint64 // the event's own generation (the sealed value's binding)
+	alias    string
+	metadata map[string]string
+	sealed   *events.SealedValue
+	// order is the position in the fold (stream order, interactive lane
+	// first): of events with the same generation the first one wins, as
+	// in the worker's ledger.
+	order int
+	// forbidden says why the team's settings of the event's time forbade
+	// its write ("": they did not, or are not known). Its confirmation,
+	// when there is one, decides.
+	forbidden string
+}
+
+// SkippedEvent is a valid event the rebuild did not apply because the
+// workers would not have: its value does not open, its team's settings
+// forbade the write, or its confirmation says it was rejected. Never a
+// value.
+type SkippedEvent struct {
+	Seq        uint64      `json:"seq"`
+	Lane       events.Lane `json:"lane"`
+	EventID    string      `json:"event_id"`
+	Type       events.Type `json:"type"`
+	Team       string      `json:"team"`
+	Key        string      `json:"key,omitempty"`
+	Generation uint64      `json:"generation"`
+	Reason     string      `json:"reason"`
+}
+
+// pitSettings is a team's settings from one moment of the replay on.
+type pitSettings struct {
+	at       time.Time
+	settings *events.TeamSettings
+}
+
+// settingsAt returns the team's settings as of t and whether the replay
+// knows them: a settings event of the team at or before t was replayed,
+// or the replay started at the stream's very first event (complete) so a
+// team with none has none.
+func (t *pitTeam) settingsAt(at time.Time, complete bool) (*events.TeamSettings, bool) {
+	if t != nil {
+		for i := len(t.history) - 1; i >= 0; i-- {
+			if !t.history[i].at.After(at) {
+				return t.history[i].settings, true
+			}
+		}
+	}
+	return nil, complete
+}
+
+// folder is the state of one replay: the keys' candidate events and the
+// teams' settings, with what it needs to apply the workers' settings
+// rules.
+type folder struct {
+	keys  map[string]*keyState
+	teams map[string]*pitTeam
+	rep   *PointInTimeReport
+	// resolve gives the settings a team's key event is handled with
+	// (nil: not checked).
+	resolve func(*events.TeamSettings) settings.Resolved
+	// settingsComplete: the interactive stream was replayed from its
+	// very first event, so a team without a settings event has none.
+	settingsComplete bool
+	n                int
+}
+
 // fold applies one stream message to the states, by the workers' rules. A
-// message that fails validation is counted and skipped.
-func fold(msg jetstream.Msg, md *jetstream.MsgMetadata, lane events.Lane, keys map[string]*keyState, teams map[string]*pitTeam, rep *PointInTimeReport) {
+// message that fails validation is counted and skipped; nothing read from
+// it reaches a valid event's state.
+func (f *folder) fold(msg jetstream.Msg, md *jetstream.MsgMetadata, lane events.Lane) {
+	rep := f.rep
 	ev, err := events.Decode(msg.Data())
 	if err != nil || ev.SubjectIn(lane) != msg.Subject() || ev.ValidateLane(lane) != nil {
 		rep.Invalid++
@@ -288,76 +434,251 @@ func fold(msg jetstream.Msg, md *jetstream.MsgMetadata, lane events.Lane, keys m
 	if gen == 0 {
 		gen = md.Sequence.Stream
 	}
-	rep.Events++
+	f.n++
 	if ev.Type.IsSettings() {
-		t := teams[ev.TeamID]
+		var ts *events.TeamSettings
+		if ev.Type != events.TeamSettingsDeleted {
+			sd, err := ev.SettingsData()
+			if err != nil {
+				rep.Invalid++
+				return
+			}
+			s := sd.Settings
+			ts = &s
+		}
+		rep.Events++
+		t := f.teams[ev.TeamID]
 		if t == nil {
 			t = &pitTeam{}
-			teams[ev.TeamID] = t
+			f.teams[ev.TeamID] = t
 		}
 		if gen <= t.gen {
 			return
 		}
-		if ev.Type == events.TeamSettingsDeleted {
-			t.gen, t.settings = gen, nil
-			return
-		}
-		sd, err := ev.SettingsData()
-		if err != nil {
-			rep.Invalid++
-			rep.Events--
-			return
-		}
-		ts := sd.Settings
-		t.gen, t.settings = gen, &ts
+		t.gen, t.settings = gen, ts
+		t.history = append(t.history, pitSettings{at: md.Timestamp, settings: ts})
 		return
 	}
-	lk := worker.LedgerKey(ev.TeamID, ev.KeyID)
-	k := keys[lk]
-	if k == nil {
-		k = &keyState{noValue: true}
-		keys[lk] = k
-	}
+	pe := pitEvent{seq: md.Sequence.Stream, lane: lane, id: ev.ID, typ: ev.Type, gen: gen, evGen: ev.Generation, alias: ev.KeyAlias, order: f.n}
 	switch ev.Type {
 	case events.KeyCreated, events.KeyRotated:
 		kd, err := ev.KeyData()
 		if err != nil {
 			rep.Invalid++
-			rep.Events--
 			return
 		}
-		if gen > k.gen {
-			k.gen, k.eventID, k.sealed, k.sealedGen, k.noValue = gen, ev.ID, kd.Value, ev.Generation, false
-			k.status = events.StatusStored
-			if ev.Type == events.KeyRotated {
-				k.status = events.StatusRotated
-			}
-		}
-		if gen > k.metaGen {
-			k.metaGen, k.alias, k.metadata = gen, ev.KeyAlias, kd.Metadata
-		}
+		pe.sealed, pe.metadata = kd.Value, kd.Metadata
 	case events.KeyUpdated:
 		upd, err := ev.UpdateData()
 		if err != nil {
 			rep.Invalid++
-			rep.Events--
 			return
 		}
-		if gen > k.metaGen {
-			k.metaGen, k.alias = gen, ev.KeyAlias
-			if upd.Metadata != nil {
-				k.metadata = upd.Metadata
+		pe.metadata = upd.Metadata
+	}
+	rep.Events++
+	// The team's settings of the event's time, as the worker checks them
+	// before it writes (handleKey): a team that does not store keys, or
+	// may not write, changes nothing.
+	if f.resolve != nil {
+		if ts, known := f.teams[ev.TeamID].settingsAt(md.Timestamp, f.settingsComplete); known {
+			res := f.resolve(ts)
+			switch {
+			case !res.StoreVirtualKeys:
+				pe.forbidden = "store_virtual_keys was false for the team at the time (the workers skip its key events)"
+			case !res.CanWrite():
+				pe.forbidden = fmt.Sprintf("the team's access_mode was %s at the time (the workers reject its key events)", res.AccessMode)
 			}
 		}
-	case events.KeyDeleted:
-		if gen > k.gen {
-			k.gen, k.eventID, k.sealed, k.sealedGen, k.noValue = gen, ev.ID, nil, 0, false
-			k.status = events.StatusDeleted
-		}
-		if gen > k.metaGen {
-			k.metaGen, k.alias, k.metadata = gen, ev.KeyAlias, nil
-		}
 	}
+	lk := worker.LedgerKey(ev.TeamID, ev.KeyID)
+	k := f.keys[lk]
+	if k == nil {
+		k = &keyState{noValue: true}
+		f.keys[lk] = k
+	}
+	if ev.Type == events.KeyUpdated {
+		k.updates = append(k.updates, pe)
+	} else {
+		k.values = append(k.values, pe)
+	}
+}
+
+// confirmationOf reads the worker's confirmation of event pe: its status,
+// and whether there is one (never confirmed yet, aged out of the
+// confirmations stream, or not this event's: none).
+type confirmationOf func(ctx context.Context, team, key string, pe pitEvent) (events.Status, bool, error)
+
+// confirmations reads confirmations from KEYRELAY_CONFIRMATIONS; nil when
+// there is no such stream.
+func confirmations(ctx context.Context, js jetstream.JetStream) confirmationOf {
+	stream, err := js.Stream(ctx, worker.ConfirmationsStream)
+	if err != nil {
+		return nil
+	}
+	return func(ctx context.Context, team, key string, pe pitEvent) (events.Status, bool, error) {
+		m, err := stream.GetLastMsgForSubject(ctx, events.ConfirmationSubject(team, key, pe.id))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return "", false, nil
+		}
+		if err != nil {
+			return "", false, fmt.Errorf("read the confirmation of event %s: %w", pe.id, err)
+		}
+		var c events.Confirmation
+		if json.Unmarshal(m.Data, &c) != nil || c.EventID != pe.id || c.TeamID != team || c.KeyID != key || c.EventType != pe.typ ||
+			(pe.evGen != 0 && c.Generation != pe.evGen) {
+			return "", false, nil // not this event's
+		}
+		return c.Status, true, nil
+	}
+}
+
+// refusedStatus: the worker did not apply an event confirmed so.
+func refusedStatus(s events.Status) bool {
+	return s == events.StatusRejected || s == events.StatusFailed || s == events.StatusSkipped
+}
+
+// appliedStatus: the worker applied an event confirmed so.
+func appliedStatus(s events.Status) bool {
+	return s == events.StatusStored || s == events.StatusRotated || s == events.StatusDeleted
+}
+
+// resolve picks, among k's candidate events, the ones the worker applied,
+// and sets k's state from them: the value event of the highest generation
+// the worker did not refuse, then the alias and metadata by their own
+// generations among the events kept. An event is refused when its
+// confirmation says rejected, failed or skipped; when the team's settings
+// of its time forbade it (unless its confirmation says it was applied);
+// or when its value fails authentication with the keyring, as it did for
+// the worker. Each refused event is returned with its reason, and the
+// previous good event decides. A value that cannot be opened for another
+// reason (a KMS outage, a key id this keyring lacks) with no confirmation
+// saying it was refused fails the key instead: falling back could write an
+// older value than the workers applied.
+func resolve(ctx context.Context, op events.Opener, confOf confirmationOf, team, key string, k *keyState) ([]SkippedEvent, error) {
+	var skipped []SkippedEvent
+	skip := func(pe pitEvent, why string) {
+		skipped = append(skipped, SkippedEvent{Seq: pe.seq, Lane: pe.lane, EventID: pe.id, Type: pe.typ, Team: team, Key: key, Generation: pe.gen, Reason: why})
+	}
+	byGen := func(list []pitEvent) []pitEvent {
+		s := slices.Clone(list)
+		slices.SortStableFunc(s, func(a, b pitEvent) int {
+			if a.gen != b.gen {
+				return cmp.Compare(b.gen, a.gen)
+			}
+			return cmp.Compare(a.order, b.order)
+		})
+		return s
+	}
+	// refusedBy returns why the worker did not apply pe ("": it did, or
+	// nothing says otherwise) and its confirmation.
+	refusedBy := func(pe pitEvent) (string, events.Status, bool, error) {
+		var st events.Status
+		var found bool
+		if confOf != nil {
+			var err error
+			if st, found, err = confOf(ctx, team, key, pe); err != nil {
+				return "", "", false, err
+			}
+		}
+		switch {
+		case found && refusedStatus(st):
+			return fmt.Sprintf("the workers did not apply it: its confirmation says %s", st), st, found, nil
+		case pe.forbidden != "" && !(found && appliedStatus(st)):
+			return pe.forbidden, st, found, nil
+		}
+		return "", st, found, nil
+	}
+	var chosen *pitEvent
+	refused := map[int]bool{} // by order
+	for _, pe := range byGen(k.values) {
+		why, st, found, err := refusedBy(pe)
+		if err != nil {
+			return skipped, err
+		}
+		if why != "" {
+			skip(pe, why)
+			refused[pe.order] = true
+			continue
+		}
+		if pe.sealed != nil {
+			v, err := op.Open(ctx, pe.sealed, events.Binding{TeamID: team, KeyID: key, Generation: pe.evGen})
+			switch {
+			case err == nil:
+				clear(v)
+			case providers.IsRetryable(err):
+				return skipped, fmt.Errorf("open the value of event %s: %s", pe.id, sanitize(err))
+			case found && appliedStatus(st):
+				return skipped, fmt.Errorf("event %s was applied by the workers, but its value does not open with this keyring: %s", pe.id, sanitize(err))
+			case errors.Is(err, events.ErrOpenFailed) || errors.Is(err, events.ErrPlaintextRefused):
+				skip(pe, "its value does not open with the keyring (the workers reject it): "+sanitize(err))
+				refused[pe.order] = true
+				continue
+			default:
+				return skipped, fmt.Errorf("the value of event %s does not open with this keyring, and no confirmation says whether the workers applied it: %s", pe.id, sanitize(err))
+			}
+		}
+		chosen = &pe
+		break
+	}
+	if chosen != nil {
+		k.gen, k.eventID, k.sealed, k.sealedGen, k.noValue = chosen.gen, chosen.id, chosen.sealed, chosen.evGen, false
+		switch chosen.typ {
+		case events.KeyCreated:
+			k.status = events.StatusStored
+		case events.KeyRotated:
+			k.status = events.StatusRotated
+		case events.KeyDeleted:
+			k.status, k.sealed, k.sealedGen = events.StatusDeleted, nil, 0
+		}
+	} else if len(k.values) > 0 {
+		k.refusedOnly = true
+	}
+	// The alias and metadata: the workers' rule over the events they
+	// applied (value events not refused, updates not refused), in fold
+	// order. The update that decides is checked like a value event; a
+	// refused one is dropped and the rule runs again.
+	for {
+		var kept []pitEvent
+		for _, pe := range k.values {
+			if !refused[pe.order] {
+				kept = append(kept, pe)
+			}
+		}
+		for _, pe := range k.updates {
+			if !refused[pe.order] {
+				kept = append(kept, pe)
+			}
+		}
+		slices.SortFunc(kept, func(a, b pitEvent) int { return cmp.Compare(a.order, b.order) })
+		var win *pitEvent
+		k.metaGen, k.alias, k.metadata = 0, "", nil
+		for i, pe := range kept {
+			if pe.gen <= k.metaGen {
+				continue
+			}
+			k.metaGen, k.alias, win = pe.gen, pe.alias, &kept[i]
+			switch {
+			case pe.typ == events.KeyDeleted:
+				k.metadata = nil
+			case pe.typ != events.KeyUpdated || pe.metadata != nil:
+				k.metadata = pe.metadata
+			}
+		}
+		if win == nil || win.typ != events.KeyUpdated {
+			break
+		}
+		why, _, _, err := refusedBy(*win)
+		if err != nil {
+			return skipped, err
+		}
+		if why == "" {
+			break
+		}
+		skip(*win, why)
+		refused[win.order] = true
+	}
+	return skipped, nil
 }
 
 // target is where Copy and PointInTime write.

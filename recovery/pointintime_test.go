@@ -1,6 +1,7 @@
 package recovery_test
 
 import (
+	"bytes"
 	"context"
 
 	"encoding/json"
@@ -170,4 +171,109 @@ func TestPointInTimeSaysWhatRetentionDropped(t *testing.T) {
 	if _, err := recovery.PointInTime(p.ctx, p.deps(), p.js, recovery.PointInTimeConfig{Config: recovery.Config{All: true}, To: "aws_secret_manager", Until: before}); err == nil || !strings.Contains(err.Error(), "retention") {
 		t.Fatalf("--until before the oldest event kept: %v", err)
 	}
+}
+
+// TestPointInTimeSkipsEventsTheWorkersRejected: a rotation whose value
+// does not open (sealed with another key under the same key id) and a
+// deletion of a team whose settings were read_only at the time are
+// rejected by the workers. The rebuild does the same: the key keeps its
+// previous generation's value, the deleted key is still written, and both
+// events are reported skipped with a reason (never a value). With their
+// confirmations (rejected) the rebuild follows them, even from after the
+// settings event (settings of the time unknown to the replay); without
+// any confirmation, the value's authentication and the settings in the
+// stream decide.
+func TestPointInTimeSkipsEventsTheWorkersRejected(t *testing.T) {
+	p := newPipeline(t)
+	targets := map[string]*local.Provider{}
+	for _, name := range []string{"aws_secret_manager", "azure_key_vault"} {
+		s, err := local.New(local.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		targets[name] = s
+		p.reg.Register(name, func(_ context.Context, _ providers.Config) (providers.Provider, error) { return s, nil })
+	}
+
+	p.publish(t, p.event(t, events.KeyCreated, "team-a", "key-00", 1, sentinel+"-g1"))
+	p.publish(t, p.event(t, events.KeyCreated, "team-r", "key-00", 1, sentinel+"-r1"))
+	other, err := events.NewKeyring("d1", map[string][]byte{"d1": bytes.Repeat([]byte{7}, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, err := events.NewKeyEvent(p.ctx, other, events.KeyRotated, "team-a", "key-00", 2, []byte(sentinel+"-bad"), events.KeyData{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.publish(t, bad)
+	p.settingsData(t, "team-r", 1, events.TeamSettings{AccessMode: events.AccessReadOnly})
+	del := p.event(t, events.KeyDeleted, "team-r", "key-00", 2, "")
+	p.publish(t, del)
+	// The workers rejected both: the ledger still has generation 1.
+	for _, team := range []string{"team-a", "team-r"} {
+		if e, _, err := p.ledger.Get(p.ctx, team, "key-00"); err != nil || e == nil || e.Generation != 1 {
+			t.Fatalf("%s: ledger entry %+v %v: the worker applied a rejected event", team, e, err)
+		}
+	}
+	check := func(rep *recovery.PointInTimeReport, to string, reasons map[string]string) {
+		t.Helper()
+		if rep.Failed != 0 || rep.Written != 2 || rep.Deleted != 0 {
+			t.Fatalf("written %d deleted %d failed %d: %+v", rep.Written, rep.Deleted, rep.Failed, rep.Rows)
+		}
+		if got := value(t, p, targets[to], secretName("team-a", "key-00")); got != sentinel+"-g1" {
+			t.Errorf("team-a/key-00 rebuilt as %q, want generation 1's value", got)
+		}
+		if got := value(t, p, targets[to], secretName("team-r", "key-00")); got != sentinel+"-r1" {
+			t.Errorf("team-r/key-00 rebuilt as %q, want its value (the deletion was rejected)", got)
+		}
+		skipped := map[string]string{}
+		for _, se := range rep.SkippedEvents {
+			skipped[se.EventID] = se.Reason
+		}
+		if len(skipped) != len(reasons) {
+			t.Errorf("skipped events: %+v", rep.SkippedEvents)
+		}
+		for id, want := range reasons {
+			if !strings.Contains(skipped[id], want) {
+				t.Errorf("event %s skipped for %q, want %q", id, skipped[id], want)
+			}
+		}
+		b, _ := json.Marshal(rep)
+		if strings.Contains(string(b), "SENTINEL") {
+			t.Fatal("the report carries a value")
+		}
+	}
+
+	rep, err := recovery.PointInTime(p.ctx, p.deps(), p.js, recovery.PointInTimeConfig{Config: recovery.Config{All: true}, To: "aws_secret_manager"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(rep, "aws_secret_manager", map[string]string{bad.ID: "confirmation says rejected", del.ID: "confirmation says rejected"})
+
+	// From the deletion on: the replay does not know team-r's settings of
+	// the time; the deletion's confirmation keeps the secret.
+	rep, err = recovery.PointInTime(p.ctx, p.deps(), p.js, recovery.PointInTimeConfig{Config: recovery.Config{Teams: []string{"team-r"}}, To: "aws_secret_manager", FromSeq: rep.LastSeq})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Deleted != 0 || rep.Failed != 0 || len(rep.SkippedEvents) != 1 || rep.SkippedEvents[0].EventID != del.ID {
+		t.Fatalf("from the deletion: deleted %d failed %d skipped %+v rows %+v", rep.Deleted, rep.Failed, rep.SkippedEvents, rep.Rows)
+	}
+	if got := value(t, p, targets["aws_secret_manager"], secretName("team-r", "key-00")); got != sentinel+"-r1" {
+		t.Errorf("team-r/key-00 is %q after the replay from the deletion", got)
+	}
+
+	// Without confirmations (aged out): the stream alone decides.
+	cs, err := p.js.Stream(p.ctx, worker.ConfirmationsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.Purge(p.ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = recovery.PointInTime(p.ctx, p.deps(), p.js, recovery.PointInTimeConfig{Config: recovery.Config{All: true}, To: "azure_key_vault"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(rep, "azure_key_vault", map[string]string{bad.ID: "does not open", del.ID: "read_only"})
 }

@@ -78,6 +78,9 @@ type RestoreReport struct {
 	Deleted int `json:"deleted"`
 	Skipped int `json:"skipped"`
 	Failed  int `json:"failed"`
+	// LedgerSkipped: the ledger entries in scope that could not be used
+	// (as Report.LedgerSkipped; for a restore, in Drift).
+	LedgerSkipped []worker.SkippedEntry `json:"ledger_skipped,omitempty"`
 }
 
 // Fixable reports whether a restore acts on a row of status s.
@@ -150,7 +153,7 @@ func Restore(ctx context.Context, d Deps, c RestoreConfig) (*RestoreReport, erro
 		if err != nil {
 			return nil, err
 		}
-		rep.Drift = drift
+		rep.Drift, rep.LedgerSkipped = drift, drift.LedgerSkipped
 		for _, r := range drift.Rows {
 			switch {
 			case r.Key != "" && fixable(r.Status, c.Adopt):

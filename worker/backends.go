@@ -103,6 +103,11 @@ func (g *backendGuards) get(key, provider string) *backendGuard {
 		IsSuccessful: func(err error) bool {
 			return err == nil || !providers.IsRetryable(err) || errors.Is(err, context.Canceled) || errors.Is(err, providers.ErrOwnLimit)
 		},
+		// A call cut short by keyrelay's own deadline (errOwnDeadline: the
+		// claim, the writer lease or the claims request ran out first)
+		// says nothing of the backend either way: it is neither a failure
+		// nor, in half-open state, the success that would close the breaker.
+		IsExcluded: func(err error) bool { return errors.Is(err, errOwnDeadline) },
 		OnStateChange: func(_ string, _, to gobreaker.State) {
 			v := 0.0
 			if to != gobreaker.StateClosed {

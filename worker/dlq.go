@@ -147,7 +147,15 @@ func ListDeadLetters(ctx context.Context, js jetstream.JetStream, limit int) ([]
 // removes the event's failed or rejected confirmation (so the event ends
 // with exactly one confirmation, its new outcome), republishes the original
 // event to its original subject with a fresh Nats-Msg-Id, and deletes the
-// dead letter. A redacted entry cannot be retried.
+// dead letter.
+//
+// Only an entry that holds the original of a valid event can be retried:
+// a redacted entry (the message was invalid, or its value was not proven
+// sealed: it did not open, or it was plaintext) is refused, and so is an
+// entry whose data does not decode as a valid event or whose event does
+// not belong on its recorded subject (Keyrelay-Subject) under its recorded
+// event id (Keyrelay-Event-Id). Those are publishers' problems: the event
+// is published again, valid and sealed.
 func RetryDeadLetter(ctx context.Context, js jetstream.JetStream, seq uint64) error {
 	s, err := js.Stream(ctx, DLQStream)
 	if err != nil {
@@ -159,31 +167,41 @@ func RetryDeadLetter(ctx context.Context, js jetstream.JetStream, seq uint64) er
 	}
 	d := deadLetterFrom(m)
 	if d.Redacted {
-		return fmt.Errorf("dlq: entry %d is a redacted summary (the message was invalid or carried a plaintext value); publish the event again, valid and sealed", seq)
+		return fmt.Errorf("dlq: entry %d is a redacted summary (the message was invalid, or its value was not proven sealed); publish the event again, valid and sealed", seq)
 	}
 	if d.Subject == "" {
 		return fmt.Errorf("dlq: entry %d has no original subject", seq)
 	}
-	ev, derr := events.Decode(d.Data)
-	if derr == nil {
-		cs, err := js.Stream(ctx, ConfirmationsStream)
-		if err != nil {
-			return fmt.Errorf("dlq: %w", err)
+	ev, err := events.Decode(d.Data)
+	if err != nil {
+		// The decoder's error names fields, never their values.
+		return fmt.Errorf("dlq: entry %d does not hold a valid event (%s); not retrying", seq, sanitize(err))
+	}
+	if want := ev.SubjectIn(events.LaneOf(d.Subject)); want != d.Subject {
+		return fmt.Errorf("dlq: entry %d: its event's team, key and type belong on %q, not on its recorded subject %q; not retrying", seq, want, d.Subject)
+	}
+	if d.EventID != ev.ID {
+		return fmt.Errorf("dlq: entry %d: its event's id %q is not its recorded event id %q; not retrying", seq, ev.ID, d.EventID)
+	}
+	// The confirmation under the recorded subject's team and key
+	// (checked equal to the event's).
+	cs, err := js.Stream(ctx, ConfirmationsStream)
+	if err != nil {
+		return fmt.Errorf("dlq: %w", err)
+	}
+	subj := events.ConfirmationSubject(ev.TeamID, ev.KeyID, ev.ID)
+	last, err := cs.GetLastMsgForSubject(ctx, subj)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil:
+		return fmt.Errorf("dlq: read confirmation: %w", err)
+	default:
+		var c events.Confirmation
+		if json.Unmarshal(last.Data, &c) == nil && c.Status != events.StatusFailed && c.Status != events.StatusRejected {
+			return fmt.Errorf("dlq: event %s is already confirmed %s; not retrying", ev.ID, c.Status)
 		}
-		subj := events.ConfirmationSubject(ev.TeamID, ev.KeyID, ev.ID)
-		last, err := cs.GetLastMsgForSubject(ctx, subj)
-		switch {
-		case errors.Is(err, jetstream.ErrMsgNotFound):
-		case err != nil:
-			return fmt.Errorf("dlq: read confirmation: %w", err)
-		default:
-			var c events.Confirmation
-			if json.Unmarshal(last.Data, &c) == nil && c.Status != events.StatusFailed && c.Status != events.StatusRejected {
-				return fmt.Errorf("dlq: event %s is already confirmed %s; not retrying", ev.ID, c.Status)
-			}
-			if err := cs.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
-				return fmt.Errorf("dlq: clear confirmation: %w", err)
-			}
+		if err := cs.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
+			return fmt.Errorf("dlq: clear confirmation: %w", err)
 		}
 	}
 	out := &nats.Msg{Subject: d.Subject, Data: d.Data, Header: nats.Header{}}

@@ -56,8 +56,13 @@ type exclusive struct {
 	log     *zap.Logger
 	// window: how far back a new holder reads intents (intentWindow).
 	window time.Duration
+	// ttl is the writer lease's TTL: no stored intent is honoured for
+	// longer than this after it is loaded (prepare).
+	ttl time.Duration
 	// held is the keyrelay_writer_lease_held gauge.
 	held prometheus.Gauge
+	// clamped is the keyrelay_intents_clamped_total counter.
+	clamped prometheus.Counter
 
 	// prepMu serializes prepare.
 	prepMu sync.Mutex
@@ -129,7 +134,7 @@ func newExclusive(ctx context.Context, w *Worker) (*exclusive, error) {
 		return err
 	}))
 	return &exclusive{lease: lease, intents: intents, js: w.d.JS, log: w.log,
-		window: window, open: map[string]Claim{}, held: w.m.WriterLease, deadAfter: w.cfg.AckWait + w.cfg.ClaimLease}, nil
+		window: window, ttl: ttl, open: map[string]Claim{}, held: w.m.WriterLease, clamped: w.m.IntentsClamped, deadAfter: w.cfg.AckWait + w.cfg.ClaimLease}, nil
 }
 
 // ready waits until this process holds the lease and its predecessors'
@@ -179,6 +184,13 @@ func (x *exclusive) prepare(ctx context.Context, epoch uint64) error {
 	ins, bad, err := ownership.ReadIntents(ctx, x.js, IntentsStream, IntentsSubject, now.Add(-x.window))
 	if err != nil {
 		return err
+	}
+	if n := ownership.ClampIntents(ins, now.Add(x.ttl)); n > 0 {
+		// No holder writes a deadline further than one lease ahead: these
+		// are forged or corrupt. Each still keeps its key for one lease.
+		x.clamped.Add(float64(n))
+		x.log.Warn("stored intents end further ahead than one writer lease TTL; their deadline is cut to one TTL from now",
+			zap.Int("intents", n), zap.Duration("lease_ttl", x.ttl))
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()

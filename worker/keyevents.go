@@ -30,8 +30,13 @@ type keyWork struct {
 	entry    *LedgerEntry
 	rev      uint64
 	deadline time.Time
-	guard    *backendGuard
-	lane     *lane
+	// callStart is when this delivery's first provider call began (zero:
+	// none yet); the time before it was keyrelay's own (retry budget).
+	callStart time.Time
+	guard     *backendGuard
+	lane      *lane
+	// sealed: the value opened as a sealed envelope (verdict.sealed).
+	sealed bool
 	// prior is the ledger's record of this key's last provider failures.
 	prior *RetryRecord
 	// act is the event's standing under the writer lease (exclusive mode
@@ -52,10 +57,31 @@ const (
 	claimWaitInPlace = 100 * time.Millisecond
 	// backendSlotWait: for a slot of the event's backend.
 	backendSlotWait = 100 * time.Millisecond
-	// minCallWindow: an event under the writer lease makes no call when
-	// the lease's deadline is closer than this (exclusive mode).
+	// minCallWindow: an event under the writer lease (or a claims
+	// request) makes no call when the deadline is closer than this, or
+	// than callWindow's share of call_timeout.
 	minCallWindow = 50 * time.Millisecond
+	// maxCallWindow caps callWindow, so that a lease or request renewed
+	// at least this long before its deadline never starves its calls.
+	maxCallWindow = time.Second
 )
+
+// errOwnDeadline marks a provider call that keyrelay's own deadline (the
+// claim, the writer lease or the claims request, not call_timeout) cut
+// short or did not let start. It is not the provider's failure: the event
+// waits, its retry budget untouched, and the backend's breaker does not
+// count it.
+var errOwnDeadline = errors.New("keyrelay's own deadline (claim, writer lease or claims request) ran out before the provider call ended")
+
+// callWindow is the least time left before kw's deadline for which a
+// provider call is started: a tenth of call_timeout, between
+// minCallWindow and maxCallWindow. A call given less would likely be cut
+// by the deadline (a wasted call that is only a wait). More would hold
+// back calls under a short lease or request whose deadline is renewed
+// often but never far ahead (0.65 to 0.9 of its TTL).
+func (w *Worker) callWindow() time.Duration {
+	return max(minCallWindow, min(w.cfg.CallTimeout/10, maxCallWindow))
+}
 
 // busyDelay is how long an event waits, handed back, for a busy key or
 // backend: growing with its deliveries (n, 1-based), 250ms to 5s, with
@@ -66,9 +92,10 @@ func busyDelay(n uint64) time.Duration {
 	return d/2 + time.Duration(rand.Int64N(int64(d)))
 }
 
-func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md *jetstream.MsgMetadata, ev *events.Event, gen uint64, receivedAt time.Time) verdict {
+func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md *jetstream.MsgMetadata, ev *events.Event, gen uint64, receivedAt time.Time) (v verdict) {
 	conf := confFor(ev, gen)
 	kw := &keyWork{ev: ev, gen: gen, lane: ln}
+	defer func() { v.sealed = kw.sealed }()
 	switch ev.Type {
 	case events.KeyCreated, events.KeyRotated:
 		kd, err := ev.KeyData()
@@ -82,8 +109,14 @@ func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md 
 				return verdict{retry: true, err: fmt.Errorf("open value: %w", err), retryHint: providers.RetryAfter(err), conf: conf,
 					budget: w.noteFailure(md, ev.ID, nil)}
 			}
-			return w.rejected(msg, md, conf, "cannot open value: "+sanitize(err), errors.Is(err, events.ErrPlaintextRefused))
+			// Not opened: nothing proves the value sealed (its ct may be
+			// a plaintext key under a sealed algorithm's name), so the
+			// DLQ keeps the redacted summary.
+			return w.rejected(msg, md, conf, "cannot open value: "+sanitize(err), true)
 		}
+		// Opened as an authenticated envelope: proven sealed, its DLQ
+		// copy may be the original (keepsOriginal).
+		kw.sealed = kd.Value.Alg != events.AlgPlaintext
 		kw.keyData, kw.value = kd, value
 		defer clear(value)
 	case events.KeyUpdated:
@@ -188,7 +221,7 @@ func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md 
 	if err != nil {
 		return w.releaseFor(kw, waitVerdict(conf, busyDelay(md.NumDelivered), fmt.Errorf("backend %s: %w", kw.res.Backend, err)))
 	}
-	if kw.act != nil && time.Until(kw.deadline) < minCallWindow {
+	if kw.act != nil && time.Until(kw.deadline) < w.callWindow() {
 		// The writer lease (or, in claims mode, this worker's claims
 		// request) ends before a call could: not the event's failure. It
 		// waits for the holder (this process again, after a renewal, or
@@ -198,12 +231,28 @@ func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md 
 	}
 	v = w.apply(ctx, msg, md, kw, conf)
 	releaseSlot()
+	// ownTime is the part of this delivery that was keyrelay's own work
+	// (claims, the ledger, waits for NATS in place) before its first
+	// provider call: not provider-failing time.
+	ownTime := time.Since(receivedAt)
+	if !kw.callStart.IsZero() {
+		ownTime = kw.callStart.Sub(receivedAt)
+	}
+	if receivedAt.IsZero() || ownTime < 0 {
+		ownTime = 0
+	}
 	switch {
+	case v.retry && errors.Is(v.err, errOwnDeadline):
+		// Cut short (or not started) by keyrelay's own deadline: the
+		// claim, the writer lease or the claims request ran out first.
+		// Not the provider's failure: the event waits, its budget
+		// untouched, for the renewal or the next holder.
+		v = waitVerdict(conf, busyDelay(md.NumDelivered), v.err)
 	case v.retry && errors.Is(v.err, errBreakerOpen):
 		// No call was made: the backend's breaker is open. The event waits
 		// (it is not one more failure of its own), unless the failures it
 		// did have began longer ago than its budget allows.
-		if b := w.failureRecord(md, kw.prior); b != nil && time.Since(b.FirstFailure) >= w.cfg.RetryFor {
+		if b := w.failureRecord(md, kw.prior); b != nil && b.spent(ownTime) >= w.cfg.RetryFor {
 			v.budget = b
 		} else {
 			v = waitVerdict(conf, w.cfg.BreakerOpen/2+time.Duration(rand.Int64N(int64(w.cfg.BreakerOpen))), v.err)
@@ -214,7 +263,7 @@ func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md 
 		// the event: it waits for its turn, its budget untouched.
 		v = waitVerdict(conf, max(providers.RetryAfter(v.err), busyDelay(md.NumDelivered)), v.err)
 	case v.retry && !errors.Is(v.err, context.Canceled):
-		v.budget = w.noteFailure(md, ev.ID, kw.prior)
+		v.budget = w.noteFailureAfter(md, ev.ID, kw.prior, ownTime)
 	}
 	if v.conf == nil || v.retry || v.wait || v.dead != nil {
 		v = w.releaseFor(kw, v)
@@ -599,15 +648,40 @@ var commitHook atomic.Pointer[func(eventID string) error]
 
 // call runs one provider operation (op names it in traces) with
 // in-process retries, bounded by the claim deadline. Each try is a span.
+//
+// A try's limit is the earlier of call_timeout and kw's deadline (the
+// claim, the writer lease or the claims request: keyrelay's own). A try
+// that deadline did not let start, or ended when it left the try less
+// than half its call_timeout, fails with errOwnDeadline (a wait, not the
+// provider's failure). One that call_timeout ended, or that had at least
+// half of it, is the provider's: a backend that cannot answer in that
+// long is failing (so that under the writer lease, whose window is 0.65
+// lease_ttl, 9.75 s by default, below call_timeout's 15 s, a backend that
+// hangs still spends the budget and opens its breaker). A retry within
+// the delivery starts only with at least half its call_timeout ahead:
+// cut short by the deadline, it would turn the provider failure already
+// seen into a wait.
 func (w *Worker) call(ctx context.Context, kw *keyWork, op string, fn func(context.Context) error) error {
+	if kw.callStart.IsZero() {
+		kw.callStart = time.Now()
+	}
 	try := 0
-	return w.retry.do(ctx, kw.deadline, func(ctx context.Context) (err error) {
+	var last error
+	err := w.retry.do(ctx, kw.deadline, func(ctx context.Context) (err error) {
 		try++
-		ctx, span := w.startCallSpan(ctx, kw, op, try)
-		defer func() { endCallSpan(span, err) }()
 		d := time.Until(kw.deadline)
+		// short: our deadline, not call_timeout, would end a slow try.
+		short := d < w.cfg.CallTimeout/2
+		if short && last != nil {
+			return lastTry{last}
+		}
+		ctx, span := w.startCallSpan(ctx, kw, op, try)
+		defer func() {
+			endCallSpan(span, err)
+			last = err
+		}()
 		if d <= 0 {
-			return providers.NewError(kw.res.Backend, "call", "", providers.Retryable, errors.New("claim lease ran out"))
+			return ownDeadline(kw)
 		}
 		cctx, cancel := context.WithTimeout(ctx, min(d, w.cfg.CallTimeout))
 		defer cancel()
@@ -615,15 +689,40 @@ func (w *Worker) call(ctx context.Context, kw *keyWork, op string, fn func(conte
 			// A bulk job takes only the quota the gateway's events leave.
 			cctx = providers.WithPriority(cctx, providers.PriorityBulk)
 		}
-		if kw.guard == nil {
-			return fn(cctx)
+		// Judged inside the breaker, so that it does not count a call our
+		// own deadline ended (IsExcluded).
+		run := func() error {
+			err := fn(cctx)
+			if err != nil && short && ctx.Err() == nil && errors.Is(cctx.Err(), context.DeadlineExceeded) {
+				return ownDeadline(kw)
+			}
+			return err
 		}
-		return kw.guard.call(func() error { return fn(cctx) })
+		if kw.guard == nil {
+			return run()
+		}
+		return kw.guard.call(run)
 	}, func(err error, wait time.Duration) {
 		w.m.Retries.WithLabelValues("in_process").Inc()
 		w.log.Debug("provider call failed; retrying", zap.String("event_id", kw.ev.ID), zap.Duration("wait", wait), zap.String("reason", sanitize(err)))
 	})
+	if lt, ok := err.(lastTry); ok {
+		return lt.err
+	}
+	return err
 }
+
+// ownDeadline is the error of a try kw's own deadline ended. Retryable,
+// so that every caller hands the event back; handleKey makes it a wait.
+func ownDeadline(kw *keyWork) error {
+	return providers.NewError(kw.res.Backend, "call", "", providers.Retryable, errOwnDeadline)
+}
+
+// lastTry carries the previous try's error out of retryPolicy.do without
+// another try. It does not unwrap: do sees an error it does not retry.
+type lastTry struct{ err error }
+
+func (e lastTry) Error() string { return e.err.Error() }
 
 // apply performs the write for a claimed key and commits the ledger, in
 // the function of the event's type. Each starts from the claimed entry

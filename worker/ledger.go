@@ -117,9 +117,18 @@ type RetryRecord struct {
 	EventID   string `json:"event_id"`
 	StreamSeq uint64 `json:"stream_seq"`
 	// Lane tells which stream StreamSeq is in (absent: interactive).
-	Lane         events.Lane `json:"lane,omitempty"`
-	FirstFailure time.Time   `json:"first_failure"`
-	Failures     int         `json:"failures"`
+	Lane events.Lane `json:"lane,omitempty"`
+	// FirstFailure is when the event's budget began: its first provider
+	// failure, moved later by the time the event has since spent waiting
+	// for keyrelay's own infrastructure (NATS, the ledger, claims, the
+	// writer lease), which never counts against retry_for. So
+	// time.Since(FirstFailure) is the provider-failing time spent.
+	FirstFailure time.Time `json:"first_failure"`
+	Failures     int       `json:"failures"`
+	// resume (this process only, never stored) is when the budget's clock
+	// runs from after the last failure or wait this process handled: the
+	// end of the delay the event was handed back with.
+	resume time.Time
 }
 
 // Claim marks a key as being written by one event; other workers wait until
@@ -145,6 +154,8 @@ func (c *Claim) Active(now time.Time) bool { return c != nil && now.Before(c.Unt
 type Ledger struct {
 	kv jetstream.KeyValue
 	nc *nats.Conn
+	// corrupt reports entries that do not decode (nil: only returned).
+	corrupt *corruptReporter
 
 	// The bucket's replica count (0: unknown), read again in the
 	// background every replicasRecheck (single).
@@ -225,7 +236,7 @@ func (l *Ledger) Get(ctx context.Context, team, key string) (*LedgerEntry, uint6
 	}
 	var le LedgerEntry
 	if err := json.Unmarshal(e.Value(), &le); err != nil {
-		return nil, 0, fmt.Errorf("ledger entry %s is corrupt: %w", LedgerKey(team, key), err)
+		return nil, 0, l.corrupt.corrupt(&CorruptEntryError{Bucket: LedgerBucket, Key: LedgerKey(team, key), Fault: decodeFault(err)})
 	}
 	return &le, e.Revision(), nil
 }
@@ -253,7 +264,7 @@ func (l *Ledger) GetFromLeader(ctx context.Context, team, key string) (*LedgerEn
 	}
 	var le LedgerEntry
 	if err := json.Unmarshal(m.Data, &le); err != nil {
-		return nil, 0, fmt.Errorf("ledger entry %s is corrupt: %w", lkey, err)
+		return nil, 0, l.corrupt.corrupt(&CorruptEntryError{Bucket: LedgerBucket, Key: lkey, Fault: decodeFault(err)})
 	}
 	return &le, m.Seq, nil
 }
@@ -279,6 +290,17 @@ func (l *Ledger) Put(ctx context.Context, team, key string, entry *LedgerEntry, 
 			Header: nats.Header{hdrExpectedLastSubjSeq: {strconv.FormatUint(rev, 10)}}}
 		var pa pubAck
 		pa, err = jsPublish(ctx, l.nc, m)
+		if isWrongLastSequence(err) && rev == 0 {
+			// Get reports a key whose last message is a delete or purge
+			// marker (an operator's `kv del`) as missing, but the subject
+			// is not empty: expecting sequence 0 would conflict on every
+			// attempt. The KV client's Create writes over such a marker
+			// at its revision (and refuses a live entry).
+			kctx, cancel := context.WithTimeout(ctx, infraAttemptTimeout)
+			nrev, err = l.kv.Create(kctx, LedgerKey(team, key), b)
+			cancel()
+			break
+		}
 		if isWrongLastSequence(err) {
 			return 0, ErrLedgerConflict
 		}
@@ -358,12 +380,111 @@ func resealedOnly(a, b *LedgerEntry) bool {
 	return err == nil && bytes.Equal(bx, by)
 }
 
+// SkippedEntry is a ledger KV key All passed over: a key that is not
+// <team>.<key>, or a value that does not decode. Reason never quotes the
+// value.
+type SkippedEntry struct {
+	Key    string `json:"key"`
+	Reason string `json:"reason"`
+}
+
+// ErrEntriesSkipped: All met entries it could not use and had no Skipped
+// callback to report them to (the error is a *SkippedEntriesError).
+var ErrEntriesSkipped = errors.New("ledger entries skipped")
+
+// SkippedEntriesError lists the entries All passed over when the caller
+// gave no Skipped callback. It is returned after every good entry was
+// visited.
+type SkippedEntriesError struct {
+	Entries []SkippedEntry
+}
+
+func (e *SkippedEntriesError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d ledger entries could not be used and were skipped:", len(e.Entries))
+	for i, s := range e.Entries {
+		if i == 10 {
+			fmt.Fprintf(&b, " ... and %d more", len(e.Entries)-i)
+			break
+		}
+		fmt.Fprintf(&b, " %s (%s);", s.Key, s.Reason)
+	}
+	return strings.TrimSuffix(b.String(), ";")
+}
+
+func (e *SkippedEntriesError) Is(target error) bool { return target == ErrEntriesSkipped }
+
+// AllOptions scope and report a walk of the ledger (AllWith).
+type AllOptions struct {
+	// Teams, when not empty, limits the walk to these teams' entries: only
+	// their keys are read (the watch is filtered on them), and no other
+	// entry is decoded or reported.
+	Teams []string
+	// Skipped is called for every entry in scope that cannot be used: a
+	// KV key that is not <team>.<key>, or a value that does not decode.
+	// The walk goes on. Nil: the walk still visits every good entry, then returns
+	// a *SkippedEntriesError (ErrEntriesSkipped) naming them.
+	Skipped func(SkippedEntry)
+}
+
 // All calls fn for every ledger entry with its revision (for tools and
 // tests; a caller can Put at that revision without reading the entry
 // again). It reads the bucket with one watch (every key's latest value,
-// streamed), not one request per key.
+// streamed), not one request per key. An entry that cannot be used (a
+// key that is not <team>.<key>, a value that does not decode) does not
+// stop it: every good entry is visited, then a *SkippedEntriesError names
+// the others. AllWith reports them as they come instead.
 func (l *Ledger) All(ctx context.Context, fn func(key string, e *LedgerEntry, rev uint64) error) error {
-	w, err := l.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	return l.AllWith(ctx, AllOptions{}, fn)
+}
+
+// AllWith is All scoped to o.Teams, with the entries it cannot use
+// reported to o.Skipped.
+func (l *Ledger) AllWith(ctx context.Context, o AllOptions, fn func(key string, e *LedgerEntry, rev uint64) error) error {
+	var skipped []SkippedEntry
+	report := o.Skipped
+	if report == nil {
+		report = func(s SkippedEntry) { skipped = append(skipped, s) }
+	}
+	visit := func(k string, value []byte, rev uint64) error {
+		team, _, err := ParseLedgerKey(k)
+		if err != nil {
+			report(SkippedEntry{Key: k, Reason: "the key is not <team>.<key> with valid ids"})
+			return nil
+		}
+		if len(o.Teams) > 0 && !slices.Contains(o.Teams, team) {
+			return nil
+		}
+		var le LedgerEntry
+		if err := json.Unmarshal(value, &le); err != nil {
+			report(SkippedEntry{Key: k, Reason: "the entry is corrupt: " + decodeFault(err)})
+			return nil
+		}
+		return fn(k, &le, rev)
+	}
+	if err := l.walk(ctx, o.Teams, visit); err != nil {
+		return err
+	}
+	if len(skipped) > 0 {
+		return &SkippedEntriesError{Entries: skipped}
+	}
+	return nil
+}
+
+// walk calls visit with the raw value of every key of the bucket, or of
+// teams' keys when teams is not empty.
+func (l *Ledger) walk(ctx context.Context, teams []string, visit func(k string, value []byte, rev uint64) error) error {
+	var filters []string
+	for _, t := range teams {
+		filters = append(filters, kvToken(t)+".*")
+	}
+	var w jetstream.KeyWatcher
+	var err error
+	if len(filters) > 0 {
+		w, err = l.kv.WatchFiltered(ctx, filters, jetstream.IgnoreDeletes())
+	} else {
+		w, err = l.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	}
 	if err != nil {
 		return err
 	}
@@ -378,21 +499,18 @@ func (l *Ledger) All(ctx context.Context, fn func(key string, e *LedgerEntry, re
 				return errors.New("ledger: watch ended")
 			}
 			if kve == nil {
-				return l.missed(ctx, seen, fn)
+				return l.missed(ctx, seen, filters, visit)
 			}
 			seen[kve.Key()] = struct{}{}
-			var le LedgerEntry
-			if err := json.Unmarshal(kve.Value(), &le); err != nil {
-				return fmt.Errorf("ledger entry %s is corrupt: %w", kve.Key(), err)
-			}
-			if err := fn(kve.Key(), &le, kve.Revision()); err != nil {
+			if err := visit(kve.Key(), kve.Value(), kve.Revision()); err != nil {
 				return err
 			}
 		}
 	}
 }
 
-// missed calls fn for the entries the watch in All did not deliver. The
+// missed calls visit for the entries the watch in walk did not deliver
+// (under filters, the watch's key filters; none: every key). The
 // watch lists the message each key had when it started; a key written
 // while it listed had that message replaced before it was delivered, and
 // the replacement counts as new, so the listing can end without the key
@@ -400,7 +518,7 @@ func (l *Ledger) All(ctx context.Context, fn func(key string, e *LedgerEntry, re
 // listing is over, name every key that has an entry; the ones not seen
 // are read one by one. Without a connection (NewLedger without nc) it has
 // no way to ask and adds nothing.
-func (l *Ledger) missed(ctx context.Context, seen map[string]struct{}, fn func(key string, e *LedgerEntry, rev uint64) error) error {
+func (l *Ledger) missed(ctx context.Context, seen map[string]struct{}, filters []string, visit func(k string, value []byte, rev uint64) error) error {
 	if l.nc == nil {
 		return nil
 	}
@@ -408,7 +526,20 @@ func (l *Ledger) missed(ctx context.Context, seen map[string]struct{}, fn func(k
 	if err != nil {
 		return err
 	}
-	return kvlist.Subjects(ctx, js, LedgerBucket, "", func(k string) error {
+	if len(filters) == 0 {
+		filters = []string{""}
+	}
+	for _, f := range filters {
+		if err := l.missedIn(ctx, js, seen, f, visit); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// missedIn is missed for the keys matching filter ("": every key).
+func (l *Ledger) missedIn(ctx context.Context, js jetstream.JetStream, seen map[string]struct{}, filter string, visit func(k string, value []byte, rev uint64) error) error {
+	return kvlist.Subjects(ctx, js, LedgerBucket, filter, func(k string) error {
 		if _, ok := seen[k]; ok {
 			return nil
 		}
@@ -419,10 +550,6 @@ func (l *Ledger) missed(ctx context.Context, seen map[string]struct{}, fn func(k
 		case err != nil:
 			return fmt.Errorf("ledger get: %w", err)
 		}
-		var le LedgerEntry
-		if err := json.Unmarshal(e.Value(), &le); err != nil {
-			return fmt.Errorf("ledger entry %s is corrupt: %w", k, err)
-		}
-		return fn(k, &le, e.Revision())
+		return visit(k, e.Value(), e.Revision())
 	})
 }

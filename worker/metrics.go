@@ -36,7 +36,7 @@ type Metrics struct {
 	// already had a confirmation saying something else.
 	Contradictions prometheus.Counter
 	// Retirements counts previous versions' retirements by outcome
-	// (retired, retry, refused).
+	// (retired, retry, refused, invalid, unknown_backend).
 	Retirements *prometheus.CounterVec
 	// StreamMsgs, StreamBytes and StreamDiscarded describe keyrelay's
 	// streams: messages and bytes held, and messages dropped from the
@@ -66,6 +66,15 @@ type Metrics struct {
 	// WriterLease is 1 while this process holds the writer lease and
 	// consumes (worker.ownership exclusive), 0 otherwise.
 	WriterLease prometheus.Gauge
+	// CorruptEntries counts reads of an entry of a keyrelay KV bucket
+	// that cannot be used (it does not decode, or a teams entry names
+	// another team than its key), by bucket. The events that need such an
+	// entry wait until an operator repairs or deletes it.
+	CorruptEntries *prometheus.CounterVec
+	// IntentsClamped counts intents loaded by a new writer-lease holder
+	// whose deadline lay further ahead than one lease TTL: cut to now +
+	// TTL (exclusive.prepare).
+	IntentsClamped prometheus.Counter
 }
 
 // NewMetrics registers the worker metrics on reg (nil: not registered).
@@ -105,7 +114,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "keyrelay_backend_breaker_open", Help: "1 while a backend's circuit breaker is open or half-open (its events are handed back without a call).",
 	}, []string{"provider"})
 	m.Retirements = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "keyrelay_retirements_total", Help: "Retirements of previous versions after their grace period, by outcome (retired, retry, refused).",
+		Name: "keyrelay_retirements_total", Help: "Retirements of previous versions after their grace period, by outcome (retired, retry, refused, invalid: a message that failed validation, unknown_backend: its backend cannot be opened).",
 	}, []string{"outcome"})
 	m.Contradictions = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "keyrelay_confirmation_contradictions_total", Help: "Confirmations refused because the event id already had a confirmation with another outcome (a reused event id).",
@@ -131,7 +140,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.WriterLease = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "keyrelay_writer_lease_held", Help: "1 while this process holds the writer lease and consumes the event lanes (worker.ownership exclusive); 0 while it stands by or runs in claims mode.",
 	})
+	m.CorruptEntries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keyrelay_corrupt_entries_total", Help: "Reads of an entry of a keyrelay KV bucket that cannot be used (it does not decode, or a teams entry names another team than its key), by bucket. The events that need it wait until it is repaired (docs/architecture.md); the error log names the key.",
+	}, []string{"bucket"})
+	m.IntentsClamped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "keyrelay_intents_clamped_total", Help: "Stored intents whose deadline lay further ahead than one writer lease TTL when a new holder loaded them (forged or corrupt): their deadline was cut to the load time + TTL.",
+	})
 	if reg != nil {
+		reg.MustRegister(m.CorruptEntries, m.IntentsClamped)
 		reg.MustRegister(m.Events, m.EventDuration, m.ProviderCalls, m.ProviderLatency, m.Retries,
 			m.DeadLetters, m.Pending, m.AckPending, m.InFlight, m.BreakerOpen, m.Contradictions, m.Retirements,
 			m.StreamMsgs, m.StreamBytes, m.StreamLimit, m.StreamDiscarded, m.Redelivered, m.OldestUnacked, m.ClaimExpiries, m.DeadClaims, m.WriterLease)

@@ -39,6 +39,9 @@ type verdict struct {
 	err       error
 	// budget is the event's provider-failure record (retry only).
 	budget *RetryRecord
+	// sealed: this delivery opened the event's value as a sealed envelope
+	// (not plaintext), so a DLQ copy of it may keep its original bytes.
+	sealed bool
 	// commit, when set, records the write in the ledger. It runs
 	// concurrently with the confirmation's publication; the message is
 	// acked only when both succeeded. A confirmation published before a
@@ -138,6 +141,9 @@ func (w *Worker) finish(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 	// without a deadline of its own: each NATS step retries for at most
 	// infra_wait, each attempt for at most infraAttemptTimeout.
 	pubCtx := context.WithoutCancel(ctx)
+	// Whether this delivery proved the value sealed (keepsOriginal), kept
+	// across the verdicts finish builds below.
+	sealed := v.sealed
 	if !v.retry && !v.wait && v.dead == nil && v.conf == nil {
 		_ = msg.Nak()
 		return "nak"
@@ -164,6 +170,7 @@ func (w *Worker) finish(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 		if errors.Is(v.err, context.Canceled) {
 			delay = 0
 		}
+		w.creditWait(md, v.err, delay)
 		w.m.Retries.WithLabelValues("wait").Inc()
 		w.log.Debug("event handed back without spending its retry budget", zap.Uint64("stream_seq", md.Sequence.Stream),
 			zap.Uint64("delivery", n), zap.Duration("delay", delay), zap.String("reason", sanitize(v.err)))
@@ -177,11 +184,12 @@ func (w *Worker) finish(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 			return "nak"
 		}
 		b := v.budget
-		if spent := time.Since(b.FirstFailure); spent >= w.cfg.RetryFor {
+		if spent := b.spent(0); spent >= w.cfg.RetryFor {
 			v = w.failed(msg, md, v.conf, fmt.Sprintf("provider failing for %s over %d failed deliveries (worker.retry_for %s): %s",
 				spent.Round(time.Second), b.Failures, w.cfg.RetryFor, sanitize(v.err)))
 		} else {
 			delay := w.retry.redeliveryDelay(uint64(b.Failures), v.retryHint)
+			w.resumeAfter(md, b, delay)
 			w.m.Retries.WithLabelValues("redelivery").Inc()
 			w.log.Info("event handed back for redelivery", zap.Uint64("stream_seq", md.Sequence.Stream),
 				zap.Uint64("delivery", n), zap.Int("provider_failures", b.Failures), zap.Duration("delay", delay),
@@ -191,6 +199,9 @@ func (w *Worker) finish(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 		}
 	}
 	if v.dead != nil {
+		if !v.dead.redacted && !keepsOriginal(msg, sealed) {
+			v.dead.data, v.dead.redacted = redactedCopy(msg, v.dead.reason), true
+		}
 		err := w.infraDo(pubCtx, func(ctx context.Context) error { return publishDeadLetter(ctx, w.d.JS, *v.dead) })
 		if err != nil {
 			w.log.Warn("dead letter not stored; event will be redelivered", zap.Error(err))
@@ -250,7 +261,7 @@ func (w *Worker) failureRecord(md *jetstream.MsgMetadata, prior *RetryRecord) *R
 	fk := failKeyOf(md)
 	mem, ok := w.failures.Get(fk)
 	switch {
-	case prior.of(fk) && (!ok || prior.Failures >= mem.Failures):
+	case prior.of(fk) && (!ok || prior.Failures > mem.Failures):
 		r := *prior
 		return &r
 	case ok:
@@ -261,21 +272,86 @@ func (w *Worker) failureRecord(md *jetstream.MsgMetadata, prior *RetryRecord) *R
 
 // noteFailure records one more provider failure of the event at md and
 // returns its record. prior is the record the ledger held for the key, if
-// any; it continues the count when it is this event's.
+// any; it continues the count when it is this event's (this process's
+// record wins a tie: it may carry waits the ledger's copy lacks).
 func (w *Worker) noteFailure(md *jetstream.MsgMetadata, eventID string, prior *RetryRecord) *RetryRecord {
+	return w.noteFailureAfter(md, eventID, prior, 0)
+}
+
+// noteFailureAfter is noteFailure for a delivery that spent own on
+// keyrelay's own work before its provider call (claims, the ledger, NATS
+// waits in place): that time does not count against retry_for.
+func (w *Worker) noteFailureAfter(md *jetstream.MsgMetadata, eventID string, prior *RetryRecord, own time.Duration) *RetryRecord {
 	fk := failKeyOf(md)
 	var r RetryRecord
 	switch mem, ok := w.failures.Get(fk); {
-	case prior.of(fk) && (!ok || prior.Failures >= mem.Failures):
+	case prior.of(fk) && (!ok || prior.Failures > mem.Failures):
 		r = *prior
+		r.resume = time.Time{}
+		r.FirstFailure = r.FirstFailure.Add(max(own, 0))
 	case ok:
 		r = mem
+		r.FirstFailure = r.FirstFailure.Add(max(own, 0))
 	default:
 		r = RetryRecord{EventID: eventID, StreamSeq: fk.seq, Lane: fk.lane, FirstFailure: time.Now().UTC()}
 	}
 	r.Failures++
+	// Until finish hands the event back (resumeAfter), the clock runs
+	// from now: a delivery that ends in a wait after all (its claim not
+	// released) is credited from its failure on.
+	r.resume = time.Now()
 	w.failures.Add(fk, r)
 	return &r
+}
+
+// spent is the provider-failing time of the record's event: the time
+// since its budget began (FirstFailure, which infrastructure waits moved
+// later), less own, time of the delivery under way that was keyrelay's.
+func (r *RetryRecord) spent(own time.Duration) time.Duration {
+	return time.Since(r.FirstFailure) - max(own, 0)
+}
+
+// resumeAfter notes that the event at md, whose failure record is b, is
+// handed back for delay after a provider failure: that delay is
+// provider-failing time, and the budget's clock runs from its end only
+// while the event is not waiting for keyrelay's infrastructure
+// (creditWait).
+func (w *Worker) resumeAfter(md *jetstream.MsgMetadata, b *RetryRecord, delay time.Duration) {
+	fk := failKeyOf(md)
+	if !b.of(fk) {
+		return
+	}
+	r := *b
+	r.resume = time.Now().Add(delay)
+	w.failures.Add(fk, r)
+}
+
+// creditWait keeps a wait for keyrelay's own infrastructure out of the
+// retry budget of the event at md ("NATS trouble never spends it"): the
+// time from the point its budget's clock ran from (resumeAfter, or the
+// previous wait's end) to the end of this wait's delay moves its
+// FirstFailure later. Waits that are the backend's own trouble (its
+// breaker open, its slots held by slow calls) are not credited: an event
+// behind a failing backend still runs out of budget.
+//
+// Only a record this process holds is credited (the ledger's copy is
+// written at the next failure): after a restart, or on another worker,
+// the waits until the event's next provider failure count.
+func (w *Worker) creditWait(md *jetstream.MsgMetadata, err error, delay time.Duration) {
+	if errors.Is(err, errBreakerOpen) || errors.Is(err, errBackendBusy) {
+		return
+	}
+	fk := failKeyOf(md)
+	r, ok := w.failures.Get(fk)
+	if !ok || r.resume.IsZero() {
+		return
+	}
+	end := time.Now().Add(delay)
+	if d := end.Sub(r.resume); d > 0 {
+		r.FirstFailure = r.FirstFailure.Add(d)
+		r.resume = end
+		w.failures.Add(fk, r)
+	}
 }
 
 // failKey names one stream message: its lane and sequence.
@@ -320,7 +396,8 @@ func confFor(ev *events.Event, gen uint64) *events.Confirmation {
 }
 
 // rejected builds the verdict for a validated event that can never
-// succeed as sent. redact removes a plaintext value from the DLQ copy.
+// succeed as sent. redact forces the DLQ copy to be the redacted summary
+// (dead decides it anyway for anything not proven sealed).
 func (w *Worker) rejected(msg jetstream.Msg, md *jetstream.MsgMetadata, conf *events.Confirmation, reason string, redact bool) verdict {
 	return w.dead(msg, md, conf, events.StatusRejected, reason, redact)
 }
@@ -330,6 +407,11 @@ func (w *Worker) failed(msg jetstream.Msg, md *jetstream.MsgMetadata, conf *even
 	return w.dead(msg, md, conf, events.StatusFailed, reason, false)
 }
 
+// dead builds the verdict that dead-letters the message. finish keeps
+// the original bytes in the DLQ only when they can be resent safely
+// (keepsOriginal): the event carries no value, or its value opened as a
+// sealed envelope in this delivery. Everything else is stored as the
+// redacted summary, whatever the reason it is dead-lettered for.
 func (w *Worker) dead(msg jetstream.Msg, md *jetstream.MsgMetadata, conf *events.Confirmation, status events.Status, reason string, redact bool) verdict {
 	if conf == nil {
 		conf = &events.Confirmation{}

@@ -60,6 +60,8 @@ type Teams struct {
 	// (leaderGet); without it they are read through stream.
 	nc  *nats.Conn
 	log *zap.Logger
+	// corrupt reports entries that cannot be used (nil: only returned).
+	corrupt *corruptReporter
 
 	mu    sync.RWMutex
 	state map[string]TeamState
@@ -161,7 +163,17 @@ func (t *Teams) observe(e jetstream.KeyValueEntry) {
 	}
 	var st TeamState
 	if err := json.Unmarshal(e.Value(), &st); err != nil {
-		t.log.Warn("ignoring corrupt team settings entry", zap.String("key", e.Key()), zap.Error(err))
+		t.log.Warn("ignoring corrupt team settings entry", zap.String("key", e.Key()), zap.String("fault", decodeFault(err)))
+		return
+	}
+	// The entry's key says whose it is, not its value: an entry under
+	// one key naming another team must not replace that team's
+	// settings.
+	if events.ValidateID("team_id", st.Team) != nil || kvToken(st.Team) != e.Key() {
+		t.log.Warn("ignoring a team settings entry whose team is not its key", zap.String("key", e.Key()))
+		if t.corrupt != nil {
+			t.corrupt.count.WithLabelValues(TeamsBucket).Inc()
+		}
 		return
 	}
 	t.remember(st)
@@ -431,7 +443,10 @@ func (t *Teams) load(ctx context.Context, team string) (TeamState, uint64, error
 	}
 	var st TeamState
 	if err := json.Unmarshal(value, &st); err != nil {
-		return TeamState{}, 0, fmt.Errorf("team settings entry for %s is corrupt: %w", team, err)
+		return TeamState{}, 0, t.corrupt.corrupt(&CorruptEntryError{Bucket: TeamsBucket, Key: kvToken(team), Fault: decodeFault(err)})
+	}
+	if st.Team != team {
+		return TeamState{}, 0, t.corrupt.corrupt(&CorruptEntryError{Bucket: TeamsBucket, Key: kvToken(team), Fault: "its team member is not the team of its key"})
 	}
 	return st, rev, nil
 }
@@ -514,10 +529,13 @@ func (w *Worker) handleSettings(ctx context.Context, msg jetstream.Msg, md *jets
 		// The teams bucket or the stream: NATS trouble, not the event's.
 		return waitVerdict(conf, 0, err)
 	}
-	if to := w.d.Settings.Resolve(st.Settings).Backend; res == Applied && to != from && w.d.OnBackendChange != nil {
-		if err := w.d.OnBackendChange(ctx, ev.TeamID, from, to); err != nil {
-			w.log.Error("the team moved to another backend but its keys' move could not be requested; run keyrelay migrate",
-				zap.String("team", ev.TeamID), zap.String("from", from), zap.String("to", to), zap.Error(err))
+	if w.d.OnBackendChange != nil {
+		if err := w.requestMove(ctx, ev, res, from, st); err != nil {
+			// Requested again by the redelivery (the request is
+			// idempotent): NATS trouble, not the event's.
+			w.log.Warn("the team moved to another backend but its keys' move could not be requested yet; settings event handed back",
+				zap.String("team", ev.TeamID), zap.Error(err))
+			return waitVerdict(conf, 0, fmt.Errorf("request the team's move: %w", err))
 		}
 	}
 	switch res {
@@ -531,4 +549,88 @@ func (w *Worker) handleSettings(ctx context.Context, msg jetstream.Msg, md *jets
 		conf.Reason = fmt.Sprintf("team settings generation %d already applied", st.Generation)
 	}
 	return verdict{conf: conf}
+}
+
+// requestMove calls OnBackendChange when the settings event ev moved its
+// team to another backend that is still the team's (st: the state after
+// ev's delivery, res what it did), whoever applied it: this delivery
+// (from: the backend before it), or earlier a key event's catch-up, an
+// earlier delivery that could not request it or crashed before it did, or
+// ApplyThrough for a newer event (ev then superseded). Those are told
+// apart by the teams bucket's history: the state ev wrote and the one
+// before it. The request (recovery's Migrations.Request) does nothing
+// when a move to that backend is already recorded, so asking again on a
+// redelivery is harmless; an error makes the event wait, and the
+// redelivery asks again.
+//
+// A history that no longer holds ev's state (the bucket keeps 5; more
+// settings messages of the team came since) requests nothing: the newer
+// settings' own events decide the team's backend.
+func (w *Worker) requestMove(ctx context.Context, ev *events.Event, res ApplyResult, from string, st TeamState) error {
+	to := w.d.Settings.Resolve(st.Settings).Backend
+	switch {
+	case res == Applied:
+	case res == Invalid, res == AlreadyApplied && st.EventID != ev.ID:
+		return nil
+	default:
+		var evTo string
+		var ok bool
+		err := w.infraDo(ctx, func(ctx context.Context) (err error) {
+			from, evTo, ok, err = w.moveOf(ctx, ev.TeamID, ev.ID)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("team settings history: %w", err)
+		}
+		if !ok || evTo != to {
+			return nil
+		}
+	}
+	if to == from {
+		return nil
+	}
+	w.log.Info("the team moved to another backend: its keys' move is requested", zap.String("team", ev.TeamID),
+		zap.String("from", from), zap.String("to", to), zap.String("event_id", ev.ID))
+	return w.infraDo(ctx, func(ctx context.Context) error { return w.d.OnBackendChange(ctx, ev.TeamID, from, to) })
+}
+
+// moveOf reads from the teams bucket's history the backends team resolved
+// to before and after its settings event eventID was applied. ok is false
+// when the event was never applied, or its state or the one before it is
+// no longer kept.
+func (w *Worker) moveOf(ctx context.Context, team, eventID string) (from, to string, ok bool, err error) {
+	hist, err := w.teams.kv.History(ctx, kvToken(team))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", "", false, nil
+	}
+	if err != nil {
+		return "", "", false, err
+	}
+	state := func(e jetstream.KeyValueEntry) (TeamState, bool) {
+		var st TeamState
+		if e.Operation() != jetstream.KeyValuePut || json.Unmarshal(e.Value(), &st) != nil {
+			return TeamState{}, false
+		}
+		return st, true
+	}
+	for i, e := range hist {
+		st, good := state(e)
+		if !good || st.EventID != eventID {
+			continue
+		}
+		var prev TeamState // none before: the team had no settings
+		if i > 0 {
+			prev, _ = state(hist[i-1])
+		} else {
+			status, err := w.teams.kv.Status(ctx)
+			if err != nil {
+				return "", "", false, err
+			}
+			if int64(len(hist)) >= status.History() {
+				return "", "", false, nil
+			}
+		}
+		return w.d.Settings.Resolve(prev.Settings).Backend, w.d.Settings.Resolve(st.Settings).Backend, true, nil
+	}
+	return "", "", false, nil
 }

@@ -252,8 +252,10 @@ type Deps struct {
 	Getenv func(string) string
 	// OnBackendChange, when set, is called after a team-settings event
 	// moved a team to another backend (keyrelay.migration.on_settings_change
-	// requests the move of its keys). An error is logged; the settings
-	// change stands and `keyrelay migrate` can move the keys.
+	// requests the move of its keys), whoever applied the change (the
+	// event itself or a key event's catch-up). It must be idempotent: an
+	// error hands the settings event back (the change stands) and its
+	// redelivery calls it again.
 	OnBackendChange func(ctx context.Context, team, from, to string) error
 	// TracerProvider makes the spans of deliveries and provider calls.
 	// Default: the process-wide provider (otel.GetTracerProvider).
@@ -356,6 +358,8 @@ func New(ctx context.Context, cfg Config, d Deps) (*Worker, error) {
 		ledger: NewLedger(lkv, d.JS.Conn()), entries: entries, failures: failures, resolved: newResolvedCache(), inflight: map[jetstream.Msg]struct{}{},
 		teams: NewTeams(tkv, stream, log, d.JS.Conn()), locks: newKeyLocks(), tracer: tracing.Tracer(d.TracerProvider),
 		retry: retryPolicy{initial: cfg.RetryInitial, max: cfg.RetryMax, multiplier: cfg.RetryMultiplier, attempts: cfg.InProcessAttempts}}
+	rep := newCorruptReporter(log, w.m)
+	w.ledger.corrupt, w.teams.corrupt = rep, rep
 	if cfg.Ownership == OwnershipExclusive {
 		if w.excl, err = newExclusive(ctx, w); err != nil {
 			return nil, err

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 
@@ -82,6 +83,7 @@ read, or no connection).`,
 	f.IntVar(&cfg.Concurrency, "concurrency", 8, "reads in flight")
 	f.Float64Var(&cfg.Rate, "rate", 0, "reads per second per backend, on top of the providers' own quota limits (0: only theirs)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON (every row, ok ones included)")
+	f.BoolVar(&cfg.Strict, "strict", false, "fail (exit 1) when a ledger entry in scope cannot be used, instead of reporting it and checking the others")
 	return cmd
 }
 
@@ -187,8 +189,18 @@ func openRecovery(ctx context.Context, g *globals, name string) (*recoveryEnv, e
 		return fail(fmt.Errorf("ownership bucket: %w", err))
 	}
 	d := recovery.Deps{Ledger: worker.NewLedger(lkv, conn.JS.Conn()), Settings: c, Registry: registry, Opener: sealing.Opener,
-		TeamSettings: func(t string) *events.TeamSettings { return teams.Cached(t).Settings }, Logger: log, Ownership: okv}
+		TeamSettings: func(t string) *events.TeamSettings { return teams.Cached(t).Settings }, Logger: log, Ownership: okv,
+		LedgerSkipped: printSkipped(os.Stderr)}
 	return &recoveryEnv{d: d, c: c, js: conn.JS, teams: teams, sealer: sealing.Sealer, close: func() { registry.Close(); closeQuotas(); conn.Close() }}, nil
+}
+
+// printSkipped prints each ledger entry a command passed over because it
+// cannot be used (never a value); the command goes on without it (drift
+// and restore fail instead with --strict).
+func printSkipped(w io.Writer) func(worker.SkippedEntry) {
+	return func(se worker.SkippedEntry) {
+		fmt.Fprintf(w, "WARNING: ledger entry %s skipped: %s; its key is not handled (repair or delete the entry)\n", se.Key, se.Reason)
+	}
 }
 
 // checkScope validates the --team / --all scope of drift and restore.

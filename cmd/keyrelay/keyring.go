@@ -158,7 +158,7 @@ read again.`,
 			if after != "" {
 				fmt.Fprintf(os.Stderr, "resuming after %s (cursor %s; --restart starts over)\n", after, cursorFile)
 			}
-			res, err := seal.RewrapStore(ctx, s, &ledgerStore{l: worker.NewLedger(kv, conn.NC)}, opts)
+			res, err := seal.RewrapStore(ctx, s, &ledgerStore{l: worker.NewLedger(kv, conn.NC), skipped: printSkipped(os.Stderr)}, opts)
 			if bar != nil {
 				_ = bar.Finish()
 			}
@@ -190,14 +190,17 @@ func writeCursor(path, cursor string) error {
 // ledgerStore is the ledger as a seal.Store: the entries' sealed values,
 // bound to (team, key, sealed_generation), replaced by compare-and-set.
 type ledgerStore struct {
-	l       *worker.Ledger
+	l *worker.Ledger
+	// skipped is told of entries that cannot be used (not rewrapped);
+	// nil: Keys fails naming them, after listing the others.
+	skipped func(worker.SkippedEntry)
 	mu      sync.Mutex
 	entries map[string]*worker.LedgerEntry
 }
 
 func (ls *ledgerStore) Keys(ctx context.Context) ([]string, error) {
 	var keys []string
-	err := ls.l.All(ctx, func(k string, _ *worker.LedgerEntry, _ uint64) error {
+	err := ls.l.AllWith(ctx, worker.AllOptions{Skipped: ls.skipped}, func(k string, _ *worker.LedgerEntry, _ uint64) error {
 		keys = append(keys, k)
 		return nil
 	})

@@ -148,6 +148,7 @@ failed.`,
 	f.IntVar(&cfg.Concurrency, "concurrency", 8, "keys restored at once")
 	f.Float64Var(&cfg.Rate, "rate", 0, "reads and writes per second per backend, on top of the providers' own quota limits (0: only theirs)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	f.BoolVar(&cfg.Strict, "strict", false, "fail (exit 1) when a ledger entry in scope cannot be used, instead of reporting it and restoring the others")
 	f.StringVar(&to, "to", "", "copy the keys in scope into this other backend instead (a rehearsal or a move; the ledger is not changed)")
 	f.StringArrayVar(&options, "option", nil, "with --to: a provider option of the target, key=value (repeatable)")
 	f.StringVar(&cfg.Resume, "resume", "", "continue an unfinished restore from its checkpoint in JetStream: its run id, or without a value the latest with the same scope")

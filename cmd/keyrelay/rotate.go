@@ -64,7 +64,7 @@ twice; 'keyrelay jobs status ID' counts its confirmations.`,
 			if err != nil {
 				return err
 			}
-			d := jobs.Deps{JS: env.js, Ledger: env.d.Ledger, Store: store, Sealer: env.sealer, Logger: env.d.Logger}
+			d := jobs.Deps{JS: env.js, Ledger: env.d.Ledger, Store: store, Sealer: env.sealer, Logger: env.d.Logger, LedgerSkipped: env.d.LedgerSkipped}
 			spec := jobs.Spec{ID: id, Selection: sel, Format: jobs.KeyFormat{Prefix: prefix, Bytes: bytes}, Rate: rate, Grace: grace, Window: window}
 			j, plan, err := jobs.Plan(ctx, d, spec)
 			if err != nil {
