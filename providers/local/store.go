@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keyrelay/keyrelay/internal/ctxtime"
+	"github.com/keyrelay/keyrelay/internal/keyedlock"
 )
 
 // store keeps records. Errors wrapping ErrCorrupt mean a record cannot be
@@ -36,49 +37,9 @@ type store interface {
 	list() ([]*record, error)
 }
 
-// keyedLocks serializes goroutines of one process per name, honouring ctx.
-type keyedLocks struct {
-	mu sync.Mutex
-	m  map[string]*keyLock
-}
-
-type keyLock struct {
-	ch   chan struct{}
-	refs int
-}
-
-func (k *keyedLocks) lock(ctx context.Context, name string) (func(), error) {
-	k.mu.Lock()
-	if k.m == nil {
-		k.m = map[string]*keyLock{}
-	}
-	l := k.m[name]
-	if l == nil {
-		l = &keyLock{ch: make(chan struct{}, 1)}
-		k.m[name] = l
-	}
-	l.refs++
-	k.mu.Unlock()
-	select {
-	case l.ch <- struct{}{}:
-		return func() { <-l.ch; k.release(name, l) }, nil
-	case <-ctx.Done():
-		k.release(name, l)
-		return nil, ctx.Err()
-	}
-}
-
-func (k *keyedLocks) release(name string, l *keyLock) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if l.refs--; l.refs == 0 {
-		delete(k.m, name)
-	}
-}
-
 // memStore is the in-memory mode.
 type memStore struct {
-	locks keyedLocks
+	locks keyedlock.Set
 	mu    sync.RWMutex
 	m     map[string]*record
 }
@@ -86,7 +47,7 @@ type memStore struct {
 func newMemStore() *memStore { return &memStore{m: map[string]*record{}} }
 
 func (s *memStore) lock(ctx context.Context, name string) (func(), error) {
-	return s.locks.lock(ctx, name)
+	return s.locks.Lock(ctx, name)
 }
 
 func (s *memStore) load(name string) (*record, error) {
@@ -138,7 +99,7 @@ type fileStore struct {
 	secrets string
 	locks   string
 	fsync   bool
-	mem     keyedLocks
+	mem     keyedlock.Set
 }
 
 const (
@@ -195,7 +156,7 @@ const (
 )
 
 func (s *fileStore) lock(ctx context.Context, name string) (func(), error) {
-	unlockMem, err := s.mem.lock(ctx, name)
+	unlockMem, err := s.mem.Lock(ctx, name)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/keyrelay/keyrelay/internal/keyedlock"
 	"github.com/keyrelay/keyrelay/providers"
 )
 
@@ -57,7 +58,7 @@ type Provider struct {
 
 	// names serializes this instance's writers of one name, so that
 	// Created and Duplicate are decided once per write.
-	names keyedLocks
+	names keyedlock.Set
 }
 
 var (
@@ -109,7 +110,7 @@ func (p *Provider) Close() error {
 
 // lock takes name's writer lock (see Provider.names).
 func (p *Provider) lock(ctx context.Context, op, name string) (func(), error) {
-	unlock, err := p.names.lock(ctx, name)
+	unlock, err := p.names.Lock(ctx, name)
 	if err != nil {
 		return nil, classify(ctx, op, name, err)
 	}

@@ -6,12 +6,12 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/keyrelay/keyrelay/internal/ctxtime"
+	"github.com/keyrelay/keyrelay/internal/keyedlock"
 	"github.com/keyrelay/keyrelay/providers"
 )
 
@@ -42,56 +42,12 @@ const (
 )
 
 // branchLocks serializes the policy loads of the process per branch.
-var branchLocks keyedLocks
-
-// keyedLocks is a set of mutexes by key whose Lock honours the context.
-// A key's entry lives while someone holds or waits for it.
-type keyedLocks struct {
-	mu sync.Mutex
-	m  map[string]*keyedLock
-}
-
-type keyedLock struct {
-	ch   chan struct{} // holds a token while locked
-	refs int
-}
-
-// lock takes key's lock, or returns ctx's error if ctx ends first.
-func (l *keyedLocks) lock(ctx context.Context, key string) (unlock func(), err error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	l.mu.Lock()
-	if l.m == nil {
-		l.m = map[string]*keyedLock{}
-	}
-	k := l.m[key]
-	if k == nil {
-		k = &keyedLock{ch: make(chan struct{}, 1)}
-		l.m[key] = k
-	}
-	k.refs++
-	l.mu.Unlock()
-	release := func() {
-		l.mu.Lock()
-		if k.refs--; k.refs == 0 {
-			delete(l.m, key)
-		}
-		l.mu.Unlock()
-	}
-	select {
-	case k.ch <- struct{}{}:
-		return func() { <-k.ch; release() }, nil
-	case <-ctx.Done():
-		release()
-		return nil, ctx.Err()
-	}
-}
+var branchLocks keyedlock.Set
 
 // loadPolicy loads policy into the provider's branch (see the comment on
 // policyConflictRetries). The error is the client's, for policyErr.
 func (p *Provider) loadPolicy(ctx context.Context, policy string) error {
-	unlock, err := branchLocks.lock(ctx, p.cfg.APIBase+"\x00"+p.cfg.Account+"\x00"+p.cfg.PolicyBranch)
+	unlock, err := branchLocks.Lock(ctx, p.cfg.APIBase+"\x00"+p.cfg.Account+"\x00"+p.cfg.PolicyBranch)
 	if err != nil {
 		return err
 	}

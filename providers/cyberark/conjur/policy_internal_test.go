@@ -1,7 +1,6 @@
 package conjur
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"testing"
@@ -53,29 +52,3 @@ func TestPolicyConflictWait(t *testing.T) {
 }
 
 // A writer waiting for a lock gives up when its context ends.
-func TestKeyedLocksHonourContext(t *testing.T) {
-	var l keyedLocks
-	unlock, err := l.lock(context.Background(), "k")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	if _, err := l.lock(ctx, "k"); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("lock of a held key: %v, want the deadline", err)
-	}
-	other, err := l.lock(context.Background(), "other")
-	if err != nil {
-		t.Fatalf("lock of another key: %v", err)
-	}
-	other()
-	unlock()
-	again, err := l.lock(context.Background(), "k")
-	if err != nil {
-		t.Fatal(err)
-	}
-	again()
-	if len(l.m) != 0 {
-		t.Errorf("%d lock entries left, want none", len(l.m))
-	}
-}
