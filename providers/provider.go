@@ -136,7 +136,11 @@ type PutResult struct {
 	// restored from soft delete).
 	Created bool
 	// Duplicate is true when the IdempotencyKey matched the current version
-	// and nothing was written.
+	// and nothing was written. A provider that keeps which event wrote each
+	// retained version (Conjur) also reports a Duplicate when the key
+	// matches an older version that newer writes followed: Version is then
+	// the event's own version, not the current one, and nothing newer is
+	// overwritten.
 	Duplicate bool
 }
 

@@ -30,7 +30,9 @@
 //   - Every KMS failure is a *providers.Error classified for the retry
 //     policy: invalid ciphertext, wrong key, access denied, unusable keys
 //     and validation errors are permanent; throttling (providers.Throttled),
-//     KMS internal errors, 5xx, timeouts and network errors are retryable.
+//     KMS internal errors, 5xx, timeouts and network errors are retryable,
+//     and so is a refusal for a signing time over 15 minutes from AWS's
+//     clock (ErrClockSkew; the SDK corrects its clock from the refusal).
 //     Messages carry the operation, the KMS key and the KMS error code,
 //     never a request id, a ciphertext, a data key or a value; KMS's own
 //     message is kept only for codes whose messages name keys and

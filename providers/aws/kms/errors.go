@@ -10,6 +10,7 @@ import (
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/providers/aws/awsconfig"
 	"github.com/keyrelay/keyrelay/seal"
 )
 
@@ -35,6 +36,14 @@ var (
 	ErrMalformedValue = errors.New("not a base64 KMS ciphertext")
 	// ErrNoKey: Seal was called on a Sealer configured without a KMS key.
 	ErrNoKey = errors.New("no KMS key configured for sealing (key_id)")
+	// ErrClockSkew marks a request KMS refused for its signing time: more
+	// than 15 minutes from AWS's clock (InvalidSignatureException
+	// "Signature expired" or "Signature not yet current",
+	// RequestTimeTooSkewed, or a signature error the SDK's retryer
+	// attributed to clock skew). The SDK corrects its signing time from
+	// the refusal's Date header, so such errors are retryable; they also
+	// match providers.ErrAccessDenied.
+	ErrClockSkew = errors.New("request signing time too far from AWS's clock (check the host's clock)")
 )
 
 // callError is the sanitized cause inside a *providers.Error: the KMS error
@@ -152,6 +161,10 @@ func classify(err error) (providers.Kind, *callError) {
 		case ciphertextCodes[ce.code]:
 			ce.causes = []error{ErrInvalidCiphertext, providers.ErrInvalid}
 			return providers.Permanent, ce
+		case awsconfig.IsClockSkew(ce.code, ae.ErrorMessage(), err.Error()):
+			ce.msg += ": clock skew (check the host's clock)"
+			ce.causes = []error{ErrClockSkew, providers.ErrAccessDenied}
+			return providers.Retryable, ce
 		case accessCodes[ce.code]:
 			ce.causes = []error{providers.ErrAccessDenied}
 			return providers.Permanent, ce

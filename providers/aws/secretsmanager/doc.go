@@ -65,6 +65,16 @@
 //     ResourceNotFoundException is ErrNotFound. The SDK itself makes at
 //     most max_attempts (3) attempts per request, with no client-side retry
 //     quota: keyrelay's worker retries the event.
+//   - A host clock more than 15 minutes from AWS's: AWS refuses the
+//     request (InvalidSignatureException "Signature expired" / "Signature
+//     not yet current", RequestTimeTooSkewed). The SDK's retryer measures
+//     the skew from the response's Date header, signs its next attempt
+//     with it and keeps it for the client's later calls, so the call
+//     usually succeeds on its second attempt. When it does not (no attempt
+//     left, no Date header), the error is Retryable, matches ErrClockSkew
+//     and providers.ErrAccessDenied, and says to check the host's clock; a
+//     signature error that says nothing of time stays a Permanent
+//     ErrAccessDenied.
 //
 // # Testing
 //

@@ -21,6 +21,7 @@ import (
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/providers/aws/awsconfig"
 )
 
 // Retry hints.
@@ -126,6 +127,14 @@ func classify(op, name, awsOp string, err error, value []byte) *providers.Error 
 			kind, sentinel = providers.Permanent, providers.ErrNotFound
 		case c == "ResourceExistsException":
 			kind, sentinel = providers.Retryable, providers.ErrConflict
+		case awsconfig.IsClockSkew(c, api.ErrorMessage(), err.Error()):
+			// The host's clock is over 15 minutes from AWS's. The SDK
+			// corrects its signing time from the refusal's Date header
+			// and keeps the correction for the client's later calls, so
+			// a retry signs anew; so does a corrected host clock.
+			kind, sentinel = providers.Retryable, providers.ErrAccessDenied
+			ae.causes = append(ae.causes, ErrClockSkew)
+			ae.Message = "clock skew (check the host's clock): " + ae.Message
 		case accessDeniedCodes[c] || ae.StatusCode == http.StatusForbidden || ae.StatusCode == http.StatusUnauthorized:
 			kind, sentinel = providers.Permanent, providers.ErrAccessDenied
 		case expiredCodes[c]:
@@ -172,6 +181,13 @@ func classify(op, name, awsOp string, err error, value []byte) *providers.Error 
 	pe.RetryAfter = retryAfter
 	return pe
 }
+
+// ErrClockSkew marks a request AWS refused for its signing time: more than
+// 15 minutes from AWS's clock (InvalidSignatureException "Signature
+// expired" or "Signature not yet current", RequestTimeTooSkewed, or a
+// signature error the SDK's retryer attributed to clock skew). Such errors
+// also match providers.ErrAccessDenied and are retryable.
+var ErrClockSkew = errors.New("request signing time too far from AWS's clock")
 
 func isThrottle(code string) bool {
 	_, ok := retry.DefaultThrottleErrorCodes[code]

@@ -213,3 +213,28 @@ func TestTags(t *testing.T) {
 		t.Error("extraTags(nil) must stay nil (keep the secret's tags)")
 	}
 }
+
+// Signature errors about the signing time are clock skew (retryable);
+// other signature errors stay permanent access denials.
+func TestClassifyClockSkew(t *testing.T) {
+	api := func(code, msg string) error { return opErr(&smithy.GenericAPIError{Code: code, Message: msg}) }
+	tests := map[string]struct {
+		err  error
+		skew bool
+	}{
+		"expired":           {api("InvalidSignatureException", "Signature expired: 20261207T060000Z is now earlier than 20261207T064500Z (20261207T070000Z - 15 min.)"), true},
+		"not yet current":   {api("InvalidSignatureException", "Signature not yet current: 20261207T080000Z is still later than 20261207T071500Z (20261207T070000Z + 15 min.)"), true},
+		"too skewed":        {api("RequestTimeTooSkewed", "The difference between the request time and the current time is too large."), true},
+		"judged by the SDK": {opErr(fmt.Errorf("Probable clock skew error: %w", &smithy.GenericAPIError{Code: "AccessDeniedException", Message: "denied"})), true},
+		"wrong secret key":  {api("InvalidSignatureException", "The request signature we calculated does not match the signature you provided."), false},
+		"access denied":     {api("AccessDeniedException", "User is not authorized to perform secretsmanager:PutSecretValue"), false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			pe := classify("put", "n", "PutSecretValue", tc.err, nil)
+			if !errors.Is(pe, providers.ErrAccessDenied) || errors.Is(pe, ErrClockSkew) != tc.skew || providers.IsRetryable(pe) != tc.skew {
+				t.Errorf("classify = %v (kind %v), clock skew %v, want clock skew (and retryable) %v", pe, pe.Kind, errors.Is(pe, ErrClockSkew), tc.skew)
+			}
+		})
+	}
+}

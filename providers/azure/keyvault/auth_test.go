@@ -221,7 +221,5 @@ func TestDisabledCurrentVersion(t *testing.T) {
 	if err := p.Delete(ctx, providers.DeleteRequest{Name: "dis", Owner: owner, Force: true}); err != nil {
 		t.Fatalf("Delete of a disabled secret: %v", err)
 	}
-	if st, _ := f.srv.SecretState(keyvault.KVName("dis")); st != "" {
-		t.Fatalf("state after forced delete %q", st)
-	}
+	wantPurged(t, f.srv, keyvault.KVName("dis"))
 }

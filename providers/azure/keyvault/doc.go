@@ -38,12 +38,14 @@
 // a Duplicate (nothing written). A name that is deleted but recoverable
 // (Key Vault answers 409 Conflict to a write) is recovered after the same
 // ownership check, the provider polls until it is readable, and then
-// writes. A name whose purge has not finished is no recovery: Key Vault
-// purges asynchronously, and for a few seconds both the secret and the
-// deleted secret read 404 while a write gets 409 Conflict with inner
-// error ObjectIsBeingDeleted. Put then writes again with backoff (50 ms
-// doubling to 1 s) for up to recover_timeout, and after that returns a
-// retryable ErrConflict with a RetryAfter of one second. Every write carries the tags managed-by, keyrelay-team,
+// writes. A name whose delete or purge has not finished is no recovery
+// yet: Key Vault deletes and purges asynchronously, and for a few seconds
+// both the secret and the deleted secret read 404 while a write gets 409
+// Conflict with inner error ObjectIsBeingDeleted. Put then writes again
+// with backoff (50 ms doubling to 1 s) for up to recover_timeout (once
+// the delete is done, the write's 409 ObjectIsDeletedButRecoverable leads
+// to the recovery above), and after that returns a retryable ErrConflict
+// with a RetryAfter of one second. Every write carries the tags managed-by, keyrelay-team,
 // keyrelay-key, keyrelay-event, keyrelay-description and keyrelay-name
 // (when the name fits 256 characters), and the configured content type;
 // the Key Vault version id is the provider version. Writers of one name in
@@ -114,8 +116,11 @@
 // minimal Entra ID token endpoint, through the official azsecrets client
 // and, for client-secret credentials, azidentity. kvfake's opt-in EnforceQuotas
 // throttles transactions over Key Vault's limits (429 with Retry-After);
-// the tests check that the limiter keeps a burst under them. Its opt-in
+// the tests check that the limiter keeps a burst under them. Its
 // DeleteDelay, RecoverDelay and PurgeDelay make deletes, recoveries and
-// purges asynchronous as Key Vault's are (TestConformanceAsyncDeletes,
-// TestSoftDeleteRecovery, TestPutAfterPurge).
+// purges asynchronous as Key Vault's are, and are on by default (a few
+// hundred milliseconds; kvfake.Server.Instant opts out), so every test,
+// the conformance suite included, runs against asynchronous deletes
+// (TestConformanceAsyncDeletes runs it with shorter ones,
+// TestSoftDeleteRecovery and TestPutAfterPurge check the waits).
 package keyvault

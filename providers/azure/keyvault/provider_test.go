@@ -129,6 +129,26 @@ func TestSoftDeleteRecovery(t *testing.T) {
 	}
 }
 
+// wantPurged checks that a forced Delete purged kvn: Key Vault purges
+// asynchronously, so the name is either still being purged (neither a
+// secret nor a deleted secret) or gone, and is gone once the purge is
+// done.
+func wantPurged(t *testing.T, srv *kvfake.Server, kvn string) {
+	t.Helper()
+	for deadline := time.Now().Add(srv.PurgeDelay + 5*time.Second); ; time.Sleep(20 * time.Millisecond) {
+		st, _ := srv.SecretState(kvn)
+		if st == "" {
+			return
+		}
+		if st != "purging" {
+			t.Fatalf("state after forced delete %q, want purging or purged", st)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still purging %v after the forced delete", srv.PurgeDelay+5*time.Second)
+		}
+	}
+}
+
 func TestForceDeletePurges(t *testing.T) {
 	f := newFixture(t)
 	f.srv.DeleteDelay = 100 * time.Millisecond
@@ -137,9 +157,7 @@ func TestForceDeletePurges(t *testing.T) {
 	if err := p.Delete(context.Background(), providers.DeleteRequest{Name: "purge-me", Owner: owner, Force: true}); err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := f.srv.SecretState("purge-me"); st != "" {
-		t.Fatalf("state after forced delete %q, want purged", st)
-	}
+	wantPurged(t, f.srv, "purge-me")
 	// Purging disabled: Force is a soft delete.
 	q := f.provider(t, func(c *keyvault.Config) { c.NoPurgeOnForce = true })
 	put(t, q, "keep-me", "v", "e")

@@ -2,9 +2,9 @@ package conjur
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"sort"
 	"strconv"
@@ -127,7 +127,7 @@ func (p *Provider) withTimeout(ctx context.Context) (context.Context, context.Ca
 func reserved(k string) bool {
 	switch k {
 	case providers.ManagedByTag, providers.TeamTag, providers.KeyTag, providers.EventTag,
-		AnnotationEventVersion, AnnotationDescription:
+		AnnotationEventVersion, AnnotationEventHistory, AnnotationDescription:
 		return true
 	}
 	return false
@@ -173,7 +173,7 @@ func sortedKeys(m map[string]string) []string {
 func userTags(a map[string]string) map[string]string {
 	out := make(map[string]string, len(a))
 	for k, v := range a {
-		if v == "" || k == AnnotationEventVersion || k == providers.EventTag {
+		if v == "" || k == AnnotationEventVersion || k == AnnotationEventHistory || k == providers.EventTag {
 			continue
 		}
 		out[k] = v
@@ -208,11 +208,14 @@ func (p *Provider) policyErr(ctx context.Context, op, name string, err error, wh
 // annotations) and adds the value as a new version.
 //
 // The event (req.IdempotencyKey) is declared against the version Put
-// expects to write (keyrelay-event-version) before the value is added. When
-// another writer's version came in between, a second policy load records
-// the version actually written; if that load fails, Put returns a retryable
-// error (the value is written), and the retry finds the version (see
-// eventWroteCurrent), records it and reports a Duplicate.
+// expects to write (keyrelay-event-version, and its entry in
+// keyrelay-event-history) before the value is added. When another writer's
+// version came in between, a second policy load records the version
+// actually written; if that load fails, Put returns a retryable error (the
+// value is written), and the retry finds the version by its value (see
+// earlierWrite), records it and reports a Duplicate. A redelivery after
+// newer versions is a Duplicate of the event's own version, or, once
+// Conjur no longer retains it, a permanent ErrSuperseded: never a write.
 func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers.PutResult, error) {
 	const op = "put"
 	if err := ctx.Err(); err != nil {
@@ -247,13 +250,13 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 		if !req.Adopt && !providers.IsOwnedBy(existing, req.Owner) {
 			return providers.PutResult{}, notOwned(op, req.Name)
 		}
-		if req.IdempotencyKey != "" && existing[providers.EventTag] == req.IdempotencyKey {
-			dup, err := p.eventWroteCurrent(ctx, op, req, id, cur, existing)
+		if req.IdempotencyKey != "" {
+			v, err := p.earlierWrite(ctx, op, req, id, r, existing)
 			if err != nil {
 				return providers.PutResult{}, err
 			}
-			if dup {
-				return providers.PutResult{Version: strconv.Itoa(cur), Duplicate: true}, nil
+			if v > 0 {
+				return providers.PutResult{Version: strconv.Itoa(v), Duplicate: true}, nil
 			}
 		}
 	}
@@ -261,8 +264,12 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 	if err != nil {
 		return providers.PutResult{}, invalid(op, req.Name, err)
 	}
-	ann[providers.EventTag] = req.IdempotencyKey
-	ann[AnnotationEventVersion] = strconv.Itoa(cur + 1)
+	h := historyOf(existing).upTo(cur)
+	if req.IdempotencyKey != "" {
+		maps.Copy(ann, eventAnnotations(h, req.IdempotencyKey, cur+1))
+	} else {
+		ann[providers.EventTag], ann[AnnotationEventVersion], ann[AnnotationEventHistory] = "", strconv.Itoa(cur+1), h.String()
+	}
 	if err := p.loadPolicy(ctx, declarePolicy(req.Name, ann, sortedKeys(ann))); err != nil {
 		return providers.PutResult{}, p.policyErr(ctx, op, req.Name, err, "declare variables")
 	}
@@ -277,51 +284,16 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 	if v != cur+1 && req.IdempotencyKey != "" {
 		// Another writer (outside this process) got in between: record the
 		// event against the version actually written.
-		if err := p.recordEvent(ctx, req.Name, req.IdempotencyKey, v); err != nil {
+		if err := p.recordEvent(ctx, req.Name, h, req.IdempotencyKey, v); err != nil {
 			return providers.PutResult{}, unrecorded(p.policyErr(ctx, op, req.Name, err, "record the event of a write"), v)
 		}
 	}
 	return providers.PutResult{Version: strconv.Itoa(v), Created: !exists || cur == 0}, nil
 }
 
-// eventWroteCurrent reports whether the current version cur was written by
-// req's event, whose id the variable's keyrelay-event annotation holds. The
-// annotation keyrelay-event-version names the version the event was
-// declared against:
-//
-//   - cur: the event wrote it;
-//   - after cur: the event's value was never added;
-//   - before cur: the event's value was added after another writer's
-//     version, and recording the version it got failed (or the process
-//     stopped first). The event's version is then the current one if it
-//     holds the event's value; it is recorded now, so that a further
-//     delivery needs no read of the value.
-func (p *Provider) eventWroteCurrent(ctx context.Context, op string, req providers.PutRequest, id string, cur int, ann map[string]string) (bool, error) {
-	declared, err := strconv.Atoi(ann[AnnotationEventVersion])
-	switch {
-	case cur == 0 || err != nil || declared < 1 || declared > cur:
-		return false, nil
-	case declared == cur:
-		return true, nil
-	}
-	val, err := p.c.secret(ctx, id, cur)
-	if err != nil {
-		return false, classify(ctx, op, req.Name, err)
-	}
-	if subtle.ConstantTimeCompare(val, req.Value) != 1 {
-		return false, nil
-	}
-	if err := p.recordEvent(ctx, req.Name, req.IdempotencyKey, cur); err != nil {
-		// The write is done; a further delivery compares the value again.
-		p.log.Warn("conjur: could not record the event id of a write", zap.String("name", req.Name), zap.Int("version", cur),
-			zap.Error(p.policyErr(ctx, op, req.Name, err, "record the event of a write")))
-	}
-	return true, nil
-}
-
 // unrecorded is the error of a Put that wrote version v but could not
 // record its event: retryable whatever the cause, since the retry finds the
-// version by its value and reports it a Duplicate.
+// version by its value and reports it a Duplicate (see earlierWrite).
 func unrecorded(err error, v int) error {
 	var pe *providers.Error
 	if !errors.As(err, &pe) {
@@ -434,15 +406,11 @@ func (p *Provider) Versions(ctx context.Context, name string) ([]providers.Versi
 	if err != nil {
 		return nil, classify(ctx, op, name, err)
 	}
-	a := r.annotations()
+	h := historyOf(r.annotations())
 	cur := r.latest()
 	out := make([]providers.VersionInfo, 0, len(r.Secrets))
 	for _, s := range r.Secrets {
-		vi := providers.VersionInfo{Version: strconv.Itoa(s.Version), Current: s.Version == cur}
-		if a[AnnotationEventVersion] == vi.Version {
-			vi.IdempotencyKey = a[providers.EventTag]
-		}
-		out = append(out, vi)
+		out = append(out, providers.VersionInfo{Version: strconv.Itoa(s.Version), Current: s.Version == cur, IdempotencyKey: h.eventOf(s.Version)})
 	}
 	return out, nil
 }

@@ -22,19 +22,39 @@
 // keyrelay-team, keyrelay-key), the extra tags, the description and the
 // idempotency key (keyrelay-event) of the version being written
 // (keyrelay-event-version), then adds the value. The provider version is
-// Conjur's secret version number. A Put whose IdempotencyKey equals the
-// annotation of the current version is a Duplicate. Writes to one name are
-// serialized inside a provider instance; Conjur has no compare-and-set, so
-// two keyrelay processes writing the same name at once may interleave.
+// Conjur's secret version number. The annotation keyrelay-event-history
+// keeps which event wrote which version (a JSON array of [version, event
+// id] pairs, the newest HistoryLength = 2 x MaxVersions of them), so that
+// a redelivered event is recognised wherever its version is in the history
+// Conjur retains: a Put whose IdempotencyKey wrote a retained version that
+// still holds the event's value is a Duplicate of that version (its
+// Version, which is not the current one when another writer, keyrelay or
+// not, wrote since) and writes nothing, so it neither adds a version nor
+// overwrites a newer value. Writes to one name are serialized inside a
+// provider instance; Conjur has no compare-and-set, so two keyrelay
+// processes writing the same name at once may interleave.
+//
+// When the history names a version of the event that Conjur no longer
+// retains (MaxVersions newer versions pushed it out), the event's write
+// cannot be checked and writing its value again could overwrite a newer
+// one: Put writes nothing and fails with a permanent error matching
+// ErrSuperseded and providers.ErrConflict. An event the history does not
+// name at all (never written, or more than HistoryLength keyrelay writes
+// ago) is written.
 //
 // When another writer's version lands between the declaration and the
 // value, a second policy load records the event against the version
 // actually written. If that load fails, Put returns a retryable error
 // saying that the value was written; the retry (the same IdempotencyKey)
-// finds that the annotation names an older version than the current one
-// and that the current version holds the event's value, records the event
-// against it and returns a Duplicate. A redelivered event never writes a
-// second version.
+// finds that the version the history names does not hold the event's
+// value, finds the later version that does (one no other event claims),
+// records the event against it and returns a Duplicate. A declaration
+// whose value was never added is no write: the history may name a version
+// another writer's value took since, which does not hold the event's
+// value, and the redelivery writes. A redelivered event never writes a
+// second version. The values compared are read with the provider's role
+// (one read on a redelivery, more only after a lost race) and compared in
+// constant time.
 //
 // Delete loads "- !delete record: !variable <id>" into the branch. Conjur
 // then drops the variable and all its versions: there is no soft delete.

@@ -12,7 +12,6 @@ import (
 
 	"github.com/keyrelay/keyrelay/internal/ctxtime"
 	"github.com/keyrelay/keyrelay/internal/keyedlock"
-	"github.com/keyrelay/keyrelay/providers"
 )
 
 // Conjur runs one policy load of a branch at a time. A load that overlaps
@@ -81,13 +80,6 @@ func policyConflict(err error) (time.Duration, bool) {
 		wait = policyConflictWait
 	}
 	return min(wait, maxPolicyConflictWait), true
-}
-
-// recordEvent records key as the event that wrote version of the variable
-// name (the annotations keyrelay-event and keyrelay-event-version).
-func (p *Provider) recordEvent(ctx context.Context, name, key string, version int) error {
-	a := map[string]string{providers.EventTag: key, AnnotationEventVersion: strconv.Itoa(version)}
-	return p.loadPolicy(ctx, declarePolicy(name, a, sortedKeys(a)))
 }
 
 // retryAfter reads a Retry-After header: seconds, or an HTTP date.

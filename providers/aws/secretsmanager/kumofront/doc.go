@@ -37,6 +37,17 @@
 //
 // Other requests (STS, other services) go to kumo unchanged.
 //
+// The front has a clock of its own, the host's plus an offset
+// (SetClockOffset, default 0), sent in every response's Date header. A
+// Secrets Manager request whose SigV4 signing time (X-Amz-Date) is more
+// than SignatureWindow (15 minutes) from it, either way, is refused as
+// Secrets Manager refuses it: HTTP 400 InvalidSignatureException,
+// "Signature expired: ..." or "Signature not yet current: ..."
+// (SetSkewErrorCode("RequestExpired") answers the code the API reference
+// lists instead). The AWS SDK's clock skew correction reads the Date
+// header, signs its retry with the measured skew and keeps it for the
+// client's later calls.
+//
 // Faults can be injected per action and secret (Inject): any HTTP status
 // and error __type with headers such as X-Amz-Retry-After, a delay, a
 // dropped connection, or a response lost after the call took effect.

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,6 +53,10 @@ type Server struct {
 	requests []Request
 
 	quota quotaState // see EnforceQuotas
+
+	clock        atomic.Int64 // offset of the front's clock, see SetClockOffset
+	skewRejected atomic.Int64 // see SkewRejections
+	skewCode     string       // see SetSkewErrorCode; guarded by fmu
 }
 
 // Request records one Secrets Manager request the front received.
@@ -93,8 +98,13 @@ func newServer() *Server {
 	if err != nil {
 		panic(err)
 	}
-	return &Server{kumo: k, proxy: httputil.NewSingleHostReverseProxy(u), hc: &http.Client{Timeout: 30 * time.Second},
+	s := &Server{kumo: k, proxy: httputil.NewSingleHostReverseProxy(u), hc: &http.Client{Timeout: 30 * time.Second},
 		secrets: map[string]*entry{}}
+	s.proxy.ModifyResponse = func(resp *http.Response) error {
+		s.setDate(resp.Header)
+		return nil
+	}
+	return s
 }
 
 // Close stops the front and kumo.
@@ -238,6 +248,7 @@ func accessKeyID(auth string) string {
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.setDate(w.Header())
 	target := r.Header.Get("X-Amz-Target")
 	if !strings.HasPrefix(target, "secretsmanager.") {
 		s.proxy.ServeHTTP(w, r)
@@ -253,6 +264,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := ids.SecretId
 	if id == "" {
 		id = ids.Name
+	}
+	if e := s.checkSigningTime(r); e != nil {
+		// Authentication comes first: a refused request is recorded, but
+		// takes no quota and fires no fault.
+		s.fmu.Lock()
+		s.requests = append(s.requests, Request{Action: action, SecretID: id, AccessKeyID: accessKeyID(r.Header.Get("Authorization")), At: time.Now()})
+		s.fmu.Unlock()
+		writeError(w, e)
+		return
 	}
 	if s.throttle(w, action, id, r.Header.Get("Authorization")) {
 		return

@@ -15,13 +15,18 @@
 //   - Soft delete: a write to a deleted-but-recoverable name is 409
 //     Conflict with inner error ObjectIsDeletedButRecoverable; the name
 //     can only be recovered or purged.
-//   - Asynchronous deletes, recoveries and purges, each opt-in with its
-//     delay: DeleteDelay (a deleted secret cannot be purged or recovered
-//     yet: 409 "currently being deleted"), RecoverDelay (a recovered
-//     secret reads 404 for a while), PurgeDelay (after a purge, Get Secret
-//     and Get Deleted Secret answer 404 while Set Secret answers 409
-//     Conflict with inner error ObjectIsBeingDeleted, as Key Vault does for
-//     a few seconds). Without them each completes at once.
+//   - Asynchronous deletes, recoveries and purges, on by default, each
+//     with its delay: DeleteDelay (while a delete runs, the deleted
+//     secret reads 404 and a write, recover or purge gets 409 Conflict
+//     with inner error ObjectIsBeingDeleted), RecoverDelay (a recovered
+//     secret reads 404 for a while, and a write gets 409 Conflict with
+//     inner error ObjectIsBeingRecovered), PurgeDelay (after a purge,
+//     Get Secret and Get Deleted Secret answer 404 while Set Secret
+//     answers 409 Conflict with inner error ObjectIsBeingDeleted, as Key
+//     Vault does for a few seconds). New sets DefaultDeleteDelay,
+//     DefaultRecoverDelay and DefaultPurgeDelay (a few hundred
+//     milliseconds, where Key Vault takes seconds); Instant, or a delay
+//     set to 0, is the explicit opt-out to completion at once.
 //   - Disabled versions: a read answers 403 Forbidden with inner error
 //     SecretDisabled; the versions list still shows their tags.
 //   - Limits: 25 KiB values, 15 tags, Key Vault's name syntax, purge

@@ -30,6 +30,15 @@ const (
 	MaxTags = 15
 	// DefaultTokenLifetime is the expires_in of issued tokens.
 	DefaultTokenLifetime = 3599 * time.Second
+	// DefaultDeleteDelay, DefaultRecoverDelay and DefaultPurgeDelay are a
+	// new Server's DeleteDelay, RecoverDelay and PurgeDelay: Key Vault
+	// completes deletes, recoveries and purges asynchronously, in seconds;
+	// the fake takes a fraction of that, so that tests stay fast and code
+	// relying on an instant completion still fails. Server.Instant (or
+	// setting a delay to 0) opts out.
+	DefaultDeleteDelay  = 200 * time.Millisecond
+	DefaultRecoverDelay = 200 * time.Millisecond
+	DefaultPurgeDelay   = 300 * time.Millisecond
 )
 
 // TokenFault is an injected failure of the identity endpoints (metadata
@@ -96,18 +105,23 @@ type Server struct {
 	// PurgeProtection makes purges fail with 403 as on a vault with purge
 	// protection enabled.
 	PurgeProtection bool
-	// RecoverDelay is how long a recovered secret stays unreadable (404),
-	// as Key Vault's recovery is asynchronous.
+	// RecoverDelay is how long a recovery takes to finish, as Key Vault
+	// recovers asynchronously: meanwhile the secret reads 404 and Set
+	// Secret answers 409 Conflict with inner error ObjectIsBeingRecovered.
+	// New sets DefaultRecoverDelay; 0 recovers at once.
 	RecoverDelay time.Duration
-	// DeleteDelay is how long a deleted secret cannot be purged or
-	// recovered (409 "currently being deleted").
+	// DeleteDelay is how long a delete takes to finish, as Key Vault
+	// deletes asynchronously: meanwhile Get Secret and Get Deleted Secret
+	// answer 404, and Set Secret, recover and purge answer 409 Conflict
+	// with inner error ObjectIsBeingDeleted ("currently being deleted").
+	// New sets DefaultDeleteDelay; 0 completes deletes at once.
 	DeleteDelay time.Duration
 	// PurgeDelay is how long a purge takes to finish, as Key Vault purges
 	// asynchronously: meanwhile the name is neither a secret nor a deleted
 	// secret (Get Secret and Get Deleted Secret answer 404) but cannot be
 	// written either (Set Secret answers 409 Conflict with inner error
-	// ObjectIsBeingDeleted). Key Vault takes a few seconds; 0 (the
-	// default) purges at once.
+	// ObjectIsBeingDeleted). Key Vault takes a few seconds; New sets
+	// DefaultPurgeDelay; 0 purges at once.
 	PurgeDelay time.Duration
 	// ListPageSize is how many secrets a page of Get Secrets holds when
 	// the request has no maxresults. Default (0): PageSize, Key Vault's 25.
@@ -143,18 +157,31 @@ type Server struct {
 // New starts a fake vault on a TLS listener on 127.0.0.1. Close it when done.
 func New() *Server {
 	s := &Server{
-		Tenant:   DefaultTenant,
-		Resource: DefaultResource,
-		secrets:  map[string]*secret{},
-		deleted:  map[string]*deletedSecret{},
-		purging:  map[string]time.Time{},
-		readyAt:  map[string]time.Time{},
-		issued:   map[string]tokenInfo{},
-		revoked:  map[string]bool{},
+		Tenant:       DefaultTenant,
+		Resource:     DefaultResource,
+		DeleteDelay:  DefaultDeleteDelay,
+		RecoverDelay: DefaultRecoverDelay,
+		PurgeDelay:   DefaultPurgeDelay,
+		secrets:      map[string]*secret{},
+		deleted:      map[string]*deletedSecret{},
+		purging:      map[string]time.Time{},
+		readyAt:      map[string]time.Time{},
+		issued:       map[string]tokenInfo{},
+		revoked:      map[string]bool{},
 	}
 	s.srv = httptest.NewTLSServer(http.HandlerFunc(s.serve))
 	s.URL = s.srv.URL
 	return s
+}
+
+// Instant makes deletes, recoveries and purges complete at once (sets
+// DeleteDelay, RecoverDelay and PurgeDelay to 0), unlike Key Vault: for
+// tests of something else that must not wait for them. Call it before the
+// first request.
+func (s *Server) Instant() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.DeleteDelay, s.RecoverDelay, s.PurgeDelay = 0, 0, 0
 }
 
 // Close stops the server.
@@ -564,6 +591,10 @@ func (s *Server) set(w http.ResponseWriter, r *http.Request, base, name string) 
 		}
 	}
 	k := strings.ToLower(name)
+	if d, ok := s.deleted[k]; ok && d.deleting() {
+		writeInnerErr(w, http.StatusConflict, "Conflict", "ObjectIsBeingDeleted", fmt.Sprintf("Secret %s is currently being deleted and cannot be re-created; retry later.", name))
+		return
+	}
 	if _, ok := s.deleted[k]; ok {
 		writeInnerErr(w, http.StatusConflict, "Conflict", "ObjectIsDeletedButRecoverable", fmt.Sprintf("Secret %s is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the secret can only be recovered or purged.", name))
 		return
@@ -573,7 +604,7 @@ func (s *Server) set(w http.ResponseWriter, r *http.Request, base, name string) 
 		return
 	}
 	if _, ok := s.readyAt[k]; ok && s.active(name) == nil {
-		writeErr(w, http.StatusConflict, "Conflict", fmt.Sprintf("Secret %s is currently being recovered.", name))
+		writeInnerErr(w, http.StatusConflict, "Conflict", "ObjectIsBeingRecovered", fmt.Sprintf("Secret %s is currently being recovered and cannot be re-created; retry later.", name))
 		return
 	}
 	sec := s.secrets[k]
@@ -707,9 +738,14 @@ func (s *Server) delete(w http.ResponseWriter, base, name string) {
 	writeJSON(w, http.StatusOK, s.deletedBundle(base, d))
 }
 
+// deleting reports whether the delete of d is still in progress
+// (DeleteDelay): Key Vault shows the deleted secret only once its delete
+// is done.
+func (d *deletedSecret) deleting() bool { return time.Now().Before(d.purgeableAt) }
+
 func (s *Server) getDeleted(w http.ResponseWriter, base, name string) {
 	d := s.deleted[strings.ToLower(name)]
-	if d == nil {
+	if d == nil || d.deleting() {
 		writeErr(w, http.StatusNotFound, "SecretNotFound", fmt.Sprintf("Deleted Secret not found: %s", name))
 		return
 	}
@@ -727,8 +763,8 @@ func (s *Server) purge(w http.ResponseWriter, name string) {
 		writeErr(w, http.StatusForbidden, "Forbidden", "Operation \"purge\" is not allowed because purge protection is enabled for this vault.")
 		return
 	}
-	if time.Now().Before(d.purgeableAt) {
-		writeErr(w, http.StatusConflict, "Conflict", fmt.Sprintf("Secret %s is currently being deleted.", name))
+	if d.deleting() {
+		writeInnerErr(w, http.StatusConflict, "Conflict", "ObjectIsBeingDeleted", fmt.Sprintf("Secret %s is currently being deleted.", name))
 		return
 	}
 	delete(s.deleted, k)
@@ -745,8 +781,8 @@ func (s *Server) recover(w http.ResponseWriter, base, name string) {
 		writeErr(w, http.StatusNotFound, "SecretNotFound", fmt.Sprintf("Deleted Secret not found: %s", name))
 		return
 	}
-	if time.Now().Before(d.purgeableAt) {
-		writeErr(w, http.StatusConflict, "Conflict", fmt.Sprintf("Secret %s is currently being deleted.", name))
+	if d.deleting() {
+		writeInnerErr(w, http.StatusConflict, "Conflict", "ObjectIsBeingDeleted", fmt.Sprintf("Secret %s is currently being deleted.", name))
 		return
 	}
 	delete(s.deleted, k)

@@ -97,8 +97,23 @@ func TestWire(t *testing.T) {
 	if res.StatusCode != 200 || !strings.Contains(string(b), "recoveryId") {
 		t.Fatalf("delete: %d %s", res.StatusCode, b)
 	}
+	// Deletes, recoveries and purges take a moment by default, as Key
+	// Vault's do. While the delete runs the deleted secret is not shown,
+	// and the name can be neither written, recovered nor purged.
+	if res, b = do(t, s, "GET", "/deletedsecrets/my-secret"+av, "", true); res.StatusCode != 404 {
+		t.Fatalf("get deleted while the delete runs: %d %s", res.StatusCode, b)
+	}
 	res, b = do(t, s, "PUT", "/secrets/my-secret"+av, `{"value":"v2"}`, true)
-	if res.StatusCode != 409 || code(t, b) != "Conflict" {
+	if res.StatusCode != 409 || code(t, b) != "Conflict" || innerCode(t, b) != "ObjectIsBeingDeleted" {
+		t.Fatalf("set while the delete runs: %d %s", res.StatusCode, b)
+	}
+	res, b = do(t, s, "POST", "/deletedsecrets/my-secret/recover"+av, "", true)
+	if res.StatusCode != 409 || innerCode(t, b) != "ObjectIsBeingDeleted" || !strings.Contains(string(b), "currently being deleted") {
+		t.Fatalf("recover while the delete runs: %d %s", res.StatusCode, b)
+	}
+	time.Sleep(s.DeleteDelay)
+	res, b = do(t, s, "PUT", "/secrets/my-secret"+av, `{"value":"v2"}`, true)
+	if res.StatusCode != 409 || code(t, b) != "Conflict" || innerCode(t, b) != "ObjectIsDeletedButRecoverable" {
 		t.Fatalf("set on deleted: %d %s", res.StatusCode, b)
 	}
 	res, _ = do(t, s, "GET", "/deletedsecrets/my-secret"+av, "", true)
@@ -109,11 +124,30 @@ func TestWire(t *testing.T) {
 	if res.StatusCode != 200 {
 		t.Fatalf("recover: %d", res.StatusCode)
 	}
+	if res, b = do(t, s, "GET", "/secrets/my-secret"+av, "", true); res.StatusCode != 404 {
+		t.Fatalf("get while the recovery runs: %d %s", res.StatusCode, b)
+	}
+	res, b = do(t, s, "PUT", "/secrets/my-secret"+av, `{"value":"v2"}`, true)
+	if res.StatusCode != 409 || innerCode(t, b) != "ObjectIsBeingRecovered" {
+		t.Fatalf("set while the recovery runs: %d %s", res.StatusCode, b)
+	}
+	time.Sleep(s.RecoverDelay)
+	if res, b = do(t, s, "GET", "/secrets/my-secret"+av, "", true); res.StatusCode != 200 {
+		t.Fatalf("get after the recovery: %d %s", res.StatusCode, b)
+	}
 	do(t, s, "DELETE", "/secrets/my-secret"+av, "", true)
+	if res, b = do(t, s, "DELETE", "/deletedsecrets/my-secret"+av, "", true); res.StatusCode != 409 {
+		t.Fatalf("purge while the delete runs: %d %s", res.StatusCode, b)
+	}
+	time.Sleep(s.DeleteDelay)
 	res, _ = do(t, s, "DELETE", "/deletedsecrets/my-secret"+av, "", true)
 	if res.StatusCode != 204 {
 		t.Fatalf("purge: %d", res.StatusCode)
 	}
+	if st, _ := s.SecretState("my-secret"); st != "purging" {
+		t.Fatalf("state while the purge runs %q", st)
+	}
+	time.Sleep(s.PurgeDelay)
 	if st, _ := s.SecretState("my-secret"); st != "" {
 		t.Fatalf("state after purge %q", st)
 	}
@@ -377,6 +411,7 @@ func TestPurgeDelay(t *testing.T) {
 	const av = "?api-version=7.6"
 	do(t, s, "PUT", "/secrets/p"+av, `{"value":"v1"}`, true)
 	do(t, s, "DELETE", "/secrets/p"+av, "", true)
+	time.Sleep(s.DeleteDelay)
 	res, b := do(t, s, "PUT", "/secrets/p"+av, `{"value":"v2"}`, true)
 	if res.StatusCode != 409 || code(t, b) != "Conflict" || innerCode(t, b) != "ObjectIsDeletedButRecoverable" {
 		t.Fatalf("set on a deleted name: %d %s", res.StatusCode, b)
@@ -406,5 +441,26 @@ func TestPurgeDelay(t *testing.T) {
 	}
 	if st, n := s.SecretState("p"); st != "active" || n != 1 {
 		t.Errorf("state after the purge and a write: %q with %d versions, want a new secret", st, n)
+	}
+}
+
+// The delays are on by default; Instant is the explicit opt-out.
+func TestDelaysDefaultOn(t *testing.T) {
+	s := kvfake.New()
+	defer s.Close()
+	if s.DeleteDelay != kvfake.DefaultDeleteDelay || s.RecoverDelay != kvfake.DefaultRecoverDelay || s.PurgeDelay != kvfake.DefaultPurgeDelay ||
+		s.DeleteDelay <= 0 || s.RecoverDelay <= 0 || s.PurgeDelay <= 0 {
+		t.Fatalf("delays %v %v %v, want the non-zero defaults", s.DeleteDelay, s.RecoverDelay, s.PurgeDelay)
+	}
+	s.Token = "tok"
+	s.Instant()
+	const av = "?api-version=7.6"
+	do(t, s, "PUT", "/secrets/i"+av, `{"value":"v1"}`, true)
+	do(t, s, "DELETE", "/secrets/i"+av, "", true)
+	if res, b := do(t, s, "DELETE", "/deletedsecrets/i"+av, "", true); res.StatusCode != 204 {
+		t.Fatalf("purge right after the delete of an Instant vault: %d %s", res.StatusCode, b)
+	}
+	if st, _ := s.SecretState("i"); st != "" {
+		t.Fatalf("state right after the purge of an Instant vault %q", st)
 	}
 }
