@@ -214,10 +214,18 @@ type WorkerConfig struct {
 	// before handing the event back; this never spends the retry budget.
 	// Default: 30s.
 	InfraWait time.Duration `yaml:"infra_wait"`
-	// MaxAckPending bounds unacknowledged events across all workers,
-	// including events waiting out a retry delay (a backend that is down
-	// holds its events here); at least Concurrency. Default: 65536.
+	// MaxAckPending bounds unacknowledged events across all workers:
+	// those being handled and those waiting out a retry delay shorter than
+	// park_after; at least Concurrency. Default: 65536.
 	MaxAckPending int `yaml:"max_ack_pending"`
+	// ParkAfter: a key event handed back for this long or longer (its
+	// provider failing, its backend's breaker open for this long) is
+	// parked: it waits as a message schedule in KEYRELAY_PARKED, out of
+	// its lane consumer's max_ack_pending, which every team shares, so a
+	// backend that is down for hours holds no slot other teams' events
+	// need. Shorter waits stay in the consumer. At least 1s (schedules
+	// name whole seconds); 0: never park. Default: 10s.
+	ParkAfter time.Duration `yaml:"park_after"`
 	// CallTimeout bounds one provider call. Default: 15s.
 	CallTimeout time.Duration `yaml:"call_timeout"`
 	// RetryInitial, RetryMax and RetryMultiplier shape the exponential
@@ -468,6 +476,7 @@ const (
 	DefaultCallTimeout        = 15 * time.Second       // worker.call_timeout
 	DefaultRetryInitial       = 100 * time.Millisecond // worker.retry_initial
 	DefaultRetryMax           = 30 * time.Second       // worker.retry_max
+	DefaultParkAfter          = 10 * time.Second       // worker.park_after
 	DefaultRetryMultiplier    = 2.0                    // worker.retry_multiplier
 	DefaultInProcessAttempts  = 3                      // worker.in_process_attempts
 	DefaultBackendBorrowBelow = 250 * time.Millisecond // worker.backend_borrow_below
@@ -548,6 +557,7 @@ func (c *Config) setDefaults() {
 			CallTimeout:        DefaultCallTimeout,
 			RetryInitial:       DefaultRetryInitial,
 			RetryMax:           DefaultRetryMax,
+			ParkAfter:          DefaultParkAfter,
 			RetryMultiplier:    DefaultRetryMultiplier,
 			InProcessAttempts:  DefaultInProcessAttempts,
 			BackendBorrowBelow: DefaultBackendBorrowBelow,

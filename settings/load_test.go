@@ -130,6 +130,7 @@ func TestDefaults(t *testing.T) {
 				"worker.call_timeout":                {w.CallTimeout, 15 * time.Second},
 				"worker.retry_initial":               {w.RetryInitial, 100 * time.Millisecond},
 				"worker.retry_max":                   {w.RetryMax, 30 * time.Second},
+				"worker.park_after":                  {w.ParkAfter, 10 * time.Second},
 				"worker.retry_multiplier":            {w.RetryMultiplier, 2.0},
 				"worker.in_process_attempts":         {w.InProcessAttempts, 3},
 				"worker.claim_lease":                 {w.ClaimLease, 30 * time.Second},

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/keyrelay/keyrelay/events"
@@ -151,6 +152,9 @@ func (v *validator) worker(w *WorkerConfig) {
 	if w.Concurrency > 0 && w.MaxAckPending > 0 && w.MaxAckPending < w.Concurrency {
 		v.add(p+"max_ack_pending", "is %d; must be at least %sconcurrency (%d), or workers sit idle", w.MaxAckPending, p, w.Concurrency)
 	}
+	if w.ParkAfter != 0 && w.ParkAfter < time.Second {
+		v.add(p+"park_after", "is %s; must be at least 1s (parked events come back on a whole second), or 0 to never park", w.ParkAfter)
+	}
 	if w.RetryInitial > 0 && w.RetryMax > 0 && w.RetryMax < w.RetryInitial {
 		v.add(p+"retry_max", "must not be shorter than %sretry_initial", p)
 	}
@@ -186,6 +190,10 @@ func (v *validator) nats(n *NATSConfig) {
 		if v.embedded(n) && n.Token != "" && len(n.Token) < MinEmbeddedTokenLen {
 			v.add(p+"token", "is shorter than %d bytes: on the embedded server (%surl empty) it is the only credential of every client",
 				MinEmbeddedTokenLen, p)
+		}
+		if v.embedded(n) && strings.HasPrefix(n.Token, "$2") {
+			v.add(p+"token", `starts with "$2", which nats-server reads as a bcrypt hash: the embedded server's clients, keyrelay's own included, `+
+				"present this token itself, so it must be the plain token; choose one that does not start with \"$2\"")
 		}
 	} else {
 		for _, u := range strings.Split(n.URL, ",") {

@@ -60,6 +60,18 @@ type backendGuard struct {
 	avg     atomic.Int64
 	slowNow atomic.Int64
 	cb      *gobreaker.CircuitBreaker[struct{}]
+	// downSince is when the breaker last opened from closed (unix ns; 0
+	// while closed): it stays set while probes fail (half-open, open again).
+	downSince atomic.Int64
+}
+
+// downFor is how long the backend's breaker has not been closed (0 while
+// it is closed).
+func (bg *backendGuard) downFor() time.Duration {
+	if s := bg.downSince.Load(); s != 0 {
+		return time.Since(time.Unix(0, s))
+	}
+	return 0
 }
 
 // newBackendGuards makes guards giving each backend slots of the
@@ -108,10 +120,16 @@ func (g *backendGuards) get(key, provider string) *backendGuard {
 		// says nothing of the backend either way: it is neither a failure
 		// nor, in half-open state, the success that would close the breaker.
 		IsExcluded: func(err error) bool { return errors.Is(err, errOwnDeadline) },
-		OnStateChange: func(_ string, _, to gobreaker.State) {
+		OnStateChange: func(_ string, from, to gobreaker.State) {
 			v := 0.0
 			if to != gobreaker.StateClosed {
 				v = 1
+			}
+			switch {
+			case to == gobreaker.StateClosed:
+				bg.downSince.Store(0)
+			case from == gobreaker.StateClosed:
+				bg.downSince.Store(time.Now().UnixNano())
 			}
 			g.m.BreakerOpen.WithLabelValues(provider).Set(v)
 		},

@@ -58,3 +58,18 @@ func (w *Worker) ActsClaimless() bool {
 	}
 	return a.claimless
 }
+
+// SetParkHook makes every park run f first and fail with its error; it
+// returns the function that removes it.
+func SetParkHook(f func() error) (restore func()) {
+	parkHook.Store(&f)
+	return func() { parkHook.Store(nil) }
+}
+
+// SetParkedAckHook runs f after every park; when it returns true the
+// message parked is not acknowledged (a crash between the park and the
+// ack). It returns the function that removes it.
+func SetParkedAckHook(f func() bool) (restore func()) {
+	parkedAckHook.Store(&f)
+	return func() { parkedAckHook.Store(nil) }
+}

@@ -42,6 +42,9 @@ type keyWork struct {
 	// act is the event's standing under the writer lease (exclusive mode
 	// only); claimless when it writes without a claim.
 	act *action
+	// copy is the parked copy being handled (its KEYRELAY_PARKED
+	// sequence; 0: the lane message itself): Claim.Copy.
+	copy uint64
 }
 
 // claimless reports whether kw writes under the lease without a claim.
@@ -95,6 +98,9 @@ func busyDelay(n uint64) time.Duration {
 func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md *jetstream.MsgMetadata, ev *events.Event, gen uint64, receivedAt time.Time) (v verdict) {
 	conf := confFor(ev, gen)
 	kw := &keyWork{ev: ev, gen: gen, lane: ln}
+	if pm, ok := msg.(*parkedMsg); ok {
+		kw.copy = pm.seq
+	}
 	defer func() { v.sealed = kw.sealed }()
 	switch ev.Type {
 	case events.KeyCreated, events.KeyRotated:
@@ -255,7 +261,7 @@ func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md 
 		if b := w.failureRecord(md, kw.prior); b != nil && b.spent(ownTime) >= w.cfg.RetryFor {
 			v.budget = b
 		} else {
-			v = waitVerdict(conf, w.cfg.BreakerOpen/2+time.Duration(rand.Int64N(int64(w.cfg.BreakerOpen))), v.err)
+			v = waitVerdict(conf, w.breakerWait(kw.guard, md.NumDelivered), v.err)
 		}
 	case v.retry && errors.Is(v.err, providers.ErrOwnLimit):
 		// No call was made: keyrelay's own rate limit (the quota this
@@ -269,6 +275,22 @@ func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md 
 		v = w.releaseFor(kw, v)
 	}
 	return v
+}
+
+// breakerWait is how long an event (its nth delivery) that found its
+// backend's breaker open waits: about one open period, so that it follows
+// the breaker's probe. Once the breaker has not closed for ParkAfter (the
+// backend is down, not hiccuping), the event waits as a failing one
+// would, growing with its deliveries up to retry_max, but at least
+// ParkAfter (up to half as much again, at random): it is parked, and the events of a backend that is down hold
+// no slot of their lane consumer (every team's) while they wait.
+func (w *Worker) breakerWait(g *backendGuard, n uint64) time.Duration {
+	if p := w.cfg.ParkAfter; p > 0 && g != nil && g.downFor() >= p {
+		// Spread: the events parked together do not all come back in the
+		// same second.
+		return max(w.retry.redeliveryDelay(min(max(n, 1), 64), 0), p+time.Duration(rand.Int64N(int64(p/2)+1)))
+	}
+	return w.cfg.BreakerOpen/2 + time.Duration(rand.Int64N(int64(w.cfg.BreakerOpen)))
 }
 
 // writes reports whether settings r let a key event write.
@@ -413,7 +435,7 @@ retry:
 					}
 				}
 			}
-			if c.Active(now) && !ownClaim(c, kw.ev.ID, failKeyOf(md)) {
+			if c.Active(now) && !ownClaim(c, kw.ev.ID, failKeyOf(md), kw.copy) {
 				if fresh {
 					// Only a first delivery waits in place (a live writer
 					// usually releases within milliseconds); a redelivered
@@ -437,7 +459,7 @@ retry:
 				continue retry
 			}
 		}
-		if !write && (e == nil || e.Claim == nil || !ownClaim(e.Claim, kw.ev.ID, failKeyOf(md))) {
+		if !write && (e == nil || e.Claim == nil || !ownClaim(e.Claim, kw.ev.ID, failKeyOf(md), kw.copy)) {
 			if !settled {
 				// A cached entry, or a replica's, can make the event
 				// look newer than it is; without a compare-and-set to
@@ -459,7 +481,7 @@ retry:
 			next = *e
 		}
 		if a := kw.act; a != nil && a.claimless {
-			c := Claim{EventID: kw.ev.ID, StreamSeq: md.Sequence.Stream, Lane: laneOfStream(md.Stream), Generation: kw.gen, Worker: w.cfg.ID, Until: a.deadline}
+			c := Claim{EventID: kw.ev.ID, StreamSeq: md.Sequence.Stream, Lane: laneOfStream(md.Stream), Copy: kw.copy, Generation: kw.gen, Worker: w.cfg.ID, Until: a.deadline}
 			if !trusted {
 				// A cache miss (or an entry cached before this lease
 				// generation): decide on the leader's entry, storing the
@@ -492,7 +514,7 @@ retry:
 			// claims request.
 			until = a.deadline
 		}
-		next.Claim = &Claim{EventID: kw.ev.ID, StreamSeq: md.Sequence.Stream, Lane: laneOfStream(md.Stream), Generation: kw.gen, Worker: w.cfg.ID, Until: until}
+		next.Claim = &Claim{EventID: kw.ev.ID, StreamSeq: md.Sequence.Stream, Lane: laneOfStream(md.Stream), Copy: kw.copy, Generation: kw.gen, Worker: w.cfg.ID, Until: until}
 		var nrev uint64
 		var err error
 		if skipClaimWrite {
@@ -536,12 +558,15 @@ retry:
 }
 
 // ownClaim reports whether c was taken for this very stream message (a
-// redelivery after a crash continues its own claim). A copy of the same
-// event published again is another message: it waits for the claim, so
-// two copies never write at once (the second finds the first applied).
-// Claims written before StreamSeq existed match by event id.
-func ownClaim(c *Claim, eventID string, msg failKey) bool {
-	return c.EventID == eventID && (c.StreamSeq == 0 || c.StreamSeq == msg.seq && c.Lane == msg.lane)
+// redelivery after a crash continues its own claim), and the same copy
+// of it (copy: 0 for the message itself, else its parked copy's
+// sequence). A copy of the same event published again is another
+// message, and a parked copy of a message that is also being redelivered
+// (a crash between its park and its ack) another copy: it waits for the
+// claim, so two copies never write at once (the second finds the first
+// applied). Claims written before StreamSeq existed match by event id.
+func ownClaim(c *Claim, eventID string, msg failKey, copy uint64) bool {
+	return c.EventID == eventID && (c.StreamSeq == 0 || c.StreamSeq == msg.seq && c.Lane == msg.lane && c.Copy == copy)
 }
 
 // appliedGeneration is the generation an event of type t must exceed to be

@@ -140,10 +140,15 @@ type Claim struct {
 	// only a redelivery of this very message may take the claim over.
 	StreamSeq uint64 `json:"stream_seq,omitempty"`
 	// Lane tells which stream StreamSeq is in (absent: interactive).
-	Lane       events.Lane `json:"lane,omitempty"`
-	Generation uint64      `json:"generation"`
-	Worker     string      `json:"worker"`
-	Until      time.Time   `json:"until"`
+	Lane events.Lane `json:"lane,omitempty"`
+	// Copy is the KEYRELAY_PARKED sequence of the parked copy of the
+	// stream message being written (absent: the message itself). Two
+	// copies of one message exclude each other like two messages; a
+	// redelivery of the same copy takes its claim over.
+	Copy       uint64    `json:"copy,omitempty"`
+	Generation uint64    `json:"generation"`
+	Worker     string    `json:"worker"`
+	Until      time.Time `json:"until"`
 }
 
 // Active reports whether the claim still holds at now.

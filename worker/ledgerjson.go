@@ -31,6 +31,7 @@ func (e *LedgerEntry) appendJSON(b []byte) ([]byte, error) {
 			o.String("event_id", c.EventID)
 			o.UintOmit("stream_seq", c.StreamSeq)
 			o.StringOmit("lane", string(c.Lane))
+			o.UintOmit("copy", c.Copy)
 			o.Uint("generation", c.Generation)
 			o.String("worker", c.Worker)
 			o.Time("until", c.Until)

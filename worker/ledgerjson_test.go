@@ -69,7 +69,7 @@ func randomEntry(r *rand.Rand) *LedgerEntry {
 		e.Sealed = &events.SealedValue{Alg: randomText(r), KID: randomText(r), EDK: randomBytes(r), Nonce: randomBytes(r), Ciphertext: randomBytes(r)}
 	}
 	if r.IntN(2) == 0 {
-		e.Claim = &Claim{EventID: randomText(r), StreamSeq: randomUint(r), Lane: events.Lane(randomText(r)), Generation: randomUint(r), Worker: randomText(r), Until: randomTime(r)}
+		e.Claim = &Claim{EventID: randomText(r), StreamSeq: randomUint(r), Lane: events.Lane(randomText(r)), Copy: randomUint(r), Generation: randomUint(r), Worker: randomText(r), Until: randomTime(r)}
 	}
 	if r.IntN(2) == 0 {
 		e.Retry = &RetryRecord{EventID: randomText(r), StreamSeq: randomUint(r), Lane: events.Lane(randomText(r)), FirstFailure: randomTime(r), Failures: r.IntN(100) - 10}

@@ -38,6 +38,9 @@ type Metrics struct {
 	// Retirements counts previous versions' retirements by outcome
 	// (retired, retry, refused, invalid, unknown_backend).
 	Retirements *prometheus.CounterVec
+	// Parked counts key events handed back for worker.park_after or
+	// longer, by lane and outcome (park.go).
+	Parked *prometheus.CounterVec
 	// StreamMsgs, StreamBytes and StreamDiscarded describe keyrelay's
 	// streams: messages and bytes held, and messages dropped from the
 	// head by age or size limits (first sequence - 1).
@@ -116,6 +119,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.Retirements = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keyrelay_retirements_total", Help: "Retirements of previous versions after their grace period, by outcome (retired, retry, refused, invalid: a message that failed validation, unknown_backend: its backend cannot be opened).",
 	}, []string{"outcome"})
+	m.Parked = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keyrelay_parked_total", Help: "Key events handed back for the worker's ParkAfter (default 10 s) or longer, by lane and outcome (parked: stored as a message schedule in KEYRELAY_PARKED, out of the lane consumer's pending set; fallback: the park failed, handed back to the consumer; invalid: a parked message that names no event of its lane, terminated).",
+	}, []string{"lane", "outcome"})
 	m.Contradictions = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "keyrelay_confirmation_contradictions_total", Help: "Confirmations refused because the event id already had a confirmation with another outcome (a reused event id).",
 	})
@@ -147,7 +153,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "keyrelay_intents_clamped_total", Help: "Stored intents whose deadline lay further ahead than one writer lease TTL when a new holder loaded them (forged or corrupt): their deadline was cut to the load time + TTL.",
 	})
 	if reg != nil {
-		reg.MustRegister(m.CorruptEntries, m.IntentsClamped)
+		reg.MustRegister(m.CorruptEntries, m.IntentsClamped, m.Parked)
 		reg.MustRegister(m.Events, m.EventDuration, m.ProviderCalls, m.ProviderLatency, m.Retries,
 			m.DeadLetters, m.Pending, m.AckPending, m.InFlight, m.BreakerOpen, m.Contradictions, m.Retirements,
 			m.StreamMsgs, m.StreamBytes, m.StreamLimit, m.StreamDiscarded, m.Redelivered, m.OldestUnacked, m.ClaimExpiries, m.DeadClaims, m.WriterLease)

@@ -34,7 +34,9 @@ const (
 // acknowledgement floor. The consumers redeliver without limit
 // (MaxDeliver -1) and keyrelay terminates a message only after its dead
 // letter and confirmation are stored, so a message at or below the floor
-// was acknowledged or terminated and will not be delivered again.
+// was acknowledged or terminated and will not be delivered again, unless
+// it was acknowledged because it was parked: a message at or below the
+// floor with a schedule or a fired schedule in ParkedStream is unknown.
 //
 // Claims that name no stream message (recovery's, and those written
 // before StreamSeq existed) are only ever unknown or decided by a
@@ -64,6 +66,12 @@ func (w *Worker) outcomeOf(ctx context.Context, c *Claim, team, key string) (cla
 		return outcomeUnknown, conf, err
 	}
 	if c.StreamSeq <= floor {
+		// Acknowledged on its lane, but perhaps parked (ParkedPrefix):
+		// then its parked copy comes back for the claim.
+		parked, err := w.parkedPending(ctx, c.Lane, team, key, c.StreamSeq)
+		if err != nil || parked {
+			return outcomeUnknown, conf, err
+		}
 		return outcomeOver, conf, nil
 	}
 	return outcomeUnknown, conf, nil

@@ -42,6 +42,9 @@ type verdict struct {
 	// sealed: this delivery opened the event's value as a sealed envelope
 	// (not plaintext), so a DLQ copy of it may keep its original bytes.
 	sealed bool
+	// park: a hand-back of ParkAfter or longer is parked (key events;
+	// set by process).
+	park bool
 	// commit, when set, records the write in the ledger. It runs
 	// concurrently with the confirmation's publication; the message is
 	// acked only when both succeeded. A confirmation published before a
@@ -72,8 +75,17 @@ func (w *Worker) process(ctx context.Context, ln *lane, msg jetstream.Msg, recei
 	stopBeat := w.heartbeat(msg)
 	ctx, span := w.startEventSpan(ctx, ln, msg, md)
 	v, typ := w.safeHandle(ctx, ln, msg, md, receivedAt)
-	stopBeat()
+	// Team settings events are applied in stream order per team: they
+	// wait in their consumer, never parked (their waits are short: NATS
+	// trouble).
+	v.park = typ.IsKey()
+	// The heartbeat covers finish too: its commit, confirmation and dead
+	// letter each wait out NATS trouble for up to infra_wait, longer than
+	// ack_wait, and the server must not deliver the event again
+	// meanwhile. A beat racing the ack is refused by the client
+	// (ErrMsgAlreadyAckd) or ignored by the server.
 	outcome := w.finish(ctx, msg, md, v)
+	stopBeat()
 	endEventSpan(span, typ, v.conf, outcome)
 	w.m.eventHandled(typeLabel(typ), outcome, time.Since(start))
 }
@@ -174,7 +186,7 @@ func (w *Worker) finish(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 		w.m.Retries.WithLabelValues("wait").Inc()
 		w.log.Debug("event handed back without spending its retry budget", zap.Uint64("stream_seq", md.Sequence.Stream),
 			zap.Uint64("delivery", n), zap.Duration("delay", delay), zap.String("reason", sanitize(v.err)))
-		_ = msg.NakWithDelay(delay)
+		w.handBack(pubCtx, msg, md, delay, v.park)
 		return "wait"
 	}
 	if v.retry && v.dead == nil {
@@ -194,7 +206,7 @@ func (w *Worker) finish(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 			w.log.Info("event handed back for redelivery", zap.Uint64("stream_seq", md.Sequence.Stream),
 				zap.Uint64("delivery", n), zap.Int("provider_failures", b.Failures), zap.Duration("delay", delay),
 				zap.String("reason", sanitize(v.err)))
-			_ = msg.NakWithDelay(delay)
+			w.handBack(pubCtx, msg, md, delay, v.park)
 			return "nak"
 		}
 	}

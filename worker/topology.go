@@ -39,6 +39,14 @@ const (
 	RetireStream = "KEYRELAY_RETIRE"
 	// RetireConsumerName is its durable consumer.
 	RetireConsumerName = "keyrelay-retire"
+	// ParkedStream holds key events that wait long (ParkedPrefix):
+	// message schedules naming their lane message, consumed when due and
+	// then removed (work queue).
+	ParkedStream = "KEYRELAY_PARKED"
+	// ParkedConsumerName and ParkedBulkConsumerName are its durable
+	// consumers, one per lane (ParkedConsumerOf).
+	ParkedConsumerName     = "keyrelay-parked"
+	ParkedBulkConsumerName = "keyrelay-parked-bulk"
 	// ConsumerName is the durable pull consumer every worker shares.
 	ConsumerName = "keyrelay-workers"
 	// BulkConsumerName is the bulk lane's durable pull consumer.
@@ -59,6 +67,14 @@ func ConsumerOf(l events.Lane) string {
 		return BulkConsumerName
 	}
 	return ConsumerName
+}
+
+// ParkedConsumerOf names the durable consumer of lane l's parked events.
+func ParkedConsumerOf(l events.Lane) string {
+	if l == events.LaneBulk {
+		return ParkedBulkConsumerName
+	}
+	return ParkedConsumerName
 }
 
 // TopologyConfig sizes the streams, buckets and consumer.
@@ -166,6 +182,30 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 	}); err != nil {
 		return fmt.Errorf("ensure stream %s: %w", RetireStream, err)
 	}
+	// Key events that wait long are parked as message schedules
+	// (ParkedPrefix), out of their lane consumer's pending set. Created
+	// on an existing deployment by the first process of this version to
+	// start; earlier versions neither park nor read it.
+	if err := EnsureCall(ctx, func(ctx context.Context) error {
+		s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name:              ParkedStream,
+			Description:       "keyrelay key events waiting out a long redelivery delay: schedules naming their lane message (no values)",
+			Subjects:          []string{ParkedPrefix + ".>"},
+			Retention:         jetstream.WorkQueuePolicy,
+			Storage:           jetstream.FileStorage,
+			Replicas:          c.Replicas,
+			MaxMsgSize:        4096,
+			AllowRollup:       true,
+			AllowMsgSchedules: true,
+			AllowDirect:       true,
+		})
+		if err == nil && !s.CachedInfo().Config.AllowMsgSchedules {
+			err = errors.New("the NATS server does not support message schedules (nats-server 2.12 or later is required)")
+		}
+		return err
+	}); err != nil {
+		return fmt.Errorf("ensure stream %s: %w", ParkedStream, err)
+	}
 	cdup := c.DuplicateWindow
 	if c.ConfirmationsMaxAge > 0 && cdup > c.ConfirmationsMaxAge {
 		cdup = c.ConfirmationsMaxAge
@@ -256,7 +296,10 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 	//
 	// The retirement consumer is the exception: it takes the due subjects
 	// and those of earlier versions, never the message schedules of
-	// retirements not yet due (see RetirePrefix).
+	// retirements not yet due (see RetirePrefix). So are the parked
+	// consumers: each takes its lane's due subjects (one filter each,
+	// never the schedules; parked events are few, and each is delivered
+	// once per park).
 	retirePending := c.RetireMaxAckPending
 	if retirePending <= 0 {
 		retirePending = DefaultRetireMaxAckPending
@@ -269,6 +312,8 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 		{EventsStream, ConsumerName, "keyrelay workers (shared by every process)", c.MaxAckPending, nil},
 		{BulkStream, BulkConsumerName, "keyrelay workers' bulk lane (shared by every process)", c.MaxAckPending, nil},
 		{RetireStream, RetireConsumerName, "keyrelay workers' retirements (shared by every process)", retirePending, retireFilters},
+		{ParkedStream, ParkedConsumerName, "keyrelay workers' parked interactive events (shared by every process)", c.MaxAckPending, []string{parkedFilter(events.LaneInteractive)}},
+		{ParkedStream, ParkedBulkConsumerName, "keyrelay workers' parked bulk events (shared by every process)", c.MaxAckPending, []string{parkedFilter(events.LaneBulk)}},
 	} {
 		cfg := jetstream.ConsumerConfig{
 			Durable:        cc.name,

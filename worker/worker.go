@@ -134,6 +134,15 @@ type Config struct {
 	// LeaseTTL and ClaimLease as its TTL.
 	// Default: ownership.DefaultTTL (15s).
 	LeaseTTL time.Duration
+	// ParkAfter is the redelivery delay from which a key event handed
+	// back (a provider failure, or a wait: its backend's breaker open
+	// for ParkAfter or longer, NATS trouble) is parked: stored as a
+	// message schedule in ParkedStream and acknowledged, so that it holds
+	// no slot of its lane consumer's MaxAckPending, which every team
+	// shares, while it waits. Shorter delays wait in the consumer
+	// (NakWithDelay). Default: ParkAfterDefault (10s); negative: never
+	// park.
+	ParkAfter time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -201,6 +210,9 @@ func (c *Config) setDefaults() {
 	if c.LeaseTTL <= 0 {
 		c.LeaseTTL = ownership.DefaultTTL
 	}
+	if c.ParkAfter == 0 {
+		c.ParkAfter = ParkAfterDefault
+	}
 }
 
 // Validate names the first bad field.
@@ -228,7 +240,16 @@ func ConfigFrom(w settings.WorkerConfig) Config {
 		RetryInitial: w.RetryInitial, RetryMax: w.RetryMax, RetryMultiplier: w.RetryMultiplier,
 		InProcessAttempts: w.InProcessAttempts, ClaimLease: w.ClaimLease, ShutdownGrace: w.ShutdownGrace,
 		AdoptUnowned: w.AdoptUnowned, RetryFor: w.RetryFor, InfraWait: w.InfraWait, Ownership: w.Ownership, LeaseTTL: w.LeaseTTL,
-		BackendSlots: w.BackendSlots, BackendBorrowBelow: borrowBelow(w.BackendBorrowBelow), BulkConcurrency: w.BulkConcurrency}
+		BackendSlots: w.BackendSlots, BackendBorrowBelow: borrowBelow(w.BackendBorrowBelow), BulkConcurrency: w.BulkConcurrency,
+		ParkAfter: parkAfter(w.ParkAfter)}
+}
+
+// parkAfter maps the setting (0: never park) to Config's (negative: never).
+func parkAfter(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // borrowBelow maps the setting (0: never) to Config's (negative: never).
@@ -285,6 +306,8 @@ type Worker struct {
 	resolved *lru.Cache[*events.TeamSettings, *teamBackend]
 	lanes    []*lane
 	tracer   trace.Tracer
+	// bulkStream and parkedStream are read when first needed (park.go).
+	bulkStream, parkedStream atomic.Pointer[jetstream.Stream]
 	// excl is exclusive mode's lease and intents (nil in claims mode).
 	excl *exclusive
 	// claimsReq is claims mode's claims request, once granted (nil in
@@ -331,6 +354,9 @@ func New(ctx context.Context, cfg Config, d Deps) (*Worker, error) {
 	for _, ln := range lanes {
 		if ln.consumer, err = d.JS.Consumer(ctx, StreamOf(ln.name), ConsumerOf(ln.name)); err != nil {
 			return nil, fmt.Errorf("worker: consumer %s of stream %s: %w", ConsumerOf(ln.name), StreamOf(ln.name), err)
+		}
+		if ln.parked, err = d.JS.Consumer(ctx, ParkedStream, ParkedConsumerOf(ln.name)); err != nil {
+			return nil, fmt.Errorf("worker: consumer %s of stream %s: %w", ParkedConsumerOf(ln.name), ParkedStream, err)
 		}
 		// Each lane has its own backend slots, shares scaled to its
 		// concurrency, and its own breakers.
@@ -403,8 +429,11 @@ func (w *Worker) Handled() int64 { return w.handled.Load() }
 // lane is one consumer with its own slots: the interactive lane (the
 // gateway's events) or the bulk lane (bulk jobs).
 type lane struct {
-	name        events.Lane
-	consumer    jetstream.Consumer
+	name     events.Lane
+	consumer jetstream.Consumer
+	// parked is the consumer of the lane's parked events (park.go),
+	// handled in the lane's slots.
+	parked      jetstream.Consumer
 	concurrency int
 	backends    *backendGuards
 }
@@ -513,20 +542,76 @@ const (
 	pullHeartbeat = time.Second
 )
 
-// runLane fetches ln's events and starts a handler for each, at most
-// handlerSlots at once, until ctx ends (nil) or the connection closes.
+// laneDelivery is one message fetched for a lane's handlers.
+type laneDelivery struct {
+	msg        jetstream.Msg
+	receivedAt time.Time
+	parked     bool // from the lane's parked consumer
+}
+
+// runLane fetches ln's events, from its consumer and its parked
+// consumer, and starts a handler for each, at most handlerSlots at once
+// (the two consumers share them), until ctx ends (nil) or the connection
+// closes.
 func (w *Worker) runLane(ctx, workCtx context.Context, ln *lane) error {
 	handlers := handlerSlots(ln.concurrency)
-	pull := []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(handlers), jetstream.PullExpiry(pullExpiry), jetstream.PullHeartbeat(pullHeartbeat)}
+	// A fixed set of handler goroutines, not one per message: a goroutine
+	// keeps the stack it grew, where a fresh one copies its stack several
+	// times on the way down to the ledger and the provider (that copying
+	// was a tenth of the worker's CPU in bench/pipeline).
+	deliveries := make(chan laneDelivery)
+	for range handlers {
+		go func() {
+			for d := range deliveries {
+				if d.parked {
+					w.processParked(workCtx, ln, d.msg, d.receivedAt)
+				} else {
+					w.process(workCtx, ln, d.msg, d.receivedAt)
+				}
+				w.work.Done()
+			}
+		}()
+	}
+	fetchCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	// Parked events are few next to the lane's own: a smaller pull buffer.
+	for i, c := range []struct {
+		cons   jetstream.Consumer
+		name   string
+		parked bool
+		buffer int
+	}{
+		{ln.consumer, ConsumerOf(ln.name), false, handlers},
+		{ln.parked, ParkedConsumerOf(ln.name), true, max(2, handlers/4)},
+	} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if errs[i] = w.fetch(fetchCtx, ln, c.cons, c.name, c.parked, c.buffer, deliveries); errs[i] != nil {
+				stop()
+			}
+		}()
+	}
+	wg.Wait()
+	close(deliveries)
+	return errors.Join(errs...)
+}
+
+// fetch pulls consumer cons's messages (at most buffer ahead) into
+// deliveries until ctx ends (nil) or the connection closes.
+func (w *Worker) fetch(ctx context.Context, ln *lane, cons jetstream.Consumer, name string, parked bool, buffer int, deliveries chan<- laneDelivery) error {
+	pull := []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(buffer), jetstream.PullExpiry(pullExpiry), jetstream.PullHeartbeat(pullHeartbeat)}
 	if w.excl != nil {
 		// Exclusive: pull only while holding the writer lease.
 		if err := w.excl.ready(ctx); err != nil {
 			return nil
 		}
 	}
-	it, err := ln.consumer.Messages(pull...)
+	it, err := cons.Messages(pull...)
 	if err != nil {
-		return fmt.Errorf("worker: consume %s: %w", ConsumerOf(ln.name), err)
+		return fmt.Errorf("worker: consume %s: %w", name, err)
 	}
 	stopped := make(chan struct{})
 	swap := make(chan jetstream.MessagesContext, 1)
@@ -557,24 +642,6 @@ func (w *Worker) runLane(ctx, workCtx context.Context, ln *lane) error {
 	}()
 	defer func() { close(stopped); it.Stop() }()
 
-	// A fixed set of handler goroutines, not one per message: a goroutine
-	// keeps the stack it grew, where a fresh one copies its stack several
-	// times on the way down to the ledger and the provider (that copying
-	// was a tenth of the worker's CPU in bench/pipeline).
-	type delivery struct {
-		msg        jetstream.Msg
-		receivedAt time.Time
-	}
-	deliveries := make(chan delivery)
-	defer close(deliveries)
-	for range handlers {
-		go func() {
-			for d := range deliveries {
-				w.process(workCtx, ln, d.msg, d.receivedAt)
-				w.work.Done()
-			}
-		}()
-	}
 	for {
 		msg, err := it.Next()
 		receivedAt := time.Now()
@@ -590,12 +657,12 @@ func (w *Worker) runLane(ctx, workCtx context.Context, ln *lane) error {
 			closed := errors.Is(err, jetstream.ErrMsgIteratorClosed)
 			if w.excl != nil && closed {
 				// Drained when the lease was lost: wait to hold it again.
-				w.log.Info("writer lease not held; lane paused", zap.String("lane", ln.name.String()))
+				w.log.Info("writer lease not held; lane paused", zap.String("lane", ln.name.String()), zap.String("consumer", name))
 				if err := w.excl.ready(ctx); err != nil {
 					return nil
 				}
 			} else {
-				w.log.Warn("consumer iterator error; resuming", zap.String("lane", ln.name.String()), zap.Error(err))
+				w.log.Warn("consumer iterator error; resuming", zap.String("lane", ln.name.String()), zap.String("consumer", name), zap.Error(err))
 			}
 			select {
 			case <-ctx.Done():
@@ -603,8 +670,8 @@ func (w *Worker) runLane(ctx, workCtx context.Context, ln *lane) error {
 			}
 			if closed && ctx.Err() == nil {
 				it.Stop()
-				if it, err = ln.consumer.Messages(pull...); err != nil {
-					return fmt.Errorf("worker: consume %s: %w", ConsumerOf(ln.name), err)
+				if it, err = cons.Messages(pull...); err != nil {
+					return fmt.Errorf("worker: consume %s: %w", name, err)
 				}
 				swap <- it
 			}
@@ -621,7 +688,7 @@ func (w *Worker) runLane(ctx, workCtx context.Context, ln *lane) error {
 			time.Sleep(50 * time.Millisecond)
 		}
 		w.work.Add(1)
-		deliveries <- delivery{msg, receivedAt}
+		deliveries <- laneDelivery{msg, receivedAt, parked}
 	}
 }
 
@@ -658,7 +725,7 @@ func (w *Worker) guard(ln *lane, tb *teamBackend) *backendGuard {
 
 // pollStreams exports the size, limits and discards of keyrelay's streams.
 func (w *Worker) pollStreams(ctx context.Context) {
-	for _, name := range []string{EventsStream, BulkStream, ConfirmationsStream, DLQStream} {
+	for _, name := range []string{EventsStream, BulkStream, ConfirmationsStream, DLQStream, ParkedStream} {
 		s, err := w.d.JS.Stream(ctx, name)
 		if err != nil {
 			continue

@@ -215,6 +215,10 @@ var statusLanes = []struct{ lane, stream, consumer string }{
 	{"interactive", worker.EventsStream, worker.ConsumerName},
 	{"bulk", worker.BulkStream, worker.BulkConsumerName},
 	{"retire", worker.RetireStream, worker.RetireConsumerName},
+	// Key events whose backend keeps failing wait parked, out of their
+	// lane's pending set (worker/park.go).
+	{"interactive-parked", worker.ParkedStream, worker.ParkedConsumerName},
+	{"bulk-parked", worker.ParkedStream, worker.ParkedBulkConsumerName},
 }
 
 // gatherStatus reads everything status shows. It never fails: a part that
@@ -319,7 +323,11 @@ func gatherStatus(ctx context.Context, conn *app.Conn, o statusOptions) *statusR
 		if cs.Leader == "" && r.NATS.Cluster == "" {
 			cs.Leader = r.NATS.Server
 		}
-		if l.stream != worker.RetireStream {
+		if l.stream == worker.ParkedStream && info.NumPending+uint64(info.NumAckPending) > 0 {
+			r.Problems = append(r.Problems, fmt.Sprintf("%d parked events of the %s are due or being retried, and more may wait in %s: a backend keeps failing (see the worker log and /readyz)",
+				info.NumPending+uint64(info.NumAckPending), strings.TrimSuffix(l.lane, "-parked")+" lane", worker.ParkedStream))
+		}
+		if l.stream != worker.RetireStream && l.stream != worker.ParkedStream {
 			if age, err := worker.OldestUnackedAge(ctx, js, info, now); err == nil {
 				secs := age.Seconds()
 				cs.OldestUnackedSeconds = &secs

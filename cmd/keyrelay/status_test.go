@@ -183,11 +183,12 @@ func TestStatusCommand(t *testing.T) {
 	var lanes []string
 	for _, c := range r.Consumers {
 		lanes = append(lanes, c.Lane+"/"+c.Name)
-		if c.Lane != "retire" && c.OldestUnackedSeconds == nil {
+		if c.Stream != worker.RetireStream && c.Stream != worker.ParkedStream && c.OldestUnackedSeconds == nil {
 			t.Errorf("consumer %s: no oldest unacked age", c.Name)
 		}
 	}
-	if !slices.Equal(lanes, []string{"interactive/keyrelay-workers", "bulk/keyrelay-bulk", "retire/keyrelay-retire"}) {
+	if !slices.Equal(lanes, []string{"interactive/keyrelay-workers", "bulk/keyrelay-bulk", "retire/keyrelay-retire",
+		"interactive-parked/keyrelay-parked", "bulk-parked/keyrelay-parked-bulk"}) {
 		t.Errorf("consumers: %v", lanes)
 	}
 	if len(r.Jobs) != 1 || r.Jobs[0].ID != job.ID || r.Jobs[0].Published != 1 || r.Jobs[0].Total != 4 || r.Jobs[0].Holder != "rotator-1" {
@@ -206,7 +207,7 @@ func TestStatusCommand(t *testing.T) {
 	}
 
 	text := e.status(t, ctx)
-	for _, want := range []string{"NATS: connected to " + r.NATS.Server, "KEYRELAY_EVENTS", "keyrelay-workers  interactive",
+	for _, want := range []string{"NATS: connected to " + r.NATS.Server, "KEYRELAY_EVENTS", "keyrelay-workers      interactive ", "keyrelay-parked-bulk  bulk-parked",
 		"keyrelay-retire", "DLQ: 1 dead letter\n", "WORKERS: 1 live", w.ID, w.Version, "interactive 32, bulk 32, retire",
 		job.ID, "1/4 (25%)", "rotator-1", "PROBLEMS: 1", "OUTBOX: not read (--outbox-dsn",
 		"WRITER LEASE: never taken", "claims requests (the holder claims keys while any stands): "} {

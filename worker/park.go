@@ -1,0 +1,336 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/keyrelay/keyrelay/events"
+)
+
+// Parking: a key event handed back for ParkAfter or longer (its provider
+// failing, its backend's breaker open for a while) leaves its lane
+// consumer's pending set, so that it holds none of the MaxAckPending slots
+// the lane's other events, every team's, need. It waits in ParkedStream as
+// a message schedule (nats-server 2.12+, ADR-51), as retirements not yet
+// due do (see RetirePrefix), and comes back through the lane's parked
+// consumer, handled as a redelivery of the lane message it stands for.
+//
+// A parked message is a reference, not a copy: its subject names the lane
+// message (lane, team, key, stream sequence) and its body is empty. When
+// it comes back the worker reads that message from its lane's stream and
+// handles its bytes, subject and headers, exactly as the lane delivers
+// them. So no value (sealed or, where allowed, plaintext) is stored a
+// second time, and a forged parked message can at most make a worker
+// handle again an event the lane already holds, under that event's own
+// identity (what a redelivery does): it cannot carry a body of its own,
+// nor choose the stream sequence an event without a generation is
+// ordered by. One that names no such message, or another team, key or
+// lane than that message's, is terminated (keyrelay_parked_total
+// {outcome="invalid"}) and acts on nothing.
+//
+// Subjects (ids are validated subject tokens, see RetirePrefix):
+//
+//   - keyrelay.parked.at.<lane>.<team>.<key>.<seq>: the schedule, firing
+//     at the end of the delay onto the due subject; <lane> is
+//     "interactive" or "bulk", <seq> the lane stream's sequence. One
+//     subject per lane message: parking it again (a redelivery of the
+//     original after a crash between the park and its ack) replaces the
+//     schedule instead of adding a copy (the server rolls it up);
+//   - keyrelay.parked.due.<lane>.<team>.<key>.<seq>: the schedule fired;
+//     taken by the lane's parked consumer (ParkedConsumerOf), whose filter
+//     leaves the schedules out.
+//
+// The message's identity is the lane message's throughout: its failure
+// record (retry budget: failKey is the lane and sequence, in the process
+// and in the ledger entry), its claims, its generation when the event
+// carries none, its confirmation's stream_seq and lane, and its DLQ entry
+// (the lane subject and sequence). Its deliveries are counted on from the
+// lane's (parkedDeliveriesHeader).
+const ParkedPrefix = "keyrelay.parked"
+
+const (
+	parkedAtToken  = "at"
+	parkedDueToken = "due"
+)
+
+// parkedDeliveriesHeader carries the deliveries the event had when it was
+// parked, so its attempts and backoff keep counting. Only a count: a
+// hostile value is clamped (maxParkedDeliveries).
+const parkedDeliveriesHeader = "Keyrelay-Parked-Deliveries"
+
+const maxParkedDeliveries = 1 << 20
+
+// ParkAfterDefault is Config.ParkAfter's default: an event handed back for
+// 10 s or more is parked. Below it the event waits in its consumer
+// (NakWithDelay): a parked event comes back on a whole second at the
+// earliest, and each park costs a stored message.
+const ParkAfterDefault = 10 * time.Second
+
+func laneToken(l events.Lane) string { return l.String() }
+
+func parkedSubject(kind string, l events.Lane, team, key string, seq uint64) string {
+	return ParkedPrefix + "." + kind + "." + laneToken(l) + "." + team + "." + key + "." + strconv.FormatUint(seq, 10)
+}
+
+// parkedFilter is the filter of lane l's parked consumer: its due subjects.
+func parkedFilter(l events.Lane) string {
+	return ParkedPrefix + "." + parkedDueToken + "." + laneToken(l) + ".>"
+}
+
+// parkedRef is what a parked message's subject names.
+type parkedRef struct {
+	lane      events.Lane
+	team, key string
+	seq       uint64
+}
+
+// parseParkedDue reads a due subject; ok is false for anything else.
+func parseParkedDue(subj string) (r parkedRef, ok bool) {
+	rest, found := strings.CutPrefix(subj, ParkedPrefix+"."+parkedDueToken+".")
+	if !found {
+		return r, false
+	}
+	t := strings.Split(rest, ".")
+	if len(t) != 4 {
+		return r, false
+	}
+	switch t[0] {
+	case laneToken(events.LaneInteractive):
+		r.lane = events.LaneInteractive
+	case laneToken(events.LaneBulk):
+		r.lane = events.LaneBulk
+	default:
+		return r, false
+	}
+	if events.ValidateID("team_id", t[1]) != nil || events.ValidateID("key_id", t[2]) != nil {
+		return r, false
+	}
+	seq, err := strconv.ParseUint(t[3], 10, 64)
+	if err != nil || seq == 0 || strconv.FormatUint(seq, 10) != t[3] {
+		return r, false
+	}
+	r.team, r.key, r.seq = t[1], t[2], seq
+	return r, true
+}
+
+// parkedMsg is a parked message presented as the lane message it stands
+// for: that message's subject, bytes and headers, its lane stream and
+// sequence, and its deliveries counted on. Acks, naks and terminations go
+// to the parked message.
+type parkedMsg struct {
+	jetstream.Msg
+	orig *jetstream.RawStreamMsg
+	md   *jetstream.MsgMetadata
+	// seq is the parked message's own sequence in ParkedStream: which
+	// copy of the lane message this is (Claim.Copy).
+	seq uint64
+}
+
+func (m *parkedMsg) Subject() string                           { return m.orig.Subject }
+func (m *parkedMsg) Data() []byte                              { return m.orig.Data }
+func (m *parkedMsg) Headers() nats.Header                      { return m.orig.Header }
+func (m *parkedMsg) Metadata() (*jetstream.MsgMetadata, error) { return m.md, nil }
+
+// errParkedInvalid marks a parked message that names no lane message it
+// may stand for.
+var errParkedInvalid = errors.New("invalid parked message")
+
+// unpark resolves a parked message delivered by lane ln's parked consumer
+// into the lane message it stands for. An invalid one is errParkedInvalid
+// (terminated, never acted on); any other error is NATS trouble (the
+// message waits).
+func (w *Worker) unpark(ctx context.Context, ln *lane, msg jetstream.Msg) (jetstream.Msg, error) {
+	ref, ok := parseParkedDue(msg.Subject())
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("%w: not a due subject of the parked stream", errParkedInvalid)
+	case ref.lane != ln.name:
+		return nil, fmt.Errorf("%w: lane %s delivered by the %s lane's consumer", errParkedInvalid, ref.lane, ln.name)
+	case len(msg.Data()) != 0:
+		return nil, fmt.Errorf("%w: a parked message carries no body", errParkedInvalid)
+	}
+	md, err := msg.Metadata()
+	if err != nil {
+		return nil, fmt.Errorf("%w: no JetStream metadata: %w", errParkedInvalid, err)
+	}
+	s, err := w.laneStream(ctx, ref.lane)
+	if err != nil {
+		return nil, err
+	}
+	var orig *jetstream.RawStreamMsg
+	err = w.infraDo(ctx, func(ctx context.Context) (err error) {
+		orig, err = s.GetMsg(ctx, ref.seq)
+		return err
+	})
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return nil, fmt.Errorf("%w: message %d is not in stream %s (removed by its limits, or never there)", errParkedInvalid, ref.seq, StreamOf(ref.lane))
+	case err != nil:
+		return nil, fmt.Errorf("read message %d of stream %s: %w", ref.seq, StreamOf(ref.lane), err)
+	}
+	team, key := subjectIDs(orig.Subject)
+	if events.LaneOf(orig.Subject) != ref.lane || team != ref.team || key != ref.key {
+		return nil, fmt.Errorf("%w: message %d of stream %s is not a key event of team %s, key %s", errParkedInvalid, ref.seq, StreamOf(ref.lane), ref.team, ref.key)
+	}
+	n := md.NumDelivered
+	if prior, err := strconv.ParseUint(msg.Headers().Get(parkedDeliveriesHeader), 10, 64); err == nil {
+		n += min(prior, maxParkedDeliveries)
+	}
+	vmd := *md
+	vmd.Stream, vmd.Sequence.Stream, vmd.NumDelivered = StreamOf(ref.lane), ref.seq, n
+	return &parkedMsg{Msg: msg, orig: orig, md: &vmd, seq: md.Sequence.Stream}, nil
+}
+
+// laneStream returns the stream of lane l.
+func (w *Worker) laneStream(ctx context.Context, l events.Lane) (jetstream.Stream, error) {
+	if l == events.LaneInteractive {
+		return w.stream, nil
+	}
+	if s := w.bulkStream.Load(); s != nil {
+		return *s, nil
+	}
+	var s jetstream.Stream
+	err := w.infraDo(ctx, func(ctx context.Context) (err error) {
+		s, err = w.d.JS.Stream(ctx, BulkStream)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", BulkStream, err)
+	}
+	w.bulkStream.Store(&s)
+	return s, nil
+}
+
+// processParked handles one delivery of lane ln's parked consumer: as the
+// lane message it stands for, or, when it stands for none, terminated.
+func (w *Worker) processParked(ctx context.Context, ln *lane, msg jetstream.Msg, receivedAt time.Time) {
+	pm, err := w.unpark(ctx, ln, msg)
+	if err == nil {
+		w.process(ctx, ln, pm, receivedAt)
+		return
+	}
+	defer w.handled.Add(1)
+	if errors.Is(err, errParkedInvalid) {
+		w.m.Parked.WithLabelValues(ln.name.String(), "invalid").Inc()
+		w.log.Error("parked message terminated: it stands for no event of its lane", zap.String("subject", clip(msg.Subject())),
+			zap.String("reason", sanitize(err)))
+		_ = msg.TermWithReason(clip(sanitize(err)))
+		return
+	}
+	// NATS trouble: its lane message is not readable now.
+	w.m.Retries.WithLabelValues("wait").Inc()
+	w.log.Warn("parked message handed back: its event is not readable now", zap.String("subject", clip(msg.Subject())), zap.Error(err))
+	_ = msg.NakWithDelay(w.retry.redeliveryDelay(1, time.Second))
+}
+
+// handBack hands msg (md its metadata) back for delay: parked when park is
+// set and delay is ParkAfter or more, else (and when the park fails) with
+// NakWithDelay. It returns whether it was parked.
+func (w *Worker) handBack(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, delay time.Duration, park bool) bool {
+	if !park || w.cfg.ParkAfter <= 0 || delay < w.cfg.ParkAfter {
+		_ = msg.NakWithDelay(delay)
+		return false
+	}
+	l := laneOfStream(md.Stream)
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), infraAttemptTimeout)
+	err := w.park(pctx, msg, md, delay)
+	cancel()
+	if err != nil {
+		// Not parked: it waits in the consumer, as before parking existed.
+		w.m.Parked.WithLabelValues(l.String(), "fallback").Inc()
+		w.log.Warn("event not parked; handed back to its consumer", zap.Uint64("stream_seq", md.Sequence.Stream),
+			zap.Duration("delay", delay), zap.Error(err))
+		_ = msg.NakWithDelay(delay)
+		return false
+	}
+	// Stored: the delivery ends. If this ack is lost, the lane message is
+	// redelivered and parked again onto the same subject (the schedule is
+	// replaced), or handled; a copy that comes back after it was applied
+	// is a duplicate.
+	w.m.Parked.WithLabelValues(l.String(), "parked").Inc()
+	w.log.Debug("event parked", zap.Uint64("stream_seq", md.Sequence.Stream), zap.Duration("delay", delay))
+	if h := parkedAckHook.Load(); h != nil && (*h)() {
+		return true
+	}
+	_ = msg.Ack()
+	return true
+}
+
+// park stores the schedule that brings the lane message of md back after
+// delay (rounded up to the second: schedules name whole seconds).
+func (w *Worker) park(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, delay time.Duration) error {
+	if h := parkHook.Load(); h != nil {
+		if err := (*h)(); err != nil {
+			return err
+		}
+	}
+	l := laneOfStream(md.Stream)
+	team, key := subjectIDs(msg.Subject())
+	if team == "" || key == "" || events.LaneOf(msg.Subject()) != l {
+		return fmt.Errorf("subject %q is not a key event's of lane %s", clip(msg.Subject()), l)
+	}
+	at := time.Now().Add(delay).UTC()
+	if at.Nanosecond() != 0 {
+		at = at.Truncate(time.Second).Add(time.Second)
+	}
+	m := &nats.Msg{Subject: parkedSubject(parkedAtToken, l, team, key, md.Sequence.Stream), Header: nats.Header{}}
+	m.Header.Set(scheduleHeader, "@at "+at.Format(time.RFC3339))
+	m.Header.Set(scheduleTargetHeader, parkedSubject(parkedDueToken, l, team, key, md.Sequence.Stream))
+	m.Header.Set(parkedDeliveriesHeader, strconv.FormatUint(md.NumDelivered, 10))
+	if _, err := w.d.JS.PublishMsg(ctx, m, jetstream.WithExpectStream(ParkedStream)); err != nil {
+		return fmt.Errorf("park in %s: %w", ParkedStream, err)
+	}
+	return nil
+}
+
+// parkHook, when set (tests), runs before each park and fails it with its
+// error. parkedAckHook, when set, runs after each park and, when it
+// returns true, the parked message is not acknowledged (a crash between
+// the park and the ack).
+var (
+	parkHook      atomic.Pointer[func() error]
+	parkedAckHook atomic.Pointer[func() bool]
+)
+
+// parkedPending reports whether lane message seq of l (team's key) is
+// parked: a schedule or a fired schedule for it is in ParkedStream. A
+// claim of it may then still be written by that copy, although its lane
+// consumer acknowledged it (outcomeOf).
+func (w *Worker) parkedPending(ctx context.Context, l events.Lane, team, key string, seq uint64) (bool, error) {
+	s, err := w.parked(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, kind := range []string{parkedDueToken, parkedAtToken} {
+		_, err := s.GetLastMsgForSubject(ctx, parkedSubject(kind, l, team, key, seq))
+		switch {
+		case err == nil:
+			return true, nil
+		case !errors.Is(err, jetstream.ErrMsgNotFound):
+			return false, fmt.Errorf("stream %s: %w", ParkedStream, err)
+		}
+	}
+	return false, nil
+}
+
+// parked returns ParkedStream.
+func (w *Worker) parked(ctx context.Context) (jetstream.Stream, error) {
+	if s := w.parkedStream.Load(); s != nil {
+		return *s, nil
+	}
+	s, err := w.d.JS.Stream(ctx, ParkedStream)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", ParkedStream, err)
+	}
+	w.parkedStream.Store(&s)
+	return s, nil
+}
