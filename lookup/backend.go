@@ -56,6 +56,11 @@ type Backend struct {
 	mu sync.Mutex
 }
 
+// claimsSlots: Backend claims a read slot for each backend it reads from
+// (the ledger, the provider, a KMS), so Service bounds each one's reads
+// separately (Config.MaxLoadsPerBackend).
+func (b *Backend) claimsSlots() {}
+
 // Load implements Loader.
 func (b *Backend) Load(ctx context.Context, s Scope, name string) (*Secret, error) {
 	if s.Global {
@@ -72,7 +77,11 @@ func (b *Backend) Load(ctx context.Context, s Scope, name string) (*Secret, erro
 // served only when the secret's ownership tags say it is this team's key
 // (or, for a backend without tags, when the name itself holds the team).
 func (b *Backend) loadTeam(ctx context.Context, team, key string) (*Secret, error) {
-	le, _, err := b.Ledger.Get(ctx, team, key)
+	lctx, err := claim(ctx, ledgerBackend)
+	if err != nil {
+		return nil, err
+	}
+	le, _, err := b.Ledger.Get(lctx, team, key)
 	if err != nil {
 		return nil, unavailable(err, "ledger: %v", err)
 	}
@@ -98,7 +107,7 @@ func (b *Backend) loadTeam(ctx context.Context, team, key string) (*Secret, erro
 	if !r.CanRead() {
 		return nil, forbidden("access_mode is %s: lookups are disabled", r.AccessMode)
 	}
-	p, err := b.open(ctx, r)
+	ctx, p, err := b.open(ctx, r)
 	if err != nil {
 		return nil, err
 	}
@@ -161,6 +170,10 @@ func (b *Backend) loadGlobal(ctx context.Context, name string) (*Secret, error) 
 		if !ok {
 			return nil, notFound("%s is not set in the environment", name)
 		}
+		ctx, err := claim(ctx, backendRef{id: "kms:" + gcpkms.Provider, name: gcpkms.Provider})
+		if err != nil {
+			return nil, err
+		}
 		dec, err := b.googleKMS(ctx)
 		if err != nil {
 			return nil, err
@@ -171,7 +184,7 @@ func (b *Backend) loadGlobal(ctx context.Context, name string) (*Secret, error) 
 		}
 		return &Secret{Name: name, Value: pt, Source: gcpkms.Provider}, nil
 	}
-	p, err := b.open(ctx, r)
+	ctx, p, err := b.open(ctx, r)
 	if err != nil {
 		return nil, err
 	}
@@ -250,16 +263,27 @@ func (b *Backend) lookupEnv(name string) (string, bool) {
 	return os.LookupEnv(name)
 }
 
-func (b *Backend) open(ctx context.Context, r settings.Resolved) (providers.Provider, error) {
+// open claims a read slot for r's backend (the provider and its options,
+// as the registry keys its instances) and opens it. The reads go through
+// the returned context.
+func (b *Backend) open(ctx context.Context, r settings.Resolved) (context.Context, providers.Provider, error) {
 	opts, _ := r.ProviderOptions(func(key string) bool { return b.Registry.TeamOptionAllowed(r.Backend, key) })
+	ctx, err := claim(ctx, providerBackend(r.Backend, opts))
+	if err != nil {
+		return ctx, nil, err
+	}
 	p, err := b.Registry.Open(ctx, r.Backend, providers.Config{Options: opts, Getenv: b.Config.Env, Logger: b.Logger})
 	if err != nil {
-		return nil, unavailable(err, "backend %s: %v", r.Backend, err)
+		return ctx, nil, unavailable(err, "backend %s: %v", r.Backend, err)
 	}
-	return p, nil
+	return ctx, p, nil
 }
 
 func (b *Backend) decryptAWS(ctx context.Context, v, name string) ([]byte, error) {
+	ctx, err := claim(ctx, backendRef{id: "kms:" + kms.Provider, name: kms.Provider})
+	if err != nil {
+		return nil, err
+	}
 	dec, err := b.awsKMS(ctx)
 	if err != nil {
 		return nil, err

@@ -35,6 +35,14 @@
 // is discarded. Not-found and forbidden answers are cached for
 // negative_ttl.
 //
+// Loads. Backend reads are bounded per backend (max_loads_per_backend: a
+// provider with one set of options, the ledger, a KMS) and in all
+// (max_concurrent_loads). A load waits for its backend's share before it
+// takes a slot of the pool, and holds the slots of one backend at a time,
+// so a backend that hangs holds at most its share and lookups of every
+// other backend go on; a miss that gets no slot within backend_timeout (or
+// its deadline) answers 503 naming the bound.
+//
 // Invalidation. Every instance follows the confirmations stream: stored and
 // rotated confirmations replace a cached key (it is dropped and reloaded),
 // deleted ones drop it, and team settings changes drop the team's entries.

@@ -56,6 +56,7 @@ type Metrics struct {
 	durations    [numTransports][numSources]prometheus.Observer
 	rejected     *prometheus.CounterVec
 	loads        *prometheus.CounterVec
+	refusals     [2]prometheus.Counter // limitBackend, limitGlobal
 	evictSize    prometheus.Counter
 	evictExpired prometheus.Counter
 	invalidated  *prometheus.CounterVec
@@ -84,6 +85,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "1 while the confirmations stream is followed; 0 means cached values are revalidated before use."}),
 		reg: reg,
 	}
+	refusals := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keyrelay_lookup_load_refusals_total",
+		Help: "Loads that gave up waiting for a backend read slot (nothing read; the lookup answered 503 or a stale value), " +
+			"by the limit waited for (max_loads_per_backend: the backend's share was in use; max_concurrent_loads: the whole pool was)."},
+		[]string{"limit"})
+	m.refusals[0] = refusals.WithLabelValues(limitBackend)
+	m.refusals[1] = refusals.WithLabelValues(limitGlobal)
 	dur := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "keyrelay_lookup_duration_seconds",
 		Help:    "Time to answer a lookup inside the service (after authentication), by transport and source (cache: from memory; backend: a load or refresh waited for).",
 		Buckets: []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}},
@@ -97,7 +104,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}
 	}
 	if reg != nil {
-		reg.MustRegister(req, dur, m.rejected, m.loads, m.invalidated, m.streamUp)
+		reg.MustRegister(req, dur, m.rejected, m.loads, refusals, m.invalidated, m.streamUp)
 		// The two eviction counters are one family told apart by a const label.
 		reg.MustRegister(m.evictSize, m.evictExpired)
 	}
@@ -113,7 +120,8 @@ func (m *Metrics) bind(s *Service) {
 	_ = m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keyrelay_lookup_cache_entries",
 		Help: "Entries in the lookup cache (approximate)."}, func() float64 { return float64(s.cache.EstimatedSize()) }))
 	_ = m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keyrelay_lookup_loads_in_flight",
-		Help: "Backend reads in flight (at most max_concurrent_loads)."}, func() float64 { return float64(len(s.loads)) }))
+		Help: "Backend reads in flight (at most max_concurrent_loads in all, and max_loads_per_backend on one backend)."},
+		func() float64 { return float64(s.loads.inFlight()) }))
 	_ = m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keyrelay_lookup_cache_weight_bytes",
 		Help: "Weight of the lookup cache: an upper bound of the bytes its entries hold (at most max_bytes)."},
 		func() float64 { return float64(s.cache.WeightedSize()) }))
@@ -129,3 +137,12 @@ func (m *Metrics) took(t Transport, src source, start time.Time) {
 func (m *Metrics) reject(t Transport, e *Error) { m.rejected.WithLabelValues(t.String(), e.Code).Inc() }
 
 func (m *Metrics) load(result string) { m.loads.WithLabelValues(result).Inc() }
+
+// refused counts a load that gave up waiting for a slot under limit.
+func (m *Metrics) refused(limit string) {
+	if limit == limitBackend {
+		m.refusals[0].Inc()
+	} else {
+		m.refusals[1].Inc()
+	}
+}

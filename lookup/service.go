@@ -32,16 +32,26 @@ type Config struct {
 	// MaxEntries and MaxBytes bound the cache together.
 	MaxEntries int
 	MaxBytes   int
-	// BackendTimeout bounds one load.
+	// BackendTimeout bounds one load's reads from one backend, and its
+	// wait for a read slot.
 	BackendTimeout time.Duration
-	// MaxLoads bounds the loads in flight; more wait for a slot.
+	// MaxLoads bounds the backend reads in flight in all; more wait for a
+	// slot.
 	MaxLoads int
+	// MaxLoadsPerBackend bounds the reads in flight on one backend (a
+	// provider and its options, the ledger, a KMS), so a backend that
+	// hangs holds at most this many of the MaxLoads slots. Zero takes
+	// settings.DefaultLookupMaxLoadsPerBackend; it is capped at MaxLoads.
+	// Only a Loader that names its backends (Backend) is bound per
+	// backend; any other Loader's loads are bound by MaxLoads alone.
+	MaxLoadsPerBackend int
 }
 
 // ConfigFrom takes the cache settings of keyrelay.lookup.
 func ConfigFrom(l settings.LookupConfig) Config {
 	c := Config{TTL: l.TTL, TTLJitter: l.TTLJitter, NegativeTTL: l.NegativeTTL, StaleIfError: l.StaleIfError,
-		MaxEntries: l.MaxEntries, MaxBytes: l.MaxBytes, BackendTimeout: l.BackendTimeout, MaxLoads: l.MaxConcurrentLoads}
+		MaxEntries: l.MaxEntries, MaxBytes: l.MaxBytes, BackendTimeout: l.BackendTimeout, MaxLoads: l.MaxConcurrentLoads,
+		MaxLoadsPerBackend: l.LoadsPerBackend()}
 	if l.StaleIfError == 0 {
 		c.StaleIfError = -1
 	}
@@ -75,6 +85,10 @@ func (c *Config) setDefaults() {
 	if c.MaxLoads <= 0 {
 		c.MaxLoads = settings.DefaultLookupMaxLoads
 	}
+	if c.MaxLoadsPerBackend <= 0 {
+		c.MaxLoadsPerBackend = settings.DefaultLookupMaxLoadsPerBackend
+	}
+	c.MaxLoadsPerBackend = min(c.MaxLoadsPerBackend, c.MaxLoads)
 }
 
 // Secret is what a Loader returns: a value and where it came from.
@@ -147,8 +161,19 @@ type Service struct {
 	// false every hit is revalidated first.
 	streamUp atomic.Bool
 	rewarm   chan struct{}
-	// loads holds a slot per backend read in flight (Config.MaxLoads).
-	loads chan struct{}
+	// loads holds the slots of the backend reads in flight (Config.MaxLoads
+	// and MaxLoadsPerBackend).
+	loads *slots
+	// perBackend is set when the loader claims its backends' slots itself
+	// (backendClaimer); otherwise each load takes a pool slot.
+	perBackend bool
+}
+
+// backendClaimer is a Loader that claims a read slot (claim) before each
+// backend it reads from.
+type backendClaimer interface {
+	Loader
+	claimsSlots()
 }
 
 // New builds a Service. m and log may be nil.
@@ -163,7 +188,8 @@ func New(cfg Config, loader Loader, m *Metrics, log *zap.Logger) (*Service, erro
 	if log == nil {
 		log = zap.NewNop()
 	}
-	s := &Service{cfg: cfg, loader: loader, m: m, log: log, rewarm: make(chan struct{}, 16), loads: make(chan struct{}, cfg.MaxLoads)}
+	s := &Service{cfg: cfg, loader: loader, m: m, log: log, rewarm: make(chan struct{}, 16), loads: newSlots(cfg, m)}
+	_, s.perBackend = loader.(backendClaimer)
 	// Every entry weighs at least MaxBytes/MaxEntries, so a total weight
 	// of MaxBytes also caps the count at MaxEntries.
 	s.floor = uint32(max(1, cfg.MaxBytes/cfg.MaxEntries))
@@ -298,20 +324,27 @@ func (f loadFunc) Reload(ctx context.Context, _ string, _ *entry) (*entry, error
 
 // load calls the Loader and builds the entry. Not-found and forbidden
 // become negative entries; other errors are returned (nothing cached).
+// The backend reads are bound by the read slots (see slots.go): a Loader
+// that names its backends claims them itself, any other takes one pool
+// slot for the whole load.
 func (s *Service) load(ctx context.Context, sc Scope, name string) (*entry, error) {
-	select {
-	case s.loads <- struct{}{}:
-		defer func() { <-s.loads }()
-	case <-ctx.Done():
-		s.m.load("error")
-		return nil, unavailable(ctx.Err(), "too many backend reads in flight (max_concurrent_loads %d); gave up waiting", s.cfg.MaxLoads)
+	ld := s.loads.begin(ctx)
+	defer ld.release()
+	ctx = ld.base
+	if !s.perBackend {
+		var err error
+		if ctx, err = ld.claim(backendRef{}); err != nil {
+			return nil, err
+		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.BackendTimeout)
-	defer cancel()
 	sec, err := s.loader.Load(ctx, sc, name)
 	now := time.Now()
 	if err != nil {
 		le := asError(err)
+		if errors.Is(le, errNoSlot) {
+			// Nothing was read: counted in keyrelay_lookup_load_refusals_total.
+			return nil, le
+		}
 		switch le.Status {
 		case ErrNotFound.Status, ErrForbidden.Status:
 			s.m.load(le.Code)

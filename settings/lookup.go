@@ -56,12 +56,24 @@ type LookupConfig struct {
 	// Defaults: 100000 and 67108864 (64 MiB).
 	MaxEntries int `yaml:"max_entries"`
 	MaxBytes   int `yaml:"max_bytes"`
-	// BackendTimeout bounds one backend read on a miss. Default: 5s.
+	// BackendTimeout bounds one load's reads from one backend on a miss or
+	// refresh, and its wait for a read slot. Default: 5s.
 	BackendTimeout time.Duration `yaml:"backend_timeout"`
-	// MaxConcurrentLoads bounds the backend reads in flight (misses of
-	// distinct names, refreshes); further misses wait, up to their
-	// request's deadline. Default: 64.
+	// MaxConcurrentLoads bounds the backend reads in flight in all (misses
+	// of distinct names, refreshes); further misses wait for a slot, up to
+	// backend_timeout or their request's deadline, then answer 503.
+	// Default: 64.
 	MaxConcurrentLoads int `yaml:"max_concurrent_loads"`
+	// MaxLoadsPerBackend bounds the reads in flight on one backend (a
+	// provider with one set of options, the ledger, a KMS), so a backend
+	// that hangs holds at most this many of the max_concurrent_loads slots
+	// and lookups of every other backend go on. A miss waiting for its
+	// backend's share holds no slot; it answers 503 when backend_timeout or
+	// its deadline passes first. At most max_concurrent_loads; raise it up
+	// to max_concurrent_loads when every team shares one backend. Default
+	// (0): 16, or half of max_concurrent_loads when that is lower (so one
+	// hung backend never takes the whole pool).
+	MaxLoadsPerBackend int `yaml:"max_loads_per_backend"`
 	// Environment lists the names (path.Match patterns) the global scope
 	// may read from keyrelay's environment: LiteLLM reads names that are
 	// not in hosted_keys from os.environ (and, under google_kms, every
@@ -100,8 +112,11 @@ const (
 	DefaultLookupMaxBytes       = 64 << 20         // lookup.max_bytes
 	DefaultLookupBackendTimeout = 5 * time.Second  // lookup.backend_timeout
 	DefaultLookupMaxLoads       = 64               // lookup.max_concurrent_loads
-	LookupOff                   = HTTPOff          // lookup.addr value that disables HTTP
-	DefaultLookupNATSAuth       = LookupNATSAuthToken
+	// DefaultLookupMaxLoadsPerBackend is lookup.max_loads_per_backend,
+	// capped at half of lookup.max_concurrent_loads.
+	DefaultLookupMaxLoadsPerBackend = 16
+	LookupOff                       = HTTPOff // lookup.addr value that disables HTTP
+	DefaultLookupNATSAuth           = LookupNATSAuthToken
 )
 
 // Values of lookup.nats_auth.
@@ -131,6 +146,16 @@ func (l LookupConfig) NATSRequireTokenWarning() string {
 		return "keyrelay.lookup.nats_require_token: false is deprecated and no longer turns tokens off: NATS lookups still need a token; " +
 			"to make NATS subject permissions the only access control (on an external NATS), set keyrelay.lookup.nats_auth: permissions"
 	}
+}
+
+// LoadsPerBackend is the effective max_loads_per_backend: the setting, or
+// when it is 0 DefaultLookupMaxLoadsPerBackend capped at half of
+// max_concurrent_loads (at least 1).
+func (l LookupConfig) LoadsPerBackend() int {
+	if l.MaxLoadsPerBackend > 0 {
+		return l.MaxLoadsPerBackend
+	}
+	return min(DefaultLookupMaxLoadsPerBackend, max(l.MaxConcurrentLoads/2, 1))
 }
 
 // HTTPEnabled reports whether the lookup HTTP listener runs.
@@ -211,6 +236,13 @@ func (v *validator) lookup(l *LookupConfig, embedded bool) {
 	}
 	if l.MaxConcurrentLoads < 1 {
 		v.add(p+"max_concurrent_loads", "must be at least 1")
+	}
+	switch {
+	case l.MaxLoadsPerBackend < 0:
+		v.add(p+"max_loads_per_backend", "must not be negative (0: the default, %d)", DefaultLookupMaxLoadsPerBackend)
+	case l.MaxConcurrentLoads >= 1 && l.MaxLoadsPerBackend > l.MaxConcurrentLoads:
+		v.add(p+"max_loads_per_backend", "%d is more than max_concurrent_loads (%d), which bounds every backend's reads together",
+			l.MaxLoadsPerBackend, l.MaxConcurrentLoads)
 	}
 	for i, pat := range l.Environment {
 		if _, err := path.Match(pat, ""); err != nil || pat == "" {

@@ -74,6 +74,8 @@ func TestEmbeddedChecksWaitForFlags(t *testing.T) {
 			err: "keyrelay.lookup.nats_auth: permissions needs an external NATS"},
 		"short nats.token": {yaml: "keyrelay:\n  nats:\n    token: short-token\n",
 			err: "keyrelay.nats.token: is shorter than 16 bytes"},
+		"nats.token read as a bcrypt hash": {yaml: "keyrelay:\n  nats:\n    token: \"$2a$11$a-token-long-enough\"\n",
+			err: `keyrelay.nats.token: starts with "$2"`},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -141,5 +143,49 @@ func TestLookupDefaultsNeedTokens(t *testing.T) {
 	}
 	if !c.Keyrelay.NATS.IsEmbedded() || l.NATS != nil || l.NATSEnabled(true) {
 		t.Fatalf("default lookup: NATS lookups on the embedded server (nats %v)", l.NATS)
+	}
+}
+
+// TestLookupMaxLoadsPerBackend: max_loads_per_backend defaults to its
+// constant capped at half of max_concurrent_loads, and may not exceed
+// max_concurrent_loads.
+func TestLookupMaxLoadsPerBackend(t *testing.T) {
+	const head = "general_settings:\n  key_management_system: local\nkeyrelay:\n  lookup:\n"
+	tests := map[string]struct {
+		lookup string
+		want   int    // LoadsPerBackend
+		err    string // substring of the validation error
+	}{
+		"default":                     {want: DefaultLookupMaxLoadsPerBackend},
+		"default below the pool":      {lookup: "    max_concurrent_loads: 4\n", want: 2},
+		"default with a pool of one":  {lookup: "    max_concurrent_loads: 1\n", want: 1},
+		"set":                         {lookup: "    max_loads_per_backend: 8\n", want: 8},
+		"zero is the default":         {lookup: "    max_loads_per_backend: 0\n", want: DefaultLookupMaxLoadsPerBackend},
+		"equal to the pool":           {lookup: "    max_concurrent_loads: 32\n    max_loads_per_backend: 32\n", want: 32},
+		"more than the pool":          {lookup: "    max_concurrent_loads: 8\n    max_loads_per_backend: 9\n", err: "keyrelay.lookup.max_loads_per_backend: 9 is more than max_concurrent_loads (8)"},
+		"more than the default pool":  {lookup: "    max_loads_per_backend: 65\n", err: "keyrelay.lookup.max_loads_per_backend"},
+		"negative":                    {lookup: "    max_loads_per_backend: -1\n", err: "keyrelay.lookup.max_loads_per_backend: must not be negative"},
+		"bad pool, no second message": {lookup: "    max_concurrent_loads: 0\n    max_loads_per_backend: 4\n", err: "keyrelay.lookup.max_concurrent_loads"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			c, _, err := Parse([]byte(head+tc.lookup+"    ttl: 5m\n"), noEnv)
+			if err == nil {
+				err = c.Validate()
+			}
+			if tc.err != "" {
+				var fe *FieldError
+				if err == nil || !errors.As(err, &fe) || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want one naming %s", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Keyrelay.Lookup.LoadsPerBackend(); got != tc.want {
+				t.Fatalf("LoadsPerBackend = %d, want %d", got, tc.want)
+			}
+		})
 	}
 }

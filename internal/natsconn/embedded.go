@@ -35,6 +35,26 @@ const (
 	maxTokenFileBytes = 4096
 )
 
+// ErrBcryptToken means a token for the embedded server starts with "$2":
+// nats-server reads such a token as a bcrypt hash of the real one, so a
+// client presenting the same string, as keyrelay's own clients do, would be
+// refused. keyrelay.nats.token is both the server's token and its clients',
+// so it must be the plain token; choose one that does not start with "$2".
+var ErrBcryptToken = errors.New(`starts with "$2", which nats-server reads as a bcrypt hash, not a token`)
+
+// bcryptPrefix is the start of every bcrypt hash ($2a$, $2b$, $2x$, $2y$):
+// a token starting with it is refused rather than handed to the server.
+const bcryptPrefix = "$2"
+
+// checkToken refuses a token nats-server would not take as a plain token.
+// The error never holds the token.
+func checkToken(token string) error {
+	if strings.HasPrefix(token, bcryptPrefix) {
+		return ErrBcryptToken
+	}
+	return nil
+}
+
 // ErrNoToken means the embedded server's token file does not exist and
 // keyrelay.nats.token is not set: keyrelay serve has not run with this
 // store directory yet.
@@ -62,7 +82,17 @@ type Embedded struct {
 // a partial file) and later starts reuse. A token file that group or others
 // may read or write is refused: the token may have been seen, so delete the
 // file to get a new one. The token is never logged nor put in an error.
+//
+// A token starting with "$2" is refused (ErrBcryptToken): nats-server would
+// read it as a bcrypt hash and refuse every client presenting it, keyrelay's
+// own included. The embedded server takes no hashed token: keyrelay's
+// clients connect with keyrelay.nats.token itself.
 func StartEmbedded(c settings.NATSConfig) (*Embedded, error) {
+	if err := checkToken(c.Token); err != nil {
+		return nil, fmt.Errorf("embedded nats: keyrelay.nats.token %w: the embedded server's clients, keyrelay's own "+
+			"included, present keyrelay.nats.token itself, so it must be the plain token; choose one that does not start with %q",
+			err, bcryptPrefix)
+	}
 	host, port := c.Embedded.Host, c.Embedded.Port
 	if host == "" {
 		host = settings.DefaultEmbeddedHost
@@ -129,6 +159,9 @@ func (e *Embedded) Shutdown() {
 // missing (ErrNoToken), unreadable or refused.
 func EmbeddedClientConfig(c settings.NATSConfig) (settings.NATSConfig, error) {
 	if c.Token != "" {
+		if err := checkToken(c.Token); err != nil {
+			return c, fmt.Errorf("embedded nats: keyrelay.nats.token %w: choose one that does not start with %q", err, bcryptPrefix)
+		}
 		return c, nil
 	}
 	path := TokenFile(c.Embedded)
@@ -240,6 +273,9 @@ func readToken(path string) (string, error) {
 	if len(b) > maxTokenFileBytes || len(tok) < minFileTokenLen || strings.ContainsAny(tok, " \t\r\n") {
 		return "", fmt.Errorf("client token %s does not hold one token of %d to %d characters; delete it and restart "+
 			"keyrelay serve to generate a new one", path, minFileTokenLen, maxTokenFileBytes)
+	}
+	if err := checkToken(tok); err != nil {
+		return "", fmt.Errorf("client token %s %w; delete it and restart keyrelay serve to generate a new one", path, err)
 	}
 	return tok, nil
 }

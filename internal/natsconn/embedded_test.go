@@ -142,6 +142,7 @@ func TestEmbeddedTokenFileRefused(t *testing.T) {
 		"too short":       {content: "short-token\n", mode: 0o600, err: "does not hold one token"},
 		"two tokens":      {content: token + " " + token + "\n", mode: 0o600, err: "does not hold one token"},
 		"a directory too": {mode: 0o700 | os.ModeDir, err: "is not a regular file"},
+		"a bcrypt hash":   {content: bcryptLike + "\n", mode: 0o600, err: `starts with "$2"`},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -184,6 +185,60 @@ func TestEmbeddedTokenFileRefused(t *testing.T) {
 	if !errors.Is(err, ErrNoToken) || !strings.Contains(err.Error(), TokenFile(c.Embedded)) ||
 		!strings.Contains(err.Error(), "start keyrelay serve first, or set keyrelay.nats.token") {
 		t.Fatalf("no token file: %v", err)
+	}
+}
+
+// bcryptLike has the form of a bcrypt hash ($2a$<cost>$<53 characters>).
+const bcryptLike = "$2a$11$" + "q1ATzJ3Gf7pD1W6e1mUvXOaBpJcX0pYt4u6q1rG2Y8v0u5h3k9mLe"
+
+// TestEmbeddedBcryptTokenRefused: nats-server reads a token starting with
+// "$2" as a bcrypt hash, so a client presenting the configured string
+// itself, as keyrelay's clients do, would be refused with an authorization
+// error. Such a keyrelay.nats.token stops the embedded server and the
+// commands with a configuration error naming the setting (never the
+// token); "$2" anywhere but at the start is an ordinary token.
+func TestEmbeddedBcryptTokenRefused(t *testing.T) {
+	tests := map[string]struct {
+		token   string
+		refused bool
+	}{
+		"bcrypt $2a$":         {token: bcryptLike, refused: true},
+		"bcrypt $2y$":         {token: "$2y$10$" + bcryptLike[7:], refused: true},
+		"$2 and anything":     {token: "$2-not-really-a-hash-0123456789", refused: true},
+		"$2 inside the token": {token: "token-with-$2a$10$-inside-0123456789"},
+		"a $ at the start":    {token: "$3-dollar-token-0123456789abcdef"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			c := embeddedConfig(t, tc.token)
+			e, err := StartEmbedded(c)
+			_, cerr := EmbeddedClientConfig(c)
+			if !tc.refused {
+				if err != nil || cerr != nil {
+					t.Fatalf("server: %v; command: %v", err, cerr)
+				}
+				t.Cleanup(e.Shutdown)
+				nc, err := Connect(e.ClientURL(), e.ClientConfig(c), "embedded-test")
+				if err != nil {
+					t.Fatalf("a client with the token: %v", err)
+				}
+				nc.Close()
+				return
+			}
+			if err == nil {
+				defer e.Shutdown()
+				_, cerr := Connect(e.ClientURL(), e.ClientConfig(c), "embedded-test")
+				t.Fatalf("the server started with a token it reads as a bcrypt hash (a client with the token: %v)", cerr)
+			}
+			for what, err := range map[string]error{"server": err, "command": cerr} {
+				if !errors.Is(err, ErrBcryptToken) || !strings.Contains(err.Error(), "keyrelay.nats.token") {
+					t.Errorf("%s: error %v, want %v naming keyrelay.nats.token", what, err, ErrBcryptToken)
+				}
+				if err != nil && strings.Contains(err.Error(), tc.token) {
+					t.Errorf("%s: the error holds the token", what)
+				}
+			}
+		})
 	}
 }
 
