@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/internal/kvlist"
@@ -137,6 +139,10 @@ type Store struct {
 	// JS reaches the bucket's stream, so List can read its subjects
 	// (kvlist.Keys); EnsureStore and OpenStore set it.
 	JS jetstream.JetStream
+	// Logger receives a warning for each record List skips (naming its
+	// key, never its bytes). Nil: none is logged; the skipped records are
+	// still in List's error.
+	Logger *zap.Logger
 }
 
 // EnsureStore creates (or opens) the bucket and the object store.
@@ -243,25 +249,102 @@ func (s *Store) put(ctx context.Context, j *Job, rev uint64) (uint64, error) {
 	return s.KV.Update(ctx, recordKey(j.ID), b, rev)
 }
 
-// List returns every job, newest first.
+// ErrCorrupt matches (errors.Is) the error List returns when it skipped
+// records it could not use: a *ListError, listing them.
+var ErrCorrupt = errors.New("corrupt job records")
+
+// Skipped is a bucket record List could not use.
+type Skipped struct {
+	// Key is the record's key in Bucket; Revision the revision read.
+	Key      string
+	Revision uint64
+	// Reason says what is wrong with it, without its content.
+	Reason string
+}
+
+// ListError is List's error when it skipped records: the jobs List
+// returns with it are the good ones. It holds keys and reasons, never a
+// record's bytes.
+type ListError struct {
+	Skipped []Skipped
+}
+
+func (e *ListError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "jobs: %d record(s) in bucket %s skipped as corrupt:", len(e.Skipped), Bucket)
+	for i, sk := range e.Skipped {
+		if i > 0 {
+			b.WriteString(";")
+		}
+		fmt.Fprintf(&b, " %s (%s)", sk.Key, sk.Reason)
+	}
+	return b.String()
+}
+
+// Is matches ErrCorrupt.
+func (e *ListError) Is(target error) bool { return target == ErrCorrupt }
+
+// List returns every job, newest first. A record that is not a valid job
+// record (undecodable, invalid as Get checks it, or under another job's
+// key) is skipped, logged as a warning naming its key, and reported: the
+// error is then a *ListError (errors.Is ErrCorrupt) listing the skipped
+// keys, returned together with the good jobs. Any other error (reading the
+// bucket) comes with no jobs.
 func (s *Store) List(ctx context.Context) ([]Job, error) {
 	keys, err := kvlist.Keys(ctx, s.JS, s.KV, "")
 	if err != nil {
 		return nil, err
 	}
 	var out []Job
+	var skipped []Skipped
 	for _, k := range keys {
 		e, err := s.KV.Get(ctx, k)
-		if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 			continue // deleted meanwhile
 		}
-		var j Job
-		if json.Unmarshal(e.Value(), &j) == nil {
-			out = append(out, j)
+		if err != nil {
+			return nil, fmt.Errorf("jobs: read %s: %w", k, err)
 		}
+		j, reason := decodeRecord(k, e.Value())
+		if reason != "" {
+			skipped = append(skipped, Skipped{Key: k, Revision: e.Revision(), Reason: reason})
+			if s.Logger != nil {
+				s.Logger.Warn("jobs: skipped a corrupt job record", zap.String("bucket", Bucket), zap.String("key", k),
+					zap.Uint64("revision", e.Revision()), zap.String("reason", reason))
+			}
+			continue
+		}
+		out = append(out, *j)
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Created.After(out[b].Created) })
+	if len(skipped) > 0 {
+		return out, &ListError{Skipped: skipped}
+	}
 	return out, nil
+}
+
+// decodeRecord decodes and checks the record under key, as Get does. The
+// reason it gives for a bad record never quotes the record.
+func decodeRecord(key string, b []byte) (*Job, string) {
+	var j Job
+	if err := json.Unmarshal(b, &j); err != nil {
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &se):
+			return nil, fmt.Sprintf("not JSON (invalid at byte %d of %d)", se.Offset, len(b))
+		case errors.As(err, &te) && te.Field != "":
+			return nil, fmt.Sprintf("field %s has the wrong type", te.Field)
+		}
+		return nil, "not a job record"
+	}
+	if id, ok := strings.CutPrefix(key, "job."); !ok || j.ID != id {
+		return nil, "not the record of the job its key names"
+	}
+	if err := j.Validate(); err != nil {
+		return nil, "invalid (keyrelay jobs status " + j.ID + " says why)"
+	}
+	return &j, ""
 }
 
 // Cancel marks a job cancelled; its publisher stops at its next save (at

@@ -7,14 +7,17 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/internal/kvlist"
+	"github.com/keyrelay/keyrelay/worker"
 )
 
 // Migration states.
@@ -152,18 +155,48 @@ type SweeperConfig struct {
 	Concurrency int
 	// ClaimLease bounds one key's claim. Default: 30s.
 	ClaimLease time.Duration
+	// CorruptEntries, when set, counts every sighting of a ledger entry a
+	// sweep could not use, with label bucket (worker.LedgerBucket): pass
+	// worker.Metrics.CorruptEntries (keyrelay_corrupt_entries_total). Nil:
+	// not counted.
+	CorruptEntries *prometheus.CounterVec
+}
+
+// sweepLoggedKeys bounds the corrupt ledger keys whose logged revision a
+// Sweeper remembers; past it the memory is cleared (each is then logged
+// once more).
+const sweepLoggedKeys = 4096
+
+// loggedEntry is what a Sweeper logged of one corrupt ledger entry.
+type loggedEntry struct {
+	rev    uint64
+	reason string
 }
 
 // Sweeper runs in `keyrelay serve`: it moves the teams whose move was
 // requested (keyrelay.migration.on_settings_change) and deletes old copies
 // once their grace period is over. Several processes may run one: a record
 // is worked on under a lease taken by compare-and-set.
+//
+// A ledger entry a sweep cannot use (it does not decode, or its key is not
+// <team>.<key>) is skipped, counted on every sweep (CorruptEntries) and
+// logged once per revision: the same corrupt entry is not logged again on
+// each sweep, a new corrupt write of it is.
 type Sweeper struct {
 	d   Deps
 	m   Migrations
 	c   SweeperConfig
 	id  string
 	log *zap.Logger
+	// forward is the caller's Deps.LedgerSkipped (nil: the sweeper logs).
+	forward func(worker.SkippedEntry)
+
+	mu sync.Mutex
+	// skipped collects what the current Migrate or Cleanup skipped.
+	skipped []worker.SkippedEntry
+	// logged is the last revision logged per corrupt ledger key.
+	logged   map[string]loggedEntry
+	ledgerKV jetstream.KeyValue
 }
 
 // NewSweeper returns a sweeper over the migration records m.
@@ -179,7 +212,77 @@ func NewSweeper(d Deps, m Migrations, c SweeperConfig) *Sweeper {
 		c.Lease = 2 * time.Minute
 	}
 	host, _ := os.Hostname()
-	return &Sweeper{d: d, m: m, c: c, id: fmt.Sprintf("sweeper-%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8]), log: d.Logger.Named("migration")}
+	s := &Sweeper{d: d, m: m, c: c, id: fmt.Sprintf("sweeper-%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8]), log: d.Logger.Named("migration"),
+		forward: d.LedgerSkipped, logged: map[string]loggedEntry{}}
+	// Migrate and Cleanup report skipped entries here instead of logging
+	// each one on every sweep; reportSkipped handles them.
+	s.d.LedgerSkipped = func(se worker.SkippedEntry) {
+		s.mu.Lock()
+		s.skipped = append(s.skipped, se)
+		s.mu.Unlock()
+	}
+	return s
+}
+
+// reportSkipped counts the ledger entries the last Migrate or Cleanup
+// skipped and logs each one whose revision was not logged yet (never its
+// value). The caller's Deps.LedgerSkipped, when set, is told of each
+// instead of the log.
+func (s *Sweeper) reportSkipped(ctx context.Context) {
+	s.mu.Lock()
+	skipped := s.skipped
+	s.skipped = nil
+	s.mu.Unlock()
+	for _, se := range skipped {
+		if s.c.CorruptEntries != nil {
+			s.c.CorruptEntries.WithLabelValues(worker.LedgerBucket).Inc()
+		}
+		if s.forward != nil {
+			s.forward(se)
+			continue
+		}
+		le := loggedEntry{rev: s.ledgerRevision(ctx, se.Key), reason: se.Reason}
+		s.mu.Lock()
+		last, seen := s.logged[se.Key]
+		// Revision 0: it could not be read; the reason tells them apart.
+		logIt := !seen || last != le
+		if logIt {
+			if len(s.logged) >= sweepLoggedKeys {
+				clear(s.logged)
+			}
+			s.logged[se.Key] = le
+		}
+		s.mu.Unlock()
+		if logIt {
+			s.log.Warn("ledger entry skipped: it cannot be used (repair or delete it; the other keys are handled); "+
+				"logged once per revision", zap.String("key", se.Key), zap.Uint64("revision", le.rev), zap.String("reason", se.Reason))
+		}
+	}
+}
+
+// ledgerRevision is the revision of the ledger entry under key, 0 when it
+// cannot be read (no JetStream context, or an error).
+func (s *Sweeper) ledgerRevision(ctx context.Context, key string) uint64 {
+	if s.m.JS == nil {
+		return 0
+	}
+	s.mu.Lock()
+	kv := s.ledgerKV
+	s.mu.Unlock()
+	if kv == nil {
+		var err error
+		if kv, err = s.m.JS.KeyValue(ctx, worker.LedgerBucket); err != nil {
+			return 0
+		}
+		s.mu.Lock()
+		s.ledgerKV = kv
+		s.mu.Unlock()
+	}
+	e, err := kv.Get(ctx, key)
+	if err != nil {
+		return 0
+	}
+	return e.Revision()
 }
 
 // Run sweeps until ctx ends.
@@ -267,6 +370,7 @@ func (s *Sweeper) sweepTeam(ctx context.Context, team string) error {
 	}()
 	next := held
 	next.Holder, next.LeaseUntil = "", time.Time{}
+	defer s.reportSkipped(ctx)
 	if move {
 		s.log.Info("moving the team's keys", zap.String("team", team), zap.String("to", r.To))
 		rep, err := Migrate(wctx, s.d, MigrateConfig{Team: team, To: r.To, Grace: s.c.Grace, Concurrency: s.c.Concurrency, Lease: s.c.ClaimLease})

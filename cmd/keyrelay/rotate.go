@@ -64,6 +64,7 @@ twice; 'keyrelay jobs status ID' counts its confirmations.`,
 			if err != nil {
 				return err
 			}
+			store.Logger = env.d.Logger
 			d := jobs.Deps{JS: env.js, Ledger: env.d.Ledger, Store: store, Sealer: env.sealer, Logger: env.d.Logger, LedgerSkipped: env.d.LedgerSkipped}
 			spec := jobs.Spec{ID: id, Selection: sel, Format: jobs.KeyFormat{Prefix: prefix, Bytes: bytes}, Rate: rate, Grace: grace, Window: window}
 			j, plan, err := jobs.Plan(ctx, d, spec)
@@ -208,6 +209,7 @@ func jobsCmd(g *globals) *cobra.Command {
 			env.close()
 			return nil, jobs.Deps{}, err
 		}
+		store.Logger = env.d.Logger
 		return env, jobs.Deps{JS: env.js, Ledger: env.d.Ledger, Store: store, Sealer: env.sealer, Logger: env.d.Logger}, nil
 	}
 	list := &cobra.Command{Use: "list", Short: "List jobs, newest first", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, _ []string) error {
@@ -216,19 +218,31 @@ func jobsCmd(g *globals) *cobra.Command {
 			return err
 		}
 		defer env.close()
+		// Records List could not use are listed after the good jobs, and
+		// make the command fail (a *jobs.ListError names their keys).
 		all, err := d.Store.List(cmd.Context())
-		if err != nil {
+		var corrupt *jobs.ListError
+		if err != nil && !errors.As(err, &corrupt) {
 			return err
 		}
 		if asJSON {
-			return printJSON(cmd.OutOrStdout(), all)
+			if err := printJSON(cmd.OutOrStdout(), all); err != nil {
+				return err
+			}
+		} else {
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "JOB\tSTATE\tPUBLISHED\tTOTAL\tCREATED")
+			for _, j := range all {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", j.ID, j.State, j.Cursor, j.Total, j.Created.Format(time.RFC3339))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
 		}
-		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "JOB\tSTATE\tPUBLISHED\tTOTAL\tCREATED")
-		for _, j := range all {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", j.ID, j.State, j.Cursor, j.Total, j.Created.Format(time.RFC3339))
+		if corrupt != nil {
+			return corrupt
 		}
-		return tw.Flush()
+		return nil
 	}}
 	status := &cobra.Command{Use: "status ID", Short: "A job's progress from its confirmations", Args: cobra.ExactArgs(1), RunE: func(cmd *cobra.Command, args []string) error {
 		env, d, err := open(cmd)

@@ -384,7 +384,7 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 		sw := recovery.NewSweeper(recovery.Deps{Ledger: w.Ledger(), Settings: c, Registry: registry, Opener: sealing.Opener,
 			TeamSettings: func(team string) *events.TeamSettings { return w.Teams().Cached(team).Settings }, Logger: log, Ownership: okv},
 			*migrations, recovery.SweeperConfig{Every: mc.SweepEvery, Grace: mc.Grace, Concurrency: mc.Concurrency,
-				ClaimLease: c.Keyrelay.Worker.ClaimLease})
+				ClaimLease: c.Keyrelay.Worker.ClaimLease, CorruptEntries: metrics.CorruptEntries})
 		go func() { _ = sw.Run(ctx) }()
 	}
 

@@ -38,7 +38,10 @@ func TestGoNeverQueues(t *testing.T) {
 // goroutine exits once it has been idle for the pool's idle time.
 func TestGoReusesAndThenExits(t *testing.T) {
 	before := runtime.NumGoroutine()
-	p := New(200 * time.Millisecond)
+	// The idle time must outlast a loop turn on a loaded machine (-race,
+	// other packages' tests): at 200 ms the goroutine sometimes exited
+	// between two hand-overs and a second one ran the next function.
+	p := New(2 * time.Second)
 	ids := map[uint64]bool{}
 	for range 50 {
 		ch := make(chan uint64)
