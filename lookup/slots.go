@@ -2,12 +2,11 @@ package lookup
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"sort"
 	"sync"
 	"time"
+
+	"github.com/keyrelay/keyrelay/providers"
 )
 
 // Backend reads are bounded twice: at most Config.MaxLoads in flight in
@@ -42,22 +41,11 @@ type backendRef struct{ id, name string }
 // ledgerBackend is the ledger's reads (team scope).
 var ledgerBackend = backendRef{id: "ledger", name: "ledger"}
 
-// providerBackend is the identity of provider name opened with opts. opts
-// may hold credentials: only their digest is kept, and only in memory.
+// providerBackend is the identity of provider name opened with opts, as
+// the provider registry keys its instances (providers.OptionsDigest: opts
+// may hold credentials, only their digest is kept).
 func providerBackend(name string, opts map[string]string) backendRef {
-	keys := make([]string, 0, len(opts))
-	for k := range opts {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	h := sha256.New()
-	for _, k := range keys {
-		h.Write([]byte(k))
-		h.Write([]byte{0})
-		h.Write([]byte(opts[k]))
-		h.Write([]byte{0})
-	}
-	return backendRef{id: "provider:" + name + "#" + hex.EncodeToString(h.Sum(nil)), name: name}
+	return backendRef{id: "provider:" + name + "#" + providers.OptionsDigest(opts), name: name}
 }
 
 // slots are the read slots of one Service.

@@ -111,7 +111,7 @@ var ErrUnknownProvider = fmt.Errorf("unknown key_management_system")
 // Open returns the provider for name and cfg.Options, building it on first
 // use. Instances are shared by every caller with the same options.
 func (r *Registry) Open(ctx context.Context, name string, cfg Config) (Provider, error) {
-	id := name + "#" + optionsHash(cfg.Options)
+	id := name + "#" + OptionsDigest(cfg.Options)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if p, ok := r.instances[id]; ok {
@@ -160,7 +160,11 @@ func (r *Registry) Close() error {
 	return first
 }
 
-func optionsHash(opts map[string]string) string {
+// OptionsDigest identifies a set of provider options (the registry keys
+// its instances by name and digest): a truncated SHA-256 over the sorted,
+// length-prefixed pairs, so options that may hold credentials are never
+// kept themselves.
+func OptionsDigest(opts map[string]string) string {
 	keys := make([]string, 0, len(opts))
 	for k := range opts {
 		keys = append(keys, k)

@@ -162,49 +162,29 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 	// rolls each schedule's subject up). A server that does not know
 	// schedules would store them as plain messages that never fire: it is
 	// refused here rather than found out when a grace period never ends.
-	if err := EnsureCall(ctx, func(ctx context.Context) error {
-		s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-			Name:              RetireStream,
-			Description:       "keyrelay retirements of previous versions after their grace period (no values)",
-			Subjects:          []string{RetirePrefix + ".>"},
-			Retention:         jetstream.WorkQueuePolicy,
-			Storage:           jetstream.FileStorage,
-			Replicas:          c.Replicas,
-			Duplicates:        dup,
-			MaxMsgSize:        16384,
-			AllowRollup:       true,
-			AllowMsgSchedules: true,
-		})
-		if err == nil && !s.CachedInfo().Config.AllowMsgSchedules {
-			err = errors.New("the NATS server does not support message schedules (nats-server 2.12 or later is required)")
-		}
-		return err
+	if err := ensureScheduleStream(ctx, js, jetstream.StreamConfig{
+		Name:        RetireStream,
+		Description: "keyrelay retirements of previous versions after their grace period (no values)",
+		Subjects:    []string{RetirePrefix + ".>"},
+		Replicas:    c.Replicas,
+		Duplicates:  dup,
+		MaxMsgSize:  16384,
 	}); err != nil {
-		return fmt.Errorf("ensure stream %s: %w", RetireStream, err)
+		return err
 	}
 	// Key events that wait long are parked as message schedules
 	// (ParkedPrefix), out of their lane consumer's pending set. Created
 	// on an existing deployment by the first process of this version to
 	// start; earlier versions neither park nor read it.
-	if err := EnsureCall(ctx, func(ctx context.Context) error {
-		s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-			Name:              ParkedStream,
-			Description:       "keyrelay key events waiting out a long redelivery delay: schedules naming their lane message (no values)",
-			Subjects:          []string{ParkedPrefix + ".>"},
-			Retention:         jetstream.WorkQueuePolicy,
-			Storage:           jetstream.FileStorage,
-			Replicas:          c.Replicas,
-			MaxMsgSize:        4096,
-			AllowRollup:       true,
-			AllowMsgSchedules: true,
-			AllowDirect:       true,
-		})
-		if err == nil && !s.CachedInfo().Config.AllowMsgSchedules {
-			err = errors.New("the NATS server does not support message schedules (nats-server 2.12 or later is required)")
-		}
-		return err
+	if err := ensureScheduleStream(ctx, js, jetstream.StreamConfig{
+		Name:        ParkedStream,
+		Description: "keyrelay key events waiting out a long redelivery delay: schedules naming their lane message (no values)",
+		Subjects:    []string{ParkedPrefix + ".>"},
+		Replicas:    c.Replicas,
+		MaxMsgSize:  4096,
+		AllowDirect: true,
 	}); err != nil {
-		return fmt.Errorf("ensure stream %s: %w", ParkedStream, err)
+		return err
 	}
 	cdup := c.DuplicateWindow
 	if c.ConfirmationsMaxAge > 0 && cdup > c.ConfirmationsMaxAge {
@@ -328,6 +308,25 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 		if err := EnsureCall(ctx, func(ctx context.Context) error { _, err := js.CreateOrUpdateConsumer(ctx, cc.stream, cfg); return err }); err != nil {
 			return fmt.Errorf("ensure consumer %s: %w", cc.name, err)
 		}
+	}
+	return nil
+}
+
+// ensureScheduleStream creates or updates a work-queue stream of message
+// schedules (cfg with retention, storage, roll-ups and schedules set
+// here), refusing a server that does not know schedules: it would store
+// them as plain messages that never fire.
+func ensureScheduleStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	cfg.Retention, cfg.Storage = jetstream.WorkQueuePolicy, jetstream.FileStorage
+	cfg.AllowRollup, cfg.AllowMsgSchedules = true, true
+	if err := EnsureCall(ctx, func(ctx context.Context) error {
+		s, err := js.CreateOrUpdateStream(ctx, cfg)
+		if err == nil && !s.CachedInfo().Config.AllowMsgSchedules {
+			err = errors.New("the NATS server does not support message schedules (nats-server 2.12 or later is required)")
+		}
+		return err
+	}); err != nil {
+		return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 	}
 	return nil
 }
