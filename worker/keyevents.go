@@ -280,18 +280,32 @@ func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md 
 // breakerWait is how long an event (its nth delivery) that found its
 // backend's breaker open waits: about one open period, so that it follows
 // the breaker's probe. Once the breaker has not closed for ParkAfter (the
-// backend is down, not hiccuping), the event waits as a failing one
-// would, growing with its deliveries up to retry_max, but at least
-// ParkAfter (up to half as much again, at random): it is parked, and the events of a backend that is down hold
-// no slot of their lane consumer (every team's) while they wait.
+// backend is down, not hiccuping), the event is parked: it waits as a
+// failing one would, growing with its deliveries up to retry_max, but at
+// least ParkAfter and at least a quarter of the outage so far (up to
+// parkMaxDelay), each up to half as much again at random. So the events
+// of a backend that is down hold no slot of their lane consumer (every
+// team's) while they wait, and the longer it stays down the less often
+// they come back to find it so; after it recovers they are written within
+// a quarter of the outage (at most parkMaxDelay and a half).
 func (w *Worker) breakerWait(g *backendGuard, n uint64) time.Duration {
-	if p := w.cfg.ParkAfter; p > 0 && g != nil && g.downFor() >= p {
-		// Spread: the events parked together do not all come back in the
-		// same second.
-		return max(w.retry.redeliveryDelay(min(max(n, 1), 64), 0), p+time.Duration(rand.Int64N(int64(p/2)+1)))
+	p := w.cfg.ParkAfter
+	var down time.Duration
+	if g != nil {
+		down = g.downFor()
 	}
-	return w.cfg.BreakerOpen/2 + time.Duration(rand.Int64N(int64(w.cfg.BreakerOpen)))
+	if p <= 0 || down < p {
+		return w.cfg.BreakerOpen/2 + time.Duration(rand.Int64N(int64(w.cfg.BreakerOpen)))
+	}
+	floor := max(p, min(down/4, parkMaxDelay))
+	// Spread: the events parked together do not all come back in the
+	// same second.
+	return max(w.retry.redeliveryDelay(min(max(n, 1), 64), 0), floor+time.Duration(rand.Int64N(int64(floor/2)+1)))
 }
+
+// parkMaxDelay bounds the part of a parked event's delay that grows with
+// its backend's outage (breakerWait).
+const parkMaxDelay = 5 * time.Minute
 
 // writes reports whether settings r let a key event write.
 func writes(r settings.Resolved) bool { return r.StoreVirtualKeys && r.CanWrite() }
