@@ -38,8 +38,7 @@ func TestBreakerWaitGrowsWithTheOutage(t *testing.T) {
 		})
 	}
 	// Parking off: always the probe's period, however long the outage.
-	off := *w
-	off.cfg.ParkAfter = -1
+	off := &Worker{cfg: Config{ParkAfter: -1, BreakerOpen: 2 * time.Second}, retry: w.retry}
 	g := &backendGuard{}
 	g.downSince.Store(time.Now().Add(-time.Hour).UnixNano())
 	if d := off.breakerWait(g, 1); d > 3*time.Second {

@@ -102,6 +102,54 @@ func dlqCmd(g *globals) *cobra.Command {
 		},
 	}
 	retry.Flags().BoolVar(&all, "all", false, "retry every entry")
-	cmd.AddCommand(list, retry)
+	var dryRun bool
+	redact := &cobra.Command{
+		Use:   "redact",
+		Short: "Replace dead letters whose value is not proven sealed by their redacted summary (entries stored before keyrelay redacted them)",
+		Long: "Applies the DLQ's rule to the entries already in it: an original is kept only when its event carries no value or its value\n" +
+			"opens as a sealed envelope with the configured keyring or KMS. Every other original is replaced by its redacted summary\n" +
+			"(ids, reason, size and SHA-256, never the payload) and deleted with its bytes overwritten. Values that cannot be opened\n" +
+			"for now (a KMS outage) are left and listed: run again.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			env, err := openRecovery(cmd.Context(), g, "keyrelay-dlq")
+			if err != nil {
+				return err
+			}
+			defer env.close()
+			rep, err := worker.RedactDeadLetters(cmd.Context(), env.js, env.d.Opener, dryRun)
+			if rep != nil {
+				out := cmd.OutOrStdout()
+				if asJSON {
+					if jerr := json.NewEncoder(out).Encode(rep); jerr != nil {
+						return jerr
+					}
+				} else {
+					verb := "redacted"
+					if dryRun {
+						verb = "would redact"
+					}
+					for _, r := range rep.Redacted {
+						fmt.Fprintf(out, "%s %d (%s, event %q): %s\n", verb, r.Seq, r.Subject, r.EventID, r.Why)
+					}
+					for _, r := range rep.Undecided {
+						fmt.Fprintf(out, "undecided %d (%s, event %q): %s\n", r.Seq, r.Subject, r.EventID, r.Why)
+					}
+					fmt.Fprintf(out, "%d originals checked: %d kept (proven safe), %d %s, %d undecided\n",
+						rep.Checked, rep.Kept, len(rep.Redacted), verb, len(rep.Undecided))
+				}
+			}
+			if err != nil {
+				return err
+			}
+			if len(rep.Undecided) > 0 {
+				return fmt.Errorf("%d entries could not be decided now (their value could not be opened for a reason that may pass); run again", len(rep.Undecided))
+			}
+			return nil
+		},
+	}
+	redact.Flags().BoolVar(&dryRun, "dry-run", false, "report what would be redacted; change nothing")
+	redact.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.AddCommand(list, retry, redact)
 	return cmd
 }

@@ -19,11 +19,7 @@ func TestJobsListReportsCorruptRecords(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	srv, js := startTopology(ctx, t)
-	dir := t.TempDir()
-	krPath := filepath.Join(dir, "keyring.json")
-	if err := events.GenerateKeyringFile(krPath, "k1"); err != nil {
-		t.Fatal(err)
-	}
+	cfg, _ := commandConfig(t, srv.URL)
 	store, err := jobs.EnsureStore(ctx, js, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -34,12 +30,6 @@ func TestJobsListReportsCorruptRecords(t *testing.T) {
 	}
 	const planted = "sk-planted-in-a-job-record"
 	if _, err := store.KV.Put(ctx, "job.broken", []byte(`{"id":"broken","total":"`+planted+`"`)); err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(dir, "keyrelay.yaml")
-	yaml := "general_settings:\n  key_management_system: local\nkeyrelay:\n  nats:\n    url: " + srv.URL +
-		"\n  sealing:\n    keyring_file: " + krPath + "\n  log:\n    level: error\n  providers:\n    local:\n      path: " + filepath.Join(dir, "s") + "\n"
-	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, args := range [][]string{{"list"}, {"list", "--json"}} {
@@ -54,4 +44,27 @@ func TestJobsListReportsCorruptRecords(t *testing.T) {
 			t.Errorf("%v: the record's bytes were printed", args)
 		}
 	}
+}
+
+// commandConfig writes a configuration for the recovery commands: srvURL's
+// NATS, a new keyring (returned, loaded) and a local store. It returns the
+// configuration's path.
+func commandConfig(t *testing.T, srvURL string) (string, *events.Keyring) {
+	t.Helper()
+	dir := t.TempDir()
+	krPath := filepath.Join(dir, "keyring.json")
+	if err := events.GenerateKeyringFile(krPath, "k1"); err != nil {
+		t.Fatal(err)
+	}
+	kr, err := events.LoadKeyring(krPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "keyrelay.yaml")
+	yaml := "general_settings:\n  key_management_system: local\nkeyrelay:\n  nats:\n    url: " + srvURL +
+		"\n  sealing:\n    keyring_file: " + krPath + "\n  log:\n    level: error\n  providers:\n    local:\n      path: " + filepath.Join(dir, "s") + "\n"
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, kr
 }
