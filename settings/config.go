@@ -145,7 +145,9 @@ const MinEmbeddedTokenLen = 16
 
 // EmbeddedConfig configures the in-process nats-server.
 type EmbeddedConfig struct {
-	// Host to listen on. Default: 127.0.0.1.
+	// Host to listen on: a loopback address (127.0.0.1, ::1, localhost),
+	// since the embedded server has no TLS and its token and lookup
+	// replies would cross the network in clear. Default: 127.0.0.1.
 	Host string `yaml:"host"`
 	// Port to listen on, 1..65535. Default: 14222 (never 4222, which a
 	// system NATS may already hold).

@@ -180,6 +180,10 @@ func (v *validator) nats(n *NATSConfig) {
 		e := n.Embedded
 		if e.Host == "" {
 			v.add(p+"embedded.host", "is required when %surl is empty", p)
+		} else if v.embedded(n) && !loopbackHost(e.Host) {
+			v.add(p+"embedded.host", "is %q, not a loopback address: the embedded server has no TLS, so its token and every "+
+				"lookup reply (values included) would cross the network in clear; keep 127.0.0.1 (or ::1, localhost), or run an "+
+				"external NATS with TLS (%surl, ca_file)", e.Host, p)
 		}
 		if e.Port < 1 || e.Port > 65535 {
 			v.add(p+"embedded.port", "is %d; must be 1 to 65535", e.Port)
@@ -375,4 +379,14 @@ func (v *validator) migration(m *MigrationConfig) {
 	if m.Concurrency <= 0 {
 		v.add(p+"concurrency", "is %d; must be positive", m.Concurrency)
 	}
+}
+
+// loopbackHost reports whether host (a listen address without port) only
+// listens on the loopback interface: localhost, or a loopback IP.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
 }

@@ -88,6 +88,12 @@ func TestValidateNamesTheField(t *testing.T) {
 			"keyrelay.nats.embedded.port: is 0; must be 1 to 65535"},
 		"embedded host": {func(c *Config) { c.Keyrelay.NATS.Embedded.Host = "" },
 			"keyrelay.nats.embedded.host: is required when keyrelay.nats.url is empty"},
+		"embedded host on every interface": {func(c *Config) { c.Keyrelay.NATS.Embedded.Host = "0.0.0.0" },
+			`keyrelay.nats.embedded.host: is "0.0.0.0", not a loopback address: the embedded server has no TLS`},
+		"embedded host on a network address": {func(c *Config) { c.Keyrelay.NATS.Embedded.Host = "10.1.2.3" },
+			`keyrelay.nats.embedded.host: is "10.1.2.3", not a loopback address`},
+		"embedded host by name": {func(c *Config) { c.Keyrelay.NATS.Embedded.Host = "nats.internal" },
+			`keyrelay.nats.embedded.host: is "nats.internal", not a loopback address`},
 		"embedded store dir": {func(c *Config) { c.Keyrelay.NATS.Embedded.StoreDir = "" },
 			"keyrelay.nats.embedded.store_dir: is required"},
 		"nats url scheme": {func(c *Config) { c.Keyrelay.NATS.URL = "http://nats:4222" },
@@ -173,6 +179,13 @@ func TestValidateAccepts(t *testing.T) {
 		"write_only":                func(c *Config) { c.KeyManagement.AccessMode = "write_only" },
 		"console debug":             func(c *Config) { c.Keyrelay.Log = LogConfig{Level: "debug", Format: "console"} },
 		"embedded nats token":       func(c *Config) { c.Keyrelay.NATS.Token = "sixteen-bytes-ok" },
+		"embedded on ::1":           func(c *Config) { c.Keyrelay.NATS.Embedded.Host = "::1" },
+		"embedded on [::1]":         func(c *Config) { c.Keyrelay.NATS.Embedded.Host = "[::1]" },
+		"embedded on localhost":     func(c *Config) { c.Keyrelay.NATS.Embedded.Host = "localhost" },
+		"embedded on 127.0.0.2":     func(c *Config) { c.Keyrelay.NATS.Embedded.Host = "127.0.0.2" },
+		"external nats, any embedded host": func(c *Config) {
+			c.Keyrelay.NATS.URL, c.Keyrelay.NATS.Embedded.Host = "nats://a", "0.0.0.0"
+		},
 		"external nats short token": func(c *Config) { c.Keyrelay.NATS.URL, c.Keyrelay.NATS.Token = "nats://a", "t" },
 		"external nats_auth permissions": func(c *Config) {
 			c.Keyrelay.NATS.URL, c.Keyrelay.Lookup.NATSAuth = "nats://a", LookupNATSAuthPermissions
