@@ -104,7 +104,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "keyrelay_dlq_entries_total", Help: "Events sent to the DLQ, by status (failed, rejected).",
 		}, []string{"status"}),
 		Pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "keyrelay_consumer_pending", Help: "Events in a lane's stream not yet delivered to its shared consumer, by lane (interactive, bulk).",
+			Name: "keyrelay_consumer_pending", Help: "Events in a lane's stream not yet delivered to its shared consumer, by lane (interactive, bulk; interactive-parked and bulk-parked: parked events due and not yet delivered again).",
 		}, []string{"lane"}),
 		AckPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "keyrelay_consumer_ack_pending", Help: "Events of a lane delivered and not yet acknowledged, by lane.",
@@ -170,6 +170,15 @@ func (m *Metrics) observeConsumer(ctx context.Context, js jetstream.JetStream, l
 	if age, err := OldestUnackedAge(ctx, js, info, time.Now()); err == nil {
 		m.OldestUnacked.WithLabelValues(lane).Set(age.Seconds())
 	}
+}
+
+// observeParked exports a lane's parked consumer (lane "<lane>-parked"):
+// pending and ack pending. Its oldest unacknowledged age would be a
+// schedule's, not an event's: not exported.
+func (m *Metrics) observeParked(lane string, info *jetstream.ConsumerInfo) {
+	m.Pending.WithLabelValues(lane).Set(float64(info.NumPending))
+	m.AckPending.WithLabelValues(lane).Set(float64(info.NumAckPending))
+	m.Redelivered.WithLabelValues(lane).Set(float64(info.NumRedelivered))
 }
 
 // OldestUnackedAge returns how long ago the oldest message a consumer has

@@ -169,6 +169,10 @@ func TestParkedEventsHoldNoLaneSlot(t *testing.T) {
 	if dl := b.rawMessages(worker.DLQStream); len(dl) != 0 {
 		t.Fatalf("%d dead letters", len(dl))
 	}
+	// The parked consumers are polled with the lanes' (every 5 s).
+	waitWithin(t, 15*time.Second, "the parked consumers in keyrelay_consumer_pending", func() bool {
+		return testutil.CollectAndCount(b.metrics.Pending, "keyrelay_consumer_pending") == 4
+	})
 }
 
 // TestParkedEventDeadLettersAfterRetryFor: an event whose backend keeps

@@ -701,6 +701,12 @@ func (w *Worker) pollConsumer(ctx context.Context) {
 			if info, err := ln.consumer.Info(cctx); err == nil {
 				w.m.observeConsumer(cctx, w.d.JS, ln.name.String(), info)
 			}
+			// Its parked consumer: due parked events (pending) and those
+			// being handled again (ack pending); the ones not yet due are
+			// in keyrelay_stream_messages{stream="KEYRELAY_PARKED"}.
+			if info, err := ln.parked.Info(cctx); err == nil {
+				w.m.observeParked(ln.name.String()+"-parked", info)
+			}
 		}
 		w.pollStreams(cctx)
 		cancel()
