@@ -113,15 +113,24 @@ func deadLetterFrom(m *jetstream.RawStreamMsg) DeadLetter {
 	return d
 }
 
-// ListDeadLetters returns up to limit dead letters (0: all), oldest first.
-func ListDeadLetters(ctx context.Context, js jetstream.JetStream, limit int) ([]DeadLetter, error) {
+// dlqStream returns the DLQ stream and its info.
+func dlqStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, *jetstream.StreamInfo, error) {
 	s, err := js.Stream(ctx, DLQStream)
 	if err != nil {
-		return nil, fmt.Errorf("dlq: %w", err)
+		return nil, nil, fmt.Errorf("dlq: %w", err)
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("dlq: %w", err)
+		return nil, nil, fmt.Errorf("dlq: %w", err)
+	}
+	return s, info, nil
+}
+
+// ListDeadLetters returns up to limit dead letters (0: all), oldest first.
+func ListDeadLetters(ctx context.Context, js jetstream.JetStream, limit int) ([]DeadLetter, error) {
+	s, info, err := dlqStream(ctx, js)
+	if err != nil {
+		return nil, err
 	}
 	var out []DeadLetter
 	if info.State.Msgs == 0 {

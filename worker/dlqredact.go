@@ -54,13 +54,9 @@ type RedactReport struct {
 // unchanged. A dry run reports and changes nothing. Run again after a
 // crash: the summary's message id makes its second store a duplicate.
 func RedactDeadLetters(ctx context.Context, js jetstream.JetStream, opener events.Opener, dryRun bool) (*RedactReport, error) {
-	s, err := js.Stream(ctx, DLQStream)
+	s, info, err := dlqStream(ctx, js)
 	if err != nil {
-		return nil, fmt.Errorf("dlq: %w", err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("dlq: %w", err)
+		return nil, err
 	}
 	rep := &RedactReport{Redacted: []RedactedDeadLetter{}}
 	if info.State.Msgs == 0 {

@@ -21,7 +21,7 @@ func TestDLQRedactCommand(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	srv, js := startTopology(ctx, t)
-	cfg, kr := commandConfig(t, srv.URL)
+	cfg, _, kr := commandConfig(t, srv.URL, "")
 	const sentinel = "sk-SENTINEL-dlq-redact-cmd"
 	sealed, err := events.NewKeyEvent(ctx, kr, events.KeyCreated, "team-a", "key-sealed", 1, []byte(sentinel), events.KeyData{})
 	if err != nil {

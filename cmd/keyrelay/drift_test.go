@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -29,15 +28,7 @@ func TestDriftCommand(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	srv, js := startTopology(ctx, t)
-	dir := t.TempDir()
-	krPath, storeDir := filepath.Join(dir, "keyring.json"), filepath.Join(dir, "secrets")
-	if err := events.GenerateKeyringFile(krPath, "k1"); err != nil {
-		t.Fatal(err)
-	}
-	kr, err := events.LoadKeyring(krPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, storeDir, kr := commandConfig(t, srv.URL, "")
 	// The state a worker leaves: the value in the backend, the ledger entry
 	// with the sealed value.
 	store, err := local.New(local.Config{Path: storeDir})
@@ -58,12 +49,6 @@ func TestDriftCommand(t *testing.T) {
 	}
 	if _, err := ledger.Put(ctx, "team-a", "key-1", &worker.LedgerEntry{Generation: 1, EventID: "e1", EventType: events.KeyCreated,
 		Status: events.StatusStored, Provider: "local", SecretRef: name, Sealed: sv, SealedGen: 1}, 0); err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(dir, "keyrelay.yaml")
-	yaml := "general_settings:\n  key_management_system: local\nkeyrelay:\n  nats:\n    url: " + srv.URL +
-		"\n  sealing:\n    keyring_file: " + krPath + "\n  log:\n    level: error\n  providers:\n    local:\n      path: " + storeDir + "\n"
-	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	run := func(args ...string) (string, error) {
@@ -133,7 +118,7 @@ func TestDriftCommand(t *testing.T) {
 		t.Fatalf("second restore: %v\n%s", err, out)
 	}
 	// --to: a copy into another store (another local directory here).
-	rehearsal := filepath.Join(dir, "rehearsal")
+	rehearsal := filepath.Join(t.TempDir(), "rehearsal")
 	if out, err := restore("--all", "--to", "local", "--option", "path="+rehearsal); err != nil || !strings.Contains(out, "written 1,") {
 		t.Fatalf("restore --to: %v\n%s", err, out)
 	}

@@ -19,7 +19,7 @@ func TestJobsListReportsCorruptRecords(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	srv, js := startTopology(ctx, t)
-	cfg, _ := commandConfig(t, srv.URL)
+	cfg, _, _ := commandConfig(t, srv.URL, "")
 	store, err := jobs.EnsureStore(ctx, js, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -46,10 +46,11 @@ func TestJobsListReportsCorruptRecords(t *testing.T) {
 	}
 }
 
-// commandConfig writes a configuration for the recovery commands: srvURL's
-// NATS, a new keyring (returned, loaded) and a local store. It returns the
+// commandConfig writes a configuration for the commands: srvURL's NATS,
+// a new keyring (returned, loaded), a local store in storeDir, and extra
+// (YAML lines under keyrelay:, indented two spaces). It returns the
 // configuration's path.
-func commandConfig(t *testing.T, srvURL string) (string, *events.Keyring) {
+func commandConfig(t *testing.T, srvURL, extra string) (cfg, storeDir string, kr *events.Keyring) {
 	t.Helper()
 	dir := t.TempDir()
 	krPath := filepath.Join(dir, "keyring.json")
@@ -60,11 +61,11 @@ func commandConfig(t *testing.T, srvURL string) (string, *events.Keyring) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := filepath.Join(dir, "keyrelay.yaml")
+	cfg, storeDir = filepath.Join(dir, "keyrelay.yaml"), filepath.Join(dir, "secrets")
 	yaml := "general_settings:\n  key_management_system: local\nkeyrelay:\n  nats:\n    url: " + srvURL +
-		"\n  sealing:\n    keyring_file: " + krPath + "\n  log:\n    level: error\n  providers:\n    local:\n      path: " + filepath.Join(dir, "s") + "\n"
+		"\n  sealing:\n    keyring_file: " + krPath + "\n  log:\n    level: error\n  providers:\n    local:\n      path: " + storeDir + "\n" + extra
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return cfg, kr
+	return cfg, storeDir, kr
 }

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -39,23 +38,7 @@ type statusEnv struct {
 
 func startServeFor(t *testing.T, ctx context.Context, natsURL string, replicas int) *statusEnv {
 	t.Helper()
-	dir := t.TempDir()
-	krPath := filepath.Join(dir, "keyring.json")
-	if err := events.GenerateKeyringFile(krPath, "k1"); err != nil {
-		t.Fatal(err)
-	}
-	kr, err := events.LoadKeyring(krPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(dir, "keyrelay.yaml")
-	yaml := fmt.Sprintf("general_settings:\n  key_management_system: local\nkeyrelay:\n  nats:\n    url: %s\n"+
-		"  streams:\n    replicas: %d\n  sealing:\n    keyring_file: %s\n  log:\n    level: error\n"+
-		"  http:\n    addr: 127.0.0.1:0\n  lookup:\n    addr: off\n  providers:\n    local:\n      path: %s\n",
-		natsURL, replicas, krPath, filepath.Join(dir, "secrets"))
-	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg, _, kr := commandConfig(t, natsURL, fmt.Sprintf("  streams:\n    replicas: %d\n  http:\n    addr: 127.0.0.1:0\n  lookup:\n    addr: off\n", replicas))
 	c, _, err := settings.Load(cfg, os.Getenv)
 	if err != nil {
 		t.Fatal(err)
