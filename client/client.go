@@ -10,6 +10,10 @@
 //   - Re-publishing the same event id within the stream's duplicate window
 //     is a no-op on the server; keyrelay's ledger makes it a no-op after the
 //     window too.
+//   - A lane stream full of events not yet handled (streams.events_max_bytes)
+//     refuses the publish rather than drop an accepted event: the error
+//     wraps ErrStreamFull, and the event was not stored; publish it again
+//     later (IsStreamFull tells the same of a PublishAsync future's error).
 package client
 
 import (
@@ -17,6 +21,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -35,6 +40,36 @@ const (
 	BulkStream          = "KEYRELAY_BULK"
 	ConfirmationsStream = "KEYRELAY_CONFIRMATIONS"
 )
+
+// ErrStreamFull is wrapped by Publish and PublishIn when the lane stream
+// refused the event because it is full: it holds streams.events_max_bytes
+// (default 1 GiB) of events, and the workers trim only events they have
+// handled (workers down, or far behind). The event was not stored.
+// Publish it again later (the same event id: a copy that was stored after
+// all is dropped as a duplicate within the stream's duplicate window).
+var ErrStreamFull = errors.New("keyrelay stream full of events not yet handled (streams.events_max_bytes); publish again later")
+
+// jsErrCodeStreamStoreFailed is the JetStream error code of a message the
+// stream did not store (nats-server's JSStreamStoreFailedF); its
+// description says why.
+const jsErrCodeStreamStoreFailed jetstream.ErrorCode = 10077
+
+// IsStreamFull reports whether err is a stream's refusal of a message
+// because the stream holds its MaxBytes or MaxMsgs and discards new
+// messages: a *jetstream.APIError with code 10077 ("maximum bytes
+// exceeded", "maximum messages exceeded"), or an error wrapping
+// ErrStreamFull. Use it on the error of a PublishAsync future.
+func IsStreamFull(err error) bool {
+	if errors.Is(err, ErrStreamFull) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) || apiErr.ErrorCode != jsErrCodeStreamStoreFailed {
+		return false
+	}
+	d := apiErr.Description
+	return strings.Contains(d, "maximum bytes exceeded") || strings.Contains(d, "maximum messages exceeded")
+}
 
 // laneStream names the stream of lane l.
 func laneStream(l events.Lane) string {
@@ -100,7 +135,9 @@ func endSpan(span trace.Span, seq uint64, err error) {
 }
 
 // Publish validates ev and publishes it with Nats-Msg-Id = ev.ID. It
-// returns the stream sequence.
+// returns the stream sequence. When the stream is full of events not yet
+// handled the error wraps ErrStreamFull (errors.Is) and the event was not
+// stored: publish it again later.
 func (p *Publisher) Publish(ctx context.Context, ev *events.Event) (uint64, error) {
 	return p.PublishIn(ctx, events.LaneInteractive, ev)
 }
@@ -122,6 +159,9 @@ func (p *Publisher) PublishIn(ctx context.Context, l events.Lane, ev *events.Eve
 	pa, err := p.js.PublishMsg(ctx, m, jetstream.WithExpectStream(laneStream(l)))
 	if err != nil {
 		endSpan(span, 0, err)
+		if IsStreamFull(err) {
+			return 0, fmt.Errorf("publish %s %s: %w: %w", ev.Type, ev.ID, ErrStreamFull, err)
+		}
 		return 0, fmt.Errorf("publish %s %s: %w", ev.Type, ev.ID, err)
 	}
 	endSpan(span, pa.Sequence, nil)
@@ -131,6 +171,7 @@ func (p *Publisher) PublishIn(ctx context.Context, l events.Lane, ev *events.Eve
 // PublishAsync publishes without waiting; the returned future resolves
 // with the PubAck. Use it for bulk loads, then wait on the futures. Its
 // span has no parent: PublishAsyncContext continues the caller's trace.
+// A future's error is nats.go's own: IsStreamFull tells a full stream.
 func (p *Publisher) PublishAsync(ev *events.Event) (jetstream.PubAckFuture, error) {
 	return p.PublishAsyncContext(context.Background(), ev)
 }

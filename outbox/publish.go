@@ -121,6 +121,11 @@ func (r *Relay) publishWave(wave []*item, futs []jetstream.PubAckFuture) (acked 
 				it.endSpan("message too large", false)
 				continue
 			}
+			// Anything else is transient, a full stream included
+			// (client.IsStreamFull: KEYRELAY_EVENTS holds
+			// streams.events_max_bytes of events not yet handled and
+			// refuses new ones until the workers trim handled ones): the
+			// rows stay pending (TestFullStreamKeepsRowsPending).
 			if transient == nil {
 				transient = err
 			}

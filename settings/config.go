@@ -164,10 +164,17 @@ type StreamsConfig struct {
 	Replicas int `yaml:"replicas"`
 	// DuplicateWindow is the events stream's dedupe window. Default: 10m.
 	DuplicateWindow time.Duration `yaml:"duplicate_window"`
-	// EventsMaxAge bounds event retention (the replay horizon); 0 keeps
-	// events until EventsMaxBytes is reached. Default: 720h (30 days).
+	// EventsMaxAge bounds event retention in the events streams (the
+	// replay horizon). Events older than this are removed whether or not
+	// they were handled, so it must be longer than worker.retry_for
+	// (Validate); 0 keeps events until the workers trim them (see
+	// EventsMaxBytes). Default: 720h (30 days).
 	EventsMaxAge time.Duration `yaml:"events_max_age"`
-	// EventsMaxBytes bounds the events stream; -1 means no size limit.
+	// EventsMaxBytes is a hard cap on each events stream (KEYRELAY_EVENTS,
+	// KEYRELAY_BULK); -1 means no size limit. A full stream refuses new
+	// publishes (client.ErrStreamFull; the outbox relay keeps its rows and
+	// retries) instead of dropping events not yet handled. The workers
+	// trim handled events from the head above 90% of it, down to 80%.
 	// Default: 1073741824 (1 GiB).
 	EventsMaxBytes int64 `yaml:"events_max_bytes"`
 	// ConfirmationsMaxAge bounds confirmation retention; 0 keeps them.

@@ -29,6 +29,7 @@ func (c *Config) validate(fileOnly bool) error {
 	v.general(c)
 	v.streams(&c.Keyrelay.Streams)
 	v.worker(&c.Keyrelay.Worker)
+	v.retention(&c.Keyrelay.Streams, &c.Keyrelay.Worker)
 	v.migration(&c.Keyrelay.Migration)
 	if m := c.Keyrelay.Quotas.Margin; m <= 0 || m > 1 {
 		v.add("keyrelay.quotas.margin", "is %v; must be in (0, 1]", m)
@@ -113,6 +114,17 @@ func (v *validator) streams(s *StreamsConfig) {
 	}
 	if s.EventsMaxAge > 0 && s.DuplicateWindow > s.EventsMaxAge {
 		v.add(p+"duplicate_window", "must not be longer than %sevents_max_age", p)
+	}
+}
+
+// retention checks the events' age limit against their retry budget: a
+// lane stream removes events older than events_max_age whether or not they
+// were handled, so an event still being retried in its consumer would be lost
+// (a parked one outlives it: its parked message holds a copy).
+func (v *validator) retention(s *StreamsConfig, w *WorkerConfig) {
+	if s.EventsMaxAge > 0 && w.RetryFor > 0 && s.EventsMaxAge <= w.RetryFor {
+		v.add(kr+"streams.events_max_age", "is %s; must be longer than %sworker.retry_for (%s), or 0: the lane streams remove events "+
+			"older than events_max_age whether or not they were handled, so an event still being retried would be lost", s.EventsMaxAge, kr, w.RetryFor)
 	}
 }
 

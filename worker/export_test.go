@@ -73,3 +73,6 @@ func SetParkedAckHook(f func() bool) (restore func()) {
 	parkedAckHook.Store(&f)
 	return func() { parkedAckHook.Store(nil) }
 }
+
+// ParkedSubjectHeader names the lane subject of a parked message's copy.
+const ParkedSubjectHeader = parkedSubjectHeader

@@ -48,6 +48,16 @@ type Metrics struct {
 	StreamBytes     *prometheus.GaugeVec
 	StreamLimit     *prometheus.GaugeVec
 	StreamDiscarded *prometheus.GaugeVec
+	// Trimmed counts, by lane stream, the handled events this process
+	// purged from its head to keep it under TrimLowWater of its MaxBytes
+	// (trim.go).
+	Trimmed *prometheus.CounterVec
+	// TrimBlocked is 1 while a lane stream holds more than TrimHighWater
+	// of its MaxBytes and its oldest message is not handled yet
+	// (unacknowledged): nothing can be trimmed, and at MaxBytes
+	// (streams.events_max_bytes) the server refuses new publishes. A
+	// round that fails (NATS trouble, no consumer) leaves it as it was.
+	TrimBlocked *prometheus.GaugeVec
 	// Redelivered is, by lane, the events delivered more than once and
 	// not acknowledged yet (the consumer's NumRedelivered).
 	Redelivered *prometheus.GaugeVec
@@ -129,7 +139,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.StreamBytes = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "keyrelay_stream_bytes", Help: "Bytes held by a keyrelay stream."}, []string{"stream"})
 	m.StreamLimit = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "keyrelay_stream_limit", Help: "A keyrelay stream's configured limits (-1: none), by kind (bytes, msgs)."}, []string{"stream", "kind"})
 	m.StreamDiscarded = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "keyrelay_stream_discarded_messages", Help: "Messages a keyrelay stream dropped from its head by its age or size limits (its first sequence - 1); alert when it grows for the DLQ.",
+		Name: "keyrelay_stream_discarded_messages", Help: "Messages a keyrelay stream dropped from its head by its age or size limits, or (the lane streams) handled events trimmed by the workers (its first sequence - 1); alert when it grows for the DLQ.",
+	}, []string{"stream"})
+	m.Trimmed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keyrelay_stream_trimmed_messages_total", Help: "Handled events this process purged from the head of a lane stream (KEYRELAY_EVENTS, KEYRELAY_BULK) above 90% of streams.events_max_bytes, down toward 80%; never an event not yet handled.",
+	}, []string{"stream"})
+	m.TrimBlocked = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "keyrelay_stream_trim_blocked", Help: "1 while a lane stream holds more than 90% of streams.events_max_bytes and its oldest event is not acknowledged yet, so nothing can be trimmed: at events_max_bytes the server refuses new publishes (polled every 5 s).",
 	}, []string{"stream"})
 	m.Redelivered = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "keyrelay_consumer_redelivered", Help: "Events of a lane delivered more than once and not yet acknowledged, by lane (polled every 5 s).",
@@ -153,7 +169,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "keyrelay_intents_clamped_total", Help: "Stored intents whose deadline lay further ahead than one writer lease TTL when a new holder loaded them (forged or corrupt): their deadline was cut to the load time + TTL.",
 	})
 	if reg != nil {
-		reg.MustRegister(m.CorruptEntries, m.IntentsClamped, m.Parked)
+		reg.MustRegister(m.CorruptEntries, m.IntentsClamped, m.Parked, m.Trimmed, m.TrimBlocked)
 		reg.MustRegister(m.Events, m.EventDuration, m.ProviderCalls, m.ProviderLatency, m.Retries,
 			m.DeadLetters, m.Pending, m.AckPending, m.InFlight, m.BreakerOpen, m.Contradictions, m.Retirements,
 			m.StreamMsgs, m.StreamBytes, m.StreamLimit, m.StreamDiscarded, m.Redelivered, m.OldestUnacked, m.ClaimExpiries, m.DeadClaims, m.WriterLease)

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,18 +25,28 @@ import (
 // due do (see RetirePrefix), and comes back through the lane's parked
 // consumer, handled as a redelivery of the lane message it stands for.
 //
-// A parked message is a reference, not a copy: its subject names the lane
-// message (lane, team, key, stream sequence) and its body is empty. When
-// it comes back the worker reads that message from its lane's stream and
-// handles its bytes, subject and headers, exactly as the lane delivers
-// them. So no value (sealed or, where allowed, plaintext) is stored a
-// second time, and a forged parked message can at most make a worker
-// handle again an event the lane already holds, under that event's own
-// identity (what a redelivery does): it cannot carry a body of its own,
-// nor choose the stream sequence an event without a generation is
-// ordered by. One that names no such message, or another team, key or
-// lane than that message's, is terminated (keyrelay_parked_total
-// {outcome="invalid"}) and acts on nothing.
+// A parked message names its lane message (lane, team, key, stream
+// sequence) in its subject, and carries a copy of it: its body is the
+// lane message's bytes, its subject is in parkedSubjectHeader and its
+// headers are the lane message's but for server headers (Nats-*). Only an
+// event safe to keep is parked (keepsOriginal, as for the DLQ: its value
+// proven sealed, or no value); any other (a plaintext value, where
+// allowed) waits in its lane consumer, so no value that is not proven
+// sealed is stored a second time. When the parked message comes back the
+// worker reads the lane message from its lane's stream and handles its
+// bytes, subject and headers, exactly as the lane delivers them; the copy
+// must then be that message's, byte for byte, so a forged parked message
+// can at most make a worker handle again an event the lane already holds,
+// under that event's own identity (what a redelivery does). The copy is
+// handled only when the lane message is no longer in its stream because
+// the stream's head moved past it (events_max_age, or the trimmer of
+// events_max_bytes, which does not wait for parked events): a parked event
+// outlives its lane message's retention. It is then an event like any
+// other, validated in full, and can only claim a sequence the lane has
+// already dropped. One that names no such message, another team, key or
+// lane than that message's, or carries a copy that is not it, is
+// terminated (keyrelay_parked_total{outcome="invalid"}) and acts on
+// nothing.
 //
 // Subjects (ids are validated subject tokens, see RetirePrefix):
 //
@@ -68,6 +79,27 @@ const (
 const parkedDeliveriesHeader = "Keyrelay-Parked-Deliveries"
 
 const maxParkedDeliveries = 1 << 20
+
+// parkedSubjectHeader carries the lane message's subject in a parked
+// message that holds a copy of it.
+const parkedSubjectHeader = "Keyrelay-Parked-Subject"
+
+// parkedHeaderPrefix is the prefix of the headers parking sets; with
+// "Nats-" (the server's) they are not part of the copy's headers.
+const parkedHeaderPrefix = "Keyrelay-Parked-"
+
+// copiedHeader reports whether a lane message's header named name is
+// part of its parked copy: not the server's (Nats-*, whatever the case: in
+// a parked message they would schedule, deduplicate or expire it) and not
+// parking's own.
+func copiedHeader(name string) bool {
+	l := strings.ToLower(name)
+	return !strings.HasPrefix(l, "nats-") && !strings.HasPrefix(l, strings.ToLower(parkedHeaderPrefix))
+}
+
+// parkedMaxMsgBytes is ParkedStream's MaxMsgSize: a copy of the largest
+// event the lanes accept, with room for the parking headers.
+const parkedMaxMsgBytes = events.MaxEventBytes + 8192
 
 // ParkAfterDefault is Config.ParkAfter's default: an event handed back for
 // 10 s or more is parked. Below it the event waits in its consumer
@@ -155,8 +187,6 @@ func (w *Worker) unpark(ctx context.Context, ln *lane, msg jetstream.Msg) (jetst
 		return nil, fmt.Errorf("%w: not a due subject of the parked stream", errParkedInvalid)
 	case ref.lane != ln.name:
 		return nil, fmt.Errorf("%w: lane %s delivered by the %s lane's consumer", errParkedInvalid, ref.lane, ln.name)
-	case len(msg.Data()) != 0:
-		return nil, fmt.Errorf("%w: a parked message carries no body", errParkedInvalid)
 	}
 	md, err := msg.Metadata()
 	if err != nil {
@@ -171,15 +201,26 @@ func (w *Worker) unpark(ctx context.Context, ln *lane, msg jetstream.Msg) (jetst
 		orig, err = s.GetMsg(ctx, ref.seq)
 		return err
 	})
+	fromCopy := false
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return nil, fmt.Errorf("%w: message %d is not in stream %s (removed by its limits, or never there)", errParkedInvalid, ref.seq, StreamOf(ref.lane))
+		if orig, err = w.parkedCopy(ctx, s, ref, msg); err != nil {
+			return nil, err
+		}
+		fromCopy = true
 	case err != nil:
 		return nil, fmt.Errorf("read message %d of stream %s: %w", ref.seq, StreamOf(ref.lane), err)
+	case !copyMatches(msg, orig):
+		return nil, fmt.Errorf("%w: its copy is not message %d of stream %s", errParkedInvalid, ref.seq, StreamOf(ref.lane))
 	}
 	team, key := subjectIDs(orig.Subject)
 	if events.LaneOf(orig.Subject) != ref.lane || team != ref.team || key != ref.key {
 		return nil, fmt.Errorf("%w: message %d of stream %s is not a key event of team %s, key %s", errParkedInvalid, ref.seq, StreamOf(ref.lane), ref.team, ref.key)
+	}
+	if fromCopy {
+		w.m.Parked.WithLabelValues(ref.lane.String(), "copy").Inc()
+		w.log.Warn("parked event handled from its copy: its lane message is no longer retained (streams.events_max_age or events_max_bytes)",
+			zap.String("team", ref.team), zap.String("key", ref.key), zap.String("stream", StreamOf(ref.lane)), zap.Uint64("stream_seq", ref.seq))
 	}
 	n := md.NumDelivered
 	if prior, err := strconv.ParseUint(msg.Headers().Get(parkedDeliveriesHeader), 10, 64); err == nil {
@@ -188,6 +229,47 @@ func (w *Worker) unpark(ctx context.Context, ln *lane, msg jetstream.Msg) (jetst
 	vmd := *md
 	vmd.Stream, vmd.Sequence.Stream, vmd.NumDelivered = StreamOf(ref.lane), ref.seq, n
 	return &parkedMsg{Msg: msg, orig: orig, md: &vmd, seq: md.Sequence.Stream}, nil
+}
+
+// copyMatches reports whether parked message msg's copy, if it carries
+// one, is lane message orig: the same subject and bytes. A bare reference
+// (no body, no subject header) matches.
+func copyMatches(msg jetstream.Msg, orig *jetstream.RawStreamMsg) bool {
+	subj := msg.Headers().Get(parkedSubjectHeader)
+	if len(msg.Data()) == 0 && subj == "" {
+		return true
+	}
+	return subj == orig.Subject && bytes.Equal(msg.Data(), orig.Data)
+}
+
+// parkedCopy is the lane message ref names, rebuilt from parked message
+// msg's copy, when that message is no longer in lane stream s: only when
+// the stream's head has moved past it (removed by its limits), never for a
+// sequence the stream has not reached or removed in its middle.
+func (w *Worker) parkedCopy(ctx context.Context, s jetstream.Stream, ref parkedRef, msg jetstream.Msg) (*jetstream.RawStreamMsg, error) {
+	subj := msg.Headers().Get(parkedSubjectHeader)
+	if len(msg.Data()) == 0 || subj == "" {
+		return nil, fmt.Errorf("%w: message %d is not in stream %s (removed by its limits, or never there) and the parked message holds no copy of it",
+			errParkedInvalid, ref.seq, StreamOf(ref.lane))
+	}
+	var info *jetstream.StreamInfo
+	if err := w.infraDo(ctx, func(ctx context.Context) (err error) {
+		info, err = s.Info(ctx)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("stream %s: %w", StreamOf(ref.lane), err)
+	}
+	if first := info.State.FirstSeq; ref.seq >= first {
+		return nil, fmt.Errorf("%w: message %d is not in stream %s, whose head is message %d: its copy stands for nothing removed by the stream's limits",
+			errParkedInvalid, ref.seq, StreamOf(ref.lane), first)
+	}
+	h := nats.Header{}
+	for name, vals := range msg.Headers() {
+		if copiedHeader(name) {
+			h[name] = vals
+		}
+	}
+	return &jetstream.RawStreamMsg{Subject: subj, Sequence: ref.seq, Header: h, Data: msg.Data()}, nil
 }
 
 // laneStream returns the stream of lane l.
@@ -234,9 +316,15 @@ func (w *Worker) processParked(ctx context.Context, ln *lane, msg jetstream.Msg,
 
 // handBack hands msg (md its metadata) back for delay: parked when park is
 // set and delay is ParkAfter or more, else (and when the park fails) with
-// NakWithDelay. It returns whether it was parked.
-func (w *Worker) handBack(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, delay time.Duration, park bool) bool {
-	if !park || w.cfg.ParkAfter <= 0 || delay < w.cfg.ParkAfter {
+// NakWithDelay. Only an event whose copy is safe to keep (keepsOriginal:
+// its value proven sealed in this delivery, or no value) is parked; its
+// parked message holds that copy. It returns whether it was parked.
+func (w *Worker) handBack(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, delay time.Duration, park, sealed bool) bool {
+	if !park || w.cfg.ParkAfter <= 0 || delay < w.cfg.ParkAfter || !keepsOriginal(msg, sealed) {
+		// Short waits stay in the consumer, and so does an event whose
+		// copy is not safe to keep (a plaintext value, where allowed):
+		// parked, it would depend on its lane message, which the trimmer
+		// may remove once it is acknowledged.
 		_ = msg.NakWithDelay(delay)
 		return false
 	}
@@ -266,7 +354,8 @@ func (w *Worker) handBack(ctx context.Context, msg jetstream.Msg, md *jetstream.
 }
 
 // park stores the schedule that brings the lane message of md back after
-// delay (rounded up to the second: schedules name whole seconds).
+// delay (rounded up to the second: schedules name whole seconds), with a
+// copy of msg (the caller checked it is safe to keep).
 func (w *Worker) park(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, delay time.Duration) error {
 	if h := parkHook.Load(); h != nil {
 		if err := (*h)(); err != nil {
@@ -283,6 +372,15 @@ func (w *Worker) park(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgM
 		at = at.Truncate(time.Second).Add(time.Second)
 	}
 	m := &nats.Msg{Subject: parkedSubject(parkedAtToken, l, team, key, md.Sequence.Stream), Header: nats.Header{}}
+	// The copy: the lane message's bytes, subject and headers but the
+	// server's (and any that look like parking's own).
+	for name, vals := range msg.Headers() {
+		if copiedHeader(name) {
+			m.Header[name] = vals
+		}
+	}
+	m.Header.Set(parkedSubjectHeader, msg.Subject())
+	m.Data = msg.Data()
 	m.Header.Set(scheduleHeader, "@at "+at.Format(time.RFC3339))
 	m.Header.Set(scheduleTargetHeader, parkedSubject(parkedDueToken, l, team, key, md.Sequence.Stream))
 	m.Header.Set(parkedDeliveriesHeader, strconv.FormatUint(md.NumDelivered, 10))

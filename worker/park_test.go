@@ -43,6 +43,13 @@ func (o *switchedOutage) Put(ctx context.Context, r providers.PutRequest) (provi
 	return res, err
 }
 
+func (o *switchedOutage) Delete(ctx context.Context, r providers.DeleteRequest) error {
+	if o.down.Load() {
+		return providers.NewError("outage", "delete", "", providers.Retryable, fmt.Errorf("503 service unavailable: %w", providers.ErrUnavailable))
+	}
+	return o.Provider.Delete(ctx, r)
+}
+
 func (o *switchedOutage) putsOf(name string) int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -318,11 +325,11 @@ func TestParkedCopiesAreHarmless(t *testing.T) {
 	t.Logf("%d parks not acked; %d second copies confirmed as duplicates", min(skipped.Load(), 20), dups)
 }
 
-// TestForgedParkedMessages: a parked message is a reference to a lane
-// message. One that names another team or key than that message's, a
-// lane message that does not exist or is not a key event, that carries a
-// body, or whose subject is malformed is terminated with a reason and
-// acts on nothing. One that names a lane message rightly is that message
+// TestForgedParkedMessages: a parked message names a lane message. One
+// that names another team or key than that message's, a lane message that
+// does not exist or is not a key event, that carries a copy which is not
+// that message, a copy of a message its lane has not dropped, or whose
+// subject is malformed is terminated with a reason and acts on nothing. One that names a lane message rightly is that message
 // handled again, with its own bytes: an event already applied is a
 // duplicate (no second write), a plaintext value where sealing is
 // required is rejected again.
@@ -357,27 +364,36 @@ func TestForgedParkedMessages(t *testing.T) {
 	due := func(lane, team, key string, seq uint64) string {
 		return fmt.Sprintf("%s.due.%s.%s.%s.%d", worker.ParkedPrefix, lane, team, key, seq)
 	}
+	// copyOf is the lane subject a copy claims to be of (its header).
+	k1 := events.EventsPrefix + ".team-x.k1." + string(events.KeyCreated)
 	forged := []struct {
 		subject string
 		body    []byte
+		copyOf  string
 	}{
-		{due("interactive", "team-y", "k1", ack), nil},                         // team-x's event under team-y
-		{due("interactive", "team-x", "k9", ack), nil},                         // under another key
-		{due("interactive", "team-x", "k1", ack), raw},                         // a body of its own
-		{due("interactive", "team-x", "k1", 99999), nil},                       // no such message
-		{due("interactive", "team-x", "k1", settingsAck), nil},                 // a settings event
-		{due("interactive", "team-x", "k1", 0), nil},                           // sequence 0
-		{worker.ParkedPrefix + ".due.interactive.team-x.k1", []byte("junk")},   // malformed
-		{worker.ParkedPrefix + ".due.interactive.team-x.k1.01", nil},           // not canonical
-		{due("bulk", "team-x", "k1", ack), nil},                                // not in the bulk lane
-		{worker.ParkedPrefix + ".due.interactive.te..am.k1.1", []byte("junk")}, // not a subject
+		{due("interactive", "team-y", "k1", ack), nil, ""},                         // team-x's event under team-y
+		{due("interactive", "team-x", "k9", ack), nil, ""},                         // under another key
+		{due("interactive", "team-x", "k1", ack), raw, ""},                         // a body of its own
+		{due("interactive", "team-x", "k1", ack), raw, k1},                         // a copy that is not the message
+		{due("interactive", "team-x", "k1", 99999), nil, ""},                       // no such message
+		{due("interactive", "team-x", "k1", 99999), raw, k1},                       // a copy of a message the lane never held
+		{due("interactive", "team-x", "k1", settingsAck), nil, ""},                 // a settings event
+		{due("interactive", "team-x", "k1", 0), nil, ""},                           // sequence 0
+		{worker.ParkedPrefix + ".due.interactive.team-x.k1", []byte("junk"), ""},   // malformed
+		{worker.ParkedPrefix + ".due.interactive.team-x.k1.01", nil, ""},           // not canonical
+		{due("bulk", "team-x", "k1", ack), nil, ""},                                // not in the bulk lane
+		{worker.ParkedPrefix + ".due.interactive.te..am.k1.1", []byte("junk"), ""}, // not a subject
 	}
 	invalid := 0
 	for _, f := range forged {
 		if strings.Contains(f.subject, "..") {
 			continue
 		}
-		if _, err := b.js.PublishMsg(b.ctx, &nats.Msg{Subject: f.subject, Data: f.body}); err != nil {
+		m := &nats.Msg{Subject: f.subject, Data: f.body, Header: nats.Header{}}
+		if f.copyOf != "" {
+			m.Header.Set(worker.ParkedSubjectHeader, f.copyOf)
+		}
+		if _, err := b.js.PublishMsg(b.ctx, m); err != nil {
 			t.Fatalf("%s: %v", f.subject, err)
 		}
 		invalid++
@@ -417,7 +433,7 @@ func TestForgedParkedMessages(t *testing.T) {
 		}
 	}
 	logs := b.logs.String()
-	for _, want := range []string{"is not a key event of team team-y, key k1", "carries no body", "is not in stream KEYRELAY_EVENTS", "not a due subject"} {
+	for _, want := range []string{"is not a key event of team team-y, key k1", "its copy is not message", "holds no copy of it", "its copy stands for nothing removed", "not a due subject"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("no log line with reason %q", want)
 		}
@@ -530,5 +546,92 @@ func TestParkAfterSetting(t *testing.T) {
 		if got := worker.ConfigFrom(w).ParkAfter; got != want {
 			t.Errorf("park_after %v: Config %v, want %v", in, got, want)
 		}
+	}
+}
+
+// TestParkedEventOutlivesItsLaneMessage: events parked while their backend
+// is down, whose lane messages then leave the events stream (its head
+// purged, as events_max_age or the trimmer of events_max_bytes do), are
+// still each written once and confirmed once when the backend is back:
+// their parked messages carry a copy. A plaintext value (allowed here) is
+// never parked (its copy would be a second plaintext copy): it waits in
+// its lane consumer, unacknowledged, so neither a trim nor this purge
+// below its sequence removes it. No value is in the parked stream in
+// clear, nor in the logs. (With bare references, every parked event here
+// was terminated as invalid and never confirmed.)
+func TestParkedEventOutlivesItsLaneMessage(t *testing.T) {
+	const sentinel = "sk-SENTINEL-park-7d1e90"
+	b, down := parkSetup(t, 256)
+	b.kr.AllowPlaintext(true)
+	down.down.Store(true)
+	b.startWorker(func(c *worker.Config) { c.ParkAfter = time.Second })
+	var evs []*events.Event
+	for i := 0; i < 8; i++ {
+		evs = append(evs, b.keyEvent(events.KeyCreated, "team-a", fmt.Sprintf("key-%d", i), 1, sentinel+fmt.Sprint(i)))
+	}
+	// A delete carries no value: it is parked with its copy too.
+	evs = append(evs, b.keyEvent(events.KeyDeleted, "team-a", "key-gone", 1, ""))
+	b.publish(evs...)
+	plain := rawKeyEvent(t, "evt-plain-parked", "team-a", "key-plain",
+		`{"alg":"plaintext","ct":"`+base64Std([]byte(sentinel+"-plain"))+`"}`)
+	plainSeq, err := b.pub.Publish(b.ctx, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every sealed event parked (acked on its lane, its parked message
+	// stored); the plaintext one handed back to its consumer.
+	waitWithin(t, 30*time.Second, "every sealed event parked", func() bool {
+		msgs, _ := b.parkedState()
+		return b.ackFloor(worker.EventsStream, worker.ConsumerName) == plainSeq-1 && msgs == uint64(len(evs))
+	})
+	for _, m := range b.rawMessages(worker.ParkedStream) {
+		if strings.Contains(m.Subject, "key-plain") {
+			t.Errorf("the plaintext event was parked: %s", m.Subject)
+		}
+		if strings.Contains(string(m.Data), sentinel) || strings.Contains(string(m.Data), base64Std([]byte(sentinel))) {
+			t.Errorf("parked message %s holds a value in clear", m.Subject)
+		}
+	}
+	s, err := b.js.Stream(b.ctx, worker.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Purge(b.ctx, jetstream.WithPurgeSequence(plainSeq)); err != nil {
+		t.Fatal(err)
+	}
+	down.down.Store(false)
+	confs := b.waitConfirmed(append(evs, plain), 60*time.Second)
+	for id, c := range confs {
+		want := events.StatusStored
+		if id == evs[len(evs)-1].ID {
+			want = events.StatusDeleted
+		}
+		if c.Status != want {
+			t.Errorf("%s: %s %s, want %s", id, c.Status, c.Reason, want)
+		}
+	}
+	for i, ev := range evs[:len(evs)-1] {
+		if n := down.putsOf(name(ev.TeamID, ev.KeyID)); n != 1 {
+			t.Errorf("%s: %d writes, want 1", ev.KeyID, n)
+		}
+		if v := b.value("local", name(ev.TeamID, ev.KeyID)); v != sentinel+fmt.Sprint(i) {
+			t.Errorf("%s: stored %q", ev.KeyID, v)
+		}
+	}
+	if got := testutil.ToFloat64(b.metrics.Parked.WithLabelValues("interactive", "copy")); got < float64(len(evs)) {
+		t.Errorf("handled from a copy %v times, want at least %d", got, len(evs))
+	}
+	waitWithin(t, 30*time.Second, "the parked stream drained", func() bool { msgs, pending := b.parkedState(); return msgs == 0 && pending == 0 })
+	for id, n := range b.confirmationCounts() {
+		if n != 1 {
+			t.Errorf("event %s: %d confirmations", id, n)
+		}
+	}
+	logs := b.logs.String()
+	if !strings.Contains(logs, "handled from its copy") {
+		t.Error("no log line for an event handled from its copy")
+	}
+	if strings.Contains(logs, sentinel) {
+		t.Error("a value in the logs")
 	}
 }

@@ -186,7 +186,7 @@ func (w *Worker) finish(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 		w.m.Retries.WithLabelValues("wait").Inc()
 		w.log.Debug("event handed back without spending its retry budget", zap.Uint64("stream_seq", md.Sequence.Stream),
 			zap.Uint64("delivery", n), zap.Duration("delay", delay), zap.String("reason", sanitize(v.err)))
-		w.handBack(pubCtx, msg, md, delay, v.park)
+		w.handBack(pubCtx, msg, md, delay, v.park, sealed)
 		return "wait"
 	}
 	if v.retry && v.dead == nil {
@@ -206,7 +206,7 @@ func (w *Worker) finish(ctx context.Context, msg jetstream.Msg, md *jetstream.Ms
 			w.log.Info("event handed back for redelivery", zap.Uint64("stream_seq", md.Sequence.Stream),
 				zap.Uint64("delivery", n), zap.Int("provider_failures", b.Failures), zap.Duration("delay", delay),
 				zap.String("reason", sanitize(v.err)))
-			w.handBack(pubCtx, msg, md, delay, v.park)
+			w.handBack(pubCtx, msg, md, delay, v.park, sealed)
 			return "nak"
 		}
 	}

@@ -83,7 +83,12 @@ type TopologyConfig struct {
 	Replicas int
 	// DuplicateWindow of the events and confirmations streams.
 	DuplicateWindow time.Duration
-	// EventsMaxAge and EventsMaxBytes bound event retention (0 / -1: none).
+	// EventsMaxAge and EventsMaxBytes bound event retention in each lane
+	// stream (0 / -1: none). EventsMaxBytes is a hard cap: a full lane
+	// stream refuses publishes (DiscardNew), and the workers trim its
+	// handled events from the head above TrimHighWater of it (trimLanes).
+	// EventsMaxAge removes events handled or not: keep it longer than the
+	// workers' RetryFor.
 	EventsMaxAge   time.Duration
 	EventsMaxBytes int64
 	// ConfirmationsMaxAge bounds confirmation retention.
@@ -133,6 +138,13 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 	// has its own stream so the interactive consumer needs no filter to
 	// skip bulk events (a filter on a stream with many subjects costs the
 	// server a subject-tree walk per delivery, see below).
+	//
+	// MaxBytes is a hard cap (DiscardNew): a full lane stream refuses new
+	// publishes rather than drop its oldest events, handled or not (there
+	// is no "keep unacknowledged" policy). The workers trim handled events
+	// from its head to keep room (trimLanes). An existing stream created
+	// with DiscardOld is updated in place
+	// (TestEnsureTopologyMakesLaneStreamsDiscardNew).
 	for _, l := range []struct {
 		name, desc string
 		subjects   []string
@@ -150,6 +162,7 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 			Duplicates:  dup,
 			MaxAge:      c.EventsMaxAge,
 			MaxBytes:    maxBytes,
+			Discard:     jetstream.DiscardNew,
 			MaxMsgSize:  events.MaxEventBytes + 4096,
 			AllowDirect: true,
 		}); err != nil {
@@ -178,10 +191,10 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 	// start; earlier versions neither park nor read it.
 	if err := ensureScheduleStream(ctx, js, jetstream.StreamConfig{
 		Name:        ParkedStream,
-		Description: "keyrelay key events waiting out a long redelivery delay: schedules naming their lane message (no values)",
+		Description: "keyrelay key events waiting out a long redelivery delay: schedules naming their lane message, with a copy of it (sealed values only)",
 		Subjects:    []string{ParkedPrefix + ".>"},
 		Replicas:    c.Replicas,
-		MaxMsgSize:  4096,
+		MaxMsgSize:  parkedMaxMsgBytes,
 		AllowDirect: true,
 	}); err != nil {
 		return err

@@ -484,6 +484,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer w.running.Store(false)
 
 	go w.pollConsumer(ctx)
+	go w.trimLanes(ctx)
 	go w.heartbeats(workCtx)
 
 	// A lane that stops with an error stops the others: the process is

@@ -1,0 +1,219 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/keyrelay/keyrelay/events"
+)
+
+// Trimming the lane streams.
+//
+// The lane streams (EventsStream, BulkStream) keep events for replay up
+// to streams.events_max_age and streams.events_max_bytes. They discard
+// new messages, not old ones (jetstream.DiscardNew): when a stream holds
+// MaxBytes the server refuses further publishes (client.ErrStreamFull; the
+// publisher retries, the outbox relay keeps its rows) instead of removing
+// its oldest events whether or not they were handled. With DiscardOld a
+// backlog of a few minutes' traffic on a busy gateway silently lost
+// accepted events.
+//
+// The rolling window DiscardOld gave is kept by trimLanes, over handled
+// events only: every TrimInterval each worker process reads each lane
+// stream's state and, when it holds more than TrimHighWater of its
+// MaxBytes, purges from its head down toward TrimLowWater (the count
+// estimated from the average message size), never past the lane
+// consumer's ack floor: every message up to it is acknowledged, the next
+// one is not.
+//
+// A parked event (park.go) was acknowledged on its lane and is not
+// handled yet, but it does not hold the trimming back: its parked message
+// carries a copy of it, handled when the lane message is gone (only events
+// whose copy is safe to keep are parked; any other waits in its lane
+// consumer, under the ack floor). So one team's backend down for hours
+// does not fill a lane stream that every team publishes to.
+//
+// The ack floor only moves forward (a message once acknowledged stays
+// so), so several processes trimming at once are safe: every message a
+// purge removes was acknowledged when its process read the floor,
+// whatever the others remove meanwhile. A missing consumer or any NATS
+// error skips that stream for the round (logged when it starts, then once
+// per trimLogEvery, and when it ends; never fatal).
+const (
+	// TrimInterval is how often each worker process trims the lane
+	// streams.
+	TrimInterval = 5 * time.Second
+	// TrimHighWater is the share of a lane stream's MaxBytes above which
+	// it is trimmed; TrimLowWater the share it is trimmed down to.
+	TrimHighWater = 0.9
+	TrimLowWater  = 0.8
+)
+
+// trimCallTimeout bounds one trimming round's NATS calls for one stream.
+const trimCallTimeout = 3 * time.Second
+
+// TrimResult is what one trimming round did to a lane stream.
+type TrimResult struct {
+	// Over: the stream held more than TrimHighWater of its MaxBytes.
+	Over bool
+	// Blocked: it was over and its first message is not acknowledged
+	// yet: nothing could be trimmed.
+	Blocked bool
+	// Purged is how many messages this round removed from its head.
+	Purged uint64
+	// Bound is the first sequence the round had to keep (the first
+	// unacknowledged one), when it was over.
+	Bound uint64
+}
+
+// trimLogEvery is how often a lasting trimming failure of one stream is
+// logged again.
+const trimLogEvery = time.Minute
+
+// laneTrimmer trims the lane streams and remembers, per stream, since when
+// its rounds fail, so that a lasting problem is logged when it starts, then
+// once per trimLogEvery, and when it ends.
+type laneTrimmer struct {
+	js      jetstream.JetStream
+	m       *Metrics
+	log     *zap.Logger
+	failing map[string]*trimFailure
+}
+
+type trimFailure struct {
+	since, logged time.Time
+	rounds        int
+}
+
+func newLaneTrimmer(js jetstream.JetStream, m *Metrics, log *zap.Logger) *laneTrimmer {
+	return &laneTrimmer{js: js, m: m, log: log, failing: map[string]*trimFailure{}}
+}
+
+// trimLanes trims both lane streams every TrimInterval until ctx ends.
+func (w *Worker) trimLanes(ctx context.Context) {
+	t := newLaneTrimmer(w.d.JS, w.m, w.log)
+	tick := time.NewTicker(TrimInterval)
+	defer tick.Stop()
+	for {
+		t.round(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// round trims each lane stream once.
+func (t *laneTrimmer) round(ctx context.Context) {
+	for _, l := range []events.Lane{events.LaneInteractive, events.LaneBulk} {
+		name := StreamOf(l)
+		cctx, cancel := context.WithTimeout(ctx, trimCallTimeout)
+		r, err := trimLane(cctx, t.js, l)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			now := time.Now()
+			f := t.failing[name]
+			if f == nil {
+				f = &trimFailure{since: now}
+				t.failing[name] = f
+			}
+			f.rounds++
+			if f.rounds == 1 || now.Sub(f.logged) >= trimLogEvery {
+				f.logged = now
+				t.log.Warn("lane stream not trimmed: its handled events stay until a round succeeds", zap.String("stream", name),
+					zap.Int("failed_rounds", f.rounds), zap.Duration("failing_for", now.Sub(f.since)), zap.Error(err))
+			}
+			continue
+		}
+		if f := t.failing[name]; f != nil {
+			delete(t.failing, name)
+			t.log.Info("lane stream trimmed again", zap.String("stream", name), zap.Int("failed_rounds", f.rounds))
+		}
+		if r.Purged > 0 {
+			t.m.Trimmed.WithLabelValues(name).Add(float64(r.Purged))
+			t.log.Debug("lane stream trimmed", zap.String("stream", name), zap.Uint64("purged", r.Purged), zap.Uint64("first_unhandled", r.Bound))
+		}
+		blocked := 0.0
+		if r.Blocked {
+			blocked = 1
+		}
+		t.m.TrimBlocked.WithLabelValues(name).Set(blocked)
+	}
+}
+
+// trimLane runs one trimming round on lane l's stream (see TrimInterval).
+func trimLane(ctx context.Context, js jetstream.JetStream, l events.Lane) (TrimResult, error) {
+	var r TrimResult
+	name := StreamOf(l)
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		return r, fmt.Errorf("stream %s: %w", name, err)
+	}
+	info := s.CachedInfo()
+	maxBytes, st := info.Config.MaxBytes, info.State
+	if maxBytes <= 0 || st.Msgs == 0 || float64(st.Bytes) <= TrimHighWater*float64(maxBytes) {
+		return r, nil
+	}
+	r.Over = true
+	// The first unacknowledged message (read after the stream's state).
+	c, err := js.Consumer(ctx, name, ConsumerOf(l))
+	if err != nil {
+		return r, fmt.Errorf("consumer %s of stream %s: %w", ConsumerOf(l), name, err)
+	}
+	bound := c.CachedInfo().AckFloor.Stream + 1
+	r.Bound = bound
+	if bound <= st.FirstSeq {
+		r.Blocked = true
+		return r, nil
+	}
+	// Down toward the low-water mark, by the average message size.
+	avg := max(1, st.Bytes/st.Msgs)
+	excess := st.Bytes - uint64(TrimLowWater*float64(maxBytes))
+	upto := min(st.FirstSeq+(excess+avg-1)/avg, bound, st.LastSeq+1)
+	n, err := purgeBelow(ctx, js.Conn(), name, upto)
+	if err != nil {
+		return r, err
+	}
+	r.Purged = n
+	return r, nil
+}
+
+// purgeBelow removes stream's messages below sequence upto and returns how
+// many it removed. (jetstream.Stream.Purge does not say how many.)
+func purgeBelow(ctx context.Context, nc *nats.Conn, stream string, upto uint64) (uint64, error) {
+	body, err := json.Marshal(struct {
+		Seq uint64 `json:"seq"`
+	}{upto})
+	if err != nil {
+		return 0, err
+	}
+	m, err := requestMsg(ctx, nc, &nats.Msg{Subject: "$JS.API.STREAM.PURGE." + stream, Data: body})
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: purge below %d: %w", stream, upto, err)
+	}
+	var resp struct {
+		Error   *jetstream.APIError `json:"error"`
+		Success bool                `json:"success"`
+		Purged  uint64              `json:"purged"`
+	}
+	if err := json.Unmarshal(m.Data, &resp); err != nil {
+		return 0, fmt.Errorf("stream %s: purge: unreadable reply: %w", stream, err)
+	}
+	if resp.Error != nil {
+		return 0, fmt.Errorf("stream %s: purge below %d: %w", stream, upto, resp.Error)
+	}
+	if !resp.Success {
+		return 0, fmt.Errorf("stream %s: purge below %d: not done", stream, upto)
+	}
+	return resp.Purged, nil
+}
