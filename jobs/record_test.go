@@ -27,12 +27,18 @@ type bare struct {
 	deps jobs.Deps
 }
 
-func newBare(t *testing.T) *bare {
+func newBare(t *testing.T) *bare { return newBareWith(t, nil) }
+
+// newBareWith is newBare with mut applied to the topology.
+func newBareWith(t *testing.T, mut func(*worker.TopologyConfig)) *bare {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	_, js := testenv.StartJetStream(t)
 	topo := worker.TopologyConfig{Replicas: 1, DuplicateWindow: time.Minute, AckWait: 5 * time.Second, MaxAckPending: 1024}
+	if mut != nil {
+		mut(&topo)
+	}
 	if err := worker.EnsureTopology(ctx, js, topo); err != nil {
 		t.Fatal(err)
 	}
@@ -203,4 +209,105 @@ func TestSelectSkipsCorruptLedgerEntries(t *testing.T) {
 	if _, err := jobs.Select(e.ctx, d.Ledger, jobs.Selection{All: true}, time.Now()); !errors.As(err, &se) || len(se.Entries) != 1 {
 		t.Fatalf("Select without a callback: %v", err)
 	}
+}
+
+// TestJobWaitsForRoomInAFullBulkLane: the bulk lane stream is full of
+// events no worker has handled (streams.events_max_bytes, here 32 KiB),
+// so it refuses the job's next event. The job does not fail: it waits,
+// keeping its cursor, and goes on once handled events are trimmed, until
+// every event of its plan is in the lane once. (It used to stop with the
+// publish error at the first refusal.)
+func TestJobWaitsForRoomInAFullBulkLane(t *testing.T) {
+	b := newBareWith(t, func(c *worker.TopologyConfig) { c.EventsMaxBytes = 32 << 10 })
+	j, plan := b.job(t, 150, 10000)
+	var published atomic.Int64
+	type result struct {
+		j   *jobs.Job
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		j, err := jobs.Run(b.ctx, b.deps, j.ID, func(p jobs.Progress) { published.Store(int64(p.Published)) })
+		done <- result{j, err}
+	}()
+	s, err := b.js.Stream(b.ctx, worker.BulkStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stalled at a full lane, still running.
+	var stalled int64
+	for last := int64(-1); ; {
+		time.Sleep(time.Second)
+		select {
+		case r := <-done:
+			t.Fatalf("the job ended at a full lane after %d events: %v", published.Load(), r.err)
+		default:
+		}
+		if n := published.Load(); n == last {
+			stalled = n
+			break
+		} else {
+			last = n
+		}
+	}
+	if stalled == 0 || stalled >= int64(len(plan)) {
+		t.Fatalf("stalled after %d of %d events", stalled, len(plan))
+	}
+	// A worker's part: each event handled (acked), then the handled ones
+	// trimmed from the head, until the job is done.
+	cons, err := b.js.Consumer(b.ctx, worker.BulkStream, worker.BulkConsumerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	var r result
+	for r.j == nil && r.err == nil {
+		batch, err := cons.Fetch(100, jetstream.FetchMaxWait(200*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var last uint64
+		for m := range batch.Messages() {
+			ev, err := events.Decode(m.Data())
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen[ev.ID]++
+			md, _ := m.Metadata()
+			last = md.Sequence.Stream
+			if err := m.DoubleAck(b.ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if last > 0 {
+			if err := s.Purge(b.ctx, jetstream.WithPurgeSequence(last+1)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		select {
+		case r = <-done:
+		default:
+		}
+	}
+	if r.err != nil {
+		t.Fatalf("job: %v", r.err)
+	}
+	// The last events, published after the final trim.
+	if batch, err := cons.Fetch(100, jetstream.FetchMaxWait(500*time.Millisecond)); err == nil {
+		for m := range batch.Messages() {
+			if ev, err := events.Decode(m.Data()); err == nil {
+				seen[ev.ID]++
+			}
+			_ = m.Ack()
+		}
+	}
+	if r.j.State != jobs.StatePublished || r.j.Cursor != len(plan) {
+		t.Errorf("job ended %s at cursor %d, want published at %d", r.j.State, r.j.Cursor, len(plan))
+	}
+	for _, tg := range plan {
+		if seen[tg.EventID] != 1 {
+			t.Errorf("event %s in the lane %d times, want once", tg.EventID, seen[tg.EventID])
+		}
+	}
+	t.Logf("stalled at %d of %d events until handled events were trimmed", stalled, len(plan))
 }

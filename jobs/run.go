@@ -185,6 +185,7 @@ func Run(ctx context.Context, d Deps, id string, progress func(Progress)) (*Job,
 	defer stopFollow()
 	go conf.follow(followCtx, d.JS, j.ID, plan, j.Created.Add(-time.Minute))
 	start, lastSave := time.Now(), time.Now()
+	laneFull := false
 	for j.Cursor < len(plan) {
 		if err := lim.Wait(ctx); err != nil {
 			stop()
@@ -213,9 +214,34 @@ func Run(ctx context.Context, d Deps, id string, progress func(Progress)) (*Job,
 			lastSave = time.Now()
 		}
 		if err := publishOne(ctx, d, pub, j, plan[j.Cursor]); err != nil {
-			stop()
-			return j, err
+			if !client.IsStreamFull(err) || ctx.Err() != nil {
+				stop()
+				return j, err
+			}
+			// The bulk lane is full of events the workers have not handled
+			// yet (they trim only handled ones): the event was not stored.
+			// Wait for room, saving the cursor (and seeing a cancel)
+			// meanwhile, and publish it again.
+			if !laneFull {
+				d.Logger.Warn("bulk lane full of events not yet handled (streams.events_max_bytes): the job waits for the workers", zap.String("job", id))
+			}
+			laneFull = true
+			select {
+			case <-ctx.Done():
+				stop()
+				return j, ctx.Err()
+			case <-time.After(saveEvery):
+			}
+			if err := save(ctx, ""); err != nil {
+				if !errors.Is(err, ErrCancelled) {
+					stop()
+				}
+				return j, err
+			}
+			lastSave = time.Now()
+			continue
 		}
+		laneFull = false
 		j.Cursor++
 		if progress != nil {
 			progress(Progress{Published: j.Cursor, Total: j.Total, Elapsed: time.Since(start)})
