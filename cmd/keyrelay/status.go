@@ -41,7 +41,9 @@ func statusCmd(g *globals) *cobra.Command {
   - the NATS server it is connected to (from its INFO), the servers it knows
     of, JetStream usage, and the nodes holding keyrelay's streams;
   - every keyrelay stream and KV bucket: messages, bytes, leader, and each
-    replica's state and lag;
+    replica's state and lag; a lane stream over 90% of its cap
+    (streams.events_max_bytes) is a problem: its oldest events are not
+    handled, and at the cap publishes are refused;
   - the consumers of the interactive and bulk lanes and of retirements:
     pending, ack pending, redelivered, and for the lanes the age of the
     oldest event delivered and not acknowledged;
@@ -142,9 +144,12 @@ type nodeStatus struct {
 }
 
 type streamStatus struct {
-	Name     string          `json:"name"`
-	Messages uint64          `json:"messages"`
-	Bytes    uint64          `json:"bytes"`
+	Name     string `json:"name"`
+	Messages uint64 `json:"messages"`
+	Bytes    uint64 `json:"bytes"`
+	// MaxBytes is a lane stream's cap (streams.events_max_bytes), when it
+	// has one.
+	MaxBytes int64           `json:"max_bytes,omitempty"`
 	Leader   string          `json:"leader"`
 	Replicas []replicaStatus `json:"replicas,omitempty"`
 }
@@ -208,6 +213,28 @@ type jobStatus struct {
 	Total     int       `json:"total"`
 	Holder    string    `json:"holder,omitempty"`
 	Updated   time.Time `json:"updated"`
+}
+
+// laneFullShare is the share of its cap at which `status` calls a lane
+// stream full: its next events are refused, or about to be.
+const laneFullShare = 0.98
+
+// laneStreamProblem says what a lane stream over the share of its cap the
+// workers trim it to (worker.TrimHighWater) means: they cannot trim it,
+// since its oldest events are not handled yet, and at the cap the server
+// refuses publishes. "" when it is below.
+func laneStreamProblem(s streamStatus, discard jetstream.DiscardPolicy) string {
+	share := float64(s.Bytes) / float64(s.MaxBytes)
+	switch {
+	case share <= worker.TrimHighWater:
+		return ""
+	case share >= laneFullShare && discard == jetstream.DiscardNew:
+		return fmt.Sprintf("stream %s is full (%s of %s, streams.events_max_bytes) of events not yet handled: publishes to it are refused "+
+			"(publishers get an error, the outbox relay keeps its rows, jobs wait); start workers or see why they do not keep up", s.Name, sizeOf(s.Bytes), sizeOf(uint64(s.MaxBytes)))
+	default:
+		return fmt.Sprintf("stream %s holds %s of its %s (streams.events_max_bytes), over the %.0f%% the workers trim it to: its oldest events are not handled yet "+
+			"(no worker, or far behind); at the cap publishes are refused", s.Name, sizeOf(s.Bytes), sizeOf(uint64(s.MaxBytes)), 100*worker.TrimHighWater)
+	}
 }
 
 // statusLanes are the consumers status reports, by the lane they serve.
@@ -288,6 +315,12 @@ func gatherStatus(ctx context.Context, conn *app.Conn, o statusOptions) *statusR
 		}
 		if s.Name == worker.DLQStream {
 			r.DLQDepth = s.Messages
+		}
+		if (s.Name == worker.EventsStream || s.Name == worker.BulkStream) && si.Config.MaxBytes > 0 {
+			s.MaxBytes = si.Config.MaxBytes
+			if p := laneStreamProblem(s, si.Config.Discard); p != "" {
+				r.Problems = append(r.Problems, p)
+			}
 		}
 		r.Streams = append(r.Streams, s)
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -331,4 +332,50 @@ func TestStatusOnACluster(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	t.Logf("keyrelay status with %s stopped:\n%s", cl.Name(victim), e.status(t, ctx))
+}
+
+// TestStatusLaneStreamFull: with no worker running, the events stream
+// fills to streams.events_max_bytes and refuses the next event; `status`
+// shows the stream's cap and says that publishes are refused.
+func TestStatusLaneStreamFull(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv := testenv.StartNATS(t)
+	cfg, _, kr := commandConfig(t, srv.URL, "  streams:\n    events_max_bytes: 65536\n")
+	nc, err := nats.Connect(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if err := worker.EnsureTopology(ctx, js, worker.TopologyConfig{Replicas: 1, DuplicateWindow: time.Minute, EventsMaxBytes: 64 << 10,
+		AckWait: 5 * time.Second, MaxAckPending: 1024}); err != nil {
+		t.Fatal(err)
+	}
+	pub := client.NewPublisher(js)
+	for i := 0; ; i++ {
+		ev, err := events.NewKeyEvent(ctx, kr, events.KeyCreated, "team-a", fmt.Sprintf("key-%d", i), 1, []byte("sk-full"), events.KeyData{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err = pub.Publish(ctx, ev); errors.Is(err, client.ErrStreamFull) {
+			break
+		} else if err != nil || i > 5000 {
+			t.Fatalf("event %d: %v", i, err)
+		}
+	}
+	e := &statusEnv{cfg: cfg, js: js, kr: kr}
+	r := e.statusJSON(t, ctx)
+	i := slices.IndexFunc(r.Streams, func(s streamStatus) bool { return s.Name == worker.EventsStream })
+	if i < 0 || r.Streams[i].MaxBytes != 64<<10 {
+		t.Fatalf("streams: %+v", r.Streams)
+	}
+	if !slices.ContainsFunc(r.Problems, func(p string) bool {
+		return strings.Contains(p, "stream KEYRELAY_EVENTS is full") && strings.Contains(p, "publishes to it are refused")
+	}) {
+		t.Errorf("problems: %q", r.Problems)
+	}
+	if slices.ContainsFunc(r.Problems, func(p string) bool { return strings.Contains(p, worker.BulkStream) }) {
+		t.Errorf("the empty bulk lane is a problem: %q", r.Problems)
+	}
 }
