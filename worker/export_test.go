@@ -76,3 +76,11 @@ func SetParkedAckHook(f func() bool) (restore func()) {
 
 // ParkedSubjectHeader names the lane subject of a parked message's copy.
 const ParkedSubjectHeader = parkedSubjectHeader
+
+// SetLaneDirectGetHook makes the direct gets of parked events' lane
+// messages answer "not found" whenever f returns true (a lagging
+// replica); it returns the function that removes it.
+func SetLaneDirectGetHook(f func() bool) (restore func()) {
+	laneDirectGetHook.Store(&f)
+	return func() { laneDirectGetHook.Store(nil) }
+}

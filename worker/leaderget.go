@@ -34,9 +34,10 @@ type leaderGetRequest struct {
 
 // leaderMsg is a message as the leader returned it.
 type leaderMsg struct {
-	Seq    uint64 `json:"seq"`
-	Header []byte `json:"hdrs"`
-	Data   []byte `json:"data"`
+	Subject string `json:"subject"`
+	Seq     uint64 `json:"seq"`
+	Header  []byte `json:"hdrs"`
+	Data    []byte `json:"data"`
 }
 
 // headers decodes the message's headers (nil when it has none).

@@ -198,7 +198,7 @@ func (w *Worker) unpark(ctx context.Context, ln *lane, msg jetstream.Msg) (jetst
 	}
 	var orig *jetstream.RawStreamMsg
 	err = w.infraDo(ctx, func(ctx context.Context) (err error) {
-		orig, err = s.GetMsg(ctx, ref.seq)
+		orig, err = w.laneGet(ctx, s, ref)
 		return err
 	})
 	fromCopy := false
@@ -230,6 +230,36 @@ func (w *Worker) unpark(ctx context.Context, ln *lane, msg jetstream.Msg) (jetst
 	vmd.Stream, vmd.Sequence.Stream, vmd.NumDelivered = StreamOf(ref.lane), ref.seq, n
 	return &parkedMsg{Msg: msg, orig: orig, md: &vmd, seq: md.Sequence.Stream}, nil
 }
+
+// laneGet reads lane message ref.seq from lane stream s. The lane streams
+// allow direct gets, which any replica answers, and on a cluster a replica
+// may lag: its "not found" is asked of the stream's leader again (a stream
+// message get) before the message is taken for gone, so a parked event is
+// never handled from its copy, nor terminated, because one replica is
+// behind.
+func (w *Worker) laneGet(ctx context.Context, s jetstream.Stream, ref parkedRef) (*jetstream.RawStreamMsg, error) {
+	var m *jetstream.RawStreamMsg
+	var err error = jetstream.ErrMsgNotFound
+	if h := laneDirectGetHook.Load(); h == nil || !(*h)() {
+		m, err = s.GetMsg(ctx, ref.seq)
+	}
+	if !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return m, err
+	}
+	lm, err := leaderGet(ctx, w.d.JS.Conn(), StreamOf(ref.lane), leaderGetRequest{Seq: ref.seq})
+	if err != nil {
+		return nil, err
+	}
+	h, err := lm.headers()
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: message %d: headers: %w", StreamOf(ref.lane), ref.seq, err)
+	}
+	return &jetstream.RawStreamMsg{Subject: lm.Subject, Sequence: lm.Seq, Header: h, Data: lm.Data}, nil
+}
+
+// laneDirectGetHook, when set (tests), makes laneGet's direct get answer
+// "not found" whenever it returns true, as a lagging replica would.
+var laneDirectGetHook atomic.Pointer[func() bool]
 
 // copyMatches reports whether parked message msg's copy, if it carries
 // one, is lane message orig: the same subject and bytes. A bare reference

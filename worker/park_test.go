@@ -635,3 +635,39 @@ func TestParkedEventOutlivesItsLaneMessage(t *testing.T) {
 		t.Error("a value in the logs")
 	}
 }
+
+// TestParkedEventReadPastALaggingReplica: every direct get of a parked
+// event's lane message answers "not found", as a replica that lags its
+// stream does on a cluster. The worker asks the stream's leader before it
+// takes the message for gone: each event is handled from its lane message
+// (neither from its copy nor terminated), written once and confirmed.
+// (Taking the direct get's answer, each was terminated as a copy of a
+// message its lane never dropped, and never confirmed.)
+func TestParkedEventReadPastALaggingReplica(t *testing.T) {
+	b, down := parkSetup(t, 256)
+	defer worker.SetLaneDirectGetHook(func() bool { return true })()
+	down.down.Store(true)
+	b.startWorker(func(c *worker.Config) { c.ParkAfter = time.Second })
+	var evs []*events.Event
+	for i := 0; i < 4; i++ {
+		evs = append(evs, b.keyEvent(events.KeyCreated, "team-a", fmt.Sprintf("key-%d", i), 1, "sk-a"))
+	}
+	b.publish(evs...)
+	waitWithin(t, 30*time.Second, "every event parked", func() bool { msgs, _ := b.parkedState(); return msgs == uint64(len(evs)) })
+	down.down.Store(false)
+	for id, c := range b.waitConfirmed(evs, 60*time.Second) {
+		if c.Status != events.StatusStored {
+			t.Errorf("%s: %s %s", id, c.Status, c.Reason)
+		}
+	}
+	for _, ev := range evs {
+		if n := down.putsOf(name(ev.TeamID, ev.KeyID)); n != 1 {
+			t.Errorf("%s: %d writes, want 1", ev.KeyID, n)
+		}
+	}
+	for _, outcome := range []string{"copy", "invalid"} {
+		if got := testutil.ToFloat64(b.metrics.Parked.WithLabelValues("interactive", outcome)); got != 0 {
+			t.Errorf("parked outcome %q: %v, want 0", outcome, got)
+		}
+	}
+}
