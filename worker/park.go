@@ -432,33 +432,19 @@ var (
 // parkedPending reports whether lane message seq of l (team's key) is
 // parked: a schedule or a fired schedule for it is in ParkedStream. A
 // claim of it may then still be written by that copy, although its lane
-// consumer acknowledged it (outcomeOf).
+// consumer acknowledged it (outcomeOf). Read from the stream's leader (a
+// lagging replica would say "not parked" of a park it has not stored
+// yet), the schedule first: a schedule that fires between the two reads
+// has stored its due message before it goes.
 func (w *Worker) parkedPending(ctx context.Context, l events.Lane, team, key string, seq uint64) (bool, error) {
-	s, err := w.parked(ctx)
-	if err != nil {
-		return false, err
-	}
-	for _, kind := range []string{parkedDueToken, parkedAtToken} {
-		_, err := s.GetLastMsgForSubject(ctx, parkedSubject(kind, l, team, key, seq))
+	for _, kind := range []string{parkedAtToken, parkedDueToken} {
+		_, err := leaderGet(ctx, w.d.JS.Conn(), ParkedStream, leaderGetRequest{LastBySubj: parkedSubject(kind, l, team, key, seq)})
 		switch {
 		case err == nil:
 			return true, nil
 		case !errors.Is(err, jetstream.ErrMsgNotFound):
-			return false, fmt.Errorf("stream %s: %w", ParkedStream, err)
+			return false, err
 		}
 	}
 	return false, nil
-}
-
-// parked returns ParkedStream.
-func (w *Worker) parked(ctx context.Context) (jetstream.Stream, error) {
-	if s := w.parkedStream.Load(); s != nil {
-		return *s, nil
-	}
-	s, err := w.d.JS.Stream(ctx, ParkedStream)
-	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", ParkedStream, err)
-	}
-	w.parkedStream.Store(&s)
-	return s, nil
 }

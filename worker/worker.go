@@ -306,8 +306,8 @@ type Worker struct {
 	resolved *lru.Cache[*events.TeamSettings, *teamBackend]
 	lanes    []*lane
 	tracer   trace.Tracer
-	// bulkStream and parkedStream are read when first needed (park.go).
-	bulkStream, parkedStream atomic.Pointer[jetstream.Stream]
+	// bulkStream is read when first needed (park.go).
+	bulkStream atomic.Pointer[jetstream.Stream]
 	// excl is exclusive mode's lease and intents (nil in claims mode).
 	excl *exclusive
 	// claimsReq is claims mode's claims request, once granted (nil in
