@@ -114,9 +114,18 @@ func TestFullLaneStreamRefusesPublishesAndLosesNothing(t *testing.T) {
 // rounds at once (as several processes do) to message 6 and no further,
 // and reported blocked (keyrelay_stream_trim_blocked); once 6 is
 // acknowledged, the next round trims down toward the low-water mark and
-// counts what it removed.
+// counts what it removed. On one server and on a 3-node cluster.
 func TestTrimmerStopsAtTheAckFloor(t *testing.T) {
-	b := setup(t, setupOptions{topo: func(c *worker.TopologyConfig) { smallLanes(c); c.AckWait = time.Minute }})
+	for _, tc := range []struct {
+		name    string
+		cluster bool
+	}{{"one server", false}, {"cluster", true}} {
+		t.Run(tc.name, func(t *testing.T) { trimmerStopsAtTheAckFloor(t, tc.cluster) })
+	}
+}
+
+func trimmerStopsAtTheAckFloor(t *testing.T, cluster bool) {
+	b := setup(t, setupOptions{cluster: cluster, topo: func(c *worker.TopologyConfig) { smallLanes(c); c.AckWait = time.Minute }})
 	accepted, err := b.fillLane(events.LaneInteractive, "team-a")
 	if !errors.Is(err, client.ErrStreamFull) || len(accepted) < 60 {
 		t.Fatalf("after %d events: %v, want client.ErrStreamFull after 60 or more", len(accepted), err)
