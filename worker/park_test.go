@@ -56,6 +56,28 @@ func (o *switchedOutage) putsOf(name string) int {
 	return o.puts[name]
 }
 
+// writtenOnce checks that each of evs reached down's store exactly once.
+func writtenOnce(t *testing.T, down *switchedOutage, evs []*events.Event) {
+	t.Helper()
+	for _, ev := range evs {
+		if n := down.putsOf(name(ev.TeamID, ev.KeyID)); n != 1 {
+			t.Errorf("%s: %d writes, want 1", ev.KeyID, n)
+		}
+	}
+}
+
+// storedOnce waits for evs' confirmations and checks that each is stored,
+// with one write to down's store.
+func (b *bundle) storedOnce(down *switchedOutage, evs []*events.Event, timeout time.Duration) {
+	b.t.Helper()
+	for id, c := range b.waitConfirmed(evs, timeout) {
+		if c.Status != events.StatusStored {
+			b.t.Errorf("%s: %s %s", id, c.Status, c.Reason)
+		}
+	}
+	writtenOnce(b.t, down, evs)
+}
+
 // parkSetup is a bundle whose "local" backend (team-a's, the default) is
 // a switchedOutage and whose "backend_b" is team-b's.
 func parkSetup(t *testing.T, maxAckPending int) (*bundle, *switchedOutage) {
@@ -258,11 +280,7 @@ func TestParkFailureFallsBack(t *testing.T) {
 	if n := testutil.ToFloat64(b.metrics.Parked.WithLabelValues("interactive", "parked")); n != 0 {
 		t.Errorf("%v parked although every park failed", n)
 	}
-	for _, ev := range evs {
-		if n := down.putsOf(name(ev.TeamID, ev.KeyID)); n != 1 {
-			t.Errorf("%s: %d writes, want 1", ev.KeyID, n)
-		}
-	}
+	writtenOnce(t, down, evs)
 }
 
 // TestParkedCopiesAreHarmless: a crash between the park and the ack of
@@ -655,16 +673,7 @@ func TestParkedEventReadPastALaggingReplica(t *testing.T) {
 	b.publish(evs...)
 	waitWithin(t, 30*time.Second, "every event parked", func() bool { msgs, _ := b.parkedState(); return msgs == uint64(len(evs)) })
 	down.down.Store(false)
-	for id, c := range b.waitConfirmed(evs, 60*time.Second) {
-		if c.Status != events.StatusStored {
-			t.Errorf("%s: %s %s", id, c.Status, c.Reason)
-		}
-	}
-	for _, ev := range evs {
-		if n := down.putsOf(name(ev.TeamID, ev.KeyID)); n != 1 {
-			t.Errorf("%s: %d writes, want 1", ev.KeyID, n)
-		}
-	}
+	b.storedOnce(down, evs, 60*time.Second)
 	for _, outcome := range []string{"copy", "invalid"} {
 		if got := testutil.ToFloat64(b.metrics.Parked.WithLabelValues("interactive", outcome)); got != 0 {
 			t.Errorf("parked outcome %q: %v, want 0", outcome, got)

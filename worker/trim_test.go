@@ -262,16 +262,7 @@ func TestTrimmerTrimsPastParkedEvents(t *testing.T) {
 		t.Fatalf("the stream's head is at %d: not trimmed past the parked events (up to %d)", first, last)
 	}
 	down.down.Store(false)
-	for id, c := range b.waitConfirmed(parked, 60*time.Second) {
-		if c.Status != events.StatusStored {
-			t.Errorf("%s: %s %s", id, c.Status, c.Reason)
-		}
-	}
-	for _, ev := range parked {
-		if n := down.putsOf(name(ev.TeamID, ev.KeyID)); n != 1 {
-			t.Errorf("%s: %d writes, want 1", ev.KeyID, n)
-		}
-	}
+	b.storedOnce(down, parked, 60*time.Second)
 	if got := testutil.ToFloat64(b.metrics.Parked.WithLabelValues("interactive", "copy")); got < float64(len(parked)) {
 		t.Errorf("handled from a copy %v times, want at least %d", got, len(parked))
 	}
