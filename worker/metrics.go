@@ -142,10 +142,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "keyrelay_stream_discarded_messages", Help: "Messages a keyrelay stream dropped from its head by its age or size limits, or (the lane streams) handled events trimmed by the workers (its first sequence - 1); alert when it grows for the DLQ.",
 	}, []string{"stream"})
 	m.Trimmed = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "keyrelay_stream_trimmed_messages_total", Help: "Handled events this process purged from the head of a lane stream (KEYRELAY_EVENTS, KEYRELAY_BULK) above 90% of streams.events_max_bytes, down toward 80%; never an event not yet handled.",
+		Name: "keyrelay_stream_trimmed_messages_total", Help: "Handled events this process purged from the head of a lane stream (KEYRELAY_EVENTS, KEYRELAY_BULK) above 90% of streams.events_max_bytes (or with less room left than the largest event), down toward 80%; never an event not yet handled.",
 	}, []string{"stream"})
 	m.TrimBlocked = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "keyrelay_stream_trim_blocked", Help: "1 while a lane stream holds more than 90% of streams.events_max_bytes and its oldest event is not acknowledged yet, so nothing can be trimmed: at events_max_bytes the server refuses new publishes (polled every 5 s).",
+		Name: "keyrelay_stream_trim_blocked", Help: "1 while a lane stream holds more than 90% of streams.events_max_bytes (or has less room left than the largest event) and its oldest event is not acknowledged yet, so nothing can be trimmed: at events_max_bytes the server refuses new publishes (polled every 5 s).",
 	}, []string{"stream"})
 	m.Redelivered = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "keyrelay_consumer_redelivered", Help: "Events of a lane delivered more than once and not yet acknowledged, by lane (polled every 5 s).",

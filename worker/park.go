@@ -325,7 +325,12 @@ func (w *Worker) laneStream(ctx context.Context, l events.Lane) (jetstream.Strea
 // processParked handles one delivery of lane ln's parked consumer: as the
 // lane message it stands for, or, when it stands for none, terminated.
 func (w *Worker) processParked(ctx context.Context, ln *lane, msg jetstream.Msg, receivedAt time.Time) {
+	// Reading the lane message may wait out NATS trouble for longer than
+	// ack_wait: the parked message is worked on meanwhile, and must not be
+	// delivered again (to this process or another) until it is handled.
+	stopBeat := w.heartbeat(msg)
 	pm, err := w.unpark(ctx, ln, msg)
+	stopBeat()
 	if err == nil {
 		w.process(ctx, ln, pm, receivedAt)
 		return

@@ -680,3 +680,36 @@ func TestParkedEventReadPastALaggingReplica(t *testing.T) {
 		}
 	}
 }
+
+// TestParkedMessageHeldWhileItsEventIsRead: reading a parked event's lane
+// message may wait out NATS trouble for longer than ack_wait. The parked
+// message is being worked on meanwhile and must not be delivered again
+// (here to a second handler of the same process) until it is handled.
+func TestParkedMessageHeldWhileItsEventIsRead(t *testing.T) {
+	b, down := parkSetup(t, 256)
+	var slow atomic.Bool
+	var reading, most atomic.Int32
+	defer worker.SetLaneDirectGetHook(func() bool {
+		if slow.CompareAndSwap(true, false) {
+			n := reading.Add(1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			time.Sleep(3 * b.topo.AckWait) // NATS trouble, as seen from the read
+			reading.Add(-1)
+		} else if reading.Load() > 0 {
+			most.Store(max(most.Load(), 2)) // read again while the first read waits
+		}
+		return false
+	})()
+	down.down.Store(true)
+	b.startWorker(func(c *worker.Config) { c.ParkAfter = time.Second })
+	evs := []*events.Event{b.keyEvent(events.KeyCreated, "team-a", "key-held", 1, "sk-a")}
+	b.publish(evs...)
+	waitWithin(t, 30*time.Second, "the event parked", func() bool { msgs, _ := b.parkedState(); return msgs == 1 })
+	slow.Store(true)
+	down.down.Store(false)
+	b.storedOnce(down, evs, 90*time.Second)
+	if n := most.Load(); n != 1 {
+		t.Errorf("the parked message was read by %d handlers at once; want 1 (delivered again while it was being read)", n)
+	}
+}

@@ -50,7 +50,8 @@ const (
 	// streams.
 	TrimInterval = 5 * time.Second
 	// TrimHighWater is the share of a lane stream's MaxBytes above which
-	// it is trimmed; TrimLowWater the share it is trimmed down to.
+	// it is trimmed; TrimLowWater the share it is trimmed down to. Both
+	// leave room for the largest message the stream accepts (trimMarks).
 	TrimHighWater = 0.9
 	TrimLowWater  = 0.8
 )
@@ -161,7 +162,11 @@ func trimLane(ctx context.Context, js jetstream.JetStream, l events.Lane) (TrimR
 	}
 	info := s.CachedInfo()
 	maxBytes, st := info.Config.MaxBytes, info.State
-	if maxBytes <= 0 || st.Msgs == 0 || float64(st.Bytes) <= TrimHighWater*float64(maxBytes) {
+	if maxBytes <= 0 || st.Msgs == 0 {
+		return r, nil
+	}
+	high, low := trimMarks(maxBytes, info.Config.MaxMsgSize)
+	if float64(st.Bytes) <= high {
 		return r, nil
 	}
 	r.Over = true
@@ -178,7 +183,7 @@ func trimLane(ctx context.Context, js jetstream.JetStream, l events.Lane) (TrimR
 	}
 	// Down toward the low-water mark, by the average message size.
 	avg := max(1, st.Bytes/st.Msgs)
-	excess := st.Bytes - uint64(TrimLowWater*float64(maxBytes))
+	excess := st.Bytes - uint64(low)
 	upto := min(st.FirstSeq+(excess+avg-1)/avg, bound, st.LastSeq+1)
 	n, err := purgeBelow(ctx, js.Conn(), name, upto)
 	if err != nil {
@@ -186,6 +191,28 @@ func trimLane(ctx context.Context, js jetstream.JetStream, l events.Lane) (TrimR
 	}
 	r.Purged = n
 	return r, nil
+}
+
+// trimRecordSlack is what a stored message takes beyond its size as
+// MaxMsgSize counts it (its subject and record framing), with a margin.
+const trimRecordSlack = 1024
+
+// trimMarks are the sizes in bytes above which a lane stream of maxBytes,
+// accepting messages of up to maxMsgSize, is trimmed, and down to which.
+// TrimHighWater and TrimLowWater of maxBytes, but with room left for the
+// largest message the stream accepts (two below the low-water mark): the
+// stream refuses a publish that does not fit (DiscardNew), so on a cap
+// whose 10% is less than one large event a trimmer waiting for 90% let
+// the lane refuse that event for ever with nothing but handled events in
+// it. A cap smaller than one message: every handled event is trimmed.
+func trimMarks(maxBytes int64, maxMsgSize int32) (high, low float64) {
+	room := 0.0
+	if maxMsgSize > 0 {
+		room = float64(maxMsgSize) + trimRecordSlack
+	}
+	high = min(TrimHighWater*float64(maxBytes), float64(maxBytes)-room)
+	low = max(0, min(TrimLowWater*float64(maxBytes), float64(maxBytes)-2*room))
+	return max(0, high), low
 }
 
 // purgeBelow removes stream's messages below sequence upto and returns how
