@@ -54,6 +54,76 @@ type Backend struct {
 	GoogleKMS Decrypter
 
 	mu sync.Mutex
+
+	// settingsMu guards settingsGen: per team, the settings generation the
+	// confirmations stream said was applied (settingsApplied).
+	settingsMu  sync.Mutex
+	settingsGen map[string]uint64
+}
+
+// settingsApplied records that team's settings generation gen was applied
+// (its confirmation): Service.Apply calls it before it drops the team's
+// entries, so that they are not loaded again under the settings this
+// process had before (see teamState).
+func (b *Backend) settingsApplied(team string, gen uint64) {
+	b.settingsMu.Lock()
+	defer b.settingsMu.Unlock()
+	if b.settingsGen == nil {
+		b.settingsGen = map[string]uint64{}
+	}
+	if gen > b.settingsGen[team] {
+		b.settingsGen[team] = gen
+	}
+}
+
+// settingsWaitTick is how often teamState looks at the team's settings
+// again while this process's copy lags.
+const settingsWaitTick = 5 * time.Millisecond
+
+// teamState returns team's settings once this process's copy (Teams, which
+// follows the teams bucket) holds the generation the confirmations stream
+// (another subscription, in no set order with it) said was applied. It
+// waits for the copy for up to backend_timeout; lagging is true when the
+// copy is still behind then (the wait is not made again for that
+// generation), and the answer must not be kept long.
+func (b *Backend) teamState(ctx context.Context, team string) (st worker.TeamState, lagging bool) {
+	st = b.Teams.Cached(team)
+	b.settingsMu.Lock()
+	want := b.settingsGen[team]
+	b.settingsMu.Unlock()
+	if st.Generation >= want {
+		return st, false
+	}
+	wait := b.Config.Keyrelay.Lookup.BackendTimeout
+	if wait <= 0 {
+		wait = settings.DefaultLookupBackendTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	tick := time.NewTicker(settingsWaitTick)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			// Given up once: a confirmation naming a generation the
+			// bucket never gets (a stray message on the stream) must not
+			// make every later load of the team wait.
+			b.settingsMu.Lock()
+			if b.settingsGen[team] == want {
+				delete(b.settingsGen, team)
+			}
+			b.settingsMu.Unlock()
+			if b.Logger != nil {
+				b.Logger.Warn("lookup: this process's copy of a team's settings lags its confirmed change; answers are kept briefly",
+					zap.String("team", team), zap.Uint64("confirmed_generation", want), zap.Uint64("loaded_generation", st.Generation))
+			}
+			return st, true
+		case <-tick.C:
+			if st = b.Teams.Cached(team); st.Generation >= want {
+				return st, false
+			}
+		}
+	}
 }
 
 // claimsSlots: Backend claims a read slot for each backend it reads from
@@ -77,6 +147,14 @@ func (b *Backend) Load(ctx context.Context, s Scope, name string) (*Secret, erro
 // served only when the secret's ownership tags say it is this team's key
 // (or, for a backend without tags, when the name itself holds the team).
 func (b *Backend) loadTeam(ctx context.Context, team, key string) (*Secret, error) {
+	// Waiting for the team's settings holds no read slot: it comes first.
+	var ts *events.TeamSettings
+	lagging := false
+	if b.Teams != nil {
+		var st worker.TeamState
+		st, lagging = b.teamState(ctx, team)
+		ts = st.Settings
+	}
 	lctx, err := claim(ctx, ledgerBackend)
 	if err != nil {
 		return nil, err
@@ -84,10 +162,6 @@ func (b *Backend) loadTeam(ctx context.Context, team, key string) (*Secret, erro
 	le, _, err := b.Ledger.Get(lctx, team, key)
 	if err != nil {
 		return nil, unavailable(err, "ledger: %v", err)
-	}
-	var ts *events.TeamSettings
-	if b.Teams != nil {
-		ts = b.Teams.Cached(team).Settings
 	}
 	var r settings.Resolved
 	var ref string
@@ -123,9 +197,19 @@ func (b *Backend) loadTeam(ctx context.Context, team, key string) (*Secret, erro
 	}
 	if p.Capabilities().Tags && !providers.IsOwnedBy(sec.Tags, providers.Owner{TeamID: team, KeyID: key}) {
 		clear(sec.Value)
-		return nil, notFound("team has no secret %q (the secret under its name is not this key's)", key)
+		// Answered as a key nobody has: saying that a secret is under its
+		// name would tell the caller that another team has this key id.
+		if b.Logger != nil {
+			b.Logger.Debug("lookup: the secret under a key's name is not that key's", zap.String("team", team), zap.String("key", key))
+		}
+		return nil, notFound("team has no secret %q", key)
 	}
 	out := &Secret{Name: key, Value: sec.Value, Version: sec.Version, Source: r.Backend, Generation: gen, UpdatedAt: sec.UpdatedAt}
+	if lagging {
+		// Read under settings older than the team's confirmed ones: look
+		// again soon.
+		out.RecheckIn = time.Second
+	}
 	if known && le.ProviderVersion != sec.Version {
 		// The ledger lags the write being committed: whether a grace
 		// period applies is known only once it is.
@@ -211,6 +295,10 @@ func (b *Backend) loadGlobal(ctx context.Context, name string) (*Secret, error) 
 		}
 	}
 	out := &Secret{Name: name, Value: sec.Value, Version: sec.Version, Source: r.Backend, UpdatedAt: sec.UpdatedAt}
+	if km.PrimarySecretName == "" && p.Capabilities().Tags && providers.IsOwnedBy(sec.Tags, providers.Owner{}) {
+		// A virtual key's secret: its confirmations drop this entry.
+		out.Owner = providers.Owner{TeamID: sec.Tags[providers.TeamTag], KeyID: sec.Tags[providers.KeyTag]}
+	}
 	if kms.IsKMSValue(string(sec.Value)) {
 		if out.Value, err = b.decryptAWS(ctx, string(sec.Value), name); err != nil {
 			return nil, err

@@ -45,10 +45,14 @@
 //
 // Invalidation. Every instance follows the confirmations stream: stored and
 // rotated confirmations replace a cached key (it is dropped and reloaded),
-// deleted ones drop it, and team settings changes drop the team's entries.
-// While the stream cannot be followed (NATS disconnected), cached values
-// are revalidated against the backend before they are served, and the
-// cache is emptied when the connection returns.
+// deleted ones drop it, and team settings changes drop the team's entries
+// (which are not loaded again under older settings than the confirmed
+// ones). A global entry read from a key's secret is dropped by that key's
+// confirmations whatever name they give (a rename's gives only the new
+// one). Until the follower's consumer exists, and while the stream cannot
+// be followed (NATS disconnected), cached values are revalidated against
+// the backend before they are served, and the cache is emptied when
+// following starts again.
 //
 // Values are held only in the cache entry, as the JSON fragment they are
 // served in; they never go to logs, metrics or errors.

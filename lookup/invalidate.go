@@ -2,6 +2,7 @@ package lookup
 
 import (
 	"context"
+	"sync"
 
 	gojson "github.com/goccy/go-json"
 	"strings"
@@ -36,6 +37,9 @@ func (s *Service) Apply(c *events.Confirmation) {
 		default:
 			return
 		}
+		if sf, ok := s.loader.(settingsFollower); ok && c.TeamID != "" {
+			sf.settingsApplied(c.TeamID, c.Generation)
+		}
 		prefix := Scope{Team: c.TeamID}.cacheKey("")
 		for k := range s.cache.Keys() {
 			if strings.HasPrefix(k, prefix) {
@@ -53,12 +57,29 @@ func (s *Service) Apply(c *events.Confirmation) {
 	}
 	sc := Scope{Team: c.TeamID}
 	s.replace(sc, c.KeyID, c.Generation, c.Status == events.StatusDeleted)
+	ref := ""
 	if c.SecretRef != "" {
+		ref = Scope{Global: true}.cacheKey(strings.TrimPrefix(c.SecretRef, "/"))
 		s.replace(Scope{Global: true}, strings.TrimPrefix(c.SecretRef, "/"), 0, c.Status == events.StatusDeleted)
+	}
+	// The key's secret read under other global names: its name before a
+	// rename (the confirmation names only the new one; the old secret is
+	// deleted), or before the team's naming changed.
+	for _, k := range s.owned.take(ownerKey(c.TeamID, c.KeyID)) {
+		if k != ref {
+			s.cache.Invalidate(k)
+		}
 	}
 	// Counted once applied: whoever watches the count (the tests'
 	// fixture) may then rely on the cache having dropped the entry.
 	s.m.invalidated.WithLabelValues(string(c.Status)).Inc()
+}
+
+// settingsFollower is a Loader that reads team settings from a copy of its
+// own (Backend): told of each applied settings change, it does not load a
+// team's names under older settings than that.
+type settingsFollower interface {
+	settingsApplied(team string, gen uint64)
 }
 
 // dropUndecodable handles a confirmation that could not be decoded: what
@@ -135,6 +156,11 @@ func (s *Service) setStreamUp(up bool) {
 // instance sees every confirmation). While the connection is down, or the
 // consumer must be recreated, hits are revalidated against the backend.
 func (s *Service) Follow(ctx context.Context, js jetstream.JetStream) {
+	// Until the consumer exists nothing is followed: the consumer starts
+	// at the stream's end, so a confirmation published before it is never
+	// seen. Values cached meanwhile (serve answers lookups from start-up)
+	// are revalidated, and dropped once it is up (setStreamUp).
+	s.setStreamUp(false)
 	nc := js.Conn()
 	status := nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
 	go func() {
@@ -202,4 +228,60 @@ func (s *Service) follow(ctx context.Context, js jetstream.JetStream, last *uint
 		}
 		s.Apply(&c)
 	}
+}
+
+// ownerKey names a keyrelay key in ownerIndex.
+func ownerKey(team, key string) string { return team + "\x00" + key }
+
+// ownerIndex maps a keyrelay key (ownerKey) to the global entries whose
+// value was read from its secret, by cache key. An entry leaves it when
+// the cache drops it (OnDeletion; only if the index still holds that very
+// entry, since a reload of the name may have replaced it already) or when
+// the key's confirmation drops it (take).
+type ownerIndex struct {
+	mu sync.Mutex
+	m  map[string]map[string]*entry
+}
+
+func (x *ownerIndex) add(owner, key string, e *entry) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.m == nil {
+		x.m = map[string]map[string]*entry{}
+	}
+	ks := x.m[owner]
+	if ks == nil {
+		ks = map[string]*entry{}
+		x.m[owner] = ks
+	}
+	ks[key] = e
+}
+
+func (x *ownerIndex) remove(owner, key string, e *entry) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	ks := x.m[owner]
+	if ks[key] != e {
+		return
+	}
+	delete(ks, key)
+	if len(ks) == 0 {
+		delete(x.m, owner)
+	}
+}
+
+// take returns the cache keys of owner's entries and forgets them.
+func (x *ownerIndex) take(owner string) []string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	ks := x.m[owner]
+	if len(ks) == 0 {
+		return nil
+	}
+	delete(x.m, owner)
+	out := make([]string, 0, len(ks))
+	for k := range ks {
+		out = append(out, k)
+	}
+	return out
 }

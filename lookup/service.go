@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"runtime/debug"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/maypok86/otter/v2"
 	"go.uber.org/zap"
 
+	"github.com/keyrelay/keyrelay/providers"
 	"github.com/keyrelay/keyrelay/settings"
 )
 
@@ -109,6 +112,10 @@ type Secret struct {
 	// loader saw the ledger lag the backend (a write being committed) and
 	// wants a second look soon.
 	RecheckIn time.Duration
+	// Owner, for a global name, is the keyrelay key whose secret was read
+	// (its ownership tags), zero otherwise: that key's confirmations drop
+	// the entry whatever name they give (a rename's gives the new one only).
+	Owner providers.Owner
 }
 
 // PreviousValue is a rotated-out value in its grace period.
@@ -140,6 +147,9 @@ type entry struct {
 	head       []byte
 	err        *Error
 	generation uint64
+	// owner is the key (ownerKey) the value of a global name belongs to,
+	// "" when none: the entry is in Service.owned then.
+	owner      string
 	loadedAt   time.Time
 	freshUntil time.Time
 	staleUntil time.Time
@@ -167,6 +177,8 @@ type Service struct {
 	// perBackend is set when the loader claims its backends' slots itself
 	// (backendClaimer); otherwise each load takes a pool slot.
 	perBackend bool
+	// owned finds the global entries of a key's secret (see Apply).
+	owned ownerIndex
 }
 
 // backendClaimer is a Loader that claims a read slot (claim) before each
@@ -203,6 +215,9 @@ func New(cfg Config, loader Loader, m *Metrics, log *zap.Logger) (*Service, erro
 		// the calculator just enables Cache.Refresh.
 		RefreshCalculator: otter.RefreshWriting[string, *entry](100 * 365 * 24 * time.Hour),
 		OnDeletion: func(e otter.DeletionEvent[string, *entry]) {
+			if e.Value != nil && e.Value.owner != "" {
+				s.owned.remove(e.Value.owner, e.Key, e.Value)
+			}
 			switch e.Cause {
 			case otter.CauseOverflow:
 				m.evictSize.Inc()
@@ -312,7 +327,13 @@ func (s *Service) refresh(ctx context.Context, tr Transport, sc Scope, name, key
 
 // loaderFor binds a load of name in sc to the cache's loader interface.
 func (s *Service) loaderFor(sc Scope, name string) otter.Loader[string, *entry] {
-	return loadFunc(func(ctx context.Context) (*entry, error) { return s.load(ctx, sc, name) })
+	return loadFunc(func(ctx context.Context) (*entry, error) {
+		e, err := s.load(ctx, sc, name)
+		if err == nil && e.owner != "" {
+			s.owned.add(e.owner, sc.cacheKey(name), e)
+		}
+		return e, err
+	})
 }
 
 type loadFunc func(ctx context.Context) (*entry, error)
@@ -337,7 +358,7 @@ func (s *Service) load(ctx context.Context, sc Scope, name string) (*entry, erro
 			return nil, err
 		}
 	}
-	sec, err := s.loader.Load(ctx, sc, name)
+	sec, err := s.loadRecovered(ctx, sc, name)
 	now := time.Now()
 	if err != nil {
 		le := asError(err)
@@ -374,8 +395,26 @@ func (s *Service) load(ctx context.Context, sc Scope, name string) (*entry, erro
 			e.staleUntil = p.Until
 		}
 	}
+	if sc.Global && sec.Owner.TeamID != "" && sec.Owner.KeyID != "" {
+		e.owner = ownerKey(sec.Owner.TeamID, sec.Owner.KeyID)
+	}
 	e.weight = s.weigh(len(e.head) + len(name))
 	return e, nil
+}
+
+// loadRecovered calls the Loader, turning a panic into a backend failure
+// of this load: the NATS service runs loads in goroutines of its own,
+// where a panic would end the process. The panic's value is not logged
+// (it may quote what the backend returned), only where it happened.
+func (s *Service) loadRecovered(ctx context.Context, sc Scope, name string) (sec *Secret, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("lookup: a backend read panicked", zap.String("scope", sc.String()), zap.String("name", name),
+				zap.String("panic_type", fmt.Sprintf("%T", r)), zap.ByteString("stack", debug.Stack()))
+			sec, err = nil, unavailable(nil, "the backend read failed unexpectedly")
+		}
+	}()
+	return s.loader.Load(ctx, sc, name)
 }
 
 func (s *Service) weigh(n int) uint32 {
