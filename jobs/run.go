@@ -166,7 +166,7 @@ func Run(ctx context.Context, d Deps, id string, progress func(Progress)) (*Job,
 	// stop saves the cursor of a run that ends early and lets go of the
 	// job, so that a resume need not wait.
 	stop := func() {
-		j.Holder = ""
+		j.Holder, j.Waiting = "", ""
 		if err := save(context.WithoutCancel(ctx), ""); err != nil && !errors.Is(err, ErrCancelled) {
 			d.Logger.Warn("job cursor not saved; a resume publishes more again (idempotently)", zap.String("job", id), zap.Error(err))
 		}
@@ -180,23 +180,50 @@ func Run(ctx context.Context, d Deps, id string, progress func(Progress)) (*Job,
 	if window <= 0 {
 		window = WindowDefault
 	}
+	// The window counts the events this run publishes: those a stopped run
+	// published before its cursor may have had their confirmations aged
+	// out of the confirmations stream since (a resume days later), and
+	// counting them as unconfirmed would hold the job for good.
+	base := j.Cursor
 	conf := newConfirmed()
 	followCtx, stopFollow := context.WithCancel(ctx)
 	defer stopFollow()
-	go conf.follow(followCtx, d.JS, j.ID, plan, j.Created.Add(-time.Minute))
+	go conf.follow(followCtx, d.JS, j.ID, plan[base:], j.Created.Add(-time.Minute))
 	start, lastSave := time.Now(), time.Now()
 	laneFull := false
 	for j.Cursor < len(plan) {
-		if err := lim.Wait(ctx); err != nil {
-			stop()
-			return j, err
+		// Wait for the rate, saving the cursor every second meanwhile:
+		// a low rate must not make the job look abandoned (and taken
+		// over), nor keep a cancel unseen.
+		for r := lim.Reserve(); ; {
+			d := r.Delay()
+			if d <= 0 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				r.Cancel()
+				stop()
+				return j, ctx.Err()
+			case <-time.After(min(d, saveEvery)):
+			}
+			if time.Since(lastSave) >= saveEvery {
+				if err := save(ctx, ""); err != nil {
+					r.Cancel()
+					if !errors.Is(err, ErrCancelled) {
+						stop()
+					}
+					return j, err
+				}
+				lastSave = time.Now()
+			}
 		}
 		// Wait for the window, saving the cursor every second meanwhile:
 		// that keeps the job held (and sees a cancel) while workers are
 		// slow or stopped.
 		for {
 			wctx, cancel := context.WithTimeout(ctx, saveEvery)
-			err := conf.waitWindow(wctx, j.Cursor, window)
+			err := conf.waitWindow(wctx, j.Cursor-base, window)
 			cancel()
 			if err == nil {
 				break
@@ -204,6 +231,12 @@ func Run(ctx context.Context, d Deps, id string, progress func(Progress)) (*Job,
 			if ctx.Err() != nil {
 				stop()
 				return j, ctx.Err()
+			}
+			n, _ := conf.get()
+			j.Waiting = fmt.Sprintf("%d published events not confirmed yet (the job's window is %d): waiting for the workers (slow, stopped, or failing to reach a backend)",
+				j.Cursor-base-n, window)
+			if ferr := conf.lastErr(); ferr != nil {
+				j.Waiting += "; following the confirmations fails: " + ferr.Error()
 			}
 			if err := save(ctx, ""); err != nil {
 				if !errors.Is(err, ErrCancelled) {
@@ -226,6 +259,7 @@ func Run(ctx context.Context, d Deps, id string, progress func(Progress)) (*Job,
 				d.Logger.Warn("bulk lane full of events not yet handled (streams.events_max_bytes): the job waits for the workers", zap.String("job", id))
 			}
 			laneFull = true
+			j.Waiting = "the bulk lane is full of events the workers have not handled yet (streams.events_max_bytes): waiting for room"
 			select {
 			case <-ctx.Done():
 				stop()
@@ -242,6 +276,7 @@ func Run(ctx context.Context, d Deps, id string, progress func(Progress)) (*Job,
 			continue
 		}
 		laneFull = false
+		j.Waiting = ""
 		j.Cursor++
 		if progress != nil {
 			progress(Progress{Published: j.Cursor, Total: j.Total, Elapsed: time.Since(start)})

@@ -26,6 +26,10 @@ type Selection struct {
 	Backend string `json:"backend,omitempty"`
 	// Keys, when set, keeps only these (team, key) pairs (--keys-file).
 	Keys []TeamKey `json:"keys,omitempty"`
+	// KeysCount is, in a saved job record, the number of keys the keys
+	// file named (the record does not keep them: the plan holds the ones
+	// selected).
+	KeysCount int `json:"keys_count,omitempty"`
 }
 
 // TeamKey names one key.

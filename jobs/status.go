@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sort"
 	"time"
 
@@ -39,6 +40,11 @@ type Status struct {
 	// one; ETA is Remaining at that rate (0 when unknown or done).
 	Rate float64       `json:"rate"`
 	ETA  time.Duration `json:"eta"`
+	// Stalled says why a job with events left to publish is not
+	// progressing: its publisher waits (Job.Waiting), or none has saved
+	// it for a while (it stopped, crashed, or was never started: `keyrelay
+	// jobs resume` continues it). "" otherwise.
+	Stalled string `json:"stalled,omitempty"`
 }
 
 // Done reports whether every event of the job is confirmed (or the job was
@@ -66,6 +72,15 @@ func GetStatus(ctx context.Context, js jetstream.JetStream, store *Store, id str
 		return nil, err
 	}
 	st := &Status{Job: *j}
+	if j.State == StateRunning {
+		switch age := time.Since(j.Updated); {
+		case age >= 3*saveEvery:
+			st.Stalled = fmt.Sprintf("no publisher has saved it for %v (stopped, crashed, or never started) at %d of %d events: continue it with keyrelay jobs resume %s",
+				age.Round(time.Second), j.Cursor, j.Total, j.ID)
+		case j.Waiting != "":
+			st.Stalled = j.Waiting
+		}
+	}
 	var first, last time.Time
 	for _, t := range plan {
 		m, err := stream.GetLastMsgForSubject(ctx, events.ConfirmationSubject(t.Team, t.Key, t.EventID))

@@ -67,6 +67,10 @@ type Job struct {
 	Updated time.Time `json:"updated"`
 	// Holder names the process publishing it ("" when none).
 	Holder string `json:"holder,omitempty"`
+	// Waiting says why its publisher is not publishing (a full bulk lane,
+	// a window of events the workers have not confirmed), saved every
+	// second while it waits; "" while it publishes.
+	Waiting string `json:"waiting,omitempty"`
 }
 
 // Validate checks a job record, as stored, before anything acts on it: a
@@ -94,6 +98,8 @@ func (j *Job) Validate() error {
 		return fmt.Errorf("job %s: %w", j.ID, errNoWindow)
 	case j.Selection.OlderThan < 0:
 		return fmt.Errorf("job %s: selection older_than is negative", j.ID)
+	case j.Selection.KeysCount < 0:
+		return fmt.Errorf("job %s: selection keys_count is negative", j.ID)
 	}
 	if err := j.Format.Validate(); err != nil {
 		return fmt.Errorf("job %s: %w", j.ID, err)
@@ -192,7 +198,14 @@ func (s *Store) Create(ctx context.Context, j *Job, plan []Target) error {
 	if _, err := s.OS.Put(ctx, jetstream.ObjectMeta{Name: j.ID}, bytes.NewReader(b)); err != nil {
 		return fmt.Errorf("jobs: save the plan: %w", err)
 	}
-	rec, _ := json.Marshal(j)
+	// A keys file's keys are in the plan (those selected); the record,
+	// rewritten every second while the job runs and limited to one NATS
+	// message, keeps only their number.
+	r := *j
+	if n := len(r.Selection.Keys); n > 0 {
+		r.Selection.Keys, r.Selection.KeysCount = nil, n
+	}
+	rec, _ := json.Marshal(&r)
 	if _, err := s.KV.Create(ctx, recordKey(j.ID), rec); err != nil {
 		return fmt.Errorf("jobs: save job %s: %w", j.ID, err)
 	}

@@ -83,6 +83,9 @@ func (c *confirmed) follow(ctx context.Context, js jetstream.JetStream, id strin
 			if err != nil {
 				return err
 			}
+			c.mu.Lock()
+			c.err = nil // following again
+			c.mu.Unlock()
 			defer it.Stop()
 			go func() { <-ctx.Done(); it.Stop() }()
 			for {
@@ -119,6 +122,14 @@ func (c *confirmed) follow(ctx context.Context, js jetstream.JetStream, id strin
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// lastErr is why following the confirmations last failed (nil: it did
+// not, or it recovered).
+func (c *confirmed) lastErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
 }
 
 // waitWindow blocks until fewer than window of the published events are

@@ -32,6 +32,10 @@ type work func(ctx context.Context, e *worker.LedgerEntry, deadline time.Time) (
 // worker took the key); the worker decides the key now.
 var errReleaseLost = errors.New("release the claim (the work was done)")
 
+// whyClaimed starts the reason of a key skipped because someone else held
+// its claim through three leases.
+const whyClaimed = "claimed by "
+
 // run claims team/key, checks the fresh entry with check (a non-empty
 // reason skips the key), runs w and releases the claim, committing what w
 // returns. A claim held by someone else is waited out, up to three leases.
@@ -59,7 +63,7 @@ func (c *claimer) runAt(ctx context.Context, team, key string, seen *worker.Ledg
 		now := time.Now()
 		if e.Claim.Active(now) {
 			if attempt >= 3 {
-				return ActionSkipped, "claimed by " + e.Claim.Worker, nil
+				return ActionSkipped, whyClaimed + e.Claim.Worker, nil
 			}
 			if err := ctxtime.Sleep(ctx, min(time.Until(e.Claim.Until)+10*time.Millisecond, c.lease)); err != nil {
 				return "", "claim", err

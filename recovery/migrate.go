@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -265,6 +266,11 @@ func (m *mover) move(ctx context.Context, key string, scanned *worker.LedgerEntr
 	})
 	if err != nil {
 		return fail(why, err)
+	}
+	if act == ActionSkipped && strings.HasPrefix(why, whyClaimed) {
+		// Not moved: the key stays in use on the old backend, and the
+		// move is not done until it is moved (run it again).
+		act, why = ActionFailed, why+" through three leases: not moved, still in use where it was; run the move again"
 	}
 	row.Action, row.Why = act, why
 	return row

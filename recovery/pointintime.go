@@ -25,6 +25,11 @@ import (
 // (the report's SkippedEvents holds every one).
 const maxSkippedWarnings = 100
 
+// maxInvalidListed bounds the invalid messages a report names (a stream
+// flooded with garbage must not fill the replay's memory); Invalid counts
+// every one.
+const maxInvalidListed = 10000
+
 // PointInTimeConfig rebuilds the state of the keys as of a moment from the
 // events stream into a target backend.
 type PointInTimeConfig struct {
@@ -61,6 +66,10 @@ type PointInTimeReport struct {
 	// skipped because they failed validation (as the workers reject them).
 	Events  int `json:"events"`
 	Invalid int `json:"invalid"`
+	// InvalidMessages names the messages counted in Invalid (the first
+	// maxInvalidListed), each with the reason it failed validation. Never
+	// its bytes.
+	InvalidMessages []InvalidMessage `json:"invalid_messages,omitempty"`
 	// SkippedEvents are valid events not applied because the workers
 	// would not have applied them (a value that does not open, a team
 	// whose settings of the time forbade the write, a confirmation saying
@@ -100,6 +109,13 @@ type keyState struct {
 	// was refused.
 	values, updates []pitEvent
 	refusedOnly     bool
+	// refusedValues: value events the fold's compaction found refused
+	// (reported, and dropped from values); limit: the candidates past
+	// which the fold compacts the key's lists again.
+	refusedValues bool
+	limit         int
+	// base: the alias and metadata the events compact folded left.
+	base metaState
 }
 
 type pitTeam struct {
@@ -176,6 +192,12 @@ func PointInTime(ctx context.Context, d Deps, js jetstream.JetStream, c PointInT
 	if d.Settings != nil {
 		f.resolve = d.Settings.Resolve
 	}
+	// Which candidate events the workers applied: values are opened, and
+	// the confirmations stream (when there is one) is asked about the
+	// events that would decide a key's state (while folding, to hold
+	// only what can still decide, and at the end).
+	confOf := confirmations(ctx, js)
+	f.ctx, f.op, f.confOf = ctx, d.Opener, confOf
 	keys, teams := f.keys, f.teams
 	if err := replay(ctx, js, stream, st, events.LaneInteractive, c, f); err != nil {
 		return nil, err
@@ -187,12 +209,15 @@ func PointInTime(ctx context.Context, d Deps, js jetstream.JetStream, c PointInT
 		return nil, err
 	}
 	if rep.Invalid > 0 {
-		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d messages failed validation and were skipped, as the workers reject them", rep.Invalid))
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d messages failed validation and were skipped, as the workers reject them:", rep.Invalid))
+		for i, im := range rep.InvalidMessages {
+			if i == maxSkippedWarnings {
+				rep.Warnings = append(rep.Warnings, fmt.Sprintf("... and %d more (--json lists the first %d)", rep.Invalid-i, maxInvalidListed))
+				break
+			}
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("invalid %s sequence %d: %s", im.Lane, im.Seq, im.Reason))
+		}
 	}
-	// Which candidate events the workers applied: values are opened, and
-	// the confirmations stream (when there is one) is asked about the
-	// events that would decide a key's state.
-	confOf := confirmations(ctx, js)
 	var failedKeys []RestoreRow
 	for lk, k := range keys {
 		team, key, _ := worker.ParseLedgerKey(lk)
@@ -257,7 +282,7 @@ func PointInTime(ctx context.Context, d Deps, js jetstream.JetStream, c PointInT
 		if t := teams[j.team]; t != nil {
 			ts = t.settings
 		}
-		return s.toTarget(ctx, target{to: c.To, options: c.Options, dryRun: c.DryRun, adopt: c.Adopt}, ts, j.team, j.key, j.k)
+		return s.toTarget(ctx, target{to: c.To, options: c.Options, dryRun: c.DryRun, adopt: c.Adopt, past: true}, ts, j.team, j.key, j.k)
 	}, func(_ int, r RestoreRow) { tr.add(r.Action) })
 	rep.Rows = append(rep.Rows, out...)
 	t := tally(rep.Rows)
@@ -383,6 +408,14 @@ type SkippedEvent struct {
 	Reason     string      `json:"reason"`
 }
 
+// InvalidMessage is a stream message the replay skipped because it failed
+// validation, as the workers reject it. Never its bytes.
+type InvalidMessage struct {
+	Seq    uint64      `json:"seq"`
+	Lane   events.Lane `json:"lane"`
+	Reason string      `json:"reason"`
+}
+
 // pitSettings is a team's settings from one moment of the replay on.
 type pitSettings struct {
 	at       time.Time
@@ -418,6 +451,126 @@ type folder struct {
 	// very first event, so a team without a settings event has none.
 	settingsComplete bool
 	n                int
+	// ctx, op and confOf check candidates while folding (compact), so a
+	// key holds only the events that can still decide its state.
+	ctx    context.Context
+	op     events.Opener
+	confOf confirmationOf
+}
+
+// compactAt is how many candidate events of one kind (value events, or
+// key.updated events) a key holds before the fold compacts them.
+const compactAt = 16
+
+// compact folds key lk's candidate events so far into what can still
+// decide its state, so that a replay over a long range holds a bounded
+// number of events per key rather than every event of the range. The
+// value events are checked as resolve checks them, from the top rank down
+// to the first the worker applied, which is kept; the key.updated events
+// are checked against their confirmations and the settings of their time.
+// The refused ones are reported now, and the alias and metadata the other
+// events leave, by the workers' rule in fold order, become the key's base:
+// events folded later apply over it as over the events it replaces. A check that
+// cannot decide (an outage) leaves the lists as they are for resolve to
+// report, and lets them grow further before the next try.
+func (f *folder) compact(lk string, k *keyState) {
+	if f.op == nil {
+		return
+	}
+	if k.limit == 0 {
+		k.limit = compactAt
+	}
+	if len(k.values) <= k.limit && len(k.updates) <= k.limit {
+		return
+	}
+	team, key, err := worker.ParseLedgerKey(lk)
+	if err != nil {
+		return
+	}
+	ck := checker{op: f.op, confOf: f.confOf, team: team, key: key}
+	refused := map[int]bool{} // by order
+	var reported []SkippedEvent
+	// The value events from the top rank down to the first applied, as
+	// resolve checks them (those below it are not checked there either).
+	var top *pitEvent
+	for _, pe := range byGen(k.values) {
+		why, err := ck.valueRefused(f.ctx, pe)
+		if err != nil {
+			k.limit *= 2
+			return
+		}
+		if why == "" {
+			top = &pe
+			break
+		}
+		refused[pe.order] = true
+		reported = append(reported, skippedEvent(team, key, pe, why))
+	}
+	for _, pe := range k.updates {
+		why, _, _, err := ck.refusedBy(f.ctx, pe)
+		if err != nil {
+			k.limit *= 2
+			return
+		}
+		if why != "" {
+			refused[pe.order] = true
+			reported = append(reported, skippedEvent(team, key, pe, why))
+		}
+	}
+	f.rep.SkippedEvents = append(f.rep.SkippedEvents, reported...)
+	var kept []pitEvent
+	for _, pe := range slices.Concat(k.values, k.updates) {
+		if !refused[pe.order] {
+			kept = append(kept, pe)
+		}
+	}
+	slices.SortFunc(kept, func(a, b pitEvent) int { return cmp.Compare(a.order, b.order) })
+	for _, pe := range kept {
+		k.base.step(pe)
+	}
+	if anyRefused(k.values, refused) {
+		k.refusedValues = true
+	}
+	k.values, k.updates = nil, nil
+	if top != nil {
+		k.values = []pitEvent{*top}
+	}
+}
+
+// anyRefused reports whether one of list is refused.
+func anyRefused(list []pitEvent, refused map[int]bool) bool {
+	for _, pe := range list {
+		if refused[pe.order] {
+			return true
+		}
+	}
+	return false
+}
+
+// metaState is a key's alias and metadata, and the generation that set
+// them.
+type metaState struct {
+	gen      uint64
+	alias    string
+	metadata map[string]string
+}
+
+// step applies one applied event by the workers' rule: an event of a
+// higher generation sets the alias, and the metadata unless it is a
+// key.updated without metadata (a deletion clears it). It reports whether
+// pe won.
+func (m *metaState) step(pe pitEvent) bool {
+	if pe.gen <= m.gen {
+		return false
+	}
+	m.gen, m.alias = pe.gen, pe.alias
+	switch {
+	case pe.typ == events.KeyDeleted:
+		m.metadata = nil
+	case pe.typ != events.KeyUpdated || pe.metadata != nil:
+		m.metadata = pe.metadata
+	}
+	return true
 }
 
 // fold applies one stream message to the states, by the workers' rules. A
@@ -425,9 +578,26 @@ type folder struct {
 // it reaches a valid event's state.
 func (f *folder) fold(msg jetstream.Msg, md *jetstream.MsgMetadata, lane events.Lane) {
 	rep := f.rep
-	ev, err := events.Decode(msg.Data())
-	if err != nil || ev.SubjectIn(lane) != msg.Subject() || ev.ValidateLane(lane) != nil {
+	invalid := func(why string, err error) {
 		rep.Invalid++
+		if err != nil {
+			why += ": " + sanitize(err)
+		}
+		if len(rep.InvalidMessages) < maxInvalidListed {
+			rep.InvalidMessages = append(rep.InvalidMessages, InvalidMessage{Seq: md.Sequence.Stream, Lane: lane, Reason: why})
+		}
+	}
+	ev, err := events.Decode(msg.Data())
+	if err != nil {
+		invalid("does not decode", err)
+		return
+	}
+	if ev.SubjectIn(lane) != msg.Subject() {
+		invalid("its subject does not match the event's team, key and type", nil)
+		return
+	}
+	if err := ev.ValidateLane(lane); err != nil {
+		invalid("not valid on this lane", err)
 		return
 	}
 	gen := ev.Generation
@@ -440,7 +610,7 @@ func (f *folder) fold(msg jetstream.Msg, md *jetstream.MsgMetadata, lane events.
 		if ev.Type != events.TeamSettingsDeleted {
 			sd, err := ev.SettingsData()
 			if err != nil {
-				rep.Invalid++
+				invalid("its settings do not decode", err)
 				return
 			}
 			s := sd.Settings
@@ -464,14 +634,14 @@ func (f *folder) fold(msg jetstream.Msg, md *jetstream.MsgMetadata, lane events.
 	case events.KeyCreated, events.KeyRotated:
 		kd, err := ev.KeyData()
 		if err != nil {
-			rep.Invalid++
+			invalid("its data does not decode", err)
 			return
 		}
 		pe.sealed, pe.metadata = kd.Value, kd.Metadata
 	case events.KeyUpdated:
 		upd, err := ev.UpdateData()
 		if err != nil {
-			rep.Invalid++
+			invalid("its data does not decode", err)
 			return
 		}
 		pe.metadata = upd.Metadata
@@ -502,6 +672,7 @@ func (f *folder) fold(msg jetstream.Msg, md *jetstream.MsgMetadata, lane events.
 	} else {
 		k.values = append(k.values, pe)
 	}
+	f.compact(lk, k)
 }
 
 // confirmationOf reads the worker's confirmation of event pe: its status,
@@ -533,6 +704,75 @@ func confirmations(ctx context.Context, js jetstream.JetStream) confirmationOf {
 	}
 }
 
+// skippedEvent is pe of team/key reported as not applied, for why.
+func skippedEvent(team, key string, pe pitEvent, why string) SkippedEvent {
+	return SkippedEvent{Seq: pe.seq, Lane: pe.lane, EventID: pe.id, Type: pe.typ, Team: team, Key: key, Generation: pe.gen, Reason: why}
+}
+
+// byGen orders candidate events as the worker ranks them: the highest
+// generation first, of equal generations the first folded.
+func byGen(list []pitEvent) []pitEvent {
+	s := slices.Clone(list)
+	slices.SortStableFunc(s, func(a, b pitEvent) int {
+		if a.gen != b.gen {
+			return cmp.Compare(b.gen, a.gen)
+		}
+		return cmp.Compare(a.order, b.order)
+	})
+	return s
+}
+
+// checker decides whether the worker applied one candidate event of
+// team/key.
+type checker struct {
+	op        events.Opener
+	confOf    confirmationOf
+	team, key string
+}
+
+// refusedBy returns why the worker did not apply pe ("": it did, or
+// nothing says otherwise) and its confirmation.
+func (c checker) refusedBy(ctx context.Context, pe pitEvent) (string, events.Status, bool, error) {
+	var st events.Status
+	var found bool
+	if c.confOf != nil {
+		var err error
+		if st, found, err = c.confOf(ctx, c.team, c.key, pe); err != nil {
+			return "", "", false, err
+		}
+	}
+	switch {
+	case found && refusedStatus(st):
+		return fmt.Sprintf("the workers did not apply it: its confirmation says %s", st), st, found, nil
+	case pe.forbidden != "" && !(found && appliedStatus(st)):
+		return pe.forbidden, st, found, nil
+	}
+	return "", st, found, nil
+}
+
+// valueRefused is refusedBy for a value event, whose value must also open
+// (see resolve). An error: it cannot be decided.
+func (c checker) valueRefused(ctx context.Context, pe pitEvent) (string, error) {
+	why, st, found, err := c.refusedBy(ctx, pe)
+	if err != nil || why != "" || pe.sealed == nil {
+		return why, err
+	}
+	v, err := c.op.Open(ctx, pe.sealed, events.Binding{TeamID: c.team, KeyID: c.key, Generation: pe.evGen})
+	switch {
+	case err == nil:
+		clear(v)
+		return "", nil
+	case providers.IsRetryable(err):
+		return "", fmt.Errorf("open the value of event %s: %s", pe.id, sanitize(err))
+	case found && appliedStatus(st):
+		return "", fmt.Errorf("event %s was applied by the workers, but its value does not open with this keyring: %s", pe.id, sanitize(err))
+	case errors.Is(err, events.ErrOpenFailed) || errors.Is(err, events.ErrPlaintextRefused):
+		return "its value does not open with the keyring (the workers reject it): " + sanitize(err), nil
+	default:
+		return "", fmt.Errorf("the value of event %s does not open with this keyring, and no confirmation says whether the workers applied it: %s", pe.id, sanitize(err))
+	}
+}
+
 // refusedStatus: the worker did not apply an event confirmed so.
 func refusedStatus(s events.Status) bool {
 	return s == events.StatusRejected || s == events.StatusFailed || s == events.StatusSkipped
@@ -558,41 +798,14 @@ func appliedStatus(s events.Status) bool {
 func resolve(ctx context.Context, op events.Opener, confOf confirmationOf, team, key string, k *keyState) ([]SkippedEvent, error) {
 	var skipped []SkippedEvent
 	skip := func(pe pitEvent, why string) {
-		skipped = append(skipped, SkippedEvent{Seq: pe.seq, Lane: pe.lane, EventID: pe.id, Type: pe.typ, Team: team, Key: key, Generation: pe.gen, Reason: why})
+		skipped = append(skipped, skippedEvent(team, key, pe, why))
 	}
-	byGen := func(list []pitEvent) []pitEvent {
-		s := slices.Clone(list)
-		slices.SortStableFunc(s, func(a, b pitEvent) int {
-			if a.gen != b.gen {
-				return cmp.Compare(b.gen, a.gen)
-			}
-			return cmp.Compare(a.order, b.order)
-		})
-		return s
-	}
-	// refusedBy returns why the worker did not apply pe ("": it did, or
-	// nothing says otherwise) and its confirmation.
-	refusedBy := func(pe pitEvent) (string, events.Status, bool, error) {
-		var st events.Status
-		var found bool
-		if confOf != nil {
-			var err error
-			if st, found, err = confOf(ctx, team, key, pe); err != nil {
-				return "", "", false, err
-			}
-		}
-		switch {
-		case found && refusedStatus(st):
-			return fmt.Sprintf("the workers did not apply it: its confirmation says %s", st), st, found, nil
-		case pe.forbidden != "" && !(found && appliedStatus(st)):
-			return pe.forbidden, st, found, nil
-		}
-		return "", st, found, nil
-	}
+	ck := checker{op: op, confOf: confOf, team: team, key: key}
+	refusedBy := func(pe pitEvent) (string, events.Status, bool, error) { return ck.refusedBy(ctx, pe) }
 	var chosen *pitEvent
 	refused := map[int]bool{} // by order
 	for _, pe := range byGen(k.values) {
-		why, st, found, err := refusedBy(pe)
+		why, err := ck.valueRefused(ctx, pe)
 		if err != nil {
 			return skipped, err
 		}
@@ -600,23 +813,6 @@ func resolve(ctx context.Context, op events.Opener, confOf confirmationOf, team,
 			skip(pe, why)
 			refused[pe.order] = true
 			continue
-		}
-		if pe.sealed != nil {
-			v, err := op.Open(ctx, pe.sealed, events.Binding{TeamID: team, KeyID: key, Generation: pe.evGen})
-			switch {
-			case err == nil:
-				clear(v)
-			case providers.IsRetryable(err):
-				return skipped, fmt.Errorf("open the value of event %s: %s", pe.id, sanitize(err))
-			case found && appliedStatus(st):
-				return skipped, fmt.Errorf("event %s was applied by the workers, but its value does not open with this keyring: %s", pe.id, sanitize(err))
-			case errors.Is(err, events.ErrOpenFailed) || errors.Is(err, events.ErrPlaintextRefused):
-				skip(pe, "its value does not open with the keyring (the workers reject it): "+sanitize(err))
-				refused[pe.order] = true
-				continue
-			default:
-				return skipped, fmt.Errorf("the value of event %s does not open with this keyring, and no confirmation says whether the workers applied it: %s", pe.id, sanitize(err))
-			}
 		}
 		chosen = &pe
 		break
@@ -631,7 +827,7 @@ func resolve(ctx context.Context, op events.Opener, confOf confirmationOf, team,
 		case events.KeyDeleted:
 			k.status, k.sealed, k.sealedGen = events.StatusDeleted, nil, 0
 		}
-	} else if len(k.values) > 0 {
+	} else if len(k.values) > 0 || k.refusedValues {
 		k.refusedOnly = true
 	}
 	// The alias and metadata: the workers' rule over the events they
@@ -652,19 +848,13 @@ func resolve(ctx context.Context, op events.Opener, confOf confirmationOf, team,
 		}
 		slices.SortFunc(kept, func(a, b pitEvent) int { return cmp.Compare(a.order, b.order) })
 		var win *pitEvent
-		k.metaGen, k.alias, k.metadata = 0, "", nil
+		m := k.base // the events compact folded, all applied
 		for i, pe := range kept {
-			if pe.gen <= k.metaGen {
-				continue
-			}
-			k.metaGen, k.alias, win = pe.gen, pe.alias, &kept[i]
-			switch {
-			case pe.typ == events.KeyDeleted:
-				k.metadata = nil
-			case pe.typ != events.KeyUpdated || pe.metadata != nil:
-				k.metadata = pe.metadata
+			if m.step(pe) {
+				win = &kept[i]
 			}
 		}
+		k.metaGen, k.alias, k.metadata = m.gen, m.alias, m.metadata
 		if win == nil || win.typ != events.KeyUpdated {
 			break
 		}
@@ -686,6 +876,43 @@ type target struct {
 	to            string
 	options       map[string]string
 	dryRun, adopt bool
+	// past: the state written is a past one (PointInTime), never written
+	// where the key lives now (see inUse).
+	past bool
+}
+
+// inUse says why the target's secret name is where key lives now, so a
+// past state must not be written there ("": it is not, as far as the
+// ledger tells): the ledger places the key at that backend and name, and
+// either no provider options point elsewhere or the secret there holds
+// the ledger's newest value.
+func (s *session) inUse(ctx context.Context, c target, team, key, name string, cur *providers.Secret) (string, error) {
+	if s.d.Ledger == nil {
+		return "", nil
+	}
+	e, _, err := s.d.Ledger.Get(ctx, team, key)
+	if err != nil {
+		return "", fmt.Errorf("read the ledger: %w", err)
+	}
+	if e == nil || e.Provider != c.to || e.SecretRef != name {
+		return "", nil
+	}
+	const why = "the key lives here now (the ledger places it at this backend and name): a past state is never written over the backend in use; rebuild into another backend"
+	if len(c.options) == 0 {
+		return why, nil
+	}
+	if cur == nil || e.Sealed == nil || e.Status == events.StatusDeleted {
+		return "", nil
+	}
+	want, err := s.digest(ctx, team, key, e)
+	if err != nil {
+		return "", fmt.Errorf("open the ledger's sealed value: %w", err)
+	}
+	got := sha256.Sum256(cur.Value)
+	if subtle.ConstantTimeCompare(want[:], got[:]) == 1 {
+		return why, nil
+	}
+	return "", nil
 }
 
 // toTarget brings one key's state into the target: a live key's value is
@@ -716,6 +943,20 @@ func (s *session) toTarget(ctx context.Context, c target, ts *events.TeamSetting
 	owned := !found || !p.Capabilities().Tags || providers.IsOwnedBy(cur.Tags, owner)
 	if found {
 		defer clear(cur.Value)
+	}
+	if c.past {
+		var held *providers.Secret
+		if found {
+			held = cur
+		}
+		why, err := s.inUse(ctx, c, team, key, name, held)
+		if err != nil {
+			return failed("check the target is not where the key lives", err)
+		}
+		if why != "" {
+			row.Action, row.Why = ActionSkipped, why
+			return row
+		}
 	}
 	if k.status == events.StatusDeleted {
 		switch {

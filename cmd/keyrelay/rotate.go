@@ -301,7 +301,11 @@ func showStatus(cmd *cobra.Command, d jobs.Deps, id string, asJSON, watch bool) 
 					progressbar.OptionShowIts(), progressbar.OptionSetItsString("keys"), progressbar.OptionSetPredictTime(true))
 			}
 			_ = bar.Set(st.Rotated + st.Superseded + st.Failed)
-			bar.Describe(fmt.Sprintf("%s: rotated %d, failed %d", st.Job.State, st.Rotated, st.Failed))
+			desc := fmt.Sprintf("%s: rotated %d, failed %d", st.Job.State, st.Rotated, st.Failed)
+			if st.Stalled != "" {
+				desc += " (stalled: " + st.Stalled + ")"
+			}
+			bar.Describe(desc)
 			if done {
 				fmt.Fprintln(out)
 				printStatus(out, st)
@@ -338,6 +342,9 @@ func printStatus(w io.Writer, st *jobs.Status) {
 		}
 	}
 	fmt.Fprintln(w)
+	if st.Stalled != "" {
+		fmt.Fprintf(w, "stalled: %s\n", st.Stalled)
+	}
 	for _, f := range st.Failures {
 		fmt.Fprintf(w, "  %s %s/%s: %s\n", f.Status, f.Team, f.Key, f.Reason)
 	}
