@@ -134,12 +134,15 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// names are the SQL names derived from the schema (validated, so never
-// quoted).
+// names are the SQL names derived from the schema (validated by schemaRE).
+// schema and table are quoted identifiers: a valid name may still be an
+// SQL keyword ("user", "order"). The channel, a longer word, needs no
+// quotes.
 type names struct {
 	schema, table, channel string
 }
 
 func namesFor(schema string) names {
-	return names{schema: schema, table: schema + ".keyrelay_outbox", channel: "keyrelay_outbox_" + schema}
+	q := `"` + schema + `"`
+	return names{schema: q, table: q + ".keyrelay_outbox", channel: "keyrelay_outbox_" + schema}
 }

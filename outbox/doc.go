@@ -33,7 +33,9 @@
 //     provided that happens within the stream's duplicate window
 //     (streams.duplicate_window, default 10m). After the window the copy is
 //     stored again with the same id and generation, and workers confirm it
-//     as a duplicate.
+//     as a duplicate. A relay that lives but cannot mark rows after their
+//     PubAck (PostgreSQL down or stuck) remembers them and marks them on
+//     its next session instead of publishing them again.
 //   - Per key, messages enter the stream in (txid, seq) order, with at most
 //     one message per key awaiting its PubAck, so a retry never overtakes
 //     an earlier row of its key. An empty generation is set to the row's
@@ -49,8 +51,9 @@
 //     advisory lock; relays share them evenly and take over a dead relay's
 //     partitions within a rebalance interval. A slow relay delays only its
 //     own partitions.
-//   - NATS unavailable: rows wait, the relay retries with exponential
-//     backoff and reports not ready; after Config.StandbyAfter without a
+//   - NATS unavailable: rows wait (nothing is handed to a disconnected
+//     client, whose reconnect buffer would send it whenever it reconnects),
+//     the relay retries with exponential backoff and reports not ready; after Config.StandbyAfter without a
 //     NATS connection it hands its partitions to the other relays. PostgreSQL unavailable: the relay drops
 //     its session (and partitions), reconnects with backoff and reports not
 //     ready meanwhile.

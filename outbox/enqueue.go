@@ -87,7 +87,7 @@ func NextGeneration(ctx context.Context, q Querier, opts ...Option) (uint64, err
 		return 0, err
 	}
 	var g int64
-	if err := q.QueryRow(ctx, "SELECT "+o.schema+".keyrelay_outbox_next_generation()").Scan(&g); err != nil {
+	if err := q.QueryRow(ctx, "SELECT "+namesFor(o.schema).schema+".keyrelay_outbox_next_generation()").Scan(&g); err != nil {
 		return 0, fmt.Errorf("outbox next generation: %w", err)
 	}
 	return uint64(g), nil

@@ -27,9 +27,11 @@ const pruneChunk = 5000
 func (r *Relay) prune(ctx context.Context, log *zap.Logger) error {
 	total := int64(0)
 	for ctx.Err() == nil {
-		tag, err := r.conn.Exec(ctx, `DELETE FROM `+r.n.table+` WHERE seq IN (
+		qctx, cancel := context.WithTimeout(ctx, slowQueryTimeout)
+		tag, err := r.conn.Exec(qctx, `DELETE FROM `+r.n.table+` WHERE seq IN (
 			SELECT seq FROM `+r.n.table+` WHERE state = 'sent' AND sent_at < now() - make_interval(secs => $1)
 			ORDER BY sent_at LIMIT $2 FOR UPDATE SKIP LOCKED)`, r.cfg.Retention.Seconds(), pruneChunk)
+		cancel()
 		if err != nil {
 			return err
 		}

@@ -25,7 +25,7 @@ func (r *Relay) startMark(ctx context.Context, log *zap.Logger, job markJob) err
 	if len(job.seqs) == 0 && len(job.failedSeqs) == 0 {
 		return nil
 	}
-	r.marking = true
+	r.marking, r.markJob = true, job
 	// Mark what the stream holds even when ctx ended meanwhile, so a
 	// graceful stop does not leave PubAck'ed rows pending.
 	mctx := context.WithoutCancel(ctx)
@@ -39,7 +39,32 @@ func (r *Relay) flushMarks() error {
 		return nil
 	}
 	r.marking = false
-	return <-r.markErr
+	err := <-r.markErr
+	if err != nil {
+		// Keep the outcome to mark it on the next session instead of
+		// publishing those rows again (markUnmarked).
+		r.unmarked.seqs = append(r.unmarked.seqs, r.markJob.seqs...)
+		r.unmarked.sseqs = append(r.unmarked.sseqs, r.markJob.sseqs...)
+		r.unmarked.failedSeqs = append(r.unmarked.failedSeqs, r.markJob.failedSeqs...)
+		r.unmarked.failedReasons = append(r.unmarked.failedReasons, r.markJob.failedReasons...)
+	}
+	r.markJob = markJob{}
+	return err
+}
+
+// markUnmarked marks the rows whose marking failed in an earlier session
+// (PostgreSQL down or stuck after their PubAck) before anything is read:
+// read again they would be published again, and after an outage longer
+// than the stream's duplicate window the stream would store them twice.
+func (r *Relay) markUnmarked(ctx context.Context, log *zap.Logger) error {
+	if len(r.unmarked.seqs) == 0 && len(r.unmarked.failedSeqs) == 0 {
+		return nil
+	}
+	if err := r.mark(context.WithoutCancel(ctx), log, r.unmarked); err != nil {
+		return err
+	}
+	r.unmarked = markJob{}
+	return nil
 }
 
 func (r *Relay) mark(ctx context.Context, log *zap.Logger, job markJob) error {

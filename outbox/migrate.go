@@ -75,11 +75,12 @@ func Migrate(ctx context.Context, db Beginner, schema string) ([]int, error) {
 	if !schemaRE.MatchString(schema) {
 		return nil, fmt.Errorf("outbox migrate: invalid schema name %q", schema)
 	}
+	q := namesFor(schema).schema
 	ms, err := Migrations()
 	if err != nil {
 		return nil, err
 	}
-	tx, err := db.Begin(ctx)
+	tx, err := beginReadCommitted(ctx, db)
 	if err != nil {
 		return nil, fmt.Errorf("outbox migrate: %w", err)
 	}
@@ -87,14 +88,14 @@ func Migrate(ctx context.Context, db Beginner, schema string) ([]int, error) {
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, 0)", lockClass(schema, "migrate")); err != nil {
 		return nil, fmt.Errorf("outbox migrate: lock: %w", err)
 	}
-	if _, err := tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+schema); err != nil {
+	if _, err := tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+q); err != nil {
 		return nil, fmt.Errorf("outbox migrate: create schema: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+schema+`.keyrelay_schema_migrations (
+	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+q+`.keyrelay_schema_migrations (
 		version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
 		return nil, fmt.Errorf("outbox migrate: migrations table: %w", err)
 	}
-	rows, err := tx.Query(ctx, "SELECT version FROM "+schema+".keyrelay_schema_migrations")
+	rows, err := tx.Query(ctx, "SELECT version FROM "+q+".keyrelay_schema_migrations")
 	if err != nil {
 		return nil, fmt.Errorf("outbox migrate: %w", err)
 	}
@@ -114,7 +115,7 @@ func Migrate(ctx context.Context, db Beginner, schema string) ([]int, error) {
 		if _, err := tx.Exec(ctx, m.SQL(schema)); err != nil {
 			return nil, fmt.Errorf("outbox migrate: %s: %w", m.Name, err)
 		}
-		if _, err := tx.Exec(ctx, "INSERT INTO "+schema+".keyrelay_schema_migrations (version, name) VALUES ($1, $2)", m.Version, m.Name); err != nil {
+		if _, err := tx.Exec(ctx, "INSERT INTO "+q+".keyrelay_schema_migrations (version, name) VALUES ($1, $2)", m.Version, m.Name); err != nil {
 			return nil, fmt.Errorf("outbox migrate: record %s: %w", m.Name, err)
 		}
 		applied = append(applied, m.Version)
@@ -123,6 +124,36 @@ func Migrate(ctx context.Context, db Beginner, schema string) ([]int, error) {
 		return nil, fmt.Errorf("outbox migrate: commit: %w", err)
 	}
 	return applied, nil
+}
+
+// beginReadCommitted begins a READ COMMITTED transaction on db. Under
+// REPEATABLE READ or SERIALIZABLE (a database's
+// default_transaction_isolation) Migrate's snapshot would be taken before
+// its lock is granted, so a migrator that waited would not see what the
+// one before it applied and fail on "already exists". SHOW takes no
+// snapshot, and SET TRANSACTION must come before any statement that does.
+// Inside a caller's transaction (db a pgx.Tx: a savepoint) the isolation
+// cannot change and stays the caller's.
+func beginReadCommitted(ctx context.Context, db Beginner) (pgx.Tx, error) {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var iso string
+	if err := tx.QueryRow(ctx, "SHOW transaction_isolation").Scan(&iso); err != nil {
+		_ = tx.Rollback(ctx)
+		return nil, err
+	}
+	if iso == "read committed" {
+		return tx, nil
+	}
+	if _, err := tx.Exec(ctx, "SET TRANSACTION ISOLATION LEVEL READ COMMITTED"); err == nil {
+		return tx, nil
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		return nil, err
+	}
+	return db.Begin(ctx)
 }
 
 // lockClass is the first key of the two-key advisory locks of one schema's

@@ -81,6 +81,14 @@ const maxInFlight = 1024
 // and waits for every PubAck.
 func (r *Relay) publishWave(wave []*item, futs []jetstream.PubAckFuture) (acked []*item, failed []rowFailure, perr *wavePublishError) {
 	futs = futs[:0]
+	if c := r.pub.Conn(); c != nil && !c.IsConnected() {
+		// While disconnected the client would keep the messages in its
+		// reconnect buffer and send them whenever the connection returns:
+		// maybe long after another relay published these rows and later
+		// ones of their keys, and past the duplicate window, so stored
+		// again out of order. Publish nothing; the rows stay pending.
+		return nil, nil, &wavePublishError{err: &publishError{err: fmt.Errorf("NATS connection %s", c.Status())}}
+	}
 	var transient error
 	var tseqs []int64
 	for _, it := range wave {
@@ -92,6 +100,9 @@ func (r *Relay) publishWave(wave []*item, futs []jetstream.PubAckFuture) (acked 
 				futs = append(futs, nil)
 				it.endSpan("message too large", false)
 				continue
+			}
+			if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+				r.dropLostAcks()
 			}
 			transient = err
 			it.endSpan("publish failed", false)
@@ -149,4 +160,19 @@ func (r *Relay) publishWave(wave []*item, futs []jetstream.PubAckFuture) (acked 
 		return acked, failed, &wavePublishError{err: &publishError{err: transient}, seqs: tseqs}
 	}
 	return acked, failed, nil
+}
+
+// dropLostAcks makes the JetStream client forget the PubAcks it still
+// waits for. It is called when the client refuses new async publishes
+// because too many are pending: the relay waits for (or gives up on) every
+// PubAck of a wave before the next, so those are PubAcks that never came
+// (a leader election, a network blip without a reconnect) and never will;
+// the client keeps them until a reconnect, so without this the relay
+// would be stuck until one. Their rows are still pending and published
+// again (the stream drops copies it already holds).
+func (r *Relay) dropLostAcks() {
+	if c, ok := r.pub.(interface{ CleanupPublisher() }); ok {
+		r.log.Warn("outbox relay: the JetStream client holds too many PubAcks that never arrived; dropping them")
+		c.CleanupPublisher()
+	}
 }

@@ -54,6 +54,10 @@ type Relay struct {
 	markConn *pgx.Conn
 	markErr  chan error
 	marking  bool
+	markJob  markJob // the job being marked
+	// unmarked holds rows published (or failed) whose marking failed:
+	// marked first thing on the next session, never published again.
+	unmarked markJob
 	// cursor: while batches come back full, read after this (txid, seq).
 	cursorOK   bool
 	cursorTxid string

@@ -3,9 +3,12 @@ package outbox
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/keyrelay/keyrelay/events"
 )
 
 type roundResult struct {
@@ -28,11 +31,20 @@ func (r *Relay) round(ctx context.Context, log *zap.Logger) (res roundResult, er
 			return res, err
 		}
 	}
+	if err := r.markUnmarked(ctx, log); err != nil {
+		return res, err
+	}
 	// The output column must not be called txid: ORDER BY txid would sort
-	// by its text.
-	cols := `seq, txid::text AS txid_text, payload::text`
+	// by its text. A payload larger than an event may be (jsonb holds up to
+	// 255 MB) is not transferred at all: NULL, failed below, so a batch of
+	// them cannot exhaust the relay's memory.
+	cols := `seq, txid::text AS txid_text,
+		CASE WHEN octet_length(t.payload::text) <= ` + strconv.Itoa(events.MaxEventBytes) + ` THEN t.payload::text END`
 	if r.traceCols {
-		cols += `, coalesce(traceparent, ''), coalesce(tracestate, '')`
+		// At most one character over the limit: enough for remoteParent to
+		// see it is oversized, without transferring a huge value.
+		lim := strconv.Itoa(maxTraceHeader + 1)
+		cols += `, coalesce(left(traceparent, ` + lim + `), ''), coalesce(left(tracestate, ` + lim + `), '')`
 	}
 	q := `SELECT ` + cols + ` FROM ` + r.n.table + ` AS t
 		WHERE state = 'pending' AND part = ANY($1::int[]) AND txid < pg_snapshot_xmin(pg_current_snapshot())`
@@ -41,7 +53,9 @@ func (r *Relay) round(ctx context.Context, log *zap.Logger) (res roundResult, er
 		q += ` AND (t.txid, t.seq) > ($3::text::xid8, $4::bigint)`
 		args = append(args, r.cursorTxid, r.cursorSeq)
 	}
-	rows, err := r.conn.Query(ctx, q+` ORDER BY t.txid, t.seq LIMIT $2`, args...)
+	qctx, qcancel := context.WithTimeout(ctx, queryTimeout)
+	defer qcancel()
+	rows, err := r.conn.Query(qctx, q+` ORDER BY t.txid, t.seq LIMIT $2`, args...)
 	if err != nil {
 		return res, fmt.Errorf("read: %w", err)
 	}
@@ -51,7 +65,7 @@ func (r *Relay) round(ctx context.Context, log *zap.Logger) (res roundResult, er
 		n          int
 		lastTxid   string
 		lastSeq    int64
-		payloadBuf string
+		payloadBuf []byte
 		tp, ts     string
 	)
 	for rows.Next() {
@@ -64,7 +78,12 @@ func (r *Relay) round(ctx context.Context, log *zap.Logger) (res roundResult, er
 			rows.Close()
 			return res, fmt.Errorf("read: %w", err)
 		}
-		it, perr := prepare(lastSeq, []byte(payloadBuf))
+		if payloadBuf == nil {
+			job.failedSeqs = append(job.failedSeqs, lastSeq)
+			job.failedReasons = append(job.failedReasons, fmt.Sprintf("invalid event: payload is larger than %d bytes", events.MaxEventBytes))
+			continue
+		}
+		it, perr := prepare(lastSeq, payloadBuf)
 		if perr != nil {
 			job.failedSeqs, job.failedReasons = append(job.failedSeqs, lastSeq), append(job.failedReasons, perr.Reason)
 			continue
@@ -76,6 +95,7 @@ func (r *Relay) round(ctx context.Context, log *zap.Logger) (res roundResult, er
 	if err := rows.Err(); err != nil {
 		return res, fmt.Errorf("read: %w", err)
 	}
+	qcancel()
 	res.full = n == r.cfg.BatchSize
 
 	acked, pubFailed, pubErr := r.publish(items)
@@ -110,7 +130,9 @@ func (r *Relay) round(ctx context.Context, log *zap.Logger) (res roundResult, er
 	if err := r.flushMarks(); err != nil {
 		return res, err
 	}
-	if err := r.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+r.n.table+`
+	hctx, hcancel := context.WithTimeout(ctx, queryTimeout)
+	defer hcancel()
+	if err := r.conn.QueryRow(hctx, `SELECT EXISTS (SELECT 1 FROM `+r.n.table+`
 		WHERE state = 'pending' AND part = ANY($1::int[]) AND txid >= pg_snapshot_xmin(pg_current_snapshot()))`,
 		r.owned).Scan(&res.held); err != nil {
 		return res, fmt.Errorf("read: %w", err)

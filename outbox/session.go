@@ -31,7 +31,7 @@ func (r *Relay) session(ctx context.Context, pgBackoff *backoff.ExponentialBackO
 	r.conn, r.markConn, r.markErr, r.marking, r.cursorOK = conn, markConn, make(chan error, 1), false, false
 	defer func() {
 		if err := r.flushMarks(); err != nil {
-			r.log.Warn("outbox relay: marking rows failed; they will be re-published (duplicates are dropped by the stream)", zap.String("error", sanitizeDBError(err)))
+			r.log.Warn("outbox relay: marking rows failed; they are marked when the next session is up", zap.String("error", sanitizeDBError(err)))
 		}
 		c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = markConn.Close(c)
@@ -45,16 +45,19 @@ func (r *Relay) session(ctx context.Context, pgBackoff *backoff.ExponentialBackO
 	// Migration 2 adds the rows' trace context. A schema not migrated yet
 	// is still relayed, each row under a new trace, until a session after
 	// the migration.
-	if err := conn.QueryRow(ctx, `SELECT count(*) = 2 FROM pg_attribute
+	qctx, qcancel := context.WithTimeout(ctx, queryTimeout)
+	defer qcancel()
+	if err := conn.QueryRow(qctx, `SELECT count(*) = 2 FROM pg_attribute
 		WHERE attrelid = $1::regclass AND attname IN ('traceparent', 'tracestate') AND NOT attisdropped`,
 		r.n.table).Scan(&r.traceCols); err != nil {
 		return fmt.Errorf("read the outbox columns: %w", err)
 	}
 	id := rand.Int32N(1 << 30)
 	r.member, r.natsDownSince = false, time.Time{}
-	if _, err := conn.Exec(ctx, "LISTEN "+r.n.channel); err != nil {
+	if _, err := conn.Exec(qctx, "LISTEN "+r.n.channel); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	qcancel()
 	log := r.log.With(zap.Int32("relay_id", id))
 	log.Info("outbox relay session up", zap.String("schema", r.cfg.Schema))
 	r.setPG("")
@@ -67,13 +70,19 @@ func (r *Relay) session(ctx context.Context, pgBackoff *backoff.ExponentialBackO
 	for ctx.Err() == nil {
 		now := time.Now()
 		if !now.Before(nextRebalance) {
-			if err := r.rebalance(ctx, conn, id, log); err != nil {
+			qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+			err := r.rebalance(qctx, conn, id, log)
+			cancel()
+			if err != nil {
 				return fmt.Errorf("rebalance: %w", err)
 			}
 			nextRebalance = now.Add(r.cfg.RebalanceInterval)
 		}
 		if !now.Before(nextStats) {
-			if err := r.stats(ctx); err != nil {
+			qctx, cancel := context.WithTimeout(ctx, slowQueryTimeout)
+			err := r.stats(qctx)
+			cancel()
+			if err != nil {
 				return fmt.Errorf("stats: %w", err)
 			}
 			nextStats = now.Add(r.cfg.StatsInterval)
@@ -129,6 +138,18 @@ func (r *Relay) session(ctx context.Context, pgBackoff *backoff.ExponentialBackO
 	}
 	return nil
 }
+
+// queryTimeout bounds each query on the session connection (the marker's
+// are bounded alike, in mark): a connection that died without a reset (a
+// failover that moved the server, a silent network partition) fails the
+// session, which reconnects, instead of hanging until the kernel's TCP
+// timeout (about 15 minutes) while the relay reports ready.
+const queryTimeout = 10 * time.Second
+
+// slowQueryTimeout bounds the queries whose time grows with the table:
+// the whole-table stats (a backlog of millions of pending rows) and one
+// chunk of pruning.
+const slowQueryTimeout = time.Minute
 
 // waitNotify returns when a notification arrives, d passes or ctx ends
 // (nil in all three cases), draining notifications already buffered.

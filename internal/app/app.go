@@ -150,7 +150,11 @@ func connect(c *settings.Config, name string, startEmbedded bool, log *zap.Logge
 		}
 		return nil, err
 	}
-	js, err := jetstream.New(conn)
+	// An async publish whose PubAck never comes (a leader election, a
+	// blip without a reconnect) is failed after a minute instead of
+	// being held until a reconnect: held, 4,000 of them stall every later
+	// async publish of the process (the outbox relay's).
+	js, err := jetstream.New(conn, jetstream.WithPublishAsyncTimeout(time.Minute))
 	if err != nil {
 		conn.Close()
 		return nil, err
