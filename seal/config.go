@@ -65,7 +65,9 @@ const (
 type Config struct {
 	// AllowedKeyIDs, when not empty, are the only kids whose values Open
 	// unwraps; a value naming another is refused without a KMS call
-	// (events.ErrUnknownKeyID). Each wrapper reads it from its own option
+	// (events.ErrUnknownKeyID), and Seal and Rewrap refuse (permanently)
+	// to seal under another, rather than make values no opener of this
+	// configuration opens. Each wrapper reads it from its own option
 	// (allowed_key_arns, allowed_key_names, ...). Default: empty (any key
 	// the KMS lets this process use).
 	AllowedKeyIDs []string

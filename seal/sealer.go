@@ -156,6 +156,9 @@ func (s *Sealer) newDataKey(ctx context.Context, wc Context) (*events.DataKey, e
 		}
 	}
 	defer clear(key)
+	if err := s.checkSealKID(w.KID); err != nil {
+		return nil, err
+	}
 	dk, err := events.NewEnvelopeDataKey(wc.Alg, w.KID, key, w.EDK)
 	if err != nil {
 		// events' messages name sizes and the kid, never key bytes.
@@ -268,9 +271,11 @@ func (s *Sealer) Rewrap(ctx context.Context, sv *events.SealedValue, b events.Bi
 		return nil, false, s.newError("Wrap", "", providers.Permanent, ErrNoKey, providers.ErrInvalid)
 	}
 	// Unwrap without the cache: the data key bytes are needed again.
-	if _, err := s.Open(ctx, sv, b); err != nil {
+	pt, err := s.Open(ctx, sv, b)
+	if err != nil {
 		return nil, false, err
 	}
+	clear(pt)
 	wc := Context{Alg: sv.Alg, TeamID: b.TeamID}
 	var key []byte
 	err = s.call(ctx, "Unwrap", sv.KID, &s.st.unwrapCalls, func(ctx context.Context) error {
@@ -291,6 +296,9 @@ func (s *Sealer) Rewrap(ctx context.Context, sv *events.SealedValue, b events.Bi
 	if err != nil {
 		return nil, false, s.ctxErr("Wrap", s.w.KeyID(), err)
 	}
+	if err := s.checkSealKID(w.KID); err != nil {
+		return nil, false, err
+	}
 	if w.KID == sv.KID {
 		out := *sv
 		out.EDK = bytes.Clone(w.EDK)
@@ -301,7 +309,7 @@ func (s *Sealer) Rewrap(ctx context.Context, sv *events.SealedValue, b events.Bi
 	if err != nil {
 		return nil, false, err
 	}
-	pt, err := old.Open(sv, b)
+	pt, err = old.Open(sv, b)
 	if err != nil {
 		return nil, false, err
 	}
@@ -316,6 +324,19 @@ func (s *Sealer) Rewrap(ctx context.Context, sv *events.SealedValue, b events.Bi
 	}
 	s.st.rewraps.Add(1)
 	return out, true, nil
+}
+
+// checkSealKID refuses to seal under a kid that Open refuses (outside
+// AllowedKeyIDs, e.g. the sealing key moved to a new key not added to
+// the list): such values would be dead-lettered by every worker of this
+// configuration, and a rewrap would make the ledger's values unreadable.
+func (s *Sealer) checkSealKID(kid string) error {
+	if s.allowed == nil || s.allowed[kid] {
+		return nil
+	}
+	return s.newError("Wrap", kid, providers.Permanent,
+		fmt.Errorf("the sealing key wraps data keys under %s, which is not one of the allowed keys (add it to the allowed key list before sealing with it)", kid),
+		events.ErrUnknownKeyID, providers.ErrInvalid)
 }
 
 // call runs one KMS operation with the retry policy: each attempt bounded

@@ -110,6 +110,11 @@ func (w *Worker) handleKey(ctx context.Context, ln *lane, msg jetstream.Msg, md 
 		}
 		value, err := w.d.Opener.Open(ctx, kd.Value, events.BindingOf(ev))
 		if err != nil {
+			if openCanceled(ctx, err) {
+				// Shutting down while the KMS answered: the value is not
+				// at fault, and nothing is spent (finish hands it back).
+				return verdict{retry: true, err: fmt.Errorf("open value: %w", err), conf: conf}
+			}
 			if providers.IsRetryable(err) {
 				// A KMS outage or throttling: the value is fine, try later.
 				return verdict{retry: true, err: fmt.Errorf("open value: %w", err), retryHint: providers.RetryAfter(err), conf: conf,
@@ -890,7 +895,7 @@ func (w *Worker) applyUpdate(ctx context.Context, msg jetstream.Msg, md *jetstre
 			// Alias naming: move the secret to its new name.
 			value, err := w.d.Opener.Open(ctx, e.Sealed, events.Binding{TeamID: ev.TeamID, KeyID: ev.KeyID, Generation: e.SealedGen})
 			if err != nil {
-				if providers.IsRetryable(err) {
+				if providers.IsRetryable(err) || openCanceled(ctx, err) {
 					return verdict{retry: true, err: fmt.Errorf("open stored value: %w", err), retryHint: providers.RetryAfter(err), conf: conf}
 				}
 				return w.failed(msg, md, conf, "cannot open the stored sealed value to move it: "+sanitize(err))
@@ -1025,6 +1030,14 @@ func (w *Worker) providerFailed(msg jetstream.Msg, md *jetstream.MsgMetadata, co
 		return verdict{retry: true, err: fmt.Errorf("provider: %w", err), retryHint: providers.RetryAfter(err), conf: conf}
 	}
 	return w.failed(msg, md, conf, "provider: "+sanitize(err))
+}
+
+// openCanceled reports whether opening a value failed because ctx (the
+// worker's, at shutdown) was cancelled: the KMS wrappers say so with a
+// retryable error holding context.Canceled, which IsRetryable does not
+// count as retryable. Such an event is handed back, never rejected.
+func openCanceled(ctx context.Context, err error) bool {
+	return ctx.Err() != nil && errors.Is(err, context.Canceled)
 }
 
 // writeFailed turns a provider error into a verdict: retry for retryable
