@@ -17,6 +17,8 @@ type API interface {
 	UpdateSecret(ctx context.Context, in *sm.UpdateSecretInput, optFns ...func(*sm.Options)) (*sm.UpdateSecretOutput, error)
 	UpdateSecretVersionStage(ctx context.Context, in *sm.UpdateSecretVersionStageInput, optFns ...func(*sm.Options)) (*sm.UpdateSecretVersionStageOutput, error)
 	DeleteSecret(ctx context.Context, in *sm.DeleteSecretInput, optFns ...func(*sm.Options)) (*sm.DeleteSecretOutput, error)
+	RemoveRegionsFromReplication(ctx context.Context, in *sm.RemoveRegionsFromReplicationInput, optFns ...func(*sm.Options)) (*sm.RemoveRegionsFromReplicationOutput, error)
+	ReplicateSecretToRegions(ctx context.Context, in *sm.ReplicateSecretToRegionsInput, optFns ...func(*sm.Options)) (*sm.ReplicateSecretToRegionsOutput, error)
 	RestoreSecret(ctx context.Context, in *sm.RestoreSecretInput, optFns ...func(*sm.Options)) (*sm.RestoreSecretOutput, error)
 	TagResource(ctx context.Context, in *sm.TagResourceInput, optFns ...func(*sm.Options)) (*sm.TagResourceOutput, error)
 	UntagResource(ctx context.Context, in *sm.UntagResourceInput, optFns ...func(*sm.Options)) (*sm.UntagResourceOutput, error)

@@ -84,7 +84,9 @@ type Config struct {
 	// Existing secrets keep their key.
 	KMSKeyID string
 	// ReplicaRegions are regions new secrets are replicated to (as
-	// CreateSecret's AddReplicaRegions). Option "replica_regions",
+	// CreateSecret's AddReplicaRegions; a written secret lacking one, such
+	// as a restored one, gets it with ReplicateSecretToRegions; Delete
+	// removes them first). Option "replica_regions",
 	// comma-separated (LiteLLM's replica_regions list). Default: none.
 	ReplicaRegions []string
 	// WriteTPS, ReadTPS and ControlTPS are the client-side rate limits, in

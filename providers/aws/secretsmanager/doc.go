@@ -6,10 +6,11 @@
 // Config: recovery_window_days, kms_key_id, replica_regions, write_tps,
 // read_tps, control_tps and timeout.
 //
-// The provider depends on API, an interface listing the eleven SDK calls it
+// The provider depends on API, an interface listing the SDK calls it
 // makes: CreateSecret, DescribeSecret, GetSecretValue, PutSecretValue,
 // UpdateSecret, UpdateSecretVersionStage, DeleteSecret, RestoreSecret,
-// TagResource, UntagResource and ListSecretVersionIds.
+// RemoveRegionsFromReplication, ReplicateSecretToRegions, TagResource,
+// UntagResource, ListSecrets and ListSecretVersionIds.
 //
 // # Compatibility with LiteLLM
 //
@@ -37,7 +38,10 @@
 //   - Soft delete: Delete schedules deletion with a recovery window
 //     (recovery_window_days, 30 by default) unless the request forces it;
 //     a Put on a name scheduled for deletion restores the secret first
-//     (RestoreSecret) instead of failing, LiteLLM #10823.
+//     (RestoreSecret) instead of failing, LiteLLM #10823. AWS deletes no
+//     primary secret that still has replicas: Delete removes them first
+//     (RemoveRegionsFromReplication), and a Put replicates a secret
+//     lacking a replica_regions Region (a restored one) again.
 //   - Ownership: a secret is tagged managed-by=keyrelay, keyrelay-team and
 //     keyrelay-key. Put, Delete and UpdateTags refuse (ErrNotOwned) a
 //     secret whose tags name another key, or no keyrelay owner at all,

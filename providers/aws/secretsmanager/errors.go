@@ -135,11 +135,13 @@ func classify(op, name, awsOp string, err error, value []byte) *providers.Error 
 			kind, sentinel = providers.Retryable, providers.ErrAccessDenied
 			ae.causes = append(ae.causes, ErrClockSkew)
 			ae.Message = "clock skew (check the host's clock): " + ae.Message
-		case accessDeniedCodes[c] || ae.StatusCode == http.StatusForbidden || ae.StatusCode == http.StatusUnauthorized:
-			kind, sentinel = providers.Permanent, providers.ErrAccessDenied
 		case expiredCodes[c]:
 			// The SDK refreshes expiring credentials; a retry signs anew.
+			// Checked before the 403 below: STS and the query services
+			// answer an expired token with HTTP 403.
 			kind, sentinel = providers.Retryable, providers.ErrAccessDenied
+		case accessDeniedCodes[c] || ae.StatusCode == http.StatusForbidden || ae.StatusCode == http.StatusUnauthorized:
+			kind, sentinel = providers.Permanent, providers.ErrAccessDenied
 		case invalidCodes[c]:
 			kind, sentinel = providers.Permanent, providers.ErrInvalid
 		case unavailableCodes[c] || ae.StatusCode >= 500:

@@ -224,10 +224,12 @@ func checkDescription(op, name, desc string) error {
 // response never makes a second version. A token naming an older version
 // with the same value makes that version current again (AWS would
 // otherwise ignore the write). A name scheduled for deletion is restored
-// first (Created is then true). A secret created, deleted or scheduled for
-// deletion by someone else between the check and the write is checked
-// again, up to three rounds, then the Put fails with a retryable
-// ErrConflict. Ownership tags are checked before any
+// first (Created is then true). A secret missing a replica
+// Config.ReplicaRegions names (a restored one: Delete removes them) is
+// replicated there before the write. A secret created, deleted or
+// scheduled for deletion by someone else between the check and the write
+// is checked again, up to three rounds, then the Put fails with a
+// retryable ErrConflict. Ownership tags are checked before any
 // change unless req.Adopt. Tags and the description are brought in line
 // after the value: nil req.Tags keeps the secret's extra tags, non-nil ones
 // replace them; an empty Description keeps the stored one. Valid UTF-8
@@ -339,6 +341,12 @@ func (p *Provider) update(ctx context.Context, op string, req providers.PutReque
 		}
 		restored = true
 		p.log.Info("restored a secret scheduled for deletion to write it", zap.String("secret", name))
+	}
+	// Delete removes the replicas (AWS deletes no primary secret that has
+	// any), so a restored secret has none: replicate it again, as a new
+	// secret is. A failure writes nothing, and the retry replicates.
+	if err := p.replicate(ctx, op, name, id, d); err != nil {
+		return providers.PutResult{}, changedUnderUs(err), raced(op, name, err)
 	}
 	cur := currentVersion(d)
 	version := cur
@@ -506,8 +514,11 @@ func (p *Provider) Get(ctx context.Context, name, version string) (*providers.Se
 
 // Delete implements providers.Provider: DeleteSecret with
 // Config.RecoveryWindowDays, or ForceDeleteWithoutRecovery with req.Force
-// (also for a secret already scheduled for deletion). Deleting a missing
-// secret, or soft-deleting one already scheduled, is ErrNotFound.
+// (also for a secret already scheduled for deletion). A primary secret's
+// replicas (Config.ReplicaRegions) are removed first with
+// RemoveRegionsFromReplication, since AWS deletes no primary secret that
+// still has replicas. Deleting a missing secret, or soft-deleting one
+// already scheduled, is ErrNotFound.
 func (p *Provider) Delete(ctx context.Context, req providers.DeleteRequest) error {
 	const op = "delete"
 	name := req.Name
@@ -530,6 +541,9 @@ func (p *Provider) Delete(ctx context.Context, req providers.DeleteRequest) erro
 	if !req.Adopt && !providers.IsOwnedBy(tagMap(d.Tags), req.Owner) {
 		return errNotOwned(op, name)
 	}
+	if err := p.removeReplicas(ctx, op, name, id, d); err != nil {
+		return err
+	}
 	in := &sm.DeleteSecretInput{SecretId: aws.String(id)}
 	if req.Force {
 		in.ForceDeleteWithoutRecovery = aws.Bool(true)
@@ -542,6 +556,44 @@ func (p *Provider) Delete(ctx context.Context, req providers.DeleteRequest) erro
 	if err != nil && awsCode(err) == "InvalidRequestException" && !req.Force {
 		return errNotFound(op, name, "already scheduled for deletion")
 	}
+	return err
+}
+
+// removeReplicas deletes the replicas of a primary secret (AWS deletes no
+// primary secret that still has replicas, forced or not: it answers
+// InvalidParameterException). A replica is deleted at once; the primary
+// then goes as Delete says.
+func (p *Provider) removeReplicas(ctx context.Context, op, name, id string, d *sm.DescribeSecretOutput) error {
+	var regions []string
+	for _, r := range d.ReplicationStatus {
+		if reg := aws.ToString(r.Region); reg != "" {
+			regions = append(regions, reg)
+		}
+	}
+	if len(regions) == 0 {
+		return nil
+	}
+	_, err := call(p, ctx, op, name, bucketWrite, "RemoveRegionsFromReplication", nil, func(ctx context.Context) (*sm.RemoveRegionsFromReplicationOutput, error) {
+		return p.api.RemoveRegionsFromReplication(ctx, &sm.RemoveRegionsFromReplicationInput{SecretId: aws.String(id), RemoveReplicaRegions: regions})
+	})
+	return err
+}
+
+// replicate adds the replicas Config.ReplicaRegions names that the
+// secret described by d lacks (ReplicateSecretToRegions).
+func (p *Provider) replicate(ctx context.Context, op, name, id string, d *sm.DescribeSecretOutput) error {
+	var add []types.ReplicaRegionType
+	for _, r := range p.cfg.ReplicaRegions {
+		if !slices.ContainsFunc(d.ReplicationStatus, func(s types.ReplicationStatusType) bool { return aws.ToString(s.Region) == r }) {
+			add = append(add, smReplica(r))
+		}
+	}
+	if len(add) == 0 {
+		return nil
+	}
+	_, err := call(p, ctx, op, name, bucketWrite, "ReplicateSecretToRegions", nil, func(ctx context.Context) (*sm.ReplicateSecretToRegionsOutput, error) {
+		return p.api.ReplicateSecretToRegions(ctx, &sm.ReplicateSecretToRegionsInput{SecretId: aws.String(id), AddReplicaRegions: add})
+	})
 	return err
 }
 

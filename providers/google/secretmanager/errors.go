@@ -68,6 +68,13 @@ func isEtagMismatch(msg string) bool {
 	return strings.Contains(strings.ToLower(msg), "etag")
 }
 
+// isChecksumMismatch reports whether an INVALID_ARGUMENT message is
+// Secret Manager refusing a payload whose data_crc32c does not match.
+func isChecksumMismatch(msg string) bool {
+	m := strings.ToLower(msg)
+	return strings.Contains(m, "checksum") || strings.Contains(m, "crc32c")
+}
+
 // classify turns an RPC error into a *providers.Error.
 func classify(ctx context.Context, op, name, rpc string, err error) error {
 	if err == nil {
@@ -113,8 +120,23 @@ func classify(ctx context.Context, op, name, rpc string, err error) error {
 				}
 			}
 		}
-	case codes.Unavailable, codes.DeadlineExceeded, codes.Internal, codes.Unknown, codes.Canceled:
+	case codes.Internal:
 		ae.cause, kind = providers.ErrUnavailable, providers.Retryable
+		if strings.Contains(st.Message(), "error while marshaling") {
+			// The client could not encode the request (a string that is
+			// not UTF-8): it never left, and never will.
+			ae.cause, kind = providers.ErrInvalid, providers.Permanent
+		}
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Unknown, codes.Canceled:
+		ae.cause, kind = providers.ErrUnavailable, providers.Retryable
+	case codes.InvalidArgument:
+		ae.cause = providers.ErrInvalid
+		if rpc == "AddSecretVersion" && isChecksumMismatch(st.Message()) {
+			// keyrelay computes data_crc32c from the bytes it sends: a
+			// mismatch is the payload corrupted in transit, and nothing
+			// was written. The same request sent again is intact.
+			ae.cause, kind = providers.ErrUnavailable, providers.Retryable
+		}
 	case codes.PermissionDenied, codes.Unauthenticated:
 		// UNAUTHENTICATED gets here only when the call, sent once more
 		// with a new access token, was refused again (tokens.Source).

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	sm "cloud.google.com/go/secretmanager/apiv1"
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
@@ -177,6 +178,10 @@ func (p *Provider) begin(ctx context.Context, op, name string) (context.Context,
 	if name == "" || len(name) > MaxNameLength {
 		return ctx, func() {}, newErr(op, name, providers.Permanent, providers.ErrInvalid, "name must be 1 to %d bytes", MaxNameLength)
 	}
+	if !utf8.ValidString(name) {
+		// The name goes into an annotation: protobuf strings are UTF-8.
+		return ctx, func() {}, newErr(op, name, providers.Permanent, providers.ErrInvalid, "name is not valid UTF-8")
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		c, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 		return c, cancel, nil
@@ -223,6 +228,9 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 	}
 	if len(req.Value) > MaxValueSize {
 		return providers.PutResult{}, newErr(op, req.Name, providers.Permanent, providers.ErrInvalid, "value exceeds %d bytes", MaxValueSize)
+	}
+	if !utf8.ValidString(req.Description) {
+		return providers.PutResult{}, newErr(op, req.Name, providers.Permanent, providers.ErrInvalid, "description is not valid UTF-8")
 	}
 	full := p.SecretName(req.Name)
 	tags := providers.OwnerTags(req.Owner, extraTags(req.Tags))
@@ -632,6 +640,9 @@ func (p *Provider) UpdateTags(ctx context.Context, req providers.TagRequest) err
 	defer cancel()
 	if err != nil {
 		return err
+	}
+	if !utf8.ValidString(req.Description) {
+		return newErr(op, req.Name, providers.Permanent, providers.ErrInvalid, "description is not valid UTF-8")
 	}
 	full := p.SecretName(req.Name)
 	sec, err := p.client.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: full})

@@ -22,6 +22,12 @@
 //     ForceDeleteWithoutRecovery; a secret scheduled for deletion refuses
 //     reads and writes with InvalidRequestException, cannot be created
 //     again, and comes back with RestoreSecret.
+//   - Replicas: the Regions of CreateSecret's AddReplicaRegions are
+//     kept and shown by DescribeSecret (ReplicationStatus, InSync);
+//     ReplicateSecretToRegions adds more, RemoveRegionsFromReplication
+//     removes them, and DeleteSecret, forced
+//     or not, refuses a secret that still has one
+//     (InvalidParameterException), as AWS does.
 //   - TagResource, UntagResource, ListSecretVersionIds and
 //     UpdateSecretVersionStage, which kumo does not implement. A label is
 //     moved only with RemoveFromVersionId naming the version that holds it

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -42,6 +43,9 @@ type entry struct {
 	deletedAt *time.Time
 	window    int64
 	tags      []tag
+	// replicas are the Regions the secret is replicated to (a primary
+	// secret's AddReplicaRegions), in request order.
+	replicas []string
 }
 
 type version struct {
@@ -237,6 +241,10 @@ func (s *Server) handle(w http.ResponseWriter, ctx context.Context, action strin
 		out, err = s.listSecrets(body)
 	case "UpdateSecretVersionStage":
 		out, err = s.updateSecretVersionStage(body)
+	case "RemoveRegionsFromReplication":
+		out, err = s.removeRegionsFromReplication(body)
+	case "ReplicateSecretToRegions":
+		out, err = s.replicateSecretToRegions(body)
 	default:
 		r.Body = http.NoBody
 		if len(body) > 0 {
@@ -309,6 +317,11 @@ func (s *Server) createSecret(ctx context.Context, body []byte) (any, *apiError)
 		return nil, err
 	}
 	e := &entry{name: in.Name, arn: kout.ARN, labels: map[string]string{}, tags: in.Tags}
+	for _, r := range in.AddReplicaRegions {
+		if region, _ := r["Region"].(string); region != "" && !slices.Contains(e.replicas, region) {
+			e.replicas = append(e.replicas, region)
+		}
+	}
 	resp := map[string]any{"ARN": e.arn, "Name": e.name}
 	if in.present() {
 		tok := in.ClientRequestToken
@@ -510,6 +523,14 @@ func (s *Server) describeSecret(ctx context.Context, body []byte) (any, *apiErro
 	if e.deletedAt != nil {
 		raw["DeletedDate"] = epoch(*e.deletedAt)
 	}
+	delete(raw, "ReplicationStatus")
+	if len(e.replicas) > 0 {
+		rs := make([]map[string]any, 0, len(e.replicas))
+		for _, r := range e.replicas {
+			rs = append(rs, map[string]any{"Region": r, "Status": "InSync"})
+		}
+		raw["ReplicationStatus"] = rs
+	}
 	return raw, nil
 }
 
@@ -537,6 +558,11 @@ func (s *Server) deleteSecret(ctx context.Context, body []byte) (any, *apiError)
 	if err != nil {
 		return nil, err
 	}
+	if len(e.replicas) > 0 {
+		// AWS deletes no primary secret with replicas, forced or not:
+		// RemoveRegionsFromReplication first.
+		return nil, errf(400, "InvalidParameterException", "You can't delete secret %s that still has replica regions [%s].", e.arn, strings.Join(e.replicas, ", "))
+	}
 	now := time.Now().UTC()
 	if force {
 		if err := s.kumoCall(ctx, "DeleteSecret", map[string]any{"SecretId": e.name, "ForceDeleteWithoutRecovery": true}, nil); err != nil {
@@ -551,6 +577,68 @@ func (s *Server) deleteSecret(ctx context.Context, body []byte) (any, *apiError)
 	at := now.Add(time.Duration(window) * 24 * time.Hour)
 	e.deletedAt, e.window = &at, window
 	return map[string]any{"ARN": e.arn, "Name": e.name, "DeletionDate": epoch(at)}, nil
+}
+
+// removeRegionsFromReplication deletes the named replicas of a primary
+// secret; a Region that holds no replica is an InvalidParameterException,
+// as on AWS.
+func (s *Server) removeRegionsFromReplication(body []byte) (any, *apiError) {
+	var in struct {
+		SecretId             string
+		RemoveReplicaRegions []string
+	}
+	if err := decode(body, &in); err != nil {
+		return nil, err
+	}
+	if len(in.RemoveReplicaRegions) == 0 {
+		return nil, errf(400, "ValidationException", "1 validation error detected: Value at 'removeReplicaRegions' failed to satisfy constraint: Member must have length greater than or equal to 1")
+	}
+	e, err := s.live(in.SecretId)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range in.RemoveReplicaRegions {
+		if !slices.Contains(e.replicas, r) {
+			return nil, errf(400, "InvalidParameterException", "The secret has no replica in Region %s.", r)
+		}
+	}
+	e.replicas = slices.DeleteFunc(e.replicas, func(r string) bool { return slices.Contains(in.RemoveReplicaRegions, r) })
+	rs := []map[string]any{}
+	for _, r := range e.replicas {
+		rs = append(rs, map[string]any{"Region": r, "Status": "InSync"})
+	}
+	return map[string]any{"ARN": e.arn, "ReplicationStatus": rs}, nil
+}
+
+// replicateSecretToRegions adds replicas to a primary secret.
+func (s *Server) replicateSecretToRegions(body []byte) (any, *apiError) {
+	var in struct {
+		SecretId          string
+		AddReplicaRegions []struct{ Region string }
+	}
+	if err := decode(body, &in); err != nil {
+		return nil, err
+	}
+	if len(in.AddReplicaRegions) == 0 {
+		return nil, errf(400, "ValidationException", "1 validation error detected: Value at 'addReplicaRegions' failed to satisfy constraint: Member must have length greater than or equal to 1")
+	}
+	e, err := s.live(in.SecretId)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range in.AddReplicaRegions {
+		if r.Region == "" {
+			return nil, errf(400, "InvalidParameterException", "A replica Region is required.")
+		}
+		if !slices.Contains(e.replicas, r.Region) {
+			e.replicas = append(e.replicas, r.Region)
+		}
+	}
+	rs := []map[string]any{}
+	for _, r := range e.replicas {
+		rs = append(rs, map[string]any{"Region": r, "Status": "InSync"})
+	}
+	return map[string]any{"ARN": e.arn, "ReplicationStatus": rs}, nil
 }
 
 func (s *Server) restoreSecret(body []byte) (any, *apiError) {

@@ -45,7 +45,8 @@
 // AccessSecretVersion answer carries the payload's data_crc32c (computed
 // when the version was added without one, as Google does). CorruptAccess
 // flips a bit of the next answers' payloads and keeps their checksum, as
-// corruption in transit does.
+// corruption in transit does; CorruptAdd does the same to the next
+// AddSecretVersion requests.
 package smfake
 
 import (
@@ -113,7 +114,8 @@ type Server struct {
 
 	quota quotaState // see EnforceQuotas
 
-	corrupt int // AccessSecretVersion answers left to corrupt
+	corrupt    int // AccessSecretVersion answers left to corrupt
+	corruptAdd int // AddSecretVersion requests left to corrupt
 
 	// tokens are checked on every call of a StartTLS fake (authenticate).
 	tokens       *fakeauth.Tokens
@@ -499,6 +501,11 @@ func (s *Server) AddSecretVersion(_ context.Context, req *secretmanagerpb.AddSec
 		return nil, err
 	}
 	data := req.GetPayload().GetData()
+	if s.corruptAdd > 0 && len(data) > 0 {
+		s.corruptAdd--
+		data = append([]byte(nil), data...)
+		data[len(data)/2] ^= 0x01
+	}
 	if len(data) > MaxPayloadSize {
 		return nil, status.Error(codes.InvalidArgument, "payload exceeds 64 KiB")
 	}
@@ -569,6 +576,16 @@ func (s *Server) CorruptAccess(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.corrupt = n
+}
+
+// CorruptAdd makes the next n AddSecretVersion requests arrive with one
+// bit of their payload flipped and the data_crc32c the client computed, as
+// data corrupted in transit arrives: a request with a checksum fails its
+// check (INVALID_ARGUMENT) and adds nothing.
+func (s *Server) CorruptAdd(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.corruptAdd = n
 }
 
 // ListSecretVersions implements the RPC: newest first, paged.
