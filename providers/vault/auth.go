@@ -63,7 +63,8 @@ type tokenSource struct {
 	timeout  time.Duration
 	now      func() time.Time
 
-	mu         sync.Mutex // serializes refreshes
+	mu         sync.Mutex  // serializes refreshes
+	timer      *time.Timer // a static token's next refresh (see store); under mu
 	state      atomic.Pointer[tokenState]
 	refreshing atomic.Bool
 	wg         sync.WaitGroup
@@ -124,6 +125,9 @@ func (ts *tokenSource) Token(ctx context.Context) (string, error) {
 }
 
 func (ts *tokenSource) refreshAsync() {
+	if ts.lifetime.Err() != nil {
+		return // closed
+	}
 	if !ts.refreshing.CompareAndSwap(false, true) {
 		return
 	}
@@ -155,7 +159,7 @@ func (ts *tokenSource) refreshLocked(ctx context.Context) error {
 			// Keep the token until it expires; try again a little later.
 			next := *st
 			next.refreshAt = now.Add(margin(st.ttl)/2 + time.Second)
-			ts.state.Store(&next)
+			ts.store(&next)
 			return err
 		}
 		return nil
@@ -208,7 +212,7 @@ func (ts *tokenSource) renewLocked(ctx context.Context, st *tokenState) error {
 		next.expires = now.Add(lease)
 		next.refreshAt = now.Add(time.Duration(float64(ttl) * refreshFraction))
 	}
-	ts.state.Store(next)
+	ts.store(next)
 	return nil
 }
 
@@ -221,7 +225,7 @@ func (ts *tokenSource) lookupLocked(ctx context.Context) error {
 	now := ts.now()
 	if err != nil || sec == nil {
 		ts.failures.Add(1)
-		ts.state.Store(&tokenState{token: ts.static, refreshAt: now.Add(lookupRetry)})
+		ts.store(&tokenState{token: ts.static, refreshAt: now.Add(lookupRetry)})
 		if err == nil {
 			return nil
 		}
@@ -231,6 +235,29 @@ func (ts *tokenSource) lookupLocked(ctx context.Context) error {
 	renewable, _ := sec.TokenIsRenewable()
 	ts.install(ts.static, ttl, renewable, true)
 	return nil
+}
+
+// store makes st the token state. ts.mu is held. For a static token it
+// also schedules the next refresh (renewal, or lookup retry) at
+// st.refreshAt: a login method gets a new token whenever it finds its own
+// expired, but a static token that expired while no call asked for it
+// (an idle provider) is gone for good, so its renewal cannot wait for the
+// next call.
+func (ts *tokenSource) store(st *tokenState) {
+	ts.state.Store(st)
+	if ts.login != nil || ts.lifetime.Err() != nil {
+		return
+	}
+	if ts.timer != nil {
+		ts.timer.Stop()
+		ts.timer = nil
+	}
+	if st.refreshAt.IsZero() || !st.renewable || !st.expires.IsZero() && !ts.now().Before(st.expires) {
+		// Nothing to renew (a failed lookup is tried again on use), or
+		// the token is gone already.
+		return
+	}
+	ts.timer = time.AfterFunc(max(st.refreshAt.Sub(ts.now()), 0), ts.refreshAsync)
 }
 
 func (ts *tokenSource) install(token string, ttl time.Duration, renewable, static bool) {
@@ -243,7 +270,7 @@ func (ts *tokenSource) install(token string, ttl time.Duration, renewable, stati
 		}
 	}
 	ts.client.SetToken(token)
-	ts.state.Store(st)
+	ts.store(st)
 }
 
 // recover is called after a request made with token used was refused with
@@ -268,6 +295,12 @@ func (ts *tokenSource) recover(ctx context.Context, used string) bool {
 // close waits for a background refresh and revokes a token obtained by
 // logging in (best effort, bounded by ctx).
 func (ts *tokenSource) close(ctx context.Context) {
+	ts.mu.Lock()
+	if ts.timer != nil {
+		ts.timer.Stop()
+		ts.timer = nil
+	}
+	ts.mu.Unlock()
 	ts.wg.Wait()
 	if ts.login == nil {
 		return

@@ -71,7 +71,9 @@
 // background (auth/token/renew-self) while calls continue, and logs in again
 // when renewal fails or the token approaches its max TTL; a call blocks only
 // when the token is about to expire. A static token with a TTL is renewed
-// the same way (it cannot be re-obtained). A 403 on a login-based token that
+// the same way (it cannot be re-obtained), on a timer rather than on the
+// next call, so that an idle provider's periodic token does not expire;
+// the timer starts with the token's first use (its lookup). A 403 on a login-based token that
 // Vault no longer accepts (checked with lookup-self) triggers one new login
 // and one repeat of the request. Close revokes a token obtained by login.
 //

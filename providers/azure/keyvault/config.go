@@ -103,7 +103,8 @@ type Config struct {
 	// DefaultCreatesPer10s.
 	CreatesPer10s float64
 	// MaxRetries is how often the SDK itself retries a failed request
-	// (honouring Retry-After). Option "max_retries". Default 0: failures
+	// (honouring Retry-After); Set Secret, which is not idempotent, only
+	// after a 429. Option "max_retries". Default 0: failures
 	// go straight back to keyrelay's retry policy, classified, with the
 	// Retry-After hint.
 	MaxRetries int

@@ -33,6 +33,7 @@ import (
 //	5xx, network, timeouts           -> Retryable, ErrUnavailable
 //	token endpoint 5xx, 408, 429 or
 //	  unreachable (no HTTP response) -> Retryable, ErrUnavailable
+//	managed identity probe timed out -> Retryable, ErrUnavailable
 //	TLS certificate errors           -> Permanent, ErrUnavailable
 //
 // A 401 reaches classify only after the provider retried the call once
@@ -103,6 +104,13 @@ func classify(op, name string, err error, value []byte) *providers.Error {
 		return newErr(op, name, providers.Permanent, fmt.Errorf("%w: credential: %s", providers.ErrAccessDenied, msg))
 	}
 	text := err.Error()
+	if strings.Contains(text, imdsTimedOut) {
+		// DefaultAzureCredential gives the managed identity endpoint one
+		// second to answer its probe, then reports the credential
+		// unavailable: a busy node or a pod identity agent still starting,
+		// not a missing credential. The next try probes again.
+		return newErr(op, name, providers.Retryable, fmt.Errorf("%w: credential: the managed identity endpoint did not answer in time", providers.ErrUnavailable))
+	}
 	if strings.Contains(text, "challenge resource") {
 		return newErr(op, name, providers.Permanent, fmt.Errorf("%w: the vault's bearer challenge names a resource outside the vault's domain (for a vault behind a custom domain set %q)", providers.ErrAccessDenied, OptionDisableChallengeResourceVerification))
 	}
@@ -119,6 +127,10 @@ func classify(op, name string, err error, value []byte) *providers.Error {
 	}
 	return newErr(op, name, providers.Retryable, fmt.Errorf("%w: %s", providers.ErrUnavailable, clip(sanitize(text, value), 300)))
 }
+
+// imdsTimedOut is azidentity's message for a managed identity endpoint
+// that did not answer DefaultAzureCredential's probe in time.
+const imdsTimedOut = "managed identity timed out"
 
 // retryAfter reads Retry-After (seconds or an HTTP date) and the
 // millisecond variants Azure sends.

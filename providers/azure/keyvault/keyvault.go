@@ -143,6 +143,7 @@ func New(_ context.Context, cfg Config, log *zap.Logger, opts ...Option) (*Provi
 	if err != nil {
 		return nil, newErr("open", "", providers.Permanent, fmt.Errorf("%w: %s", providers.ErrInvalid, clip(sanitize(err.Error(), nil), 300)))
 	}
+	client.maxRetries = cfg.MaxRetries
 	p := &Provider{cfg: cfg, client: client, log: log, lim: createLimiter(cfg.VaultURL, cfg.CreatesPer10s), quotas: o.quotas}
 	for i := range p.stripe {
 		p.stripe[i] = make(chan struct{}, 1)

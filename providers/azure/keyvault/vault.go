@@ -9,11 +9,13 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
+	"github.com/keyrelay/keyrelay/internal/ctxtime"
 	"github.com/keyrelay/keyrelay/providers"
 )
 
@@ -38,6 +40,10 @@ type vaultClient struct {
 	build func() (*azsecrets.Client, error)
 	log   *zap.Logger
 	lim   *rate.Limiter
+
+	// maxRetries is Config.MaxRetries: how often SetSecret is sent again
+	// after a 429.
+	maxRetries int
 
 	mu  sync.Mutex
 	c   *azsecrets.Client
@@ -99,10 +105,37 @@ func (v *vaultClient) GetSecret(ctx context.Context, name, version string) (azse
 	})
 }
 
+// SetSecret is not retried by the SDK's retry policy (Config.MaxRetries):
+// Set Secret is not idempotent, and the policy resends on a 5xx, a timeout
+// or a reset connection, which may come after Key Vault committed the
+// write: each resend would make another version. Only a 429 (Key Vault
+// throttles before it writes anything) is sent again here, up to
+// maxRetries times, after its Retry-After; any other failure goes back to
+// the caller's retry, whose Put finds the event's version (a Duplicate).
 func (v *vaultClient) SetSecret(ctx context.Context, name string, params azsecrets.SetSecretParameters) (azsecrets.SetSecretResponse, error) {
-	return call(ctx, v, func(c *azsecrets.Client) (azsecrets.SetSecretResponse, error) {
-		return c.SetSecret(ctx, name, params, nil)
-	})
+	once := policy.WithRetryOptions(ctx, policy.RetryOptions{MaxRetries: -1})
+	for attempt := 0; ; attempt++ {
+		res, err := call(once, v, func(c *azsecrets.Client) (azsecrets.SetSecretResponse, error) {
+			return c.SetSecret(once, name, params, nil)
+		})
+		if statusOf(err) != http.StatusTooManyRequests || attempt >= v.maxRetries {
+			return res, err
+		}
+		var d time.Duration
+		var re *azcore.ResponseError
+		if errors.As(err, &re) && re.RawResponse != nil {
+			d = retryAfter(re.RawResponse.Header)
+		}
+		if d <= 0 {
+			d = min(800*time.Millisecond<<attempt, time.Minute)
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
+			return res, err // the caller's retry waits out Retry-After
+		}
+		if ctxtime.Sleep(ctx, d) != nil {
+			return res, err
+		}
+	}
 }
 
 func (v *vaultClient) UpdateSecretProperties(ctx context.Context, name, version string, params azsecrets.UpdateSecretPropertiesParameters) (azsecrets.UpdateSecretPropertiesResponse, error) {

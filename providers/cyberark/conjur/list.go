@@ -25,7 +25,7 @@ var _ providers.Lister = (*Provider)(nil)
 //     those instances and are left to them;
 //   - name passes ValidateName and starts with req.Prefix;
 //   - its annotations mark it managed by keyrelay (and owned by req.TeamID
-//     when set);
+//     when set), unless req.Every;
 //   - it has a value: a variable declared but never given one (a Put that
 //     failed half-way) is what Get reports as not found.
 //
@@ -33,7 +33,8 @@ var _ providers.Lister = (*Provider)(nil)
 // query (PostgreSQL's english configuration, with '.', '/' and '-' in the
 // term turned into spaces) over ids and annotation values; every variable
 // keyrelay owns carries the annotation value "keyrelay" as one whole word,
-// so the term narrows the listing without losing any. Team ids and
+// so the term narrows the listing without losing any; a listing with
+// req.Every has no search term (see List's body). Team ids and
 // prefixes are filtered here instead: the server tokenizes annotation
 // values and partial words differently from the term, so searching for
 // them could drop matches.
@@ -55,10 +56,19 @@ func (p *Provider) List(ctx context.Context, req providers.ListRequest, fn func(
 	}
 	policy := p.cfg.Account + ":policy:" + p.cfg.PolicyBranch
 	limit := p.cfg.ListPageSize
+	// Conjur's full-text search for "keyrelay" finds the variables whose
+	// id or annotations hold the word: all that keyrelay declared (their
+	// managed-by annotation), but not a variable another tool declared in
+	// a branch not named keyrelay. Every must list those too, so it pages
+	// through every variable the role can see.
+	search := providers.ManagedByValue
+	if req.Every {
+		search = ""
+	}
 	seen := map[string]bool{}
 	offset := 0
 	for {
-		page, err := p.listPage(ctx, limit, offset)
+		page, err := p.listPage(ctx, search, limit, offset)
 		if err != nil {
 			return err
 		}
@@ -99,11 +109,11 @@ func (p *Provider) List(ctx context.Context, req providers.ListRequest, fn func(
 
 // listPage reads one page, bounded by Config.Timeout when ctx has no
 // deadline.
-func (p *Provider) listPage(ctx context.Context, limit, offset int) ([]resource, error) {
+func (p *Provider) listPage(ctx context.Context, search string, limit, offset int) ([]resource, error) {
 	const op = "list"
 	ctx, cancel := p.withTimeout(ctx)
 	defer cancel()
-	page, err := p.c.resources(ctx, providers.ManagedByValue, limit, offset)
+	page, err := p.c.resources(ctx, search, limit, offset)
 	if err == nil {
 		return page, nil
 	}

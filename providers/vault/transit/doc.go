@@ -24,6 +24,9 @@
 //     providers.ErrAccessDenied, other 4xx permanent. Messages keep Vault's
 //     error text sanitized (seal.Sanitize), never a data key or a value.
 //   - The client's own retries are off: the Sealer's policy decides.
+//   - A renewable token (a periodic one) is renewed in the background
+//     while New's context lasts, at two thirds of its TTL, as the KV
+//     provider renews its own; renewal cannot pass a token's max TTL.
 //
 // Configuration (keyrelay.sealing.vault_transit): "address" (default
 // LiteLLM's HCP_VAULT_ADDR, then VAULT_ADDR), "token" (default

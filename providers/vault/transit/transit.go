@@ -125,9 +125,9 @@ func NewClient(opts map[string]string, getenv func(string) string) (*api.Client,
 	return c, nil
 }
 
-// New builds a Sealer from one options map (see the package doc).
+// New builds a Sealer from one options map (see the package doc). While
+// ctx lasts it keeps a renewable token alive (see keepAlive).
 func New(ctx context.Context, opts map[string]string, getenv func(string) string) (*seal.Sealer, error) {
-	_ = ctx
 	cfg, err := seal.FromOptions(opts, OptionAllowedKeyNames)
 	if err != nil {
 		return nil, fmt.Errorf("vault_transit config: %w", err)
@@ -140,7 +140,111 @@ func New(ctx context.Context, opts map[string]string, getenv func(string) string
 	if err != nil {
 		return nil, err
 	}
-	return seal.New(w, cfg)
+	sl, err := seal.New(w, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if c.Token() != "" {
+		go keepAlive(ctx, c.Auth().Token())
+	}
+	return sl, nil
+}
+
+// Token renewal timing: a renewable token is renewed once renewAt of its
+// TTL has passed; a failed lookup or renewal is tried again after
+// renewRetry (at most), sooner for a short TTL.
+const (
+	renewAt    = 2.0 / 3.0
+	renewRetry = 5 * time.Second
+	renewCall  = 30 * time.Second
+)
+
+// tokenAPI is the part of the Vault token API keepAlive uses.
+type tokenAPI interface {
+	LookupSelfWithContext(ctx context.Context) (*api.Secret, error)
+	RenewSelfWithContext(ctx context.Context, increment int) (*api.Secret, error)
+}
+
+// keepAlive renews the client's token until ctx ends, as the KV provider
+// does with its own: a periodic token (what a long-running service given a
+// token, not a login, is usually issued) expires at the end of its period
+// unless renewed, and every Transit call would then be a permanent 403.
+// A token that is not renewable, or does not expire (a root token), is
+// left alone; renewal cannot extend a token past its max TTL. Failures are
+// retried.
+func keepAlive(ctx context.Context, tc tokenAPI) {
+	sleep := func(d time.Duration) bool {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		}
+	}
+	call := func(f func(context.Context) (*api.Secret, error)) (*api.Secret, error) {
+		cctx, cancel := context.WithTimeout(ctx, renewCall)
+		defer cancel()
+		return f(cctx)
+	}
+	var ttl, increment time.Duration
+	for ttl == 0 {
+		sec, err := call(tc.LookupSelfWithContext)
+		if err == nil && sec != nil {
+			renewable, _ := sec.TokenIsRenewable()
+			left, _ := sec.TokenTTL()
+			if !renewable || left <= 0 {
+				return
+			}
+			ttl, increment = left, left
+			if n, err := parseSeconds(sec.Data["period"]); err == nil && n > 0 {
+				increment = n
+			} else if n, err := parseSeconds(sec.Data["creation_ttl"]); err == nil && n > 0 {
+				increment = n
+			}
+			break
+		}
+		var re *api.ResponseError
+		if errors.As(err, &re) && re.StatusCode == 403 {
+			return // the token may not look itself up, or is gone already
+		}
+		if !sleep(renewRetry) {
+			return
+		}
+	}
+	wait := time.Duration(float64(ttl) * renewAt)
+	for {
+		if !sleep(wait) {
+			return
+		}
+		sec, err := call(func(ctx context.Context) (*api.Secret, error) {
+			return tc.RenewSelfWithContext(ctx, int(increment/time.Second))
+		})
+		if err != nil || sec == nil || sec.Auth == nil {
+			// Try again well before the token runs out.
+			wait = min(renewRetry, max(ttl/10, 100*time.Millisecond))
+			continue
+		}
+		ttl = time.Duration(sec.Auth.LeaseDuration) * time.Second
+		if !sec.Auth.Renewable || ttl <= 0 {
+			return
+		}
+		wait = time.Duration(float64(ttl) * renewAt)
+	}
+}
+
+// parseSeconds reads a token lookup's duration field (seconds, as a JSON
+// number).
+func parseSeconds(v any) (time.Duration, error) {
+	switch n := v.(type) {
+	case json.Number:
+		i, err := n.Int64()
+		return time.Duration(i) * time.Second, err
+	case float64:
+		return time.Duration(n) * time.Second, nil
+	}
+	return 0, fmt.Errorf("unexpected %T", v)
 }
 
 // Name implements seal.Wrapper.

@@ -19,7 +19,9 @@
 //     so a value moved to another event still fails to open.
 //   - Errors are *providers.Error classified for the retry policy: 429 is
 //     Throttled with Key Vault's Retry-After, 5xx and network errors
-//     retryable, 401 and 403 permanent providers.ErrAccessDenied, 404
+//     retryable, 401 and 403 permanent providers.ErrAccessDenied (a
+//     Sealer from New first retries a 401 once with a new credential, as
+//     a token the vault revoked stays in azidentity's cache), 404
 //     (KeyNotFound) permanent ErrKeyUnusable, a 400 on unwrapKey (a
 //     ciphertext the key cannot decrypt) a permanent refusal
 //     (events.ErrOpenFailed), other 4xx permanent. Messages carry Key

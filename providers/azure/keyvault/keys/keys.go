@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -19,6 +20,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+	"golang.org/x/time/rate"
 
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/providers"
@@ -93,6 +95,16 @@ func NewWrapper(api API, name string) (*Wrapper, error) {
 // NewClient returns an azkeys client for opts and getenv (nil means
 // os.Getenv), with the SDK's retries off. It makes no network call.
 func NewClient(opts map[string]string, getenv func(string) string) (*azkeys.Client, error) {
+	build, err := clientBuilder(opts, getenv)
+	if err != nil {
+		return nil, err
+	}
+	return build()
+}
+
+// clientBuilder checks opts and returns a function building an azkeys
+// client, each with a credential of its own (see refreshingAPI).
+func clientBuilder(opts map[string]string, getenv func(string) string) (func() (*azkeys.Client, error), error) {
 	if getenv == nil {
 		getenv = os.Getenv
 	}
@@ -128,20 +140,104 @@ func NewClient(opts map[string]string, getenv func(string) string) (*azkeys.Clie
 	}
 	tenant, client, secret := get(OptionTenantID, "AZURE_TENANT_ID"), get(OptionClientID, "AZURE_CLIENT_ID"), get(OptionClientSecret, "AZURE_CLIENT_SECRET")
 	noDiscovery, _ := strconv.ParseBool(get(OptionDisableInstanceDiscovery, ""))
-	var cred azcore.TokenCredential
-	var err error
-	if secret != "" {
-		cred, err = azidentity.NewClientSecretCredential(tenant, client, secret,
-			&azidentity.ClientSecretCredentialOptions{ClientOptions: co, DisableInstanceDiscovery: noDiscovery})
-	} else {
-		cred, err = azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{ClientOptions: co, TenantID: tenant,
-			DisableInstanceDiscovery: noDiscovery})
-	}
-	if err != nil {
-		return nil, fmt.Errorf("azure_key_vault_keys: credential: %s", seal.Sanitize(seal.FirstLine(err.Error()), true))
-	}
 	disable, _ := strconv.ParseBool(get(OptionDisableChallRes, ""))
-	return NewClientWithCredential(vaultURL, cred, co, disable)
+	build := func() (*azkeys.Client, error) {
+		var cred azcore.TokenCredential
+		var err error
+		if secret != "" {
+			cred, err = azidentity.NewClientSecretCredential(tenant, client, secret,
+				&azidentity.ClientSecretCredentialOptions{ClientOptions: co, DisableInstanceDiscovery: noDiscovery})
+		} else {
+			cred, err = azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{ClientOptions: co, TenantID: tenant,
+				DisableInstanceDiscovery: noDiscovery})
+		}
+		if err != nil {
+			return nil, fmt.Errorf("azure_key_vault_keys: credential: %s", seal.Sanitize(seal.FirstLine(err.Error()), true))
+		}
+		return NewClientWithCredential(vaultURL, cred, co, disable)
+	}
+	if _, err := build(); err != nil {
+		return nil, err
+	}
+	return build, nil
+}
+
+// Token refreshes after a 401 are limited to refreshBurst at once and one
+// per refreshEvery after that, as in the secrets provider: a vault that
+// rejects every fresh token must not turn each call into a token request.
+const (
+	refreshBurst = 5
+	refreshEvery = 5 * time.Second
+)
+
+// refreshingAPI is the API of a Wrapper built by New. A call Key Vault
+// answers 401 (a token revoked, signed with a retired key, or expired by
+// the vault's clock) is made once more with a client built around a new
+// credential: the SDK asks its credential again on a 401, but
+// azidentity's credentials answer from their own cache, so the rejected
+// token would be sent until it expires locally, every wrap and unwrap a
+// permanent access denied meanwhile. Only a 401 the fresh token does not
+// cure is returned.
+type refreshingAPI struct {
+	build func() (*azkeys.Client, error)
+	lim   *rate.Limiter
+
+	mu  sync.Mutex
+	c   *azkeys.Client
+	gen uint64
+}
+
+func newRefreshingAPI(build func() (*azkeys.Client, error)) (*refreshingAPI, error) {
+	c, err := build()
+	if err != nil {
+		return nil, err
+	}
+	return &refreshingAPI{build: build, c: c, lim: rate.NewLimiter(rate.Every(refreshEvery), refreshBurst)}, nil
+}
+
+func (r *refreshingAPI) current() (*azkeys.Client, uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.c, r.gen
+}
+
+// refresh replaces generation gen's client and reports whether another
+// client is there to retry with. Calls that failed on the same generation
+// share one refresh.
+func (r *refreshingAPI) refresh(gen uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gen != gen {
+		return true
+	}
+	if !r.lim.Allow() {
+		return false
+	}
+	c, err := r.build()
+	if err != nil {
+		return false
+	}
+	r.c, r.gen = c, r.gen+1
+	return true
+}
+
+func retried[T any](ctx context.Context, r *refreshingAPI, fn func(*azkeys.Client) (T, error)) (T, error) {
+	c, gen := r.current()
+	res, err := fn(c)
+	var re *azcore.ResponseError
+	if !errors.As(err, &re) || re.StatusCode != http.StatusUnauthorized || ctx.Err() != nil || !r.refresh(gen) {
+		return res, err
+	}
+	c, _ = r.current()
+	return fn(c)
+}
+
+func (r *refreshingAPI) WrapKey(ctx context.Context, name, version string, p azkeys.KeyOperationParameters, o *azkeys.WrapKeyOptions) (azkeys.WrapKeyResponse, error) {
+	return retried(ctx, r, func(c *azkeys.Client) (azkeys.WrapKeyResponse, error) { return c.WrapKey(ctx, name, version, p, o) })
+}
+
+func (r *refreshingAPI) UnwrapKey(ctx context.Context, name, version string, p azkeys.KeyOperationParameters, o *azkeys.UnwrapKeyOptions) (azkeys.UnwrapKeyResponse, error) {
+	return retried(ctx, r, func(c *azkeys.Client) (azkeys.UnwrapKeyResponse, error) { return c.UnwrapKey(ctx, name, version, p, o) })
 }
 
 // NewClientWithCredential returns an azkeys client with cred and co (the
@@ -162,11 +258,15 @@ func New(ctx context.Context, opts map[string]string, getenv func(string) string
 	if err != nil {
 		return nil, fmt.Errorf("azure_key_vault_keys config: %w", err)
 	}
-	c, err := NewClient(opts, getenv)
+	build, err := clientBuilder(opts, getenv)
 	if err != nil {
 		return nil, err
 	}
-	w, err := NewWrapper(c, strings.TrimSpace(opts[OptionKeyName]))
+	api, err := newRefreshingAPI(build)
+	if err != nil {
+		return nil, err
+	}
+	w, err := NewWrapper(api, strings.TrimSpace(opts[OptionKeyName]))
 	if err != nil {
 		return nil, err
 	}

@@ -69,6 +69,11 @@ type Fault struct {
 	Code       string
 	RetryAfter string
 	Times      int
+	// Land serves the request first and then answers with the fault, as
+	// when Key Vault commits a write but the response is lost (a 5xx from
+	// a gateway, a reset connection): the client sees a failure of a
+	// write that happened.
+	Land bool
 }
 
 type version struct {
@@ -437,10 +442,18 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			if code == "" {
 				code = http.StatusText(f.Status)
 			}
+			if f.Land {
+				s.route(httptest.NewRecorder(), r)
+			}
 			writeErr(w, f.Status, code, "injected fault")
 			return
 		}
 	}
+	s.route(w, r)
+}
+
+// route serves an authenticated request.
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
 	base := "https://" + r.Host
 	switch {
