@@ -132,7 +132,7 @@ func ListDeadLetters(ctx context.Context, js jetstream.JetStream, limit int) ([]
 	if err != nil {
 		return nil, err
 	}
-	var out []DeadLetter
+	out := []DeadLetter{}
 	if info.State.Msgs == 0 {
 		return out, nil
 	}
@@ -164,7 +164,9 @@ func ListDeadLetters(ctx context.Context, js jetstream.JetStream, limit int) ([]
 // entry whose data does not decode as a valid event or whose event does
 // not belong on its recorded subject (Keyrelay-Subject) under its recorded
 // event id (Keyrelay-Event-Id). Those are publishers' problems: the event
-// is published again, valid and sealed.
+// is published again, valid and sealed. An event without a generation is
+// also refused once a newer event of its key was published or applied
+// (refuseOverNewer): republished, it would be ordered after it.
 func RetryDeadLetter(ctx context.Context, js jetstream.JetStream, seq uint64) error {
 	s, err := js.Stream(ctx, DLQStream)
 	if err != nil {
@@ -191,6 +193,14 @@ func RetryDeadLetter(ctx context.Context, js jetstream.JetStream, seq uint64) er
 	}
 	if d.EventID != ev.ID {
 		return fmt.Errorf("dlq: entry %d: its event's id %q is not its recorded event id %q; not retrying", seq, ev.ID, d.EventID)
+	}
+	if why := unsealedValue(ev); why != "" {
+		// Stored by a version before the DLQ redacted such values, or
+		// written by someone else: not proven sealed, never republished.
+		return fmt.Errorf("dlq: entry %d: %s, so it is not kept as an original (`keyrelay dlq redact` replaces it by its summary); publish the event again, sealed; not retrying", seq, why)
+	}
+	if err := refuseOverNewer(ctx, js, seq, ev, d); err != nil {
+		return err
 	}
 	// The confirmation under the recorded subject's team and key
 	// (checked equal to the event's).
@@ -223,4 +233,88 @@ func RetryDeadLetter(ctx context.Context, js jetstream.JetStream, seq uint64) er
 		return fmt.Errorf("dlq: remove entry %d: %w", seq, err)
 	}
 	return nil
+}
+
+// refuseOverNewer refuses the retry of dead letter seq when its event was
+// published without a generation and a later event of its key (its team,
+// for settings) was published or applied since. The worker orders such an
+// event by its stream sequence, and the retry republishes it at a new,
+// higher one: it would put the old value (or delete, or settings) back
+// over the newer one. An event with a generation is ordered by it, and the
+// worker never applies it over a newer one.
+func refuseOverNewer(ctx context.Context, js jetstream.JetStream, seq uint64, ev *events.Event, d DeadLetter) error {
+	if ev.Generation != 0 {
+		return nil
+	}
+	if d.StreamSeq == 0 {
+		return fmt.Errorf("dlq: entry %d: its event has no generation and the entry no original stream sequence, so a newer event of its key cannot be ruled out; not retrying (publish it again with a generation)", seq)
+	}
+	var filter string
+	var applied uint64
+	if ev.Type.IsSettings() {
+		filter = ev.Subject()
+		kv, err := js.KeyValue(ctx, TeamsBucket)
+		if err != nil {
+			return fmt.Errorf("dlq: %w", err)
+		}
+		e, err := kv.Get(ctx, kvToken(ev.TeamID))
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		case err != nil:
+			return fmt.Errorf("dlq: read team settings: %w", err)
+		default:
+			var st TeamState
+			if err := json.Unmarshal(e.Value(), &st); err != nil {
+				return fmt.Errorf("dlq: entry %d: the team's settings record does not decode; not retrying", seq)
+			}
+			applied = st.Generation
+		}
+	} else {
+		filter = events.EventsPrefix + "." + ev.TeamID + "." + ev.KeyID + ".>"
+		kv, err := js.KeyValue(ctx, LedgerBucket)
+		if err != nil {
+			return fmt.Errorf("dlq: %w", err)
+		}
+		e, _, err := NewLedger(kv).Get(ctx, ev.TeamID, ev.KeyID)
+		if err != nil {
+			return fmt.Errorf("dlq: read ledger: %w", err)
+		}
+		if e != nil {
+			applied = max(e.Generation, e.MetaGeneration)
+		}
+	}
+	if applied > d.StreamSeq {
+		return fmt.Errorf("dlq: entry %d: its event has no generation and a newer event of its key was applied since (generation %d, after stream sequence %d); retrying would put it over the newer one; not retrying", seq, applied, d.StreamSeq)
+	}
+	ls, err := js.Stream(ctx, StreamOf(events.LaneOf(d.Subject)))
+	if err != nil {
+		return fmt.Errorf("dlq: %w", err)
+	}
+	last, err := ls.GetLastMsgForSubject(ctx, filter)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil:
+		return fmt.Errorf("dlq: read the lane: %w", err)
+	case last.Sequence > d.StreamSeq:
+		return fmt.Errorf("dlq: entry %d: its event has no generation and a newer event of its key was published since (stream sequence %d, after %d); retrying would put it over the newer one; not retrying", seq, last.Sequence, d.StreamSeq)
+	}
+	return nil
+}
+
+// unsealedValue says why ev, a key event carrying a value, does not carry
+// it sealed ("" when it does, or carries none). Only the algorithm is
+// checked: a value under a sealed algorithm that does not open is
+// rejected again by the worker, and its new dead letter is redacted.
+func unsealedValue(ev *events.Event) string {
+	if ev.Type != events.KeyCreated && ev.Type != events.KeyRotated {
+		return ""
+	}
+	kd, err := ev.KeyData()
+	if err != nil {
+		return "its key data does not decode"
+	}
+	if kd.Value == nil || kd.Value.Alg == events.AlgPlaintext {
+		return "its value is not sealed"
+	}
+	return ""
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -38,18 +37,22 @@ func confirmationsCmd(g *globals) *cobra.Command {
 				filter = events.ConfirmationsPrefix + "." + team + ".>"
 			}
 			ctx := cmd.Context()
-			enc := json.NewEncoder(os.Stdout)
+			out := newTermSafe(cmd.OutOrStdout())
+			enc := json.NewEncoder(out)
 			show := func(cf *events.Confirmation) {
 				if asJSON {
 					_ = enc.Encode(cf)
 				} else {
-					fmt.Printf("%s %-10s %-22s team=%s key=%s event=%s gen=%d provider=%s ref=%s version=%s attempts=%d%s\n",
+					fmt.Fprintf(out, "%s %-10s %-22s team=%s key=%s event=%s gen=%d provider=%s ref=%s version=%s attempts=%d%s\n",
 						cf.Time.Format(time.RFC3339), cf.Status, cf.EventType, cf.TeamID, cf.KeyID, cf.EventID, cf.Generation,
 						cf.Provider, cf.SecretRef, cf.ProviderVersion, cf.Attempts, reasonSuffix(cf))
 				}
 			}
 			if !follow {
-				return client.ListConfirmations(ctx, conn.JS, filter, func(_ uint64, cf *events.Confirmation) error {
+				return client.ListConfirmations(ctx, conn.JS, filter, func(seq uint64, cf *events.Confirmation) error {
+					if seq < from {
+						return nil
+					}
 					show(cf)
 					return nil
 				})
@@ -63,7 +66,7 @@ func confirmationsCmd(g *globals) *cobra.Command {
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "wait for new confirmations")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON lines")
 	cmd.Flags().StringVar(&team, "team", "", "only this team")
-	cmd.Flags().Uint64Var(&from, "from-seq", 0, "start at this confirmations-stream sequence")
+	cmd.Flags().Uint64Var(&from, "from-seq", 0, "start at this confirmations-stream sequence (with or without --follow)")
 	return cmd
 }
 

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -35,14 +34,15 @@ func dlqCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			out := newTermSafe(cmd.OutOrStdout())
 			if asJSON {
-				return json.NewEncoder(os.Stdout).Encode(dls)
+				return json.NewEncoder(out).Encode(dls)
 			}
 			if len(dls) == 0 {
-				fmt.Println("the DLQ is empty")
+				fmt.Fprintln(out, "the DLQ is empty")
 				return nil
 			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "SEQ\tFAILED AT\tSTATUS\tATTEMPTS\tEVENT\tSUBJECT\tREASON")
 			for _, d := range dls {
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\n", d.Seq, d.FailedAt.Format(time.RFC3339), d.Status, d.Attempts, d.EventID, d.Subject, d.Reason)
@@ -87,13 +87,14 @@ func dlqCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("name the entries to retry (see `keyrelay dlq list`) or pass --all")
 			}
 			failed := 0
+			out, errOut := newTermSafe(cmd.OutOrStdout()), newTermSafe(cmd.ErrOrStderr())
 			for _, s := range seqs {
 				if err := worker.RetryDeadLetter(cmd.Context(), conn.JS, s); err != nil {
-					fmt.Fprintln(os.Stderr, err)
+					fmt.Fprintln(errOut, err)
 					failed++
 					continue
 				}
-				fmt.Printf("retried %d\n", s)
+				fmt.Fprintf(out, "retried %d\n", s)
 			}
 			if failed > 0 {
 				return fmt.Errorf("%d of %d entries not retried", failed, len(seqs))
@@ -119,7 +120,7 @@ func dlqCmd(g *globals) *cobra.Command {
 			defer env.close()
 			rep, err := worker.RedactDeadLetters(cmd.Context(), env.js, env.d.Opener, dryRun)
 			if rep != nil {
-				out := cmd.OutOrStdout()
+				out := newTermSafe(cmd.OutOrStdout())
 				if asJSON {
 					if jerr := json.NewEncoder(out).Encode(rep); jerr != nil {
 						return jerr

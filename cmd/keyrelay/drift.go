@@ -59,7 +59,7 @@ read, or no connection).`,
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
+			out := newTermSafe(cmd.OutOrStdout())
 			if asJSON {
 				if err := printJSON(out, rep); err != nil {
 					return err

@@ -51,6 +51,9 @@ func keyringCmd(g *globals) *cobra.Command {
 			if err := json.Unmarshal(b, &f); err != nil {
 				return fmt.Errorf("%s: malformed keyring", path)
 			}
+			if len(f.Keys) == 0 {
+				return fmt.Errorf("%s: malformed keyring: it has no keys (create one with keyrelay keyring generate)", path)
+			}
 			if err := events.ValidateID("kid", kid); err != nil {
 				return err
 			}
@@ -67,6 +70,11 @@ func keyringCmd(g *globals) *cobra.Command {
 			}
 			out, _ := json.MarshalIndent(f, "", "  ")
 			tmp := path + ".tmp"
+			// WriteFile keeps the mode of a file that exists: start afresh,
+			// so the keyring is 0600 whatever was left at tmp.
+			if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
 			if err := os.WriteFile(tmp, append(out, '\n'), 0o600); err != nil {
 				return err
 			}

@@ -3,10 +3,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
+	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/internal/app"
 	"github.com/keyrelay/keyrelay/worker"
 )
@@ -38,8 +38,16 @@ func ledgerCmd(g *globals) *cobra.Command {
 			if e == nil {
 				return fmt.Errorf("no ledger entry for team %s key %s", team, key)
 			}
-			fmt.Fprintf(os.Stderr, "revision %d\n", rev)
-			enc := json.NewEncoder(os.Stdout)
+			fmt.Fprintf(cmd.ErrOrStderr(), "revision %d\n", rev)
+			if sv := e.Sealed; sv != nil && sv.Alg != events.AlgA256GCM && !events.IsEnvelopeAlg(sv.Alg) {
+				// A plaintext value (allow_plaintext_values) is kept as
+				// published: its ct is the value. Show what it is, never it.
+				shown := *e
+				shown.Sealed = &events.SealedValue{Alg: sv.Alg}
+				e = &shown
+				fmt.Fprintf(cmd.ErrOrStderr(), "the value is not sealed (alg %q, %d bytes): not shown\n", sv.Alg, len(sv.Ciphertext))
+			}
+			enc := json.NewEncoder(newTermSafe(cmd.OutOrStdout()))
 			enc.SetIndent("", "  ")
 			return enc.Encode(e)
 		},

@@ -76,7 +76,7 @@ func main() {
 	err := root.ExecuteContext(ctx)
 	g.stopTraces()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "keyrelay:", err)
+		fmt.Fprintln(newTermSafe(os.Stderr), "keyrelay:", err)
 		var ee *exitError
 		if errors.As(err, &ee) {
 			os.Exit(ee.code)

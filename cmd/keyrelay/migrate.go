@@ -52,6 +52,10 @@ key failed.`,
 			if cfg.To == "" && !cleanup {
 				return errors.New("name the target backend with --to")
 			}
+			if cleanup && cfg.DryRun {
+				// Cleanup deletes; it has no dry run to honour the flag with.
+				return errors.New("--cleanup deletes the old copies and has no --dry-run: nothing done (run it without --dry-run to delete them)")
+			}
 			env, err := openRecovery(ctx, g, "keyrelay-migrate")
 			if err != nil {
 				return err
@@ -67,7 +71,7 @@ key failed.`,
 				return fmt.Errorf("bucket %s: %w", worker.RecoveryBucket, err)
 			}
 			migrations := recovery.Migrations{KV: rkv, JS: env.js}
-			out := cmd.OutOrStdout()
+			out := newTermSafe(cmd.OutOrStdout())
 			if cleanup {
 				grace := cfg.Grace
 				if !cmd.Flags().Changed("grace") {

@@ -127,9 +127,10 @@ func outboxCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Printf("pending %d (oldest %v)  sent %d  failed %d\n", st.Pending, st.OldestPending.Round(time.Millisecond), st.Sent, st.Failed)
+			out := newTermSafe(cmd.OutOrStdout())
+			fmt.Fprintf(out, "pending %d (oldest %v)  sent %d  failed %d\n", st.Pending, st.OldestPending.Round(time.Millisecond), st.Sent, st.Failed)
 			for _, fr := range st.FailedRows {
-				fmt.Printf("failed seq=%d event_id=%s team=%s key=%s attempts=%d reason=%s\n", fr.Seq, fr.EventID, fr.TeamID, fr.KeyID, fr.Attempts, fr.Reason)
+				fmt.Fprintf(out, "failed seq=%d event_id=%s team=%s key=%s attempts=%d reason=%s\n", fr.Seq, fr.EventID, fr.TeamID, fr.KeyID, fr.Attempts, fr.Reason)
 			}
 			return nil
 		},

@@ -92,7 +92,7 @@ failed.`,
 				if err != nil {
 					return err
 				}
-				return printPointInTime(cmd.OutOrStdout(), prep, asJSON, cfg.DryRun)
+				return printPointInTime(newTermSafe(cmd.OutOrStdout()), prep, asJSON, cfg.DryRun)
 			}
 			if to != "" && cfg.Resume != "" {
 				return errors.New("--resume continues a restore from the ledger; a copy (--to) run again skips what is done by itself")
@@ -125,7 +125,7 @@ failed.`,
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
+			out := newTermSafe(cmd.OutOrStdout())
 			if asJSON {
 				if err := printJSON(out, rep); err != nil {
 					return err

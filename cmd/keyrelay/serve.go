@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -30,7 +32,7 @@ func serveCmd(g *globals) *cobra.Command {
 			if cmd.Flags().Changed("http") {
 				c.Keyrelay.HTTP.Addr = httpAddr
 			}
-			if concurrency > 0 {
+			if cmd.Flags().Changed("concurrency") {
 				c.Keyrelay.Worker.Concurrency = concurrency
 			}
 			if cmd.Flags().Changed("lookup-addr") {
@@ -43,6 +45,11 @@ func serveCmd(g *globals) *cobra.Command {
 			if noWorker {
 				f := false
 				c.Keyrelay.Worker.Enabled = &f
+			}
+			// The flags changed a validated configuration: check it again
+			// (a --concurrency below worker.backend_slots, a negative one).
+			if err := c.Validate(); err != nil {
+				return fmt.Errorf("configuration (after serve's flags): %w", err)
 			}
 			embedded := c.Keyrelay.NATS.IsEmbedded()
 			lookupAddr := ""
@@ -57,7 +64,7 @@ func serveCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&httpAddr, "http", "", `operations listener address ("off" disables; default keyrelay.http.addr)`)
-	cmd.Flags().IntVar(&concurrency, "concurrency", 0, "events handled at once by this process (default keyrelay.worker.concurrency)")
+	cmd.Flags().IntVar(&concurrency, "concurrency", 0, "events handled at once by this process, positive (default keyrelay.worker.concurrency)")
 	cmd.Flags().StringVar(&lookupAddr, "lookup-addr", "", `lookup API listener address ("off" disables HTTP lookups; default keyrelay.lookup.addr)`)
 	cmd.Flags().BoolVar(&noLookup, "no-lookup", false, "run without the lookup service (HTTP and NATS)")
 	cmd.Flags().BoolVar(&noWorker, "no-worker", false, "run without workers (serve JetStream and operations only)")
@@ -80,9 +87,13 @@ func readyMessage(c *settings.Config, configPath, ops, lookupAddr string) string
 	if n.Token != "" {
 		auth = "clients need keyrelay.nats.token"
 	}
-	fmt.Fprintf(&b, "  JetStream:    nats://%s:%d (data in %s; %s)\n", hostOr(e.Host), e.Port, e.StoreDir, auth)
+	fmt.Fprintf(&b, "  JetStream:    nats://%s (data in %s; %s)\n", net.JoinHostPort(hostOr(e.Host), strconv.Itoa(e.Port)), e.StoreDir, auth)
 	fmt.Fprintf(&b, "  provider:     %s\n", c.KeyManagementSystem)
-	fmt.Fprintf(&b, "  operations:   http://%s/metrics  /healthz  /readyz\n", ops)
+	if ops == "" {
+		b.WriteString("  operations:   off\n")
+	} else {
+		fmt.Fprintf(&b, "  operations:   http://%s/metrics  /healthz  /readyz\n", ops)
+	}
 	fmt.Fprintf(&b, "  lookups:      %s\n", lookupSummary(c.Keyrelay.Lookup, lookupAddr, n.IsEmbedded()))
 	cli := "./bin/keyrelay"
 	if configPath != "" {

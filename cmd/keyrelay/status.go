@@ -71,10 +71,11 @@ error in its place; the others are still shown.`,
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			r := gatherStatus(ctx, conn, statusOptions{OutboxDSN: outboxDSN, OutboxSchema: outboxSchema})
+			out := newTermSafe(cmd.OutOrStdout())
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), r)
+				return printJSON(out, r)
 			}
-			return printStatusReport(cmd.OutOrStdout(), r)
+			return printStatusReport(out, r)
 		},
 	}
 	f := cmd.Flags()

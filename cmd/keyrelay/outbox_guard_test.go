@@ -1,0 +1,48 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/keyrelay/keyrelay/outbox"
+)
+
+// TestOutboxStatusFiltersTerminalEscapes: `keyrelay outbox status` prints
+// each failed row's reason as the database holds it; control sequences in
+// it must not reach the terminal raw.
+func TestOutboxStatusFiltersTerminalEscapes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dsn := outboxDB(t, ctx)
+	if dsn == "" {
+		t.Skip("no PostgreSQL")
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := outbox.Migrate(ctx, conn, outbox.DefaultSchema); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `INSERT INTO keyrelay.keyrelay_outbox (payload) VALUES ('{"id":"ev-1","team_id":"team-a","key_id":"key-1"}'::jsonb)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `UPDATE keyrelay.keyrelay_outbox SET state = 'failed', last_error = $1`, "refused by the stream"+hostile); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCommand(ctx, outboxCmd(&globals{}), "status", "--dsn", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "refused by the stream") {
+		t.Fatalf("the failed row is not listed:\n%q", out)
+	}
+	if hasControl(out) {
+		t.Fatalf("outbox status printed control characters:\n%q", out)
+	}
+}
