@@ -219,15 +219,25 @@ func RetryDeadLetter(ctx context.Context, js jetstream.JetStream, seq uint64) er
 		if json.Unmarshal(last.Data, &c) == nil && c.Status != events.StatusFailed && c.Status != events.StatusRejected {
 			return fmt.Errorf("dlq: event %s is already confirmed %s; not retrying", ev.ID, c.Status)
 		}
-		if err := cs.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
-			return fmt.Errorf("dlq: clear confirmation: %w", err)
+		// Only the confirmation read: a retry running at once (or the
+		// worker, already done with this one's copy) may have stored a
+		// newer one, which must stay. When it is gone, someone else is
+		// retrying this entry.
+		if err := cs.DeleteMsg(ctx, last.Sequence); err != nil {
+			return fmt.Errorf("dlq: entry %d: clear confirmation %d (cleared meanwhile: is the entry being retried elsewhere?): %w; not retrying", seq, last.Sequence, err)
 		}
 	}
 	out := &nats.Msg{Subject: d.Subject, Data: d.Data, Header: nats.Header{}}
 	out.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s-retry-%d", d.EventID, seq))
 	// Back to the lane it came from (a bulk job's event stays bulk).
-	if _, err := js.PublishMsg(ctx, out, jetstream.WithExpectStream(StreamOf(events.LaneOf(d.Subject)))); err != nil {
+	ack, err := js.PublishMsg(ctx, out, jetstream.WithExpectStream(StreamOf(events.LaneOf(d.Subject))))
+	if err != nil {
 		return fmt.Errorf("dlq: republish: %w", err)
+	}
+	if ack.Duplicate {
+		// Republished already (another retry of this entry, within the
+		// duplicate window): that copy is the one handled.
+		return fmt.Errorf("dlq: entry %d: already republished by another retry (stream sequence %d)", seq, ack.Sequence)
 	}
 	if err := s.DeleteMsg(ctx, seq); err != nil {
 		return fmt.Errorf("dlq: remove entry %d: %w", seq, err)
