@@ -307,6 +307,13 @@ func (l *Lease) renew(ctx context.Context) time.Duration {
 	e, gerr := l.kv.Get(gctx, l.cfg.Key)
 	cancel()
 	switch {
+	case gerr == nil && e.Revision() <= rev:
+		// The compare-and-set at rev was refused, so the record is no
+		// longer at rev: this read came from a replica that lags (gets are
+		// answered by any replica) and says nothing, least of all that our
+		// old record still stands. Read again; the deadline passes
+		// meanwhile.
+		return l.retry()
 	case gerr == nil:
 		if r, ok := parseRecord(e.Value()); ok && r.Holder == l.cfg.Holder && r.Nonce == nonce {
 			l.hold(l.unconfirmed, e.Revision(), epoch, nonce)

@@ -371,6 +371,9 @@ func sameRequests(a, b map[string]uint64) bool {
 func (l *Lease) readRequests(ctx context.Context) (live map[string]uint64, complete bool, err error) {
 	wctx, cancel := context.WithTimeout(ctx, l.cfg.RenewEvery)
 	defer cancel()
+	// now: the watch is asked for after it, so a revision it shows stood
+	// until at least now (the watch's snapshot is taken later still).
+	now := time.Now()
 	w, err := l.kv.WatchFiltered(wctx, []string{requestPrefix(l.cfg.Key) + "*"}, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, false, err
@@ -379,7 +382,6 @@ func (l *Lease) readRequests(ctx context.Context) (live map[string]uint64, compl
 	// the client's default timeout when NATS has just gone away: not on
 	// the renewal loop.
 	defer func() { go func() { _ = w.Stop() }() }()
-	now := time.Now()
 	live, complete = map[string]uint64{}, true
 	present := map[string]bool{}
 	for {
@@ -411,7 +413,11 @@ func (l *Lease) readRequests(ctx context.Context) (live map[string]uint64, compl
 			}
 			o, seen := l.reqSeen[name]
 			if !seen || o.rev != e.Revision() {
-				o = observation{valid: true, present: true, rev: e.Revision(), at: now, wait: wait}
+				// A revision first seen stands still from when it was
+				// received, not from when the read was asked for: a late
+				// answer can show a renewal sent after that, whose sender
+				// counts its deadline from its send time.
+				o = observation{valid: true, present: true, rev: e.Revision(), at: time.Now(), wait: wait}
 				l.reqSeen[name] = o
 			}
 			if now.Sub(o.at) < max(o.wait, wait) {
