@@ -46,7 +46,11 @@ type KeyManagementSettings struct {
 	// An explicit false is honoured: key events are confirmed as skipped.
 	StoreVirtualKeys bool `yaml:"store_virtual_keys"`
 	// PrefixForStoredVirtualKeys is the {prefix} of the naming template.
-	// Default: "litellm/" (LiteLLM's). An explicit "" means no prefix.
+	// As in LiteLLM, a prefix not ending with "/" is followed by one where
+	// a placeholder follows {prefix} ("myorg" names alias a "myorg/a"
+	// under {prefix}{alias}); fixed text after {prefix} in the template
+	// is kept as written ("{prefix}-{key_id}"). Default: "litellm/"
+	// (LiteLLM's). An explicit "" means no prefix.
 	PrefixForStoredVirtualKeys string `yaml:"prefix_for_stored_virtual_keys"`
 	// AccessMode is read_only, write_only or read_and_write. keyrelay
 	// enforces it on writes as well as reads: read_only rejects every write

@@ -5,15 +5,18 @@
 // The file is LiteLLM's own: keyrelay reads
 // general_settings.key_management_system and
 // general_settings.key_management_settings with LiteLLM's names and
-// meanings, plus its own top-level "keyrelay:" section, and nothing else.
-// LiteLLM's environment variables (HCP_VAULT_ADDR, AZURE_KEY_VAULT_URI, ...;
-// see LiteLLMEnv) are read by the providers through Config.Getenv. A user
-// moving from LiteLLM changes nothing.
+// meanings, plus its own top-level "keyrelay:" section, and LiteLLM's
+// environment_variables section, which LiteLLM sets into its environment
+// first. LiteLLM's environment variables (HCP_VAULT_ADDR,
+// AZURE_KEY_VAULT_URI, ...; see LiteLLMEnv) are read by the providers
+// through Config.Getenv, which sees that section's entries over the
+// process environment as LiteLLM does. A user moving from LiteLLM changes
+// nothing.
 //
 // # Guarantees
 //
 //   - A LiteLLM config.yaml parses unchanged: model_list, litellm_settings,
-//     router_settings, environment_variables and every other section, and
+//     router_settings and every other section, and
 //     every other general_settings key, are ignored without a warning; all
 //     of LiteLLM's key_management_settings fields are accepted.
 //   - Nothing the file sets is lost silently: an unknown key inside
@@ -37,5 +40,7 @@
 //   - SecretName is deterministic and never returns a name that contains
 //     "..", a control character, a backslash, an empty or "." path segment,
 //     or a leading "/"; keys without an alias are named by their key id
-//     instead of being skipped.
+//     instead of being skipped. A prefix not ending with "/" is followed by
+//     one where a placeholder follows {prefix}, as LiteLLM joins
+//     prefix_for_stored_virtual_keys and the name.
 package settings

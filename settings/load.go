@@ -73,10 +73,14 @@ func Load(path string, getenv func(string) string) (*Config, []string, error) {
 // an external NATS, and the commands validate again after their flags.
 //
 // It reads general_settings.key_management_system,
-// general_settings.key_management_settings and the top-level keyrelay
-// section. Every other section (model_list, litellm_settings,
-// router_settings, environment_variables, the rest of general_settings, ...)
-// is ignored without a warning, so a LiteLLM file is read unchanged.
+// general_settings.key_management_settings, the top-level keyrelay
+// section, and LiteLLM's environment_variables section, which LiteLLM sets
+// into its environment before anything else: Config.Getenv and every
+// os.environ/ reference see its entries over the process environment, as
+// LiteLLM's secret managers do (see environmentVariables). Every other
+// section (model_list, litellm_settings, router_settings, the rest of
+// general_settings, ...) is ignored without a warning, so a LiteLLM file is
+// read unchanged.
 //
 // Unknown keys inside key_management_settings and keyrelay are not errors:
 // they are reported as warnings with their full dotted path, as are a few
@@ -182,6 +186,27 @@ func (d *decoder) document(data []byte, c *Config) error {
 	if err != nil {
 		return err
 	}
+	// LiteLLM sets environment_variables into its environment before it
+	// reads anything else, wherever the section is in the file.
+	var vars map[string]string
+	for _, p := range pairs {
+		if p.key.Value == environmentSection {
+			// PyYAML keeps the last of duplicate keys: the last section.
+			if vars, err = d.environmentVariables(p.value); err != nil {
+				return err
+			}
+		}
+	}
+	if len(vars) > 0 {
+		process := d.getenv
+		d.getenv = func(name string) string {
+			if v, ok := vars[name]; ok {
+				return v
+			}
+			return process(name)
+		}
+		c.Getenv = d.getenv
+	}
 	for _, p := range pairs {
 		switch key := p.key.Value; key {
 		case "general_settings":
@@ -201,6 +226,56 @@ func (d *decoder) document(data []byte, c *Config) error {
 		}
 	}
 	return nil
+}
+
+// environmentSection is LiteLLM's top-level section of environment
+// variables.
+const environmentSection = "environment_variables"
+
+// environmentVariables reads LiteLLM's environment_variables section as
+// LiteLLM's proxy applies it (ProxyConfig._load_environment_variables):
+// each entry replaces the process's variable of that name, its value as
+// Python's str() writes it (true: "True"); an "os.environ/NAME" entry takes
+// NAME's value, and when NAME is unset or empty leaves the variable alone
+// (it is left out of the result). Null entries and lists or mappings,
+// which no secret manager reads, are left out too. Values, which may be
+// credentials, never appear in errors or warnings.
+func (d *decoder) environmentVariables(n *yaml.Node) (map[string]string, error) {
+	n = resolveAlias(n)
+	if isNull(n) {
+		return nil, nil
+	}
+	if n.Kind != yaml.MappingNode {
+		return nil, fieldErr(environmentSection, n.Line, "must be a mapping of variable names to values, not %s", kindName(n))
+	}
+	pairs, err := d.pairs(n, environmentSection, func(string) bool { return false })
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(pairs))
+	for _, p := range pairs {
+		name, v := p.key.Value, resolveAlias(p.value)
+		delete(out, name) // PyYAML: the last duplicate wins
+		if isNull(v) || v.Kind != yaml.ScalarNode {
+			continue
+		}
+		val := v.Value
+		if ref, isEnv := envRef(val); isEnv {
+			if !validEnvName(ref) {
+				return nil, fieldErr(join(environmentSection, name), v.Line, "is not a valid environment variable reference")
+			}
+			if val = d.getenv(ref); val == "" {
+				continue
+			}
+		} else if b, ok := parseBool(val); ok && v.Style == 0 {
+			val = "False"
+			if b {
+				val = "True"
+			}
+		}
+		out[name] = val
+	}
+	return out, nil
 }
 
 func (d *decoder) generalSettings(n *yaml.Node, c *Config) error {
@@ -251,7 +326,32 @@ func (d *decoder) semanticWarnings(c *Config) {
 	if c.KeyManagementSystem == "custom" {
 		d.warnf("general_settings.key_management_system: \"custom\" loads a Python class in LiteLLM; keyrelay has no such provider")
 	}
+	// keyrelay.providers is keyed by backend: options under any other name
+	// are read by no provider, which then runs on its defaults.
+	known := make(map[string]int, len(Backends))
+	for i, b := range Backends {
+		known[b] = i
+	}
+	names := make([]string, 0, len(c.Keyrelay.Providers))
+	for name := range c.Keyrelay.Providers {
+		if _, ok := known[name]; !ok {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		msg := fmt.Sprintf("%s: not a backend name, so no backend uses these options (backends: %s)",
+			join(kr+"providers", name), strings.Join(Backends, ", "))
+		if s := suggest(name, known); s != "" {
+			msg += "; did you mean " + s + "?"
+		}
+		d.warnings = append(d.warnings, msg)
+	}
 }
+
+// Backends are the key_management_system names of keyrelay's providers,
+// the names keyrelay.providers is keyed by.
+var Backends = []string{"aws_secret_manager", "azure_key_vault", "cyberark", "google_secret_manager", "hashicorp_vault", "local"}
 
 type pair struct{ key, value *yaml.Node }
 

@@ -207,7 +207,9 @@ const (
 
 // SecretName renders r.NameTemplate for one key.
 //
-// {prefix} is r.Prefix, {team_id} and {key_id} are the ids, {alias} is the
+// {prefix} is r.Prefix, followed by "/" when it does not end with one and
+// another placeholder follows it, as LiteLLM joins the prefix and the name
+// (see joinsName), {team_id} and {key_id} are the ids, {alias} is the
 // key's alias or, when the key has none, its key id: LiteLLM cannot store or
 // delete alias-less keys under alias naming, keyrelay names them by id.
 // (With alias naming an alias equal to another key's id names the same
@@ -296,6 +298,18 @@ func ValidateTemplate(template string) error {
 	return nil
 }
 
+// joinsName reports whether a "/" goes between prefix and what follows
+// {prefix} in a template (after): LiteLLM names a key
+// prefix_for_stored_virtual_keys + "/" + name when the prefix does not end
+// with "/" (KeyManagementEventHooks._get_secret_name), so "myorg" names
+// alias a "myorg/a", as "myorg/" does. That holds where {prefix} is
+// followed directly by another placeholder ({prefix}{alias},
+// {prefix}{team_id}/{key_id}); fixed text after it ("{prefix}-{key_id}")
+// is the template's own separator, and an empty prefix adds nothing.
+func joinsName(prefix, after string) bool {
+	return prefix != "" && !strings.HasSuffix(prefix, "/") && strings.HasPrefix(after, "{")
+}
+
 // renderTemplate substitutes placeholders in one pass, so a value that
 // itself looks like a placeholder is never expanded. template must have
 // passed ValidateTemplate.
@@ -314,6 +328,9 @@ func renderTemplate(template, prefix, teamID, keyID, alias string) string {
 		switch ph {
 		case PlaceholderPrefix:
 			b.WriteString(prefix)
+			if joinsName(prefix, rest[open+end+1:]) {
+				b.WriteByte('/')
+			}
 		case PlaceholderTeamID:
 			b.WriteString(teamID)
 		case PlaceholderKeyID:
@@ -368,4 +385,33 @@ func (c *Config) ResolveBackend(team *events.TeamSettings, backend string) Resol
 	}
 	t.Backend = backend
 	return c.Resolve(&t)
+}
+
+// ValidateTeamNaming checks the naming a team's settings set, on their
+// own: a prefix that could start a secret name, and a name template that
+// ValidateTemplate accepts and whose fixed text renders valid names (with
+// the team's prefix when it sets one). Settings that fail can never name a
+// secret: every key event of the team would be rejected, so the settings
+// event is the one to refuse. field prefixes the names in errors (e.g.
+// "data.settings"); the error is a *FieldError.
+func ValidateTeamNaming(field string, s *events.TeamSettings) error {
+	if s == nil {
+		return nil
+	}
+	prefix := "prefix/"
+	if s.Prefix != nil {
+		if err := checkPrefix(*s.Prefix); err != "" {
+			return fieldErr(field+".prefix", 0, "%s", err)
+		}
+		prefix = *s.Prefix
+	}
+	if s.NameTemplate != "" {
+		if err := ValidateTemplate(s.NameTemplate); err != nil {
+			return fieldErr(field+".name_template", 0, "%s", err)
+		}
+		if err := checkTemplateLiteral(s.NameTemplate, prefix); err != "" {
+			return fieldErr(field+".name_template", 0, "%s", err)
+		}
+	}
+	return nil
 }

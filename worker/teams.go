@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/keyrelay/keyrelay/events"
+	"github.com/keyrelay/keyrelay/settings"
 )
 
 // TeamState is what the teams bucket holds for one team.
@@ -296,9 +297,16 @@ func (t *Teams) CurrentIfKnown(team string, receivedAt time.Time) (st TeamState,
 // settings message up to here was considered", whichever worker or key
 // event got there first.
 func (t *Teams) ApplyThrough(ctx context.Context, team string, ev *events.Event, seq uint64) (TeamState, ApplyResult, error) {
+	st, _, res, err := t.applyThrough(ctx, team, ev, seq)
+	return st, res, err
+}
+
+// applyThrough is ApplyThrough that also returns the state ev's Apply
+// replaced (see apply).
+func (t *Teams) applyThrough(ctx context.Context, team string, ev *events.Event, seq uint64) (st, prev TeamState, res ApplyResult, err error) {
 	cur, _, err := t.load(ctx, team)
 	if err != nil {
-		return TeamState{}, 0, err
+		return TeamState{}, TeamState{}, 0, err
 	}
 	subj := events.SettingsSubject(team)
 	for from := cur.AppliedSeq + 1; from < seq; {
@@ -307,7 +315,7 @@ func (t *Teams) ApplyThrough(ctx context.Context, team string, ev *events.Event,
 			break
 		}
 		if err != nil {
-			return TeamState{}, 0, fmt.Errorf("team settings: read settings of %s from %d: %w", team, from, err)
+			return TeamState{}, TeamState{}, 0, fmt.Errorf("team settings: read settings of %s from %d: %w", team, from, err)
 		}
 		if mseq >= seq {
 			break
@@ -317,11 +325,11 @@ func (t *Teams) ApplyThrough(ctx context.Context, team string, ev *events.Event,
 			pev = nil
 		}
 		if _, _, err := t.Apply(ctx, team, pev, mseq); err != nil {
-			return TeamState{}, 0, err
+			return TeamState{}, TeamState{}, 0, err
 		}
 		from = mseq + 1
 	}
-	return t.Apply(ctx, team, ev, seq)
+	return t.apply(ctx, team, ev, seq)
 }
 
 // teamLookups tracks the in-flight and the latest completed lookup of one
@@ -455,21 +463,34 @@ func (t *Teams) load(ctx context.Context, team string) (TeamState, uint64, error
 // the message there was invalid). Generations decide between settings
 // events; the stream sequence is used when an event has none.
 func (t *Teams) Apply(ctx context.Context, team string, ev *events.Event, seq uint64) (TeamState, ApplyResult, error) {
+	st, _, res, err := t.apply(ctx, team, ev, seq)
+	return st, res, err
+}
+
+// apply is Apply that also returns the state it replaced: the team's state
+// just before ev was applied (or, when nothing was written, the state
+// found). Unlike this process's cached state, which the watch or another
+// event's handler may not have brought up to date yet, it is what ev
+// really changed.
+func (t *Teams) apply(ctx context.Context, team string, ev *events.Event, seq uint64) (st, prev TeamState, res ApplyResult, err error) {
+	if ev != nil && settingsProblem(ev) != nil {
+		ev = nil // settings that can never name a secret: invalid
+	}
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
-			return TeamState{}, 0, err
+			return TeamState{}, TeamState{}, 0, err
 		}
 		cur, rev, err := t.load(ctx, team)
 		if err != nil {
-			return TeamState{}, 0, err
+			return TeamState{}, TeamState{}, 0, err
 		}
 		if cur.AppliedSeq >= seq {
 			t.remember(cur)
 			if ev != nil && cur.EventID == ev.ID {
-				return cur, AlreadyApplied, nil
+				return cur, cur, AlreadyApplied, nil
 			}
 			if ev == nil || ev.Generation == 0 || ev.Generation <= cur.Generation {
-				return cur, Superseded, nil
+				return cur, cur, Superseded, nil
 			}
 			// Considered already, but its generation is higher than the
 			// applied one (a later message carried older settings): apply
@@ -490,7 +511,7 @@ func (t *Teams) Apply(ctx context.Context, team string, ev *events.Event, seq ui
 				if ev.Type == events.TeamSettingsUpdated {
 					d, err := ev.SettingsData()
 					if err != nil {
-						return TeamState{}, 0, err
+						return TeamState{}, TeamState{}, 0, err
 					}
 					s := d.Settings
 					next.Settings = &s
@@ -509,22 +530,53 @@ func (t *Teams) Apply(ctx context.Context, team string, ev *events.Event, seq ui
 			continue
 		}
 		if err != nil {
-			return TeamState{}, 0, fmt.Errorf("team settings put: %w", err)
+			return TeamState{}, TeamState{}, 0, fmt.Errorf("team settings put: %w", err)
 		}
 		t.remember(next)
-		return next, res, nil
+		return next, cur, res, nil
 	}
+}
+
+// settingsProblem reports a settings event whose settings the schema
+// accepts but that can never name a secret (settings.ValidateTeamNaming):
+// applied, they would have every key event of the team rejected, so they
+// are treated as an invalid message instead and the team keeps the
+// settings it had.
+func settingsProblem(ev *events.Event) error {
+	if ev.Type != events.TeamSettingsUpdated {
+		return nil
+	}
+	d, err := ev.SettingsData()
+	if err != nil {
+		return err
+	}
+	return settings.ValidateTeamNaming("data.settings", &d.Settings)
 }
 
 func (w *Worker) handleSettings(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, ev *events.Event, gen uint64) verdict {
 	conf := confFor(ev, gen)
-	var st TeamState
+	if problem := settingsProblem(ev); problem != nil {
+		// Considered (so key events of the team do not wait for it), never
+		// applied: the team keeps its settings.
+		err := w.infraDo(ctx, func(ctx context.Context) error {
+			_, _, err := w.teams.ApplyThrough(ctx, ev.TeamID, nil, md.Sequence.Stream)
+			return err
+		})
+		if err != nil {
+			return waitVerdict(conf, 0, err)
+		}
+		return w.rejected(msg, md, conf, "team settings: "+sanitize(problem), false)
+	}
+	var st, prev TeamState
 	var res ApplyResult
-	from := w.d.Settings.Resolve(w.teams.Cached(ev.TeamID).Settings).Backend
 	err := w.infraDo(ctx, func(ctx context.Context) (err error) {
-		st, res, err = w.teams.ApplyThrough(ctx, ev.TeamID, ev, md.Sequence.Stream)
+		st, prev, res, err = w.teams.applyThrough(ctx, ev.TeamID, ev, md.Sequence.Stream)
 		return err
 	})
+	// The backend before ev: the state ev's Apply replaced, not this
+	// process's cached state, which may not show a settings event applied
+	// a moment ago (by another slot or process) yet.
+	from := w.d.Settings.Resolve(prev.Settings).Backend
 	if err != nil {
 		// The teams bucket or the stream: NATS trouble, not the event's.
 		return waitVerdict(conf, 0, err)
@@ -591,7 +643,34 @@ func (w *Worker) requestMove(ctx context.Context, ev *events.Event, res ApplyRes
 	}
 	w.log.Info("the team moved to another backend: its keys' move is requested", zap.String("team", ev.TeamID),
 		zap.String("from", from), zap.String("to", to), zap.String("event_id", ev.ID))
-	return w.infraDo(ctx, func(ctx context.Context) error { return w.d.OnBackendChange(ctx, ev.TeamID, from, to) })
+	if err := w.infraDo(ctx, func(ctx context.Context) error { return w.d.OnBackendChange(ctx, ev.TeamID, from, to) }); err != nil {
+		return err
+	}
+	// A newer settings event of the team may have been applied, and its
+	// move requested, while this one's was: the handlers' requests land in
+	// any order, and the last must be for the backend the team has now.
+	// Each handler checks after its own request, so the last request made
+	// is always checked against a state at least as new as itself.
+	for requested, i := to, 0; i < 8; i++ {
+		var cur TeamState
+		if err := w.infraDo(ctx, func(ctx context.Context) (err error) {
+			cur, _, err = w.teams.load(ctx, ev.TeamID)
+			return err
+		}); err != nil {
+			return fmt.Errorf("team settings after the move request: %w", err)
+		}
+		now := w.d.Settings.Resolve(cur.Settings).Backend
+		if now == requested {
+			return nil
+		}
+		w.log.Info("the team's settings changed backend again while its move was requested: the move to its current backend is requested",
+			zap.String("team", ev.TeamID), zap.String("from", requested), zap.String("to", now), zap.String("event_id", ev.ID))
+		if err := w.infraDo(ctx, func(ctx context.Context) error { return w.d.OnBackendChange(ctx, ev.TeamID, requested, now) }); err != nil {
+			return err
+		}
+		requested = now
+	}
+	return nil
 }
 
 // moveOf reads from the teams bucket's history the backends team resolved
