@@ -40,8 +40,10 @@ func TestGoReusesAndThenExits(t *testing.T) {
 	before := runtime.NumGoroutine()
 	// The idle time must outlast a loop turn on a loaded machine (-race,
 	// other packages' tests): at 200 ms the goroutine sometimes exited
-	// between two hand-overs and a second one ran the next function.
-	p := New(2 * time.Second)
+	// between two hand-overs and a second one ran the next function, and
+	// at 2 s once too (a CI run beside four other test runs starved this
+	// test's goroutine that long, and the waiting goroutine had gone).
+	p := New(10 * time.Second)
 	ids := map[uint64]bool{}
 	for range 50 {
 		ch := make(chan uint64)
@@ -53,7 +55,7 @@ func TestGoReusesAndThenExits(t *testing.T) {
 	if len(ids) != 1 {
 		t.Fatalf("50 functions handed over one at a time ran on %d goroutines, want 1", len(ids))
 	}
-	eventually(t, "the idle goroutine did not exit", func() bool { return runtime.NumGoroutine() <= before })
+	eventuallyWithin(t, 30*time.Second, "the idle goroutine did not exit", func() bool { return runtime.NumGoroutine() <= before })
 }
 
 func TestNewDefaultsIdle(t *testing.T) {
@@ -74,7 +76,12 @@ func TestNewDefaultsIdle(t *testing.T) {
 
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+	eventuallyWithin(t, 5*time.Second, what, cond)
+}
+
+func eventuallyWithin(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal(what)
 		}
