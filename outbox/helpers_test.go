@@ -222,3 +222,18 @@ func count(t testing.TB, conn *pgx.Conn, where string) int {
 	}
 	return n
 }
+
+// shortDuplicateWindow sets the events stream's duplicate window to one
+// second, so a test can show what a copy published after the window does.
+func shortDuplicateWindow(ctx context.Context, t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	st, err := js.Stream(ctx, worker.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scfg := st.CachedInfo().Config
+	scfg.Duplicates = time.Second
+	if _, err := js.UpdateStream(ctx, scfg); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/keyrelay/keyrelay/internal/testenv"
 	"github.com/keyrelay/keyrelay/outbox"
-	"github.com/keyrelay/keyrelay/worker"
 )
 
 // A relay whose NATS connection is down must not publish into the
@@ -25,15 +24,7 @@ func TestDisconnectedRelayDoesNotBufferStaleCopies(t *testing.T) {
 	srv, js := startNATS(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	st, err := js.Stream(ctx, worker.EventsStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	scfg := st.CachedInfo().Config
-	scfg.Duplicates = time.Second
-	if _, err := js.UpdateStream(ctx, scfg); err != nil {
-		t.Fatal(err)
-	}
+	shortDuplicateWindow(ctx, t, js)
 	conn := connect(t, dsnFor(db))
 	px := testenv.NewTCPProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
 	ncA, err := nats.Connect("nats://"+px.Addr, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/keyrelay/keyrelay/internal/testenv"
-	"github.com/keyrelay/keyrelay/worker"
 )
 
 // A relay that got the PubAck but could not mark the row (PostgreSQL
@@ -21,15 +20,7 @@ func TestAckedRowNotRepublishedAfterMarkingFailed(t *testing.T) {
 	_, js := startNATS(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	st, err := js.Stream(ctx, worker.EventsStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	scfg := st.CachedInfo().Config
-	scfg.Duplicates = time.Second
-	if _, err := js.UpdateStream(ctx, scfg); err != nil {
-		t.Fatal(err)
-	}
+	shortDuplicateWindow(ctx, t, js)
 	conn := connect(t, dsnFor(db))
 	ev := updated("t1", "k1", 0, 1)
 	enqueue(t, conn, ev)
