@@ -613,6 +613,12 @@ func (f *folder) fold(msg jetstream.Msg, md *jetstream.MsgMetadata, lane events.
 				invalid("its settings do not decode", err)
 				return
 			}
+			if err := settings.ValidateTeamNaming("data.settings", &sd.Settings); err != nil {
+				// The workers reject settings that can never name a
+				// secret, and the team keeps the settings it had.
+				invalid("its settings can never name a secret", err)
+				return
+			}
 			s := sd.Settings
 			ts = &s
 		}

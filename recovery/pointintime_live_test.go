@@ -104,3 +104,30 @@ func TestPointInTimeNamesEachInvalidMessage(t *testing.T) {
 		t.Fatal("the report carries a value")
 	}
 }
+
+// TestPointInTimeSkipsSettingsThatCanNeverNameASecret: the workers reject
+// a settings event whose naming can never form a secret name, and the team
+// keeps its settings; the rebuild does the same (before, it applied them
+// and every later key of the team failed its row).
+func TestPointInTimeSkipsSettingsThatCanNeverNameASecret(t *testing.T) {
+	p := newPipeline(t)
+	fresh, err := local.New(local.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.reg.Register("aws_secret_manager", func(context.Context, providers.Config) (providers.Provider, error) { return fresh, nil })
+	prefix, broken := "pit/", "{team_id}"
+	p.settingsData(t, "team-a", 1, events.TeamSettings{Prefix: &prefix})
+	p.settingsData(t, "team-a", 2, events.TeamSettings{NameTemplate: broken})
+	p.publish(t, p.event(t, events.KeyCreated, "team-a", "key-00", 1, sentinel+"-n1"))
+	rep, err := recovery.PointInTime(p.ctx, p.deps(), p.js, recovery.PointInTimeConfig{Config: recovery.Config{All: true}, To: "aws_secret_manager"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Invalid != 1 || rep.Written != 1 || rep.Failed != 0 {
+		t.Fatalf("invalid %d written %d failed %d: %+v", rep.Invalid, rep.Written, rep.Failed, rep.Rows)
+	}
+	if len(rep.InvalidMessages) != 1 || !strings.Contains(rep.InvalidMessages[0].Reason, "never name a secret") {
+		t.Fatalf("invalid messages: %+v", rep.InvalidMessages)
+	}
+}
