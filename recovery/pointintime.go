@@ -192,6 +192,12 @@ func PointInTime(ctx context.Context, d Deps, js jetstream.JetStream, c PointInT
 	if d.Settings != nil {
 		f.resolve = d.Settings.Resolve
 	}
+	if d.Registry != nil {
+		f.backends = map[string]bool{}
+		for _, n := range d.Registry.Names() {
+			f.backends[n] = true
+		}
+	}
 	// Which candidate events the workers applied: values are opened, and
 	// the confirmations stream (when there is one) is asked about the
 	// events that would decide a key's state (while folding, to hold
@@ -447,6 +453,9 @@ type folder struct {
 	// resolve gives the settings a team's key event is handled with
 	// (nil: not checked).
 	resolve func(*events.TeamSettings) settings.Resolved
+	// backends are the backends a team's settings may name, as the
+	// workers know them (nil: not checked).
+	backends map[string]bool
 	// settingsComplete: the interactive stream was replayed from its
 	// very first event, so a team without a settings event has none.
 	settingsComplete bool
@@ -617,6 +626,11 @@ func (f *folder) fold(msg jetstream.Msg, md *jetstream.MsgMetadata, lane events.
 				// The workers reject settings that can never name a
 				// secret, and the team keeps the settings it had.
 				invalid("its settings can never name a secret", err)
+				return
+			}
+			if b := sd.Settings.Backend; b != "" && f.backends != nil && !f.backends[b] {
+				// Rejected by the workers as well (worker.Teams.KnownBackends).
+				invalid("its settings name a backend this build does not have", fmt.Errorf("%q", b))
 				return
 			}
 			s := sd.Settings

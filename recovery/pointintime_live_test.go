@@ -131,3 +131,33 @@ func TestPointInTimeSkipsSettingsThatCanNeverNameASecret(t *testing.T) {
 		t.Fatalf("invalid messages: %+v", rep.InvalidMessages)
 	}
 }
+
+// TestPointInTimeSkipsSettingsNamingAnUnknownBackend: the workers reject a
+// settings event naming a backend this build does not have, and the team
+// keeps its settings; the rebuild does the same (before, it applied them
+// and the team's later key was a failed row: no backend to write to).
+func TestPointInTimeSkipsSettingsNamingAnUnknownBackend(t *testing.T) {
+	p := newPipeline(t)
+	fresh, err := local.New(local.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.reg.Register("aws_secret_manager", func(context.Context, providers.Config) (providers.Provider, error) { return fresh, nil })
+	prefix := "pit/"
+	p.settingsData(t, "team-a", 1, events.TeamSettings{Prefix: &prefix})
+	p.settingsData(t, "team-a", 2, events.TeamSettings{Backend: "hashicorp_vaultt"})
+	p.publish(t, p.event(t, events.KeyCreated, "team-a", "key-00", 1, sentinel+"-u1"))
+	rep, err := recovery.PointInTime(p.ctx, p.deps(), p.js, recovery.PointInTimeConfig{Config: recovery.Config{All: true}, To: "aws_secret_manager"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Invalid != 1 || rep.Written != 1 || rep.Failed != 0 {
+		t.Fatalf("invalid %d written %d failed %d: %+v", rep.Invalid, rep.Written, rep.Failed, rep.Rows)
+	}
+	if len(rep.InvalidMessages) != 1 || !strings.Contains(rep.InvalidMessages[0].Reason, "backend this build does not have") {
+		t.Fatalf("invalid messages: %+v", rep.InvalidMessages)
+	}
+	if got, err := fresh.Get(p.ctx, "pit/team-a/key-00", ""); err != nil || string(got.Value) != sentinel+"-u1" {
+		t.Fatalf("the key is not rebuilt under the team's earlier settings: %v", err)
+	}
+}

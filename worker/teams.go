@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,8 +62,11 @@ type Teams struct {
 	stream jetstream.Stream
 	// nc, when set, reads settings messages from the stream's leader
 	// (leaderGet); without it they are read through stream.
-	nc  *nats.Conn
-	log *zap.Logger
+	nc *nats.Conn
+	// backends, when set (KnownBackends), are the backends a team's
+	// settings may name; settings naming another are invalid.
+	backends map[string]bool
+	log      *zap.Logger
 	// corrupt reports entries that cannot be used (nil: only returned).
 	corrupt *corruptReporter
 
@@ -90,6 +96,20 @@ func NewTeams(kv jetstream.KeyValue, stream jetstream.Stream, log *zap.Logger, n
 		t.nc = nc[0]
 	}
 	return t
+}
+
+// KnownBackends makes settings that name a backend outside names (the
+// registry's) invalid, as settings that can never name a secret are: every
+// key event of the team would fail to open its provider and be
+// dead-lettered, so the settings event is the one to refuse, and the team
+// keeps the settings it had. Every process that applies settings to the
+// bucket (the workers, the lookup service catching up) must set the same
+// names, so that all of them treat one message alike. Call it before Start.
+func (t *Teams) KnownBackends(names []string) {
+	t.backends = make(map[string]bool, len(names))
+	for _, n := range names {
+		t.backends[n] = true
+	}
 }
 
 // settingsMsg reads one settings message of the events stream: the last
@@ -473,7 +493,7 @@ func (t *Teams) Apply(ctx context.Context, team string, ev *events.Event, seq ui
 // event's handler may not have brought up to date yet, it is what ev
 // really changed.
 func (t *Teams) apply(ctx context.Context, team string, ev *events.Event, seq uint64) (st, prev TeamState, res ApplyResult, err error) {
-	if ev != nil && settingsProblem(ev) != nil {
+	if ev != nil && settingsProblem(ev, t.backends) != nil {
 		ev = nil // settings that can never name a secret: invalid
 	}
 	for attempt := 0; ; attempt++ {
@@ -538,11 +558,12 @@ func (t *Teams) apply(ctx context.Context, team string, ev *events.Event, seq ui
 }
 
 // settingsProblem reports a settings event whose settings the schema
-// accepts but that can never name a secret (settings.ValidateTeamNaming):
-// applied, they would have every key event of the team rejected, so they
-// are treated as an invalid message instead and the team keeps the
-// settings it had.
-func settingsProblem(ev *events.Event) error {
+// accepts but that can never name a secret (settings.ValidateTeamNaming),
+// or that name a backend outside known (nil: any): applied, they would
+// have every key event of the team rejected or dead-lettered, so they are
+// treated as an invalid message instead and the team keeps the settings
+// it had.
+func settingsProblem(ev *events.Event, known map[string]bool) error {
 	if ev.Type != events.TeamSettingsUpdated {
 		return nil
 	}
@@ -550,12 +571,18 @@ func settingsProblem(ev *events.Event) error {
 	if err != nil {
 		return err
 	}
-	return settings.ValidateTeamNaming("data.settings", &d.Settings)
+	if err := settings.ValidateTeamNaming("data.settings", &d.Settings); err != nil {
+		return err
+	}
+	if b := d.Settings.Backend; b != "" && known != nil && !known[b] {
+		return fmt.Errorf("data.settings.backend: %q is not a backend of this build (known: %s)", b, strings.Join(slices.Sorted(maps.Keys(known)), ", "))
+	}
+	return nil
 }
 
 func (w *Worker) handleSettings(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, ev *events.Event, gen uint64) verdict {
 	conf := confFor(ev, gen)
-	if problem := settingsProblem(ev); problem != nil {
+	if problem := settingsProblem(ev, w.teams.backends); problem != nil {
 		// Considered (so key events of the team do not wait for it), never
 		// applied: the team keeps its settings.
 		err := w.infraDo(ctx, func(ctx context.Context) error {

@@ -65,3 +65,37 @@ func TestTeamSettingsBadNamingRejected(t *testing.T) {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// TestTeamSettingsUnknownBackendRejected: a team.settings.updated naming a
+// backend this build does not have (a typo of "hashicorp_vault") passes
+// the event schema. Accepted and confirmed stored, it would make every
+// later key event of the team fail to open its provider and be
+// dead-lettered. It is rejected with a reason naming the field, and the
+// team's keys keep being stored under the settings it had.
+func TestTeamSettingsUnknownBackendRejected(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOptions{})
+	b.startWorker(nil)
+	const team = "team-u"
+	b.publish(b.settingsEvent(team, 1, &events.TeamSettings{Backend: "hashicorp_vaultt"}))
+	b.publish(b.keyEvent(events.KeyCreated, team, "key-1", 1, "v1"))
+	confs := b.confirmations(2, 30*time.Second)
+	var set, key *events.Confirmation
+	for _, c := range confs {
+		switch {
+		case c.EventID == "s-"+team+"-1":
+			set = c
+		case c.KeyID == "key-1":
+			key = c
+		}
+	}
+	if set == nil || set.Status != events.StatusRejected || !strings.Contains(set.Reason, "data.settings.backend") {
+		t.Fatalf("settings naming an unknown backend: %+v; want rejected naming data.settings.backend", set)
+	}
+	if key == nil || key.Status != events.StatusStored {
+		t.Fatalf("key event after the rejected settings: %+v; want stored under the team's previous settings", key)
+	}
+	if s, err := b.stores["local"].Get(b.ctx, "litellm/"+team+"/key-1", ""); err != nil || string(s.Value) != "v1" {
+		t.Fatalf("key not stored under the global naming: %v", err)
+	}
+}

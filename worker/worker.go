@@ -386,6 +386,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Worker, error) {
 		retry: retryPolicy{initial: cfg.RetryInitial, max: cfg.RetryMax, multiplier: cfg.RetryMultiplier, attempts: cfg.InProcessAttempts}}
 	rep := newCorruptReporter(log, w.m)
 	w.ledger.corrupt, w.teams.corrupt = rep, rep
+	w.teams.KnownBackends(d.Registry.Names())
 	if cfg.Ownership == OwnershipExclusive {
 		if w.excl, err = newExclusive(ctx, w); err != nil {
 			return nil, err

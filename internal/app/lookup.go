@@ -43,6 +43,7 @@ func startLookup(ctx context.Context, c *settings.Config, conn *Conn, registry *
 			return nil, fmt.Errorf("lookup: stream %s: %w", worker.EventsStream, err)
 		}
 		teams = worker.NewTeams(tkv, stream, log, conn.JS.Conn())
+		teams.KnownBackends(registry.Names())
 		if err := teams.Start(ctx); err != nil {
 			return nil, fmt.Errorf("lookup: team settings: %w", err)
 		}
