@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -57,7 +58,8 @@ func (s *Status) Done() bool {
 }
 
 // GetStatus counts job id's confirmations: one direct read of the
-// confirmations stream per planned event (its subject holds at most one).
+// confirmations stream per planned event (its subject holds at most one),
+// statusReads of them in flight at once.
 func GetStatus(ctx context.Context, js jetstream.JetStream, store *Store, id string) (*Status, error) {
 	j, _, err := store.Get(ctx, id)
 	if err != nil {
@@ -81,19 +83,15 @@ func GetStatus(ctx context.Context, js jetstream.JetStream, store *Store, id str
 			st.Stalled = j.Waiting
 		}
 	}
+	confs, err := planConfirmations(ctx, stream, plan)
+	if err != nil {
+		return nil, err
+	}
 	var first, last time.Time
-	for _, t := range plan {
-		m, err := stream.GetLastMsgForSubject(ctx, events.ConfirmationSubject(t.Team, t.Key, t.EventID))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
+	for i, t := range plan {
+		c := confs[i]
+		if c == nil {
 			st.Remaining++
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		var c events.Confirmation
-		if err := json.Unmarshal(m.Data, &c); err != nil || c.EventID != t.EventID {
-			st.Remaining++ // not this event's: keep counting it as open
 			continue
 		}
 		switch c.Status {
@@ -125,4 +123,55 @@ func GetStatus(ctx context.Context, js jetstream.JetStream, store *Store, id str
 		}
 	}
 	return st, nil
+}
+
+// statusReads bounds the confirmation reads GetStatus keeps in flight: one
+// at a time, a 100,000-key job's status took 100,000 round trips end to
+// end (tens of seconds, minutes on a cluster).
+const statusReads = 32
+
+// planConfirmations reads the confirmation of each planned event, in plan
+// order: nil where there is none yet, or where the subject holds something
+// that is not this event's confirmation (counted as open).
+func planConfirmations(ctx context.Context, stream jetstream.Stream, plan []Target) ([]*events.Confirmation, error) {
+	out := make([]*events.Confirmation, len(plan))
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(statusReads, len(plan)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				t := plan[i]
+				m, err := stream.GetLastMsgForSubject(ctx, events.ConfirmationSubject(t.Team, t.Key, t.EventID))
+				if errors.Is(err, jetstream.ErrMsgNotFound) {
+					continue
+				}
+				if err != nil {
+					cancel(err)
+					continue
+				}
+				var c events.Confirmation
+				if json.Unmarshal(m.Data, &c) == nil && c.EventID == t.EventID {
+					out[i] = &c
+				}
+			}
+		}()
+	}
+send:
+	for i := range plan {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break send
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
