@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -61,18 +62,66 @@ func (s *Status) Done() bool {
 // confirmations stream per planned event (its subject holds at most one),
 // statusReads of them in flight at once.
 func GetStatus(ctx context.Context, js jetstream.JetStream, store *Store, id string) (*Status, error) {
-	j, _, err := store.Get(ctx, id)
+	return NewStatusReader(js, store, id).Read(ctx)
+}
+
+// StatusReader reads one job's status again and again (`jobs status
+// --watch`): the plan is read once, and an event confirmed rotated, stored
+// or superseded is not read again (its confirmation is final), so each
+// read asks only for the events still open or failed (a failure can be
+// retried from the DLQ). A status read every second of a 100,000-key job
+// would otherwise read every confirmation every second while the workers
+// write them.
+type StatusReader struct {
+	js    jetstream.JetStream
+	store *Store
+	id    string
+
+	plan    []Target
+	settled []*events.Confirmation // by plan index; nil: read it again
+}
+
+// NewStatusReader returns a reader of job id's status.
+func NewStatusReader(js jetstream.JetStream, store *Store, id string) *StatusReader {
+	return &StatusReader{js: js, store: store, id: id}
+}
+
+// Read returns the job's status now.
+func (r *StatusReader) Read(ctx context.Context) (*Status, error) {
+	j, _, err := r.store.Get(ctx, r.id)
 	if err != nil {
 		return nil, err
 	}
-	plan, err := store.Plan(ctx, id)
+	if r.plan == nil {
+		plan, err := r.store.Plan(ctx, r.id)
+		if err != nil {
+			return nil, err
+		}
+		r.plan, r.settled = plan, make([]*events.Confirmation, len(plan))
+	}
+	stream, err := r.js.Stream(ctx, worker.ConfirmationsStream)
 	if err != nil {
 		return nil, err
 	}
-	stream, err := js.Stream(ctx, worker.ConfirmationsStream)
+	open := make([]int, 0, len(r.plan))
+	for i, c := range r.settled {
+		if c == nil {
+			open = append(open, i)
+		}
+	}
+	confs := slices.Clone(r.settled)
+	read, err := planConfirmations(ctx, stream, r.plan, open)
 	if err != nil {
 		return nil, err
 	}
+	for k, i := range open {
+		c := read[k]
+		confs[i] = c
+		if c != nil && (c.Status == events.StatusRotated || c.Status == events.StatusStored || c.Status == events.StatusSuperseded) {
+			r.settled[i] = c
+		}
+	}
+	plan := r.plan
 	st := &Status{Job: *j}
 	if j.State == StateRunning {
 		switch age := time.Since(j.Updated); {
@@ -82,10 +131,6 @@ func GetStatus(ctx context.Context, js jetstream.JetStream, store *Store, id str
 		case j.Waiting != "":
 			st.Stalled = j.Waiting
 		}
-	}
-	confs, err := planConfirmations(ctx, stream, plan)
-	if err != nil {
-		return nil, err
 	}
 	var first, last time.Time
 	for i, t := range plan {
@@ -130,21 +175,22 @@ func GetStatus(ctx context.Context, js jetstream.JetStream, store *Store, id str
 // end (tens of seconds, minutes on a cluster).
 const statusReads = 32
 
-// planConfirmations reads the confirmation of each planned event, in plan
-// order: nil where there is none yet, or where the subject holds something
-// that is not this event's confirmation (counted as open).
-func planConfirmations(ctx context.Context, stream jetstream.Stream, plan []Target) ([]*events.Confirmation, error) {
-	out := make([]*events.Confirmation, len(plan))
+// planConfirmations reads the confirmation of the planned events at the
+// plan indexes in which, in that order: nil where there is none yet, or
+// where the subject holds something that is not this event's confirmation
+// (counted as open).
+func planConfirmations(ctx context.Context, stream jetstream.Stream, plan []Target, which []int) ([]*events.Confirmation, error) {
+	out := make([]*events.Confirmation, len(which))
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	next := make(chan int)
 	var wg sync.WaitGroup
-	for range min(statusReads, len(plan)) {
+	for range min(statusReads, len(which)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				t := plan[i]
+				t := plan[which[i]]
 				m, err := stream.GetLastMsgForSubject(ctx, events.ConfirmationSubject(t.Team, t.Key, t.EventID))
 				if errors.Is(err, jetstream.ErrMsgNotFound) {
 					continue
@@ -161,7 +207,7 @@ func planConfirmations(ctx context.Context, stream jetstream.Stream, plan []Targ
 		}()
 	}
 send:
-	for i := range plan {
+	for i := range which {
 		select {
 		case next <- i:
 		case <-ctx.Done():
