@@ -55,7 +55,8 @@ type loginFunc func(ctx context.Context) (*api.SecretAuth, error)
 // expires, for every auth method. It sets the token on the client the
 // provider's requests use.
 type tokenSource struct {
-	client   *api.Client // requests (and renew-self, lookup-self)
+	client   *api.Client // KV requests (their namespace is in the path)
+	tokens   *api.Client // lookup-self, renew-self, revoke-self (login namespace)
 	login    loginFunc   // nil for AuthToken
 	static   string      // AuthToken's token
 	classify func(ctx context.Context, op string, err error) *providers.Error
@@ -189,7 +190,7 @@ func (ts *tokenSource) loginLocked(ctx context.Context) error {
 
 func (ts *tokenSource) renewLocked(ctx context.Context, st *tokenState) error {
 	inc := int(st.ttl / time.Second)
-	sec, err := ts.client.Auth().Token().RenewSelfWithContext(ctx, inc)
+	sec, err := ts.tokens.Auth().Token().RenewSelfWithContext(ctx, inc)
 	if err != nil || sec == nil || sec.Auth == nil {
 		ts.failures.Add(1)
 		if err == nil {
@@ -220,8 +221,8 @@ func (ts *tokenSource) renewLocked(ctx context.Context, st *tokenState) error {
 // not allow lookup-self) leaves the token in use as if it never expired and
 // tries again after lookupRetry.
 func (ts *tokenSource) lookupLocked(ctx context.Context) error {
-	ts.client.SetToken(ts.static)
-	sec, err := ts.client.Auth().Token().LookupSelfWithContext(ctx)
+	ts.setToken(ts.static)
+	sec, err := ts.tokens.Auth().Token().LookupSelfWithContext(ctx)
 	now := ts.now()
 	if err != nil || sec == nil {
 		ts.failures.Add(1)
@@ -269,8 +270,35 @@ func (ts *tokenSource) install(token string, ttl time.Duration, renewable, stati
 			st.refreshAt = now.Add(time.Duration(float64(ttl) * refreshFraction))
 		}
 	}
-	ts.client.SetToken(token)
+	ts.setToken(token)
 	ts.store(st)
+}
+
+// setToken makes token the one both clients send.
+func (ts *tokenSource) setToken(token string) {
+	ts.client.SetToken(token)
+	ts.tokens.SetToken(token)
+}
+
+// newTokenClient returns the client for a token's own requests
+// (lookup-self, renew-self, revoke-self): client's configuration and
+// headers with namespace (Config.LoginNamespace) as X-Vault-Namespace and
+// no token yet. A token belongs to the namespace it was created in (Vault
+// Enterprise, HCP Vault) and is looked up and renewed there; the KV
+// requests carry the team's namespace in their path instead (see paths),
+// so the two clients differ only in this header.
+func newTokenClient(client *api.Client, namespace string) (*api.Client, error) {
+	tc, err := client.Clone()
+	if err != nil {
+		return nil, err
+	}
+	tc.ClearToken() // Clone reads VAULT_TOKEN and VAULT_NAMESPACE
+	tc.SetHeaders(client.Headers())
+	tc.ClearNamespace()
+	if namespace != "" {
+		tc.SetNamespace(namespace)
+	}
+	return tc, nil
 }
 
 // recover is called after a request made with token used was refused with
@@ -286,7 +314,7 @@ func (ts *tokenSource) recover(ctx context.Context, used string) bool {
 	if st := ts.state.Load(); st != nil && st.token != used {
 		return true // someone already replaced it
 	}
-	if _, err := ts.client.Auth().Token().LookupSelfWithContext(ctx); err == nil {
+	if _, err := ts.tokens.Auth().Token().LookupSelfWithContext(ctx); err == nil {
 		return false // the token is fine: a real policy denial
 	}
 	return ts.loginLocked(ctx) == nil
@@ -306,6 +334,6 @@ func (ts *tokenSource) close(ctx context.Context) {
 		return
 	}
 	if st := ts.state.Load(); st != nil && st.token != "" {
-		_ = ts.client.Auth().Token().RevokeSelfWithContext(ctx, "")
+		_ = ts.tokens.Auth().Token().RevokeSelfWithContext(ctx, "")
 	}
 }

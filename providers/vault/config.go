@@ -172,10 +172,12 @@ type Config struct {
 	// overrides it), else HCP_VAULT_SECRET_NAMESPACE, else
 	// HCP_VAULT_NAMESPACE. Default: none (root namespace).
 	Namespace string
-	// LoginNamespace is the namespace of the AppRole or cert login, sent as
-	// the X-Vault-Namespace header on the login request only. Option
-	// "login_namespace", else HCP_VAULT_LOGIN_NAMESPACE, else
-	// HCP_VAULT_NAMESPACE. Default: none (root namespace).
+	// LoginNamespace is the namespace of the AppRole or cert login, and of
+	// the token (a static one too): sent as the X-Vault-Namespace header on
+	// the login and on the token's own requests (lookup-self, renew-self,
+	// revoke-self), never on secret requests. Option "login_namespace",
+	// else HCP_VAULT_LOGIN_NAMESPACE, else HCP_VAULT_NAMESPACE. Default:
+	// none (root namespace).
 	LoginNamespace string
 	// Mount is the KV v2 mount path. Option "mount", HCP_VAULT_MOUNT_NAME.
 	// Default DefaultMount ("secret").

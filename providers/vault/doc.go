@@ -13,8 +13,11 @@
 // value where LiteLLM writes and reads it (the field name is option "data",
 // default "key"; LiteLLM reads no other field), and next to it the event id
 // that wrote the version (DataEventKey). The namespace is sent
-// as path segments, never as a header, as LiteLLM does; logins carry the
-// login namespace in X-Vault-Namespace. Values must be valid UTF-8. LiteLLM
+// as path segments, never as a header, as LiteLLM does; logins and the
+// token's own requests (lookup-self, renew-self, revoke-self) carry the
+// login namespace in X-Vault-Namespace, since a Vault Enterprise or HCP
+// Vault token is looked up, renewed and revoked only in the namespace it
+// was created in. Values must be valid UTF-8. LiteLLM
 // also puts a description into the data; keyrelay keeps it in
 // custom_metadata, so the data holds only the value and the event id
 // (LiteLLM reads only "key", and keyrelay reads secrets LiteLLM wrote with
@@ -31,7 +34,7 @@
 //	addr                HCP_VAULT_ADDR                          http://127.0.0.1:8200
 //	token               HCP_VAULT_TOKEN
 //	namespace           HCP_VAULT_SECRET_NAMESPACE, HCP_VAULT_NAMESPACE   (secrets; a team's "namespace")
-//	login_namespace     HCP_VAULT_LOGIN_NAMESPACE, HCP_VAULT_NAMESPACE    (AppRole/cert login)
+//	login_namespace     HCP_VAULT_LOGIN_NAMESPACE, HCP_VAULT_NAMESPACE    (AppRole/cert login; the token's own requests)
 //	mount               HCP_VAULT_MOUNT_NAME                    secret
 //	path_prefix         HCP_VAULT_PATH_PREFIX                   none
 //	data                (LiteLLM's team option)                 key

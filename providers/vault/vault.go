@@ -83,6 +83,10 @@ func New(_ context.Context, cfg Config, log *zap.Logger) (*Provider, error) {
 	if err != nil {
 		return nil, newErr(op, "", providers.Permanent, fmt.Errorf("%w: %w", providers.ErrInvalid, err))
 	}
+	tokens, err := newTokenClient(client, cfg.LoginNamespace)
+	if err != nil {
+		return nil, newErr(op, "", providers.Permanent, fmt.Errorf("%w: %w", providers.ErrInvalid, err))
+	}
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -93,6 +97,7 @@ func New(_ context.Context, cfg Config, log *zap.Logger) (*Provider, error) {
 	}
 	ts := &tokenSource{
 		client:   client,
+		tokens:   tokens,
 		lifetime: lifetime,
 		timeout:  cfg.Timeout,
 		now:      time.Now,
@@ -103,7 +108,7 @@ func New(_ context.Context, cfg Config, log *zap.Logger) (*Provider, error) {
 	switch cfg.Method() {
 	case AuthToken:
 		ts.static = cfg.Token
-		client.SetToken(cfg.Token)
+		ts.setToken(cfg.Token)
 	case AuthAppRole:
 		ts.login = p.loginFunc("auth/"+cfg.AppRoleMountPath+"/login", map[string]any{"role_id": cfg.AppRoleRoleID, "secret_id": cfg.AppRoleSecretID})
 	case AuthCert:

@@ -36,8 +36,8 @@ func (f *fixture) secretProvider(t *testing.T) *keyvault.Provider {
 }
 
 // TestTokenEndpointFailures: a token endpoint that cannot be reached (no
-// HTTP response) or answers 5xx/429 is a transient failure; invalid client
-// credentials are permanent. After the outage the same provider works.
+// HTTP response) or answers 5xx/429 or a transient AADSTS code is a
+// transient failure; invalid client credentials are permanent. After the outage the same provider works.
 func TestTokenEndpointFailures(t *testing.T) {
 	for name, tc := range map[string]struct {
 		fault kvfake.TokenFault
@@ -50,6 +50,8 @@ func TestTokenEndpointFailures(t *testing.T) {
 		"429":                {kvfake.TokenFault{Status: 429, Error: "temporarily_unavailable", Times: 100}, providers.ErrUnavailable, providers.Retryable},
 		"400 invalid_client": {kvfake.TokenFault{Status: 400, Error: "invalid_client", Times: 100}, providers.ErrAccessDenied, providers.Permanent},
 		"401 invalid_client": {kvfake.TokenFault{Status: 401, Error: "invalid_client", Times: 100}, providers.ErrAccessDenied, providers.Permanent},
+		// Entra ID's "transient error, try again" comes with a 400.
+		"400 AADSTS90033": {kvfake.TokenFault{Status: 400, Error: "temporarily_unavailable", Code: 90033, Times: 100}, providers.ErrUnavailable, providers.Retryable},
 	} {
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t)

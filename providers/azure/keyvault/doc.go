@@ -91,10 +91,20 @@
 // rejected client credentials are permanent ErrAccessDenied, 404
 // ErrNotFound, 409 retryable ErrConflict, 429 Throttled ErrThrottled with
 // Retry-After, 5xx and network errors retryable ErrUnavailable. A token
-// endpoint that cannot be reached (no HTTP response) or answers 5xx, 408
-// or 429 is retryable ErrUnavailable: a blip at Entra ID does not
-// dead-letter events. Messages hold the status and Key Vault's error
-// code only, never the SDK's text (request URL, body), a token or a value.
+// endpoint that cannot be reached (no HTTP response) or answers 5xx, 408,
+// 429 or a transient Entra ID error code (AADSTS90033 and the like) is
+// retryable ErrUnavailable: a blip at Entra ID does not dead-letter
+// events. Other refusals of the credential (401 invalid_client,
+// AADSTS7000215 invalid client secret, an unknown application or tenant)
+// are permanent ErrAccessDenied, naming the AADSTS code: they last until
+// an operator fixes the configuration. DefaultAzureCredential with no
+// source available (every credential in the chain "unavailable") is
+// retryable ErrUnavailable: at boot the managed identity endpoint (IMDS,
+// a pod identity agent) may refuse or not answer yet, and azidentity does
+// not tell that from a source missing for good. The keys sealer
+// classifies credential errors the same way (internal/credential).
+// Messages hold the status and Key Vault's error code only, never the
+// SDK's text (request URL, body), a token or a value.
 // SDK retries are off by default (max_retries) so keyrelay's own retry
 // policy sees the hint.
 //

@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
 	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/providers/azure/keyvault/internal/credential"
 )
 
 // classify turns an SDK error into a *providers.Error. The message holds
@@ -31,9 +31,14 @@ import (
 //	429                              -> Throttled, ErrThrottled, RetryAfter
 //	400 and other 4xx                -> Permanent, ErrInvalid
 //	5xx, network, timeouts           -> Retryable, ErrUnavailable
-//	token endpoint 5xx, 408, 429 or
+//	token endpoint 5xx, 408, 429, a
+//	  transient AADSTS code, or
 //	  unreachable (no HTTP response) -> Retryable, ErrUnavailable
-//	managed identity probe timed out -> Retryable, ErrUnavailable
+//	token endpoint other 4xx
+//	  (AADSTS7000215 invalid secret) -> Permanent, ErrAccessDenied
+//	no credential source available
+//	  (DefaultAzureCredential: IMDS
+//	  not answering yet at boot)     -> Retryable, ErrUnavailable
 //	TLS certificate errors           -> Permanent, ErrUnavailable
 //
 // A 401 reaches classify only after the provider retried the call once
@@ -81,36 +86,16 @@ func classify(op, name string, err error, value []byte) *providers.Error {
 		}
 		return e
 	}
-	var afe *azidentity.AuthenticationFailedError
-	if errors.As(err, &afe) {
-		if afe.RawResponse == nil {
-			// No HTTP response from the token endpoint: azidentity keeps
-			// only the text of the transport error (DNS, refused or reset
-			// connection, timeout). A certificate the system does not
-			// trust is configuration; anything else is an outage.
-			text := afe.Error()
-			if strings.Contains(text, "x509:") || strings.Contains(text, "tls:") {
-				return newErr(op, name, providers.Permanent, fmt.Errorf("%w: credential: TLS: the token endpoint's certificate is not trusted (set %q?)", providers.ErrUnavailable, OptionCABundle))
-			}
-			return newErr(op, name, providers.Retryable, fmt.Errorf("%w: credential: token endpoint unreachable: %s", providers.ErrUnavailable, clip(sanitize(text, value), 200)))
+	if f, ok := credential.Classify(err); ok {
+		// Shared with the keys sealer, so both treat a token failure alike.
+		if f.TLS {
+			return newErr(op, name, f.Kind, fmt.Errorf("%w: %s (set %q?)", f.Err, f.Msg, OptionCABundle))
 		}
-		st := afe.RawResponse.StatusCode
-		msg := fmt.Sprintf("authentication failed (token endpoint HTTP %d)", st)
-		if st >= 500 || st == http.StatusTooManyRequests || st == http.StatusRequestTimeout {
-			e := newErr(op, name, providers.Retryable, fmt.Errorf("%w: credential: %s", providers.ErrUnavailable, msg))
-			e.RetryAfter = retryAfter(afe.RawResponse.Header)
-			return e
-		}
-		return newErr(op, name, providers.Permanent, fmt.Errorf("%w: credential: %s", providers.ErrAccessDenied, msg))
+		e := newErr(op, name, f.Kind, fmt.Errorf("%w: %s", f.Err, sanitize(f.Msg, value)))
+		e.RetryAfter = f.RetryAfter
+		return e
 	}
 	text := err.Error()
-	if strings.Contains(text, imdsTimedOut) {
-		// DefaultAzureCredential gives the managed identity endpoint one
-		// second to answer its probe, then reports the credential
-		// unavailable: a busy node or a pod identity agent still starting,
-		// not a missing credential. The next try probes again.
-		return newErr(op, name, providers.Retryable, fmt.Errorf("%w: credential: the managed identity endpoint did not answer in time", providers.ErrUnavailable))
-	}
 	if strings.Contains(text, "challenge resource") {
 		return newErr(op, name, providers.Permanent, fmt.Errorf("%w: the vault's bearer challenge names a resource outside the vault's domain (for a vault behind a custom domain set %q)", providers.ErrAccessDenied, OptionDisableChallengeResourceVerification))
 	}
@@ -127,10 +112,6 @@ func classify(op, name string, err error, value []byte) *providers.Error {
 	}
 	return newErr(op, name, providers.Retryable, fmt.Errorf("%w: %s", providers.ErrUnavailable, clip(sanitize(text, value), 300)))
 }
-
-// imdsTimedOut is azidentity's message for a managed identity endpoint
-// that did not answer DefaultAzureCredential's probe in time.
-const imdsTimedOut = "managed identity timed out"
 
 // retryAfter reads Retry-After (seconds or an HTTP date) and the
 // millisecond variants Azure sends.

@@ -24,8 +24,15 @@
 //     a token the vault revoked stays in azidentity's cache), 404
 //     (KeyNotFound) permanent ErrKeyUnusable, a 400 on unwrapKey (a
 //     ciphertext the key cannot decrypt) a permanent refusal
-//     (events.ErrOpenFailed), other 4xx permanent. Messages carry Key
-//     Vault's error code and sanitized message, never a data key or value.
+//     (events.ErrOpenFailed), other 4xx permanent. Credential errors are
+//     classified as by the secrets provider (package keyvault): a client
+//     secret Entra ID refuses (AADSTS7000215) or another 4xx from the token
+//     endpoint is permanent providers.ErrAccessDenied, a token endpoint
+//     that is unreachable or answers 5xx, 408, 429 or a transient AADSTS
+//     code is retryable, and so is DefaultAzureCredential with no source
+//     available yet (the managed identity endpoint at boot). Messages
+//     carry Key Vault's error code and sanitized message, never a data
+//     key or value.
 //   - The SDK's own retries are off: the Sealer's policy decides.
 //
 // Configuration (keyrelay.sealing.azure_keys): "vault_url" (default

@@ -24,6 +24,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/providers"
+	"github.com/keyrelay/keyrelay/providers/azure/keyvault/internal/credential"
 	"github.com/keyrelay/keyrelay/seal"
 )
 
@@ -356,13 +357,25 @@ func classify(op, name string, err error) error {
 	case errors.Is(err, context.Canceled):
 		return newErr(op, name, providers.Retryable, "canceled", context.Canceled)
 	}
+	if f, ok := credential.Classify(err); ok {
+		// Shared with the secrets provider: an invalid client secret
+		// (AADSTS7000215) is permanent until an operator fixes it, a
+		// credential source not available yet (IMDS at boot) is retried.
+		msg := f.Msg // scrubbed of URLs and tokens already
+		if f.TLS {
+			msg += " (set " + OptionCABundle + "?)"
+		}
+		e := newErr(op, name, f.Kind, msg, f.Err)
+		e.RetryAfter = f.RetryAfter
+		return e
+	}
 	var re *azcore.ResponseError
 	if !errors.As(err, &re) {
 		var ne net.Error
 		if errors.As(err, &ne) {
 			return newErr(op, name, providers.Retryable, "network error", providers.ErrUnavailable)
 		}
-		// Credential failures and transport errors the SDK wraps.
+		// Transport errors the SDK wraps.
 		return newErr(op, name, providers.Retryable, "request failed: "+seal.Sanitize(seal.FirstLine(err.Error()), true), providers.ErrUnavailable)
 	}
 	msg := fmt.Sprintf("HTTP %d %s", re.StatusCode, re.ErrorCode)

@@ -43,13 +43,23 @@ const (
 
 // TokenFault is an injected failure of the identity endpoints (metadata
 // and token): the next Times requests get Status with an Entra ID error
-// body (Error, default "temporarily_unavailable"), or, with Drop, a closed
-// connection and no HTTP response at all.
+// body (Error, default "temporarily_unavailable", and Code), or, with
+// Drop, a closed connection and no HTTP response at all.
 type TokenFault struct {
 	Status int
 	Error  string
-	Drop   bool
-	Times  int
+	// Code is the AADSTS error code in the body. Default: 7000215
+	// (invalid client secret) for Error "invalid_client", else 90033 (a
+	// transient error, "try again").
+	Code  int
+	Drop  bool
+	Times int
+}
+
+// aadsts are the descriptions of the AADSTS codes the fake sends.
+var aadsts = map[int]string{
+	7000215: "Invalid client secret provided.",
+	90033:   "A transient error has occurred. Please try again.",
 }
 
 type tokenInfo struct {
@@ -830,8 +840,16 @@ func (s *Server) identity(w http.ResponseWriter, r *http.Request) bool {
 			}
 			panic(http.ErrAbortHandler)
 		}
+		code := f.Code
+		switch {
+		case code != 0:
+		case f.Error == "invalid_client":
+			code = 7000215
+		default:
+			code = 90033
+		}
 		writeJSON(w, f.Status, map[string]any{"error": f.Error,
-			"error_description": "AADSTS90033: A transient error has occurred. Please try again.", "error_codes": []int{90033}})
+			"error_description": fmt.Sprintf("AADSTS%d: %s", code, aadsts[code]), "error_codes": []int{code}})
 		return true
 	}
 	switch {
