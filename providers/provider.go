@@ -142,6 +142,13 @@ type PutResult struct {
 	// the event's own version, not the current one, and nothing newer is
 	// overwritten.
 	Duplicate bool
+	// Stamp, when not "", tells Version apart from any later version the
+	// backend may give the same id: Google Secret Manager numbers the
+	// versions of a deleted and re-created secret from 1 again. A
+	// retirement of the version this write replaced carries it as
+	// RetireRequest.ReplacedBy. Opaque; providers whose version ids are
+	// never reused leave it "".
+	Stamp string
 }
 
 // DeleteRequest is one delete.

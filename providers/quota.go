@@ -51,6 +51,15 @@ type RetireRequest struct {
 	Version string
 	Owner   Owner
 	Adopt   bool
+	// ReplacedBy is the PutResult.Stamp of the write that replaced
+	// Version (the rotation that scheduled the retirement), "" when the
+	// caller has none. A provider whose version ids come back after the
+	// secret is deleted and re-created (Google) retires Version only when
+	// it was created before that write, and otherwise does nothing, as for
+	// a version already gone: a retirement scheduled before the secret was
+	// re-created must not retire the new secret's version of that number.
+	// Without it such a provider cannot tell, and retires Version as named.
+	ReplacedBy string
 }
 
 // AsRetirer returns p's Retirer, looking through wrappers that implement

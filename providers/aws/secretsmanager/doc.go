@@ -66,9 +66,16 @@
 //     Retry-After) or DefaultThrottleRetryAfter; 5xx, network failures,
 //     timeouts and expired credentials are Retryable; validation, access
 //     denied, KMS failures and other 4xx are Permanent;
-//     ResourceNotFoundException is ErrNotFound. The SDK itself makes at
-//     most max_attempts (3) attempts per request, with no client-side retry
-//     quota: keyrelay's worker retries the event.
+//     ResourceNotFoundException is ErrNotFound. LimitExceededException is
+//     no throttle although the SDK lists it as one: it is a quota on what
+//     Secrets Manager stores, and matches ErrQuotaExceeded. From
+//     PutSecretValue or UpdateSecret it is the secret's versions quota
+//     (AWS removes unlabelled versions beyond 100 only once they are a day
+//     old): Retryable with VersionQuotaRetryAfter, so the event's retry
+//     budget bounds it; from any other call (CreateSecret: secrets per
+//     Region) it is Permanent. The SDK itself makes at most max_attempts
+//     (3) attempts per request, none again after a LimitExceededException,
+//     with no client-side retry quota: keyrelay's worker retries the event.
 //   - A host clock more than 15 minutes from AWS's: AWS refuses the
 //     request (InvalidSignatureException "Signature expired" / "Signature
 //     not yet current", RequestTimeTooSkewed). The SDK's retryer measures

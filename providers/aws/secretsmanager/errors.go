@@ -16,6 +16,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
@@ -31,6 +32,12 @@ const (
 	DefaultThrottleRetryAfter = time.Second
 	// MaxRetryAfter caps the hints taken from responses.
 	MaxRetryAfter = time.Minute
+	// VersionQuotaRetryAfter is the RetryAfter of a write refused for the
+	// secret's versions quota (LimitExceededException from PutSecretValue
+	// or UpdateSecret). AWS gives no hint, and makes room only as the
+	// secret's deprecated versions turn a day old: a retry within seconds
+	// would be refused again.
+	VersionQuotaRetryAfter = time.Minute
 )
 
 // APIError is a Secrets Manager (or STS) failure reduced to what is safe to
@@ -120,6 +127,11 @@ func classify(op, name, awsOp string, err error, value []byte) *providers.Error 
 			ae.Message = "credentials: " + ae.Message
 		}
 		switch c := ae.Code; {
+		case c == limitExceeded:
+			// Not a rate: checked before the throttle codes, which
+			// list it (the SDK's DefaultThrottleErrorCodes).
+			kind, retryAfter, sentinel = quotaKind(awsOp)
+			ae.causes = append(ae.causes, ErrQuotaExceeded)
 		case isThrottle(c) || ae.StatusCode == http.StatusTooManyRequests:
 			kind, sentinel = providers.Throttled, providers.ErrThrottled
 			retryAfter = retryHint(re)
@@ -190,6 +202,52 @@ func classify(op, name, awsOp string, err error, value []byte) *providers.Error 
 // signature error the SDK's retryer attributed to clock skew). Such errors
 // also match providers.ErrAccessDenied and are retryable.
 var ErrClockSkew = errors.New("request signing time too far from AWS's clock")
+
+// ErrQuotaExceeded marks a LimitExceededException: the request would
+// take the secret or the account over one of Secrets Manager's quotas on
+// what it stores (versions of a secret, secrets per Region, staging
+// labels), not over a request rate (ThrottlingException). Retrying soon
+// does not help. Such errors also match providers.ErrUnavailable
+// (Retryable) or providers.ErrInvalid (Permanent), see quotaKind.
+var ErrQuotaExceeded = errors.New("a Secrets Manager quota would be exceeded")
+
+// limitExceeded is the error code of ErrQuotaExceeded.
+const limitExceeded = "LimitExceededException"
+
+// quotaKind classifies a LimitExceededException from awsOp. AWS names no
+// quota in it, but the operation tells them apart:
+//
+//   - PutSecretValue and UpdateSecret add a version: the secret's versions
+//     quota. AWS removes unlabelled versions beyond 100 once they are a
+//     day old (every version but AWSCURRENT's and AWSPREVIOUS's, unless
+//     someone labelled more), so this clears by itself within a day of
+//     the burst of writes that caused it. Retryable, with
+//     VersionQuotaRetryAfter: the event's retry budget (worker.retry_for)
+//     bounds the retries, and it is dead-lettered if the quota outlasts
+//     it.
+//   - Anything else, CreateSecret above all (secrets per Region), waits
+//     for someone to delete secrets or labels: Permanent.
+func quotaKind(awsOp string) (kind providers.Kind, retryAfter time.Duration, sentinel error) {
+	switch awsOp {
+	case "PutSecretValue", "UpdateSecret":
+		return providers.Retryable, VersionQuotaRetryAfter, providers.ErrUnavailable
+	}
+	return providers.Permanent, 0, providers.ErrInvalid
+}
+
+// quotaNotRetried is the SDK's retryer minus LimitExceededException, which
+// the SDK lists among its throttle codes and retries at once: a quota on
+// what Secrets Manager stores does not clear within the SDK's attempts,
+// and each attempt would take a write token for nothing.
+type quotaNotRetried struct{ aws.RetryerV2 }
+
+func (r quotaNotRetried) IsErrorRetryable(err error) bool {
+	var api smithy.APIError
+	if errors.As(err, &api) && api.ErrorCode() == limitExceeded {
+		return false
+	}
+	return r.RetryerV2.IsErrorRetryable(err)
+}
 
 func isThrottle(code string) bool {
 	_, ok := retry.DefaultThrottleErrorCodes[code]

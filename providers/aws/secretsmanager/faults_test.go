@@ -94,8 +94,9 @@ func TestInjectedFaults(t *testing.T) {
 			absent: []string{"x-secret"}, contains: []string{"'<redacted>'"},
 		},
 		"limit exceeded": {
+			// The versions quota, not a rate (TestVersionsQuotaIsNotThrottling).
 			fault: kumofront.Fault{Action: "PutSecretValue", Status: 400, Code: "LimitExceededException"},
-			kind:  providers.Throttled, sentinel: providers.ErrThrottled, code: "LimitExceededException", retryAfter: secretsmanager.DefaultThrottleRetryAfter,
+			kind:  providers.Retryable, sentinel: secretsmanager.ErrQuotaExceeded, code: "LimitExceededException", retryAfter: secretsmanager.VersionQuotaRetryAfter,
 		},
 		"deleted mid-write (every round)": {
 			// A secret that keeps vanishing between describe and write:

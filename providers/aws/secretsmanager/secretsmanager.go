@@ -98,7 +98,12 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Provider, error) {
 		return nil, newErr("open", "", providers.Permanent, fmt.Errorf("%w: %w", providers.ErrInvalid, err))
 	}
 	awsCfg.AppID = "keyrelay"
-	return newProvider(sm.NewFromConfig(awsCfg), cfg, awsCfg.Region, log), nil
+	client := sm.NewFromConfig(awsCfg, func(o *sm.Options) {
+		if r, ok := o.Retryer.(aws.RetryerV2); ok {
+			o.Retryer = quotaNotRetried{r}
+		}
+	})
+	return newProvider(client, cfg, awsCfg.Region, log), nil
 }
 
 // NewWithAPI builds a provider on api, another transport for the calls API

@@ -41,7 +41,13 @@
 // disabled and, DestroyGrace later, destroyed, so that frequent rotations
 // don't pile up billed versions. SupersededGrace 0 keeps every version.
 // Retire (providers.Retirer) disables an earlier version, then destroys
-// it, at once; Get of it is then ErrNotFound.
+// it, at once; Get of it is then ErrNotFound. A deleted and re-created
+// secret numbers its versions from 1 again, so every Put reports the
+// written version's create_time as PutResult.Stamp, and a retirement
+// carrying the replacing write's stamp (RetireRequest.ReplacedBy) acts
+// only on a version created before it: the new secret's version of the
+// same number is left alone, and the retirement reports the scheduled
+// version gone.
 //
 // # Errors and limits
 //

@@ -3,8 +3,10 @@ package secretmanager
 import (
 	"context"
 	"strconv"
+	"time"
 
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
+	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 
 	"github.com/keyrelay/keyrelay/providers"
@@ -26,6 +28,17 @@ var _ providers.Retirer = (*Provider)(nil)
 // version. Ownership is checked as for Put (ErrNotOwned unless
 // req.Adopt); a missing secret is ErrNotFound. A state change losing an
 // etag race re-reads the version and tries again.
+//
+// Version numbers start again at 1 when a secret is deleted and created
+// anew, so a number alone may name another secret's version: a
+// retirement scheduled before the re-creation would destroy a value
+// written after it. With req.ReplacedBy (the Stamp of the write that
+// replaced the version: its create_time) Retire acts only on a version
+// created before that write, which is the one the write replaced; a
+// version created later belongs to a re-created secret, and Retire does
+// nothing and reports the scheduled one gone (nil), even when it is the
+// latest. A ReplacedBy that is not such a stamp is a permanent
+// ErrInvalid.
 func (p *Provider) Retire(ctx context.Context, req providers.RetireRequest) error {
 	const op = "retire"
 	ctx, cancel, err := p.begin(ctx, op, req.Name)
@@ -36,6 +49,18 @@ func (p *Provider) Retire(ctx context.Context, req providers.RetireRequest) erro
 	n, perr := strconv.ParseInt(req.Version, 10, 64)
 	if perr != nil || n <= 0 {
 		return newErr(op, req.Name, providers.Permanent, providers.ErrInvalid, "version must be a positive integer")
+	}
+	// newer reports whether v was created after the write that replaced
+	// the version to retire (or cannot show it was not): not that version.
+	newer := func(*secretmanagerpb.SecretVersion) bool { return false }
+	if req.ReplacedBy != "" {
+		replaced, terr := time.Parse(time.RFC3339Nano, req.ReplacedBy)
+		if terr != nil {
+			return newErr(op, req.Name, providers.Permanent, providers.ErrInvalid, "ReplacedBy is not a version stamp of this provider")
+		}
+		newer = func(v *secretmanagerpb.SecretVersion) bool {
+			return v.GetCreateTime() == nil || v.GetCreateTime().AsTime().After(replaced)
+		}
 	}
 	full := p.SecretName(req.Name)
 	sec, err := p.client.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: full})
@@ -54,6 +79,9 @@ func (p *Provider) Retire(ctx context.Context, req providers.RetireRequest) erro
 	}
 	ln, _ := versionNumber(latest.GetName())
 	switch {
+	case n == ln && newer(latest):
+		p.notScheduled(req.Name, n)
+		return nil
 	case n == ln:
 		return newErr(op, req.Name, providers.Permanent, providers.ErrConflict, "version %d is the latest (current) version", n)
 	case n > ln:
@@ -67,6 +95,10 @@ func (p *Provider) Retire(ctx context.Context, req providers.RetireRequest) erro
 		}
 		if err != nil {
 			return classify(ctx, op, req.Name, "GetSecretVersion", err)
+		}
+		if newer(v) {
+			p.notScheduled(req.Name, n)
+			return nil
 		}
 		rpc := ""
 		switch v.GetState() {
@@ -105,4 +137,11 @@ func (p *Provider) Retire(ctx context.Context, req providers.RetireRequest) erro
 		// someone else): look at the version again.
 		v, err = p.client.GetSecretVersion(ctx, &secretmanagerpb.GetSecretVersionRequest{Name: name})
 	}
+}
+
+// notScheduled logs a retirement that found version n of name created
+// after the write that replaced the version it was scheduled for.
+func (p *Provider) notScheduled(name string, n int64) {
+	p.log.Info("retire: the version is newer than the retirement (the secret was deleted and created again); the version it was scheduled for is gone",
+		zap.String("provider", Name), zap.String("secret", name), zap.Int64("version", n))
 }

@@ -207,6 +207,17 @@ func codeOf(err error) codes.Code {
 	return codes.Unknown
 }
 
+// stampOf is the providers.PutResult.Stamp of version v: its create_time
+// (RFC 3339, UTC, nanoseconds), "" when Secret Manager sent none. A
+// re-created secret's version of the same number is created later, so
+// Retire tells them apart by it (RetireRequest.ReplacedBy).
+func stampOf(v *secretmanagerpb.SecretVersion) string {
+	if v.GetCreateTime() == nil {
+		return ""
+	}
+	return v.GetCreateTime().AsTime().UTC().Format(time.RFC3339Nano)
+}
+
 func versionNumber(versionName string) (int64, bool) {
 	i := strings.LastIndexByte(versionName, '/')
 	n, err := strconv.ParseInt(versionName[i+1:], 10, 64)
@@ -276,7 +287,7 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 				}
 				rec, recorded := sec.GetAnnotations()[eventAnnotation(n)]
 				if recorded && rec == eventValue(req.IdempotencyKey) {
-					return providers.PutResult{Version: strconv.FormatInt(n, 10), Duplicate: true}, nil
+					return providers.PutResult{Version: strconv.FormatInt(n, 10), Duplicate: true, Stamp: stampOf(v)}, nil
 				}
 				if !recorded {
 					// An earlier attempt of this write may have added the
@@ -287,7 +298,7 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 					if dup, derr := p.adoptUnrecorded(ctx, op, req, sec, v.GetName(), n); derr != nil {
 						return providers.PutResult{}, derr
 					} else if dup {
-						return providers.PutResult{Version: strconv.FormatInt(n, 10), Duplicate: true}, nil
+						return providers.PutResult{Version: strconv.FormatInt(n, 10), Duplicate: true, Stamp: stampOf(v)}, nil
 					}
 				}
 			case codeOf(err) != codes.NotFound:
@@ -340,7 +351,7 @@ func (p *Provider) Put(ctx context.Context, req providers.PutRequest) (providers
 	if !ok {
 		return providers.PutResult{}, newErr(op, req.Name, providers.Retryable, providers.ErrUnavailable, "AddSecretVersion returned no version number")
 	}
-	res := providers.PutResult{Version: strconv.FormatInt(n, 10), Created: created}
+	res := providers.PutResult{Version: strconv.FormatInt(n, 10), Created: created, Stamp: stampOf(v)}
 
 	// Record the event id that wrote version n. The value is written
 	// already, so a failure here does not fail the Put (a retry would

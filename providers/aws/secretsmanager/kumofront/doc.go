@@ -34,6 +34,13 @@
 //     (InvalidParameterException otherwise), removed only from the version
 //     holding it (InvalidParameterException otherwise), and AWSCURRENT
 //     cannot be removed, only moved.
+//   - The versions quota: a secret keeps at most MaxVersions versions. A
+//     write that needs room removes deprecated versions created over
+//     DeprecatedVersionMinAge (24 hours) ago, oldest first, as Secrets
+//     Manager does; when that is not enough (the versions are labelled
+//     or younger), PutSecretValue and UpdateSecret fail with HTTP 400
+//     LimitExceededException and create nothing. AgeVersions lets time
+//     pass for one secret's versions.
 //   - Validation of names (1..512 of A-Z a-z 0-9 /_+=.@-), tags (at most
 //     50, keys up to 128 and values up to 256 characters of letters,
 //     digits, spaces and _.:/=+-@, no "aws:" prefix), descriptions (2048),

@@ -33,6 +33,25 @@ const (
 	MaxTagValueLength    = 256
 )
 
+// The versions quota, from the AWS Secrets Manager User Guide ("AWS
+// Secrets Manager quotas"): Secrets Manager removes a secret's unlabelled
+// (deprecated) versions when it has more than MaxVersions, but never a
+// version created less than DeprecatedVersionMinAge ago, so a secret
+// written more often than that allows reaches its quota of versions. The
+// front removes them when a write needs the room, oldest first, and
+// answers a write that would still take the secret over MaxVersions with
+// HTTP 400 LimitExceededException, "The request failed because it would
+// exceed one of the Secrets Manager quotas." (the API reference's words
+// for the error), creating nothing. The quota clears with time (see
+// AgeVersions) or when labels are taken off old versions.
+const (
+	MaxVersions             = 100
+	DeprecatedVersionMinAge = 24 * time.Hour
+)
+
+// LimitExceededMessage is the message of the front's LimitExceededException.
+const LimitExceededMessage = "The request failed because it would exceed one of the Secrets Manager quotas."
+
 // entry is the front's state of one secret.
 type entry struct {
 	name     string
@@ -96,6 +115,21 @@ func (e *entry) attach(label, id string) {
 		}
 	}
 	e.labels[label] = id
+}
+
+// makeRoom removes deprecated versions older than DeprecatedVersionMinAge,
+// oldest first, until a new version fits under MaxVersions, and reports
+// whether it does.
+func (e *entry) makeRoom(now time.Time) bool {
+	for i := 0; len(e.versions) >= MaxVersions && i < len(e.versions); {
+		v := e.versions[i]
+		if len(e.stagesOf(v.id)) > 0 || now.Sub(v.created) < DeprecatedVersionMinAge {
+			i++
+			continue
+		}
+		e.versions = slices.Delete(e.versions, i, i+1)
+	}
+	return len(e.versions) < MaxVersions
 }
 
 func (e *entry) addVersion(id string, stages []string) {
@@ -383,6 +417,9 @@ func (s *Server) newVersion(ctx context.Context, e *entry, tok string, v value, 
 			return "", errf(400, "ResourceExistsException", "You can't modify an existing version, you can only create new versions.")
 		}
 		return tok, nil // same token, same data: nothing happens
+	}
+	if !e.makeRoom(time.Now()) {
+		return "", errf(400, "LimitExceededException", LimitExceededMessage)
 	}
 	if tok == "" {
 		tok = newID()
@@ -814,4 +851,21 @@ func checkStageParams(stage, removeFrom, moveTo string) *apiError {
 		}
 	}
 	return nil
+}
+
+// AgeVersions makes every version of the secret id (its name or ARN) d
+// older, as if d had passed since each was written (CreatedDate shows it):
+// how a test lets DeprecatedVersionMinAge pass for the versions quota. It
+// reports whether the front has the secret.
+func (s *Server) AgeVersions(id string, d time.Duration) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, err := s.lookup(id)
+	if err != nil {
+		return false
+	}
+	for i := range e.versions {
+		e.versions[i].created = e.versions[i].created.Add(-d)
+	}
+	return true
 }
