@@ -60,7 +60,10 @@
 // deadline. Request.Granted returns once the current holder has
 // acknowledged this life of the request, or no live holder exists; a holder
 // reads the requests after acquiring and before its first claimless
-// action. A request renewed by nobody for its TTL is forgotten; its
+// action. Both reads are current on a replicated bucket: the requester
+// reads the lease record from the stream's leader (RequestConfig.Conn),
+// or checks that the replica it read holds its own last write, and the
+// holder checks the same of its read of the requests. A request renewed by nobody for its TTL is forgotten; its
 // requester's own deadline has passed by then. Grant.Generation changes
 // whenever claimless acting resumes (after an acquisition, a lapse, or the
 // end of the requests): state a holder built from what others write (a

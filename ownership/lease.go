@@ -56,6 +56,10 @@ type Lease struct {
 	deadline time.Time // acting is allowed before it (monotonic reading)
 	epoch    uint64    // revision of the write that acquired the lease
 	rev      uint64    // revision of our last write
+	// revSent: the send time of the write at rev (a lower bound: the
+	// first unconfirmed renewal's for an adopted one). readRequests takes
+	// the requests as they stood then.
+	revSent  time.Time
 	nonce    uint64
 	changed  chan struct{}
 	lastHeld bool
@@ -242,7 +246,7 @@ func (l *Lease) hold(sent time.Time, rev, epoch, nonce uint64) {
 		// have been read again.
 		l.claimless = false
 	}
-	l.holding, l.rev, l.epoch, l.nonce = true, rev, epoch, nonce
+	l.holding, l.rev, l.revSent, l.epoch, l.nonce = true, rev, sent, epoch, nonce
 	if d := sent.Add(l.act()); d.After(l.deadline) || first {
 		l.deadline = d
 	}

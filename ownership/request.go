@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
@@ -39,6 +40,13 @@ type RequestConfig struct {
 	RenewEvery time.Duration
 	// Logger: default none.
 	Logger *zap.Logger
+	// Conn is the connection kv was opened over. Granted reads the lease
+	// record through it from the bucket stream's leader (leaderget.go).
+	// Without it the read is kv's direct get, which on a replicated bucket
+	// any replica answers, one that may lag and grant the request while a
+	// holder writes without claims: set it unless the bucket has one
+	// replica.
+	Conn *nats.Conn
 }
 
 func (c *RequestConfig) setDefaults() { timingDefaults(&c.TTL, &c.RenewEvery, &c.Logger) }
@@ -121,6 +129,10 @@ type Request struct {
 	grantedLife uint64
 	stored      chan struct{}
 	isStored    bool
+	// lastRev and lastSent: the revision and send time of the request's
+	// last stored write (currentRecord).
+	lastRev  uint64
+	lastSent time.Time
 }
 
 // NewRequest returns a request; it is stored once Run runs.
@@ -161,6 +173,7 @@ func (r *Request) Run(ctx context.Context) error {
 				r.since = rev // a new life: earlier acknowledgements no longer count
 			}
 			r.deadline = sent.Add(r.cfg.TTL - r.cfg.TTL/10)
+			r.lastRev, r.lastSent = rev, sent
 			if !r.isStored {
 				r.isStored = true
 				close(r.stored)
@@ -253,15 +266,29 @@ func (r *Request) Granted(ctx context.Context) (time.Time, error) {
 func (r *Request) granted(ctx context.Context, since uint64, seen *observation) (bool, error) {
 	gctx, cancel := context.WithTimeout(ctx, r.cfg.RenewEvery)
 	defer cancel()
+	// From the leader (leaderget.go): a replica that lags can show the
+	// record released, or standing still at an old revision, while a
+	// holder writes without claims. A holder that acquires after the read
+	// reads this request before it acts without claims. asked: the record
+	// is shown as it stood at that time or later.
 	asked := time.Now()
-	e, err := r.kv.Get(gctx, r.cfg.Key)
+	var e leaderEntry
+	var err error
+	if r.cfg.Conn != nil {
+		e, err = leaderKVGet(gctx, r.cfg.Conn, r.kv.Bucket(), r.cfg.Key)
+	} else {
+		e, asked, err = r.currentRecord(gctx)
+		if errors.Is(err, errLagging) {
+			return false, nil
+		}
+	}
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return true, nil // no holder: the next one reads the request first
 	}
 	if err != nil {
 		return false, err
 	}
-	rec, readable := parseRecord(e.Value())
+	rec, readable := parseRecord(e.value)
 	if readable && rec.Holder == "" {
 		return true, nil // released
 	}
@@ -270,8 +297,8 @@ func (r *Request) granted(ctx context.Context, since uint64, seen *observation) 
 	if readable {
 		wait = max(wait, rec.ttl())
 	}
-	if !seen.valid || seen.rev != e.Revision() {
-		*seen = observation{valid: true, present: true, rev: e.Revision(), at: now, wait: wait}
+	if !seen.valid || seen.rev != e.rev {
+		*seen = observation{valid: true, present: true, rev: e.rev, at: now, wait: wait}
 	}
 	// From the first answer showing this revision to the time this
 	// request was sent (the server answered after that): a late answer
@@ -285,6 +312,11 @@ func (r *Request) granted(ctx context.Context, since uint64, seen *observation) 
 	if !readable {
 		return false, nil
 	}
+	// The acknowledgement may come from any replica: one that lags shows
+	// an older one or none. An older one of the same holder and nonce
+	// that names this life of the request still holds (the holder has
+	// claimed since it wrote it, and goes back to claimless acting only
+	// once this life has ended), and none only delays the grant.
 	ae, err := r.kv.Get(gctx, ackKey(r.cfg.Key))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return false, nil
@@ -298,6 +330,54 @@ func (r *Request) granted(ctx context.Context, since uint64, seen *observation) 
 	}
 	rev, ok := a.Requests[r.cfg.Requester]
 	return ok && rev >= since, nil
+}
+
+// errLagging: the record was read from a replica that has not stored the
+// request's last write yet.
+var errLagging = errors.New("ownership: read from a replica that lags")
+
+// currentRecord reads the lease record without a connection to the
+// stream's leader (RequestConfig.Conn): by one watch of the record and of
+// this request's own, whose snapshot comes from one replica (a watch's
+// consumer reads its own peer's copy). When the snapshot holds the
+// request's last stored write, that replica has stored everything before
+// it (a replica stores in order), and the record is shown as it stood at
+// least when that write was sent (asOf); otherwise the replica lags and
+// it returns errLagging. jetstream.ErrKeyNotFound: no record (or a delete
+// marker).
+func (r *Request) currentRecord(ctx context.Context) (e leaderEntry, asOf time.Time, err error) {
+	r.mu.Lock()
+	rev, asOf := r.lastRev, r.lastSent
+	r.mu.Unlock()
+	w, err := r.kv.WatchFiltered(ctx, []string{r.cfg.Key, r.recordKey()}, jetstream.IgnoreDeletes())
+	if err != nil {
+		return leaderEntry{}, time.Time{}, err
+	}
+	// As in readRequests: not on the caller's time when NATS has just
+	// gone away.
+	defer func() { go func() { _ = w.Stop() }() }()
+	found, current := false, false
+	for {
+		select {
+		case u, ok := <-w.Updates():
+			switch {
+			case !ok:
+				return leaderEntry{}, time.Time{}, errors.New("ownership: record watch closed")
+			case u == nil && !current:
+				return leaderEntry{}, time.Time{}, errLagging
+			case u == nil && !found:
+				return leaderEntry{}, asOf, jetstream.ErrKeyNotFound
+			case u == nil:
+				return e, asOf, nil
+			case u.Key() == r.cfg.Key:
+				e, found = leaderEntry{value: u.Value(), rev: u.Revision()}, true
+			default:
+				current = rev != 0 && u.Revision() >= rev
+			}
+		case <-ctx.Done():
+			return leaderEntry{}, time.Time{}, ctx.Err()
+		}
+	}
 }
 
 // String names the request for logs.
@@ -365,16 +445,29 @@ func sameRequests(a, b map[string]uint64) bool {
 	return true
 }
 
+// errStaleRequests: the requests were read from a replica that has not
+// stored the holder's last write yet; read again.
+var errStaleRequests = errors.New("ownership: claims requests read from a replica that lags")
+
 // readRequests returns the live claims requests with their revisions; a
 // request whose record has not changed for its TTL is forgotten. complete
 // is false when there were more than maxRequests.
 func (l *Lease) readRequests(ctx context.Context) (live map[string]uint64, complete bool, err error) {
 	wctx, cancel := context.WithTimeout(ctx, l.cfg.RenewEvery)
 	defer cancel()
-	// now: the watch is asked for after it, so a revision it shows stood
-	// until at least now (the watch's snapshot is taken later still).
-	now := time.Now()
-	w, err := l.kv.WatchFiltered(wctx, []string{requestPrefix(l.cfg.Key) + "*"}, jetstream.IgnoreDeletes())
+	// The watch's consumer reads one replica's copy, which may lag (a
+	// consumer is placed on any of the stream's peers), and a request
+	// stored before this holder acquired, that a requester was granted on
+	// because there was no holder yet, must be in it. So the lease record
+	// is watched too: a snapshot that holds our last write (rev) holds
+	// everything stored before it (a replica stores in order). Such a
+	// snapshot shows the requests as they stood at least until that
+	// write's send time (asOf), not until now: a renewal stored after it
+	// may be missing, so a request's standstill is counted to asOf.
+	l.mu.Lock()
+	rev, asOf := l.rev, l.revSent
+	l.mu.Unlock()
+	w, err := l.kv.WatchFiltered(wctx, []string{requestPrefix(l.cfg.Key) + "*", l.cfg.Key}, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, false, err
 	}
@@ -384,6 +477,7 @@ func (l *Lease) readRequests(ctx context.Context) (live map[string]uint64, compl
 	defer func() { go func() { _ = w.Stop() }() }()
 	live, complete = map[string]uint64{}, true
 	present := map[string]bool{}
+	current := false // the snapshot holds our write at rev
 	for {
 		select {
 		case e, ok := <-w.Updates():
@@ -391,12 +485,19 @@ func (l *Lease) readRequests(ctx context.Context) (live map[string]uint64, compl
 				return nil, false, errors.New("ownership: request watch closed")
 			}
 			if e == nil {
+				if !current {
+					return nil, false, errStaleRequests
+				}
 				for name := range l.reqSeen {
 					if !present[name] {
 						delete(l.reqSeen, name)
 					}
 				}
 				return live, complete, nil
+			}
+			if e.Key() == l.cfg.Key {
+				current = e.Revision() >= rev
+				continue
 			}
 			name := e.Key()[len(requestPrefix(l.cfg.Key)):]
 			if len(present) >= maxRequests {
@@ -420,7 +521,7 @@ func (l *Lease) readRequests(ctx context.Context) (live map[string]uint64, compl
 				o = observation{valid: true, present: true, rev: e.Revision(), at: time.Now(), wait: wait}
 				l.reqSeen[name] = o
 			}
-			if now.Sub(o.at) < max(o.wait, wait) {
+			if asOf.Sub(o.at) < max(o.wait, wait) {
 				live[name] = e.Revision()
 			}
 		case <-wctx.Done():

@@ -59,6 +59,8 @@ type exclusive struct {
 	// ttl is the writer lease's TTL: no stored intent is honoured for
 	// longer than this after it is loaded (prepare).
 	ttl time.Duration
+	// now is this process's clock (time.Now; tests skew it).
+	now func() time.Time
 	// held is the keyrelay_writer_lease_held gauge.
 	held prometheus.Gauge
 	// clamped is the keyrelay_intents_clamped_total counter.
@@ -134,7 +136,7 @@ func newExclusive(ctx context.Context, w *Worker) (*exclusive, error) {
 		return err
 	}))
 	return &exclusive{lease: lease, intents: intents, js: w.d.JS, log: w.log,
-		window: window, ttl: ttl, open: map[string]Claim{}, held: w.m.WriterLease, clamped: w.m.IntentsClamped, deadAfter: w.cfg.AckWait + w.cfg.ClaimLease}, nil
+		window: window, ttl: ttl, now: time.Now, open: map[string]Claim{}, held: w.m.WriterLease, clamped: w.m.IntentsClamped, deadAfter: w.cfg.AckWait + w.cfg.ClaimLease}, nil
 }
 
 // ready waits until this process holds the lease and its predecessors'
@@ -177,15 +179,32 @@ func (x *exclusive) prepare(ctx context.Context, epoch uint64) error {
 	if done {
 		return nil
 	}
-	// ReadIntents bounds each of its steps, not the whole read (a long
-	// window of intents may take a while to read); a read without
+	// The window is counted back from the server's time, not this
+	// process's: from the stored time of the intents stream's last
+	// message. A clock far ahead would start the read after every intent
+	// of the previous holder, and one far behind would read back without
+	// bound. ReadIntents bounds each of its steps, not the whole read (a
+	// long window of intents may take a while to read); a read without
 	// progress fails within 30 s, and ready tries again.
-	now := time.Now()
-	ins, bad, err := ownership.ReadIntents(ctx, x.js, IntentsStream, IntentsSubject, now.Add(-x.window))
+	last, err := x.lastIntentTime(ctx)
 	if err != nil {
 		return err
 	}
-	if n := ownership.ClampIntents(ins, now.Add(x.ttl)); n > 0 {
+	var ins []ownership.Intent
+	bad := 0
+	if !last.IsZero() {
+		if ins, bad, err = ownership.ReadIntents(ctx, x.js, IntentsStream, IntentsSubject, last.Add(-x.window)); err != nil {
+			return err
+		}
+	}
+	now := x.now()
+	// Cut from the later of the two clocks: a clock behind the server's
+	// must not cut the deadline of a genuine intent.
+	from := now
+	if last.After(now) {
+		from = last
+	}
+	if n := ownership.ClampIntents(ins, from.Add(x.ttl)); n > 0 {
 		// No holder writes a deadline further than one lease ahead: these
 		// are forged or corrupt. Each still keeps its key for one lease.
 		x.clamped.Add(float64(n))
@@ -197,8 +216,10 @@ func (x *exclusive) prepare(ctx context.Context, epoch uint64) error {
 	x.sweep(now)
 	loaded := 0
 	for _, in := range ins {
-		if !now.Before(in.Until.Add(x.deadAfter)) {
-			continue // past the dead-claim rule's bound
+		if !last.Before(in.Until.Add(x.deadAfter)) {
+			// Past the dead-claim rule's bound by the server's time, which
+			// is not ahead of the true time: no clock skew drops a live one.
+			continue
 		}
 		c := Claim{EventID: in.EventID, StreamSeq: in.StreamSeq, Lane: events.Lane(in.Lane), Generation: in.Generation,
 			Worker: "intent", Until: in.Until}
@@ -216,6 +237,20 @@ func (x *exclusive) prepare(ctx context.Context, epoch uint64) error {
 	x.prepared = epoch
 	x.log.Info("writer lease acquired; intents of earlier holders loaded", zap.Uint64("epoch", epoch), zap.Int("intents", loaded))
 	return nil
+}
+
+// lastIntentTime returns the stored time of the intents stream's last
+// message (zero when it holds none): the server's time, by the stream's
+// leader, which answers the stream's info.
+func (x *exclusive) lastIntentTime(ctx context.Context) (time.Time, error) {
+	s, err := x.js.Stream(ctx, IntentsStream)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("stream %s: %w", IntentsStream, err)
+	}
+	if st := s.CachedInfo().State; st.Msgs > 0 {
+		return st.LastTime, nil
+	}
+	return time.Time{}, nil
 }
 
 // errNotHolder: this process does not hold the writer lease (or has not
@@ -425,7 +460,8 @@ func (w *Worker) holdClaimsRequest(ctx context.Context) (stop func(), err error)
 	if err != nil {
 		return nil, fmt.Errorf("worker: bucket %s: %w", OwnershipBucket, err)
 	}
-	req, err := ownership.NewRequest(kv, ownership.RequestConfig{Key: WriterLeaseKey, Requester: ownership.RequesterName(w.cfg.ID), TTL: claimsRequestTTL(w.cfg), Logger: w.log})
+	req, err := ownership.NewRequest(kv, ownership.RequestConfig{Key: WriterLeaseKey, Requester: ownership.RequesterName(w.cfg.ID), TTL: claimsRequestTTL(w.cfg), Logger: w.log,
+		Conn: w.d.JS.Conn()})
 	if err != nil {
 		return nil, fmt.Errorf("worker: claims request: %w", err)
 	}
