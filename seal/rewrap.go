@@ -43,6 +43,12 @@ type RewrapOptions struct {
 	// MaxConflicts bounds how often one key is read again after a
 	// concurrent change. Default 5.
 	MaxConflicts int
+	// Skip names keys to leave as they are: the way past an entry that
+	// cannot be opened (corrupt, or wrapped by a key version already
+	// destroyed), which otherwise stops every run at it. Each one met is
+	// listed in RewrapResult.Skipped; its value stays under the older key
+	// version, which therefore cannot be retired while it is needed.
+	Skip []string
 }
 
 // RewrapResult counts what RewrapStore did.
@@ -58,6 +64,9 @@ type RewrapResult struct {
 	Empty int
 	// Other counts values of another algorithm left alone.
 	Other int
+	// Skipped lists the keys passed over because opts.Skip names them, in
+	// the order met: their values were not rewrapped.
+	Skipped []string
 	// Cursor is the last key handled: pass it as After to resume.
 	Cursor string
 }
@@ -66,9 +75,10 @@ type RewrapResult struct {
 // s's newest key-encryption key (Sealer.Rewrap), key by key in byte order
 // from opts.After, so an interrupted run resumes from its cursor. A key
 // whose entry changes meanwhile (a worker applied a newer event) is read
-// again; its new value is rewrapped too. Values that fail to open stop the
-// run with the error and the cursor before them, so nothing is skipped
-// silently.
+// again; its new value is rewrapped too. A value that fails to open (or to
+// be stored) stops the run with a *RewrapError naming its key and the
+// cursor before it, so nothing is skipped silently: fix the cause and run
+// again, or name the key in opts.Skip to leave it as it is.
 func RewrapStore(ctx context.Context, s *Sealer, st Store, opts RewrapOptions) (RewrapResult, error) {
 	if opts.MaxConflicts <= 0 {
 		opts.MaxConflicts = 5
@@ -91,8 +101,10 @@ func RewrapStore(ctx context.Context, s *Sealer, st Store, opts RewrapOptions) (
 		if err := ctx.Err(); err != nil {
 			return r, err
 		}
-		if err := rewrapOne(ctx, s, st, key, opts, &r); err != nil {
-			return r, fmt.Errorf("rewrap %s: %w", key, err)
+		if slices.Contains(opts.Skip, key) {
+			r.Skipped = append(r.Skipped, key)
+		} else if err := rewrapOne(ctx, s, st, key, opts, &r); err != nil {
+			return r, &RewrapError{Key: key, Err: err}
 		}
 		r.Done++
 		r.Cursor = key
@@ -102,6 +114,16 @@ func RewrapStore(ctx context.Context, s *Sealer, st Store, opts RewrapOptions) (
 	}
 	return r, nil
 }
+
+// RewrapError is the error RewrapStore stops with at a key it could not
+// rewrap. Its message names the key, never a value.
+type RewrapError struct {
+	Key string
+	Err error
+}
+
+func (e *RewrapError) Error() string { return fmt.Sprintf("rewrap %s: %v", e.Key, e.Err) }
+func (e *RewrapError) Unwrap() error { return e.Err }
 
 func rewrapOne(ctx context.Context, s *Sealer, st Store, key string, opts RewrapOptions, r *RewrapResult) error {
 	for attempt := 0; ; attempt++ {

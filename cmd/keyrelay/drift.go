@@ -27,6 +27,32 @@ type exitError struct {
 
 func (e *exitError) Error() string { return e.msg }
 
+// ExitFailed is the exit status of a command whose work failed, in whole
+// or in part: one convention for every command, so a script can tell "all
+// done" (0) from anything less. A command that did part of its work prints
+// its report first, then ends with a partialFailure.
+const ExitFailed = 1
+
+// partialFailure ends a command that did what it could and reported the
+// rest as not done: exit status ExitFailed.
+func partialFailure(format string, a ...any) error {
+	return &exitError{code: ExitFailed, msg: fmt.Sprintf(format, a...)}
+}
+
+// ledgerSkippedFailure is the partialFailure of a command that passed over
+// n unusable ledger entries (printed by printSkipped): their keys were not
+// handled. nil when n is 0.
+func ledgerSkippedFailure(cmd string, n int) error {
+	if n == 0 {
+		return nil
+	}
+	what := fmt.Sprintf("%d unusable ledger entries were", n)
+	if n == 1 {
+		what = "1 unusable ledger entry was"
+	}
+	return partialFailure("%s: %s skipped (see the warnings): their keys were not handled; repair or delete them", cmd, what)
+}
+
 // DriftExitCode is the exit status of `keyrelay drift` when drift was found.
 const DriftExitCode = recovery.ExitDrift
 
@@ -44,7 +70,7 @@ secret keyrelay does not own, or another key's) and, for backends that can
 list, orphan (a keyrelay-owned secret of the team with no ledger entry).
 
 Exit status: 0 clean, 3 drift found, 1 on errors (a secret that could not be
-read, or no connection).`,
+read, a ledger entry that could not be used, or no connection).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			if err := checkScope(cfg.Teams, cfg.All); err != nil {
@@ -69,7 +95,11 @@ read, or no connection).`,
 			}
 			switch {
 			case rep.Errors() > 0:
-				return &exitError{code: 1, msg: fmt.Sprintf("drift: %d secrets could not be read", rep.Errors())}
+				return &exitError{code: ExitFailed, msg: fmt.Sprintf("drift: %d secrets could not be read", rep.Errors())}
+			case len(rep.LedgerSkipped) > 0:
+				// Their keys were not checked: "clean" or "drift" would
+				// speak for keys the report never saw.
+				return ledgerSkippedFailure("drift", len(rep.LedgerSkipped))
 			case rep.Drifted() > 0:
 				return &exitError{code: DriftExitCode, msg: fmt.Sprintf("drift: %d found", rep.Drifted())}
 			}
@@ -83,7 +113,7 @@ read, or no connection).`,
 	f.IntVar(&cfg.Concurrency, "concurrency", 8, "reads in flight")
 	f.Float64Var(&cfg.Rate, "rate", 0, "reads per second per backend, on top of the providers' own quota limits (0: only theirs)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON (every row, ok ones included)")
-	f.BoolVar(&cfg.Strict, "strict", false, "fail (exit 1) when a ledger entry in scope cannot be used, instead of reporting it and checking the others")
+	f.BoolVar(&cfg.Strict, "strict", false, "fail (exit 1) before checking anything when a ledger entry in scope cannot be used (without it: reported, the others checked, exit 1)")
 	return cmd
 }
 
@@ -195,8 +225,9 @@ func openRecovery(ctx context.Context, g *globals, name string) (*recoveryEnv, e
 }
 
 // printSkipped prints each ledger entry a command passed over because it
-// cannot be used (never a value); the command goes on without it (drift
-// and restore fail instead with --strict).
+// cannot be used (never a value); the command goes on without it and ends
+// with exit status ExitFailed (drift and restore refuse to start instead
+// with --strict).
 func printSkipped(w io.Writer) func(worker.SkippedEntry) {
 	return func(se worker.SkippedEntry) {
 		fmt.Fprintf(w, "WARNING: ledger entry %s skipped: %s; its key is not handled (repair or delete the entry)\n", se.Key, se.Reason)

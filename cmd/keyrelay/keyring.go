@@ -101,6 +101,7 @@ func keyringCmd(g *globals) *cobra.Command {
 func rewrapCmd(g *globals) *cobra.Command {
 	var cursorFile string
 	var reseal, restart bool
+	var skip []string
 	cmd := &cobra.Command{
 		Use:   "rewrap",
 		Short: "Re-wrap the data keys of the ledger's sealed values under the newest key-encryption key (resumable)",
@@ -116,7 +117,19 @@ of other algorithms (the local keyring's A256GCM) too.
 Keys are handled in order, and the last one done is saved to --cursor after
 each key: an interrupted run continues where it stopped when run again
 (--restart starts over). Workers may run meanwhile: an entry they change is
-read again.`,
+read again.
+
+An entry whose value cannot be opened (or written back) stops the run at
+it, with the cursor before it: fix the cause (a KMS outage, a disabled key
+version) and run again. An entry that will never open (corrupt, or wrapped
+by a key version already destroyed) is passed with --skip KEY (its ledger
+key, <team>.<key>, as the error names it): it is left as it is and listed.
+
+Exit status: 0 when every value after the cursor is under the newest key
+(or of another algorithm, left alone), 1 otherwise: the run stopped, or it
+finished but left values under older key versions: entries named by --skip,
+and ledger entries that cannot be used (printed on stderr). Do not retire
+an older key version after a run that exited 1.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -149,7 +162,7 @@ read again.`,
 					return fmt.Errorf("cursor: %w", err)
 				}
 			}
-			opts := seal.RewrapOptions{After: after}
+			opts := seal.RewrapOptions{After: after, Skip: skip}
 			if reseal {
 				opts.Reseal = sealing.Opener
 			}
@@ -166,17 +179,33 @@ read again.`,
 			if after != "" {
 				fmt.Fprintf(os.Stderr, "resuming after %s (cursor %s; --restart starts over)\n", after, cursorFile)
 			}
-			res, err := seal.RewrapStore(ctx, s, &ledgerStore{l: worker.NewLedger(kv, conn.NC), skipped: printSkipped(os.Stderr)}, opts)
+			unusable, printUnusable := 0, printSkipped(os.Stderr)
+			st := &ledgerStore{l: worker.NewLedger(kv, conn.NC), skipped: func(se worker.SkippedEntry) { unusable++; printUnusable(se) }}
+			res, err := seal.RewrapStore(ctx, s, st, opts)
 			if bar != nil {
 				_ = bar.Finish()
 			}
-			fmt.Printf("rewrapped %d, no value %d, other algorithm %d (of %d keys after the cursor) under %s %s\n",
-				res.Rewrapped, res.Empty, res.Other, res.Total, s.Wrapper().Name(), s.KeyID())
+			fmt.Printf("rewrapped %d, no value %d, other algorithm %d, skipped %d (of %d keys after the cursor) under %s %s\n",
+				res.Rewrapped, res.Empty, res.Other, len(res.Skipped), res.Total, s.Wrapper().Name(), s.KeyID())
+			for _, k := range res.Skipped {
+				fmt.Fprintf(os.Stderr, "skipped %s (--skip): its value is still wrapped by an older key version\n", k)
+			}
 			if err != nil {
+				var re *seal.RewrapError
+				if errors.As(err, &re) {
+					return fmt.Errorf("%w (cursor %s: run again to resume once the cause is fixed; if this entry will never open, "+
+						"pass --skip %s to leave it as it is)", err, cursorFile, re.Key)
+				}
 				return fmt.Errorf("%w (cursor %s: run again to resume)", err, cursorFile)
 			}
 			if res.Done == res.Total {
 				_ = os.Remove(cursorFile)
+			}
+			if n := len(res.Skipped) + unusable; n > 0 {
+				// Their values are still under older key versions: a script
+				// must not go on to retire those.
+				return partialFailure("rewrap: %d entries were not rewrapped (%d named by --skip, %d unusable ledger entries): "+
+					"do not retire the older key versions", n, len(res.Skipped), unusable)
 			}
 			return nil
 		},
@@ -184,6 +213,7 @@ read again.`,
 	cmd.Flags().StringVar(&cursorFile, "cursor", "keyrelay-rewrap.cursor", "file holding the last key done, to resume an interrupted run")
 	cmd.Flags().BoolVar(&reseal, "reseal", false, "also seal values of other algorithms (the local keyring's, another wrapper's) again with the sealing wrapper")
 	cmd.Flags().BoolVar(&restart, "restart", false, "ignore the cursor file and start from the first key")
+	cmd.Flags().StringArrayVar(&skip, "skip", nil, "leave this entry (ledger key <team>.<key>) as it is: one that will never open and otherwise stops every run (repeatable; the command then exits 1)")
 	return cmd
 }
 

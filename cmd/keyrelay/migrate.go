@@ -43,7 +43,8 @@ every key is verified. --cleanup deletes the copies whose grace is over now.
 
 A second run moves nothing. Keys that fail stay where they are and in use;
 run migrate again. Exit status: 0 when every key is in the target, 1 when a
-key failed.`,
+key failed or a ledger entry of the team could not be used (its key was not
+moved; --cleanup: its old copy not deleted).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			if err := events.ValidateID("team_id", cfg.Team); err != nil {
@@ -83,17 +84,22 @@ key failed.`,
 					return err
 				}
 				if asJSON {
-					return printJSON(out, rep)
+					// Not returned at once: a failed deletion sets the exit
+					// status below, JSON or not.
+					if err := printJSON(out, rep); err != nil {
+						return err
+					}
+				} else {
+					printRows(out, rep.Rows)
+					fmt.Fprintf(out, "\nold copies deleted %d, pending %d, failed %d\n", rep.Deleted, rep.Pending, rep.Failed)
 				}
-				printRows(out, rep.Rows)
-				fmt.Fprintf(out, "\nold copies deleted %d, pending %d, failed %d\n", rep.Deleted, rep.Pending, rep.Failed)
 				if rep.Pending == 0 {
 					_ = migrations.KV.Delete(ctx, recovery.MigrationKey(cfg.Team))
 				}
 				if rep.Failed > 0 {
-					return &exitError{code: 1, msg: fmt.Sprintf("cleanup: %d old copies not deleted", rep.Failed)}
+					return partialFailure("cleanup: %d old copies not deleted", rep.Failed)
 				}
-				return nil
+				return ledgerSkippedFailure("cleanup", len(rep.LedgerSkipped))
 			}
 			if cur := c.Resolve(env.d.TeamSettings(cfg.Team)).Backend; cur != cfg.To {
 				if !setBackend {
@@ -141,9 +147,9 @@ key failed.`,
 				fmt.Fprintln(out)
 			}
 			if rep.Failed > 0 {
-				return &exitError{code: 1, msg: fmt.Sprintf("migrate: %d keys failed; run migrate again", rep.Failed)}
+				return partialFailure("migrate: %d keys failed; run migrate again", rep.Failed)
 			}
-			return nil
+			return ledgerSkippedFailure("migrate", len(rep.LedgerSkipped))
 		},
 	}
 	f := cmd.Flags()

@@ -53,7 +53,9 @@ Events the stream's retention dropped cannot be replayed: the report says
 which range is gone and marks the rebuild incomplete.
 
 Exit status: 0 when everything was fixed or nothing was wrong, 1 when a row
-failed.`,
+failed, a ledger entry in scope could not be used (its key was not
+handled), or a rebuild with --until is incomplete (also with --dry-run):
+the report is printed first in every case.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			if cfg.Resume == "" {
@@ -134,9 +136,9 @@ failed.`,
 				printRestore(out, rep, cfg.DryRun)
 			}
 			if rep.Failed > 0 {
-				return &exitError{code: 1, msg: fmt.Sprintf("restore: %d keys failed", rep.Failed)}
+				return partialFailure("restore: %d keys failed", rep.Failed)
 			}
-			return nil
+			return ledgerSkippedFailure("restore", len(rep.LedgerSkipped))
 		},
 	}
 	f := cmd.Flags()
@@ -148,7 +150,7 @@ failed.`,
 	f.IntVar(&cfg.Concurrency, "concurrency", 8, "keys restored at once")
 	f.Float64Var(&cfg.Rate, "rate", 0, "reads and writes per second per backend, on top of the providers' own quota limits (0: only theirs)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
-	f.BoolVar(&cfg.Strict, "strict", false, "fail (exit 1) when a ledger entry in scope cannot be used, instead of reporting it and restoring the others")
+	f.BoolVar(&cfg.Strict, "strict", false, "fail (exit 1) before restoring anything when a ledger entry in scope cannot be used (without it: reported, the others restored, exit 1)")
 	f.StringVar(&to, "to", "", "copy the keys in scope into this other backend instead (a rehearsal or a move; the ledger is not changed)")
 	f.StringArrayVar(&options, "option", nil, "with --to: a provider option of the target, key=value (repeatable)")
 	f.StringVar(&cfg.Resume, "resume", "", "continue an unfinished restore from its checkpoint in JetStream: its run id, or without a value the latest with the same scope")
@@ -245,8 +247,13 @@ func printPointInTime(w io.Writer, rep *recovery.PointInTimeReport, asJSON, dry 
 		}
 		fmt.Fprintln(w)
 	}
-	if rep.Failed > 0 {
-		return &exitError{code: 1, msg: fmt.Sprintf("restore: %d keys failed", rep.Failed)}
+	switch {
+	case rep.Failed > 0:
+		return partialFailure("restore: %d keys failed", rep.Failed)
+	case rep.Incomplete:
+		// The keys whose events the retention dropped are not as of T in
+		// the target: a script must not take this for a full rebuild.
+		return partialFailure("restore: incomplete: the events stream no longer holds every event needed (see the warnings)")
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/keyrelay/keyrelay/jobs"
+	"github.com/keyrelay/keyrelay/worker"
 )
 
 func rotateCmd(g *globals) *cobra.Command {
@@ -38,7 +39,12 @@ value) in JetStream, then publishes one key.rotated event per key with a fresh
 value from crypto/rand in the gateway's format (sk- and 22 base64url
 characters, as LiteLLM makes them), sealed, carrying the job id. A job that
 stops is continued with 'keyrelay jobs resume ID' without rotating a key
-twice; 'keyrelay jobs status ID' counts its confirmations.`,
+twice; 'keyrelay jobs status ID' counts its confirmations.
+
+Exit status: 0 when every selected key's event was published (or, with
+--dry-run or --detach, planned), 1 otherwise: a ledger entry in scope that
+could not be used (its key is left out of the job; printed on stderr), or
+a job cancelled while it was published.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			var err error
@@ -65,7 +71,11 @@ twice; 'keyrelay jobs status ID' counts its confirmations.`,
 				return err
 			}
 			store.Logger = env.d.Logger
-			d := jobs.Deps{JS: env.js, Ledger: env.d.Ledger, Store: store, Sealer: env.sealer, Logger: env.d.Logger, LedgerSkipped: env.d.LedgerSkipped}
+			// Unusable entries are printed and counted: their keys are not
+			// in the job, so the command ends with exit status 1.
+			skipped := 0
+			d := jobs.Deps{JS: env.js, Ledger: env.d.Ledger, Store: store, Sealer: env.sealer, Logger: env.d.Logger,
+				LedgerSkipped: func(se worker.SkippedEntry) { skipped++; env.d.LedgerSkipped(se) }}
 			spec := jobs.Spec{ID: id, Selection: sel, Format: jobs.KeyFormat{Prefix: prefix, Bytes: bytes}, Rate: rate, Grace: grace, Window: window}
 			j, plan, err := jobs.Plan(ctx, d, spec)
 			if err != nil {
@@ -74,7 +84,10 @@ twice; 'keyrelay jobs status ID' counts its confirmations.`,
 			out := cmd.OutOrStdout()
 			if dryRun {
 				if asJSON {
-					return printJSON(out, map[string]any{"job": j, "keys": plan})
+					if err := printJSON(out, map[string]any{"job": j, "keys": plan}); err != nil {
+						return err
+					}
+					return ledgerSkippedFailure("rotate", skipped)
 				}
 				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "TEAM\tKEY\tBACKEND\tSECRET\tGENERATION")
@@ -83,11 +96,11 @@ twice; 'keyrelay jobs status ID' counts its confirmations.`,
 				}
 				_ = tw.Flush()
 				fmt.Fprintf(out, "\n%d keys would be rotated (dry run: nothing saved, nothing published)\n", len(plan))
-				return nil
+				return ledgerSkippedFailure("rotate", skipped)
 			}
 			if len(plan) == 0 {
 				fmt.Fprintln(out, "nothing to rotate")
-				return nil
+				return ledgerSkippedFailure("rotate", skipped)
 			}
 			if err := store.Create(ctx, j, plan); err != nil {
 				return err
@@ -95,9 +108,12 @@ twice; 'keyrelay jobs status ID' counts its confirmations.`,
 			fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d keys (if it stops, continue with: keyrelay jobs resume %s)\n", j.ID, len(plan), j.ID)
 			if detach {
 				fmt.Fprintln(out, j.ID)
-				return nil
+				return ledgerSkippedFailure("rotate", skipped)
 			}
-			return runJob(ctx, cmd, d, j.ID, asJSON)
+			if err := runJob(ctx, cmd, d, j.ID, asJSON); err != nil {
+				return err
+			}
+			return ledgerSkippedFailure("rotate", skipped)
 		},
 	}
 	f := cmd.Flags()
@@ -180,8 +196,9 @@ func runJob(ctx context.Context, cmd *cobra.Command, d jobs.Deps, id string, asJ
 	})
 	if err != nil {
 		if errors.Is(err, jobs.ErrCancelled) {
-			fmt.Fprintf(stderr, "job %s was cancelled after %d of %d events\n", id, j.Cursor, j.Total)
-			return nil
+			// Cancelled from elsewhere while this command published: the
+			// rest of its keys are not rotated, which a script must see.
+			return partialFailure("job %s was cancelled after %d of %d events; the others are not published", id, j.Cursor, j.Total)
 		}
 		if j != nil && j.State == jobs.StateRunning {
 			return fmt.Errorf("%w (continue with: keyrelay jobs resume %s)", err, id)
@@ -319,7 +336,7 @@ func showStatus(cmd *cobra.Command, d jobs.Deps, id string, asJSON, watch bool) 
 		}
 		if !watch || done {
 			if st.Failed > 0 && done {
-				return &exitError{code: 1, msg: fmt.Sprintf("job %s: %d keys failed", id, st.Failed)}
+				return partialFailure("job %s: %d keys failed", id, st.Failed)
 			}
 			return nil
 		}

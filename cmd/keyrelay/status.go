@@ -55,7 +55,11 @@ func statusCmd(g *globals) *cobra.Command {
   - the running bulk jobs and how far each has published;
 
 then the problems it noticed. A part that cannot be read is reported as an
-error in its place; the others are still shown.`,
+error in its place; the others are still shown.
+
+Exit status: 0 when every part was read (whatever problems it lists), 1
+when a part could not be read (after the report, text or JSON), so a
+script never takes a partial report for a complete one.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, log, err := g.load()
@@ -72,10 +76,22 @@ error in its place; the others are still shown.`,
 			defer cancel()
 			r := gatherStatus(ctx, conn, statusOptions{OutboxDSN: outboxDSN, OutboxSchema: outboxSchema})
 			out := newTermSafe(cmd.OutOrStdout())
+			show := printStatusReport
 			if asJSON {
-				return printJSON(out, r)
+				show = func(w io.Writer, r *statusReport) error { return printJSON(w, r) }
 			}
-			return printStatusReport(out, r)
+			if err := show(out, r); err != nil {
+				return err
+			}
+			if len(r.Errors) > 0 {
+				parts := make([]string, 0, len(r.Errors))
+				for p := range r.Errors {
+					parts = append(parts, p)
+				}
+				sort.Strings(parts)
+				return partialFailure("status: %d parts could not be read: %s", len(parts), strings.Join(parts, ", "))
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()

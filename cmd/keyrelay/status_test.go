@@ -226,8 +226,14 @@ func TestStatusCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// An unreachable outbox is an error in its place; the rest is shown.
-	r = e.statusJSON(t, ctx, "--outbox-dsn", "postgres://keyrelay@127.0.0.1:1/none?connect_timeout=2")
+	// An unreachable outbox is an error in its place; the rest is shown,
+	// and the command exits 1.
+	out, err := runCommand(ctx, statusCmd(&globals{configPath: e.cfg}), "--json", "--outbox-dsn", "postgres://keyrelay@127.0.0.1:1/none?connect_timeout=2")
+	wantPartialFailure(t, "status, unreachable outbox", err, out)
+	r = &statusReport{}
+	if err := json.Unmarshal([]byte(out), r); err != nil {
+		t.Fatalf("--json: %v\n%s", err, out)
+	}
 	if r.Errors["outbox"] == "" || len(r.Workers) != 1 || r.Outbox != nil {
 		t.Errorf("unreachable outbox: errors %v, outbox %+v", r.Errors, r.Outbox)
 	}
