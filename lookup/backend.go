@@ -168,7 +168,11 @@ func (b *Backend) loadTeam(ctx context.Context, team, key string) (*Secret, erro
 	var gen uint64
 	known := le != nil && le.SecretRef != "" && le.Provider != ""
 	if known {
-		r, ref = b.Config.ResolveBackend(ts, le.Provider), le.SecretRef
+		// Where the secret was written: the backend and the team options
+		// the ledger recorded with it (a team that changed its namespace
+		// or mount since has its older keys in the old one until they
+		// are written again).
+		r, ref = le.Placement.Resolve(b.Config, ts, le.Provider), le.SecretRef
 		if le.Status != events.StatusDeleted {
 			gen = le.Generation
 		}

@@ -405,17 +405,30 @@ func newSession(d Deps, c Config) *session {
 	return &session{d: d, c: c, limiters: map[string]*rate.Limiter{}}
 }
 
-// provider opens backend with the options team's secrets were written with
-// (the worker's rule: the global and allowed team options).
+// provider opens backend with the options team's secrets are written with
+// now (the worker's rule: the global and allowed team options).
 func (s *session) provider(ctx context.Context, team, backend string) (providers.Provider, error) {
 	p, _, err := s.open(ctx, s.d.TeamSettings(team), backend, nil)
 	return p, err
 }
 
+// providerAt opens backend with the team options a secret of team was
+// written with, as the ledger recorded them (pl; nil: not recorded, the
+// team's current ones). The team may have changed them since (a Vault
+// namespace or mount): the secret is still where it was written.
+func (s *session) providerAt(ctx context.Context, team, backend string, pl *worker.Placement) (providers.Provider, settings.Resolved, error) {
+	return s.openResolved(ctx, pl.Resolve(s.d.Settings, s.d.TeamSettings(team), backend), nil)
+}
+
 // open opens backend with the options a team with settings ts writes
 // with, then overrides (a copy's --option).
 func (s *session) open(ctx context.Context, ts *events.TeamSettings, backend string, overrides map[string]string) (providers.Provider, settings.Resolved, error) {
-	r := s.d.Settings.ResolveBackend(ts, backend)
+	return s.openResolved(ctx, s.d.Settings.ResolveBackend(ts, backend), overrides)
+}
+
+// openResolved opens r's backend with r's options (the global and the
+// allowed team ones), then overrides.
+func (s *session) openResolved(ctx context.Context, r settings.Resolved, overrides map[string]string) (providers.Provider, settings.Resolved, error) {
 	opts, _ := r.ProviderOptions(func(key string) bool { return s.d.Registry.TeamOptionAllowed(r.Backend, key) })
 	for k, v := range overrides {
 		opts[k] = v
@@ -479,23 +492,25 @@ const listFolderMin = 16
 // (no Lister, an error) are left to a read per key.
 func (s *session) absent(ctx context.Context, items []item) []bool {
 	out := make([]bool, len(items))
-	groups := map[[3]string][]int{} // team, backend, folder -> items
+	// A folder is one per placement too: a team's keys written before and
+	// after it changed its namespace are in two places.
+	groups := map[[4]string][]int{} // team, backend, placement, folder -> items
 	for i, it := range items {
 		dir := it.e.SecretRef[:strings.LastIndexByte(it.e.SecretRef, '/')+1]
 		if dir != "" {
-			k := [3]string{it.team, it.e.Provider, dir}
+			k := [4]string{it.team, it.e.Provider, placeKey(it.e.Placement), dir}
 			groups[k] = append(groups[k], i)
 		}
 	}
-	var folders [][3]string
+	var folders [][4]string
 	for k, idx := range groups {
 		if len(idx) >= listFolderMin {
 			folders = append(folders, k)
 		}
 	}
 	parallel(len(folders), s.c.Concurrency, nil, func(f int) struct{} {
-		team, backend, dir := folders[f][0], folders[f][1], folders[f][2]
-		p, err := s.provider(ctx, team, backend)
+		team, backend, dir := folders[f][0], folders[f][1], folders[f][3]
+		p, _, err := s.providerAt(ctx, team, backend, items[groups[folders[f]][0]].e.Placement)
 		if err != nil {
 			return struct{}{}
 		}
@@ -532,7 +547,7 @@ func (s *session) check(ctx context.Context, it item, absent bool) Row {
 		row.Status, row.Detail = StatusError, what+": "+sanitize(err)
 		return row
 	}
-	p, err := s.provider(ctx, team, e.Provider)
+	p, _, err := s.providerAt(ctx, team, e.Provider, e.Placement)
 	if err != nil {
 		return fail("open the backend", err)
 	}
@@ -634,4 +649,13 @@ func (s *session) put(ctx context.Context, p providers.Provider, backend string,
 		return pr, errors.New("the backend reports the value already written by this event, but holds another value under the name")
 	}
 	return pr, err
+}
+
+// placeKey tells placements apart in a map key: "-" when not recorded,
+// else the digest of the team options.
+func placeKey(pl *worker.Placement) string {
+	if pl == nil {
+		return "-"
+	}
+	return providers.OptionsDigest(pl.TeamOptions)
 }

@@ -180,6 +180,9 @@ func (m *mover) move(ctx context.Context, key string, scanned *worker.LedgerEntr
 		return row
 	}
 	res := m.s.d.Settings.ResolveBackend(m.s.d.TeamSettings(team), m.c.To)
+	// Where the key goes: the target with the team's current options,
+	// recorded in the entry as the workers record their writes.
+	place := worker.PlacementFor(res, m.s.d.Registry.TeamOptionAllowed)
 	p, err := m.s.provider(ctx, team, m.c.To)
 	if err != nil {
 		return fail("open the target", err)
@@ -189,7 +192,7 @@ func (m *mover) move(ctx context.Context, key string, scanned *worker.LedgerEntr
 		return fail("secret name", err)
 	}
 	row.SecretRef = name
-	if scanned.Provider == m.c.To && scanned.SecretRef == name {
+	if scanned.Provider == m.c.To && scanned.SecretRef == name && worker.SamePlace(scanned.Placement, place) {
 		// A worker wrote it there after the settings change: verify only.
 		if ok, err := m.verify(ctx, p, team, key, name, scanned); err == nil && ok {
 			row.Action = ActionVerified
@@ -232,7 +235,7 @@ func (m *mover) move(ctx context.Context, key string, scanned *worker.LedgerEntr
 			// A create's claim that ran out between check and claim.
 			return nil, ActionSkipped, nil
 		}
-		if e.Provider == m.c.To && e.SecretRef == name {
+		if e.Provider == m.c.To && e.SecretRef == name && worker.SamePlace(e.Placement, place) {
 			if ok, err := m.verify(ctx, p, team, key, name, e); err == nil && ok {
 				return nil, ActionVerified, nil
 			}
@@ -258,10 +261,9 @@ func (m *mover) move(ctx context.Context, key string, scanned *worker.LedgerEntr
 			return nil, "verify", errors.New("the target does not hold the value just written")
 		}
 		next := *e
-		from, fromRef := e.Provider, e.SecretRef
-		next.Provider, next.SecretRef, next.ProviderVersion = m.c.To, name, pr.Version
+		next.Provider, next.SecretRef, next.ProviderVersion, next.Placement = m.c.To, name, pr.Version, place
 		next.UpdatedAt = m.c.Now().UTC()
-		next.AddSource(from, fromRef, next.UpdatedAt)
+		next.AddSourceAt(e.Provider, e.SecretRef, e.Placement, next.UpdatedAt)
 		return &next, ActionMoved, nil
 	})
 	if err != nil {
@@ -379,8 +381,13 @@ func Cleanup(ctx context.Context, d Deps, c CleanupConfig) (*CleanupReport, erro
 }
 
 // deleteSource deletes one old copy, checking it is still the key's.
+//
+// It opens the copy's backend with the team options the copy was written
+// with (SourceCopy.Placement), not the team's current ones: after a team
+// changed its namespace or mount, the copy is in the old one, and the
+// current one holds the live secret under the same name.
 func (s *session) deleteSource(ctx context.Context, team, key string, src worker.SourceCopy) error {
-	p, err := s.provider(ctx, team, src.Backend)
+	p, _, err := s.providerAt(ctx, team, src.Backend, src.Placement)
 	if err != nil {
 		return err
 	}
@@ -430,7 +437,7 @@ func (cu *cleaner) clean(ctx context.Context, key string) []RestoreRow {
 		for _, src := range e.Sources {
 			row := RestoreRow{Row: Row{Team: team, Key: key, Backend: src.Backend, SecretRef: src.SecretRef, Generation: e.Generation, LedgerStatus: e.Status}}
 			switch {
-			case src.Backend == e.Provider && src.SecretRef == e.SecretRef:
+			case src.Backend == e.Provider && src.SecretRef == e.SecretRef && worker.SamePlace(src.Placement, e.Placement):
 				continue // where the key lives now: forget, never delete
 			case !cu.due(src, now):
 				next.Sources = append(next.Sources, src)

@@ -301,7 +301,9 @@ func (r *restorer) fix(ctx context.Context, row Row) RestoreRow {
 func (r *restorer) apply(ctx context.Context, row Row, e *worker.LedgerEntry, deadline time.Time) (version, action string, err error) {
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	p, err := r.s.provider(ctx, row.Team, row.Backend)
+	// Where the ledger places the secret: its backend with the team
+	// options it was written with, not the team's current ones.
+	p, res, err := r.s.providerAt(ctx, row.Team, row.Backend, e.Placement)
 	if err != nil {
 		return "", "open the backend", err
 	}
@@ -328,7 +330,6 @@ func (r *restorer) apply(ctx context.Context, row Row, e *worker.LedgerEntry, de
 		return "", "open the ledger's sealed value", err
 	}
 	defer clear(value)
-	res := r.s.d.Settings.ResolveBackend(r.s.d.TeamSettings(row.Team), row.Backend)
 	pr, err := r.s.put(ctx, p, row.Backend, providers.PutRequest{Name: e.SecretRef, Value: value, IdempotencyKey: e.EventID, Owner: owner,
 		Description: res.Description, Tags: worker.SecretTags(res.Tags, e.Metadata, e.Alias), Adopt: r.c.Adopt})
 	if err != nil {

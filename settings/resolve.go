@@ -387,6 +387,23 @@ func (c *Config) ResolveBackend(team *events.TeamSettings, backend string) Resol
 	return c.Resolve(&t)
 }
 
+// ResolvePlaced is ResolveBackend with the team's provider options
+// replaced by teamOptions (nil or empty: none): the settings to reach a
+// secret where it was written, with the team options it was written with
+// (the ledger records them), not where the team's options point now. A
+// team that moved its Vault namespace, mount or Google project still has
+// its older secrets in the old one. Everything else (naming, tags, access
+// mode) is the team's current setting, as with ResolveBackend.
+func (c *Config) ResolvePlaced(team *events.TeamSettings, backend string, teamOptions map[string]string) Resolved {
+	var t events.TeamSettings
+	if team != nil {
+		t = *team
+	}
+	t.Backend = backend
+	t.Options = teamOptions
+	return c.Resolve(&t)
+}
+
 // ValidateTeamNaming checks the naming a team's settings set, on their
 // own: a prefix that could start a secret name, and a name template that
 // ValidateTemplate accepts and whose fixed text renders valid names (with

@@ -47,6 +47,15 @@ type keyWork struct {
 	copy uint64
 }
 
+// place is where kw's writes go beyond the backend's name (teamBackend.
+// place; nil without a resolved backend: not recorded).
+func (kw *keyWork) place() *Placement {
+	if kw.tb == nil {
+		return nil
+	}
+	return kw.tb.place
+}
+
 // claimless reports whether kw writes under the lease without a claim.
 func (kw *keyWork) claimless() bool { return kw.act != nil && kw.act.claimless }
 
@@ -811,10 +820,14 @@ func (w *Worker) applyWrite(ctx context.Context, msg jetstream.Msg, md *jetstrea
 	if err != nil {
 		return w.rejected(msg, md, conf, "secret name: "+sanitize(err), false)
 	}
+	// here: the secret the ledger records is on this backend with the
+	// team options this write uses (a team that changed its Vault
+	// namespace or mount writes elsewhere, as one that changed backend).
+	here := e.Provider == kw.res.Backend && samePlace(e.Placement, kw.place())
 	// The version the ledger last wrote to this very secret (same
-	// backend, same name, not deleted since): a check-and-set hint.
+	// place, same name, not deleted since): a check-and-set hint.
 	expected, replaces := "", ""
-	if e.Provider == kw.res.Backend && e.SecretRef == name && e.Status != events.StatusDeleted {
+	if here && e.SecretRef == name && e.Status != events.StatusDeleted {
 		expected, replaces = e.ProviderVersion, e.EventID
 	}
 	var res providers.PutResult
@@ -832,23 +845,25 @@ func (w *Worker) applyWrite(ctx context.Context, msg jetstream.Msg, md *jetstrea
 	if ev.Type == events.KeyRotated {
 		status = events.StatusRotated
 	}
-	moved := e.Provider != "" && e.Provider != kw.res.Backend && e.Status != events.StatusDeleted
+	moved := e.Provider != "" && !here && e.Status != events.StatusDeleted
 	if !moved && e.SecretRef != "" && e.SecretRef != name && e.Status != events.StatusDeleted {
 		// The name moved (alias naming and a newer alias): remove the old one.
 		w.deleteOld(ctx, kw, p, e.SecretRef, owner)
 	}
 	next.Generation, next.EventID, next.EventType, next.Status = kw.gen, ev.ID, ev.Type, status
 	next.StreamSeq, next.Provider, next.SecretRef, next.ProviderVersion = md.Sequence.Stream, kw.res.Backend, name, res.Version
+	next.Placement = kw.place()
 	if moved {
-		// The team moved to another backend: the copy left on the old
-		// one is deleted after the migration's grace period.
-		next.AddSource(e.Provider, e.SecretRef, next.UpdatedAt)
+		// The team moved to another backend (or other team options on
+		// it): the copy left where it was is deleted after the
+		// migration's grace period.
+		next.AddSourceAt(e.Provider, e.SecretRef, e.Placement, next.UpdatedAt)
 	}
 	next.dropCurrentSource()
 	next.Sealed, next.SealedGen = kw.keyData.Value, ev.Generation
 	next.Alias, next.Metadata = alias, metadata
 	var retire *Retirement
-	next.Previous, retire = w.retirement(kw, e, name, res.Version, next.UpdatedAt)
+	next.Previous, retire = w.retirement(kw, e, name, res.Version, res.Stamp, next.UpdatedAt)
 	if kw.gen > e.MetaGeneration {
 		// This event set the description too.
 		next.MetaGeneration, next.MetaEventID = kw.gen, ev.ID
@@ -888,9 +903,10 @@ func (w *Worker) applyUpdate(ctx context.Context, msg jetstream.Msg, md *jetstre
 		if err != nil {
 			return w.rejected(msg, md, conf, "secret name: "+sanitize(err), false)
 		}
-		// moved: the team's backend changed since the value was
-		// written; the update writes it to the new backend.
-		moved := e.Provider != "" && e.Provider != kw.res.Backend
+		// moved: the team's backend (or its team options on it)
+		// changed since the value was written; the update writes it to
+		// the new place.
+		moved := e.Provider != "" && (e.Provider != kw.res.Backend || !samePlace(e.Placement, kw.place()))
 		if name != e.SecretRef || moved {
 			// Alias naming: move the secret to its new name.
 			value, err := w.d.Opener.Open(ctx, e.Sealed, events.Binding{TeamID: ev.TeamID, KeyID: ev.KeyID, Generation: e.SealedGen})
@@ -911,12 +927,12 @@ func (w *Worker) applyUpdate(ctx context.Context, msg jetstream.Msg, md *jetstre
 			if v, bad := w.writeFailed(msg, md, conf, err); bad {
 				return v
 			}
+			next.Provider, next.SecretRef, next.ProviderVersion, next.Placement = kw.res.Backend, name, res.Version, kw.place()
 			if moved {
-				next.AddSource(e.Provider, e.SecretRef, next.UpdatedAt)
+				next.AddSourceAt(e.Provider, e.SecretRef, e.Placement, next.UpdatedAt)
 			} else {
 				w.deleteOld(ctx, kw, p, e.SecretRef, owner)
 			}
-			next.Provider, next.SecretRef, next.ProviderVersion = kw.res.Backend, name, res.Version
 			next.dropCurrentSource()
 			next.Previous = nil // it was under the old name, now deleted
 		} else if tu, ok := p.(providers.TagUpdater); ok {
@@ -934,8 +950,11 @@ func (w *Worker) applyUpdate(ctx context.Context, msg jetstream.Msg, md *jetstre
 	return w.commitVerdict(kw, next, conf)
 }
 
-// applyDelete deletes the secret of a key.deleted event, on the backend
-// that holds it when the team moved to another one since.
+// applyDelete deletes the secret of a key.deleted event where it was
+// written: on the backend and with the team options the ledger recorded,
+// when the team moved to another backend or changed them since. Deleting
+// where the team's options point now would find nothing there and confirm
+// "deleted" for a secret still stored.
 func (w *Worker) applyDelete(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, kw *keyWork, conf *events.Confirmation, p providers.Provider, next LedgerEntry) verdict {
 	ev, e := kw.ev, kw.entry
 	owner := providers.Owner{TeamID: ev.TeamID, KeyID: ev.KeyID}
@@ -946,17 +965,17 @@ func (w *Worker) applyDelete(ctx context.Context, msg jetstream.Msg, md *jetstre
 			return w.rejected(msg, md, conf, "secret name: "+sanitize(err), false)
 		}
 	}
-	backend := kw.res.Backend
-	if e.Provider != "" && e.Provider != backend && e.Status != events.StatusDeleted {
-		// The team moved to another backend since the secret was
-		// written: delete it where it is.
-		backend = e.Provider
-		oldTB := w.resolveBackend(w.d.Settings.ResolveBackend(kw.team, backend))
+	backend, place := kw.res.Backend, kw.place()
+	if e.Provider != "" && e.Status != events.StatusDeleted && (e.Provider != backend || !samePlace(e.Placement, place)) {
+		// The team moved to another backend, or changed its options on
+		// it, since the secret was written: delete it where it is.
+		oldTB := w.resolvePlaced(kw.team, e.Provider, e.Placement)
 		old, err := w.openProvider(ctx, oldTB)
 		if err != nil {
 			return w.providerFailed(msg, md, conf, err)
 		}
 		p, kw.guard = old, w.guard(kw.lane, oldTB)
+		backend, place = e.Provider, e.Placement
 	}
 	err := w.call(ctx, kw, "delete", func(ctx context.Context) error {
 		err := p.Delete(ctx, providers.DeleteRequest{Name: name, Owner: owner, Adopt: w.cfg.AdoptUnowned})
@@ -970,6 +989,7 @@ func (w *Worker) applyDelete(ctx context.Context, msg jetstream.Msg, md *jetstre
 	}
 	next.Generation, next.EventID, next.EventType, next.Status = kw.gen, ev.ID, ev.Type, events.StatusDeleted
 	next.StreamSeq, next.Provider, next.SecretRef, next.ProviderVersion = md.Sequence.Stream, backend, name, ""
+	next.Placement = place
 	next.Sealed, next.SealedGen, next.Previous = nil, 0, nil
 	next.dropCurrentSource()
 	if kw.gen > e.MetaGeneration {

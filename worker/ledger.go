@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/events"
 	"github.com/keyrelay/keyrelay/internal/kvlist"
+	"github.com/keyrelay/keyrelay/settings"
 )
 
 // LedgerEntry is the ledger's record of one key. It never holds a plaintext
@@ -35,6 +37,9 @@ type LedgerEntry struct {
 	Provider        string `json:"provider,omitempty"`
 	SecretRef       string `json:"secret_ref,omitempty"`
 	ProviderVersion string `json:"provider_version,omitempty"`
+	// Placement completes Provider: the team options the secret was
+	// written with (nil: an entry written before they were recorded).
+	Placement *Placement `json:"placement,omitempty"`
 	// MetaGeneration and MetaEventID identify the newest key.updated
 	// applied; Alias and Metadata come from the newest event of either kind.
 	MetaGeneration uint64            `json:"meta_generation,omitempty"`
@@ -65,6 +70,64 @@ type LedgerEntry struct {
 	Previous *PreviousVersion `json:"previous,omitempty"`
 }
 
+// Placement is where, beyond its backend's name, a secret was written:
+// the team provider options in effect then that the backend lets a team
+// set (Registry.TeamOptionAllowed: a Vault namespace, mount, path prefix
+// or data key, a Google project, an AWS region, a Conjur policy branch;
+// never credentials, which no backend lets a team set). A team may change
+// them later, and its older secrets stay where they were written: every
+// later action on one (delete, lookup, retirement, restore, drift check,
+// cleanup of an old copy) resolves its backend with these options, not
+// with the team's current ones (Placement.Resolve).
+//
+// A nil *Placement is an entry written before placements were recorded:
+// the team's current options apply, as they always did. A Placement with
+// no TeamOptions records that the team set none (the backend's own
+// defaults): a team that later sets a namespace still reaches the secret
+// in the default one. Its map is never written once recorded.
+type Placement struct {
+	TeamOptions map[string]string `json:"team_options,omitempty"`
+}
+
+// Resolve returns the settings that reach a secret written to backend at
+// p: the team's settings with p's options (settings.ResolvePlaced), or,
+// when p is nil (not recorded), with the team's current ones
+// (settings.ResolveBackend).
+func (p *Placement) Resolve(c *settings.Config, team *events.TeamSettings, backend string) settings.Resolved {
+	if p == nil {
+		return c.ResolveBackend(team, backend)
+	}
+	return c.ResolvePlaced(team, backend, p.TeamOptions)
+}
+
+// PlacementFor returns what a secret written with res records: the team
+// options res's backend lets a team set (allowed: Registry.TeamOptionAllowed),
+// never nil.
+func PlacementFor(res settings.Resolved, allowed func(backend, key string) bool) *Placement {
+	place := &Placement{}
+	for k, v := range res.TeamOptions {
+		if allowed(res.Backend, k) {
+			if place.TeamOptions == nil {
+				place.TeamOptions = make(map[string]string, len(res.TeamOptions))
+			}
+			place.TeamOptions[k] = v
+		}
+	}
+	return place
+}
+
+// SamePlace reports whether a secret recorded at p is at q (samePlace).
+func SamePlace(p, q *Placement) bool { return samePlace(p, q) }
+
+// samePlace reports whether a secret recorded at p is at q, both on one
+// backend. An unrecorded placement (nil) counts as any: it stands for the
+// team's current options, and the code before placements were recorded
+// treated it so. That errs toward "the same": a copy is then never taken
+// for one left behind, so never deleted as one.
+func samePlace(p, q *Placement) bool {
+	return p == nil || q == nil || maps.Equal(p.TeamOptions, q.TeamOptions)
+}
+
 // PreviousVersion is a rotated-out version in its grace period.
 type PreviousVersion struct {
 	Version   string    `json:"version"`
@@ -77,23 +140,27 @@ func (p *PreviousVersion) InGrace(now time.Time) bool { return p != nil && now.B
 
 // SourceCopy is one copy of a key on a backend it moved away from.
 type SourceCopy struct {
-	Backend   string    `json:"backend"`
-	SecretRef string    `json:"secret_ref"`
-	Since     time.Time `json:"since"`
+	Backend   string `json:"backend"`
+	SecretRef string `json:"secret_ref"`
+	// Placement is the team options the copy was written with (nil: not
+	// recorded, the team's current ones).
+	Placement *Placement `json:"placement,omitempty"`
+	Since     time.Time  `json:"since"`
 }
 
-// AddSource records that the key's copy at (backend, ref) was left behind,
-// unless it is already recorded or is where the entry now points.
-func (e *LedgerEntry) AddSource(backend, ref string, now time.Time) {
-	if backend == "" || ref == "" || (backend == e.Provider && ref == e.SecretRef) {
+// AddSourceAt records that the key's copy at (backend, ref) with placement
+// pl was left behind, unless it is already recorded or is where the entry
+// now points (Provider, SecretRef and Placement set first).
+func (e *LedgerEntry) AddSourceAt(backend, ref string, pl *Placement, now time.Time) {
+	if backend == "" || ref == "" || (backend == e.Provider && ref == e.SecretRef && samePlace(pl, e.Placement)) {
 		return
 	}
 	for _, s := range e.Sources {
-		if s.Backend == backend && s.SecretRef == ref {
+		if s.Backend == backend && s.SecretRef == ref && samePlace(s.Placement, pl) {
 			return
 		}
 	}
-	e.Sources = append(slices.Clone(e.Sources), SourceCopy{Backend: backend, SecretRef: ref, Since: now})
+	e.Sources = append(slices.Clone(e.Sources), SourceCopy{Backend: backend, SecretRef: ref, Placement: pl, Since: now})
 }
 
 // dropCurrentSource forgets a recorded copy that is where the entry now
@@ -103,7 +170,7 @@ func (e *LedgerEntry) dropCurrentSource() {
 		return
 	}
 	e.Sources = slices.DeleteFunc(slices.Clone(e.Sources), func(s SourceCopy) bool {
-		return s.Backend == e.Provider && s.SecretRef == e.SecretRef
+		return s.Backend == e.Provider && s.SecretRef == e.SecretRef && samePlace(s.Placement, e.Placement)
 	})
 	if len(e.Sources) == 0 {
 		e.Sources = nil

@@ -16,6 +16,9 @@ func (e *LedgerEntry) appendJSON(b []byte) ([]byte, error) {
 	o.StringOmit("provider", e.Provider)
 	o.StringOmit("secret_ref", e.SecretRef)
 	o.StringOmit("provider_version", e.ProviderVersion)
+	if e.Placement != nil {
+		o.Nested("placement", e.Placement.appendJSON)
+	}
 	o.UintOmit("meta_generation", e.MetaGeneration)
 	o.StringOmit("meta_event_id", e.MetaEventID)
 	o.StringOmit("alias", e.Alias)
@@ -60,6 +63,9 @@ func (e *LedgerEntry) appendJSON(b []byte) ([]byte, error) {
 				o := jsonw.Begin(b)
 				o.String("backend", s.Backend)
 				o.String("secret_ref", s.SecretRef)
+				if s.Placement != nil {
+					o.Nested("placement", s.Placement.appendJSON)
+				}
 				o.Time("since", s.Since)
 				var err error
 				if b, err = o.End(); err != nil {
@@ -78,5 +84,13 @@ func (e *LedgerEntry) appendJSON(b []byte) ([]byte, error) {
 			return o.End()
 		})
 	}
+	return o.End()
+}
+
+// appendJSON appends p as encoding/json writes it: {} for a team without
+// options, a few bytes on an entry.
+func (p *Placement) appendJSON(b []byte) ([]byte, error) {
+	o := jsonw.Begin(b)
+	o.StringMapOmit("team_options", p.TeamOptions)
 	return o.End()
 }

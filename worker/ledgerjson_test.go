@@ -3,6 +3,7 @@ package worker
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -58,6 +59,7 @@ func randomEntry(r *rand.Rand) *LedgerEntry {
 		Generation: randomUint(r), EventID: randomText(r), EventType: events.Type(randomText(r)), Status: events.Status(randomText(r)),
 		StreamSeq: randomUint(r), Provider: randomText(r), SecretRef: randomText(r), ProviderVersion: randomText(r),
 		MetaGeneration: randomUint(r), MetaEventID: randomText(r), Alias: randomText(r), SealedGen: randomUint(r), UpdatedAt: randomTime(r),
+		Placement: randomPlacement(r),
 	}
 	if r.IntN(2) == 0 {
 		e.Metadata = map[string]string{}
@@ -77,13 +79,31 @@ func randomEntry(r *rand.Rand) *LedgerEntry {
 	if r.IntN(2) == 0 {
 		e.Sources = make([]SourceCopy, r.IntN(3))
 		for i := range e.Sources {
-			e.Sources[i] = SourceCopy{Backend: randomText(r), SecretRef: randomText(r), Since: randomTime(r)}
+			e.Sources[i] = SourceCopy{Backend: randomText(r), SecretRef: randomText(r), Placement: randomPlacement(r), Since: randomTime(r)}
 		}
 	}
 	if r.IntN(2) == 0 {
 		e.Previous = &PreviousVersion{Version: randomText(r), SecretRef: randomText(r), Until: randomTime(r)}
 	}
 	return e
+}
+
+// randomPlacement draws a placement: none (not recorded), recorded without
+// options (an empty or nil map), or with some.
+func randomPlacement(r *rand.Rand) *Placement {
+	switch r.IntN(4) {
+	case 0:
+		return nil
+	case 1:
+		return &Placement{}
+	case 2:
+		return &Placement{TeamOptions: map[string]string{}}
+	}
+	p := &Placement{TeamOptions: map[string]string{}}
+	for range 1 + r.IntN(3) {
+		p.TeamOptions[randomText(r)] = randomText(r)
+	}
+	return p
 }
 
 // The ledger entry's encoder writes what encoding/json writes, field for
@@ -124,5 +144,48 @@ func sameAsEncodingJSON(t *testing.T, i int, v any, appendJSON func([]byte) ([]b
 	got, err := appendJSON(nil)
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("record %d (%T): appended %s, %v\nencoding/json: %s", i, v, got, err, want)
+	}
+}
+
+// A placement survives the ledger's encoding and encoding/json's decoding
+// as it was: not recorded (nil), recorded without team options, or with
+// them, on the entry and on its source copies; and recording "no options"
+// costs an entry a few bytes only.
+func TestLedgerEntryPlacementRoundTrip(t *testing.T) {
+	cases := map[string]*Placement{
+		"not recorded":       nil,
+		"no team options":    {},
+		"empty team options": {TeamOptions: map[string]string{}},
+		"team options":       {TeamOptions: map[string]string{"namespace": "team-a", "mount": "kv"}},
+	}
+	for name, pl := range cases {
+		t.Run(name, func(t *testing.T) {
+			e := &LedgerEntry{Generation: 3, EventID: "ev-1", Provider: "hashicorp_vault", SecretRef: "litellm/k", Placement: pl,
+				Sources: []SourceCopy{{Backend: "local", SecretRef: "litellm/k", Placement: pl}}, UpdatedAt: time.Unix(1, 0).UTC()}
+			b, err := e.appendJSON(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got LedgerEntry
+			if err := json.Unmarshal(b, &got); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range []*Placement{got.Placement, got.Sources[0].Placement} {
+				if (p == nil) != (pl == nil) {
+					t.Fatalf("placement %+v decoded as %+v from %s", pl, p, b)
+				}
+				if pl != nil && !maps.Equal(p.TeamOptions, pl.TeamOptions) {
+					t.Fatalf("team options %v decoded as %v", pl.TeamOptions, p.TeamOptions)
+				}
+			}
+		})
+	}
+	bare := &LedgerEntry{Provider: "local", SecretRef: "k", UpdatedAt: time.Unix(1, 0).UTC()}
+	placed := *bare
+	placed.Placement = &Placement{}
+	b1, _ := bare.appendJSON(nil)
+	b2, _ := placed.appendJSON(nil)
+	if extra := len(b2) - len(b1); extra > len(`,"placement":{}`) {
+		t.Fatalf("recording no team options costs %d bytes: %s", extra, b2)
 	}
 }

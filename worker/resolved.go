@@ -24,9 +24,12 @@ import (
 // event of these settings (nothing on an event's path writes them;
 // SecretTags and ProviderOptions copy).
 type teamBackend struct {
-	res      settings.Resolved
-	opts     map[string]string
-	refused  []string
+	res     settings.Resolved
+	opts    map[string]string
+	refused []string
+	// place is what a secret written through it records (LedgerEntry.
+	// Placement): the team options the backend accepted.
+	place    *Placement
 	guardKey string
 	provider atomic.Pointer[providerRef]
 }
@@ -62,8 +65,16 @@ func (w *Worker) resolve(team *events.TeamSettings) *teamBackend {
 // resolveBackend works out what res's events need (uncached: for a
 // backend other than the team's own).
 func (w *Worker) resolveBackend(res settings.Resolved) *teamBackend {
-	opts, refused := res.ProviderOptions(func(key string) bool { return w.d.Registry.TeamOptionAllowed(res.Backend, key) })
-	return &teamBackend{res: res, opts: opts, refused: refused, guardKey: guardKey(res.Backend, opts)}
+	allowed := func(key string) bool { return w.d.Registry.TeamOptionAllowed(res.Backend, key) }
+	opts, refused := res.ProviderOptions(allowed)
+	place := PlacementFor(res, w.d.Registry.TeamOptionAllowed)
+	return &teamBackend{res: res, opts: opts, refused: refused, place: place, guardKey: guardKey(res.Backend, opts)}
+}
+
+// resolvePlaced is resolveBackend for a secret written to backend at pl
+// (nil: not recorded, the team's current options).
+func (w *Worker) resolvePlaced(team *events.TeamSettings, backend string, pl *Placement) *teamBackend {
+	return w.resolveBackend(pl.Resolve(w.d.Settings, team, backend))
 }
 
 // openProvider returns tb's provider, opening it through the registry the

@@ -109,27 +109,37 @@ const (
 // JetStream by the rotation that replaced it, so it survives restarts. It
 // names the secret and version, never a value.
 type Retirement struct {
-	TeamID    string    `json:"team_id"`
-	KeyID     string    `json:"key_id"`
-	Backend   string    `json:"backend"`
-	SecretRef string    `json:"secret_ref"`
-	Version   string    `json:"version"`
-	EventID   string    `json:"event_id"`
-	Due       time.Time `json:"due"`
+	TeamID  string `json:"team_id"`
+	KeyID   string `json:"key_id"`
+	Backend string `json:"backend"`
+	// Placement is the team options the secret was written with (nil: a
+	// retirement scheduled before they were recorded, retired with the
+	// team's current ones).
+	Placement *Placement `json:"placement,omitempty"`
+	SecretRef string     `json:"secret_ref"`
+	Version   string     `json:"version"`
+	// ReplacedBy is the provider's stamp of the write that replaced
+	// Version (providers.PutResult.Stamp; "" when it gives none): a
+	// backend that numbers a re-created secret's versions from 1 again
+	// (Google) retires Version only if it predates that write.
+	ReplacedBy string    `json:"replaced_by,omitempty"`
+	EventID    string    `json:"event_id"`
+	Due        time.Time `json:"due"`
 }
 
 // retirement decides what a rotation does with the version it replaced:
 // with a grace period the version stays readable (and is served by the
 // lookup API) until it ends; without one the team's retire_previous_after
 // applies (keep, by default). prev is the ledger entry before the
-// rotation; name and version are where the new value went.
-func (w *Worker) retirement(kw *keyWork, prev *LedgerEntry, name, version string, now time.Time) (*PreviousVersion, *Retirement) {
+// rotation; name and version are where the new value went, stamp the
+// provider's stamp of that write (PutResult.Stamp).
+func (w *Worker) retirement(kw *keyWork, prev *LedgerEntry, name, version, stamp string, now time.Time) (*PreviousVersion, *Retirement) {
 	if kw.ev.Type != events.KeyRotated || prev.Status == events.StatusDeleted || prev.Provider != kw.res.Backend ||
-		prev.SecretRef != name || prev.ProviderVersion == "" || prev.ProviderVersion == version {
+		!samePlace(prev.Placement, kw.place()) || prev.SecretRef != name || prev.ProviderVersion == "" || prev.ProviderVersion == version {
 		return nil, nil
 	}
-	r := &Retirement{TeamID: kw.ev.TeamID, KeyID: kw.ev.KeyID, Backend: kw.res.Backend, SecretRef: name,
-		Version: prev.ProviderVersion, EventID: kw.ev.ID}
+	r := &Retirement{TeamID: kw.ev.TeamID, KeyID: kw.ev.KeyID, Backend: kw.res.Backend, Placement: kw.place(), SecretRef: name,
+		Version: prev.ProviderVersion, ReplacedBy: stamp, EventID: kw.ev.ID}
 	if g := kw.keyData.GracePeriodSeconds; g > 0 {
 		r.Due = now.Add(graceDuration(g))
 		return &PreviousVersion{Version: r.Version, SecretRef: name, Until: r.Due}, r
@@ -264,6 +274,11 @@ func (s *retireSlots) release(backend string) {
 	}
 }
 
+// maxStampBytes bounds a retirement's replaced_by (a provider's stamp: an
+// RFC 3339 time for Google), read back from a stream anyone allowed to
+// publish there can write; the provider checks its form.
+const maxStampBytes = 64
+
 // parseRetirement decodes and validates a retirement message: every field
 // present, ids valid, the team and key those of its subject, the backend
 // one this process knows. It returns the metric outcome and reason of a
@@ -282,6 +297,8 @@ func (w *Worker) parseRetirement(msg jetstream.Msg) (r Retirement, outcome, reas
 		return r, "invalid", "team_id and key_id differ from the subject's"
 	case r.SecretRef == "" || r.Version == "" || r.Backend == "":
 		return r, "invalid", "secret_ref, version or backend missing"
+	case len(r.ReplacedBy) > maxStampBytes:
+		return r, "invalid", "replaced_by is too long to be a provider's stamp"
 	case r.Due.After(time.Now().AddDate(retireMaxYears, 0, 0)):
 		// Never scheduled by a worker (the longest retire_previous_after,
 		// a time.Duration, is 292 years), and past year 9999 not even a
@@ -380,7 +397,9 @@ func (w *Worker) retireOne(ctx context.Context, msg jetstream.Msg, slots *retire
 		return
 	}
 	defer slots.release(r.Backend)
-	res := w.d.Settings.ResolveBackend(w.teams.Cached(r.TeamID).Settings, r.Backend)
+	// Where the rotation wrote: the team may have changed its options on
+	// the backend since (a Vault namespace or mount), the version has not.
+	res := r.Placement.Resolve(w.d.Settings, w.teams.Cached(r.TeamID).Settings, r.Backend)
 	p, err := w.provider(ctx, res)
 	if err != nil {
 		if providers.IsRetryable(err) {
@@ -403,7 +422,7 @@ func (w *Worker) retireOne(ctx context.Context, msg jetstream.Msg, slots *retire
 	// the gateway's own calls leave (a bulk rotation's grace periods end
 	// together), in this process and across a cluster-wide quota.
 	cctx, cancel := context.WithTimeout(providers.WithPriority(ctx, providers.PriorityBulk), w.cfg.CallTimeout)
-	err = rt.Retire(cctx, providers.RetireRequest{Name: r.SecretRef, Version: r.Version,
+	err = rt.Retire(cctx, providers.RetireRequest{Name: r.SecretRef, Version: r.Version, ReplacedBy: r.ReplacedBy,
 		Owner: providers.Owner{TeamID: r.TeamID, KeyID: r.KeyID}, Adopt: w.cfg.AdoptUnowned})
 	cancel()
 	switch {

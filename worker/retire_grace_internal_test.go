@@ -20,7 +20,7 @@ func TestRetireGracePeriodSaturates(t *testing.T) {
 		kw := &keyWork{ev: &events.Event{Type: events.KeyRotated, ID: "evt-1", TeamID: "team-a", KeyID: "k1"},
 			res: settings.Resolved{Backend: "local"}, keyData: &events.KeyData{GracePeriodSeconds: g}}
 		prev := &LedgerEntry{Status: events.StatusStored, Provider: "local", SecretRef: "ref", ProviderVersion: "1"}
-		pv, r := (&Worker{}).retirement(kw, prev, "ref", "2", now)
+		pv, r := (&Worker{}).retirement(kw, prev, "ref", "2", "", now)
 		if pv == nil || r == nil {
 			t.Fatalf("grace %d: no previous version or retirement", g)
 		}
