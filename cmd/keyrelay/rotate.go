@@ -305,8 +305,11 @@ func showStatus(cmd *cobra.Command, d jobs.Deps, id string, asJSON, watch bool) 
 		tty = true
 	}
 	var bar *progressbar.ProgressBar
+	// One reader for the whole watch: it reads the plan once and each
+	// final confirmation once.
+	r := jobs.NewStatusReader(d.JS, d.Store, id)
 	for {
-		st, err := jobs.GetStatus(ctx, d.JS, d.Store, id)
+		st, err := r.Read(ctx)
 		if err != nil {
 			return err
 		}
