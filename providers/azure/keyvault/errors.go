@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -160,28 +159,16 @@ func networkSummary(err error, value []byte) string {
 	return clip(sanitize(err.Error(), value), 200)
 }
 
-var (
-	urlRE    = regexp.MustCompile(`(?i)https?://[^\s"']+`)
-	bearerRE = regexp.MustCompile(`(?i)bearer\s+[A-Za-z0-9\-._~+/]+=*`)
-)
-
 // sanitize removes URLs, bearer tokens and the value from s.
 func sanitize(s string, value []byte) string {
 	if len(value) >= 4 {
 		s = strings.ReplaceAll(s, string(value), "<redacted>")
 	}
-	s = bearerRE.ReplaceAllString(s, "Bearer <redacted>")
-	return urlRE.ReplaceAllString(s, "<url>")
+	return credential.Scrub(s)
 }
 
-func clip(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) <= n {
-		return s
-	}
-	r := []rune(s[:n])
-	return string(r[:len(r)-1]) + "..."
-}
+// clip collapses white space in s and cuts it to n bytes.
+func clip(s string, n int) string { return credential.Clip(s, n) }
 
 func newErr(op, name string, kind providers.Kind, err error) *providers.Error {
 	return providers.NewError(Name, op, name, kind, err)

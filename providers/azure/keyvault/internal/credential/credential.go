@@ -89,7 +89,7 @@ func Classify(err error) (Failure, bool) {
 				Msg: "credential: the managed identity endpoint did not answer in time"}, true
 		}
 		return Failure{Kind: providers.Retryable, Err: providers.ErrUnavailable,
-			Msg: "credential: no credential source is available (yet): " + clip(scrub(text), 300)}, true
+			Msg: "credential: no credential source is available (yet): " + Clip(Scrub(text), 300)}, true
 	}
 	return Failure{}, false
 }
@@ -106,7 +106,7 @@ func authFailed(afe *azidentity.AuthenticationFailedError) Failure {
 				Msg: "credential: TLS: the token endpoint's certificate is not trusted"}
 		}
 		return Failure{Kind: providers.Retryable, Err: providers.ErrUnavailable,
-			Msg: "credential: token endpoint unreachable: " + clip(scrub(text), 200)}
+			Msg: "credential: token endpoint unreachable: " + Clip(Scrub(text), 200)}
 	}
 	st := afe.RawResponse.StatusCode
 	codes := entraCodes(afe.RawResponse)
@@ -166,14 +166,14 @@ var (
 	bearerRE = regexp.MustCompile(`(?i)bearer\s+[A-Za-z0-9\-._~+/]+=*`)
 )
 
-// scrub removes URLs and bearer tokens from s.
-func scrub(s string) string {
+// Scrub removes URLs and bearer tokens from s.
+func Scrub(s string) string {
 	s = bearerRE.ReplaceAllString(s, "Bearer <redacted>")
 	return urlRE.ReplaceAllString(s, "<url>")
 }
 
-// clip collapses white space in s and cuts it to n bytes.
-func clip(s string, n int) string {
+// Clip collapses white space in s and cuts it to n bytes.
+func Clip(s string, n int) string {
 	s = strings.Join(strings.Fields(s), " ")
 	if len(s) <= n {
 		return s
