@@ -2,12 +2,13 @@ package ownership
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyrelay/keyrelay/internal/jsleader"
 )
 
 // Reads a grant depends on go to the bucket stream's leader.
@@ -34,47 +35,12 @@ type leaderEntry struct {
 // leader. It returns jetstream.ErrKeyNotFound when the key has no entry or
 // its latest one is a delete or purge marker.
 func leaderKVGet(ctx context.Context, nc *nats.Conn, bucket, key string) (leaderEntry, error) {
-	stream := "KV_" + bucket
-	body, err := json.Marshal(struct {
-		LastBySubj string `json:"last_by_subj"`
-	}{"$KV." + bucket + "." + key})
-	if err != nil {
-		return leaderEntry{}, err
-	}
-	m, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+stream, body)
-	if err != nil {
-		if errors.Is(err, nats.ErrNoResponders) {
-			return leaderEntry{}, fmt.Errorf("ownership: stream %s: no leader answered: %w", stream, err)
-		}
-		return leaderEntry{}, fmt.Errorf("ownership: stream %s: message get: %w", stream, err)
-	}
-	var resp struct {
-		Error   *jetstream.APIError `json:"error"`
-		Message *struct {
-			Seq    uint64 `json:"seq"`
-			Header []byte `json:"hdrs"`
-			Data   []byte `json:"data"`
-		} `json:"message"`
-	}
-	if err := json.Unmarshal(m.Data, &resp); err != nil {
-		return leaderEntry{}, fmt.Errorf("ownership: stream %s: message get: unreadable reply: %w", stream, err)
-	}
-	switch {
-	case resp.Error != nil && resp.Error.Code == 404:
+	m, err := jsleader.KVGet(ctx, jsleader.Conn(nc), bucket, key)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return leaderEntry{}, jetstream.ErrKeyNotFound
-	case resp.Error != nil:
-		return leaderEntry{}, fmt.Errorf("ownership: stream %s: message get: %w", stream, resp.Error)
-	case resp.Message == nil:
-		return leaderEntry{}, fmt.Errorf("ownership: stream %s: message get: reply without a message", stream)
 	}
-	if len(resp.Message.Header) > 0 {
-		h, err := nats.DecodeHeadersMsg(resp.Message.Header)
-		if err != nil {
-			return leaderEntry{}, fmt.Errorf("ownership: bucket %s: message headers: %w", bucket, err)
-		}
-		if op := h.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
-			return leaderEntry{}, jetstream.ErrKeyNotFound
-		}
+	if err != nil {
+		return leaderEntry{}, fmt.Errorf("ownership: %w", err)
 	}
-	return leaderEntry{value: resp.Message.Data, rev: resp.Message.Seq}, nil
+	return leaderEntry{value: m.Data, rev: m.Seq}, nil
 }

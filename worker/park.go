@@ -250,7 +250,7 @@ func (w *Worker) laneGet(ctx context.Context, s jetstream.Stream, ref parkedRef)
 	if err != nil {
 		return nil, err
 	}
-	h, err := lm.headers()
+	h, err := lm.Headers()
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: message %d: headers: %w", StreamOf(ref.lane), ref.seq, err)
 	}
