@@ -275,23 +275,39 @@ func Drift(ctx context.Context, d Deps, c Config) (*Report, error) {
 		return nil, err
 	}
 
-	// Orphans: per team and backend in scope, the owned secrets the ledger
-	// does not point at.
+	// Orphans: per team, backend and placement in scope, the owned secrets
+	// the ledger does not point at. A team that changed its namespace or
+	// mount has secrets in each place its entries (and their old copies)
+	// record: every one is listed, and a name is known only in its place.
 	rep := &Report{Rows: rows, LedgerSkipped: skipped}
-	known := map[string]map[string]string{} // team -> key -> secret ref the ledger uses (live keys)
-	pairs := map[[2]string]bool{}
-	checked := map[[3]string]bool{} // team, backend, name: classified above
+	known := map[string]map[string]placed{} // team -> key -> where the ledger places it (live keys; ref "" when deleted)
+	places := map[place]*worker.Placement{} // where to list -> the team options to open it with
+	checked := map[place]map[string]bool{}  // names classified above, or recorded old copies
+	record := func(team, backend string, pl *worker.Placement, name string) place {
+		at, eff := s.placeOf(team, backend, pl)
+		if c.Backend == "" || c.Backend == backend {
+			places[at] = eff
+		}
+		if checked[at] == nil {
+			checked[at] = map[string]bool{}
+		}
+		checked[at][name] = true
+		return at
+	}
 	for _, it := range items {
-		checked[[3]string{it.team, it.e.Provider, it.e.SecretRef}] = true
+		at := record(it.team, it.e.Provider, it.e.Placement, it.e.SecretRef)
+		// Old copies a cleanup is to delete are the ledger's, not orphans.
+		for _, src := range it.e.Sources {
+			record(it.team, src.Backend, src.Placement, src.SecretRef)
+		}
 		if known[it.team] == nil {
-			known[it.team] = map[string]string{}
+			known[it.team] = map[string]placed{}
 		}
 		if it.e.Status != events.StatusDeleted {
-			known[it.team][it.key] = it.e.SecretRef
+			known[it.team][it.key] = placed{at, it.e.SecretRef}
 		} else if _, ok := known[it.team][it.key]; !ok {
-			known[it.team][it.key] = ""
+			known[it.team][it.key] = placed{}
 		}
-		pairs[[2]string{it.team, it.e.Provider}] = true
 	}
 	// Keys whose entry cannot be used are not known to have none: their
 	// secrets are not orphans (deleting them would lose the key).
@@ -308,36 +324,47 @@ func Drift(ctx context.Context, d Deps, c Config) (*Report, error) {
 		// Named teams are listed even when the ledger has nothing of them.
 		r := d.Settings.Resolve(d.TeamSettings(team))
 		if c.Backend == "" || c.Backend == r.Backend {
-			pairs[[2]string{team, r.Backend}] = true
+			at, eff := s.placeOf(team, r.Backend, nil)
+			places[at] = eff
 		}
 	}
 	if c.noOrphans {
-		clear(pairs)
+		clear(places)
 	}
-	for _, pair := range sortedPairs(pairs) {
-		team, backend := pair[0], pair[1]
-		p, err := s.provider(ctx, team, backend)
+	unlisted := map[string]bool{}
+	for _, at := range sortedPlaces(places) {
+		team, backend := at.team, at.backend
+		p, _, err := s.providerAt(ctx, team, backend, places[at])
 		if err != nil {
 			rep.Rows = append(rep.Rows, Row{Team: team, Backend: backend, Status: StatusError, Detail: "list: " + err.Error()})
 			continue
 		}
 		l, ok := providers.AsLister(p)
 		if !ok {
-			rep.Unlisted = append(rep.Unlisted, team+"/"+backend)
+			if !unlisted[team+"/"+backend] {
+				unlisted[team+"/"+backend] = true
+				rep.Unlisted = append(rep.Unlisted, team+"/"+backend)
+			}
 			continue
 		}
 		err = l.List(ctx, providers.ListRequest{TeamID: team}, func(ls providers.Listed) error {
-			if ls.Owner.TeamID != team || checked[[3]string{team, backend, ls.Name}] || unreadable[[2]string{team, ls.Owner.KeyID}] {
-				return nil // another team's, a name a ledger entry was checked under, or a key whose entry cannot be used
+			if ls.Owner.TeamID != team || checked[at][ls.Name] || unreadable[[2]string{team, ls.Owner.KeyID}] {
+				return nil // another team's, a name a ledger entry was checked under or an old copy it records here, or a key whose entry cannot be used
 			}
-			ref, ok := known[team][ls.Owner.KeyID]
+			lp, ok := known[team][ls.Owner.KeyID]
 			switch {
 			case !ok:
 				rep.Rows = append(rep.Rows, Row{Team: team, Key: ls.Owner.KeyID, Backend: backend, SecretRef: ls.Name, Status: StatusOrphan,
 					Detail: "owned by keyrelay for this key, which has no ledger entry"})
-			case ref != ls.Name && ref != "":
-				rep.Rows = append(rep.Rows, Row{Team: team, Key: ls.Owner.KeyID, Backend: backend, SecretRef: ls.Name, Status: StatusOrphan,
-					Detail: "owned by this key, which the ledger places under " + ref})
+			case lp.ref != "" && (lp.ref != ls.Name || lp.at != at):
+				detail := "owned by this key, which the ledger places under " + lp.ref
+				switch {
+				case lp.at.backend != backend:
+					detail += " on " + lp.at.backend
+				case lp.at != at:
+					detail += " with other team options (another namespace or mount)"
+				}
+				rep.Rows = append(rep.Rows, Row{Team: team, Key: ls.Owner.KeyID, Backend: backend, SecretRef: ls.Name, Status: StatusOrphan, Detail: detail})
 			}
 			return nil
 		})
@@ -362,13 +389,37 @@ func Drift(ctx context.Context, d Deps, c Config) (*Report, error) {
 	return rep, nil
 }
 
-func sortedPairs(m map[[2]string]bool) [][2]string {
+// place is where a team's secrets are listed: a backend with the team
+// options that reach it (their digest).
+type place struct{ team, backend, opts string }
+
+// placed is where the ledger places a key: the place and the name.
+type placed struct {
+	at  place
+	ref string
+}
+
+// placeOf returns where a secret of team recorded on backend at pl is, and
+// the placement to open it with: the allowed team options that reach it
+// (pl's; the team's current ones when pl is nil, not recorded), so an
+// unrecorded placement and a recorded one naming the team's current
+// options are one place, listed once.
+func (s *session) placeOf(team, backend string, pl *worker.Placement) (place, *worker.Placement) {
+	eff := worker.PlacementFor(pl.Resolve(s.d.Settings, s.d.TeamSettings(team), backend), s.d.Registry.TeamOptionAllowed)
+	return place{team, backend, providers.OptionsDigest(eff.TeamOptions)}, eff
+}
+
+func sortedPlaces(m map[place]*worker.Placement) []place {
 	out := slices.Collect(maps.Keys(m))
 	sort.Slice(out, func(i, j int) bool {
-		if out[i][0] != out[j][0] {
-			return out[i][0] < out[j][0]
+		a, b := out[i], out[j]
+		if a.team != b.team {
+			return a.team < b.team
 		}
-		return out[i][1] < out[j][1]
+		if a.backend != b.backend {
+			return a.backend < b.backend
+		}
+		return a.opts < b.opts
 	})
 	return out
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/keyrelay/keyrelay/client"
@@ -57,7 +58,7 @@ moved; --cleanup: its old copy not deleted).`,
 				// Cleanup deletes; it has no dry run to honour the flag with.
 				return errors.New("--cleanup deletes the old copies and has no --dry-run: nothing done (run it without --dry-run to delete them)")
 			}
-			env, err := openRecovery(ctx, g, "keyrelay-migrate")
+			env, err := openRecoveryTo(ctx, g, "keyrelay-migrate", cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -94,7 +95,15 @@ moved; --cleanup: its old copy not deleted).`,
 					fmt.Fprintf(out, "\nold copies deleted %d, pending %d, failed %d\n", rep.Deleted, rep.Pending, rep.Failed)
 				}
 				if rep.Pending == 0 {
-					_ = migrations.KV.Delete(ctx, recovery.MigrationKey(cfg.Team))
+					// Nothing pending ends only a finished move: a copy that
+					// failed is still pending (its entry keeps it), and a
+					// requested or running move has nothing pending because
+					// its keys are not moved yet, which the sweeper still
+					// does. The revision read guards against a sweeper
+					// rewriting the record meanwhile.
+					if r, rev, err := migrations.Get(ctx, cfg.Team); err == nil && r != nil && r.State == recovery.MigrationMoved {
+						_ = migrations.KV.Delete(ctx, recovery.MigrationKey(cfg.Team), jetstream.LastRevision(rev))
+					}
 				}
 				if rep.Failed > 0 {
 					return partialFailure("cleanup: %d old copies not deleted", rep.Failed)

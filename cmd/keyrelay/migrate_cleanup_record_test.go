@@ -1,0 +1,47 @@
+package main
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/keyrelay/keyrelay/recovery"
+	"github.com/keyrelay/keyrelay/worker"
+)
+
+// TestMigrateCleanupKeepsAMoveStillToDo: `keyrelay migrate --cleanup`
+// ends a finished move's record once no old copy is left, but a record
+// whose move is requested or running (the sweeper of keyrelay serve has
+// keys still to move, e.g. after keys failed) has nothing pending only
+// because those keys were not moved yet: it must stay, or the sweeper
+// never moves them. The command used to delete any record when nothing
+// was pending.
+func TestMigrateCleanupKeepsAMoveStillToDo(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, js := startTopology(ctx, t)
+	cfg, _, _ := commandConfig(t, srv.URL, "")
+	rkv, err := js.KeyValue(ctx, worker.RecoveryBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := recovery.Migrations{KV: rkv, JS: js}
+	for _, state := range []string{recovery.MigrationRequested, recovery.MigrationRunning, recovery.MigrationMoved} {
+		team := "team-" + state
+		if err := m.Record(ctx, &recovery.MigrationRecord{Team: team, To: "local", State: state, RequestedAt: time.Now().UTC(),
+			Failed: 1, LastError: "1 keys failed; retried at the next sweep"}); err != nil {
+			t.Fatal(err)
+		}
+		out, err := runCommand(ctx, migrateCmd(&globals{configPath: cfg}), "--team", team, "--cleanup", "--delete-source")
+		if err != nil {
+			t.Fatalf("migrate --cleanup (%s): %v\n%s", state, err, out)
+		}
+		r, _, err := m.Get(ctx, team)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gone := r == nil; gone != (state == recovery.MigrationMoved) {
+			t.Errorf("record in state %s after a cleanup with nothing pending: %+v; want it kept unless the move is done", state, r)
+		}
+	}
+}
