@@ -113,7 +113,7 @@ func dlqCmd(g *globals) *cobra.Command {
 			"for now (a KMS outage) are left and listed: run again.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			env, err := openRecovery(cmd.Context(), g, "keyrelay-dlq")
+			env, err := openRecoveryTo(cmd.Context(), g, "keyrelay-dlq", cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 
@@ -76,7 +75,7 @@ read, a ledger entry that could not be used, or no connection).`,
 			if err := checkScope(cfg.Teams, cfg.All); err != nil {
 				return err
 			}
-			env, err := openRecovery(ctx, g, "keyrelay-drift")
+			env, err := openRecoveryTo(ctx, g, "keyrelay-drift", cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -172,8 +171,11 @@ type recoveryEnv struct {
 	close  func()
 }
 
-// openRecovery connects to NATS and loads the recovery commands' deps.
-func openRecovery(ctx context.Context, g *globals, name string) (*recoveryEnv, error) {
+// openRecoveryTo connects to NATS and loads the recovery commands' deps.
+// Warnings about ledger entries passed over go to stderr: the command's
+// cmd.ErrOrStderr(), so an embedding caller (or a test) that set the
+// command's error writer receives them.
+func openRecoveryTo(ctx context.Context, g *globals, name string, stderr io.Writer) (*recoveryEnv, error) {
 	c, log, err := g.load()
 	if err != nil {
 		return nil, err
@@ -220,7 +222,7 @@ func openRecovery(ctx context.Context, g *globals, name string) (*recoveryEnv, e
 	}
 	d := recovery.Deps{Ledger: worker.NewLedger(lkv, conn.JS.Conn()), Settings: c, Registry: registry, Opener: sealing.Opener,
 		TeamSettings: func(t string) *events.TeamSettings { return teams.Cached(t).Settings }, Logger: log, Ownership: okv,
-		LedgerSkipped: printSkipped(os.Stderr)}
+		LedgerSkipped: printSkipped(stderr)}
 	return &recoveryEnv{d: d, c: c, js: conn.JS, teams: teams, sealer: sealing.Sealer, close: func() { registry.Close(); closeQuotas(); conn.Close() }}, nil
 }
 

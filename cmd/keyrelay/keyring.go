@@ -179,7 +179,7 @@ an older key version after a run that exited 1.`,
 			if after != "" {
 				fmt.Fprintf(os.Stderr, "resuming after %s (cursor %s; --restart starts over)\n", after, cursorFile)
 			}
-			unusable, printUnusable := 0, printSkipped(os.Stderr)
+			unusable, printUnusable := 0, printSkipped(cmd.ErrOrStderr())
 			st := &ledgerStore{l: worker.NewLedger(kv, conn.NC), skipped: func(se worker.SkippedEntry) { unusable++; printUnusable(se) }}
 			res, err := seal.RewrapStore(ctx, s, st, opts)
 			if bar != nil {

@@ -20,6 +20,12 @@ import (
 	"github.com/keyrelay/keyrelay/outbox"
 )
 
+// OutboxFailedExitCode is the exit status of `keyrelay outbox status` when
+// the outbox holds failed rows: like DriftExitCode, the command ran
+// completely and found something only a person can repair. ExitFailed (1)
+// stays for an outbox that could not be read.
+const OutboxFailedExitCode = 3
+
 func outboxCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "outbox", Short: "PostgreSQL transactional outbox: migrate the table, relay rows to JetStream"}
 	cfg := outbox.Config{}
@@ -111,7 +117,16 @@ func outboxCmd(g *globals) *cobra.Command {
 
 	status := &cobra.Command{
 		Use:   "status",
-		Short: "Count outbox rows by state and list failed rows with their reason",
+		Short: "Count outbox rows by state and list failed rows with their reason (exit 3 when rows failed)",
+		Long: `status counts the outbox rows by state (pending, with the age of the
+oldest; sent; failed) and lists the 50 newest failed rows with their reason.
+A failed row is an event the gateway committed and the relay gave up on: it
+will never be published (see docs/outbox.md, "Rows that cannot be
+published").
+
+Exit status: 0 when no row failed, 3 when the outbox was read completely and
+holds failed rows (as drift's 3: the report is complete and needs a
+person), 1 when the outbox could not be read.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := cfg.Validate(); err != nil {
 				return err
@@ -131,6 +146,13 @@ func outboxCmd(g *globals) *cobra.Command {
 			fmt.Fprintf(out, "pending %d (oldest %v)  sent %d  failed %d\n", st.Pending, st.OldestPending.Round(time.Millisecond), st.Sent, st.Failed)
 			for _, fr := range st.FailedRows {
 				fmt.Fprintf(out, "failed seq=%d event_id=%s team=%s key=%s attempts=%d reason=%s\n", fr.Seq, fr.EventID, fr.TeamID, fr.KeyID, fr.Attempts, fr.Reason)
+			}
+			if st.Failed > 0 {
+				// Not 1: the command did all of its work; what it found is
+				// events lost to the workers, which a script must not take
+				// for a healthy outbox nor for an unreadable one.
+				return &exitError{code: OutboxFailedExitCode,
+					msg: fmt.Sprintf("outbox: %d failed rows: their events will not be published (re-drive them, then delete the rows)", st.Failed)}
 			}
 			return nil
 		},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -36,7 +37,8 @@ func TestOutboxStatusFiltersTerminalEscapes(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err := runCommand(ctx, outboxCmd(&globals{}), "status", "--dsn", dsn)
-	if err != nil {
+	var ee *exitError // a failed row: exit status 3 after the report
+	if !errors.As(err, &ee) || ee.code != OutboxFailedExitCode {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out, "refused by the stream") {

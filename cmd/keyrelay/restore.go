@@ -63,7 +63,7 @@ the report is printed first in every case.`,
 					return err
 				}
 			}
-			env, err := openRecovery(ctx, g, "keyrelay-restore")
+			env, err := openRecoveryTo(ctx, g, "keyrelay-restore", cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}

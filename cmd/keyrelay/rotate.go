@@ -61,7 +61,7 @@ a job cancelled while it was published.`,
 			if err := sel.Validate(); err != nil {
 				return err
 			}
-			env, err := openRecovery(ctx, g, "keyrelay-rotate")
+			env, err := openRecoveryTo(ctx, g, "keyrelay-rotate", cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -217,7 +217,7 @@ func jobsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "jobs", Short: "Bulk jobs: list, status, cancel, resume"}
 	var asJSON, watch bool
 	open := func(cmd *cobra.Command) (*recoveryEnv, jobs.Deps, error) {
-		env, err := openRecovery(cmd.Context(), g, "keyrelay-jobs")
+		env, err := openRecoveryTo(cmd.Context(), g, "keyrelay-jobs", cmd.ErrOrStderr())
 		if err != nil {
 			return nil, jobs.Deps{}, err
 		}

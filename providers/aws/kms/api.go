@@ -36,7 +36,14 @@ func NewClient(ctx context.Context, opts map[string]string, getenv func(string) 
 	return NewClientFromConfig(cfg), nil
 }
 
-// NewClientFromConfig returns a KMS client for an SDK configuration.
+// NewClientFromConfig returns a KMS client for an SDK configuration. Its
+// retryer does not retry LimitExceededException (a KMS quota, see
+// ErrQuotaExceeded), which the SDK's default retryer takes for throttling.
 func NewClientFromConfig(cfg aws.Config, optFns ...func(*awskms.Options)) *awskms.Client {
-	return awskms.NewFromConfig(cfg, optFns...)
+	noQuotaRetry := func(o *awskms.Options) {
+		if r, ok := o.Retryer.(aws.RetryerV2); ok {
+			o.Retryer = quotaNotRetried{r}
+		}
+	}
+	return awskms.NewFromConfig(cfg, append(optFns[:len(optFns):len(optFns)], noQuotaRetry)...)
 }

@@ -29,7 +29,10 @@
 //     one implementation for every KMS).
 //   - Every KMS failure is a *providers.Error classified for the retry
 //     policy: invalid ciphertext, wrong key, access denied, unusable keys
-//     and validation errors are permanent; throttling (providers.Throttled),
+//     and validation errors are permanent, and so is LimitExceededException
+//     (ErrQuotaExceeded: a KMS quota on keys, aliases or grants, not a
+//     request rate; clients from NewClient do not retry it either);
+//     throttling (ThrottlingException, providers.Throttled),
 //     KMS internal errors, 5xx, timeouts and network errors are retryable,
 //     and so is a refusal for a signing time over 15 minutes from AWS's
 //     clock (ErrClockSkew; the SDK corrects its clock from the refusal).

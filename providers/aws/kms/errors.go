@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	smithy "github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
@@ -44,7 +45,17 @@ var (
 	// the refusal's Date header, so such errors are retryable; they also
 	// match providers.ErrAccessDenied.
 	ErrClockSkew = errors.New("request signing time too far from AWS's clock (check the host's clock)")
+	// ErrQuotaExceeded marks a LimitExceededException: KMS refused the
+	// request for one of its quotas on what an account holds (keys,
+	// aliases, grants per key, key policy size) or a length constraint,
+	// not for a request rate (that is ThrottlingException). Retrying soon
+	// does not help; the error also matches providers.ErrInvalid and is
+	// permanent.
+	ErrQuotaExceeded = errors.New("a KMS quota would be exceeded (not a request rate: retrying does not help)")
 )
+
+// limitExceeded is the error code of ErrQuotaExceeded.
+const limitExceeded = "LimitExceededException"
 
 // callError is the sanitized cause inside a *providers.Error: the KMS error
 // code, the HTTP status and, for a few codes whose messages are known to
@@ -82,7 +93,9 @@ func HTTPStatus(err error) int {
 // Error codes by class. Codes not listed fall back on the HTTP status:
 // 429 throttled, 5xx retryable, other 4xx permanent.
 var (
-	throttleCodes = codes("ThrottlingException", "Throttling", "ThrottledException", "LimitExceededException",
+	// LimitExceededException is not among them, although the SDK counts
+	// it as throttling: in KMS it is a quota (see classify).
+	throttleCodes = codes("ThrottlingException", "Throttling", "ThrottledException",
 		"TooManyRequestsException", "RequestLimitExceeded", "RequestThrottled", "RequestThrottledException",
 		"SlowDown", "PriorRequestNotComplete", "EC2ThrottledException", "ProvisionedThroughputExceededException")
 	transientCodes = codes("KMSInternalException", "DependencyTimeoutException", "KeyUnavailableException",
@@ -152,6 +165,18 @@ func classify(err error) (providers.Kind, *callError) {
 			}
 		}
 		switch {
+		case ce.code == limitExceeded:
+			// KMS answers request rates with ThrottlingException;
+			// LimitExceededException is its quota error (CreateKey,
+			// CreateAlias, CreateGrant, PutKeyPolicy and the like).
+			// None of the operations keyrelay calls (GenerateDataKey,
+			// Encrypt, Decrypt) lists it or adds anything a quota
+			// counts, so from them it is a quota or length constraint
+			// a person has to raise or clear: permanent for all three,
+			// dead-lettered with a reason rather than retried until the
+			// event's budget runs out.
+			ce.causes = []error{ErrQuotaExceeded, providers.ErrInvalid}
+			return providers.Permanent, ce
 		case throttleCodes[ce.code]:
 			ce.causes = []error{providers.ErrThrottled}
 			return providers.Throttled, ce
@@ -192,6 +217,20 @@ func classify(err error) (providers.Kind, *callError) {
 	// from KMS; keep only its first line, sanitized.
 	ce.msg, ce.causes = "request failed: "+sanitizeMessage(firstLine(err.Error())), []error{providers.ErrInvalid}
 	return providers.Permanent, ce
+}
+
+// quotaNotRetried is the SDK's retryer minus LimitExceededException, which
+// the SDK lists among its throttle codes (retry.DefaultThrottleErrorCodes)
+// and retries with backoff: a KMS quota does not clear within the SDK's
+// attempts, and each attempt would only delay the permanent error.
+type quotaNotRetried struct{ aws.RetryerV2 }
+
+func (r quotaNotRetried) IsErrorRetryable(err error) bool {
+	var ae smithy.APIError
+	if errors.As(err, &ae) && ae.ErrorCode() == limitExceeded {
+		return false
+	}
+	return r.RetryerV2.IsErrorRetryable(err)
 }
 
 func byStatus(ce *callError) (providers.Kind, *callError) {

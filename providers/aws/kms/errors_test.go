@@ -80,7 +80,7 @@ func TestErrorClassification(t *testing.T) {
 		keepMsg string // a fragment of KMS's message the error must keep
 	}{
 		{name: "throttling", handler: kmsError(400, "ThrottlingException", "Rate exceeded"), kind: providers.Throttled, is: providers.ErrThrottled, code: "ThrottlingException"},
-		{name: "limit exceeded", handler: kmsError(400, "LimitExceededException", ""), kind: providers.Throttled, is: providers.ErrThrottled, code: "LimitExceededException"},
+		{name: "limit exceeded (a quota, not a rate)", handler: kmsError(400, "LimitExceededException", ""), kind: providers.Permanent, is: ErrQuotaExceeded, code: "LimitExceededException"},
 		{name: "429 without a type", handler: kmsError(429, "", ""), kind: providers.Throttled, is: providers.ErrThrottled},
 		{name: "KMS internal error", handler: kmsError(500, "KMSInternalException", secretInMessage), kind: providers.Retryable, is: providers.ErrUnavailable, code: "KMSInternalException"},
 		{name: "dependency timeout", handler: kmsError(503, "DependencyTimeoutException", ""), kind: providers.Retryable, is: providers.ErrUnavailable, code: "DependencyTimeoutException"},
