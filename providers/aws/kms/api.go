@@ -40,10 +40,6 @@ func NewClient(ctx context.Context, opts map[string]string, getenv func(string) 
 // retryer does not retry LimitExceededException (a KMS quota, see
 // ErrQuotaExceeded), which the SDK's default retryer takes for throttling.
 func NewClientFromConfig(cfg aws.Config, optFns ...func(*awskms.Options)) *awskms.Client {
-	noQuotaRetry := func(o *awskms.Options) {
-		if r, ok := o.Retryer.(aws.RetryerV2); ok {
-			o.Retryer = quotaNotRetried{r}
-		}
-	}
+	noQuotaRetry := func(o *awskms.Options) { o.Retryer = awsconfig.WithoutQuotaRetry(o.Retryer) }
 	return awskms.NewFromConfig(cfg, append(optFns[:len(optFns):len(optFns)], noQuotaRetry)...)
 }

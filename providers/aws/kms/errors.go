@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	smithy "github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
@@ -55,7 +54,7 @@ var (
 )
 
 // limitExceeded is the error code of ErrQuotaExceeded.
-const limitExceeded = "LimitExceededException"
+const limitExceeded = awsconfig.LimitExceeded
 
 // callError is the sanitized cause inside a *providers.Error: the KMS error
 // code, the HTTP status and, for a few codes whose messages are known to
@@ -217,20 +216,6 @@ func classify(err error) (providers.Kind, *callError) {
 	// from KMS; keep only its first line, sanitized.
 	ce.msg, ce.causes = "request failed: "+sanitizeMessage(firstLine(err.Error())), []error{providers.ErrInvalid}
 	return providers.Permanent, ce
-}
-
-// quotaNotRetried is the SDK's retryer minus LimitExceededException, which
-// the SDK lists among its throttle codes (retry.DefaultThrottleErrorCodes)
-// and retries with backoff: a KMS quota does not clear within the SDK's
-// attempts, and each attempt would only delay the permanent error.
-type quotaNotRetried struct{ aws.RetryerV2 }
-
-func (r quotaNotRetried) IsErrorRetryable(err error) bool {
-	var ae smithy.APIError
-	if errors.As(err, &ae) && ae.ErrorCode() == limitExceeded {
-		return false
-	}
-	return r.RetryerV2.IsErrorRetryable(err)
 }
 
 func byStatus(ce *callError) (providers.Kind, *callError) {

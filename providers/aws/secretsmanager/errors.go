@@ -16,7 +16,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
@@ -212,7 +211,7 @@ var ErrClockSkew = errors.New("request signing time too far from AWS's clock")
 var ErrQuotaExceeded = errors.New("a Secrets Manager quota would be exceeded")
 
 // limitExceeded is the error code of ErrQuotaExceeded.
-const limitExceeded = "LimitExceededException"
+const limitExceeded = awsconfig.LimitExceeded
 
 // quotaKind classifies a LimitExceededException from awsOp. AWS names no
 // quota in it, but the operation tells them apart:
@@ -233,20 +232,6 @@ func quotaKind(awsOp string) (kind providers.Kind, retryAfter time.Duration, sen
 		return providers.Retryable, VersionQuotaRetryAfter, providers.ErrUnavailable
 	}
 	return providers.Permanent, 0, providers.ErrInvalid
-}
-
-// quotaNotRetried is the SDK's retryer minus LimitExceededException, which
-// the SDK lists among its throttle codes and retries at once: a quota on
-// what Secrets Manager stores does not clear within the SDK's attempts,
-// and each attempt would take a write token for nothing.
-type quotaNotRetried struct{ aws.RetryerV2 }
-
-func (r quotaNotRetried) IsErrorRetryable(err error) bool {
-	var api smithy.APIError
-	if errors.As(err, &api) && api.ErrorCode() == limitExceeded {
-		return false
-	}
-	return r.RetryerV2.IsErrorRetryable(err)
 }
 
 func isThrottle(code string) bool {

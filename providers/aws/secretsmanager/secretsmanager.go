@@ -98,11 +98,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Provider, error) {
 		return nil, newErr("open", "", providers.Permanent, fmt.Errorf("%w: %w", providers.ErrInvalid, err))
 	}
 	awsCfg.AppID = "keyrelay"
-	client := sm.NewFromConfig(awsCfg, func(o *sm.Options) {
-		if r, ok := o.Retryer.(aws.RetryerV2); ok {
-			o.Retryer = quotaNotRetried{r}
-		}
-	})
+	client := sm.NewFromConfig(awsCfg, func(o *sm.Options) { o.Retryer = awsconfig.WithoutQuotaRetry(o.Retryer) })
 	return newProvider(client, cfg, awsCfg.Region, log), nil
 }
 
