@@ -31,7 +31,7 @@ func keyringCmd(g *globals) *cobra.Command {
 			if err := events.GenerateKeyringFile(args[0], kid); err != nil {
 				return err
 			}
-			fmt.Printf("created %s with active key %s\n", args[0], kid)
+			fmt.Fprintf(cmd.OutOrStdout(), "created %s with active key %s\n", args[0], kid)
 			return nil
 		},
 	}
@@ -85,7 +85,7 @@ func keyringCmd(g *globals) *cobra.Command {
 			if err := os.Rename(tmp, path); err != nil {
 				return err
 			}
-			fmt.Printf("added key %s (active: %s); restart keyrelay processes and publishers to use it (the keyring is read at start)\n", kid, f.Active)
+			fmt.Fprintf(cmd.OutOrStdout(), "added key %s (active: %s); restart keyrelay processes and publishers to use it (the keyring is read at start)\n", kid, f.Active)
 			return nil
 		},
 	}
@@ -166,10 +166,11 @@ an older key version after a run that exited 1.`,
 			if reseal {
 				opts.Reseal = sealing.Opener
 			}
+			stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
 			var bar *progressbar.ProgressBar
 			opts.Progress = func(r seal.RewrapResult) {
 				if bar == nil {
-					bar = progressbar.NewOptions(r.Total, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionSetDescription("rewrapping"),
+					bar = progressbar.NewOptions(r.Total, progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("rewrapping"),
 						progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("keys"),
 						progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish())
 				}
@@ -177,18 +178,18 @@ an older key version after a run that exited 1.`,
 				_ = writeCursor(cursorFile, r.Cursor)
 			}
 			if after != "" {
-				fmt.Fprintf(os.Stderr, "resuming after %s (cursor %s; --restart starts over)\n", after, cursorFile)
+				fmt.Fprintf(stderr, "resuming after %s (cursor %s; --restart starts over)\n", after, cursorFile)
 			}
-			unusable, printUnusable := 0, printSkipped(cmd.ErrOrStderr())
+			unusable, printUnusable := 0, printSkipped(stderr)
 			st := &ledgerStore{l: worker.NewLedger(kv, conn.NC), skipped: func(se worker.SkippedEntry) { unusable++; printUnusable(se) }}
 			res, err := seal.RewrapStore(ctx, s, st, opts)
 			if bar != nil {
 				_ = bar.Finish()
 			}
-			fmt.Printf("rewrapped %d, no value %d, other algorithm %d, skipped %d (of %d keys after the cursor) under %s %s\n",
+			fmt.Fprintf(stdout, "rewrapped %d, no value %d, other algorithm %d, skipped %d (of %d keys after the cursor) under %s %s\n",
 				res.Rewrapped, res.Empty, res.Other, len(res.Skipped), res.Total, s.Wrapper().Name(), s.KeyID())
 			for _, k := range res.Skipped {
-				fmt.Fprintf(os.Stderr, "skipped %s (--skip): its value is still wrapped by an older key version\n", k)
+				fmt.Fprintf(stderr, "skipped %s (--skip): its value is still wrapped by an older key version\n", k)
 			}
 			if err != nil {
 				var re *seal.RewrapError

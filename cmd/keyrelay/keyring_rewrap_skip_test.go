@@ -135,6 +135,11 @@ func TestKeyringRewrapPartialRuns(t *testing.T) {
 	if !strings.Contains(err.Error(), "1 named by --skip") {
 		t.Fatalf("the error does not count the skipped entry: %v", err)
 	}
+	// The summary and the skipped entry are written to the command's own
+	// output (an embedding caller's writers), not the process's.
+	if !strings.Contains(out, "rewrapped ") || !strings.Contains(out, "skipped "+bad+" (--skip)") {
+		t.Fatalf("the command's output lacks the summary or the skipped entry:\n%s", out)
+	}
 	if moved("key-2") || !moved("key-3") || !moved("key-4") {
 		t.Fatalf("after --skip: key-2 moved %v, key-3 %v, key-4 %v", moved("key-2"), moved("key-3"), moved("key-4"))
 	}
