@@ -26,6 +26,10 @@ import (
 // stays for an outbox that could not be read.
 const OutboxFailedExitCode = 3
 
+// failedRowsListed is how many failed rows `outbox status` lists, newest
+// first; it says how many more there are.
+const failedRowsListed = 50
+
 func outboxCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "outbox", Short: "PostgreSQL transactional outbox: migrate the table, relay rows to JetStream"}
 	cfg := outbox.Config{}
@@ -138,7 +142,7 @@ person), 1 when the outbox could not be read.`,
 				return err
 			}
 			defer conn.Close(context.Background())
-			st, err := outbox.ReadStatus(ctx, conn, cfg.Schema, 50)
+			st, err := outbox.ReadStatus(ctx, conn, cfg.Schema, failedRowsListed)
 			if err != nil {
 				return err
 			}
@@ -146,6 +150,9 @@ person), 1 when the outbox could not be read.`,
 			fmt.Fprintf(out, "pending %d (oldest %v)  sent %d  failed %d\n", st.Pending, st.OldestPending.Round(time.Millisecond), st.Sent, st.Failed)
 			for _, fr := range st.FailedRows {
 				fmt.Fprintf(out, "failed seq=%d event_id=%s team=%s key=%s attempts=%d reason=%s\n", fr.Seq, fr.EventID, fr.TeamID, fr.KeyID, fr.Attempts, fr.Reason)
+			}
+			if more := st.Failed - int64(len(st.FailedRows)); more > 0 {
+				fmt.Fprintf(out, "... and %d older failed rows not listed (SELECT them from the outbox table: state = 'failed')\n", more)
 			}
 			if st.Failed > 0 {
 				// Not 1: the command did all of its work; what it found is

@@ -65,6 +65,21 @@ func TestOutboxStatusExitsThreeOnFailedRows(t *testing.T) {
 		t.Fatalf("the report is incomplete:\n%s", out)
 	}
 
+	if strings.Contains(out, "not listed") {
+		t.Fatalf("every failed row is listed, yet the report says some are not:\n%s", out)
+	}
+
+	// More failed rows than the report lists: it says how many it left out.
+	if _, err := conn.Exec(ctx, `INSERT INTO keyrelay.keyrelay_outbox (payload, state, attempts, last_error)
+		SELECT jsonb_build_object('id', 'ev-x' || g, 'team_id', 'team-a', 'key_id', 'key-x' || g), 'failed', 1, 'payload rejected'
+		FROM generate_series(1, $1) g`, failedRowsListed+1); err != nil {
+		t.Fatal(err)
+	}
+	out, _ = runCommand(ctx, outboxCmd(&globals{}), "status", "--dsn", dsn)
+	if !strings.Contains(out, "... and 2 older failed rows not listed") || strings.Count(out, "failed seq=") != failedRowsListed {
+		t.Fatalf("%d failed rows, %d listed: the report does not say how many it left out:\n%s", failedRowsListed+2, failedRowsListed, out)
+	}
+
 	// An outbox that cannot be read is still 1, not 3.
 	_, err = runCommand(ctx, outboxCmd(&globals{}), "status", "--dsn", dsn, "--schema", "no_such_schema")
 	if err == nil || (errors.As(err, &ee) && ee.code != ExitFailed) {
