@@ -99,7 +99,8 @@ func readable(run string) bool {
 
 // wordShaped: digits only, or letters in the shape of a word (all
 // lowercase, all UPPERCASE, or Capitalized/camelCase humps of one capital
-// and at least two lowercase letters) followed by digits.
+// and lowercase letters, no two of them with a single one in a row)
+// followed by digits.
 func wordShaped(w string) bool {
 	i := 0
 	for i < len(w) && isLetter(w[i]) {
@@ -114,21 +115,29 @@ func wordShaped(w string) bool {
 	if letters == "" || strings.ToUpper(letters) == letters || strings.ToLower(letters) == letters {
 		return true
 	}
-	// camelCase or Capitalized: each capital starts a hump of at least
-	// two lowercase letters ("getSecretValue", "Vault"), so alternating
-	// case ("AbCdEf", "xY") is not a word.
-	hump := -1 // lowercase letters since the last capital (-1: none yet)
-	for j := 0; j < len(letters); j++ {
-		if isUpper(letters[j]) {
-			if hump >= 0 && hump < 2 {
+	// camelCase or Capitalized: each capital starts a hump of lowercase
+	// letters ("getSecretValue", "useToDecrypt", "Vault"). A hump without
+	// one ("xY") or two short humps in a row ("AbCdEf", alternating case)
+	// is not a word.
+	run, prevShort := 0, false // lowercase letters in this hump; the previous hump had one
+	for j := 0; j <= len(letters); j++ {
+		if j < len(letters) && !isUpper(letters[j]) {
+			run++
+			continue
+		}
+		if j > 0 { // a hump (or the lowercase start) ends here
+			if run == 0 && isUpper(letters[j-1]) {
 				return false
 			}
-			hump = 0
-		} else if hump >= 0 {
-			hump++
+			short := run == 1
+			if short && prevShort {
+				return false
+			}
+			prevShort = short
 		}
+		run = 0
 	}
-	return hump < 0 || hump >= 2
+	return true
 }
 
 // isUUIDAt: segs[i:i+5] are a UUID's hex groups (8-4-4-4-12), such as the

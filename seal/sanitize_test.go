@@ -59,17 +59,18 @@ func TestSanitizeBase64URL(t *testing.T) {
 		in    string
 		paths bool
 	}{
-		"ordinary words":    {in: "The key was not found; check the request and try again."},
-		"hyphenated names":  {in: "key ring keyrelay-production-key-ring-01 in us-east-1 is disabled"},
-		"snake_case":        {in: "error invalid_client_secret_value: token_expired (FAILED_PRECONDITION)"},
-		"upper snake":       {in: "status RESOURCE_EXHAUSTED_QUOTA_LIMIT_REACHED"},
-		"camel and dashes":  {in: "x-amz-request-id AccessDenied-keyRings-cryptoKeyVersions"},
-		"host names":        {in: "dial tcp: lookup kms.us-east-1.amazonaws.com: no such host"},
-		"resource path":     {in: "projects/my-project/locations/europe-west1/keyRings/keyrelay-ring/cryptoKeys/keyrelay_primary_key", paths: true},
-		"AWS key ARN":       {in: "Key 'arn:aws:kms:us-east-1:111122223333:key/0b7f4a52-9c3e-4d1a-8e6f-2a1b3c4d5e01' does not exist"},
-		"alias ARN":         {in: "alias/my-application-secrets-key-alias is pending deletion"},
-		"numbers and dates": {in: "retry after 2026-12-07T14:05:42Z (attempt 3 of 5, 1234567890 ms)"},
-		"short mixed runs":  {in: "kid k1 alg A256GCM v2 Hw== ok"},
+		"ordinary words":                      {in: "The key was not found; check the request and try again."},
+		"hyphenated names":                    {in: "key ring keyrelay-production-key-ring-01 in us-east-1 is disabled"},
+		"snake_case":                          {in: "error invalid_client_secret_value: token_expired (FAILED_PRECONDITION)"},
+		"upper snake":                         {in: "status RESOURCE_EXHAUSTED_QUOTA_LIMIT_REACHED"},
+		"camel and dashes":                    {in: "x-amz-request-id AccessDenied-keyRings-cryptoKeyVersions"},
+		"a permission name, two-letter humps": {in: "Permission cloudkms.cryptoKeyVersions.useToDecrypt denied"},
+		"host names":                          {in: "dial tcp: lookup kms.us-east-1.amazonaws.com: no such host"},
+		"resource path":                       {in: "projects/my-project/locations/europe-west1/keyRings/keyrelay-ring/cryptoKeys/keyrelay_primary_key", paths: true},
+		"AWS key ARN":                         {in: "Key 'arn:aws:kms:us-east-1:111122223333:key/0b7f4a52-9c3e-4d1a-8e6f-2a1b3c4d5e01' does not exist"},
+		"alias ARN":                           {in: "alias/my-application-secrets-key-alias is pending deletion"},
+		"numbers and dates":                   {in: "retry after 2026-12-07T14:05:42Z (attempt 3 of 5, 1234567890 ms)"},
+		"short mixed runs":                    {in: "kid k1 alg A256GCM v2 Hw== ok"},
 	}
 	for name, c := range readable {
 		t.Run(name, func(t *testing.T) {
