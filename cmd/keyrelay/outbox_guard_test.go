@@ -6,10 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
-
-	"github.com/keyrelay/keyrelay/outbox"
 )
 
 // TestOutboxStatusFiltersTerminalEscapes: `keyrelay outbox status` prints
@@ -18,18 +14,7 @@ import (
 func TestOutboxStatusFiltersTerminalEscapes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	dsn := outboxDB(t, ctx)
-	if dsn == "" {
-		t.Skip("no PostgreSQL")
-	}
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := outbox.Migrate(ctx, conn, outbox.DefaultSchema); err != nil {
-		t.Fatal(err)
-	}
+	dsn, conn := migratedOutbox(t, ctx)
 	if _, err := conn.Exec(ctx, `INSERT INTO keyrelay.keyrelay_outbox (payload) VALUES ('{"id":"ev-1","team_id":"team-a","key_id":"key-1"}'::jsonb)`); err != nil {
 		t.Fatal(err)
 	}

@@ -6,10 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
-
-	"github.com/keyrelay/keyrelay/outbox"
 )
 
 // TestOutboxStatusExitsThreeOnFailedRows: a failed outbox row is an event
@@ -20,18 +16,7 @@ import (
 func TestOutboxStatusExitsThreeOnFailedRows(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	dsn := outboxDB(t, ctx)
-	if dsn == "" {
-		t.Skip("no PostgreSQL")
-	}
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := outbox.Migrate(ctx, conn, outbox.DefaultSchema); err != nil {
-		t.Fatal(err)
-	}
+	dsn, conn := migratedOutbox(t, ctx)
 	if _, err := conn.Exec(ctx, `INSERT INTO keyrelay.keyrelay_outbox (payload) VALUES
 		('{"id":"ev-1","team_id":"team-a","key_id":"key-1"}'::jsonb),
 		('{"id":"ev-2","team_id":"team-a","key_id":"key-2"}'::jsonb)`); err != nil {

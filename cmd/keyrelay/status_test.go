@@ -262,6 +262,26 @@ func TestStatusCommand(t *testing.T) {
 
 // outboxDB creates a database on the local PostgreSQL for the test and
 // returns its DSN ("" when no PostgreSQL answers on 127.0.0.1:5432).
+// migratedOutbox is outboxDB with the outbox migrated in it and a
+// connection to it (closed when the test ends); the test is skipped
+// without PostgreSQL.
+func migratedOutbox(t *testing.T, ctx context.Context) (string, *pgx.Conn) {
+	t.Helper()
+	dsn := outboxDB(t, ctx)
+	if dsn == "" {
+		t.Skip("no PostgreSQL")
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	if _, err := outbox.Migrate(ctx, conn, outbox.DefaultSchema); err != nil {
+		t.Fatal(err)
+	}
+	return dsn, conn
+}
+
 func outboxDB(t *testing.T, ctx context.Context) string {
 	t.Helper()
 	const admin = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable&connect_timeout=2"
