@@ -23,6 +23,13 @@ var (
 	// (circuit breaker) or the event (retry budget).
 	ErrOwnLimit    = errors.New("held back by keyrelay's own rate limit (no call was made)")
 	ErrUnavailable = errors.New("backend unavailable")
+	// ErrSecretLimit marks a retryable refusal that concerns one secret
+	// only, from a backend that is up and answering: a per-secret quota
+	// (AWS Secrets Manager's versions quota) that frees up with time.
+	// Callers retry it with the event's budget, but do not count it
+	// against the backend (circuit breaker): one busy secret must not stop
+	// every team's writes to a healthy backend.
+	ErrSecretLimit = errors.New("a limit of this one secret is reached (the backend is up)")
 	// ErrUnnamed: a listing of every name (ListRequest.Every) met a secret
 	// whose keyrelay name cannot be told from the backend's name (a name
 	// the backend had to map, stored by someone else without keyrelay's

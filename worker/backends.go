@@ -92,6 +92,24 @@ func guardKey(provider string, opts map[string]string) string {
 	return b.String()
 }
 
+// backendFailure reports whether err says the backend is down, which the
+// breaker counts. Only retryable failures do; a permanent error (access
+// denied, not owned) is an answer. So are the retryable refusals that
+// concern one secret of a backend that answered: a concurrent
+// modification (ErrConflict) and a per-secret quota (ErrSecretLimit).
+// Counted, one hot or full secret would open the breaker and hold back
+// every team's writes to a healthy backend. keyrelay's own rate limits
+// (ErrOwnLimit) made no call: they say nothing of the backend either.
+func backendFailure(err error) bool {
+	switch {
+	case err == nil, !providers.IsRetryable(err), errors.Is(err, context.Canceled):
+		return false
+	case errors.Is(err, providers.ErrOwnLimit), errors.Is(err, providers.ErrConflict), errors.Is(err, providers.ErrSecretLimit):
+		return false
+	}
+	return true
+}
+
 // get returns the guard of key (guardKey of provider and its options).
 func (g *backendGuards) get(key, provider string) *backendGuard {
 	g.mu.Lock()
@@ -104,17 +122,11 @@ func (g *backendGuards) get(key, provider string) *backendGuard {
 		bg.extra = make(chan struct{}, n)
 	}
 	bg.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
-		Name:        provider,
-		MaxRequests: 1,
-		Timeout:     g.open,
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= g.failures },
-		// Only retryable failures say the backend is down; a permanent
-		// error (access denied, not owned) is an answer.
-		// keyrelay's own rate limits (ErrOwnLimit) made no call: they say
-		// nothing of the backend either.
-		IsSuccessful: func(err error) bool {
-			return err == nil || !providers.IsRetryable(err) || errors.Is(err, context.Canceled) || errors.Is(err, providers.ErrOwnLimit)
-		},
+		Name:         provider,
+		MaxRequests:  1,
+		Timeout:      g.open,
+		ReadyToTrip:  func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= g.failures },
+		IsSuccessful: func(err error) bool { return !backendFailure(err) },
 		// A call cut short by keyrelay's own deadline (errOwnDeadline: the
 		// claim, the writer lease or the claims request ran out first)
 		// says nothing of the backend either way: it is neither a failure

@@ -206,7 +206,7 @@ var ErrClockSkew = errors.New("request signing time too far from AWS's clock")
 // take the secret or the account over one of Secrets Manager's quotas on
 // what it stores (versions of a secret, secrets per Region, staging
 // labels), not over a request rate (ThrottlingException). Retrying soon
-// does not help. Such errors also match providers.ErrUnavailable
+// does not help. Such errors also match providers.ErrSecretLimit
 // (Retryable) or providers.ErrInvalid (Permanent), see quotaKind.
 var ErrQuotaExceeded = errors.New("a Secrets Manager quota would be exceeded")
 
@@ -229,7 +229,9 @@ const limitExceeded = awsconfig.LimitExceeded
 func quotaKind(awsOp string) (kind providers.Kind, retryAfter time.Duration, sentinel error) {
 	switch awsOp {
 	case "PutSecretValue", "UpdateSecret":
-		return providers.Retryable, VersionQuotaRetryAfter, providers.ErrUnavailable
+		// One secret's versions quota: the service is up (the breaker
+		// must not count it), the secret frees up as versions age out.
+		return providers.Retryable, VersionQuotaRetryAfter, providers.ErrSecretLimit
 	}
 	return providers.Permanent, 0, providers.ErrInvalid
 }

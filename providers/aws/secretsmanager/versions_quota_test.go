@@ -36,7 +36,7 @@ func TestVersionsQuotaIsNotThrottling(t *testing.T) {
 	f.ResetRequests()
 	req := providers.PutRequest{Name: name, Value: []byte("sk-over-quota"), IdempotencyKey: "e-over", Owner: owner}
 	_, err := p.Put(ctx, req)
-	checkErr(t, err, providers.Retryable, providers.ErrUnavailable, "LimitExceededException", secretsmanager.VersionQuotaRetryAfter)
+	checkErr(t, err, providers.Retryable, providers.ErrSecretLimit, "LimitExceededException", secretsmanager.VersionQuotaRetryAfter)
 	if !errors.Is(err, secretsmanager.ErrQuotaExceeded) {
 		t.Errorf("error %q does not match ErrQuotaExceeded", err)
 	}
