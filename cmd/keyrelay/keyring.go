@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 
@@ -115,8 +116,9 @@ sealed again under the same binding (a new AWS KMS key); --reseal moves values
 of other algorithms (the local keyring's A256GCM) too.
 
 Keys are handled in order, and the last one done is saved to --cursor after
-each key: an interrupted run continues where it stopped when run again
-(--restart starts over). Workers may run meanwhile: an entry they change is
+each key, with the entries passed by --skip so far: an interrupted run
+continues where it stopped when run again (--restart starts over), and still
+counts the entries an earlier part skipped. Workers may run meanwhile: an entry they change is
 read again.
 
 An entry whose value cannot be opened (or written back) stops the run at
@@ -154,11 +156,12 @@ an older key version after a run that exited 1.`,
 			if err != nil {
 				return fmt.Errorf("ledger: %w", err)
 			}
-			after := ""
+			// earlier: keys an interrupted run passed over with --skip,
+			// before its cursor. A resumed run does not see them again, so
+			// it carries them: it still lists them and exits 1.
+			after, earlier := "", []string(nil)
 			if !restart {
-				if b, err := os.ReadFile(cursorFile); err == nil {
-					after = strings.TrimSpace(string(b))
-				} else if !errors.Is(err, os.ErrNotExist) {
+				if after, earlier, err = readCursor(cursorFile); err != nil {
 					return fmt.Errorf("cursor: %w", err)
 				}
 			}
@@ -175,7 +178,7 @@ an older key version after a run that exited 1.`,
 						progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish())
 				}
 				_ = bar.Set(r.Done)
-				_ = writeCursor(cursorFile, r.Cursor)
+				_ = writeCursor(cursorFile, r.Cursor, append(slices.Clip(earlier), r.Skipped...))
 			}
 			if after != "" {
 				fmt.Fprintf(stderr, "resuming after %s (cursor %s; --restart starts over)\n", after, cursorFile)
@@ -186,6 +189,7 @@ an older key version after a run that exited 1.`,
 			if bar != nil {
 				_ = bar.Finish()
 			}
+			res.Skipped = append(slices.Clip(earlier), res.Skipped...)
 			fmt.Fprintf(stdout, "rewrapped %d, no value %d, other algorithm %d, skipped %d (of %d keys after the cursor) under %s %s\n",
 				res.Rewrapped, res.Empty, res.Other, len(res.Skipped), res.Total, s.Wrapper().Name(), s.KeyID())
 			for _, k := range res.Skipped {
@@ -218,12 +222,43 @@ an older key version after a run that exited 1.`,
 	return cmd
 }
 
-func writeCursor(path, cursor string) error {
+// The cursor file: the last key done on its first line, then a line
+// "skipped <key>" for each key passed over with --skip before it (a file
+// of one line, as written before those lines existed, has none).
+const cursorSkipped = "skipped "
+
+func writeCursor(path, cursor string, skipped []string) error {
+	var b strings.Builder
+	b.WriteString(cursor + "\n")
+	for _, k := range skipped {
+		b.WriteString(cursorSkipped + k + "\n")
+	}
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(cursor+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// readCursor reads what writeCursor wrote; no file is no cursor.
+func readCursor(path string) (cursor string, skipped []string, err error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil, nil
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	cursor = strings.TrimSpace(lines[0])
+	for i, l := range lines[1:] {
+		k, ok := strings.CutPrefix(strings.TrimSpace(l), cursorSkipped)
+		if !ok || k == "" || k > cursor {
+			return "", nil, fmt.Errorf("%s line %d: not %q and a key before the cursor (--restart starts over)", path, i+2, cursorSkipped)
+		}
+		skipped = append(skipped, k)
+	}
+	return cursor, skipped, nil
 }
 
 // ledgerStore is the ledger as a seal.Store: the entries' sealed values,

@@ -149,4 +149,68 @@ func TestKeyringRewrapPartialRuns(t *testing.T) {
 	if strings.Contains(out+err.Error(), "sk-rewrap-skip") {
 		t.Fatal("a value was printed")
 	}
+
+	// 4. A --skip run stopped past the skipped entry (here by the next
+	// entry that does not open), then resumed without --skip once that
+	// cause is fixed: the resumed run never meets the skipped entry, and
+	// used to exit 0 with its value still under the older key version.
+	if _, err := fake.Rotate(key); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 4; i++ {
+		k := fmt.Sprintf("key-%d", i)
+		old[k] = put(k, k == "key-2" || k == "key-3")
+	}
+	bad3 := worker.LedgerKey("team-a", "key-3")
+	out, err = rewrap("--skip", bad)
+	if err == nil || !strings.Contains(err.Error(), "--skip "+bad3) {
+		t.Fatalf("--skip %s: %v, want a stop at %s\n%s", bad, err, bad3, out)
+	}
+	old["key-3"] = put("key-3", false) // the cause fixed
+	out, err = rewrap()
+	wantPartialFailure(t, "a resumed run after --skip", err, out)
+	if !strings.Contains(err.Error(), "1 named by --skip") || !strings.Contains(out, "skipped "+bad+" (--skip)") {
+		t.Fatalf("the resumed run does not report the entry its first part skipped: %v\n%s", err, out)
+	}
+	if moved("key-2") || !moved("key-3") || !moved("key-4") {
+		t.Fatalf("resumed: key-2 moved %v, key-3 %v, key-4 %v", moved("key-2"), moved("key-3"), moved("key-4"))
+	}
+}
+
+// TestRewrapCursorFile: the cursor file round-trips the keys passed over
+// with --skip, reads a file written before those lines existed, and
+// refuses a damaged one instead of resuming from a wrong place.
+func TestRewrapCursorFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c")
+	if err := writeCursor(path, "team-a.k5", []string{"team-a.k2", "team-a.k4"}); err != nil {
+		t.Fatal(err)
+	}
+	cur, skipped, err := readCursor(path)
+	if err != nil || cur != "team-a.k5" || !slices.Equal(skipped, []string{"team-a.k2", "team-a.k4"}) {
+		t.Fatalf("readCursor = %q, %q, %v", cur, skipped, err)
+	}
+	tests := map[string]struct {
+		file    string
+		cur     string
+		wantErr bool
+	}{
+		"one line, as before":      {file: "team-a.k5\n", cur: "team-a.k5"},
+		"no file":                  {},
+		"not a skipped line":       {file: "team-a.k5\ngarbage\n", wantErr: true},
+		"skipped after the cursor": {file: "team-a.k5\nskipped team-a.k9\n", wantErr: true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "c")
+			if tc.file != "" {
+				if err := os.WriteFile(p, []byte(tc.file), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cur, skipped, err := readCursor(p)
+			if (err != nil) != tc.wantErr || cur != tc.cur || len(skipped) != 0 {
+				t.Fatalf("readCursor = %q, %q, %v", cur, skipped, err)
+			}
+		})
+	}
 }
