@@ -120,7 +120,10 @@ type Config struct {
 	// Teams limits the report to these teams; empty with All for every team.
 	Teams []string
 	All   bool
-	// Backend limits the report to keys the ledger places on this backend.
+	// Backend limits the report to keys the ledger places on this backend,
+	// and the orphans to those found on it. An orphan is still judged
+	// against every entry of the team: an old copy that a key living on
+	// another backend records here is the cleanup's, not an orphan.
 	Backend string
 	// Concurrency bounds reads in flight. Default: 8.
 	Concurrency int
@@ -258,11 +261,21 @@ func Drift(ctx context.Context, d Deps, c Config) (*Report, error) {
 		c.Attempts = 4
 	}
 	d = d.withDefaults()
-	items, skipped, err := scan(ctx, d, c, func(e *worker.LedgerEntry) bool { return e.Provider != "" })
+	// Every entry of the teams in scope, whatever c.Backend: the orphans
+	// listed on a backend are judged against all of them (a key living
+	// elsewhere may have a recorded old copy there, or a stray one). Only
+	// items, those the ledger places on c.Backend, are checked.
+	all := c
+	all.Backend = ""
+	every, skipped, err := scan(ctx, d, all, func(e *worker.LedgerEntry) bool { return e.Provider != "" })
 	if err != nil {
 		return nil, fmt.Errorf("drift: read the ledger: %w", err)
 	}
 	d.noteSkipped(skipped)
+	items := every
+	if c.Backend != "" {
+		items = slices.DeleteFunc(slices.Clone(every), func(it item) bool { return it.e.Provider != c.Backend })
+	}
 
 	s := newSession(d, c)
 	absent := s.absent(ctx, items)
@@ -294,7 +307,7 @@ func Drift(ctx context.Context, d Deps, c Config) (*Report, error) {
 		checked[at][name] = true
 		return at
 	}
-	for _, it := range items {
+	for _, it := range every {
 		at := record(it.team, it.e.Provider, it.e.Placement, it.e.SecretRef)
 		// Old copies a cleanup is to delete are the ledger's, not orphans.
 		for _, src := range it.e.Sources {
