@@ -137,10 +137,12 @@ type backendHealth struct {
 	states []backendState
 	teams  *worker.Teams // nil until watchTeams has loaded them
 	logged map[string]bool
+	// down: the team backends last probed down, whose teams were logged.
+	down map[string]bool
 }
 
 func newBackendHealth(c *settings.Config, registry *providers.Registry, log *zap.Logger) *backendHealth {
-	return &backendHealth{c: c, registry: registry, log: log, logged: map[string]bool{},
+	return &backendHealth{c: c, registry: registry, log: log, logged: map[string]bool{}, down: map[string]bool{},
 		states: []backendState{{backend: c.KeyManagementSystem, global: true, status: BackendUnchecked}}}
 }
 
@@ -259,6 +261,15 @@ func (h *backendHealth) probeAll(ctx context.Context) {
 			h.log.Error("backend misconfigured", zap.String("backend", t.backend), zap.Bool("global", t.global),
 				zap.Strings("teams", clipList(t.teams, 10)), zap.String("problem", states[i].reason))
 		}
+		// /readyz counts a backend's teams without naming them: the log
+		// names the teams of a backend that went down.
+		if down := states[i].status == BackendDown; down != h.down[t.key] && len(t.teams) > 0 {
+			h.down[t.key] = down
+			if down {
+				h.log.Warn("backend down", zap.String("backend", t.backend), zap.Bool("global", t.global),
+					zap.Strings("teams", clipList(t.teams, 10)), zap.String("problem", states[i].reason))
+			}
+		}
 	}
 	h.states = states
 }
@@ -304,9 +315,15 @@ func (h *backendHealth) report() (bool, string, []string) {
 	ok, why := true, ""
 	lines := make([]string, 0, len(states))
 	for _, s := range states {
+		// Teams are counted, not named: /readyz answers without
+		// credentials (probes), and a team id says who the gateway's
+		// customers are. The log names them (probeAll).
 		who := "global"
-		if len(s.teams) > 0 {
-			who = "teams " + strings.Join(clipList(s.teams, 10), ", ")
+		if n := len(s.teams); n > 0 {
+			who = fmt.Sprintf("%d teams", n)
+			if n == 1 {
+				who = "1 team"
+			}
 			if s.global {
 				who = "global, " + who
 			}
