@@ -84,3 +84,6 @@ func SetLaneDirectGetHook(f func() bool) (restore func()) {
 	laneDirectGetHook.Store(&f)
 	return func() { laneDirectGetHook.Store(nil) }
 }
+
+// ParkedMaxBytesOf is c's parked stream cap (TopologyConfig.parkedMaxBytes).
+func ParkedMaxBytesOf(c TopologyConfig) int64 { return c.parkedMaxBytes() }

@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -419,10 +421,76 @@ func (w *Worker) park(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgM
 	m.Header.Set(scheduleHeader, "@at "+at.Format(time.RFC3339))
 	m.Header.Set(scheduleTargetHeader, parkedSubject(parkedDueToken, l, team, key, md.Sequence.Stream))
 	m.Header.Set(parkedDeliveriesHeader, strconv.FormatUint(md.NumDelivered, 10))
+	// As the server counts it: the message and a record's overhead.
+	size := int64(len(m.Subject)+len(m.Data)) + parkedRecordOverhead
+	for k, vs := range m.Header {
+		for _, v := range vs {
+			size += int64(len(k) + len(v))
+		}
+	}
+	if err := w.parkedRoom.take(ctx, w.d.JS, size); err != nil {
+		return err
+	}
 	if _, err := w.d.JS.PublishMsg(ctx, m, jetstream.WithExpectStream(ParkedStream)); err != nil {
+		w.parkedRoom.give(size)
 		return fmt.Errorf("park in %s: %w", ParkedStream, err)
 	}
 	return nil
+}
+
+// parkedMaxBytesMetadata is the parked stream's metadata key holding its
+// cap (TopologyConfig.ParkedMaxBytes; -1: none).
+const parkedMaxBytesMetadata = "keyrelay.parked_max_bytes"
+
+// parkedRecordOverhead bounds what a stored message adds to its subject,
+// headers and data in a stream's byte count (the file store's record
+// header and checksum).
+const parkedRecordOverhead = 64
+
+// errParkedFull: the parked stream holds its cap.
+var errParkedFull = errors.New("the parked stream is full (streams parked_max_bytes): the event waits in its lane consumer")
+
+// parkedRoom keeps the parked stream's cap: a stream with message
+// schedules cannot refuse publishes itself (DiscardNew). Parks are rare
+// (long waits only), so the stream's size is read at most once a second;
+// this process's parks since are counted on top of it, so a burst of parks
+// stops at the cap too. Other processes' parks since the read are not
+// counted: processes parking at once may pass it by that much.
+type parkedRoom struct {
+	mu       sync.Mutex
+	read     time.Time
+	capacity int64 // -1: none
+	used     int64 // at the read, plus this process's parks since
+}
+
+// take reserves n bytes of the parked stream, or returns errParkedFull.
+func (r *parkedRoom) take(ctx context.Context, js jetstream.JetStream, n int64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.read) >= time.Second {
+		s, err := js.Stream(ctx, ParkedStream)
+		if err != nil {
+			return fmt.Errorf("parked stream: %w", err)
+		}
+		info := s.CachedInfo()
+		r.capacity = -1
+		if c, err := strconv.ParseInt(info.Config.Metadata[parkedMaxBytesMetadata], 10, 64); err == nil && c > 0 {
+			r.capacity = c // none recorded (a stream of an earlier version): none
+		}
+		r.used, r.read = int64(min(info.State.Bytes, math.MaxInt64)), time.Now()
+	}
+	if r.capacity > 0 && r.used+n > r.capacity {
+		return errParkedFull
+	}
+	r.used += n
+	return nil
+}
+
+// give returns n bytes take reserved for a park that was not stored.
+func (r *parkedRoom) give(n int64) {
+	r.mu.Lock()
+	r.used -= n
+	r.mu.Unlock()
 }
 
 // parkHook, when set (tests), runs before each park and fails it with its

@@ -80,12 +80,17 @@ func (b *bundle) storedOnce(down *switchedOutage, evs []*events.Event, timeout t
 
 // parkSetup is a bundle whose "local" backend (team-a's, the default) is
 // a switchedOutage and whose "backend_b" is team-b's.
-func parkSetup(t *testing.T, maxAckPending int) (*bundle, *switchedOutage) {
+func parkSetup(t *testing.T, maxAckPending int, topo ...func(*worker.TopologyConfig)) (*bundle, *switchedOutage) {
 	down := &switchedOutage{puts: map[string]int{}}
 	b := setup(t, setupOptions{
 		backends: []string{"backend_b"},
 		wrap:     map[string]func(providers.Provider) providers.Provider{"local": func(p providers.Provider) providers.Provider { down.Provider = p; return down }},
-		topo:     func(c *worker.TopologyConfig) { c.MaxAckPending = maxAckPending },
+		topo: func(c *worker.TopologyConfig) {
+			c.MaxAckPending = maxAckPending
+			for _, f := range topo {
+				f(c)
+			}
+		},
 	})
 	return b, down
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"time"
 
@@ -91,6 +92,17 @@ type TopologyConfig struct {
 	// workers' RetryFor.
 	EventsMaxAge   time.Duration
 	EventsMaxBytes int64
+	// ParkedMaxBytes caps the parked stream (KEYRELAY_PARKED), whose
+	// messages carry copies of lane events that wait out a long outage and
+	// outlive their lane messages (the trimmer passes parked events). It
+	// is stored in the stream's metadata and kept by the workers: once the
+	// stream holds that much, an event is not parked but waits in its lane
+	// consumer, as it did before parking existed
+	// (Parked{outcome="fallback"}), and holds the lane's trimming back;
+	// nothing is lost. Processes parking at once may pass it by their
+	// parks in flight. 0: twice EventsMaxBytes (none when that is none);
+	// -1: none.
+	ParkedMaxBytes int64
 	// ConfirmationsMaxAge bounds confirmation retention.
 	ConfirmationsMaxAge time.Duration
 	// ConfirmationsMaxBytes and ConfirmationsMaxMsgs bound the
@@ -115,6 +127,22 @@ type TopologyConfig struct {
 	// seconds count against it: later ones wait as message schedules.
 	RetireMaxAckPending int
 }
+
+// parkedMaxBytes is the parked stream's MaxBytes (ParkedMaxBytes).
+// It holds at least one largest parked message.
+func (c TopologyConfig) parkedMaxBytes() int64 {
+	switch {
+	case c.ParkedMaxBytes > 0:
+		return max(c.ParkedMaxBytes, ParkedMinBytes)
+	case c.ParkedMaxBytes == 0 && c.EventsMaxBytes > 0:
+		return max(2*c.EventsMaxBytes, ParkedMinBytes)
+	}
+	return -1
+}
+
+// ParkedMinBytes is the smallest cap of the parked stream: one largest
+// parked message (a stream refuses a MaxMsgSize above its MaxBytes).
+const ParkedMinBytes = parkedMaxMsgBytes
 
 // DefaultRetireMaxAckPending is the retirement consumer's MaxAckPending
 // unless TopologyConfig.RetireMaxAckPending says otherwise.
@@ -195,6 +223,11 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 		Subjects:    []string{ParkedPrefix + ".>"},
 		Replicas:    c.Replicas,
 		MaxMsgSize:  parkedMaxMsgBytes,
+		// The cap is the workers' to keep (parkedRoom): a stream
+		// with message schedules cannot refuse publishes when full
+		// (DiscardNew), and dropping its oldest (DiscardOld) would
+		// lose events whose lane messages are gone.
+		Metadata:    map[string]string{parkedMaxBytesMetadata: strconv.FormatInt(c.parkedMaxBytes(), 10)},
 		AllowDirect: true,
 	}); err != nil {
 		return err

@@ -308,6 +308,8 @@ type Worker struct {
 	tracer   trace.Tracer
 	// bulkStream is read when first needed (park.go).
 	bulkStream atomic.Pointer[jetstream.Stream]
+	// parkedRoom keeps the parked stream's cap (park.go).
+	parkedRoom parkedRoom
 	// excl is exclusive mode's lease and intents (nil in claims mode).
 	excl *exclusive
 	// claimsReq is claims mode's claims request, once granted (nil in
