@@ -318,8 +318,15 @@ type CleanupReport struct {
 	Deleted, Pending, Failed int
 	NextDue                  time.Time
 	// LedgerSkipped: the team's ledger entries that could not be used.
+	// The old copies they record, if any, are not known, so not deleted.
 	LedgerSkipped []worker.SkippedEntry
 }
+
+// Done reports whether the cleanup left nothing to do: no copy pending,
+// and every ledger entry of the team read. A move's record is removed
+// only then: an entry that could not be read may record copies that only
+// a later cleanup, once it is repaired, can delete.
+func (r *CleanupReport) Done() bool { return r.Pending == 0 && len(r.LedgerSkipped) == 0 }
 
 // Cleanup deletes the copies a move left on old backends (the ledger's
 // Sources) once their grace period is over. Each key is claimed while its

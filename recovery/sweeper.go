@@ -22,9 +22,9 @@ import (
 
 // Migration states.
 const (
-	// MigrationRequested: the team's backend changed and
-	// keyrelay.migration.on_settings_change asked for its keys to move;
-	// a `keyrelay serve` sweeper runs the move.
+	// MigrationRequested: the team's place changed (another backend, or
+	// other team options on it) and keyrelay.migration.on_settings_change
+	// asked for its keys to move; a `keyrelay serve` sweeper runs the move.
 	MigrationRequested = "requested"
 	// MigrationRunning: a sweeper is moving the keys (under a lease).
 	MigrationRunning = "running"
@@ -37,11 +37,17 @@ const (
 // "migration.<team>" so that it survives restarts and any serve process
 // can finish it.
 type MigrationRecord struct {
-	Team        string    `json:"team"`
-	To          string    `json:"to"`
-	State       string    `json:"state"`
-	RequestedAt time.Time `json:"requested_at,omitzero"`
-	MovedAt     time.Time `json:"moved_at,omitzero"`
+	Team string `json:"team"`
+	To   string `json:"to"`
+	// Placement is the team options on To the move was requested for
+	// (worker.PlacementFor: only options a team may set, never
+	// credentials), so that a change of those options alone is a new
+	// request and a redelivered one is not. Nil: not recorded (a request
+	// by backend name, Request): any options on To.
+	Placement   *worker.Placement `json:"placement,omitempty"`
+	State       string            `json:"state"`
+	RequestedAt time.Time         `json:"requested_at,omitzero"`
+	MovedAt     time.Time         `json:"moved_at,omitzero"`
 	// DeleteAfter is when the old copies are deleted.
 	DeleteAfter time.Time `json:"delete_after,omitzero"`
 	// Holder and LeaseUntil: the sweeper working on it.
@@ -103,9 +109,21 @@ func (m Migrations) Record(ctx context.Context, r *MigrationRecord) error {
 	return err
 }
 
-// Request asks the sweepers to move team to backend to, unless a move to
-// it is already requested, running or done.
+// Request asks the sweepers to move team to backend to, with whatever
+// team options it has there (RequestPlace with no placement).
 func (m Migrations) Request(ctx context.Context, team, to string) error {
+	return m.RequestPlace(ctx, team, worker.TeamPlace{Backend: to})
+}
+
+// RequestPlace asks the sweepers to move team to place to: its backend and
+// the team options on it (nil Placement: any). A move to that place
+// already requested, running or done is left as it is (a redelivered
+// settings event asks again: neither a second request nor a reset), a
+// record for another place is replaced by a new request (the newer
+// settings win, even on the same backend: the sweeper moves the keys to
+// the new options and then deletes the copies left under the old ones,
+// recorded in their ledger entries, after the grace period).
+func (m Migrations) RequestPlace(ctx context.Context, team string, to worker.TeamPlace) error {
 	if err := events.ValidateID("team_id", team); err != nil {
 		return err
 	}
@@ -114,10 +132,11 @@ func (m Migrations) Request(ctx context.Context, team, to string) error {
 		if err != nil {
 			return err
 		}
-		if r != nil && r.To == to {
+		if r != nil && r.To == to.Backend && worker.SamePlace(r.Placement, to.Placement) {
 			return nil
 		}
-		_, err = m.Put(ctx, &MigrationRecord{Team: team, To: to, State: MigrationRequested, RequestedAt: time.Now().UTC()}, rev)
+		_, err = m.Put(ctx, &MigrationRecord{Team: team, To: to.Backend, Placement: to.Placement, State: MigrationRequested,
+			RequestedAt: time.Now().UTC()}, rev)
 		if err == nil || !isConflict(err) {
 			return err
 		}
@@ -394,13 +413,27 @@ func (s *Sweeper) sweepTeam(ctx context.Context, team string) error {
 		switch {
 		case err != nil:
 			next.LastError = sanitize(err)
-		case rep.Pending == 0:
+		case rep.Done():
 			s.log.Info("old copies deleted; migration finished", zap.String("team", team), zap.Int("deleted", rep.Deleted))
 			cancel()
 			cur := <-renewed
-			return s.m.KV.Delete(ctx, MigrationKey(team), jetstream.LastRevision(cur))
+			err := s.m.KV.Delete(ctx, MigrationKey(team), jetstream.LastRevision(cur))
+			if isConflict(err) {
+				return nil // a new request replaced the record meanwhile: it stays
+			}
+			return err
 		default:
-			next.LastError = fmt.Sprintf("%d old copies left (%d failed)", rep.Pending, rep.Failed)
+			var left []string
+			if rep.Pending > 0 {
+				left = append(left, fmt.Sprintf("%d old copies left (%d failed)", rep.Pending, rep.Failed))
+			}
+			if n := len(rep.LedgerSkipped); n > 0 {
+				// Their old copies, if any, are known only to them: the
+				// record stays, and each sweep looks again, until they
+				// are repaired.
+				left = append(left, fmt.Sprintf("%d of the team's ledger entries could not be read (repair them; the old copies they record are deleted once they can be)", n))
+			}
+			next.LastError = strings.Join(left, "; ")
 			if !rep.NextDue.IsZero() && rep.NextDue.After(time.Now()) {
 				next.DeleteAfter = rep.NextDue
 			}
@@ -409,5 +442,8 @@ func (s *Sweeper) sweepTeam(ctx context.Context, team string) error {
 	cancel()
 	cur := <-renewed
 	_, err = s.m.Put(ctx, &next, cur)
+	if isConflict(err) {
+		return nil // a new request replaced the record while it was worked on
+	}
 	return err
 }

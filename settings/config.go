@@ -353,8 +353,10 @@ type MigrationConfig struct {
 	// `keyrelay serve` deletes them. Default: 24h.
 	Grace time.Duration `yaml:"grace"`
 	// OnSettingsChange starts the move by itself when a team-settings event
-	// changes a team's backend: `keyrelay serve` copies every key to the
-	// new backend, verifies it there and points the ledger at it. Default:
+	// changes a team's backend, or its team options on it (a Vault
+	// namespace or mount, a Google project): `keyrelay serve` copies every
+	// key to the new place, verifies it there and points the ledger at it,
+	// and deletes the old copies after the grace period. Default:
 	// false, because a move writes every key of the team once more; an
 	// operator usually picks the moment with `keyrelay migrate`.
 	OnSettingsChange bool `yaml:"on_settings_change"`

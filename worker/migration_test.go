@@ -11,7 +11,7 @@ import (
 )
 
 // TestWorkerRecordsTheCopyLeftByAMove: after a team-settings event moves a
-// team to another backend, OnBackendChange is told once (from, to), and a
+// team to another backend, OnPlaceChange is told once (from, to), and a
 // rotation writes the new backend and records the copy left on the old
 // one in the ledger (recovery deletes it after the grace period); a
 // settings event that does not change the backend calls nothing.
@@ -22,10 +22,10 @@ func TestWorkerRecordsTheCopyLeftByAMove(t *testing.T) {
 	w, err := worker.New(b.ctx, worker.Config{Concurrency: 4, AckWait: b.topo.AckWait, MaxDeliver: b.topo.MaxDeliver, CallTimeout: time.Second,
 		ClaimLease: 3 * time.Second, RetryInitial: 5 * time.Millisecond, RetryMax: 100 * time.Millisecond, ShutdownGrace: 2 * time.Second},
 		worker.Deps{JS: b.js, Settings: b.cfg, Registry: b.reg, Opener: b.kr, Logger: b.log, Metrics: b.metrics,
-			OnBackendChange: func(_ context.Context, team, from, to string) error {
+			OnPlaceChange: func(_ context.Context, team string, from, to worker.TeamPlace) error {
 				mu.Lock()
 				defer mu.Unlock()
-				moves = append(moves, [3]string{team, from, to})
+				moves = append(moves, [3]string{team, from.Backend, to.Backend})
 				return nil
 			}})
 	if err != nil {
@@ -48,7 +48,7 @@ func TestWorkerRecordsTheCopyLeftByAMove(t *testing.T) {
 	got := append([][3]string(nil), moves...)
 	mu.Unlock()
 	if len(got) != 1 || got[0] != [3]string{"team-m", "local", "hashicorp_vault"} {
-		t.Fatalf("OnBackendChange calls: %v, want one local -> hashicorp_vault", got)
+		t.Fatalf("OnPlaceChange calls: %v, want one local -> hashicorp_vault", got)
 	}
 	if v := b.value("hashicorp_vault", "litellm/team-m/key-1"); v != "sk-m-2" {
 		t.Fatalf("new backend holds %q", v)

@@ -159,7 +159,7 @@ func TestInfraWaitsDoNotSpendRetryFor(t *testing.T) {
 	}
 }
 
-// moveWorker runs a worker whose OnBackendChange records the moves it is
+// moveWorker runs a worker whose OnPlaceChange records the moves it is
 // asked for; fail makes a call fail (true: fail this one).
 func moveWorker(b *bundle, fail func() bool) (moves func() [][3]string) {
 	var mu sync.Mutex
@@ -167,10 +167,10 @@ func moveWorker(b *bundle, fail func() bool) (moves func() [][3]string) {
 	w, err := worker.New(b.ctx, worker.Config{Concurrency: 4, AckWait: b.topo.AckWait, MaxDeliver: b.topo.MaxDeliver, CallTimeout: time.Second,
 		ClaimLease: 3 * time.Second, RetryInitial: 5 * time.Millisecond, RetryMax: 100 * time.Millisecond, ShutdownGrace: 2 * time.Second},
 		worker.Deps{JS: b.js, Settings: b.cfg, Registry: b.reg, Opener: b.kr, Logger: b.log, Metrics: b.metrics,
-			OnBackendChange: func(_ context.Context, team, from, to string) error {
+			OnPlaceChange: func(_ context.Context, team string, from, to worker.TeamPlace) error {
 				mu.Lock()
 				defer mu.Unlock()
-				got = append(got, [3]string{team, from, to})
+				got = append(got, [3]string{team, from.Backend, to.Backend})
 				if fail != nil && fail() {
 					return errors.New("migration record: no responders")
 				}
@@ -218,7 +218,7 @@ func TestMoveRequestedAfterCatchUp(t *testing.T) {
 		t.Fatalf("settings event: %s %s", c.Status, c.Reason)
 	}
 	if got := moves(); len(got) != 1 || got[0] != [3]string{"team-m", "local", "hashicorp_vault"} {
-		t.Fatalf("OnBackendChange calls: %v, want one local -> hashicorp_vault", got)
+		t.Fatalf("OnPlaceChange calls: %v, want one local -> hashicorp_vault", got)
 	}
 }
 
@@ -235,7 +235,7 @@ func TestFailedMoveRequestIsRetried(t *testing.T) {
 	}
 	want := [3]string{"team-m", "local", "hashicorp_vault"}
 	if got := moves(); len(got) != 2 || got[0] != want || got[1] != want {
-		t.Fatalf("OnBackendChange calls: %v, want two (a failed one, then its retry) local -> hashicorp_vault", got)
+		t.Fatalf("OnPlaceChange calls: %v, want two (a failed one, then its retry) local -> hashicorp_vault", got)
 	}
 	if n := len(b.rawMessages(worker.ConfirmationsStream)); n != 1 {
 		t.Fatalf("%d confirmations, want 1", n)

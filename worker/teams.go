@@ -600,19 +600,18 @@ func (w *Worker) handleSettings(ctx context.Context, msg jetstream.Msg, md *jets
 		st, prev, res, err = w.teams.applyThrough(ctx, ev.TeamID, ev, md.Sequence.Stream)
 		return err
 	})
-	// The backend before ev: the state ev's Apply replaced, not this
-	// process's cached state, which may not show a settings event applied
-	// a moment ago (by another slot or process) yet.
-	from := w.d.Settings.Resolve(prev.Settings).Backend
 	if err != nil {
 		// The teams bucket or the stream: NATS trouble, not the event's.
 		return waitVerdict(conf, 0, err)
 	}
-	if w.d.OnBackendChange != nil {
-		if err := w.requestMove(ctx, ev, res, from, st); err != nil {
+	if w.d.OnPlaceChange != nil {
+		// The place before ev: the state ev's Apply replaced, not this
+		// process's cached state, which may not show a settings event
+		// applied a moment ago (by another slot or process) yet.
+		if err := w.requestMove(ctx, ev, res, w.placeOf(prev.Settings), st); err != nil {
 			// Requested again by the redelivery (the request is
 			// idempotent): NATS trouble, not the event's.
-			w.log.Warn("the team moved to another backend but its keys' move could not be requested yet; settings event handed back",
+			w.log.Warn("the team's place changed (another backend, or other team options on it) but its keys' move could not be requested yet; settings event handed back",
 				zap.String("team", ev.TeamID), zap.Error(err))
 			return waitVerdict(conf, 0, fmt.Errorf("request the team's move: %w", err))
 		}
@@ -630,29 +629,56 @@ func (w *Worker) handleSettings(ctx context.Context, msg jetstream.Msg, md *jets
 	return verdict{conf: conf}
 }
 
-// requestMove calls OnBackendChange when the settings event ev moved its
-// team to another backend that is still the team's (st: the state after
-// ev's delivery, res what it did), whoever applied it: this delivery
-// (from: the backend before it), or earlier a key event's catch-up, an
-// earlier delivery that could not request it or crashed before it did, or
-// ApplyThrough for a newer event (ev then superseded). Those are told
-// apart by the teams bucket's history: the state ev wrote and the one
-// before it. The request (recovery's Migrations.Request) does nothing
-// when a move to that backend is already recorded, so asking again on a
-// redelivery is harmless; an error makes the event wait, and the
-// redelivery asks again.
+// TeamPlace is where a team's settings put its secrets: the backend and
+// the team options on it that the backend lets a team set (PlacementFor: a
+// Vault namespace or mount, a Google project, ...; never credentials). A
+// team that changes only those options on its backend changes place too:
+// its new writes go elsewhere, and the copies its keys leave behind are to
+// be cleaned up as after a move to another backend.
+type TeamPlace struct {
+	Backend   string
+	Placement *Placement
+}
+
+// Same reports whether p and q are one place (SamePlace: an unrecorded
+// placement counts as any).
+func (p TeamPlace) Same(q TeamPlace) bool {
+	return p.Backend == q.Backend && samePlace(p.Placement, q.Placement)
+}
+
+// placeOf is where settings s (nil: the global ones) put a team's
+// secrets. It is not cached (resolve is, per settings value): settings
+// events are rare, and the states read from the teams bucket's history are
+// values no key event holds.
+func (w *Worker) placeOf(s *events.TeamSettings) TeamPlace {
+	res := w.d.Settings.Resolve(s)
+	return TeamPlace{Backend: res.Backend, Placement: PlacementFor(res, w.d.Registry.TeamOptionAllowed)}
+}
+
+// requestMove tells the caller (Deps.OnPlaceChange) that the settings
+// event ev changed its team's
+// place (another backend, or other team options on it) to one that is
+// still the team's (st: the state after ev's delivery, res what it did),
+// whoever applied it: this delivery (from: the place before it), or
+// earlier a key event's catch-up, an earlier delivery that could not
+// request it or crashed before it did, or ApplyThrough for a newer event
+// (ev then superseded). Those are told apart by the teams bucket's
+// history: the state ev wrote and the one before it. The request
+// (recovery's Migrations.RequestPlace) does nothing when a move to that
+// place is already recorded, so asking again on a redelivery is harmless;
+// an error makes the event wait, and the redelivery asks again.
 //
 // A history that no longer holds ev's state (the bucket keeps 5; more
 // settings messages of the team came since) requests nothing: the newer
-// settings' own events decide the team's backend.
-func (w *Worker) requestMove(ctx context.Context, ev *events.Event, res ApplyResult, from string, st TeamState) error {
-	to := w.d.Settings.Resolve(st.Settings).Backend
+// settings' own events decide the team's place.
+func (w *Worker) requestMove(ctx context.Context, ev *events.Event, res ApplyResult, from TeamPlace, st TeamState) error {
+	to := w.placeOf(st.Settings)
 	switch {
 	case res == Applied:
 	case res == Invalid, res == AlreadyApplied && st.EventID != ev.ID:
 		return nil
 	default:
-		var evTo string
+		var evTo TeamPlace
 		var ok bool
 		err := w.infraDo(ctx, func(ctx context.Context) (err error) {
 			from, evTo, ok, err = w.moveOf(ctx, ev.TeamID, ev.ID)
@@ -661,21 +687,21 @@ func (w *Worker) requestMove(ctx context.Context, ev *events.Event, res ApplyRes
 		if err != nil {
 			return fmt.Errorf("team settings history: %w", err)
 		}
-		if !ok || evTo != to {
+		if !ok || !evTo.Same(to) {
 			return nil
 		}
 	}
-	if to == from {
+	if from.Same(to) {
 		return nil
 	}
-	w.log.Info("the team moved to another backend: its keys' move is requested", zap.String("team", ev.TeamID),
-		zap.String("from", from), zap.String("to", to), zap.String("event_id", ev.ID))
-	if err := w.infraDo(ctx, func(ctx context.Context) error { return w.d.OnBackendChange(ctx, ev.TeamID, from, to) }); err != nil {
+	w.log.Info("the team's place changed (another backend, or other team options on it): its keys' move is requested", zap.String("team", ev.TeamID),
+		zap.String("from", from.Backend), zap.String("to", to.Backend), zap.Bool("same_backend", from.Backend == to.Backend), zap.String("event_id", ev.ID))
+	if err := w.infraDo(ctx, func(ctx context.Context) error { return w.d.OnPlaceChange(ctx, ev.TeamID, from, to) }); err != nil {
 		return err
 	}
 	// A newer settings event of the team may have been applied, and its
 	// move requested, while this one's was: the handlers' requests land in
-	// any order, and the last must be for the backend the team has now.
+	// any order, and the last must be for the place the team has now.
 	// Each handler checks after its own request, so the last request made
 	// is always checked against a state at least as new as itself.
 	for requested, i := to, 0; i < 8; i++ {
@@ -686,13 +712,13 @@ func (w *Worker) requestMove(ctx context.Context, ev *events.Event, res ApplyRes
 		}); err != nil {
 			return fmt.Errorf("team settings after the move request: %w", err)
 		}
-		now := w.d.Settings.Resolve(cur.Settings).Backend
-		if now == requested {
+		now := w.placeOf(cur.Settings)
+		if requested.Same(now) {
 			return nil
 		}
-		w.log.Info("the team's settings changed backend again while its move was requested: the move to its current backend is requested",
-			zap.String("team", ev.TeamID), zap.String("from", requested), zap.String("to", now), zap.String("event_id", ev.ID))
-		if err := w.infraDo(ctx, func(ctx context.Context) error { return w.d.OnBackendChange(ctx, ev.TeamID, requested, now) }); err != nil {
+		w.log.Info("the team's settings changed its place again while its move was requested: the move to its current place is requested",
+			zap.String("team", ev.TeamID), zap.String("from", requested.Backend), zap.String("to", now.Backend), zap.String("event_id", ev.ID))
+		if err := w.infraDo(ctx, func(ctx context.Context) error { return w.d.OnPlaceChange(ctx, ev.TeamID, requested, now) }); err != nil {
 			return err
 		}
 		requested = now
@@ -700,17 +726,17 @@ func (w *Worker) requestMove(ctx context.Context, ev *events.Event, res ApplyRes
 	return nil
 }
 
-// moveOf reads from the teams bucket's history the backends team resolved
+// moveOf reads from the teams bucket's history the places team resolved
 // to before and after its settings event eventID was applied. ok is false
 // when the event was never applied, or its state or the one before it is
 // no longer kept.
-func (w *Worker) moveOf(ctx context.Context, team, eventID string) (from, to string, ok bool, err error) {
+func (w *Worker) moveOf(ctx context.Context, team, eventID string) (from, to TeamPlace, ok bool, err error) {
 	hist, err := w.teams.kv.History(ctx, kvToken(team))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return "", "", false, nil
+		return TeamPlace{}, TeamPlace{}, false, nil
 	}
 	if err != nil {
-		return "", "", false, err
+		return TeamPlace{}, TeamPlace{}, false, err
 	}
 	state := func(e jetstream.KeyValueEntry) (TeamState, bool) {
 		var st TeamState
@@ -730,13 +756,13 @@ func (w *Worker) moveOf(ctx context.Context, team, eventID string) (from, to str
 		} else {
 			status, err := w.teams.kv.Status(ctx)
 			if err != nil {
-				return "", "", false, err
+				return TeamPlace{}, TeamPlace{}, false, err
 			}
 			if int64(len(hist)) >= status.History() {
-				return "", "", false, nil
+				return TeamPlace{}, TeamPlace{}, false, nil
 			}
 		}
-		return w.d.Settings.Resolve(prev.Settings).Backend, w.d.Settings.Resolve(st.Settings).Backend, true, nil
+		return w.placeOf(prev.Settings), w.placeOf(st.Settings), true, nil
 	}
-	return "", "", false, nil
+	return TeamPlace{}, TeamPlace{}, false, nil
 }

@@ -271,13 +271,18 @@ type Deps struct {
 	Metrics *Metrics
 	// Getenv is passed to provider factories. Default: os.Getenv.
 	Getenv func(string) string
-	// OnBackendChange, when set, is called after a team-settings event
-	// moved a team to another backend (keyrelay.migration.on_settings_change
-	// requests the move of its keys), whoever applied the change (the
-	// event itself or a key event's catch-up). It must be idempotent: an
-	// error hands the settings event back (the change stands) and its
+	// OnPlaceChange, when set, is called after a team-settings event
+	// changed a team's place (TeamPlace): moved it to another backend, or
+	// to other team options on the same one that its secrets' place
+	// depends on (a Vault namespace or mount, a Google project;
+	// PlacementFor), after which its writes go elsewhere and record the
+	// copies they leave behind (keyrelay.migration.on_settings_change
+	// requests the move of its keys). It is called whoever applied the
+	// change (the event itself or a key event's catch-up), with the places
+	// before and after the settings event. It must be idempotent: an error
+	// hands the settings event back (the change stands) and its
 	// redelivery calls it again.
-	OnBackendChange func(ctx context.Context, team, from, to string) error
+	OnPlaceChange func(ctx context.Context, team string, from, to TeamPlace) error
 	// TracerProvider makes the spans of deliveries and provider calls.
 	// Default: the process-wide provider (otel.GetTracerProvider).
 	TracerProvider trace.TracerProvider

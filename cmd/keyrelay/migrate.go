@@ -94,13 +94,15 @@ moved; --cleanup: its old copy not deleted).`,
 					printRows(out, rep.Rows)
 					fmt.Fprintf(out, "\nold copies deleted %d, pending %d, failed %d\n", rep.Deleted, rep.Pending, rep.Failed)
 				}
-				if rep.Pending == 0 {
+				if rep.Done() {
 					// Nothing pending ends only a finished move: a copy that
 					// failed is still pending (its entry keeps it), and a
 					// requested or running move has nothing pending because
 					// its keys are not moved yet, which the sweeper still
-					// does. The revision read guards against a sweeper
-					// rewriting the record meanwhile.
+					// does. Nor while an entry of the team could not be
+					// read: the copies it records are known only to it. The
+					// revision read guards against a sweeper rewriting the
+					// record meanwhile.
 					if r, rev, err := migrations.Get(ctx, cfg.Team); err == nil && r != nil && r.State == recovery.MigrationMoved {
 						_ = migrations.KV.Delete(ctx, recovery.MigrationKey(cfg.Team), jetstream.LastRevision(rev))
 					}

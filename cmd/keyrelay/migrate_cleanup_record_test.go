@@ -45,3 +45,49 @@ func TestMigrateCleanupKeepsAMoveStillToDo(t *testing.T) {
 		}
 	}
 }
+
+// TestMigrateCleanupKeepsTheRecordWhileAnEntryIsUnreadable: a finished
+// move's record is not ended while one of the team's ledger entries cannot
+// be read: the old copy it may record is known only to it, and without the
+// record no sweeper looks for it again. The command exits 1 for the
+// unusable entry and keeps the record; once the entry is gone, a cleanup
+// ends it.
+func TestMigrateCleanupKeepsTheRecordWhileAnEntryIsUnreadable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, js := startTopology(ctx, t)
+	cfg, _, _ := commandConfig(t, srv.URL, "")
+	rkv, err := js.KeyValue(ctx, worker.RecoveryBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lkv, err := js.KeyValue(ctx, worker.LedgerBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const team = "team-u"
+	m := recovery.Migrations{KV: rkv, JS: js}
+	if err := m.Record(ctx, &recovery.MigrationRecord{Team: team, To: "local", State: recovery.MigrationMoved, RequestedAt: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lkv.Put(ctx, worker.LedgerKey(team, "key-corrupt"), []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	cleanup := func() (string, error) {
+		return runCommand(ctx, migrateCmd(&globals{configPath: cfg}), "--team", team, "--cleanup", "--delete-source")
+	}
+	out, err := cleanup()
+	wantPartialFailure(t, "cleanup past an unreadable entry", err, out)
+	if r, _, err := m.Get(ctx, team); err != nil || r == nil {
+		t.Fatalf("the record was ended with an unreadable entry of the team: %+v, %v", r, err)
+	}
+	if err := lkv.Purge(ctx, worker.LedgerKey(team, "key-corrupt")); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cleanup(); err != nil {
+		t.Fatalf("cleanup with every entry readable: %v\n%s", err, out)
+	}
+	if r, _, err := m.Get(ctx, team); err != nil || r != nil {
+		t.Fatalf("record after a complete cleanup: %+v, %v; want it ended", r, err)
+	}
+}

@@ -368,9 +368,13 @@ func Serve(ctx context.Context, c *settings.Config, log *zap.Logger, o ServeOpti
 			deps := worker.Deps{JS: conn.JS, Settings: c, Registry: registry, Opener: sealing.Opener, Logger: log, Metrics: metrics, Getenv: c.Env,
 				TracerProvider: traces.TracerProvider()}
 			if c.Keyrelay.Migration.OnSettingsChange {
-				deps.OnBackendChange = func(ctx context.Context, team, from, to string) error {
-					log.Info("team moved to another backend: its keys' move is requested", zap.String("team", team), zap.String("from", from), zap.String("to", to))
-					return migrations.Request(ctx, team, to)
+				// Another backend, or other team options on the same one
+				// (a Vault namespace, a Google project): either way the
+				// keys move and the copies left behind are cleaned up.
+				deps.OnPlaceChange = func(ctx context.Context, team string, from, to worker.TeamPlace) error {
+					log.Info("team's place changed (another backend, or other team options on it): its keys' move is requested",
+						zap.String("team", team), zap.String("from", from.Backend), zap.String("to", to.Backend))
+					return migrations.RequestPlace(ctx, team, to)
 				}
 			}
 			w, err = worker.New(actx, worker.ConfigFrom(c.Keyrelay.Worker), deps)
