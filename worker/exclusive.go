@@ -61,6 +61,9 @@ type exclusive struct {
 	ttl time.Duration
 	// now is this process's clock (time.Now; tests skew it).
 	now func() time.Time
+	// clock reads the intents loaded from earlier holders against the
+	// server's time (the worker's ledger clock).
+	clock *ledgerClock
 	// held is the keyrelay_writer_lease_held gauge.
 	held prometheus.Gauge
 	// clamped is the keyrelay_intents_clamped_total counter.
@@ -93,10 +96,12 @@ type exclusive struct {
 	intended int
 }
 
-// sweep drops the open intents past their bound. x.mu is held.
+// sweep drops the open intents past their bound: this process's own by
+// its clock (now), those loaded from earlier holders by the server's time
+// too (ledgerClock), as claim reads them. x.mu is held.
 func (x *exclusive) sweep(now time.Time) {
 	for k, c := range x.open {
-		if !now.Before(c.Until.Add(x.deadAfter)) {
+		if !x.clock.stands(&c, now, x.deadAfter) {
 			delete(x.open, k)
 		}
 	}
@@ -136,7 +141,7 @@ func newExclusive(ctx context.Context, w *Worker) (*exclusive, error) {
 		return err
 	}))
 	return &exclusive{lease: lease, intents: intents, js: w.d.JS, log: w.log,
-		window: window, ttl: ttl, now: time.Now, open: map[string]Claim{}, held: w.m.WriterLease, clamped: w.m.IntentsClamped, deadAfter: w.cfg.AckWait + w.cfg.ClaimLease}, nil
+		window: window, ttl: ttl, now: time.Now, clock: &w.ledger.clock, open: map[string]Claim{}, held: w.m.WriterLease, clamped: w.m.IntentsClamped, deadAfter: w.cfg.AckWait + w.cfg.ClaimLease}, nil
 }
 
 // ready waits until this process holds the lease and its predecessors'
@@ -190,6 +195,7 @@ func (x *exclusive) prepare(ctx context.Context, epoch uint64) error {
 	if err != nil {
 		return err
 	}
+	x.clock.observe(last)
 	var ins []ownership.Intent
 	bad := 0
 	if !last.IsZero() {
@@ -221,8 +227,10 @@ func (x *exclusive) prepare(ctx context.Context, epoch uint64) error {
 			// is not ahead of the true time: no clock skew drops a live one.
 			continue
 		}
+		// Read: its Until is an earlier holder's clock's, and claim reads
+		// it against the server's time too.
 		c := Claim{EventID: in.EventID, StreamSeq: in.StreamSeq, Lane: events.Lane(in.Lane), Generation: in.Generation,
-			Worker: "intent", Until: in.Until}
+			Worker: "intent", Until: in.Until, read: true}
 		if old, ok := x.open[in.Key]; ok && old.Generation > c.Generation {
 			continue
 		}

@@ -377,6 +377,10 @@ func (w *Worker) claim(ctx context.Context, md *jetstream.MsgMetadata, kw *keyWo
 	// settled: e was read from the bucket's leader (write false), not
 	// from the cache or a replica.
 	settled := false
+	// The message's stored time is the server's, from before now: a
+	// claim of another process is read against it too (ledgerClock).
+	clock := &w.ledger.clock
+	clock.observe(md.Timestamp)
 	get := func() (err error) {
 		settled, trusted = false, false
 		if kw.claimless() {
@@ -399,7 +403,7 @@ retry:
 		if err := ctx.Err(); err != nil {
 			return waitVerdict(conf, 0, err), true
 		}
-		now := time.Now()
+		now := clock.now()
 		if e != nil {
 			if dup, ok := duplicateOf(e, kw.ev, kw.gen); ok {
 				*conf = *dup
@@ -420,7 +424,11 @@ retry:
 			entryClaim = e.Claim
 		}
 		for _, c := range [...]*Claim{entryClaim, w.openIntent(lkey)} {
-			if c != nil && !c.Active(now) && c.EventID != kw.ev.ID && c.Generation >= kw.gen {
+			// Whether c stands, and its bound, are read with clock: a
+			// deadline another process wrote is not trusted to this
+			// process's clock alone.
+			live := clock.stands(c, now, 0)
+			if c != nil && !live && c.EventID != kw.ev.ID && c.Generation >= kw.gen {
 				// Another event of this generation or a newer one held the
 				// key and its worker stopped before committing: it may have
 				// written its value, and its redelivery (within AckWait of
@@ -435,7 +443,8 @@ retry:
 				// The stream may already know how that event ended; then
 				// there is nothing to wait for (a commit or a release that
 				// failed while NATS was in trouble leaves such a claim).
-				if bound := c.Until.Add(w.cfg.AckWait + w.cfg.ClaimLease); now.Before(bound) {
+				// (Not live: the server's time is known.)
+				if toBound, _ := clock.left(c, now, w.cfg.AckWait+w.cfg.ClaimLease); toBound > 0 {
 					out, prev, err := w.outcomeOf(ctx, c, kw.ev.TeamID, kw.ev.KeyID)
 					switch {
 					case out == outcomeWritten && (prev.EventType != events.KeyUpdated || kw.ev.Type == events.KeyUpdated):
@@ -458,12 +467,12 @@ retry:
 							w.log.Debug("outcome of a dead claim's event not known", zap.String("event_id", c.EventID), zap.Error(err))
 						}
 						w.m.DeadClaims.WithLabelValues("waited").Inc()
-						return waitVerdict(conf, min(time.Until(bound), 5*time.Second), fmt.Errorf("generation %d was being written by event %s, whose worker stopped; waiting for its redelivery",
+						return waitVerdict(conf, min(toBound, 5*time.Second), fmt.Errorf("generation %d was being written by event %s, whose worker stopped; waiting for its redelivery",
 							c.Generation, c.EventID)), true
 					}
 				}
 			}
-			if c.Active(now) && !ownClaim(c, kw.ev.ID, failKeyOf(md), kw.copy) {
+			if live && !ownClaim(c, kw.ev.ID, failKeyOf(md), kw.copy) {
 				if fresh {
 					// Only a first delivery waits in place (a live writer
 					// usually releases within milliseconds); a redelivered
@@ -472,7 +481,10 @@ retry:
 						// Another worker holds the key, perhaps a dead one:
 						// come back when its claim is due to end, sooner
 						// if it is alive and releases it.
-						d := min(busyDelay(md.NumDelivered), time.Until(c.Until)+10*time.Millisecond)
+						d := busyDelay(md.NumDelivered)
+						if left, known := clock.left(c, now, 0); known {
+							d = min(d, left+10*time.Millisecond)
+						}
 						return waitVerdict(conf, max(d, 10*time.Millisecond), fmt.Errorf("key claimed by worker %s until %s",
 							c.Worker, c.Until.Format(time.RFC3339Nano))), true
 					}
@@ -569,7 +581,7 @@ retry:
 			w.entries.Remove(lkey)
 			return waitVerdict(conf, 0, err), true
 		}
-		if e != nil && e.Claim != nil && !e.Claim.Active(now) {
+		if e != nil && e.Claim != nil && !clock.stands(e.Claim, now, 0) {
 			w.m.ClaimExpiries.Inc() // an expired claim taken over
 		}
 		kw.entry, kw.rev = &next, nrev

@@ -216,16 +216,127 @@ type Claim struct {
 	Generation uint64    `json:"generation"`
 	Worker     string    `json:"worker"`
 	Until      time.Time `json:"until"`
+	// read marks a claim read from the server (a ledger entry, or an
+	// intent a previous writer lease holder stored), never stored: its
+	// Until was written from another process's clock, so the claim rule
+	// also reads it against the server's time (ledgerClock.left).
+	read bool
 }
 
-// Active reports whether the claim still holds at now.
+// Active reports whether the claim still holds at now, by the clock of
+// the process that wrote it (the claim rule reads a claim of another
+// process with ledgerClock.left instead).
 func (c *Claim) Active(now time.Time) bool { return c != nil && now.Before(c.Until) }
+
+// clockBase anchors ledgerClock's reading of the server's time to this
+// process's monotonic clock, so that a step of the wall clock does not
+// move it.
+var clockBase = time.Now()
+
+// ledgerClock is the time the claim rule reads: this process's clock, and
+// what this process knows of the NATS server's.
+//
+// A claim's Until is written from the clock of the process that took it;
+// a process whose clock runs minutes ahead of that one's would read a
+// live claim as dead and write over it: two writers on one key. So a
+// claim read from the server stands while either clock says it does
+// (left): it ends only once this process's clock and the server's have
+// both passed its Until. When clocks agree that is the moment it always
+// ended; a process far ahead of the others waits for the server's time.
+// (A process far behind still waits for its own clock, as before: it is
+// only slower. A writer whose clock runs behind the server's still writes
+// claims that end early: the entry does not record the writer's clock.)
+//
+// The server's time is not asked for: every stored time this process
+// reads (a ledger entry's, a key event's, the intents stream's last) was
+// the server's time at or before the moment it was read, so the largest
+// of them, advanced by the monotonic time elapsed since it was read, is
+// never ahead of the server's time (observe, server). It costs no round
+// trip, and it lags the server's time only by how old the freshest stored
+// time this process has read was when it read it, usually milliseconds.
+// It assumes the NATS servers keep one time (the stored times of every
+// stream already rely on it).
+type ledgerClock struct {
+	// local is this process's clock (nil: time.Now; tests set one that is
+	// off).
+	local atomic.Pointer[func() time.Time]
+	// off is the largest (stored time - monotonic time since clockBase)
+	// observed, in ns; 0: none yet.
+	off atomic.Int64
+}
+
+// now is this process's time.
+func (k *ledgerClock) now() time.Time {
+	if f := k.local.Load(); f != nil {
+		return (*f)()
+	}
+	return time.Now()
+}
+
+// observe notes stored, the server's time of something this process has
+// just read (zero: none).
+func (k *ledgerClock) observe(stored time.Time) {
+	if stored.IsZero() {
+		return
+	}
+	off := stored.UnixNano() - int64(time.Since(clockBase))
+	for {
+		cur := k.off.Load()
+		if cur != 0 && cur >= off {
+			return
+		}
+		if k.off.CompareAndSwap(cur, off) {
+			return
+		}
+	}
+}
+
+// server returns a time the server's clock has reached (false: nothing
+// observed yet).
+func (k *ledgerClock) server() (time.Time, bool) {
+	off := k.off.Load()
+	if off == 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(0, off+int64(time.Since(clockBase))), true
+}
+
+// left returns how long claim c stands after (its deadline, Until, plus
+// after), with this process's time now: by now alone for a claim this
+// process holds itself (its own clock wrote Until); for one read from the
+// server, by whichever of now and the server's time is the earlier.
+// known is false when the server's time is not known yet: the claim then
+// stands (left is by now alone).
+func (k *ledgerClock) left(c *Claim, now time.Time, after time.Duration) (left time.Duration, known bool) {
+	end := c.Until.Add(after)
+	left = end.Sub(now)
+	if !c.read {
+		return left, true
+	}
+	srv, ok := k.server()
+	if !ok {
+		return left, false
+	}
+	return max(left, end.Sub(srv)), true
+}
+
+// stands reports whether claim c (nil: none) still stands after (left).
+func (k *ledgerClock) stands(c *Claim, now time.Time, after time.Duration) bool {
+	if c == nil {
+		return false
+	}
+	left, known := k.left(c, now, after)
+	return !known || left > 0
+}
 
 // Ledger stores LedgerEntry values in a KV bucket, keyed "<team>.<key>",
 // updated only by compare-and-set on the KV revision.
 type Ledger struct {
 	kv jetstream.KeyValue
 	nc *nats.Conn
+	// clock reads claims against the server's time (the stored times of
+	// the entries Get reads, among others).
+	clock ledgerClock
 	// corrupt reports entries that do not decode (nil: only returned).
 	corrupt *corruptReporter
 
@@ -306,9 +417,14 @@ func (l *Ledger) Get(ctx context.Context, team, key string) (*LedgerEntry, uint6
 	case err != nil:
 		return nil, 0, fmt.Errorf("ledger get: %w", err)
 	}
+	// The entry's stored time: the server's, at or before now.
+	l.clock.observe(e.Created())
 	var le LedgerEntry
 	if err := json.Unmarshal(e.Value(), &le); err != nil {
 		return nil, 0, l.corrupt.corrupt(&CorruptEntryError{Bucket: LedgerBucket, Key: LedgerKey(team, key), Fault: decodeFault(err)})
+	}
+	if le.Claim != nil {
+		le.Claim.read = true
 	}
 	return &le, e.Revision(), nil
 }
@@ -337,6 +453,11 @@ func (l *Ledger) GetFromLeader(ctx context.Context, team, key string) (*LedgerEn
 	var le LedgerEntry
 	if err := json.Unmarshal(m.Data, &le); err != nil {
 		return nil, 0, l.corrupt.corrupt(&CorruptEntryError{Bucket: LedgerBucket, Key: lkey, Fault: decodeFault(err)})
+	}
+	if le.Claim != nil {
+		// The leader's answer carries no stored time here: the server's
+		// time comes from what else this process reads (ledgerClock).
+		le.Claim.read = true
 	}
 	return &le, m.Seq, nil
 }
