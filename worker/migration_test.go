@@ -1,13 +1,10 @@
 package worker_test
 
 import (
-	"context"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/keyrelay/keyrelay/events"
-	"github.com/keyrelay/keyrelay/worker"
 )
 
 // TestWorkerRecordsTheCopyLeftByAMove: after a team-settings event moves a
@@ -17,24 +14,7 @@ import (
 // settings event that does not change the backend calls nothing.
 func TestWorkerRecordsTheCopyLeftByAMove(t *testing.T) {
 	b := setup(t, setupOptions{backends: []string{"hashicorp_vault"}})
-	var mu sync.Mutex
-	var moves [][3]string
-	w, err := worker.New(b.ctx, worker.Config{Concurrency: 4, AckWait: b.topo.AckWait, MaxDeliver: b.topo.MaxDeliver, CallTimeout: time.Second,
-		ClaimLease: 3 * time.Second, RetryInitial: 5 * time.Millisecond, RetryMax: 100 * time.Millisecond, ShutdownGrace: 2 * time.Second},
-		worker.Deps{JS: b.js, Settings: b.cfg, Registry: b.reg, Opener: b.kr, Logger: b.log, Metrics: b.metrics,
-			OnPlaceChange: func(_ context.Context, team string, from, to worker.TeamPlace) error {
-				mu.Lock()
-				defer mu.Unlock()
-				moves = append(moves, [3]string{team, from.Backend, to.Backend})
-				return nil
-			}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(b.ctx)
-	done := make(chan struct{})
-	go func() { _ = w.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	w, moves := moveWorker(b, nil)
 
 	b.publish(b.keyEvent(events.KeyCreated, "team-m", "key-1", 1, "sk-m-1"))
 	b.confirmations(1, 30*time.Second)
@@ -44,9 +24,7 @@ func TestWorkerRecordsTheCopyLeftByAMove(t *testing.T) {
 	b.publish(b.keyEvent(events.KeyRotated, "team-m", "key-1", 2, "sk-m-2"))
 	b.confirmations(4, 30*time.Second)
 
-	mu.Lock()
-	got := append([][3]string(nil), moves...)
-	mu.Unlock()
+	got := moves()
 	if len(got) != 1 || got[0] != [3]string{"team-m", "local", "hashicorp_vault"} {
 		t.Fatalf("OnPlaceChange calls: %v, want one local -> hashicorp_vault", got)
 	}

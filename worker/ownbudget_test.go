@@ -159,31 +159,21 @@ func TestInfraWaitsDoNotSpendRetryFor(t *testing.T) {
 	}
 }
 
-// moveWorker runs a worker whose OnPlaceChange records the moves it is
+// moveWorker runs a worker (placeWorker) that records the moves it is
 // asked for; fail makes a call fail (true: fail this one).
-func moveWorker(b *bundle, fail func() bool) (moves func() [][3]string) {
+func moveWorker(b *bundle, fail func() bool) (w *worker.Worker, moves func() [][3]string) {
 	var mu sync.Mutex
 	var got [][3]string
-	w, err := worker.New(b.ctx, worker.Config{Concurrency: 4, AckWait: b.topo.AckWait, MaxDeliver: b.topo.MaxDeliver, CallTimeout: time.Second,
-		ClaimLease: 3 * time.Second, RetryInitial: 5 * time.Millisecond, RetryMax: 100 * time.Millisecond, ShutdownGrace: 2 * time.Second},
-		worker.Deps{JS: b.js, Settings: b.cfg, Registry: b.reg, Opener: b.kr, Logger: b.log, Metrics: b.metrics,
-			OnPlaceChange: func(_ context.Context, team string, from, to worker.TeamPlace) error {
-				mu.Lock()
-				defer mu.Unlock()
-				got = append(got, [3]string{team, from.Backend, to.Backend})
-				if fail != nil && fail() {
-					return errors.New("migration record: no responders")
-				}
-				return nil
-			}})
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(b.ctx)
-	done := make(chan struct{})
-	go func() { _ = w.Run(ctx); close(done) }()
-	b.t.Cleanup(func() { cancel(); <-done })
-	return func() [][3]string {
+	w = placeWorker(b, func(_ context.Context, team string, from, to worker.TeamPlace) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, [3]string{team, from.Backend, to.Backend})
+		if fail != nil && fail() {
+			return errors.New("migration record: no responders")
+		}
+		return nil
+	})
+	return w, func() [][3]string {
 		mu.Lock()
 		defer mu.Unlock()
 		return append([][3]string(nil), got...)
@@ -213,7 +203,7 @@ func TestMoveRequestedAfterCatchUp(t *testing.T) {
 		t.Fatalf("catch-up state %+v", st)
 	}
 
-	moves := moveWorker(b, nil)
+	_, moves := moveWorker(b, nil)
 	if c := b.waitConfirmed([]*events.Event{s}, 30*time.Second)[s.ID]; c.Status != events.StatusStored {
 		t.Fatalf("settings event: %s %s", c.Status, c.Reason)
 	}
@@ -227,7 +217,7 @@ func TestMoveRequestedAfterCatchUp(t *testing.T) {
 func TestFailedMoveRequestIsRetried(t *testing.T) {
 	b := setup(t, setupOptions{backends: []string{"hashicorp_vault"}})
 	var n atomic.Int64
-	moves := moveWorker(b, func() bool { return n.Add(1) == 1 })
+	_, moves := moveWorker(b, func() bool { return n.Add(1) == 1 })
 	s := b.settingsEvent("team-m", 1, &events.TeamSettings{Backend: "hashicorp_vault"})
 	b.publish(s)
 	if c := b.waitConfirmed([]*events.Event{s}, 30*time.Second)[s.ID]; c.Status != events.StatusStored {

@@ -18,7 +18,7 @@ import (
 func TestTeamMoveBackAndForthRequestsTheLastBackend(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOptions{backends: []string{"hashicorp_vault"}})
-	moves := moveWorker(b, nil)
+	_, moves := moveWorker(b, nil)
 	const teams = 40
 	for i := 0; i < teams; i++ {
 		team := fmt.Sprintf("team-%d", i)

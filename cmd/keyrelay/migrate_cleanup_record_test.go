@@ -5,9 +5,27 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/keyrelay/keyrelay/recovery"
 	"github.com/keyrelay/keyrelay/worker"
 )
+
+// migrationsFixture starts a server with the topology and returns a
+// context for the test, a command configuration pointing at it, and the
+// migration records.
+func migrationsFixture(t *testing.T) (context.Context, string, jetstream.JetStream, recovery.Migrations) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	srv, js := startTopology(ctx, t)
+	cfg, _, _ := commandConfig(t, srv.URL, "")
+	rkv, err := js.KeyValue(ctx, worker.RecoveryBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, cfg, js, recovery.Migrations{KV: rkv, JS: js}
+}
 
 // TestMigrateCleanupKeepsAMoveStillToDo: `keyrelay migrate --cleanup`
 // ends a finished move's record once no old copy is left, but a record
@@ -17,15 +35,7 @@ import (
 // never moves them. The command used to delete any record when nothing
 // was pending.
 func TestMigrateCleanupKeepsAMoveStillToDo(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	srv, js := startTopology(ctx, t)
-	cfg, _, _ := commandConfig(t, srv.URL, "")
-	rkv, err := js.KeyValue(ctx, worker.RecoveryBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := recovery.Migrations{KV: rkv, JS: js}
+	ctx, cfg, _, m := migrationsFixture(t)
 	for _, state := range []string{recovery.MigrationRequested, recovery.MigrationRunning, recovery.MigrationMoved} {
 		team := "team-" + state
 		if err := m.Record(ctx, &recovery.MigrationRecord{Team: team, To: "local", State: state, RequestedAt: time.Now().UTC(),
@@ -53,20 +63,12 @@ func TestMigrateCleanupKeepsAMoveStillToDo(t *testing.T) {
 // unusable entry and keeps the record; once the entry is gone, a cleanup
 // ends it.
 func TestMigrateCleanupKeepsTheRecordWhileAnEntryIsUnreadable(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	srv, js := startTopology(ctx, t)
-	cfg, _, _ := commandConfig(t, srv.URL, "")
-	rkv, err := js.KeyValue(ctx, worker.RecoveryBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, cfg, js, m := migrationsFixture(t)
 	lkv, err := js.KeyValue(ctx, worker.LedgerBucket)
 	if err != nil {
 		t.Fatal(err)
 	}
 	const team = "team-u"
-	m := recovery.Migrations{KV: rkv, JS: js}
 	if err := m.Record(ctx, &recovery.MigrationRecord{Team: team, To: "local", State: recovery.MigrationMoved, RequestedAt: time.Now().UTC()}); err != nil {
 		t.Fatal(err)
 	}
