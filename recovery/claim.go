@@ -21,6 +21,28 @@ type claimer struct {
 	// gate, when set, holds the command's claims request: claims are
 	// taken only while it is granted, and work ends by its deadline.
 	gate *claimsGate
+	// now is this process's clock, against which (and the server's time:
+	// worker.Ledger.ClaimLeft) another process's claim is judged. Nil:
+	// time.Now.
+	now func() time.Time
+}
+
+// clock is this process's time (now).
+func (c *claimer) clock() time.Time {
+	if c.now != nil {
+		return c.now()
+	}
+	return time.Now()
+}
+
+// stands reports whether cl, a claim read from the ledger, still stands.
+// Its deadline was written from another process's clock, often another
+// machine's than the operator's running the command: it ends only once
+// both this process's clock and the server's time have passed it
+// (worker.Ledger.ClaimStands), so a command whose clock runs ahead does
+// not take a worker's live claim for expired and write beside it.
+func (c *claimer) stands(cl *worker.Claim) bool {
+	return c.ledger.ClaimStands(cl, c.clock())
 }
 
 // work is what runs under a key's claim: it gets the fresh entry and the
@@ -60,12 +82,17 @@ func (c *claimer) runAt(ctx context.Context, team, key string, seen *worker.Ledg
 		if why := check(e); why != "" {
 			return ActionSkipped, why, nil
 		}
-		now := time.Now()
-		if e.Claim.Active(now) {
+		if now := c.clock(); c.ledger.ClaimStands(e.Claim, now) {
 			if attempt >= 3 {
 				return ActionSkipped, whyClaimed + e.Claim.Worker, nil
 			}
-			if err := ctxtime.Sleep(ctx, min(time.Until(e.Claim.Until)+10*time.Millisecond, c.lease)); err != nil {
+			// Until its end by both clocks (stands); a lease when the
+			// server's time is not known yet.
+			wait := c.lease
+			if left, known := c.ledger.ClaimLeft(e.Claim, now); known {
+				wait = min(left+10*time.Millisecond, c.lease)
+			}
+			if err := ctxtime.Sleep(ctx, wait); err != nil {
 				return "", "claim", err
 			}
 			continue

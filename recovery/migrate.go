@@ -57,7 +57,9 @@ type MigrateConfig struct {
 	Lease, CallTimeout time.Duration
 	// Progress, when set, is called after each key (never concurrently).
 	Progress func(Progress)
-	// Now is the clock (tests). Default: time.Now.
+	// Now is the clock (tests), also the one another process's claim is
+	// judged by, with the server's time (claimer.stands). Default:
+	// time.Now.
 	Now func() time.Time
 }
 
@@ -129,7 +131,7 @@ func Migrate(ctx context.Context, d Deps, c MigrateConfig) (*MigrateReport, erro
 	id := fmt.Sprintf("migrate-%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])
 	gate := newClaimsGate(d.Ownership, id, d.Logger)
 	defer gate.close()
-	m := &mover{s: s, c: c, cl: &claimer{ledger: d.Ledger, lease: c.Lease, id: id, gate: gate}}
+	m := &mover{s: s, c: c, cl: &claimer{ledger: d.Ledger, lease: c.Lease, id: id, gate: gate, now: c.Now}}
 	rep := &MigrateReport{Team: c.Team, To: c.To, LedgerSkipped: skipped}
 	tr := newTracker(len(items), c.Progress)
 	rep.Rows = parallel(len(items), c.Concurrency, nil, func(i int) RestoreRow { return m.move(ctx, items[i].key, items[i].e) },
@@ -208,7 +210,7 @@ func (m *mover) move(ctx context.Context, key string, scanned *worker.LedgerEntr
 	}
 	check := func(e *worker.LedgerEntry) string {
 		if e.Generation == 0 {
-			if e.Claim.Active(time.Now()) {
+			if m.cl.stands(e.Claim) {
 				return "" // its create is being written: wait for it
 			}
 			// The create's worker stopped before it committed: its
@@ -354,7 +356,7 @@ func Cleanup(ctx context.Context, d Deps, c CleanupConfig) (*CleanupReport, erro
 	id := fmt.Sprintf("cleanup-%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])
 	gate := newClaimsGate(d.Ownership, id, d.Logger)
 	defer gate.close()
-	cl := &claimer{ledger: d.Ledger, lease: c.Lease, id: id, gate: gate}
+	cl := &claimer{ledger: d.Ledger, lease: c.Lease, id: id, gate: gate, now: c.Now}
 	rep := &CleanupReport{LedgerSkipped: skipped}
 	cu := &cleaner{s: s, c: c, cl: cl}
 	for _, rows := range parallel(len(items), c.Concurrency, nil, func(i int) []RestoreRow { return cu.clean(ctx, items[i].key) }, nil) {

@@ -188,14 +188,20 @@ type RetryRecord struct {
 	// FirstFailure is when the event's budget began: its first provider
 	// failure, moved later by the time the event has since spent waiting
 	// for keyrelay's own infrastructure (NATS, the ledger, claims, the
-	// writer lease), which never counts against retry_for. So
-	// time.Since(FirstFailure) is the provider-failing time spent.
+	// writer lease), which never counts against retry_for. So the time
+	// since FirstFailure is the provider-failing time spent (by the clock
+	// of the process that wrote it, and the server's: spent).
 	FirstFailure time.Time `json:"first_failure"`
 	Failures     int       `json:"failures"`
 	// resume (this process only, never stored) is when the budget's clock
 	// runs from after the last failure or wait this process handled: the
 	// end of the delay the event was handed back with.
 	resume time.Time
+	// clock is set on a record read from the ledger (never stored): its
+	// FirstFailure was written from the clock of whichever process failed
+	// first, so spent reads it against the server's time too (the
+	// reading ledger's clock). Nil: a record this process began.
+	clock *ledgerClock
 }
 
 // Claim marks a key as being written by one event; other workers wait until
@@ -329,6 +335,27 @@ func (k *ledgerClock) stands(c *Claim, now time.Time, after time.Duration) bool 
 	return !known || left > 0
 }
 
+// ClaimLeft returns how long claim c (nil: none) stands after now, this
+// process's time, with the rule the workers' claims follow (ledgerClock):
+// a claim read through l (Get, GetFromLeader, All, AllWith) was written
+// from another process's clock, so it ends only once both now and the
+// server's time (the latest stored time l has read, moved on by this
+// process's monotonic clock; no round trip) have passed its Until. A
+// command run on a machine whose clock is minutes ahead thus waits for a
+// worker's live claim instead of writing beside it. known is false while
+// l has read nothing yet: the claim then stands, and left is by now
+// alone.
+func (l *Ledger) ClaimLeft(c *Claim, now time.Time) (left time.Duration, known bool) {
+	if c == nil {
+		return 0, true
+	}
+	return l.clock.left(c, now, 0)
+}
+
+// ClaimStands reports whether claim c (nil: none) still stands at now
+// (ClaimLeft).
+func (l *Ledger) ClaimStands(c *Claim, now time.Time) bool { return l.clock.stands(c, now, 0) }
+
 // Ledger stores LedgerEntry values in a KV bucket, keyed "<team>.<key>",
 // updated only by compare-and-set on the KV revision.
 type Ledger struct {
@@ -423,10 +450,20 @@ func (l *Ledger) Get(ctx context.Context, team, key string) (*LedgerEntry, uint6
 	if err := json.Unmarshal(e.Value(), &le); err != nil {
 		return nil, 0, l.corrupt.corrupt(&CorruptEntryError{Bucket: LedgerBucket, Key: LedgerKey(team, key), Fault: decodeFault(err)})
 	}
+	l.markRead(&le)
+	return &le, e.Revision(), nil
+}
+
+// markRead marks what le, just read from the bucket, holds from another
+// process's clock: its claim and its retry record are judged against the
+// server's time too (ledgerClock).
+func (l *Ledger) markRead(le *LedgerEntry) {
 	if le.Claim != nil {
 		le.Claim.read = true
 	}
-	return &le, e.Revision(), nil
+	if le.Retry != nil {
+		le.Retry.clock = &l.clock
+	}
 }
 
 // GetFromLeader is Get answered by the bucket's stream leader. Get is a
@@ -454,11 +491,9 @@ func (l *Ledger) GetFromLeader(ctx context.Context, team, key string) (*LedgerEn
 	if err := json.Unmarshal(m.Data, &le); err != nil {
 		return nil, 0, l.corrupt.corrupt(&CorruptEntryError{Bucket: LedgerBucket, Key: lkey, Fault: decodeFault(err)})
 	}
-	if le.Claim != nil {
-		// The leader's answer carries no stored time here: the server's
-		// time comes from what else this process reads (ledgerClock).
-		le.Claim.read = true
-	}
+	// The leader's answer carries no stored time here: the server's time
+	// comes from what else this process reads (ledgerClock).
+	l.markRead(&le)
 	return &le, m.Seq, nil
 }
 
@@ -653,6 +688,8 @@ func (l *Ledger) AllWith(ctx context.Context, o AllOptions, fn func(key string, 
 			report(SkippedEntry{Key: k, Reason: "the entry is corrupt: " + decodeFault(err)})
 			return nil
 		}
+		// Read like Get reads (walk observed the entry's stored time).
+		l.markRead(&le)
 		return fn(k, &le, rev)
 	}
 	if err := l.walk(ctx, o.Teams, visit); err != nil {
@@ -695,6 +732,8 @@ func (l *Ledger) walk(ctx context.Context, teams []string, visit func(k string, 
 				return l.missed(ctx, seen, filters, visit)
 			}
 			seen[kve.Key()] = struct{}{}
+			// The entry's stored time: the server's, at or before now.
+			l.clock.observe(kve.Created())
 			if err := visit(kve.Key(), kve.Value(), kve.Revision()); err != nil {
 				return err
 			}
@@ -743,6 +782,7 @@ func (l *Ledger) missedIn(ctx context.Context, js jetstream.JetStream, seen map[
 		case err != nil:
 			return fmt.Errorf("ledger get: %w", err)
 		}
+		l.clock.observe(e.Created())
 		return visit(k, e.Value(), e.Revision())
 	})
 }

@@ -319,8 +319,31 @@ func (w *Worker) noteFailureAfter(md *jetstream.MsgMetadata, eventID string, pri
 // spent is the provider-failing time of the record's event: the time
 // since its budget began (FirstFailure, which infrastructure waits moved
 // later), less own, time of the delivery under way that was keyrelay's.
+//
+// A record this process began is read by its own clock, which wrote
+// FirstFailure. One read from the ledger (r.clock set) was begun by
+// whichever worker failed first, from its clock: a worker whose clock
+// runs ahead of that one's would find the budget spent early and
+// dead-letter an event that still has time, failing it for a clock, not
+// for its provider. So such a record's time is the lesser of this
+// process's clock's and the server's (ledgerClock: the latest stored time
+// read, moved on by the monotonic clock; no round trip): the budget is
+// spent only once both say so. A worker far behind still retries longer,
+// by its own clock, as before. Without any server time known (never in
+// practice: a key event's delivery observes its stored time before its
+// record is read) nothing counts as spent; max_deliver still bounds the
+// failures.
 func (r *RetryRecord) spent(own time.Duration) time.Duration {
-	return time.Since(r.FirstFailure) - max(own, 0)
+	own = max(own, 0)
+	if r.clock == nil {
+		return time.Since(r.FirstFailure) - own
+	}
+	since := r.clock.now().Sub(r.FirstFailure)
+	srv, ok := r.clock.server()
+	if !ok {
+		return 0
+	}
+	return min(since, srv.Sub(r.FirstFailure)) - own
 }
 
 // resumeAfter notes that the event at md, whose failure record is b, is
