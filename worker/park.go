@@ -448,7 +448,7 @@ const parkedMaxBytesMetadata = "keyrelay.parked_max_bytes"
 const parkedRecordOverhead = 64
 
 // errParkedFull: the parked stream holds its cap.
-var errParkedFull = errors.New("the parked stream is full (streams parked_max_bytes): the event waits in its lane consumer")
+var errParkedFull = errors.New("the parked stream holds its cap (twice streams.events_max_bytes): the event waits in its lane consumer")
 
 // parkedRoom keeps the parked stream's cap: a stream with message
 // schedules cannot refuse publishes itself (DiscardNew). Parks are rare
