@@ -372,8 +372,14 @@ func (w *Worker) handBack(ctx context.Context, msg jetstream.Msg, md *jetstream.
 	if err != nil {
 		// Not parked: it waits in the consumer, as before parking existed.
 		w.m.Parked.WithLabelValues(l.String(), "fallback").Inc()
-		w.log.Warn("event not parked; handed back to its consumer", zap.Uint64("stream_seq", md.Sequence.Stream),
-			zap.Duration("delay", delay), zap.Error(err))
+		switch {
+		case errors.Is(err, errParkedFull) && !w.parkedRoom.warnDue():
+			// Full for as long as the outage lasts: every event waiting
+			// would say so; once a minute is enough.
+		default:
+			w.log.Warn("event not parked; handed back to its consumer", zap.Uint64("stream_seq", md.Sequence.Stream),
+				zap.Duration("delay", delay), zap.Error(err))
+		}
 		_ = msg.NakWithDelay(delay)
 		return false
 	}
@@ -461,6 +467,18 @@ type parkedRoom struct {
 	read     time.Time
 	capacity int64 // -1: none
 	used     int64 // at the read, plus this process's parks since
+	warned   time.Time
+}
+
+// warnDue reports whether a refused park is to be logged: once a minute.
+func (r *parkedRoom) warnDue() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.warned) < time.Minute {
+		return false
+	}
+	r.warned = time.Now()
+	return true
 }
 
 // take reserves n bytes of the parked stream, or returns errParkedFull.
