@@ -38,6 +38,15 @@ type Intent struct {
 	// Until is when the write's deadline ends (wall clock, for the
 	// bounds other processes compute from it, as from a claim's).
 	Until time.Time `json:"until"`
+	// Taken is the holder's clock when it took the intent (zero: an
+	// intent of an older version). Until − Taken is the write's time as
+	// the holder counted it, which a reader counts from Stored, the
+	// server's time, so that a holder whose clock runs behind the
+	// servers' does not write intents that end early for its successor.
+	Taken time.Time `json:"taken,omitzero"`
+	// Stored is the server's time at which the batch carrying the intent
+	// was stored (set by ReadIntents; never encoded).
+	Stored time.Time `json:"-"`
 }
 
 // maxBatchesInFlight bounds the batches being stored at once: an intent
@@ -189,6 +198,9 @@ func (in Intent) appendJSON(b []byte) ([]byte, error) {
 	o.String("lane", in.Lane)
 	o.Uint("generation", in.Generation)
 	o.Time("until", in.Until)
+	if !in.Taken.IsZero() {
+		o.Time("taken", in.Taken)
+	}
 	return o.End()
 }
 
@@ -234,11 +246,16 @@ func (l *IntentLog) flush() {
 // instead of waiting out ctx; its caller tries again.
 func ReadIntents(ctx context.Context, js jetstream.JetStream, stream, subject string, since time.Time) (intents []Intent, bad int, err error) {
 	err = jsread.Read(ctx, js, jsread.Config{Stream: stream, FilterSubjects: []string{subject}, StartTime: since},
-		func(m jetstream.Msg, _ *jetstream.MsgMetadata) bool {
+		func(m jetstream.Msg, md *jetstream.MsgMetadata) bool {
 			var ins []Intent
 			if len(m.Data()) > MaxBatchBytes || json.Unmarshal(m.Data(), &ins) != nil || !validIntents(ins) {
 				bad++
 				return true
+			}
+			if md != nil {
+				for i := range ins {
+					ins[i].Stored = md.Timestamp
+				}
 			}
 			intents = append(intents, ins...)
 			return true
@@ -265,6 +282,25 @@ func ClampIntents(ins []Intent, latest time.Time) int {
 	for i := range ins {
 		if ins[i].Until.After(latest) {
 			ins[i].Until = latest
+			n++
+		}
+	}
+	return n
+}
+
+// ClampIntentLeases cuts to ttl the time an intent in ins gives its write
+// (Until − Taken, counted by a reader from Stored) where it is longer, by
+// moving Taken later, and returns how many it cut. A holder's write never
+// has more than one lease TTL from when it took the intent to its
+// deadline, so a longer one was not written by a holder (a forged or
+// corrupt batch), and would keep its key waiting for as long as it says;
+// as with ClampIntents, no intent then keeps a key longer than one lease
+// after it is loaded.
+func ClampIntentLeases(ins []Intent, ttl time.Duration) int {
+	n := 0
+	for i := range ins {
+		if in := &ins[i]; !in.Taken.IsZero() && in.Until.Sub(in.Taken) > ttl {
+			in.Taken = in.Until.Add(-ttl)
 			n++
 		}
 	}

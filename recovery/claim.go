@@ -102,13 +102,18 @@ func (c *claimer) runAt(ctx context.Context, team, key string, seen *worker.Ledg
 			return "", "wait for the writer lease holder to claim too", err
 		}
 		claimed := *e
-		until := time.Now().Add(c.lease)
+		// Taken is the clock reading Until comes from: readers count the
+		// lease (Until − Taken) from the entry's stored time, so a machine
+		// whose clock runs behind the servers' does not write a claim that
+		// ends early for the workers.
+		taken := time.Now()
+		until := taken.Add(c.lease)
 		deadline := until.Add(-c.lease / 10)
 		if !granted.IsZero() && granted.Before(deadline) {
 			// The work ends with the claims request, unless renewed by then.
 			deadline = granted
 		}
-		claimed.Claim = &worker.Claim{EventID: "recovery:" + e.EventID, Generation: e.Generation, Worker: c.id, Until: until}
+		claimed.Claim = &worker.Claim{EventID: "recovery:" + e.EventID, Generation: e.Generation, Worker: c.id, Until: until, Taken: taken}
 		nrev, err := c.ledger.Put(ctx, team, key, &claimed, rev)
 		if errors.Is(err, worker.ErrLedgerConflict) {
 			continue

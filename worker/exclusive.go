@@ -210,6 +210,13 @@ func (x *exclusive) prepare(ctx context.Context, epoch uint64) error {
 	if last.After(now) {
 		from = last
 	}
+	if n := ownership.ClampIntentLeases(ins, x.ttl); n > 0 {
+		// No holder takes an intent more than one lease before its
+		// deadline (Until − Taken, which claim counts from the batch's
+		// stored time): forged or corrupt, as below.
+		x.log.Warn("stored intents give their write longer than one writer lease TTL; cut to one TTL",
+			zap.Int("intents", n), zap.Duration("lease_ttl", x.ttl))
+	}
 	if n := ownership.ClampIntents(ins, from.Add(x.ttl)); n > 0 {
 		// No holder writes a deadline further than one lease ahead: these
 		// are forged or corrupt. Each still keeps its key for one lease.
@@ -222,15 +229,16 @@ func (x *exclusive) prepare(ctx context.Context, epoch uint64) error {
 	x.sweep(now)
 	loaded := 0
 	for _, in := range ins {
-		if !last.Before(in.Until.Add(x.deadAfter)) {
+		// Read: its Until is an earlier holder's clock's, and claim reads
+		// it against the server's time too, and its time (Until − Taken)
+		// from the server's time its batch was stored (ledgerClock).
+		c := Claim{EventID: in.EventID, StreamSeq: in.StreamSeq, Lane: events.Lane(in.Lane), Generation: in.Generation,
+			Worker: "intent", Until: in.Until, Taken: in.Taken, read: true, stored: in.Stored}
+		if !last.Before(c.serverEnd().Add(x.deadAfter)) {
 			// Past the dead-claim rule's bound by the server's time, which
 			// is not ahead of the true time: no clock skew drops a live one.
 			continue
 		}
-		// Read: its Until is an earlier holder's clock's, and claim reads
-		// it against the server's time too.
-		c := Claim{EventID: in.EventID, StreamSeq: in.StreamSeq, Lane: events.Lane(in.Lane), Generation: in.Generation,
-			Worker: "intent", Until: in.Until, read: true}
 		if old, ok := x.open[in.Key]; ok && old.Generation > c.Generation {
 			continue
 		}
@@ -375,7 +383,7 @@ func (w *Worker) intend(ctx context.Context, key string, c Claim, early *earlyIn
 
 func intentOf(key string, c Claim) ownership.Intent {
 	return ownership.Intent{Key: key, EventID: c.EventID, StreamSeq: c.StreamSeq, Lane: string(c.Lane),
-		Generation: c.Generation, Until: c.Until}
+		Generation: c.Generation, Until: c.Until, Taken: c.Taken}
 }
 
 // earlyIntent is an intent's append running while the key's entry is

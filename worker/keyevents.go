@@ -521,7 +521,14 @@ retry:
 			next = *e
 		}
 		if a := kw.act; a != nil && a.claimless {
-			c := Claim{EventID: kw.ev.ID, StreamSeq: md.Sequence.Stream, Lane: laneOfStream(md.Stream), Copy: kw.copy, Generation: kw.gen, Worker: w.cfg.ID, Until: a.deadline}
+			// Taken: this process's clock, against which its lease's
+			// deadline runs (ledgerClock). The intent stored early keeps
+			// its own, earlier, reading: the same intent, not a second
+			// append (its lease only reads longer, never shorter).
+			c := Claim{EventID: kw.ev.ID, StreamSeq: md.Sequence.Stream, Lane: laneOfStream(md.Stream), Copy: kw.copy, Generation: kw.gen, Worker: w.cfg.ID, Until: a.deadline, Taken: now}
+			if early != nil {
+				c.Taken = early.claim.Taken
+			}
 			if !trusted {
 				// A cache miss (or an entry cached before this lease
 				// generation): decide on the leader's entry, storing the
@@ -554,7 +561,9 @@ retry:
 			// claims request.
 			until = a.deadline
 		}
-		next.Claim = &Claim{EventID: kw.ev.ID, StreamSeq: md.Sequence.Stream, Lane: laneOfStream(md.Stream), Copy: kw.copy, Generation: kw.gen, Worker: w.cfg.ID, Until: until}
+		// Taken: the clock until was counted on, so that readers whose
+		// clocks differ still give the claim its lease (ledgerClock).
+		next.Claim = &Claim{EventID: kw.ev.ID, StreamSeq: md.Sequence.Stream, Lane: laneOfStream(md.Stream), Copy: kw.copy, Generation: kw.gen, Worker: w.cfg.ID, Until: until, Taken: now}
 		var nrev uint64
 		var err error
 		if skipClaimWrite {

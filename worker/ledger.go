@@ -222,11 +222,23 @@ type Claim struct {
 	Generation uint64    `json:"generation"`
 	Worker     string    `json:"worker"`
 	Until      time.Time `json:"until"`
+	// Taken is the writer's clock when it took the claim: Until − Taken
+	// is the claim's lease as its writer counts it, whatever that clock's
+	// offset from the servers'. A reader that knows when the claim was
+	// stored (stored) ends it no earlier than that lease after then, so a
+	// writer whose clock runs behind the servers' does not write claims
+	// that end early for everyone (ledgerClock.left). Absent (zero) on
+	// claims written by versions before it: those are read by Until alone.
+	Taken time.Time `json:"taken,omitzero"`
 	// read marks a claim read from the server (a ledger entry, or an
 	// intent a previous writer lease holder stored), never stored: its
 	// Until was written from another process's clock, so the claim rule
 	// also reads it against the server's time (ledgerClock.left).
 	read bool
+	// stored (read claims only, never stored) is the server's time at
+	// which the message carrying the claim was stored: the ledger entry's
+	// stored time, or the intent batch's; zero: not known.
+	stored time.Time
 }
 
 // Active reports whether the claim still holds at now, by the clock of
@@ -250,8 +262,17 @@ var clockBase = time.Now()
 // both passed its Until. When clocks agree that is the moment it always
 // ended; a process far ahead of the others waits for the server's time.
 // (A process far behind still waits for its own clock, as before: it is
-// only slower. A writer whose clock runs behind the server's still writes
-// claims that end early: the entry does not record the writer's clock.)
+// only slower.)
+//
+// A writer whose clock runs behind the servers' writes an Until that is
+// already near, or past, by every other clock. So a claim that records its
+// writer's clock when taken (Taken) also stands until its lease as the
+// writer counted it (Until − Taken) has run from the server's time at
+// which it was stored: every claim stands for at least its lease after
+// its write, in server time, whatever its writer's clock said. The
+// stored time is that of the message that last wrote the claim's entry:
+// a later write that keeps the claim (a keyring rewrap's PutOver, say)
+// moves it later, which only makes the claim stand longer, never shorter.
 //
 // The server's time is not asked for: every stored time this process
 // reads (a ledger entry's, a key event's, the intents stream's last) was
@@ -310,9 +331,11 @@ func (k *ledgerClock) server() (time.Time, bool) {
 // left returns how long claim c stands after (its deadline, Until, plus
 // after), with this process's time now: by now alone for a claim this
 // process holds itself (its own clock wrote Until); for one read from the
-// server, by whichever of now and the server's time is the earlier.
-// known is false when the server's time is not known yet: the claim then
-// stands (left is by now alone).
+// server, until the last of: now reaching Until, the server's time
+// reaching Until, and, when the claim records Taken and its stored time
+// is known, the server's time reaching stored + (Until − Taken). known is
+// false when the server's time is not known yet: the claim then stands
+// (left is by now alone).
 func (k *ledgerClock) left(c *Claim, now time.Time, after time.Duration) (left time.Duration, known bool) {
 	end := c.Until.Add(after)
 	left = end.Sub(now)
@@ -323,7 +346,22 @@ func (k *ledgerClock) left(c *Claim, now time.Time, after time.Duration) (left t
 	if !ok {
 		return left, false
 	}
-	return max(left, end.Sub(srv)), true
+	return max(left, c.serverEnd().Add(after).Sub(srv)), true
+}
+
+// serverEnd is when read claim c ends by the server's time: at Until, or,
+// when c records Taken and its stored time is known, at the end of its
+// writer's lease (Until − Taken) counted from when it was stored, if that
+// is later.
+func (c *Claim) serverEnd() time.Time {
+	end := c.Until
+	if c.Taken.IsZero() || c.stored.IsZero() {
+		return end
+	}
+	if lease := c.stored.Add(c.Until.Sub(c.Taken)); lease.After(end) {
+		return lease
+	}
+	return end
 }
 
 // stands reports whether claim c (nil: none) still stands after (left).
@@ -340,11 +378,13 @@ func (k *ledgerClock) stands(c *Claim, now time.Time, after time.Duration) bool 
 // a claim read through l (Get, GetFromLeader, All, AllWith) was written
 // from another process's clock, so it ends only once both now and the
 // server's time (the latest stored time l has read, moved on by this
-// process's monotonic clock; no round trip) have passed its Until. A
-// command run on a machine whose clock is minutes ahead thus waits for a
-// worker's live claim instead of writing beside it. known is false while
-// l has read nothing yet: the claim then stands, and left is by now
-// alone.
+// process's monotonic clock; no round trip) have passed its Until, and
+// the server's time has passed its lease (Until − Taken) after the entry
+// was stored. A command run on a machine whose clock is minutes ahead
+// thus waits for a worker's live claim instead of writing beside it, and
+// so does every reader of a claim whose writer's clock runs behind the
+// servers'. known is false while l has read nothing yet: the claim then
+// stands, and left is by now alone.
 func (l *Ledger) ClaimLeft(c *Claim, now time.Time) (left time.Duration, known bool) {
 	if c == nil {
 		return 0, true
@@ -450,16 +490,18 @@ func (l *Ledger) Get(ctx context.Context, team, key string) (*LedgerEntry, uint6
 	if err := json.Unmarshal(e.Value(), &le); err != nil {
 		return nil, 0, l.corrupt.corrupt(&CorruptEntryError{Bucket: LedgerBucket, Key: LedgerKey(team, key), Fault: decodeFault(err)})
 	}
-	l.markRead(&le)
+	l.markRead(&le, e.Created())
 	return &le, e.Revision(), nil
 }
 
 // markRead marks what le, just read from the bucket, holds from another
 // process's clock: its claim and its retry record are judged against the
-// server's time too (ledgerClock).
-func (l *Ledger) markRead(le *LedgerEntry) {
+// server's time too (ledgerClock). stored is the server's time at which
+// the entry was stored (zero: not known), from which its claim's lease
+// (Until − Taken) is counted.
+func (l *Ledger) markRead(le *LedgerEntry, stored time.Time) {
 	if le.Claim != nil {
-		le.Claim.read = true
+		le.Claim.read, le.Claim.stored = true, stored
 	}
 	if le.Retry != nil {
 		le.Retry.clock = &l.clock
@@ -491,9 +533,10 @@ func (l *Ledger) GetFromLeader(ctx context.Context, team, key string) (*LedgerEn
 	if err := json.Unmarshal(m.Data, &le); err != nil {
 		return nil, 0, l.corrupt.corrupt(&CorruptEntryError{Bucket: LedgerBucket, Key: lkey, Fault: decodeFault(err)})
 	}
-	// The leader's answer carries no stored time here: the server's time
-	// comes from what else this process reads (ledgerClock).
-	l.markRead(&le)
+	// The leader's answer carries the entry's stored time: the server's,
+	// at or before now.
+	l.clock.observe(m.Time)
+	l.markRead(&le, m.Time)
 	return &le, m.Seq, nil
 }
 
@@ -674,7 +717,7 @@ func (l *Ledger) AllWith(ctx context.Context, o AllOptions, fn func(key string, 
 	if report == nil {
 		report = func(s SkippedEntry) { skipped = append(skipped, s) }
 	}
-	visit := func(k string, value []byte, rev uint64) error {
+	visit := func(k string, value []byte, rev uint64, stored time.Time) error {
 		team, _, err := ParseLedgerKey(k)
 		if err != nil {
 			report(SkippedEntry{Key: k, Reason: "the key is not <team>.<key> with valid ids"})
@@ -689,7 +732,7 @@ func (l *Ledger) AllWith(ctx context.Context, o AllOptions, fn func(key string, 
 			return nil
 		}
 		// Read like Get reads (walk observed the entry's stored time).
-		l.markRead(&le)
+		l.markRead(&le, stored)
 		return fn(k, &le, rev)
 	}
 	if err := l.walk(ctx, o.Teams, visit); err != nil {
@@ -701,9 +744,10 @@ func (l *Ledger) AllWith(ctx context.Context, o AllOptions, fn func(key string, 
 	return nil
 }
 
-// walk calls visit with the raw value of every key of the bucket, or of
-// teams' keys when teams is not empty.
-func (l *Ledger) walk(ctx context.Context, teams []string, visit func(k string, value []byte, rev uint64) error) error {
+// walk calls visit with the raw value, revision and stored time (the
+// server's) of every key of the bucket, or of teams' keys when teams is
+// not empty.
+func (l *Ledger) walk(ctx context.Context, teams []string, visit func(k string, value []byte, rev uint64, stored time.Time) error) error {
 	var filters []string
 	for _, t := range teams {
 		filters = append(filters, kvToken(t)+".*")
@@ -734,7 +778,7 @@ func (l *Ledger) walk(ctx context.Context, teams []string, visit func(k string, 
 			seen[kve.Key()] = struct{}{}
 			// The entry's stored time: the server's, at or before now.
 			l.clock.observe(kve.Created())
-			if err := visit(kve.Key(), kve.Value(), kve.Revision()); err != nil {
+			if err := visit(kve.Key(), kve.Value(), kve.Revision(), kve.Created()); err != nil {
 				return err
 			}
 		}
@@ -750,7 +794,7 @@ func (l *Ledger) walk(ctx context.Context, teams []string, visit func(k string, 
 // listing is over, name every key that has an entry; the ones not seen
 // are read one by one. Without a connection (NewLedger without nc) it has
 // no way to ask and adds nothing.
-func (l *Ledger) missed(ctx context.Context, seen map[string]struct{}, filters []string, visit func(k string, value []byte, rev uint64) error) error {
+func (l *Ledger) missed(ctx context.Context, seen map[string]struct{}, filters []string, visit func(k string, value []byte, rev uint64, stored time.Time) error) error {
 	if l.nc == nil {
 		return nil
 	}
@@ -770,7 +814,7 @@ func (l *Ledger) missed(ctx context.Context, seen map[string]struct{}, filters [
 }
 
 // missedIn is missed for the keys matching filter ("": every key).
-func (l *Ledger) missedIn(ctx context.Context, js jetstream.JetStream, seen map[string]struct{}, filter string, visit func(k string, value []byte, rev uint64) error) error {
+func (l *Ledger) missedIn(ctx context.Context, js jetstream.JetStream, seen map[string]struct{}, filter string, visit func(k string, value []byte, rev uint64, stored time.Time) error) error {
 	return kvlist.Subjects(ctx, js, LedgerBucket, filter, func(k string) error {
 		if _, ok := seen[k]; ok {
 			return nil
@@ -783,6 +827,6 @@ func (l *Ledger) missedIn(ctx context.Context, js jetstream.JetStream, seen map[
 			return fmt.Errorf("ledger get: %w", err)
 		}
 		l.clock.observe(e.Created())
-		return visit(k, e.Value(), e.Revision())
+		return visit(k, e.Value(), e.Revision(), e.Created())
 	})
 }

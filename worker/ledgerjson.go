@@ -38,6 +38,10 @@ func (e *LedgerEntry) appendJSON(b []byte) ([]byte, error) {
 			o.Uint("generation", c.Generation)
 			o.String("worker", c.Worker)
 			o.Time("until", c.Until)
+			if !c.Taken.IsZero() {
+				// omitzero: claims of older versions have none.
+				o.Time("taken", c.Taken)
+			}
 			return o.End()
 		})
 	}

@@ -71,7 +71,7 @@ func randomEntry(r *rand.Rand) *LedgerEntry {
 		e.Sealed = &events.SealedValue{Alg: randomText(r), KID: randomText(r), EDK: randomBytes(r), Nonce: randomBytes(r), Ciphertext: randomBytes(r)}
 	}
 	if r.IntN(2) == 0 {
-		e.Claim = &Claim{EventID: randomText(r), StreamSeq: randomUint(r), Lane: events.Lane(randomText(r)), Copy: randomUint(r), Generation: randomUint(r), Worker: randomText(r), Until: randomTime(r)}
+		e.Claim = &Claim{EventID: randomText(r), StreamSeq: randomUint(r), Lane: events.Lane(randomText(r)), Copy: randomUint(r), Generation: randomUint(r), Worker: randomText(r), Until: randomTime(r), Taken: randomTime(r)}
 	}
 	if r.IntN(2) == 0 {
 		e.Retry = &RetryRecord{EventID: randomText(r), StreamSeq: randomUint(r), Lane: events.Lane(randomText(r)), FirstFailure: randomTime(r), Failures: r.IntN(100) - 10}
@@ -187,5 +187,38 @@ func TestLedgerEntryPlacementRoundTrip(t *testing.T) {
 	b2, _ := placed.appendJSON(nil)
 	if extra := len(b2) - len(b1); extra > len(`,"placement":{}`) {
 		t.Fatalf("recording no team options costs %d bytes: %s", extra, b2)
+	}
+}
+
+// A claim's Taken survives the ledger's encoding and encoding/json's
+// decoding, and a claim without one (as older versions wrote) is encoded
+// without "taken", as encoding/json writes it, and decoded with none.
+func TestLedgerEntryClaimTakenRoundTrip(t *testing.T) {
+	until := time.Date(2026, 12, 7, 17, 0, 3, 5, time.UTC)
+	for name, taken := range map[string]time.Time{
+		"taken":            until.Add(-3 * time.Second),
+		"taken in a zone":  until.Add(-time.Second).In(time.FixedZone("z", -5*3600)),
+		"none (older)":     {},
+		"after its Until?": until.Add(time.Minute),
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := &LedgerEntry{Generation: 2, EventID: "ev-1", UpdatedAt: until,
+				Claim: &Claim{EventID: "ev-2", Generation: 3, Worker: "w-1", Until: until, Taken: taken}}
+			sameAsEncodingJSON(t, 0, e, e.appendJSON)
+			b, err := e.appendJSON(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if has := bytes.Contains(b, []byte(`"taken"`)); has == taken.IsZero() {
+				t.Errorf("encoded %s: \"taken\" present %v for Taken %v", b, has, taken)
+			}
+			var got LedgerEntry
+			if err := json.Unmarshal(b, &got); err != nil {
+				t.Fatal(err)
+			}
+			if got.Claim == nil || !got.Claim.Taken.Equal(taken) || !got.Claim.Until.Equal(until) {
+				t.Fatalf("claim %+v decoded as %+v from %s", e.Claim, got.Claim, b)
+			}
+		})
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -34,6 +35,9 @@ type Msg struct {
 	Seq     uint64 `json:"seq"`
 	Header  []byte `json:"hdrs"`
 	Data    []byte `json:"data"`
+	// Time is when the stream stored the message, by the server's clock
+	// (the reply's "time"; zero if a server left it out).
+	Time time.Time `json:"time"`
 }
 
 // Headers decodes the message's headers (nil when it has none).
