@@ -86,6 +86,17 @@ func TestMigrateMovesEveryKeyAndCleansUpAfterGrace(t *testing.T) {
 	if len(progress) != n-1 || progress[len(progress)-1].Done != n-1 {
 		t.Errorf("progress: %d calls, last %+v", len(progress), progress[len(progress)-1])
 	}
+	// Each key once: a key rotated while the move listed the team is
+	// neither left out nor counted twice (TestMigrateScanFindsAKeyTheWatchMissed).
+	rows := map[string]int{}
+	for _, r := range rep.Rows {
+		rows[r.Key]++
+	}
+	for k := range newest {
+		if rows[k] != 1 {
+			t.Errorf("%s: %d rows in the report, want 1", k, rows[k])
+		}
+	}
 	if rep.DeleteAfter.Before(time.Now().Add(59 * time.Minute)) {
 		t.Errorf("delete after %s, want about an hour from now", rep.DeleteAfter)
 	}

@@ -755,7 +755,12 @@ func (l *Ledger) walk(ctx context.Context, teams []string, visit func(k string, 
 	var w jetstream.KeyWatcher
 	var err error
 	if len(filters) > 0 {
-		w, err = l.kv.WatchFiltered(ctx, filters, jetstream.IgnoreDeletes())
+		// A copy: nats.go's WatchFiltered rewrites the slice it is given
+		// in place into stream subjects ("$KV.<bucket>.team.*"), and missed
+		// needs the key filters. Given those subjects it listed none, so a
+		// team's walk (drift, restore, migrate) left out every key written
+		// while the watch listed (TestMigrateScanFindsAKeyTheWatchMissed).
+		w, err = l.kv.WatchFiltered(ctx, slices.Clone(filters), jetstream.IgnoreDeletes())
 	} else {
 		w, err = l.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	}
