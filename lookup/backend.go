@@ -59,6 +59,33 @@ type Backend struct {
 	// confirmations stream said was applied (settingsApplied).
 	settingsMu  sync.Mutex
 	settingsGen map[string]uint64
+
+	// now is this process's clock (nil: time.Now; tests set one that is
+	// off).
+	now func() time.Time
+}
+
+// serverClock is a Ledger that knows the NATS server's time from the
+// stored times it has read (worker.Ledger.ServerTime).
+type serverClock interface {
+	ServerTime() (time.Time, bool)
+}
+
+// clock is this process's time (now).
+func (b *Backend) clock() time.Time {
+	if b.now != nil {
+		return b.now()
+	}
+	return time.Now()
+}
+
+// serverTime is the server's time as b.Ledger knows it (false: not known,
+// or a Ledger that cannot tell).
+func (b *Backend) serverTime() (time.Time, bool) {
+	if sc, ok := b.Ledger.(serverClock); ok {
+		return sc.ServerTime()
+	}
+	return time.Time{}, false
 }
 
 // settingsApplied records that team's settings generation gen was applied
@@ -219,12 +246,21 @@ func (b *Backend) loadTeam(ctx context.Context, team, key string) (*Secret, erro
 		// period applies is known only once it is.
 		out.RecheckIn = time.Second
 	}
-	if pv := inGrace(le, ref, sec.Version, time.Now()); pv != nil {
+	now := b.clock()
+	srv, srvKnown := b.serverTime()
+	if pv := inGrace(le, ref, sec.Version, now, srv, srvKnown); pv != nil {
 		// A rotation's grace period: the previous value is served too.
 		old, err := p.Get(ctx, ref, pv.Version)
 		switch {
 		case err == nil:
 			out.Previous = &PreviousValue{Value: old.Value, Version: old.Version, Until: pv.Until}
+			// The answer is cached until Until by this process's clock;
+			// one that runs behind the server's would keep the previous
+			// value past the grace's end by the server's time (inGrace):
+			// look again when that comes.
+			if left := pv.Until.Sub(srv); srvKnown && left < pv.Until.Sub(now) && (out.RecheckIn <= 0 || left < out.RecheckIn) {
+				out.RecheckIn = max(left, time.Nanosecond)
+			}
 		case errors.Is(err, providers.ErrNotFound):
 			// Already retired.
 		default:
@@ -443,8 +479,21 @@ func providerErr(err error, name string) error {
 // its grace period runs, when the version read (current) is the one the
 // ledger says replaced it; nil otherwise (no grace, or the ledger lags a
 // newer write: then which value came before is not known here).
-func inGrace(le *worker.LedgerEntry, ref, current string, now time.Time) *worker.PreviousVersion {
-	if le == nil || le.Status == events.StatusDeleted || !le.Previous.InGrace(now) ||
+//
+// The grace runs while both now, this process's clock, and srv, the
+// server's time (known false: not known, now alone decides), are before
+// its Until, which the worker wrote from its own clock: it ends as soon
+// as either says it has ended. The grace is a security bound (the old
+// value of a rotated key, perhaps leaked, must stop being served at
+// Until), so the earlier reading is the one that counts: a lookup process
+// whose clock runs behind the server's does not serve the old value past
+// the server's Until, and one whose clock runs ahead stops serving it
+// early by its skew, which costs only the old value's availability to
+// clients that have not picked up the new one yet (the new value is
+// served all along). Ending it by the later reading, as claims do, would
+// lengthen the exposure by the skew of whichever clock is behind.
+func inGrace(le *worker.LedgerEntry, ref, current string, now, srv time.Time, known bool) *worker.PreviousVersion {
+	if le == nil || le.Status == events.StatusDeleted || !le.Previous.InGrace(now) || (known && !le.Previous.InGrace(srv)) ||
 		le.Previous.SecretRef != ref || le.ProviderVersion != current || le.Previous.Version == current {
 		return nil
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/keyrelay/keyrelay/internal/ctxtime"
+	"github.com/keyrelay/keyrelay/settings"
 	"github.com/keyrelay/keyrelay/worker"
 )
 
@@ -107,8 +108,11 @@ func (c *claimer) runAt(ctx context.Context, team, key string, seen *worker.Ledg
 		// whose clock runs behind the servers' does not write a claim that
 		// ends early for the workers.
 		taken := time.Now()
-		until := taken.Add(c.lease)
-		deadline := until.Add(-c.lease / 10)
+		// Readers end a claim MaxClaimLease after it was stored at the
+		// latest: a longer lease would be cut short under the work.
+		lease := min(c.lease, settings.MaxClaimLease)
+		until := taken.Add(lease)
+		deadline := until.Add(-lease / 10)
 		if !granted.IsZero() && granted.Before(deadline) {
 			// The work ends with the claims request, unless renewed by then.
 			deadline = granted

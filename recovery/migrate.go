@@ -301,7 +301,8 @@ func (m *mover) verify(ctx context.Context, p providers.Provider, team, key, nam
 // CleanupConfig scopes the deletion of copies left on old backends.
 type CleanupConfig struct {
 	Team string
-	// Grace: only copies older than this are deleted.
+	// Grace: only copies older than this are deleted, by both Now and the
+	// server's time (the copies' Since comes from another process's clock).
 	Grace time.Duration
 	// Force deletes every recorded copy whatever its age.
 	Force bool
@@ -309,14 +310,19 @@ type CleanupConfig struct {
 	Concurrency int
 	Rate        float64
 	Lease       time.Duration
-	Now         func() time.Time
+	// Now is this process's clock (tests), against which, and the
+	// server's time, the copies' grace is judged (cleaner.due). Default:
+	// time.Now.
+	Now func() time.Time
 }
 
 // CleanupReport is the result of Cleanup.
 type CleanupReport struct {
 	Rows []RestoreRow
 	// Deleted counts old copies deleted; Pending those still in their
-	// grace period, with the earliest time one is due.
+	// grace period, with the earliest time one is due (by Now's clock:
+	// later than its Since plus the grace when that clock runs ahead of
+	// the server's).
 	Deleted, Pending, Failed int
 	NextDue                  time.Time
 	// LedgerSkipped: the team's ledger entries that could not be used.
@@ -378,15 +384,40 @@ func Cleanup(ctx context.Context, d Deps, c CleanupConfig) (*CleanupReport, erro
 	if err != nil {
 		return rep, fmt.Errorf("cleanup: read the ledger: %w", err)
 	}
+	now := c.Now()
+	srv, known := d.Ledger.ServerTime()
 	for _, it := range left {
 		for _, src := range it.e.Sources {
 			rep.Pending++
-			if at := src.Since.Add(c.Grace); rep.NextDue.IsZero() || at.Before(rep.NextDue) {
+			if at := dueAt(src.Since.Add(c.Grace), now, srv, known); rep.NextDue.IsZero() || at.Before(rep.NextDue) {
 				rep.NextDue = at
 			}
 		}
 	}
 	return rep, nil
+}
+
+// passed reports whether deadline, written from some process's clock (an
+// old copy's Since plus the grace, a migration record's lease), has passed
+// both by now, this process's clock, and by srv, the server's time as
+// this process knows it (worker.Ledger.ServerTime; known false: not known
+// yet, so not passed). A process whose clock runs ahead of the one that
+// wrote the deadline would otherwise end it early by its skew: delete old
+// copies the gateway may still read, or take a move another sweeper is
+// running. One whose clock runs behind only waits longer, as it did.
+func passed(deadline, now, srv time.Time, known bool) bool {
+	return !now.Before(deadline) && known && !srv.Before(deadline)
+}
+
+// dueAt is when deadline passes (passed), by this process's clock: later
+// than deadline by as much as that clock runs ahead of the server's time,
+// so that a sweeper whose clock is ahead does not come back before it can
+// do anything. The server's time not known: deadline.
+func dueAt(deadline, now, srv time.Time, known bool) time.Time {
+	if ahead := now.Sub(srv); known && ahead > 0 {
+		return deadline.Add(ahead)
+	}
+	return deadline
 }
 
 // deleteSource deletes one old copy, checking it is still the key's.
@@ -420,8 +451,17 @@ type cleaner struct {
 	cl *claimer
 }
 
+// due reports whether the old copy src is to be deleted at now, this
+// process's clock: with Force, or once its grace has passed by both now
+// and the server's time (passed). Since was written from the clock of the
+// process that moved the key; a cleanup on a machine whose clock runs
+// hours ahead would otherwise delete copies the gateway may still read.
 func (cu *cleaner) due(src worker.SourceCopy, now time.Time) bool {
-	return cu.c.Force || !now.Before(src.Since.Add(cu.c.Grace))
+	if cu.c.Force {
+		return true
+	}
+	srv, known := cu.cl.ledger.ServerTime()
+	return passed(src.Since.Add(cu.c.Grace), now, srv, known)
 }
 
 // clean deletes key's old copies that are due, under its claim.

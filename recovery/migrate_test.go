@@ -142,9 +142,10 @@ func TestMigrateMovesEveryKeyAndCleansUpAfterGrace(t *testing.T) {
 	if err != nil || again.Moved != 0 || again.Verified != n-1 {
 		t.Fatalf("second move: moved %d verified %d failed %d (%v)", again.Moved, again.Verified, again.Failed, err)
 	}
-	// After it, every old copy goes.
-	later := func() time.Time { return time.Now().Add(2 * time.Hour) }
-	cr, err = recovery.Cleanup(p.ctx, p.deps(), recovery.CleanupConfig{Team: "team-a", Grace: time.Hour, Now: later})
+	// After it, every old copy goes. (A grace of a nanosecond rather than a
+	// clock two hours ahead: a cleanup's clock alone no longer ends the
+	// grace, the server's time must pass it too.)
+	cr, err = recovery.Cleanup(p.ctx, p.deps(), recovery.CleanupConfig{Team: "team-a", Grace: time.Nanosecond})
 	if err != nil || cr.Deleted != n-1 || cr.Pending != 0 || cr.Failed != 0 {
 		t.Fatalf("cleanup after grace: deleted %d pending %d failed %d (%v): %+v", cr.Deleted, cr.Pending, cr.Failed, err, cr.Rows)
 	}

@@ -58,6 +58,12 @@ type MigrationRecord struct {
 	Moved     int    `json:"moved"`
 	Failed    int    `json:"failed"`
 	LastError string `json:"last_error,omitempty"`
+
+	// stored is the server's time at which a record Get read was stored
+	// (never written; zero on a record not read): the sweeper reads
+	// LeaseUntil and DeleteAfter, written from another process's clock,
+	// against it too.
+	stored time.Time
 }
 
 // MigrationKey is the recovery-bucket key of team's migration record.
@@ -84,6 +90,7 @@ func (m Migrations) Get(ctx context.Context, team string) (*MigrationRecord, uin
 	if err := json.Unmarshal(e.Value(), &r); err != nil {
 		return nil, 0, fmt.Errorf("migration record %s: %w", e.Key(), err)
 	}
+	r.stored = e.Created()
 	return &r, e.Revision(), nil
 }
 
@@ -216,6 +223,30 @@ type Sweeper struct {
 	// logged is the last revision logged per corrupt ledger key.
 	logged   map[string]loggedEntry
 	ledgerKV jetstream.KeyValue
+
+	// now is this process's clock (nil: time.Now; tests set one that is
+	// off).
+	now func() time.Time
+}
+
+// clock is this process's time (now).
+func (s *Sweeper) clock() time.Time {
+	if s.now != nil {
+		return s.now()
+	}
+	return time.Now()
+}
+
+// serverTime is the server's time as this process knows it: the later of
+// r's stored time (just read) and the ledger's (worker.Ledger.ServerTime).
+func (s *Sweeper) serverTime(r *MigrationRecord) (time.Time, bool) {
+	srv := r.stored
+	if s.d.Ledger != nil {
+		if t, ok := s.d.Ledger.ServerTime(); ok && t.After(srv) {
+			srv = t
+		}
+	}
+	return srv, !srv.IsZero()
 }
 
 // NewSweeper returns a sweeper over the migration records m.
@@ -340,11 +371,18 @@ func (s *Sweeper) sweepTeam(ctx context.Context, team string) error {
 	if err != nil || r == nil {
 		return err
 	}
-	now := time.Now()
+	// LeaseUntil and DeleteAfter were written from the clock of the
+	// sweeper that wrote the record, often another machine's: each ends
+	// only once both this process's clock and the server's time have
+	// passed it (passed), so a sweeper whose clock runs ahead neither
+	// takes over a move another one is running (two sweepers on one
+	// record) nor starts a cleanup that cannot delete anything yet.
+	now := s.clock()
+	srv, known := s.serverTime(r)
 	switch {
-	case r.State == MigrationRunning && now.Before(r.LeaseUntil):
+	case r.State == MigrationRunning && !passed(r.LeaseUntil, now, srv, known):
 		return nil // someone works on it
-	case r.State == MigrationMoved && now.Before(r.DeleteAfter):
+	case r.State == MigrationMoved && !passed(r.DeleteAfter, now, srv, known):
 		return nil
 	}
 	move := r.State != MigrationMoved
@@ -374,7 +412,7 @@ func (s *Sweeper) sweepTeam(ctx context.Context, team string) error {
 			case <-wctx.Done():
 				return
 			case <-t.C:
-				held.LeaseUntil = time.Now().Add(s.c.Lease)
+				held.LeaseUntil = s.clock().Add(s.c.Lease)
 				n, err := s.m.Put(wctx, &held, cur)
 				if err != nil {
 					if wctx.Err() == nil {
@@ -392,7 +430,7 @@ func (s *Sweeper) sweepTeam(ctx context.Context, team string) error {
 	defer s.reportSkipped(ctx)
 	if move {
 		s.log.Info("moving the team's keys", zap.String("team", team), zap.String("to", r.To))
-		rep, err := Migrate(wctx, s.d, MigrateConfig{Team: team, To: r.To, Grace: s.c.Grace, Concurrency: s.c.Concurrency, Lease: s.c.ClaimLease})
+		rep, err := Migrate(wctx, s.d, MigrateConfig{Team: team, To: r.To, Grace: s.c.Grace, Concurrency: s.c.Concurrency, Lease: s.c.ClaimLease, Now: s.clock})
 		if err != nil {
 			next.State, next.LastError = MigrationRequested, sanitize(err)
 			if errors.Is(err, ErrNotMoved) {
@@ -401,7 +439,8 @@ func (s *Sweeper) sweepTeam(ctx context.Context, team string) error {
 			}
 		} else {
 			next.Moved, next.Failed, next.LastError = rep.Moved, rep.Failed, ""
-			next.State, next.MovedAt, next.DeleteAfter = MigrationMoved, time.Now().UTC(), time.Now().Add(s.c.Grace).UTC()
+			at := s.clock()
+			next.State, next.MovedAt, next.DeleteAfter = MigrationMoved, at.UTC(), at.Add(s.c.Grace).UTC()
 			if rep.Failed > 0 {
 				next.State, next.LastError = MigrationRequested, fmt.Sprintf("%d keys failed; retried at the next sweep", rep.Failed)
 			}
@@ -409,7 +448,7 @@ func (s *Sweeper) sweepTeam(ctx context.Context, team string) error {
 				zap.Int("verified", rep.Verified), zap.Int("failed", rep.Failed), zap.Time("delete_old_copies_after", next.DeleteAfter))
 		}
 	} else {
-		rep, err := Cleanup(wctx, s.d, CleanupConfig{Team: team, Grace: s.c.Grace, Concurrency: s.c.Concurrency, Lease: s.c.ClaimLease})
+		rep, err := Cleanup(wctx, s.d, CleanupConfig{Team: team, Grace: s.c.Grace, Concurrency: s.c.Concurrency, Lease: s.c.ClaimLease, Now: s.clock})
 		switch {
 		case err != nil:
 			next.LastError = sanitize(err)
@@ -434,7 +473,7 @@ func (s *Sweeper) sweepTeam(ctx context.Context, team string) error {
 				left = append(left, fmt.Sprintf("%d of the team's ledger entries could not be read (repair them; the old copies they record are deleted once they can be)", n))
 			}
 			next.LastError = strings.Join(left, "; ")
-			if !rep.NextDue.IsZero() && rep.NextDue.After(time.Now()) {
+			if !rep.NextDue.IsZero() && rep.NextDue.After(s.clock()) {
 				next.DeleteAfter = rep.NextDue
 			}
 		}

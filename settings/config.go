@@ -255,7 +255,8 @@ type WorkerConfig struct {
 	// be shorter than AckWait. A claim also ends with the worker's claims
 	// request, whose TTL is the longer of claim_lease and lease_ttl: 0.65
 	// to 0.9 of that after the claim was taken while the request's
-	// renewals succeed, whichever comes first. Default: 30s.
+	// renewals succeed, whichever comes first. At most MaxClaimLease.
+	// Default: 30s.
 	ClaimLease time.Duration `yaml:"claim_lease"`
 	// ShutdownGrace is how long shutdown waits for in-flight events before
 	// handing them back unacknowledged. Default: 20s.
@@ -517,6 +518,15 @@ const (
 	DefaultLogLevel     = "info"                       // log.level
 	DefaultLogFormat    = "json"                       // log.format
 )
+
+// MaxClaimLease bounds worker.claim_lease, and with it every claim a
+// process takes on a key (the recovery commands' included). Every reader
+// of a claim counts it as ending at the latest MaxClaimLease after it was
+// stored, whatever its recorded times say, so that a corrupt or forged
+// ledger entry cannot hold its key for ever. A claim covers one provider
+// call (worker.call_timeout) and its commit: an hour is far more than any
+// needs.
+const MaxClaimLease = time.Hour
 
 // Default returns the built-in configuration used when no file is given
 // (`make run`): the local provider, an embedded NATS server, every default

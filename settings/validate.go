@@ -173,6 +173,9 @@ func (v *validator) worker(w *WorkerConfig) {
 	if !(w.RetryMultiplier >= 1) { // also rejects NaN
 		v.add(p+"retry_multiplier", "is %v; must be at least 1", w.RetryMultiplier)
 	}
+	if w.ClaimLease > MaxClaimLease {
+		v.add(p+"claim_lease", "is %s; must be at most %s (readers end any claim that long after it was stored)", w.ClaimLease, MaxClaimLease)
+	}
 	if w.ClaimLease > 0 && w.AckWait > 0 && w.ClaimLease >= w.AckWait {
 		v.add(p+"claim_lease", "must be shorter than %sack_wait", p)
 	}

@@ -336,6 +336,14 @@ func (k *ledgerClock) server() (time.Time, bool) {
 // is known, the server's time reaching stored + (Until − Taken). known is
 // false when the server's time is not known yet: the claim then stands
 // (left is by now alone).
+//
+// A read claim whose stored time is known ends, by the server's time, at
+// the latest settings.MaxClaimLease after it was stored, whatever its
+// Until and Taken say and whatever this process's clock reads: no writer
+// takes a longer lease (worker.claim_lease is validated against it, and
+// every writer took its claim before storing it), so only a corrupt or
+// forged entry (an Until in 9999, a Taken in 1970) reaches the bound, and
+// it no longer holds its key for ever.
 func (k *ledgerClock) left(c *Claim, now time.Time, after time.Duration) (left time.Duration, known bool) {
 	end := c.Until.Add(after)
 	left = end.Sub(now)
@@ -346,19 +354,23 @@ func (k *ledgerClock) left(c *Claim, now time.Time, after time.Duration) (left t
 	if !ok {
 		return left, false
 	}
-	return max(left, c.serverEnd().Add(after).Sub(srv)), true
+	left = max(left, c.serverEnd().Add(after).Sub(srv))
+	if !c.stored.IsZero() {
+		left = min(left, c.stored.Add(settings.MaxClaimLease).Add(after).Sub(srv))
+	}
+	return left, true
 }
 
 // serverEnd is when read claim c ends by the server's time: at Until, or,
 // when c records Taken and its stored time is known, at the end of its
-// writer's lease (Until − Taken) counted from when it was stored, if that
-// is later.
+// writer's lease (Until − Taken, at most settings.MaxClaimLease) counted
+// from when it was stored, if that is later.
 func (c *Claim) serverEnd() time.Time {
 	end := c.Until
 	if c.Taken.IsZero() || c.stored.IsZero() {
 		return end
 	}
-	if lease := c.stored.Add(c.Until.Sub(c.Taken)); lease.After(end) {
+	if lease := c.stored.Add(min(c.Until.Sub(c.Taken), settings.MaxClaimLease)); lease.After(end) {
 		return lease
 	}
 	return end
@@ -395,6 +407,17 @@ func (l *Ledger) ClaimLeft(c *Claim, now time.Time) (left time.Duration, known b
 // ClaimStands reports whether claim c (nil: none) still stands at now
 // (ClaimLeft).
 func (l *Ledger) ClaimStands(c *Claim, now time.Time) bool { return l.clock.stands(c, now, 0) }
+
+// ServerTime returns a time the NATS server's clock has reached, as far as
+// l knows: the latest stored time l has read (the entries Get,
+// GetFromLeader, All and AllWith return, among others), moved on by this
+// process's monotonic clock since (ledgerClock; no round trip). false
+// while l has read nothing yet. Another deadline written from some
+// process's clock (an old copy's grace, a migration's lease, a previous
+// version's grace) is judged against it as well as this process's clock,
+// the way ClaimLeft judges a claim, so that one machine's skew does not
+// decide it alone.
+func (l *Ledger) ServerTime() (time.Time, bool) { return l.clock.server() }
 
 // Ledger stores LedgerEntry values in a KV bucket, keyed "<team>.<key>",
 // updated only by compare-and-set on the KV revision.

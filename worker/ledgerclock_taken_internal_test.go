@@ -1,8 +1,11 @@
 package worker
 
 import (
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/keyrelay/keyrelay/settings"
 )
 
 // TestLedgerClockGivesAClaimItsWritersLease: a claim read from the server
@@ -50,5 +53,57 @@ func TestLedgerClockGivesAClaimItsWritersLease(t *testing.T) {
 	// And the server's time ends it: past its lease after it was stored.
 	if c := claim(behind, true, now.Add(-lease-time.Second)); k.stands(c, now, 0) {
 		t.Error("a claim stands past its writer's lease after it was stored, by every clock")
+	}
+}
+
+// TestLedgerClockEndsACorruptClaim: a claim read from the server ends,
+// by the server's time, settings.MaxClaimLease after it was stored at the
+// latest, whatever its recorded times say. No writer takes a longer lease,
+// so only a corrupt or forged entry reaches the bound: an Until in 9999 or
+// a Taken in 1970 used to hold the key for ever. A genuine claim, its
+// dead-claim bound and a claim whose stored time is not known are read as
+// before.
+func TestLedgerClockEndsACorruptClaim(t *testing.T) {
+	const lease = 30 * time.Second
+	var k ledgerClock
+	now := time.Now()
+	k.observe(now) // the server's time is now
+	longAgo := now.Add(-settings.MaxClaimLease - time.Second)
+	recent := now.Add(-time.Minute)
+	far := time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+	epoch := time.Unix(1, 0)
+	cases := map[string]struct {
+		c      *Claim
+		stands bool
+	}{
+		"Until in 9999, stored past the bound":       {&Claim{Until: far, read: true, stored: longAgo}, false},
+		"Until in 9999 with Taken, past the bound":   {&Claim{Until: far, Taken: now, read: true, stored: longAgo}, false},
+		"Taken in 1970, stored past the bound":       {&Claim{Until: now.Add(-time.Minute), Taken: epoch, read: true, stored: longAgo}, false},
+		"Until in 9999, stored a minute ago":         {&Claim{Until: far, read: true, stored: recent}, true},
+		"Taken in 1970, stored a minute ago":         {&Claim{Until: now.Add(-time.Minute), Taken: epoch, read: true, stored: recent}, true},
+		"genuine claim, stored now":                  {&Claim{Until: now.Add(lease), Taken: now, read: true, stored: now}, true},
+		"Until in 9999, stored time not known":       {&Claim{Until: far, read: true}, true},
+		"this process's own, Until in 9999":          {&Claim{Until: far, stored: longAgo}, true},
+		"genuine claim of a writer an hour ahead":    {&Claim{Until: now.Add(time.Hour + lease), Taken: now.Add(time.Hour), read: true, stored: now}, true},
+		"writer two hours ahead, stored long ago":    {&Claim{Until: now.Add(2*time.Hour + lease), Taken: now.Add(2 * time.Hour), read: true, stored: longAgo}, false},
+		"Taken in 1970, stored past the bound minus": {&Claim{Until: now, Taken: epoch, read: true, stored: now.Add(-settings.MaxClaimLease + time.Minute)}, true},
+	}
+	for name, tc := range cases {
+		if got := k.stands(tc.c, now, 0); got != tc.stands {
+			left, known := k.left(tc.c, now, 0)
+			t.Errorf("%s: stands %v (left %v, known %v), want %v", name, got, left, known, tc.stands)
+		}
+	}
+	// A claim cut by the bound still gets the dead-claim wait after it.
+	c := &Claim{Until: far, read: true, stored: now.Add(-settings.MaxClaimLease)}
+	if left, _ := k.left(c, now, 8*time.Second); left < 7*time.Second || left > 9*time.Second {
+		t.Errorf("%v left to the dead-claim bound of a claim at its bound, want about 8s", left)
+	}
+	// Writers cannot take a longer lease: configuration refuses it.
+	cfg := settings.Default()
+	cfg.Keyrelay.Worker.ClaimLease = settings.MaxClaimLease + time.Second
+	cfg.Keyrelay.Worker.AckWait = 2 * settings.MaxClaimLease
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "claim_lease") {
+		t.Errorf("claim_lease over MaxClaimLease: %v, want a claim_lease error", err)
 	}
 }
