@@ -87,3 +87,12 @@ func SetLaneDirectGetHook(f func() bool) (restore func()) {
 
 // ParkedMaxBytesOf is c's parked stream cap (TopologyConfig.parkedMaxBytes).
 func ParkedMaxBytesOf(c TopologyConfig) int64 { return c.parkedMaxBytes() }
+
+// SetParkedCheckTimes makes processes look for overdue parked schedules
+// every every, taking one past its time by margin for overdue; it returns
+// the function that restores the defaults.
+func SetParkedCheckTimes(every, margin time.Duration) (restore func()) {
+	v := [2]time.Duration{every, margin}
+	parkedCheckHook.Store(&v)
+	return func() { parkedCheckHook.Store(nil) }
+}

@@ -58,6 +58,10 @@ type Metrics struct {
 	// (streams.events_max_bytes) the server refuses new publishes. A
 	// round that fails (NATS trouble, no consumer) leaves it as it was.
 	TrimBlocked *prometheus.GaugeVec
+	// ParkedOverdue is, by lane, how many parked events' schedules this
+	// process last found past their time by more than
+	// ParkedOverdueMargin, not fired (parkrearm.go); each was armed again.
+	ParkedOverdue *prometheus.GaugeVec
 	// Redelivered is, by lane, the events delivered more than once and
 	// not acknowledged yet (the consumer's NumRedelivered).
 	Redelivered *prometheus.GaugeVec
@@ -130,7 +134,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "keyrelay_retirements_total", Help: "Retirements of previous versions after their grace period, by outcome (retired, retry, refused, invalid: a message that failed validation, unknown_backend: its backend cannot be opened).",
 	}, []string{"outcome"})
 	m.Parked = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "keyrelay_parked_total", Help: "Key events handed back for the worker's ParkAfter (default 10 s) or longer, by lane and outcome (parked: stored as a message schedule in KEYRELAY_PARKED, out of the lane consumer's pending set; fallback: the park failed, handed back to the consumer; invalid: a parked message that names no event of its lane, terminated).",
+		Name: "keyrelay_parked_total", Help: "Key events handed back for the worker's ParkAfter (default 10 s) or longer, by lane and outcome (parked: stored as a message schedule in KEYRELAY_PARKED, out of the lane consumer's pending set; fallback: the park failed, handed back to the consumer; invalid: a parked message that names no event of its lane, terminated; rearmed: a schedule found overdue, stored again to fire now).",
 	}, []string{"lane", "outcome"})
 	m.Contradictions = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "keyrelay_confirmation_contradictions_total", Help: "Confirmations refused because the event id already had a confirmation with another outcome (a reused event id).",
@@ -144,6 +148,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.Trimmed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keyrelay_stream_trimmed_messages_total", Help: "Handled events this process purged from the head of a lane stream (KEYRELAY_EVENTS, KEYRELAY_BULK) above 90% of streams.events_max_bytes (or with less room left than the largest event), down toward 80%; never an event not yet handled.",
 	}, []string{"stream"})
+	m.ParkedOverdue = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "keyrelay_parked_overdue", Help: "Parked key events whose schedule in KEYRELAY_PARKED was past its time by over a minute without firing when this process last looked (every minute; at most 1,024 of the oldest per lane), by lane. Each was armed again; one that stays overdue is not being stored (the server's storage full, or its publishes refused).",
+	}, []string{"lane"})
 	m.TrimBlocked = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "keyrelay_stream_trim_blocked", Help: "1 while a lane stream holds more than 90% of streams.events_max_bytes (or has less room left than the largest event) and its oldest event is not acknowledged yet, so nothing can be trimmed: at events_max_bytes the server refuses new publishes (polled every 5 s).",
 	}, []string{"stream"})
@@ -169,7 +176,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "keyrelay_intents_clamped_total", Help: "Stored intents whose deadline lay further ahead than one writer lease TTL when a new holder loaded them (forged or corrupt): their deadline was cut to the load time + TTL.",
 	})
 	if reg != nil {
-		reg.MustRegister(m.CorruptEntries, m.IntentsClamped, m.Parked, m.Trimmed, m.TrimBlocked)
+		reg.MustRegister(m.CorruptEntries, m.IntentsClamped, m.Parked, m.ParkedOverdue, m.Trimmed, m.TrimBlocked)
 		reg.MustRegister(m.Events, m.EventDuration, m.ProviderCalls, m.ProviderLatency, m.Retries,
 			m.DeadLetters, m.Pending, m.AckPending, m.InFlight, m.BreakerOpen, m.Contradictions, m.Retirements,
 			m.StreamMsgs, m.StreamBytes, m.StreamLimit, m.StreamDiscarded, m.Redelivered, m.OldestUnacked, m.ClaimExpiries, m.DeadClaims, m.WriterLease)

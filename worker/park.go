@@ -128,8 +128,12 @@ type parkedRef struct {
 }
 
 // parseParkedDue reads a due subject; ok is false for anything else.
-func parseParkedDue(subj string) (r parkedRef, ok bool) {
-	rest, found := strings.CutPrefix(subj, ParkedPrefix+"."+parkedDueToken+".")
+func parseParkedDue(subj string) (r parkedRef, ok bool) { return parseParked(parkedDueToken, subj) }
+
+// parseParked reads a parked subject of kind (parkedAtToken or
+// parkedDueToken); ok is false for anything else.
+func parseParked(kind, subj string) (r parkedRef, ok bool) {
+	rest, found := strings.CutPrefix(subj, ParkedPrefix+"."+kind+".")
 	if !found {
 		return r, false
 	}

@@ -1,0 +1,206 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/keyrelay/keyrelay/events"
+)
+
+// Overdue parked schedules. A parked event's lane message is acknowledged
+// once its schedule is stored, so the schedule is all that brings the event
+// back. The server fires a schedule by storing its due message and then
+// removing it; when that store fails (the account's storage full, say) the
+// schedule stays unfired, and nats-server retries it only after a change
+// of the stream's leader. Nothing else would bring the event back: it
+// would wait, unhandled and unconfirmed, for as long as that takes.
+//
+// So every process looks once a minute (ParkedCheckEvery) at the oldest
+// schedules of each lane, at most parkedRearmScan of them, and stores
+// again, to fire a second later, each one whose time (its Nats-Schedule,
+// or its stored time when it has none) lies more than ParkedOverdueMargin
+// behind the server's time. Storing it again replaces it (the server keeps
+// one schedule per subject), with the same copy and headers, and only if
+// it is still the subject's last message
+// (Nats-Expected-Last-Subject-Sequence): processes re-arming at once, or a
+// schedule firing meanwhile, leave one schedule. A schedule that fires
+// twice for all that is a second delivery of the parked event, which the
+// handler treats as a redelivery (a duplicate is confirmed once). The
+// oldest schedules are the ones to look at: a park delay is at most
+// 1.5 × max(retry_max, 5 minutes) (breakerWait, redeliveryDelay), or a
+// provider's Retry-After where that is longer, so a schedule left behind
+// comes to the front of the stream within that long, whatever is parked
+// after it. keyrelay_parked_overdue says how many were
+// found; one that stays overdue (storing it again fails too) keeps it up,
+// and the alert KeyrelayParkedOverdue fires.
+//
+// The times are judged by the server's: the stored times read here, moved
+// on by the monotonic clock (ledgerClock), so a process whose clock runs
+// ahead does not take schedules for overdue early.
+
+// ParkedCheckEvery is how often a process looks for overdue schedules.
+const ParkedCheckEvery = time.Minute
+
+// ParkedOverdueMargin is how far past its time a schedule must be to be
+// taken for one the server failed to fire.
+const ParkedOverdueMargin = time.Minute
+
+// parkedRearmScan bounds the schedules one look reads per lane.
+const parkedRearmScan = 1024
+
+// parkedCheckHook, when set (tests), replaces ParkedCheckEvery and
+// ParkedOverdueMargin.
+var parkedCheckHook atomic.Pointer[[2]time.Duration]
+
+func parkedCheckTimes() (every, margin time.Duration) {
+	if h := parkedCheckHook.Load(); h != nil {
+		return h[0], h[1]
+	}
+	return ParkedCheckEvery, ParkedOverdueMargin
+}
+
+// rearmParked looks for overdue schedules every ParkedCheckEvery until ctx
+// ends.
+func (w *Worker) rearmParked(ctx context.Context) {
+	every, _ := parkedCheckTimes()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var failing bool
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for _, l := range []events.Lane{events.LaneInteractive, events.LaneBulk} {
+			overdue, rearmed, err := w.rearmOverdue(ctx, l)
+			if ctx.Err() != nil {
+				return
+			}
+			w.m.ParkedOverdue.WithLabelValues(l.String()).Set(float64(overdue))
+			if rearmed > 0 {
+				w.m.Parked.WithLabelValues(l.String(), "rearmed").Add(float64(rearmed))
+			}
+			switch {
+			case err != nil && !failing:
+				failing = true
+				w.log.Warn("overdue parked schedules not checked: NATS trouble; checked again in a minute", zap.String("lane", l.String()), zap.Error(err))
+			case err == nil:
+				failing = false
+			}
+			if overdue > 0 {
+				w.log.Warn("parked events' schedules were past their time without firing: stored again to fire now",
+					zap.String("lane", l.String()), zap.Int("overdue", overdue), zap.Int("rearmed", rearmed))
+			}
+		}
+	}
+}
+
+// rearmOverdue reads lane l's oldest schedules in the parked stream and
+// stores again each overdue one. It returns how many were overdue and how
+// many of those it stored again; err is NATS trouble (the look ends
+// there).
+func (w *Worker) rearmOverdue(ctx context.Context, l events.Lane) (overdue, rearmed int, err error) {
+	_, margin := parkedCheckTimes()
+	s, err := w.d.JS.Stream(ctx, ParkedStream)
+	if err != nil {
+		return 0, 0, err
+	}
+	filter := ParkedPrefix + "." + parkedAtToken + "." + laneToken(l) + ".>"
+	seq := uint64(1)
+	for range parkedRearmScan {
+		var m *jetstream.RawStreamMsg
+		err := w.infraDo(ctx, func(ctx context.Context) (err error) {
+			m, err = s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+			return err
+		})
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return overdue, rearmed, nil
+		}
+		if err != nil {
+			return overdue, rearmed, err
+		}
+		seq = m.Sequence + 1
+		w.ledger.clock.observe(m.Time)
+		srv, _ := w.ledger.clock.server()
+		if srv.Sub(m.Time) <= margin {
+			// Stored within the margin, and so is everything after it:
+			// none of them can be overdue by it.
+			return overdue, rearmed, nil
+		}
+		if !srv.After(scheduleTime(m).Add(margin)) {
+			continue
+		}
+		overdue++
+		ok, err := w.rearm(ctx, m)
+		if err != nil {
+			return overdue, rearmed, err
+		}
+		if ok {
+			rearmed++
+		}
+	}
+	return overdue, rearmed, nil
+}
+
+// scheduleTime is when schedule m was to fire: its Nats-Schedule "@at"
+// time, or its stored time when it has none that parses (it then never
+// fires by itself).
+func scheduleTime(m *jetstream.RawStreamMsg) time.Time {
+	v, ok := strings.CutPrefix(m.Header.Get(scheduleHeader), "@at ")
+	if !ok {
+		return m.Time
+	}
+	at, err := time.Parse(time.RFC3339, strings.TrimSpace(v))
+	if err != nil {
+		return m.Time
+	}
+	return at
+}
+
+// rearm stores schedule m again, to fire a second from now onto the due
+// subject its own subject names, with its copy and headers but the
+// server's. ok is false when m was no longer its subject's last message
+// (fired, re-parked or re-armed meanwhile) or names no lane message (a
+// forged or corrupt subject, left as it is and reported overdue).
+func (w *Worker) rearm(ctx context.Context, m *jetstream.RawStreamMsg) (ok bool, err error) {
+	ref, valid := parseParked(parkedAtToken, m.Subject)
+	if !valid {
+		return false, nil
+	}
+	at := time.Now().Add(time.Second).UTC()
+	if at.Nanosecond() != 0 {
+		at = at.Truncate(time.Second).Add(time.Second)
+	}
+	nm := &nats.Msg{Subject: m.Subject, Header: nats.Header{}, Data: m.Data}
+	for name, vals := range m.Header {
+		if !strings.HasPrefix(strings.ToLower(name), "nats-") {
+			nm.Header[name] = vals
+		}
+	}
+	nm.Header.Set(scheduleHeader, "@at "+at.Format(time.RFC3339))
+	nm.Header.Set(scheduleTargetHeader, parkedSubject(parkedDueToken, ref.lane, ref.team, ref.key, ref.seq))
+	err = w.infraDo(ctx, func(ctx context.Context) error {
+		_, err := w.d.JS.PublishMsg(ctx, nm, jetstream.WithExpectStream(ParkedStream), jetstream.WithExpectLastSequencePerSubject(m.Sequence))
+		return err
+	})
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		// No longer the subject's last message: fired, parked again or
+		// stored again by another process meanwhile.
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("store parked schedule %s again: %w", m.Subject, err)
+	}
+	return true, nil
+}
