@@ -253,7 +253,10 @@ func (b *Backend) loadTeam(ctx context.Context, team, key string) (*Secret, erro
 		old, err := p.Get(ctx, ref, pv.Version)
 		switch {
 		case err == nil:
-			out.Previous = &PreviousValue{Value: old.Value, Version: old.Version, Until: pv.Until}
+			out.Previous = &PreviousValue{Value: old.Value, Version: old.Version, Until: pv.Until, left: pv.Until.Sub(now), leftSet: true}
+			if srvKnown {
+				out.Previous.left = min(out.Previous.left, pv.Until.Sub(srv))
+			}
 			// The answer is cached until Until by this process's clock;
 			// one that runs behind the server's would keep the previous
 			// value past the grace's end by the server's time (inGrace):

@@ -84,3 +84,48 @@ func TestGracePeriodEndsByEitherClock(t *testing.T) {
 		})
 	}
 }
+
+// TestStalePreviousValueEndsByTheServersTime: the lookup process's clock
+// runs ten minutes behind the server's, and its backend goes down during a
+// rotation's grace period. The cached answer, previous value included, is
+// served stale while the backend is down, but no longer than the grace
+// period by the server's time: after it, the previous value is not served,
+// fresh or stale. (By Until alone, against this clock, it was served ten
+// minutes more.)
+func TestStalePreviousValueEndsByTheServersTime(t *testing.T) {
+	const team, key, ref = "team-a", "g", "litellm/team-a/g"
+	f := newFixture(t, fixtureOptions{noWorker: true, cache: lookup.Config{TTL: 100 * time.Millisecond, TTLJitter: 0.01, StaleIfError: time.Hour}})
+	behind := func() time.Time { return time.Now().Add(-10 * time.Minute) }
+	f.backend.SetClock(behind)
+	f.svc.SetClock(behind)
+	owner := providers.Owner{TeamID: team, KeyID: key}
+	old, err := f.store.Put(f.ctx, providers.PutRequest{Name: ref, Value: []byte("sk-old"), IdempotencyKey: "ev-1", Owner: owner})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := f.store.Put(f.ctx, providers.PutRequest{Name: ref, Value: []byte("sk-new"), IdempotencyKey: "ev-2", Owner: owner})
+	if err != nil {
+		t.Fatal(err)
+	}
+	until := time.Now().Add(1500 * time.Millisecond)
+	e := &worker.LedgerEntry{Generation: 2, EventID: "ev-2", EventType: events.KeyRotated, Status: events.StatusRotated,
+		Provider: "local", SecretRef: ref, ProviderVersion: cur.Version, UpdatedAt: time.Now().UTC(),
+		Previous: &worker.PreviousVersion{Version: old.Version, SecretRef: ref, Until: until}}
+	if _, err := f.ledger.Put(f.ctx, team, key, e, 0); err != nil {
+		t.Fatal(err)
+	}
+	code, body := f.get(tokenA, "/v1/secrets/"+key)
+	if prev, _ := body["previous"].(map[string]any); code != 200 || body["value"] != "sk-new" || prev == nil || prev["value"] != "sk-old" {
+		t.Fatalf("during the grace period: %d %v", code, body)
+	}
+	f.gate.fail.Store(true)
+	time.Sleep(200 * time.Millisecond)
+	if code, body := f.get(tokenA, "/v1/secrets/"+key); code != 200 || body["stale"] != true || body["previous"] == nil {
+		t.Fatalf("stale during the grace period: %d %v", code, body)
+	}
+	time.Sleep(time.Until(until) + 300*time.Millisecond)
+	code, body = f.get(tokenA, "/v1/secrets/"+key)
+	if body["previous"] != nil {
+		t.Fatalf("after the grace period by the server's time, the previous value is still served: %d %v", code, body)
+	}
+}

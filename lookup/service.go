@@ -123,6 +123,14 @@ type PreviousValue struct {
 	Value   []byte
 	Version string
 	Until   time.Time
+	// left, when leftSet, is how long the grace period had left when the
+	// Loader read it, by the earlier of this process's clock and the
+	// server's time (Backend: inGrace). Until was written from a worker's
+	// clock; a process whose clock runs behind the server's would serve
+	// the previous value past the grace's end by its skew if it went by
+	// Until alone, fresh or stale.
+	left    time.Duration
+	leftSet bool
 }
 
 // Loader reads a name from where it lives. It returns an *Error with
@@ -179,6 +187,17 @@ type Service struct {
 	perBackend bool
 	// owned finds the global entries of a key's secret (see Apply).
 	owned ownerIndex
+	// now is this process's clock (nil: time.Now; tests set one that is
+	// off).
+	now func() time.Time
+}
+
+// clock is this process's time (now).
+func (s *Service) clock() time.Time {
+	if s.now != nil {
+		return s.now()
+	}
+	return time.Now()
 }
 
 // backendClaimer is a Loader that claims a read slot (claim) before each
@@ -209,7 +228,7 @@ func New(cfg Config, loader Loader, m *Metrics, log *zap.Logger) (*Service, erro
 		MaximumWeight: uint64(cfg.MaxBytes),
 		Weigher:       func(_ string, e *entry) uint32 { return e.weight },
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *entry]) time.Duration {
-			return max(time.Until(e.Value.staleUntil), time.Nanosecond)
+			return max(e.Value.staleUntil.Sub(s.clock()), time.Nanosecond)
 		}),
 		// Refreshes are only ever asked for explicitly (Service.refresh);
 		// the calculator just enables Cache.Refresh.
@@ -246,7 +265,7 @@ func (s *Service) Len() int { return s.cache.EstimatedSize() }
 // body to dst. Name must have passed CheckName.
 func (s *Service) Lookup(ctx context.Context, tr Transport, sc Scope, name string, dst []byte) ([]byte, *Error) {
 	key := sc.cacheKey(name)
-	now := time.Now()
+	now := s.clock()
 	if e, ok := s.cache.GetIfPresent(key); ok {
 		if out, err, done := s.answer(tr, e, now, dst); done {
 			s.m.took(tr, fromCache, now)
@@ -264,7 +283,7 @@ func (s *Service) Lookup(ctx context.Context, tr Transport, sc Scope, name strin
 	if e.err != nil {
 		return dst, e.err
 	}
-	return e.render(dst, time.Now(), ""), nil
+	return e.render(dst, s.clock(), ""), nil
 }
 
 // Cached answers from memory alone when it can: done is false when the
@@ -274,7 +293,7 @@ func (s *Service) Cached(tr Transport, sc Scope, name string, dst []byte) (out [
 	if !ok {
 		return dst, nil, false
 	}
-	now := time.Now()
+	now := s.clock()
 	if out, err, done = s.answer(tr, e, now, dst); done {
 		s.m.took(tr, fromCache, now)
 	}
@@ -304,7 +323,7 @@ func (s *Service) refresh(ctx context.Context, tr Transport, sc Scope, name, key
 	case <-ctx.Done():
 		res.Err = ctx.Err()
 	}
-	now := time.Now()
+	now := s.clock()
 	if res.Err != nil || res.Value == nil {
 		err := res.Err
 		if err == nil {
@@ -359,7 +378,7 @@ func (s *Service) load(ctx context.Context, sc Scope, name string) (*entry, erro
 		}
 	}
 	sec, err := s.loadRecovered(ctx, sc, name)
-	now := time.Now()
+	now := s.clock()
 	if err != nil {
 		le := asError(err)
 		if errors.Is(le, errNoSlot) {
@@ -387,12 +406,17 @@ func (s *Service) load(ctx context.Context, sc Scope, name string) (*entry, erro
 		e.freshUntil = now.Add(r)
 	}
 	if p := sec.Previous; p != nil {
-		// The previous value must not be served past its grace period.
-		if e.freshUntil.After(p.Until) {
-			e.freshUntil = p.Until
+		// The previous value must not be served past its grace period, by
+		// this clock (Until) nor by the server's time (left).
+		end := p.Until
+		if p.leftSet && now.Add(p.left).Before(end) {
+			end = now.Add(p.left)
 		}
-		if e.staleUntil.After(p.Until) {
-			e.staleUntil = p.Until
+		if e.freshUntil.After(end) {
+			e.freshUntil = end
+		}
+		if e.staleUntil.After(end) {
+			e.staleUntil = end
 		}
 	}
 	if sc.Global && sec.Owner.TeamID != "" && sec.Owner.KeyID != "" {
