@@ -1,6 +1,7 @@
 package lookup_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -23,15 +24,7 @@ import (
 func TestGracePeriodEndsByEitherClock(t *testing.T) {
 	const team, key, ref = "team-a", "g", "litellm/team-a/g"
 	f := newFixture(t, fixtureOptions{noWorker: true})
-	owner := providers.Owner{TeamID: team, KeyID: key}
-	old, err := f.store.Put(f.ctx, providers.PutRequest{Name: ref, Value: []byte("sk-old"), IdempotencyKey: "ev-1", Owner: owner})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cur, err := f.store.Put(f.ctx, providers.PutRequest{Name: ref, Value: []byte("sk-new"), IdempotencyKey: "ev-2", Owner: owner})
-	if err != nil {
-		t.Fatal(err)
-	}
+	old, cur := f.rotated(team, key, ref)
 	var rev uint64
 	for name, tc := range map[string]struct {
 		skew, left time.Duration // the lookup's clock; the grace left by the server's time
@@ -98,15 +91,7 @@ func TestStalePreviousValueEndsByTheServersTime(t *testing.T) {
 	behind := func() time.Time { return time.Now().Add(-10 * time.Minute) }
 	f.backend.SetClock(behind)
 	f.svc.SetClock(behind)
-	owner := providers.Owner{TeamID: team, KeyID: key}
-	old, err := f.store.Put(f.ctx, providers.PutRequest{Name: ref, Value: []byte("sk-old"), IdempotencyKey: "ev-1", Owner: owner})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cur, err := f.store.Put(f.ctx, providers.PutRequest{Name: ref, Value: []byte("sk-new"), IdempotencyKey: "ev-2", Owner: owner})
-	if err != nil {
-		t.Fatal(err)
-	}
+	old, cur := f.rotated(team, key, ref)
 	until := time.Now().Add(1500 * time.Millisecond)
 	e := &worker.LedgerEntry{Generation: 2, EventID: "ev-2", EventType: events.KeyRotated, Status: events.StatusRotated,
 		Provider: "local", SecretRef: ref, ProviderVersion: cur.Version, UpdatedAt: time.Now().UTC(),
@@ -128,4 +113,19 @@ func TestStalePreviousValueEndsByTheServersTime(t *testing.T) {
 	if body["previous"] != nil {
 		t.Fatalf("after the grace period by the server's time, the previous value is still served: %d %v", code, body)
 	}
+}
+
+// rotated writes two versions of team's key under ref, "sk-old" (event
+// ev-1) then "sk-new" (ev-2), straight to the store, and returns them.
+func (f *fixture) rotated(team, key, ref string) (old, cur providers.PutResult) {
+	f.t.Helper()
+	owner := providers.Owner{TeamID: team, KeyID: key}
+	for i, v := range []string{"sk-old", "sk-new"} {
+		r, err := f.store.Put(f.ctx, providers.PutRequest{Name: ref, Value: []byte(v), IdempotencyKey: fmt.Sprintf("ev-%d", i+1), Owner: owner})
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		old, cur = cur, r
+	}
+	return old, cur
 }
