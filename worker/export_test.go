@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/keyrelay/keyrelay/ownership"
 )
 
@@ -95,4 +97,26 @@ func SetParkedCheckTimes(every, margin time.Duration) (restore func()) {
 	v := [2]time.Duration{every, margin}
 	parkedCheckHook.Store(&v)
 	return func() { parkedCheckHook.Store(nil) }
+}
+
+// Rearm stores parked schedule m again to fire now (rearmOverdue's step);
+// ok is false when m is no longer its subject's last message.
+func (w *Worker) Rearm(ctx context.Context, m *jetstream.RawStreamMsg) (ok bool, err error) {
+	return w.rearm(ctx, m)
+}
+
+// SetRetireCheckTimes makes processes look for overdue retirement
+// schedules every every, taking one past its time by margin for overdue;
+// it returns the function that restores the defaults.
+func SetRetireCheckTimes(every, margin time.Duration) (restore func()) {
+	v := [2]time.Duration{every, margin}
+	retireCheckHook.Store(&v)
+	return func() { retireCheckHook.Store(nil) }
+}
+
+// RearmRetirement stores retirement schedule m again to fire now
+// (rearmOverdueRetirements' step); ok is false when m is no longer its
+// subject's last message.
+func (w *Worker) RearmRetirement(ctx context.Context, m *jetstream.RawStreamMsg) (ok bool, err error) {
+	return w.rearmRetirement(ctx, m)
 }

@@ -36,8 +36,13 @@ type Metrics struct {
 	// already had a confirmation saying something else.
 	Contradictions prometheus.Counter
 	// Retirements counts previous versions' retirements by outcome
-	// (retired, retry, refused, invalid, unknown_backend).
+	// (retired, retry, refused, invalid, unknown_backend, and rearmed: a
+	// schedule found overdue and stored again, retire_rearm.go).
 	Retirements *prometheus.CounterVec
+	// RetirementsOverdue is how many retirement schedules this process
+	// last found past their time by more than RetireOverdueMargin, not
+	// fired (retire_rearm.go); each was armed again.
+	RetirementsOverdue prometheus.Gauge
 	// Parked counts key events handed back for worker.park_after or
 	// longer, by lane and outcome (park.go).
 	Parked *prometheus.CounterVec
@@ -131,8 +136,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "keyrelay_backend_breaker_open", Help: "1 while a backend's circuit breaker is open or half-open (its events are handed back without a call).",
 	}, []string{"provider"})
 	m.Retirements = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "keyrelay_retirements_total", Help: "Retirements of previous versions after their grace period, by outcome (retired, retry, refused, invalid: a message that failed validation, unknown_backend: its backend cannot be opened).",
+		Name: "keyrelay_retirements_total", Help: "Retirements of previous versions after their grace period, by outcome (retired, retry, refused, invalid: a message that failed validation, unknown_backend: its backend cannot be opened; rearmed: a schedule found overdue, stored again to fire now).",
 	}, []string{"outcome"})
+	m.RetirementsOverdue = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "keyrelay_retirements_overdue", Help: "Retirement schedules in KEYRELAY_RETIRE past their time by over a minute without firing when this process last looked (every 10 minutes, every schedule). Each was armed again; one that stays overdue is not being stored (the server's storage full, or its publishes refused), and its previous version stays valid past its grace period.",
+	})
 	m.Parked = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keyrelay_parked_total", Help: "Key events handed back for the worker's ParkAfter (default 10 s) or longer, by lane and outcome (parked: stored as a message schedule in KEYRELAY_PARKED, out of the lane consumer's pending set; fallback: the park failed, handed back to the consumer; invalid: a parked message that names no event of its lane, terminated; rearmed: a schedule found overdue, stored again to fire now).",
 	}, []string{"lane", "outcome"})
@@ -176,7 +184,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "keyrelay_intents_clamped_total", Help: "Stored intents whose deadline lay further ahead than one writer lease TTL when a new holder loaded them (forged or corrupt): their deadline was cut to the load time + TTL.",
 	})
 	if reg != nil {
-		reg.MustRegister(m.CorruptEntries, m.IntentsClamped, m.Parked, m.ParkedOverdue, m.Trimmed, m.TrimBlocked)
+		reg.MustRegister(m.CorruptEntries, m.IntentsClamped, m.Parked, m.ParkedOverdue, m.RetirementsOverdue, m.Trimmed, m.TrimBlocked)
 		reg.MustRegister(m.Events, m.EventDuration, m.ProviderCalls, m.ProviderLatency, m.Retries,
 			m.DeadLetters, m.Pending, m.AckPending, m.InFlight, m.BreakerOpen, m.Contradictions, m.Retirements,
 			m.StreamMsgs, m.StreamBytes, m.StreamLimit, m.StreamDiscarded, m.Redelivered, m.OldestUnacked, m.ClaimExpiries, m.DeadClaims, m.WriterLease)

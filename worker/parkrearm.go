@@ -129,14 +129,13 @@ func (w *Worker) rearmOverdue(ctx context.Context, l events.Lane) (overdue, rear
 			return overdue, rearmed, err
 		}
 		seq = m.Sequence + 1
-		w.ledger.clock.observe(m.Time)
-		srv, _ := w.ledger.clock.server()
-		if srv.Sub(m.Time) <= margin {
+		recent, late := w.judgeSchedule(m, margin)
+		if recent {
 			// Stored within the margin, and so is everything after it:
 			// none of them can be overdue by it.
 			return overdue, rearmed, nil
 		}
-		if !srv.After(scheduleTime(m).Add(margin)) {
+		if !late {
 			continue
 		}
 		overdue++
@@ -149,6 +148,17 @@ func (w *Worker) rearmOverdue(ctx context.Context, l events.Lane) (overdue, rear
 		}
 	}
 	return overdue, rearmed, nil
+}
+
+// judgeSchedule tells, by the server's time (m's stored time observed
+// first), whether schedule m was stored within margin of it (recent:
+// then so was every later message of its stream, and none of them can be
+// overdue by margin) and whether m's time lies more than margin behind it
+// (overdue: the server failed to fire it).
+func (w *Worker) judgeSchedule(m *jetstream.RawStreamMsg, margin time.Duration) (recent, overdue bool) {
+	w.ledger.clock.observe(m.Time)
+	srv, _ := w.ledger.clock.server()
+	return srv.Sub(m.Time) <= margin, srv.After(scheduleTime(m).Add(margin))
 }
 
 // scheduleTime is when schedule m was to fire: its Nats-Schedule "@at"
@@ -176,6 +186,23 @@ func (w *Worker) rearm(ctx context.Context, m *jetstream.RawStreamMsg) (ok bool,
 	if !valid {
 		return false, nil
 	}
+	ok, err = w.storeScheduleAgain(ctx, ParkedStream, m, parkedSubject(parkedDueToken, ref.lane, ref.team, ref.key, ref.seq))
+	if err != nil {
+		return false, fmt.Errorf("store parked schedule %s again: %w", m.Subject, err)
+	}
+	return ok, nil
+}
+
+// storeScheduleAgain stores schedule m of stream again, to fire a second
+// from now onto target, with its data and headers but the server's (a
+// Nats-Msg-Id among them would have the copy dropped as a duplicate). It
+// is a compare-and-set on m's subject (Nats-Expected-Last-Subject-Sequence,
+// the server keeping one schedule per subject): ok is false, and err nil,
+// when m was no longer its subject's last message (fired, replaced or
+// stored again by another process meanwhile), whichever of the two
+// wrong-last-sequence codes the server answers that with (nats.go names
+// the second one for replicated streams).
+func (w *Worker) storeScheduleAgain(ctx context.Context, stream string, m *jetstream.RawStreamMsg, target string) (ok bool, err error) {
 	at := time.Now().Add(time.Second).UTC()
 	if at.Nanosecond() != 0 {
 		at = at.Truncate(time.Second).Add(time.Second)
@@ -187,20 +214,18 @@ func (w *Worker) rearm(ctx context.Context, m *jetstream.RawStreamMsg) (ok bool,
 		}
 	}
 	nm.Header.Set(scheduleHeader, "@at "+at.Format(time.RFC3339))
-	nm.Header.Set(scheduleTargetHeader, parkedSubject(parkedDueToken, ref.lane, ref.team, ref.key, ref.seq))
+	nm.Header.Set(scheduleTargetHeader, target)
 	err = w.infraDo(ctx, func(ctx context.Context) error {
-		_, err := w.d.JS.PublishMsg(ctx, nm, jetstream.WithExpectStream(ParkedStream), jetstream.WithExpectLastSequencePerSubject(m.Sequence))
+		_, err := w.d.JS.PublishMsg(ctx, nm, jetstream.WithExpectStream(stream), jetstream.WithExpectLastSequencePerSubject(m.Sequence))
 		return err
 	})
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-		// No longer the subject's last message: fired, parked again or
-		// stored again by another process meanwhile.
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("store parked schedule %s again: %w", m.Subject, err)
+		return false, err
 	}
 	return true, nil
 }

@@ -494,6 +494,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	go w.pollConsumer(ctx)
 	go w.trimLanes(ctx)
 	go w.rearmParked(ctx)
+	go w.rearmRetirements(ctx)
 	go w.heartbeats(workCtx)
 
 	// A lane that stops with an error stops the others: the process is
