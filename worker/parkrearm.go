@@ -105,18 +105,27 @@ func (w *Worker) rearmParked(ctx context.Context) {
 }
 
 // rearmOverdue reads lane l's oldest schedules in the parked stream and
-// stores again each overdue one. It returns how many were overdue and how
-// many of those it stored again; err is NATS trouble (the look ends
-// there).
+// stores again each overdue one (rearmScan).
 func (w *Worker) rearmOverdue(ctx context.Context, l events.Lane) (overdue, rearmed int, err error) {
 	_, margin := parkedCheckTimes()
-	s, err := w.d.JS.Stream(ctx, ParkedStream)
+	filter := ParkedPrefix + "." + parkedAtToken + "." + laneToken(l) + ".>"
+	return w.rearmScan(ctx, ParkedStream, filter, parkedRearmScan, margin, w.rearm)
+}
+
+// rearmScan reads stream's schedules on filter in stream order, at most
+// limit of them (0: every one), and stores again (again) each one whose
+// time lies more than margin behind the server's (judgeSchedule). It
+// stops at the first one stored within margin: every later one was stored
+// later still, and none can be overdue by it. It returns how many were
+// overdue and how many of those again stored; err is NATS trouble (the
+// look ends there).
+func (w *Worker) rearmScan(ctx context.Context, stream, filter string, limit int, margin time.Duration,
+	again func(context.Context, *jetstream.RawStreamMsg) (bool, error)) (overdue, rearmed int, err error) {
+	s, err := w.d.JS.Stream(ctx, stream)
 	if err != nil {
 		return 0, 0, err
 	}
-	filter := ParkedPrefix + "." + parkedAtToken + "." + laneToken(l) + ".>"
-	seq := uint64(1)
-	for range parkedRearmScan {
+	for seq, n := uint64(1), 0; limit == 0 || n < limit; n++ {
 		var m *jetstream.RawStreamMsg
 		err := w.infraDo(ctx, func(ctx context.Context) (err error) {
 			m, err = s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
@@ -131,15 +140,13 @@ func (w *Worker) rearmOverdue(ctx context.Context, l events.Lane) (overdue, rear
 		seq = m.Sequence + 1
 		recent, late := w.judgeSchedule(m, margin)
 		if recent {
-			// Stored within the margin, and so is everything after it:
-			// none of them can be overdue by it.
 			return overdue, rearmed, nil
 		}
 		if !late {
 			continue
 		}
 		overdue++
-		ok, err := w.rearm(ctx, m)
+		ok, err := again(ctx, m)
 		if err != nil {
 			return overdue, rearmed, err
 		}

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -111,45 +110,11 @@ func (w *Worker) rearmRetirements(ctx context.Context) {
 	}
 }
 
-// rearmOverdueRetirements reads the retirement schedules in stream order
-// and stores again each overdue one. It returns how many were overdue and
-// how many of those it stored again; err is NATS trouble (the look ends
-// there).
+// rearmOverdueRetirements reads every retirement schedule in stream order
+// and stores again each overdue one (rearmScan).
 func (w *Worker) rearmOverdueRetirements(ctx context.Context) (overdue, rearmed int, err error) {
 	_, margin := retireCheckTimes()
-	s, err := w.d.JS.Stream(ctx, RetireStream)
-	if err != nil {
-		return 0, 0, err
-	}
-	for seq := uint64(1); ; {
-		var m *jetstream.RawStreamMsg
-		err := w.infraDo(ctx, func(ctx context.Context) (err error) {
-			m, err = s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(retireAtFilter))
-			return err
-		})
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return overdue, rearmed, nil
-		}
-		if err != nil {
-			return overdue, rearmed, err
-		}
-		seq = m.Sequence + 1
-		recent, late := w.judgeSchedule(m, margin)
-		if recent {
-			return overdue, rearmed, nil
-		}
-		if !late {
-			continue
-		}
-		overdue++
-		ok, err := w.rearmRetirement(ctx, m)
-		if err != nil {
-			return overdue, rearmed, err
-		}
-		if ok {
-			rearmed++
-		}
-	}
+	return w.rearmScan(ctx, RetireStream, retireAtFilter, 0, margin, w.rearmRetirement)
 }
 
 // rearmRetirement stores retirement schedule m again, to fire a second
