@@ -100,11 +100,15 @@ vet:
 # hand edits, the migration and the restore: mostly waiting, each with
 # servers of its own) run E2E_PARALLEL at once, after the ones with a
 # timing bound (node loss, quotas, stalls, grace periods) have run alone.
+#
+# The unit phase's -timeout bounds each package's test binary: the worker
+# package, the longest, ran 649 s on 2026-12-07, so 15 minutes leaves it
+# room on a slower machine while still ending a hung test.
 SLOW_PKGS := ./worker ./jobs ./internal/app ./quota ./outbox ./lookup ./providers/vault
 UNIT_P    ?= 3
 E2E_PARALLEL ?= 4
 test: tools build vet
-	$(GO) test -p $(UNIT_P) -race -count=1 -timeout 12m -tags conjursdk $$($(GO) list $(SLOW_PKGS)) \
+	$(GO) test -p $(UNIT_P) -race -count=1 -timeout 15m -tags conjursdk $$($(GO) list $(SLOW_PKGS)) \
 		$$($(GO) list ./... | grep -v /e2e$$ | grep -vxF "$$($(GO) list $(SLOW_PKGS))")
 	$(GO) test -count=1 -timeout 25m -v -parallel $(E2E_PARALLEL) ./e2e
 	$(MAKE) fuzz

@@ -32,7 +32,7 @@ func TestOverdueRetirementScheduleIsRearmed(t *testing.T) {
 }
 
 func testOverdueRetirementSchedule(t *testing.T, cluster bool) {
-	defer worker.SetRetireCheckTimes(200*time.Millisecond, 500*time.Millisecond)()
+	defer worker.SetRetireCheckTimes(200*time.Millisecond, 2*time.Second)()
 	b := setup(t, setupOptions{cluster: cluster})
 	w, _ := b.startWorker(nil)
 	n := 0
