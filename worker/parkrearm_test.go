@@ -70,20 +70,10 @@ func testOverdueParkedSchedule(t *testing.T, cluster bool) {
 	if sched == nil || sched.Header.Get("Nats-Schedule") == "" {
 		t.Fatalf("no schedule parked for the stuck event: %+v", sched)
 	}
-	plain := &nats.Msg{Subject: sched.Subject, Header: nats.Header{}, Data: sched.Data}
-	for k, v := range sched.Header {
-		if !strings.HasPrefix(strings.ToLower(k), "nats-") {
-			plain.Header[k] = v
-		}
-	}
-	plain.Header.Set("Nats-Rollup", "sub")
-	ack, err := b.js.PublishMsg(b.ctx, plain)
-	if err != nil {
-		t.Fatal(err)
-	}
+	plain, seq := b.leaveUnfired(sched)
 	// The stale schedule, stored again twice: once at most (the workers'
 	// look may come first), never an error.
-	stale := &jetstream.RawStreamMsg{Subject: plain.Subject, Sequence: ack.Sequence, Header: plain.Header, Data: plain.Data, Time: time.Now().Add(-time.Minute)}
+	stale := &jetstream.RawStreamMsg{Subject: plain.Subject, Sequence: seq, Header: plain.Header, Data: plain.Data, Time: time.Now().Add(-time.Minute)}
 	var stored int
 	for range 2 {
 		ok, err := w.Rearm(b.ctx, stale)
@@ -124,4 +114,24 @@ func testOverdueParkedSchedule(t *testing.T, cluster bool) {
 	if strings.Contains(b.logs.String(), sentinel) {
 		t.Error("a value in the logs")
 	}
+}
+
+// leaveUnfired replaces schedule sched by the same message without a
+// schedule (a roll-up of its subject), as a schedule the server failed to
+// fire is left: stored, never firing. It returns the message stored and
+// its sequence.
+func (b *bundle) leaveUnfired(sched *jetstream.RawStreamMsg) (*nats.Msg, uint64) {
+	b.t.Helper()
+	plain := &nats.Msg{Subject: sched.Subject, Header: nats.Header{}, Data: sched.Data}
+	for k, v := range sched.Header {
+		if !strings.HasPrefix(strings.ToLower(k), "nats-") {
+			plain.Header[k] = v
+		}
+	}
+	plain.Header.Set("Nats-Rollup", "sub")
+	ack, err := b.js.PublishMsg(b.ctx, plain)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return plain, ack.Sequence
 }

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -54,16 +53,7 @@ func testOverdueRetirementSchedule(t *testing.T, cluster bool) {
 		t.Fatalf("want the hour-away schedule, then the stuck one: %+v, %+v", farSched, sched)
 	}
 	// Leave the stuck retirement's schedule as an unfired one is left.
-	plain := &nats.Msg{Subject: sched.Subject, Header: nats.Header{}, Data: sched.Data}
-	for k, v := range sched.Header {
-		if !strings.HasPrefix(strings.ToLower(k), "nats-") {
-			plain.Header[k] = v
-		}
-	}
-	plain.Header.Set("Nats-Rollup", "sub")
-	if _, err := b.js.PublishMsg(b.ctx, plain); err != nil {
-		t.Fatal(err)
-	}
+	b.leaveUnfired(sched)
 	// The schedule it replaced, stored again: refused, never an error.
 	for range 2 {
 		ok, err := w.RearmRetirement(b.ctx, sched)
