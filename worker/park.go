@@ -28,13 +28,17 @@ import (
 // consumer, handled as a redelivery of the lane message it stands for.
 //
 // A parked message names its lane message (lane, team, key, stream
-// sequence) in its subject, and carries a copy of it: its body is the
-// lane message's bytes, its subject is in parkedSubjectHeader and its
-// headers are the lane message's but for server headers (Nats-*). Only an
-// event safe to keep is parked (keepsOriginal, as for the DLQ: its value
-// proven sealed, or no value); any other (a plaintext value, where
-// allowed) waits in its lane consumer, so no value that is not proven
-// sealed is stored a second time. When the parked message comes back the
+// sequence) in its subject. An event safe to keep (keepsOriginal, as for
+// the DLQ: its value proven sealed, or no value) is parked with a copy of
+// it: the parked message's body is the lane message's bytes, its subject
+// is in parkedSubjectHeader and its headers are the lane message's but for
+// server headers (Nats-*). Any other (a plaintext value, where allowed, or
+// a value whose open did not finish because its KMS is down) is parked as
+// a pin: a bare reference, on subjects ending in ".pin", holding no copy
+// and none of its headers, so no value that is not proven sealed is stored
+// a second time. A pinned event depends on its lane message, so the
+// trimmer keeps every lane message a pin names (lowestPinned); it holds no
+// MaxAckPending slot while it waits. When the parked message comes back the
 // worker reads the lane message from its lane's stream and handles its
 // bytes, subject and headers, exactly as the lane delivers them; the copy
 // must then be that message's, byte for byte, so a forged parked message
@@ -42,10 +46,13 @@ import (
 // under that event's own identity (what a redelivery does). The copy is
 // handled only when the lane message is no longer in its stream because
 // the stream's head moved past it (events_max_age, or the trimmer of
-// events_max_bytes, which does not wait for parked events): a parked event
-// outlives its lane message's retention. It is then an event like any
-// other, validated in full, and can only claim a sequence the lane has
-// already dropped. One that names no such message, another team, key or
+// events_max_bytes, which does not wait for parked copies): a parked event
+// with a copy outlives its lane message's retention. The copy is then an
+// event like any other, validated in full, and can only claim a sequence
+// the lane has already dropped. A pin whose lane message is gone
+// (events_max_age, or a purge by hand) is terminated
+// (keyrelay_parked_total{outcome="gone"}), as the lane message would have
+// gone unhandled had it waited in its consumer. One that names no such message, another team, key or
 // lane than that message's, or carries a copy that is not it, is
 // terminated (keyrelay_parked_total{outcome="invalid"}) and acts on
 // nothing.
@@ -60,7 +67,8 @@ import (
 //     schedule instead of adding a copy (the server rolls it up);
 //   - keyrelay.parked.due.<lane>.<team>.<key>.<seq>: the schedule fired;
 //     taken by the lane's parked consumer (ParkedConsumerOf), whose filter
-//     leaves the schedules out.
+//     leaves the schedules out;
+//   - the same two followed by ".pin": a pin's schedule and due message.
 //
 // The message's identity is the lane message's throughout: its failure
 // record (retry budget: failKey is the lane and sequence, in the process
@@ -73,6 +81,9 @@ const ParkedPrefix = "keyrelay.parked"
 const (
 	parkedAtToken  = "at"
 	parkedDueToken = "due"
+	// parkedPinToken ends the subjects of a pin (a parked message with no
+	// copy).
+	parkedPinToken = "pin"
 )
 
 // parkedDeliveriesHeader carries the deliveries the event had when it was
@@ -115,6 +126,21 @@ func parkedSubject(kind string, l events.Lane, team, key string, seq uint64) str
 	return ParkedPrefix + "." + kind + "." + laneToken(l) + "." + team + "." + key + "." + strconv.FormatUint(seq, 10)
 }
 
+// subject is r's parked subject of kind (parkedAtToken or parkedDueToken).
+func (r parkedRef) subject(kind string) string {
+	s := parkedSubject(kind, r.lane, r.team, r.key, r.seq)
+	if r.pinned {
+		s += "." + parkedPinToken
+	}
+	return s
+}
+
+// pinnedFilter matches the subjects of lane l's pins, schedules and due
+// messages both.
+func pinnedFilter(l events.Lane) string {
+	return ParkedPrefix + ".*." + laneToken(l) + ".*.*.*." + parkedPinToken
+}
+
 // parkedFilter is the filter of lane l's parked consumer: its due subjects.
 func parkedFilter(l events.Lane) string {
 	return ParkedPrefix + "." + parkedDueToken + "." + laneToken(l) + ".>"
@@ -125,6 +151,8 @@ type parkedRef struct {
 	lane      events.Lane
 	team, key string
 	seq       uint64
+	// pinned: the subject ends in ".pin" (a parked message with no copy).
+	pinned bool
 }
 
 // parseParkedDue reads a due subject; ok is false for anything else.
@@ -138,6 +166,9 @@ func parseParked(kind, subj string) (r parkedRef, ok bool) {
 		return r, false
 	}
 	t := strings.Split(rest, ".")
+	if len(t) == 5 && t[4] == parkedPinToken {
+		r.pinned, t = true, t[:4]
+	}
 	if len(t) != 4 {
 		return r, false
 	}
@@ -171,6 +202,15 @@ type parkedMsg struct {
 	// seq is the parked message's own sequence in ParkedStream: which
 	// copy of the lane message this is (Claim.Copy).
 	seq uint64
+	// fromCopy: the lane message is gone; this is the parked copy.
+	fromCopy bool
+}
+
+// fromParkedCopy reports whether msg is a parked copy whose lane message
+// is gone: a pin of it would name nothing.
+func fromParkedCopy(msg jetstream.Msg) bool {
+	pm, ok := msg.(*parkedMsg)
+	return ok && pm.fromCopy
 }
 
 func (m *parkedMsg) Subject() string                           { return m.orig.Subject }
@@ -181,6 +221,11 @@ func (m *parkedMsg) Metadata() (*jetstream.MsgMetadata, error) { return m.md, ni
 // errParkedInvalid marks a parked message that names no lane message it
 // may stand for.
 var errParkedInvalid = errors.New("invalid parked message")
+
+// errParkedGone marks a pin whose lane message is no longer in its stream
+// (streams.events_max_age, or a purge): its event is lost, as it would
+// have been waiting in its lane consumer.
+var errParkedGone = errors.New("pinned event gone")
 
 // unpark resolves a parked message delivered by lane ln's parked consumer
 // into the lane message it stands for. An invalid one is errParkedInvalid
@@ -193,6 +238,8 @@ func (w *Worker) unpark(ctx context.Context, ln *lane, msg jetstream.Msg) (jetst
 		return nil, fmt.Errorf("%w: not a due subject of the parked stream", errParkedInvalid)
 	case ref.lane != ln.name:
 		return nil, fmt.Errorf("%w: lane %s delivered by the %s lane's consumer", errParkedInvalid, ref.lane, ln.name)
+	case ref.pinned && (len(msg.Data()) != 0 || msg.Headers().Get(parkedSubjectHeader) != ""):
+		return nil, fmt.Errorf("%w: a pin carries no copy", errParkedInvalid)
 	}
 	md, err := msg.Metadata()
 	if err != nil {
@@ -209,6 +256,8 @@ func (w *Worker) unpark(ctx context.Context, ln *lane, msg jetstream.Msg) (jetst
 	})
 	fromCopy := false
 	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound) && ref.pinned:
+		return nil, w.pinGone(ctx, s, ref)
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		if orig, err = w.parkedCopy(ctx, s, ref, msg); err != nil {
 			return nil, err
@@ -234,7 +283,7 @@ func (w *Worker) unpark(ctx context.Context, ln *lane, msg jetstream.Msg) (jetst
 	}
 	vmd := *md
 	vmd.Stream, vmd.Sequence.Stream, vmd.NumDelivered = StreamOf(ref.lane), ref.seq, n
-	return &parkedMsg{Msg: msg, orig: orig, md: &vmd, seq: md.Sequence.Stream}, nil
+	return &parkedMsg{Msg: msg, orig: orig, md: &vmd, seq: md.Sequence.Stream, fromCopy: fromCopy}, nil
 }
 
 // laneGet reads lane message ref.seq from lane stream s. The lane streams
@@ -276,6 +325,25 @@ func copyMatches(msg jetstream.Msg, orig *jetstream.RawStreamMsg) bool {
 		return true
 	}
 	return subj == orig.Subject && bytes.Equal(msg.Data(), orig.Data)
+}
+
+// pinGone is the error of pin ref whose lane message is not in lane
+// stream s: errParkedGone when the stream's head has moved past it
+// (removed by its limits, or a purge), else errParkedInvalid (a sequence
+// the stream has not reached, or removed in its middle: it pins nothing).
+func (w *Worker) pinGone(ctx context.Context, s jetstream.Stream, ref parkedRef) error {
+	var info *jetstream.StreamInfo
+	if err := w.infraDo(ctx, func(ctx context.Context) (err error) {
+		info, err = s.Info(ctx)
+		return err
+	}); err != nil {
+		return fmt.Errorf("stream %s: %w", StreamOf(ref.lane), err)
+	}
+	if first := info.State.FirstSeq; ref.seq >= first {
+		return fmt.Errorf("%w: message %d is not in stream %s, whose head is message %d: the pin stands for nothing removed by the stream's limits",
+			errParkedInvalid, ref.seq, StreamOf(ref.lane), first)
+	}
+	return fmt.Errorf("%w: message %d of stream %s, which it pins, is no longer there", errParkedGone, ref.seq, StreamOf(ref.lane))
 }
 
 // parkedCopy is the lane message ref names, rebuilt from parked message
@@ -342,6 +410,13 @@ func (w *Worker) processParked(ctx context.Context, ln *lane, msg jetstream.Msg,
 		return
 	}
 	defer w.handled.Add(1)
+	if errors.Is(err, errParkedGone) {
+		w.m.Parked.WithLabelValues(ln.name.String(), "gone").Inc()
+		w.log.Error("pinned event lost: its lane message was removed before it was handled (streams.events_max_age, or a purge)",
+			zap.String("subject", clip(msg.Subject())), zap.String("reason", sanitize(err)))
+		_ = msg.TermWithReason(clip(sanitize(err)))
+		return
+	}
 	if errors.Is(err, errParkedInvalid) {
 		w.m.Parked.WithLabelValues(ln.name.String(), "invalid").Inc()
 		w.log.Error("parked message terminated: it stands for no event of its lane", zap.String("subject", clip(msg.Subject())),
@@ -357,21 +432,28 @@ func (w *Worker) processParked(ctx context.Context, ln *lane, msg jetstream.Msg,
 
 // handBack hands msg (md its metadata) back for delay: parked when park is
 // set and delay is ParkAfter or more, else (and when the park fails) with
-// NakWithDelay. Only an event whose copy is safe to keep (keepsOriginal:
-// its value proven sealed in this delivery, or no value) is parked; its
-// parked message holds that copy. It returns whether it was parked.
+// NakWithDelay. An event whose copy is safe to keep (keepsOriginal: its
+// value proven sealed in this delivery, or no value) is parked with that
+// copy; any other is pinned (no copy: its lane message stays, the trimmer
+// keeps it), unless it was handled from its parked copy: its lane message
+// is gone, so it waits in the parked consumer. It returns whether it was
+// parked.
 func (w *Worker) handBack(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, delay time.Duration, park, sealed bool) bool {
-	if !park || w.cfg.ParkAfter <= 0 || delay < w.cfg.ParkAfter || !keepsOriginal(msg, sealed) {
-		// Short waits stay in the consumer, and so does an event whose
-		// copy is not safe to keep (a plaintext value, where allowed):
-		// parked, it would depend on its lane message, which the trimmer
-		// may remove once it is acknowledged.
+	if !park || w.cfg.ParkAfter <= 0 || delay < w.cfg.ParkAfter {
+		// Short waits stay in the consumer.
+		_ = msg.NakWithDelay(delay)
+		return false
+	}
+	withCopy := keepsOriginal(msg, sealed)
+	if !withCopy && fromParkedCopy(msg) {
+		// A copy whose value did not open this time (its KMS down): a
+		// pin would name a lane message that is gone.
 		_ = msg.NakWithDelay(delay)
 		return false
 	}
 	l := laneOfStream(md.Stream)
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), infraAttemptTimeout)
-	err := w.park(pctx, msg, md, delay)
+	err := w.park(pctx, msg, md, delay, withCopy)
 	cancel()
 	if err != nil {
 		// Not parked: it waits in the consumer, as before parking existed.
@@ -401,9 +483,10 @@ func (w *Worker) handBack(ctx context.Context, msg jetstream.Msg, md *jetstream.
 }
 
 // park stores the schedule that brings the lane message of md back after
-// delay (rounded up to the second: schedules name whole seconds), with a
-// copy of msg (the caller checked it is safe to keep).
-func (w *Worker) park(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, delay time.Duration) error {
+// delay (rounded up to the second: schedules name whole seconds): with a
+// copy of msg when withCopy is set (the caller checked it is safe to
+// keep), else a pin, which holds nothing of it.
+func (w *Worker) park(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, delay time.Duration, withCopy bool) error {
 	if h := parkHook.Load(); h != nil {
 		if err := (*h)(); err != nil {
 			return err
@@ -418,18 +501,21 @@ func (w *Worker) park(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgM
 	if at.Nanosecond() != 0 {
 		at = at.Truncate(time.Second).Add(time.Second)
 	}
-	m := &nats.Msg{Subject: parkedSubject(parkedAtToken, l, team, key, md.Sequence.Stream), Header: nats.Header{}}
-	// The copy: the lane message's bytes, subject and headers but the
-	// server's (and any that look like parking's own).
-	for name, vals := range msg.Headers() {
-		if copiedHeader(name) {
-			m.Header[name] = vals
+	ref := parkedRef{lane: l, team: team, key: key, seq: md.Sequence.Stream, pinned: !withCopy}
+	m := &nats.Msg{Subject: ref.subject(parkedAtToken), Header: nats.Header{}}
+	if withCopy {
+		// The copy: the lane message's bytes, subject and headers but the
+		// server's (and any that look like parking's own).
+		for name, vals := range msg.Headers() {
+			if copiedHeader(name) {
+				m.Header[name] = vals
+			}
 		}
+		m.Header.Set(parkedSubjectHeader, msg.Subject())
+		m.Data = msg.Data()
 	}
-	m.Header.Set(parkedSubjectHeader, msg.Subject())
-	m.Data = msg.Data()
 	m.Header.Set(scheduleHeader, "@at "+at.Format(time.RFC3339))
-	m.Header.Set(scheduleTargetHeader, parkedSubject(parkedDueToken, l, team, key, md.Sequence.Stream))
+	m.Header.Set(scheduleTargetHeader, ref.subject(parkedDueToken))
 	m.Header.Set(parkedDeliveriesHeader, strconv.FormatUint(md.NumDelivered, 10))
 	// As the server counts it: the message and a record's overhead.
 	size := int64(len(m.Subject)+len(m.Data)) + parkedRecordOverhead
@@ -531,9 +617,21 @@ var (
 // lagging replica would say "not parked" of a park it has not stored
 // yet), the schedule first: a schedule that fires between the two reads
 // has stored its due message before it goes.
+//
+// An event parked again moves between a copy's subjects and a pin's (its
+// value proven sealed in one delivery and not in the next, or the other
+// way): the new schedule is stored before the fired one is acknowledged.
+// So the pin's two are read before the copy's and again after them: a
+// move either way between two reads of a pair is seen by the later pair.
+// Only two moves within the reads (each one a park of a second or more)
+// would pass unseen.
 func (w *Worker) parkedPending(ctx context.Context, l events.Lane, team, key string, seq uint64) (bool, error) {
-	for _, kind := range []string{parkedAtToken, parkedDueToken} {
-		_, err := leaderGet(ctx, w.d.JS.Conn(), ParkedStream, leaderGetRequest{LastBySubj: parkedSubject(kind, l, team, key, seq)})
+	pin := parkedRef{lane: l, team: team, key: key, seq: seq, pinned: true}
+	cp := pin
+	cp.pinned = false
+	for _, subj := range []string{pin.subject(parkedAtToken), pin.subject(parkedDueToken), cp.subject(parkedAtToken),
+		cp.subject(parkedDueToken), pin.subject(parkedAtToken), pin.subject(parkedDueToken)} {
+		_, err := leaderGet(ctx, w.d.JS.Conn(), ParkedStream, leaderGetRequest{LastBySubj: subj})
 		switch {
 		case err == nil:
 			return true, nil

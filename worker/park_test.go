@@ -132,6 +132,24 @@ func (b *bundle) parkedState() (msgs uint64, ackPending int) {
 	return info.State.Msgs, ci.NumAckPending
 }
 
+// otherTeamFlows publishes 10 events of team-b (on backend_b) and checks
+// that each is stored within 15 s while team-a's events wait.
+func (b *bundle) otherTeamFlows() {
+	b.t.Helper()
+	var evs []*events.Event
+	for i := range 10 {
+		evs = append(evs, b.keyEvent(events.KeyCreated, "team-b", fmt.Sprintf("key-%03d", i), 1, "sk-b"))
+	}
+	start := time.Now()
+	b.publish(evs...)
+	for id, c := range b.waitConfirmed(evs, 15*time.Second) {
+		if c.Status != events.StatusStored {
+			b.t.Errorf("team-b %s: %s %s", id, c.Status, c.Reason)
+		}
+	}
+	b.t.Logf("team-b's events confirmed %v after they were published, team-a's backend down", time.Since(start).Round(10*time.Millisecond))
+}
+
 // TestParkedEventsHoldNoLaneSlot: the lane consumer's MaxAckPending is 20
 // and team-a's backend is down with 60 events of team-a pending. Team-b's
 // events, published after them on another backend, are still confirmed
@@ -148,24 +166,14 @@ func TestParkedEventsHoldNoLaneSlot(t *testing.T) {
 	b.publish(b.settingsEvent("team-b", 1, &events.TeamSettings{Backend: "backend_b"}))
 	b.confirmations(1, 30*time.Second)
 	down.down.Store(true)
-	var aEvs, bEvs []*events.Event
+	var aEvs []*events.Event
 	for i := 0; i < 60; i++ {
 		aEvs = append(aEvs, b.keyEvent(events.KeyCreated, "team-a", fmt.Sprintf("key-%03d", i), 1, "sk-a"))
 	}
 	b.publish(aEvs...)
 	// team-a's events fill the consumer and its breaker opens.
 	time.Sleep(time.Second)
-	for i := 0; i < 10; i++ {
-		bEvs = append(bEvs, b.keyEvent(events.KeyCreated, "team-b", fmt.Sprintf("key-%03d", i), 1, "sk-b"))
-	}
-	start := time.Now()
-	b.publish(bEvs...)
-	for id, c := range b.waitConfirmed(bEvs, 15*time.Second) {
-		if c.Status != events.StatusStored {
-			t.Errorf("team-b %s: %s %s", id, c.Status, c.Reason)
-		}
-	}
-	t.Logf("team-b's events confirmed %v after they were published, team-a's backend down", time.Since(start).Round(10*time.Millisecond))
+	b.otherTeamFlows()
 	if n := testutil.ToFloat64(b.metrics.Parked.WithLabelValues("interactive", "parked")); n == 0 {
 		t.Error("no event parked")
 	}
@@ -406,6 +414,11 @@ func TestForgedParkedMessages(t *testing.T) {
 		{worker.ParkedPrefix + ".due.interactive.team-x.k1.01", nil, ""},           // not canonical
 		{due("bulk", "team-x", "k1", ack), nil, ""},                                // not in the bulk lane
 		{worker.ParkedPrefix + ".due.interactive.te..am.k1.1", []byte("junk"), ""}, // not a subject
+		{due("interactive", "team-x", "k1", ack) + ".pin", raw, ""},                // a pin with a body
+		{due("interactive", "team-x", "k1", ack) + ".pin", nil, k1},                // a pin naming a copy's subject
+		{due("interactive", "team-x", "k1", 99999) + ".pin", nil, ""},              // a pin of a message the lane never held
+		{due("interactive", "team-x", "k1", ack) + ".pins", nil, ""},               // not a pin
+		{due("interactive", "team-y", "k1", ack) + ".pin", nil, ""},                // a pin under another team
 	}
 	invalid := 0
 	for _, f := range forged {
@@ -430,8 +443,10 @@ func TestForgedParkedMessages(t *testing.T) {
 		key string
 		seq uint64
 	}{{"k1", ack}, {"k2", pack}} {
-		if _, err := b.js.PublishMsg(b.ctx, &nats.Msg{Subject: due("interactive", "team-x", seq.key, seq.seq)}); err != nil {
-			t.Fatal(err)
+		for _, suffix := range []string{"", ".pin"} {
+			if _, err := b.js.PublishMsg(b.ctx, &nats.Msg{Subject: due("interactive", "team-x", seq.key, seq.seq) + suffix}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	waitWithin(t, 20*time.Second, "the parked stream drained", func() bool { msgs, pending := b.parkedState(); return msgs == 0 && pending == 0 })
@@ -456,7 +471,8 @@ func TestForgedParkedMessages(t *testing.T) {
 		}
 	}
 	logs := b.logs.String()
-	for _, want := range []string{"is not a key event of team team-y, key k1", "its copy is not message", "holds no copy of it", "its copy stands for nothing removed", "not a due subject"} {
+	for _, want := range []string{"is not a key event of team team-y, key k1", "its copy is not message", "holds no copy of it", "its copy stands for nothing removed", "not a due subject",
+		"a pin carries no copy", "the pin stands for nothing removed"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("no log line with reason %q", want)
 		}
@@ -577,11 +593,11 @@ func TestParkAfterSetting(t *testing.T) {
 // purged, as events_max_age or the trimmer of events_max_bytes do), are
 // still each written once and confirmed once when the backend is back:
 // their parked messages carry a copy. A plaintext value (allowed here) is
-// never parked (its copy would be a second plaintext copy): it waits in
-// its lane consumer, unacknowledged, so neither a trim nor this purge
-// below its sequence removes it. No value is in the parked stream in
-// clear, nor in the logs. (With bare references, every parked event here
-// was terminated as invalid and never confirmed.)
+// parked as a pin, with no copy (its copy would be a second plaintext
+// copy) and none of its headers: its lane message, which this purge below
+// its sequence leaves, is the only one. No value is in the parked stream
+// in clear, nor in the logs. (With bare references, every parked event
+// here was terminated as invalid and never confirmed.)
 func TestParkedEventOutlivesItsLaneMessage(t *testing.T) {
 	const sentinel = "sk-SENTINEL-park-7d1e90"
 	b, down := parkSetup(t, 256)
@@ -601,15 +617,26 @@ func TestParkedEventOutlivesItsLaneMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Every sealed event parked (acked on its lane, its parked message
-	// stored); the plaintext one handed back to its consumer.
-	waitWithin(t, 30*time.Second, "every sealed event parked", func() bool {
+	// Every event parked (acked on its lane, its parked message stored),
+	// the plaintext one as a pin.
+	waitWithin(t, 30*time.Second, "every event parked", func() bool {
 		msgs, _ := b.parkedState()
-		return b.ackFloor(worker.EventsStream, worker.ConsumerName) == plainSeq-1 && msgs == uint64(len(evs))
+		return b.ackFloor(worker.EventsStream, worker.ConsumerName) == plainSeq && msgs == uint64(len(evs)+1)
 	})
+	pins := 0
 	for _, m := range b.rawMessages(worker.ParkedStream) {
-		if strings.Contains(m.Subject, "key-plain") {
-			t.Errorf("the plaintext event was parked: %s", m.Subject)
+		if pinned := strings.HasSuffix(m.Subject, ".pin"); pinned != strings.Contains(m.Subject, "key-plain") {
+			t.Errorf("parked message %s: pinned %v, want only the plaintext event's", m.Subject, pinned)
+		} else if pinned {
+			pins++
+			for name := range m.Header {
+				if !strings.HasPrefix(name, "Nats-") && name != "Keyrelay-Parked-Deliveries" {
+					t.Errorf("the pin %s carries header %s of its event", m.Subject, name)
+				}
+			}
+			if len(m.Data) != 0 {
+				t.Errorf("the pin %s carries %d bytes", m.Subject, len(m.Data))
+			}
 		}
 		if strings.Contains(string(m.Data), sentinel) || strings.Contains(string(m.Data), base64Std([]byte(sentinel))) {
 			t.Errorf("parked message %s holds a value in clear", m.Subject)
@@ -618,6 +645,9 @@ func TestParkedEventOutlivesItsLaneMessage(t *testing.T) {
 	s, err := b.js.Stream(b.ctx, worker.EventsStream)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if pins != 1 {
+		t.Fatalf("%d pins, want the plaintext event's", pins)
 	}
 	if err := s.Purge(b.ctx, jetstream.WithPurgeSequence(plainSeq)); err != nil {
 		t.Fatal(err)

@@ -193,7 +193,7 @@ func (w *Worker) rearm(ctx context.Context, m *jetstream.RawStreamMsg) (ok bool,
 	if !valid {
 		return false, nil
 	}
-	ok, err = w.storeScheduleAgain(ctx, ParkedStream, m, parkedSubject(parkedDueToken, ref.lane, ref.team, ref.key, ref.seq))
+	ok, err = w.storeScheduleAgain(ctx, ParkedStream, m, ref.subject(parkedDueToken))
 	if err != nil {
 		return false, fmt.Errorf("store parked schedule %s again: %w", m.Subject, err)
 	}

@@ -36,6 +36,8 @@ type bundle struct {
 	srv     *testenv.NATS
 	cluster *testenv.Cluster
 	kr      *events.Keyring
+	// opener, when set, opens values instead of kr (fault injection).
+	opener  events.Opener
 	cfg     *settings.Config
 	reg     *providers.Registry
 	stores  map[string]*local.Provider
@@ -132,7 +134,11 @@ func (b *bundle) startWorker(mut func(*worker.Config)) (w *worker.Worker, stop f
 	if mut != nil {
 		mut(&wc)
 	}
-	w, err := worker.New(b.ctx, wc, worker.Deps{JS: b.js, Settings: b.cfg, Registry: b.reg, Opener: b.kr, Logger: b.log, Metrics: b.metrics})
+	var opener events.Opener = b.kr
+	if b.opener != nil {
+		opener = b.opener
+	}
+	w, err := worker.New(b.ctx, wc, worker.Deps{JS: b.js, Settings: b.cfg, Registry: b.reg, Opener: opener, Logger: b.log, Metrics: b.metrics})
 	if err != nil {
 		b.t.Fatal(err)
 	}

@@ -219,7 +219,7 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 	// start; earlier versions neither park nor read it.
 	if err := ensureScheduleStream(ctx, js, jetstream.StreamConfig{
 		Name:        ParkedStream,
-		Description: "keyrelay key events waiting out a long redelivery delay: schedules naming their lane message, with a copy of it (sealed values only)",
+		Description: "keyrelay key events waiting out a long redelivery delay: schedules naming their lane message, with a copy of it (values proven sealed) or none (a pin: its lane message is kept)",
 		Subjects:    []string{ParkedPrefix + ".>"},
 		Replicas:    c.Replicas,
 		MaxMsgSize:  parkedMaxMsgBytes,

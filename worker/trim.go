@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -33,11 +34,15 @@ import (
 // one is not.
 //
 // A parked event (park.go) was acknowledged on its lane and is not
-// handled yet, but it does not hold the trimming back: its parked message
-// carries a copy of it, handled when the lane message is gone (only events
-// whose copy is safe to keep are parked; any other waits in its lane
-// consumer, under the ack floor). So one team's backend down for hours
-// does not fill a lane stream that every team publishes to.
+// handled yet, but one parked with a copy does not hold the trimming back:
+// the copy is handled when the lane message is gone. So one team's backend
+// down for hours does not fill a lane stream that every team publishes
+// to. A pinned event (parked without a copy: its value is not proven
+// sealed) does: the trimmer never purges the lowest sequence a pin names
+// (lowestPinned), as it would not purge that event had it waited in its
+// consumer. The pins are read after the ack floor, and a worker stores a
+// pin before it acknowledges the lane message: a floor past the message
+// was read after its pin was stored.
 //
 // The ack floor only moves forward (a message once acknowledged stays
 // so), so several processes trimming at once are safe: every message a
@@ -69,8 +74,11 @@ type TrimResult struct {
 	// Purged is how many messages this round removed from its head.
 	Purged uint64
 	// Bound is the first sequence the round had to keep (the first
-	// unacknowledged one), when it was over.
+	// unacknowledged one, or the lowest a pin names), when it was over.
 	Bound uint64
+	// Pinned is the lowest sequence a pin names, when it was over and
+	// there was one (0: none).
+	Pinned uint64
 }
 
 // trimLogEvery is how often a lasting trimming failure of one stream is
@@ -176,6 +184,14 @@ func trimLane(ctx context.Context, js jetstream.JetStream, l events.Lane) (TrimR
 		return r, fmt.Errorf("consumer %s of stream %s: %w", ConsumerOf(l), name, err)
 	}
 	bound := c.CachedInfo().AckFloor.Stream + 1
+	// Then the pins (see above: after the floor).
+	pinned, err := lowestPinned(ctx, js, l)
+	if err != nil {
+		return r, err
+	}
+	if r.Pinned = pinned; pinned != 0 {
+		bound = min(bound, pinned)
+	}
 	r.Bound = bound
 	if bound <= st.FirstSeq {
 		r.Blocked = true
@@ -191,6 +207,35 @@ func trimLane(ctx context.Context, js jetstream.JetStream, l events.Lane) (TrimR
 	}
 	r.Purged = n
 	return r, nil
+}
+
+// lowestPinned is the lowest sequence of lane l that a pin in the parked
+// stream names, its schedule or its due message (0: none). A parked
+// stream that does not exist (a deployment of a version before parking)
+// holds none.
+func lowestPinned(ctx context.Context, js jetstream.JetStream, l events.Lane) (uint64, error) {
+	s, err := js.Stream(ctx, ParkedStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", ParkedStream, err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(pinnedFilter(l)))
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: pins of lane %s: %w", ParkedStream, l, err)
+	}
+	var low uint64
+	for subj := range info.State.Subjects {
+		ref, ok := parseParked(parkedAtToken, subj)
+		if !ok {
+			ref, ok = parseParked(parkedDueToken, subj)
+		}
+		if ok && ref.pinned && ref.lane == l && (low == 0 || ref.seq < low) {
+			low = ref.seq
+		}
+	}
+	return low, nil
 }
 
 // trimRecordSlack is what a stored message takes beyond its size as
