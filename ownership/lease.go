@@ -432,10 +432,14 @@ func isConflict(err error) bool {
 	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) || isWrongLastSequence(err)
 }
 
-// isWrongLastSequence matches the server's compare-and-set refusal.
+// isWrongLastSequence matches the server's compare-and-set refusal, under
+// either code: replicated streams answer 10164 where one replica answers
+// 10071. (nats.go maps both to ErrKeyExists or ErrKeyRevisionMismatch on
+// the KV calls the lease makes; this catches an error that is not.)
 func isWrongLastSequence(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 func newNonce() uint64 {
