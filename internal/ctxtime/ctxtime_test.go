@@ -30,9 +30,10 @@ func TestSleep(t *testing.T) {
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
+			// Before the context: a deadline counts from its creation.
+			start := time.Now()
 			ctx, cancel := tt.ctx()
 			defer cancel()
-			start := time.Now()
 			err := Sleep(ctx, tt.d)
 			if !errors.Is(err, tt.want) || (tt.want == nil && err != nil) {
 				t.Fatalf("Sleep = %v, want %v", err, tt.want)
