@@ -327,19 +327,30 @@ func copyMatches(msg jetstream.Msg, orig *jetstream.RawStreamMsg) bool {
 	return subj == orig.Subject && bytes.Equal(msg.Data(), orig.Data)
 }
 
-// pinGone is the error of pin ref whose lane message is not in lane
-// stream s: errParkedGone when the stream's head has moved past it
-// (removed by its limits, or a purge), else errParkedInvalid (a sequence
-// the stream has not reached, or removed in its middle: it pins nothing).
-func (w *Worker) pinGone(ctx context.Context, s jetstream.Stream, ref parkedRef) error {
+// laneHead is the first sequence lane l's stream s holds, read now (a
+// message below it was removed from the head: by the stream's limits, or
+// a purge).
+func (w *Worker) laneHead(ctx context.Context, s jetstream.Stream, l events.Lane) (uint64, error) {
 	var info *jetstream.StreamInfo
 	if err := w.infraDo(ctx, func(ctx context.Context) (err error) {
 		info, err = s.Info(ctx)
 		return err
 	}); err != nil {
-		return fmt.Errorf("stream %s: %w", StreamOf(ref.lane), err)
+		return 0, fmt.Errorf("stream %s: %w", StreamOf(l), err)
 	}
-	if first := info.State.FirstSeq; ref.seq >= first {
+	return info.State.FirstSeq, nil
+}
+
+// pinGone is the error of pin ref whose lane message is not in lane
+// stream s: errParkedGone when the stream's head has moved past it
+// (removed by its limits, or a purge), else errParkedInvalid (a sequence
+// the stream has not reached, or removed in its middle: it pins nothing).
+func (w *Worker) pinGone(ctx context.Context, s jetstream.Stream, ref parkedRef) error {
+	first, err := w.laneHead(ctx, s, ref.lane)
+	if err != nil {
+		return err
+	}
+	if ref.seq >= first {
 		return fmt.Errorf("%w: message %d is not in stream %s, whose head is message %d: the pin stands for nothing removed by the stream's limits",
 			errParkedInvalid, ref.seq, StreamOf(ref.lane), first)
 	}
@@ -356,14 +367,11 @@ func (w *Worker) parkedCopy(ctx context.Context, s jetstream.Stream, ref parkedR
 		return nil, fmt.Errorf("%w: message %d is not in stream %s (removed by its limits, or never there) and the parked message holds no copy of it",
 			errParkedInvalid, ref.seq, StreamOf(ref.lane))
 	}
-	var info *jetstream.StreamInfo
-	if err := w.infraDo(ctx, func(ctx context.Context) (err error) {
-		info, err = s.Info(ctx)
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("stream %s: %w", StreamOf(ref.lane), err)
+	first, err := w.laneHead(ctx, s, ref.lane)
+	if err != nil {
+		return nil, err
 	}
-	if first := info.State.FirstSeq; ref.seq >= first {
+	if ref.seq >= first {
 		return nil, fmt.Errorf("%w: message %d is not in stream %s, whose head is message %d: its copy stands for nothing removed by the stream's limits",
 			errParkedInvalid, ref.seq, StreamOf(ref.lane), first)
 	}
